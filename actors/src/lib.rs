@@ -1,1 +1,25 @@
-//! placeholder
+//! Role logic of mlsd: the five services as state machines, the ractor actors
+//! that host them, and the node's storage.
+//!
+//! The state machines take a request, the current time and storage and return
+//! a response; they know nothing of sockets or actors, so tests drive them
+//! directly. The actors are thin shells that own one state machine each.
+//!
+//! # Layout
+//! - [`storage`]: the [`Store`] trait (what the roles need) and its RocksDB
+//!   implementation, one column family per role.
+//! - [`role`]: the generic role actor, its message type and the
+//!   [`RoleLogic`] trait every service implements.
+//! - [`r#as`], [`cs`], [`ids`], [`ods`], [`sds`]: one module per service.
+#![warn(missing_docs)]
+
+pub mod r#as;
+pub mod cs;
+pub mod ids;
+pub mod ods;
+pub mod role;
+pub mod sds;
+pub mod storage;
+
+pub use role::{logic_for, RoleActor, RoleArgs, RoleContext, RoleLogic, RoleMsg};
+pub use storage::{Batch, RocksStore, Space, Store, StoreError};

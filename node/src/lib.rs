@@ -1,1 +1,34 @@
-//! placeholder
+//! The mlsd node: reads `cluster.toml`, hosts its roles' actors under a
+//! supervisor, serves clients and peers over QUIC and routes every request to
+//! the node that owns its key.
+//!
+//! # Layout
+//! - [`config`]: `cluster.toml` parsing and validation.
+//! - [`certs`]: the cluster CA and node certificates on disk.
+//! - [`routing`]: rendezvous hashing of shard keys to owner nodes.
+//! - [`supervisor`]: the node supervisor that restarts role actors.
+//! - [`peers`]: pooled node-to-node connections for forwarding.
+//! - [`server`]: the QUIC accept loop and per-stream request handling.
+//! - [`node`]: [`Node`], which ties the above together; used by the binary and tests.
+//! - [`logging`]: tracing set-up for the binary.
+#![warn(missing_docs)]
+
+pub mod certs;
+pub mod config;
+pub mod logging;
+pub mod node;
+pub mod peers;
+pub mod routing;
+pub mod server;
+pub mod supervisor;
+
+pub use config::{ClusterConfig, ConfigError};
+pub use node::{Node, NodeError};
+
+/// Chooses `ring` as the process-wide rustls provider. Our own configs name
+/// ring explicitly, but a dependency that calls `ClientConfig::builder()`
+/// would panic if two providers were compiled in; calling this first (as the
+/// binaries and tests do) rules that out.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -1,1 +1,90 @@
-fn main() {}
+//! `mlsd`: run a node of an mlsd cluster, or create its certificates.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use mlsd::logging::{self, LogFormat};
+use mlsd::{certs, ClusterConfig, Node};
+
+/// mlsd: the server side of an MLS (RFC 9420) deployment.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    /// Log line format.
+    #[arg(long, value_enum, default_value = "text", global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run one node of the cluster until interrupted (creates missing certificates first).
+    Run {
+        /// Path of the cluster config.
+        #[arg(long, default_value = "cluster.toml")]
+        config: PathBuf,
+        /// Which node of the config to run (default: the first).
+        #[arg(long)]
+        node: Option<String>,
+    },
+    /// Create the cluster CA and node certificates that are missing; never overwrites.
+    Certs {
+        /// Path of the cluster config.
+        #[arg(long, default_value = "cluster.toml")]
+        config: PathBuf,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    logging::init(cli.log_format);
+    mlsd::install_crypto_provider();
+    if let Err(e) = run(cli.cmd) {
+        eprintln!("mlsd: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cmd: Cmd) -> anyhow::Result<()> {
+    match cmd {
+        Cmd::Certs { config } => {
+            let cfg = ClusterConfig::load(&config)?;
+            let created = certs::ensure_certs(&cfg)?;
+            if created.is_empty() {
+                println!("all certificates exist in {}", cfg.certs_dir.display());
+            }
+            for f in created {
+                println!("created {}", f.display());
+            }
+            Ok(())
+        }
+        Cmd::Run { config, node } => {
+            let cfg = ClusterConfig::load(&config)?;
+            let rt = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+            rt.block_on(async move {
+                let mut node = Node::start(cfg, node.as_deref()).await?;
+                let stopped_itself = tokio::select! {
+                    _ = shutdown_signal() => false,
+                    _ = node.supervisor_stopped() => true,
+                };
+                node.shutdown().await;
+                if stopped_itself {
+                    anyhow::bail!("a role actor failed repeatedly; node stopped");
+                }
+                Ok(())
+            })
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+}

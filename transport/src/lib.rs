@@ -1,1 +1,28 @@
-//! placeholder
+//! Wire layer of mlsd: QUIC endpoints, TLS, framing and the protocol types that
+//! clients and nodes exchange.
+//!
+//! Nothing here knows about roles' logic or storage; the node crate drives these
+//! pieces, and the client crate uses the same ones so both sides agree on bytes.
+//!
+//! # Layout
+//! - [`limits`]: every size and timeout default, in one place.
+//! - [`codec`]: the only module that knows the serialization format (bincode 2),
+//!   so a successor format replaces one file.
+//! - [`frame`]: u32 length prefix + codec over any async stream, bounded and timed.
+//! - [`protocol`]: request, response and error types, with the protocol version.
+//! - [`tls`]: rustls configs (TLS 1.3, `ring`) for the client and node ALPNs,
+//!   and the check that a peer certificate names a cluster node.
+//! - [`endpoint`]: quinn endpoint construction and request/response calls.
+#![warn(missing_docs)]
+
+pub mod codec;
+pub mod endpoint;
+pub mod frame;
+pub mod limits;
+pub mod protocol;
+pub mod tls;
+
+pub use codec::CodecError;
+pub use endpoint::{call, CallError};
+pub use frame::FrameError;
+pub use protocol::{Request, Response, Role, WireError, PROTOCOL_VERSION};

@@ -1,0 +1,205 @@
+//! Node storage: a small key-value trait the roles program against, and the
+//! RocksDB implementation behind it.
+//!
+//! One RocksDB instance per node, one column family per role (plus `meta` for
+//! the node itself), so a role's keys never collide with another's and a
+//! role's data can later be moved as a unit. A [`Batch`] is applied atomically;
+//! with `sync` on (the default) it is durable in the WAL before `write`
+//! returns, which is what lets a reply acknowledge a state change.
+
+use std::path::Path;
+
+use mlsd_transport::Role;
+use rocksdb::{ColumnFamilyDescriptor, Options, WriteOptions, DB};
+
+/// A keyspace: one per role, and one for node metadata.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Space {
+    /// Data of one role.
+    Role(Role),
+    /// Node-level metadata (format version, node name).
+    Meta,
+}
+
+impl Space {
+    /// Column family name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Space::Role(r) => r.name(),
+            Space::Meta => "meta",
+        }
+    }
+
+    fn all() -> impl Iterator<Item = Space> {
+        Role::ALL.into_iter().map(Space::Role).chain([Space::Meta])
+    }
+}
+
+/// Why a storage operation failed. Roles answer `Internal` and change nothing
+/// else, since a failed batch is not applied at all.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database reported an error (I/O, corruption, lock held by another process).
+    #[error("storage: {0}")]
+    Db(String),
+}
+
+/// One write operation of a [`Batch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Set `key` to `value`.
+    Put {
+        /// Keyspace.
+        space: Space,
+        /// Key.
+        key: Vec<u8>,
+        /// Value.
+        value: Vec<u8>,
+    },
+    /// Remove `key`.
+    Delete {
+        /// Keyspace.
+        space: Space,
+        /// Key.
+        key: Vec<u8>,
+    },
+}
+
+/// Writes applied all together or not at all.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Batch {
+    /// The operations, in order.
+    pub ops: Vec<Op>,
+}
+
+impl Batch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Adds a put.
+    pub fn put(&mut self, space: Space, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+        self.ops.push(Op::Put { space, key: key.into(), value: value.into() });
+    }
+    /// Adds a delete.
+    pub fn delete(&mut self, space: Space, key: impl Into<Vec<u8>>) {
+        self.ops.push(Op::Delete { space, key: key.into() });
+    }
+}
+
+/// What role logic needs from storage. Implemented by [`RocksStore`]; the trait
+/// keeps RocksDB out of the state machines.
+pub trait Store: Send + Sync + 'static {
+    /// Reads one value.
+    fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Applies `batch` atomically (durably when the store syncs).
+    fn write(&self, batch: Batch) -> Result<(), StoreError>;
+    /// Up to `limit` entries whose key starts with `prefix`, in key order.
+    fn scan_prefix(
+        &self,
+        space: Space,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+}
+
+/// The RocksDB store of one node.
+pub struct RocksStore {
+    db: DB,
+    sync: bool,
+}
+
+fn db_err(e: rocksdb::Error) -> StoreError {
+    StoreError::Db(e.into_string())
+}
+
+impl RocksStore {
+    /// Opens (creating if needed) the database in `dir`. `sync` makes every
+    /// write wait for the WAL to reach the disk.
+    pub fn open(dir: &Path, sync: bool) -> Result<Self, StoreError> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        let cfs = Space::all().map(|s| ColumnFamilyDescriptor::new(s.name(), Options::default()));
+        let db = DB::open_cf_descriptors(&opts, dir, cfs).map_err(db_err)?;
+        Ok(RocksStore { db, sync })
+    }
+
+    fn cf(&self, space: Space) -> Result<&rocksdb::ColumnFamily, StoreError> {
+        self.db
+            .cf_handle(space.name())
+            .ok_or_else(|| StoreError::Db(format!("missing column family {}", space.name())))
+    }
+}
+
+impl Store for RocksStore {
+    fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.db.get_cf(self.cf(space)?, key).map_err(db_err)
+    }
+
+    fn write(&self, batch: Batch) -> Result<(), StoreError> {
+        let mut wb = rocksdb::WriteBatch::default();
+        for op in &batch.ops {
+            match op {
+                Op::Put { space, key, value } => wb.put_cf(self.cf(*space)?, key, value),
+                Op::Delete { space, key } => wb.delete_cf(self.cf(*space)?, key),
+            }
+        }
+        let mut wo = WriteOptions::default();
+        wo.set_sync(self.sync);
+        self.db.write_opt(wb, &wo).map_err(db_err)
+    }
+
+    fn scan_prefix(
+        &self,
+        space: Space,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        let mode = rocksdb::IteratorMode::From(prefix, rocksdb::Direction::Forward);
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(space)?, mode) {
+            let (k, v) = item.map_err(db_err)?;
+            if !k.starts_with(prefix) || out.len() >= limit {
+                break;
+            }
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_persist_across_reopen_and_spaces_are_separate() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = RocksStore::open(dir.path(), true).unwrap();
+            let mut b = Batch::new();
+            b.put(Space::Role(Role::Ods), b"k1".to_vec(), b"v1".to_vec());
+            b.put(Space::Role(Role::Ods), b"k2".to_vec(), b"v2".to_vec());
+            b.put(Space::Role(Role::As), b"k1".to_vec(), b"other".to_vec());
+            b.put(Space::Role(Role::Ods), b"x".to_vec(), b"v3".to_vec());
+            s.write(b).unwrap();
+            let mut d = Batch::new();
+            d.delete(Space::Role(Role::Ods), b"k2".to_vec());
+            s.write(d).unwrap();
+        }
+        let s = RocksStore::open(dir.path(), true).unwrap();
+        assert_eq!(s.get(Space::Role(Role::Ods), b"k1").unwrap().unwrap(), b"v1");
+        assert_eq!(s.get(Space::Role(Role::As), b"k1").unwrap().unwrap(), b"other");
+        assert_eq!(s.get(Space::Role(Role::Ods), b"k2").unwrap(), None);
+        let scan = s.scan_prefix(Space::Role(Role::Ods), b"k", 10).unwrap();
+        assert_eq!(scan, vec![(b"k1".to_vec(), b"v1".to_vec())]);
+    }
+
+    #[test]
+    fn a_second_open_of_the_same_dir_fails_cleanly() {
+        let dir = tempfile::tempdir().unwrap();
+        let _s = RocksStore::open(dir.path(), true).unwrap();
+        assert!(RocksStore::open(dir.path(), true).is_err());
+    }
+}

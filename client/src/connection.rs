@@ -1,0 +1,90 @@
+//! A client's connection to a node: TLS 1.3 over QUIC, `mlsd-client/1`,
+//! the node verified against the cluster CA.
+//!
+//! Any node will do: it routes each request to the node that owns it.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use mlsd_transport::limits::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_FRAME};
+use mlsd_transport::protocol::{ClientFrame, ResponseFrame};
+use mlsd_transport::{endpoint, tls, Request, Response, Role, WireError};
+
+/// How long a request may take end to end, forwarding included.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Why a client operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The CA file or TLS configuration is unusable.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// The node could not be reached or the connection broke.
+    #[error("cannot reach {server}: {reason}")]
+    Connect {
+        /// The server address.
+        server: SocketAddr,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The request got no usable response.
+    #[error(transparent)]
+    Call(#[from] endpoint::CallError),
+    /// The node answered with an error.
+    #[error("server refused: {0}")]
+    Server(#[from] WireError),
+    /// The node answered with a response of the wrong kind.
+    #[error("unexpected response: {0}")]
+    Unexpected(String),
+}
+
+/// An open connection to one node.
+pub struct Connection {
+    server: SocketAddr,
+    _endpoint: quinn::Endpoint,
+    conn: quinn::Connection,
+    timeout: Duration,
+}
+
+impl Connection {
+    /// Connects to `server`, trusting the cluster CA in `ca_path`.
+    pub async fn connect(server: SocketAddr, ca_path: &Path) -> Result<Self, ClientError> {
+        let ca = tls::load_certs(ca_path)?;
+        let cfg = endpoint::quinn_client_config(tls::client_config(&ca)?)?;
+        let ep = endpoint::client_endpoint(server, cfg)
+            .map_err(|e| ClientError::Connect { server, reason: e.to_string() })?;
+        let conn =
+            endpoint::connect(&ep, server, tls::CLUSTER_SERVER_NAME, DEFAULT_CONNECT_TIMEOUT)
+                .await
+                .map_err(|e| ClientError::Connect { server, reason: e.to_string() })?;
+        Ok(Connection { server, _endpoint: ep, conn, timeout: DEFAULT_REQUEST_TIMEOUT })
+    }
+
+    /// The address this connection goes to.
+    pub fn server(&self) -> SocketAddr {
+        self.server
+    }
+
+    /// Sends one request and returns the node's response; an error response
+    /// becomes [`ClientError::Server`].
+    pub async fn request(&self, req: Request) -> Result<Response, ClientError> {
+        let frame = ClientFrame::new(req);
+        let resp: ResponseFrame =
+            endpoint::call(&self.conn, &frame, DEFAULT_MAX_FRAME, self.timeout).await?;
+        match resp.response {
+            Response::Error(e) => Err(ClientError::Server(e)),
+            r => Ok(r),
+        }
+    }
+
+    /// Pings the actor of `role` that owns `key`; returns the answering node's
+    /// name and the round-trip time.
+    pub async fn ping(&self, role: Role, key: &[u8]) -> Result<(String, Duration), ClientError> {
+        let start = Instant::now();
+        match self.request(Request::Ping { role, key: key.to_vec() }).await? {
+            Response::Pong { node, .. } => Ok((node, start.elapsed())),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+}

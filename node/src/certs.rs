@@ -1,0 +1,107 @@
+//! `mlsd certs`: the cluster CA and one certificate per node, on disk.
+//!
+//! Existing files are never overwritten: regenerating a CA would silently cut
+//! every node and client off from the cluster. Keys are created with mode 0600.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use mlsd_transport::tls;
+
+use crate::config::ClusterConfig;
+
+/// Why certificates could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum CertsError {
+    /// Reading or writing a file failed.
+    #[error("{path}: {reason}")]
+    Io {
+        /// The file or directory.
+        path: String,
+        /// The OS error.
+        reason: String,
+    },
+    /// A node certificate is missing but the CA key is not there to sign one.
+    #[error("cannot create {missing}: CA key {ca_key} is missing")]
+    NoCaKey {
+        /// The file that would have been created.
+        missing: String,
+        /// The expected CA key path.
+        ca_key: String,
+    },
+    /// Generation failed.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+}
+
+fn io(path: &Path, e: std::io::Error) -> CertsError {
+    CertsError::Io { path: path.display().to_string(), reason: e.to_string() }
+}
+
+fn write_new(path: &Path, content: &str, mode: u32) -> Result<(), CertsError> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(|e| io(path, e))?;
+    f.write_all(content.as_bytes()).map_err(|e| io(path, e))?;
+    f.sync_all().map_err(|e| io(path, e))
+}
+
+/// Creates whatever of the CA and node certificates is missing in the
+/// config's `certs_dir`; returns the files it created (empty when all existed).
+pub fn ensure_certs(config: &ClusterConfig) -> Result<Vec<PathBuf>, CertsError> {
+    let dir = &config.certs_dir;
+    std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    let mut created = Vec::new();
+    let ca_pem = dir.join("ca.pem");
+    let ca_key = dir.join("ca.key");
+    if !ca_pem.exists() && !ca_key.exists() {
+        let ca = tls::generate_ca()?;
+        write_new(&ca_key, &ca.key_pem, 0o600)?;
+        write_new(&ca_pem, &ca.cert_pem, 0o644)?;
+        created.extend([ca_key.clone(), ca_pem.clone()]);
+    }
+    for node in &config.nodes {
+        let pem = dir.join(format!("{}.pem", node.name));
+        let key = dir.join(format!("{}.key", node.name));
+        if pem.exists() || key.exists() {
+            continue;
+        }
+        let ca_key_pem = std::fs::read_to_string(&ca_key).map_err(|_| CertsError::NoCaKey {
+            missing: pem.display().to_string(),
+            ca_key: ca_key.display().to_string(),
+        })?;
+        let cert = tls::generate_node_cert(&node.name, &ca_key_pem)?;
+        write_new(&key, &cert.key_pem, 0o600)?;
+        write_new(&pem, &cert.cert_pem, 0o644)?;
+        created.extend([key, pem]);
+    }
+    Ok(created)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn creates_missing_files_once_with_private_keys_0600() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "[cluster]\nname = \"t\"\ncerts_dir = \"certs\"\n[[node]]\nname = \"n1\"\nlisten = \"127.0.0.1:1\"\nroles = [\"as\", \"cs\", \"ids\", \"ods\", \"sds\"]\ndata_dir = \"d\"\n";
+        let cfg = ClusterConfig::parse(text, dir.path()).unwrap();
+        let created = ensure_certs(&cfg).unwrap();
+        assert_eq!(created.len(), 4);
+        let ca_before = std::fs::read(cfg.certs_dir.join("ca.pem")).unwrap();
+        for key in ["ca.key", "n1.key"] {
+            let mode = std::fs::metadata(cfg.certs_dir.join(key)).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{key}");
+        }
+        assert!(ensure_certs(&cfg).unwrap().is_empty());
+        assert_eq!(std::fs::read(cfg.certs_dir.join("ca.pem")).unwrap(), ca_before);
+        tls::NodeTls::load(&cfg.certs_dir, "n1").unwrap();
+    }
+}

@@ -1,0 +1,310 @@
+//! `cluster.toml`: which nodes exist, where they listen, which roles each
+//! hosts, and per-cluster settings.
+//!
+//! Parsing is strict: every problem is refused with an error that names it,
+//! because a node running on a config its peers disagree with would route
+//! requests to the wrong owner.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use mlsd_transport::limits;
+use mlsd_transport::Role;
+use serde::Deserialize;
+
+/// Why a config was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {reason}")]
+    Unreadable {
+        /// The path given.
+        path: String,
+        /// The OS error.
+        reason: String,
+    },
+    /// The file is not valid TOML of the expected shape.
+    #[error("invalid config: {0}")]
+    Syntax(String),
+    /// A node lists a role that does not exist.
+    #[error("node {node}: unknown role {role:?} (roles are as, cs, ids, ods, sds)")]
+    UnknownRole {
+        /// The node.
+        node: String,
+        /// The unknown role.
+        role: String,
+    },
+    /// Two nodes share a name.
+    #[error("duplicate node name {0:?}")]
+    DuplicateNodeName(String),
+    /// Two nodes share a listen address.
+    #[error("duplicate node address {0}")]
+    DuplicateAddress(SocketAddr),
+    /// No node hosts this role, so its requests could never be served.
+    #[error("no node hosts role {0}")]
+    RoleNotHosted(Role),
+    /// No `[[node]]` table.
+    #[error("the config lists no node")]
+    NoNodes,
+    /// A node name that cannot appear in a certificate.
+    #[error("invalid node name {0:?}: use 1-63 letters, digits or '-'")]
+    InvalidNodeName(String),
+    /// `--node` names a node the config does not list.
+    #[error("no node named {0:?} in the config")]
+    UnknownNode(String),
+    /// A setting is out of range.
+    #[error("invalid setting {key}: {reason}")]
+    BadSetting {
+        /// The key.
+        key: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// One node of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeConfig {
+    /// Unique name; also the name in its certificate.
+    pub name: String,
+    /// UDP address of its QUIC endpoint.
+    pub listen: SocketAddr,
+    /// Roles it hosts.
+    pub roles: Vec<Role>,
+    /// Directory of its RocksDB, absolute.
+    pub data_dir: PathBuf,
+}
+
+impl NodeConfig {
+    /// Whether this node hosts `role`.
+    pub fn hosts(&self, role: Role) -> bool {
+        self.roles.contains(&role)
+    }
+}
+
+/// Wire and routing limits, from the optional `[limits]` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest request or response frame, bytes (`max_frame`).
+    pub max_frame: u32,
+    /// Time allowed for a request frame to arrive (`read_timeout_ms`).
+    pub read_timeout: Duration,
+    /// Time allowed for a forwarded call to another node (`call_timeout_ms`).
+    pub call_timeout: Duration,
+    /// Time allowed to dial another node (`connect_timeout_ms`).
+    pub connect_timeout: Duration,
+}
+
+/// A whole cluster config, validated, with paths made absolute.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// Cluster name (for logs and operators).
+    pub name: String,
+    /// Directory of the CA and node certificates, absolute.
+    pub certs_dir: PathBuf,
+    /// The nodes, in file order.
+    pub nodes: Vec<NodeConfig>,
+    /// Wire and routing limits.
+    pub limits: Limits,
+    /// Whether writes that a reply acknowledges wait for the WAL to be synced.
+    pub sync_wal: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    cluster: RawCluster,
+    #[serde(default)]
+    node: Vec<RawNode>,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    storage: RawStorage,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCluster {
+    name: String,
+    certs_dir: PathBuf,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    name: String,
+    listen: SocketAddr,
+    roles: Vec<String>,
+    data_dir: PathBuf,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_frame: Option<u32>,
+    read_timeout_ms: Option<u64>,
+    call_timeout_ms: Option<u64>,
+    connect_timeout_ms: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawStorage {
+    sync_wal: Option<bool>,
+}
+
+/// Default time for a forwarded call; also the bound on how long a client
+/// waits for `Unavailable` when an owner is down.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl ClusterConfig {
+    /// Reads and validates the config at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Unreadable {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
+        let base = std::path::absolute(&base).unwrap_or(base);
+        Self::parse(&text, &base)
+    }
+
+    /// Parses and validates config text; relative paths are taken relative to `base`.
+    pub fn parse(text: &str, base: &Path) -> Result<Self, ConfigError> {
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+        if raw.node.is_empty() {
+            return Err(ConfigError::NoNodes);
+        }
+        let mut names = HashSet::new();
+        let mut addrs = HashSet::new();
+        let mut nodes = Vec::new();
+        for n in raw.node {
+            if !valid_node_name(&n.name) {
+                return Err(ConfigError::InvalidNodeName(n.name));
+            }
+            if !names.insert(n.name.clone()) {
+                return Err(ConfigError::DuplicateNodeName(n.name));
+            }
+            if !addrs.insert(n.listen) {
+                return Err(ConfigError::DuplicateAddress(n.listen));
+            }
+            let mut roles = Vec::new();
+            for r in &n.roles {
+                let role = Role::from_name(r).ok_or_else(|| ConfigError::UnknownRole {
+                    node: n.name.clone(),
+                    role: r.clone(),
+                })?;
+                if !roles.contains(&role) {
+                    roles.push(role);
+                }
+            }
+            nodes.push(NodeConfig {
+                name: n.name,
+                listen: n.listen,
+                roles,
+                data_dir: base.join(n.data_dir),
+            });
+        }
+        for role in Role::ALL {
+            if !nodes.iter().any(|n| n.hosts(role)) {
+                return Err(ConfigError::RoleNotHosted(role));
+            }
+        }
+        let l = raw.limits;
+        let max_frame = l.max_frame.unwrap_or(limits::DEFAULT_MAX_FRAME);
+        if !(1024..=limits::ABSOLUTE_MAX_FRAME).contains(&max_frame) {
+            return Err(ConfigError::BadSetting {
+                key: "limits.max_frame",
+                reason: format!("must be between 1024 and {}", limits::ABSOLUTE_MAX_FRAME),
+            });
+        }
+        let ms = |key: &'static str, v: Option<u64>, d: Duration| match v {
+            None => Ok(d),
+            Some(0) => Err(ConfigError::BadSetting { key, reason: "must be positive".into() }),
+            Some(v) => Ok(Duration::from_millis(v)),
+        };
+        let limits = Limits {
+            max_frame,
+            read_timeout: ms(
+                "limits.read_timeout_ms",
+                l.read_timeout_ms,
+                limits::DEFAULT_READ_TIMEOUT,
+            )?,
+            call_timeout: ms("limits.call_timeout_ms", l.call_timeout_ms, DEFAULT_CALL_TIMEOUT)?,
+            connect_timeout: ms(
+                "limits.connect_timeout_ms",
+                l.connect_timeout_ms,
+                limits::DEFAULT_CONNECT_TIMEOUT,
+            )?,
+        };
+        Ok(ClusterConfig {
+            name: raw.cluster.name,
+            certs_dir: base.join(raw.cluster.certs_dir),
+            nodes,
+            limits,
+            sync_wal: raw.storage.sync_wal.unwrap_or(true),
+        })
+    }
+
+    /// The node called `name`, or the first node when `name` is `None`.
+    pub fn node(&self, name: Option<&str>) -> Result<&NodeConfig, ConfigError> {
+        match name {
+            None => Ok(&self.nodes[0]),
+            Some(n) => self
+                .nodes
+                .iter()
+                .find(|c| c.name == n)
+                .ok_or_else(|| ConfigError::UnknownNode(n.to_string())),
+        }
+    }
+}
+
+fn valid_node_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 63
+        && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && !n.starts_with('-')
+        && !n.ends_with('-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str, port: u16, roles: &str) -> String {
+        format!(
+            "[[node]]\nname = \"{name}\"\nlisten = \"127.0.0.1:{port}\"\nroles = [{roles}]\ndata_dir = \"d/{name}\"\n"
+        )
+    }
+    const HEAD: &str = "[cluster]\nname = \"t\"\ncerts_dir = \"certs\"\n";
+    const ALL: &str = "\"as\", \"cs\", \"ids\", \"ods\", \"sds\"";
+
+    fn parse(s: &str) -> Result<ClusterConfig, ConfigError> {
+        ClusterConfig::parse(s, Path::new("/etc/mlsd"))
+    }
+
+    #[test]
+    fn valid_config_resolves_relative_paths_and_defaults() {
+        let c = parse(&format!("{HEAD}{}", node("n1", 4433, ALL))).unwrap();
+        assert_eq!(c.certs_dir, Path::new("/etc/mlsd/certs"));
+        assert_eq!(c.nodes[0].data_dir, Path::new("/etc/mlsd/d/n1"));
+        assert_eq!(c.limits.max_frame, limits::DEFAULT_MAX_FRAME);
+        assert!(c.sync_wal);
+        assert_eq!(c.node(None).unwrap().name, "n1");
+        assert_eq!(c.node(Some("n9")), Err(ConfigError::UnknownNode("n9".into())));
+    }
+
+    #[test]
+    fn the_repository_default_config_is_valid() {
+        let text = include_str!("../../cluster.toml");
+        let c = parse(text).unwrap();
+        assert_eq!(c.nodes.len(), 1);
+        assert_eq!(c.nodes[0].name, "n1");
+        assert_eq!(c.nodes[0].roles, Role::ALL.to_vec());
+        assert_eq!(c.nodes[0].listen, "127.0.0.1:4433".parse().unwrap());
+    }
+}

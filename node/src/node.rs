@@ -1,0 +1,122 @@
+//! One running node: its endpoint, supervisor, role actors and server task.
+//!
+//! `mlsd run` and the in-process tests both start nodes through [`Node::start`],
+//! so what the tests exercise is what operators run.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use mlsd_actors::{RocksStore, Store};
+use mlsd_transport::{endpoint, tls};
+use ractor::{Actor, ActorRef};
+
+use crate::certs;
+use crate::config::ClusterConfig;
+use crate::peers::Peers;
+use crate::server::{self, ServerCtx};
+use crate::supervisor::{NodeSupervisor, SupervisorArgs, SupervisorMsg};
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The config does not describe this node.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// Certificates could not be created.
+    #[error(transparent)]
+    Certs(#[from] certs::CertsError),
+    /// Certificates could not be loaded or used.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// The database could not be opened.
+    #[error("cannot open storage: {0}")]
+    Storage(#[from] mlsd_actors::StoreError),
+    /// The UDP socket could not be bound.
+    #[error("cannot listen on {addr}: {reason}")]
+    Bind {
+        /// The configured address.
+        addr: SocketAddr,
+        /// The OS error.
+        reason: String,
+    },
+    /// The actor system could not start.
+    #[error("cannot start actors: {0}")]
+    Actors(String),
+}
+
+/// A running node.
+pub struct Node {
+    name: String,
+    addr: SocketAddr,
+    endpoint: quinn::Endpoint,
+    supervisor: ActorRef<SupervisorMsg>,
+    supervisor_done: tokio::task::JoinHandle<()>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Node {
+    /// Starts node `name` (the first node when `None`) of `config`: creates
+    /// missing certificates, opens storage, spawns the role actors under the
+    /// supervisor and starts serving.
+    pub async fn start(config: ClusterConfig, name: Option<&str>) -> Result<Node, NodeError> {
+        let me = config.node(name)?.clone();
+        let created = certs::ensure_certs(&config)?;
+        if !created.is_empty() {
+            tracing::info!(dir = %config.certs_dir.display(), files = created.len(), "created missing certificates");
+        }
+        std::fs::create_dir_all(&me.data_dir)
+            .map_err(|e| NodeError::Storage(mlsd_actors::StoreError::Db(e.to_string())))?;
+        let store: Arc<dyn Store> = Arc::new(RocksStore::open(&me.data_dir, config.sync_wal)?);
+        let node_tls = tls::NodeTls::load(&config.certs_dir, &me.name)?;
+        let server_cfg = endpoint::quinn_server_config(tls::server_config(&node_tls)?)?;
+        let client_cfg = endpoint::quinn_client_config(tls::node_client_config(&node_tls)?)?;
+        let mut ep = quinn::Endpoint::server(server_cfg, me.listen)
+            .map_err(|e| NodeError::Bind { addr: me.listen, reason: e.to_string() })?;
+        ep.set_default_client_config(client_cfg);
+        let addr = ep.local_addr().unwrap_or(me.listen);
+
+        let sup_args =
+            SupervisorArgs { node: me.name.clone(), roles: me.roles.clone(), store: store.clone() };
+        drop(store);
+        let (supervisor, supervisor_done) =
+            Actor::spawn(Some(format!("{}/supervisor", me.name)), NodeSupervisor, sup_args)
+                .await
+                .map_err(|e| NodeError::Actors(e.to_string()))?;
+
+        let peers =
+            config.nodes.iter().filter(|n| n.name != me.name).map(|n| (n.name.clone(), n.listen));
+        let peers = Peers::new(ep.clone(), peers, config.limits.clone());
+        let name = me.name.clone();
+        let roles: Vec<_> = me.roles.iter().map(|r| r.name()).collect();
+        let ctx = Arc::new(ServerCtx { config: Arc::new(config), me, peers });
+        let server = tokio::spawn(server::serve(ep.clone(), ctx));
+        tracing::info!(node = %name, %addr, ?roles, "node started");
+        Ok(Node { name, addr, endpoint: ep, supervisor, supervisor_done, server })
+    }
+
+    /// The node's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The address it actually listens on (differs from the config for port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Resolves when the supervisor has stopped on its own (restart intensity
+    /// exceeded); the binary then exits with an error.
+    pub async fn supervisor_stopped(&mut self) {
+        let _ = (&mut self.supervisor_done).await;
+    }
+
+    /// Stops serving, stops every role actor and closes storage.
+    pub async fn shutdown(self) {
+        self.endpoint.close(0u32.into(), b"node shutting down");
+        self.server.abort();
+        let _ = ractor::call!(self.supervisor, SupervisorMsg::Shutdown);
+        let _ = self.supervisor_done.await;
+        self.endpoint.wait_idle().await;
+        tracing::info!(node = %self.name, "node stopped");
+    }
+}

@@ -1,0 +1,127 @@
+//! The pool of node-to-node QUIC connections used to forward requests.
+//!
+//! One connection per peer, dialed on first use over the node's own endpoint
+//! with its node certificate (mutual TLS, `mlsd-node/1`). A failed dial or call
+//! drops the connection and backs off exponentially; while backing off, calls
+//! fail at once with `Unavailable` instead of stacking up timeouts, and the
+//! first call after the backoff dials again, so a restarted peer is picked up
+//! without restarting anyone else.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use mlsd_transport::protocol::{NodeFrame, NodeRequest, ResponseFrame};
+use mlsd_transport::{endpoint, tls, Response, WireError, PROTOCOL_VERSION};
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+use crate::config::Limits;
+
+/// First backoff after a failure; doubled per consecutive failure.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// Longest backoff, which bounds how long a restarted peer stays unused.
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+#[derive(Default)]
+struct PeerState {
+    conn: Option<quinn::Connection>,
+    failures: u32,
+    retry_at: Option<Instant>,
+}
+
+struct Peer {
+    addr: SocketAddr,
+    state: Mutex<PeerState>,
+}
+
+/// Connections to every other node of the cluster.
+pub struct Peers {
+    endpoint: quinn::Endpoint,
+    peers: HashMap<String, Peer>,
+    limits: Limits,
+}
+
+impl Peers {
+    /// A pool dialing from `endpoint` (which must have the node client config
+    /// as its default) to the given `(name, address)` peers.
+    pub fn new(
+        endpoint: quinn::Endpoint,
+        peers: impl IntoIterator<Item = (String, SocketAddr)>,
+        limits: Limits,
+    ) -> Self {
+        let peers = peers
+            .into_iter()
+            .map(|(n, addr)| (n, Peer { addr, state: Mutex::new(PeerState::default()) }))
+            .collect();
+        Peers { endpoint, peers, limits }
+    }
+
+    /// Forwards `request` to `node` and returns its response, or `Unavailable`
+    /// when the node cannot be reached or does not answer within the call timeout.
+    pub async fn forward(&self, node: &str, request: mlsd_transport::Request) -> Response {
+        let unavailable = || Response::Error(WireError::Unavailable { node: node.to_string() });
+        let Some(peer) = self.peers.get(node) else {
+            return Response::Error(WireError::Internal(format!("unknown peer {node}")));
+        };
+        let Some(conn) = self.connection(node, peer).await else {
+            return unavailable();
+        };
+        let frame = NodeFrame::new(NodeRequest::Forward(request));
+        let res: Result<ResponseFrame, _> =
+            endpoint::call(&conn, &frame, self.limits.max_frame, self.limits.call_timeout).await;
+        match res {
+            Ok(f) if f.version == PROTOCOL_VERSION => {
+                self.peers[node].state.lock().await.failures = 0;
+                f.response
+            }
+            Ok(f) => Response::Error(WireError::UnsupportedVersion {
+                got: f.version,
+                supported: PROTOCOL_VERSION,
+            }),
+            Err(e) => {
+                tracing::warn!(peer = node, error = %e, "forwarded call failed");
+                let mut st = peer.state.lock().await;
+                if st.conn.as_ref().map(|c| c.stable_id()) == Some(conn.stable_id()) {
+                    st.conn = None;
+                    mark_failed(&mut st);
+                }
+                unavailable()
+            }
+        }
+    }
+
+    async fn connection(&self, node: &str, peer: &Peer) -> Option<quinn::Connection> {
+        let mut st = peer.state.lock().await;
+        if let Some(c) = &st.conn {
+            if c.close_reason().is_none() {
+                return Some(c.clone());
+            }
+            st.conn = None;
+        }
+        if st.retry_at.is_some_and(|t| Instant::now() < t) {
+            return None;
+        }
+        let name = tls::node_dns_name(node);
+        match endpoint::connect(&self.endpoint, peer.addr, &name, self.limits.connect_timeout).await
+        {
+            Ok(c) => {
+                tracing::info!(peer = node, "connected to peer");
+                st.retry_at = None;
+                st.conn = Some(c.clone());
+                Some(c)
+            }
+            Err(e) => {
+                mark_failed(&mut st);
+                tracing::warn!(peer = node, error = %e, failures = st.failures, "cannot reach peer");
+                None
+            }
+        }
+    }
+}
+
+fn mark_failed(st: &mut PeerState) {
+    st.failures = st.failures.saturating_add(1);
+    let backoff = BACKOFF_MIN.saturating_mul(1 << st.failures.min(8).saturating_sub(1));
+    st.retry_at = Some(Instant::now() + backoff.min(BACKOFF_MAX));
+}

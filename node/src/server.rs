@@ -1,0 +1,219 @@
+//! The node's QUIC server: accepts client and node connections and serves one
+//! request per bidirectional stream.
+//!
+//! Client streams (`mlsd-client/1`) are routed: served by the local role actor
+//! when this node owns the key, otherwise forwarded to the owner. Node streams
+//! (`mlsd-node/1`) carry forwarded requests, which are only ever served
+//! locally. Every failure to read or decode a frame is answered on that stream
+//! and affects nothing else.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mlsd_actors::role::actor_name;
+use mlsd_actors::RoleMsg;
+use mlsd_transport::frame::{read_message, write_message};
+use mlsd_transport::protocol::{
+    ClientFrame, NodeFrame, NodeRequest, ResponseFrame, ALPN_CLIENT, ALPN_NODE, CLIENT_MAGIC,
+    NODE_MAGIC,
+};
+use mlsd_transport::{tls, Request, Response, WireError, PROTOCOL_VERSION};
+use ractor::{ActorRef, MessagingErr};
+use rustls::pki_types::CertificateDer;
+
+use crate::config::{ClusterConfig, NodeConfig};
+use crate::peers::Peers;
+use crate::routing;
+
+/// How long a request waits for a role actor that is being restarted.
+const ACTOR_WAIT: Duration = Duration::from_secs(2);
+
+/// QUIC application error code for a refused node connection.
+const REFUSED: u32 = 0x10;
+
+/// Everything a connection handler needs; shared by all of them.
+pub struct ServerCtx {
+    /// The cluster config.
+    pub config: Arc<ClusterConfig>,
+    /// This node.
+    pub me: NodeConfig,
+    /// Connections to the other nodes.
+    pub peers: Peers,
+}
+
+/// Accepts connections until the endpoint is closed.
+pub async fn serve(endpoint: quinn::Endpoint, ctx: Arc<ServerCtx>) {
+    while let Some(incoming) = endpoint.accept().await {
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            match incoming.await {
+                Ok(conn) => serve_connection(conn, ctx).await,
+                Err(e) => tracing::debug!(error = %e, "handshake failed"),
+            }
+        });
+    }
+}
+
+fn alpn(conn: &quinn::Connection) -> Option<Vec<u8>> {
+    conn.handshake_data()?.downcast::<quinn::crypto::rustls::HandshakeData>().ok()?.protocol
+}
+
+fn peer_chain(conn: &quinn::Connection) -> Vec<CertificateDer<'static>> {
+    conn.peer_identity()
+        .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
+        .map(|b| *b)
+        .unwrap_or_default()
+}
+
+async fn serve_connection(conn: quinn::Connection, ctx: Arc<ServerCtx>) {
+    let remote = conn.remote_address();
+    let is_node = match alpn(&conn).as_deref() {
+        Some(p) if p == ALPN_CLIENT => false,
+        Some(p) if p == ALPN_NODE => {
+            let names = ctx.config.nodes.iter().map(|n| n.name.as_str());
+            match tls::peer_node_name(&peer_chain(&conn), names) {
+                Some(peer) => {
+                    tracing::debug!(%peer, %remote, "node connection");
+                    true
+                }
+                None => {
+                    tracing::warn!(%remote, "refused node connection without a node certificate");
+                    conn.close(REFUSED.into(), b"node certificate required");
+                    return;
+                }
+            }
+        }
+        _ => {
+            conn.close(REFUSED.into(), b"unknown ALPN");
+            return;
+        }
+    };
+    loop {
+        let (send, recv) = match conn.accept_bi().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(%remote, error = %e, "connection closed");
+                return;
+            }
+        };
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            if is_node {
+                serve_node_stream(send, recv, ctx).await
+            } else {
+                serve_client_stream(send, recv, ctx).await
+            }
+        });
+    }
+}
+
+async fn reply(mut send: quinn::SendStream, response: Response, max: u32) {
+    if let Err(e) = write_message(&mut send, &ResponseFrame::new(response), max).await {
+        tracing::debug!(error = %e, "cannot write response");
+    }
+    let _ = send.finish();
+}
+
+fn check_frame(magic: u32, want: u32, version: u16) -> Result<(), WireError> {
+    if magic != want {
+        return Err(WireError::Malformed("wrong frame type for this connection".into()));
+    }
+    if version != PROTOCOL_VERSION {
+        return Err(WireError::UnsupportedVersion { got: version, supported: PROTOCOL_VERSION });
+    }
+    Ok(())
+}
+
+async fn serve_client_stream(
+    send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    ctx: Arc<ServerCtx>,
+) {
+    let l = &ctx.config.limits;
+    let response =
+        match read_message::<ClientFrame, _>(&mut recv, l.max_frame, l.read_timeout).await {
+            Err(e) => Response::Error(e.into()),
+            Ok(f) => match check_frame(f.magic, CLIENT_MAGIC, f.version) {
+                Err(e) => Response::Error(e),
+                Ok(()) => route(&ctx, f.request).await,
+            },
+        };
+    reply(send, response, l.max_frame).await;
+}
+
+async fn serve_node_stream(
+    send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    ctx: Arc<ServerCtx>,
+) {
+    let l = &ctx.config.limits;
+    let response = match read_message::<NodeFrame, _>(&mut recv, l.max_frame, l.read_timeout).await
+    {
+        Err(e) => Response::Error(e.into()),
+        Ok(f) => match check_frame(f.magic, NODE_MAGIC, f.version) {
+            Err(e) => Response::Error(e),
+            Ok(()) => match f.request {
+                NodeRequest::Forward(req) => {
+                    let (role, key) = req.shard();
+                    match routing::owner(&ctx.config.nodes, role, key) {
+                        Some(o) if o.name == ctx.me.name => local(&ctx, req).await,
+                        Some(o) => Response::Error(WireError::NotOwner { owner: o.name.clone() }),
+                        None => {
+                            Response::Error(WireError::Internal(format!("no node hosts {role}")))
+                        }
+                    }
+                }
+            },
+        },
+    };
+    reply(send, response, l.max_frame).await;
+}
+
+/// Serves a client request here or at its owner.
+async fn route(ctx: &ServerCtx, req: Request) -> Response {
+    let (role, key) = req.shard();
+    let Some(owner) = routing::owner(&ctx.config.nodes, role, key) else {
+        return Response::Error(WireError::Internal(format!("no node hosts {role}")));
+    };
+    if owner.name == ctx.me.name {
+        local(ctx, req).await
+    } else {
+        let owner = owner.name.clone();
+        ctx.peers.forward(&owner, req).await
+    }
+}
+
+/// Hands a request to this node's role actor. If the actor is being restarted
+/// by the supervisor, waits briefly for its successor.
+async fn local(ctx: &ServerCtx, req: Request) -> Response {
+    let role = req.shard().0;
+    let name = actor_name(&ctx.me.name, role);
+    let deadline = tokio::time::Instant::now() + ACTOR_WAIT;
+    let mut req = Some(req);
+    loop {
+        if let Some(actor) = ActorRef::<RoleMsg>::where_is(name.clone()) {
+            let request = req.take().expect("request is put back before retrying");
+            let (tx, rx) = ractor::concurrency::oneshot();
+            match actor.send_message(RoleMsg::Request { request, reply: tx.into() }) {
+                Ok(()) => {
+                    return match tokio::time::timeout(ctx.config.limits.call_timeout, rx).await {
+                        Ok(Ok(r)) => r,
+                        // The actor died while holding the request; the request had
+                        // no acknowledged effect, so the caller may retry.
+                        Ok(Err(_)) | Err(_) => {
+                            Response::Error(WireError::Unavailable { node: ctx.me.name.clone() })
+                        }
+                    };
+                }
+                Err(MessagingErr::SendErr(RoleMsg::Request { request, .. })) => req = Some(request),
+                Err(_) => {
+                    return Response::Error(WireError::Unavailable { node: ctx.me.name.clone() })
+                }
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Response::Error(WireError::Unavailable { node: ctx.me.name.clone() });
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

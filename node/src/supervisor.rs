@@ -1,0 +1,154 @@
+//! The node supervisor: parent of one role actor per hosted role.
+//!
+//! A role actor that dies (panic, error, or killed by a chaos test) is
+//! restarted after a backoff that doubles with each recent restart. If one
+//! role restarts more than [`MAX_RESTARTS`] times within [`RESTART_WINDOW`],
+//! something is persistently wrong (e.g. storage failing): the supervisor
+//! stops, and with it the node, rather than spin.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mlsd_actors::role::actor_name;
+use mlsd_actors::{RoleActor, RoleArgs, Store};
+use mlsd_transport::Role;
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
+
+/// Restarts of one role tolerated within [`RESTART_WINDOW`].
+pub const MAX_RESTARTS: usize = 10;
+/// Window over which restarts are counted.
+pub const RESTART_WINDOW: Duration = Duration::from_secs(30);
+/// Backoff before the first restart; doubled per restart in the window, at most 1 s.
+pub const RESTART_BACKOFF: Duration = Duration::from_millis(20);
+
+/// Messages of the node supervisor.
+pub enum SupervisorMsg {
+    /// Spawn the actor of this role (after a backoff).
+    Restart(Role),
+    /// Stop every role actor, then the supervisor itself.
+    Shutdown(ractor::RpcReplyPort<()>),
+}
+
+/// Start-up arguments.
+pub struct SupervisorArgs {
+    /// The node's name.
+    pub node: String,
+    /// Roles to host.
+    pub roles: Vec<Role>,
+    /// The node's storage.
+    pub store: Arc<dyn Store>,
+}
+
+/// The supervisor actor.
+pub struct NodeSupervisor;
+
+/// Its state.
+pub struct SupervisorState {
+    node: String,
+    store: Arc<dyn Store>,
+    children: HashMap<ActorId, Role>,
+    restarts: HashMap<Role, VecDeque<Instant>>,
+    shutting_down: bool,
+}
+
+impl SupervisorState {
+    async fn spawn_role(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        role: Role,
+    ) -> Result<(), ActorProcessingErr> {
+        let args = RoleArgs { node: self.node.clone(), role, store: self.store.clone() };
+        let name = actor_name(&self.node, role);
+        // Linked: our handle_supervisor_evt hears when it dies and restarts it.
+        let (actor, _) =
+            RoleActor::spawn_linked(Some(name), RoleActor, args, myself.get_cell()).await?;
+        self.children.insert(actor.get_id(), role);
+        Ok(())
+    }
+}
+
+impl Actor for NodeSupervisor {
+    type Msg = SupervisorMsg;
+    type State = SupervisorState;
+    type Arguments = SupervisorArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        args: SupervisorArgs,
+    ) -> Result<SupervisorState, ActorProcessingErr> {
+        let mut st = SupervisorState {
+            node: args.node,
+            store: args.store,
+            children: HashMap::new(),
+            restarts: HashMap::new(),
+            shutting_down: false,
+        };
+        for role in args.roles {
+            st.spawn_role(&myself, role).await?;
+        }
+        Ok(st)
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        msg: SupervisorMsg,
+        st: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SupervisorMsg::Restart(role) if !st.shutting_down => {
+                if let Err(e) = st.spawn_role(&myself, role).await {
+                    // The old name may still be registered for a moment; try again.
+                    tracing::warn!(%role, error = %e, "restart failed; retrying");
+                    myself.send_after(RESTART_BACKOFF, move || SupervisorMsg::Restart(role));
+                } else {
+                    tracing::info!(%role, "role actor restarted");
+                }
+            }
+            SupervisorMsg::Restart(_) => {}
+            SupervisorMsg::Shutdown(reply) => {
+                st.shutting_down = true;
+                myself.stop_children_and_wait(None, Some(Duration::from_secs(5))).await;
+                let _ = reply.send(());
+                myself.stop(None);
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        evt: SupervisionEvent,
+        st: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        let (cell, reason) = match evt {
+            SupervisionEvent::ActorTerminated(cell, _, reason) => {
+                (cell, reason.unwrap_or_else(|| "stopped".into()))
+            }
+            SupervisionEvent::ActorFailed(cell, err) => (cell, err.to_string()),
+            _ => return Ok(()),
+        };
+        let Some(role) = st.children.remove(&cell.get_id()) else { return Ok(()) };
+        if st.shutting_down {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let recent = st.restarts.entry(role).or_default();
+        recent.retain(|t| now.duration_since(*t) < RESTART_WINDOW);
+        if recent.len() >= MAX_RESTARTS {
+            tracing::error!(%role, %reason, "role actor died too often; stopping the node");
+            myself.stop(Some(format!("{role} exceeded its restart intensity")));
+            return Ok(());
+        }
+        recent.push_back(now);
+        let backoff = RESTART_BACKOFF
+            .saturating_mul(1 << (recent.len() - 1).min(6))
+            .min(Duration::from_secs(1));
+        tracing::warn!(%role, %reason, ?backoff, "role actor died; restarting");
+        myself.send_after(backoff, move || SupervisorMsg::Restart(role));
+        Ok(())
+    }
+}

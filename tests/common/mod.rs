@@ -1,0 +1,166 @@
+//! Shared helpers of the multi-process tests: locating the built binaries,
+//! writing cluster configs for free loopback ports, and running `mlsd` nodes
+//! as real processes that are killed when the test ends.
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use mlsd_client::Connection;
+use mlsd_transport::Role;
+
+/// Path of a workspace binary, built next to this test executable by
+/// `cargo build --workspace --bins --tests` (the README's test command does it).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(Path::parent).expect("target/<profile> dir");
+    let p = dir.join(name);
+    assert!(p.exists(), "{} not built: run `make test` (builds the binaries first)", p.display());
+    p
+}
+
+/// A UDP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// One node of a test cluster: name, roles, address.
+pub struct Spec {
+    pub name: &'static str,
+    pub roles: Vec<Role>,
+    pub addr: SocketAddr,
+}
+
+/// A cluster config in a temp dir, and the node processes started from it.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub specs: Vec<Spec>,
+    procs: Vec<(String, Child)>,
+}
+
+impl Cluster {
+    /// Writes a config for `nodes` (name, roles) with fast test timeouts.
+    pub fn new(nodes: &[(&'static str, &[Role])]) -> Cluster {
+        Self::with_extra(nodes, "[limits]\ncall_timeout_ms = 1500\nconnect_timeout_ms = 1000\n")
+    }
+
+    /// Same, with `extra` TOML appended.
+    pub fn with_extra(nodes: &[(&'static str, &[Role])], extra: &str) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = String::from("[cluster]\nname = \"test\"\ncerts_dir = \"certs\"\n\n");
+        let mut specs = Vec::new();
+        for (name, roles) in nodes {
+            let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+            let roles_s: Vec<String> = roles.iter().map(|r| format!("\"{r}\"")).collect();
+            text.push_str(&format!(
+                "[[node]]\nname = \"{name}\"\nlisten = \"{addr}\"\nroles = [{}]\ndata_dir = \"data/{name}\"\n\n",
+                roles_s.join(", ")
+            ));
+            specs.push(Spec { name, roles: roles.to_vec(), addr });
+        }
+        text.push_str(extra);
+        let config = dir.path().join("cluster.toml");
+        std::fs::write(&config, text).unwrap();
+        Cluster { dir, config, specs, procs: Vec::new() }
+    }
+
+    /// Creates the certificates once, before any node starts.
+    pub fn certs(&self) {
+        let out = Command::new(bin("mlsd"))
+            .args(["certs", "--config"])
+            .arg(&self.config)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "mlsd certs: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        self.dir.path().join("certs/ca.pem")
+    }
+
+    pub fn addr(&self, node: &str) -> SocketAddr {
+        self.specs.iter().find(|s| s.name == node).unwrap().addr
+    }
+
+    /// Starts node `name` as a process and waits until it answers.
+    pub async fn start(&mut self, name: &str) {
+        let log = std::fs::File::create(self.dir.path().join(format!("{name}.log"))).unwrap();
+        let child = Command::new(bin("mlsd"))
+            .args(["run", "--node", name, "--config"])
+            .arg(&self.config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.procs.push((name.to_string(), child));
+        let spec = self.specs.iter().find(|s| s.name == name).unwrap();
+        let role = spec.roles[0];
+        self.wait_ready(name, role).await;
+    }
+
+    /// Starts every node.
+    pub async fn start_all(&mut self) {
+        self.certs();
+        let names: Vec<_> = self.specs.iter().map(|s| s.name).collect();
+        for n in names {
+            self.start(n).await;
+        }
+    }
+
+    async fn wait_ready(&self, name: &str, _role: Role) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(c) = Connection::connect(self.addr(name), &self.ca()).await {
+                // Any answer, even an error about another node, shows the node serves.
+                let _ = c.ping(Role::As, b"ready").await;
+                return;
+            }
+            assert!(Instant::now() < deadline, "node {name} did not start: {}", self.log(name));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGKILLs node `name`.
+    pub fn kill(&mut self, name: &str) {
+        if let Some(i) = self.procs.iter().position(|(n, _)| n == name) {
+            let (_, mut child) = self.procs.remove(i);
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The node's log so far (for assertion messages).
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default()
+    }
+
+    /// Runs `mlsc` against node `via` with this cluster's CA.
+    pub fn mlsc(&self, via: &str, args: &[&str]) -> Output {
+        Command::new(bin("mlsc"))
+            .arg("--server")
+            .arg(self.addr(via).to_string())
+            .arg("--ca")
+            .arg(self.ca())
+            .args(args)
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for (_, c) in &mut self.procs {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Installs the process-wide rustls provider once.
+pub fn init() {
+    mlsd::install_crypto_provider();
+}

@@ -1,0 +1,163 @@
+//! Hostile input at the wire: malformed, oversized, truncated and mistyped
+//! frames get their specific errors, and the node keeps serving on the same
+//! and on new connections. Also: only nodes may speak `mlsd-node/1`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::Cluster;
+use mlsd_transport::frame::{read_message, write_message};
+use mlsd_transport::protocol::{
+    ClientFrame, NodeFrame, NodeRequest, ResponseFrame, ALPN_NODE, CLIENT_MAGIC,
+};
+use mlsd_transport::{endpoint, tls, Request, Response, Role, WireError};
+
+const T: Duration = Duration::from_secs(5);
+
+async fn one_node() -> Cluster {
+    let mut c = Cluster::new(&[("n1", &Role::ALL)]);
+    // No `mlsd certs` first: `mlsd run` must create them itself.
+    c.start("n1").await;
+    assert!(c.log("n1").contains("created missing certificates"), "{}", c.log("n1"));
+    c
+}
+
+async fn raw_connect(c: &Cluster, cfg: rustls::ClientConfig, name: &str) -> quinn::Connection {
+    let q = endpoint::quinn_client_config(cfg).unwrap();
+    let ep = endpoint::client_endpoint(c.addr("n1"), q).unwrap();
+    endpoint::connect(&ep, c.addr("n1"), name, T).await.unwrap()
+}
+
+async fn client_conn(c: &Cluster) -> quinn::Connection {
+    let ca = tls::load_certs(&c.ca()).unwrap();
+    raw_connect(c, tls::client_config(&ca).unwrap(), tls::CLUSTER_SERVER_NAME).await
+}
+
+/// Sends raw bytes on a new stream, then the end of the stream; returns the response.
+async fn send_raw(conn: &quinn::Connection, bytes: &[u8]) -> Response {
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    send.write_all(bytes).await.unwrap();
+    send.finish().unwrap();
+    let f: ResponseFrame = read_message(&mut recv, 1 << 20, T).await.unwrap();
+    f.response
+}
+
+async fn ping(conn: &quinn::Connection) -> Response {
+    let f = ClientFrame::new(Request::Ping { role: Role::Ods, key: b"k".to_vec() });
+    let r: ResponseFrame = endpoint::call(conn, &f, 1 << 20, T).await.unwrap();
+    r.response
+}
+
+fn frame(body: &[u8]) -> Vec<u8> {
+    let mut v = (body.len() as u32).to_be_bytes().to_vec();
+    v.extend_from_slice(body);
+    v
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_frames_get_errors_and_the_node_keeps_serving() {
+    common::init();
+    let c = one_node().await;
+    let conn = client_conn(&c).await;
+    assert!(matches!(ping(&conn).await, Response::Pong { .. }));
+
+    let r = send_raw(&conn, &frame(b"\xff\xfe garbage \x00")).await;
+    assert!(matches!(r, Response::Error(WireError::Malformed(_))), "{r:?}");
+
+    let r = send_raw(&conn, &u32::MAX.to_be_bytes()).await;
+    assert!(matches!(r, Response::Error(WireError::FrameTooLarge { len: u32::MAX, .. })), "{r:?}");
+
+    let mut truncated = 100u32.to_be_bytes().to_vec();
+    truncated.extend_from_slice(b"0123456789");
+    let r = send_raw(&conn, &truncated).await;
+    assert_eq!(r, Response::Error(WireError::Truncated));
+
+    // A well-formed frame of another protocol version.
+    let mut f = ClientFrame::new(Request::Ping { role: Role::As, key: vec![] });
+    f.version = 99;
+    let r = send_raw(&conn, &frame(&mlsd_transport::codec::encode(&f).unwrap())).await;
+    assert!(matches!(r, Response::Error(WireError::UnsupportedVersion { got: 99, .. })), "{r:?}");
+
+    // A valid frame followed by trailing junk inside the length.
+    let mut body = mlsd_transport::codec::encode(&ClientFrame::new(Request::Ping {
+        role: Role::As,
+        key: vec![],
+    }))
+    .unwrap();
+    body.push(7);
+    let r = send_raw(&conn, &frame(&body)).await;
+    assert!(matches!(r, Response::Error(WireError::Malformed(_))), "{r:?}");
+
+    // The same connection and a new one still work.
+    assert!(matches!(ping(&conn).await, Response::Pong { .. }));
+    let conn2 = client_conn(&c).await;
+    assert!(matches!(ping(&conn2).await, Response::Pong { .. }));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silent_stream_times_out_without_hurting_others() {
+    common::init();
+    let mut c = Cluster::with_extra(&[("n1", &Role::ALL)], "[limits]\nread_timeout_ms = 300\n");
+    c.start("n1").await;
+    let conn = client_conn(&c).await;
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    send.write_all(&[0, 0]).await.unwrap(); // half a length prefix, stream left open
+    let f: ResponseFrame = read_message(&mut recv, 1 << 20, T).await.unwrap();
+    assert_eq!(f.response, Response::Error(WireError::Timeout));
+    assert!(matches!(ping(&conn).await, Response::Pong { .. }));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_cluster_nodes_may_speak_the_node_protocol() {
+    common::init();
+    let c = one_node().await;
+    let ca = tls::load_certs(&c.ca()).unwrap();
+    let forward =
+        NodeFrame::new(NodeRequest::Forward(Request::Ping { role: Role::Ids, key: b"g".to_vec() }));
+    let node_name = tls::node_dns_name("n1");
+
+    // Control: a real node certificate of this cluster is served.
+    let good = tls::NodeTls::load(&c.dir.path().join("certs"), "n1").unwrap();
+    let conn = raw_connect(&c, tls::node_client_config(&good).unwrap(), &node_name).await;
+    let r: ResponseFrame = endpoint::call(&conn, &forward, 1 << 20, T).await.unwrap();
+    assert!(matches!(r.response, Response::Pong { .. }), "{r:?}");
+
+    // No certificate at all.
+    let mut none = tls::client_config(&ca).unwrap();
+    none.alpn_protocols = vec![ALPN_NODE.to_vec()];
+    let conn = raw_connect(&c, none, &node_name).await;
+    let r: Result<ResponseFrame, _> = endpoint::call(&conn, &forward, 1 << 20, T).await;
+    assert!(r.is_err(), "a peer without a certificate was served: {r:?}");
+
+    // A node certificate named after a cluster node, but from another CA.
+    let other_ca = tls::generate_ca().unwrap();
+    let impostor = tls::generate_node_cert("n1", &other_ca.key_pem).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("n1.pem"), &impostor.cert_pem).unwrap();
+    std::fs::write(dir.path().join("n1.key"), &impostor.key_pem).unwrap();
+    std::fs::copy(c.ca(), dir.path().join("ca.pem")).unwrap();
+    let bad = tls::NodeTls::load(dir.path(), "n1").unwrap();
+    let q = endpoint::quinn_client_config(tls::node_client_config(&bad).unwrap()).unwrap();
+    let ep = endpoint::client_endpoint(c.addr("n1"), q).unwrap();
+    let served = match endpoint::connect(&ep, c.addr("n1"), &node_name, T).await {
+        Err(_) => false,
+        Ok(conn) => endpoint::call::<_, ResponseFrame>(&conn, &forward, 1 << 20, T).await.is_ok(),
+    };
+    assert!(!served, "a certificate from another CA was accepted");
+
+    // A client connection cannot send node-to-node frames.
+    let conn = client_conn(&c).await;
+    let mut wrong =
+        NodeFrame::new(NodeRequest::Forward(Request::Ping { role: Role::As, key: vec![] }));
+    assert_ne!(wrong.magic, CLIENT_MAGIC);
+    let mut buf = Vec::new();
+    write_message(&mut buf, &wrong, 1 << 20).await.unwrap();
+    let r = send_raw(&conn, &buf).await;
+    assert!(matches!(r, Response::Error(WireError::Malformed(_))), "{r:?}");
+    // Even with the client magic, the bytes are read as a client request, never a forward.
+    wrong.magic = CLIENT_MAGIC;
+    let mut buf = Vec::new();
+    write_message(&mut buf, &wrong, 1 << 20).await.unwrap();
+    assert!(matches!(send_raw(&conn, &buf).await, Response::Error(WireError::Malformed(_))));
+}

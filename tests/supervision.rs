@@ -1,0 +1,38 @@
+//! Supervision: a killed role actor is restarted by the node supervisor and
+//! the next request succeeds. The node runs in this process so the test can
+//! reach its actors through the ractor registry, as a chaos tool does.
+
+mod common;
+
+use std::time::Duration;
+
+use mlsd::{ClusterConfig, Node};
+use mlsd_actors::RoleMsg;
+use mlsd_client::Connection;
+use mlsd_transport::Role;
+use ractor::ActorRef;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_role_actor_is_restarted_and_serves_again() {
+    common::init();
+    let dir = tempfile::tempdir().unwrap();
+    let text = "[cluster]\nname = \"t\"\ncerts_dir = \"certs\"\n[[node]]\nname = \"sup1\"\nlisten = \"127.0.0.1:0\"\nroles = [\"as\", \"cs\", \"ids\", \"ods\", \"sds\"]\ndata_dir = \"data\"\n";
+    let cfg = ClusterConfig::parse(text, dir.path()).unwrap();
+    let node = Node::start(cfg, None).await.unwrap();
+    let conn = Connection::connect(node.addr(), &dir.path().join("certs/ca.pem")).await.unwrap();
+    assert_eq!(conn.ping(Role::Ids, b"g").await.unwrap().0, "sup1");
+
+    for round in 0..3 {
+        let before = ActorRef::<RoleMsg>::where_is("sup1/ids").expect("ids actor");
+        before.kill();
+        // The next request waits for the restarted actor rather than failing.
+        let (who, _) =
+            conn.ping(Role::Ids, b"g").await.unwrap_or_else(|e| panic!("round {round}: {e}"));
+        assert_eq!(who, "sup1");
+        let after = ActorRef::<RoleMsg>::where_is("sup1/ids").expect("restarted");
+        assert_ne!(before.get_id(), after.get_id(), "a new actor serves");
+    }
+    // Other roles were untouched.
+    assert_eq!(conn.ping(Role::Ods, b"m").await.unwrap().0, "sup1");
+    tokio::time::timeout(Duration::from_secs(10), node.shutdown()).await.unwrap();
+}
