@@ -10,7 +10,7 @@ use mlsd_transport::Role;
 
 /// mlsc: talk to an mlsd cluster.
 #[derive(Parser)]
-#[command(version, about, long_about = None)]
+#[command(version)]
 struct Cli {
     /// Any node of the cluster.
     #[arg(long, env = "MLSC_SERVER", default_value = "127.0.0.1:4433", global = true)]

@@ -9,7 +9,7 @@ use mlsd::{certs, ClusterConfig, Node};
 
 /// mlsd: the server side of an MLS (RFC 9420) deployment.
 #[derive(Parser)]
-#[command(version, about, long_about = None)]
+#[command(version)]
 struct Cli {
     /// Log line format.
     #[arg(long, value_enum, default_value = "text", global = true)]
