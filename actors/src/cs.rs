@@ -1,23 +1,328 @@
-//! CS (credential service) is the KeyPackage directory: one-time KeyPackages handed out and consumed.
+//! CS (credential service): the KeyPackage directory (steps 2 and 3).
 //!
-//! Publishing and fetching KeyPackages arrive with the AS/CS issue; today it answers `Ping`.
+//! Every upload is checked against the uploader's current AS binding, which the
+//! actor shell fetches through the router before the request reaches this
+//! state machine ([`RoleLogic::prerequisite`]). KeyPackages are validated with
+//! openmls and must name the uploading client with its bound key.
+//!
+//! Storage (column family `cs`):
+//! - `k/CLIENT/SEQ` → [`KpRecord`]: one-time KeyPackages, oldest first.
+//! - `l/CLIENT` → [`KpRecord`]: the last-resort KeyPackage.
+//! - `n/CLIENT` → next SEQ.
+//! - `h/SHA256(KeyPackage)` → not_after: every KeyPackage ever stored, until it
+//!   expires, so a replayed upload cannot put a consumed KeyPackage back.
+//!
+//! A fetch deletes what it hands out in the same write, before replying, and
+//! the actor serves one request at a time: no KeyPackage is handed out twice.
 
-use mlsd_transport::{Request, Response, Role};
+use mlsd_transport::protocol::identity::{
+    signing_bytes, split_client_id, valid_name, LABEL_COUNT, LABEL_PUBLISH,
+};
+use mlsd_transport::protocol::{CountBody, FetchedKeyPackage, PublishBody, SignedBinding};
+use mlsd_transport::{codec, Request, Response, Role, WireError};
+use openmls::prelude::tls_codec::Deserialize as _;
+use openmls::prelude::{BasicCredential, Ciphersuite, KeyPackageIn, ProtocolVersion};
+use openmls_rust_crypto::RustCrypto;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
+use crate::r#as::internal;
 use crate::role::{pong, RoleContext, RoleLogic};
+use crate::settings::CsSettings;
+use crate::sig::{fresh, unix, verify};
+use crate::storage::{Batch, Space};
+
+const SPACE: Space = Space::Role(Role::Cs);
+
+/// The only ciphersuite clients of this deployment use.
+pub const CIPHERSUITE: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
+
+/// A stored KeyPackage and what the CS needs to know about it without parsing.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KpRecord {
+    /// TLS-serialized KeyPackage.
+    pub key_package: Vec<u8>,
+    /// Its `not_after`, Unix seconds.
+    pub not_after: u64,
+    /// The signature key it was validated against.
+    pub signature_key: Vec<u8>,
+}
 
 /// The CS state machine.
-#[derive(Debug, Default)]
-pub struct CsLogic {}
+pub struct CsLogic {
+    settings: CsSettings,
+    crypto: RustCrypto,
+}
+
+impl CsLogic {
+    /// A CS with these settings.
+    pub fn new(settings: CsSettings) -> Self {
+        CsLogic { settings, crypto: RustCrypto::default() }
+    }
+
+    /// Checks one KeyPackage: openmls validation (signatures, lifetime,
+    /// distinct keys, extensions), our ciphersuite, a bounded lifetime, and a
+    /// credential naming `client` with `key`.
+    fn validate(&self, bytes: &[u8], client: &str, key: &[u8]) -> Result<KpRecord, String> {
+        let kp_in =
+            KeyPackageIn::tls_deserialize_exact(bytes).map_err(|e| format!("decode: {e}"))?;
+        let kp = kp_in.validate(&self.crypto, ProtocolVersion::Mls10).map_err(|e| e.to_string())?;
+        if kp.ciphersuite() != CIPHERSUITE {
+            return Err(format!("unsupported ciphersuite {:?}", kp.ciphersuite()));
+        }
+        let life = kp.life_time();
+        if life.not_after().saturating_sub(life.not_before()) > self.settings.max_lifetime.as_secs()
+        {
+            return Err("lifetime longer than this CS accepts".into());
+        }
+        let cred = BasicCredential::try_from(kp.leaf_node().credential().clone())
+            .map_err(|_| "credential is not a basic credential".to_string())?;
+        if cred.identity() != client.as_bytes() {
+            return Err("credential names another client".into());
+        }
+        if kp.leaf_node().signature_key().as_slice() != key {
+            return Err("signature key is not the client's bound key".into());
+        }
+        Ok(KpRecord {
+            key_package: bytes.to_vec(),
+            not_after: life.not_after(),
+            signature_key: key.to_vec(),
+        })
+    }
+
+    fn publish(
+        &self,
+        body: PublishBody,
+        signature: Vec<u8>,
+        bindings: &[SignedBinding],
+        ctx: &RoleContext<'_>,
+    ) -> Result<Response, WireError> {
+        split_client_id(&body.client)
+            .ok_or_else(|| WireError::InvalidClientId(body.client.clone()))?;
+        fresh(body.timestamp, ctx.now)?;
+        let key = live_key(bindings, &body.client, ctx)?;
+        verify(&key, &signing_bytes(LABEL_PUBLISH, &body), &signature, "upload")?;
+        let max = self.settings.max_per_client;
+        if body.key_packages.len() > max as usize {
+            return Err(WireError::TooManyKeyPackages { max });
+        }
+        let mut fresh_kps = Vec::new();
+        for (i, kp) in body.key_packages.iter().enumerate() {
+            let rec = self
+                .validate(kp, &body.client, &key)
+                .map_err(|reason| WireError::InvalidKeyPackage { index: i as u32, reason })?;
+            fresh_kps.push(rec);
+        }
+        let last_resort = match &body.last_resort {
+            None => None,
+            Some(kp) => Some(self.validate(kp, &body.client, &key).map_err(|reason| {
+                WireError::InvalidKeyPackage { index: body.key_packages.len() as u32, reason }
+            })?),
+        };
+        let mut batch = Batch::new();
+        let stored = self.usable(&body.client, &key, ctx, &mut batch)?.len();
+        let mut new = Vec::new();
+        for rec in fresh_kps {
+            let h = hash_key(&rec.key_package);
+            let dup = new.iter().any(|(hk, _): &(Vec<u8>, KpRecord)| hk == &h);
+            if !dup && ctx.store.get(SPACE, &h).map_err(internal)?.is_none() {
+                new.push((h, rec));
+            }
+        }
+        if stored + new.len() > max as usize {
+            return Err(WireError::TooManyKeyPackages { max });
+        }
+        let mut seq = self.next_seq(&body.client, ctx)?;
+        for (h, rec) in &new {
+            batch.put(SPACE, h.clone(), rec.not_after.to_be_bytes().to_vec());
+            batch.put(SPACE, kp_key(&body.client, seq), codec::encode(rec).map_err(internal)?);
+            seq += 1;
+        }
+        batch.put(SPACE, seq_key(&body.client), seq.to_be_bytes().to_vec());
+        if let Some(rec) = last_resort {
+            batch.put(SPACE, lr_key(&body.client), codec::encode(&rec).map_err(internal)?);
+        }
+        ctx.store.write(batch).map_err(internal)?;
+        Ok(Response::Published { stored: (stored + new.len()) as u32 })
+    }
+
+    /// The client's usable one-time KeyPackages, oldest first (at most the
+    /// per-client cap), with deletes of expired or stale-key ones added to `batch`.
+    fn usable(
+        &self,
+        client: &str,
+        key: &[u8],
+        ctx: &RoleContext<'_>,
+        batch: &mut Batch,
+    ) -> Result<Vec<(Vec<u8>, KpRecord)>, WireError> {
+        let now = unix(ctx.now);
+        let prefix = format!("k/{client}/");
+        // Cap plus slack: a client can never have more stored than the cap, so
+        // this sees all of them.
+        let limit = self.settings.max_per_client as usize * 2 + 8;
+        let mut out = Vec::new();
+        for (k, v) in ctx.store.scan_prefix(SPACE, prefix.as_bytes(), limit).map_err(internal)? {
+            let rec: KpRecord = codec::decode(&v).map_err(internal)?;
+            if rec.not_after <= now || rec.signature_key != key {
+                batch.delete(SPACE, k);
+            } else {
+                out.push((k, rec));
+            }
+        }
+        Ok(out)
+    }
+
+    fn last_resort(
+        &self,
+        client: &str,
+        key: &[u8],
+        ctx: &RoleContext<'_>,
+    ) -> Result<Option<KpRecord>, WireError> {
+        let Some(v) = ctx.store.get(SPACE, &lr_key(client)).map_err(internal)? else {
+            return Ok(None);
+        };
+        let rec: KpRecord = codec::decode(&v).map_err(internal)?;
+        Ok((rec.not_after > unix(ctx.now) && rec.signature_key == key).then_some(rec))
+    }
+
+    fn fetch(
+        &self,
+        identity: &str,
+        bindings: &[SignedBinding],
+        ctx: &RoleContext<'_>,
+    ) -> Result<Response, WireError> {
+        if !valid_name(identity) {
+            return Err(WireError::InvalidClientId(identity.to_string()));
+        }
+        let now = unix(ctx.now);
+        let mut batch = Batch::new();
+        let mut out = Vec::new();
+        for b in bindings {
+            let bd = &b.binding;
+            let ours = split_client_id(&bd.client).is_some_and(|(id, _)| id == identity);
+            if !ours || b.revoked_at.is_some() || bd.expires_at <= now {
+                continue;
+            }
+            let usable = self.usable(&bd.client, &bd.signature_key, ctx, &mut batch)?;
+            if let Some((k, rec)) = usable.into_iter().next() {
+                batch.delete(SPACE, k);
+                out.push(FetchedKeyPackage {
+                    client: bd.client.clone(),
+                    key_package: rec.key_package,
+                    last_resort: false,
+                });
+            } else if let Some(rec) = self.last_resort(&bd.client, &bd.signature_key, ctx)? {
+                out.push(FetchedKeyPackage {
+                    client: bd.client.clone(),
+                    key_package: rec.key_package,
+                    last_resort: true,
+                });
+            }
+        }
+        ctx.store.write(batch).map_err(internal)?;
+        Ok(Response::KeyPackages(out))
+    }
+
+    fn count(
+        &self,
+        body: CountBody,
+        signature: Vec<u8>,
+        bindings: &[SignedBinding],
+        ctx: &RoleContext<'_>,
+    ) -> Result<Response, WireError> {
+        split_client_id(&body.client)
+            .ok_or_else(|| WireError::InvalidClientId(body.client.clone()))?;
+        fresh(body.timestamp, ctx.now)?;
+        let key = live_key(bindings, &body.client, ctx)?;
+        verify(&key, &signing_bytes(LABEL_COUNT, &body), &signature, "count")?;
+        let mut purge = Batch::new();
+        let count = self.usable(&body.client, &key, ctx, &mut purge)?.len() as u32;
+        if !purge.ops.is_empty() {
+            ctx.store.write(purge).map_err(internal)?;
+        }
+        let last_resort = self.last_resort(&body.client, &key, ctx)?.is_some();
+        Ok(Response::KeyPackageCount { count, last_resort })
+    }
+
+    fn next_seq(&self, client: &str, ctx: &RoleContext<'_>) -> Result<u64, WireError> {
+        Ok(ctx
+            .store
+            .get(SPACE, &seq_key(client))
+            .map_err(internal)?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+            .map(u64::from_be_bytes)
+            .unwrap_or(0))
+    }
+}
+
+/// The signature key of `client`'s live binding among `bindings`.
+fn live_key(
+    bindings: &[SignedBinding],
+    client: &str,
+    ctx: &RoleContext<'_>,
+) -> Result<Vec<u8>, WireError> {
+    let now = unix(ctx.now);
+    bindings
+        .iter()
+        .find(|b| {
+            b.binding.client == client && b.revoked_at.is_none() && b.binding.expires_at > now
+        })
+        .map(|b| b.binding.signature_key.clone())
+        .ok_or_else(|| WireError::UnknownClient(client.to_string()))
+}
+
+fn kp_key(client: &str, seq: u64) -> Vec<u8> {
+    let mut k = format!("k/{client}/").into_bytes();
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn lr_key(client: &str) -> Vec<u8> {
+    format!("l/{client}").into_bytes()
+}
+
+fn seq_key(client: &str) -> Vec<u8> {
+    format!("n/{client}").into_bytes()
+}
+
+fn hash_key(kp: &[u8]) -> Vec<u8> {
+    let mut k = b"h/".to_vec();
+    k.extend_from_slice(&Sha256::digest(kp));
+    k
+}
 
 impl RoleLogic for CsLogic {
     fn role(&self) -> Role {
         Role::Cs
     }
 
-    fn handle(&mut self, req: Request, ctx: &RoleContext<'_>) -> Response {
-        match req {
-            Request::Ping { .. } => pong(Role::Cs, ctx),
-        }
+    fn prerequisite(&self, req: &Request) -> Option<Request> {
+        let identity = match req {
+            Request::PublishKeyPackages { body, .. } => split_client_id(&body.client)?.0,
+            Request::CountKeyPackages { body, .. } => split_client_id(&body.client)?.0,
+            Request::FetchKeyPackages { identity } => identity,
+            _ => return None,
+        };
+        Some(Request::Lookup { identity: identity.to_string() })
+    }
+
+    fn handle(&mut self, req: Request, pre: Option<Response>, ctx: &RoleContext<'_>) -> Response {
+        let bindings = match pre {
+            Some(Response::Bindings(b)) => b,
+            Some(Response::Error(e)) => return Response::Error(e),
+            _ => Vec::new(),
+        };
+        let r = match req {
+            Request::Ping { .. } => Ok(pong(Role::Cs, ctx)),
+            Request::PublishKeyPackages { body, signature } => {
+                self.publish(body, signature, &bindings, ctx)
+            }
+            Request::FetchKeyPackages { identity } => self.fetch(&identity, &bindings, ctx),
+            Request::CountKeyPackages { body, signature } => {
+                self.count(body, signature, &bindings, ctx)
+            }
+            other => Err(WireError::Internal(format!("CS cannot serve {other:?}"))),
+        };
+        r.unwrap_or_else(Response::Error)
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! Group, fan-out and anonymizer actors arrive with the IDS/ODS issue; today it answers `Ping`.
 
-use mlsd_transport::{Request, Response, Role};
+use mlsd_transport::{Request, Response, Role, WireError};
 
 use crate::role::{pong, RoleContext, RoleLogic};
 
@@ -15,9 +15,10 @@ impl RoleLogic for IdsLogic {
         Role::Ids
     }
 
-    fn handle(&mut self, req: Request, ctx: &RoleContext<'_>) -> Response {
+    fn handle(&mut self, req: Request, _pre: Option<Response>, ctx: &RoleContext<'_>) -> Response {
         match req {
             Request::Ping { .. } => pong(Role::Ids, ctx),
+            other => Response::Error(WireError::Internal(format!("IDS cannot serve {other:?}"))),
         }
     }
 }

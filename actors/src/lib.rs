@@ -10,6 +10,7 @@
 //!   implementation, one column family per role.
 //! - [`role`]: the generic role actor, its message type and the
 //!   [`RoleLogic`] trait every service implements.
+//! - [`settings`]: per-role settings from the cluster config.
 //! - [`r#as`], [`cs`], [`ids`], [`ods`], [`sds`]: one module per service.
 #![warn(missing_docs)]
 
@@ -19,7 +20,10 @@ pub mod ids;
 pub mod ods;
 pub mod role;
 pub mod sds;
+pub mod settings;
+mod sig;
 pub mod storage;
 
-pub use role::{logic_for, RoleActor, RoleArgs, RoleContext, RoleLogic, RoleMsg};
+pub use role::{logic_for, RoleActor, RoleArgs, RoleContext, RoleLogic, RoleMsg, Router};
+pub use settings::RoleSettings;
 pub use storage::{Batch, RocksStore, Space, Store, StoreError};

@@ -2,7 +2,7 @@
 //!
 //! Mailboxes, fetch, ack and push arrive with the IDS/ODS issue; today it answers `Ping`.
 
-use mlsd_transport::{Request, Response, Role};
+use mlsd_transport::{Request, Response, Role, WireError};
 
 use crate::role::{pong, RoleContext, RoleLogic};
 
@@ -15,9 +15,10 @@ impl RoleLogic for OdsLogic {
         Role::Ods
     }
 
-    fn handle(&mut self, req: Request, ctx: &RoleContext<'_>) -> Response {
+    fn handle(&mut self, req: Request, _pre: Option<Response>, ctx: &RoleContext<'_>) -> Response {
         match req {
             Request::Ping { .. } => pong(Role::Ods, ctx),
+            other => Response::Error(WireError::Internal(format!("ODS cannot serve {other:?}"))),
         }
     }
 }

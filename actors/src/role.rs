@@ -1,17 +1,24 @@
 //! The generic role actor: one per hosted role per node, owning that role's
 //! state machine.
 //!
-//! The actor is deliberately thin: it receives [`RoleMsg::Request`], hands the
-//! request with a [`RoleContext`] to its [`RoleLogic`] and sends the response
-//! back. Everything a role decides lives in its logic type, which tests drive
-//! without an actor runtime.
+//! The actor is deliberately thin: it hands each request with a
+//! [`RoleContext`] to its [`RoleLogic`] and sends the response back. When the
+//! logic needs another role's answer first (the CS needs the AS binding), it
+//! names that request in [`RoleLogic::prerequisite`]; the actor resolves it
+//! through the [`Router`] in a separate task, so the actor keeps serving
+//! meanwhile, and then feeds both to the logic. Everything a role decides
+//! lives in its logic type, which tests drive without an actor runtime.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use mlsd_transport::{Request, Response, Role};
+use mlsd_transport::protocol::NodeRequest;
+use mlsd_transport::{Request, Response, Role, WireError};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
+use crate::settings::RoleSettings;
 use crate::storage::Store;
 
 /// What a role's logic may use besides the request: who it is, the node's
@@ -30,16 +37,37 @@ pub struct RoleContext<'a> {
 pub trait RoleLogic: Send + Sync + 'static {
     /// Which role this is.
     fn role(&self) -> Role;
-    /// Handles one request. Must not panic on any input: bad input is an
-    /// `Response::Error` and leaves storage unchanged.
-    fn handle(&mut self, req: Request, ctx: &RoleContext<'_>) -> Response;
+
+    /// A request whose response `handle` needs for `req` (routed to its owner
+    /// like any client request), or `None`.
+    fn prerequisite(&self, _req: &Request) -> Option<Request> {
+        None
+    }
+
+    /// Handles one request, with the response to its prerequisite if it had
+    /// one. Must not panic on any input: bad input is a `Response::Error` and
+    /// leaves storage unchanged.
+    fn handle(&mut self, req: Request, pre: Option<Response>, ctx: &RoleContext<'_>) -> Response;
+
+    /// Handles an operator request from another node's admin tool.
+    fn admin(&mut self, _req: NodeRequest, _ctx: &RoleContext<'_>) -> Response {
+        Response::Error(WireError::NotAuthorized("no admin requests for this role".into()))
+    }
+}
+
+/// Routes a request to the node that owns it, as the node's server does for
+/// clients. Implemented by the node crate; role actors use it for
+/// prerequisites, so they never know where other roles run.
+pub trait Router: Send + Sync + 'static {
+    /// Serves `req` locally or at its owner.
+    fn route(&self, req: Request) -> Pin<Box<dyn Future<Output = Response> + Send + '_>>;
 }
 
 /// The state machine for `role`, fresh.
-pub fn logic_for(role: Role) -> Box<dyn RoleLogic> {
+pub fn logic_for(role: Role, settings: &RoleSettings) -> Box<dyn RoleLogic> {
     match role {
-        Role::As => Box::new(crate::r#as::AsLogic::default()),
-        Role::Cs => Box::new(crate::cs::CsLogic::default()),
+        Role::As => Box::new(crate::r#as::AsLogic::new(settings.r#as.clone())),
+        Role::Cs => Box::new(crate::cs::CsLogic::new(settings.cs.clone())),
         Role::Ids => Box::new(crate::ids::IdsLogic::default()),
         Role::Ods => Box::new(crate::ods::OdsLogic::default()),
         Role::Sds => Box::new(crate::sds::SdsLogic::default()),
@@ -55,6 +83,22 @@ pub enum RoleMsg {
         /// Where the response goes.
         reply: RpcReplyPort<Response>,
     },
+    /// A request whose prerequisite has been answered.
+    Prepared {
+        /// The request.
+        request: Request,
+        /// The prerequisite's response.
+        pre: Response,
+        /// Where the response goes.
+        reply: RpcReplyPort<Response>,
+    },
+    /// An operator request that arrived over the node protocol.
+    Admin {
+        /// The request.
+        request: NodeRequest,
+        /// Where the response goes.
+        reply: RpcReplyPort<Response>,
+    },
 }
 
 /// Start-up arguments of a role actor.
@@ -66,6 +110,10 @@ pub struct RoleArgs {
     pub role: Role,
     /// The node's storage, shared by all its role actors.
     pub store: Arc<dyn Store>,
+    /// Settings from the cluster config.
+    pub settings: Arc<RoleSettings>,
+    /// How to reach other roles.
+    pub router: Arc<dyn Router>,
 }
 
 /// The ractor shell around a [`RoleLogic`].
@@ -75,6 +123,12 @@ pub struct RoleActor;
 pub struct RoleState {
     args: RoleArgs,
     logic: Box<dyn RoleLogic>,
+}
+
+impl RoleArgs {
+    fn ctx(&self) -> RoleContext<'_> {
+        RoleContext { node: &self.node, store: self.store.as_ref(), now: SystemTime::now() }
+    }
 }
 
 impl Actor for RoleActor {
@@ -87,25 +141,47 @@ impl Actor for RoleActor {
         _myself: ActorRef<Self::Msg>,
         args: RoleArgs,
     ) -> Result<RoleState, ActorProcessingErr> {
-        let logic = logic_for(args.role);
+        let logic = logic_for(args.role, &args.settings);
         Ok(RoleState { args, logic })
     }
 
     async fn handle(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         msg: RoleMsg,
         state: &mut RoleState,
     ) -> Result<(), ActorProcessingErr> {
+        // A caller that timed out and went away is not our failure: sends to
+        // `reply` ignore errors.
         match msg {
-            RoleMsg::Request { request, reply } => {
-                let ctx = RoleContext {
-                    node: &state.args.node,
-                    store: state.args.store.as_ref(),
-                    now: SystemTime::now(),
-                };
-                let response = state.logic.handle(request, &ctx);
-                // The caller may have timed out and gone; that is not our failure.
+            RoleMsg::Request { request, reply } => match state.logic.prerequisite(&request) {
+                Some(pre_req) => {
+                    let router = state.args.router.clone();
+                    tokio::spawn(async move {
+                        let pre = router.route(pre_req).await;
+                        if let Err(e) =
+                            myself.send_message(RoleMsg::Prepared { request, pre, reply })
+                        {
+                            // The actor died meanwhile; the caller hears nothing and
+                            // retries, as with any request lost in a crash.
+                            drop(e);
+                        }
+                    });
+                }
+                None => {
+                    let ctx = state.args.ctx();
+                    let response = state.logic.handle(request, None, &ctx);
+                    let _ = reply.send(response);
+                }
+            },
+            RoleMsg::Prepared { request, pre, reply } => {
+                let ctx = state.args.ctx();
+                let response = state.logic.handle(request, Some(pre), &ctx);
+                let _ = reply.send(response);
+            }
+            RoleMsg::Admin { request, reply } => {
+                let ctx = state.args.ctx();
+                let response = state.logic.admin(request, &ctx);
                 let _ = reply.send(response);
             }
         }

@@ -37,6 +37,18 @@ pub enum ClientError {
     /// The node answered with a response of the wrong kind.
     #[error("unexpected response: {0}")]
     Unexpected(String),
+    /// The home directory or a trusted key file is unusable.
+    #[error("{0}")]
+    Home(String),
+    /// This home has no registered identity yet.
+    #[error("not registered: run `mlsc register IDENTITY/DEVICE` first")]
+    NotRegistered,
+    /// A local cryptographic operation failed.
+    #[error("crypto: {0}")]
+    Crypto(String),
+    /// A binding or KeyPackage did not authenticate.
+    #[error(transparent)]
+    Rejected(#[from] crate::verify::Rejection),
 }
 
 /// An open connection to one node.

@@ -3,11 +3,22 @@
 //! # Layout
 //! - [`connection`]: a QUIC connection to any node of the cluster, verified
 //!   against the cluster CA, sending one request per stream.
-//!
-//! MLS state (openmls), registration, KeyPackages, groups and mailboxes build
-//! on this connection in the following issues.
+//! - [`client`]: [`Client`], one device with its state in a home directory:
+//!   registration (AS), KeyPackages (CS).
+//! - [`verify`]: authenticating bindings and KeyPackages against the AS key.
+//! - [`home`]: the home directory's files (identity, openmls storage), 0600.
+//! - [`provider`]: the openmls provider whose storage the home persists.
 #![warn(missing_docs)]
 
+pub mod client;
 pub mod connection;
+pub mod home;
+pub mod provider;
+pub mod verify;
 
+pub use client::{Client, ClientConfig, VerifiedKeyPackage};
 pub use connection::{ClientError, Connection};
+
+/// The one MLS ciphersuite of this deployment (X25519, AES-128-GCM, SHA-256, Ed25519).
+pub const CIPHERSUITE: openmls::prelude::Ciphersuite =
+    openmls::prelude::Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;

@@ -1,4 +1,5 @@
-//! `mlsd certs`: the cluster CA and one certificate per node, on disk.
+//! `mlsd certs`: the cluster CA, one certificate per node and the AS signing
+//! key (`as.key`, hex Ed25519 seed; `as.pub`, hex public key that clients trust).
 //!
 //! Existing files are never overwritten: regenerating a CA would silently cut
 //! every node and client off from the cluster. Keys are created with mode 0600.
@@ -65,6 +66,19 @@ pub fn ensure_certs(config: &ClusterConfig) -> Result<Vec<PathBuf>, CertsError> 
         write_new(&ca_pem, &ca.cert_pem, 0o644)?;
         created.extend([ca_key.clone(), ca_pem.clone()]);
     }
+    let as_key = dir.join("as.key");
+    let as_pub = dir.join("as.pub");
+    if !as_key.exists() && !as_pub.exists() {
+        let mut seed = zeroize::Zeroizing::new([0u8; 32]);
+        rand::TryRngCore::try_fill_bytes(&mut rand::rngs::OsRng, seed.as_mut())
+            .map_err(|e| io(&as_key, std::io::Error::other(e.to_string())))?;
+        let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+        let mut seed_hex = zeroize::Zeroizing::new(hex::encode(seed.as_ref()));
+        seed_hex.push('\n');
+        write_new(&as_key, &seed_hex, 0o600)?;
+        write_new(&as_pub, &format!("{}\n", hex::encode(key.verifying_key().to_bytes())), 0o644)?;
+        created.extend([as_key, as_pub]);
+    }
     for node in &config.nodes {
         let pem = dir.join(format!("{}.pem", node.name));
         let key = dir.join(format!("{}.key", node.name));
@@ -94,9 +108,9 @@ mod tests {
         let text = "[cluster]\nname = \"t\"\ncerts_dir = \"certs\"\n[[node]]\nname = \"n1\"\nlisten = \"127.0.0.1:1\"\nroles = [\"as\", \"cs\", \"ids\", \"ods\", \"sds\"]\ndata_dir = \"d\"\n";
         let cfg = ClusterConfig::parse(text, dir.path()).unwrap();
         let created = ensure_certs(&cfg).unwrap();
-        assert_eq!(created.len(), 4);
+        assert_eq!(created.len(), 6);
         let ca_before = std::fs::read(cfg.certs_dir.join("ca.pem")).unwrap();
-        for key in ["ca.key", "n1.key"] {
+        for key in ["ca.key", "n1.key", "as.key"] {
             let mode = std::fs::metadata(cfg.certs_dir.join(key)).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600, "{key}");
         }
@@ -104,4 +118,18 @@ mod tests {
         assert_eq!(std::fs::read(cfg.certs_dir.join("ca.pem")).unwrap(), ca_before);
         tls::NodeTls::load(&cfg.certs_dir, "n1").unwrap();
     }
+}
+
+/// Loads the AS signing key written by [`ensure_certs`].
+pub fn load_as_key(certs_dir: &Path) -> Result<ed25519_dalek::SigningKey, CertsError> {
+    let path = certs_dir.join("as.key");
+    let text = zeroize::Zeroizing::new(std::fs::read_to_string(&path).map_err(|e| io(&path, e))?);
+    let mut seed = [0u8; 32];
+    hex::decode_to_slice(text.trim(), &mut seed).map_err(|e| CertsError::Io {
+        path: path.display().to_string(),
+        reason: format!("not a hex Ed25519 seed: {e}"),
+    })?;
+    let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+    zeroize::Zeroize::zeroize(&mut seed);
+    Ok(key)
 }

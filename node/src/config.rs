@@ -110,6 +110,31 @@ pub struct ClusterConfig {
     pub limits: Limits,
     /// Whether writes that a reply acknowledges wait for the WAL to be synced.
     pub sync_wal: bool,
+    /// AS settings (`[as]`).
+    pub r#as: AsConfig,
+    /// CS settings (`[cs]`).
+    pub cs: CsConfig,
+}
+
+/// `[as]`: registration policy and binding lifetime.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AsConfig {
+    /// `registration = "open" | "token"`; open (development) by default.
+    pub token_required: bool,
+    /// `binding_lifetime_days`, default 365.
+    pub binding_lifetime: Duration,
+}
+
+/// `[cs]`: KeyPackage limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CsConfig {
+    /// `max_key_packages_per_client`, default 100.
+    pub max_per_client: u32,
+    /// `max_key_package_lifetime_days`, default 90.
+    pub max_lifetime: Duration,
+    /// `fetch_rate_per_minute`: KeyPackage fetches one client address may make
+    /// per minute (draining someone's KeyPackages is a known attack), default 120.
+    pub fetch_rate_per_minute: u32,
 }
 
 #[derive(Deserialize)]
@@ -122,7 +147,28 @@ struct RawConfig {
     limits: RawLimits,
     #[serde(default)]
     storage: RawStorage,
+    #[serde(default, rename = "as")]
+    as_: RawAs,
+    #[serde(default)]
+    cs: RawCs,
 }
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAs {
+    registration: Option<String>,
+    binding_lifetime_days: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawCs {
+    max_key_packages_per_client: Option<u32>,
+    max_key_package_lifetime_days: Option<u64>,
+    fetch_rate_per_minute: Option<u32>,
+}
+
+const DAY: u64 = 24 * 3600;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -241,7 +287,50 @@ impl ClusterConfig {
                 limits::DEFAULT_CONNECT_TIMEOUT,
             )?,
         };
+        let token_required = match raw.as_.registration.as_deref() {
+            None | Some("open") => false,
+            Some("token") => true,
+            Some(other) => {
+                return Err(ConfigError::BadSetting {
+                    key: "as.registration",
+                    reason: format!("{other:?} is neither \"open\" nor \"token\""),
+                })
+            }
+        };
+        let positive = |key: &'static str, v: Option<u64>, d: u64| match v {
+            Some(0) => Err(ConfigError::BadSetting { key, reason: "must be positive".into() }),
+            v => Ok(v.unwrap_or(d)),
+        };
+        let r#as = AsConfig {
+            token_required,
+            binding_lifetime: Duration::from_secs(
+                positive("as.binding_lifetime_days", raw.as_.binding_lifetime_days, 365)? * DAY,
+            ),
+        };
+        let cs = CsConfig {
+            max_per_client: positive(
+                "cs.max_key_packages_per_client",
+                raw.cs.max_key_packages_per_client.map(u64::from),
+                100,
+            )?
+            .min(10_000) as u32,
+            max_lifetime: Duration::from_secs(
+                positive(
+                    "cs.max_key_package_lifetime_days",
+                    raw.cs.max_key_package_lifetime_days,
+                    90,
+                )? * DAY,
+            ),
+            fetch_rate_per_minute: positive(
+                "cs.fetch_rate_per_minute",
+                raw.cs.fetch_rate_per_minute.map(u64::from),
+                120,
+            )?
+            .min(u32::MAX as u64) as u32,
+        };
         Ok(ClusterConfig {
+            r#as,
+            cs,
             name: raw.cluster.name,
             certs_dir: base.join(raw.cluster.certs_dir),
             nodes,

@@ -4,7 +4,9 @@
 //!
 //! # Layout
 //! - [`config`]: `cluster.toml` parsing and validation.
+//! - [`admin`]: operator requests (enrollment tokens) over the node protocol.
 //! - [`certs`]: the cluster CA and node certificates on disk.
+//! - [`limiter`]: per-address rate limits applied where requests enter.
 //! - [`routing`]: rendezvous hashing of shard keys to owner nodes.
 //! - [`supervisor`]: the node supervisor that restarts role actors.
 //! - [`peers`]: pooled node-to-node connections for forwarding.
@@ -13,8 +15,10 @@
 //! - [`logging`]: tracing set-up for the binary.
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod certs;
 pub mod config;
+pub mod limiter;
 pub mod logging;
 pub mod node;
 pub mod peers;

@@ -29,11 +29,31 @@ enum Cmd {
         #[arg(long)]
         node: Option<String>,
     },
-    /// Create the cluster CA and node certificates that are missing; never overwrites.
+    /// Create the cluster CA, node certificates and AS key that are missing; never overwrites.
     Certs {
         /// Path of the cluster config.
         #[arg(long, default_value = "cluster.toml")]
         config: PathBuf,
+    },
+    /// Operator requests, authenticated with a node certificate from certs_dir.
+    Admin {
+        #[command(subcommand)]
+        cmd: AdminCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCmd {
+    /// Print a one-time enrollment token for IDENTITY (needed to register when `[as] registration = "token"`).
+    Enroll {
+        /// The identity the token admits, e.g. alice.
+        identity: String,
+        /// Path of the cluster config.
+        #[arg(long, default_value = "cluster.toml")]
+        config: PathBuf,
+        /// Whose node certificate to authenticate with (default: the first node).
+        #[arg(long)]
+        node: Option<String>,
     },
 }
 
@@ -58,6 +78,13 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
             for f in created {
                 println!("created {}", f.display());
             }
+            Ok(())
+        }
+        Cmd::Admin { cmd: AdminCmd::Enroll { identity, config, node } } => {
+            let cfg = ClusterConfig::load(&config)?;
+            let rt = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+            let token = rt.block_on(mlsd::admin::enroll(&cfg, node.as_deref(), &identity))?;
+            println!("{token}");
             Ok(())
         }
         Cmd::Run { config, node } => {

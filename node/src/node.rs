@@ -6,14 +6,16 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use mlsd_actors::{RocksStore, Store};
+use mlsd_actors::settings::{AsSettings, CsSettings, Registration};
+use mlsd_actors::{RocksStore, RoleSettings, Store};
 use mlsd_transport::{endpoint, tls};
 use ractor::{Actor, ActorRef};
 
 use crate::certs;
 use crate::config::ClusterConfig;
+use crate::config::NodeConfig;
 use crate::peers::Peers;
-use crate::server::{self, ServerCtx};
+use crate::server::{self, NodeRouter, ServerCtx};
 use crate::supervisor::{NodeSupervisor, SupervisorArgs, SupervisorMsg};
 
 /// Why a node could not start.
@@ -42,6 +44,30 @@ pub enum NodeError {
     /// The actor system could not start.
     #[error("cannot start actors: {0}")]
     Actors(String),
+}
+
+/// Role settings for this node: the AS key is loaded only where the AS runs.
+fn role_settings(config: &ClusterConfig, me: &NodeConfig) -> Result<RoleSettings, NodeError> {
+    let signing_key = if me.hosts(mlsd_transport::Role::As) {
+        Some(Arc::new(certs::load_as_key(&config.certs_dir)?))
+    } else {
+        None
+    };
+    Ok(RoleSettings {
+        r#as: AsSettings {
+            signing_key,
+            registration: if config.r#as.token_required {
+                Registration::Token
+            } else {
+                Registration::Open
+            },
+            binding_lifetime: config.r#as.binding_lifetime,
+        },
+        cs: CsSettings {
+            max_per_client: config.cs.max_per_client,
+            max_lifetime: config.cs.max_lifetime,
+        },
+    })
 }
 
 /// A running node.
@@ -75,20 +101,26 @@ impl Node {
         ep.set_default_client_config(client_cfg);
         let addr = ep.local_addr().unwrap_or(me.listen);
 
-        let sup_args =
-            SupervisorArgs { node: me.name.clone(), roles: me.roles.clone(), store: store.clone() };
-        drop(store);
-        let (supervisor, supervisor_done) =
-            Actor::spawn(Some(format!("{}/supervisor", me.name)), NodeSupervisor, sup_args)
-                .await
-                .map_err(|e| NodeError::Actors(e.to_string()))?;
-
+        let settings = Arc::new(role_settings(&config, &me)?);
         let peers =
             config.nodes.iter().filter(|n| n.name != me.name).map(|n| (n.name.clone(), n.listen));
         let peers = Peers::new(ep.clone(), peers, config.limits.clone());
         let name = me.name.clone();
         let roles: Vec<_> = me.roles.iter().map(|r| r.name()).collect();
-        let ctx = Arc::new(ServerCtx { config: Arc::new(config), me, peers });
+        let ctx = Arc::new(ServerCtx::new(Arc::new(config), me.clone(), peers));
+
+        // Role actors reach other roles through the same routing as clients.
+        let sup_args = SupervisorArgs {
+            node: me.name.clone(),
+            roles: me.roles.clone(),
+            store,
+            settings,
+            router: Arc::new(NodeRouter(ctx.clone())),
+        };
+        let (supervisor, supervisor_done) =
+            Actor::spawn(Some(format!("{}/supervisor", me.name)), NodeSupervisor, sup_args)
+                .await
+                .map_err(|e| NodeError::Actors(e.to_string()))?;
         let server = tokio::spawn(server::serve(ep.clone(), ctx));
         tracing::info!(node = %name, %addr, ?roles, "node started");
         Ok(Node { name, addr, endpoint: ep, supervisor, supervisor_done, server })

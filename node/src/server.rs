@@ -7,21 +7,25 @@
 //! locally. Every failure to read or decode a frame is answered on that stream
 //! and affects nothing else.
 
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use mlsd_actors::role::actor_name;
-use mlsd_actors::RoleMsg;
+use mlsd_actors::{RoleMsg, Router};
 use mlsd_transport::frame::{read_message, write_message};
 use mlsd_transport::protocol::{
     ClientFrame, NodeFrame, NodeRequest, ResponseFrame, ALPN_CLIENT, ALPN_NODE, CLIENT_MAGIC,
     NODE_MAGIC,
 };
-use mlsd_transport::{tls, Request, Response, WireError, PROTOCOL_VERSION};
-use ractor::{ActorRef, MessagingErr};
+use mlsd_transport::{tls, Request, Response, Role, WireError, PROTOCOL_VERSION};
+use ractor::ActorRef;
 use rustls::pki_types::CertificateDer;
 
 use crate::config::{ClusterConfig, NodeConfig};
+use crate::limiter::RateLimiter;
 use crate::peers::Peers;
 use crate::routing;
 
@@ -39,6 +43,24 @@ pub struct ServerCtx {
     pub me: NodeConfig,
     /// Connections to the other nodes.
     pub peers: Peers,
+    fetch_limiter: RateLimiter,
+}
+
+impl ServerCtx {
+    /// Context for node `me` of `config`.
+    pub fn new(config: Arc<ClusterConfig>, me: NodeConfig, peers: Peers) -> Self {
+        let fetch_limiter = RateLimiter::per_minute(config.cs.fetch_rate_per_minute);
+        ServerCtx { config, me, peers, fetch_limiter }
+    }
+
+    /// Entry-node admission of a client request: KeyPackage fetches are rate
+    /// limited per client address here, where the address is known.
+    fn admit(&self, req: &Request, from: IpAddr) -> Result<(), WireError> {
+        match req {
+            Request::FetchKeyPackages { .. } => self.fetch_limiter.check(from),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Accepts connections until the endpoint is closed.
@@ -101,7 +123,7 @@ async fn serve_connection(conn: quinn::Connection, ctx: Arc<ServerCtx>) {
             if is_node {
                 serve_node_stream(send, recv, ctx).await
             } else {
-                serve_client_stream(send, recv, ctx).await
+                serve_client_stream(send, recv, ctx, remote.ip()).await
             }
         });
     }
@@ -128,6 +150,7 @@ async fn serve_client_stream(
     send: quinn::SendStream,
     mut recv: quinn::RecvStream,
     ctx: Arc<ServerCtx>,
+    remote: IpAddr,
 ) {
     let l = &ctx.config.limits;
     let response =
@@ -135,7 +158,10 @@ async fn serve_client_stream(
             Err(e) => Response::Error(e.into()),
             Ok(f) => match check_frame(f.magic, CLIENT_MAGIC, f.version) {
                 Err(e) => Response::Error(e),
-                Ok(()) => route(&ctx, f.request).await,
+                Ok(()) => match ctx.admit(&f.request, remote) {
+                    Err(e) => Response::Error(e),
+                    Ok(()) => route(&ctx, f.request).await,
+                },
             },
         };
     reply(send, response, l.max_frame).await;
@@ -152,18 +178,24 @@ async fn serve_node_stream(
         Err(e) => Response::Error(e.into()),
         Ok(f) => match check_frame(f.magic, NODE_MAGIC, f.version) {
             Err(e) => Response::Error(e),
-            Ok(()) => match f.request {
-                NodeRequest::Forward(req) => {
-                    let (role, key) = req.shard();
-                    match routing::owner(&ctx.config.nodes, role, key) {
-                        Some(o) if o.name == ctx.me.name => local(&ctx, req).await,
-                        Some(o) => Response::Error(WireError::NotOwner { owner: o.name.clone() }),
-                        None => {
-                            Response::Error(WireError::Internal(format!("no node hosts {role}")))
+            Ok(()) => {
+                let (role, key) = match &f.request {
+                    NodeRequest::Forward(req) => req.shard(),
+                    NodeRequest::Enroll { identity, .. } => (Role::As, identity.as_bytes()),
+                };
+                match routing::owner(&ctx.config.nodes, role, key) {
+                    Some(o) if o.name == ctx.me.name => match f.request {
+                        NodeRequest::Forward(request) => {
+                            local(&ctx, role, |reply| RoleMsg::Request { request, reply }).await
                         }
-                    }
+                        request => {
+                            local(&ctx, role, |reply| RoleMsg::Admin { request, reply }).await
+                        }
+                    },
+                    Some(o) => Response::Error(WireError::NotOwner { owner: o.name.clone() }),
+                    None => Response::Error(WireError::Internal(format!("no node hosts {role}"))),
                 }
-            },
+            }
         },
     };
     reply(send, response, l.max_frame).await;
@@ -176,44 +208,49 @@ async fn route(ctx: &ServerCtx, req: Request) -> Response {
         return Response::Error(WireError::Internal(format!("no node hosts {role}")));
     };
     if owner.name == ctx.me.name {
-        local(ctx, req).await
+        local(ctx, role, |reply| RoleMsg::Request { request: req, reply }).await
     } else {
         let owner = owner.name.clone();
         ctx.peers.forward(&owner, req).await
     }
 }
 
-/// Hands a request to this node's role actor. If the actor is being restarted
-/// by the supervisor, waits briefly for its successor.
-async fn local(ctx: &ServerCtx, req: Request) -> Response {
-    let role = req.shard().0;
+/// The node's [`Router`] for role actors: the same routing clients get.
+pub struct NodeRouter(pub Arc<ServerCtx>);
+
+impl Router for NodeRouter {
+    fn route(&self, req: Request) -> Pin<Box<dyn Future<Output = Response> + Send + '_>> {
+        Box::pin(route(&self.0, req))
+    }
+}
+
+/// Hands a message to this node's actor of `role`. If the actor is being
+/// restarted by the supervisor, waits briefly for its successor.
+async fn local(
+    ctx: &ServerCtx,
+    role: Role,
+    msg: impl FnOnce(ractor::RpcReplyPort<Response>) -> RoleMsg,
+) -> Response {
+    let unavailable = || Response::Error(WireError::Unavailable { node: ctx.me.name.clone() });
     let name = actor_name(&ctx.me.name, role);
     let deadline = tokio::time::Instant::now() + ACTOR_WAIT;
-    let mut req = Some(req);
-    loop {
+    let actor = loop {
         if let Some(actor) = ActorRef::<RoleMsg>::where_is(name.clone()) {
-            let request = req.take().expect("request is put back before retrying");
-            let (tx, rx) = ractor::concurrency::oneshot();
-            match actor.send_message(RoleMsg::Request { request, reply: tx.into() }) {
-                Ok(()) => {
-                    return match tokio::time::timeout(ctx.config.limits.call_timeout, rx).await {
-                        Ok(Ok(r)) => r,
-                        // The actor died while holding the request; the request had
-                        // no acknowledged effect, so the caller may retry.
-                        Ok(Err(_)) | Err(_) => {
-                            Response::Error(WireError::Unavailable { node: ctx.me.name.clone() })
-                        }
-                    };
-                }
-                Err(MessagingErr::SendErr(RoleMsg::Request { request, .. })) => req = Some(request),
-                Err(_) => {
-                    return Response::Error(WireError::Unavailable { node: ctx.me.name.clone() })
-                }
-            }
+            break actor;
         }
         if tokio::time::Instant::now() >= deadline {
-            return Response::Error(WireError::Unavailable { node: ctx.me.name.clone() });
+            return unavailable();
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let (tx, rx) = ractor::concurrency::oneshot();
+    if actor.send_message(msg(tx.into())).is_err() {
+        return unavailable();
+    }
+    match tokio::time::timeout(ctx.config.limits.call_timeout, rx).await {
+        Ok(Ok(r)) => r,
+        // The actor died while holding the request, or is stuck: the request
+        // had no acknowledged effect and the caller may retry.
+        Ok(Err(_)) | Err(_) => unavailable(),
     }
 }

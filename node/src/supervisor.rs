@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mlsd_actors::role::actor_name;
-use mlsd_actors::{RoleActor, RoleArgs, Store};
+use mlsd_actors::{RoleActor, RoleArgs, RoleSettings, Router, Store};
 use mlsd_transport::Role;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 
@@ -38,6 +38,10 @@ pub struct SupervisorArgs {
     pub roles: Vec<Role>,
     /// The node's storage.
     pub store: Arc<dyn Store>,
+    /// Role settings from the config.
+    pub settings: Arc<RoleSettings>,
+    /// Routes role actors' prerequisite requests.
+    pub router: Arc<dyn Router>,
 }
 
 /// The supervisor actor.
@@ -47,6 +51,8 @@ pub struct NodeSupervisor;
 pub struct SupervisorState {
     node: String,
     store: Arc<dyn Store>,
+    settings: Arc<RoleSettings>,
+    router: Arc<dyn Router>,
     children: HashMap<ActorId, Role>,
     restarts: HashMap<Role, VecDeque<Instant>>,
     shutting_down: bool,
@@ -58,7 +64,13 @@ impl SupervisorState {
         myself: &ActorRef<SupervisorMsg>,
         role: Role,
     ) -> Result<(), ActorProcessingErr> {
-        let args = RoleArgs { node: self.node.clone(), role, store: self.store.clone() };
+        let args = RoleArgs {
+            node: self.node.clone(),
+            role,
+            store: self.store.clone(),
+            settings: self.settings.clone(),
+            router: self.router.clone(),
+        };
         let name = actor_name(&self.node, role);
         // Linked: our handle_supervisor_evt hears when it dies and restarts it.
         let (actor, _) =
@@ -81,6 +93,8 @@ impl Actor for NodeSupervisor {
         let mut st = SupervisorState {
             node: args.node,
             store: args.store,
+            settings: args.settings,
+            router: args.router,
             children: HashMap::new(),
             restarts: HashMap::new(),
             shutting_down: false,

@@ -8,6 +8,12 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub mod identity;
+
+pub use identity::{
+    Binding, CountBody, FetchedKeyPackage, PublishBody, RegisterBody, RevokeBody, SignedBinding,
+};
+
 /// Version of the request/response types below. Bumped on any change that an
 /// older peer would decode differently.
 pub const PROTOCOL_VERSION: u16 = 1;
@@ -72,14 +78,66 @@ pub enum Request {
         /// Shard key; the same key always reaches the same owner.
         key: Vec<u8>,
     },
+    /// AS: bind a client id to a signature key (step 1). `proof` is the new
+    /// key's signature over the body (proof of possession); `rotation`, the
+    /// currently bound key's signature, is required to replace a live binding.
+    Register {
+        /// What is registered.
+        body: RegisterBody,
+        /// Signature by `body.signature_key`.
+        proof: Vec<u8>,
+        /// Signature by the currently bound key, for key rotation.
+        rotation: Option<Vec<u8>>,
+    },
+    /// AS: end a binding; signed by the bound key.
+    Revoke {
+        /// What is revoked.
+        body: RevokeBody,
+        /// Signature by the bound key.
+        signature: Vec<u8>,
+    },
+    /// AS: every unexpired binding of an identity's clients (step 4).
+    Lookup {
+        /// The identity, e.g. `alice`.
+        identity: String,
+    },
+    /// CS: store KeyPackages (step 2); signed by the client's bound key.
+    PublishKeyPackages {
+        /// The upload.
+        body: PublishBody,
+        /// Signature by the bound key.
+        signature: Vec<u8>,
+    },
+    /// CS: one KeyPackage for every current client of `identity` (step 3),
+    /// consumed as it is handed out.
+    FetchKeyPackages {
+        /// The identity whose clients are wanted.
+        identity: String,
+    },
+    /// CS: how many one-time KeyPackages a client has left; signed.
+    CountKeyPackages {
+        /// Who asks.
+        body: CountBody,
+        /// Signature by the bound key.
+        signature: Vec<u8>,
+    },
 }
 
 impl Request {
     /// The role that serves this request and the key that picks its owner
     /// (identity for AS/CS, group id for IDS, mailbox id for ODS, blob id for SDS).
     pub fn shard(&self) -> (Role, &[u8]) {
+        fn identity_of(client: &str) -> &[u8] {
+            client.split('/').next().unwrap_or("").as_bytes()
+        }
         match self {
             Request::Ping { role, key } => (*role, key),
+            Request::Register { body, .. } => (Role::As, identity_of(&body.client)),
+            Request::Revoke { body, .. } => (Role::As, identity_of(&body.client)),
+            Request::Lookup { identity } => (Role::As, identity.as_bytes()),
+            Request::PublishKeyPackages { body, .. } => (Role::Cs, identity_of(&body.client)),
+            Request::FetchKeyPackages { identity } => (Role::Cs, identity.as_bytes()),
+            Request::CountKeyPackages { body, .. } => (Role::Cs, identity_of(&body.client)),
         }
     }
 }
@@ -96,6 +154,26 @@ pub enum Response {
     },
     /// The request was refused or failed; nothing was changed.
     Error(WireError),
+    /// The AS's binding after `Register` or `Revoke`.
+    Binding(SignedBinding),
+    /// Answer to `Lookup`: every unexpired binding, revoked ones marked.
+    Bindings(Vec<SignedBinding>),
+    /// Answer to `PublishKeyPackages`.
+    Published {
+        /// One-time KeyPackages now stored for the client.
+        stored: u32,
+    },
+    /// Answer to `FetchKeyPackages`: at most one per client of the identity.
+    KeyPackages(Vec<FetchedKeyPackage>),
+    /// Answer to an operator's `Enroll`: the token hash is stored.
+    Enrolled,
+    /// Answer to `CountKeyPackages`.
+    KeyPackageCount {
+        /// One-time KeyPackages left.
+        count: u32,
+        /// Whether a last-resort KeyPackage is stored.
+        last_resort: bool,
+    },
 }
 
 /// Why a request failed, precise enough for the caller to decide what to do.
@@ -145,6 +223,49 @@ pub enum WireError {
     /// An unexpected failure inside the node; the request had no effect.
     #[error("internal error: {0}")]
     Internal(String),
+    /// A client id or identity is not of the form `identity/device` with
+    /// lowercase names of 1-64 characters.
+    #[error("invalid client id or identity {0:?}")]
+    InvalidClientId(String),
+    /// A signature does not verify with the key it must come from.
+    #[error("bad signature: {0}")]
+    BadSignature(String),
+    /// A signed request's timestamp is outside the server's window: replayed
+    /// or the client's clock is off.
+    #[error("timestamp outside the accepted window (server time {server_time})")]
+    StaleTimestamp {
+        /// Server's Unix time, so the client can tell clock skew from replay.
+        server_time: u64,
+    },
+    /// The client id is bound to another key; a rotation must be signed by it.
+    #[error("client id {0} is bound to another key")]
+    ClientTaken(String),
+    /// No live binding exists for the client.
+    #[error("no binding for client {0}")]
+    UnknownClient(String),
+    /// The AS requires a valid, unused enrollment token for this identity.
+    #[error("enrollment token missing, wrong or already used")]
+    BadToken,
+    /// A KeyPackage failed validation; nothing of the upload was stored.
+    #[error("invalid KeyPackage #{index}: {reason}")]
+    InvalidKeyPackage {
+        /// Position in the upload (the last-resort one is last).
+        index: u32,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Storing the upload would exceed the per-client cap.
+    #[error("too many KeyPackages: at most {max} per client")]
+    TooManyKeyPackages {
+        /// The cap.
+        max: u32,
+    },
+    /// Too many requests of this kind from this requester; retry later.
+    #[error("rate limited; retry in {retry_after_ms} ms")]
+    RateLimited {
+        /// When a retry may succeed.
+        retry_after_ms: u64,
+    },
 }
 
 /// First field of every [`ClientFrame`]. Client and node frames start with
@@ -179,6 +300,15 @@ pub enum NodeRequest {
     /// A client request that the receiving node owns; it is served locally,
     /// never forwarded again, so a config disagreement cannot loop.
     Forward(Request),
+    /// Operator request (`mlsd admin enroll`): store the hash of a one-time
+    /// enrollment token for `identity` at the AS that owns it. Only holders of
+    /// a node certificate can send it.
+    Enroll {
+        /// The identity the token is for.
+        identity: String,
+        /// SHA-256 of the token; the token itself never reaches a node.
+        token_hash: Vec<u8>,
+    },
 }
 
 /// Frame of node-to-node requests.

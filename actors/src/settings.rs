@@ -1,0 +1,68 @@
+//! Per-role settings the node reads from `cluster.toml` and the certs dir and
+//! hands to every role actor it starts.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How the AS admits new client ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Registration {
+    /// Anyone may register any free client id (development).
+    Open,
+    /// A new registration needs a one-time token from `mlsd admin enroll`.
+    Token,
+}
+
+/// AS settings.
+#[derive(Clone)]
+pub struct AsSettings {
+    /// The AS signing key (`as.key`); `None` on nodes without it, which then
+    /// refuse AS requests. Zeroized on drop by ed25519-dalek.
+    pub signing_key: Option<Arc<ed25519_dalek::SigningKey>>,
+    /// Registration policy.
+    pub registration: Registration,
+    /// How long a binding is valid.
+    pub binding_lifetime: Duration,
+}
+
+/// CS settings.
+#[derive(Debug, Clone)]
+pub struct CsSettings {
+    /// Most one-time KeyPackages stored per client.
+    pub max_per_client: u32,
+    /// Longest accepted KeyPackage lifetime (`not_after - not_before`).
+    pub max_lifetime: Duration,
+}
+
+/// Everything role logic is configured with.
+#[derive(Clone)]
+pub struct RoleSettings {
+    /// AS settings.
+    pub r#as: AsSettings,
+    /// CS settings.
+    pub cs: CsSettings,
+}
+
+/// Default binding lifetime: one year.
+pub const DEFAULT_BINDING_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
+/// Default cap of stored one-time KeyPackages per client.
+pub const DEFAULT_MAX_KEY_PACKAGES: u32 = 100;
+/// Default longest KeyPackage lifetime: 90 days (openmls' own ceiling is
+/// higher; a KeyPackage's init key should not live that long).
+pub const DEFAULT_MAX_KP_LIFETIME: Duration = Duration::from_secs(90 * 24 * 3600);
+
+impl Default for RoleSettings {
+    fn default() -> Self {
+        RoleSettings {
+            r#as: AsSettings {
+                signing_key: None,
+                registration: Registration::Open,
+                binding_lifetime: DEFAULT_BINDING_LIFETIME,
+            },
+            cs: CsSettings {
+                max_per_client: DEFAULT_MAX_KEY_PACKAGES,
+                max_lifetime: DEFAULT_MAX_KP_LIFETIME,
+            },
+        }
+    }
+}

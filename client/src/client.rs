@@ -1,0 +1,311 @@
+//! [`Client`]: one device's view of the cluster, with its state in a home
+//! directory. Steps 1-4 of the brief: register at the AS, publish KeyPackages
+//! at the CS, fetch and authenticate other clients' KeyPackages.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ed25519_dalek::VerifyingKey;
+use mlsd_transport::protocol::identity::{signing_bytes, split_client_id, valid_name};
+use mlsd_transport::protocol::identity::{
+    LABEL_COUNT, LABEL_PUBLISH, LABEL_REGISTER, LABEL_REVOKE,
+};
+use mlsd_transport::protocol::{
+    CountBody, FetchedKeyPackage, PublishBody, RegisterBody, RevokeBody, SignedBinding,
+};
+use mlsd_transport::{Request, Response, WireError};
+use openmls::prelude::tls_codec::Serialize as _;
+use openmls::prelude::{
+    BasicCredential, Capabilities, CredentialWithKey, ExtensionType, KeyPackage, Lifetime,
+};
+use openmls_basic_credential::SignatureKeyPair;
+use openmls_traits::signatures::Signer;
+use openmls_traits::OpenMlsProvider;
+use zeroize::Zeroizing;
+
+use crate::home::{Home, StoredIdentity};
+use crate::provider::ClientProvider;
+use crate::verify::{authenticate_key_package, verify_binding, Rejection};
+use crate::{ClientError, Connection, CIPHERSUITE};
+
+/// Lifetime of the KeyPackages a client publishes: four weeks.
+pub const KEY_PACKAGE_LIFETIME_SECS: u64 = 28 * 24 * 3600;
+
+/// Where a client finds the cluster and what it trusts.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Home directory (identity and MLS state).
+    pub home: PathBuf,
+    /// Any node.
+    pub server: SocketAddr,
+    /// Cluster CA certificate (PEM).
+    pub ca: PathBuf,
+    /// AS public key file (`as.pub`, hex Ed25519).
+    pub as_key: PathBuf,
+}
+
+/// A KeyPackage fetched from the CS and authenticated against the AS.
+#[derive(Debug)]
+pub struct VerifiedKeyPackage {
+    /// The client it belongs to.
+    pub client: String,
+    /// The KeyPackage, validated.
+    pub key_package: KeyPackage,
+    /// Whether it is the client's (reusable) last-resort KeyPackage.
+    pub last_resort: bool,
+}
+
+/// One device of an identity.
+pub struct Client {
+    home: Home,
+    conn: Connection,
+    as_key: VerifyingKey,
+    provider: ClientProvider,
+    identity: Option<StoredIdentity>,
+}
+
+/// Loads a hex Ed25519 public key (`as.pub`).
+pub fn load_as_key(path: &Path) -> Result<VerifyingKey, ClientError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ClientError::Home(format!("cannot read AS key {}: {e}", path.display())))?;
+    let mut bytes = [0u8; 32];
+    hex::decode_to_slice(text.trim(), &mut bytes)
+        .map_err(|_| ClientError::Home(format!("{} is not a hex Ed25519 key", path.display())))?;
+    VerifyingKey::from_bytes(&bytes)
+        .map_err(|_| ClientError::Home(format!("{} is not a valid Ed25519 key", path.display())))
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+impl Client {
+    /// Opens the home (creating it if needed) and connects to the cluster.
+    pub async fn open(cfg: &ClientConfig) -> Result<Client, ClientError> {
+        let home = Home::open(&cfg.home)?;
+        let as_key = load_as_key(&cfg.as_key)?;
+        let identity = home.load_identity()?;
+        let provider = ClientProvider::new(home.load_storage()?);
+        let conn = Connection::connect(cfg.server, &cfg.ca).await?;
+        Ok(Client { home, conn, as_key, provider, identity })
+    }
+
+    /// The client id, once registered.
+    pub fn client_id(&self) -> Option<&str> {
+        self.identity.as_ref().map(|i| i.client.as_str())
+    }
+
+    /// The connection, for requests this type does not wrap.
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    fn signer(&self) -> Result<SignatureKeyPair, ClientError> {
+        let id = self.identity.as_ref().ok_or(ClientError::NotRegistered)?;
+        Ok(SignatureKeyPair::from_raw(
+            CIPHERSUITE.signature_algorithm(),
+            id.private_key.to_vec(),
+            id.public_key.clone(),
+        ))
+    }
+
+    fn sign(&self, label: &str, body: &impl serde::Serialize) -> Result<Vec<u8>, ClientError> {
+        let bytes = signing_bytes(label, body);
+        self.signer()?.sign(&bytes).map_err(|e| ClientError::Crypto(format!("{e:?}")))
+    }
+
+    /// Step 1: binds `client` (`identity/device`) to a fresh signature key at
+    /// the AS, or re-registers this home's key. `token` is needed when the AS
+    /// runs in token mode.
+    pub async fn register(
+        &mut self,
+        client: &str,
+        token: Option<String>,
+    ) -> Result<SignedBinding, ClientError> {
+        split_client_id(client).ok_or_else(|| WireError::InvalidClientId(client.to_string()))?;
+        if let Some(id) = &self.identity {
+            if id.client != client {
+                return Err(ClientError::Home(format!(
+                    "this home is already {}; use another --home",
+                    id.client
+                )));
+            }
+        } else {
+            let mut seed = Zeroizing::new(vec![0u8; 32]);
+            rand::TryRngCore::try_fill_bytes(&mut rand::rngs::OsRng, &mut seed)
+                .map_err(|e| ClientError::Crypto(format!("no randomness: {e}")))?;
+            let seed_arr: &[u8; 32] = seed.as_slice().try_into().expect("32 bytes");
+            let public = ed25519_dalek::SigningKey::from_bytes(seed_arr).verifying_key();
+            self.identity = Some(StoredIdentity {
+                client: client.to_string(),
+                private_key: seed,
+                public_key: public.to_bytes().to_vec(),
+                binding: None,
+            });
+        }
+        let id = self.identity.as_ref().ok_or(ClientError::NotRegistered)?;
+        let body = RegisterBody {
+            client: client.to_string(),
+            signature_key: id.public_key.clone(),
+            timestamp: now_secs(),
+            token,
+        };
+        let proof = self.sign(LABEL_REGISTER, &body)?;
+        // Persist the key before asking: if the reply is lost, a retry proves
+        // possession of the same key and gets the same binding.
+        self.home.save_identity(id)?;
+        let resp = self.conn.request(Request::Register { body, proof, rotation: None }).await?;
+        let Response::Binding(b) = resp else { return Err(unexpected(resp)) };
+        verify_binding(&self.as_key, &b, now_secs())?;
+        let id = self.identity.as_mut().ok_or(ClientError::NotRegistered)?;
+        id.binding = Some(b.clone());
+        self.home.save_identity(id)?;
+        Ok(b)
+    }
+
+    /// Revokes this client's binding at the AS.
+    pub async fn revoke(&mut self) -> Result<SignedBinding, ClientError> {
+        let client = self.client_id().ok_or(ClientError::NotRegistered)?.to_string();
+        let body = RevokeBody { client, timestamp: now_secs() };
+        let signature = self.sign(LABEL_REVOKE, &body)?;
+        match self.conn.request(Request::Revoke { body, signature }).await? {
+            Response::Binding(b) => Ok(b),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn new_key_package(&self, last_resort: bool) -> Result<Vec<u8>, ClientError> {
+        let id = self.identity.as_ref().ok_or(ClientError::NotRegistered)?;
+        let signer = self.signer()?;
+        let cwk = CredentialWithKey {
+            credential: BasicCredential::new(id.client.as_bytes().to_vec()).into(),
+            signature_key: id.public_key.clone().into(),
+        };
+        let caps = Capabilities::new(None, None, Some(&[ExtensionType::LastResort]), None, None);
+        let mut builder = openmls::prelude::KeyPackage::builder()
+            .key_package_lifetime(Lifetime::new(KEY_PACKAGE_LIFETIME_SECS))
+            .leaf_node_capabilities(caps);
+        if last_resort {
+            builder = builder.mark_as_last_resort();
+        }
+        let bundle = builder
+            .build(CIPHERSUITE, &self.provider, &signer, cwk)
+            .map_err(|e| ClientError::Crypto(e.to_string()))?;
+        bundle
+            .key_package()
+            .tls_serialize_detached()
+            .map_err(|e| ClientError::Crypto(e.to_string()))
+    }
+
+    /// Step 2: creates `count` one-time KeyPackages and a last-resort one,
+    /// keeps their private keys in the home, uploads them signed with the
+    /// bound key. Returns how many one-time KeyPackages the CS now holds.
+    pub async fn publish(&mut self, count: u32) -> Result<u32, ClientError> {
+        let key_packages =
+            (0..count).map(|_| self.new_key_package(false)).collect::<Result<Vec<_>, _>>()?;
+        let last_resort = Some(self.new_key_package(true)?);
+        // Private keys first: a KeyPackage the CS hands out must be usable.
+        self.home.save_storage(self.provider.storage())?;
+        self.upload(key_packages, last_resort).await
+    }
+
+    /// Uploads already serialized KeyPackages, signed with the bound key.
+    pub async fn upload(
+        &self,
+        key_packages: Vec<Vec<u8>>,
+        last_resort: Option<Vec<u8>>,
+    ) -> Result<u32, ClientError> {
+        let client = self.client_id().ok_or(ClientError::NotRegistered)?.to_string();
+        let body = PublishBody { client, key_packages, last_resort, timestamp: now_secs() };
+        let signature = self.sign(LABEL_PUBLISH, &body)?;
+        match self.conn.request(Request::PublishKeyPackages { body, signature }).await? {
+            Response::Published { stored } => Ok(stored),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// How many one-time KeyPackages of this client the CS holds, and whether
+    /// it holds a last-resort one.
+    pub async fn count_key_packages(&self) -> Result<(u32, bool), ClientError> {
+        let client = self.client_id().ok_or(ClientError::NotRegistered)?.to_string();
+        let body = CountBody { client, timestamp: now_secs() };
+        let signature = self.sign(LABEL_COUNT, &body)?;
+        match self.conn.request(Request::CountKeyPackages { body, signature }).await? {
+            Response::KeyPackageCount { count, last_resort } => Ok((count, last_resort)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The AS's bindings of `identity`, each with the outcome of checking it
+    /// against the trusted AS key.
+    pub async fn lookup(
+        &self,
+        identity: &str,
+    ) -> Result<Vec<(SignedBinding, Result<(), Rejection>)>, ClientError> {
+        let bindings = self.lookup_raw(identity).await?;
+        let now = now_secs();
+        Ok(bindings
+            .into_iter()
+            .map(|b| {
+                let r = verify_binding(&self.as_key, &b, now);
+                (b, r)
+            })
+            .collect())
+    }
+
+    async fn lookup_raw(&self, identity: &str) -> Result<Vec<SignedBinding>, ClientError> {
+        if !valid_name(identity) {
+            return Err(WireError::InvalidClientId(identity.to_string()).into());
+        }
+        match self.conn.request(Request::Lookup { identity: identity.to_string() }).await? {
+            Response::Bindings(b) => Ok(b),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Steps 3 and 4: fetches one KeyPackage per device of `identity` from the
+    /// CS and authenticates each against the AS. Returns the accepted ones and
+    /// the reasons for the rejected ones.
+    pub async fn fetch_key_packages(
+        &self,
+        identity: &str,
+    ) -> Result<(Vec<VerifiedKeyPackage>, Vec<Rejection>), ClientError> {
+        let fetched = match self
+            .conn
+            .request(Request::FetchKeyPackages { identity: identity.to_string() })
+            .await?
+        {
+            Response::KeyPackages(k) => k,
+            other => return Err(unexpected(other)),
+        };
+        let bindings = self.lookup_raw(identity).await?;
+        Ok(self.authenticate(&bindings, fetched))
+    }
+
+    /// Authenticates fetched KeyPackages against `bindings` (step 4).
+    pub fn authenticate(
+        &self,
+        bindings: &[SignedBinding],
+        fetched: Vec<FetchedKeyPackage>,
+    ) -> (Vec<VerifiedKeyPackage>, Vec<Rejection>) {
+        let now = now_secs();
+        let mut ok = Vec::new();
+        let mut rejected = Vec::new();
+        for f in fetched {
+            match authenticate_key_package(&self.as_key, bindings, &f, now) {
+                Ok(kp) => ok.push(VerifiedKeyPackage {
+                    client: f.client,
+                    key_package: kp,
+                    last_resort: f.last_resort,
+                }),
+                Err(r) => rejected.push(r),
+            }
+        }
+        (ok, rejected)
+    }
+}
+
+fn unexpected(r: Response) -> ClientError {
+    ClientError::Unexpected(format!("{r:?}"))
+}

@@ -1,0 +1,79 @@
+//! `mlsd admin`: operator requests sent to the cluster with a node certificate.
+//!
+//! The operator's tool speaks `mlsd-node/1` with a node's certificate from
+//! `certs_dir`, so only someone holding node credentials can issue enrollment
+//! tokens. It computes the owner of the request itself and dials it directly.
+
+use mlsd_transport::protocol::{NodeFrame, NodeRequest, ResponseFrame};
+use mlsd_transport::{endpoint, tls, Response, Role, WireError};
+use sha2::{Digest, Sha256};
+
+use crate::config::ClusterConfig;
+use crate::routing;
+
+/// Why an admin request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// Bad identity or config.
+    #[error("{0}")]
+    Invalid(String),
+    /// Certificates could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// The owner node could not be reached.
+    #[error("cannot reach node {node}: {reason}")]
+    Unreachable {
+        /// The owner.
+        node: String,
+        /// Why.
+        reason: String,
+    },
+    /// The node refused.
+    #[error("node refused: {0}")]
+    Refused(WireError),
+}
+
+/// Creates a one-time enrollment token for `identity`, stores its hash at the
+/// AS that owns the identity and returns the token (shown once, never stored).
+pub async fn enroll(
+    config: &ClusterConfig,
+    as_node: Option<&str>,
+    identity: &str,
+) -> Result<String, AdminError> {
+    if !mlsd_transport::protocol::identity::valid_name(identity) {
+        return Err(AdminError::Invalid(format!("invalid identity {identity:?}")));
+    }
+    let me = config.node(as_node).map_err(|e| AdminError::Invalid(e.to_string()))?;
+    let owner = routing::owner(&config.nodes, Role::As, identity.as_bytes())
+        .ok_or_else(|| AdminError::Invalid("no node hosts the AS".into()))?;
+    let node_tls = tls::NodeTls::load(&config.certs_dir, &me.name)?;
+    let cfg = endpoint::quinn_client_config(tls::node_client_config(&node_tls)?)?;
+    let unreachable = |e: String| AdminError::Unreachable { node: owner.name.clone(), reason: e };
+    let ep =
+        endpoint::client_endpoint(owner.listen, cfg).map_err(|e| unreachable(e.to_string()))?;
+    let conn = endpoint::connect(
+        &ep,
+        owner.listen,
+        &tls::node_dns_name(&owner.name),
+        config.limits.connect_timeout,
+    )
+    .await
+    .map_err(|e| unreachable(e.to_string()))?;
+
+    let mut raw = [0u8; 32];
+    rand::TryRngCore::try_fill_bytes(&mut rand::rngs::OsRng, &mut raw)
+        .map_err(|e| AdminError::Invalid(format!("no randomness: {e}")))?;
+    let token = hex::encode(raw);
+    let token_hash = Sha256::digest(token.as_bytes()).to_vec();
+    let frame = NodeFrame::new(NodeRequest::Enroll { identity: identity.to_string(), token_hash });
+    let resp: ResponseFrame =
+        endpoint::call(&conn, &frame, config.limits.max_frame, config.limits.call_timeout)
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+    conn.close(0u32.into(), b"done");
+    match resp.response {
+        Response::Enrolled => Ok(token),
+        Response::Error(e) => Err(AdminError::Refused(e)),
+        other => Err(AdminError::Invalid(format!("unexpected response {other:?}"))),
+    }
+}

@@ -1,0 +1,73 @@
+//! Per-address token buckets for requests that are cheap to send and costly to
+//! suffer (KeyPackage fetches drain other people's KeyPackages).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use mlsd_transport::WireError;
+
+/// Most addresses tracked; beyond it the oldest-idle (full) buckets are dropped,
+/// so memory stays bounded under an address-spraying flood.
+const MAX_TRACKED: usize = 65_536;
+
+struct Bucket {
+    tokens: f64,
+    updated: Instant,
+}
+
+/// A token bucket per client address: `rate` per minute, bursts up to `rate`.
+pub struct RateLimiter {
+    per_sec: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+}
+
+impl RateLimiter {
+    /// Allows `rate` requests per minute per address.
+    pub fn per_minute(rate: u32) -> Self {
+        let rate = f64::from(rate.max(1));
+        RateLimiter { per_sec: rate / 60.0, burst: rate, buckets: Mutex::new(HashMap::new()) }
+    }
+
+    /// Takes one token for `addr`, or says when one will be there.
+    pub fn check(&self, addr: IpAddr) -> Result<(), WireError> {
+        let now = Instant::now();
+        let mut map = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= MAX_TRACKED && !map.contains_key(&addr) {
+            let full = Duration::from_secs_f64(self.burst / self.per_sec);
+            map.retain(|_, b| now.duration_since(b.updated) < full);
+        }
+        let b = map.entry(addr).or_insert(Bucket { tokens: self.burst, updated: now });
+        let elapsed = now.duration_since(b.updated).as_secs_f64();
+        b.tokens = (b.tokens + elapsed * self.per_sec).min(self.burst);
+        b.updated = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            Ok(())
+        } else {
+            let wait = (1.0 - b.tokens) / self.per_sec;
+            Err(WireError::RateLimited { retry_after_ms: (wait * 1000.0).ceil() as u64 })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn burst_then_refusal_per_address() {
+        let l = RateLimiter::per_minute(3);
+        let a: IpAddr = "127.0.0.1".parse().unwrap();
+        let b: IpAddr = "127.0.0.2".parse().unwrap();
+        for _ in 0..3 {
+            l.check(a).unwrap();
+        }
+        assert!(
+            matches!(l.check(a), Err(WireError::RateLimited { retry_after_ms }) if retry_after_ms > 0)
+        );
+        l.check(b).unwrap();
+    }
+}
