@@ -160,6 +160,42 @@ impl Drop for Cluster {
     }
 }
 
+impl Cluster {
+    /// Client settings for a home under this cluster's dir, entering via `via`.
+    pub fn client_config(&self, home: &str, via: &str) -> mlsd_client::ClientConfig {
+        mlsd_client::ClientConfig {
+            home: self.dir.path().join("homes").join(home),
+            server: self.addr(via),
+            ca: self.ca(),
+            as_key: self.dir.path().join("certs/as.pub"),
+        }
+    }
+
+    /// A client with home `home`, connected via `via`.
+    pub async fn client(&self, home: &str, via: &str) -> mlsd_client::Client {
+        mlsd_client::Client::open(&self.client_config(home, via)).await.unwrap()
+    }
+
+    /// A registered client with `count` KeyPackages published.
+    pub async fn registered(&self, client_id: &str, via: &str, count: u32) -> mlsd_client::Client {
+        let mut c = self.client(client_id, via).await;
+        c.register(client_id, None).await.unwrap();
+        assert_eq!(c.publish(count).await.unwrap(), count);
+        c
+    }
+
+    /// Starts every node again after `kill`.
+    pub async fn restart_all(&mut self) {
+        let names: Vec<_> = self.specs.iter().map(|s| s.name).collect();
+        for n in &names {
+            self.kill(n);
+        }
+        for n in names {
+            self.start(n).await;
+        }
+    }
+}
+
 /// Installs the process-wide rustls provider once.
 pub fn init() {
     mlsd::install_crypto_provider();
