@@ -232,9 +232,7 @@ impl RoleLogic for AsLogic {
                     Err(e) => Response::Error(internal(e)),
                 }
             }
-            NodeRequest::Forward(_) => {
-                Response::Error(WireError::Internal("not an admin request".into()))
-            }
+            _ => Response::Error(WireError::NotAuthorized("not an AS request".into())),
         }
     }
 }

@@ -10,6 +10,7 @@
 //!   implementation, one column family per role.
 //! - [`role`]: the generic role actor, its message type and the
 //!   [`RoleLogic`] trait every service implements.
+//! - [`push`]: UnifiedPush notifications (HTTP POST) for the ODS.
 //! - [`settings`]: per-role settings from the cluster config.
 //! - [`r#as`], [`cs`], [`ids`], [`ods`], [`sds`]: one module per service.
 #![warn(missing_docs)]
@@ -18,6 +19,7 @@ pub mod r#as;
 pub mod cs;
 pub mod ids;
 pub mod ods;
+pub mod push;
 pub mod role;
 pub mod sds;
 pub mod settings;

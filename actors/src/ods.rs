@@ -1,14 +1,274 @@
-//! ODS (message delivery) keeps durable per-recipient mailboxes of sealed envelopes.
+//! ODS (message delivery): durable per-recipient mailboxes of sealed envelopes
+//! (step 7 of the brief).
 //!
-//! Mailboxes, fetch, ack and push arrive with the IDS/ODS issue; today it answers `Ping`.
+//! A mailbox is a random id and an authentication key; the ODS knows no
+//! identity, group, epoch or sender. Envelopes arrive from the IDS in
+//! `Enqueue` batches, idempotently per `(mailbox, delivery id)`, and get
+//! per-mailbox sequence numbers; the client fetches after a sequence number and
+//! acknowledges up to one, which deletes. Everything a reply acknowledges is
+//! in one synced write batch.
+//!
+//! Storage (column family `ods`):
+//! - `m/MAILBOX` → [`MailboxRecord`]: auth key, sealed push endpoint, counters.
+//! - `q/MAILBOX/SEQ` → the envelope.
+//! - `d/MAILBOX/DELIVERY` → SEQ: copies already stored (idempotent enqueue).
 
-use mlsd_transport::{Request, Response, Role, WireError};
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use mlsd_transport::protocol::identity::signing_bytes;
+use mlsd_transport::protocol::mailbox::{LABEL_ACK, LABEL_FETCH, MAX_ENVELOPE};
+use mlsd_transport::protocol::{
+    Delivered, EnqueueItem, EnqueueResult, MailboxAuth, MailboxId, NodeRequest, SealedPush,
+};
+use mlsd_transport::{codec, Request, Response, Role, WireError};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
 
-use crate::role::{pong, RoleContext, RoleLogic};
+use crate::r#as::internal;
+use crate::role::{pong, Effect, RoleContext, RoleLogic};
+use crate::settings::OdsSettings;
+use crate::sig::{fresh, verify, verifying_key};
+use crate::storage::{Batch, Space};
+
+const SPACE: Space = Space::Role(Role::Ods);
+
+/// What the ODS keeps per mailbox.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MailboxRecord {
+    /// Ed25519 key that signs fetches and acks.
+    pub auth_key: Vec<u8>,
+    /// Push endpoint, encrypted under a key the ODS does not keep.
+    pub push: Option<SealedPush>,
+    /// Sequence number of the next envelope (starts at 1).
+    pub next_seq: u64,
+    /// Highest acknowledged sequence number.
+    pub acked: u64,
+    /// Highest request counter used, for replay protection.
+    pub last_counter: u64,
+}
+
+impl MailboxRecord {
+    fn queued(&self) -> u64 {
+        self.next_seq.saturating_sub(1).saturating_sub(self.acked)
+    }
+}
 
 /// The ODS state machine.
-#[derive(Debug, Default)]
-pub struct OdsLogic {}
+pub struct OdsLogic {
+    settings: OdsSettings,
+    effects: Vec<Effect>,
+}
+
+impl OdsLogic {
+    /// An ODS with these settings.
+    pub fn new(settings: OdsSettings) -> Self {
+        OdsLogic { settings, effects: Vec::new() }
+    }
+
+    fn record(
+        &self,
+        mailbox: &MailboxId,
+        ctx: &RoleContext<'_>,
+    ) -> Result<MailboxRecord, WireError> {
+        let v = ctx.store.get(SPACE, &mbox_key(mailbox)).map_err(internal)?;
+        let v = v.ok_or(WireError::UnknownMailbox)?;
+        codec::decode(&v).map_err(internal)
+    }
+
+    fn open(
+        &self,
+        mailbox: MailboxId,
+        auth_key: Vec<u8>,
+        push: Option<SealedPush>,
+        ctx: &RoleContext<'_>,
+    ) -> Result<Response, WireError> {
+        verifying_key(&auth_key)?;
+        if let Some(p) = &push {
+            if p.nonce.len() != 24 || p.ciphertext.len() > crate::push::MAX_URL + 16 {
+                return Err(WireError::Malformed("sealed push endpoint".into()));
+            }
+        }
+        if ctx.store.get(SPACE, &mbox_key(&mailbox)).map_err(internal)?.is_some() {
+            return Err(WireError::MailboxTaken);
+        }
+        let rec = MailboxRecord { auth_key, push, next_seq: 1, acked: 0, last_counter: 0 };
+        let mut b = Batch::new();
+        b.put(SPACE, mbox_key(&mailbox), codec::encode(&rec).map_err(internal)?);
+        ctx.store.write(b).map_err(internal)?;
+        Ok(Response::MailboxOpened)
+    }
+
+    /// Checks a mailbox request's signature and counter; returns the record
+    /// with the counter advanced (the caller writes it with its batch).
+    fn authenticate<T: Serialize>(
+        &self,
+        auth: &MailboxAuth,
+        label: &str,
+        op: &T,
+        ctx: &RoleContext<'_>,
+    ) -> Result<MailboxRecord, WireError> {
+        let mut rec = self.record(&auth.mailbox, ctx)?;
+        let msg = signing_bytes(label, &(auth.mailbox, auth.counter, op));
+        verify(&rec.auth_key, &msg, &auth.signature, "mailbox request")?;
+        fresh(auth.counter / 1000, ctx.now)?;
+        if auth.counter <= rec.last_counter {
+            return Err(WireError::Replayed);
+        }
+        rec.last_counter = auth.counter;
+        Ok(rec)
+    }
+
+    fn fetch(
+        &self,
+        auth: MailboxAuth,
+        after: u64,
+        limit: u32,
+        ctx: &RoleContext<'_>,
+    ) -> Result<Response, WireError> {
+        let rec = self.authenticate(&auth, LABEL_FETCH, &(after, limit), ctx)?;
+        let limit = limit.clamp(1, self.settings.max_fetch) as usize;
+        let prefix = queue_prefix(&auth.mailbox);
+        let start = queue_key(&auth.mailbox, after.saturating_add(1));
+        let mut out = Vec::new();
+        for (k, v) in ctx.store.scan_from(SPACE, &prefix, &start, limit).map_err(internal)? {
+            let seq = k[prefix.len()..].try_into().map(u64::from_be_bytes).map_err(internal)?;
+            out.push(Delivered { seq, envelope: v });
+        }
+        let mut b = Batch::new();
+        b.put(SPACE, mbox_key(&auth.mailbox), codec::encode(&rec).map_err(internal)?);
+        ctx.store.write(b).map_err(internal)?;
+        Ok(Response::Envelopes(out))
+    }
+
+    fn ack(
+        &self,
+        auth: MailboxAuth,
+        up_to: u64,
+        ctx: &RoleContext<'_>,
+    ) -> Result<Response, WireError> {
+        let mut rec = self.authenticate(&auth, LABEL_ACK, &up_to, ctx)?;
+        let up_to = up_to.min(rec.next_seq.saturating_sub(1));
+        let mut b = Batch::new();
+        for seq in rec.acked.saturating_add(1)..=up_to {
+            b.delete(SPACE, queue_key(&auth.mailbox, seq));
+        }
+        rec.acked = rec.acked.max(up_to);
+        b.put(SPACE, mbox_key(&auth.mailbox), codec::encode(&rec).map_err(internal)?);
+        ctx.store.write(b).map_err(internal)?;
+        Ok(Response::Acked { remaining: rec.queued().min(u32::MAX as u64) as u32 })
+    }
+
+    fn enqueue(
+        &mut self,
+        items: Vec<EnqueueItem>,
+        ctx: &RoleContext<'_>,
+    ) -> Result<Response, WireError> {
+        let mut batch = Batch::new();
+        let mut touched: Vec<(MailboxId, MailboxRecord)> = Vec::new();
+        let mut results = Vec::with_capacity(items.len());
+        let mut notify = Vec::new();
+        for item in items {
+            if item.envelope.len() > MAX_ENVELOPE {
+                results.push(EnqueueResult::TooLarge);
+                continue;
+            }
+            let dkey = delivery_key(&item.mailbox, &item.delivery_id);
+            if let Some(v) = ctx.store.get(SPACE, &dkey).map_err(internal)? {
+                let seq = v.as_slice().try_into().map(u64::from_be_bytes).map_err(internal)?;
+                results.push(EnqueueResult::Stored { seq });
+                continue;
+            }
+            let idx = match touched.iter().position(|(m, _)| m == &item.mailbox) {
+                Some(i) => i,
+                None => match self.record(&item.mailbox, ctx) {
+                    Ok(r) => {
+                        touched.push((item.mailbox, r));
+                        touched.len() - 1
+                    }
+                    Err(WireError::UnknownMailbox) => {
+                        results.push(EnqueueResult::UnknownMailbox);
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                },
+            };
+            let rec = &mut touched[idx].1;
+            if rec.queued() >= u64::from(self.settings.max_queue) {
+                results.push(EnqueueResult::MailboxFull);
+                continue;
+            }
+            // A copy repeated inside one batch is stored once too.
+            if batch
+                .ops
+                .iter()
+                .any(|op| matches!(op, crate::storage::Op::Put { key, .. } if key == &dkey))
+            {
+                let seq = rec.next_seq - 1;
+                results.push(EnqueueResult::Stored { seq });
+                continue;
+            }
+            let seq = rec.next_seq;
+            rec.next_seq += 1;
+            batch.put(SPACE, queue_key(&item.mailbox, seq), item.envelope);
+            batch.put(SPACE, dkey, seq.to_be_bytes().to_vec());
+            results.push(EnqueueResult::Stored { seq });
+            if let (Some(key), Some(sealed)) = (item.push_key, &rec.push) {
+                let key = Zeroizing::new(key);
+                if let Some(url) = open_push(&key, &item.mailbox, sealed) {
+                    notify.push(url);
+                }
+            }
+        }
+        for (m, rec) in &touched {
+            batch.put(SPACE, mbox_key(m), codec::encode(rec).map_err(internal)?);
+        }
+        ctx.store.write(batch).map_err(internal)?;
+        // Notifications only for what is durably stored, once per new copy.
+        self.effects.extend(notify.into_iter().map(Effect::Notify));
+        Ok(Response::Enqueued(results))
+    }
+}
+
+/// Decrypts a mailbox's push endpoint with the push key from an enqueue item.
+fn open_push(
+    key: &[u8; 32],
+    mailbox: &MailboxId,
+    sealed: &SealedPush,
+) -> Option<Zeroizing<String>> {
+    let cipher = XChaCha20Poly1305::new(key.into());
+    let nonce = XNonce::from_slice(sealed.nonce.get(..24)?);
+    let plain = Zeroizing::new(
+        cipher.decrypt(nonce, Payload { msg: &sealed.ciphertext, aad: mailbox }).ok()?,
+    );
+    String::from_utf8(plain.to_vec()).ok().map(Zeroizing::new)
+}
+
+fn mbox_key(m: &MailboxId) -> Vec<u8> {
+    let mut k = b"m/".to_vec();
+    k.extend_from_slice(m);
+    k
+}
+
+fn queue_prefix(m: &MailboxId) -> Vec<u8> {
+    let mut k = b"q/".to_vec();
+    k.extend_from_slice(m);
+    k.push(b'/');
+    k
+}
+
+fn queue_key(m: &MailboxId, seq: u64) -> Vec<u8> {
+    let mut k = queue_prefix(m);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn delivery_key(m: &MailboxId, d: &[u8; 32]) -> Vec<u8> {
+    let mut k = b"d/".to_vec();
+    k.extend_from_slice(m);
+    k.push(b'/');
+    k.extend_from_slice(d);
+    k
+}
 
 impl RoleLogic for OdsLogic {
     fn role(&self) -> Role {
@@ -16,9 +276,26 @@ impl RoleLogic for OdsLogic {
     }
 
     fn handle(&mut self, req: Request, _pre: Option<Response>, ctx: &RoleContext<'_>) -> Response {
+        let r = match req {
+            Request::Ping { .. } => Ok(pong(Role::Ods, ctx)),
+            Request::OpenMailbox { mailbox, auth_key, push } => {
+                self.open(mailbox, auth_key, push, ctx)
+            }
+            Request::Fetch { auth, after, limit } => self.fetch(auth, after, limit, ctx),
+            Request::Ack { auth, up_to } => self.ack(auth, up_to, ctx),
+            other => Err(WireError::Internal(format!("ODS cannot serve {other:?}"))),
+        };
+        r.unwrap_or_else(Response::Error)
+    }
+
+    fn admin(&mut self, req: NodeRequest, ctx: &RoleContext<'_>) -> Response {
         match req {
-            Request::Ping { .. } => pong(Role::Ods, ctx),
-            other => Response::Error(WireError::Internal(format!("ODS cannot serve {other:?}"))),
+            NodeRequest::Enqueue(items) => self.enqueue(items, ctx).unwrap_or_else(Response::Error),
+            _ => Response::Error(WireError::NotAuthorized("not an ODS request".into())),
         }
+    }
+
+    fn take_effects(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.effects)
     }
 }

@@ -49,10 +49,23 @@ pub trait RoleLogic: Send + Sync + 'static {
     /// leaves storage unchanged.
     fn handle(&mut self, req: Request, pre: Option<Response>, ctx: &RoleContext<'_>) -> Response;
 
-    /// Handles an operator request from another node's admin tool.
+    /// Side effects the last call asked for (push notifications), which the
+    /// actor shell carries out after the reply; the logic itself does no I/O.
+    fn take_effects(&mut self) -> Vec<Effect> {
+        Vec::new()
+    }
+
+    /// Handles a node-protocol request (operator tools, the IDS's enqueues).
     fn admin(&mut self, _req: NodeRequest, _ctx: &RoleContext<'_>) -> Response {
         Response::Error(WireError::NotAuthorized("no admin requests for this role".into()))
     }
+}
+
+/// I/O a role's logic asks its shell to do.
+pub enum Effect {
+    /// POST a content-free UnifiedPush notification to this endpoint URL.
+    /// The URL is a secret of the recipient: zeroized on drop, never logged.
+    Notify(zeroize::Zeroizing<String>),
 }
 
 /// Routes a request to the node that owns it, as the node's server does for
@@ -69,7 +82,7 @@ pub fn logic_for(role: Role, settings: &RoleSettings) -> Box<dyn RoleLogic> {
         Role::As => Box::new(crate::r#as::AsLogic::new(settings.r#as.clone())),
         Role::Cs => Box::new(crate::cs::CsLogic::new(settings.cs.clone())),
         Role::Ids => Box::new(crate::ids::IdsLogic::default()),
-        Role::Ods => Box::new(crate::ods::OdsLogic::default()),
+        Role::Ods => Box::new(crate::ods::OdsLogic::new(settings.ods.clone())),
         Role::Sds => Box::new(crate::sds::SdsLogic::default()),
     }
 }
@@ -183,6 +196,13 @@ impl Actor for RoleActor {
                 let ctx = state.args.ctx();
                 let response = state.logic.admin(request, &ctx);
                 let _ = reply.send(response);
+            }
+        }
+        for effect in state.logic.take_effects() {
+            match effect {
+                Effect::Notify(url) => {
+                    tokio::spawn(crate::push::notify(url));
+                }
             }
         }
         Ok(())

@@ -34,6 +34,20 @@ pub struct CsSettings {
     pub max_lifetime: Duration,
 }
 
+/// ODS settings.
+#[derive(Debug, Clone)]
+pub struct OdsSettings {
+    /// Most unacknowledged envelopes per mailbox (`MailboxFull` beyond).
+    pub max_queue: u32,
+    /// Most envelopes one fetch returns.
+    pub max_fetch: u32,
+}
+
+/// Default queue bound per mailbox.
+pub const DEFAULT_MAX_QUEUE: u32 = 10_000;
+/// Default fetch page.
+pub const DEFAULT_MAX_FETCH: u32 = 256;
+
 /// Everything role logic is configured with.
 #[derive(Clone)]
 pub struct RoleSettings {
@@ -41,6 +55,8 @@ pub struct RoleSettings {
     pub r#as: AsSettings,
     /// CS settings.
     pub cs: CsSettings,
+    /// ODS settings.
+    pub ods: OdsSettings,
 }
 
 /// Default binding lifetime: one year.
@@ -63,6 +79,7 @@ impl Default for RoleSettings {
                 max_per_client: DEFAULT_MAX_KEY_PACKAGES,
                 max_lifetime: DEFAULT_MAX_KP_LIFETIME,
             },
+            ods: OdsSettings { max_queue: DEFAULT_MAX_QUEUE, max_fetch: DEFAULT_MAX_FETCH },
         }
     }
 }

@@ -100,6 +100,17 @@ pub trait Store: Send + Sync + 'static {
         space: Space,
         prefix: &[u8],
         limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        self.scan_from(space, prefix, prefix, limit)
+    }
+    /// Up to `limit` entries whose key starts with `prefix` and is at least
+    /// `start`, in key order.
+    fn scan_from(
+        &self,
+        space: Space,
+        prefix: &[u8],
+        start: &[u8],
+        limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
 }
 
@@ -150,13 +161,14 @@ impl Store for RocksStore {
         self.db.write_opt(wb, &wo).map_err(db_err)
     }
 
-    fn scan_prefix(
+    fn scan_from(
         &self,
         space: Space,
         prefix: &[u8],
+        start: &[u8],
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
-        let mode = rocksdb::IteratorMode::From(prefix, rocksdb::Direction::Forward);
+        let mode = rocksdb::IteratorMode::From(start, rocksdb::Direction::Forward);
         let mut out = Vec::new();
         for item in self.db.iterator_cf(self.cf(space)?, mode) {
             let (k, v) = item.map_err(db_err)?;

@@ -6,6 +6,7 @@
 //! - [`client`]: [`Client`], one device with its state in a home directory:
 //!   registration (AS), KeyPackages (CS).
 //! - [`verify`]: authenticating bindings and KeyPackages against the AS key.
+//! - [`mailbox`]: the client's ODS mailbox: keys, open, fetch, ack.
 //! - [`home`]: the home directory's files (identity, openmls storage), 0600.
 //! - [`provider`]: the openmls provider whose storage the home persists.
 #![warn(missing_docs)]
@@ -13,6 +14,7 @@
 pub mod client;
 pub mod connection;
 pub mod home;
+pub mod mailbox;
 pub mod provider;
 pub mod verify;
 

@@ -114,6 +114,8 @@ pub struct ClusterConfig {
     pub r#as: AsConfig,
     /// CS settings (`[cs]`).
     pub cs: CsConfig,
+    /// ODS settings (`[ods]`).
+    pub ods: OdsConfig,
 }
 
 /// `[as]`: registration policy and binding lifetime.
@@ -123,6 +125,17 @@ pub struct AsConfig {
     pub token_required: bool,
     /// `binding_lifetime_days`, default 365.
     pub binding_lifetime: Duration,
+}
+
+/// `[ods]`: mailbox limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OdsConfig {
+    /// `max_queue`: unacknowledged envelopes per mailbox, default 10000.
+    pub max_queue: u32,
+    /// `max_fetch`: envelopes per fetch, default 256.
+    pub max_fetch: u32,
+    /// `open_rate_per_minute`: mailboxes one client address may open per minute, default 60.
+    pub open_rate_per_minute: u32,
 }
 
 /// `[cs]`: KeyPackage limits.
@@ -151,6 +164,16 @@ struct RawConfig {
     as_: RawAs,
     #[serde(default)]
     cs: RawCs,
+    #[serde(default)]
+    ods: RawOds,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawOds {
+    max_queue: Option<u32>,
+    max_fetch: Option<u32>,
+    open_rate_per_minute: Option<u32>,
 }
 
 #[derive(Deserialize, Default)]
@@ -328,9 +351,23 @@ impl ClusterConfig {
             )?
             .min(u32::MAX as u64) as u32,
         };
+        let small = |key: &'static str, v: Option<u32>, d: u64, max: u64| {
+            positive(key, v.map(u64::from), d).map(|v| v.min(max) as u32)
+        };
+        let ods = OdsConfig {
+            max_queue: small("ods.max_queue", raw.ods.max_queue, 10_000, 1_000_000)?,
+            max_fetch: small("ods.max_fetch", raw.ods.max_fetch, 256, 4096)?,
+            open_rate_per_minute: small(
+                "ods.open_rate_per_minute",
+                raw.ods.open_rate_per_minute,
+                60,
+                u32::MAX as u64,
+            )?,
+        };
         Ok(ClusterConfig {
             r#as,
             cs,
+            ods,
             name: raw.cluster.name,
             certs_dir: base.join(raw.cluster.certs_dir),
             nodes,

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use mlsd_actors::settings::{AsSettings, CsSettings, Registration};
+use mlsd_actors::settings::{AsSettings, CsSettings, OdsSettings, Registration};
 use mlsd_actors::{RocksStore, RoleSettings, Store};
 use mlsd_transport::{endpoint, tls};
 use ractor::{Actor, ActorRef};
@@ -67,6 +67,7 @@ fn role_settings(config: &ClusterConfig, me: &NodeConfig) -> Result<RoleSettings
             max_per_client: config.cs.max_per_client,
             max_lifetime: config.cs.max_lifetime,
         },
+        ods: OdsSettings { max_queue: config.ods.max_queue, max_fetch: config.ods.max_fetch },
     })
 }
 

@@ -17,8 +17,8 @@ use mlsd_actors::role::actor_name;
 use mlsd_actors::{RoleMsg, Router};
 use mlsd_transport::frame::{read_message, write_message};
 use mlsd_transport::protocol::{
-    ClientFrame, NodeFrame, NodeRequest, ResponseFrame, ALPN_CLIENT, ALPN_NODE, CLIENT_MAGIC,
-    NODE_MAGIC,
+    ClientFrame, EnqueueItem, EnqueueResult, NodeFrame, NodeRequest, ResponseFrame, ALPN_CLIENT,
+    ALPN_NODE, CLIENT_MAGIC, NODE_MAGIC,
 };
 use mlsd_transport::{tls, Request, Response, Role, WireError, PROTOCOL_VERSION};
 use ractor::ActorRef;
@@ -32,6 +32,9 @@ use crate::routing;
 /// How long a request waits for a role actor that is being restarted.
 const ACTOR_WAIT: Duration = Duration::from_secs(2);
 
+/// Most items in one `Enqueue` batch.
+const MAX_ENQUEUE_BATCH: usize = 4096;
+
 /// QUIC application error code for a refused node connection.
 const REFUSED: u32 = 0x10;
 
@@ -44,13 +47,15 @@ pub struct ServerCtx {
     /// Connections to the other nodes.
     pub peers: Peers,
     fetch_limiter: RateLimiter,
+    open_limiter: RateLimiter,
 }
 
 impl ServerCtx {
     /// Context for node `me` of `config`.
     pub fn new(config: Arc<ClusterConfig>, me: NodeConfig, peers: Peers) -> Self {
         let fetch_limiter = RateLimiter::per_minute(config.cs.fetch_rate_per_minute);
-        ServerCtx { config, me, peers, fetch_limiter }
+        let open_limiter = RateLimiter::per_minute(config.ods.open_rate_per_minute);
+        ServerCtx { config, me, peers, fetch_limiter, open_limiter }
     }
 
     /// Entry-node admission of a client request: KeyPackage fetches are rate
@@ -58,6 +63,8 @@ impl ServerCtx {
     fn admit(&self, req: &Request, from: IpAddr) -> Result<(), WireError> {
         match req {
             Request::FetchKeyPackages { .. } => self.fetch_limiter.check(from),
+            // Mailboxes need no identity, so their creation is what to bound.
+            Request::OpenMailbox { .. } => self.open_limiter.check(from),
             _ => Ok(()),
         }
     }
@@ -178,27 +185,60 @@ async fn serve_node_stream(
         Err(e) => Response::Error(e.into()),
         Ok(f) => match check_frame(f.magic, NODE_MAGIC, f.version) {
             Err(e) => Response::Error(e),
-            Ok(()) => {
-                let (role, key) = match &f.request {
-                    NodeRequest::Forward(req) => req.shard(),
-                    NodeRequest::Enroll { identity, .. } => (Role::As, identity.as_bytes()),
-                };
-                match routing::owner(&ctx.config.nodes, role, key) {
-                    Some(o) if o.name == ctx.me.name => match f.request {
-                        NodeRequest::Forward(request) => {
-                            local(&ctx, role, |reply| RoleMsg::Request { request, reply }).await
-                        }
-                        request => {
-                            local(&ctx, role, |reply| RoleMsg::Admin { request, reply }).await
-                        }
-                    },
-                    Some(o) => Response::Error(WireError::NotOwner { owner: o.name.clone() }),
-                    None => Response::Error(WireError::Internal(format!("no node hosts {role}"))),
-                }
-            }
+            Ok(()) => serve_node_request(&ctx, f.request).await,
         },
     };
     reply(send, response, l.max_frame).await;
+}
+
+/// Serves a request from another node (or an operator tool). Requests are
+/// only served if this node owns them; they are never forwarded again.
+async fn serve_node_request(ctx: &ServerCtx, req: NodeRequest) -> Response {
+    let owns = |role: Role, key: &[u8]| match routing::owner(&ctx.config.nodes, role, key) {
+        Some(o) if o.name == ctx.me.name => Ok(()),
+        Some(o) => Err(WireError::NotOwner { owner: o.name.clone() }),
+        None => Err(WireError::Internal(format!("no node hosts {role}"))),
+    };
+    match req {
+        NodeRequest::Forward(request) => {
+            let (role, key) = request.shard();
+            match owns(role, key) {
+                Ok(()) => local(ctx, role, |reply| RoleMsg::Request { request, reply }).await,
+                Err(e) => Response::Error(e),
+            }
+        }
+        NodeRequest::Enroll { identity, token_hash } => match owns(Role::As, identity.as_bytes()) {
+            Ok(()) => {
+                let request = NodeRequest::Enroll { identity, token_hash };
+                local(ctx, Role::As, |reply| RoleMsg::Admin { request, reply }).await
+            }
+            Err(e) => Response::Error(e),
+        },
+        NodeRequest::Enqueue(items) => {
+            if items.len() > MAX_ENQUEUE_BATCH {
+                return Response::Error(WireError::Malformed("enqueue batch too large".into()));
+            }
+            // Items for mailboxes owned elsewhere get a per-item error; the rest proceed.
+            let mut results = vec![EnqueueResult::NotOwner; items.len()];
+            let (positions, mine): (Vec<usize>, Vec<EnqueueItem>) = items
+                .into_iter()
+                .enumerate()
+                .filter(|(_, it)| owns(Role::Ods, &it.mailbox).is_ok())
+                .unzip();
+            if !mine.is_empty() {
+                let request = NodeRequest::Enqueue(mine);
+                let resp = local(ctx, Role::Ods, |reply| RoleMsg::Admin { request, reply }).await;
+                let Response::Enqueued(local_results) = resp else { return resp };
+                if local_results.len() != positions.len() {
+                    return Response::Error(WireError::Internal("enqueue result count".into()));
+                }
+                for (p, r) in positions.into_iter().zip(local_results) {
+                    results[p] = r;
+                }
+            }
+            Response::Enqueued(results)
+        }
+    }
 }
 
 /// Serves a client request here or at its owner.

@@ -196,6 +196,31 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// Sends a node-protocol request to `to`, authenticated as node `as_node`
+    /// (as the IDS does when it hands envelopes to the ODS).
+    pub async fn node_call(
+        &self,
+        as_node: &str,
+        to: &str,
+        req: mlsd_transport::protocol::NodeRequest,
+    ) -> mlsd_transport::Response {
+        use mlsd_transport::{endpoint, tls};
+        let node_tls = tls::NodeTls::load(&self.dir.path().join("certs"), as_node).unwrap();
+        let cfg =
+            endpoint::quinn_client_config(tls::node_client_config(&node_tls).unwrap()).unwrap();
+        let ep = endpoint::client_endpoint(self.addr(to), cfg).unwrap();
+        let conn =
+            endpoint::connect(&ep, self.addr(to), &tls::node_dns_name(to), Duration::from_secs(5))
+                .await
+                .unwrap();
+        let frame = mlsd_transport::protocol::NodeFrame::new(req);
+        let r: mlsd_transport::protocol::ResponseFrame =
+            endpoint::call(&conn, &frame, 1 << 24, Duration::from_secs(10)).await.unwrap();
+        r.response
+    }
+}
+
 /// Installs the process-wide rustls provider once.
 pub fn init() {
     mlsd::install_crypto_provider();

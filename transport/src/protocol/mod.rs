@@ -9,6 +9,9 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 pub mod identity;
+pub mod mailbox;
+
+pub use mailbox::{Delivered, EnqueueItem, EnqueueResult, MailboxAuth, MailboxId, SealedPush};
 
 pub use identity::{
     Binding, CountBody, FetchedKeyPackage, PublishBody, RegisterBody, RevokeBody, SignedBinding,
@@ -114,6 +117,32 @@ pub enum Request {
         /// The identity whose clients are wanted.
         identity: String,
     },
+    /// ODS: create a mailbox with id `mailbox` (random, chosen by the client),
+    /// authenticated by `auth_key`; no identity is involved.
+    OpenMailbox {
+        /// The new mailbox's id.
+        mailbox: MailboxId,
+        /// Ed25519 key that must sign fetches and acks.
+        auth_key: Vec<u8>,
+        /// The push endpoint, encrypted under the client's push key.
+        push: Option<SealedPush>,
+    },
+    /// ODS: envelopes of a mailbox after sequence number `after`.
+    Fetch {
+        /// Signed by the mailbox key (label `mlsd/ods/fetch/v1`, op = `(after, limit)`).
+        auth: MailboxAuth,
+        /// Return envelopes with a larger sequence number.
+        after: u64,
+        /// At most this many (capped by the server).
+        limit: u32,
+    },
+    /// ODS: delete every envelope up to and including `up_to`.
+    Ack {
+        /// Signed by the mailbox key (label `mlsd/ods/ack/v1`, op = `up_to`).
+        auth: MailboxAuth,
+        /// Highest acknowledged sequence number.
+        up_to: u64,
+    },
     /// CS: how many one-time KeyPackages a client has left; signed.
     CountKeyPackages {
         /// Who asks.
@@ -138,6 +167,9 @@ impl Request {
             Request::PublishKeyPackages { body, .. } => (Role::Cs, identity_of(&body.client)),
             Request::FetchKeyPackages { identity } => (Role::Cs, identity.as_bytes()),
             Request::CountKeyPackages { body, .. } => (Role::Cs, identity_of(&body.client)),
+            Request::OpenMailbox { mailbox, .. } => (Role::Ods, mailbox),
+            Request::Fetch { auth, .. } => (Role::Ods, &auth.mailbox),
+            Request::Ack { auth, .. } => (Role::Ods, &auth.mailbox),
         }
     }
 }
@@ -165,6 +197,17 @@ pub enum Response {
     },
     /// Answer to `FetchKeyPackages`: at most one per client of the identity.
     KeyPackages(Vec<FetchedKeyPackage>),
+    /// Answer to `OpenMailbox`.
+    MailboxOpened,
+    /// Answer to `Fetch`, in sequence order.
+    Envelopes(Vec<Delivered>),
+    /// Answer to `Ack`: envelopes still queued.
+    Acked {
+        /// Envelopes left in the mailbox.
+        remaining: u32,
+    },
+    /// Answer to a node's `Enqueue`, one result per item in order.
+    Enqueued(Vec<EnqueueResult>),
     /// Answer to an operator's `Enroll`: the token hash is stored.
     Enrolled,
     /// Answer to `CountKeyPackages`.
@@ -260,6 +303,15 @@ pub enum WireError {
         /// The cap.
         max: u32,
     },
+    /// No mailbox with this id.
+    #[error("unknown mailbox")]
+    UnknownMailbox,
+    /// A mailbox with this id exists already (pick another random id).
+    #[error("mailbox id taken")]
+    MailboxTaken,
+    /// A mailbox request's counter is not above the last one: a replay.
+    #[error("replayed mailbox request (counter not increasing)")]
+    Replayed,
     /// Too many requests of this kind from this requester; retry later.
     #[error("rate limited; retry in {retry_after_ms} ms")]
     RateLimited {
@@ -309,6 +361,9 @@ pub enum NodeRequest {
         /// SHA-256 of the token; the token itself never reaches a node.
         token_hash: Vec<u8>,
     },
+    /// IDS → ODS: store envelopes in mailboxes this node owns. A batch may mix
+    /// fan-outs and carries nothing that names a group, epoch or sender.
+    Enqueue(Vec<EnqueueItem>),
 }
 
 /// Frame of node-to-node requests.

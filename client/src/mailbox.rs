@@ -1,0 +1,144 @@
+//! The client's mailbox at the ODS: where its envelopes wait.
+//!
+//! A mailbox is not linked to the client's identity: its id is random, and it
+//! is authenticated by its own Ed25519 key, not the identity's signature key.
+//! Its push endpoint is sealed under a push key the ODS never stores.
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use ed25519_dalek::{Signer as _, SigningKey};
+use mlsd_transport::protocol::identity::signing_bytes;
+use mlsd_transport::protocol::mailbox::{LABEL_ACK, LABEL_FETCH};
+use mlsd_transport::protocol::{Delivered, MailboxAuth, MailboxId, SealedPush};
+use mlsd_transport::{Request, Response};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::{ClientError, Connection};
+
+/// A mailbox's secrets, as stored in the home (`mailbox.bin`, 0600).
+#[derive(Serialize, Deserialize)]
+pub struct MailboxKeys {
+    /// The mailbox id.
+    pub id: MailboxId,
+    /// Ed25519 seed of the auth key.
+    pub auth_seed: Zeroizing<[u8; 32]>,
+    /// Key sealing the push endpoint; published in the mailbox reference so
+    /// senders' IDS can hand it to the ODS with each envelope.
+    pub push_key: Zeroizing<[u8; 32]>,
+    /// Highest sequence number acknowledged.
+    pub acked: u64,
+}
+
+fn random32() -> Result<Zeroizing<[u8; 32]>, ClientError> {
+    let mut b = Zeroizing::new([0u8; 32]);
+    rand::TryRngCore::try_fill_bytes(&mut rand::rngs::OsRng, b.as_mut())
+        .map_err(|e| ClientError::Crypto(format!("no randomness: {e}")))?;
+    Ok(b)
+}
+
+impl MailboxKeys {
+    /// Fresh random id and keys.
+    pub fn generate() -> Result<Self, ClientError> {
+        Ok(MailboxKeys {
+            id: *random32()?,
+            auth_seed: random32()?,
+            push_key: random32()?,
+            acked: 0,
+        })
+    }
+
+    fn signing_key(&self) -> SigningKey {
+        SigningKey::from_bytes(&self.auth_seed)
+    }
+
+    /// The auth public key.
+    pub fn auth_public(&self) -> Vec<u8> {
+        self.signing_key().verifying_key().to_bytes().to_vec()
+    }
+
+    /// Seals a push endpoint URL for this mailbox.
+    pub fn seal_push(&self, url: &str) -> Result<SealedPush, ClientError> {
+        let nonce = random32()?;
+        let cipher = XChaCha20Poly1305::new(self.push_key.as_ref().into());
+        let ciphertext = cipher
+            .encrypt(
+                XNonce::from_slice(&nonce[..24]),
+                Payload { msg: url.as_bytes(), aad: &self.id },
+            )
+            .map_err(|_| ClientError::Crypto("sealing the push endpoint".into()))?;
+        Ok(SealedPush { nonce: nonce[..24].to_vec(), ciphertext })
+    }
+
+    /// Signs a mailbox request.
+    pub fn auth<T: Serialize>(&self, label: &str, counter: u64, op: &T) -> MailboxAuth {
+        let msg = signing_bytes(label, &(self.id, counter, op));
+        MailboxAuth {
+            mailbox: self.id,
+            counter,
+            signature: self.signing_key().sign(&msg).to_bytes().to_vec(),
+        }
+    }
+}
+
+/// Request counters for mailbox auth: Unix milliseconds, strictly increasing
+/// within this process.
+#[derive(Default)]
+pub struct Counter(u64);
+
+impl Counter {
+    /// The next counter value.
+    pub fn next(&mut self) -> u64 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        self.0 = now.max(self.0 + 1);
+        self.0
+    }
+}
+
+/// Opens the mailbox `keys` describes at the ODS.
+pub async fn open(
+    conn: &Connection,
+    keys: &MailboxKeys,
+    push_url: Option<&str>,
+) -> Result<(), ClientError> {
+    let push = push_url.map(|u| keys.seal_push(u)).transpose()?;
+    match conn
+        .request(Request::OpenMailbox { mailbox: keys.id, auth_key: keys.auth_public(), push })
+        .await?
+    {
+        Response::MailboxOpened => Ok(()),
+        other => Err(ClientError::Unexpected(format!("{other:?}"))),
+    }
+}
+
+/// Envelopes after `after`, at most `limit`.
+pub async fn fetch(
+    conn: &Connection,
+    keys: &MailboxKeys,
+    counter: &mut Counter,
+    after: u64,
+    limit: u32,
+) -> Result<Vec<Delivered>, ClientError> {
+    let auth = keys.auth(LABEL_FETCH, counter.next(), &(after, limit));
+    match conn.request(Request::Fetch { auth, after, limit }).await? {
+        Response::Envelopes(e) => Ok(e),
+        other => Err(ClientError::Unexpected(format!("{other:?}"))),
+    }
+}
+
+/// Acknowledges (deletes) envelopes up to `up_to`; returns how many remain.
+pub async fn ack(
+    conn: &Connection,
+    keys: &MailboxKeys,
+    counter: &mut Counter,
+    up_to: u64,
+) -> Result<u32, ClientError> {
+    let auth = keys.auth(LABEL_ACK, counter.next(), &up_to);
+    match conn.request(Request::Ack { auth, up_to }).await? {
+        Response::Acked { remaining } => Ok(remaining),
+        other => Err(ClientError::Unexpected(format!("{other:?}"))),
+    }
+}

@@ -1,0 +1,257 @@
+//! The ODS over real processes: mailboxes without identities, idempotent
+//! enqueue from the IDS side, fetch and ack signed with the mailbox key,
+//! bounds, push notifications to a local UnifiedPush endpoint, durability.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::Cluster;
+use mlsd_client::mailbox::{self, Counter, MailboxKeys};
+use mlsd_client::{ClientError, Connection};
+use mlsd_transport::protocol::mailbox::LABEL_FETCH;
+use mlsd_transport::protocol::{EnqueueItem, EnqueueResult, NodeRequest};
+use mlsd_transport::{Request, Response, Role, WireError};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn split(extra: &str) -> Cluster {
+    Cluster::with_extra(
+        &[("n1", &[Role::As, Role::Cs]), ("n2", &[Role::Ids]), ("n3", &[Role::Ods, Role::Sds])],
+        &format!("[limits]\ncall_timeout_ms = 1500\nconnect_timeout_ms = 1000\n{extra}"),
+    )
+}
+
+fn item(mailbox: [u8; 32], n: u8, push_key: Option<[u8; 32]>) -> EnqueueItem {
+    EnqueueItem { mailbox, delivery_id: [n; 32], envelope: vec![n; 100 + n as usize], push_key }
+}
+
+fn server_err<T: std::fmt::Debug>(r: Result<T, ClientError>) -> WireError {
+    match r {
+        Err(ClientError::Server(e)) => e,
+        other => panic!("expected a server error, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn enqueue_fetch_ack_in_order_exactly_once() {
+    common::init();
+    let mut c = split("");
+    c.start_all().await;
+    // The client enters at n1; the mailbox lives on n3.
+    let conn = Connection::connect(c.addr("n1"), &c.ca()).await.unwrap();
+    let keys = MailboxKeys::generate().unwrap();
+    mailbox::open(&conn, &keys, None).await.unwrap();
+    assert_eq!(server_err(mailbox::open(&conn, &keys, None).await), WireError::MailboxTaken);
+
+    let unknown = [0xee; 32];
+    let batch = vec![item(keys.id, 1, None), item(unknown, 2, None), item(keys.id, 3, None)];
+    let r = c.node_call("n2", "n3", NodeRequest::Enqueue(batch.clone())).await;
+    assert_eq!(
+        r,
+        Response::Enqueued(vec![
+            EnqueueResult::Stored { seq: 1 },
+            EnqueueResult::UnknownMailbox,
+            EnqueueResult::Stored { seq: 2 },
+        ])
+    );
+    // The IDS retries the same copies: stored once, same sequence numbers.
+    let r = c.node_call("n2", "n3", NodeRequest::Enqueue(batch)).await;
+    assert!(
+        matches!(&r, Response::Enqueued(v) if v[0] == EnqueueResult::Stored { seq: 1 } && v[2] == EnqueueResult::Stored { seq: 2 }),
+        "{r:?}"
+    );
+    // A node that does not own the mailbox says so per item.
+    let r = c.node_call("n2", "n1", NodeRequest::Enqueue(vec![item(keys.id, 4, None)])).await;
+    assert_eq!(r, Response::Enqueued(vec![EnqueueResult::NotOwner]));
+
+    let mut counter = Counter::default();
+    let got = mailbox::fetch(&conn, &keys, &mut counter, 0, 10).await.unwrap();
+    assert_eq!(got.iter().map(|d| d.seq).collect::<Vec<_>>(), vec![1, 2]);
+    assert_eq!(got[0].envelope, vec![1; 101]);
+    assert_eq!(got[1].envelope, vec![3; 103]);
+    assert_eq!(mailbox::ack(&conn, &keys, &mut counter, 1).await.unwrap(), 1);
+    let got = mailbox::fetch(&conn, &keys, &mut counter, 0, 10).await.unwrap();
+    assert_eq!(
+        got.iter().map(|d| d.seq).collect::<Vec<_>>(),
+        vec![2],
+        "acked envelopes are deleted"
+    );
+    assert_eq!(mailbox::ack(&conn, &keys, &mut counter, 99).await.unwrap(), 0);
+    assert!(mailbox::fetch(&conn, &keys, &mut counter, 0, 10).await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_key_replay_unknown_mailbox_and_bounds_are_refused() {
+    common::init();
+    let mut c = split("[ods]\nmax_queue = 3\n");
+    c.start_all().await;
+    let conn = Connection::connect(c.addr("n3"), &c.ca()).await.unwrap();
+    let keys = MailboxKeys::generate().unwrap();
+    mailbox::open(&conn, &keys, None).await.unwrap();
+    c.node_call("n2", "n3", NodeRequest::Enqueue(vec![item(keys.id, 1, None)])).await;
+
+    // Signed with another mailbox's key.
+    let other = MailboxKeys::generate().unwrap();
+    let mut forged = other.auth(LABEL_FETCH, 1, &(0u64, 10u32));
+    forged.mailbox = keys.id;
+    let r = conn.request(Request::Fetch { auth: forged, after: 0, limit: 10 }).await;
+    assert!(matches!(server_err(r), WireError::BadSignature(_)));
+    // Unknown mailbox.
+    let r = mailbox::fetch(&conn, &other, &mut Counter::default(), 0, 10).await;
+    assert_eq!(server_err(r), WireError::UnknownMailbox);
+    // A captured request replayed.
+    let mut counter = Counter::default();
+    let auth = keys.auth(LABEL_FETCH, counter.next(), &(0u64, 10u32));
+    let req = Request::Fetch { auth, after: 0, limit: 10 };
+    assert!(
+        matches!(conn.request(req.clone()).await.unwrap(), Response::Envelopes(v) if v.len() == 1)
+    );
+    assert_eq!(server_err(conn.request(req).await), WireError::Replayed);
+
+    // Queue bound and envelope size bound, per item.
+    let items = vec![
+        item(keys.id, 2, None),
+        item(keys.id, 3, None),
+        item(keys.id, 4, None),
+        EnqueueItem {
+            mailbox: keys.id,
+            delivery_id: [5; 32],
+            envelope: vec![0; 300 * 1024],
+            push_key: None,
+        },
+    ];
+    let r = c.node_call("n2", "n3", NodeRequest::Enqueue(items)).await;
+    assert_eq!(
+        r,
+        Response::Enqueued(vec![
+            EnqueueResult::Stored { seq: 2 },
+            EnqueueResult::Stored { seq: 3 },
+            EnqueueResult::MailboxFull,
+            EnqueueResult::TooLarge,
+        ])
+    );
+    // A client cannot enqueue: the request type does not exist on its ALPN,
+    // and the node protocol needs a node certificate (tests/hostile.rs).
+    let got = mailbox::fetch(&conn, &keys, &mut counter, 0, 10).await.unwrap();
+    assert_eq!(got.len(), 3);
+}
+
+/// A local UnifiedPush endpoint: counts POSTs and answers 201.
+async fn push_server() -> (String, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url =
+        format!("http://{}/UP?token=secret-push-token-of-bob", listener.local_addr().unwrap());
+    let hits = Arc::new(AtomicUsize::new(0));
+    let h = hits.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else { return };
+            let h = h.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                if buf[..n].starts_with(b"POST /UP?token=secret-push-token-of-bob HTTP/1.1\r\n") {
+                    h.fetch_add(1, Ordering::SeqCst);
+                }
+                let _ = s.write_all(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n").await;
+            });
+        }
+    });
+    (url, hits)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn push_notifies_once_per_new_envelope_and_the_url_is_never_stored_in_the_clear() {
+    common::init();
+    let mut c = split("");
+    c.start_all().await;
+    let (url, hits) = push_server().await;
+    let conn = Connection::connect(c.addr("n1"), &c.ca()).await.unwrap();
+    let keys = MailboxKeys::generate().unwrap();
+    mailbox::open(&conn, &keys, Some(&url)).await.unwrap();
+    let pk = Some(*keys.push_key);
+
+    let r = c
+        .node_call(
+            "n2",
+            "n3",
+            NodeRequest::Enqueue(vec![item(keys.id, 1, pk), item(keys.id, 2, pk)]),
+        )
+        .await;
+    assert!(matches!(r, Response::Enqueued(_)));
+    // A retried copy is not notified again; an item without the push key cannot be.
+    c.node_call(
+        "n2",
+        "n3",
+        NodeRequest::Enqueue(vec![item(keys.id, 1, pk), item(keys.id, 3, None)]),
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while hits.load(Ordering::SeqCst) < 2 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(hits.load(Ordering::SeqCst), 2);
+
+    // Attacker reads the ODS node's disk: no push URL, no push key.
+    c.kill("n3");
+    let data = c.dir.path().join("data/n3");
+    let mut found = Vec::new();
+    for entry in walk(&data) {
+        let bytes = std::fs::read(&entry).unwrap();
+        for needle in
+            [url.as_bytes(), b"secret-push-token-of-bob".as_slice(), keys.push_key.as_slice()]
+        {
+            if bytes.windows(needle.len()).any(|w| w == needle) {
+                found.push(entry.display().to_string());
+            }
+        }
+    }
+    assert!(found.is_empty(), "push secrets on disk in {found:?}");
+    // The mailbox data itself is there (the scan looked at the right files).
+    let all: Vec<u8> = walk(&data).iter().flat_map(|p| std::fs::read(p).unwrap()).collect();
+    assert!(all.windows(101).any(|w| w == [1u8; 101]), "envelope bytes found on disk");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn enqueued_envelopes_survive_a_node_kill() {
+    common::init();
+    let mut c = split("");
+    c.start_all().await;
+    let conn = Connection::connect(c.addr("n1"), &c.ca()).await.unwrap();
+    let keys = MailboxKeys::generate().unwrap();
+    mailbox::open(&conn, &keys, None).await.unwrap();
+    let items: Vec<_> = (1..=20).map(|n| item(keys.id, n, None)).collect();
+    let r = c.node_call("n2", "n3", NodeRequest::Enqueue(items)).await;
+    assert!(matches!(&r, Response::Enqueued(v) if v.len() == 20));
+    c.kill("n3");
+    c.start("n3").await;
+    let mut counter = Counter::default();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let got = loop {
+        match mailbox::fetch(&conn, &keys, &mut counter, 0, 100).await {
+            Ok(v) => break v,
+            Err(_) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(got.len(), 20, "every acknowledged enqueue survived SIGKILL");
+    assert_eq!(got.iter().map(|d| d.seq).collect::<Vec<_>>(), (1..=20).collect::<Vec<_>>());
+}
