@@ -14,9 +14,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use mlsd_transport::protocol::NodeRequest;
+use mlsd_transport::protocol::{EnqueueItem, EnqueueResult, NodeRequest};
 use mlsd_transport::{Request, Response, Role, WireError};
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use std::collections::HashMap;
+
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+
+use crate::ids::group_actor::{GroupActor, GroupArgs, GroupMsg};
 
 use crate::settings::RoleSettings;
 use crate::storage::Store;
@@ -70,10 +74,17 @@ pub enum Effect {
 
 /// Routes a request to the node that owns it, as the node's server does for
 /// clients. Implemented by the node crate; role actors use it for
-/// prerequisites, so they never know where other roles run.
+/// prerequisites and the IDS for enqueueing, so they never know where other
+/// roles run.
 pub trait Router: Send + Sync + 'static {
     /// Serves `req` locally or at its owner.
     fn route(&self, req: Request) -> Pin<Box<dyn Future<Output = Response> + Send + '_>>;
+    /// Hands envelopes to the ODS owners of their mailboxes, one shuffled
+    /// batch per owner node; one result per item, in order.
+    fn enqueue(
+        &self,
+        items: Vec<EnqueueItem>,
+    ) -> Pin<Box<dyn Future<Output = Vec<EnqueueResult>> + Send + '_>>;
 }
 
 /// The state machine for `role`, fresh.
@@ -136,6 +147,35 @@ pub struct RoleActor;
 pub struct RoleState {
     args: RoleArgs,
     logic: Box<dyn RoleLogic>,
+    /// IDS only: the live group actors, by group id and by actor id.
+    groups: HashMap<Vec<u8>, ActorRef<GroupMsg>>,
+    group_ids: HashMap<ActorId, Vec<u8>>,
+}
+
+impl RoleState {
+    /// The group actor of `group`, spawned (linked to us) if not running.
+    async fn group(
+        &mut self,
+        me: &ActorRef<RoleMsg>,
+        group: &[u8],
+    ) -> Result<ActorRef<GroupMsg>, ActorProcessingErr> {
+        if let Some(a) = self.groups.get(group) {
+            return Ok(a.clone());
+        }
+        let args = GroupArgs {
+            group: group.to_vec(),
+            store: self.args.store.clone(),
+            router: self.args.router.clone(),
+            concurrency: self.args.settings.ids.anonymizer_concurrency,
+            idle: self.args.settings.ids.group_idle,
+        };
+        // Linked: when it stops (idle) or dies, handle_supervisor_evt forgets
+        // it; the next request for the group starts a new one from storage.
+        let (a, _) = Actor::spawn_linked(None, GroupActor, args, me.get_cell()).await?;
+        self.groups.insert(group.to_vec(), a.clone());
+        self.group_ids.insert(a.get_id(), group.to_vec());
+        Ok(a)
+    }
 }
 
 impl RoleArgs {
@@ -155,7 +195,7 @@ impl Actor for RoleActor {
         args: RoleArgs,
     ) -> Result<RoleState, ActorProcessingErr> {
         let logic = logic_for(args.role, &args.settings);
-        Ok(RoleState { args, logic })
+        Ok(RoleState { args, logic, groups: HashMap::new(), group_ids: HashMap::new() })
     }
 
     async fn handle(
@@ -167,6 +207,26 @@ impl Actor for RoleActor {
         // A caller that timed out and went away is not our failure: sends to
         // `reply` ignore errors.
         match msg {
+            RoleMsg::Request { request, reply } if is_group_request(&request) => {
+                let group = request.shard().1.to_vec();
+                if group.is_empty() || group.len() > crate::ids::group::MAX_GROUP_ID {
+                    let _ =
+                        reply.send(Response::Error(WireError::Malformed("group id length".into())));
+                    return Ok(());
+                }
+                let actor = state.group(&myself, &group).await?;
+                let msg = match request {
+                    Request::CreateGroup { mode, auth_key, roster, .. } => {
+                        GroupMsg::Create { mode, auth_key, roster, reply }
+                    }
+                    Request::Send { body, mac } => {
+                        GroupMsg::Send { body: Box::new(body), mac, reply }
+                    }
+                    _ => unreachable!("is_group_request"),
+                };
+                // A group actor that is stopping drops the message; the sender retries.
+                let _ = actor.send_message(msg);
+            }
             RoleMsg::Request { request, reply } => match state.logic.prerequisite(&request) {
                 Some(pre_req) => {
                     let router = state.args.router.clone();
@@ -207,6 +267,34 @@ impl Actor for RoleActor {
         }
         Ok(())
     }
+
+    async fn handle_supervisor_evt(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        evt: SupervisionEvent,
+        state: &mut RoleState,
+    ) -> Result<(), ActorProcessingErr> {
+        // Group actors stop when idle and may die; either way they are
+        // forgotten and respawned from storage on the next request. Their
+        // death must not take this role actor down (ractor's default).
+        let id = match &evt {
+            SupervisionEvent::ActorTerminated(c, _, _) | SupervisionEvent::ActorFailed(c, _) => {
+                c.get_id()
+            }
+            _ => return Ok(()),
+        };
+        if let Some(g) = state.group_ids.remove(&id) {
+            state.groups.remove(&g);
+        }
+        if let SupervisionEvent::ActorFailed(_, e) = evt {
+            tracing::warn!(error = %e, "group actor failed; it restarts on the next request");
+        }
+        Ok(())
+    }
+}
+
+fn is_group_request(r: &Request) -> bool {
+    matches!(r, Request::CreateGroup { .. } | Request::Send { .. })
 }
 
 /// The registry name of `role`'s actor on `node`; names include the node so

@@ -43,6 +43,15 @@ pub struct OdsSettings {
     pub max_fetch: u32,
 }
 
+/// IDS settings.
+#[derive(Debug, Clone)]
+pub struct IdsSettings {
+    /// Anonymizer actors alive at once per fan-out.
+    pub anonymizer_concurrency: usize,
+    /// Idle time after which a group actor stops.
+    pub group_idle: Duration,
+}
+
 /// Default queue bound per mailbox.
 pub const DEFAULT_MAX_QUEUE: u32 = 10_000;
 /// Default fetch page.
@@ -57,6 +66,8 @@ pub struct RoleSettings {
     pub cs: CsSettings,
     /// ODS settings.
     pub ods: OdsSettings,
+    /// IDS settings.
+    pub ids: IdsSettings,
 }
 
 /// Default binding lifetime: one year.
@@ -80,6 +91,7 @@ impl Default for RoleSettings {
                 max_lifetime: DEFAULT_MAX_KP_LIFETIME,
             },
             ods: OdsSettings { max_queue: DEFAULT_MAX_QUEUE, max_fetch: DEFAULT_MAX_FETCH },
+            ids: IdsSettings { anonymizer_concurrency: 64, group_idle: Duration::from_secs(60) },
         }
     }
 }

@@ -116,6 +116,8 @@ pub struct ClusterConfig {
     pub cs: CsConfig,
     /// ODS settings (`[ods]`).
     pub ods: OdsConfig,
+    /// IDS settings (`[ids]`).
+    pub ids: IdsConfig,
 }
 
 /// `[as]`: registration policy and binding lifetime.
@@ -136,6 +138,15 @@ pub struct OdsConfig {
     pub max_fetch: u32,
     /// `open_rate_per_minute`: mailboxes one client address may open per minute, default 60.
     pub open_rate_per_minute: u32,
+}
+
+/// `[ids]`: fan-out settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdsConfig {
+    /// `anonymizer_concurrency`: anonymizer actors alive at once per fan-out, default 64.
+    pub anonymizer_concurrency: u32,
+    /// `group_idle_secs`: a group actor stops after this long without requests, default 60.
+    pub group_idle: Duration,
 }
 
 /// `[cs]`: KeyPackage limits.
@@ -166,6 +177,15 @@ struct RawConfig {
     cs: RawCs,
     #[serde(default)]
     ods: RawOds,
+    #[serde(default)]
+    ids: RawIds,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawIds {
+    anonymizer_concurrency: Option<u32>,
+    group_idle_secs: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -364,10 +384,24 @@ impl ClusterConfig {
                 u32::MAX as u64,
             )?,
         };
+        let ids = IdsConfig {
+            anonymizer_concurrency: small(
+                "ids.anonymizer_concurrency",
+                raw.ids.anonymizer_concurrency,
+                64,
+                4096,
+            )?,
+            group_idle: Duration::from_secs(positive(
+                "ids.group_idle_secs",
+                raw.ids.group_idle_secs,
+                60,
+            )?),
+        };
         Ok(ClusterConfig {
             r#as,
             cs,
             ods,
+            ids,
             name: raw.cluster.name,
             certs_dir: base.join(raw.cluster.certs_dir),
             nodes,

@@ -60,6 +60,11 @@ impl Peers {
     /// Forwards `request` to `node` and returns its response, or `Unavailable`
     /// when the node cannot be reached or does not answer within the call timeout.
     pub async fn forward(&self, node: &str, request: mlsd_transport::Request) -> Response {
+        self.call(node, NodeRequest::Forward(request)).await
+    }
+
+    /// Sends a node request to `node`; `Unavailable` when it cannot be reached.
+    pub async fn call(&self, node: &str, request: NodeRequest) -> Response {
         let unavailable = || Response::Error(WireError::Unavailable { node: node.to_string() });
         let Some(peer) = self.peers.get(node) else {
             return Response::Error(WireError::Internal(format!("unknown peer {node}")));
@@ -67,7 +72,7 @@ impl Peers {
         let Some(conn) = self.connection(node, peer).await else {
             return unavailable();
         };
-        let frame = NodeFrame::new(NodeRequest::Forward(request));
+        let frame = NodeFrame::new(request);
         let res: Result<ResponseFrame, _> =
             endpoint::call(&conn, &frame, self.limits.max_frame, self.limits.call_timeout).await;
         match res {

@@ -262,6 +262,87 @@ impl Router for NodeRouter {
     fn route(&self, req: Request) -> Pin<Box<dyn Future<Output = Response> + Send + '_>> {
         Box::pin(route(&self.0, req))
     }
+
+    fn enqueue(
+        &self,
+        items: Vec<EnqueueItem>,
+    ) -> Pin<Box<dyn Future<Output = Vec<EnqueueResult>> + Send + '_>> {
+        Box::pin(enqueue(&self.0, items))
+    }
+}
+
+/// Hands envelopes to their mailboxes' ODS owners: one batch per owner node,
+/// shuffled so its order does not group copies by message, all batches in
+/// parallel. Results come back in the order of `items`.
+async fn enqueue(ctx: &ServerCtx, items: Vec<EnqueueItem>) -> Vec<EnqueueResult> {
+    use rand::seq::SliceRandom;
+    let n = items.len();
+    let mut by_owner: std::collections::HashMap<String, Vec<(usize, EnqueueItem)>> =
+        std::collections::HashMap::new();
+    let mut results = vec![EnqueueResult::NotOwner; n];
+    for (i, it) in items.into_iter().enumerate() {
+        if let Some(o) = routing::owner(&ctx.config.nodes, Role::Ods, &it.mailbox) {
+            by_owner.entry(o.name.clone()).or_default().push((i, it));
+        }
+    }
+    let calls = by_owner.into_iter().map(|(owner, mut batch)| async move {
+        batch.shuffle(&mut rand::rng());
+        let (positions, items): (Vec<usize>, Vec<EnqueueItem>) = batch.into_iter().unzip();
+        let mut out = Vec::new();
+        for chunk_start in (0..items.len()).step_by(MAX_ENQUEUE_BATCH) {
+            let end = (chunk_start + MAX_ENQUEUE_BATCH).min(items.len());
+            let chunk = items[chunk_start..end].to_vec();
+            let k = chunk.len();
+            let request = NodeRequest::Enqueue(chunk);
+            let resp = if owner == ctx.me.name {
+                local(ctx, Role::Ods, |reply| RoleMsg::Admin { request, reply }).await
+            } else {
+                ctx.peers.call(&owner, request).await
+            };
+            match resp {
+                Response::Enqueued(r) if r.len() == k => out.extend(r),
+                other => {
+                    tracing::warn!(node = %owner, response = ?other, "enqueue batch failed");
+                    out.extend(std::iter::repeat_n(EnqueueResult::NotOwner, k));
+                }
+            }
+        }
+        positions.into_iter().zip(out).collect::<Vec<_>>()
+    });
+    let mut handles = Vec::new();
+    for c in calls {
+        handles.push(c);
+    }
+    for batch in join_all(handles).await {
+        for (p, r) in batch {
+            results[p] = r;
+        }
+    }
+    results
+}
+
+/// Runs futures concurrently on this task and collects their outputs.
+async fn join_all<F: Future>(futs: Vec<F>) -> Vec<F::Output> {
+    let mut futs: Vec<Pin<Box<F>>> = futs.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = (0..futs.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, f) in futs.iter_mut().enumerate() {
+            if out[i].is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => out[i] = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().map(|o| o.expect("every future completed")).collect()
 }
 
 /// Hands a message to this node's actor of `role`. If the actor is being

@@ -12,11 +12,13 @@
 //! - [`protocol`]: request, response and error types, with the protocol version.
 //! - [`tls`]: rustls configs (TLS 1.3, `ring`) for the client and node ALPNs,
 //!   and the check that a peer certificate names a cluster node.
+//! - [`envelope`]: padding and sealing of per-recipient envelopes.
 //! - [`endpoint`]: quinn endpoint construction and request/response calls.
 #![warn(missing_docs)]
 
 pub mod codec;
 pub mod endpoint;
+pub mod envelope;
 pub mod frame;
 pub mod limits;
 pub mod protocol;

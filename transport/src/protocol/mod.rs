@@ -8,9 +8,13 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub mod group;
 pub mod identity;
 pub mod mailbox;
 
+pub use group::{
+    CommitExtras, Recipients, RosterEntry, RosterMode, SealedRoster, SendBody, WelcomeCopy,
+};
 pub use mailbox::{Delivered, EnqueueItem, EnqueueResult, MailboxAuth, MailboxId, SealedPush};
 
 pub use identity::{
@@ -143,6 +147,25 @@ pub enum Request {
         /// Highest acknowledged sequence number.
         up_to: u64,
     },
+    /// IDS: register a group id (first come) with its epoch-0 auth key and,
+    /// in stored mode, its roster sealed under `R(0)`.
+    CreateGroup {
+        /// MLS group id.
+        group: Vec<u8>,
+        /// Roster mode.
+        mode: RosterMode,
+        /// `A(0)`.
+        auth_key: [u8; 32],
+        /// The epoch-0 roster sealed under `R(0)` (stored mode only).
+        roster: Option<SealedRoster>,
+    },
+    /// IDS: fan a message out to a group's members (steps 5-6).
+    Send {
+        /// The message and its recipients.
+        body: SendBody,
+        /// `send_mac(A(e), body)`.
+        mac: [u8; 32],
+    },
     /// CS: how many one-time KeyPackages a client has left; signed.
     CountKeyPackages {
         /// Who asks.
@@ -168,6 +191,8 @@ impl Request {
             Request::FetchKeyPackages { identity } => (Role::Cs, identity.as_bytes()),
             Request::CountKeyPackages { body, .. } => (Role::Cs, identity_of(&body.client)),
             Request::OpenMailbox { mailbox, .. } => (Role::Ods, mailbox),
+            Request::CreateGroup { group, .. } => (Role::Ids, group),
+            Request::Send { body, .. } => (Role::Ids, &body.group),
             Request::Fetch { auth, .. } => (Role::Ods, &auth.mailbox),
             Request::Ack { auth, .. } => (Role::Ods, &auth.mailbox),
         }
@@ -197,6 +222,13 @@ pub enum Response {
     },
     /// Answer to `FetchKeyPackages`: at most one per client of the identity.
     KeyPackages(Vec<FetchedKeyPackage>),
+    /// Answer to `CreateGroup`.
+    GroupCreated,
+    /// Answer to `Send`: every copy is durably enqueued.
+    Sent {
+        /// Copies enqueued (recipients plus Welcomes).
+        copies: u32,
+    },
     /// Answer to `OpenMailbox`.
     MailboxOpened,
     /// Answer to `Fetch`, in sequence order.
@@ -302,6 +334,34 @@ pub enum WireError {
     TooManyKeyPackages {
         /// The cap.
         max: u32,
+    },
+    /// The message is for an epoch other than the group's current one, or a
+    /// commit lost the race for this epoch: process the winning commit first.
+    #[error("stale epoch; the group is at epoch {current}")]
+    StaleEpoch {
+        /// The group's current epoch at the IDS.
+        current: u64,
+    },
+    /// No group with this id at the IDS.
+    #[error("unknown group")]
+    UnknownGroup,
+    /// A group with this id exists already.
+    #[error("group id taken")]
+    GroupTaken,
+    /// The send's MAC does not verify under the epoch auth key.
+    #[error("MAC does not verify under the epoch auth key")]
+    BadMac,
+    /// The MLS message is malformed or does not match the request.
+    #[error("invalid MLS message: {0}")]
+    InvalidMessage(String),
+    /// Some copies could not be enqueued; the send may be retried with the
+    /// same message id without duplicating the copies that were.
+    #[error("{failed} of {total} copies not enqueued")]
+    Incomplete {
+        /// Copies that failed.
+        failed: u32,
+        /// All copies.
+        total: u32,
     },
     /// No mailbox with this id.
     #[error("unknown mailbox")]

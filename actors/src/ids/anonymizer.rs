@@ -1,0 +1,173 @@
+//! The anonymizer actor: seals one message for one recipient, hands the
+//! envelope to its fan-out actor, drops its key material and stops.
+//!
+//! One actor per recipient keeps each recipient's key in its own short-lived
+//! state; the counters below let tests check that every anonymizer that
+//! started also stopped and zeroized its secrets.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use mlsd_transport::envelope::{self, Kind, HPKE_OVERHEAD};
+use mlsd_transport::protocol::{EnqueueItem, MailboxId};
+use openmls_rust_crypto::RustCrypto;
+use openmls_traits::crypto::OpenMlsCrypto;
+use openmls_traits::types::{HpkeAeadType, HpkeConfig, HpkeKdfType, HpkeKemType};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+/// Anonymizers started, ever, in this process.
+pub static SPAWNED: AtomicU64 = AtomicU64::new(0);
+/// Anonymizers stopped.
+pub static STOPPED: AtomicU64 = AtomicU64::new(0);
+/// Envelopes sealed.
+pub static SEALED: AtomicU64 = AtomicU64::new(0);
+/// Key holders dropped (and zeroized).
+pub static ZEROIZED: AtomicU64 = AtomicU64::new(0);
+
+/// HPKE suite of Welcome envelopes (matches the MLS ciphersuite's KEM).
+pub const WELCOME_HPKE: HpkeConfig =
+    HpkeConfig(HpkeKemType::DhKem25519, HpkeKdfType::HkdfSha256, HpkeAeadType::AesGcm128);
+/// HPKE `info` of Welcome envelopes.
+pub const WELCOME_INFO: &[u8] = b"mlsd welcome v1";
+
+/// A recipient's key, counted when dropped so tests can see it was zeroized.
+pub struct KeyGuard(pub Zeroizing<[u8; 32]>);
+
+impl Drop for KeyGuard {
+    fn drop(&mut self) {
+        // Zeroizing wipes the bytes right after this.
+        ZEROIZED.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// How to seal.
+pub enum Sealing {
+    /// Symmetric, under `K(r, e)`.
+    Envelope(KeyGuard),
+    /// HPKE to the mailbox key (Welcomes).
+    Welcome(Vec<u8>),
+}
+
+/// One copy to make.
+pub struct Job {
+    /// Position in the fan-out.
+    pub index: usize,
+    /// The send's message id.
+    pub message_id: [u8; 32],
+    /// The bytes to seal.
+    pub message: Arc<Vec<u8>>,
+    /// Recipient mailbox.
+    pub mailbox: MailboxId,
+    /// Recipient push key, passed through to the ODS.
+    pub push_key: Option<[u8; 32]>,
+    /// Key material.
+    pub sealing: Sealing,
+}
+
+/// An anonymizer's state: its job, then its outcome. The fan-out reads the
+/// outcome from the final state it receives when the anonymizer stops, so a
+/// result can never be lost or counted twice.
+pub enum AnonState {
+    /// Not yet sealed.
+    Job(Job),
+    /// Sealed (or failed) copy number `index`; the key material is gone.
+    Done {
+        /// Which recipient.
+        index: usize,
+        /// The item for the ODS, or why sealing failed.
+        result: Result<EnqueueItem, String>,
+    },
+}
+
+/// `H(message id || mailbox id)`: the same copy always has the same id, so the
+/// ODS stores a retried copy once; Welcomes use their own domain.
+pub fn delivery_id(message_id: &[u8; 32], mailbox: &MailboxId, welcome: bool) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(if welcome { b"mlsd welcome delivery" as &[u8] } else { b"mlsd delivery" });
+    h.update(message_id);
+    h.update(mailbox);
+    h.finalize().into()
+}
+
+fn random<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    rand::TryRngCore::try_fill_bytes(&mut rand::rngs::OsRng, &mut b).expect("OS randomness");
+    b
+}
+
+/// Seals a Welcome for `mailbox` with HPKE to `hpke_key`.
+pub fn seal_welcome(
+    hpke_key: &[u8],
+    mailbox: &MailboxId,
+    welcome: &[u8],
+) -> Result<Vec<u8>, String> {
+    let plain = envelope::pad(Kind::Welcome, welcome, HPKE_OVERHEAD).map_err(|e| e.to_string())?;
+    let ct = RustCrypto::default()
+        .hpke_seal(WELCOME_HPKE, hpke_key, WELCOME_INFO, mailbox, &plain)
+        .map_err(|e| format!("{e:?}"))?;
+    let mut out = ct.kem_output.as_slice().to_vec();
+    out.extend_from_slice(ct.ciphertext.as_slice());
+    Ok(out)
+}
+
+fn seal(job: &Job) -> Result<EnqueueItem, String> {
+    let (envelope, welcome) = match &job.sealing {
+        Sealing::Envelope(k) => {
+            let env = envelope::seal(&k.0, &job.mailbox, &job.message, &random::<24>())
+                .map_err(|e| e.to_string())?;
+            (env, false)
+        }
+        Sealing::Welcome(pk) => (seal_welcome(pk, &job.mailbox, &job.message)?, true),
+    };
+    SEALED.fetch_add(1, Ordering::SeqCst);
+    Ok(EnqueueItem {
+        mailbox: job.mailbox,
+        delivery_id: delivery_id(&job.message_id, &job.mailbox, welcome),
+        envelope,
+        push_key: job.push_key,
+    })
+}
+
+/// The anonymizer actor.
+pub struct Anonymizer;
+
+impl Actor for Anonymizer {
+    type Msg = ();
+    type State = AnonState;
+    type Arguments = Job;
+
+    async fn pre_start(
+        &self,
+        _me: ActorRef<()>,
+        job: Job,
+    ) -> Result<AnonState, ActorProcessingErr> {
+        SPAWNED.fetch_add(1, Ordering::SeqCst);
+        Ok(AnonState::Job(job))
+    }
+
+    async fn post_start(
+        &self,
+        me: ActorRef<()>,
+        state: &mut AnonState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let AnonState::Job(job) = state {
+            let result = seal(job);
+            let index = job.index;
+            // Replacing the state drops the job and with it the key material.
+            *state = AnonState::Done { index, result };
+        }
+        me.stop(None);
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _me: ActorRef<()>,
+        _state: &mut AnonState,
+    ) -> Result<(), ActorProcessingErr> {
+        STOPPED.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}

@@ -1,0 +1,231 @@
+//! The fan-out actor: one per accepted message. Spawns one anonymizer per
+//! recipient (at most `concurrency` at a time), collects the envelopes, hands
+//! them to the ODS owners through the router, answers the sender only when
+//! every copy is durably enqueued, and stops.
+//!
+//! Supervision: an anonymizer that dies before reporting is started again for
+//! the same recipient (up to [`MAX_ATTEMPTS`] times), since its job is
+//! idempotent (the delivery id is fixed). If the fan-out itself dies, the
+//! sender hears nothing and retries with the same message id; the ODS then
+//! stores no copy twice.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use mlsd_transport::protocol::{EnqueueItem, EnqueueResult};
+use mlsd_transport::{Response, WireError};
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use zeroize::Zeroizing;
+
+use super::anonymizer::{AnonState, Anonymizer, Job, KeyGuard, Sealing};
+use super::group::FanoutPlan;
+use crate::role::Router;
+
+/// Attempts per recipient before the fan-out gives up on it.
+pub const MAX_ATTEMPTS: u32 = 3;
+
+/// Messages of the fan-out actor. It needs none from outside: anonymizers
+/// report through their final state (see [`AnonState`]).
+pub enum FanoutMsg {}
+
+/// Start-up arguments.
+pub struct FanoutArgs {
+    /// What to fan out.
+    pub plan: FanoutPlan,
+    /// Reaches the ODS owners.
+    pub router: Arc<dyn Router>,
+    /// The sender's reply.
+    pub reply: RpcReplyPort<Response>,
+    /// Anonymizers alive at once.
+    pub concurrency: usize,
+}
+
+/// A recipient not yet sealed: what its anonymizer needs, kept until it reports.
+struct Pending {
+    mailbox: [u8; 32],
+    push_key: Option<[u8; 32]>,
+    key: Option<Zeroizing<[u8; 32]>>,
+    hpke: Option<Vec<u8>>,
+    attempts: u32,
+}
+
+/// State of a fan-out.
+pub struct FanoutState {
+    message_id: [u8; 32],
+    message: Arc<Vec<u8>>,
+    welcome: Option<Arc<Vec<u8>>>,
+    pending: HashMap<usize, Pending>,
+    queue: VecDeque<usize>,
+    running: HashMap<ActorId, usize>,
+    items: Vec<Option<EnqueueItem>>,
+    failed: u32,
+    router: Arc<dyn Router>,
+    reply: Option<RpcReplyPort<Response>>,
+    concurrency: usize,
+}
+
+/// The fan-out actor.
+pub struct Fanout;
+
+impl FanoutState {
+    async fn spawn_next(&mut self, me: &ActorRef<FanoutMsg>) -> Result<(), ActorProcessingErr> {
+        while self.running.len() < self.concurrency {
+            let Some(index) = self.queue.pop_front() else { break };
+            let Some(p) = self.pending.get_mut(&index) else { continue };
+            p.attempts += 1;
+            let (sealing, message) = match (&p.key, &p.hpke, &self.welcome) {
+                (Some(k), _, _) => (Sealing::Envelope(KeyGuard(k.clone())), self.message.clone()),
+                (None, Some(pk), Some(w)) => (Sealing::Welcome(pk.clone()), w.clone()),
+                _ => continue,
+            };
+            let job = Job {
+                index,
+                message_id: self.message_id,
+                message,
+                mailbox: p.mailbox,
+                push_key: p.push_key,
+                sealing,
+            };
+            // Linked: if it dies before reporting, handle_supervisor_evt re-queues it.
+            let (a, _) = Actor::spawn_linked(None, Anonymizer, job, me.get_cell()).await?;
+            self.running.insert(a.get_id(), index);
+        }
+        Ok(())
+    }
+
+    fn done(&self) -> bool {
+        self.pending.is_empty() && self.running.is_empty()
+    }
+
+    async fn finish(&mut self, me: &ActorRef<FanoutMsg>) {
+        let items: Vec<EnqueueItem> = self.items.iter_mut().filter_map(Option::take).collect();
+        let total = items.len() as u32 + self.failed;
+        let results = if items.is_empty() { Vec::new() } else { self.router.enqueue(items).await };
+        let stored =
+            results.iter().filter(|r| matches!(r, EnqueueResult::Stored { .. })).count() as u32;
+        let failed = total - stored;
+        let response = if failed == 0 {
+            Response::Sent { copies: total }
+        } else {
+            Response::Error(WireError::Incomplete { failed, total })
+        };
+        if let Some(reply) = self.reply.take() {
+            let _ = reply.send(response);
+        }
+        me.stop(None);
+    }
+}
+
+impl Actor for Fanout {
+    type Msg = FanoutMsg;
+    type State = FanoutState;
+    type Arguments = FanoutArgs;
+
+    async fn pre_start(
+        &self,
+        _me: ActorRef<FanoutMsg>,
+        args: FanoutArgs,
+    ) -> Result<FanoutState, ActorProcessingErr> {
+        let FanoutArgs { mut plan, router, reply, concurrency } = args;
+        let mut pending = HashMap::new();
+        for (i, r) in plan.recipients.drain(..).enumerate() {
+            let key = Zeroizing::new(r.key);
+            pending.insert(
+                i,
+                Pending {
+                    mailbox: r.mailbox,
+                    push_key: r.push_key,
+                    key: Some(key),
+                    hpke: None,
+                    attempts: 0,
+                },
+            );
+        }
+        let mut welcome = None;
+        if let Some((w, to)) = plan.welcome.take() {
+            let base = pending.len();
+            for (j, c) in to.into_iter().enumerate() {
+                pending.insert(
+                    base + j,
+                    Pending {
+                        mailbox: c.mailbox,
+                        push_key: c.push_key,
+                        key: None,
+                        hpke: Some(c.hpke_key),
+                        attempts: 0,
+                    },
+                );
+            }
+            welcome = Some(w);
+        }
+        let n = pending.len();
+        Ok(FanoutState {
+            message_id: plan.message_id,
+            message: plan.message.clone(),
+            welcome,
+            queue: (0..n).collect(),
+            pending,
+            running: HashMap::new(),
+            items: (0..n).map(|_| None).collect(),
+            failed: 0,
+            router,
+            reply: Some(reply),
+            concurrency: concurrency.max(1),
+        })
+    }
+
+    async fn post_start(
+        &self,
+        me: ActorRef<FanoutMsg>,
+        st: &mut FanoutState,
+    ) -> Result<(), ActorProcessingErr> {
+        st.spawn_next(&me).await?;
+        if st.done() {
+            st.finish(&me).await;
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        me: ActorRef<FanoutMsg>,
+        evt: SupervisionEvent,
+        st: &mut FanoutState,
+    ) -> Result<(), ActorProcessingErr> {
+        let (id, outcome) = match evt {
+            SupervisionEvent::ActorTerminated(c, Some(mut state), _) => {
+                (c.get_id(), state.take::<AnonState>().ok())
+            }
+            SupervisionEvent::ActorTerminated(c, None, _) => (c.get_id(), None),
+            SupervisionEvent::ActorFailed(c, _) => (c.get_id(), None),
+            _ => return Ok(()),
+        };
+        if let Some(AnonState::Done { index, result }) = outcome {
+            st.running.remove(&id);
+            if st.pending.remove(&index).is_some() {
+                match result {
+                    Ok(item) => st.items[index] = Some(item),
+                    Err(reason) => {
+                        tracing::warn!(%reason, "a copy could not be sealed");
+                        st.failed += 1;
+                    }
+                }
+            }
+        } else if let Some(index) = st.running.remove(&id) {
+            // Still pending means it died before reporting: try again.
+            if let Some(p) = st.pending.get(&index) {
+                if p.attempts < MAX_ATTEMPTS {
+                    st.queue.push_back(index);
+                } else {
+                    st.pending.remove(&index);
+                    st.failed += 1;
+                }
+            }
+        }
+        st.spawn_next(&me).await?;
+        if st.done() {
+            st.finish(&me).await;
+        }
+        Ok(())
+    }
+}

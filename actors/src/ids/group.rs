@@ -1,0 +1,272 @@
+//! The IDS group state machine: one group's epoch, auth keys, accepted
+//! commits and (stored mode) sealed rosters; and the group actor around it.
+//!
+//! Storage (column family `ids`):
+//! - `g/GROUP` → [`GroupRecord`].
+//! - `r/GROUP/EPOCH` → [`SealedRoster`] of that epoch (stored mode; the
+//!   current and the previous epoch are kept, the previous one for commit retries).
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use mlsd_transport::protocol::group::{send_mac, MAX_ROSTER};
+use mlsd_transport::protocol::{
+    Recipients, RosterEntry, RosterMode, SealedRoster, SendBody, WelcomeCopy,
+};
+use mlsd_transport::{codec, Role, WireError};
+use openmls::prelude::tls_codec::Deserialize as _;
+use openmls::prelude::{ContentType, MlsMessageBodyIn, MlsMessageIn};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::r#as::internal;
+use crate::storage::{Batch, Space, Store};
+
+const SPACE: Space = Space::Role(Role::Ids);
+
+/// What the IDS keeps per group.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GroupRecord {
+    /// Roster mode, fixed at creation.
+    pub mode: RosterMode,
+    /// Current epoch.
+    pub epoch: u64,
+    /// `A(epoch)`.
+    pub auth_key: [u8; 32],
+    /// The commit accepted in the previous epoch: its message id and
+    /// `A(epoch - 1)`, so a retry of it is recognized and delivered again.
+    pub last_commit: Option<([u8; 32], [u8; 32])>,
+}
+
+/// Everything a fan-out needs, decided by the group state machine.
+pub struct FanoutPlan {
+    /// The send's message id.
+    pub message_id: [u8; 32],
+    /// The MLS message bytes.
+    pub message: std::sync::Arc<Vec<u8>>,
+    /// Recipients (the sender's own mailbox removed).
+    pub recipients: Vec<RosterEntry>,
+    /// The Welcome and where it goes.
+    pub welcome: Option<(std::sync::Arc<Vec<u8>>, Vec<WelcomeCopy>)>,
+}
+
+/// One group's state machine.
+pub struct GroupCore {
+    group: Vec<u8>,
+    record: Option<GroupRecord>,
+}
+
+fn group_key(g: &[u8]) -> Vec<u8> {
+    let mut k = b"g/".to_vec();
+    k.extend_from_slice(g);
+    k
+}
+
+fn roster_key(g: &[u8], epoch: u64) -> Vec<u8> {
+    let mut k = b"r/".to_vec();
+    k.extend_from_slice(g);
+    k.push(b'/');
+    k.extend_from_slice(&epoch.to_be_bytes());
+    k
+}
+
+/// Most bytes of a group id.
+pub const MAX_GROUP_ID: usize = 64;
+
+/// Opens a sealed roster with `key` (aad = group id).
+pub fn open_roster(
+    key: &[u8; 32],
+    group: &[u8],
+    sealed: &SealedRoster,
+) -> Result<Vec<RosterEntry>, WireError> {
+    let nonce =
+        sealed.nonce.get(..24).ok_or_else(|| WireError::Malformed("roster nonce".into()))?;
+    let plain = Zeroizing::new(
+        XChaCha20Poly1305::new(key.into())
+            .decrypt(XNonce::from_slice(nonce), Payload { msg: &sealed.ciphertext, aad: group })
+            .map_err(|_| WireError::NotAuthorized("roster key does not open the roster".into()))?,
+    );
+    codec::decode(&plain).map_err(|e| WireError::Malformed(format!("roster: {e}")))
+}
+
+impl GroupCore {
+    /// Loads group `group` from storage (or none yet).
+    pub fn load(group: &[u8], store: &dyn Store) -> Result<Self, WireError> {
+        let record = match store.get(SPACE, &group_key(group)).map_err(internal)? {
+            Some(v) => Some(codec::decode(&v).map_err(internal)?),
+            None => None,
+        };
+        Ok(GroupCore { group: group.to_vec(), record })
+    }
+
+    /// The current epoch, if the group exists.
+    pub fn epoch(&self) -> Option<u64> {
+        self.record.as_ref().map(|r| r.epoch)
+    }
+
+    /// `CreateGroup`: first come, first served.
+    pub fn create(
+        &mut self,
+        mode: RosterMode,
+        auth_key: [u8; 32],
+        roster: Option<SealedRoster>,
+        store: &dyn Store,
+    ) -> Result<(), WireError> {
+        if self.group.is_empty() || self.group.len() > MAX_GROUP_ID {
+            return Err(WireError::Malformed("group id length".into()));
+        }
+        if self.record.is_some() {
+            return Err(WireError::GroupTaken);
+        }
+        let record = GroupRecord { mode, epoch: 0, auth_key, last_commit: None };
+        let mut b = Batch::new();
+        match (mode, roster) {
+            (RosterMode::Stored, Some(r)) => {
+                b.put(SPACE, roster_key(&self.group, 0), codec::encode(&r).map_err(internal)?)
+            }
+            (RosterMode::Stored, None) => {
+                return Err(WireError::Malformed("stored mode needs a sealed roster".into()))
+            }
+            (RosterMode::Client, Some(_)) => {
+                return Err(WireError::Malformed("client mode takes no stored roster".into()))
+            }
+            (RosterMode::Client, None) => {}
+        }
+        b.put(SPACE, group_key(&self.group), codec::encode(&record).map_err(internal)?);
+        store.write(b).map_err(internal)?;
+        self.record = Some(record);
+        Ok(())
+    }
+
+    fn recipients(
+        &self,
+        rec: &GroupRecord,
+        epoch: u64,
+        recipients: &Recipients,
+        skip: Option<&[u8; 32]>,
+        store: &dyn Store,
+    ) -> Result<Vec<RosterEntry>, WireError> {
+        let mut list = match (rec.mode, recipients) {
+            (RosterMode::Stored, Recipients::RosterKey(k)) => {
+                let sealed = store
+                    .get(SPACE, &roster_key(&self.group, epoch))
+                    .map_err(internal)?
+                    .ok_or_else(|| {
+                    WireError::Internal("no roster stored for this epoch".into())
+                })?;
+                let sealed: SealedRoster = codec::decode(&sealed).map_err(internal)?;
+                open_roster(k, &self.group, &sealed)?
+            }
+            (RosterMode::Client, Recipients::Roster(r)) => r.clone(),
+            _ => {
+                return Err(WireError::Malformed("recipients do not match the roster mode".into()))
+            }
+        };
+        if list.len() > MAX_ROSTER {
+            return Err(WireError::Malformed("roster too large".into()));
+        }
+        if let Some(skip) = skip {
+            list.retain(|e| &e.mailbox != skip);
+        }
+        Ok(list)
+    }
+
+    /// `Send`: checks the MAC and the MLS framing, enforces one commit per
+    /// epoch (persisting an accepted one before anything is fanned out) and
+    /// returns what to fan out.
+    pub fn accept_send(
+        &mut self,
+        body: &SendBody,
+        mac: &[u8; 32],
+        store: &dyn Store,
+    ) -> Result<FanoutPlan, WireError> {
+        let rec = self.record.clone().ok_or(WireError::UnknownGroup)?;
+        let msg = MlsMessageIn::tls_deserialize_exact(&body.message[..])
+            .map_err(|e| WireError::InvalidMessage(e.to_string()))?;
+        let proto = msg
+            .try_into_protocol_message()
+            .map_err(|_| WireError::InvalidMessage("not a protocol message".into()))?;
+        if proto.group_id().as_slice() != body.group.as_slice() {
+            return Err(WireError::InvalidMessage("group id differs from the request".into()));
+        }
+        let epoch = proto.epoch().as_u64();
+        let is_commit = proto.content_type() == ContentType::Commit;
+        if is_commit != body.commit.is_some() {
+            return Err(WireError::InvalidMessage(
+                "commit extras must come with commits only".into(),
+            ));
+        }
+        let message = std::sync::Arc::new(body.message.clone());
+
+        // A retry of the commit accepted in the previous epoch: deliver again.
+        if let Some((id, prev_auth)) = &rec.last_commit {
+            if is_commit && epoch + 1 == rec.epoch && id == &body.message_id {
+                if !constant_eq(&send_mac(prev_auth, body), mac) {
+                    return Err(WireError::BadMac);
+                }
+                let recipients =
+                    self.recipients(&rec, epoch, &body.recipients, body.skip.as_ref(), store)?;
+                return Ok(self.plan(body, message, recipients));
+            }
+        }
+        if !constant_eq(&send_mac(&rec.auth_key, body), mac) {
+            return Err(WireError::BadMac);
+        }
+        if epoch != rec.epoch {
+            return Err(WireError::StaleEpoch { current: rec.epoch });
+        }
+        let recipients =
+            self.recipients(&rec, epoch, &body.recipients, body.skip.as_ref(), store)?;
+        if let Some(extras) = &body.commit {
+            if let Some(w) = &extras.welcome {
+                let parsed = MlsMessageIn::tls_deserialize_exact(&w[..])
+                    .map_err(|e| WireError::InvalidMessage(format!("welcome: {e}")))?;
+                if !matches!(parsed.extract(), MlsMessageBodyIn::Welcome(_)) {
+                    return Err(WireError::InvalidMessage("welcome is not a Welcome".into()));
+                }
+            }
+            let mut b = Batch::new();
+            match (rec.mode, &extras.next_roster) {
+                (RosterMode::Stored, Some(r)) => b.put(
+                    SPACE,
+                    roster_key(&self.group, epoch + 1),
+                    codec::encode(r).map_err(internal)?,
+                ),
+                (RosterMode::Stored, None) => {
+                    return Err(WireError::Malformed(
+                        "stored mode commit needs the next roster".into(),
+                    ))
+                }
+                (RosterMode::Client, _) => {}
+            }
+            if epoch > 0 {
+                b.delete(SPACE, roster_key(&self.group, epoch - 1));
+            }
+            let next = GroupRecord {
+                mode: rec.mode,
+                epoch: epoch + 1,
+                auth_key: extras.next_auth_key,
+                last_commit: Some((body.message_id, rec.auth_key)),
+            };
+            b.put(SPACE, group_key(&self.group), codec::encode(&next).map_err(internal)?);
+            store.write(b).map_err(internal)?;
+            self.record = Some(next);
+        }
+        Ok(self.plan(body, message, recipients))
+    }
+
+    fn plan(
+        &self,
+        body: &SendBody,
+        message: std::sync::Arc<Vec<u8>>,
+        recipients: Vec<RosterEntry>,
+    ) -> FanoutPlan {
+        let welcome = body.commit.as_ref().and_then(|c| {
+            c.welcome.as_ref().map(|w| (std::sync::Arc::new(w.clone()), c.welcome_to.clone()))
+        });
+        FanoutPlan { message_id: body.message_id, message, recipients, welcome }
+    }
+}
+
+fn constant_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -1,0 +1,137 @@
+//! The group actor: owns one group's [`GroupCore`], so a group's sends and
+//! commits are decided one at a time, and starts a fan-out actor for each
+//! accepted message. It stops itself after being idle; its state is in
+//! storage and the next request brings it back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mlsd_transport::protocol::{RosterMode, SealedRoster, SendBody};
+use mlsd_transport::Response;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+
+use super::fanout::{Fanout, FanoutArgs};
+use super::group::GroupCore;
+use crate::role::Router;
+use crate::storage::Store;
+
+/// Messages of a group actor.
+pub enum GroupMsg {
+    /// `CreateGroup`.
+    Create {
+        /// Roster mode.
+        mode: RosterMode,
+        /// `A(0)`.
+        auth_key: [u8; 32],
+        /// Sealed epoch-0 roster (stored mode).
+        roster: Option<SealedRoster>,
+        /// Reply.
+        reply: RpcReplyPort<Response>,
+    },
+    /// `Send`.
+    Send {
+        /// The send.
+        body: Box<SendBody>,
+        /// Its MAC.
+        mac: [u8; 32],
+        /// Reply, answered by the fan-out when every copy is enqueued.
+        reply: RpcReplyPort<Response>,
+    },
+    /// Stop if nothing arrived since generation `.0`.
+    IdleCheck(u64),
+}
+
+/// Start-up arguments.
+pub struct GroupArgs {
+    /// MLS group id.
+    pub group: Vec<u8>,
+    /// Node storage.
+    pub store: Arc<dyn Store>,
+    /// Reaches the ODS.
+    pub router: Arc<dyn Router>,
+    /// Anonymizers per fan-out at once.
+    pub concurrency: usize,
+    /// Idle time before the actor stops.
+    pub idle: Duration,
+}
+
+/// State of a group actor.
+pub struct GroupState {
+    core: GroupCore,
+    args: GroupArgs,
+    generation: u64,
+}
+
+/// The group actor.
+pub struct GroupActor;
+
+impl Actor for GroupActor {
+    type Msg = GroupMsg;
+    type State = GroupState;
+    type Arguments = GroupArgs;
+
+    async fn pre_start(
+        &self,
+        me: ActorRef<GroupMsg>,
+        args: GroupArgs,
+    ) -> Result<GroupState, ActorProcessingErr> {
+        let core = GroupCore::load(&args.group, args.store.as_ref())?;
+        me.send_after(args.idle, || GroupMsg::IdleCheck(0));
+        Ok(GroupState { core, args, generation: 0 })
+    }
+
+    async fn handle(
+        &self,
+        me: ActorRef<GroupMsg>,
+        msg: GroupMsg,
+        st: &mut GroupState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            GroupMsg::IdleCheck(g) => {
+                if g == st.generation {
+                    me.stop(Some("idle".into()));
+                }
+                return Ok(());
+            }
+            GroupMsg::Create { mode, auth_key, roster, reply } => {
+                let r = st.core.create(mode, auth_key, roster, st.args.store.as_ref());
+                let _ =
+                    reply.send(r.map(|_| Response::GroupCreated).unwrap_or_else(Response::Error));
+            }
+            GroupMsg::Send { body, mac, reply } => {
+                match st.core.accept_send(&body, &mac, st.args.store.as_ref()) {
+                    Err(e) => {
+                        let _ = reply.send(Response::Error(e));
+                    }
+                    Ok(plan) => {
+                        let args = FanoutArgs {
+                            plan,
+                            router: st.args.router.clone(),
+                            reply,
+                            concurrency: st.args.concurrency,
+                        };
+                        // Linked so we hear of its end; a dead fan-out needs no action
+                        // here: its sender retries with the same message id.
+                        Actor::spawn_linked(None, Fanout, args, me.get_cell()).await?;
+                    }
+                }
+            }
+        }
+        st.generation += 1;
+        let g = st.generation;
+        me.send_after(st.args.idle, move || GroupMsg::IdleCheck(g));
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        _me: ActorRef<GroupMsg>,
+        evt: SupervisionEvent,
+        _st: &mut GroupState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let SupervisionEvent::ActorFailed(_, e) = evt {
+            tracing::warn!(error = %e, "fan-out failed; its sender will retry");
+        }
+        Ok(())
+    }
+}

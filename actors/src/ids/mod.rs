@@ -1,0 +1,44 @@
+//! IDS (message reception) orders each group's commits and anonymizes every
+//! copy in its fan-out (steps 5 and 6 of the brief).
+//!
+//! Actor tree, under the node's IDS role actor:
+//! ```text
+//! IDS role actor ──(one per active group, spawned on demand)── group actor
+//!     group actor ──(one per accepted message)── fan-out actor
+//!         fan-out actor ──(one per recipient, bounded)── anonymizer actor
+//! ```
+//! The role actor routes `CreateGroup` and `Send` to the group's actor and
+//! drops a dead or idle one from its map; the next request respawns it, and it
+//! reloads its state from storage.
+//!
+//! # Layout
+//! - [`group`]: the group state machine (epochs, MACs, one commit per epoch)
+//!   and the group actor.
+//! - [`fanout`]: the fan-out actor.
+//! - [`anonymizer`]: the anonymizer actor, envelope sealing and its counters.
+
+pub mod anonymizer;
+pub mod fanout;
+pub mod group;
+pub mod group_actor;
+
+use mlsd_transport::{Request, Response, Role, WireError};
+
+use crate::role::{pong, RoleContext, RoleLogic};
+
+/// The IDS role's own logic: only `Ping`; groups are served by group actors.
+#[derive(Debug, Default)]
+pub struct IdsLogic {}
+
+impl RoleLogic for IdsLogic {
+    fn role(&self) -> Role {
+        Role::Ids
+    }
+
+    fn handle(&mut self, req: Request, _pre: Option<Response>, ctx: &RoleContext<'_>) -> Response {
+        match req {
+            Request::Ping { .. } => pong(Role::Ids, ctx),
+            other => Response::Error(WireError::Internal(format!("IDS cannot serve {other:?}"))),
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! Envelopes: one MLS message sealed for one recipient, padded to a size
+//! bucket so its length says little about its content.
+//!
+//! Symmetric envelopes (application messages and commits) are
+//! `nonce(24) || XChaCha20-Poly1305(K(r, e), nonce, aad = mailbox id, plaintext)`
+//! with a fresh random nonce per copy, so no two copies of one message share
+//! any bytes. The plaintext is `kind(1) || len(4, BE) || message || zeros`.
+//! Welcomes are sealed with HPKE by the IDS (actors crate) using the same
+//! plaintext layout; both end up exactly one bucket long.
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use zeroize::Zeroizing;
+
+/// Envelope sizes. Every envelope is exactly one of these long.
+pub const BUCKETS: [usize; 8] = [512, 1024, 2048, 4096, 8192, 16384, 65536, 262144];
+
+/// Bytes a symmetric envelope adds around its plaintext: nonce and tag.
+pub const SYMMETRIC_OVERHEAD: usize = 24 + 16;
+
+/// Bytes an HPKE (X25519) envelope adds: KEM output and tag.
+pub const HPKE_OVERHEAD: usize = 32 + 16;
+
+/// Plaintext header: kind and length.
+const HEADER: usize = 5;
+
+/// What an envelope carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// An MLS protocol message (application, proposal or commit).
+    Message = 0,
+    /// An MLS Welcome.
+    Welcome = 1,
+}
+
+/// Why sealing or opening failed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EnvelopeError {
+    /// The message does not fit the largest bucket.
+    #[error("message too large for an envelope")]
+    TooLarge,
+    /// Not an envelope for this key, or tampered with.
+    #[error("envelope does not open with this key")]
+    NoOpen,
+}
+
+/// The padded plaintext for `msg` in the smallest bucket that fits it after
+/// `overhead` bytes of encryption.
+pub fn pad(kind: Kind, msg: &[u8], overhead: usize) -> Result<Zeroizing<Vec<u8>>, EnvelopeError> {
+    let need = msg.len() + HEADER + overhead;
+    let bucket = *BUCKETS.iter().find(|b| **b >= need).ok_or(EnvelopeError::TooLarge)?;
+    let mut p = Zeroizing::new(Vec::with_capacity(bucket - overhead));
+    p.push(kind as u8);
+    p.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+    p.extend_from_slice(msg);
+    p.resize(bucket - overhead, 0);
+    Ok(p)
+}
+
+/// Splits a padded plaintext into its kind and message.
+pub fn unpad(p: &[u8]) -> Result<(Kind, &[u8]), EnvelopeError> {
+    let kind = match p.first() {
+        Some(0) => Kind::Message,
+        Some(1) => Kind::Welcome,
+        _ => return Err(EnvelopeError::NoOpen),
+    };
+    let len = p.get(1..5).ok_or(EnvelopeError::NoOpen)?;
+    let len = u32::from_be_bytes(len.try_into().map_err(|_| EnvelopeError::NoOpen)?) as usize;
+    let msg = p.get(HEADER..HEADER.saturating_add(len)).ok_or(EnvelopeError::NoOpen)?;
+    Ok((kind, msg))
+}
+
+/// Seals `msg` for the holder of `key` whose mailbox is `mailbox`.
+pub fn seal(
+    key: &[u8; 32],
+    mailbox: &[u8; 32],
+    msg: &[u8],
+    nonce: &[u8; 24],
+) -> Result<Vec<u8>, EnvelopeError> {
+    let plain = pad(Kind::Message, msg, SYMMETRIC_OVERHEAD)?;
+    let cipher = XChaCha20Poly1305::new(key.into());
+    let ct = cipher
+        .encrypt(XNonce::from_slice(nonce), Payload { msg: &plain, aad: mailbox })
+        .map_err(|_| EnvelopeError::TooLarge)?;
+    let mut out = Vec::with_capacity(24 + ct.len());
+    out.extend_from_slice(nonce);
+    out.extend_from_slice(&ct);
+    Ok(out)
+}
+
+/// Opens a symmetric envelope; returns the padded plaintext.
+pub fn open(
+    key: &[u8; 32],
+    mailbox: &[u8; 32],
+    envelope: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, EnvelopeError> {
+    if envelope.len() < SYMMETRIC_OVERHEAD {
+        return Err(EnvelopeError::NoOpen);
+    }
+    let (nonce, ct) = envelope.split_at(24);
+    let cipher = XChaCha20Poly1305::new(key.into());
+    cipher
+        .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad: mailbox })
+        .map(Zeroizing::new)
+        .map_err(|_| EnvelopeError::NoOpen)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_open_round_trip_and_bucket_sizes() {
+        let key = [7u8; 32];
+        let mb = [1u8; 32];
+        for len in [0usize, 1, 400, 500, 1000, 60_000] {
+            let msg = vec![0xab; len];
+            let env = seal(&key, &mb, &msg, &[3; 24]).unwrap();
+            assert!(BUCKETS.contains(&env.len()), "{len} -> {}", env.len());
+            let plain = open(&key, &mb, &env).unwrap();
+            assert_eq!(unpad(&plain).unwrap(), (Kind::Message, &msg[..]));
+        }
+        let env = seal(&key, &mb, b"hi", &[3; 24]).unwrap();
+        assert_eq!(open(&[8; 32], &mb, &env), Err(EnvelopeError::NoOpen));
+        assert_eq!(open(&key, &[2; 32], &env), Err(EnvelopeError::NoOpen), "aad binds the mailbox");
+        assert_eq!(seal(&key, &mb, &vec![0; 300_000], &[0; 24]), Err(EnvelopeError::TooLarge));
+    }
+}

@@ -1,0 +1,142 @@
+//! IDS message bodies: groups, rosters and sends.
+//!
+//! The IDS never learns who the members are beyond their mailbox ids for the
+//! duration of one fan-out, and never learns any identity. Keys in here are
+//! derived by members from the MLS exporter:
+//! - envelope key `K(r, e) = MLS-Exporter("mlsd envelope", mailbox id of r, 32)`
+//! - roster key `R(e) = MLS-Exporter("mlsd roster", "", 32)` (stored mode)
+//! - epoch auth key `A(e) = MLS-Exporter("mlsd auth", "", 32)`
+
+use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+use super::mailbox::MailboxId;
+
+/// Exporter label of envelope keys.
+pub const EXPORT_ENVELOPE: &str = "mlsd envelope";
+/// Exporter label of roster keys.
+pub const EXPORT_ROSTER: &str = "mlsd roster";
+/// Exporter label of epoch auth keys.
+pub const EXPORT_AUTH: &str = "mlsd auth";
+
+/// Most members a roster may list.
+pub const MAX_ROSTER: usize = 20_000;
+
+/// One recipient of a group in one epoch. Zeroized on drop: the envelope key
+/// is what lets the IDS seal for this member.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
+pub struct RosterEntry {
+    /// The member's mailbox.
+    pub mailbox: MailboxId,
+    /// `K(r, e)`.
+    pub key: [u8; 32],
+    /// The member's push key (from its mailbox reference), for the ODS.
+    pub push_key: Option<[u8; 32]>,
+}
+
+impl std::fmt::Debug for RosterEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RosterEntry { .. }")
+    }
+}
+
+/// How the IDS learns a group's recipients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RosterMode {
+    /// The IDS keeps the roster encrypted under `R(e)`; each send carries `R(e)`.
+    Stored,
+    /// Every send carries the roster; the IDS keeps none.
+    Client,
+}
+
+/// A roster encrypted under a roster key (XChaCha20-Poly1305, aad = group id).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedRoster {
+    /// 24-byte nonce.
+    pub nonce: Vec<u8>,
+    /// Encrypted `Vec<RosterEntry>`.
+    pub ciphertext: Vec<u8>,
+}
+
+/// The recipients of one send: the roster key (stored mode) or the roster.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Recipients {
+    /// `R(e)` of the send's epoch.
+    RosterKey([u8; 32]),
+    /// The roster itself.
+    Roster(Vec<RosterEntry>),
+}
+
+impl Drop for Recipients {
+    fn drop(&mut self) {
+        if let Recipients::RosterKey(k) = self {
+            k.zeroize();
+        }
+    }
+}
+
+impl std::fmt::Debug for Recipients {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Recipients::RosterKey(_) => f.write_str("RosterKey(..)"),
+            Recipients::Roster(r) => write!(f, "Roster({} entries)", r.len()),
+        }
+    }
+}
+
+/// A Welcome for a new member, addressed by its mailbox reference.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WelcomeCopy {
+    /// The new member's mailbox.
+    pub mailbox: MailboxId,
+    /// Its mailbox HPKE public key (X25519), to seal the Welcome to.
+    pub hpke_key: Vec<u8>,
+    /// Its push key.
+    pub push_key: Option<[u8; 32]>,
+}
+
+/// What comes with a commit, accepted or refused together with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitExtras {
+    /// The MLS Welcome message (bytes), if the commit adds members.
+    pub welcome: Option<Vec<u8>>,
+    /// Where the Welcome goes.
+    pub welcome_to: Vec<WelcomeCopy>,
+    /// `A(e+1)`.
+    pub next_auth_key: [u8; 32],
+    /// The roster of epoch `e+1` sealed under `R(e+1)` (stored mode).
+    pub next_roster: Option<SealedRoster>,
+}
+
+/// A message for a group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendBody {
+    /// MLS group id.
+    pub group: Vec<u8>,
+    /// Random id chosen by the sender; a retry reuses it.
+    pub message_id: [u8; 32],
+    /// The MLS message (TLS-serialized `MlsMessageOut`).
+    pub message: Vec<u8>,
+    /// Recipients for this send's epoch.
+    pub recipients: Recipients,
+    /// The sender's own mailbox, which gets no copy.
+    pub skip: Option<MailboxId>,
+    /// Present exactly when `message` is a commit.
+    pub commit: Option<CommitExtras>,
+}
+
+/// The MAC a send carries: keyed BLAKE3 under `A(e)` over everything in the
+/// body except the recipients. The IDS holds `A(e)` too, so the tag convinces
+/// the IDS that the sender knows the epoch secret but proves nothing to anyone else.
+pub fn send_mac(auth_key: &[u8; 32], body: &SendBody) -> [u8; 32] {
+    let bytes = crate::codec::encode(&(
+        "mlsd/ids/send/v1",
+        &body.group,
+        &body.message_id,
+        &body.message,
+        &body.skip,
+        &body.commit,
+    ))
+    .unwrap_or_default();
+    *blake3::keyed_hash(auth_key, &bytes).as_bytes()
+}
