@@ -16,15 +16,17 @@ use mlsd_transport::protocol::{
 };
 use mlsd_transport::{Request, Response, WireError};
 use openmls::prelude::tls_codec::Serialize as _;
-use openmls::prelude::{
-    BasicCredential, Capabilities, CredentialWithKey, ExtensionType, KeyPackage, Lifetime,
-};
+use openmls::prelude::{BasicCredential, CredentialWithKey, KeyPackage, Lifetime};
 use openmls_basic_credential::SignatureKeyPair;
 use openmls_traits::signatures::Signer;
 use openmls_traits::OpenMlsProvider;
 use zeroize::Zeroizing;
 
+use std::collections::HashMap;
+
+use crate::group::GroupMeta;
 use crate::home::{Home, StoredIdentity};
+use crate::mailbox::{Counter, MailboxKeys};
 use crate::provider::ClientProvider;
 use crate::verify::{authenticate_key_package, verify_binding, Rejection};
 use crate::{ClientError, Connection, CIPHERSUITE};
@@ -58,11 +60,14 @@ pub struct VerifiedKeyPackage {
 
 /// One device of an identity.
 pub struct Client {
-    home: Home,
-    conn: Connection,
+    pub(crate) home: Home,
+    pub(crate) conn: Connection,
     as_key: VerifyingKey,
-    provider: ClientProvider,
-    identity: Option<StoredIdentity>,
+    pub(crate) provider: ClientProvider,
+    pub(crate) identity: Option<StoredIdentity>,
+    pub(crate) mailbox: Option<MailboxKeys>,
+    pub(crate) counter: Counter,
+    pub(crate) groups: HashMap<Vec<u8>, GroupMeta>,
 }
 
 /// Loads a hex Ed25519 public key (`as.pub`).
@@ -87,8 +92,37 @@ impl Client {
         let as_key = load_as_key(&cfg.as_key)?;
         let identity = home.load_identity()?;
         let provider = ClientProvider::new(home.load_storage()?);
+        let mailbox = home.load("mailbox")?;
+        let groups: Vec<GroupMeta> = home.load("groups")?.unwrap_or_default();
+        let groups = groups.into_iter().map(|g| (g.id.clone(), g)).collect();
         let conn = Connection::connect(cfg.server, &cfg.ca).await?;
-        Ok(Client { home, conn, as_key, provider, identity })
+        Ok(Client {
+            home,
+            conn,
+            as_key,
+            provider,
+            identity,
+            mailbox,
+            counter: Counter::default(),
+            groups,
+        })
+    }
+
+    /// Opens this device's mailbox at the ODS if it has none yet, with an
+    /// optional UnifiedPush endpoint (`http://` URL).
+    pub async fn open_mailbox(&mut self, push_url: Option<&str>) -> Result<(), ClientError> {
+        if self.mailbox.is_some() {
+            return Ok(());
+        }
+        let keys = MailboxKeys::generate()?;
+        // Saved first: if the reply is lost we retry with the same id and keys.
+        self.home.save("mailbox", &keys)?;
+        match crate::mailbox::open(&self.conn, &keys, push_url).await {
+            Ok(()) | Err(ClientError::Server(WireError::MailboxTaken)) => {}
+            Err(e) => return Err(e),
+        }
+        self.mailbox = Some(keys);
+        Ok(())
     }
 
     /// The client id, once registered.
@@ -101,7 +135,7 @@ impl Client {
         &self.conn
     }
 
-    fn signer(&self) -> Result<SignatureKeyPair, ClientError> {
+    pub(crate) fn signer(&self) -> Result<SignatureKeyPair, ClientError> {
         let id = self.identity.as_ref().ok_or(ClientError::NotRegistered)?;
         Ok(SignatureKeyPair::from_raw(
             CIPHERSUITE.signature_algorithm(),
@@ -161,6 +195,7 @@ impl Client {
         let id = self.identity.as_mut().ok_or(ClientError::NotRegistered)?;
         id.binding = Some(b.clone());
         self.home.save_identity(id)?;
+        self.open_mailbox(None).await?;
         Ok(b)
     }
 
@@ -182,10 +217,11 @@ impl Client {
             credential: BasicCredential::new(id.client.as_bytes().to_vec()).into(),
             signature_key: id.public_key.clone().into(),
         };
-        let caps = Capabilities::new(None, None, Some(&[ExtensionType::LastResort]), None, None);
+        let mref = self.mailbox.as_ref().ok_or(ClientError::NotRegistered)?.reference();
         let mut builder = openmls::prelude::KeyPackage::builder()
             .key_package_lifetime(Lifetime::new(KEY_PACKAGE_LIFETIME_SECS))
-            .leaf_node_capabilities(caps);
+            .leaf_node_capabilities(crate::group::capabilities())
+            .leaf_node_extensions(crate::group::mailbox_extension(&mref)?);
         if last_resort {
             builder = builder.mark_as_last_resort();
         }

@@ -64,6 +64,29 @@ impl Home {
         self.dir.join("identity.bin")
     }
 
+    /// Reads a small state file (`NAME.bin`), if present.
+    pub fn load<T: serde::de::DeserializeOwned>(
+        &self,
+        name: &str,
+    ) -> Result<Option<T>, ClientError> {
+        let p = self.dir.join(format!("{name}.bin"));
+        match std::fs::read(&p) {
+            Ok(bytes) => {
+                let bytes = Zeroizing::new(bytes);
+                codec::decode(&bytes).map(Some).map_err(|e| io_err(&p, e))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err(&p, e)),
+        }
+    }
+
+    /// Writes a small state file (`NAME.bin`, 0600).
+    pub fn save<T: Serialize>(&self, name: &str, value: &T) -> Result<(), ClientError> {
+        let p = self.dir.join(format!("{name}.bin"));
+        let bytes = Zeroizing::new(codec::encode(value).map_err(|e| io_err(&p, e))?);
+        write_private(&p, &bytes)
+    }
+
     fn storage_path(&self) -> PathBuf {
         self.dir.join("mls.bin")
     }

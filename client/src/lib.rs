@@ -5,6 +5,7 @@
 //!   against the cluster CA, sending one request per stream.
 //! - [`client`]: [`Client`], one device with its state in a home directory:
 //!   registration (AS), KeyPackages (CS).
+//! - [`group`]: groups: create, add, remove, send, receive (steps 5-7).
 //! - [`verify`]: authenticating bindings and KeyPackages against the AS key.
 //! - [`mailbox`]: the client's ODS mailbox: keys, open, fetch, ack.
 //! - [`home`]: the home directory's files (identity, openmls storage), 0600.
@@ -13,6 +14,7 @@
 
 pub mod client;
 pub mod connection;
+pub mod group;
 pub mod home;
 pub mod mailbox;
 pub mod provider;

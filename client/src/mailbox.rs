@@ -28,6 +28,10 @@ pub struct MailboxKeys {
     pub push_key: Zeroizing<[u8; 32]>,
     /// Highest sequence number acknowledged.
     pub acked: u64,
+    /// X25519 private key Welcomes are sealed to.
+    pub hpke_private: Zeroizing<Vec<u8>>,
+    /// Its public key, published in the mailbox reference.
+    pub hpke_public: Vec<u8>,
 }
 
 fn random32() -> Result<Zeroizing<[u8; 32]>, ClientError> {
@@ -40,12 +44,50 @@ fn random32() -> Result<Zeroizing<[u8; 32]>, ClientError> {
 impl MailboxKeys {
     /// Fresh random id and keys.
     pub fn generate() -> Result<Self, ClientError> {
+        use openmls_traits::crypto::OpenMlsCrypto;
+        let ikm = random32()?;
+        let kp = openmls_rust_crypto::RustCrypto::default()
+            .derive_hpke_keypair(mlsd_transport::envelope::WELCOME_HPKE, ikm.as_ref())
+            .map_err(|e| ClientError::Crypto(format!("{e:?}")))?;
         Ok(MailboxKeys {
             id: *random32()?,
             auth_seed: random32()?,
             push_key: random32()?,
             acked: 0,
+            hpke_private: Zeroizing::new(kp.private.to_vec()),
+            hpke_public: kp.public,
         })
+    }
+
+    /// The reference others deliver to, as published in KeyPackages.
+    pub fn reference(&self) -> mlsd_transport::envelope::MailboxRef {
+        mlsd_transport::envelope::MailboxRef {
+            mailbox: self.id,
+            hpke_public: self.hpke_public.clone(),
+            push_key: Some(*self.push_key),
+        }
+    }
+
+    /// Opens a Welcome envelope sealed to this mailbox's HPKE key.
+    pub fn open_welcome(&self, envelope: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+        use openmls_traits::crypto::OpenMlsCrypto;
+        use openmls_traits::types::HpkeCiphertext;
+        if envelope.len() < 32 {
+            return None;
+        }
+        let (kem, ct) = envelope.split_at(32);
+        let input =
+            HpkeCiphertext { kem_output: kem.to_vec().into(), ciphertext: ct.to_vec().into() };
+        openmls_rust_crypto::RustCrypto::default()
+            .hpke_open(
+                mlsd_transport::envelope::WELCOME_HPKE,
+                &input,
+                &self.hpke_private,
+                mlsd_transport::envelope::WELCOME_INFO,
+                &self.id,
+            )
+            .ok()
+            .map(Zeroizing::new)
     }
 
     fn signing_key(&self) -> SigningKey {

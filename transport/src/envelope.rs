@@ -21,6 +21,44 @@ pub const SYMMETRIC_OVERHEAD: usize = 24 + 16;
 /// Bytes an HPKE (X25519) envelope adds: KEM output and tag.
 pub const HPKE_OVERHEAD: usize = 32 + 16;
 
+/// HPKE suite of Welcome envelopes (the KEM of the MLS ciphersuite).
+pub const WELCOME_HPKE: openmls_traits::types::HpkeConfig = openmls_traits::types::HpkeConfig(
+    openmls_traits::types::HpkeKemType::DhKem25519,
+    openmls_traits::types::HpkeKdfType::HkdfSha256,
+    openmls_traits::types::HpkeAeadType::AesGcm128,
+);
+
+/// HPKE `info` of Welcome envelopes.
+pub const WELCOME_INFO: &[u8] = b"mlsd welcome v1";
+
+/// Private-use MLS extension type of the mailbox reference in a leaf node.
+pub const MAILBOX_REF_EXTENSION: u16 = 0xF0A1;
+
+/// Private-use MLS group context extension holding [`GroupSettings`].
+pub const GROUP_SETTINGS_EXTENSION: u16 = 0xF0A2;
+
+/// Settings every member must know, carried in the group context (so they
+/// reach new members in the Welcome and are agreed by all).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GroupSettings {
+    /// The creator's name for the group.
+    pub name: String,
+    /// How the IDS learns recipients: true = stored roster, false = client-supplied.
+    pub stored_roster: bool,
+}
+
+/// Where to deliver to a member, published in its KeyPackage's leaf node
+/// (extension [`MAILBOX_REF_EXTENSION`]) and so authenticated by its MLS signature.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MailboxRef {
+    /// The member's mailbox id.
+    pub mailbox: [u8; 32],
+    /// X25519 public key that Welcomes are sealed to.
+    pub hpke_public: Vec<u8>,
+    /// Key under which the member's push endpoint is sealed at the ODS.
+    pub push_key: Option<[u8; 32]>,
+}
+
 /// Plaintext header: kind and length.
 const HEADER: usize = 5;
 

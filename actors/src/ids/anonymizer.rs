@@ -8,11 +8,10 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use mlsd_transport::envelope::{self, Kind, HPKE_OVERHEAD};
+use mlsd_transport::envelope::{self, Kind, HPKE_OVERHEAD, WELCOME_HPKE, WELCOME_INFO};
 use mlsd_transport::protocol::{EnqueueItem, MailboxId};
 use openmls_rust_crypto::RustCrypto;
 use openmls_traits::crypto::OpenMlsCrypto;
-use openmls_traits::types::{HpkeAeadType, HpkeConfig, HpkeKdfType, HpkeKemType};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
@@ -25,12 +24,6 @@ pub static STOPPED: AtomicU64 = AtomicU64::new(0);
 pub static SEALED: AtomicU64 = AtomicU64::new(0);
 /// Key holders dropped (and zeroized).
 pub static ZEROIZED: AtomicU64 = AtomicU64::new(0);
-
-/// HPKE suite of Welcome envelopes (matches the MLS ciphersuite's KEM).
-pub const WELCOME_HPKE: HpkeConfig =
-    HpkeConfig(HpkeKemType::DhKem25519, HpkeKdfType::HkdfSha256, HpkeAeadType::AesGcm128);
-/// HPKE `info` of Welcome envelopes.
-pub const WELCOME_INFO: &[u8] = b"mlsd welcome v1";
 
 /// A recipient's key, counted when dropped so tests can see it was zeroized.
 pub struct KeyGuard(pub Zeroizing<[u8; 32]>);

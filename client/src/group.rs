@@ -1,0 +1,665 @@
+//! Groups: creating them, adding and removing members, sending and receiving
+//! (steps 5-7 of the brief, client side).
+//!
+//! The client computes everything the IDS needs from its MLS group state:
+//! rosters (`{mailbox id, K(r, e), push key}` from members' mailbox
+//! references), the roster key `R(e)` and the epoch auth key `A(e)`, all from
+//! the MLS exporter. A committer computes the next epoch's values from its
+//! staged commit before sending it, so commit, Welcome and next roster travel
+//! in one request.
+
+use mlsd_transport::envelope::{
+    self, GroupSettings, Kind, MailboxRef, GROUP_SETTINGS_EXTENSION, MAILBOX_REF_EXTENSION,
+};
+use mlsd_transport::protocol::group::{send_mac, EXPORT_AUTH, EXPORT_ENVELOPE, EXPORT_ROSTER};
+use mlsd_transport::protocol::{
+    CommitExtras, Recipients, RosterEntry, RosterMode, SealedRoster, SendBody, WelcomeCopy,
+};
+use mlsd_transport::{codec, Request, Response, WireError};
+use openmls::prelude::tls_codec::{Deserialize as _, Serialize as _};
+use openmls::prelude::{
+    BasicCredential, Capabilities, CredentialWithKey, Extension, ExtensionType, Extensions,
+    GroupId, KeyPackage, LeafNode, LeafNodeIndex, MlsGroup, MlsGroupCreateConfig,
+    MlsGroupJoinConfig, MlsMessageBodyIn, MlsMessageIn, ProcessedMessageContent, StagedWelcome,
+    UnknownExtension, PURE_CIPHERTEXT_WIRE_FORMAT_POLICY,
+};
+use openmls_traits::OpenMlsProvider;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::client::Client;
+use crate::{ClientError, CIPHERSUITE};
+
+/// Envelope keys of past epochs kept per group, so late envelopes still open.
+const KEPT_EPOCHS: usize = 3;
+
+/// How often a change is retried after losing an epoch race.
+const MAX_RETRIES: usize = 5;
+
+/// What the client keeps about a group besides the MLS state.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct GroupMeta {
+    /// Local name.
+    pub name: String,
+    /// MLS group id.
+    pub id: Vec<u8>,
+    /// Roster mode at the IDS.
+    pub mode: RosterMode,
+    /// `K(me, e)` for recent epochs, newest last.
+    pub keys: Vec<(u64, Zeroizing<[u8; 32]>)>,
+    /// Whether we are still a member.
+    pub active: bool,
+}
+
+/// Something `receive` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// We were added to a group.
+    Joined {
+        /// Local name of the group.
+        group: String,
+    },
+    /// An application message.
+    Message {
+        /// Local name of the group.
+        group: String,
+        /// Sender's client id.
+        sender: String,
+        /// The text.
+        text: String,
+    },
+    /// A commit moved a group to a new epoch.
+    Commit {
+        /// Local name of the group.
+        group: String,
+        /// The new epoch.
+        epoch: u64,
+    },
+    /// We were removed from a group.
+    Removed {
+        /// Local name of the group.
+        group: String,
+    },
+}
+
+/// Application payloads inside MLS application messages.
+#[derive(Serialize, Deserialize)]
+enum Payload {
+    Text(String),
+}
+
+/// Leaf capabilities of every mlsd client: our ciphersuite, last-resort
+/// KeyPackages and the mailbox reference extension.
+pub(crate) fn capabilities() -> Capabilities {
+    Capabilities::new(
+        None,
+        Some(&[CIPHERSUITE]),
+        Some(&[
+            ExtensionType::LastResort,
+            ExtensionType::Unknown(MAILBOX_REF_EXTENSION),
+            ExtensionType::Unknown(GROUP_SETTINGS_EXTENSION),
+        ]),
+        None,
+        None,
+    )
+}
+
+/// The leaf extension carrying `r`.
+pub(crate) fn mailbox_extension(r: &MailboxRef) -> Result<Extensions<LeafNode>, ClientError> {
+    let bytes = codec::encode(r).map_err(|e| ClientError::Crypto(e.to_string()))?;
+    Extensions::single(Extension::Unknown(MAILBOX_REF_EXTENSION, UnknownExtension(bytes)))
+        .map_err(|e| ClientError::Crypto(e.to_string()))
+}
+
+/// The mailbox reference in a leaf node, if it has a valid one.
+pub fn mailbox_ref_of(leaf: &LeafNode) -> Option<MailboxRef> {
+    let ext = leaf.extensions().unknown(MAILBOX_REF_EXTENSION)?;
+    codec::decode(&ext.0).ok()
+}
+
+fn export32(
+    group: &MlsGroup,
+    provider: &impl OpenMlsProvider,
+    label: &str,
+    ctx: &[u8],
+) -> Result<[u8; 32], ClientError> {
+    let v = Zeroizing::new(
+        group
+            .export_secret(provider.crypto(), label, ctx, 32)
+            .map_err(|e| ClientError::Crypto(e.to_string()))?,
+    );
+    v.as_slice().try_into().map_err(|_| ClientError::Crypto("exporter length".into()))
+}
+
+fn random32() -> [u8; 32] {
+    let mut b = [0u8; 32];
+    rand::TryRngCore::try_fill_bytes(&mut rand::rngs::OsRng, &mut b).expect("OS randomness");
+    b
+}
+
+fn seal_roster(
+    key: &[u8; 32],
+    group: &[u8],
+    roster: &[RosterEntry],
+) -> Result<SealedRoster, ClientError> {
+    use chacha20poly1305::aead::{Aead, KeyInit, Payload as AeadPayload};
+    use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+    let plain = Zeroizing::new(
+        codec::encode(&roster.to_vec()).map_err(|e| ClientError::Crypto(e.to_string()))?,
+    );
+    let nonce = random32();
+    let ciphertext = XChaCha20Poly1305::new(key.into())
+        .encrypt(XNonce::from_slice(&nonce[..24]), AeadPayload { msg: &plain, aad: group })
+        .map_err(|_| ClientError::Crypto("sealing the roster".into()))?;
+    Ok(SealedRoster { nonce: nonce[..24].to_vec(), ciphertext })
+}
+
+/// `(leaf index, client id, mailbox reference)` of every member.
+fn members(group: &MlsGroup) -> Vec<(LeafNodeIndex, String, Option<MailboxRef>)> {
+    group
+        .members()
+        .map(|m| {
+            let client = BasicCredential::try_from(m.credential.clone())
+                .map(|c| String::from_utf8_lossy(c.identity()).into_owned())
+                .unwrap_or_default();
+            let r = group.public_group().leaf(m.index).and_then(mailbox_ref_of);
+            (m.index, client, r)
+        })
+        .collect()
+}
+
+/// Exports per epoch: from the current group or from a staged commit.
+enum Exporter<'a> {
+    Current(&'a MlsGroup),
+    Staged(&'a openmls::prelude::StagedCommit),
+}
+
+impl Exporter<'_> {
+    fn export(
+        &self,
+        p: &impl OpenMlsProvider,
+        label: &str,
+        ctx: &[u8],
+    ) -> Result<[u8; 32], ClientError> {
+        let v = match self {
+            Exporter::Current(g) => return export32(g, p, label, ctx),
+            Exporter::Staged(s) => s.export_secret(p.crypto(), label, ctx, 32),
+        };
+        let v = Zeroizing::new(v.map_err(|e| ClientError::Crypto(e.to_string()))?);
+        v.as_slice().try_into().map_err(|_| ClientError::Crypto("exporter length".into()))
+    }
+}
+
+fn roster(
+    refs: &[MailboxRef],
+    exp: &Exporter<'_>,
+    p: &impl OpenMlsProvider,
+) -> Result<Vec<RosterEntry>, ClientError> {
+    refs.iter()
+        .map(|r| {
+            Ok(RosterEntry {
+                mailbox: r.mailbox,
+                key: exp.export(p, EXPORT_ENVELOPE, &r.mailbox)?,
+                push_key: r.push_key,
+            })
+        })
+        .collect()
+}
+
+impl Client {
+    fn group_meta(&self, name: &str) -> Result<GroupMeta, ClientError> {
+        self.groups
+            .values()
+            .find(|g| g.name == name)
+            .cloned()
+            .ok_or_else(|| ClientError::Home(format!("no group named {name:?}")))
+    }
+
+    fn load_group(&self, id: &[u8]) -> Result<MlsGroup, ClientError> {
+        MlsGroup::load(self.provider.storage(), &GroupId::from_slice(id))
+            .map_err(|e| ClientError::Home(format!("MLS state: {e:?}")))?
+            .ok_or_else(|| ClientError::Home("MLS state of the group is missing".into()))
+    }
+
+    fn save_groups(&self) -> Result<(), ClientError> {
+        self.home.save_storage(self.provider.storage())?;
+        let list: Vec<&GroupMeta> = self.groups.values().collect();
+        self.home.save("groups", &list)
+    }
+
+    /// Records `K(me, e)` of the group's current epoch.
+    fn remember_epoch(&mut self, group: &MlsGroup) -> Result<(), ClientError> {
+        let me = self.mailbox.as_ref().ok_or(ClientError::NotRegistered)?.id;
+        let key = Zeroizing::new(export32(group, &self.provider, EXPORT_ENVELOPE, &me)?);
+        let epoch = group.epoch().as_u64();
+        let meta =
+            self.groups.get_mut(group.group_id().as_slice()).ok_or(ClientError::NotRegistered)?;
+        if !meta.keys.iter().any(|(e, _)| *e == epoch) {
+            meta.keys.push((epoch, key));
+        }
+        while meta.keys.len() > KEPT_EPOCHS {
+            meta.keys.remove(0);
+        }
+        Ok(())
+    }
+
+    /// Names of this client's groups.
+    pub fn group_names(&self) -> Vec<String> {
+        let mut v: Vec<_> =
+            self.groups.values().filter(|g| g.active).map(|g| g.name.clone()).collect();
+        v.sort();
+        v
+    }
+
+    /// Client ids of a group's members.
+    pub fn group_members(&self, name: &str) -> Result<Vec<String>, ClientError> {
+        let g = self.load_group(&self.group_meta(name)?.id)?;
+        Ok(members(&g).into_iter().map(|(_, c, _)| c).collect())
+    }
+
+    /// The MLS group id of a named group.
+    pub fn group_id(&self, name: &str) -> Result<Vec<u8>, ClientError> {
+        Ok(self.group_meta(name)?.id)
+    }
+
+    /// The current epoch of a named group.
+    pub fn group_epoch(&self, name: &str) -> Result<u64, ClientError> {
+        Ok(self.load_group(&self.group_meta(name)?.id)?.epoch().as_u64())
+    }
+
+    /// Creates a group of one (us) and registers it at the IDS.
+    pub async fn create_group(&mut self, name: &str, mode: RosterMode) -> Result<(), ClientError> {
+        if self.groups.values().any(|g| g.name == name) {
+            return Err(ClientError::Home(format!("a group named {name:?} exists")));
+        }
+        let id = self.identity.as_ref().ok_or(ClientError::NotRegistered)?;
+        let mref = self.mailbox.as_ref().ok_or(ClientError::NotRegistered)?.reference();
+        let cwk = CredentialWithKey {
+            credential: BasicCredential::new(id.client.as_bytes().to_vec()).into(),
+            signature_key: id.public_key.clone().into(),
+        };
+        let settings =
+            GroupSettings { name: name.to_string(), stored_roster: mode == RosterMode::Stored };
+        let settings = codec::encode(&settings).map_err(|e| ClientError::Crypto(e.to_string()))?;
+        let gc_ext = Extensions::single(Extension::Unknown(
+            GROUP_SETTINGS_EXTENSION,
+            UnknownExtension(settings),
+        ))
+        .map_err(|e| ClientError::Crypto(e.to_string()))?;
+        let config = MlsGroupCreateConfig::builder()
+            .ciphersuite(CIPHERSUITE)
+            .with_group_context_extensions(gc_ext)
+            .use_ratchet_tree_extension(true)
+            .wire_format_policy(PURE_CIPHERTEXT_WIRE_FORMAT_POLICY)
+            .capabilities(capabilities())
+            .with_leaf_node_extensions(mailbox_extension(&mref)?)
+            .map_err(|e| ClientError::Crypto(e.to_string()))?
+            .build();
+        let group_id = GroupId::from_slice(&random32()[..16]);
+        let signer = self.signer()?;
+        let group = MlsGroup::new_with_group_id(&self.provider, &signer, &config, group_id, cwk)
+            .map_err(|e| ClientError::Crypto(e.to_string()))?;
+        let gid = group.group_id().as_slice().to_vec();
+        let auth_key = export32(&group, &self.provider, EXPORT_AUTH, &[])?;
+        let roster = match mode {
+            RosterMode::Stored => {
+                let r = roster(&[mref], &Exporter::Current(&group), &self.provider)?;
+                let k = Zeroizing::new(export32(&group, &self.provider, EXPORT_ROSTER, &[])?);
+                Some(seal_roster(&k, &gid, &r)?)
+            }
+            RosterMode::Client => None,
+        };
+        match self
+            .conn
+            .request(Request::CreateGroup { group: gid.clone(), mode, auth_key, roster })
+            .await?
+        {
+            Response::GroupCreated => {}
+            other => return Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+        self.groups.insert(
+            gid.clone(),
+            GroupMeta { name: name.to_string(), id: gid, mode, keys: Vec::new(), active: true },
+        );
+        self.remember_epoch(&group)?;
+        self.save_groups()
+    }
+
+    /// The recipients for a send in the group's current epoch.
+    fn recipients(&self, group: &MlsGroup, mode: RosterMode) -> Result<Recipients, ClientError> {
+        Ok(match mode {
+            RosterMode::Stored => {
+                Recipients::RosterKey(export32(group, &self.provider, EXPORT_ROSTER, &[])?)
+            }
+            RosterMode::Client => {
+                let refs: Vec<MailboxRef> =
+                    members(group).into_iter().filter_map(|(_, _, r)| r).collect();
+                Recipients::Roster(roster(&refs, &Exporter::Current(group), &self.provider)?)
+            }
+        })
+    }
+
+    async fn send_body(&self, group: &MlsGroup, body: SendBody) -> Result<Response, ClientError> {
+        let mac = send_mac(&export32(group, &self.provider, EXPORT_AUTH, &[])?, &body);
+        let req = Request::Send { body, mac };
+        // Retried with the same message id until acknowledged: the IDS and
+        // ODS make a repeated send deliver each copy once.
+        let mut last = None;
+        for _ in 0..3 {
+            match self.conn.request(req.clone()).await {
+                Ok(r) => return Ok(r),
+                Err(ClientError::Server(WireError::Unavailable { node })) => {
+                    last = Some(ClientError::Server(WireError::Unavailable { node }));
+                    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or(ClientError::Unexpected("no attempt".into())))
+    }
+
+    /// Sends a text message to the group.
+    pub async fn send_text(&mut self, name: &str, text: &str) -> Result<u32, ClientError> {
+        let meta = self.group_meta(name)?;
+        let mut group = self.load_group(&meta.id)?;
+        let signer = self.signer()?;
+        let payload = codec::encode(&Payload::Text(text.to_string()))
+            .map_err(|e| ClientError::Crypto(e.to_string()))?;
+        let msg = group
+            .create_message(&self.provider, &signer, &payload)
+            .map_err(|e| ClientError::Crypto(e.to_string()))?;
+        let bytes = msg.tls_serialize_detached().map_err(|e| ClientError::Crypto(e.to_string()))?;
+        let body = SendBody {
+            group: meta.id.clone(),
+            message_id: random32(),
+            message: bytes,
+            recipients: self.recipients(&group, meta.mode)?,
+            skip: self.mailbox.as_ref().map(|m| m.id),
+            commit: None,
+        };
+        self.save_groups()?;
+        match self.send_body(&group, body).await? {
+            Response::Sent { copies } => Ok(copies),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Adds every current device of `identities` (KeyPackages fetched and
+    /// verified as in steps 3-4) in one commit.
+    pub async fn add_members(
+        &mut self,
+        name: &str,
+        identities: &[&str],
+    ) -> Result<u64, ClientError> {
+        let mut kps: Vec<KeyPackage> = Vec::new();
+        for identity in identities {
+            let (ok, rejected) = self.fetch_key_packages(identity).await?;
+            if ok.is_empty() {
+                return Err(ClientError::Home(format!(
+                    "no verified KeyPackage for {identity}: {rejected:?}"
+                )));
+            }
+            kps.extend(ok.into_iter().map(|k| k.key_package));
+        }
+        self.commit(name, Change::Add(kps)).await
+    }
+
+    /// Removes every device of `identities` in one commit.
+    pub async fn remove_members(
+        &mut self,
+        name: &str,
+        identities: &[&str],
+    ) -> Result<u64, ClientError> {
+        self.commit(name, Change::Remove(identities.iter().map(|s| s.to_string()).collect())).await
+    }
+
+    /// Commits `change`, retrying after processing a competing commit when the
+    /// IDS answers `StaleEpoch`. Returns the new epoch.
+    async fn commit(&mut self, name: &str, change: Change) -> Result<u64, ClientError> {
+        for _ in 0..MAX_RETRIES {
+            match self.try_commit(name, &change).await {
+                Err(ClientError::Server(WireError::StaleEpoch { .. })) => {
+                    self.receive().await?;
+                }
+                other => return other,
+            }
+        }
+        Err(ClientError::Server(WireError::StaleEpoch { current: self.group_epoch(name)? }))
+    }
+
+    async fn try_commit(&mut self, name: &str, change: &Change) -> Result<u64, ClientError> {
+        let meta = self.group_meta(name)?;
+        let mut group = self.load_group(&meta.id)?;
+        let signer = self.signer()?;
+        let before: Vec<_> = members(&group);
+        let (commit, welcome, welcome_to, after_refs) = match change {
+            Change::Add(kps) => {
+                let (c, w, _) = group
+                    .add_members(&self.provider, &signer, kps)
+                    .map_err(|e| ClientError::Crypto(e.to_string()))?;
+                let mut to = Vec::new();
+                let mut refs: Vec<MailboxRef> =
+                    before.iter().filter_map(|(_, _, r)| r.clone()).collect();
+                for kp in kps {
+                    let r = mailbox_ref_of_kp(kp).ok_or_else(|| {
+                        ClientError::Home("a KeyPackage has no mailbox reference".into())
+                    })?;
+                    to.push(WelcomeCopy {
+                        mailbox: r.mailbox,
+                        hpke_key: r.hpke_public.clone(),
+                        push_key: r.push_key,
+                    });
+                    refs.push(r);
+                }
+                (c, Some(w), to, refs)
+            }
+            Change::Remove(ids) => {
+                let gone: Vec<LeafNodeIndex> = before
+                    .iter()
+                    .filter(|(_, c, _)| ids.iter().any(|i| c.split('/').next() == Some(i.as_str())))
+                    .map(|(i, _, _)| *i)
+                    .collect();
+                if gone.is_empty() {
+                    return Err(ClientError::Home(format!("none of {ids:?} is in the group")));
+                }
+                let (c, _, _) = group
+                    .remove_members(&self.provider, &signer, &gone)
+                    .map_err(|e| ClientError::Crypto(e.to_string()))?;
+                let refs = before
+                    .iter()
+                    .filter(|(i, _, _)| !gone.contains(i))
+                    .filter_map(|(_, _, r)| r.clone())
+                    .collect();
+                (c, None, Vec::new(), refs)
+            }
+        };
+        let staged = group
+            .pending_commit()
+            .ok_or_else(|| ClientError::Crypto("no pending commit".into()))?;
+        let next = Exporter::Staged(staged);
+        let next_auth_key = next.export(&self.provider, EXPORT_AUTH, &[])?;
+        let next_roster = match meta.mode {
+            RosterMode::Stored => {
+                let r = roster(&after_refs, &next, &self.provider)?;
+                let k = Zeroizing::new(next.export(&self.provider, EXPORT_ROSTER, &[])?);
+                Some(seal_roster(&k, &meta.id, &r)?)
+            }
+            RosterMode::Client => None,
+        };
+        let welcome = match welcome {
+            Some(w) => {
+                Some(w.tls_serialize_detached().map_err(|e| ClientError::Crypto(e.to_string()))?)
+            }
+            None => None,
+        };
+        let body = SendBody {
+            group: meta.id.clone(),
+            message_id: random32(),
+            message: commit
+                .tls_serialize_detached()
+                .map_err(|e| ClientError::Crypto(e.to_string()))?,
+            recipients: self.recipients(&group, meta.mode)?,
+            skip: self.mailbox.as_ref().map(|m| m.id),
+            commit: Some(CommitExtras { welcome, welcome_to, next_auth_key, next_roster }),
+        };
+        match self.send_body(&group, body).await {
+            Ok(Response::Sent { .. }) => {
+                group
+                    .merge_pending_commit(&self.provider)
+                    .map_err(|e| ClientError::Crypto(e.to_string()))?;
+                self.remember_epoch(&group)?;
+                self.save_groups()?;
+                Ok(group.epoch().as_u64())
+            }
+            Ok(other) => Err(ClientError::Unexpected(format!("{other:?}"))),
+            Err(e) => {
+                let _ = group.clear_pending_commit(self.provider.storage());
+                Err(e)
+            }
+        }
+    }
+
+    /// Fetches everything waiting in the mailbox, processes it in order
+    /// (Welcomes, commits, messages) and acknowledges it.
+    pub async fn receive(&mut self) -> Result<Vec<Event>, ClientError> {
+        let mut events = Vec::new();
+        loop {
+            let keys = self.mailbox.as_ref().ok_or(ClientError::NotRegistered)?;
+            let after = keys.acked;
+            let batch =
+                crate::mailbox::fetch(&self.conn, keys, &mut self.counter, after, 256).await?;
+            if batch.is_empty() {
+                break;
+            }
+            let mut last = after;
+            for d in batch {
+                if let Some(ev) = self.open_and_process(&d.envelope)? {
+                    events.extend(ev);
+                }
+                last = d.seq;
+            }
+            self.save_groups()?;
+            let keys = self.mailbox.as_mut().ok_or(ClientError::NotRegistered)?;
+            keys.acked = last;
+            let keys = self.mailbox.as_ref().ok_or(ClientError::NotRegistered)?;
+            self.home.save("mailbox", keys)?;
+            crate::mailbox::ack(&self.conn, keys, &mut self.counter, last).await?;
+        }
+        Ok(events)
+    }
+
+    /// Opens one envelope by trial decryption and processes what it holds.
+    fn open_and_process(&mut self, env: &[u8]) -> Result<Option<Vec<Event>>, ClientError> {
+        let me = self.mailbox.as_ref().ok_or(ClientError::NotRegistered)?;
+        let mut opened = None;
+        'outer: for g in self.groups.values() {
+            for (_, k) in g.keys.iter().rev() {
+                if let Ok(p) = envelope::open(k, &me.id, env) {
+                    opened = Some(p);
+                    break 'outer;
+                }
+            }
+        }
+        let plain = match opened {
+            Some(p) => p,
+            None => match me.open_welcome(env) {
+                Some(p) => p,
+                None => return Ok(None),
+            },
+        };
+        let (kind, msg) =
+            envelope::unpad(&plain).map_err(|e| ClientError::Crypto(e.to_string()))?;
+        let msg = MlsMessageIn::tls_deserialize_exact(msg)
+            .map_err(|e| ClientError::Crypto(e.to_string()))?;
+        match (kind, msg.extract()) {
+            (Kind::Welcome, MlsMessageBodyIn::Welcome(w)) => self.join(w).map(|e| Some(vec![e])),
+            (Kind::Message, MlsMessageBodyIn::PrivateMessage(m)) => {
+                self.process(m.into()).map(Some)
+            }
+            (Kind::Message, MlsMessageBodyIn::PublicMessage(m)) => self.process(m.into()).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    fn join(&mut self, welcome: openmls::prelude::Welcome) -> Result<Event, ClientError> {
+        let cfg = MlsGroupJoinConfig::builder()
+            .use_ratchet_tree_extension(true)
+            .wire_format_policy(PURE_CIPHERTEXT_WIRE_FORMAT_POLICY)
+            .build();
+        let group = StagedWelcome::new_from_welcome(&self.provider, &cfg, welcome, None)
+            .and_then(|s| s.into_group(&self.provider))
+            .map_err(|e| ClientError::Crypto(format!("welcome: {e}")))?;
+        let gid = group.group_id().as_slice().to_vec();
+        let settings: Option<GroupSettings> = group
+            .extensions()
+            .unknown(GROUP_SETTINGS_EXTENSION)
+            .and_then(|e| codec::decode(&e.0).ok());
+        let Some(settings) = settings else {
+            return Err(ClientError::Crypto("group without mlsd settings".into()));
+        };
+        let mode = if settings.stored_roster { RosterMode::Stored } else { RosterMode::Client };
+        // Our local name: the creator's, suffixed if it clashes with one of ours.
+        let mut name = settings.name.clone();
+        let mut n = 2;
+        while self.groups.values().any(|g| g.name == name) {
+            name = format!("{}-{n}", settings.name);
+            n += 1;
+        }
+        self.groups.insert(
+            gid.clone(),
+            GroupMeta { name: name.clone(), id: gid, mode, keys: Vec::new(), active: true },
+        );
+        self.remember_epoch(&group)?;
+        Ok(Event::Joined { group: name })
+    }
+
+    fn process(&mut self, m: openmls::prelude::ProtocolMessage) -> Result<Vec<Event>, ClientError> {
+        let gid = m.group_id().as_slice().to_vec();
+        let Some(meta) = self.groups.get(&gid).cloned() else { return Ok(Vec::new()) };
+        let mut group = self.load_group(&gid)?;
+        let processed = match group.process_message(&self.provider, m) {
+            Ok(p) => p,
+            // Our own commit echoed back, or a message for an epoch we left.
+            Err(_) => return Ok(Vec::new()),
+        };
+        let sender = BasicCredential::try_from(processed.credential().clone())
+            .map(|c| String::from_utf8_lossy(c.identity()).into_owned())
+            .unwrap_or_default();
+        let mut events = Vec::new();
+        match processed.into_content() {
+            ProcessedMessageContent::ApplicationMessage(a) => {
+                if let Ok(Payload::Text(text)) = codec::decode::<Payload>(&a.into_bytes()) {
+                    events.push(Event::Message { group: meta.name.clone(), sender, text });
+                }
+            }
+            ProcessedMessageContent::StagedCommitMessage(staged) => {
+                group
+                    .merge_staged_commit(&self.provider, *staged)
+                    .map_err(|e| ClientError::Crypto(e.to_string()))?;
+                if group.is_active() {
+                    self.remember_epoch(&group)?;
+                    events.push(Event::Commit {
+                        group: meta.name.clone(),
+                        epoch: group.epoch().as_u64(),
+                    });
+                } else {
+                    if let Some(g) = self.groups.get_mut(&gid) {
+                        g.active = false;
+                    }
+                    events.push(Event::Removed { group: meta.name.clone() });
+                }
+            }
+            _ => {}
+        }
+        Ok(events)
+    }
+}
+
+enum Change {
+    Add(Vec<KeyPackage>),
+    Remove(Vec<String>),
+}
+
+fn mailbox_ref_of_kp(kp: &KeyPackage) -> Option<MailboxRef> {
+    mailbox_ref_of(kp.leaf_node())
+}
