@@ -99,3 +99,212 @@ async fn group_flow_stored_roster() {
 async fn group_flow_client_roster() {
     run_flow(RosterMode::Client).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_commits_one_wins_the_other_lands_next() {
+    common::init();
+    let mut c = split();
+    c.start_all().await;
+    let mut alice = c.registered("alice/phone", "n1", 3).await;
+    let mut bob = c.registered("bob/phone", "n2", 3).await;
+    let mut charlie = c.registered("charlie/phone", "n3", 3).await;
+    let mut dave = c.registered("dave/phone", "n1", 3).await;
+    alice.create_group("G", RosterMode::Stored).await.unwrap();
+    alice.add_members("G", &["bob"]).await.unwrap();
+    bob.receive().await.unwrap();
+    assert_eq!(bob.group_epoch("G").unwrap(), 1);
+
+    // Both commit in epoch 1 at once.
+    let (a, b) = tokio::join!(alice.add_members("G", &["charlie"]), bob.add_members("G", &["dave"]));
+    let (ea, eb) = (a.unwrap(), b.unwrap());
+    let mut epochs = [ea, eb];
+    epochs.sort();
+    assert_eq!(epochs, [2, 3], "one commit per epoch: the loser's change lands next");
+
+    for cl in [&mut alice, &mut bob, &mut charlie, &mut dave] {
+        cl.receive().await.unwrap();
+    }
+    for cl in [&alice, &bob, &charlie, &dave] {
+        assert_eq!(cl.group_epoch("G").unwrap(), 3);
+        let mut m = cl.group_members("G").unwrap();
+        m.sort();
+        assert_eq!(m, ["alice/phone", "bob/phone", "charlie/phone", "dave/phone"]);
+    }
+    dave.send_text("G", "hello all").await.unwrap();
+    for cl in [&mut alice, &mut bob, &mut charlie] {
+        assert_eq!(texts(&cl.receive().await.unwrap()), vec![("dave/phone".to_string(), "hello all".to_string())]);
+    }
+}
+
+fn windows16(b: &[u8]) -> std::collections::HashSet<&[u8]> {
+    b.windows(16).collect()
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+fn disk_contains(dir: &std::path::Path, needle: &[u8]) -> bool {
+    walk(dir).iter().any(|p| std::fs::read(p).unwrap().windows(needle.len()).any(|w| w == needle))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn copies_are_unlinkable_and_the_disks_hold_no_metadata() {
+    common::init();
+    let mut c = split();
+    c.start_all().await;
+    let mut alice = c.registered("alice/phone", "n1", 3).await;
+    let mut members = Vec::new();
+    let mut names = Vec::new();
+    for i in 0..20 {
+        let id = format!("m{i:02}");
+        members.push(c.registered(&format!("{id}/phone"), ["n1", "n2", "n3"][i % 3], 1).await);
+        names.push(id);
+    }
+    let mut outsider = c.registered("eve/phone", "n2", 1).await;
+    outsider.create_group("other", RosterMode::Stored).await.unwrap();
+
+    alice.create_group("big", RosterMode::Stored).await.unwrap();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    alice.add_members("big", &refs).await.unwrap();
+    let group_id = alice.group_id("big").unwrap();
+    let req = alice.prepare_text("big", "a secret only members read").unwrap();
+    let mls_bytes = match &req {
+        mlsd_transport::Request::Send { body, .. } => body.message.clone(),
+        _ => unreachable!(),
+    };
+    assert_eq!(alice.send_request(req).await.unwrap(), mlsd_transport::Response::Sent { copies: 20 });
+
+    // The copies of that one message, straight from each mailbox.
+    let mut copies = Vec::new();
+    for m in &members {
+        let keys = m.mailbox_keys().unwrap();
+        let conn = m.connection();
+        let got = mlsd_client::mailbox::fetch(conn, keys, &mut Default::default(), 0, 10).await.unwrap();
+        assert_eq!(got.len(), 2, "a Welcome and the message");
+        for d in &got {
+            assert!(mlsd_transport::envelope::BUCKETS.contains(&d.envelope.len()), "len {}", d.envelope.len());
+        }
+        copies.push(got[1].envelope.clone());
+    }
+    for i in 0..copies.len() {
+        let wi = windows16(&copies[i]);
+        for j in (i + 1)..copies.len() {
+            assert!(copies[j].windows(16).all(|w| !wi.contains(w)), "copies {i} and {j} share 16 bytes");
+        }
+        assert!(!copies[i].windows(mls_bytes.len().min(32)).any(|w| w == &mls_bytes[..mls_bytes.len().min(32)]));
+    }
+    // A member of another group cannot open them.
+    let eve_mailbox = outsider.mailbox_keys().unwrap().id;
+    for k in outsider.envelope_keys() {
+        for (m, env) in members.iter().zip(&copies) {
+            let mb = m.mailbox_keys().unwrap().id;
+            assert!(mlsd_transport::envelope::open(&k, &mb, env).is_err());
+            assert!(mlsd_transport::envelope::open(&k, &eve_mailbox, env).is_err());
+        }
+    }
+    // Every member reads the message exactly once.
+    for m in members.iter_mut() {
+        let ev = m.receive().await.unwrap();
+        assert_eq!(texts(&ev), vec![("alice/phone".to_string(), "a secret only members read".to_string())]);
+    }
+
+    // Attacker reads the disks: the ODS node's holds no group id, MLS message
+    // or identity; the IDS node's (stored roster) no mailbox id.
+    for n in ["n2", "n3"] {
+        c.kill(n);
+    }
+    let ods = c.dir.path().join("data/n3");
+    assert!(!disk_contains(&ods, &group_id), "group id on the ODS disk");
+    assert!(!disk_contains(&ods, &mls_bytes[mls_bytes.len() - 32..]), "MLS message bytes on the ODS disk");
+    for who in ["alice/phone", "m00/phone", "m07/phone"] {
+        assert!(!disk_contains(&ods, who.as_bytes()), "{who} on the ODS disk");
+    }
+    let ids = c.dir.path().join("data/n2");
+    assert!(disk_contains(&ids, &group_id), "control: the IDS does store the group");
+    for m in &members {
+        assert!(!disk_contains(&ids, &m.mailbox_keys().unwrap().id), "mailbox id on the IDS disk");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retried_sends_deliver_each_copy_once() {
+    common::init();
+    let mut c = split();
+    c.start_all().await;
+    let (mut alice, mut bob, mut charlie) = abc(&c, RosterMode::Client).await;
+    let req = alice.prepare_text("ABC", "once").unwrap();
+    // The sender lost the first acknowledgement and sends the same request again.
+    for _ in 0..3 {
+        assert_eq!(alice.send_request(req.clone()).await.unwrap(), mlsd_transport::Response::Sent { copies: 2 });
+    }
+    for cl in [&mut bob, &mut charlie] {
+        assert_eq!(texts(&cl.receive().await.unwrap()), vec![("alice/phone".to_string(), "once".to_string())]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_sends_are_refused_and_change_nothing() {
+    common::init();
+    let mut c = split();
+    c.start_all().await;
+    let (mut alice, mut bob, _charlie) = abc(&c, RosterMode::Stored).await;
+    let conn = &mlsd_client::Connection::connect(c.addr("n1"), &c.ca()).await.unwrap();
+    let good = alice.prepare_text("ABC", "good").unwrap();
+    let mlsd_transport::Request::Send { body, mac } = good.clone() else { unreachable!() };
+    let err = |r: Result<mlsd_transport::Response, ClientError>| match r {
+        Err(ClientError::Server(e)) => e,
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    use mlsd_transport::Request;
+
+    let mut bad_mac = mac;
+    bad_mac[0] ^= 1;
+    assert_eq!(err(conn.request(Request::Send { body: body.clone(), mac: bad_mac }).await), WireError::BadMac);
+
+    let mut unknown = body.clone();
+    unknown.group = vec![9; 16];
+    assert_eq!(err(conn.request(Request::Send { body: unknown, mac }).await), WireError::UnknownGroup);
+
+    let mut garbage = body.clone();
+    garbage.message = b"not an MLS message".to_vec();
+    let mac_g = mlsd_transport::protocol::group::send_mac(&[0; 32], &garbage);
+    assert!(matches!(err(conn.request(Request::Send { body: garbage, mac: mac_g }).await), WireError::InvalidMessage(_)));
+
+    let mut huge = body.clone();
+    huge.message = vec![0; 2 * 1024 * 1024];
+    assert!(matches!(
+        conn.request(Request::Send { body: huge, mac }).await,
+        Err(ClientError::Call(_)) | Err(ClientError::Server(WireError::FrameTooLarge { .. }))
+    ));
+
+    // A message of a past epoch: prepared now, sent after a commit moved the group on.
+    alice.add_members("ABC", &["dave"]).await.unwrap_err(); // dave is not registered: nothing happens
+    let stale = bob.prepare_text("ABC", "from epoch 1").unwrap();
+    let dave = c.registered("dave/phone", "n1", 2).await;
+    drop(dave);
+    alice.add_members("ABC", &["dave"]).await.unwrap();
+    match err(bob.send_request(stale).await) {
+        WireError::BadMac | WireError::StaleEpoch { .. } => {}
+        e => panic!("{e:?}"),
+    }
+
+    // The good request still works once, and bob got only it and the commit.
+    let (good_after, _) = (bob.receive().await.unwrap(), ());
+    assert!(good_after.iter().any(|e| matches!(e, Event::Commit { epoch: 2, .. })));
+    // A message prepared in epoch 1 by alice before the commit is refused too.
+    match err(alice.send_request(good).await) {
+        WireError::BadMac | WireError::StaleEpoch { .. } => {}
+        e => panic!("{e:?}"),
+    }
+    assert!(texts(&bob.receive().await.unwrap()).is_empty(), "nothing refused was delivered");
+}

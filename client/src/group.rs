@@ -341,9 +341,23 @@ impl Client {
 
     async fn send_body(&self, group: &MlsGroup, body: SendBody) -> Result<Response, ClientError> {
         let mac = send_mac(&export32(group, &self.provider, EXPORT_AUTH, &[])?, &body);
-        let req = Request::Send { body, mac };
         // Retried with the same message id until acknowledged: the IDS and
         // ODS make a repeated send deliver each copy once.
+        self.send_request(Request::Send { body, mac }).await
+    }
+
+    /// Sends a text message to the group.
+    pub async fn send_text(&mut self, name: &str, text: &str) -> Result<u32, ClientError> {
+        let req = self.prepare_text(name, text)?;
+        match self.send_request(req).await? {
+            Response::Sent { copies } => Ok(copies),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Sends a prepared `Send`, retrying with the same message id while the
+    /// IDS is unavailable.
+    pub async fn send_request(&self, req: Request) -> Result<Response, ClientError> {
         let mut last = None;
         for _ in 0..3 {
             match self.conn.request(req.clone()).await {
@@ -358,8 +372,9 @@ impl Client {
         Err(last.unwrap_or(ClientError::Unexpected("no attempt".into())))
     }
 
-    /// Sends a text message to the group.
-    pub async fn send_text(&mut self, name: &str, text: &str) -> Result<u32, ClientError> {
+    /// The `Send` request for a text message, MAC'd for the current epoch,
+    /// without sending it (the outbox and tests keep it to retry verbatim).
+    pub fn prepare_text(&mut self, name: &str, text: &str) -> Result<Request, ClientError> {
         let meta = self.group_meta(name)?;
         let mut group = self.load_group(&meta.id)?;
         let signer = self.signer()?;
@@ -378,10 +393,18 @@ impl Client {
             commit: None,
         };
         self.save_groups()?;
-        match self.send_body(&group, body).await? {
-            Response::Sent { copies } => Ok(copies),
-            other => Err(ClientError::Unexpected(format!("{other:?}"))),
-        }
+        let mac = send_mac(&export32(&group, &self.provider, EXPORT_AUTH, &[])?, &body);
+        Ok(Request::Send { body, mac })
+    }
+
+    /// This device's mailbox keys (tests and tools inspect raw envelopes with them).
+    pub fn mailbox_keys(&self) -> Option<&crate::mailbox::MailboxKeys> {
+        self.mailbox.as_ref()
+    }
+
+    /// `K(me, e)` of every epoch this device keeps, over all its groups.
+    pub fn envelope_keys(&self) -> Vec<[u8; 32]> {
+        self.groups.values().flat_map(|g| g.keys.iter().map(|(_, k)| **k)).collect()
     }
 
     /// Adds every current device of `identities` (KeyPackages fetched and

@@ -208,11 +208,13 @@ impl GroupCore {
                 return Ok(self.plan(body, message, recipients));
             }
         }
-        if !constant_eq(&send_mac(&rec.auth_key, body), mac) {
-            return Err(WireError::BadMac);
-        }
+        // A member behind (or a commit that lost the race for its epoch) learns
+        // the current epoch so it can catch up; nothing is changed either way.
         if epoch != rec.epoch {
             return Err(WireError::StaleEpoch { current: rec.epoch });
+        }
+        if !constant_eq(&send_mac(&rec.auth_key, body), mac) {
+            return Err(WireError::BadMac);
         }
         let recipients =
             self.recipients(&rec, epoch, &body.recipients, body.skip.as_ref(), store)?;
