@@ -115,7 +115,8 @@ async fn concurrent_commits_one_wins_the_other_lands_next() {
     assert_eq!(bob.group_epoch("G").unwrap(), 1);
 
     // Both commit in epoch 1 at once.
-    let (a, b) = tokio::join!(alice.add_members("G", &["charlie"]), bob.add_members("G", &["dave"]));
+    let (a, b) =
+        tokio::join!(alice.add_members("G", &["charlie"]), bob.add_members("G", &["dave"]));
     let (ea, eb) = (a.unwrap(), b.unwrap());
     let mut epochs = [ea, eb];
     epochs.sort();
@@ -132,7 +133,10 @@ async fn concurrent_commits_one_wins_the_other_lands_next() {
     }
     dave.send_text("G", "hello all").await.unwrap();
     for cl in [&mut alice, &mut bob, &mut charlie] {
-        assert_eq!(texts(&cl.receive().await.unwrap()), vec![("dave/phone".to_string(), "hello all".to_string())]);
+        assert_eq!(
+            texts(&cl.receive().await.unwrap()),
+            vec![("dave/phone".to_string(), "hello all".to_string())]
+        );
     }
 }
 
@@ -182,26 +186,39 @@ async fn copies_are_unlinkable_and_the_disks_hold_no_metadata() {
         mlsd_transport::Request::Send { body, .. } => body.message.clone(),
         _ => unreachable!(),
     };
-    assert_eq!(alice.send_request(req).await.unwrap(), mlsd_transport::Response::Sent { copies: 20 });
+    assert_eq!(
+        alice.send_request(req).await.unwrap(),
+        mlsd_transport::Response::Sent { copies: 20 }
+    );
 
     // The copies of that one message, straight from each mailbox.
     let mut copies = Vec::new();
     for m in &members {
         let keys = m.mailbox_keys().unwrap();
         let conn = m.connection();
-        let got = mlsd_client::mailbox::fetch(conn, keys, &mut Default::default(), 0, 10).await.unwrap();
+        let got =
+            mlsd_client::mailbox::fetch(conn, keys, &mut Default::default(), 0, 10).await.unwrap();
         assert_eq!(got.len(), 2, "a Welcome and the message");
         for d in &got {
-            assert!(mlsd_transport::envelope::BUCKETS.contains(&d.envelope.len()), "len {}", d.envelope.len());
+            assert!(
+                mlsd_transport::envelope::BUCKETS.contains(&d.envelope.len()),
+                "len {}",
+                d.envelope.len()
+            );
         }
         copies.push(got[1].envelope.clone());
     }
     for i in 0..copies.len() {
         let wi = windows16(&copies[i]);
         for j in (i + 1)..copies.len() {
-            assert!(copies[j].windows(16).all(|w| !wi.contains(w)), "copies {i} and {j} share 16 bytes");
+            assert!(
+                copies[j].windows(16).all(|w| !wi.contains(w)),
+                "copies {i} and {j} share 16 bytes"
+            );
         }
-        assert!(!copies[i].windows(mls_bytes.len().min(32)).any(|w| w == &mls_bytes[..mls_bytes.len().min(32)]));
+        assert!(!copies[i]
+            .windows(mls_bytes.len().min(32))
+            .any(|w| w == &mls_bytes[..mls_bytes.len().min(32)]));
     }
     // A member of another group cannot open them.
     let eve_mailbox = outsider.mailbox_keys().unwrap().id;
@@ -215,7 +232,10 @@ async fn copies_are_unlinkable_and_the_disks_hold_no_metadata() {
     // Every member reads the message exactly once.
     for m in members.iter_mut() {
         let ev = m.receive().await.unwrap();
-        assert_eq!(texts(&ev), vec![("alice/phone".to_string(), "a secret only members read".to_string())]);
+        assert_eq!(
+            texts(&ev),
+            vec![("alice/phone".to_string(), "a secret only members read".to_string())]
+        );
     }
 
     // Attacker reads the disks: the ODS node's holds no group id, MLS message
@@ -225,7 +245,10 @@ async fn copies_are_unlinkable_and_the_disks_hold_no_metadata() {
     }
     let ods = c.dir.path().join("data/n3");
     assert!(!disk_contains(&ods, &group_id), "group id on the ODS disk");
-    assert!(!disk_contains(&ods, &mls_bytes[mls_bytes.len() - 32..]), "MLS message bytes on the ODS disk");
+    assert!(
+        !disk_contains(&ods, &mls_bytes[mls_bytes.len() - 32..]),
+        "MLS message bytes on the ODS disk"
+    );
     for who in ["alice/phone", "m00/phone", "m07/phone"] {
         assert!(!disk_contains(&ods, who.as_bytes()), "{who} on the ODS disk");
     }
@@ -245,10 +268,16 @@ async fn retried_sends_deliver_each_copy_once() {
     let req = alice.prepare_text("ABC", "once").unwrap();
     // The sender lost the first acknowledgement and sends the same request again.
     for _ in 0..3 {
-        assert_eq!(alice.send_request(req.clone()).await.unwrap(), mlsd_transport::Response::Sent { copies: 2 });
+        assert_eq!(
+            alice.send_request(req.clone()).await.unwrap(),
+            mlsd_transport::Response::Sent { copies: 2 }
+        );
     }
     for cl in [&mut bob, &mut charlie] {
-        assert_eq!(texts(&cl.receive().await.unwrap()), vec![("alice/phone".to_string(), "once".to_string())]);
+        assert_eq!(
+            texts(&cl.receive().await.unwrap()),
+            vec![("alice/phone".to_string(), "once".to_string())]
+        );
     }
 }
 
@@ -269,16 +298,25 @@ async fn bad_sends_are_refused_and_change_nothing() {
 
     let mut bad_mac = mac;
     bad_mac[0] ^= 1;
-    assert_eq!(err(conn.request(Request::Send { body: body.clone(), mac: bad_mac }).await), WireError::BadMac);
+    assert_eq!(
+        err(conn.request(Request::Send { body: body.clone(), mac: bad_mac }).await),
+        WireError::BadMac
+    );
 
     let mut unknown = body.clone();
     unknown.group = vec![9; 16];
-    assert_eq!(err(conn.request(Request::Send { body: unknown, mac }).await), WireError::UnknownGroup);
+    assert_eq!(
+        err(conn.request(Request::Send { body: unknown, mac }).await),
+        WireError::UnknownGroup
+    );
 
     let mut garbage = body.clone();
     garbage.message = b"not an MLS message".to_vec();
     let mac_g = mlsd_transport::protocol::group::send_mac(&[0; 32], &garbage);
-    assert!(matches!(err(conn.request(Request::Send { body: garbage, mac: mac_g }).await), WireError::InvalidMessage(_)));
+    assert!(matches!(
+        err(conn.request(Request::Send { body: garbage, mac: mac_g }).await),
+        WireError::InvalidMessage(_)
+    ));
 
     let mut huge = body.clone();
     huge.message = vec![0; 2 * 1024 * 1024];
