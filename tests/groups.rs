@@ -208,17 +208,15 @@ async fn copies_are_unlinkable_and_the_disks_hold_no_metadata() {
         }
         copies.push(got[1].envelope.clone());
     }
-    for i in 0..copies.len() {
-        let wi = windows16(&copies[i]);
-        for j in (i + 1)..copies.len() {
+    for (i, copy) in copies.iter().enumerate() {
+        let wi = windows16(copy);
+        for (j, other) in copies.iter().enumerate().skip(i + 1) {
             assert!(
-                copies[j].windows(16).all(|w| !wi.contains(w)),
+                other.windows(16).all(|w| !wi.contains(w)),
                 "copies {i} and {j} share 16 bytes"
             );
         }
-        assert!(!copies[i]
-            .windows(mls_bytes.len().min(32))
-            .any(|w| w == &mls_bytes[..mls_bytes.len().min(32)]));
+        assert!(!copy.windows(32).any(|w| w == &mls_bytes[..32]), "MLS bytes visible in a copy");
     }
     // A member of another group cannot open them.
     let eve_mailbox = outsider.mailbox_keys().unwrap().id;

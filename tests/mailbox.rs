@@ -103,7 +103,7 @@ async fn wrong_key_replay_unknown_mailbox_and_bounds_are_refused() {
     assert_eq!(server_err(r), WireError::UnknownMailbox);
     // A captured request replayed.
     let mut counter = Counter::default();
-    let auth = keys.auth(LABEL_FETCH, counter.next(), &(0u64, 10u32));
+    let auth = keys.auth(LABEL_FETCH, counter.next_value(), &(0u64, 10u32));
     let req = Request::Fetch { auth, after: 0, limit: 10 };
     assert!(
         matches!(conn.request(req.clone()).await.unwrap(), Response::Envelopes(v) if v.len() == 1)

@@ -155,7 +155,7 @@ impl AsLogic {
         for (_, v) in
             ctx.store.scan_prefix(SPACE, prefix.as_bytes(), MAX_DEVICES).map_err(internal)?
         {
-            let r: Record = mlsd_transport::codec::decode(&v).map_err(|e| internal(e))?;
+            let r: Record = mlsd_transport::codec::decode(&v).map_err(internal)?;
             if r.binding.expires_at > now {
                 out.push(self.sign(&r)?);
             }
@@ -178,7 +178,7 @@ pub fn token_key(hash: &[u8]) -> Vec<u8> {
 fn get_record(ctx: &RoleContext<'_>, key: &[u8]) -> Result<Option<Record>, WireError> {
     match ctx.store.get(SPACE, key).map_err(internal)? {
         None => Ok(None),
-        Some(v) => Ok(Some(mlsd_transport::codec::decode(&v).map_err(|e| internal(e))?)),
+        Some(v) => Ok(Some(mlsd_transport::codec::decode(&v).map_err(internal)?)),
     }
 }
 

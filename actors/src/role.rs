@@ -219,9 +219,7 @@ impl Actor for RoleActor {
                     Request::CreateGroup { mode, auth_key, roster, .. } => {
                         GroupMsg::Create { mode, auth_key, roster, reply }
                     }
-                    Request::Send { body, mac } => {
-                        GroupMsg::Send { body: Box::new(body), mac, reply }
-                    }
+                    Request::Send { body, mac } => GroupMsg::Send { body, mac, reply },
                     _ => unreachable!("is_group_request"),
                 };
                 // A group actor that is stopping drops the message; the sender retries.

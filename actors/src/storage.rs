@@ -44,6 +44,9 @@ pub enum StoreError {
     Db(String),
 }
 
+/// Key-value pairs returned by scans, in key order.
+pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// One write operation of a [`Batch`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
@@ -100,7 +103,7 @@ pub trait Store: Send + Sync + 'static {
         space: Space,
         prefix: &[u8],
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    ) -> Result<Entries, StoreError> {
         self.scan_from(space, prefix, prefix, limit)
     }
     /// Up to `limit` entries whose key starts with `prefix` and is at least
@@ -111,7 +114,7 @@ pub trait Store: Send + Sync + 'static {
         prefix: &[u8],
         start: &[u8],
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+    ) -> Result<Entries, StoreError>;
 }
 
 /// The RocksDB store of one node.
@@ -167,7 +170,7 @@ impl Store for RocksStore {
         prefix: &[u8],
         start: &[u8],
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    ) -> Result<Entries, StoreError> {
         let mode = rocksdb::IteratorMode::From(start, rocksdb::Direction::Forward);
         let mut out = Vec::new();
         for item in self.db.iterator_cf(self.cf(space)?, mode) {

@@ -343,7 +343,7 @@ impl Client {
         let mac = send_mac(&export32(group, &self.provider, EXPORT_AUTH, &[])?, &body);
         // Retried with the same message id until acknowledged: the IDS and
         // ODS make a repeated send deliver each copy once.
-        self.send_request(Request::Send { body, mac }).await
+        self.send_request(Request::Send { body: Box::new(body), mac }).await
     }
 
     /// Sends a text message to the group.
@@ -394,7 +394,7 @@ impl Client {
         };
         self.save_groups()?;
         let mac = send_mac(&export32(&group, &self.provider, EXPORT_AUTH, &[])?, &body);
-        Ok(Request::Send { body, mac })
+        Ok(Request::Send { body: Box::new(body), mac })
     }
 
     /// This device's mailbox keys (tests and tools inspect raw envelopes with them).

@@ -130,7 +130,7 @@ pub struct Counter(u64);
 
 impl Counter {
     /// The next counter value.
-    pub fn next(&mut self) -> u64 {
+    pub fn next_value(&mut self) -> u64 {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
@@ -164,7 +164,7 @@ pub async fn fetch(
     after: u64,
     limit: u32,
 ) -> Result<Vec<Delivered>, ClientError> {
-    let auth = keys.auth(LABEL_FETCH, counter.next(), &(after, limit));
+    let auth = keys.auth(LABEL_FETCH, counter.next_value(), &(after, limit));
     match conn.request(Request::Fetch { auth, after, limit }).await? {
         Response::Envelopes(e) => Ok(e),
         other => Err(ClientError::Unexpected(format!("{other:?}"))),
@@ -178,7 +178,7 @@ pub async fn ack(
     counter: &mut Counter,
     up_to: u64,
 ) -> Result<u32, ClientError> {
-    let auth = keys.auth(LABEL_ACK, counter.next(), &up_to);
+    let auth = keys.auth(LABEL_ACK, counter.next_value(), &up_to);
     match conn.request(Request::Ack { auth, up_to }).await? {
         Response::Acked { remaining } => Ok(remaining),
         other => Err(ClientError::Unexpected(format!("{other:?}"))),

@@ -97,6 +97,20 @@ pub fn ensure_certs(config: &ClusterConfig) -> Result<Vec<PathBuf>, CertsError> 
     Ok(created)
 }
 
+/// Loads the AS signing key written by [`ensure_certs`].
+pub fn load_as_key(certs_dir: &Path) -> Result<ed25519_dalek::SigningKey, CertsError> {
+    let path = certs_dir.join("as.key");
+    let text = zeroize::Zeroizing::new(std::fs::read_to_string(&path).map_err(|e| io(&path, e))?);
+    let mut seed = [0u8; 32];
+    hex::decode_to_slice(text.trim(), &mut seed).map_err(|e| CertsError::Io {
+        path: path.display().to_string(),
+        reason: format!("not a hex Ed25519 seed: {e}"),
+    })?;
+    let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+    zeroize::Zeroize::zeroize(&mut seed);
+    Ok(key)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,18 +132,4 @@ mod tests {
         assert_eq!(std::fs::read(cfg.certs_dir.join("ca.pem")).unwrap(), ca_before);
         tls::NodeTls::load(&cfg.certs_dir, "n1").unwrap();
     }
-}
-
-/// Loads the AS signing key written by [`ensure_certs`].
-pub fn load_as_key(certs_dir: &Path) -> Result<ed25519_dalek::SigningKey, CertsError> {
-    let path = certs_dir.join("as.key");
-    let text = zeroize::Zeroizing::new(std::fs::read_to_string(&path).map_err(|e| io(&path, e))?);
-    let mut seed = [0u8; 32];
-    hex::decode_to_slice(text.trim(), &mut seed).map_err(|e| CertsError::Io {
-        path: path.display().to_string(),
-        reason: format!("not a hex Ed25519 seed: {e}"),
-    })?;
-    let key = ed25519_dalek::SigningKey::from_bytes(&seed);
-    zeroize::Zeroize::zeroize(&mut seed);
-    Ok(key)
 }

@@ -161,8 +161,8 @@ pub enum Request {
     },
     /// IDS: fan a message out to a group's members (steps 5-6).
     Send {
-        /// The message and its recipients.
-        body: SendBody,
+        /// The message and its recipients (boxed: by far the largest request).
+        body: Box<SendBody>,
         /// `send_mac(A(e), body)`.
         mac: [u8; 32],
     },
