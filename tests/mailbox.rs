@@ -255,3 +255,43 @@ async fn enqueued_envelopes_survive_a_node_kill() {
     assert_eq!(got.len(), 20, "every acknowledged enqueue survived SIGKILL");
     assert_eq!(got.iter().map(|d| d.seq).collect::<Vec<_>>(), (1..=20).collect::<Vec<_>>());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_subscriber_gets_envelopes_live_and_no_push() {
+    common::init();
+    let mut c = split("");
+    c.start_all().await;
+    let (url, hits) = push_server().await;
+    // Enters at n1; the mailbox lives on n3, so n1 pipes the stream.
+    let conn = Connection::connect(c.addr("n1"), &c.ca()).await.unwrap();
+    let keys = MailboxKeys::generate().unwrap();
+    mailbox::open(&conn, &keys, Some(&url)).await.unwrap();
+    let pk = Some(*keys.push_key);
+    c.node_call("n2", "n3", NodeRequest::Enqueue(vec![item(keys.id, 1, pk)])).await;
+
+    let mut counter = Counter::default();
+    let (mut sub, backlog) = mailbox::subscribe(&conn, &keys, &mut counter, 0).await.unwrap();
+    assert_eq!(backlog.iter().map(|d| d.seq).collect::<Vec<_>>(), vec![1]);
+    c.node_call("n2", "n3", NodeRequest::Enqueue(vec![item(keys.id, 2, pk)])).await;
+    let live = tokio::time::timeout(Duration::from_secs(5), sub.next()).await.unwrap().unwrap();
+    assert_eq!(live.len(), 1);
+    assert_eq!((live[0].seq, live[0].envelope.clone()), (2, vec![2; 102]));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        1,
+        "only the envelope stored before subscribing was pushed"
+    );
+
+    // Once the subscriber is gone, the next envelope is pushed again.
+    sub.close();
+    drop(conn);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    c.node_call("n2", "n3", NodeRequest::Enqueue(vec![item(keys.id, 3, pk)])).await;
+    c.node_call("n2", "n3", NodeRequest::Enqueue(vec![item(keys.id, 4, pk)])).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while hits.load(Ordering::SeqCst) < 2 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(hits.load(Ordering::SeqCst) >= 2, "push resumes after the subscriber left");
+}

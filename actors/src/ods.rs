@@ -16,7 +16,7 @@
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use mlsd_transport::protocol::identity::signing_bytes;
-use mlsd_transport::protocol::mailbox::{LABEL_ACK, LABEL_FETCH, MAX_ENVELOPE};
+use mlsd_transport::protocol::mailbox::{LABEL_ACK, LABEL_FETCH, LABEL_SUBSCRIBE, MAX_ENVELOPE};
 use mlsd_transport::protocol::{
     Delivered, EnqueueItem, EnqueueResult, MailboxAuth, MailboxId, NodeRequest, SealedPush,
 };
@@ -127,17 +127,45 @@ impl OdsLogic {
     ) -> Result<Response, WireError> {
         let rec = self.authenticate(&auth, LABEL_FETCH, &(after, limit), ctx)?;
         let limit = limit.clamp(1, self.settings.max_fetch) as usize;
-        let prefix = queue_prefix(&auth.mailbox);
-        let start = queue_key(&auth.mailbox, after.saturating_add(1));
+        let out = self.page(&auth.mailbox, after, limit, ctx)?;
+        let mut b = Batch::new();
+        b.put(SPACE, mbox_key(&auth.mailbox), codec::encode(&rec).map_err(internal)?);
+        ctx.store.write(b).map_err(internal)?;
+        Ok(Response::Envelopes(out))
+    }
+
+    /// Authenticates a subscription and returns its backlog; the shell then
+    /// registers the subscriber.
+    fn subscribe(
+        &self,
+        auth: MailboxAuth,
+        after: u64,
+        ctx: &RoleContext<'_>,
+    ) -> Result<Response, WireError> {
+        let rec = self.authenticate(&auth, LABEL_SUBSCRIBE, &after, ctx)?;
+        let out = self.page(&auth.mailbox, after, self.settings.max_fetch as usize, ctx)?;
+        let mut b = Batch::new();
+        b.put(SPACE, mbox_key(&auth.mailbox), codec::encode(&rec).map_err(internal)?);
+        ctx.store.write(b).map_err(internal)?;
+        Ok(Response::Envelopes(out))
+    }
+
+    /// Up to `limit` stored envelopes after sequence number `after`.
+    fn page(
+        &self,
+        mailbox: &MailboxId,
+        after: u64,
+        limit: usize,
+        ctx: &RoleContext<'_>,
+    ) -> Result<Vec<Delivered>, WireError> {
+        let prefix = queue_prefix(mailbox);
+        let start = queue_key(mailbox, after.saturating_add(1));
         let mut out = Vec::new();
         for (k, v) in ctx.store.scan_from(SPACE, &prefix, &start, limit).map_err(internal)? {
             let seq = k[prefix.len()..].try_into().map(u64::from_be_bytes).map_err(internal)?;
             out.push(Delivered { seq, envelope: v });
         }
-        let mut b = Batch::new();
-        b.put(SPACE, mbox_key(&auth.mailbox), codec::encode(&rec).map_err(internal)?);
-        ctx.store.write(b).map_err(internal)?;
-        Ok(Response::Envelopes(out))
+        Ok(out)
     }
 
     fn ack(
@@ -166,7 +194,7 @@ impl OdsLogic {
         let mut batch = Batch::new();
         let mut touched: Vec<(MailboxId, MailboxRecord)> = Vec::new();
         let mut results = Vec::with_capacity(items.len());
-        let mut notify = Vec::new();
+        let mut stored = Vec::new();
         for item in items {
             if item.envelope.len() > MAX_ENVELOPE {
                 results.push(EnqueueResult::TooLarge);
@@ -209,22 +237,26 @@ impl OdsLogic {
             }
             let seq = rec.next_seq;
             rec.next_seq += 1;
-            batch.put(SPACE, queue_key(&item.mailbox, seq), item.envelope);
+            batch.put(SPACE, queue_key(&item.mailbox, seq), item.envelope.clone());
             batch.put(SPACE, dkey, seq.to_be_bytes().to_vec());
             results.push(EnqueueResult::Stored { seq });
-            if let (Some(key), Some(sealed)) = (item.push_key, &rec.push) {
-                let key = Zeroizing::new(key);
-                if let Some(url) = open_push(&key, &item.mailbox, sealed) {
-                    notify.push(url);
-                }
-            }
+            let push = match (item.push_key, &rec.push) {
+                (Some(key), Some(sealed)) => open_push(&Zeroizing::new(key), &item.mailbox, sealed),
+                _ => None,
+            };
+            stored.push((item.mailbox, Delivered { seq, envelope: item.envelope.clone() }, push));
         }
         for (m, rec) in &touched {
             batch.put(SPACE, mbox_key(m), codec::encode(rec).map_err(internal)?);
         }
         ctx.store.write(batch).map_err(internal)?;
-        // Notifications only for what is durably stored, once per new copy.
-        self.effects.extend(notify.into_iter().map(Effect::Notify));
+        // Live delivery or a notification only for what is durably stored,
+        // once per new copy.
+        self.effects.extend(stored.into_iter().map(|(mailbox, delivered, push)| Effect::Stored {
+            mailbox,
+            delivered,
+            push,
+        }));
         Ok(Response::Enqueued(results))
     }
 }
@@ -283,6 +315,7 @@ impl RoleLogic for OdsLogic {
             }
             Request::Fetch { auth, after, limit } => self.fetch(auth, after, limit, ctx),
             Request::Ack { auth, up_to } => self.ack(auth, up_to, ctx),
+            Request::Subscribe { auth, after } => self.subscribe(auth, after, ctx),
             other => Err(WireError::Internal(format!("ODS cannot serve {other:?}"))),
         };
         r.unwrap_or_else(Response::Error)

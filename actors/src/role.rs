@@ -14,7 +14,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use mlsd_transport::protocol::{EnqueueItem, EnqueueResult, NodeRequest};
+use mlsd_transport::protocol::{Delivered, EnqueueItem, EnqueueResult, MailboxId, NodeRequest};
 use mlsd_transport::{Request, Response, Role, WireError};
 use std::collections::HashMap;
 
@@ -67,10 +67,22 @@ pub trait RoleLogic: Send + Sync + 'static {
 
 /// I/O a role's logic asks its shell to do.
 pub enum Effect {
-    /// POST a content-free UnifiedPush notification to this endpoint URL.
-    /// The URL is a secret of the recipient: zeroized on drop, never logged.
-    Notify(zeroize::Zeroizing<String>),
+    /// An envelope was durably stored: push it to the mailbox's live
+    /// subscriber if it has one, otherwise POST a content-free UnifiedPush
+    /// notification to `push` (the recipient's endpoint URL, a secret:
+    /// zeroized on drop, never logged).
+    Stored {
+        /// The mailbox.
+        mailbox: MailboxId,
+        /// The envelope and its sequence number.
+        delivered: Delivered,
+        /// The decrypted push endpoint, when the enqueue carried the push key.
+        push: Option<zeroize::Zeroizing<String>>,
+    },
 }
+
+/// Where a live subscription's envelopes go.
+pub type Sink = tokio::sync::mpsc::Sender<Vec<Delivered>>;
 
 /// Routes a request to the node that owns it, as the node's server does for
 /// clients. Implemented by the node crate; role actors use it for
@@ -116,6 +128,16 @@ pub enum RoleMsg {
         /// Where the response goes.
         reply: RpcReplyPort<Response>,
     },
+    /// `Subscribe`: like `Request`, and on success `sink` receives every
+    /// envelope stored for the mailbox from then on.
+    Subscribe {
+        /// The `Subscribe` request.
+        request: Request,
+        /// Where live envelopes go.
+        sink: Sink,
+        /// The backlog, or why the subscription was refused.
+        reply: RpcReplyPort<Response>,
+    },
     /// An operator request that arrived over the node protocol.
     Admin {
         /// The request.
@@ -150,6 +172,8 @@ pub struct RoleState {
     /// IDS only: the live group actors, by group id and by actor id.
     groups: HashMap<Vec<u8>, ActorRef<GroupMsg>>,
     group_ids: HashMap<ActorId, Vec<u8>>,
+    /// ODS only: live subscribers by mailbox (one per mailbox; a new one replaces the old).
+    subscribers: HashMap<MailboxId, Sink>,
 }
 
 impl RoleState {
@@ -195,7 +219,13 @@ impl Actor for RoleActor {
         args: RoleArgs,
     ) -> Result<RoleState, ActorProcessingErr> {
         let logic = logic_for(args.role, &args.settings);
-        Ok(RoleState { args, logic, groups: HashMap::new(), group_ids: HashMap::new() })
+        Ok(RoleState {
+            args,
+            logic,
+            groups: HashMap::new(),
+            group_ids: HashMap::new(),
+            subscribers: HashMap::new(),
+        })
     }
 
     async fn handle(
@@ -250,6 +280,18 @@ impl Actor for RoleActor {
                 let response = state.logic.handle(request, Some(pre), &ctx);
                 let _ = reply.send(response);
             }
+            RoleMsg::Subscribe { request, sink, reply } => {
+                let mailbox = match &request {
+                    Request::Subscribe { auth, .. } => Some(auth.mailbox),
+                    _ => None,
+                };
+                let ctx = state.args.ctx();
+                let response = state.logic.handle(request, None, &ctx);
+                if let (Response::Envelopes(_), Some(m)) = (&response, mailbox) {
+                    state.subscribers.insert(m, sink);
+                }
+                let _ = reply.send(response);
+            }
             RoleMsg::Admin { request, reply } => {
                 let ctx = state.args.ctx();
                 let response = state.logic.admin(request, &ctx);
@@ -258,8 +300,22 @@ impl Actor for RoleActor {
         }
         for effect in state.logic.take_effects() {
             match effect {
-                Effect::Notify(url) => {
-                    tokio::spawn(crate::push::notify(url));
+                Effect::Stored { mailbox, delivered, push } => {
+                    let live = match state.subscribers.get(&mailbox) {
+                        Some(sink) => match sink.try_send(vec![delivered]) {
+                            Ok(()) => true,
+                            // Gone or not keeping up: it resumes from its last
+                            // ack on reconnect; meanwhile the device is offline.
+                            Err(_) => {
+                                state.subscribers.remove(&mailbox);
+                                false
+                            }
+                        },
+                        None => false,
+                    };
+                    if let (false, Some(url)) = (live, push) {
+                        tokio::spawn(crate::push::notify(url));
+                    }
                 }
             }
         }

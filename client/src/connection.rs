@@ -73,6 +73,11 @@ impl Connection {
         Ok(Connection { server, _endpoint: ep, conn, timeout: DEFAULT_REQUEST_TIMEOUT })
     }
 
+    /// The QUIC connection, for streams that outlive one request.
+    pub fn quic(&self) -> &quinn::Connection {
+        &self.conn
+    }
+
     /// The address this connection goes to.
     pub fn server(&self) -> SocketAddr {
         self.server

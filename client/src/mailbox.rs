@@ -184,3 +184,70 @@ pub async fn ack(
         other => Err(ClientError::Unexpected(format!("{other:?}"))),
     }
 }
+
+/// A live subscription: envelopes pushed by the ODS as they are stored.
+pub struct Subscription {
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+}
+
+/// Subscribes to the mailbox from sequence number `after`: returns the
+/// subscription and the backlog (at most one fetch page).
+pub async fn subscribe(
+    conn: &Connection,
+    keys: &MailboxKeys,
+    counter: &mut Counter,
+    after: u64,
+) -> Result<(Subscription, Vec<Delivered>), ClientError> {
+    use mlsd_transport::protocol::mailbox::LABEL_SUBSCRIBE;
+    use mlsd_transport::protocol::{ClientFrame, ResponseFrame};
+    let auth = keys.auth(LABEL_SUBSCRIBE, counter.next_value(), &after);
+    let (mut send, mut recv) = conn
+        .quic()
+        .open_bi()
+        .await
+        .map_err(|e| ClientError::Connect { server: conn.server(), reason: e.to_string() })?;
+    let frame = ClientFrame::new(Request::Subscribe { auth, after });
+    let max = mlsd_transport::limits::DEFAULT_MAX_FRAME;
+    mlsd_transport::frame::write_message(&mut send, &frame, max)
+        .await
+        .map_err(mlsd_transport::CallError::from)?;
+    let first: ResponseFrame = mlsd_transport::frame::read_message(
+        &mut recv,
+        max,
+        crate::connection::DEFAULT_REQUEST_TIMEOUT,
+    )
+    .await
+    .map_err(mlsd_transport::CallError::from)?;
+    match first.response {
+        Response::Envelopes(backlog) => Ok((Subscription { send, recv }, backlog)),
+        Response::Error(e) => Err(ClientError::Server(e)),
+        other => Err(ClientError::Unexpected(format!("{other:?}"))),
+    }
+}
+
+impl Subscription {
+    /// The next envelopes; waits as long as it takes. An error means the
+    /// subscription ended: fetch, then subscribe again from the last ack.
+    pub async fn next(&mut self) -> Result<Vec<Delivered>, ClientError> {
+        use mlsd_transport::protocol::ResponseFrame;
+        let f: ResponseFrame = mlsd_transport::frame::read_message(
+            &mut self.recv,
+            mlsd_transport::limits::DEFAULT_MAX_FRAME,
+            std::time::Duration::from_secs(24 * 3600),
+        )
+        .await
+        .map_err(mlsd_transport::CallError::from)?;
+        match f.response {
+            Response::Envelopes(e) => Ok(e),
+            Response::Error(e) => Err(ClientError::Server(e)),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Ends the subscription; the ODS falls back to push notifications.
+    pub fn close(mut self) {
+        let _ = self.send.finish();
+        let _ = self.recv.stop(0u32.into());
+    }
+}

@@ -96,6 +96,14 @@ impl Peers {
         }
     }
 
+    /// A new bidirectional stream to `node` (for long-lived subscriptions that
+    /// are piped rather than answered once).
+    pub async fn open_stream(&self, node: &str) -> Option<(quinn::SendStream, quinn::RecvStream)> {
+        let peer = self.peers.get(node)?;
+        let conn = self.connection(node, peer).await?;
+        conn.open_bi().await.ok()
+    }
+
     async fn connection(&self, node: &str, peer: &Peer) -> Option<quinn::Connection> {
         let mut st = peer.state.lock().await;
         if let Some(c) = &st.conn {

@@ -167,6 +167,9 @@ async fn serve_client_stream(
                 Err(e) => Response::Error(e),
                 Ok(()) => match ctx.admit(&f.request, remote) {
                     Err(e) => Response::Error(e),
+                    Ok(()) if matches!(f.request, Request::Subscribe { .. }) => {
+                        return subscription(&ctx, send, f.request).await;
+                    }
                     Ok(()) => route(&ctx, f.request).await,
                 },
             },
@@ -185,10 +188,96 @@ async fn serve_node_stream(
         Err(e) => Response::Error(e.into()),
         Ok(f) => match check_frame(f.magic, NODE_MAGIC, f.version) {
             Err(e) => Response::Error(e),
-            Ok(()) => serve_node_request(&ctx, f.request).await,
+            Ok(()) => match f.request {
+                NodeRequest::Forward(req @ Request::Subscribe { .. }) => {
+                    return subscription(&ctx, send, req).await;
+                }
+                other => serve_node_request(&ctx, other).await,
+            },
         },
     };
     reply(send, response, l.max_frame).await;
+}
+
+/// Live envelopes a subscription may have queued before its stream takes
+/// them; a subscriber that falls further behind is dropped and resumes by
+/// fetching.
+const SUBSCRIBER_QUEUE: usize = 1024;
+
+/// How long a subscription stream may stay silent; liveness is QUIC's
+/// keep-alive, this only bounds a stuck peer.
+const SUBSCRIPTION_IDLE: Duration = Duration::from_secs(24 * 3600);
+
+/// Serves a `Subscribe` on `send`: the backlog, then every new envelope, until
+/// the subscriber goes away. At the mailbox's owner it registers with the ODS
+/// actor; elsewhere it pipes a stream to the owner.
+async fn subscription(ctx: &ServerCtx, mut send: quinn::SendStream, req: Request) {
+    let max = ctx.config.limits.max_frame;
+    let (_, key) = req.shard();
+    let owner = match routing::owner(&ctx.config.nodes, Role::Ods, key) {
+        Some(o) => o.name.clone(),
+        None => {
+            return reply(send, Response::Error(WireError::Internal("no ODS".into())), max).await
+        }
+    };
+    if owner == ctx.me.name {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(SUBSCRIBER_QUEUE);
+        let first =
+            local(ctx, Role::Ods, |reply| RoleMsg::Subscribe { request: req, sink: tx, reply })
+                .await;
+        let ok = matches!(first, Response::Envelopes(_));
+        if write_message(&mut send, &ResponseFrame::new(first), max).await.is_err() || !ok {
+            let _ = send.finish();
+            return;
+        }
+        let stopped = send.stopped();
+        tokio::pin!(stopped);
+        loop {
+            tokio::select! {
+                batch = rx.recv() => match batch {
+                    Some(b) => {
+                        let frame = ResponseFrame::new(Response::Envelopes(b));
+                        if write_message(&mut send, &frame, max).await.is_err() {
+                            return;
+                        }
+                    }
+                    None => {
+                        let _ = send.finish();
+                        return;
+                    }
+                },
+                _ = &mut stopped => return,
+            }
+        }
+    }
+    let Some((mut up_send, mut up_recv)) = ctx.peers.open_stream(&owner).await else {
+        return reply(send, Response::Error(WireError::Unavailable { node: owner }), max).await;
+    };
+    let frame = NodeFrame::new(NodeRequest::Forward(req));
+    if write_message(&mut up_send, &frame, max).await.is_err() {
+        return reply(send, Response::Error(WireError::Unavailable { node: owner }), max).await;
+    }
+    let stopped = send.stopped();
+    tokio::pin!(stopped);
+    loop {
+        tokio::select! {
+            f = read_message::<ResponseFrame, _>(&mut up_recv, max, SUBSCRIPTION_IDLE) => match f {
+                Ok(f) => {
+                    if write_message(&mut send, &f, max).await.is_err() {
+                        break;
+                    }
+                }
+                Err(_) => {
+                    let _ = send.finish();
+                    break;
+                }
+            },
+            _ = &mut stopped => break,
+        }
+    }
+    // Tell the owner we are gone, so it drops the subscriber.
+    let _ = up_send.reset(0u32.into());
+    let _ = up_recv.stop(0u32.into());
 }
 
 /// Serves a request from another node (or an operator tool). Requests are

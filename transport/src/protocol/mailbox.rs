@@ -15,6 +15,8 @@ pub const MAX_ENVELOPE: usize = 256 * 1024;
 
 /// Label of [`MailboxAuth`] signatures on fetches.
 pub const LABEL_FETCH: &str = "mlsd/ods/fetch/v1";
+/// Label of [`MailboxAuth`] signatures on subscriptions.
+pub const LABEL_SUBSCRIBE: &str = "mlsd/ods/subscribe/v1";
 /// Label of [`MailboxAuth`] signatures on acks.
 pub const LABEL_ACK: &str = "mlsd/ods/ack/v1";
 

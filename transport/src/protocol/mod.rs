@@ -140,6 +140,15 @@ pub enum Request {
         /// At most this many (capped by the server).
         limit: u32,
     },
+    /// ODS: keep this stream open and push envelopes on it as they arrive.
+    /// The first response frame holds the envelopes after `after` (at most a
+    /// fetch page; fetch the rest if it is full), every later frame new ones.
+    Subscribe {
+        /// Signed by the mailbox key (label `mlsd/ods/subscribe/v1`, op = `after`).
+        auth: MailboxAuth,
+        /// Resume after this sequence number.
+        after: u64,
+    },
     /// ODS: delete every envelope up to and including `up_to`.
     Ack {
         /// Signed by the mailbox key (label `mlsd/ods/ack/v1`, op = `up_to`).
@@ -195,6 +204,7 @@ impl Request {
             Request::Send { body, .. } => (Role::Ids, &body.group),
             Request::Fetch { auth, .. } => (Role::Ods, &auth.mailbox),
             Request::Ack { auth, .. } => (Role::Ods, &auth.mailbox),
+            Request::Subscribe { auth, .. } => (Role::Ods, &auth.mailbox),
         }
     }
 }
