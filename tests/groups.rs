@@ -75,12 +75,19 @@ async fn run_flow(mode: RosterMode) {
     // Nothing twice.
     assert!(texts(&bob.receive().await.unwrap()).is_empty());
 
+    // A self-update moves everyone to the next epoch, and messages still flow.
+    assert_eq!(bob.self_update("ABC").await.unwrap(), 2);
+    for cl in [&mut alice, &mut charlie] {
+        cl.receive().await.unwrap();
+        assert_eq!(cl.group_epoch("ABC").unwrap(), 2);
+    }
+
     // Charlie is removed: he learns it, then cannot send, and gets nothing new.
-    assert_eq!(alice.remove_members("ABC", &["charlie"]).await.unwrap(), 2);
+    assert_eq!(alice.remove_members("ABC", &["charlie"]).await.unwrap(), 3);
     let ev = charlie.receive().await.unwrap();
     assert!(ev.contains(&Event::Removed { group: "ABC".into() }), "{ev:?}");
     bob.receive().await.unwrap();
-    assert_eq!(bob.group_epoch("ABC").unwrap(), 2);
+    assert_eq!(bob.group_epoch("ABC").unwrap(), 3);
     match charlie.send_text("ABC", "still here?").await {
         Err(ClientError::Server(WireError::BadMac)) | Err(ClientError::Crypto(_)) => {}
         other => panic!("removed member could send: {other:?}"),

@@ -436,6 +436,12 @@ impl Client {
         self.commit(name, Change::Remove(identities.iter().map(|s| s.to_string()).collect())).await
     }
 
+    /// Updates this device's leaf (fresh encryption key) in one commit, for
+    /// post-compromise security. Returns the new epoch.
+    pub async fn self_update(&mut self, name: &str) -> Result<u64, ClientError> {
+        self.commit(name, Change::Update).await
+    }
+
     /// Commits `change`, retrying after processing a competing commit when the
     /// IDS answers `StaleEpoch`. Returns the new epoch.
     async fn commit(&mut self, name: &str, change: Change) -> Result<u64, ClientError> {
@@ -475,6 +481,17 @@ impl Client {
                     refs.push(r);
                 }
                 (c, Some(w), to, refs)
+            }
+            Change::Update => {
+                let bundle = group
+                    .self_update(
+                        &self.provider,
+                        &signer,
+                        openmls::prelude::LeafNodeParameters::default(),
+                    )
+                    .map_err(|e| ClientError::Crypto(e.to_string()))?;
+                let refs = before.iter().filter_map(|(_, _, r)| r.clone()).collect();
+                (bundle.commit().clone(), None, Vec::new(), refs)
             }
             Change::Remove(ids) => {
                 let gone: Vec<LeafNodeIndex> = before
@@ -681,6 +698,7 @@ impl Client {
 enum Change {
     Add(Vec<KeyPackage>),
     Remove(Vec<String>),
+    Update,
 }
 
 fn mailbox_ref_of_kp(kp: &KeyPackage) -> Option<MailboxRef> {
