@@ -351,3 +351,22 @@ async fn bad_sends_are_refused_and_change_nothing() {
     }
     assert!(texts(&bob.receive().await.unwrap()).is_empty(), "nothing refused was delivered");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mixing_window_batches_fan_outs_and_delivers_everything() {
+    common::init();
+    let mut c = Cluster::with_extra(
+        &[("n1", &[Role::As, Role::Cs]), ("n2", &[Role::Ids]), ("n3", &[Role::Ods, Role::Sds])],
+        "[ids]\nmixing_window_ms = 100\n",
+    );
+    c.start_all().await;
+    let (mut alice, mut bob, mut charlie) = abc(&c, RosterMode::Stored).await;
+    let r1 = alice.prepare_text("ABC", "one").unwrap();
+    let r2 = bob.prepare_text("ABC", "two").unwrap();
+    // Both fan-outs fall into one window and leave as one batch per ODS node.
+    let (a, b) = tokio::join!(alice.send_request(r1), bob.send_request(r2));
+    assert_eq!(a.unwrap(), mlsd_transport::Response::Sent { copies: 2 });
+    assert_eq!(b.unwrap(), mlsd_transport::Response::Sent { copies: 2 });
+    let got = texts(&charlie.receive().await.unwrap());
+    assert_eq!(got.len(), 2, "{got:?}");
+}

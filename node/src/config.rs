@@ -147,6 +147,9 @@ pub struct IdsConfig {
     pub anonymizer_concurrency: u32,
     /// `group_idle_secs`: a group actor stops after this long without requests, default 60.
     pub group_idle: Duration,
+    /// `mixing_window_ms`: how long envelopes for one ODS node are held to be
+    /// sent with other fan-outs' as one shuffled batch, default 0.
+    pub mixing_window: Duration,
 }
 
 /// `[cs]`: KeyPackage limits.
@@ -186,6 +189,7 @@ struct RawConfig {
 struct RawIds {
     anonymizer_concurrency: Option<u32>,
     group_idle_secs: Option<u64>,
+    mixing_window_ms: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -396,6 +400,7 @@ impl ClusterConfig {
                 raw.ids.group_idle_secs,
                 60,
             )?),
+            mixing_window: Duration::from_millis(raw.ids.mixing_window_ms.unwrap_or(0).min(10_000)),
         };
         Ok(ClusterConfig {
             r#as,

@@ -7,6 +7,7 @@
 //! - [`admin`]: operator requests (enrollment tokens) over the node protocol.
 //! - [`certs`]: the cluster CA and node certificates on disk.
 //! - [`limiter`]: per-address rate limits applied where requests enter.
+//! - [`mixer`]: the IDS's per-ODS-node shuffled batches and mixing window.
 //! - [`routing`]: rendezvous hashing of shard keys to owner nodes.
 //! - [`supervisor`]: the node supervisor that restarts role actors.
 //! - [`peers`]: pooled node-to-node connections for forwarding.
@@ -20,6 +21,7 @@ pub mod certs;
 pub mod config;
 pub mod limiter;
 pub mod logging;
+pub mod mixer;
 pub mod node;
 pub mod peers;
 pub mod routing;

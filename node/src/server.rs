@@ -26,6 +26,7 @@ use rustls::pki_types::CertificateDer;
 
 use crate::config::{ClusterConfig, NodeConfig};
 use crate::limiter::RateLimiter;
+use crate::mixer::{Mixer, SendBatch};
 use crate::peers::Peers;
 use crate::routing;
 
@@ -48,6 +49,7 @@ pub struct ServerCtx {
     pub peers: Peers,
     fetch_limiter: RateLimiter,
     open_limiter: RateLimiter,
+    mixer: Mixer,
 }
 
 impl ServerCtx {
@@ -55,7 +57,8 @@ impl ServerCtx {
     pub fn new(config: Arc<ClusterConfig>, me: NodeConfig, peers: Peers) -> Self {
         let fetch_limiter = RateLimiter::per_minute(config.cs.fetch_rate_per_minute);
         let open_limiter = RateLimiter::per_minute(config.ods.open_rate_per_minute);
-        ServerCtx { config, me, peers, fetch_limiter, open_limiter }
+        let mixer = Mixer::new(config.ids.mixing_window);
+        ServerCtx { config, me, peers, fetch_limiter, open_limiter, mixer }
     }
 
     /// Entry-node admission of a client request: KeyPackage fetches are rate
@@ -356,15 +359,14 @@ impl Router for NodeRouter {
         &self,
         items: Vec<EnqueueItem>,
     ) -> Pin<Box<dyn Future<Output = Vec<EnqueueResult>> + Send + '_>> {
-        Box::pin(enqueue(&self.0, items))
+        Box::pin(enqueue(self.0.clone(), items))
     }
 }
 
 /// Hands envelopes to their mailboxes' ODS owners: one batch per owner node,
-/// shuffled so its order does not group copies by message, all batches in
-/// parallel. Results come back in the order of `items`.
-async fn enqueue(ctx: &ServerCtx, items: Vec<EnqueueItem>) -> Vec<EnqueueResult> {
-    use rand::seq::SliceRandom;
+/// through the mixer (shuffled, optionally held for the mixing window), all
+/// owners in parallel. Results come back in the order of `items`.
+async fn enqueue(ctx: Arc<ServerCtx>, items: Vec<EnqueueItem>) -> Vec<EnqueueResult> {
     let n = items.len();
     let mut by_owner: std::collections::HashMap<String, Vec<(usize, EnqueueItem)>> =
         std::collections::HashMap::new();
@@ -374,40 +376,57 @@ async fn enqueue(ctx: &ServerCtx, items: Vec<EnqueueItem>) -> Vec<EnqueueResult>
             by_owner.entry(o.name.clone()).or_default().push((i, it));
         }
     }
-    let calls = by_owner.into_iter().map(|(owner, mut batch)| async move {
-        batch.shuffle(&mut rand::rng());
-        let (positions, items): (Vec<usize>, Vec<EnqueueItem>) = batch.into_iter().unzip();
-        let mut out = Vec::new();
-        for chunk_start in (0..items.len()).step_by(MAX_ENQUEUE_BATCH) {
-            let end = (chunk_start + MAX_ENQUEUE_BATCH).min(items.len());
-            let chunk = items[chunk_start..end].to_vec();
-            let k = chunk.len();
-            let request = NodeRequest::Enqueue(chunk);
-            let resp = if owner == ctx.me.name {
-                local(ctx, Role::Ods, |reply| RoleMsg::Admin { request, reply }).await
-            } else {
-                ctx.peers.call(&owner, request).await
-            };
-            match resp {
-                Response::Enqueued(r) if r.len() == k => out.extend(r),
-                other => {
-                    tracing::warn!(node = %owner, response = ?other, "enqueue batch failed");
-                    out.extend(std::iter::repeat_n(EnqueueResult::NotOwner, k));
-                }
+    let weak = Arc::downgrade(&ctx);
+    let send: SendBatch = Arc::new(move |node: String, items: Vec<EnqueueItem>| {
+        let weak = weak.clone();
+        Box::pin(async move {
+            let k = items.len();
+            match weak.upgrade() {
+                Some(ctx) => send_batch(&ctx, &node, items).await,
+                None => vec![EnqueueResult::NotOwner; k],
             }
-        }
-        positions.into_iter().zip(out).collect::<Vec<_>>()
+        })
     });
-    let mut handles = Vec::new();
-    for c in calls {
-        handles.push(c);
-    }
-    for batch in join_all(handles).await {
+    let calls: Vec<_> = by_owner
+        .into_iter()
+        .map(|(owner, batch)| {
+            let ctx = ctx.clone();
+            let send = send.clone();
+            async move {
+                let (positions, items): (Vec<usize>, Vec<EnqueueItem>) = batch.into_iter().unzip();
+                let out = ctx.mixer.submit(&owner, items, send).await;
+                positions.into_iter().zip(out).collect::<Vec<_>>()
+            }
+        })
+        .collect();
+    for batch in join_all(calls).await {
         for (p, r) in batch {
             results[p] = r;
         }
     }
     results
+}
+
+/// Sends items to one ODS node in chunks of at most [`MAX_ENQUEUE_BATCH`].
+async fn send_batch(ctx: &ServerCtx, owner: &str, items: Vec<EnqueueItem>) -> Vec<EnqueueResult> {
+    let mut out = Vec::with_capacity(items.len());
+    for chunk in items.chunks(MAX_ENQUEUE_BATCH) {
+        let k = chunk.len();
+        let request = NodeRequest::Enqueue(chunk.to_vec());
+        let resp = if owner == ctx.me.name {
+            local(ctx, Role::Ods, |reply| RoleMsg::Admin { request, reply }).await
+        } else {
+            ctx.peers.call(owner, request).await
+        };
+        match resp {
+            Response::Enqueued(r) if r.len() == k => out.extend(r),
+            other => {
+                tracing::warn!(node = %owner, response = ?other, "enqueue batch failed");
+                out.extend(std::iter::repeat_n(EnqueueResult::NotOwner, k));
+            }
+        }
+    }
+    out
 }
 
 /// Runs futures concurrently on this task and collects their outputs.
