@@ -106,7 +106,7 @@ pub fn logic_for(role: Role, settings: &RoleSettings) -> Box<dyn RoleLogic> {
         Role::Cs => Box::new(crate::cs::CsLogic::new(settings.cs.clone())),
         Role::Ids => Box::new(crate::ids::IdsLogic::default()),
         Role::Ods => Box::new(crate::ods::OdsLogic::new(settings.ods.clone())),
-        Role::Sds => Box::new(crate::sds::SdsLogic::default()),
+        Role::Sds => Box::new(crate::sds::SdsLogic::new(settings.sds.clone())),
     }
 }
 

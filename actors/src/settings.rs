@@ -52,6 +52,13 @@ pub struct IdsSettings {
     pub group_idle: Duration,
 }
 
+/// SDS settings.
+#[derive(Debug, Clone)]
+pub struct SdsSettings {
+    /// Largest blob, bytes.
+    pub max_blob: u64,
+}
+
 /// Default queue bound per mailbox.
 pub const DEFAULT_MAX_QUEUE: u32 = 10_000;
 /// Default fetch page.
@@ -68,6 +75,8 @@ pub struct RoleSettings {
     pub ods: OdsSettings,
     /// IDS settings.
     pub ids: IdsSettings,
+    /// SDS settings.
+    pub sds: SdsSettings,
 }
 
 /// Default binding lifetime: one year.
@@ -92,6 +101,7 @@ impl Default for RoleSettings {
             },
             ods: OdsSettings { max_queue: DEFAULT_MAX_QUEUE, max_fetch: DEFAULT_MAX_FETCH },
             ids: IdsSettings { anonymizer_concurrency: 64, group_idle: Duration::from_secs(60) },
+            sds: SdsSettings { max_blob: 64 * 1024 * 1024 },
         }
     }
 }

@@ -11,7 +11,10 @@
 use mlsd_transport::envelope::{
     self, GroupSettings, Kind, MailboxRef, GROUP_SETTINGS_EXTENSION, MAILBOX_REF_EXTENSION,
 };
-use mlsd_transport::protocol::group::{send_mac, EXPORT_AUTH, EXPORT_ENVELOPE, EXPORT_ROSTER};
+use mlsd_transport::protocol::group::{
+    send_mac, EXPORT_AUTH, EXPORT_DATA_CAP, EXPORT_DATA_ID, EXPORT_DATA_KEY, EXPORT_ENVELOPE,
+    EXPORT_ROSTER,
+};
 use mlsd_transport::protocol::{
     CommitExtras, Recipients, RosterEntry, RosterMode, SealedRoster, SendBody, WelcomeCopy,
 };
@@ -80,12 +83,47 @@ pub enum Event {
         /// Local name of the group.
         group: String,
     },
+    /// A file arrived, was downloaded, decrypted, checked and saved.
+    File {
+        /// Local name of the group.
+        group: String,
+        /// Sender's client id.
+        sender: String,
+        /// Where it was saved.
+        path: std::path::PathBuf,
+    },
 }
 
 /// Application payloads inside MLS application messages.
 #[derive(Serialize, Deserialize)]
 enum Payload {
     Text(String),
+    File(FileRef),
+}
+
+/// An attachment: where it is in the SDS and how to read it.
+#[derive(Clone, Serialize, Deserialize)]
+struct FileRef {
+    id: [u8; 32],
+    key: Zeroizing<[u8; 32]>,
+    name: String,
+    size: u64,
+    sha256: [u8; 32],
+}
+
+/// What the creator and every committer store in the SDS for the epoch (step 8).
+#[derive(Serialize, Deserialize)]
+struct GroupData {
+    name: String,
+}
+
+/// Largest attachment accepted, bytes.
+pub const MAX_FILE: u64 = 64 * 1024 * 1024;
+
+/// Work `receive` does after a batch: things that need the network.
+enum Followup {
+    ReadGroupData(Vec<u8>),
+    Download { group: String, sender: String, file: FileRef },
 }
 
 /// Leaf capabilities of every mlsd client: our ciphersuite, last-resort
@@ -322,7 +360,119 @@ impl Client {
             GroupMeta { name: name.to_string(), id: gid, mode, keys: Vec::new(), active: true },
         );
         self.remember_epoch(&group)?;
-        self.save_groups()
+        self.save_groups()?;
+        self.store_group_data(&group, name).await
+    }
+
+    /// Step 8: stores the group's data for the current epoch in the SDS,
+    /// encrypted, at an id only members of the epoch can derive.
+    async fn store_group_data(&self, group: &MlsGroup, name: &str) -> Result<(), ClientError> {
+        let id = export32(group, &self.provider, EXPORT_DATA_ID, &[])?;
+        let key = Zeroizing::new(export32(group, &self.provider, EXPORT_DATA_KEY, &[])?);
+        let cap = Zeroizing::new(export32(group, &self.provider, EXPORT_DATA_CAP, &[])?);
+        let plain = codec::encode(&GroupData { name: name.to_string() })
+            .map_err(|e| ClientError::Crypto(e.to_string()))?;
+        let sealed = crate::blob::seal(&key, &id, &plain)?;
+        crate::blob::put(&self.conn, id, *cap, &sealed).await
+    }
+
+    /// Step 8: reads the group's data of the current epoch from the SDS.
+    async fn read_group_data(&self, group: &MlsGroup) -> Result<Option<String>, ClientError> {
+        let id = export32(group, &self.provider, EXPORT_DATA_ID, &[])?;
+        let key = Zeroizing::new(export32(group, &self.provider, EXPORT_DATA_KEY, &[])?);
+        let sealed = match crate::blob::get(&self.conn, id, 1 << 20).await {
+            Ok(s) => s,
+            Err(ClientError::Server(WireError::UnknownBlob)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let plain = crate::blob::open(&key, &id, &sealed)?;
+        let data: GroupData =
+            codec::decode(&plain).map_err(|e| ClientError::Crypto(e.to_string()))?;
+        Ok(Some(data.name))
+    }
+
+    /// The SDS id of a group's data in its current epoch (tests check that a
+    /// removed member cannot derive the next one).
+    pub fn group_data_id(&self, name: &str) -> Result<[u8; 32], ClientError> {
+        let g = self.load_group(&self.group_meta(name)?.id)?;
+        export32(&g, &self.provider, EXPORT_DATA_ID, &[])
+    }
+
+    /// Encrypts a file with a fresh key, uploads it to the SDS and sends its
+    /// reference (id, key, name, size, hash) as an application message.
+    pub async fn send_file(
+        &mut self,
+        name: &str,
+        path: &std::path::Path,
+    ) -> Result<u32, ClientError> {
+        let req = self.prepare_file(name, path).await?;
+        match self.send_request(req).await? {
+            Response::Sent { copies } => Ok(copies),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Uploads the file and prepares the `Send` that announces it.
+    pub async fn prepare_file(
+        &mut self,
+        name: &str,
+        path: &std::path::Path,
+    ) -> Result<Request, ClientError> {
+        let data = Zeroizing::new(
+            std::fs::read(path)
+                .map_err(|e| ClientError::Home(format!("{}: {e}", path.display())))?,
+        );
+        if data.len() as u64 > MAX_FILE {
+            return Err(ClientError::Home(format!(
+                "{} is larger than {MAX_FILE} bytes",
+                path.display()
+            )));
+        }
+        let id = random32();
+        let key = Zeroizing::new(random32());
+        let cap = Zeroizing::new(random32());
+        let sealed = crate::blob::seal(&key, &id, &data)?;
+        crate::blob::put(&self.conn, id, *cap, &sealed).await?;
+        let file = FileRef {
+            id,
+            key,
+            name: path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "file".into()),
+            size: data.len() as u64,
+            sha256: sha256(&data),
+        };
+        self.prepare_payload(name, &Payload::File(file))
+    }
+
+    async fn download(
+        &self,
+        group: String,
+        sender: String,
+        file: FileRef,
+    ) -> Result<Event, ClientError> {
+        let sealed = crate::blob::get(&self.conn, file.id, MAX_FILE + 64).await?;
+        let plain = crate::blob::open(&file.key, &file.id, &sealed)?;
+        if sha256(&plain) != file.sha256 || plain.len() as u64 != file.size {
+            return Err(ClientError::Crypto(format!("file {} does not match its hash", file.name)));
+        }
+        let dir = self.home.dir().join("files");
+        std::fs::create_dir_all(&dir).map_err(|e| ClientError::Home(e.to_string()))?;
+        // Only the last path component of the sender's name, never a path.
+        let base: String = std::path::Path::new(&file.name)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.'))
+            .unwrap_or_else(|| "file".into());
+        let mut path = dir.join(&base);
+        let mut n = 2;
+        while path.exists() {
+            path = dir.join(format!("{n}-{base}"));
+            n += 1;
+        }
+        std::fs::write(&path, &plain[..]).map_err(|e| ClientError::Home(e.to_string()))?;
+        Ok(Event::File { group, sender, path })
     }
 
     /// The recipients for a send in the group's current epoch.
@@ -375,11 +525,15 @@ impl Client {
     /// The `Send` request for a text message, MAC'd for the current epoch,
     /// without sending it (the outbox and tests keep it to retry verbatim).
     pub fn prepare_text(&mut self, name: &str, text: &str) -> Result<Request, ClientError> {
+        self.prepare_payload(name, &Payload::Text(text.to_string()))
+    }
+
+    fn prepare_payload(&mut self, name: &str, payload: &Payload) -> Result<Request, ClientError> {
         let meta = self.group_meta(name)?;
         let mut group = self.load_group(&meta.id)?;
         let signer = self.signer()?;
-        let payload = codec::encode(&Payload::Text(text.to_string()))
-            .map_err(|e| ClientError::Crypto(e.to_string()))?;
+        let payload =
+            Zeroizing::new(codec::encode(payload).map_err(|e| ClientError::Crypto(e.to_string()))?);
         let msg = group
             .create_message(&self.provider, &signer, &payload)
             .map_err(|e| ClientError::Crypto(e.to_string()))?;
@@ -549,6 +703,7 @@ impl Client {
                     .map_err(|e| ClientError::Crypto(e.to_string()))?;
                 self.remember_epoch(&group)?;
                 self.save_groups()?;
+                self.store_group_data(&group, &meta.name).await?;
                 Ok(group.epoch().as_u64())
             }
             Ok(other) => Err(ClientError::Unexpected(format!("{other:?}"))),
@@ -572,11 +727,29 @@ impl Client {
                 break;
             }
             let mut last = after;
+            let mut followups = Vec::new();
             for d in batch {
-                if let Some(ev) = self.open_and_process(&d.envelope)? {
+                if let Some(ev) = self.open_and_process(&d.envelope, &mut followups)? {
                     events.extend(ev);
                 }
                 last = d.seq;
+            }
+            for f in followups {
+                match f {
+                    Followup::ReadGroupData(gid) => {
+                        // Step 8: the name the creator stored; ours stays if it clashes.
+                        let group = self.load_group(&gid)?;
+                        if let Some(name) = self.read_group_data(&group).await? {
+                            let clash = self.groups.values().any(|g| g.name == name && g.id != gid);
+                            if let (false, Some(meta)) = (clash, self.groups.get_mut(&gid)) {
+                                meta.name = name;
+                            }
+                        }
+                    }
+                    Followup::Download { group, sender, file } => {
+                        events.push(self.download(group, sender, file).await?);
+                    }
+                }
             }
             self.save_groups()?;
             let keys = self.mailbox.as_mut().ok_or(ClientError::NotRegistered)?;
@@ -589,7 +762,11 @@ impl Client {
     }
 
     /// Opens one envelope by trial decryption and processes what it holds.
-    fn open_and_process(&mut self, env: &[u8]) -> Result<Option<Vec<Event>>, ClientError> {
+    fn open_and_process(
+        &mut self,
+        env: &[u8],
+        followups: &mut Vec<Followup>,
+    ) -> Result<Option<Vec<Event>>, ClientError> {
         let me = self.mailbox.as_ref().ok_or(ClientError::NotRegistered)?;
         let mut opened = None;
         'outer: for g in self.groups.values() {
@@ -612,16 +789,25 @@ impl Client {
         let msg = MlsMessageIn::tls_deserialize_exact(msg)
             .map_err(|e| ClientError::Crypto(e.to_string()))?;
         match (kind, msg.extract()) {
-            (Kind::Welcome, MlsMessageBodyIn::Welcome(w)) => self.join(w).map(|e| Some(vec![e])),
-            (Kind::Message, MlsMessageBodyIn::PrivateMessage(m)) => {
-                self.process(m.into()).map(Some)
+            (Kind::Welcome, MlsMessageBodyIn::Welcome(w)) => {
+                let (event, gid) = self.join(w)?;
+                followups.push(Followup::ReadGroupData(gid));
+                Ok(Some(vec![event]))
             }
-            (Kind::Message, MlsMessageBodyIn::PublicMessage(m)) => self.process(m.into()).map(Some),
+            (Kind::Message, MlsMessageBodyIn::PrivateMessage(m)) => {
+                self.process(m.into(), followups).map(Some)
+            }
+            (Kind::Message, MlsMessageBodyIn::PublicMessage(m)) => {
+                self.process(m.into(), followups).map(Some)
+            }
             _ => Ok(None),
         }
     }
 
-    fn join(&mut self, welcome: openmls::prelude::Welcome) -> Result<Event, ClientError> {
+    fn join(
+        &mut self,
+        welcome: openmls::prelude::Welcome,
+    ) -> Result<(Event, Vec<u8>), ClientError> {
         let cfg = MlsGroupJoinConfig::builder()
             .use_ratchet_tree_extension(true)
             .wire_format_policy(PURE_CIPHERTEXT_WIRE_FORMAT_POLICY)
@@ -647,13 +833,17 @@ impl Client {
         }
         self.groups.insert(
             gid.clone(),
-            GroupMeta { name: name.clone(), id: gid, mode, keys: Vec::new(), active: true },
+            GroupMeta { name: name.clone(), id: gid.clone(), mode, keys: Vec::new(), active: true },
         );
         self.remember_epoch(&group)?;
-        Ok(Event::Joined { group: name })
+        Ok((Event::Joined { group: name }, gid))
     }
 
-    fn process(&mut self, m: openmls::prelude::ProtocolMessage) -> Result<Vec<Event>, ClientError> {
+    fn process(
+        &mut self,
+        m: openmls::prelude::ProtocolMessage,
+        followups: &mut Vec<Followup>,
+    ) -> Result<Vec<Event>, ClientError> {
         let gid = m.group_id().as_slice().to_vec();
         let Some(meta) = self.groups.get(&gid).cloned() else { return Ok(Vec::new()) };
         let mut group = self.load_group(&gid)?;
@@ -668,8 +858,16 @@ impl Client {
         let mut events = Vec::new();
         match processed.into_content() {
             ProcessedMessageContent::ApplicationMessage(a) => {
-                if let Ok(Payload::Text(text)) = codec::decode::<Payload>(&a.into_bytes()) {
-                    events.push(Event::Message { group: meta.name.clone(), sender, text });
+                match codec::decode::<Payload>(&Zeroizing::new(a.into_bytes())) {
+                    Ok(Payload::Text(text)) => {
+                        events.push(Event::Message { group: meta.name.clone(), sender, text })
+                    }
+                    Ok(Payload::File(file)) => followups.push(Followup::Download {
+                        group: meta.name.clone(),
+                        sender,
+                        file,
+                    }),
+                    Err(_) => {}
                 }
             }
             ProcessedMessageContent::StagedCommitMessage(staged) => {
@@ -703,4 +901,9 @@ enum Change {
 
 fn mailbox_ref_of_kp(kp: &KeyPackage) -> Option<MailboxRef> {
     mailbox_ref_of(kp.leaf_node())
+}
+
+fn sha256(data: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(data).into()
 }

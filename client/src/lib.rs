@@ -6,12 +6,14 @@
 //! - [`client`]: [`Client`], one device with its state in a home directory:
 //!   registration (AS), KeyPackages (CS).
 //! - [`group`]: groups: create, add, remove, send, receive (steps 5-7).
+//! - [`blob`]: SDS blobs: chunked transfer, attachment and group-data encryption.
 //! - [`verify`]: authenticating bindings and KeyPackages against the AS key.
 //! - [`mailbox`]: the client's ODS mailbox: keys, open, fetch, ack.
 //! - [`home`]: the home directory's files (identity, openmls storage), 0600.
 //! - [`provider`]: the openmls provider whose storage the home persists.
 #![warn(missing_docs)]
 
+pub mod blob;
 pub mod client;
 pub mod connection;
 pub mod group;

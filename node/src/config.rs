@@ -118,6 +118,8 @@ pub struct ClusterConfig {
     pub ods: OdsConfig,
     /// IDS settings (`[ids]`).
     pub ids: IdsConfig,
+    /// `[sds] max_blob_bytes`: largest blob, default 64 MiB.
+    pub sds_max_blob: u64,
 }
 
 /// `[as]`: registration policy and binding lifetime.
@@ -182,6 +184,14 @@ struct RawConfig {
     ods: RawOds,
     #[serde(default)]
     ids: RawIds,
+    #[serde(default)]
+    sds: RawSds,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSds {
+    max_blob_bytes: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -402,11 +412,14 @@ impl ClusterConfig {
             )?),
             mixing_window: Duration::from_millis(raw.ids.mixing_window_ms.unwrap_or(0).min(10_000)),
         };
+        let sds_max_blob =
+            positive("sds.max_blob_bytes", raw.sds.max_blob_bytes, 64 << 20)?.min(1 << 32);
         Ok(ClusterConfig {
             r#as,
             cs,
             ods,
             ids,
+            sds_max_blob,
             name: raw.cluster.name,
             certs_dir: base.join(raw.cluster.certs_dir),
             nodes,

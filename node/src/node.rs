@@ -6,7 +6,9 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use mlsd_actors::settings::{AsSettings, CsSettings, IdsSettings, OdsSettings, Registration};
+use mlsd_actors::settings::{
+    AsSettings, CsSettings, IdsSettings, OdsSettings, Registration, SdsSettings,
+};
 use mlsd_actors::{RocksStore, RoleSettings, Store};
 use mlsd_transport::{endpoint, tls};
 use ractor::{Actor, ActorRef};
@@ -68,6 +70,7 @@ fn role_settings(config: &ClusterConfig, me: &NodeConfig) -> Result<RoleSettings
             max_lifetime: config.cs.max_lifetime,
         },
         ods: OdsSettings { max_queue: config.ods.max_queue, max_fetch: config.ods.max_fetch },
+        sds: SdsSettings { max_blob: config.sds_max_blob },
         ids: IdsSettings {
             anonymizer_concurrency: config.ids.anonymizer_concurrency as usize,
             group_idle: config.ids.group_idle,

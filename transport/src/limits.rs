@@ -24,3 +24,6 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Concurrent bidirectional streams (requests) one connection may have open.
 pub const DEFAULT_MAX_STREAMS: u32 = 256;
+
+/// Largest chunk of a blob in one `PutBlob` or `GetBlob` (well under the frame size).
+pub const MAX_CHUNK: usize = 512 * 1024;

@@ -19,6 +19,13 @@ pub const EXPORT_ROSTER: &str = "mlsd roster";
 /// Exporter label of epoch auth keys.
 pub const EXPORT_AUTH: &str = "mlsd auth";
 
+/// Exporter label of the SDS id of a group's data in an epoch (step 8).
+pub const EXPORT_DATA_ID: &str = "mlsd group data id";
+/// Exporter label of the key encrypting a group's data.
+pub const EXPORT_DATA_KEY: &str = "mlsd group data key";
+/// Exporter label of the write capability of a group's data blob.
+pub const EXPORT_DATA_CAP: &str = "mlsd group data cap";
+
 /// Most members a roster may list.
 pub const MAX_ROSTER: usize = 20_000;
 

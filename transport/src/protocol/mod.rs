@@ -175,6 +175,38 @@ pub enum Request {
         /// `send_mac(A(e), body)`.
         mac: [u8; 32],
     },
+    /// SDS: write bytes `offset..offset+data.len()` of blob `id` (of `total`
+    /// bytes). Chunks come in order; the blob appears (or replaces the old
+    /// content) when the last byte is written. Creating a blob binds it to
+    /// `SHA-256(cap)`; writing an existing one needs `cap`.
+    PutBlob {
+        /// Random 256-bit blob id chosen by the client.
+        id: [u8; 32],
+        /// Write capability.
+        cap: [u8; 32],
+        /// Position of this chunk.
+        offset: u64,
+        /// Size of the whole blob.
+        total: u64,
+        /// The chunk (at most `MAX_CHUNK`).
+        data: Vec<u8>,
+    },
+    /// SDS: up to `max` bytes of blob `id` from `offset`; anyone who knows the id.
+    GetBlob {
+        /// The blob.
+        id: [u8; 32],
+        /// Where to start.
+        offset: u64,
+        /// At most this many bytes (capped at `MAX_CHUNK`).
+        max: u32,
+    },
+    /// SDS: delete blob `id`; needs its write capability.
+    DeleteBlob {
+        /// The blob.
+        id: [u8; 32],
+        /// Write capability.
+        cap: [u8; 32],
+    },
     /// CS: how many one-time KeyPackages a client has left; signed.
     CountKeyPackages {
         /// Who asks.
@@ -205,6 +237,9 @@ impl Request {
             Request::Fetch { auth, .. } => (Role::Ods, &auth.mailbox),
             Request::Ack { auth, .. } => (Role::Ods, &auth.mailbox),
             Request::Subscribe { auth, .. } => (Role::Ods, &auth.mailbox),
+            Request::PutBlob { id, .. } => (Role::Sds, id),
+            Request::GetBlob { id, .. } => (Role::Sds, id),
+            Request::DeleteBlob { id, .. } => (Role::Sds, id),
         }
     }
 }
@@ -239,6 +274,20 @@ pub enum Response {
         /// Copies enqueued (recipients plus Welcomes).
         copies: u32,
     },
+    /// Answer to `PutBlob`: bytes received so far (`total` when complete).
+    BlobWritten {
+        /// Bytes written of the current upload.
+        written: u64,
+    },
+    /// Answer to `GetBlob`.
+    Blob {
+        /// Size of the whole blob.
+        total: u64,
+        /// The requested bytes.
+        data: Vec<u8>,
+    },
+    /// Answer to `DeleteBlob`.
+    BlobDeleted,
     /// Answer to `OpenMailbox`.
     MailboxOpened,
     /// Answer to `Fetch`, in sequence order.
@@ -373,6 +422,15 @@ pub enum WireError {
         /// All copies.
         total: u32,
     },
+    /// No blob with this id.
+    #[error("unknown blob")]
+    UnknownBlob,
+    /// The blob exists and the write capability does not match.
+    #[error("wrong write capability")]
+    WrongCapability,
+    /// A blob or chunk over the size limit, or a chunk out of order.
+    #[error("blob refused: {0}")]
+    BadBlob(String),
     /// No mailbox with this id.
     #[error("unknown mailbox")]
     UnknownMailbox,

@@ -1,0 +1,99 @@
+//! SDS blobs from the client side: chunked upload and download, and the
+//! encryption of attachments and group data (the SDS only ever sees
+//! ciphertext under keys it does not have).
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use mlsd_transport::limits::MAX_CHUNK;
+use mlsd_transport::{Request, Response};
+use zeroize::Zeroizing;
+
+use crate::{ClientError, Connection};
+
+/// Writes `data` as blob `id` with write capability `cap`, chunk by chunk.
+pub async fn put(
+    conn: &Connection,
+    id: [u8; 32],
+    cap: [u8; 32],
+    data: &[u8],
+) -> Result<(), ClientError> {
+    let total = data.len() as u64;
+    let mut offset = 0usize;
+    loop {
+        let end = (offset + MAX_CHUNK).min(data.len());
+        let chunk = data[offset..end].to_vec();
+        match conn
+            .request(Request::PutBlob { id, cap, offset: offset as u64, total, data: chunk })
+            .await?
+        {
+            Response::BlobWritten { written } if written == end as u64 => {}
+            other => return Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+        offset = end;
+        if offset >= data.len() {
+            return Ok(());
+        }
+    }
+}
+
+/// Reads blob `id` whole, refusing more than `max` bytes.
+pub async fn get(conn: &Connection, id: [u8; 32], max: u64) -> Result<Vec<u8>, ClientError> {
+    let mut out = Vec::new();
+    loop {
+        let req = Request::GetBlob { id, offset: out.len() as u64, max: MAX_CHUNK as u32 };
+        match conn.request(req).await? {
+            Response::Blob { total, data } => {
+                if total > max {
+                    return Err(ClientError::Unexpected(format!(
+                        "blob of {total} bytes is too large"
+                    )));
+                }
+                if data.is_empty() && (out.len() as u64) < total {
+                    return Err(ClientError::Unexpected("blob ended early".into()));
+                }
+                out.extend_from_slice(&data);
+                if out.len() as u64 >= total {
+                    return Ok(out);
+                }
+            }
+            other => return Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+}
+
+/// Deletes blob `id`.
+pub async fn delete(conn: &Connection, id: [u8; 32], cap: [u8; 32]) -> Result<(), ClientError> {
+    match conn.request(Request::DeleteBlob { id, cap }).await? {
+        Response::BlobDeleted => Ok(()),
+        other => Err(ClientError::Unexpected(format!("{other:?}"))),
+    }
+}
+
+/// Encrypts `plain` under `key` for blob `id`: `nonce(24) || ciphertext`.
+pub fn seal(key: &[u8; 32], id: &[u8; 32], plain: &[u8]) -> Result<Vec<u8>, ClientError> {
+    let mut nonce = [0u8; 24];
+    rand::TryRngCore::try_fill_bytes(&mut rand::rngs::OsRng, &mut nonce)
+        .map_err(|e| ClientError::Crypto(e.to_string()))?;
+    let ct = XChaCha20Poly1305::new(key.into())
+        .encrypt(XNonce::from_slice(&nonce), Payload { msg: plain, aad: id })
+        .map_err(|_| ClientError::Crypto("sealing a blob".into()))?;
+    let mut out = nonce.to_vec();
+    out.extend_from_slice(&ct);
+    Ok(out)
+}
+
+/// Decrypts what [`seal`] made.
+pub fn open(
+    key: &[u8; 32],
+    id: &[u8; 32],
+    sealed: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, ClientError> {
+    if sealed.len() < 24 {
+        return Err(ClientError::Crypto("blob too short".into()));
+    }
+    let (nonce, ct) = sealed.split_at(24);
+    XChaCha20Poly1305::new(key.into())
+        .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad: id })
+        .map(Zeroizing::new)
+        .map_err(|_| ClientError::Crypto("blob does not decrypt".into()))
+}
