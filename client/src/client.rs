@@ -68,6 +68,7 @@ pub struct Client {
     pub(crate) mailbox: Option<MailboxKeys>,
     pub(crate) counter: Counter,
     pub(crate) groups: HashMap<Vec<u8>, GroupMeta>,
+    cfg: ClientConfig,
 }
 
 /// Loads a hex Ed25519 public key (`as.pub`).
@@ -105,7 +106,14 @@ impl Client {
             mailbox,
             counter: Counter::default(),
             groups,
+            cfg: cfg.clone(),
         })
+    }
+
+    /// Replaces the connection with a fresh one (after a node restart).
+    pub async fn reconnect(&mut self) -> Result<(), ClientError> {
+        self.conn = Connection::connect(self.cfg.server, &self.cfg.ca).await?;
+        Ok(())
     }
 
     /// Opens this device's mailbox at the ODS if it has none yet, with an

@@ -714,6 +714,16 @@ impl Client {
         }
     }
 
+    /// Subscribes to this device's mailbox from its last acknowledged envelope.
+    pub async fn subscribe(
+        &mut self,
+    ) -> Result<(crate::mailbox::Subscription, usize), ClientError> {
+        let keys = self.mailbox.as_ref().ok_or(ClientError::NotRegistered)?;
+        let (sub, backlog) =
+            crate::mailbox::subscribe(&self.conn, keys, &mut self.counter, keys.acked).await?;
+        Ok((sub, backlog.len()))
+    }
+
     /// Fetches everything waiting in the mailbox, processes it in order
     /// (Welcomes, commits, messages) and acknowledges it.
     pub async fn receive(&mut self) -> Result<Vec<Event>, ClientError> {

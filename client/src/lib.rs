@@ -9,6 +9,7 @@
 //! - [`blob`]: SDS blobs: chunked transfer, attachment and group-data encryption.
 //! - [`verify`]: authenticating bindings and KeyPackages against the AS key.
 //! - [`mailbox`]: the client's ODS mailbox: keys, open, fetch, ack.
+//! - [`outbox`]: unacknowledged sends, retried verbatim until acknowledged.
 //! - [`home`]: the home directory's files (identity, openmls storage), 0600.
 //! - [`provider`]: the openmls provider whose storage the home persists.
 #![warn(missing_docs)]
@@ -19,6 +20,7 @@ pub mod connection;
 pub mod group;
 pub mod home;
 pub mod mailbox;
+pub mod outbox;
 pub mod provider;
 pub mod verify;
 

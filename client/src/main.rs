@@ -1,10 +1,17 @@
 //! `mlsc`: the command-line client of mlsd.
+//!
+//! Every error is one line on stderr and a non-zero exit. Application
+//! messages go to stdout as `GROUP SENDER: TEXT`; joins, commits and removals
+//! are reported on stderr so scripts can read stdout alone.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
+use mlsd_client::group::Event;
 use mlsd_client::{Client, ClientConfig, Connection};
+use mlsd_transport::protocol::RosterMode;
 use mlsd_transport::Role;
 
 /// mlsc: talk to an mlsd cluster.
@@ -27,6 +34,54 @@ struct Cli {
     cmd: Cmd,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum Roster {
+    /// The IDS keeps the roster, encrypted under a key each send carries.
+    Stored,
+    /// Every send carries the roster; the IDS keeps none.
+    Client,
+}
+
+#[derive(Subcommand)]
+enum GroupCmd {
+    /// Create a group with you as its only member.
+    Create {
+        /// Local name of the group (members joining later read it from the SDS).
+        name: String,
+        /// Where the IDS gets the recipients from.
+        #[arg(long, value_enum, default_value = "stored")]
+        roster: Roster,
+    },
+    /// Add every device of each IDENTITY (KeyPackages fetched and verified) in one commit.
+    Add {
+        /// The group.
+        name: String,
+        /// Identities to add.
+        #[arg(required = true)]
+        identities: Vec<String>,
+    },
+    /// Remove every device of each IDENTITY in one commit.
+    Remove {
+        /// The group.
+        name: String,
+        /// Identities to remove.
+        #[arg(required = true)]
+        identities: Vec<String>,
+    },
+    /// List your groups.
+    List,
+    /// List a group's members.
+    Members {
+        /// The group.
+        name: String,
+    },
+    /// Update your own leaf (fresh keys) in one commit.
+    Update {
+        /// The group.
+        name: String,
+    },
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Ask the actor of ROLE that owns KEY to answer; prints the node that answered and the round-trip time.
@@ -38,7 +93,7 @@ enum Cmd {
         #[arg(long, default_value = "")]
         key: String,
     },
-    /// Steps 1-2: bind IDENTITY[/DEVICE] to a new signature key at the AS and publish KeyPackages.
+    /// Steps 1-2: bind IDENTITY[/DEVICE] to a new signature key at the AS, open a mailbox, publish KeyPackages.
     Register {
         /// `alice` or `alice/phone` (device defaults to "default"); lowercase letters, digits, . _ -
         client: String,
@@ -48,6 +103,9 @@ enum Cmd {
         /// One-time KeyPackages to publish (plus one last-resort KeyPackage).
         #[arg(long, default_value_t = 10)]
         count: u32,
+        /// UnifiedPush endpoint (http:// URL) to notify when this device is offline.
+        #[arg(long)]
+        push: Option<String>,
     },
     /// Step 2: publish more KeyPackages (plus a new last-resort one).
     Publish {
@@ -69,6 +127,39 @@ enum Cmd {
     },
     /// Revoke this device's binding at the AS.
     Revoke,
+    /// Groups: create, add, remove, list, members, update.
+    Group {
+        #[command(subcommand)]
+        cmd: GroupCmd,
+    },
+    /// Steps 5-7: send TEXT to group NAME; retried (same message id) until acknowledged.
+    Send {
+        /// The group.
+        name: String,
+        /// The message.
+        text: String,
+        /// Give up after this many seconds (the message stays in the outbox).
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
+    /// Encrypt PATH, upload it to the SDS and send its reference to group NAME.
+    SendFile {
+        /// The group.
+        name: String,
+        /// The file.
+        path: PathBuf,
+        /// Give up after this many seconds (the message stays in the outbox).
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
+    /// Process everything waiting (Welcomes, commits, messages) and print the messages.
+    Recv {
+        /// If nothing is waiting, wait up to this many seconds for something.
+        #[arg(long, default_value_t = 0)]
+        wait: u64,
+    },
+    /// Like recv, live, until interrupted.
+    Listen,
 }
 
 fn parse_role(s: &str) -> Result<Role, String> {
@@ -103,6 +194,43 @@ fn config(cli: &Cli) -> anyhow::Result<ClientConfig> {
     Ok(ClientConfig { home, server: cli.server, ca: cli.ca.clone(), as_key: cli.as_key.clone() })
 }
 
+/// Opens the client and first retries whatever the outbox still holds.
+async fn open(cli: &Cli) -> anyhow::Result<Client> {
+    let mut c = Client::open(&config(cli)?).await?;
+    if c.client_id().is_some() {
+        if let Err(e) = c.flush_outbox().await {
+            eprintln!("mlsc: outbox: {e}");
+        }
+    }
+    Ok(c)
+}
+
+fn print(events: &[Event]) {
+    for e in events {
+        match e {
+            Event::Message { group, sender, text } => println!("{group} {sender}: {text}"),
+            Event::File { group, sender, path } => {
+                println!("{group} {sender}: file saved to {}", path.display())
+            }
+            Event::Joined { group } => eprintln!("joined {group}"),
+            Event::Commit { group, epoch } => eprintln!("{group} is at epoch {epoch}"),
+            Event::Removed { group } => eprintln!("removed from {group}"),
+        }
+    }
+}
+
+fn is_message(e: &Event) -> bool {
+    matches!(e, Event::Message { .. } | Event::File { .. })
+}
+
+async fn send(c: &mut Client, req: mlsd_transport::Request, timeout: u64) -> anyhow::Result<()> {
+    if c.send_reliably(req, Duration::from_secs(timeout)).await? {
+        Ok(())
+    } else {
+        anyhow::bail!("not acknowledged within {timeout} s; it stays in the outbox and is retried by the next command")
+    }
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.cmd {
         Cmd::Ping { role, key } => {
@@ -110,10 +238,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let (node, rtt) = conn.ping(*role, key.as_bytes()).await?;
             println!("{node} {:.3} ms", rtt.as_secs_f64() * 1000.0);
         }
-        Cmd::Register { client, token, count } => {
+        Cmd::Register { client, token, count, push } => {
             let client =
                 if client.contains('/') { client.clone() } else { format!("{client}/default") };
             let mut c = Client::open(&config(&cli)?).await?;
+            if let Some(url) = push {
+                c.open_mailbox(Some(url)).await?;
+            }
             let b = c.register(&client, token.clone()).await?;
             let stored = c.publish(*count).await?;
             println!(
@@ -124,17 +255,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
         }
         Cmd::Publish { count } => {
-            let mut c = Client::open(&config(&cli)?).await?;
+            let mut c = open(&cli).await?;
             let stored = c.publish(*count).await?;
             println!("{stored} KeyPackages stored");
         }
         Cmd::Count => {
-            let c = Client::open(&config(&cli)?).await?;
+            let c = open(&cli).await?;
             let (n, lr) = c.count_key_packages().await?;
             println!("{n} one-time KeyPackages{}", if lr { " and a last-resort one" } else { "" });
         }
         Cmd::Lookup { identity } => {
-            let c = Client::open(&config(&cli)?).await?;
+            let c = open(&cli).await?;
             let bindings = c.lookup(identity).await?;
             if bindings.is_empty() {
                 anyhow::bail!("no bindings for {identity}");
@@ -154,7 +285,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Cmd::Fetch { identity } => {
-            let c = Client::open(&config(&cli)?).await?;
+            let c = open(&cli).await?;
             let (ok, rejected) = c.fetch_key_packages(identity).await?;
             for kp in &ok {
                 println!(
@@ -171,9 +302,99 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Cmd::Revoke => {
-            let mut c = Client::open(&config(&cli)?).await?;
+            let mut c = open(&cli).await?;
             let b = c.revoke().await?;
             println!("revoked {}", b.binding.client);
+        }
+        Cmd::Group { cmd } => {
+            let mut c = open(&cli).await?;
+            match cmd {
+                GroupCmd::Create { name, roster } => {
+                    let mode = match roster {
+                        Roster::Stored => RosterMode::Stored,
+                        Roster::Client => RosterMode::Client,
+                    };
+                    c.create_group(name, mode).await?;
+                    println!("created {name}");
+                }
+                GroupCmd::Add { name, identities } => {
+                    let ids: Vec<&str> = identities.iter().map(String::as_str).collect();
+                    let epoch = c.add_members(name, &ids).await?;
+                    println!("added {} to {name} (epoch {epoch})", identities.join(", "));
+                }
+                GroupCmd::Remove { name, identities } => {
+                    let ids: Vec<&str> = identities.iter().map(String::as_str).collect();
+                    let epoch = c.remove_members(name, &ids).await?;
+                    println!("removed {} from {name} (epoch {epoch})", identities.join(", "));
+                }
+                GroupCmd::List => {
+                    for g in c.group_names() {
+                        println!("{g}");
+                    }
+                }
+                GroupCmd::Members { name } => {
+                    for m in c.group_members(name)? {
+                        println!("{m}");
+                    }
+                }
+                GroupCmd::Update { name } => {
+                    let epoch = c.self_update(name).await?;
+                    println!("updated {name} (epoch {epoch})");
+                }
+            }
+        }
+        Cmd::Send { name, text, timeout } => {
+            let mut c = open(&cli).await?;
+            let req = c.prepare_text(name, text)?;
+            send(&mut c, req, *timeout).await?;
+        }
+        Cmd::SendFile { name, path, timeout } => {
+            let mut c = open(&cli).await?;
+            let req = c.prepare_file(name, path).await?;
+            send(&mut c, req, *timeout).await?;
+        }
+        Cmd::Recv { wait } => {
+            let mut c = open(&cli).await?;
+            let events = c.receive().await?;
+            print(&events);
+            if *wait > 0 && !events.iter().any(is_message) {
+                let (mut sub, backlog) = c.subscribe().await?;
+                if backlog == 0 {
+                    let _ = tokio::time::timeout(Duration::from_secs(*wait), sub.next()).await;
+                }
+                sub.close();
+                print(&c.receive().await?);
+            }
+        }
+        Cmd::Listen => {
+            let mut c = open(&cli).await?;
+            loop {
+                print(&c.receive().await?);
+                let (mut sub, _) = match c.subscribe().await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        eprintln!("mlsc: {e}; reconnecting");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        let _ = c.reconnect().await;
+                        continue;
+                    }
+                };
+                print(&c.receive().await?);
+                loop {
+                    tokio::select! {
+                        r = sub.next() => match r {
+                            Ok(_) => print(&c.receive().await?),
+                            Err(e) => {
+                                eprintln!("mlsc: {e}; reconnecting");
+                                tokio::time::sleep(Duration::from_secs(1)).await;
+                                let _ = c.reconnect().await;
+                                break;
+                            }
+                        },
+                        _ = tokio::signal::ctrl_c() => return Ok(()),
+                    }
+                }
+            }
         }
     }
     Ok(())

@@ -13,12 +13,14 @@
 //! - [`peers`]: pooled node-to-node connections for forwarding.
 //! - [`server`]: the QUIC accept loop and per-stream request handling.
 //! - [`node`]: [`Node`], which ties the above together; used by the binary and tests.
+//! - [`demo`]: `mlsd demo`, the eight steps on an in-process cluster.
 //! - [`logging`]: tracing set-up for the binary.
 #![warn(missing_docs)]
 
 pub mod admin;
 pub mod certs;
 pub mod config;
+pub mod demo;
 pub mod limiter;
 pub mod logging;
 pub mod mixer;

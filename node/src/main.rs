@@ -35,6 +35,8 @@ enum Cmd {
         #[arg(long, default_value = "cluster.toml")]
         config: PathBuf,
     },
+    /// Run the eight steps of the brief on a three-node cluster inside this process, printing each.
+    Demo,
     /// Operator requests, authenticated with a node certificate from certs_dir.
     Admin {
         #[command(subcommand)]
@@ -86,6 +88,10 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
             let token = rt.block_on(mlsd::admin::enroll(&cfg, node.as_deref(), &identity))?;
             println!("{token}");
             Ok(())
+        }
+        Cmd::Demo => {
+            let rt = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+            rt.block_on(mlsd::demo::run())
         }
         Cmd::Run { config, node } => {
             let cfg = ClusterConfig::load(&config)?;
