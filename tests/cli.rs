@@ -1,0 +1,155 @@
+//! The contract users and scripts rely on: `mlsd` and `mlsc` as processes.
+//! Three homes run register, group create, add, send, recv and send-file
+//! against a one-node cluster of the default shape; outputs are checked line
+//! by line; the node is restarted and a further message still arrives.
+//! Also: `mlsd demo` runs the eight steps.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::Cluster;
+use mlsd_transport::Role;
+
+struct Homes<'a> {
+    c: &'a Cluster,
+}
+
+impl Homes<'_> {
+    fn run(&self, home: &str, args: &[&str]) -> Output {
+        let home = self.c.dir.path().join("homes").join(home);
+        let as_key = self.c.dir.path().join("certs/as.pub");
+        let mut full = vec!["--home", home.to_str().unwrap(), "--as-key", as_key.to_str().unwrap()];
+        full.extend_from_slice(args);
+        self.c.mlsc("n1", &full)
+    }
+
+    fn ok(&self, home: &str, args: &[&str]) -> Vec<String> {
+        let out = self.run(home, args);
+        assert!(
+            out.status.success(),
+            "mlsc {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().lines().map(str::to_string).collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_homes_talk_through_mlsc_and_survive_a_restart() {
+    common::init();
+    let mut c = Cluster::new(&[("n1", &Role::ALL)]);
+    c.start_all().await;
+    let h = Homes { c: &c };
+    for who in ["alice", "bob", "charlie"] {
+        let out = h.ok(who, &["register", who, "--count", "3"]);
+        assert_eq!(out.len(), 1);
+        assert!(out[0].starts_with(&format!("registered {who}/default (serial ")), "{out:?}");
+        assert!(out[0].ends_with(", 3 KeyPackages published"), "{out:?}");
+    }
+    assert_eq!(h.ok("alice", &["group", "create", "ABC"]), ["created ABC"]);
+    assert_eq!(
+        h.ok("alice", &["group", "add", "ABC", "bob", "charlie"]),
+        ["added bob, charlie to ABC (epoch 1)"]
+    );
+    // Joining prints nothing on stdout (only messages go there).
+    assert!(h.ok("bob", &["recv"]).is_empty());
+    assert!(h.ok("charlie", &["recv"]).is_empty());
+    assert_eq!(h.ok("bob", &["group", "list"]), ["ABC"]);
+    assert_eq!(
+        h.ok("charlie", &["group", "members", "ABC"]),
+        ["alice/default", "bob/default", "charlie/default"]
+    );
+
+    assert!(h.ok("alice", &["send", "ABC", "hello from alice"]).is_empty());
+    assert!(h.ok("bob", &["send", "ABC", "hi, bob here"]).is_empty());
+    let file = c.dir.path().join("notes.txt");
+    std::fs::write(&file, "the plan\n").unwrap();
+    assert!(h.ok("charlie", &["send-file", "ABC", file.to_str().unwrap()]).is_empty());
+
+    let alice_home = c.dir.path().join("homes/alice");
+    assert_eq!(
+        h.ok("alice", &["recv"]),
+        [
+            "ABC bob/default: hi, bob here".to_string(),
+            format!(
+                "ABC charlie/default: file saved to {}",
+                alice_home.join("files/notes.txt").display()
+            ),
+        ]
+    );
+    assert_eq!(std::fs::read_to_string(alice_home.join("files/notes.txt")).unwrap(), "the plan\n");
+    let bob = h.ok("bob", &["recv"]);
+    assert_eq!(bob[0], "ABC alice/default: hello from alice");
+    assert!(bob[1].starts_with("ABC charlie/default: file saved to "), "{bob:?}");
+    assert_eq!(
+        h.ok("charlie", &["recv"]),
+        ["ABC alice/default: hello from alice", "ABC bob/default: hi, bob here"]
+    );
+    assert!(h.ok("charlie", &["recv"]).is_empty(), "nothing twice");
+
+    // Restart the node: state, mailboxes and groups persist.
+    c.kill("n1");
+    c.start("n1").await;
+    let h = Homes { c: &c };
+    assert!(h.ok("bob", &["send", "ABC", "still here after the restart"]).is_empty());
+    assert_eq!(
+        h.ok("alice", &["recv", "--wait", "5"]),
+        ["ABC bob/default: still here after the restart"]
+    );
+
+    // Errors are one line on stderr with a non-zero exit.
+    let out = h.run("alice", &["send", "NOPE", "x"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("no group named \"NOPE\""), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_send_waits_in_the_outbox_while_the_node_is_down() {
+    common::init();
+    let mut c = Cluster::new(&[("n1", &Role::ALL)]);
+    c.start_all().await;
+    let h = Homes { c: &c };
+    for who in ["alice", "bob"] {
+        h.ok(who, &["register", who, "--count", "2"]);
+    }
+    h.ok("alice", &["group", "create", "AB"]);
+    h.ok("alice", &["group", "add", "AB", "bob"]);
+    h.ok("bob", &["recv"]);
+    // Prepared while the node runs, then the node goes away mid-way.
+    let home = c.dir.path().join("homes/alice");
+    let as_key = c.dir.path().join("certs/as.pub");
+    let mut child = Command::new(common::bin("mlsc"))
+        .args(["--server", &c.addr("n1").to_string(), "--ca"])
+        .arg(c.ca())
+        .args(["--home", home.to_str().unwrap(), "--as-key", as_key.to_str().unwrap()])
+        .args(["send", "AB", "sent across an outage", "--timeout", "30"])
+        .spawn()
+        .unwrap();
+    c.kill("n1");
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    c.start("n1").await;
+    let h = Homes { c: &c };
+    let status = child.wait().unwrap();
+    assert!(status.success(), "the send completed after the node came back");
+    assert_eq!(h.ok("bob", &["recv", "--wait", "5"]), ["AB alice/default: sent across an outage"]);
+}
+
+#[test]
+fn mlsd_demo_runs_the_eight_steps() {
+    let out =
+        Command::new(common::bin("mlsd")).arg("demo").env("RUST_LOG", "warn").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    for step in ["Step 1.", "Step 2.", "Steps 3 and 4.", "Step 5.", "Step 6.", "Step 7.", "Step 8."]
+    {
+        assert!(stdout.contains(step), "missing {step} in\n{stdout}");
+    }
+    assert!(
+        stdout.contains("charlie reads in ABC: bob/laptop: Hello Alice and Charlie!"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("it says: Meeting at noon."), "{stdout}");
+}
