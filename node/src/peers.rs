@@ -64,51 +64,62 @@ impl Peers {
     }
 
     /// Sends a node request to `node`; `Unavailable` when it cannot be reached.
+    /// A call that fails on a pooled connection is tried once more on a fresh
+    /// one, since the peer may have restarted since the connection was made.
     pub async fn call(&self, node: &str, request: NodeRequest) -> Response {
         let unavailable = || Response::Error(WireError::Unavailable { node: node.to_string() });
         let Some(peer) = self.peers.get(node) else {
             return Response::Error(WireError::Internal(format!("unknown peer {node}")));
         };
-        let Some(conn) = self.connection(node, peer).await else {
-            return unavailable();
-        };
         let frame = NodeFrame::new(request);
-        let res: Result<ResponseFrame, _> =
-            endpoint::call(&conn, &frame, self.limits.max_frame, self.limits.call_timeout).await;
-        match res {
-            Ok(f) if f.version == PROTOCOL_VERSION => {
-                self.peers[node].state.lock().await.failures = 0;
-                f.response
-            }
-            Ok(f) => Response::Error(WireError::UnsupportedVersion {
-                got: f.version,
-                supported: PROTOCOL_VERSION,
-            }),
-            Err(e) => {
-                tracing::warn!(peer = node, error = %e, "forwarded call failed");
-                let mut st = peer.state.lock().await;
-                if st.conn.as_ref().map(|c| c.stable_id()) == Some(conn.stable_id()) {
-                    st.conn = None;
-                    mark_failed(&mut st);
+        for attempt in 0..2 {
+            let Some((conn, fresh)) = self.connection(node, peer).await else {
+                return unavailable();
+            };
+            let res: Result<ResponseFrame, _> =
+                endpoint::call(&conn, &frame, self.limits.max_frame, self.limits.call_timeout)
+                    .await;
+            match res {
+                Ok(f) if f.version == PROTOCOL_VERSION => {
+                    peer.state.lock().await.failures = 0;
+                    return f.response;
                 }
-                unavailable()
+                Ok(f) => {
+                    return Response::Error(WireError::UnsupportedVersion {
+                        got: f.version,
+                        supported: PROTOCOL_VERSION,
+                    })
+                }
+                Err(e) => {
+                    tracing::warn!(peer = node, error = %e, attempt, "forwarded call failed");
+                    let mut st = peer.state.lock().await;
+                    if st.conn.as_ref().map(|c| c.stable_id()) == Some(conn.stable_id()) {
+                        st.conn = None;
+                    }
+                    if fresh || attempt == 1 {
+                        mark_failed(&mut st);
+                        return unavailable();
+                    }
+                }
             }
         }
+        unavailable()
     }
 
     /// A new bidirectional stream to `node` (for long-lived subscriptions that
     /// are piped rather than answered once).
     pub async fn open_stream(&self, node: &str) -> Option<(quinn::SendStream, quinn::RecvStream)> {
         let peer = self.peers.get(node)?;
-        let conn = self.connection(node, peer).await?;
+        let (conn, _) = self.connection(node, peer).await?;
         conn.open_bi().await.ok()
     }
 
-    async fn connection(&self, node: &str, peer: &Peer) -> Option<quinn::Connection> {
+    /// The pooled connection to `node`, or a new one; `true` when new.
+    async fn connection(&self, node: &str, peer: &Peer) -> Option<(quinn::Connection, bool)> {
         let mut st = peer.state.lock().await;
         if let Some(c) = &st.conn {
             if c.close_reason().is_none() {
-                return Some(c.clone());
+                return Some((c.clone(), false));
             }
             st.conn = None;
         }
@@ -122,7 +133,7 @@ impl Peers {
                 tracing::info!(peer = node, "connected to peer");
                 st.retry_at = None;
                 st.conn = Some(c.clone());
-                Some(c)
+                Some((c, true))
             }
             Err(e) => {
                 mark_failed(&mut st);
