@@ -186,7 +186,14 @@ impl RoleState {
         if let Some(a) = self.groups.get(group) {
             return Ok(a.clone());
         }
+        // Registered under a name, so there is never more than one actor per
+        // group here: one that outlived a restart of this role actor is reused.
+        let name = format!("{}/ids/group/{}", self.args.node, hex_id(group));
+        if let Some(a) = ActorRef::<GroupMsg>::where_is(name.clone()) {
+            return Ok(a);
+        }
         let args = GroupArgs {
+            node: Arc::from(self.args.node.as_str()),
             group: group.to_vec(),
             store: self.args.store.clone(),
             router: self.args.router.clone(),
@@ -195,7 +202,7 @@ impl RoleState {
         };
         // Linked: when it stops (idle) or dies, handle_supervisor_evt forgets
         // it; the next request for the group starts a new one from storage.
-        let (a, _) = Actor::spawn_linked(None, GroupActor, args, me.get_cell()).await?;
+        let (a, _) = Actor::spawn_linked(Some(name), GroupActor, args, me.get_cell()).await?;
         self.groups.insert(group.to_vec(), a.clone());
         self.group_ids.insert(a.get_id(), group.to_vec());
         Ok(a)
@@ -345,6 +352,10 @@ impl Actor for RoleActor {
         }
         Ok(())
     }
+}
+
+fn hex_id(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 fn is_group_request(r: &Request) -> bool {

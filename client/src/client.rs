@@ -68,6 +68,9 @@ pub struct Client {
     pub(crate) mailbox: Option<MailboxKeys>,
     pub(crate) counter: Counter,
     pub(crate) groups: HashMap<Vec<u8>, GroupMeta>,
+    /// Events received while catching up inside another operation (a commit
+    /// retry); the next `receive` returns them first, so none is lost.
+    pub(crate) pending_events: Vec<crate::group::Event>,
     cfg: ClientConfig,
 }
 
@@ -106,6 +109,7 @@ impl Client {
             mailbox,
             counter: Counter::default(),
             groups,
+            pending_events: Vec::new(),
             cfg: cfg.clone(),
         })
     }

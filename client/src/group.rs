@@ -33,8 +33,13 @@ use zeroize::Zeroizing;
 use crate::client::Client;
 use crate::{ClientError, CIPHERSUITE};
 
-/// Envelope keys of past epochs kept per group, so late envelopes still open.
-const KEPT_EPOCHS: usize = 3;
+/// Past epochs whose envelope keys and MLS secrets are kept per group: an
+/// application message accepted by the IDS just before a commit may reach a
+/// member after that commit (fan-outs run concurrently), and must still open.
+const KEPT_EPOCHS: usize = 5;
+
+/// How long a commit is retried while the cluster cannot be reached.
+const COMMIT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// How often a change is retried after losing an epoch race.
 const MAX_RETRIES: usize = 5;
@@ -82,6 +87,17 @@ pub enum Event {
     Removed {
         /// Local name of the group.
         group: String,
+    },
+    /// A file was announced but could not be downloaded or failed its check.
+    FileFailed {
+        /// Local name of the group.
+        group: String,
+        /// Sender's client id.
+        sender: String,
+        /// The file's name.
+        name: String,
+        /// What went wrong.
+        reason: String,
     },
     /// A file arrived, was downloaded, decrypted, checked and saved.
     File {
@@ -329,6 +345,7 @@ impl Client {
             .with_group_context_extensions(gc_ext)
             .use_ratchet_tree_extension(true)
             .wire_format_policy(PURE_CIPHERTEXT_WIRE_FORMAT_POLICY)
+            .max_past_epochs(KEPT_EPOCHS)
             .capabilities(capabilities())
             .with_leaf_node_extensions(mailbox_extension(&mref)?)
             .map_err(|e| ClientError::Crypto(e.to_string()))?
@@ -489,13 +506,6 @@ impl Client {
         })
     }
 
-    async fn send_body(&self, group: &MlsGroup, body: SendBody) -> Result<Response, ClientError> {
-        let mac = send_mac(&export32(group, &self.provider, EXPORT_AUTH, &[])?, &body);
-        // Retried with the same message id until acknowledged: the IDS and
-        // ODS make a repeated send deliver each copy once.
-        self.send_request(Request::Send { body: Box::new(body), mac }).await
-    }
-
     /// Sends a text message to the group.
     pub async fn send_text(&mut self, name: &str, text: &str) -> Result<u32, ClientError> {
         let req = self.prepare_text(name, text)?;
@@ -602,7 +612,8 @@ impl Client {
         for _ in 0..MAX_RETRIES {
             match self.try_commit(name, &change).await {
                 Err(ClientError::Server(WireError::StaleEpoch { .. })) => {
-                    self.receive().await?;
+                    let events = self.receive().await?;
+                    self.pending_events.extend(events);
                 }
                 other => return other,
             }
@@ -696,14 +707,31 @@ impl Client {
             skip: self.mailbox.as_ref().map(|m| m.id),
             commit: Some(CommitExtras { welcome, welcome_to, next_auth_key, next_roster }),
         };
-        match self.send_body(&group, body).await {
+        let mac = send_mac(&export32(&group, &self.provider, EXPORT_AUTH, &[])?, &body);
+        let req = Request::Send { body: Box::new(body), mac };
+        // The same commit (same message id) until the IDS answers for sure:
+        // if it accepted the commit and only its answer was lost, a new commit
+        // would be refused for the old epoch, and we get no copy of our own.
+        let deadline = std::time::Instant::now() + COMMIT_PATIENCE;
+        let result = loop {
+            match self.conn.request(req.clone()).await {
+                Err(e) if crate::outbox::transient(&e) && std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                    let _ = self.reconnect().await;
+                }
+                other => break other,
+            }
+        };
+        match result {
             Ok(Response::Sent { .. }) => {
                 group
                     .merge_pending_commit(&self.provider)
                     .map_err(|e| ClientError::Crypto(e.to_string()))?;
                 self.remember_epoch(&group)?;
                 self.save_groups()?;
-                self.store_group_data(&group, &meta.name).await?;
+                // Best effort: a member who cannot read it keeps the name
+                // from the group context.
+                let _ = self.store_group_data(&group, &meta.name).await;
                 Ok(group.epoch().as_u64())
             }
             Ok(other) => Err(ClientError::Unexpected(format!("{other:?}"))),
@@ -727,29 +755,50 @@ impl Client {
     /// Fetches everything waiting in the mailbox, processes it in order
     /// (Welcomes, commits, messages) and acknowledges it.
     pub async fn receive(&mut self) -> Result<Vec<Event>, ClientError> {
-        let mut events = Vec::new();
+        let mut events = std::mem::take(&mut self.pending_events);
         loop {
             let keys = self.mailbox.as_ref().ok_or(ClientError::NotRegistered)?;
             let after = keys.acked;
-            let batch =
-                crate::mailbox::fetch(&self.conn, keys, &mut self.counter, after, 256).await?;
+            let batch = match crate::mailbox::fetch(&self.conn, keys, &mut self.counter, after, 256)
+                .await
+            {
+                Ok(b) => b,
+                Err(e) => {
+                    // What was processed stays; the next receive returns it.
+                    self.pending_events = events;
+                    return Err(e);
+                }
+            };
             if batch.is_empty() {
                 break;
             }
             let mut last = after;
             let mut followups = Vec::new();
             for d in batch {
-                if let Some(ev) = self.open_and_process(&d.envelope, &mut followups)? {
+                // An envelope that does not open or process (not for us any
+                // more, or malformed) is skipped; it must not block the rest.
+                if let Ok(Some(ev)) = self.open_and_process(&d.envelope, &mut followups) {
                     events.extend(ev);
                 }
                 last = d.seq;
             }
+            // MLS state and our position are durable before anything else can
+            // fail, so a processed envelope is never processed twice.
+            let keys = self.mailbox.as_mut().ok_or(ClientError::NotRegistered)?;
+            keys.acked = last;
+            self.save_groups()?;
+            let keys = self.mailbox.as_ref().ok_or(ClientError::NotRegistered)?;
+            self.home.save("mailbox", keys)?;
+            // A lost ack is harmless: the next one covers it, and we fetch
+            // after `acked` anyway.
+            let _ = crate::mailbox::ack(&self.conn, keys, &mut self.counter, last).await;
             for f in followups {
                 match f {
                     Followup::ReadGroupData(gid) => {
-                        // Step 8: the name the creator stored; ours stays if it clashes.
-                        let group = self.load_group(&gid)?;
-                        if let Some(name) = self.read_group_data(&group).await? {
+                        // Step 8: the name the creator stored; ours stays if it
+                        // clashes or the SDS cannot be reached.
+                        let Ok(group) = self.load_group(&gid) else { continue };
+                        if let Ok(Some(name)) = self.read_group_data(&group).await {
                             let clash = self.groups.values().any(|g| g.name == name && g.id != gid);
                             if let (false, Some(meta)) = (clash, self.groups.get_mut(&gid)) {
                                 meta.name = name;
@@ -757,16 +806,20 @@ impl Client {
                         }
                     }
                     Followup::Download { group, sender, file } => {
-                        events.push(self.download(group, sender, file).await?);
+                        let name = file.name.clone();
+                        match self.download(group.clone(), sender.clone(), file).await {
+                            Ok(e) => events.push(e),
+                            Err(e) => events.push(Event::FileFailed {
+                                group,
+                                sender,
+                                name,
+                                reason: e.to_string(),
+                            }),
+                        }
                     }
                 }
             }
             self.save_groups()?;
-            let keys = self.mailbox.as_mut().ok_or(ClientError::NotRegistered)?;
-            keys.acked = last;
-            let keys = self.mailbox.as_ref().ok_or(ClientError::NotRegistered)?;
-            self.home.save("mailbox", keys)?;
-            crate::mailbox::ack(&self.conn, keys, &mut self.counter, last).await?;
         }
         Ok(events)
     }
@@ -819,6 +872,7 @@ impl Client {
         welcome: openmls::prelude::Welcome,
     ) -> Result<(Event, Vec<u8>), ClientError> {
         let cfg = MlsGroupJoinConfig::builder()
+            .max_past_epochs(KEPT_EPOCHS)
             .use_ratchet_tree_extension(true)
             .wire_format_policy(PURE_CIPHERTEXT_WIRE_FORMAT_POLICY)
             .build();

@@ -164,11 +164,19 @@ pub async fn fetch(
     after: u64,
     limit: u32,
 ) -> Result<Vec<Delivered>, ClientError> {
-    let auth = keys.auth(LABEL_FETCH, counter.next_value(), &(after, limit));
-    match conn.request(Request::Fetch { auth, after, limit }).await? {
-        Response::Envelopes(e) => Ok(e),
-        other => Err(ClientError::Unexpected(format!("{other:?}"))),
+    // A forwarded fetch may be delivered twice when a node retries it on a
+    // fresh connection; the second copy is refused as a replay. Ask again
+    // with a new counter: fetching is read-only.
+    for _ in 0..3 {
+        let auth = keys.auth(LABEL_FETCH, counter.next_value(), &(after, limit));
+        match conn.request(Request::Fetch { auth, after, limit }).await {
+            Ok(Response::Envelopes(e)) => return Ok(e),
+            Ok(other) => return Err(ClientError::Unexpected(format!("{other:?}"))),
+            Err(ClientError::Server(mlsd_transport::WireError::Replayed)) => continue,
+            Err(e) => return Err(e),
+        }
     }
+    Err(ClientError::Server(mlsd_transport::WireError::Replayed))
 }
 
 /// Acknowledges (deletes) envelopes up to `up_to`; returns how many remain.

@@ -212,6 +212,9 @@ fn print(events: &[Event]) {
             Event::File { group, sender, path } => {
                 println!("{group} {sender}: file saved to {}", path.display())
             }
+            Event::FileFailed { group, sender, name, reason } => {
+                println!("{group} {sender}: file {name} could not be received: {reason}")
+            }
             Event::Joined { group } => eprintln!("joined {group}"),
             Event::Commit { group, epoch } => eprintln!("{group} is at epoch {epoch}"),
             Event::Removed { group } => eprintln!("removed from {group}"),

@@ -22,7 +22,8 @@ pub struct Flushed {
     pub pending: u32,
 }
 
-fn transient(e: &ClientError) -> bool {
+/// Whether `e` may go away by retrying the same request.
+pub(crate) fn transient(e: &ClientError) -> bool {
     matches!(
         e,
         ClientError::Connect { .. }
@@ -30,6 +31,7 @@ fn transient(e: &ClientError) -> bool {
             | ClientError::Server(WireError::Unavailable { .. })
             | ClientError::Server(WireError::Incomplete { .. })
             | ClientError::Server(WireError::Timeout)
+            | ClientError::Server(WireError::Replayed)
     )
 }
 

@@ -120,6 +120,9 @@ pub struct ClusterConfig {
     pub ids: IdsConfig,
     /// `[sds] max_blob_bytes`: largest blob, default 64 MiB.
     pub sds_max_blob: u64,
+    /// `[chaos] allow`: accept chaos requests (kill actors) from holders of
+    /// node certificates. Off by default; only for chaos tests.
+    pub chaos_allowed: bool,
 }
 
 /// `[as]`: registration policy and binding lifetime.
@@ -186,6 +189,14 @@ struct RawConfig {
     ids: RawIds,
     #[serde(default)]
     sds: RawSds,
+    #[serde(default)]
+    chaos: RawChaos,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawChaos {
+    allow: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -420,6 +431,7 @@ impl ClusterConfig {
             ods,
             ids,
             sds_max_blob,
+            chaos_allowed: raw.chaos.allow.unwrap_or(false),
             name: raw.cluster.name,
             certs_dir: base.join(raw.cluster.certs_dir),
             nodes,

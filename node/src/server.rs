@@ -17,8 +17,8 @@ use mlsd_actors::role::actor_name;
 use mlsd_actors::{RoleMsg, Router};
 use mlsd_transport::frame::{read_message, write_message};
 use mlsd_transport::protocol::{
-    ClientFrame, EnqueueItem, EnqueueResult, NodeFrame, NodeRequest, ResponseFrame, ALPN_CLIENT,
-    ALPN_NODE, CLIENT_MAGIC, NODE_MAGIC,
+    ChaosTarget, ClientFrame, EnqueueItem, EnqueueResult, NodeFrame, NodeRequest, ResponseFrame,
+    ALPN_CLIENT, ALPN_NODE, CLIENT_MAGIC, NODE_MAGIC,
 };
 use mlsd_transport::{tls, Request, Response, Role, WireError, PROTOCOL_VERSION};
 use ractor::ActorRef;
@@ -306,6 +306,7 @@ async fn serve_node_request(ctx: &ServerCtx, req: NodeRequest) -> Response {
             }
             Err(e) => Response::Error(e),
         },
+        NodeRequest::Chaos { target } => chaos(ctx, target),
         NodeRequest::Enqueue(items) => {
             if items.len() > MAX_ENQUEUE_BATCH {
                 return Response::Error(WireError::Malformed("enqueue batch too large".into()));
@@ -330,6 +331,30 @@ async fn serve_node_request(ctx: &ServerCtx, req: NodeRequest) -> Response {
             }
             Response::Enqueued(results)
         }
+    }
+}
+
+/// Kills one random live actor of `target` on this node, if chaos is allowed.
+fn chaos(ctx: &ServerCtx, target: ChaosTarget) -> Response {
+    use rand::seq::IndexedRandom;
+    if !ctx.config.chaos_allowed {
+        return Response::Error(WireError::NotAuthorized("chaos requests are off".into()));
+    }
+    let victims: Vec<ractor::ActorCell> = match target {
+        ChaosTarget::Role(r) => {
+            ractor::registry::where_is(actor_name(&ctx.me.name, r)).into_iter().collect()
+        }
+        other => {
+            ractor::pg::get_local_members(&mlsd_actors::ids::process_group(&ctx.me.name, other))
+        }
+    };
+    match victims.choose(&mut rand::rng()) {
+        Some(v) => {
+            tracing::warn!(?target, "chaos: killing an actor");
+            v.kill();
+            Response::Killed { count: 1 }
+        }
+        None => Response::Killed { count: 0 },
     }
 }
 

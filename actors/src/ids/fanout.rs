@@ -12,7 +12,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use mlsd_transport::protocol::{EnqueueItem, EnqueueResult};
+use mlsd_transport::protocol::{ChaosTarget, EnqueueItem, EnqueueResult};
 use mlsd_transport::{Response, WireError};
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use zeroize::Zeroizing;
@@ -30,6 +30,8 @@ pub enum FanoutMsg {}
 
 /// Start-up arguments.
 pub struct FanoutArgs {
+    /// Hosting node (names the process groups its actors join).
+    pub node: Arc<str>,
     /// What to fan out.
     pub plan: FanoutPlan,
     /// Reaches the ODS owners.
@@ -51,6 +53,7 @@ struct Pending {
 
 /// State of a fan-out.
 pub struct FanoutState {
+    node: Arc<str>,
     message_id: [u8; 32],
     message: Arc<Vec<u8>>,
     welcome: Option<Arc<Vec<u8>>>,
@@ -85,6 +88,7 @@ impl FanoutState {
                 mailbox: p.mailbox,
                 push_key: p.push_key,
                 sealing,
+                group: super::process_group(&self.node, ChaosTarget::Anonymizer),
             };
             // Linked: if it dies before reporting, handle_supervisor_evt re-queues it.
             let (a, _) = Actor::spawn_linked(None, Anonymizer, job, me.get_cell()).await?;
@@ -123,10 +127,11 @@ impl Actor for Fanout {
 
     async fn pre_start(
         &self,
-        _me: ActorRef<FanoutMsg>,
+        me: ActorRef<FanoutMsg>,
         args: FanoutArgs,
     ) -> Result<FanoutState, ActorProcessingErr> {
-        let FanoutArgs { mut plan, router, reply, concurrency } = args;
+        let FanoutArgs { node, mut plan, router, reply, concurrency } = args;
+        ractor::pg::join(super::process_group(&node, ChaosTarget::Fanout), vec![me.get_cell()]);
         let mut pending = HashMap::new();
         for (i, r) in plan.recipients.drain(..).enumerate() {
             let key = Zeroizing::new(r.key);
@@ -160,6 +165,7 @@ impl Actor for Fanout {
         }
         let n = pending.len();
         Ok(FanoutState {
+            node,
             message_id: plan.message_id,
             message: plan.message.clone(),
             welcome,

@@ -3,8 +3,10 @@
 //!
 //! Storage (column family `ids`):
 //! - `g/GROUP` → [`GroupRecord`].
-//! - `r/GROUP/EPOCH` → [`SealedRoster`] of that epoch (stored mode; the
-//!   current and the previous epoch are kept, the previous one for commit retries).
+//! - `r/GROUP/EPOCH` → [`SealedRoster`] of that epoch (stored mode; the last
+//!   [`ACCEPTED_EPOCHS`] are kept for retries).
+//! - `a/GROUP/EPOCH/MESSAGE_ID`: messages and commits accepted in the last
+//!   [`ACCEPTED_EPOCHS`] epochs, so a retry is delivered again, not refused.
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
@@ -35,6 +37,10 @@ pub struct GroupRecord {
     /// The commit accepted in the previous epoch: its message id and
     /// `A(epoch - 1)`, so a retry of it is recognized and delivered again.
     pub last_commit: Option<([u8; 32], [u8; 32])>,
+    /// `A(e)` of the last [`ACCEPTED_EPOCHS`] epochs, to check retries of
+    /// messages accepted then.
+    #[serde(default)]
+    pub past_auth: Vec<(u64, [u8; 32])>,
 }
 
 /// Everything a fan-out needs, decided by the group state machine.
@@ -68,6 +74,23 @@ fn roster_key(g: &[u8], epoch: u64) -> Vec<u8> {
     k.extend_from_slice(&epoch.to_be_bytes());
     k
 }
+
+fn accepted_prefix(g: &[u8], epoch: u64) -> Vec<u8> {
+    let mut k = b"a/".to_vec();
+    k.extend_from_slice(g);
+    k.push(b'/');
+    k.extend_from_slice(&epoch.to_be_bytes());
+    k
+}
+
+fn accepted_key(g: &[u8], epoch: u64, message_id: &[u8; 32]) -> Vec<u8> {
+    let mut k = accepted_prefix(g, epoch);
+    k.extend_from_slice(message_id);
+    k
+}
+
+/// Epochs for which accepted message ids are remembered.
+pub const ACCEPTED_EPOCHS: u64 = 8;
 
 /// Most bytes of a group id.
 pub const MAX_GROUP_ID: usize = 64;
@@ -117,7 +140,8 @@ impl GroupCore {
         if self.record.is_some() {
             return Err(WireError::GroupTaken);
         }
-        let record = GroupRecord { mode, epoch: 0, auth_key, last_commit: None };
+        let record =
+            GroupRecord { mode, epoch: 0, auth_key, last_commit: None, past_auth: Vec::new() };
         let mut b = Batch::new();
         match (mode, roster) {
             (RosterMode::Stored, Some(r)) => {
@@ -208,6 +232,26 @@ impl GroupCore {
                 return Ok(self.plan(body, message, recipients));
             }
         }
+        // A retry of a message or commit accepted in a recent epoch (its
+        // sender lost our answer): deliver it again with that epoch's roster;
+        // the ODS stores each copy once, and a committer learns its commit won.
+        if epoch <= rec.epoch && epoch + ACCEPTED_EPOCHS > rec.epoch {
+            let key = accepted_key(&self.group, epoch, &body.message_id);
+            if store.get(SPACE, &key).map_err(internal)?.is_some() {
+                let auth = if epoch == rec.epoch {
+                    Some(rec.auth_key)
+                } else {
+                    rec.past_auth.iter().find(|(e, _)| *e == epoch).map(|(_, k)| *k)
+                };
+                let auth = auth.ok_or(WireError::BadMac)?;
+                if !constant_eq(&send_mac(&auth, body), mac) {
+                    return Err(WireError::BadMac);
+                }
+                let recipients =
+                    self.recipients(&rec, epoch, &body.recipients, body.skip.as_ref(), store)?;
+                return Ok(self.plan(body, message, recipients));
+            }
+        }
         // A member behind (or a commit that lost the race for its epoch) learns
         // the current epoch so it can catch up; nothing is changed either way.
         if epoch != rec.epoch {
@@ -218,6 +262,13 @@ impl GroupCore {
         }
         let recipients =
             self.recipients(&rec, epoch, &body.recipients, body.skip.as_ref(), store)?;
+        if body.commit.is_none() {
+            // Remembered (durably, before any copy leaves) so a retry is
+            // recognized even after the group moved on.
+            let mut b = Batch::new();
+            b.put(SPACE, accepted_key(&self.group, epoch, &body.message_id), Vec::new());
+            store.write(b).map_err(internal)?;
+        }
         if let Some(extras) = &body.commit {
             if let Some(w) = &extras.welcome {
                 let parsed = MlsMessageIn::tls_deserialize_exact(&w[..])
@@ -240,14 +291,28 @@ impl GroupCore {
                 }
                 (RosterMode::Client, _) => {}
             }
-            if epoch > 0 {
-                b.delete(SPACE, roster_key(&self.group, epoch - 1));
+            b.put(SPACE, accepted_key(&self.group, epoch, &body.message_id), Vec::new());
+            if epoch + 1 >= ACCEPTED_EPOCHS {
+                // Rosters and message ids this old are no longer needed for retries.
+                let old = epoch + 1 - ACCEPTED_EPOCHS;
+                b.delete(SPACE, roster_key(&self.group, old));
+                for (k, _) in store
+                    .scan_prefix(SPACE, &accepted_prefix(&self.group, old), 100_000)
+                    .map_err(internal)?
+                {
+                    b.delete(SPACE, k);
+                }
             }
+            let mut past_auth = rec.past_auth.clone();
+            past_auth.push((epoch, rec.auth_key));
+            let keep = past_auth.len().saturating_sub(ACCEPTED_EPOCHS as usize);
+            past_auth.drain(..keep);
             let next = GroupRecord {
                 mode: rec.mode,
                 epoch: epoch + 1,
                 auth_key: extras.next_auth_key,
                 last_commit: Some((body.message_id, rec.auth_key)),
+                past_auth,
             };
             b.put(SPACE, group_key(&self.group), codec::encode(&next).map_err(internal)?);
             store.write(b).map_err(internal)?;

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use mlsd_transport::protocol::{RosterMode, SealedRoster, SendBody};
+use mlsd_transport::protocol::{ChaosTarget, RosterMode, SealedRoster, SendBody};
 use mlsd_transport::Response;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
@@ -43,6 +43,8 @@ pub enum GroupMsg {
 
 /// Start-up arguments.
 pub struct GroupArgs {
+    /// Hosting node (names the process groups its actors join).
+    pub node: Arc<str>,
     /// MLS group id.
     pub group: Vec<u8>,
     /// Node storage.
@@ -76,6 +78,7 @@ impl Actor for GroupActor {
         args: GroupArgs,
     ) -> Result<GroupState, ActorProcessingErr> {
         let core = GroupCore::load(&args.group, args.store.as_ref())?;
+        ractor::pg::join(super::process_group(&args.node, ChaosTarget::Group), vec![me.get_cell()]);
         me.send_after(args.idle, || GroupMsg::IdleCheck(0));
         Ok(GroupState { core, args, generation: 0 })
     }
@@ -105,6 +108,7 @@ impl Actor for GroupActor {
                     }
                     Ok(plan) => {
                         let args = FanoutArgs {
+                            node: st.args.node.clone(),
                             plan,
                             router: st.args.router.clone(),
                             reply,

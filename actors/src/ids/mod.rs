@@ -22,7 +22,19 @@ pub mod fanout;
 pub mod group;
 pub mod group_actor;
 
+use mlsd_transport::protocol::ChaosTarget;
 use mlsd_transport::{Request, Response, Role, WireError};
+
+/// The process group (ractor `pg`) that `node`'s live actors of `kind` join,
+/// so chaos tools can find and kill them through the actor runtime.
+pub fn process_group(node: &str, kind: ChaosTarget) -> String {
+    match kind {
+        ChaosTarget::Role(r) => format!("{node}/{r}"),
+        ChaosTarget::Group => format!("{node}/ids/groups"),
+        ChaosTarget::Fanout => format!("{node}/ids/fanouts"),
+        ChaosTarget::Anonymizer => format!("{node}/ids/anonymizers"),
+    }
+}
 
 use crate::role::{pong, RoleContext, RoleLogic};
 

@@ -299,6 +299,11 @@ pub enum Response {
     },
     /// Answer to a node's `Enqueue`, one result per item in order.
     Enqueued(Vec<EnqueueResult>),
+    /// Answer to `Chaos`: how many actors were killed (0 when none was alive).
+    Killed {
+        /// Actors killed.
+        count: u32,
+    },
     /// Answer to an operator's `Enroll`: the token hash is stored.
     Enrolled,
     /// Answer to `CountKeyPackages`.
@@ -489,9 +494,29 @@ pub enum NodeRequest {
         /// SHA-256 of the token; the token itself never reaches a node.
         token_hash: Vec<u8>,
     },
+    /// Chaos testing: kill one random live actor of `target` on the receiving
+    /// node through the actor runtime. Refused unless the cluster config sets
+    /// `[chaos] allow = true`.
+    Chaos {
+        /// What to kill.
+        target: ChaosTarget,
+    },
     /// IDS → ODS: store envelopes in mailboxes this node owns. A batch may mix
     /// fan-outs and carries nothing that names a group, epoch or sender.
     Enqueue(Vec<EnqueueItem>),
+}
+
+/// Kinds of actor a chaos request may kill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChaosTarget {
+    /// A role actor (restarted by the node supervisor).
+    Role(Role),
+    /// An IDS group actor (respawned on the next request).
+    Group,
+    /// An IDS fan-out actor (its sender retries).
+    Fanout,
+    /// An anonymizer actor (restarted by its fan-out).
+    Anonymizer,
 }
 
 /// Frame of node-to-node requests.
