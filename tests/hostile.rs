@@ -161,3 +161,71 @@ async fn only_cluster_nodes_may_speak_the_node_protocol() {
     write_message(&mut buf, &wrong, 1 << 20).await.unwrap();
     assert!(matches!(send_raw(&conn, &buf).await, Response::Error(WireError::Malformed(_))));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flooding_client_is_refused_and_others_keep_sending() {
+    common::init();
+    let mut c = Cluster::with_extra(&[("n1", &Role::ALL)], "[limits]\nrequests_per_second = 50\n");
+    c.certs();
+    c.start("n1").await;
+    let mut alice = c.registered("alice/phone", "n1", 2).await;
+    let mut bob = c.registered("bob/phone", "n1", 2).await;
+    alice.create_group("G", mlsd_transport::protocol::RosterMode::Stored).await.unwrap();
+    alice.add_members("G", &["bob"]).await.unwrap();
+    bob.receive().await.unwrap();
+
+    let flooder = std::sync::Arc::new(client_conn(&c).await);
+    let flood: Vec<_> = (0..400)
+        .map(|_| {
+            let f = flooder.clone();
+            tokio::spawn(async move {
+                let frame = ClientFrame::new(Request::Ping { role: Role::Ods, key: vec![] });
+                endpoint::call::<_, ResponseFrame>(&f, &frame, 1 << 20, T).await.map(|r| r.response)
+            })
+        })
+        .collect();
+    // Meanwhile, on their own connections, the others' sends complete.
+    for i in 0..5 {
+        alice.send_text("G", &format!("during the flood {i}")).await.unwrap();
+    }
+    let mut limited = 0;
+    for t in flood {
+        // Refused either with RateLimited or by the stream being stopped
+        // before the whole request was written.
+        match t.await.unwrap() {
+            Ok(Response::Error(WireError::RateLimited { .. })) | Err(_) => limited += 1,
+            Ok(_) => {}
+        }
+    }
+    assert!(limited >= 300, "only {limited} of 400 flood requests were refused");
+    let got = bob.receive().await.unwrap();
+    assert_eq!(
+        got.iter().filter(|e| matches!(e, mlsd_client::group::Event::Message { .. })).count(),
+        5
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_per_address_are_capped() {
+    common::init();
+    let mut c =
+        Cluster::with_extra(&[("n1", &Role::ALL)], "[limits]\nmax_connections_per_address = 4\n");
+    c.certs();
+    c.start("n1").await;
+    tokio::time::sleep(Duration::from_millis(200)).await; // the readiness probe's connection is gone
+    let mut open = Vec::new();
+    for _ in 0..4 {
+        let conn = client_conn(&c).await;
+        assert!(matches!(ping(&conn).await, Response::Pong { .. }));
+        open.push(conn);
+    }
+    let extra = client_conn(&c).await;
+    let f = ClientFrame::new(Request::Ping { role: Role::Ods, key: vec![] });
+    let r: Result<ResponseFrame, _> = endpoint::call(&extra, &f, 1 << 20, T).await;
+    assert!(r.is_err(), "a fifth connection was served");
+    // Closing one frees a slot.
+    open.pop().unwrap().close(0u32.into(), b"bye");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let again = client_conn(&c).await;
+    assert!(matches!(ping(&again).await, Response::Pong { .. }));
+}

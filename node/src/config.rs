@@ -95,6 +95,11 @@ pub struct Limits {
     pub call_timeout: Duration,
     /// Time allowed to dial another node (`connect_timeout_ms`).
     pub connect_timeout: Duration,
+    /// Client connections one address may hold open (`max_connections_per_address`).
+    pub max_connections_per_address: u32,
+    /// Requests per second one client connection may send (`requests_per_second`);
+    /// bursts up to the same number.
+    pub requests_per_second: u32,
 }
 
 /// A whole cluster config, validated, with paths made absolute.
@@ -261,6 +266,8 @@ struct RawLimits {
     read_timeout_ms: Option<u64>,
     call_timeout_ms: Option<u64>,
     connect_timeout_ms: Option<u64>,
+    max_connections_per_address: Option<u32>,
+    requests_per_second: Option<u32>,
 }
 
 #[derive(Deserialize, Default)]
@@ -354,6 +361,24 @@ impl ClusterConfig {
                 l.connect_timeout_ms,
                 limits::DEFAULT_CONNECT_TIMEOUT,
             )?,
+            max_connections_per_address: match l.max_connections_per_address {
+                Some(0) => {
+                    return Err(ConfigError::BadSetting {
+                        key: "limits.max_connections_per_address",
+                        reason: "must be positive".into(),
+                    })
+                }
+                v => v.unwrap_or(256),
+            },
+            requests_per_second: match l.requests_per_second {
+                Some(0) => {
+                    return Err(ConfigError::BadSetting {
+                        key: "limits.requests_per_second",
+                        reason: "must be positive".into(),
+                    })
+                }
+                v => v.unwrap_or(1000),
+            },
         };
         let token_required = match raw.as_.registration.as_deref() {
             None | Some("open") => false,

@@ -71,3 +71,33 @@ mod tests {
         l.check(b).unwrap();
     }
 }
+
+/// One token bucket (per connection): `rate` per second, bursts up to `rate`.
+pub struct TokenBucket {
+    rate: f64,
+    state: Mutex<(f64, Instant)>,
+}
+
+impl TokenBucket {
+    /// A full bucket refilling at `rate` tokens per second.
+    pub fn per_second(rate: u32) -> Self {
+        let rate = f64::from(rate.max(1));
+        TokenBucket { rate, state: Mutex::new((rate, Instant::now())) }
+    }
+
+    /// Takes one token, or says when one will be there.
+    pub fn take(&self) -> Result<(), WireError> {
+        let now = Instant::now();
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let (tokens, last) = *st;
+        let tokens = (tokens + now.duration_since(last).as_secs_f64() * self.rate).min(self.rate);
+        if tokens >= 1.0 {
+            *st = (tokens - 1.0, now);
+            Ok(())
+        } else {
+            *st = (tokens, now);
+            let wait = (1.0 - tokens) / self.rate;
+            Err(WireError::RateLimited { retry_after_ms: (wait * 1000.0).ceil() as u64 })
+        }
+    }
+}

@@ -25,7 +25,7 @@ use ractor::ActorRef;
 use rustls::pki_types::CertificateDer;
 
 use crate::config::{ClusterConfig, NodeConfig};
-use crate::limiter::RateLimiter;
+use crate::limiter::{RateLimiter, TokenBucket};
 use crate::mixer::{Mixer, SendBatch};
 use crate::peers::Peers;
 use crate::routing;
@@ -50,6 +50,25 @@ pub struct ServerCtx {
     fetch_limiter: RateLimiter,
     open_limiter: RateLimiter,
     mixer: Mixer,
+    client_conns: std::sync::Mutex<std::collections::HashMap<IpAddr, u32>>,
+}
+
+/// Holds one of an address's client-connection slots; gives it back on drop.
+struct ConnSlot<'a> {
+    ctx: &'a ServerCtx,
+    ip: IpAddr,
+}
+
+impl Drop for ConnSlot<'_> {
+    fn drop(&mut self) {
+        let mut m = self.ctx.client_conns.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
 }
 
 impl ServerCtx {
@@ -58,7 +77,15 @@ impl ServerCtx {
         let fetch_limiter = RateLimiter::per_minute(config.cs.fetch_rate_per_minute);
         let open_limiter = RateLimiter::per_minute(config.ods.open_rate_per_minute);
         let mixer = Mixer::new(config.ids.mixing_window);
-        ServerCtx { config, me, peers, fetch_limiter, open_limiter, mixer }
+        ServerCtx {
+            config,
+            me,
+            peers,
+            fetch_limiter,
+            open_limiter,
+            mixer,
+            client_conns: Default::default(),
+        }
     }
 
     /// Entry-node admission of a client request: KeyPackage fetches are rate
@@ -99,8 +126,24 @@ fn peer_chain(conn: &quinn::Connection) -> Vec<CertificateDer<'static>> {
 
 async fn serve_connection(conn: quinn::Connection, ctx: Arc<ServerCtx>) {
     let remote = conn.remote_address();
+    let mut _slot = None;
     let is_node = match alpn(&conn).as_deref() {
-        Some(p) if p == ALPN_CLIENT => false,
+        Some(p) if p == ALPN_CLIENT => {
+            let ip = remote.ip();
+            {
+                let mut m = ctx.client_conns.lock().unwrap_or_else(|p| p.into_inner());
+                let n = m.entry(ip).or_insert(0);
+                if *n >= ctx.config.limits.max_connections_per_address {
+                    drop(m);
+                    tracing::warn!(%remote, "refused: too many connections from this address");
+                    conn.close(REFUSED.into(), b"too many connections from this address");
+                    return;
+                }
+                *n += 1;
+            }
+            _slot = Some(ConnSlot { ctx: &ctx, ip });
+            false
+        }
         Some(p) if p == ALPN_NODE => {
             let names = ctx.config.nodes.iter().map(|n| n.name.as_str());
             match tls::peer_node_name(&peer_chain(&conn), names) {
@@ -120,6 +163,7 @@ async fn serve_connection(conn: quinn::Connection, ctx: Arc<ServerCtx>) {
             return;
         }
     };
+    let bucket = Arc::new(TokenBucket::per_second(ctx.config.limits.requests_per_second));
     loop {
         let (send, recv) = match conn.accept_bi().await {
             Ok(s) => s,
@@ -129,6 +173,17 @@ async fn serve_connection(conn: quinn::Connection, ctx: Arc<ServerCtx>) {
             }
         };
         let ctx = ctx.clone();
+        if !is_node {
+            // A client flooding its connection gets refusals, not service;
+            // other connections are unaffected.
+            if let Err(e) = bucket.take() {
+                tokio::spawn(async move {
+                    reply(send, Response::Error(e), ctx.config.limits.max_frame).await;
+                    drop(recv);
+                });
+                continue;
+            }
+        }
         tokio::spawn(async move {
             if is_node {
                 serve_node_stream(send, recv, ctx).await
