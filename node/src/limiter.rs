@@ -53,25 +53,6 @@ impl RateLimiter {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn burst_then_refusal_per_address() {
-        let l = RateLimiter::per_minute(3);
-        let a: IpAddr = "127.0.0.1".parse().unwrap();
-        let b: IpAddr = "127.0.0.2".parse().unwrap();
-        for _ in 0..3 {
-            l.check(a).unwrap();
-        }
-        assert!(
-            matches!(l.check(a), Err(WireError::RateLimited { retry_after_ms }) if retry_after_ms > 0)
-        );
-        l.check(b).unwrap();
-    }
-}
-
 /// One token bucket (per connection): `rate` per second, bursts up to `rate`.
 pub struct TokenBucket {
     rate: f64,
@@ -99,5 +80,24 @@ impl TokenBucket {
             let wait = (1.0 - tokens) / self.rate;
             Err(WireError::RateLimited { retry_after_ms: (wait * 1000.0).ceil() as u64 })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn burst_then_refusal_per_address() {
+        let l = RateLimiter::per_minute(3);
+        let a: IpAddr = "127.0.0.1".parse().unwrap();
+        let b: IpAddr = "127.0.0.2".parse().unwrap();
+        for _ in 0..3 {
+            l.check(a).unwrap();
+        }
+        assert!(
+            matches!(l.check(a), Err(WireError::RateLimited { retry_after_ms }) if retry_after_ms > 0)
+        );
+        l.check(b).unwrap();
     }
 }
