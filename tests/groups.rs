@@ -151,21 +151,10 @@ fn windows16(b: &[u8]) -> std::collections::HashSet<&[u8]> {
     b.windows(16).collect()
 }
 
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
-}
-
 fn disk_contains(dir: &std::path::Path, needle: &[u8]) -> bool {
-    walk(dir).iter().any(|p| std::fs::read(p).unwrap().windows(needle.len()).any(|w| w == needle))
+    common::walk(dir)
+        .iter()
+        .any(|p| std::fs::read(p).unwrap().windows(needle.len()).any(|w| w == needle))
 }
 
 #[tokio::test(flavor = "multi_thread")]

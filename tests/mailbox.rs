@@ -199,7 +199,7 @@ async fn push_notifies_once_per_new_envelope_and_the_url_is_never_stored_in_the_
     c.kill("n3");
     let data = c.dir.path().join("data/n3");
     let mut found = Vec::new();
-    for entry in walk(&data) {
+    for entry in common::walk(&data) {
         let bytes = std::fs::read(&entry).unwrap();
         for needle in
             [url.as_bytes(), b"secret-push-token-of-bob".as_slice(), keys.push_key.as_slice()]
@@ -211,21 +211,8 @@ async fn push_notifies_once_per_new_envelope_and_the_url_is_never_stored_in_the_
     }
     assert!(found.is_empty(), "push secrets on disk in {found:?}");
     // The mailbox data itself is there (the scan looked at the right files).
-    let all: Vec<u8> = walk(&data).iter().flat_map(|p| std::fs::read(p).unwrap()).collect();
+    let all: Vec<u8> = common::walk(&data).iter().flat_map(|p| std::fs::read(p).unwrap()).collect();
     assert!(all.windows(101).any(|w| w == [1u8; 101]), "envelope bytes found on disk");
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -97,11 +97,14 @@ impl CsLogic {
         bindings: &[SignedBinding],
         ctx: &RoleContext<'_>,
     ) -> Result<Response, WireError> {
-        split_client_id(&body.client)
-            .ok_or_else(|| WireError::InvalidClientId(body.client.clone()))?;
-        fresh(body.timestamp, ctx.now)?;
-        let key = live_key(bindings, &body.client, ctx)?;
-        verify(&key, &signing_bytes(LABEL_PUBLISH, &body), &signature, "upload")?;
+        let key = signed_by_bound_key(
+            &body.client,
+            body.timestamp,
+            &signing_bytes(LABEL_PUBLISH, &body),
+            &signature,
+            bindings,
+            ctx,
+        )?;
         let max = self.settings.max_per_client;
         if body.key_packages.len() > max as usize {
             return Err(WireError::TooManyKeyPackages { max });
@@ -230,11 +233,14 @@ impl CsLogic {
         bindings: &[SignedBinding],
         ctx: &RoleContext<'_>,
     ) -> Result<Response, WireError> {
-        split_client_id(&body.client)
-            .ok_or_else(|| WireError::InvalidClientId(body.client.clone()))?;
-        fresh(body.timestamp, ctx.now)?;
-        let key = live_key(bindings, &body.client, ctx)?;
-        verify(&key, &signing_bytes(LABEL_COUNT, &body), &signature, "count")?;
+        let key = signed_by_bound_key(
+            &body.client,
+            body.timestamp,
+            &signing_bytes(LABEL_COUNT, &body),
+            &signature,
+            bindings,
+            ctx,
+        )?;
         let mut purge = Batch::new();
         let count = self.usable(&body.client, &key, ctx, &mut purge)?.len() as u32;
         if !purge.ops.is_empty() {
@@ -253,6 +259,23 @@ impl CsLogic {
             .map(u64::from_be_bytes)
             .unwrap_or(0))
     }
+}
+
+/// Checks a client-signed CS request: a valid client id, a fresh timestamp
+/// and a signature by the key of the client's live binding, which it returns.
+fn signed_by_bound_key(
+    client: &str,
+    timestamp: u64,
+    signed: &[u8],
+    signature: &[u8],
+    bindings: &[SignedBinding],
+    ctx: &RoleContext<'_>,
+) -> Result<Vec<u8>, WireError> {
+    split_client_id(client).ok_or_else(|| WireError::InvalidClientId(client.to_string()))?;
+    fresh(timestamp, ctx.now)?;
+    let key = live_key(bindings, client, ctx)?;
+    verify(&key, signed, signature, "request")?;
+    Ok(key)
 }
 
 /// The signature key of `client`'s live binding among `bindings`.

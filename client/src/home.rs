@@ -60,10 +60,6 @@ impl Home {
         &self.dir
     }
 
-    fn identity_path(&self) -> PathBuf {
-        self.dir.join("identity.bin")
-    }
-
     /// Reads a small state file (`NAME.bin`), if present.
     pub fn load<T: serde::de::DeserializeOwned>(
         &self,
@@ -93,22 +89,12 @@ impl Home {
 
     /// Reads the identity, if this home has one.
     pub fn load_identity(&self) -> Result<Option<StoredIdentity>, ClientError> {
-        let p = self.identity_path();
-        match std::fs::read(&p) {
-            Ok(bytes) => {
-                let bytes = Zeroizing::new(bytes);
-                codec::decode(&bytes).map(Some).map_err(|e| io_err(&p, e))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io_err(&p, e)),
-        }
+        self.load("identity")
     }
 
     /// Writes the identity.
     pub fn save_identity(&self, id: &StoredIdentity) -> Result<(), ClientError> {
-        let p = self.identity_path();
-        let bytes = Zeroizing::new(codec::encode(id).map_err(|e| io_err(&p, e))?);
-        write_private(&p, &bytes)
+        self.save("identity", id)
     }
 
     /// Reads the openmls storage (empty for a new home).

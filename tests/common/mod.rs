@@ -225,3 +225,17 @@ impl Cluster {
 pub fn init() {
     mlsd::install_crypto_provider();
 }
+
+/// Every file below `dir` (for tests that read a node's disk as an attacker would).
+pub fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
