@@ -359,3 +359,45 @@ async fn a_mixing_window_batches_fan_outs_and_delivers_everything() {
     let got = texts(&charlie.receive().await.unwrap());
     assert_eq!(got.len(), 2, "{got:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fan_out_killed_mid_way_is_completed_by_the_retry_without_duplicates() {
+    common::init();
+    // A mixing window holds the envelopes long enough to kill the fan-out
+    // while its copies are on their way to the ODS.
+    let mut c = Cluster::with_extra(
+        &[("n1", &[Role::As, Role::Cs]), ("n2", &[Role::Ids]), ("n3", &[Role::Ods, Role::Sds])],
+        "[ids]\nmixing_window_ms = 1500\n[chaos]\nallow = true\n",
+    );
+    c.start_all().await;
+    let (mut alice, mut bob, mut charlie) = abc(&c, RosterMode::Stored).await;
+    let req = alice.prepare_text("ABC", "exactly once").unwrap();
+    let first = {
+        let conn = mlsd_client::Connection::connect(c.addr("n1"), &c.ca()).await.unwrap();
+        let r = req.clone();
+        tokio::spawn(async move { conn.request(r).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let killed = c
+        .node_call(
+            "n1",
+            "n2",
+            mlsd_transport::protocol::NodeRequest::Chaos {
+                target: mlsd_transport::protocol::ChaosTarget::Fanout,
+            },
+        )
+        .await;
+    assert_eq!(killed, mlsd_transport::Response::Killed { count: 1 });
+    assert!(first.await.unwrap().is_err(), "the sender got no acknowledgement");
+    // The sender retries the same request: all copies, none twice.
+    assert_eq!(
+        alice.send_request(req).await.unwrap(),
+        mlsd_transport::Response::Sent { copies: 2 }
+    );
+    for cl in [&mut bob, &mut charlie] {
+        assert_eq!(
+            texts(&cl.receive().await.unwrap()),
+            vec![("alice/phone".to_string(), "exactly once".to_string())]
+        );
+    }
+}

@@ -128,6 +128,32 @@ async fn bad_registrations_and_uploads_are_refused_and_store_nothing() {
     assert!(matches!(server_err(r), WireError::BadSignature(_)));
     assert_eq!(alice.lookup("mallory").await.unwrap().len(), 0, "nothing stored");
 
+    // Key rotation: a new key for a taken client id, also signed by the bound key.
+    let carol = c.registered("carol/phone", "n2", 1).await;
+    let carol_old = home_signer(&c, "carol/phone");
+    let new_key = SignatureKeyPair::new(SUITE.signature_algorithm()).unwrap();
+    let rbody = RegisterBody {
+        client: "carol/phone".into(),
+        signature_key: new_key.public().to_vec(),
+        timestamp: now(),
+        token: None,
+    };
+    let tbs = signing_bytes(LABEL_REGISTER, &rbody);
+    let proof = new_key.sign(&tbs).unwrap();
+    let rotation = Some(carol_old.sign(&tbs).unwrap());
+    match conn.request(Request::Register { body: rbody, proof, rotation }).await.unwrap() {
+        Response::Binding(b) => assert_eq!(b.binding.signature_key, new_key.public()),
+        other => panic!("{other:?}"),
+    }
+    let now_bound = carol.lookup("carol").await.unwrap();
+    assert_eq!(now_bound.len(), 1);
+    assert_eq!(now_bound[0].0.binding.signature_key, new_key.public(), "rotated");
+    // KeyPackages signed by the old key are no longer handed out.
+    match conn.request(Request::FetchKeyPackages { identity: "carol".into() }).await.unwrap() {
+        Response::KeyPackages(k) => assert!(k.is_empty(), "{k:?}"),
+        other => panic!("{other:?}"),
+    }
+
     // A stale timestamp (replay) is refused even with a good proof.
     let mut old = body.clone();
     old.timestamp -= 3600;
