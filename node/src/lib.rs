@@ -5,6 +5,7 @@
 //! # Layout
 //! - [`config`]: `cluster.toml` parsing and validation.
 //! - [`admin`]: operator requests (enrollment tokens) over the node protocol.
+//! - [`bench`]: `mlsd bench`, throughput and latency against the machine's limits.
 //! - [`certs`]: the cluster CA and node certificates on disk.
 //! - [`limiter`]: per-address rate limits applied where requests enter.
 //! - [`mixer`]: the IDS's per-ODS-node shuffled batches and mixing window.
@@ -18,6 +19,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod bench;
 pub mod certs;
 pub mod config;
 pub mod demo;

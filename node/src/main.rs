@@ -37,6 +37,15 @@ enum Cmd {
     },
     /// Run the eight steps of the brief on a three-node cluster inside this process, printing each.
     Demo,
+    /// Measure fan-out throughput and latency against this machine's limits (docs/performance.md).
+    Bench {
+        /// Smaller counts (groups up to 1,000 members); a few minutes on 2 cores.
+        #[arg(long)]
+        quick: bool,
+        /// Also write every figure to this JSON file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Operator requests, authenticated with a node certificate from certs_dir.
     Admin {
         #[command(subcommand)]
@@ -88,6 +97,10 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
             let token = rt.block_on(mlsd::admin::enroll(&cfg, node.as_deref(), &identity))?;
             println!("{token}");
             Ok(())
+        }
+        Cmd::Bench { quick, json } => {
+            let rt = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+            rt.block_on(mlsd::bench::run(mlsd::bench::BenchOpts { quick, json }))
         }
         Cmd::Demo => {
             let rt = tokio::runtime::Runtime::new().context("cannot start the runtime")?;

@@ -1,0 +1,290 @@
+//! `mlsd bench`: how fast fan-out is, next to what this machine allows.
+//!
+//! Measures, in one run: the limits (envelope seals per second per core on
+//! the anonymizers' code path, bytes per second over one node-to-node QUIC
+//! connection, ODS enqueues per second through the ODS's own synced write
+//! path); fan-out throughput on a one-node and a three-node cluster in this
+//! process (real QUIC, real RocksDB); and the send-to-all-enqueued latency.
+//! Figures depend on the build profile: see docs/performance.md.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context;
+use mlsd_actors::ods::OdsLogic;
+use mlsd_actors::settings::OdsSettings;
+use mlsd_actors::{RocksStore, RoleContext, RoleLogic};
+use mlsd_client::{Client, ClientConfig, Connection};
+use mlsd_transport::protocol::{EnqueueItem, NodeRequest, Recipients, RosterEntry, RosterMode};
+use mlsd_transport::{endpoint, envelope, tls, Request, Response};
+
+use crate::{ClusterConfig, Node};
+
+/// Options of `mlsd bench`.
+pub struct BenchOpts {
+    /// Smaller counts; finishes in a few minutes on 2 cores.
+    pub quick: bool,
+    /// Where to write every figure as JSON.
+    pub json: Option<PathBuf>,
+}
+
+/// The size of the benchmark's application message.
+const MESSAGE: usize = 1024;
+
+fn rand32() -> [u8; 32] {
+    let mut b = [0u8; 32];
+    rand::TryRngCore::try_fill_bytes(&mut rand::rngs::OsRng, &mut b).expect("OS randomness");
+    b
+}
+
+/// Seals per second on one core, on the anonymizer's sealing code.
+fn seal_rate(n: usize) -> (f64, usize) {
+    let key = rand32();
+    let mb = rand32();
+    let msg = vec![7u8; MESSAGE];
+    let mut len = 0;
+    let t = Instant::now();
+    for _ in 0..n {
+        let nonce: [u8; 24] = rand32()[..24].try_into().expect("24 bytes");
+        len = envelope::seal(&key, &mb, &msg, &nonce).expect("fits a bucket").len();
+    }
+    (n as f64 / t.elapsed().as_secs_f64(), len)
+}
+
+/// ODS enqueues per second through `OdsLogic` on a synced RocksDB, in batches.
+fn enqueue_rate(batches: usize, batch: usize, envelope_len: usize) -> anyhow::Result<f64> {
+    let dir = tempfile::tempdir()?;
+    let store = RocksStore::open(dir.path(), true)?;
+    let mut ods = OdsLogic::new(OdsSettings { max_queue: u32::MAX, max_fetch: 256 });
+    let ctx = RoleContext { node: "bench", store: &store, now: SystemTime::now() };
+    let mailboxes: Vec<[u8; 32]> = (0..batch).map(|_| rand32()).collect();
+    for m in &mailboxes {
+        let auth =
+            ed25519_dalek::SigningKey::from_bytes(&rand32()).verifying_key().to_bytes().to_vec();
+        ods.handle(Request::OpenMailbox { mailbox: *m, auth_key: auth, push: None }, None, &ctx);
+    }
+    let t = Instant::now();
+    for _ in 0..batches {
+        let items = mailboxes
+            .iter()
+            .map(|m| EnqueueItem {
+                mailbox: *m,
+                delivery_id: rand32(),
+                envelope: vec![1; envelope_len],
+                push_key: None,
+            })
+            .collect();
+        match ods.admin(NodeRequest::Enqueue(items), &ctx) {
+            Response::Enqueued(_) => {}
+            other => anyhow::bail!("enqueue failed: {other:?}"),
+        }
+    }
+    Ok((batches * batch) as f64 / t.elapsed().as_secs_f64())
+}
+
+/// Bytes per second over one mutual-TLS QUIC stream between two endpoints.
+async fn quic_rate(total: usize) -> anyhow::Result<f64> {
+    let ca = tls::generate_ca()?;
+    let cert = tls::generate_node_cert("b1", &ca.key_pem)?;
+    let dir = tempfile::tempdir()?;
+    std::fs::write(dir.path().join("ca.pem"), &ca.cert_pem)?;
+    std::fs::write(dir.path().join("b1.pem"), &cert.cert_pem)?;
+    std::fs::write(dir.path().join("b1.key"), &cert.key_pem)?;
+    let node = tls::NodeTls::load(dir.path(), "b1")?;
+    let server = quinn::Endpoint::server(
+        endpoint::quinn_server_config(tls::server_config(&node)?)?,
+        "127.0.0.1:0".parse()?,
+    )?;
+    let addr = server.local_addr()?;
+    let reader = tokio::spawn(async move {
+        let conn = server.accept().await.context("accept")?.await?;
+        let (_, mut recv) = conn.accept_bi().await?;
+        let data = recv.read_to_end(usize::MAX).await?;
+        anyhow::Ok(data.len())
+    });
+    let client = endpoint::client_endpoint(
+        addr,
+        endpoint::quinn_client_config(tls::node_client_config(&node)?)?,
+    )?;
+    let conn =
+        endpoint::connect(&client, addr, &tls::node_dns_name("b1"), Duration::from_secs(5)).await?;
+    let (mut send, _recv) = conn.open_bi().await?;
+    let chunk = vec![0u8; 64 * 1024];
+    let t = Instant::now();
+    let mut sent = 0;
+    while sent < total {
+        send.write_all(&chunk).await?;
+        sent += chunk.len();
+    }
+    send.finish()?;
+    let got = reader.await??;
+    let rate = got as f64 / t.elapsed().as_secs_f64();
+    conn.close(0u32.into(), b"done");
+    Ok(rate)
+}
+
+fn free_addr() -> anyhow::Result<SocketAddr> {
+    Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+struct Cluster {
+    _dir: tempfile::TempDir,
+    nodes: Vec<Node>,
+    ca: PathBuf,
+    as_key: PathBuf,
+    home: PathBuf,
+}
+
+async fn cluster(layout: &[(&str, &str)]) -> anyhow::Result<Cluster> {
+    let dir = tempfile::tempdir()?;
+    let mut text = String::from("[cluster]\nname = \"bench\"\ncerts_dir = \"certs\"\n[limits]\nrequests_per_second = 1000000\n[ods]\nopen_rate_per_minute = 100000000\nmax_queue = 1000000\n[ids]\nanonymizer_concurrency = 64\n");
+    for (name, roles) in layout {
+        text.push_str(&format!(
+            "[[node]]\nname = \"{name}\"\nlisten = \"{}\"\nroles = [{roles}]\ndata_dir = \"data/{name}\"\n",
+            free_addr()?
+        ));
+    }
+    let cfg = ClusterConfig::parse(&text, dir.path())?;
+    crate::certs::ensure_certs(&cfg)?;
+    let mut nodes = Vec::new();
+    for (name, _) in layout {
+        nodes.push(Node::start(cfg.clone(), Some(name)).await?);
+    }
+    Ok(Cluster {
+        ca: dir.path().join("certs/ca.pem"),
+        as_key: dir.path().join("certs/as.pub"),
+        home: dir.path().join("homes"),
+        _dir: dir,
+        nodes,
+    })
+}
+
+/// Copies enqueued per second for `members` recipients over `messages`
+/// sends, and the time of the first send (one message to everyone).
+async fn fanout(
+    c: &Cluster,
+    sender: &mut Client,
+    group: &str,
+    members: usize,
+    messages: usize,
+) -> anyhow::Result<(f64, f64)> {
+    let conn = Connection::connect(c.nodes[0].addr(), &c.ca).await?;
+    let mut roster = Vec::with_capacity(members);
+    for _ in 0..members {
+        let mailbox = rand32();
+        let auth =
+            ed25519_dalek::SigningKey::from_bytes(&rand32()).verifying_key().to_bytes().to_vec();
+        conn.request(Request::OpenMailbox { mailbox, auth_key: auth, push: None }).await?;
+        roster.push(RosterEntry { mailbox, key: rand32(), push_key: None });
+    }
+    let text = "x".repeat(MESSAGE);
+    let mut first_ms = 0.0;
+    let t = Instant::now();
+    for i in 0..messages {
+        let Request::Send { mut body, mac } = sender.prepare_text(group, &text)? else {
+            anyhow::bail!("not a send");
+        };
+        // The MAC does not cover the recipients: the bench supplies its own roster.
+        body.recipients = Recipients::Roster(roster.clone());
+        let s = Instant::now();
+        match sender.send_request(Request::Send { body, mac }).await? {
+            Response::Sent { copies } if copies as usize == members => {}
+            other => anyhow::bail!("send failed: {other:?}"),
+        }
+        if i == 0 {
+            first_ms = s.elapsed().as_secs_f64() * 1e3;
+        }
+    }
+    Ok(((members * messages) as f64 / t.elapsed().as_secs_f64(), first_ms))
+}
+
+/// Runs the benchmark and prints a table (and JSON when asked).
+pub async fn run(opts: BenchOpts) -> anyhow::Result<()> {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let (seal_per_core, env_len) = seal_rate(if opts.quick { 20_000 } else { 100_000 });
+    let enqueue = enqueue_rate(if opts.quick { 20 } else { 100 }, 256, env_len)?;
+    let quic = quic_rate(if opts.quick { 64 << 20 } else { 256 << 20 }).await?;
+    let ceiling = (seal_per_core * cores as f64).min(quic / env_len as f64).min(enqueue);
+    println!("limits on this machine ({cores} cores), 1 KiB message -> {env_len}-byte envelopes:");
+    println!("  seal                 {:>12.0} envelopes/s per core", seal_per_core);
+    println!("  ODS synced enqueue   {:>12.0} envelopes/s", enqueue);
+    println!(
+        "  node-to-node QUIC    {:>12.0} bytes/s = {:.0} envelopes/s",
+        quic,
+        quic / env_len as f64
+    );
+    println!("  ceiling              {:>12.0} recipient copies/s", ceiling);
+
+    let sizes: &[usize] = if opts.quick { &[10, 100, 1000] } else { &[10, 100, 1000, 10_000] };
+    let shapes: [(usize, &[(&str, &str)]); 2] = [
+        (1, &[("b1", "\"as\", \"cs\", \"ids\", \"ods\", \"sds\"")]),
+        (3, &[("b1", "\"as\", \"cs\", \"ids\", \"sds\""), ("b2", "\"ods\""), ("b3", "\"ods\"")]),
+    ];
+    let mut rows = Vec::new();
+    let mut enqueue_1000_ms = None;
+    let mut latencies = Vec::new();
+    for (n, layout) in shapes {
+        let c = cluster(layout).await?;
+        let mut sender = Client::open(&ClientConfig {
+            home: c.home.join(format!("sender{n}")),
+            server: c.nodes[0].addr(),
+            ca: c.ca.clone(),
+            as_key: c.as_key.clone(),
+        })
+        .await?;
+        sender.register("bench/sender", None).await?;
+        sender.create_group("bench", RosterMode::Client).await?;
+        for &m in sizes {
+            let messages = (if opts.quick { 4000 } else { 20_000 } / m).clamp(2, 200);
+            let (rate, first_ms) = fanout(&c, &mut sender, "bench", m, messages).await?;
+            if m == 1000 && n == 1 {
+                enqueue_1000_ms = Some(first_ms);
+            }
+            if m == 100 && n == 1 {
+                for _ in 0..if opts.quick { 20 } else { 100 } {
+                    latencies.push(fanout(&c, &mut sender, "bench", 100, 1).await?.1);
+                }
+            }
+            println!(
+                "  {n} node(s), {m:>6} members: {rate:>10.0} copies/s ({:.2} of the ceiling)",
+                rate / ceiling
+            );
+            rows.push((n, m, rate));
+        }
+        for node in c.nodes {
+            node.shutdown().await;
+        }
+    }
+    latencies.sort_by(|a, b| a.total_cmp(b));
+    let pct = |p: f64| {
+        latencies.get(((latencies.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(0.0)
+    };
+    let (p50, p99) = (pct(0.5), pct(0.99));
+    let seal_1000_ms = 1000.0 / seal_per_core * 1e3;
+    println!("latency, send to all 100 copies enqueued: p50 {p50:.1} ms, p99 {p99:.1} ms");
+    println!("one message to 1000 members enqueued for all: {:.1} ms (1000 seals alone: {seal_1000_ms:.1} ms on one core)", enqueue_1000_ms.unwrap_or(0.0));
+
+    if let Some(path) = opts.json {
+        let rev = std::process::Command::new("git")
+            .args(["rev-parse", "HEAD"])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default();
+        let fanout: Vec<String> = rows
+            .iter()
+            .map(|(n, m, r)| format!("{{\"nodes\": {n}, \"members\": {m}, \"copies_per_s\": {r:.1}, \"ratio\": {:.3}}}", r / ceiling))
+            .collect();
+        let json = format!(
+            "{{\n  \"machine\": {{\"cores\": {cores}, \"profile\": \"{}\"}},\n  \"git_revision\": \"{rev}\",\n  \"seal_per_core_per_s\": {seal_per_core:.1},\n  \"enqueue_per_s\": {enqueue:.1},\n  \"quic_bytes_per_s\": {quic:.1},\n  \"ceiling_copies_per_s\": {ceiling:.1},\n  \"fanout\": [{}],\n  \"latency_ms\": {{\"p50\": {p50:.2}, \"p99\": {p99:.2}}},\n  \"seal_1000_ms\": {seal_1000_ms:.2},\n  \"enqueue_1000_ms\": {:.2},\n  \"bytes_per_idle_mailbox\": null\n}}\n",
+            if cfg!(debug_assertions) { "debug" } else { "release" },
+            fanout.join(", "),
+            enqueue_1000_ms.unwrap_or(0.0),
+        );
+        std::fs::write(&path, json).with_context(|| format!("writing {}", path.display()))?;
+        println!("figures written to {}", path.display());
+    }
+    Ok(())
+}
