@@ -205,6 +205,22 @@ async fn open(cli: &Cli) -> anyhow::Result<Client> {
     Ok(c)
 }
 
+/// Like [`open`], but keeps trying to reach the cluster for up to `timeout`
+/// (a send is expected to ride out a node restart).
+async fn open_patiently(cli: &Cli, timeout: u64) -> anyhow::Result<Client> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(timeout);
+    loop {
+        match open(cli).await {
+            Ok(c) => return Ok(c),
+            Err(e) if std::time::Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 fn print(events: &[Event]) {
     for e in events {
         match e {
@@ -347,12 +363,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Cmd::Send { name, text, timeout } => {
-            let mut c = open(&cli).await?;
+            let mut c = open_patiently(&cli, *timeout).await?;
             let req = c.prepare_text(name, text)?;
             send(&mut c, req, *timeout).await?;
         }
         Cmd::SendFile { name, path, timeout } => {
-            let mut c = open(&cli).await?;
+            let mut c = open_patiently(&cli, *timeout).await?;
             let req = c.prepare_file(name, path).await?;
             send(&mut c, req, *timeout).await?;
         }
