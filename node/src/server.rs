@@ -487,12 +487,25 @@ async fn enqueue(ctx: Arc<ServerCtx>, items: Vec<EnqueueItem>) -> Vec<EnqueueRes
     results
 }
 
-/// Sends items to one ODS node in chunks of at most [`MAX_ENQUEUE_BATCH`].
+/// Sends items to one ODS node in chunks that fit a frame: at most
+/// [`MAX_ENQUEUE_BATCH`] items and about half the frame limit in bytes.
 async fn send_batch(ctx: &ServerCtx, owner: &str, items: Vec<EnqueueItem>) -> Vec<EnqueueResult> {
+    let budget = (ctx.config.limits.max_frame / 2) as usize;
     let mut out = Vec::with_capacity(items.len());
-    for chunk in items.chunks(MAX_ENQUEUE_BATCH) {
+    let mut chunk: Vec<EnqueueItem> = Vec::new();
+    let mut bytes = 0;
+    let mut iter = items.into_iter().peekable();
+    while let Some(item) = iter.next() {
+        bytes += item.envelope.len() + 128;
+        chunk.push(item);
+        let full = chunk.len() >= MAX_ENQUEUE_BATCH
+            || iter.peek().is_none_or(|next| bytes + next.envelope.len() + 128 > budget);
+        if !full {
+            continue;
+        }
         let k = chunk.len();
-        let request = NodeRequest::Enqueue(chunk.to_vec());
+        let request = NodeRequest::Enqueue(std::mem::take(&mut chunk));
+        bytes = 0;
         let resp = if owner == ctx.me.name {
             local(ctx, Role::Ods, |reply| RoleMsg::Admin { request, reply }).await
         } else {
