@@ -401,3 +401,43 @@ async fn a_fan_out_killed_mid_way_is_completed_by_the_retry_without_duplicates()
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fan_out_larger_than_one_frame_reaches_a_remote_ods() {
+    common::init();
+    let mut c = Cluster::with_extra(
+        &[("n1", &[Role::As, Role::Cs, Role::Ids, Role::Sds]), ("n2", &[Role::Ods])],
+        "[ods]\nopen_rate_per_minute = 100000\n",
+    );
+    c.start_all().await;
+    let mut alice = c.registered("alice/phone", "n1", 1).await;
+    alice.create_group("big", RosterMode::Client).await.unwrap();
+    // 600 copies of 2 KiB are more than one 1 MiB frame to the ODS node.
+    let conn = mlsd_client::Connection::connect(c.addr("n1"), &c.ca()).await.unwrap();
+    let mut roster = Vec::new();
+    for i in 0..600u32 {
+        let mut mailbox = [0u8; 32];
+        mailbox[..4].copy_from_slice(&i.to_be_bytes());
+        mailbox[4] = 0xaa;
+        let auth = ed25519_dalek::SigningKey::from_bytes(&[i as u8; 32])
+            .verifying_key()
+            .to_bytes()
+            .to_vec();
+        conn.request(mlsd_transport::Request::OpenMailbox { mailbox, auth_key: auth, push: None })
+            .await
+            .unwrap();
+        roster.push(mlsd_transport::protocol::RosterEntry {
+            mailbox,
+            key: [1; 32],
+            push_key: None,
+        });
+    }
+    let mlsd_transport::Request::Send { mut body, mac } =
+        alice.prepare_text("big", &"x".repeat(1500)).unwrap()
+    else {
+        unreachable!()
+    };
+    body.recipients = mlsd_transport::protocol::Recipients::Roster(roster);
+    let r = alice.send_request(mlsd_transport::Request::Send { body, mac }).await.unwrap();
+    assert_eq!(r, mlsd_transport::Response::Sent { copies: 600 });
+}
