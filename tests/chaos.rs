@@ -94,7 +94,9 @@ async fn nothing_acknowledged_is_lost_or_duplicated_under_chaos() {
             ("n2", &[Role::Ids, Role::Ods, Role::Sds]),
             ("n3", &[Role::Ids, Role::Ods]),
         ],
-        "[limits]\ncall_timeout_ms = 2000\nconnect_timeout_ms = 1000\n[chaos]\nallow = true\n",
+        // Role actors are killed far more often than the default restart
+        // intensity allows (which would stop the node, by design).
+        "[limits]\ncall_timeout_ms = 2000\nconnect_timeout_ms = 1000\n[chaos]\nallow = true\n[supervision]\nmax_restarts = 100000\n",
     );
     c.start_all().await;
 

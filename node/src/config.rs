@@ -128,6 +128,9 @@ pub struct ClusterConfig {
     /// `[chaos] allow`: accept chaos requests (kill actors) from holders of
     /// node certificates. Off by default; only for chaos tests.
     pub chaos_allowed: bool,
+    /// `[supervision] max_restarts`: restarts of one role actor tolerated
+    /// within 30 s before the node stops, default 10.
+    pub max_restarts: usize,
 }
 
 /// `[as]`: registration policy and binding lifetime.
@@ -196,6 +199,14 @@ struct RawConfig {
     sds: RawSds,
     #[serde(default)]
     chaos: RawChaos,
+    #[serde(default)]
+    supervision: RawSupervision,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSupervision {
+    max_restarts: Option<u32>,
 }
 
 #[derive(Deserialize, Default)]
@@ -457,6 +468,7 @@ impl ClusterConfig {
             ids,
             sds_max_blob,
             chaos_allowed: raw.chaos.allow.unwrap_or(false),
+            max_restarts: raw.supervision.max_restarts.unwrap_or(10).max(1) as usize,
             name: raw.cluster.name,
             certs_dir: base.join(raw.cluster.certs_dir),
             nodes,

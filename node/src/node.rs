@@ -139,6 +139,7 @@ impl Node {
             store,
             settings,
             router: Arc::new(NodeRouter(ctx.clone())),
+            max_restarts: ctx.config.max_restarts,
         };
         let (supervisor, supervisor_done) =
             Actor::spawn(Some(format!("{}/supervisor", me.name)), NodeSupervisor, sup_args)

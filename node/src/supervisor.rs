@@ -15,7 +15,8 @@ use mlsd_actors::{RoleActor, RoleArgs, RoleSettings, Router, Store};
 use mlsd_transport::Role;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 
-/// Restarts of one role tolerated within [`RESTART_WINDOW`].
+/// Default restarts of one role tolerated within [`RESTART_WINDOW`]
+/// (`[supervision] max_restarts`).
 pub const MAX_RESTARTS: usize = 10;
 /// Window over which restarts are counted.
 pub const RESTART_WINDOW: Duration = Duration::from_secs(30);
@@ -42,6 +43,8 @@ pub struct SupervisorArgs {
     pub settings: Arc<RoleSettings>,
     /// Routes role actors' prerequisite requests.
     pub router: Arc<dyn Router>,
+    /// Restarts of one role tolerated within [`RESTART_WINDOW`].
+    pub max_restarts: usize,
 }
 
 /// The supervisor actor.
@@ -53,6 +56,7 @@ pub struct SupervisorState {
     store: Arc<dyn Store>,
     settings: Arc<RoleSettings>,
     router: Arc<dyn Router>,
+    max_restarts: usize,
     children: HashMap<ActorId, Role>,
     restarts: HashMap<Role, VecDeque<Instant>>,
     shutting_down: bool,
@@ -95,6 +99,7 @@ impl Actor for NodeSupervisor {
             store: args.store,
             settings: args.settings,
             router: args.router,
+            max_restarts: args.max_restarts,
             children: HashMap::new(),
             restarts: HashMap::new(),
             shutting_down: false,
@@ -152,7 +157,7 @@ impl Actor for NodeSupervisor {
         let now = Instant::now();
         let recent = st.restarts.entry(role).or_default();
         recent.retain(|t| now.duration_since(*t) < RESTART_WINDOW);
-        if recent.len() >= MAX_RESTARTS {
+        if recent.len() >= st.max_restarts {
             tracing::error!(%role, %reason, "role actor died too often; stopping the node");
             myself.stop(Some(format!("{role} exceeded its restart intensity")));
             return Ok(());
