@@ -7,7 +7,6 @@
 //! process (real QUIC, real RocksDB); and the send-to-all-enqueued latency.
 //! Figures depend on the build profile: see docs/performance.md.
 
-use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -15,11 +14,11 @@ use anyhow::Context;
 use mlsd_actors::ods::OdsLogic;
 use mlsd_actors::settings::OdsSettings;
 use mlsd_actors::{RocksStore, RoleContext, RoleLogic};
-use mlsd_client::{Client, ClientConfig, Connection};
+use mlsd_client::{Client, Connection};
 use mlsd_transport::protocol::{EnqueueItem, NodeRequest, Recipients, RosterEntry, RosterMode};
 use mlsd_transport::{endpoint, envelope, tls, Request, Response};
 
-use crate::{ClusterConfig, Node};
+use crate::inproc::InprocCluster;
 
 /// Options of `mlsd bench`.
 pub struct BenchOpts {
@@ -124,52 +123,19 @@ async fn quic_rate(total: usize) -> anyhow::Result<f64> {
     Ok(rate)
 }
 
-fn free_addr() -> anyhow::Result<SocketAddr> {
-    Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?)
-}
-
-struct Cluster {
-    _dir: tempfile::TempDir,
-    nodes: Vec<Node>,
-    ca: PathBuf,
-    as_key: PathBuf,
-    home: PathBuf,
-}
-
-async fn cluster(layout: &[(&str, &str)]) -> anyhow::Result<Cluster> {
-    let dir = tempfile::tempdir()?;
-    let mut text = String::from("[cluster]\nname = \"bench\"\ncerts_dir = \"certs\"\n[limits]\nrequests_per_second = 1000000\n[ods]\nopen_rate_per_minute = 100000000\nmax_queue = 1000000\n[ids]\nanonymizer_concurrency = 64\n");
-    for (name, roles) in layout {
-        text.push_str(&format!(
-            "[[node]]\nname = \"{name}\"\nlisten = \"{}\"\nroles = [{roles}]\ndata_dir = \"data/{name}\"\n",
-            free_addr()?
-        ));
-    }
-    let cfg = ClusterConfig::parse(&text, dir.path())?;
-    crate::certs::ensure_certs(&cfg)?;
-    let mut nodes = Vec::new();
-    for (name, _) in layout {
-        nodes.push(Node::start(cfg.clone(), Some(name)).await?);
-    }
-    Ok(Cluster {
-        ca: dir.path().join("certs/ca.pem"),
-        as_key: dir.path().join("certs/as.pub"),
-        home: dir.path().join("homes"),
-        _dir: dir,
-        nodes,
-    })
-}
+/// Config for the benchmark's clusters: no rate limits in the way.
+const BENCH_CONFIG: &str = "[limits]\nrequests_per_second = 1000000\n[ods]\nopen_rate_per_minute = 100000000\nmax_queue = 1000000\n[ids]\nanonymizer_concurrency = 64\n";
 
 /// Copies enqueued per second for `members` recipients over `messages`
 /// sends, and the time of the first send (one message to everyone).
 async fn fanout(
-    c: &Cluster,
+    c: &InprocCluster,
     sender: &mut Client,
     group: &str,
     members: usize,
     messages: usize,
 ) -> anyhow::Result<(f64, f64)> {
-    let conn = Connection::connect(c.nodes[0].addr(), &c.ca).await?;
+    let conn = Connection::connect(c.nodes[0].addr(), &c.client_config("x", 0).ca).await?;
     let mut roster = Vec::with_capacity(members);
     for _ in 0..members {
         let mailbox = rand32();
@@ -225,14 +191,8 @@ pub async fn run(opts: BenchOpts) -> anyhow::Result<()> {
     let mut enqueue_1000_ms = None;
     let mut latencies = Vec::new();
     for (n, layout) in shapes {
-        let c = cluster(layout).await?;
-        let mut sender = Client::open(&ClientConfig {
-            home: c.home.join(format!("sender{n}")),
-            server: c.nodes[0].addr(),
-            ca: c.ca.clone(),
-            as_key: c.as_key.clone(),
-        })
-        .await?;
+        let c = InprocCluster::start("bench", layout, BENCH_CONFIG).await?;
+        let mut sender = Client::open(&c.client_config(&format!("sender{n}"), 0)).await?;
         sender.register("bench/sender", None).await?;
         sender.create_group("bench", RosterMode::Client).await?;
         for &m in sizes {
@@ -252,9 +212,7 @@ pub async fn run(opts: BenchOpts) -> anyhow::Result<()> {
             );
             rows.push((n, m, rate));
         }
-        for node in c.nodes {
-            node.shutdown().await;
-        }
+        c.shutdown().await;
     }
     latencies.sort_by(|a, b| a.total_cmp(b));
     let pct = |p: f64| {

@@ -2,20 +2,16 @@
 //! this process (real QUIC, real RocksDB, in a temporary directory), printed
 //! as they happen. The second thing a newcomer runs.
 
-use std::net::{SocketAddr, UdpSocket};
 use std::time::Instant;
 
 use anyhow::Context;
 use mlsd_client::group::Event;
-use mlsd_client::{Client, ClientConfig};
+use mlsd_client::Client;
 use mlsd_transport::protocol::RosterMode;
 use mlsd_transport::Role;
 
-use crate::{routing, ClusterConfig, Node};
-
-fn free_addr() -> anyhow::Result<SocketAddr> {
-    Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?)
-}
+use crate::inproc::InprocCluster;
+use crate::{routing, ClusterConfig};
 
 fn owner(cfg: &ClusterConfig, role: Role, key: &[u8]) -> String {
     routing::owner(&cfg.nodes, role, key).map(|n| n.name.clone()).unwrap_or_default()
@@ -23,31 +19,15 @@ fn owner(cfg: &ClusterConfig, role: Role, key: &[u8]) -> String {
 
 /// Runs the demo; prints to stdout.
 pub async fn run() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
     let layout: [(&str, &str); 3] =
         [("n1", "\"as\", \"cs\""), ("n2", "\"ids\", \"sds\""), ("n3", "\"ods\"")];
-    let mut text = String::from("[cluster]\nname = \"demo\"\ncerts_dir = \"certs\"\n");
-    for (name, roles) in layout {
-        text.push_str(&format!(
-            "[[node]]\nname = \"{name}\"\nlisten = \"{}\"\nroles = [{roles}]\ndata_dir = \"data/{name}\"\n",
-            free_addr()?
-        ));
-    }
-    let cfg = ClusterConfig::parse(&text, dir.path())?;
-    crate::certs::ensure_certs(&cfg)?;
-    println!("mlsd demo: three nodes in {}", dir.path().display());
-    let mut nodes = Vec::new();
-    for (name, roles) in layout {
-        let node = Node::start(cfg.clone(), Some(name)).await?;
+    let cluster = InprocCluster::start("demo", &layout, "").await?;
+    let cfg = cluster.config.clone();
+    println!("mlsd demo: three nodes in {}", cluster.dir().display());
+    for ((name, roles), node) in layout.iter().zip(&cluster.nodes) {
         println!("  {name} on {} hosts {}", node.addr(), roles.replace('"', ""));
-        nodes.push(node);
     }
-    let client_cfg = |home: &str, via: usize| ClientConfig {
-        home: dir.path().join("homes").join(home),
-        server: nodes[via].addr(),
-        ca: dir.path().join("certs/ca.pem"),
-        as_key: dir.path().join("certs/as.pub"),
-    };
+    let client_cfg = |home: &str, via: usize| cluster.client_config(home, via);
     let (mut alice, mut bob, mut charlie) = (
         Client::open(&client_cfg("alice", 0)).await?,
         Client::open(&client_cfg("bob", 1)).await?,
@@ -139,7 +119,7 @@ pub async fn run() -> anyhow::Result<()> {
 
     println!("\nStep 8. Charlie retrieves encrypted group data from the SDS: the group's name, and a file Alice shares.");
     println!("  Charlie knows the group as {:?} (read from the SDS at an id derived from the epoch's secrets)", charlie.group_names());
-    let file = dir.path().join("minutes.txt");
+    let file = cluster.dir().join("minutes.txt");
     std::fs::write(&file, "Meeting at noon.\n")?;
     alice.send_file("ABC", &file).await?;
     for e in charlie.receive().await? {
@@ -151,8 +131,6 @@ pub async fn run() -> anyhow::Result<()> {
 
     println!("\nDone: all eight steps. Shutting the cluster down.");
     drop((alice, bob, charlie));
-    for n in nodes {
-        n.shutdown().await;
-    }
+    cluster.shutdown().await;
     Ok(())
 }

@@ -15,6 +15,7 @@
 //! - [`server`]: the QUIC accept loop and per-stream request handling.
 //! - [`node`]: [`Node`], which ties the above together; used by the binary and tests.
 //! - [`demo`]: `mlsd demo`, the eight steps on an in-process cluster.
+//! - [`inproc`]: an in-process cluster for the demo and the benchmark.
 //! - [`logging`]: tracing set-up for the binary.
 #![warn(missing_docs)]
 
@@ -23,6 +24,7 @@ pub mod bench;
 pub mod certs;
 pub mod config;
 pub mod demo;
+pub mod inproc;
 pub mod limiter;
 pub mod logging;
 pub mod mixer;

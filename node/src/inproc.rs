@@ -1,0 +1,66 @@
+//! A cluster of nodes inside this process, in a temporary directory, on free
+//! loopback ports: what `mlsd demo` and `mlsd bench` run on (real QUIC, real
+//! RocksDB, the same `Node` as `mlsd run`).
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
+
+use mlsd_client::ClientConfig;
+
+use crate::{ClusterConfig, Node};
+
+/// A running in-process cluster; its directory is removed on drop.
+pub struct InprocCluster {
+    /// The nodes, in layout order.
+    pub nodes: Vec<Node>,
+    /// The parsed config (for routing questions).
+    pub config: ClusterConfig,
+    dir: tempfile::TempDir,
+}
+
+fn free_addr() -> anyhow::Result<SocketAddr> {
+    Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+impl InprocCluster {
+    /// Starts `layout` (node name, TOML role list) with `extra` config appended.
+    pub async fn start(name: &str, layout: &[(&str, &str)], extra: &str) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let mut text = format!("[cluster]\nname = \"{name}\"\ncerts_dir = \"certs\"\n{extra}\n");
+        for (node, roles) in layout {
+            text.push_str(&format!(
+                "[[node]]\nname = \"{node}\"\nlisten = \"{}\"\nroles = [{roles}]\ndata_dir = \"data/{node}\"\n",
+                free_addr()?
+            ));
+        }
+        let config = ClusterConfig::parse(&text, dir.path())?;
+        crate::certs::ensure_certs(&config)?;
+        let mut nodes = Vec::new();
+        for (node, _) in layout {
+            nodes.push(Node::start(config.clone(), Some(node)).await?);
+        }
+        Ok(InprocCluster { nodes, config, dir })
+    }
+
+    /// The cluster's directory.
+    pub fn dir(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+
+    /// Client settings for home `home` entering at node number `via`.
+    pub fn client_config(&self, home: &str, via: usize) -> ClientConfig {
+        ClientConfig {
+            home: self.dir.path().join("homes").join(home),
+            server: self.nodes[via].addr(),
+            ca: self.dir.path().join("certs/ca.pem"),
+            as_key: self.dir.path().join("certs/as.pub"),
+        }
+    }
+
+    /// Stops every node.
+    pub async fn shutdown(self) {
+        for n in self.nodes {
+            n.shutdown().await;
+        }
+    }
+}
