@@ -82,6 +82,33 @@ fn enqueue_rate(batches: usize, batch: usize, envelope_len: usize) -> anyhow::Re
     Ok((batches * batch) as f64 / t.elapsed().as_secs_f64())
 }
 
+/// Resident set size of this process, bytes (Linux `/proc/self/statm`).
+fn rss() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+/// Resident bytes per idle mailbox: opens `n` mailboxes through the ODS's
+/// own logic on a synced RocksDB and compares resident memory before and
+/// after (RocksDB's memtable and caches included, as a node would hold them).
+fn bytes_per_idle_mailbox(n: usize) -> anyhow::Result<Option<f64>> {
+    let dir = tempfile::tempdir()?;
+    let store = RocksStore::open(dir.path(), false)?;
+    let mut ods = OdsLogic::new(OdsSettings { max_queue: 10_000, max_fetch: 256 });
+    let ctx = RoleContext { node: "bench", store: &store, now: SystemTime::now() };
+    let auth = ed25519_dalek::SigningKey::from_bytes(&rand32()).verifying_key().to_bytes().to_vec();
+    let Some(before) = rss() else { return Ok(None) };
+    for _ in 0..n {
+        let req = Request::OpenMailbox { mailbox: rand32(), auth_key: auth.clone(), push: None };
+        if !matches!(ods.handle(req, None, &ctx), Response::MailboxOpened) {
+            anyhow::bail!("opening a mailbox failed");
+        }
+    }
+    let Some(after) = rss() else { return Ok(None) };
+    Ok(Some(after.saturating_sub(before) as f64 / n as f64))
+}
+
 /// Bytes per second over one mutual-TLS QUIC stream between two endpoints.
 async fn quic_rate(total: usize) -> anyhow::Result<f64> {
     let ca = tls::generate_ca()?;
@@ -168,6 +195,8 @@ async fn fanout(
 /// Runs the benchmark and prints a table (and JSON when asked).
 pub async fn run(opts: BenchOpts) -> anyhow::Result<()> {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    // First, before other work leaves freed memory for the allocator to reuse.
+    let per_mailbox = bytes_per_idle_mailbox(100_000)?.filter(|b| *b > 0.0);
     let (seal_per_core, env_len) = seal_rate(if opts.quick { 20_000 } else { 100_000 });
     let enqueue = enqueue_rate(if opts.quick { 20 } else { 100 }, 256, env_len)?;
     let quic = quic_rate(if opts.quick { 64 << 20 } else { 256 << 20 }).await?;
@@ -181,6 +210,10 @@ pub async fn run(opts: BenchOpts) -> anyhow::Result<()> {
         quic / env_len as f64
     );
     println!("  ceiling              {:>12.0} recipient copies/s", ceiling);
+    match per_mailbox {
+        Some(b) => println!("memory: {b:.0} resident bytes per idle mailbox (100,000 open)"),
+        None => println!("memory: resident size not available on this system"),
+    }
 
     let sizes: &[usize] = if opts.quick { &[10, 100, 1000] } else { &[10, 100, 1000, 10_000] };
     let shapes: [(usize, &[(&str, &str)]); 2] = [
@@ -236,10 +269,11 @@ pub async fn run(opts: BenchOpts) -> anyhow::Result<()> {
             .map(|(n, m, r)| format!("{{\"nodes\": {n}, \"members\": {m}, \"copies_per_s\": {r:.1}, \"ratio\": {:.3}}}", r / ceiling))
             .collect();
         let json = format!(
-            "{{\n  \"machine\": {{\"cores\": {cores}, \"profile\": \"{}\"}},\n  \"git_revision\": \"{rev}\",\n  \"seal_per_core_per_s\": {seal_per_core:.1},\n  \"enqueue_per_s\": {enqueue:.1},\n  \"quic_bytes_per_s\": {quic:.1},\n  \"ceiling_copies_per_s\": {ceiling:.1},\n  \"fanout\": [{}],\n  \"latency_ms\": {{\"p50\": {p50:.2}, \"p99\": {p99:.2}}},\n  \"seal_1000_ms\": {seal_1000_ms:.2},\n  \"enqueue_1000_ms\": {:.2},\n  \"bytes_per_idle_mailbox\": null\n}}\n",
+            "{{\n  \"machine\": {{\"cores\": {cores}, \"profile\": \"{}\"}},\n  \"git_revision\": \"{rev}\",\n  \"seal_per_core_per_s\": {seal_per_core:.1},\n  \"enqueue_per_s\": {enqueue:.1},\n  \"quic_bytes_per_s\": {quic:.1},\n  \"ceiling_copies_per_s\": {ceiling:.1},\n  \"fanout\": [{}],\n  \"latency_ms\": {{\"p50\": {p50:.2}, \"p99\": {p99:.2}}},\n  \"seal_1000_ms\": {seal_1000_ms:.2},\n  \"enqueue_1000_ms\": {:.2},\n  \"bytes_per_idle_mailbox\": {}\n}}\n",
             if cfg!(debug_assertions) { "debug" } else { "release" },
             fanout.join(", "),
             enqueue_1000_ms.unwrap_or(0.0),
+            per_mailbox.map(|b| format!("{b:.1}")).unwrap_or_else(|| "null".into()),
         );
         std::fs::write(&path, json).with_context(|| format!("writing {}", path.display()))?;
         println!("figures written to {}", path.display());
