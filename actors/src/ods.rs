@@ -125,13 +125,9 @@ impl OdsLogic {
         limit: u32,
         ctx: &RoleContext<'_>,
     ) -> Result<Response, WireError> {
-        let rec = self.authenticate(&auth, LABEL_FETCH, &(after, limit), ctx)?;
-        let limit = limit.clamp(1, self.settings.max_fetch) as usize;
-        let out = self.page(&auth.mailbox, after, limit, ctx)?;
-        let mut b = Batch::new();
-        b.put(SPACE, mbox_key(&auth.mailbox), codec::encode(&rec).map_err(internal)?);
-        ctx.store.write(b).map_err(internal)?;
-        Ok(Response::Envelopes(out))
+        // Signed over the limit the client asked for; served up to our cap.
+        let page = limit.clamp(1, self.settings.max_fetch);
+        self.authenticated_page(auth, LABEL_FETCH, &(after, limit), after, page, ctx)
     }
 
     /// Authenticates a subscription and returns its backlog; the shell then
@@ -142,8 +138,22 @@ impl OdsLogic {
         after: u64,
         ctx: &RoleContext<'_>,
     ) -> Result<Response, WireError> {
-        let rec = self.authenticate(&auth, LABEL_SUBSCRIBE, &after, ctx)?;
-        let out = self.page(&auth.mailbox, after, self.settings.max_fetch as usize, ctx)?;
+        self.authenticated_page(auth, LABEL_SUBSCRIBE, &after, after, self.settings.max_fetch, ctx)
+    }
+
+    /// A signed read of the mailbox: checks `auth` over `(label, op)`, records
+    /// its counter and returns up to `limit` envelopes after `after`.
+    fn authenticated_page<T: Serialize>(
+        &self,
+        auth: MailboxAuth,
+        label: &str,
+        op: &T,
+        after: u64,
+        limit: u32,
+        ctx: &RoleContext<'_>,
+    ) -> Result<Response, WireError> {
+        let rec = self.authenticate(&auth, label, op, ctx)?;
+        let out = self.page(&auth.mailbox, after, limit as usize, ctx)?;
         let mut b = Batch::new();
         b.put(SPACE, mbox_key(&auth.mailbox), codec::encode(&rec).map_err(internal)?);
         ctx.store.write(b).map_err(internal)?;
@@ -195,6 +205,8 @@ impl OdsLogic {
         let mut touched: Vec<(MailboxId, MailboxRecord)> = Vec::new();
         let mut results = Vec::with_capacity(items.len());
         let mut stored = Vec::new();
+        let mut in_batch: std::collections::HashMap<Vec<u8>, u64> =
+            std::collections::HashMap::new();
         for item in items {
             if item.envelope.len() > MAX_ENVELOPE {
                 results.push(EnqueueResult::TooLarge);
@@ -226,19 +238,15 @@ impl OdsLogic {
                 continue;
             }
             // A copy repeated inside one batch is stored once too.
-            if batch
-                .ops
-                .iter()
-                .any(|op| matches!(op, crate::storage::Op::Put { key, .. } if key == &dkey))
-            {
-                let seq = rec.next_seq - 1;
-                results.push(EnqueueResult::Stored { seq });
+            if let Some(seq) = in_batch.get(&dkey) {
+                results.push(EnqueueResult::Stored { seq: *seq });
                 continue;
             }
             let seq = rec.next_seq;
             rec.next_seq += 1;
             batch.put(SPACE, queue_key(&item.mailbox, seq), item.envelope.clone());
-            batch.put(SPACE, dkey, seq.to_be_bytes().to_vec());
+            batch.put(SPACE, dkey.clone(), seq.to_be_bytes().to_vec());
+            in_batch.insert(dkey, seq);
             results.push(EnqueueResult::Stored { seq });
             let push = match (item.push_key, &rec.push) {
                 (Some(key), Some(sealed)) => open_push(&Zeroizing::new(key), &item.mailbox, sealed),
@@ -330,5 +338,41 @@ impl RoleLogic for OdsLogic {
 
     fn take_effects(&mut self) -> Vec<Effect> {
         std::mem::take(&mut self.effects)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::RocksStore;
+
+    #[test]
+    fn a_copy_repeated_inside_one_batch_gets_its_first_sequence_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RocksStore::open(dir.path(), false).unwrap();
+        let ctx = RoleContext { node: "t", store: &store, now: std::time::SystemTime::now() };
+        let mut ods = OdsLogic::new(OdsSettings { max_queue: 100, max_fetch: 10 });
+        let auth =
+            ed25519_dalek::SigningKey::from_bytes(&[1; 32]).verifying_key().to_bytes().to_vec();
+        ods.handle(
+            Request::OpenMailbox { mailbox: [5; 32], auth_key: auth, push: None },
+            None,
+            &ctx,
+        );
+        let item = |d: u8| EnqueueItem {
+            mailbox: [5; 32],
+            delivery_id: [d; 32],
+            envelope: vec![d],
+            push_key: None,
+        };
+        let r = ods.admin(NodeRequest::Enqueue(vec![item(1), item(2), item(1)]), &ctx);
+        assert_eq!(
+            r,
+            Response::Enqueued(vec![
+                EnqueueResult::Stored { seq: 1 },
+                EnqueueResult::Stored { seq: 2 },
+                EnqueueResult::Stored { seq: 1 },
+            ])
+        );
     }
 }
