@@ -34,12 +34,8 @@ pub struct GroupRecord {
     pub epoch: u64,
     /// `A(epoch)`.
     pub auth_key: [u8; 32],
-    /// The commit accepted in the previous epoch: its message id and
-    /// `A(epoch - 1)`, so a retry of it is recognized and delivered again.
-    pub last_commit: Option<([u8; 32], [u8; 32])>,
     /// `A(e)` of the last [`ACCEPTED_EPOCHS`] epochs, to check retries of
     /// messages accepted then.
-    #[serde(default)]
     pub past_auth: Vec<(u64, [u8; 32])>,
 }
 
@@ -140,8 +136,7 @@ impl GroupCore {
         if self.record.is_some() {
             return Err(WireError::GroupTaken);
         }
-        let record =
-            GroupRecord { mode, epoch: 0, auth_key, last_commit: None, past_auth: Vec::new() };
+        let record = GroupRecord { mode, epoch: 0, auth_key, past_auth: Vec::new() };
         let mut b = Batch::new();
         match (mode, roster) {
             (RosterMode::Stored, Some(r)) => {
@@ -221,17 +216,6 @@ impl GroupCore {
         }
         let message = std::sync::Arc::new(body.message.clone());
 
-        // A retry of the commit accepted in the previous epoch: deliver again.
-        if let Some((id, prev_auth)) = &rec.last_commit {
-            if is_commit && epoch + 1 == rec.epoch && id == &body.message_id {
-                if !constant_eq(&send_mac(prev_auth, body), mac) {
-                    return Err(WireError::BadMac);
-                }
-                let recipients =
-                    self.recipients(&rec, epoch, &body.recipients, body.skip.as_ref(), store)?;
-                return Ok(self.plan(body, message, recipients));
-            }
-        }
         // A retry of a message or commit accepted in a recent epoch (its
         // sender lost our answer): deliver it again with that epoch's roster;
         // the ODS stores each copy once, and a committer learns its commit won.
@@ -311,7 +295,6 @@ impl GroupCore {
                 mode: rec.mode,
                 epoch: epoch + 1,
                 auth_key: extras.next_auth_key,
-                last_commit: Some((body.message_id, rec.auth_key)),
                 past_auth,
             };
             b.put(SPACE, group_key(&self.group), codec::encode(&next).map_err(internal)?);
