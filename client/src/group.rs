@@ -557,7 +557,12 @@ impl Client {
             commit: None,
         };
         self.save_groups()?;
-        let mac = send_mac(&export32(&group, &self.provider, EXPORT_AUTH, &[])?, &body);
+        self.send_request_for(&group, body)
+    }
+
+    /// The `Send` for `body`, MAC'd under the group's current epoch auth key.
+    fn send_request_for(&self, group: &MlsGroup, body: SendBody) -> Result<Request, ClientError> {
+        let mac = send_mac(&export32(group, &self.provider, EXPORT_AUTH, &[])?, &body);
         Ok(Request::Send { body: Box::new(body), mac })
     }
 
@@ -707,8 +712,7 @@ impl Client {
             skip: self.mailbox.as_ref().map(|m| m.id),
             commit: Some(CommitExtras { welcome, welcome_to, next_auth_key, next_roster }),
         };
-        let mac = send_mac(&export32(&group, &self.provider, EXPORT_AUTH, &[])?, &body);
-        let req = Request::Send { body: Box::new(body), mac };
+        let req = self.send_request_for(&group, body)?;
         // The same commit (same message id) until the IDS answers for sure:
         // if it accepted the commit and only its answer was lost, a new commit
         // would be refused for the old epoch, and we get no copy of our own.
