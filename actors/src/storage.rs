@@ -7,6 +7,7 @@
 //! with `sync` on (the default) it is durable in the WAL before `write`
 //! returns, which is what lets a reply acknowledge a state change.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use mlsd_transport::Role;
@@ -146,6 +147,29 @@ impl RocksStore {
     }
 }
 
+/// Every entry of every keyspace: column family name and key, to value.
+pub type Contents = BTreeMap<(String, Vec<u8>), Vec<u8>>;
+
+/// Reads every key and value of the node database in `dir` through a
+/// read-only open, which takes no lock and writes nothing, so it works beside
+/// a running node. Exists so an operator can inspect a node's storage and the
+/// authorization tests can show that a refused request left it unchanged.
+pub fn read_all(dir: &Path) -> Result<Contents, StoreError> {
+    let names: Vec<&str> = Space::all().map(Space::name).collect();
+    let db = DB::open_cf_for_read_only(&Options::default(), dir, &names, false).map_err(db_err)?;
+    let mut out = Contents::new();
+    for name in names {
+        let cf = db
+            .cf_handle(name)
+            .ok_or_else(|| StoreError::Db(format!("missing column family {name}")))?;
+        for item in db.iterator_cf(cf, rocksdb::IteratorMode::Start) {
+            let (k, v) = item.map_err(db_err)?;
+            out.insert((name.to_string(), k.to_vec()), v.to_vec());
+        }
+    }
+    Ok(out)
+}
+
 impl Store for RocksStore {
     fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         self.db.get_cf(self.cf(space)?, key).map_err(db_err)
@@ -209,6 +233,23 @@ mod tests {
         assert_eq!(s.get(Space::Role(Role::Ods), b"k2").unwrap(), None);
         let scan = s.scan_prefix(Space::Role(Role::Ods), b"k", 10).unwrap();
         assert_eq!(scan, vec![(b"k1".to_vec(), b"v1".to_vec())]);
+    }
+
+    #[test]
+    fn read_all_sees_a_live_store_without_disturbing_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = RocksStore::open(dir.path(), true).unwrap();
+        let mut b = Batch::new();
+        b.put(Space::Role(Role::Ids), b"g".to_vec(), b"1".to_vec());
+        s.write(b).unwrap();
+        let seen = read_all(dir.path()).unwrap();
+        assert_eq!(seen.get(&("ids".to_string(), b"g".to_vec())), Some(&b"1".to_vec()));
+        assert_eq!(seen.len(), 1);
+        // The live store keeps working after the read-only look.
+        let mut b = Batch::new();
+        b.put(Space::Role(Role::Ids), b"h".to_vec(), b"2".to_vec());
+        s.write(b).unwrap();
+        assert_eq!(read_all(dir.path()).unwrap().len(), 2);
     }
 
     #[test]
