@@ -95,6 +95,21 @@ async fn run_flow(mode: RosterMode) {
     bob.send_text("ABC", "after charlie").await.unwrap();
     assert_eq!(texts(&alice.receive().await.unwrap()), vec![m("bob/phone", "after charlie")]);
     assert!(texts(&charlie.receive().await.unwrap()).is_empty());
+
+    // Added back, Charlie rejoins the same group under its own name and reads
+    // what is sent from then on.
+    alice.add_members("ABC", &["charlie"]).await.unwrap();
+    let ev = charlie.receive().await.unwrap();
+    assert!(ev.contains(&Event::Joined { group: "ABC".into() }), "{ev:?}");
+    assert_eq!(charlie.group_names(), ["ABC"]);
+    bob.receive().await.unwrap();
+    bob.send_text("ABC", "welcome back").await.unwrap();
+    assert_eq!(texts(&charlie.receive().await.unwrap()), vec![m("bob/phone", "welcome back")]);
+    charlie.send_text("ABC", "back again").await.unwrap();
+    assert_eq!(
+        texts(&alice.receive().await.unwrap()),
+        vec![m("bob/phone", "welcome back"), m("charlie/phone", "back again")]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

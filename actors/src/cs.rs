@@ -62,8 +62,9 @@ impl CsLogic {
 
     /// Checks one KeyPackage: openmls validation (signatures, lifetime,
     /// distinct keys, extensions), our ciphersuite, a bounded lifetime, and a
-    /// credential naming `client` with `key`.
-    fn validate(&self, bytes: &[u8], client: &str, key: &[u8]) -> Result<KpRecord, String> {
+    /// credential naming `client` with `key`. Public so the KeyPackage parser
+    /// can be fuzzed on its own (fuzz/).
+    pub fn validate(&self, bytes: &[u8], client: &str, key: &[u8]) -> Result<KpRecord, String> {
         let kp_in =
             KeyPackageIn::tls_deserialize_exact(bytes).map_err(|e| format!("decode: {e}"))?;
         let kp = kp_in.validate(&self.crypto, ProtocolVersion::Mls10).map_err(|e| e.to_string())?;

@@ -28,4 +28,6 @@ pub mod storage;
 
 pub use role::{logic_for, RoleActor, RoleArgs, RoleContext, RoleLogic, RoleMsg, Router};
 pub use settings::RoleSettings;
-pub use storage::{Batch, RocksStore, Space, Store, StoreError};
+#[cfg(feature = "rocksdb")]
+pub use storage::RocksStore;
+pub use storage::{Batch, Space, Store, StoreError};

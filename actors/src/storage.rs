@@ -7,11 +7,12 @@
 //! with `sync` on (the default) it is durable in the WAL before `write`
 //! returns, which is what lets a reply acknowledge a state change.
 
-use std::collections::BTreeMap;
-use std::path::Path;
-
 use mlsd_transport::Role;
-use rocksdb::{ColumnFamilyDescriptor, Options, WriteOptions, DB};
+
+#[cfg(feature = "rocksdb")]
+mod rocks;
+#[cfg(feature = "rocksdb")]
+pub use rocks::{read_all, Contents, RocksStore};
 
 /// A keyspace: one per role, and one for node metadata.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -31,7 +32,8 @@ impl Space {
         }
     }
 
-    fn all() -> impl Iterator<Item = Space> {
+    /// Every keyspace of a node.
+    pub fn all() -> impl Iterator<Item = Space> {
         Role::ALL.into_iter().map(Space::Role).chain([Space::Meta])
     }
 }
@@ -91,8 +93,8 @@ impl Batch {
     }
 }
 
-/// What role logic needs from storage. Implemented by [`RocksStore`]; the trait
-/// keeps RocksDB out of the state machines.
+/// What role logic needs from storage. Implemented by `RocksStore` (feature
+/// `rocksdb`, on by default); the trait keeps RocksDB out of the state machines.
 pub trait Store: Send + Sync + 'static {
     /// Reads one value.
     fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
@@ -116,146 +118,4 @@ pub trait Store: Send + Sync + 'static {
         start: &[u8],
         limit: usize,
     ) -> Result<Entries, StoreError>;
-}
-
-/// The RocksDB store of one node.
-pub struct RocksStore {
-    db: DB,
-    sync: bool,
-}
-
-fn db_err(e: rocksdb::Error) -> StoreError {
-    StoreError::Db(e.into_string())
-}
-
-impl RocksStore {
-    /// Opens (creating if needed) the database in `dir`. `sync` makes every
-    /// write wait for the WAL to reach the disk.
-    pub fn open(dir: &Path, sync: bool) -> Result<Self, StoreError> {
-        let mut opts = Options::default();
-        opts.create_if_missing(true);
-        opts.create_missing_column_families(true);
-        let cfs = Space::all().map(|s| ColumnFamilyDescriptor::new(s.name(), Options::default()));
-        let db = DB::open_cf_descriptors(&opts, dir, cfs).map_err(db_err)?;
-        Ok(RocksStore { db, sync })
-    }
-
-    fn cf(&self, space: Space) -> Result<&rocksdb::ColumnFamily, StoreError> {
-        self.db
-            .cf_handle(space.name())
-            .ok_or_else(|| StoreError::Db(format!("missing column family {}", space.name())))
-    }
-}
-
-/// Every entry of every keyspace: column family name and key, to value.
-pub type Contents = BTreeMap<(String, Vec<u8>), Vec<u8>>;
-
-/// Reads every key and value of the node database in `dir` through a
-/// read-only open, which takes no lock and writes nothing, so it works beside
-/// a running node. Exists so an operator can inspect a node's storage and the
-/// authorization tests can show that a refused request left it unchanged.
-pub fn read_all(dir: &Path) -> Result<Contents, StoreError> {
-    let names: Vec<&str> = Space::all().map(Space::name).collect();
-    let db = DB::open_cf_for_read_only(&Options::default(), dir, &names, false).map_err(db_err)?;
-    let mut out = Contents::new();
-    for name in names {
-        let cf = db
-            .cf_handle(name)
-            .ok_or_else(|| StoreError::Db(format!("missing column family {name}")))?;
-        for item in db.iterator_cf(cf, rocksdb::IteratorMode::Start) {
-            let (k, v) = item.map_err(db_err)?;
-            out.insert((name.to_string(), k.to_vec()), v.to_vec());
-        }
-    }
-    Ok(out)
-}
-
-impl Store for RocksStore {
-    fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.db.get_cf(self.cf(space)?, key).map_err(db_err)
-    }
-
-    fn write(&self, batch: Batch) -> Result<(), StoreError> {
-        let mut wb = rocksdb::WriteBatch::default();
-        for op in &batch.ops {
-            match op {
-                Op::Put { space, key, value } => wb.put_cf(self.cf(*space)?, key, value),
-                Op::Delete { space, key } => wb.delete_cf(self.cf(*space)?, key),
-            }
-        }
-        let mut wo = WriteOptions::default();
-        wo.set_sync(self.sync);
-        self.db.write_opt(wb, &wo).map_err(db_err)
-    }
-
-    fn scan_from(
-        &self,
-        space: Space,
-        prefix: &[u8],
-        start: &[u8],
-        limit: usize,
-    ) -> Result<Entries, StoreError> {
-        let mode = rocksdb::IteratorMode::From(start, rocksdb::Direction::Forward);
-        let mut out = Vec::new();
-        for item in self.db.iterator_cf(self.cf(space)?, mode) {
-            let (k, v) = item.map_err(db_err)?;
-            if !k.starts_with(prefix) || out.len() >= limit {
-                break;
-            }
-            out.push((k.to_vec(), v.to_vec()));
-        }
-        Ok(out)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn batches_persist_across_reopen_and_spaces_are_separate() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let s = RocksStore::open(dir.path(), true).unwrap();
-            let mut b = Batch::new();
-            b.put(Space::Role(Role::Ods), b"k1".to_vec(), b"v1".to_vec());
-            b.put(Space::Role(Role::Ods), b"k2".to_vec(), b"v2".to_vec());
-            b.put(Space::Role(Role::As), b"k1".to_vec(), b"other".to_vec());
-            b.put(Space::Role(Role::Ods), b"x".to_vec(), b"v3".to_vec());
-            s.write(b).unwrap();
-            let mut d = Batch::new();
-            d.delete(Space::Role(Role::Ods), b"k2".to_vec());
-            s.write(d).unwrap();
-        }
-        let s = RocksStore::open(dir.path(), true).unwrap();
-        assert_eq!(s.get(Space::Role(Role::Ods), b"k1").unwrap().unwrap(), b"v1");
-        assert_eq!(s.get(Space::Role(Role::As), b"k1").unwrap().unwrap(), b"other");
-        assert_eq!(s.get(Space::Role(Role::Ods), b"k2").unwrap(), None);
-        let scan = s.scan_prefix(Space::Role(Role::Ods), b"k", 10).unwrap();
-        assert_eq!(scan, vec![(b"k1".to_vec(), b"v1".to_vec())]);
-    }
-
-    #[test]
-    fn read_all_sees_a_live_store_without_disturbing_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = RocksStore::open(dir.path(), true).unwrap();
-        let mut b = Batch::new();
-        b.put(Space::Role(Role::Ids), b"g".to_vec(), b"1".to_vec());
-        s.write(b).unwrap();
-        let seen = read_all(dir.path()).unwrap();
-        assert_eq!(seen.get(&("ids".to_string(), b"g".to_vec())), Some(&b"1".to_vec()));
-        assert_eq!(seen.len(), 1);
-        // The live store keeps working after the read-only look.
-        let mut b = Batch::new();
-        b.put(Space::Role(Role::Ids), b"h".to_vec(), b"2".to_vec());
-        s.write(b).unwrap();
-        assert_eq!(read_all(dir.path()).unwrap().len(), 2);
-    }
-
-    #[test]
-    fn a_second_open_of_the_same_dir_fails_cleanly() {
-        let dir = tempfile::tempdir().unwrap();
-        let _s = RocksStore::open(dir.path(), true).unwrap();
-        assert!(RocksStore::open(dir.path(), true).is_err());
-    }
 }

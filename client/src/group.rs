@@ -880,9 +880,16 @@ impl Client {
             .use_ratchet_tree_extension(true)
             .wire_format_policy(PURE_CIPHERTEXT_WIRE_FORMAT_POLICY)
             .build();
-        let group = StagedWelcome::new_from_welcome(&self.provider, &cfg, welcome, None)
-            .and_then(|s| s.into_group(&self.provider))
-            .map_err(|e| ClientError::Crypto(format!("welcome: {e}")))?;
+        let err = |e: openmls::group::WelcomeError<_>| ClientError::Crypto(format!("welcome: {e}"));
+        let builder =
+            StagedWelcome::build_from_welcome(&self.provider, &cfg, welcome).map_err(err)?;
+        // Added again to a group we were removed from: the old, inactive state
+        // gives way. A Welcome for a group we are still in is refused by
+        // openmls (GroupAlreadyExists), so it cannot clobber a live group.
+        let wanted = builder.processed_welcome().unverified_group_info().group_id().as_slice();
+        let rejoin = self.groups.get(wanted).is_some_and(|g| !g.active);
+        let builder = if rejoin { builder.replace_old_group() } else { builder };
+        let group = builder.build().and_then(|s| s.into_group(&self.provider)).map_err(err)?;
         let gid = group.group_id().as_slice().to_vec();
         let settings: Option<GroupSettings> = group
             .extensions()
@@ -895,7 +902,7 @@ impl Client {
         // Our local name: the creator's, suffixed if it clashes with one of ours.
         let mut name = settings.name.clone();
         let mut n = 2;
-        while self.groups.values().any(|g| g.name == name) {
+        while self.groups.values().any(|g| g.name == name && g.id != gid) {
             name = format!("{}-{n}", settings.name);
             n += 1;
         }

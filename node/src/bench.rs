@@ -132,6 +132,42 @@ fn bytes_per_idle_mailbox(n: usize) -> anyhow::Result<Option<f64>> {
     Ok(Some(after.saturating_sub(before) as f64 / n as f64))
 }
 
+/// Resident bytes per idle group actor: creates `n` groups on a one-node
+/// cluster in this process (each `CreateGroup` starts the group's actor, which
+/// then idles until `group_idle_secs`) and compares resident memory before and
+/// after, the groups' RocksDB records included. Also returns how many group
+/// actors were alive at the end, so the figure is known to be about actors.
+async fn bytes_per_idle_group(n: usize) -> anyhow::Result<Option<(f64, usize)>> {
+    let c = InprocCluster::start(
+        "bench-groups",
+        &[("g1", "\"as\", \"cs\", \"ids\", \"ods\", \"sds\"")],
+        BENCH_CONFIG,
+    )
+    .await?;
+    let conn = Connection::connect(c.nodes[0].addr(), &c.client_config("x", 0).ca).await?;
+    let create = |group: Vec<u8>| Request::CreateGroup {
+        group,
+        mode: RosterMode::Client,
+        auth_key: rand32(),
+        roster: None,
+    };
+    // Warm up the paths (allocator arenas, RocksDB memtable) before measuring.
+    for _ in 0..200 {
+        conn.request(create(rand32().to_vec())).await?;
+    }
+    let Some(before) = rss() else { return Ok(None) };
+    for _ in 0..n {
+        match conn.request(create(rand32().to_vec())).await? {
+            Response::GroupCreated => {}
+            other => anyhow::bail!("creating a group failed: {other:?}"),
+        }
+    }
+    let Some(after) = rss() else { return Ok(None) };
+    let alive = ractor::registry::registered().iter().filter(|n| n.contains("/ids/group/")).count();
+    c.shutdown().await;
+    Ok(Some((after.saturating_sub(before) as f64 / n as f64, alive)))
+}
+
 /// Bytes per second over one mutual-TLS QUIC stream between two endpoints.
 async fn quic_rate(total: usize) -> anyhow::Result<f64> {
     let ca = tls::generate_ca()?;
@@ -215,6 +251,79 @@ async fn fanout(
     Ok(((members * messages) as f64 / t.elapsed().as_secs_f64(), first_ms))
 }
 
+/// Send-to-receive latencies (ms) in a 100-member group: `subscribed` of the
+/// members hold live subscriptions over QUIC (one connection each) and the
+/// sender offers `rate` messages per second for `messages` messages; each
+/// latency runs from the start of a send to a subscriber holding the envelope.
+async fn send_to_receive(
+    c: &InprocCluster,
+    sender: &mut Client,
+    group: &str,
+    messages: usize,
+    rate: f64,
+) -> anyhow::Result<Vec<f64>> {
+    use mlsd_client::mailbox::{self, Counter, MailboxKeys};
+    const MEMBERS: usize = 100;
+    const SUBSCRIBED: usize = 4;
+    let ca = c.client_config("x", 0).ca;
+    let conn = Connection::connect(c.nodes[0].addr(), &ca).await?;
+    let mut roster = Vec::with_capacity(MEMBERS);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(usize, Instant)>();
+    for i in 0..MEMBERS {
+        let keys = MailboxKeys::generate()?;
+        mailbox::open(&conn, &keys, None).await?;
+        roster.push(RosterEntry { mailbox: keys.id, key: rand32(), push_key: None });
+        if i < SUBSCRIBED {
+            let own = Connection::connect(c.nodes[0].addr(), &ca).await?;
+            let (mut sub, backlog) =
+                mailbox::subscribe(&own, &keys, &mut Counter::default(), 0).await?;
+            anyhow::ensure!(backlog.is_empty(), "a new mailbox has a backlog");
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let _own = own;
+                while let Ok(got) = sub.next().await {
+                    for _ in got {
+                        if tx.send((i, Instant::now())).is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    }
+    drop(tx);
+    let text = "x".repeat(MESSAGE);
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let mut starts = Vec::with_capacity(messages);
+    let t0 = Instant::now();
+    for i in 0..messages {
+        // Open loop: each send starts at its slot, late only if the previous one was.
+        tokio::time::sleep_until((t0 + interval * i as u32).into()).await;
+        let Request::Send { mut body, mac } = sender.prepare_text(group, &text)? else {
+            anyhow::bail!("not a send");
+        };
+        body.recipients = Recipients::Roster(roster.clone());
+        starts.push(Instant::now());
+        match sender.send_request(Request::Send { body, mac }).await? {
+            Response::Sent { copies } if copies as usize == MEMBERS => {}
+            other => anyhow::bail!("send failed: {other:?}"),
+        }
+    }
+    // Each subscriber gets the sends in order, so its k-th envelope is send k.
+    let mut seen = [0usize; SUBSCRIBED];
+    let mut out = Vec::with_capacity(messages * SUBSCRIBED);
+    while out.len() < messages * SUBSCRIBED {
+        let (i, at) = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+            .await
+            .context("a subscriber stopped receiving")?
+            .context("subscriptions ended")?;
+        let start = starts.get(seen[i]).context("more envelopes than sends")?;
+        out.push(at.duration_since(*start).as_secs_f64() * 1e3);
+        seen[i] += 1;
+    }
+    Ok(out)
+}
+
 /// Runs the benchmark and prints a table (and JSON when asked).
 pub async fn run(opts: BenchOpts) -> anyhow::Result<()> {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
@@ -243,6 +352,11 @@ pub async fn run(opts: BenchOpts) -> anyhow::Result<()> {
         Some(b) => println!("memory: {b:.0} resident bytes per idle mailbox (100,000 open)"),
         None => println!("memory: resident size not available on this system"),
     }
+    let groups = if opts.quick { 2_000 } else { 10_000 };
+    let per_group = bytes_per_idle_group(groups).await?.filter(|(b, _)| *b > 0.0);
+    if let Some((b, alive)) = per_group {
+        println!("memory: {b:.0} resident bytes per idle group actor ({alive} alive)");
+    }
 
     let sizes: &[usize] = if opts.quick { &[10, 100, 1000] } else { &[10, 100, 1000, 10_000] };
     let shapes: [(usize, &[(&str, &str)]); 2] = [
@@ -251,7 +365,8 @@ pub async fn run(opts: BenchOpts) -> anyhow::Result<()> {
     ];
     let mut rows = Vec::new();
     let mut enqueue_1000_ms = None;
-    let mut latencies = Vec::new();
+    let mut enqueue_latencies = Vec::new();
+    let mut receive_latencies: Vec<(usize, f64, Vec<f64>)> = Vec::new();
     for (n, layout) in shapes {
         let c = InprocCluster::start("bench", layout, BENCH_CONFIG).await?;
         let mut sender = Client::open(&c.client_config(&format!("sender{n}"), 0)).await?;
@@ -263,10 +378,17 @@ pub async fn run(opts: BenchOpts) -> anyhow::Result<()> {
             if m == 1000 && n == 1 {
                 enqueue_1000_ms = Some(first_ms);
             }
-            if m == 100 && n == 1 {
-                for _ in 0..if opts.quick { 20 } else { 100 } {
-                    latencies.push(fanout(&c, &mut sender, "bench", 100, 1).await?.1);
+            if m == 100 {
+                if n == 1 {
+                    for _ in 0..if opts.quick { 20 } else { 100 } {
+                        enqueue_latencies.push(fanout(&c, &mut sender, "bench", 100, 1).await?.1);
+                    }
                 }
+                // Steady load at half of the 100-member throughput just measured.
+                let offered = (rate / 100.0 / 2.0).clamp(1.0, 200.0);
+                let count = if opts.quick { 100 } else { 500 };
+                let lat = send_to_receive(&c, &mut sender, "bench", count, offered).await?;
+                receive_latencies.push((n, offered, lat));
             }
             println!(
                 "  {n} node(s), {m:>6} members: {rate:>10.0} copies/s ({:.2} of the ceiling)",
@@ -276,13 +398,19 @@ pub async fn run(opts: BenchOpts) -> anyhow::Result<()> {
         }
         c.shutdown().await;
     }
-    latencies.sort_by(|a, b| a.total_cmp(b));
-    let pct = |p: f64| {
-        latencies.get(((latencies.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(0.0)
-    };
-    let (p50, p99) = (pct(0.5), pct(0.99));
+    let (e50, e99) = percentiles(&mut enqueue_latencies);
+    let mut latency = Vec::new();
+    for (n, offered, lat) in &mut receive_latencies {
+        let (p50, p99) = percentiles(lat);
+        println!(
+            "latency, send to a subscribed member receiving, 100 members, {n} node(s), {offered:.0} msg/s offered: p50 {p50:.1} ms, p99 {p99:.1} ms ({} samples)",
+            lat.len()
+        );
+        latency.push((*n, *offered, p50, p99));
+    }
+    let (p50, p99) = latency.first().map(|l| (l.2, l.3)).unwrap_or((0.0, 0.0));
     let seal_1000_ms = 1000.0 / seal_per_core * 1e3;
-    println!("latency, send to all 100 copies enqueued: p50 {p50:.1} ms, p99 {p99:.1} ms");
+    println!("latency, send to all 100 copies enqueued: p50 {e50:.1} ms, p99 {e99:.1} ms");
     println!("one message to 1000 members enqueued for all: {:.1} ms (1000 seals alone: {seal_1000_ms:.1} ms on one core)", enqueue_1000_ms.unwrap_or(0.0));
 
     if let Some(path) = opts.json {
@@ -298,9 +426,15 @@ pub async fn run(opts: BenchOpts) -> anyhow::Result<()> {
             .map(|(n, m, r)| format!("{{\"nodes\": {n}, \"members\": {m}, \"copies_per_s\": {r:.1}, \"ratio\": {:.3}}}", r / ceiling))
             .collect();
         let json = format!(
-            "{{\n  \"machine\": {{\"cores\": {cores}, \"profile\": \"{}\"}},\n  \"git_revision\": \"{rev}\",\n  \"seal_per_core_per_s\": {seal_per_core:.1},\n  \"enqueue_per_s\": {enqueue:.1},\n  \"quic_bytes_per_s\": {quic:.1},\n  \"ceiling_copies_per_s\": {ceiling:.1},\n  \"fanout\": [{}],\n  \"latency_ms\": {{\"p50\": {p50:.2}, \"p99\": {p99:.2}}},\n  \"seal_1000_ms\": {seal_1000_ms:.2},\n  \"anonymizer_us\": {anon_us:.2},\n  \"seal_us\": {seal_us:.2},\n  \"enqueue_1000_ms\": {:.2},\n  \"bytes_per_idle_mailbox\": {}\n}}\n",
+            "{{\n  \"machine\": {{\"cores\": {cores}, \"profile\": \"{}\"}},\n  \"git_revision\": \"{rev}\",\n  \"seal_per_core_per_s\": {seal_per_core:.1},\n  \"enqueue_per_s\": {enqueue:.1},\n  \"quic_bytes_per_s\": {quic:.1},\n  \"ceiling_copies_per_s\": {ceiling:.1},\n  \"fanout\": [{}],\n  \"latency_ms\": {{\"p50\": {p50:.2}, \"p99\": {p99:.2}}},\n  \"latency_by_shape\": [{}],\n  \"enqueue_latency_ms\": {{\"p50\": {e50:.2}, \"p99\": {e99:.2}}},\n  \"bytes_per_idle_group\": {},\n  \"seal_1000_ms\": {seal_1000_ms:.2},\n  \"anonymizer_us\": {anon_us:.2},\n  \"seal_us\": {seal_us:.2},\n  \"enqueue_1000_ms\": {:.2},\n  \"bytes_per_idle_mailbox\": {}\n}}\n",
             if cfg!(debug_assertions) { "debug" } else { "release" },
             fanout.join(", "),
+            latency
+                .iter()
+                .map(|(n, o, p50, p99)| format!("{{\"nodes\": {n}, \"offered_msgs_per_s\": {o:.1}, \"p50\": {p50:.2}, \"p99\": {p99:.2}}}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            per_group.map(|(b, _)| format!("{b:.1}")).unwrap_or_else(|| "null".into()),
             enqueue_1000_ms.unwrap_or(0.0),
             per_mailbox.map(|b| format!("{b:.1}")).unwrap_or_else(|| "null".into()),
         );
@@ -308,4 +442,11 @@ pub async fn run(opts: BenchOpts) -> anyhow::Result<()> {
         println!("figures written to {}", path.display());
     }
     Ok(())
+}
+
+/// The 50th and 99th percentiles of `v` (sorted in place); zeros when empty.
+fn percentiles(v: &mut [f64]) -> (f64, f64) {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let pct = |p: f64| v.get(((v.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(0.0);
+    (pct(0.5), pct(0.99))
 }

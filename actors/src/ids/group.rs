@@ -91,6 +91,45 @@ pub const ACCEPTED_EPOCHS: u64 = 8;
 /// Most bytes of a group id.
 pub const MAX_GROUP_ID: usize = 64;
 
+/// What the IDS reads of a send's MLS message: the epoch it belongs to and
+/// whether it is a commit. Nothing else of the message is looked at (the
+/// content is encrypted or signed for the members, not for the IDS).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Framing {
+    /// The message's epoch.
+    pub epoch: u64,
+    /// Whether it is a commit (one per epoch is accepted).
+    pub is_commit: bool,
+}
+
+/// Parses the MLS framing of a send (an `MLSMessage` holding a public or
+/// private message) and checks it names `group`. Network input: any bytes
+/// give a `Framing` or an `InvalidMessage`, never a panic (fuzzed in fuzz/).
+pub fn read_framing(message: &[u8], group: &[u8]) -> Result<Framing, WireError> {
+    let msg = MlsMessageIn::tls_deserialize_exact(message)
+        .map_err(|e| WireError::InvalidMessage(e.to_string()))?;
+    let proto = msg
+        .try_into_protocol_message()
+        .map_err(|_| WireError::InvalidMessage("not a protocol message".into()))?;
+    if proto.group_id().as_slice() != group {
+        return Err(WireError::InvalidMessage("group id differs from the request".into()));
+    }
+    Ok(Framing {
+        epoch: proto.epoch().as_u64(),
+        is_commit: proto.content_type() == ContentType::Commit,
+    })
+}
+
+/// Checks that a commit's Welcome is an MLS Welcome before it is fanned out.
+pub fn check_welcome(bytes: &[u8]) -> Result<(), WireError> {
+    let parsed = MlsMessageIn::tls_deserialize_exact(bytes)
+        .map_err(|e| WireError::InvalidMessage(format!("welcome: {e}")))?;
+    if !matches!(parsed.extract(), MlsMessageBodyIn::Welcome(_)) {
+        return Err(WireError::InvalidMessage("welcome is not a Welcome".into()));
+    }
+    Ok(())
+}
+
 /// Opens a sealed roster with `key` (aad = group id).
 pub fn open_roster(
     key: &[u8; 32],
@@ -199,16 +238,7 @@ impl GroupCore {
         store: &dyn Store,
     ) -> Result<FanoutPlan, WireError> {
         let rec = self.record.clone().ok_or(WireError::UnknownGroup)?;
-        let msg = MlsMessageIn::tls_deserialize_exact(&body.message[..])
-            .map_err(|e| WireError::InvalidMessage(e.to_string()))?;
-        let proto = msg
-            .try_into_protocol_message()
-            .map_err(|_| WireError::InvalidMessage("not a protocol message".into()))?;
-        if proto.group_id().as_slice() != body.group.as_slice() {
-            return Err(WireError::InvalidMessage("group id differs from the request".into()));
-        }
-        let epoch = proto.epoch().as_u64();
-        let is_commit = proto.content_type() == ContentType::Commit;
+        let Framing { epoch, is_commit } = read_framing(&body.message, &body.group)?;
         if is_commit != body.commit.is_some() {
             return Err(WireError::InvalidMessage(
                 "commit extras must come with commits only".into(),
@@ -255,11 +285,7 @@ impl GroupCore {
         }
         if let Some(extras) = &body.commit {
             if let Some(w) = &extras.welcome {
-                let parsed = MlsMessageIn::tls_deserialize_exact(&w[..])
-                    .map_err(|e| WireError::InvalidMessage(format!("welcome: {e}")))?;
-                if !matches!(parsed.extract(), MlsMessageBodyIn::Welcome(_)) {
-                    return Err(WireError::InvalidMessage("welcome is not a Welcome".into()));
-                }
+                check_welcome(w)?;
             }
             let mut b = Batch::new();
             match (rec.mode, &extras.next_roster) {
