@@ -4,13 +4,18 @@
 //! member must have received every acknowledged message exactly once, and all
 //! members must agree on each group's epoch and membership.
 //!
-//! Short profile by default (CI: actor kills only); `MLSD_CHAOS_ROUNDS=N`
-//! runs longer and `MLSD_CHAOS_NODE_EVERY=K` adds a node SIGKILL every K
-//! chaos steps (docs/reliability.md).
+//! The load: two groups of three senders and a guest; sends, self-updates,
+//! and the guest removed and added back by the group's creator. The chaos:
+//! group, fan-out, anonymizer, IDS, ODS, AS and CS actors killed, and a node
+//! SIGKILL and restart every `MLSD_CHAOS_NODE_EVERY` (8) steps. The short
+//! profile (12 rounds) runs in CI; `MLSD_CHAOS_ROUNDS=N` runs longer
+//! (docs/reliability.md).
 
 mod common;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::Cluster;
@@ -21,33 +26,83 @@ use mlsd_transport::{Response, Role, WireError};
 use rand::seq::IndexedRandom;
 use rand::Rng;
 
-/// One member's load: `rounds` messages, a self-update every fourth round.
-/// Returns the texts it got acknowledged and the events it received meanwhile.
+/// A message a sender got acknowledged, with the epoch it was sent in.
+type Acked = (String, u64);
+
+/// Membership changes the group's creator makes during its load: the guest
+/// is removed a third of the way through and added back at two thirds.
+struct GuestPlan {
+    guest: &'static str,
+    remove_at: usize,
+    add_at: usize,
+}
+
+/// A commit the load makes.
+#[derive(Clone, Copy, Debug)]
+enum Change {
+    Update,
+    Remove(&'static str),
+    Add(&'static str),
+}
+
+/// Retries `change` until it lands, or until the client's view shows it has
+/// (a commit whose answer was lost may have been accepted).
+async fn commit_until(c: &mut Client, group: &str, me: &str, change: Change) {
+    let has = |c: &Client, who: &str| {
+        c.group_members(group).unwrap().iter().any(|m| m.starts_with(&format!("{who}/")))
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = match change {
+            Change::Update => c.self_update(group).await,
+            Change::Remove(g) => c.remove_members(group, &[g]).await,
+            Change::Add(g) => c.add_members(group, &[g]).await,
+        };
+        let Err(e) = r else { return };
+        eprintln!("{me}: {change:?}: {e}");
+        assert!(Instant::now() < deadline, "{me}: {change:?} never landed: {e}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let _ = c.reconnect().await;
+        let landed = match change {
+            Change::Update => false,
+            Change::Remove(g) => !has(c, g),
+            Change::Add(g) => has(c, g),
+        };
+        if landed {
+            return;
+        }
+    }
+}
+
+/// One member's load: `rounds` messages, a self-update every fourth round,
+/// and for the creator the guest's removal and re-addition. Returns what it
+/// got acknowledged, the events it received meanwhile and, for the creator,
+/// the epoch in which the guest rejoined.
 async fn member_load(
     mut c: Client,
     group: &'static str,
     me: String,
     rounds: usize,
-) -> (Client, Vec<String>, Vec<Event>) {
+    plan: Option<GuestPlan>,
+) -> (Client, Vec<Acked>, Vec<Event>, Option<u64>) {
     let mut acked = Vec::new();
     let mut events = Vec::new();
+    let mut rejoined = None;
     for r in 0..rounds {
         if r % 4 == 3 {
-            let deadline = Instant::now() + Duration::from_secs(60);
-            loop {
-                match c.self_update(group).await {
-                    Ok(_) => break,
-                    Err(e) => {
-                        eprintln!("{me}: update: {e}");
-                        assert!(Instant::now() < deadline, "{me}: update never landed: {e}");
-                        tokio::time::sleep(Duration::from_millis(300)).await;
-                        let _ = c.reconnect().await;
-                    }
-                }
-            }
+            commit_until(&mut c, group, &me, Change::Update).await;
+        }
+        if let Some(p) = plan.as_ref().filter(|p| p.remove_at == r) {
+            commit_until(&mut c, group, &me, Change::Remove(p.guest)).await;
+        }
+        if let Some(p) = plan.as_ref().filter(|p| p.add_at == r) {
+            commit_until(&mut c, group, &me, Change::Add(p.guest)).await;
+            // The guest's Welcome is for the epoch this commit created.
+            rejoined = Some(c.group_epoch(group).unwrap());
         }
         let text = format!("{me} #{r}");
         let deadline = Instant::now() + Duration::from_secs(60);
+        let mut epoch = c.group_epoch(group).unwrap();
         let mut req = c.prepare_text(group, &text).unwrap();
         loop {
             match c.send_request(req.clone()).await {
@@ -56,6 +111,7 @@ async fn member_load(
                 // delivered, so catching up and sending anew is no duplicate.
                 Err(ClientError::Server(WireError::StaleEpoch { .. })) => {
                     events.extend(c.receive().await.unwrap_or_default());
+                    epoch = c.group_epoch(group).unwrap();
                     req = c.prepare_text(group, &text).unwrap();
                 }
                 other => {
@@ -68,26 +124,37 @@ async fn member_load(
                 }
             }
         }
-        acked.push(text);
+        acked.push((text, epoch));
         if r % 2 == 1 {
             if let Ok(ev) = c.receive().await {
                 events.extend(ev);
             }
         }
     }
-    (c, acked, events)
+    (c, acked, events, rejoined)
+}
+
+/// The guest only receives, until told the load is over.
+async fn guest_load(mut c: Client, stop: Arc<AtomicBool>) -> (Client, Vec<Event>) {
+    let mut events = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        if let Ok(ev) = c.receive().await {
+            events.extend(ev);
+        } else {
+            let _ = c.reconnect().await;
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    (c, events)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn nothing_acknowledged_is_lost_or_duplicated_under_chaos() {
     common::init();
-    let rounds: usize =
-        std::env::var("MLSD_CHAOS_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(12);
-    // Node SIGKILLs every N chaos steps; 0 (the CI profile) kills actors only.
-    // Node kills during load are covered deterministically by
-    // tests/durability.rs; see docs/reliability.md for the random profile.
-    let node_every: u32 =
-        std::env::var("MLSD_CHAOS_NODE_EVERY").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+    let env = |k: &str, d: u32| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
+    let rounds = env("MLSD_CHAOS_ROUNDS", 12) as usize;
+    // A node SIGKILL and restart every N chaos steps (0: actor kills only).
+    let node_every = env("MLSD_CHAOS_NODE_EVERY", 8);
     let mut c = Cluster::with_extra(
         &[
             ("n1", &[Role::As, Role::Cs, Role::Ods]),
@@ -100,28 +167,45 @@ async fn nothing_acknowledged_is_lost_or_duplicated_under_chaos() {
     );
     c.start_all().await;
 
-    // Two groups of three; every client enters through n1, which stays up.
-    let groups: [(&'static str, [&str; 3]); 2] =
-        [("G1", ["a1", "a2", "a3"]), ("G2", ["b1", "b2", "b3"])];
-    let mut members: Vec<(&'static str, String, Client)> = Vec::new();
-    for (g, names) in groups {
+    // Two groups of three senders and a guest who is removed and added back;
+    // every client enters through n1, whose process stays up.
+    let groups: [(&'static str, [&str; 3], &'static str); 2] =
+        [("G1", ["a1", "a2", "a3"], "ga"), ("G2", ["b1", "b2", "b3"], "gb")];
+    let mut members: Vec<(&'static str, String, Client, Option<GuestPlan>)> = Vec::new();
+    let mut guests = Vec::new();
+    for (g, names, guest) in groups {
         let mut clients = Vec::new();
         for n in names {
             clients.push(c.registered(&format!("{n}/phone"), "n1", 4).await);
         }
+        let mut guest_client = c.registered(&format!("{guest}/phone"), "n1", 4).await;
         clients[0].create_group(g, RosterMode::Stored).await.unwrap();
-        clients[0].add_members(g, &names[1..]).await.unwrap();
+        clients[0].add_members(g, &[names[1], names[2], guest]).await.unwrap();
         for cl in clients.iter_mut().skip(1) {
             cl.receive().await.unwrap();
         }
-        for (n, cl) in names.iter().zip(clients) {
-            members.push((g, format!("{n}/phone"), cl));
+        guest_client.receive().await.unwrap();
+        for (i, (n, cl)) in names.iter().zip(clients).enumerate() {
+            let plan = (i == 0).then_some(GuestPlan {
+                guest,
+                remove_at: rounds / 3,
+                add_at: 2 * rounds / 3,
+            });
+            members.push((g, format!("{n}/phone"), cl, plan));
         }
+        guests.push((g, format!("{guest}/phone"), guest_client));
     }
 
+    let stop = Arc::new(AtomicBool::new(false));
+    let guest_tasks: Vec<_> = guests
+        .into_iter()
+        .map(|(g, me, cl)| (g, me, tokio::spawn(guest_load(cl, stop.clone()))))
+        .collect();
     let tasks: Vec<_> = members
         .into_iter()
-        .map(|(g, me, cl)| (g, me.clone(), tokio::spawn(member_load(cl, g, me, rounds))))
+        .map(|(g, me, cl, plan)| {
+            (g, me.clone(), tokio::spawn(member_load(cl, g, me, rounds, plan)))
+        })
         .collect();
 
     // Chaos while the load runs.
@@ -132,42 +216,61 @@ async fn nothing_acknowledged_is_lost_or_duplicated_under_chaos() {
         assert!(start.elapsed() < Duration::from_secs(170), "load did not finish");
         tokio::time::sleep(Duration::from_millis(rand::rng().random_range(50..200))).await;
         step += 1;
-        let node = *["n2", "n3"].choose(&mut rand::rng()).unwrap();
         if node_every > 0 && step.is_multiple_of(node_every) {
+            let node = *["n2", "n3"].choose(&mut rand::rng()).unwrap();
             c.kill(node);
             tokio::time::sleep(Duration::from_millis(300)).await;
             c.start(node).await;
             *kills.entry(format!("node {node}")).or_default() += 1;
-        } else {
-            let target = *[
-                ChaosTarget::Group,
-                ChaosTarget::Fanout,
-                ChaosTarget::Anonymizer,
-                ChaosTarget::Role(Role::Ods),
-                ChaosTarget::Role(Role::Ids),
-            ]
-            .choose(&mut rand::rng())
-            .unwrap();
-            if let Response::Killed { count } =
-                c.node_call("n1", node, NodeRequest::Chaos { target }).await
-            {
-                *kills.entry(format!("{target:?}")).or_default() += count;
-            }
+            continue;
+        }
+        let (node, target) = *[
+            ("n2", ChaosTarget::Group),
+            ("n3", ChaosTarget::Group),
+            ("n2", ChaosTarget::Fanout),
+            ("n3", ChaosTarget::Fanout),
+            ("n2", ChaosTarget::Anonymizer),
+            ("n3", ChaosTarget::Anonymizer),
+            ("n2", ChaosTarget::Role(Role::Ids)),
+            ("n3", ChaosTarget::Role(Role::Ids)),
+            ("n2", ChaosTarget::Role(Role::Ods)),
+            ("n3", ChaosTarget::Role(Role::Ods)),
+            ("n1", ChaosTarget::Role(Role::Ods)),
+            ("n1", ChaosTarget::Role(Role::As)),
+            ("n1", ChaosTarget::Role(Role::Cs)),
+        ]
+        .choose(&mut rand::rng())
+        .unwrap();
+        if let Response::Killed { count } =
+            c.node_call("n1", node, NodeRequest::Chaos { target }).await
+        {
+            *kills.entry(format!("{target:?}")).or_default() += count;
         }
     }
-    eprintln!("chaos: {kills:?}");
+    eprintln!("chaos: {} s of load, kills {kills:?}", start.elapsed().as_secs());
 
-    let mut sent: HashMap<&str, Vec<String>> = HashMap::new();
+    let mut sent: HashMap<&str, Vec<Acked>> = HashMap::new();
+    let mut joined: HashMap<String, u64> = HashMap::new();
     let mut finals = Vec::new();
     for (g, me, t) in tasks {
-        let (cl, acked, events) = t.await.unwrap();
+        let (cl, acked, events, rejoined) = t.await.unwrap();
         sent.entry(g).or_default().extend(acked);
+        if let Some(e) = rejoined {
+            let guest = guest_tasks.iter().find(|(gg, _, _)| *gg == g).unwrap().1.clone();
+            joined.insert(guest, e);
+        }
         finals.push((g, me, cl, events));
     }
-    // Drain every mailbox, then check.
-    let mut lost = 0;
-    let mut duplicated = 0;
-    let mut acknowledged = 0;
+    stop.store(true, Ordering::Relaxed);
+    for (g, me, t) in guest_tasks {
+        let (cl, events) = t.await.unwrap();
+        finals.push((g, me, cl, events));
+    }
+
+    // Drain every mailbox, then count: a copy is expected by every member
+    // other than its sender that is a member now and was one in the epoch it
+    // was sent in (the guest: since it was added back).
+    let (mut acknowledged, mut lost, mut duplicated) = (0, 0, 0);
     for (g, me, cl, events) in finals.iter_mut() {
         for _ in 0..3 {
             events.extend(cl.receive().await.unwrap());
@@ -178,18 +281,31 @@ async fn nothing_acknowledged_is_lost_or_duplicated_under_chaos() {
                 *got.entry(text.clone()).or_default() += 1;
             }
         }
-        let expected: Vec<&String> =
-            sent[g].iter().filter(|t| !t.starts_with(me.split('/').next().unwrap())).collect();
+        let since = joined.get(me.as_str()).copied().unwrap_or(0);
+        let expected: Vec<&String> = sent[g]
+            .iter()
+            .filter(|(t, e)| !t.starts_with(me.split('/').next().unwrap()) && *e >= since)
+            .map(|(t, _)| t)
+            .collect();
+        let missing = expected.iter().filter(|t| !got.contains_key(t.as_str())).count();
+        let twice = got.values().filter(|n| **n > 1).count();
+        eprintln!(
+            "chaos: {me} in {g}: received {} messages, {} of {} expected, {missing} lost, {twice} duplicated",
+            got.len(),
+            expected.len() - missing,
+            expected.len()
+        );
         acknowledged += expected.len();
-        lost += expected.iter().filter(|t| !got.contains_key(t.as_str())).count();
-        duplicated += got.values().filter(|n| **n > 1).count();
+        lost += missing;
+        duplicated += twice;
     }
+    let total: usize = sent.values().map(Vec::len).sum();
     eprintln!(
-        "chaos: {acknowledged} acknowledged copies expected, {lost} lost, {duplicated} duplicated"
+        "chaos: {total} messages acknowledged, {acknowledged} copies expected, {lost} lost, {duplicated} duplicated"
     );
     assert_eq!(lost, 0);
     assert_eq!(duplicated, 0);
-    for (g, _) in groups {
+    for (g, _, guest) in groups {
         let views: Vec<(u64, Vec<String>)> = finals
             .iter()
             .filter(|(gg, _, _, _)| *gg == g)
@@ -200,5 +316,9 @@ async fn nothing_acknowledged_is_lost_or_duplicated_under_chaos() {
             })
             .collect();
         assert!(views.windows(2).all(|w| w[0] == w[1]), "{g}: members disagree: {views:?}");
+        assert!(
+            views[0].1.contains(&format!("{guest}/phone")),
+            "{g}: the guest was not added back"
+        );
     }
 }
