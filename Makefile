@@ -8,7 +8,7 @@ BUILD = $(CARGO) build --workspace --bins --tests
 TARGET_DIR = $(shell $(CARGO) metadata --format-version 1 --no-deps 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])' 2>/dev/null || echo target)
 CONFIG ?= cluster.toml
 
-.PHONY: run test build bootstrap lint
+.PHONY: run test build bootstrap lint fuzz-seeds fuzz bench
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -28,3 +28,20 @@ test: build
 lint: bootstrap
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## Rewrite fuzz/corpus from a real run (frames, envelopes, MLS messages).
+fuzz-seeds: build
+	$(CARGO) test --test fuzz_seeds -- --ignored
+
+## Fuzz every target for FUZZ_SECONDS each (needs the nightly toolchain and cargo-fuzz).
+FUZZ_SECONDS ?= 60
+fuzz:
+	cd fuzz && for t in frame requests envelope mls_framing; do \
+		mkdir -p work/$$t && \
+		cargo +nightly fuzz run -O $$t work/$$t corpus/$$t -- -max_total_time=$(FUZZ_SECONDS) -max_len=65536 || exit 1; \
+	done
+
+## The benchmark in the release profile (one more RocksDB C++ build, in target/release).
+bench:
+	@bash scripts/bootstrap.sh
+	$(CARGO) run --release -p mlsd --bin mlsd -- bench $(BENCH_ARGS)
