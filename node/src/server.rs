@@ -361,7 +361,7 @@ async fn serve_node_request(ctx: &ServerCtx, req: NodeRequest) -> Response {
             }
             Err(e) => Response::Error(e),
         },
-        NodeRequest::Chaos { target } => chaos(ctx, target),
+        NodeRequest::Chaos { target } => chaos(ctx, target).await,
         NodeRequest::Enqueue(items) => {
             if items.len() > MAX_ENQUEUE_BATCH {
                 return Response::Error(WireError::Malformed("enqueue batch too large".into()));
@@ -390,26 +390,32 @@ async fn serve_node_request(ctx: &ServerCtx, req: NodeRequest) -> Response {
 }
 
 /// Kills one random live actor of `target` on this node, if chaos is allowed.
-fn chaos(ctx: &ServerCtx, target: ChaosTarget) -> Response {
+/// Short-lived actors (fan-outs, anonymizers live for milliseconds) are
+/// waited for, up to half a second, so chaos runs do hit them.
+async fn chaos(ctx: &ServerCtx, target: ChaosTarget) -> Response {
     use rand::seq::IndexedRandom;
     if !ctx.config.chaos_allowed {
         return Response::Error(WireError::NotAuthorized("chaos requests are off".into()));
     }
-    let victims: Vec<ractor::ActorCell> = match target {
-        ChaosTarget::Role(r) => {
-            ractor::registry::where_is(actor_name(&ctx.me.name, r)).into_iter().collect()
-        }
-        other => {
-            ractor::pg::get_local_members(&mlsd_actors::ids::process_group(&ctx.me.name, other))
-        }
-    };
-    match victims.choose(&mut rand::rng()) {
-        Some(v) => {
+    let deadline = std::time::Instant::now() + Duration::from_millis(500);
+    loop {
+        let victims: Vec<ractor::ActorCell> = match target {
+            ChaosTarget::Role(r) => {
+                ractor::registry::where_is(actor_name(&ctx.me.name, r)).into_iter().collect()
+            }
+            other => {
+                ractor::pg::get_local_members(&mlsd_actors::ids::process_group(&ctx.me.name, other))
+            }
+        };
+        if let Some(v) = victims.choose(&mut rand::rng()) {
             tracing::warn!(?target, "chaos: killing an actor");
             v.kill();
-            Response::Killed { count: 1 }
+            return Response::Killed { count: 1 };
         }
-        None => Response::Killed { count: 0 },
+        if std::time::Instant::now() >= deadline {
+            return Response::Killed { count: 0 };
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
 
