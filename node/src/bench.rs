@@ -168,6 +168,42 @@ async fn bytes_per_idle_group(n: usize) -> anyhow::Result<Option<(f64, usize)>> 
     Ok(Some((after.saturating_sub(before) as f64 / n as f64, alive)))
 }
 
+/// Runs one memory measurement in a child process (`mlsd bench-memory`), so
+/// memory freed by other phases cannot be reused and hide the growth.
+/// Returns bytes per item and how many were alive at the end.
+fn memory(what: &str, count: usize) -> anyhow::Result<Option<(f64, usize)>> {
+    let out = std::process::Command::new(std::env::current_exe()?)
+        .args(["bench-memory", what, &count.to_string()])
+        .env("RUST_LOG", "warn")
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "bench-memory {what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut words = text.split_whitespace();
+    match (words.next(), words.next()) {
+        (Some("none"), _) => Ok(None),
+        (Some(b), Some(n)) => Ok(Some((b.parse()?, n.parse()?))),
+        _ => anyhow::bail!("bench-memory {what}: unexpected output {text:?}"),
+    }
+}
+
+/// The child side of [`memory`]: prints `<bytes per item> <alive>` or `none`.
+pub async fn memory_child(what: &str, count: usize) -> anyhow::Result<()> {
+    let figure = match what {
+        "mailboxes" => bytes_per_idle_mailbox(count)?.map(|b| (b, count)),
+        "groups" => bytes_per_idle_group(count).await?,
+        other => anyhow::bail!("unknown memory figure {other}"),
+    };
+    match figure {
+        Some((b, n)) => println!("{b} {n}"),
+        None => println!("none"),
+    }
+    Ok(())
+}
+
 /// Bytes per second over one mutual-TLS QUIC stream between two endpoints.
 async fn quic_rate(total: usize) -> anyhow::Result<f64> {
     let ca = tls::generate_ca()?;
@@ -327,8 +363,7 @@ async fn send_to_receive(
 /// Runs the benchmark and prints a table (and JSON when asked).
 pub async fn run(opts: BenchOpts) -> anyhow::Result<()> {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    // First, before other work leaves freed memory for the allocator to reuse.
-    let per_mailbox = bytes_per_idle_mailbox(100_000)?.filter(|b| *b > 0.0);
+    let per_mailbox = memory("mailboxes", 100_000)?.map(|(b, _)| b).filter(|b| *b > 0.0);
     let (seal_per_core, env_len) = seal_rate(if opts.quick { 20_000 } else { 100_000 });
     let enqueue = enqueue_rate(if opts.quick { 20 } else { 100 }, 256, env_len)?;
     let quic = quic_rate(if opts.quick { 64 << 20 } else { 256 << 20 }).await?;
@@ -353,7 +388,7 @@ pub async fn run(opts: BenchOpts) -> anyhow::Result<()> {
         None => println!("memory: resident size not available on this system"),
     }
     let groups = if opts.quick { 2_000 } else { 10_000 };
-    let per_group = bytes_per_idle_group(groups).await?.filter(|(b, _)| *b > 0.0);
+    let per_group = memory("groups", groups)?.filter(|(b, _)| *b > 0.0);
     if let Some((b, alive)) = per_group {
         println!("memory: {b:.0} resident bytes per idle group actor ({alive} alive)");
     }

@@ -46,6 +46,15 @@ enum Cmd {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// One memory figure of `mlsd bench`, measured in a fresh process so no
+    /// memory freed by earlier phases hides what is measured (internal).
+    #[command(hide = true)]
+    BenchMemory {
+        /// `mailboxes` or `groups`.
+        what: String,
+        /// How many to open.
+        count: usize,
+    },
     /// Operator requests, authenticated with a node certificate from certs_dir.
     Admin {
         #[command(subcommand)]
@@ -101,6 +110,10 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Bench { quick, json } => {
             let rt = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
             rt.block_on(mlsd::bench::run(mlsd::bench::BenchOpts { quick, json }))
+        }
+        Cmd::BenchMemory { what, count } => {
+            let rt = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+            rt.block_on(mlsd::bench::memory_child(&what, count))
         }
         Cmd::Demo => {
             let rt = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
