@@ -12,9 +12,12 @@ use mlsd_transport::protocol::{
 };
 use serde::{de::DeserializeOwned, Serialize};
 
-fn round_trip<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(data: &[u8]) -> Option<T> {
+fn round_trip<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(
+    data: &[u8],
+) -> Option<T> {
     let v: T = codec::decode(data).ok()?;
-    let again: T = codec::decode(&codec::encode(&v).expect("a decoded value encodes")).expect("re-decodes");
+    let again: T =
+        codec::decode(&codec::encode(&v).expect("a decoded value encodes")).expect("re-decodes");
     assert_eq!(v, again);
     Some(v)
 }
