@@ -199,6 +199,7 @@ impl RoleState {
             router: self.args.router.clone(),
             concurrency: self.args.settings.ids.anonymizer_concurrency,
             idle: self.args.settings.ids.group_idle,
+            chaos_hooks: self.args.settings.ids.chaos_hooks,
         };
         // Linked: when it stops (idle) or dies, handle_supervisor_evt forgets
         // it; the next request for the group starts a new one from storage.

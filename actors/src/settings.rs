@@ -50,6 +50,10 @@ pub struct IdsSettings {
     pub anonymizer_concurrency: usize,
     /// Idle time after which a group actor stops.
     pub group_idle: Duration,
+    /// Whether group, fan-out and anonymizer actors join process groups so
+    /// chaos requests can find them. Only with `[chaos] allow`: a join takes
+    /// a process-wide lock, once per recipient copy for anonymizers.
+    pub chaos_hooks: bool,
 }
 
 /// SDS settings.
@@ -100,7 +104,11 @@ impl Default for RoleSettings {
                 max_lifetime: DEFAULT_MAX_KP_LIFETIME,
             },
             ods: OdsSettings { max_queue: DEFAULT_MAX_QUEUE, max_fetch: DEFAULT_MAX_FETCH },
-            ids: IdsSettings { anonymizer_concurrency: 64, group_idle: Duration::from_secs(60) },
+            ids: IdsSettings {
+                anonymizer_concurrency: 64,
+                group_idle: Duration::from_secs(60),
+                chaos_hooks: false,
+            },
             sds: SdsSettings { max_blob: 64 * 1024 * 1024 },
         }
     }

@@ -83,8 +83,9 @@ fn enqueue_rate(batches: usize, batch: usize, envelope_len: usize) -> anyhow::Re
 }
 
 /// Microseconds per anonymizer actor, spawn to stop, sealing one 1 KiB
-/// message each, one after the other (as the fan-out's spawn path does).
-async fn anonymizer_cost(n: usize) -> anyhow::Result<f64> {
+/// message each, one after the other (as the fan-out's spawn path does);
+/// `chaos_hooks` adds the process-group join a chaos-enabled node makes.
+async fn anonymizer_cost(n: usize, chaos_hooks: bool) -> anyhow::Result<f64> {
     use mlsd_actors::ids::anonymizer::{Anonymizer, Job, KeyGuard, Sealing};
     use ractor::Actor;
     let message = std::sync::Arc::new(vec![7u8; MESSAGE]);
@@ -97,7 +98,7 @@ async fn anonymizer_cost(n: usize) -> anyhow::Result<f64> {
             mailbox: rand32(),
             push_key: None,
             sealing: Sealing::Envelope(KeyGuard(zeroize::Zeroizing::new(rand32()))),
-            group: "bench/ids/anonymizers".into(),
+            group: chaos_hooks.then(|| "bench/ids/anonymizers".to_string()),
         };
         let (_, handle) = Actor::spawn(None, Anonymizer, job).await?;
         handle.await?;
@@ -368,7 +369,9 @@ pub async fn run(opts: BenchOpts) -> anyhow::Result<()> {
     let enqueue = enqueue_rate(if opts.quick { 20 } else { 100 }, 256, env_len)?;
     let quic = quic_rate(if opts.quick { 64 << 20 } else { 256 << 20 }).await?;
     let ceiling = (seal_per_core * cores as f64).min(quic / env_len as f64).min(enqueue);
-    let anon_us = anonymizer_cost(if opts.quick { 2_000 } else { 10_000 }).await?;
+    let anon_n = if opts.quick { 2_000 } else { 10_000 };
+    let anon_us = anonymizer_cost(anon_n, false).await?;
+    let anon_chaos_us = anonymizer_cost(anon_n, true).await?;
     let seal_us = 1e6 / seal_per_core;
     println!("limits on this machine ({cores} cores), 1 KiB message -> {env_len}-byte envelopes:");
     println!("  seal                 {:>12.0} envelopes/s per core", seal_per_core);
@@ -382,6 +385,9 @@ pub async fn run(opts: BenchOpts) -> anyhow::Result<()> {
     println!(
         "  anonymizer actor     {anon_us:>12.1} µs spawn-to-stop incl. sealing ({seal_us:.1} µs sealing, {:.1} µs actor)",
         anon_us - seal_us
+    );
+    println!(
+        "  with chaos hooks     {anon_chaos_us:>12.1} µs (process-group join; only with [chaos] allow)"
     );
     match per_mailbox {
         Some(b) => println!("memory: {b:.0} resident bytes per idle mailbox (100,000 open)"),
@@ -461,7 +467,7 @@ pub async fn run(opts: BenchOpts) -> anyhow::Result<()> {
             .map(|(n, m, r)| format!("{{\"nodes\": {n}, \"members\": {m}, \"copies_per_s\": {r:.1}, \"ratio\": {:.3}}}", r / ceiling))
             .collect();
         let json = format!(
-            "{{\n  \"machine\": {{\"cores\": {cores}, \"profile\": \"{}\"}},\n  \"git_revision\": \"{rev}\",\n  \"seal_per_core_per_s\": {seal_per_core:.1},\n  \"enqueue_per_s\": {enqueue:.1},\n  \"quic_bytes_per_s\": {quic:.1},\n  \"ceiling_copies_per_s\": {ceiling:.1},\n  \"fanout\": [{}],\n  \"latency_ms\": {{\"p50\": {p50:.2}, \"p99\": {p99:.2}}},\n  \"latency_by_shape\": [{}],\n  \"enqueue_latency_ms\": {{\"p50\": {e50:.2}, \"p99\": {e99:.2}}},\n  \"bytes_per_idle_group\": {},\n  \"seal_1000_ms\": {seal_1000_ms:.2},\n  \"anonymizer_us\": {anon_us:.2},\n  \"seal_us\": {seal_us:.2},\n  \"enqueue_1000_ms\": {:.2},\n  \"bytes_per_idle_mailbox\": {}\n}}\n",
+            "{{\n  \"machine\": {{\"cores\": {cores}, \"profile\": \"{}\"}},\n  \"git_revision\": \"{rev}\",\n  \"seal_per_core_per_s\": {seal_per_core:.1},\n  \"enqueue_per_s\": {enqueue:.1},\n  \"quic_bytes_per_s\": {quic:.1},\n  \"ceiling_copies_per_s\": {ceiling:.1},\n  \"fanout\": [{}],\n  \"latency_ms\": {{\"p50\": {p50:.2}, \"p99\": {p99:.2}}},\n  \"latency_by_shape\": [{}],\n  \"enqueue_latency_ms\": {{\"p50\": {e50:.2}, \"p99\": {e99:.2}}},\n  \"bytes_per_idle_group\": {},\n  \"seal_1000_ms\": {seal_1000_ms:.2},\n  \"anonymizer_us\": {anon_us:.2},\n  \"anonymizer_chaos_hooks_us\": {anon_chaos_us:.2},\n  \"seal_us\": {seal_us:.2},\n  \"enqueue_1000_ms\": {:.2},\n  \"bytes_per_idle_mailbox\": {}\n}}\n",
             if cfg!(debug_assertions) { "debug" } else { "release" },
             fanout.join(", "),
             latency

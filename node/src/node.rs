@@ -74,6 +74,7 @@ fn role_settings(config: &ClusterConfig, me: &NodeConfig) -> Result<RoleSettings
         sds: SdsSettings { max_blob: config.sds_max_blob },
         ids: IdsSettings {
             anonymizer_concurrency: config.ids.anonymizer_concurrency as usize,
+            chaos_hooks: config.chaos_allowed,
             group_idle: config.ids.group_idle,
         },
     })

@@ -57,8 +57,8 @@ pub struct Job {
     pub push_key: Option<[u8; 32]>,
     /// Key material.
     pub sealing: Sealing,
-    /// Process group to join while alive (for chaos tools).
-    pub group: String,
+    /// Process group to join while alive (chaos hooks on).
+    pub group: Option<String>,
 }
 
 /// An anonymizer's state: its job, then its outcome. The fan-out reads the
@@ -135,7 +135,9 @@ impl Actor for Anonymizer {
 
     async fn pre_start(&self, me: ActorRef<()>, job: Job) -> Result<AnonState, ActorProcessingErr> {
         SPAWNED.fetch_add(1, Ordering::SeqCst);
-        ractor::pg::join(job.group.clone(), vec![me.get_cell()]);
+        if let Some(g) = &job.group {
+            ractor::pg::join(g.clone(), vec![me.get_cell()]);
+        }
         Ok(AnonState::Job(job))
     }
 

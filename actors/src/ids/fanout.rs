@@ -40,6 +40,8 @@ pub struct FanoutArgs {
     pub reply: RpcReplyPort<Response>,
     /// Anonymizers alive at once.
     pub concurrency: usize,
+    /// Join process groups for chaos requests (see `IdsSettings::chaos_hooks`).
+    pub chaos_hooks: bool,
 }
 
 /// A recipient not yet sealed: what its anonymizer needs, kept until it reports.
@@ -53,7 +55,8 @@ struct Pending {
 
 /// State of a fan-out.
 pub struct FanoutState {
-    node: Arc<str>,
+    /// The process group anonymizers join, with chaos hooks on.
+    anonymizer_group: Option<String>,
     message_id: [u8; 32],
     message: Arc<Vec<u8>>,
     welcome: Option<Arc<Vec<u8>>>,
@@ -88,7 +91,7 @@ impl FanoutState {
                 mailbox: p.mailbox,
                 push_key: p.push_key,
                 sealing,
-                group: super::process_group(&self.node, ChaosTarget::Anonymizer),
+                group: self.anonymizer_group.clone(),
             };
             // Linked: if it dies before reporting, handle_supervisor_evt re-queues it.
             let (a, _) = Actor::spawn_linked(None, Anonymizer, job, me.get_cell()).await?;
@@ -130,8 +133,10 @@ impl Actor for Fanout {
         me: ActorRef<FanoutMsg>,
         args: FanoutArgs,
     ) -> Result<FanoutState, ActorProcessingErr> {
-        let FanoutArgs { node, mut plan, router, reply, concurrency } = args;
-        ractor::pg::join(super::process_group(&node, ChaosTarget::Fanout), vec![me.get_cell()]);
+        let FanoutArgs { node, mut plan, router, reply, concurrency, chaos_hooks } = args;
+        if chaos_hooks {
+            ractor::pg::join(super::process_group(&node, ChaosTarget::Fanout), vec![me.get_cell()]);
+        }
         let mut pending = HashMap::new();
         for (i, r) in plan.recipients.drain(..).enumerate() {
             let key = Zeroizing::new(r.key);
@@ -165,7 +170,8 @@ impl Actor for Fanout {
         }
         let n = pending.len();
         Ok(FanoutState {
-            node,
+            anonymizer_group: chaos_hooks
+                .then(|| super::process_group(&node, ChaosTarget::Anonymizer)),
             message_id: plan.message_id,
             message: plan.message.clone(),
             welcome,

@@ -55,6 +55,8 @@ pub struct GroupArgs {
     pub concurrency: usize,
     /// Idle time before the actor stops.
     pub idle: Duration,
+    /// Join process groups for chaos requests (see `IdsSettings::chaos_hooks`).
+    pub chaos_hooks: bool,
 }
 
 /// State of a group actor.
@@ -78,7 +80,10 @@ impl Actor for GroupActor {
         args: GroupArgs,
     ) -> Result<GroupState, ActorProcessingErr> {
         let core = GroupCore::load(&args.group, args.store.as_ref())?;
-        ractor::pg::join(super::process_group(&args.node, ChaosTarget::Group), vec![me.get_cell()]);
+        if args.chaos_hooks {
+            let name = super::process_group(&args.node, ChaosTarget::Group);
+            ractor::pg::join(name, vec![me.get_cell()]);
+        }
         me.send_after(args.idle, || GroupMsg::IdleCheck(0));
         Ok(GroupState { core, args, generation: 0 })
     }
@@ -113,6 +118,7 @@ impl Actor for GroupActor {
                             router: st.args.router.clone(),
                             reply,
                             concurrency: st.args.concurrency,
+                            chaos_hooks: st.args.chaos_hooks,
                         };
                         // Linked so we hear of its end; a dead fan-out needs no action
                         // here: its sender retries with the same message id.
