@@ -125,6 +125,9 @@ async fn member_load(
             }
         }
         acked.push((text, epoch));
+        if (r + 1) % 10 == 0 {
+            eprintln!("{me}: {} of {rounds} rounds acknowledged", r + 1);
+        }
         if r % 2 == 1 {
             if let Ok(ev) = c.receive().await {
                 events.extend(ev);

@@ -66,6 +66,25 @@ mod tests {
     }
 
     #[test]
+    fn byte_fields_encode_as_a_plain_byte_vector_did() {
+        // `serde_bytes` fields (envelopes, messages, blobs) keep the wire
+        // format of `Vec<u8>`, so protocol version 1 peers still agree.
+        #[derive(serde::Serialize)]
+        struct Plain {
+            a: Vec<u8>,
+        }
+        #[derive(serde::Serialize)]
+        struct Bytes {
+            #[serde(with = "serde_bytes")]
+            a: Vec<u8>,
+        }
+        for len in [0usize, 1, 250, 251, 2048, 70_000] {
+            let a: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            assert_eq!(encode(&Plain { a: a.clone() }).unwrap(), encode(&Bytes { a }).unwrap());
+        }
+    }
+
+    #[test]
     fn huge_declared_length_does_not_allocate() {
         // variant 0 (Ping), role 0, then a Vec length of u64::MAX.
         let bytes = [0u8, 0, 0xfd, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];

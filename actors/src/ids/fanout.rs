@@ -1,7 +1,8 @@
 //! The fan-out actor: one per accepted message. Spawns one anonymizer per
-//! recipient (at most `concurrency` at a time), collects the envelopes, hands
-//! them to the ODS owners through the router, answers the sender only when
-//! every copy is durably enqueued, and stops.
+//! recipient (at most `concurrency` at a time), hands the envelopes to the ODS
+//! owners through the router in chunks as they are sealed (so enqueueing
+//! overlaps sealing), answers the sender only when every copy is durably
+//! enqueued, and stops.
 //!
 //! Supervision: an anonymizer that dies before reporting is started again for
 //! the same recipient (up to [`MAX_ATTEMPTS`] times), since its job is
@@ -23,6 +24,12 @@ use crate::role::Router;
 
 /// Attempts per recipient before the fan-out gives up on it.
 pub const MAX_ATTEMPTS: u32 = 3;
+
+/// Sealed copies are handed to the ODS in chunks of this many while the rest
+/// are still being sealed: RocksDB writes and node-to-node transfers then
+/// overlap sealing instead of starting after the last copy. Large enough
+/// that each synced ODS write still carries many copies.
+pub const ENQUEUE_CHUNK: usize = 256;
 
 /// Messages of the fan-out actor. It needs none from outside: anonymizers
 /// report through their final state (see [`AnonState`]).
@@ -63,7 +70,12 @@ pub struct FanoutState {
     pending: HashMap<usize, Pending>,
     queue: VecDeque<usize>,
     running: HashMap<ActorId, usize>,
-    items: Vec<Option<EnqueueItem>>,
+    /// Sealed copies not yet handed to the ODS.
+    ready: Vec<EnqueueItem>,
+    /// Copies sealed so far.
+    sealed: u32,
+    /// Chunks being enqueued, whose results `finish` collects.
+    enqueues: Vec<tokio::task::JoinHandle<Vec<EnqueueResult>>>,
     failed: u32,
     router: Arc<dyn Router>,
     reply: Option<RpcReplyPort<Response>>,
@@ -104,13 +116,30 @@ impl FanoutState {
         self.pending.is_empty() && self.running.is_empty()
     }
 
+    /// Hands the sealed copies gathered so far to the ODS owners, without
+    /// waiting for the outcome (collected in `finish`).
+    fn flush(&mut self) {
+        if self.ready.is_empty() {
+            return;
+        }
+        let chunk = std::mem::take(&mut self.ready);
+        let router = self.router.clone();
+        self.enqueues.push(tokio::spawn(async move { router.enqueue(chunk).await }));
+    }
+
     async fn finish(&mut self, me: &ActorRef<FanoutMsg>) {
-        let items: Vec<EnqueueItem> = self.items.iter_mut().filter_map(Option::take).collect();
-        let total = items.len() as u32 + self.failed;
-        let results = if items.is_empty() { Vec::new() } else { self.router.enqueue(items).await };
-        let stored =
-            results.iter().filter(|r| matches!(r, EnqueueResult::Stored { .. })).count() as u32;
-        let failed = total - stored;
+        self.flush();
+        let total = self.sealed + self.failed;
+        let mut stored = 0u32;
+        for handle in self.enqueues.drain(..) {
+            // A chunk whose task failed counts as not stored: the sender retries.
+            if let Ok(results) = handle.await {
+                stored +=
+                    results.iter().filter(|r| matches!(r, EnqueueResult::Stored { .. })).count()
+                        as u32;
+            }
+        }
+        let failed = total - stored.min(total);
         let response = if failed == 0 {
             Response::Sent { copies: total }
         } else {
@@ -178,7 +207,9 @@ impl Actor for Fanout {
             queue: (0..n).collect(),
             pending,
             running: HashMap::new(),
-            items: (0..n).map(|_| None).collect(),
+            ready: Vec::with_capacity(n.min(ENQUEUE_CHUNK)),
+            sealed: 0,
+            enqueues: Vec::new(),
             failed: 0,
             router,
             reply: Some(reply),
@@ -216,7 +247,13 @@ impl Actor for Fanout {
             st.running.remove(&id);
             if st.pending.remove(&index).is_some() {
                 match result {
-                    Ok(item) => st.items[index] = Some(item),
+                    Ok(item) => {
+                        st.sealed += 1;
+                        st.ready.push(item);
+                        if st.ready.len() >= ENQUEUE_CHUNK {
+                            st.flush();
+                        }
+                    }
                     Err(reason) => {
                         tracing::warn!(%reason, "a copy could not be sealed");
                         st.failed += 1;

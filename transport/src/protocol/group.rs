@@ -62,6 +62,7 @@ pub struct SealedRoster {
     /// 24-byte nonce.
     pub nonce: Vec<u8>,
     /// Encrypted `Vec<RosterEntry>`.
+    #[serde(with = "serde_bytes")]
     pub ciphertext: Vec<u8>,
 }
 
@@ -106,6 +107,7 @@ pub struct WelcomeCopy {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommitExtras {
     /// The MLS Welcome message (bytes), if the commit adds members.
+    #[serde(with = "serde_bytes")]
     pub welcome: Option<Vec<u8>>,
     /// Where the Welcome goes.
     pub welcome_to: Vec<WelcomeCopy>,
@@ -123,6 +125,7 @@ pub struct SendBody {
     /// Random id chosen by the sender; a retry reuses it.
     pub message_id: [u8; 32],
     /// The MLS message (TLS-serialized `MlsMessageOut`).
+    #[serde(with = "serde_bytes")]
     pub message: Vec<u8>,
     /// Recipients for this send's epoch.
     pub recipients: Recipients,

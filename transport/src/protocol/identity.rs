@@ -138,6 +138,7 @@ pub struct FetchedKeyPackage {
     /// The client it belongs to.
     pub client: String,
     /// TLS-serialized MLS KeyPackage.
+    #[serde(with = "serde_bytes")]
     pub key_package: Vec<u8>,
     /// Whether this is the client's last-resort KeyPackage (kept, may be reused).
     pub last_resort: bool,

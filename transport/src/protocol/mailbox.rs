@@ -29,6 +29,7 @@ pub struct SealedPush {
     /// 24-byte nonce.
     pub nonce: Vec<u8>,
     /// Encrypted endpoint URL.
+    #[serde(with = "serde_bytes")]
     pub ciphertext: Vec<u8>,
 }
 
@@ -52,6 +53,7 @@ pub struct EnqueueItem {
     /// `H(message id || mailbox id)`: the same copy enqueued twice is stored once.
     pub delivery_id: [u8; 32],
     /// The sealed, padded envelope.
+    #[serde(with = "serde_bytes")]
     pub envelope: Vec<u8>,
     /// The recipient's push key, to decrypt its push endpoint for one
     /// notification; never stored.
@@ -82,5 +84,6 @@ pub struct Delivered {
     /// Per-mailbox sequence number.
     pub seq: u64,
     /// The sealed envelope.
+    #[serde(with = "serde_bytes")]
     pub envelope: Vec<u8>,
 }

@@ -189,6 +189,7 @@ pub enum Request {
         /// Size of the whole blob.
         total: u64,
         /// The chunk (at most `MAX_CHUNK`).
+        #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
     /// SDS: up to `max` bytes of blob `id` from `offset`; anyone who knows the id.
@@ -284,6 +285,7 @@ pub enum Response {
         /// Size of the whole blob.
         total: u64,
         /// The requested bytes.
+        #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
     /// Answer to `DeleteBlob`.
