@@ -83,27 +83,60 @@ fn enqueue_rate(batches: usize, batch: usize, envelope_len: usize) -> anyhow::Re
 }
 
 /// Microseconds per anonymizer actor, spawn to stop, sealing one 1 KiB
-/// message each, one after the other (as the fan-out's spawn path does);
+/// message each, in `lanes` concurrent loops of spawn-and-wait (1: one after
+/// another, which measures latency including the wake-ups between tasks; 64:
+/// as many in flight as a fan-out keeps, which measures throughput).
 /// `chaos_hooks` adds the process-group join a chaos-enabled node makes.
-async fn anonymizer_cost(n: usize, chaos_hooks: bool) -> anyhow::Result<f64> {
+/// Returns (wall µs per actor, CPU µs per actor, all threads).
+async fn anonymizer_cost(
+    n: usize,
+    lanes: usize,
+    chaos_hooks: bool,
+) -> anyhow::Result<(f64, Option<f64>)> {
     use mlsd_actors::ids::anonymizer::{Anonymizer, Job, KeyGuard, Sealing};
     use ractor::Actor;
     let message = std::sync::Arc::new(vec![7u8; MESSAGE]);
+    let cpu0 = cpu_seconds();
     let t = Instant::now();
-    for i in 0..n {
-        let job = Job {
-            index: i,
-            message_id: rand32(),
-            message: message.clone(),
-            mailbox: rand32(),
-            push_key: None,
-            sealing: Sealing::Envelope(KeyGuard(zeroize::Zeroizing::new(rand32()))),
-            group: chaos_hooks.then(|| "bench/ids/anonymizers".to_string()),
-        };
-        let (_, handle) = Actor::spawn(None, Anonymizer, job).await?;
-        handle.await?;
+    let mut tasks = Vec::new();
+    for lane in 0..lanes {
+        let message = message.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in (lane..n).step_by(lanes) {
+                // Key material as the roster would give it; its value does not matter here.
+                let b = (i % 251) as u8;
+                let job = Job {
+                    index: i,
+                    message_id: [b; 32],
+                    message: message.clone(),
+                    mailbox: [b ^ 0x5a; 32],
+                    push_key: None,
+                    sealing: Sealing::Envelope(KeyGuard(zeroize::Zeroizing::new([b ^ 0xa5; 32]))),
+                    group: chaos_hooks.then(|| "bench/ids/anonymizers".to_string()),
+                };
+                let (_, handle) = Actor::spawn(None, Anonymizer, job).await?;
+                handle.await?;
+            }
+            anyhow::Ok(())
+        }));
     }
-    Ok(t.elapsed().as_secs_f64() * 1e6 / n as f64)
+    for t in tasks {
+        t.await??;
+    }
+    let wall = t.elapsed().as_secs_f64() * 1e6 / n as f64;
+    let cpu = cpu0.zip(cpu_seconds()).map(|(a, b)| (b - a) * 1e6 / n as f64);
+    Ok((wall, cpu))
+}
+
+/// CPU time (user + system, all threads) this process has used, seconds
+/// (Linux `/proc/self/stat`, in clock ticks of 10 ms: measure many items).
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
 }
 
 /// Resident set size of this process, bytes (Linux `/proc/self/statm`).
@@ -370,8 +403,18 @@ pub async fn run(opts: BenchOpts) -> anyhow::Result<()> {
     let quic = quic_rate(if opts.quick { 64 << 20 } else { 256 << 20 }).await?;
     let ceiling = (seal_per_core * cores as f64).min(quic / env_len as f64).min(enqueue);
     let anon_n = if opts.quick { 2_000 } else { 10_000 };
-    let anon_us = anonymizer_cost(anon_n, false).await?;
-    let anon_chaos_us = anonymizer_cost(anon_n, true).await?;
+    let (anon_us, _) = anonymizer_cost(anon_n, 1, false).await?;
+    let (anon_chaos_us, _) = anonymizer_cost(anon_n, 1, true).await?;
+    // Throughput: 64 in flight, as a fan-out runs them; CPU per actor against
+    // CPU per seal measured the same way.
+    let (_, anon_cpu_us) = anonymizer_cost(anon_n * 5, 64, false).await?;
+    let seal_cpu_us = {
+        let c0 = cpu_seconds();
+        let (rate, _) = seal_rate(anon_n * 5);
+        c0.zip(cpu_seconds())
+            .map(|(a, b)| (b - a) * 1e6 / (anon_n * 5) as f64)
+            .unwrap_or(1e6 / rate)
+    };
     let seal_us = 1e6 / seal_per_core;
     println!("limits on this machine ({cores} cores), 1 KiB message -> {env_len}-byte envelopes:");
     println!("  seal                 {:>12.0} envelopes/s per core", seal_per_core);
@@ -386,6 +429,12 @@ pub async fn run(opts: BenchOpts) -> anyhow::Result<()> {
         "  anonymizer actor     {anon_us:>12.1} µs spawn-to-stop incl. sealing ({seal_us:.1} µs sealing, {:.1} µs actor)",
         anon_us - seal_us
     );
+    if let Some(cpu) = anon_cpu_us {
+        println!(
+            "  anonymizer, 64 in flight {cpu:>8.1} µs CPU per actor incl. sealing ({seal_cpu_us:.1} µs CPU per seal alone, so {:.1} µs for the actor)",
+            cpu - seal_cpu_us
+        );
+    }
     println!(
         "  with chaos hooks     {anon_chaos_us:>12.1} µs (process-group join; only with [chaos] allow)"
     );
@@ -467,7 +516,7 @@ pub async fn run(opts: BenchOpts) -> anyhow::Result<()> {
             .map(|(n, m, r)| format!("{{\"nodes\": {n}, \"members\": {m}, \"copies_per_s\": {r:.1}, \"ratio\": {:.3}}}", r / ceiling))
             .collect();
         let json = format!(
-            "{{\n  \"machine\": {{\"cores\": {cores}, \"profile\": \"{}\"}},\n  \"git_revision\": \"{rev}\",\n  \"seal_per_core_per_s\": {seal_per_core:.1},\n  \"enqueue_per_s\": {enqueue:.1},\n  \"quic_bytes_per_s\": {quic:.1},\n  \"ceiling_copies_per_s\": {ceiling:.1},\n  \"fanout\": [{}],\n  \"latency_ms\": {{\"p50\": {p50:.2}, \"p99\": {p99:.2}}},\n  \"latency_by_shape\": [{}],\n  \"enqueue_latency_ms\": {{\"p50\": {e50:.2}, \"p99\": {e99:.2}}},\n  \"bytes_per_idle_group\": {},\n  \"seal_1000_ms\": {seal_1000_ms:.2},\n  \"anonymizer_us\": {anon_us:.2},\n  \"anonymizer_chaos_hooks_us\": {anon_chaos_us:.2},\n  \"seal_us\": {seal_us:.2},\n  \"enqueue_1000_ms\": {:.2},\n  \"bytes_per_idle_mailbox\": {}\n}}\n",
+            "{{\n  \"machine\": {{\"cores\": {cores}, \"profile\": \"{}\"}},\n  \"git_revision\": \"{rev}\",\n  \"seal_per_core_per_s\": {seal_per_core:.1},\n  \"enqueue_per_s\": {enqueue:.1},\n  \"quic_bytes_per_s\": {quic:.1},\n  \"ceiling_copies_per_s\": {ceiling:.1},\n  \"fanout\": [{}],\n  \"latency_ms\": {{\"p50\": {p50:.2}, \"p99\": {p99:.2}}},\n  \"latency_by_shape\": [{}],\n  \"enqueue_latency_ms\": {{\"p50\": {e50:.2}, \"p99\": {e99:.2}}},\n  \"bytes_per_idle_group\": {},\n  \"seal_1000_ms\": {seal_1000_ms:.2},\n  \"anonymizer_us\": {anon_us:.2},\n  \"anonymizer_chaos_hooks_us\": {anon_chaos_us:.2},\n  \"anonymizer_cpu_us\": {},\n  \"seal_cpu_us\": {seal_cpu_us:.2},\n  \"seal_us\": {seal_us:.2},\n  \"enqueue_1000_ms\": {:.2},\n  \"bytes_per_idle_mailbox\": {}\n}}\n",
             if cfg!(debug_assertions) { "debug" } else { "release" },
             fanout.join(", "),
             latency
@@ -476,6 +525,7 @@ pub async fn run(opts: BenchOpts) -> anyhow::Result<()> {
                 .collect::<Vec<_>>()
                 .join(", "),
             per_group.map(|(b, _)| format!("{b:.1}")).unwrap_or_else(|| "null".into()),
+            anon_cpu_us.map(|c| format!("{c:.2}")).unwrap_or_else(|| "null".into()),
             enqueue_1000_ms.unwrap_or(0.0),
             per_mailbox.map(|b| format!("{b:.1}")).unwrap_or_else(|| "null".into()),
         );
