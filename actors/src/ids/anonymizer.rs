@@ -86,10 +86,10 @@ pub fn delivery_id(message_id: &[u8; 32], mailbox: &MailboxId, welcome: bool) ->
     h.finalize().into()
 }
 
+/// Fresh random bytes for nonces: the thread's CSPRNG (ChaCha, seeded and
+/// periodically reseeded from the OS), not a system call per copy.
 fn random<const N: usize>() -> [u8; N] {
-    let mut b = [0u8; N];
-    rand::TryRngCore::try_fill_bytes(&mut rand::rngs::OsRng, &mut b).expect("OS randomness");
-    b
+    rand::random()
 }
 
 /// Seals a Welcome for `mailbox` with HPKE to `hpke_key`.
