@@ -4,12 +4,13 @@
 //! member must have received every acknowledged message exactly once, and all
 //! members must agree on each group's epoch and membership.
 //!
-//! The load: two groups of three senders and a guest; sends, self-updates,
-//! and the guest removed and added back by the group's creator. The chaos:
-//! group, fan-out, anonymizer, IDS, ODS, AS and CS actors killed, and a node
-//! SIGKILL and restart every `MLSD_CHAOS_NODE_EVERY` (8) steps. The short
-//! profile (12 rounds) runs in CI; `MLSD_CHAOS_ROUNDS=N` runs longer
-//! (docs/reliability.md).
+//! The load: `MLSD_CHAOS_GROUPS` (2) groups of `MLSD_CHAOS_SENDERS` (3)
+//! senders and a guest; sends, self-updates, and the guest removed and added
+//! back by the group's creator. The chaos, one step every
+//! `MLSD_CHAOS_INTERVAL_MS` (125) ms on average: group, fan-out, anonymizer,
+//! IDS, ODS, AS and CS actors killed, and a node SIGKILL and restart every
+//! `MLSD_CHAOS_NODE_EVERY` (8) steps. The short profile (12 rounds) runs in
+//! CI; `MLSD_CHAOS_ROUNDS=N` runs longer (docs/reliability.md).
 
 mod common;
 
@@ -158,6 +159,10 @@ async fn nothing_acknowledged_is_lost_or_duplicated_under_chaos() {
     let rounds = env("MLSD_CHAOS_ROUNDS", 12) as usize;
     // A node SIGKILL and restart every N chaos steps (0: actor kills only).
     let node_every = env("MLSD_CHAOS_NODE_EVERY", 8);
+    let n_groups = env("MLSD_CHAOS_GROUPS", 2).max(1);
+    let n_senders = env("MLSD_CHAOS_SENDERS", 3).max(1);
+    // Mean pause between chaos steps.
+    let interval_ms = u64::from(env("MLSD_CHAOS_INTERVAL_MS", 125).max(2));
     let mut c = Cluster::with_extra(
         &[
             ("n1", &[Role::As, Role::Cs, Role::Ods]),
@@ -170,20 +175,27 @@ async fn nothing_acknowledged_is_lost_or_duplicated_under_chaos() {
     );
     c.start_all().await;
 
-    // Two groups of three senders and a guest who is removed and added back;
-    // every client enters through n1, whose process stays up.
-    let groups: [(&'static str, [&str; 3], &'static str); 2] =
-        [("G1", ["a1", "a2", "a3"], "ga"), ("G2", ["b1", "b2", "b3"], "gb")];
+    // G groups of C senders and a guest who is removed and added back; every
+    // client enters through n1, whose process stays up.
+    let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+    let groups: Vec<(&'static str, Vec<&'static str>, &'static str)> = (1..=n_groups)
+        .map(|g| {
+            let senders = (1..=n_senders).map(|i| leak(format!("g{g}s{i}"))).collect();
+            (leak(format!("G{g}")), senders, leak(format!("g{g}guest")))
+        })
+        .collect();
     let mut members: Vec<(&'static str, String, Client, Option<GuestPlan>)> = Vec::new();
     let mut guests = Vec::new();
-    for (g, names, guest) in groups {
+    for (g, names, guest) in groups.iter().cloned() {
         let mut clients = Vec::new();
-        for n in names {
+        for n in &names {
             clients.push(c.registered(&format!("{n}/phone"), "n1", 4).await);
         }
         let mut guest_client = c.registered(&format!("{guest}/phone"), "n1", 4).await;
         clients[0].create_group(g, RosterMode::Stored).await.unwrap();
-        clients[0].add_members(g, &[names[1], names[2], guest]).await.unwrap();
+        let mut invited: Vec<&str> = names[1..].to_vec();
+        invited.push(guest);
+        clients[0].add_members(g, &invited).await.unwrap();
         for cl in clients.iter_mut().skip(1) {
             cl.receive().await.unwrap();
         }
@@ -218,7 +230,8 @@ async fn nothing_acknowledged_is_lost_or_duplicated_under_chaos() {
     let limit = Duration::from_secs((rounds as u64 * 14).max(170));
     while tasks.iter().any(|(_, _, t)| !t.is_finished()) {
         assert!(start.elapsed() < limit, "load did not finish in {limit:?}");
-        tokio::time::sleep(Duration::from_millis(rand::rng().random_range(50..200))).await;
+        let pause = rand::rng().random_range(interval_ms / 2..=interval_ms * 3 / 2);
+        tokio::time::sleep(Duration::from_millis(pause)).await;
         step += 1;
         if node_every > 0 && step.is_multiple_of(node_every) {
             let node = *["n2", "n3"].choose(&mut rand::rng()).unwrap();
@@ -288,7 +301,7 @@ async fn nothing_acknowledged_is_lost_or_duplicated_under_chaos() {
         let since = joined.get(me.as_str()).copied().unwrap_or(0);
         let expected: Vec<&String> = sent[g]
             .iter()
-            .filter(|(t, e)| !t.starts_with(me.split('/').next().unwrap()) && *e >= since)
+            .filter(|(t, e)| !t.starts_with(&format!("{me} #")) && *e >= since)
             .map(|(t, _)| t)
             .collect();
         let missing = expected.iter().filter(|t| !got.contains_key(t.as_str())).count();
@@ -309,7 +322,7 @@ async fn nothing_acknowledged_is_lost_or_duplicated_under_chaos() {
     );
     assert_eq!(lost, 0);
     assert_eq!(duplicated, 0);
-    for (g, _, guest) in groups {
+    for (g, _, guest) in groups.iter().cloned() {
         let views: Vec<(u64, Vec<String>)> = finals
             .iter()
             .filter(|(gg, _, _, _)| *gg == g)
