@@ -337,5 +337,11 @@ async fn nothing_acknowledged_is_lost_or_duplicated_under_chaos() {
             views[0].1.contains(&format!("{guest}/phone")),
             "{g}: the guest was not added back"
         );
+        eprintln!(
+            "chaos: {g}: all {} members agree: epoch {}, members {:?}",
+            views.len(),
+            views[0].0,
+            views[0].1
+        );
     }
 }
