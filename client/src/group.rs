@@ -41,6 +41,9 @@ const KEPT_EPOCHS: usize = 5;
 /// How long a commit is retried while the cluster cannot be reached.
 const COMMIT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// Home file of our commits whose outcome is not known yet (see `settle`).
+const UNSETTLED: &str = "unsettled_commits";
+
 /// How often a change is retried after losing an epoch race.
 const MAX_RETRIES: usize = 5;
 
@@ -628,11 +631,22 @@ impl Client {
 
     async fn try_commit(&mut self, name: &str, change: &Change) -> Result<u64, ClientError> {
         let meta = self.group_meta(name)?;
+        self.settle(&meta.id).await?;
         let mut group = self.load_group(&meta.id)?;
         let signer = self.signer()?;
         let before: Vec<_> = members(&group);
         let (commit, welcome, welcome_to, after_refs) = match change {
             Change::Add(kps) => {
+                // An identity's client that is a member already (for instance
+                // through an earlier commit that `settle` just merged).
+                for kp in kps {
+                    let who = BasicCredential::try_from(kp.leaf_node().credential().clone())
+                        .map(|c| String::from_utf8_lossy(c.identity()).into_owned())
+                        .unwrap_or_default();
+                    if before.iter().any(|(_, c, _)| *c == who) {
+                        return Err(ClientError::Home(format!("{who} is already a member")));
+                    }
+                }
                 let (c, w, _) = group
                     .add_members(&self.provider, &signer, kps)
                     .map_err(|e| ClientError::Crypto(e.to_string()))?;
@@ -739,11 +753,62 @@ impl Client {
                 Ok(group.epoch().as_u64())
             }
             Ok(other) => Err(ClientError::Unexpected(format!("{other:?}"))),
+            // The IDS may have accepted it (only the answer was lost, or some
+            // copies were not enqueued yet): keep it, and send it again before
+            // anything else happens in this group (see `settle`).
+            Err(e) if crate::outbox::transient(&e) => {
+                let mut list = self.unsettled()?;
+                list.push((meta.id.clone(), req));
+                self.home.save(UNSETTLED, &list)?;
+                self.save_groups()?;
+                Err(e)
+            }
             Err(e) => {
                 let _ = group.clear_pending_commit(self.provider.storage());
                 Err(e)
             }
         }
+    }
+
+    fn unsettled(&self) -> Result<Vec<(Vec<u8>, Request)>, ClientError> {
+        Ok(self.home.load(UNSETTLED)?.unwrap_or_default())
+    }
+
+    /// Settles a commit of ours in group `gid` whose outcome was unknown, by
+    /// sending it again verbatim (same message id): the IDS answers `Sent` if
+    /// it had accepted it, and we merge it (no copy of our own commit ever
+    /// reaches us, so dropping it would leave us an epoch behind for good);
+    /// `StaleEpoch` or another refusal means it never took effect. Until this
+    /// succeeds nothing else is done in the group: envelopes of the epoch our
+    /// commit may have started would not open yet.
+    async fn settle(&mut self, gid: &[u8]) -> Result<(), ClientError> {
+        let mut list = self.unsettled()?;
+        let Some(pos) = list.iter().position(|(g, _)| g == gid) else { return Ok(()) };
+        let mut group = self.load_group(gid)?;
+        match self.conn.request(list[pos].1.clone()).await {
+            Ok(Response::Sent { .. }) if group.pending_commit().is_some() => {
+                group
+                    .merge_pending_commit(&self.provider)
+                    .map_err(|e| ClientError::Crypto(e.to_string()))?;
+                self.remember_epoch(&group)?;
+            }
+            Err(e) if crate::outbox::transient(&e) => return Err(e),
+            _ => {
+                let _ = group.clear_pending_commit(self.provider.storage());
+            }
+        }
+        list.remove(pos);
+        self.home.save(UNSETTLED, &list)?;
+        self.save_groups()
+    }
+
+    /// Settles every unsettled commit (see `settle`).
+    async fn settle_all(&mut self) -> Result<(), ClientError> {
+        let groups: Vec<Vec<u8>> = self.unsettled()?.into_iter().map(|(g, _)| g).collect();
+        for g in groups {
+            self.settle(&g).await?;
+        }
+        Ok(())
     }
 
     /// Subscribes to this device's mailbox from its last acknowledged envelope.
@@ -759,6 +824,7 @@ impl Client {
     /// Fetches everything waiting in the mailbox, processes it in order
     /// (Welcomes, commits, messages) and acknowledges it.
     pub async fn receive(&mut self) -> Result<Vec<Event>, ClientError> {
+        self.settle_all().await?;
         let mut events = std::mem::take(&mut self.pending_events);
         loop {
             let keys = self.mailbox.as_ref().ok_or(ClientError::NotRegistered)?;
