@@ -456,3 +456,33 @@ async fn a_fan_out_larger_than_one_frame_reaches_a_remote_ods() {
     let r = alice.send_request(mlsd_transport::Request::Send { body, mac }).await.unwrap();
     assert_eq!(r, mlsd_transport::Response::Sent { copies: 600 });
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_commit_whose_copies_could_not_be_enqueued_is_kept_and_merged_later() {
+    common::init();
+    let mut c = split();
+    c.start_all().await;
+    let mut alice = c.registered("alice/phone", "n1", 3).await;
+    let mut bob = c.registered("bob/phone", "n1", 3).await;
+    alice.create_group("G", RosterMode::Stored).await.unwrap();
+    alice.add_members("G", &["bob"]).await.unwrap();
+    bob.receive().await.unwrap();
+
+    // The IDS accepts Alice's update, but the ODS node is down: no copy can
+    // be enqueued and, after her patience runs out, the outcome is unknown.
+    c.kill("n3");
+    let r = alice.self_update("G").await;
+    assert!(r.is_err(), "{r:?}");
+    assert_eq!(alice.group_epoch("G").unwrap(), 1, "not merged while unknown");
+
+    // Before anything else in the group she sends it again: the IDS had
+    // accepted it, so she merges it rather than staying an epoch behind.
+    c.start("n3").await;
+    alice.receive().await.unwrap();
+    assert_eq!(alice.group_epoch("G").unwrap(), 2);
+    bob.receive().await.unwrap();
+    assert_eq!(bob.group_epoch("G").unwrap(), 2);
+    alice.send_text("G", "after the outage").await.unwrap();
+    let m = |s: &str, t: &str| (s.to_string(), t.to_string());
+    assert_eq!(texts(&bob.receive().await.unwrap()), vec![m("alice/phone", "after the outage")]);
+}
