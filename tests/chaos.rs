@@ -304,7 +304,13 @@ async fn nothing_acknowledged_is_lost_or_duplicated_under_chaos() {
             .filter(|(t, e)| !t.starts_with(&format!("{me} #")) && *e >= since)
             .map(|(t, _)| t)
             .collect();
-        let missing = expected.iter().filter(|t| !got.contains_key(t.as_str())).count();
+        let missing_texts: Vec<&&String> =
+            expected.iter().filter(|t| !got.contains_key(t.as_str())).collect();
+        let missing = missing_texts.len();
+        for t in missing_texts.iter().take(5) {
+            let epoch = sent[g].iter().find(|(x, _)| x == **t).map(|(_, e)| *e);
+            eprintln!("chaos: {me} in {g} never received {t:?} (sent in epoch {epoch:?})");
+        }
         let twice = got.values().filter(|n| **n > 1).count();
         eprintln!(
             "chaos: {me} in {g}: received {} messages, {} of {} expected, {missing} lost, {twice} duplicated",

@@ -478,7 +478,13 @@ async fn a_commit_whose_copies_could_not_be_enqueued_is_kept_and_merged_later() 
     // Before anything else in the group she sends it again: the IDS had
     // accepted it, so she merges it rather than staying an epoch behind.
     c.start("n3").await;
-    alice.receive().await.unwrap();
+    // (The IDS node may need a moment to reconnect to the restarted ODS node.)
+    let mut tries = 0;
+    while let Err(e) = alice.receive().await {
+        tries += 1;
+        assert!(tries < 20, "still failing: {e}");
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
     assert_eq!(alice.group_epoch("G").unwrap(), 2);
     bob.receive().await.unwrap();
     assert_eq!(bob.group_epoch("G").unwrap(), 2);

@@ -35,11 +35,20 @@ use crate::{ClientError, CIPHERSUITE};
 
 /// Past epochs whose envelope keys and MLS secrets are kept per group: an
 /// application message accepted by the IDS just before a commit may reach a
-/// member after that commit (fan-outs run concurrently), and must still open.
-const KEPT_EPOCHS: usize = 5;
+/// member after that commit (fan-outs run concurrently), and a copy the IDS
+/// delivers again on its sender's retry may come up to
+/// `ACCEPTED_EPOCHS` (8) epochs late; it must still open. (A harsh chaos run
+/// lost one acknowledged copy when this was 5.)
+const KEPT_EPOCHS: usize = 8;
 
 /// How long a commit is retried while the cluster cannot be reached.
 const COMMIT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Home file of envelopes that no key of ours opened yet (see `receive`).
+const DEFERRED: &str = "deferred_envelopes";
+
+/// Most such envelopes kept; the oldest go first.
+const MAX_DEFERRED: usize = 256;
 
 /// Home file of our commits whose outcome is not known yet (see `settle`).
 const UNSETTLED: &str = "unsettled_commits";
@@ -826,6 +835,7 @@ impl Client {
     pub async fn receive(&mut self) -> Result<Vec<Event>, ClientError> {
         self.settle_all().await?;
         let mut events = std::mem::take(&mut self.pending_events);
+        let mut deferred: Vec<Vec<u8>> = self.home.load(DEFERRED)?.unwrap_or_default();
         loop {
             let keys = self.mailbox.as_ref().ok_or(ClientError::NotRegistered)?;
             let after = keys.acked;
@@ -847,16 +857,41 @@ impl Client {
             for d in batch {
                 // An envelope that does not open or process (not for us any
                 // more, or malformed) is skipped; it must not block the rest.
-                if let Ok(Some(ev)) = self.open_and_process(&d.envelope, &mut followups) {
-                    events.extend(ev);
+                match self.open_and_process(&d.envelope, &mut followups) {
+                    Ok(Some(ev)) => events.extend(ev),
+                    // No key of ours opens it yet: perhaps a message of an
+                    // epoch whose commit reaches us later (its copy to us was
+                    // delayed). Kept, and tried again as keys arrive.
+                    Ok(None) => deferred.push(d.envelope),
+                    Err(_) => {}
                 }
                 last = d.seq;
             }
+            // Retry what did not open, while that brings progress (a commit
+            // processed above gives the next epoch's key).
+            loop {
+                let before = deferred.len();
+                let mut still = Vec::new();
+                for env in std::mem::take(&mut deferred) {
+                    match self.open_and_process(&env, &mut followups) {
+                        Ok(Some(ev)) => events.extend(ev),
+                        Ok(None) => still.push(env),
+                        Err(_) => {}
+                    }
+                }
+                deferred = still;
+                if deferred.len() == before {
+                    break;
+                }
+            }
+            let excess = deferred.len().saturating_sub(MAX_DEFERRED);
+            deferred.drain(..excess);
             // MLS state and our position are durable before anything else can
             // fail, so a processed envelope is never processed twice.
             let keys = self.mailbox.as_mut().ok_or(ClientError::NotRegistered)?;
             keys.acked = last;
             self.save_groups()?;
+            self.home.save(DEFERRED, &deferred)?;
             let keys = self.mailbox.as_ref().ok_or(ClientError::NotRegistered)?;
             self.home.save("mailbox", keys)?;
             // A lost ack is harmless: the next one covers it, and we fetch
@@ -894,7 +929,8 @@ impl Client {
         Ok(events)
     }
 
-    /// Opens one envelope by trial decryption and processes what it holds.
+    /// Opens one envelope by trial decryption and processes what it holds;
+    /// `None` when no key of ours opens it (yet).
     fn open_and_process(
         &mut self,
         env: &[u8],
@@ -933,7 +969,7 @@ impl Client {
             (Kind::Message, MlsMessageBodyIn::PublicMessage(m)) => {
                 self.process(m.into(), followups).map(Some)
             }
-            _ => Ok(None),
+            _ => Ok(Some(Vec::new())),
         }
     }
 
