@@ -85,14 +85,29 @@ pub enum EnvelopeError {
 /// The padded plaintext for `msg` in the smallest bucket that fits it after
 /// `overhead` bytes of encryption.
 pub fn pad(kind: Kind, msg: &[u8], overhead: usize) -> Result<Zeroizing<Vec<u8>>, EnvelopeError> {
+    let mut p = Zeroizing::new(Vec::new());
+    write_padded(&mut p, kind, msg, overhead)?;
+    Ok(p)
+}
+
+/// Appends the padded plaintext of `msg` (`kind || len || msg || zeros`) to
+/// `out`, sized so that `overhead` bytes of encryption make it exactly one
+/// bucket; the one place that knows the layout and the buckets.
+fn write_padded(
+    out: &mut Vec<u8>,
+    kind: Kind,
+    msg: &[u8],
+    overhead: usize,
+) -> Result<(), EnvelopeError> {
     let need = msg.len() + HEADER + overhead;
     let bucket = *BUCKETS.iter().find(|b| **b >= need).ok_or(EnvelopeError::TooLarge)?;
-    let mut p = Zeroizing::new(Vec::with_capacity(bucket - overhead));
-    p.push(kind as u8);
-    p.extend_from_slice(&(msg.len() as u32).to_be_bytes());
-    p.extend_from_slice(msg);
-    p.resize(bucket - overhead, 0);
-    Ok(p)
+    let end = out.len() + bucket - overhead;
+    out.reserve(bucket);
+    out.push(kind as u8);
+    out.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+    out.extend_from_slice(msg);
+    out.resize(end, 0);
+    Ok(())
 }
 
 /// Splits a padded plaintext into its kind and message.
@@ -109,8 +124,8 @@ pub fn unpad(p: &[u8]) -> Result<(Kind, &[u8]), EnvelopeError> {
 }
 
 /// Seals `msg` for the holder of `key` whose mailbox is `mailbox`. Written
-/// once into the envelope's own buffer and encrypted in place: one allocation
-/// per copy, and no plaintext copy left behind to wipe.
+/// once into the envelope's own buffer and encrypted in place: no padded
+/// plaintext copy is made, so none is left behind to wipe.
 pub fn seal(
     key: &[u8; 32],
     mailbox: &[u8; 32],
@@ -118,14 +133,8 @@ pub fn seal(
     nonce: &[u8; 24],
 ) -> Result<Vec<u8>, EnvelopeError> {
     use chacha20poly1305::aead::AeadInPlace;
-    let need = msg.len() + HEADER + SYMMETRIC_OVERHEAD;
-    let bucket = *BUCKETS.iter().find(|b| **b >= need).ok_or(EnvelopeError::TooLarge)?;
-    let mut out = Vec::with_capacity(bucket);
-    out.extend_from_slice(nonce);
-    out.push(Kind::Message as u8);
-    out.extend_from_slice(&(msg.len() as u32).to_be_bytes());
-    out.extend_from_slice(msg);
-    out.resize(bucket - 16, 0);
+    let mut out = nonce.to_vec();
+    write_padded(&mut out, Kind::Message, msg, SYMMETRIC_OVERHEAD)?;
     let tag = XChaCha20Poly1305::new(key.into())
         .encrypt_in_place_detached(XNonce::from_slice(nonce), mailbox, &mut out[24..])
         .map_err(|_| EnvelopeError::TooLarge)?;
