@@ -282,6 +282,29 @@ async fn quic_rate(total: usize) -> anyhow::Result<f64> {
 /// Config for the benchmark's clusters: no rate limits in the way.
 const BENCH_CONFIG: &str = "[limits]\nrequests_per_second = 1000000\n[ods]\nopen_rate_per_minute = 100000000\nmax_queue = 1000000\n[ids]\nanonymizer_concurrency = 64\n";
 
+/// A real `Send` of `text` from `sender`, addressed to the bench's own
+/// client-mode roster (the MAC does not cover the recipients).
+fn send_to_roster(
+    sender: &mut Client,
+    group: &str,
+    text: &str,
+    roster: &[RosterEntry],
+) -> anyhow::Result<Request> {
+    let Request::Send { mut body, mac } = sender.prepare_text(group, text)? else {
+        anyhow::bail!("not a send");
+    };
+    body.recipients = Recipients::Roster(roster.to_vec());
+    Ok(Request::Send { body, mac })
+}
+
+/// Sends `req` and checks that exactly `copies` copies were enqueued.
+async fn send_expecting(sender: &Client, req: Request, copies: usize) -> anyhow::Result<()> {
+    match sender.send_request(req).await? {
+        Response::Sent { copies: n } if n as usize == copies => Ok(()),
+        other => anyhow::bail!("send failed: {other:?}"),
+    }
+}
+
 /// Copies enqueued per second for `members` recipients over `messages`
 /// sends, and the time of the first send (one message to everyone).
 async fn fanout(
@@ -304,16 +327,9 @@ async fn fanout(
     let mut first_ms = 0.0;
     let t = Instant::now();
     for i in 0..messages {
-        let Request::Send { mut body, mac } = sender.prepare_text(group, &text)? else {
-            anyhow::bail!("not a send");
-        };
-        // The MAC does not cover the recipients: the bench supplies its own roster.
-        body.recipients = Recipients::Roster(roster.clone());
+        let req = send_to_roster(sender, group, &text, &roster)?;
         let s = Instant::now();
-        match sender.send_request(Request::Send { body, mac }).await? {
-            Response::Sent { copies } if copies as usize == members => {}
-            other => anyhow::bail!("send failed: {other:?}"),
-        }
+        send_expecting(sender, req, members).await?;
         if i == 0 {
             first_ms = s.elapsed().as_secs_f64() * 1e3;
         }
@@ -369,15 +385,9 @@ async fn send_to_receive(
     for i in 0..messages {
         // Open loop: each send starts at its slot, late only if the previous one was.
         tokio::time::sleep_until((t0 + interval * i as u32).into()).await;
-        let Request::Send { mut body, mac } = sender.prepare_text(group, &text)? else {
-            anyhow::bail!("not a send");
-        };
-        body.recipients = Recipients::Roster(roster.clone());
+        let req = send_to_roster(sender, group, &text, &roster)?;
         starts.push(Instant::now());
-        match sender.send_request(Request::Send { body, mac }).await? {
-            Response::Sent { copies } if copies as usize == MEMBERS => {}
-            other => anyhow::bail!("send failed: {other:?}"),
-        }
+        send_expecting(sender, req, MEMBERS).await?;
     }
     // Each subscriber gets the sends in order, so its k-th envelope is send k.
     let mut seen = [0usize; SUBSCRIBED];
