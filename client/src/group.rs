@@ -836,6 +836,7 @@ impl Client {
         self.settle_all().await?;
         let mut events = std::mem::take(&mut self.pending_events);
         let mut deferred: Vec<Vec<u8>> = self.home.load(DEFERRED)?.unwrap_or_default();
+        let mut tried_with = None;
         loop {
             let keys = self.mailbox.as_ref().ok_or(ClientError::NotRegistered)?;
             let after = keys.acked;
@@ -867,10 +868,11 @@ impl Client {
                 }
                 last = d.seq;
             }
-            // Retry what did not open, while that brings progress (a commit
-            // processed above gives the next epoch's key).
-            loop {
-                let before = deferred.len();
+            // Retry what did not open whenever our keys changed since the last
+            // try (a commit or Welcome processed above, or a settled commit of
+            // ours, gives a new epoch's key); no trial decryption otherwise.
+            while !deferred.is_empty() && tried_with != Some(self.key_fingerprint()) {
+                tried_with = Some(self.key_fingerprint());
                 let mut still = Vec::new();
                 for env in std::mem::take(&mut deferred) {
                     match self.open_and_process(&env, &mut followups) {
@@ -880,9 +882,6 @@ impl Client {
                     }
                 }
                 deferred = still;
-                if deferred.len() == before {
-                    break;
-                }
             }
             let excess = deferred.len().saturating_sub(MAX_DEFERRED);
             deferred.drain(..excess);
@@ -927,6 +926,13 @@ impl Client {
             self.save_groups()?;
         }
         Ok(events)
+    }
+
+    /// Changes whenever an envelope key is added or dropped: the sum over
+    /// every kept key of its epoch + 1 (new keys are of newer epochs than the
+    /// ones they push out).
+    fn key_fingerprint(&self) -> u64 {
+        self.groups.values().flat_map(|g| g.keys.iter().map(|(e, _)| e + 1)).sum()
     }
 
     /// Opens one envelope by trial decryption and processes what it holds;
