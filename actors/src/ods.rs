@@ -13,6 +13,8 @@
 //! - `q/MAILBOX/SEQ` → the envelope.
 //! - `d/MAILBOX/DELIVERY` → SEQ: copies already stored (idempotent enqueue).
 
+use std::collections::HashMap;
+
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use mlsd_transport::protocol::identity::signing_bytes;
@@ -202,11 +204,13 @@ impl OdsLogic {
         ctx: &RoleContext<'_>,
     ) -> Result<Response, WireError> {
         let mut batch = Batch::new();
+        // Each mailbox's record is read once per batch and written once at
+        // the end; `index` finds it again for later copies to that mailbox.
         let mut touched: Vec<(MailboxId, MailboxRecord)> = Vec::new();
+        let mut index: HashMap<MailboxId, usize> = HashMap::new();
         let mut results = Vec::with_capacity(items.len());
         let mut stored = Vec::new();
-        let mut in_batch: std::collections::HashMap<Vec<u8>, u64> =
-            std::collections::HashMap::new();
+        let mut in_batch: HashMap<Vec<u8>, u64> = HashMap::new();
         for item in items {
             if item.envelope.len() > MAX_ENVELOPE {
                 results.push(EnqueueResult::TooLarge);
@@ -218,11 +222,12 @@ impl OdsLogic {
                 results.push(EnqueueResult::Stored { seq });
                 continue;
             }
-            let idx = match touched.iter().position(|(m, _)| m == &item.mailbox) {
-                Some(i) => i,
+            let idx = match index.get(&item.mailbox) {
+                Some(i) => *i,
                 None => match self.record(&item.mailbox, ctx) {
                     Ok(r) => {
                         touched.push((item.mailbox, r));
+                        index.insert(item.mailbox, touched.len() - 1);
                         touched.len() - 1
                     }
                     Err(WireError::UnknownMailbox) => {
@@ -252,7 +257,7 @@ impl OdsLogic {
                 (Some(key), Some(sealed)) => open_push(&Zeroizing::new(key), &item.mailbox, sealed),
                 _ => None,
             };
-            stored.push((item.mailbox, Delivered { seq, envelope: item.envelope.clone() }, push));
+            stored.push((item.mailbox, Delivered { seq, envelope: item.envelope }, push));
         }
         for (m, rec) in &touched {
             batch.put(SPACE, mbox_key(m), codec::encode(rec).map_err(internal)?);

@@ -43,6 +43,14 @@ pub struct OdsSettings {
     pub max_fetch: u32,
 }
 
+/// Anonymizers alive at once per fan-out unless configured: twice the cores.
+/// Sealing never waits on I/O, so more in flight buys no parallelism; it only
+/// lengthens the run queue that the ODS writer (the one serial stage of a
+/// fan-out) waits in on the same worker threads.
+pub fn default_anonymizer_concurrency() -> usize {
+    2 * std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
 /// IDS settings.
 #[derive(Debug, Clone)]
 pub struct IdsSettings {
@@ -105,7 +113,7 @@ impl Default for RoleSettings {
             },
             ods: OdsSettings { max_queue: DEFAULT_MAX_QUEUE, max_fetch: DEFAULT_MAX_FETCH },
             ids: IdsSettings {
-                anonymizer_concurrency: 64,
+                anonymizer_concurrency: default_anonymizer_concurrency(),
                 group_idle: Duration::from_secs(60),
                 chaos_hooks: false,
             },

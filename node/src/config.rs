@@ -156,7 +156,9 @@ pub struct OdsConfig {
 /// `[ids]`: fan-out settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdsConfig {
-    /// `anonymizer_concurrency`: anonymizer actors alive at once per fan-out, default 64.
+    /// `anonymizer_concurrency`: anonymizer actors alive at once per fan-out,
+    /// default twice the cores (sealing is CPU work: more in flight only
+    /// queues them in front of the ODS writer on the same threads).
     pub anonymizer_concurrency: u32,
     /// `group_idle_secs`: a group actor stops after this long without requests, default 60.
     pub group_idle: Duration,
@@ -449,7 +451,7 @@ impl ClusterConfig {
             anonymizer_concurrency: small(
                 "ids.anonymizer_concurrency",
                 raw.ids.anonymizer_concurrency,
-                64,
+                mlsd_actors::settings::default_anonymizer_concurrency() as u64,
                 4096,
             )?,
             group_idle: Duration::from_secs(positive(

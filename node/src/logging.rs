@@ -1,4 +1,5 @@
-//! Logging set-up: `RUST_LOG` filters (default `info`), text or JSON lines on stderr.
+//! Logging set-up: `RUST_LOG` filters (default [`DEFAULT_FILTER`]), text or
+//! JSON lines on stderr.
 //!
 //! Nothing secret is ever passed to a log macro: no keys, rosters or push tokens.
 
@@ -15,9 +16,16 @@ pub enum LogFormat {
     Json,
 }
 
+/// The filter without `RUST_LOG`: our `info` events, but not ractor's
+/// per-actor `info` spans. Those are opened for every actor, one anonymizer
+/// per recipient copy among them, and formatting them cost more than half a
+/// seal per copy (docs/performance.md) while telling an operator nothing.
+pub const DEFAULT_FILTER: &str = "info,ractor=warn";
+
 /// Installs the global subscriber; later calls are ignored.
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

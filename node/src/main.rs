@@ -55,6 +55,14 @@ enum Cmd {
         /// How many to open.
         count: usize,
     },
+    /// One stage of `mlsd bench` alone, for profiling it (internal).
+    #[command(hide = true)]
+    BenchStage {
+        /// `enqueue-N`, `fanout` or `anonymizer-N` (see `bench::stage`).
+        what: String,
+        /// Copies, messages or anonymizers.
+        count: usize,
+    },
     /// Operator requests, authenticated with a node certificate from certs_dir.
     Admin {
         #[command(subcommand)]
@@ -114,6 +122,10 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
         Cmd::BenchMemory { what, count } => {
             let rt = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
             rt.block_on(mlsd::bench::memory_child(&what, count))
+        }
+        Cmd::BenchStage { what, count } => {
+            let rt = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+            rt.block_on(mlsd::bench::stage(&what, count))
         }
         Cmd::Demo => {
             let rt = tokio::runtime::Runtime::new().context("cannot start the runtime")?;

@@ -1,8 +1,15 @@
 //! The fan-out actor: one per accepted message. Spawns one anonymizer per
 //! recipient (at most `concurrency` at a time), hands the envelopes to the ODS
-//! owners through the router in chunks as they are sealed (so enqueueing
-//! overlaps sealing), answers the sender only when every copy is durably
-//! enqueued, and stops.
+//! owners through the router as they are sealed (so enqueueing overlaps
+//! sealing), answers the sender only when every copy is durably enqueued, and
+//! stops.
+//!
+//! Hand-off works like a group commit: while nothing is on its way to the
+//! ODS, as few as [`ENQUEUE_FIRST`] sealed copies leave at once; otherwise
+//! copies gather until the chunk in flight comes back or [`ENQUEUE_CHUNK`]
+//! are ready. The ODS, the one serial stage, thus starts early and finds the
+//! next chunk waiting, while each synced write (about 0.1 ms of fixed cost)
+//! still carries as many copies as were sealed during the previous one.
 //!
 //! Supervision: an anonymizer that dies before reporting is started again for
 //! the same recipient (up to [`MAX_ATTEMPTS`] times), since its job is
@@ -25,15 +32,23 @@ use crate::role::Router;
 /// Attempts per recipient before the fan-out gives up on it.
 pub const MAX_ATTEMPTS: u32 = 3;
 
-/// Sealed copies are handed to the ODS in chunks of this many while the rest
-/// are still being sealed: RocksDB writes and node-to-node transfers then
-/// overlap sealing instead of starting after the last copy. Large enough
-/// that each synced ODS write still carries many copies.
+/// Most sealed copies handed to the ODS in one chunk: large enough that a
+/// synced write carries many copies, small enough that the rest of the
+/// fan-out overlaps it.
 pub const ENQUEUE_CHUNK: usize = 256;
 
-/// Messages of the fan-out actor. It needs none from outside: anonymizers
-/// report through their final state (see [`AnonState`]).
-pub enum FanoutMsg {}
+/// Fewest sealed copies handed over while nothing is in flight: enough that
+/// the synced write's fixed cost is shared, few enough that the ODS starts
+/// well before the first full chunk is sealed.
+pub const ENQUEUE_FIRST: usize = 32;
+
+/// Messages of the fan-out actor. Anonymizers report through their final
+/// state (see [`AnonState`]); enqueue tasks report here.
+pub enum FanoutMsg {
+    /// A chunk came back from the ODS owners: one result per copy, or none
+    /// if its task failed (then every copy of the chunk counts as failed).
+    Enqueued(Vec<EnqueueResult>),
+}
 
 /// Start-up arguments.
 pub struct FanoutArgs {
@@ -74,8 +89,10 @@ pub struct FanoutState {
     ready: Vec<EnqueueItem>,
     /// Copies sealed so far.
     sealed: u32,
-    /// Chunks being enqueued, whose results `finish` collects.
-    enqueues: Vec<tokio::task::JoinHandle<Vec<EnqueueResult>>>,
+    /// Chunks handed to the router whose results have not come back.
+    in_flight: usize,
+    /// Copies the ODS owners reported stored.
+    stored: u32,
     failed: u32,
     router: Arc<dyn Router>,
     reply: Option<RpcReplyPort<Response>>,
@@ -112,34 +129,43 @@ impl FanoutState {
         Ok(())
     }
 
-    fn done(&self) -> bool {
+    /// Every copy sealed (or given up on).
+    fn all_sealed(&self) -> bool {
         self.pending.is_empty() && self.running.is_empty()
     }
 
-    /// Hands the sealed copies gathered so far to the ODS owners, without
-    /// waiting for the outcome (collected in `finish`).
-    fn flush(&mut self) {
-        if self.ready.is_empty() {
+    /// Hands the sealed copies gathered so far to the ODS owners when the
+    /// pipeline is empty and enough are ready, a full chunk is ready or
+    /// nothing more will come; the outcome comes back as
+    /// [`FanoutMsg::Enqueued`].
+    fn flush(&mut self, me: &ActorRef<FanoutMsg>) {
+        let n = self.ready.len();
+        let idle = self.in_flight == 0 && n >= ENQUEUE_FIRST;
+        if n == 0 || !(idle || n >= ENQUEUE_CHUNK || self.all_sealed()) {
             return;
         }
         let chunk = std::mem::take(&mut self.ready);
+        self.ready.reserve(ENQUEUE_CHUNK.min(self.pending.len()));
+        self.in_flight += 1;
         let router = self.router.clone();
-        self.enqueues.push(tokio::spawn(async move { router.enqueue(chunk).await }));
+        let me = me.clone();
+        tokio::spawn(async move {
+            // Run apart so a panic in the router reaches us as a failed chunk.
+            let results =
+                tokio::spawn(async move { router.enqueue(chunk).await }).await.unwrap_or_default();
+            // Fails only if the fan-out is gone; its sender then retries.
+            let _ = me.cast(FanoutMsg::Enqueued(results));
+        });
     }
 
-    async fn finish(&mut self, me: &ActorRef<FanoutMsg>) {
-        self.flush();
-        let total = self.sealed + self.failed;
-        let mut stored = 0u32;
-        for handle in self.enqueues.drain(..) {
-            // A chunk whose task failed counts as not stored: the sender retries.
-            if let Ok(results) = handle.await {
-                stored +=
-                    results.iter().filter(|r| matches!(r, EnqueueResult::Stored { .. })).count()
-                        as u32;
-            }
+    /// Answers the sender once every copy is sealed and back from the ODS.
+    fn finish_if_done(&mut self, me: &ActorRef<FanoutMsg>) {
+        self.flush(me);
+        if !self.all_sealed() || self.in_flight > 0 || !self.ready.is_empty() {
+            return;
         }
-        let failed = total - stored.min(total);
+        let total = self.sealed + self.failed;
+        let failed = total - self.stored.min(total);
         let response = if failed == 0 {
             Response::Sent { copies: total }
         } else {
@@ -209,7 +235,8 @@ impl Actor for Fanout {
             running: HashMap::new(),
             ready: Vec::with_capacity(n.min(ENQUEUE_CHUNK)),
             sealed: 0,
-            enqueues: Vec::new(),
+            in_flight: 0,
+            stored: 0,
             failed: 0,
             router,
             reply: Some(reply),
@@ -223,9 +250,21 @@ impl Actor for Fanout {
         st: &mut FanoutState,
     ) -> Result<(), ActorProcessingErr> {
         st.spawn_next(&me).await?;
-        if st.done() {
-            st.finish(&me).await;
-        }
+        st.finish_if_done(&me);
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        me: ActorRef<FanoutMsg>,
+        msg: FanoutMsg,
+        st: &mut FanoutState,
+    ) -> Result<(), ActorProcessingErr> {
+        let FanoutMsg::Enqueued(results) = msg;
+        st.in_flight = st.in_flight.saturating_sub(1);
+        st.stored +=
+            results.iter().filter(|r| matches!(r, EnqueueResult::Stored { .. })).count() as u32;
+        st.finish_if_done(&me);
         Ok(())
     }
 
@@ -250,9 +289,6 @@ impl Actor for Fanout {
                     Ok(item) => {
                         st.sealed += 1;
                         st.ready.push(item);
-                        if st.ready.len() >= ENQUEUE_CHUNK {
-                            st.flush();
-                        }
                     }
                     Err(reason) => {
                         tracing::warn!(%reason, "a copy could not be sealed");
@@ -272,9 +308,7 @@ impl Actor for Fanout {
             }
         }
         st.spawn_next(&me).await?;
-        if st.done() {
-            st.finish(&me).await;
-        }
+        st.finish_if_done(&me);
         Ok(())
     }
 }

@@ -4,7 +4,10 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use rocksdb::{ColumnFamilyDescriptor, Options, WriteOptions, DB};
+use mlsd_transport::Role;
+use rocksdb::{
+    BlockBasedOptions, ColumnFamilyDescriptor, DBCompressionType, Options, WriteOptions, DB,
+};
 
 use super::{Batch, Entries, Op, Space, Store, StoreError};
 
@@ -25,7 +28,7 @@ impl RocksStore {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
-        let cfs = Space::all().map(|s| ColumnFamilyDescriptor::new(s.name(), Options::default()));
+        let cfs = Space::all().map(|s| ColumnFamilyDescriptor::new(s.name(), space_options(s)));
         let db = DB::open_cf_descriptors(&opts, dir, cfs).map_err(db_err)?;
         Ok(RocksStore { db, sync })
     }
@@ -35,6 +38,25 @@ impl RocksStore {
             .cf_handle(space.name())
             .ok_or_else(|| StoreError::Db(format!("missing column family {}", space.name())))
     }
+}
+
+/// Per-keyspace tuning. Point lookups dominate every role (the ODS checks a
+/// delivery id per copy, almost always absent), so keys are filtered by bloom
+/// filters in the memtable and in table files: a miss then costs a few hash
+/// probes instead of a skiplist or index search. The ODS and SDS store
+/// ciphertext, which does not compress: compressing their table files would
+/// only burn the CPU the fan-out needs.
+fn space_options(space: Space) -> Options {
+    let mut o = Options::default();
+    let mut table = BlockBasedOptions::default();
+    table.set_bloom_filter(10.0, false);
+    o.set_block_based_table_factory(&table);
+    o.set_memtable_whole_key_filtering(true);
+    o.set_memtable_prefix_bloom_ratio(0.1);
+    if matches!(space, Space::Role(Role::Ods | Role::Sds)) {
+        o.set_compression_type(DBCompressionType::None);
+    }
+    o
 }
 
 /// Every entry of every keyspace: column family name and key, to value.

@@ -1,0 +1,97 @@
+//! A fan-out larger than one enqueue chunk: every copy reaches its own
+//! mailbox exactly once, sealed under that recipient's key; a roster naming
+//! mailboxes the ODS does not know gets `Incomplete` with the exact count
+//! while every other copy is still stored; a retried send stores nothing
+//! twice. The copies leave the fan-out in several chunks of different sizes
+//! (the first as soon as `ENQUEUE_FIRST` are sealed), so this checks that
+//! the answer waits for all of them and counts each once.
+
+mod common;
+
+use mlsd::{ClusterConfig, Node};
+use mlsd_actors::ids::fanout::{ENQUEUE_CHUNK, ENQUEUE_FIRST};
+use mlsd_client::mailbox::{self, Counter, MailboxKeys};
+use mlsd_client::{Client, ClientConfig, ClientError, Connection};
+use mlsd_transport::envelope;
+use mlsd_transport::protocol::{Recipients, RosterEntry, RosterMode};
+use mlsd_transport::{Request, Response, WireError};
+
+/// Recipients of the test send: several full chunks and a partial one.
+const MEMBERS: usize = 2 * ENQUEUE_CHUNK + 3 * ENQUEUE_FIRST + 5;
+/// Every this many recipients, one mailbox that was never opened.
+const UNKNOWN_EVERY: usize = 37;
+
+/// `req` (a prepared send) re-addressed to `roster`.
+fn to_roster(req: Request, roster: &[RosterEntry]) -> Request {
+    let Request::Send { mut body, mac } = req else { panic!("not a send") };
+    body.recipients = Recipients::Roster(roster.to_vec());
+    Request::Send { body, mac }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn large_fan_outs_store_each_copy_once_and_count_failures_exactly() {
+    common::init();
+    let dir = tempfile::tempdir().unwrap();
+    let text = "[cluster]\nname = \"t\"\ncerts_dir = \"certs\"\n[[node]]\nname = \"f1\"\nlisten = \"127.0.0.1:0\"\nroles = [\"as\", \"cs\", \"ids\", \"ods\", \"sds\"]\ndata_dir = \"data\"\n[limits]\nrequests_per_second = 100000\n[ods]\nopen_rate_per_minute = 100000\n";
+    let node = Node::start(ClusterConfig::parse(text, dir.path()).unwrap(), None).await.unwrap();
+    let cfg = ClientConfig {
+        home: dir.path().join("sender"),
+        server: node.addr(),
+        ca: dir.path().join("certs/ca.pem"),
+        as_key: dir.path().join("certs/as.pub"),
+    };
+    let mut sender = Client::open(&cfg).await.unwrap();
+    sender.register("sender/phone", None).await.unwrap();
+    sender.create_group("G", RosterMode::Client).await.unwrap();
+    let conn = Connection::connect(node.addr(), &cfg.ca).await.unwrap();
+
+    // Recipients with opened mailboxes, and a few the ODS never heard of.
+    let mut known = Vec::new();
+    let mut roster = Vec::new();
+    for i in 0..MEMBERS {
+        let key: [u8; 32] = rand::random();
+        if i % UNKNOWN_EVERY == UNKNOWN_EVERY - 1 {
+            roster.push(RosterEntry { mailbox: rand::random(), key, push_key: None });
+            continue;
+        }
+        let keys = MailboxKeys::generate().unwrap();
+        mailbox::open(&conn, &keys, None).await.unwrap();
+        roster.push(RosterEntry { mailbox: keys.id, key, push_key: None });
+        known.push((keys, key));
+    }
+    let unknown = MEMBERS - known.len();
+    assert!(unknown > 0 && known.len() > 2 * ENQUEUE_CHUNK);
+
+    let first = to_roster(sender.prepare_text("G", "to everyone").unwrap(), &roster);
+    match sender.send_request(first).await {
+        Err(ClientError::Server(WireError::Incomplete { failed, total })) => {
+            assert_eq!((failed as usize, total as usize), (unknown, MEMBERS));
+        }
+        other => panic!("expected Incomplete, got {other:?}"),
+    }
+
+    // The same text again to the known recipients only: complete, and a
+    // retry of that send (its answer lost, say) stores nothing twice.
+    let known_roster: Vec<RosterEntry> =
+        roster.iter().filter(|e| known.iter().any(|(k, _)| k.id == e.mailbox)).cloned().collect();
+    let second = to_roster(sender.prepare_text("G", "to the known").unwrap(), &known_roster);
+    for _ in 0..2 {
+        match sender.send_request(second.clone()).await.unwrap() {
+            Response::Sent { copies } => assert_eq!(copies as usize, known.len()),
+            other => panic!("expected Sent, got {other:?}"),
+        }
+    }
+
+    // Every known mailbox holds exactly two envelopes (one per message), both
+    // opening with that recipient's key and no other's.
+    for (i, (keys, key)) in known.iter().enumerate() {
+        let got = mailbox::fetch(&conn, keys, &mut Counter::default(), 0, 10).await.unwrap();
+        assert_eq!(got.len(), 2, "mailbox {i}");
+        for d in &got {
+            assert!(envelope::open(key, &keys.id, &d.envelope).is_ok(), "mailbox {i}");
+            let (other_keys, other_key) = &known[(i + 1) % known.len()];
+            assert!(envelope::open(other_key, &other_keys.id, &d.envelope).is_err());
+        }
+    }
+    node.shutdown().await;
+}
