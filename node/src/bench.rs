@@ -94,10 +94,30 @@ fn enqueue_rate(
     Ok(copies as f64 / t.elapsed().as_secs_f64())
 }
 
+/// The job of anonymizer number `i` of a measurement: a 1 KiB message and
+/// key material as a roster would give it (its value does not matter here).
+fn bench_job(
+    i: usize,
+    message: &std::sync::Arc<Vec<u8>>,
+    chaos_hooks: bool,
+) -> mlsd_actors::ids::anonymizer::Job {
+    use mlsd_actors::ids::anonymizer::{Job, KeyGuard, Sealing};
+    let b = (i % 251) as u8;
+    Job {
+        index: i,
+        message_id: [b; 32],
+        message: message.clone(),
+        mailbox: [b ^ 0x5a; 32],
+        push_key: None,
+        sealing: Sealing::Envelope(KeyGuard(zeroize::Zeroizing::new([b ^ 0xa5; 32]))),
+        group: chaos_hooks.then(|| "bench/ids/anonymizers".to_string()),
+    }
+}
+
 /// Microseconds per anonymizer actor, spawn to stop, sealing one 1 KiB
 /// message each, in `lanes` concurrent loops of spawn-and-wait (1: one after
-/// another, which measures latency including the wake-ups between tasks; 64:
-/// as many in flight as a fan-out keeps, which measures throughput).
+/// another, which measures latency including the wake-ups between tasks; as
+/// many as a fan-out keeps: throughput).
 /// `chaos_hooks` adds the process-group join a chaos-enabled node makes.
 /// Returns (wall µs per actor, CPU µs per actor, all threads).
 async fn anonymizer_cost(
@@ -105,7 +125,7 @@ async fn anonymizer_cost(
     lanes: usize,
     chaos_hooks: bool,
 ) -> anyhow::Result<(f64, Option<f64>)> {
-    use mlsd_actors::ids::anonymizer::{Anonymizer, Job, KeyGuard, Sealing};
+    use mlsd_actors::ids::anonymizer::Anonymizer;
     use ractor::Actor;
     let message = std::sync::Arc::new(vec![7u8; MESSAGE]);
     let cpu0 = cpu_seconds();
@@ -115,17 +135,7 @@ async fn anonymizer_cost(
         let message = message.clone();
         tasks.push(tokio::spawn(async move {
             for i in (lane..n).step_by(lanes) {
-                // Key material as the roster would give it; its value does not matter here.
-                let b = (i % 251) as u8;
-                let job = Job {
-                    index: i,
-                    message_id: [b; 32],
-                    message: message.clone(),
-                    mailbox: [b ^ 0x5a; 32],
-                    push_key: None,
-                    sealing: Sealing::Envelope(KeyGuard(zeroize::Zeroizing::new([b ^ 0xa5; 32]))),
-                    group: chaos_hooks.then(|| "bench/ids/anonymizers".to_string()),
-                };
+                let job = bench_job(i, &message, chaos_hooks);
                 let (_, handle) = Actor::spawn(None, Anonymizer, job).await?;
                 handle.await?;
             }
@@ -138,6 +148,22 @@ async fn anonymizer_cost(
     let wall = t.elapsed().as_secs_f64() * 1e6 / n as f64;
     let cpu = cpu0.zip(cpu_seconds()).map(|(a, b)| (b - a) * 1e6 / n as f64);
     Ok((wall, cpu))
+}
+
+/// CPU microseconds per anonymizer job done without an actor: the job built,
+/// its copy made (seal and delivery id) and everything dropped, exactly as
+/// inside an anonymizer. What an actor costs beyond this is the actor's own.
+fn job_cost(n: usize) -> f64 {
+    let message = std::sync::Arc::new(vec![7u8; MESSAGE]);
+    let cpu0 = cpu_seconds();
+    let t = Instant::now();
+    for i in 0..n {
+        let job = bench_job(i, &message, false);
+        std::hint::black_box(mlsd_actors::ids::anonymizer::make_copy(&job).ok());
+    }
+    cpu0.zip(cpu_seconds())
+        .map(|(a, b)| (b - a) * 1e6 / n as f64)
+        .unwrap_or(t.elapsed().as_secs_f64() * 1e6 / n as f64)
 }
 
 /// CPU time (user + system, all threads) this process has used, seconds
@@ -294,6 +320,13 @@ async fn quic_rate(total: usize) -> anyhow::Result<f64> {
 /// Config for the benchmark's clusters: no rate limits in the way; every
 /// other setting (anonymizer concurrency included) is the default.
 const BENCH_CONFIG: &str = "[limits]\nrequests_per_second = 1000000\n[ods]\nopen_rate_per_minute = 100000000\nmax_queue = 1000000\n";
+
+/// The two cluster shapes: every role on one node; IDS on one node and the
+/// ODS on two others.
+const SHAPES: [(usize, &[(&str, &str)]); 2] = [
+    (1, &[("b1", "\"as\", \"cs\", \"ids\", \"ods\", \"sds\"")]),
+    (3, &[("b1", "\"as\", \"cs\", \"ids\", \"sds\""), ("b2", "\"ods\""), ("b3", "\"ods\"")]),
+];
 
 /// A fresh cluster of the benchmark with a registered sender that created the
 /// group `bench` (client-supplied rosters, so the bench picks the recipients).
@@ -500,6 +533,8 @@ pub async fn run(opts: BenchOpts) -> anyhow::Result<()> {
             .unwrap_or(1e6 / rate)
     };
     let seal_us = 1e6 / seal_per_core;
+    let job_us = job_cost(anon_n * 5);
+    let actor_cpu_us = anon_cpu_us.map(|c| c - job_us);
     println!("limits on this machine ({cores} cores), 1 KiB message -> {env_len}-byte envelopes:");
     println!("  seal                 {:>12.0} envelopes/s per core", seal_per_core);
     println!(
@@ -513,13 +548,12 @@ pub async fn run(opts: BenchOpts) -> anyhow::Result<()> {
     );
     println!("  ceiling              {:>12.0} recipient copies/s", ceiling);
     println!(
-        "  anonymizer actor     {anon_us:>12.1} µs spawn-to-stop incl. sealing ({seal_us:.1} µs sealing, {:.1} µs actor)",
-        anon_us - seal_us
+        "  anonymizer actor     {anon_us:>12.1} µs spawn-to-stop incl. its job ({job_us:.1} µs for the job alone: seal + delivery id; {:.1} µs actor)",
+        anon_us - job_us
     );
-    if let Some(cpu) = anon_cpu_us {
+    if let (Some(cpu), Some(actor)) = (anon_cpu_us, actor_cpu_us) {
         println!(
-            "  anonymizer, {in_flight} in flight {cpu:>9.1} µs CPU per actor incl. sealing ({seal_cpu_us:.1} µs CPU per seal alone, so {:.1} µs for the actor)",
-            cpu - seal_cpu_us
+            "  anonymizer, {in_flight} in flight {cpu:>9.1} µs CPU per actor incl. its job: {actor:.1} µs for spawn and stop, against {seal_cpu_us:.1} µs CPU per seal"
         );
     }
     println!(
@@ -536,15 +570,11 @@ pub async fn run(opts: BenchOpts) -> anyhow::Result<()> {
     }
 
     let sizes: &[usize] = if opts.quick { &[10, 100, 1000] } else { &[10, 100, 1000, 10_000] };
-    let shapes: [(usize, &[(&str, &str)]); 2] = [
-        (1, &[("b1", "\"as\", \"cs\", \"ids\", \"ods\", \"sds\"")]),
-        (3, &[("b1", "\"as\", \"cs\", \"ids\", \"sds\""), ("b2", "\"ods\""), ("b3", "\"ods\"")]),
-    ];
     let mut rows = Vec::new();
     let mut enqueue_1000_ms = None;
     let mut enqueue_latencies = Vec::new();
     let mut receive_latencies: Vec<(usize, f64, Vec<f64>)> = Vec::new();
-    for (n, layout) in shapes {
+    for &(n, layout) in &SHAPES {
         for &m in sizes {
             let messages = (volume / m).clamp(2, 200);
             // Each figure from a fresh cluster, as the enqueue stage starts
@@ -620,7 +650,7 @@ pub async fn run(opts: BenchOpts) -> anyhow::Result<()> {
             .map(|(n, m, r)| format!("{{\"nodes\": {n}, \"members\": {m}, \"copies_per_s\": {r:.1}, \"ratio\": {:.3}}}", r / ceiling))
             .collect();
         let json = format!(
-            "{{\n  \"machine\": {{\"cores\": {cores}, \"profile\": \"{}\"}},\n  \"git_revision\": \"{rev}\",\n  \"seal_per_core_per_s\": {seal_per_core:.1},\n  \"enqueue_per_s\": {enqueue:.1},\n  \"quic_bytes_per_s\": {quic:.1},\n  \"ceiling_copies_per_s\": {ceiling:.1},\n  \"fanout\": [{}],\n  \"latency_ms\": {{\"p50\": {p50:.2}, \"p99\": {p99:.2}}},\n  \"latency_by_shape\": [{}],\n  \"enqueue_latency_ms\": {{\"p50\": {e50:.2}, \"p99\": {e99:.2}}},\n  \"bytes_per_idle_group\": {},\n  \"seal_1000_ms\": {seal_1000_ms:.2},\n  \"anonymizer_us\": {anon_us:.2},\n  \"anonymizer_chaos_hooks_us\": {anon_chaos_us:.2},\n  \"anonymizer_cpu_us\": {},\n  \"seal_cpu_us\": {seal_cpu_us:.2},\n  \"seal_us\": {seal_us:.2},\n  \"enqueue_1000_ms\": {:.2},\n  \"bytes_per_idle_mailbox\": {}\n}}\n",
+            "{{\n  \"machine\": {{\"cores\": {cores}, \"profile\": \"{}\"}},\n  \"git_revision\": \"{rev}\",\n  \"seal_per_core_per_s\": {seal_per_core:.1},\n  \"enqueue_per_s\": {enqueue:.1},\n  \"quic_bytes_per_s\": {quic:.1},\n  \"ceiling_copies_per_s\": {ceiling:.1},\n  \"fanout\": [{}],\n  \"latency_ms\": {{\"p50\": {p50:.2}, \"p99\": {p99:.2}}},\n  \"latency_by_shape\": [{}],\n  \"enqueue_latency_ms\": {{\"p50\": {e50:.2}, \"p99\": {e99:.2}}},\n  \"bytes_per_idle_group\": {},\n  \"seal_1000_ms\": {seal_1000_ms:.2},\n  \"anonymizer_us\": {anon_us:.2},\n  \"anonymizer_chaos_hooks_us\": {anon_chaos_us:.2},\n  \"anonymizer_cpu_us\": {},\n  \"anonymizer_actor_cpu_us\": {},\n  \"job_us\": {job_us:.2},\n  \"seal_cpu_us\": {seal_cpu_us:.2},\n  \"seal_us\": {seal_us:.2},\n  \"enqueue_1000_ms\": {:.2},\n  \"bytes_per_idle_mailbox\": {}\n}}\n",
             if cfg!(debug_assertions) { "debug" } else { "release" },
             fanout.join(", "),
             latency
@@ -630,6 +660,7 @@ pub async fn run(opts: BenchOpts) -> anyhow::Result<()> {
                 .join(", "),
             per_group.map(|(b, _)| format!("{b:.1}")).unwrap_or_else(|| "null".into()),
             anon_cpu_us.map(|c| format!("{c:.2}")).unwrap_or_else(|| "null".into()),
+            actor_cpu_us.map(|c| format!("{c:.2}")).unwrap_or_else(|| "null".into()),
             enqueue_1000_ms.unwrap_or(0.0),
             per_mailbox.map(|b| format!("{b:.1}")).unwrap_or_else(|| "null".into()),
         );
@@ -655,9 +686,9 @@ pub async fn stage(what: &str, count: usize) -> anyhow::Result<()> {
     if let Some(batch) = what.strip_prefix("enqueue-") {
         let rate = enqueue_rate(count, batch.parse()?, 1000, env_len)?;
         println!("{what}: {rate:.0} copies/s");
-    } else if what == "fanout" {
-        let mut b =
-            BenchCluster::start(&[("b1", "\"as\", \"cs\", \"ids\", \"ods\", \"sds\"")]).await?;
+    } else if what == "fanout" || what == "fanout3" {
+        let layout = if what == "fanout" { &SHAPES[0].1 } else { &SHAPES[1].1 };
+        let mut b = BenchCluster::start(layout).await?;
         let (rate, _) = fanout(&b.cluster, &mut b.sender, "bench", 1000, count).await?;
         b.cluster.shutdown().await;
         println!("{what}: {rate:.0} copies/s");
