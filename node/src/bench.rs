@@ -509,7 +509,7 @@ pub async fn run(opts: BenchOpts) -> anyhow::Result<()> {
     // handle the same number of copies from the same fresh start, several
     // times each (this host's fsync rate and CPU steal vary from run to run):
     // medians are compared, extremes printed.
-    let volume = if opts.quick { 4_000 } else { 20_000 };
+    let volume = 20_000;
     let rounds = if opts.quick { 3 } else { 5 };
     let mut enqueues = Vec::new();
     for _ in 0..rounds {
@@ -517,7 +517,8 @@ pub async fn run(opts: BenchOpts) -> anyhow::Result<()> {
     }
     let enqueue = median(&mut enqueues);
     let quic = quic_rate(if opts.quick { 64 << 20 } else { 256 << 20 }).await?;
-    let ceiling = (seal_per_core * cores as f64).min(quic / env_len as f64).min(enqueue);
+    let other_limits = (seal_per_core * cores as f64).min(quic / env_len as f64);
+    let ceiling = other_limits.min(enqueue);
     let anon_n = if opts.quick { 2_000 } else { 10_000 };
     let (anon_us, _) = anonymizer_cost(anon_n, 1, false).await?;
     let (anon_chaos_us, _) = anonymizer_cost(anon_n, 1, true).await?;
@@ -578,34 +579,44 @@ pub async fn run(opts: BenchOpts) -> anyhow::Result<()> {
         for &m in sizes {
             let messages = (volume / m).clamp(2, 200);
             // Each figure from a fresh cluster, as the enqueue stage starts
-            // from a fresh database; the 1,000-member one `rounds` times.
+            // from a fresh database. The 1,000-member one `rounds` times, each
+            // right after its own enqueue-stage run, so that a drift of the
+            // host between the two cancels out in the ratio.
+            let paired = m == 1000;
             let mut rates = Vec::new();
-            for _ in 0..if m == 1000 { rounds } else { 1 } {
+            let mut ratios = Vec::new();
+            for _ in 0..if paired { rounds } else { 1 } {
+                let limit = if paired {
+                    other_limits.min(enqueue_rate(volume, ENQUEUE_CHUNK, 1000, env_len)?)
+                } else {
+                    ceiling
+                };
                 let mut b = BenchCluster::start(layout).await?;
                 let (rate, first_ms) =
                     fanout(&b.cluster, &mut b.sender, "bench", m, messages).await?;
-                if m == 1000 && n == 1 && enqueue_1000_ms.is_none() {
+                if paired && n == 1 && enqueue_1000_ms.is_none() {
                     enqueue_1000_ms = Some(first_ms);
                 }
                 b.cluster.shutdown().await;
                 rates.push(rate);
+                ratios.push(rate / limit);
             }
             let rate = median(&mut rates);
-            let spread = if rates.len() > 1 {
+            let ratio = median(&mut ratios);
+            let spread = if paired {
                 format!(
-                    " (median of {}: {:.2}-{:.2})",
-                    rates.len(),
-                    rates[0] / ceiling,
-                    rates[rates.len() - 1] / ceiling
+                    " (median of {} paired rounds: {:.2}-{:.2})",
+                    ratios.len(),
+                    ratios[0],
+                    ratios[ratios.len() - 1]
                 )
             } else {
                 String::new()
             };
             println!(
-                "  {n} node(s), {m:>6} members: {rate:>10.0} copies/s ({:.2} of the ceiling){spread}",
-                rate / ceiling
+                "  {n} node(s), {m:>6} members: {rate:>10.0} copies/s ({ratio:.2} of the ceiling){spread}"
             );
-            rows.push((n, m, rate));
+            rows.push((n, m, rate, ratio));
         }
         // Latency on its own cluster, at half the 100-member throughput.
         let mut b = BenchCluster::start(layout).await?;
@@ -647,7 +658,7 @@ pub async fn run(opts: BenchOpts) -> anyhow::Result<()> {
             .unwrap_or_default();
         let fanout: Vec<String> = rows
             .iter()
-            .map(|(n, m, r)| format!("{{\"nodes\": {n}, \"members\": {m}, \"copies_per_s\": {r:.1}, \"ratio\": {:.3}}}", r / ceiling))
+            .map(|(n, m, r, ratio)| format!("{{\"nodes\": {n}, \"members\": {m}, \"copies_per_s\": {r:.1}, \"ratio\": {ratio:.3}}}"))
             .collect();
         let json = format!(
             "{{\n  \"machine\": {{\"cores\": {cores}, \"profile\": \"{}\"}},\n  \"git_revision\": \"{rev}\",\n  \"seal_per_core_per_s\": {seal_per_core:.1},\n  \"enqueue_per_s\": {enqueue:.1},\n  \"quic_bytes_per_s\": {quic:.1},\n  \"ceiling_copies_per_s\": {ceiling:.1},\n  \"fanout\": [{}],\n  \"latency_ms\": {{\"p50\": {p50:.2}, \"p99\": {p99:.2}}},\n  \"latency_by_shape\": [{}],\n  \"enqueue_latency_ms\": {{\"p50\": {e50:.2}, \"p99\": {e99:.2}}},\n  \"bytes_per_idle_group\": {},\n  \"seal_1000_ms\": {seal_1000_ms:.2},\n  \"anonymizer_us\": {anon_us:.2},\n  \"anonymizer_chaos_hooks_us\": {anon_chaos_us:.2},\n  \"anonymizer_cpu_us\": {},\n  \"anonymizer_actor_cpu_us\": {},\n  \"job_us\": {job_us:.2},\n  \"seal_cpu_us\": {seal_cpu_us:.2},\n  \"seal_us\": {seal_us:.2},\n  \"enqueue_1000_ms\": {:.2},\n  \"bytes_per_idle_mailbox\": {}\n}}\n",
