@@ -150,6 +150,61 @@ async fn anonymizer_cost(
     Ok((wall, cpu))
 }
 
+/// The anonymizer figures, medians of paired rounds (this host drifts).
+struct AnonFigures {
+    /// Wall µs per actor, one after another, job included.
+    wall_us: f64,
+    /// CPU µs per job done without an actor.
+    job_us: f64,
+    /// CPU µs per bare seal.
+    seal_cpu_us: f64,
+    /// CPU µs per actor with the fan-out's concurrency, job included.
+    cpu_us: Option<f64>,
+    /// `cpu_us` less the job measured in the same round: spawn and stop.
+    actor_cpu_us: Option<f64>,
+    /// Lowest and highest `actor_cpu_us` of the rounds.
+    actor_cpu_spread: (f64, f64),
+}
+
+/// Measures the anonymizer `rounds` times: `n` one after another, `5 n` with
+/// `in_flight` at once, the same jobs without actors and the bare seal, each
+/// round's actor cost taken against that round's job cost.
+async fn anonymizer_rounds(
+    n: usize,
+    in_flight: usize,
+    rounds: usize,
+) -> anyhow::Result<AnonFigures> {
+    let (mut wall, mut jobs, mut seals, mut cpus, mut actors) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds.max(1) {
+        wall.push(anonymizer_cost(n, 1, false).await?.0);
+        let (_, cpu) = anonymizer_cost(n * 5, in_flight, false).await?;
+        let job = job_cost(n * 5);
+        let c0 = cpu_seconds();
+        let (rate, _) = seal_rate(n * 5);
+        seals.push(
+            c0.zip(cpu_seconds()).map_or(1e6 / rate, |(a, b)| (b - a) * 1e6 / (n * 5) as f64),
+        );
+        if let Some(c) = cpu {
+            cpus.push(c);
+            actors.push(c - job);
+        }
+        jobs.push(job);
+    }
+    let actor_cpu_us = (!actors.is_empty()).then(|| median(&mut actors));
+    Ok(AnonFigures {
+        wall_us: median(&mut wall),
+        job_us: median(&mut jobs),
+        seal_cpu_us: median(&mut seals),
+        cpu_us: (!cpus.is_empty()).then(|| median(&mut cpus)),
+        actor_cpu_us,
+        actor_cpu_spread: (
+            actors.first().copied().unwrap_or(0.0),
+            actors.last().copied().unwrap_or(0.0),
+        ),
+    })
+}
+
 /// CPU microseconds per anonymizer job done without an actor: the job built,
 /// its copy made (seal and delivery id) and everything dropped, exactly as
 /// inside an anonymizer. What an actor costs beyond this is the actor's own.
@@ -166,15 +221,14 @@ fn job_cost(n: usize) -> f64 {
         .unwrap_or(t.elapsed().as_secs_f64() * 1e6 / n as f64)
 }
 
-/// CPU time (user + system, all threads) this process has used, seconds
-/// (Linux `/proc/self/stat`, in clock ticks of 10 ms: measure many items).
+/// CPU time (user + system, all threads) this process has used, seconds,
+/// to the nanosecond (`CLOCK_PROCESS_CPUTIME_ID`; `/proc/self/stat` counts
+/// in 10 ms ticks, too coarse for a few thousand actors).
 fn cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let rest = stat.rsplit_once(')')?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-    Some(ticks as f64 / 100.0)
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    (rc == 0).then(|| ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9)
 }
 
 /// Resident set size of this process, bytes (Linux `/proc/self/statm`).
@@ -520,22 +574,12 @@ pub async fn run(opts: BenchOpts) -> anyhow::Result<()> {
     let other_limits = (seal_per_core * cores as f64).min(quic / env_len as f64);
     let ceiling = other_limits.min(enqueue);
     let anon_n = if opts.quick { 2_000 } else { 10_000 };
-    let (anon_us, _) = anonymizer_cost(anon_n, 1, false).await?;
-    let (anon_chaos_us, _) = anonymizer_cost(anon_n, 1, true).await?;
-    // Throughput: as many in flight as a fan-out keeps by default; CPU per
-    // actor against CPU per seal measured the same way.
     let in_flight = mlsd_actors::settings::default_anonymizer_concurrency();
-    let (_, anon_cpu_us) = anonymizer_cost(anon_n * 5, in_flight, false).await?;
-    let seal_cpu_us = {
-        let c0 = cpu_seconds();
-        let (rate, _) = seal_rate(anon_n * 5);
-        c0.zip(cpu_seconds())
-            .map(|(a, b)| (b - a) * 1e6 / (anon_n * 5) as f64)
-            .unwrap_or(1e6 / rate)
-    };
+    let anon = anonymizer_rounds(anon_n, in_flight, rounds).await?;
+    let (anon_us, job_us, seal_cpu_us) = (anon.wall_us, anon.job_us, anon.seal_cpu_us);
+    let (anon_cpu_us, actor_cpu_us) = (anon.cpu_us, anon.actor_cpu_us);
+    let (anon_chaos_us, _) = anonymizer_cost(anon_n, 1, true).await?;
     let seal_us = 1e6 / seal_per_core;
-    let job_us = job_cost(anon_n * 5);
-    let actor_cpu_us = anon_cpu_us.map(|c| c - job_us);
     println!("limits on this machine ({cores} cores), 1 KiB message -> {env_len}-byte envelopes:");
     println!("  seal                 {:>12.0} envelopes/s per core", seal_per_core);
     println!(
@@ -553,8 +597,9 @@ pub async fn run(opts: BenchOpts) -> anyhow::Result<()> {
         anon_us - job_us
     );
     if let (Some(cpu), Some(actor)) = (anon_cpu_us, actor_cpu_us) {
+        let (lo, hi) = anon.actor_cpu_spread;
         println!(
-            "  anonymizer, {in_flight} in flight {cpu:>9.1} µs CPU per actor incl. its job: {actor:.1} µs for spawn and stop, against {seal_cpu_us:.1} µs CPU per seal"
+            "  anonymizer, {in_flight} in flight {cpu:>9.1} µs CPU per actor incl. its job: {actor:.1} µs for spawn and stop ({lo:.1}-{hi:.1}), against {seal_cpu_us:.1} µs CPU per seal (medians of {rounds} paired rounds)"
         );
     }
     println!(
