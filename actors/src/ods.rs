@@ -11,7 +11,13 @@
 //! Storage (column family `ods`):
 //! - `m/MAILBOX` → [`MailboxRecord`]: auth key, sealed push endpoint, counters.
 //! - `q/MAILBOX/SEQ` → the envelope.
-//! - `d/MAILBOX/DELIVERY` → SEQ: copies already stored (idempotent enqueue).
+//! - `e/WEEK/MAILBOX/DELIVERY` → SEQ: copies stored in that week (idempotent
+//!   enqueue). WEEK is the enqueue time in weeks since 1970 (4 bytes, BE); a
+//!   copy is recognized for the rest of its week and the week after (retries
+//!   come within seconds, or when a sender comes back online), then the whole
+//!   week goes in one range delete: the ODS does not keep a per-mailbox
+//!   delivery history. (`d/MAILBOX/DELIVERY`, the unbounded older form, is
+//!   dropped the same way.)
 
 use std::collections::HashMap;
 
@@ -59,12 +65,50 @@ impl MailboxRecord {
 pub struct OdsLogic {
     settings: OdsSettings,
     effects: Vec<Effect>,
+    /// The week whose expired delivery records this ODS has deleted.
+    swept: Option<u32>,
 }
 
 impl OdsLogic {
     /// An ODS with these settings.
     pub fn new(settings: OdsSettings) -> Self {
-        OdsLogic { settings, effects: Vec::new() }
+        OdsLogic { settings, effects: Vec::new(), swept: None }
+    }
+
+    /// Adds to `batch` the deletion of delivery records older than last week,
+    /// and of the legacy form, if there are any: a range tombstone costs every
+    /// later lookup in its memtable a little, so none is written for nothing.
+    fn sweep(&self, week: u32, batch: &mut Batch, ctx: &RoleContext<'_>) -> Result<(), WireError> {
+        let keep = week_prefix(week.saturating_sub(1));
+        let oldest = ctx.store.scan_from(SPACE, b"e/", &week_prefix(0), 1).map_err(internal)?;
+        if oldest.first().is_some_and(|(k, _)| *k < keep) {
+            batch.delete_range(SPACE, week_prefix(0), keep);
+        }
+        if !ctx.store.scan_prefix(SPACE, b"d/", 1).map_err(internal)?.is_empty() {
+            batch.delete_range(SPACE, b"d/".to_vec(), b"d0".to_vec());
+        }
+        Ok(())
+    }
+
+    /// The delivery record of a copy already stored this week or last week.
+    fn stored_seq(
+        &self,
+        week: u32,
+        mailbox: &MailboxId,
+        delivery: &[u8; 32],
+        ctx: &RoleContext<'_>,
+    ) -> Result<Option<u64>, WireError> {
+        for w in [week, week.saturating_sub(1)] {
+            if let Some(v) =
+                ctx.store.get(SPACE, &delivery_key(w, mailbox, delivery)).map_err(internal)?
+            {
+                return v.as_slice().try_into().map(u64::from_be_bytes).map(Some).map_err(internal);
+            }
+            if week == 0 {
+                break;
+            }
+        }
+        Ok(None)
     }
 
     fn record(
@@ -204,6 +248,10 @@ impl OdsLogic {
         ctx: &RoleContext<'_>,
     ) -> Result<Response, WireError> {
         let mut batch = Batch::new();
+        let week = week_of(ctx.now);
+        if self.swept != Some(week) {
+            self.sweep(week, &mut batch, ctx)?;
+        }
         // Each mailbox's record is read once per batch and written once at
         // the end; `index` finds it again for later copies to that mailbox.
         let mut touched: Vec<(MailboxId, MailboxRecord)> = Vec::new();
@@ -216,12 +264,11 @@ impl OdsLogic {
                 results.push(EnqueueResult::TooLarge);
                 continue;
             }
-            let dkey = delivery_key(&item.mailbox, &item.delivery_id);
-            if let Some(v) = ctx.store.get(SPACE, &dkey).map_err(internal)? {
-                let seq = v.as_slice().try_into().map(u64::from_be_bytes).map_err(internal)?;
+            if let Some(seq) = self.stored_seq(week, &item.mailbox, &item.delivery_id, ctx)? {
                 results.push(EnqueueResult::Stored { seq });
                 continue;
             }
+            let dkey = delivery_key(week, &item.mailbox, &item.delivery_id);
             let idx = match index.get(&item.mailbox) {
                 Some(i) => *i,
                 None => match self.record(&item.mailbox, ctx) {
@@ -263,6 +310,7 @@ impl OdsLogic {
             batch.put(SPACE, mbox_key(m), codec::encode(rec).map_err(internal)?);
         }
         ctx.store.write(batch).map_err(internal)?;
+        self.swept = Some(week);
         // Live delivery or a notification only for what is durably stored,
         // once per new copy.
         self.effects.extend(stored.into_iter().map(|(mailbox, delivered, push)| Effect::Stored {
@@ -307,8 +355,21 @@ fn queue_key(m: &MailboxId, seq: u64) -> Vec<u8> {
     k
 }
 
-fn delivery_key(m: &MailboxId, d: &[u8; 32]) -> Vec<u8> {
-    let mut k = b"d/".to_vec();
+/// Weeks since 1970 at `now` (0 before it).
+fn week_of(now: std::time::SystemTime) -> u32 {
+    let secs = now.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    (secs / (7 * 24 * 3600)).min(u64::from(u32::MAX)) as u32
+}
+
+fn week_prefix(week: u32) -> Vec<u8> {
+    let mut k = b"e/".to_vec();
+    k.extend_from_slice(&week.to_be_bytes());
+    k
+}
+
+fn delivery_key(week: u32, m: &MailboxId, d: &[u8; 32]) -> Vec<u8> {
+    let mut k = week_prefix(week);
+    k.push(b'/');
     k.extend_from_slice(m);
     k.push(b'/');
     k.extend_from_slice(d);
@@ -349,7 +410,7 @@ impl RoleLogic for OdsLogic {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::RocksStore;
+    use crate::storage::{RocksStore, Store};
 
     #[test]
     fn a_copy_repeated_inside_one_batch_gets_its_first_sequence_number() {
@@ -379,5 +440,47 @@ mod tests {
                 EnqueueResult::Stored { seq: 1 },
             ])
         );
+    }
+
+    #[test]
+    fn delivery_records_last_into_the_next_week_and_are_then_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RocksStore::open(dir.path(), false).unwrap();
+        let day = std::time::Duration::from_secs(24 * 3600);
+        let t0 = std::time::UNIX_EPOCH + day * (7 * 2900 + 1);
+        let at = |t: std::time::SystemTime| RoleContext { node: "t", store: &store, now: t };
+        let mut ods = OdsLogic::new(OdsSettings { max_queue: 100, max_fetch: 10 });
+        let auth =
+            ed25519_dalek::SigningKey::from_bytes(&[1; 32]).verifying_key().to_bytes().to_vec();
+        ods.handle(
+            Request::OpenMailbox { mailbox: [5; 32], auth_key: auth, push: None },
+            None,
+            &at(t0),
+        );
+        // A record of the older, unbounded form is dropped with the first batch.
+        let mut legacy = Batch::new();
+        legacy.put(SPACE, b"d/legacy".to_vec(), 1u64.to_be_bytes().to_vec());
+        store.write(legacy).unwrap();
+        let item = |d: u8| EnqueueItem {
+            mailbox: [5; 32],
+            delivery_id: [d; 32],
+            envelope: vec![d],
+            push_key: None,
+        };
+        let enqueue =
+            |ods: &mut OdsLogic, t| ods.admin(NodeRequest::Enqueue(vec![item(1)]), &at(t));
+        let stored = |seq| Response::Enqueued(vec![EnqueueResult::Stored { seq }]);
+        assert_eq!(enqueue(&mut ods, t0), stored(1));
+        assert_eq!(store.get(SPACE, b"d/legacy").unwrap(), None);
+        // A retry the same week or the next is recognized: nothing stored twice.
+        assert_eq!(enqueue(&mut ods, t0 + day), stored(1));
+        assert_eq!(enqueue(&mut ods, t0 + day * 7), stored(1));
+        // Two weeks on, the record is gone (the week dropped as a whole), so
+        // the ODS holds no delivery history beyond that; a retry this late
+        // would be stored again.
+        assert_eq!(enqueue(&mut ods, t0 + day * 14), stored(2));
+        let week0 = week_of(t0);
+        assert!(store.scan_prefix(SPACE, &week_prefix(week0), 10).unwrap().is_empty());
+        assert_eq!(store.scan_prefix(SPACE, &week_prefix(week0 + 2), 10).unwrap().len(), 1);
     }
 }

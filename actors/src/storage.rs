@@ -69,6 +69,16 @@ pub enum Op {
         /// Key.
         key: Vec<u8>,
     },
+    /// Remove every key in `[from, to)`: one tombstone however many keys
+    /// (RocksDB's range delete), for dropping expired records wholesale.
+    DeleteRange {
+        /// Keyspace.
+        space: Space,
+        /// First key removed.
+        from: Vec<u8>,
+        /// First key kept.
+        to: Vec<u8>,
+    },
 }
 
 /// Writes applied all together or not at all.
@@ -90,6 +100,10 @@ impl Batch {
     /// Adds a delete.
     pub fn delete(&mut self, space: Space, key: impl Into<Vec<u8>>) {
         self.ops.push(Op::Delete { space, key: key.into() });
+    }
+    /// Adds a delete of every key in `[from, to)`.
+    pub fn delete_range(&mut self, space: Space, from: Vec<u8>, to: Vec<u8>) {
+        self.ops.push(Op::DeleteRange { space, from, to });
     }
 }
 

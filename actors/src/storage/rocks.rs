@@ -93,6 +93,9 @@ impl Store for RocksStore {
             match op {
                 Op::Put { space, key, value } => wb.put_cf(self.cf(*space)?, key, value),
                 Op::Delete { space, key } => wb.delete_cf(self.cf(*space)?, key),
+                Op::DeleteRange { space, from, to } => {
+                    wb.delete_range_cf(self.cf(*space)?, from, to)
+                }
             }
         }
         let mut wo = WriteOptions::default();
@@ -146,6 +149,13 @@ mod tests {
         assert_eq!(s.get(Space::Role(Role::Ods), b"k2").unwrap(), None);
         let scan = s.scan_prefix(Space::Role(Role::Ods), b"k", 10).unwrap();
         assert_eq!(scan, vec![(b"k1".to_vec(), b"v1".to_vec())]);
+        // A range delete removes [from, to) and nothing else, in that space only.
+        let mut r = Batch::new();
+        r.delete_range(Space::Role(Role::Ods), b"k".to_vec(), b"x".to_vec());
+        s.write(r).unwrap();
+        assert_eq!(s.get(Space::Role(Role::Ods), b"k1").unwrap(), None);
+        assert_eq!(s.get(Space::Role(Role::Ods), b"x").unwrap().unwrap(), b"v3");
+        assert_eq!(s.get(Space::Role(Role::As), b"k1").unwrap().unwrap(), b"other");
     }
 
     #[test]
