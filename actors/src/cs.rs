@@ -9,8 +9,12 @@
 //! - `k/CLIENT/SEQ` → [`KpRecord`]: one-time KeyPackages, oldest first.
 //! - `l/CLIENT` → [`KpRecord`]: the last-resort KeyPackage.
 //! - `n/CLIENT` → next SEQ.
-//! - `h/SHA256(KeyPackage)` → not_after: every KeyPackage ever stored, until it
-//!   expires, so a replayed upload cannot put a consumed KeyPackage back.
+//! - `x/WEEK/SHA256(KeyPackage)` → not_after: every KeyPackage stored, in the
+//!   bucket of the week it expires (weeks since 1970, 4 bytes BE), so a
+//!   replayed upload cannot put a consumed KeyPackage back. Past weeks go in
+//!   one range delete: their KeyPackages are expired, which openmls
+//!   validation refuses anyway. (`h/SHA256` → not_after, the older form that
+//!   was never deleted, is moved into the buckets or dropped if expired.)
 //!
 //! A fetch deletes what it hands out in the same write, before replying, and
 //! the actor serves one request at a time: no KeyPackage is handed out twice.
@@ -30,7 +34,7 @@ use crate::r#as::internal;
 use crate::role::{pong, RoleContext, RoleLogic};
 use crate::settings::CsSettings;
 use crate::sig::{fresh, unix, verify};
-use crate::storage::{Batch, Space};
+use crate::storage::{week, week_prefix, Batch, Space};
 
 const SPACE: Space = Space::Role(Role::Cs);
 
@@ -52,12 +56,14 @@ pub struct KpRecord {
 pub struct CsLogic {
     settings: CsSettings,
     crypto: RustCrypto,
+    /// The week whose expired KeyPackage hashes this CS has deleted.
+    swept: Option<u32>,
 }
 
 impl CsLogic {
     /// A CS with these settings.
     pub fn new(settings: CsSettings) -> Self {
-        CsLogic { settings, crypto: RustCrypto::default() }
+        CsLogic { settings, crypto: RustCrypto::default(), swept: None }
     }
 
     /// Checks one KeyPackage: openmls validation (signatures, lifetime,
@@ -92,7 +98,7 @@ impl CsLogic {
     }
 
     fn publish(
-        &self,
+        &mut self,
         body: PublishBody,
         signature: Vec<u8>,
         bindings: &[SignedBinding],
@@ -124,12 +130,21 @@ impl CsLogic {
             })?),
         };
         let mut batch = Batch::new();
+        let now = unix(ctx.now);
+        let swept =
+            if self.swept != Some(week(now)) { self.sweep(now, &mut batch, ctx)? } else { None };
         let stored = self.usable(&body.client, &key, ctx, &mut batch)?.len();
         let mut new = Vec::new();
         for rec in fresh_kps {
-            let h = hash_key(&rec.key_package);
+            let h = hash_key(rec.not_after, &rec.key_package);
             let dup = new.iter().any(|(hk, _): &(Vec<u8>, KpRecord)| hk == &h);
-            if !dup && ctx.store.get(SPACE, &h).map_err(internal)?.is_none() {
+            // The older form too, until the sweep has moved it (in this very
+            // batch, perhaps, which these reads do not see yet).
+            let legacy = [b"h/".as_slice(), &h[6..]].concat();
+            if !dup
+                && ctx.store.get(SPACE, &h).map_err(internal)?.is_none()
+                && ctx.store.get(SPACE, &legacy).map_err(internal)?.is_none()
+            {
                 new.push((h, rec));
             }
         }
@@ -147,7 +162,40 @@ impl CsLogic {
             batch.put(SPACE, lr_key(&body.client), codec::encode(&rec).map_err(internal)?);
         }
         ctx.store.write(batch).map_err(internal)?;
+        if swept.is_some() {
+            self.swept = swept;
+        }
         Ok(Response::Published { stored: (stored + new.len()) as u32 })
+    }
+
+    /// Adds to `batch` the deletion of KeyPackage hashes of weeks past, and
+    /// moves up to [`LEGACY_BATCH`] hashes of the older form into their
+    /// buckets (dropping expired ones). Returns the week to record as swept
+    /// once the batch is written, or `None` while legacy hashes remain.
+    fn sweep(
+        &self,
+        now: u64,
+        batch: &mut Batch,
+        ctx: &RoleContext<'_>,
+    ) -> Result<Option<u32>, WireError> {
+        let current = week(now);
+        let keep = week_prefix(b"x/", current);
+        let oldest =
+            ctx.store.scan_from(SPACE, b"x/", &week_prefix(b"x/", 0), 1).map_err(internal)?;
+        if oldest.first().is_some_and(|(k, _)| *k < keep) {
+            batch.delete_range(SPACE, week_prefix(b"x/", 0), keep);
+        }
+        let legacy = ctx.store.scan_prefix(SPACE, b"h/", LEGACY_BATCH).map_err(internal)?;
+        for (k, v) in &legacy {
+            let not_after = v.as_slice().try_into().map(u64::from_be_bytes).unwrap_or(0);
+            if not_after > now {
+                let mut moved = week_prefix(b"x/", week(not_after));
+                moved.extend_from_slice(&k[2..]);
+                batch.put(SPACE, moved, v.clone());
+            }
+            batch.delete(SPACE, k.clone());
+        }
+        Ok((legacy.len() < LEGACY_BATCH).then_some(current))
     }
 
     /// The client's usable one-time KeyPackages, oldest first (at most the
@@ -309,8 +357,12 @@ fn seq_key(client: &str) -> Vec<u8> {
     format!("n/{client}").into_bytes()
 }
 
-fn hash_key(kp: &[u8]) -> Vec<u8> {
-    let mut k = b"h/".to_vec();
+/// Legacy KeyPackage hashes moved into week buckets per publish.
+const LEGACY_BATCH: usize = 10_000;
+
+/// Where the hash of `kp`, expiring at `not_after`, is remembered.
+fn hash_key(not_after: u64, kp: &[u8]) -> Vec<u8> {
+    let mut k = week_prefix(b"x/", week(not_after));
     k.extend_from_slice(&Sha256::digest(kp));
     k
 }
@@ -348,5 +400,47 @@ impl RoleLogic for CsLogic {
             other => Err(WireError::Internal(format!("CS cannot serve {other:?}"))),
         };
         r.unwrap_or_else(Response::Error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{RocksStore, Store, WEEK_SECS};
+
+    #[test]
+    fn past_weeks_of_key_package_hashes_are_dropped_and_legacy_ones_moved() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RocksStore::open(dir.path(), false).unwrap();
+        let now = 2900 * WEEK_SECS + 3600;
+        let ctx = RoleContext {
+            node: "t",
+            store: &store,
+            now: std::time::UNIX_EPOCH + std::time::Duration::from_secs(now),
+        };
+        let mut seed = Batch::new();
+        // Hashes of KeyPackages that expired last week, expire this week, next week.
+        let (old, this, next) =
+            (hash_key(now - WEEK_SECS, b"a"), hash_key(now, b"b"), hash_key(now + WEEK_SECS, b"c"));
+        for k in [&old, &this, &next] {
+            seed.put(SPACE, k.clone(), 1u64.to_be_bytes().to_vec());
+        }
+        // The older form: one expired, one still valid.
+        let legacy = |kp: &[u8]| [b"h/".as_slice(), &Sha256::digest(kp)].concat();
+        seed.put(SPACE, legacy(b"d"), (now - 10).to_be_bytes().to_vec());
+        seed.put(SPACE, legacy(b"e"), (now + 2 * WEEK_SECS).to_be_bytes().to_vec());
+        store.write(seed).unwrap();
+
+        let cs = CsLogic::new(crate::settings::RoleSettings::default().cs);
+        let mut batch = Batch::new();
+        assert_eq!(cs.sweep(now, &mut batch, &ctx).unwrap(), Some(week(now)));
+        store.write(batch).unwrap();
+        let present = |k: &[u8]| store.get(SPACE, k).unwrap().is_some();
+        assert!(!present(&old), "a past week is dropped");
+        assert!(present(&this) && present(&next), "this week and later are kept");
+        assert!(!present(&legacy(b"d")) && !present(&legacy(b"e")), "no older form left");
+        let moved = hash_key(now + 2 * WEEK_SECS, b"e");
+        assert_eq!(store.get(SPACE, &moved).unwrap().unwrap(), (now + 2 * WEEK_SECS).to_be_bytes());
+        assert!(!present(&hash_key(now - 10, b"d")), "an expired legacy hash is not moved");
     }
 }

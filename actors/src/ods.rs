@@ -355,16 +355,14 @@ fn queue_key(m: &MailboxId, seq: u64) -> Vec<u8> {
     k
 }
 
-/// Weeks since 1970 at `now` (0 before it).
+/// Weeks since 1970 at `now`.
 fn week_of(now: std::time::SystemTime) -> u32 {
-    let secs = now.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    (secs / (7 * 24 * 3600)).min(u64::from(u32::MAX)) as u32
+    crate::storage::week(crate::sig::unix(now))
 }
 
+/// The bucket of delivery records stored in `week`.
 fn week_prefix(week: u32) -> Vec<u8> {
-    let mut k = b"e/".to_vec();
-    k.extend_from_slice(&week.to_be_bytes());
-    k
+    crate::storage::week_prefix(b"e/", week)
 }
 
 fn delivery_key(week: u32, m: &MailboxId, d: &[u8; 32]) -> Vec<u8> {

@@ -47,6 +47,25 @@ pub enum StoreError {
     Db(String),
 }
 
+/// Seconds in a retention week.
+pub const WEEK_SECS: u64 = 7 * 24 * 3600;
+
+/// Weeks since 1970 of a Unix time in seconds. Records that expire are kept
+/// in per-week buckets (keys starting with [`week_prefix`]) so that a role
+/// drops a whole past week with one range delete instead of tracking each.
+pub fn week(unix_secs: u64) -> u32 {
+    (unix_secs / WEEK_SECS).min(u64::from(u32::MAX)) as u32
+}
+
+/// `tag` then `week` big-endian: the prefix of one week's bucket; buckets sort
+/// by week, so `[week_prefix(tag, 0), week_prefix(tag, w))` is every week
+/// before `w`.
+pub fn week_prefix(tag: &[u8], week: u32) -> Vec<u8> {
+    let mut k = tag.to_vec();
+    k.extend_from_slice(&week.to_be_bytes());
+    k
+}
+
 /// Key-value pairs returned by scans, in key order.
 pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
 
