@@ -34,7 +34,7 @@ use crate::r#as::internal;
 use crate::role::{pong, RoleContext, RoleLogic};
 use crate::settings::CsSettings;
 use crate::sig::{fresh, unix, verify};
-use crate::storage::{week, week_prefix, Batch, Space};
+use crate::storage::{drop_weeks_before, week, week_prefix, Batch, Space};
 
 const SPACE: Space = Space::Role(Role::Cs);
 
@@ -179,12 +179,7 @@ impl CsLogic {
         ctx: &RoleContext<'_>,
     ) -> Result<Option<u32>, WireError> {
         let current = week(now);
-        let keep = week_prefix(b"x/", current);
-        let oldest =
-            ctx.store.scan_from(SPACE, b"x/", &week_prefix(b"x/", 0), 1).map_err(internal)?;
-        if oldest.first().is_some_and(|(k, _)| *k < keep) {
-            batch.delete_range(SPACE, week_prefix(b"x/", 0), keep);
-        }
+        drop_weeks_before(ctx.store, SPACE, b"x/", current, batch).map_err(internal)?;
         let legacy = ctx.store.scan_prefix(SPACE, b"h/", LEGACY_BATCH).map_err(internal)?;
         for (k, v) in &legacy {
             let not_after = v.as_slice().try_into().map(u64::from_be_bytes).unwrap_or(0);

@@ -36,7 +36,7 @@ use crate::r#as::internal;
 use crate::role::{pong, Effect, RoleContext, RoleLogic};
 use crate::settings::OdsSettings;
 use crate::sig::{fresh, verify, verifying_key};
-use crate::storage::{Batch, Space};
+use crate::storage::{drop_weeks_before, Batch, Space};
 
 const SPACE: Space = Space::Role(Role::Ods);
 
@@ -76,14 +76,10 @@ impl OdsLogic {
     }
 
     /// Adds to `batch` the deletion of delivery records older than last week,
-    /// and of the legacy form, if there are any: a range tombstone costs every
-    /// later lookup in its memtable a little, so none is written for nothing.
+    /// and of the legacy form, if there are any.
     fn sweep(&self, week: u32, batch: &mut Batch, ctx: &RoleContext<'_>) -> Result<(), WireError> {
-        let keep = week_prefix(week.saturating_sub(1));
-        let oldest = ctx.store.scan_from(SPACE, b"e/", &week_prefix(0), 1).map_err(internal)?;
-        if oldest.first().is_some_and(|(k, _)| *k < keep) {
-            batch.delete_range(SPACE, week_prefix(0), keep);
-        }
+        drop_weeks_before(ctx.store, SPACE, b"e/", week.saturating_sub(1), batch)
+            .map_err(internal)?;
         if !ctx.store.scan_prefix(SPACE, b"d/", 1).map_err(internal)?.is_empty() {
             batch.delete_range(SPACE, b"d/".to_vec(), b"d0".to_vec());
         }

@@ -66,6 +66,24 @@ pub fn week_prefix(tag: &[u8], week: u32) -> Vec<u8> {
     k
 }
 
+/// Adds to `batch` one range delete of every bucket of `tag` before `week`,
+/// if any exists: a range tombstone costs every later lookup in its memtable
+/// a little, so none is written for nothing.
+pub fn drop_weeks_before(
+    store: &dyn Store,
+    space: Space,
+    tag: &[u8],
+    week: u32,
+    batch: &mut Batch,
+) -> Result<(), StoreError> {
+    let keep = week_prefix(tag, week);
+    let oldest = store.scan_from(space, tag, &week_prefix(tag, 0), 1)?;
+    if oldest.first().is_some_and(|(k, _)| *k < keep) {
+        batch.delete_range(space, week_prefix(tag, 0), keep);
+    }
+    Ok(())
+}
+
 /// Key-value pairs returned by scans, in key order.
 pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
 
