@@ -21,10 +21,7 @@ fn put(dir: &Path, target: &str, name: &str, bytes: &[u8]) {
 
 /// A request as the frame target reads it: length prefix and body.
 fn framed(req: &Request) -> Vec<u8> {
-    let body = codec::encode(&ClientFrame::new(req.clone())).unwrap();
-    let mut v = (body.len() as u32).to_be_bytes().to_vec();
-    v.extend_from_slice(&body);
-    v
+    common::frame(&codec::encode(&ClientFrame::new(req.clone())).unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::Cluster;
+use common::{frame, Cluster};
 use mlsd_transport::frame::{read_message, write_message};
 use mlsd_transport::protocol::{
     ClientFrame, NodeFrame, NodeRequest, ResponseFrame, ALPN_NODE, CLIENT_MAGIC,
@@ -47,12 +47,6 @@ async fn ping(conn: &quinn::Connection) -> Response {
     let f = ClientFrame::new(Request::Ping { role: Role::Ods, key: b"k".to_vec() });
     let r: ResponseFrame = endpoint::call(conn, &f, 1 << 20, T).await.unwrap();
     r.response
-}
-
-fn frame(body: &[u8]) -> Vec<u8> {
-    let mut v = (body.len() as u32).to_be_bytes().to_vec();
-    v.extend_from_slice(body);
-    v
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -6,9 +6,8 @@ mod common;
 
 use std::collections::HashSet;
 
-use common::Cluster;
+use common::{server_err, Cluster};
 use mlsd_client::verify::{authenticate_key_package, Rejection};
-use mlsd_client::ClientError;
 use mlsd_transport::protocol::identity::{signing_bytes, LABEL_PUBLISH, LABEL_REGISTER};
 use mlsd_transport::protocol::{PublishBody, RegisterBody};
 use mlsd_transport::{Request, Response, Role, WireError};
@@ -51,13 +50,6 @@ fn home_signer(c: &Cluster, home: &str) -> SignatureKeyPair {
     let h = mlsd_client::home::Home::open(&c.dir.path().join("homes").join(home)).unwrap();
     let id = h.load_identity().unwrap().unwrap();
     SignatureKeyPair::from_raw(SUITE.signature_algorithm(), id.private_key.to_vec(), id.public_key)
-}
-
-fn server_err(r: Result<impl std::fmt::Debug, ClientError>) -> WireError {
-    match r {
-        Err(ClientError::Server(e)) => e,
-        other => panic!("expected a server error, got {other:?}"),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

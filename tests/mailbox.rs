@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::Cluster;
+use common::{server_err, Cluster};
 use mlsd_client::mailbox::{self, Counter, MailboxKeys};
-use mlsd_client::{ClientError, Connection};
+use mlsd_client::Connection;
 use mlsd_transport::protocol::mailbox::LABEL_FETCH;
 use mlsd_transport::protocol::{EnqueueItem, EnqueueResult, NodeRequest};
 use mlsd_transport::{Request, Response, Role, WireError};
@@ -25,13 +25,6 @@ fn split(extra: &str) -> Cluster {
 
 fn item(mailbox: [u8; 32], n: u8, push_key: Option<[u8; 32]>) -> EnqueueItem {
     EnqueueItem { mailbox, delivery_id: [n; 32], envelope: vec![n; 100 + n as usize], push_key }
-}
-
-fn server_err<T: std::fmt::Debug>(r: Result<T, ClientError>) -> WireError {
-    match r {
-        Err(ClientError::Server(e)) => e,
-        other => panic!("expected a server error, got {other:?}"),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

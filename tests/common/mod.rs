@@ -239,3 +239,20 @@ pub fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// The server's refusal in a client call's result; panics on anything else.
+pub fn server_err<T: std::fmt::Debug>(
+    r: Result<T, mlsd_client::ClientError>,
+) -> mlsd_transport::WireError {
+    match r {
+        Err(mlsd_client::ClientError::Server(e)) => e,
+        other => panic!("expected a server error, got {other:?}"),
+    }
+}
+
+/// `body` with the wire's 4-byte big-endian length prefix, as a raw frame.
+pub fn frame(body: &[u8]) -> Vec<u8> {
+    let mut v = (body.len() as u32).to_be_bytes().to_vec();
+    v.extend_from_slice(body);
+    v
+}
