@@ -1,0 +1,186 @@
+//! The benchmark's clusters and senders: fan-out throughput and
+//! send-to-receive latency on real QUIC and RocksDB.
+
+use super::*;
+
+/// Config for the benchmark's clusters: no rate limits in the way; every
+/// other setting (anonymizer concurrency included) is the default.
+pub(super) const BENCH_CONFIG: &str = "[limits]\nrequests_per_second = 1000000\n[ods]\nopen_rate_per_minute = 100000000\nmax_queue = 1000000\n";
+
+/// The two cluster shapes: every role on one node; IDS on one node and the
+/// ODS on two others.
+pub(super) const SHAPES: [(usize, &[(&str, &str)]); 2] = [
+    (1, &[("b1", "\"as\", \"cs\", \"ids\", \"ods\", \"sds\"")]),
+    (3, &[("b1", "\"as\", \"cs\", \"ids\", \"sds\""), ("b2", "\"ods\""), ("b3", "\"ods\"")]),
+];
+
+/// A fresh cluster of the benchmark with a registered sender that created the
+/// group `bench` (client-supplied rosters, so the bench picks the recipients).
+pub(super) struct BenchCluster {
+    pub(super) cluster: InprocCluster,
+    pub(super) sender: Client,
+}
+
+impl BenchCluster {
+    /// Starts `layout` in this process and registers the sender.
+    pub(super) async fn start(layout: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let cluster = InprocCluster::start("bench", layout, BENCH_CONFIG).await?;
+        let mut sender = Client::open(&cluster.client_config("sender", 0)).await?;
+        sender.register("bench/sender", None).await?;
+        sender.create_group("bench", RosterMode::Client).await?;
+        Ok(BenchCluster { cluster, sender })
+    }
+}
+
+/// A real `Send` of `text` from `sender`, addressed to the bench's own
+/// client-mode roster (the MAC does not cover the recipients).
+pub(super) fn send_to_roster(
+    sender: &mut Client,
+    group: &str,
+    text: &str,
+    roster: &[RosterEntry],
+) -> anyhow::Result<Request> {
+    let Request::Send { mut body, mac } = sender.prepare_text(group, text)? else {
+        anyhow::bail!("not a send");
+    };
+    body.recipients = Recipients::Roster(roster.to_vec());
+    Ok(Request::Send { body, mac })
+}
+
+/// Sends `req` and checks that exactly `copies` copies were enqueued.
+pub(super) async fn send_expecting(
+    sender: &Client,
+    req: Request,
+    copies: usize,
+) -> anyhow::Result<()> {
+    match sender.send_request(req).await? {
+        Response::Sent { copies: n } if n as usize == copies => Ok(()),
+        other => anyhow::bail!("send failed: {other:?}"),
+    }
+}
+
+/// Sends of one fan-out measurement in flight at once (after the first,
+/// which runs alone to time one message to everyone).
+pub(super) const SENDS_IN_FLIGHT: usize = 2;
+
+/// Copies enqueued per second for `members` recipients over `messages`
+/// sends, and the time of the first send (one message to everyone).
+pub(super) async fn fanout(
+    c: &InprocCluster,
+    sender: &mut Client,
+    group: &str,
+    members: usize,
+    messages: usize,
+) -> anyhow::Result<(f64, f64)> {
+    let conn = Connection::connect(c.nodes[0].addr(), &c.client_config("x", 0).ca).await?;
+    let mut roster = Vec::with_capacity(members);
+    for _ in 0..members {
+        let mailbox = rand32();
+        let auth =
+            ed25519_dalek::SigningKey::from_bytes(&rand32()).verifying_key().to_bytes().to_vec();
+        conn.request(Request::OpenMailbox { mailbox, auth_key: auth, push: None }).await?;
+        roster.push(RosterEntry { mailbox, key: rand32(), push_key: None });
+    }
+    // The sender's own MLS encryption and its home's fsync are the client's
+    // cost, not the fan-out's: every send is prepared before the clock starts.
+    let text = "x".repeat(MESSAGE);
+    let mut sends = Vec::with_capacity(messages);
+    for _ in 0..messages {
+        sends.push(send_to_roster(sender, group, &text, &roster)?);
+    }
+    let sender = &*sender;
+    let mut sends = sends.into_iter();
+    let t = Instant::now();
+    if let Some(first) = sends.next() {
+        send_expecting(sender, first, members).await?;
+    }
+    let first_ms = t.elapsed().as_secs_f64() * 1e3;
+    // The rest [`SENDS_IN_FLIGHT`] at a time, as a server with more than one
+    // active sender sees them: the next fan-out starts while the last one's
+    // final chunk is written and its answer travels back.
+    let mut lanes: Vec<Vec<Request>> = (0..SENDS_IN_FLIGHT).map(|_| Vec::new()).collect();
+    for (i, send) in sends.enumerate() {
+        lanes[i % SENDS_IN_FLIGHT].push(send);
+    }
+    let lane = |sends: Vec<Request>| async move {
+        for send in sends {
+            send_expecting(sender, send, members).await?;
+        }
+        anyhow::Ok(())
+    };
+    let mut lanes = lanes.into_iter();
+    let (a, b) = tokio::join!(
+        lane(lanes.next().unwrap_or_default()),
+        lane(lanes.next().unwrap_or_default())
+    );
+    a?;
+    b?;
+    Ok(((members * messages) as f64 / t.elapsed().as_secs_f64(), first_ms))
+}
+
+/// Send-to-receive latencies (ms) in a 100-member group: `subscribed` of the
+/// members hold live subscriptions over QUIC (one connection each) and the
+/// sender offers `rate` messages per second for `messages` messages; each
+/// latency runs from the start of a send to a subscriber holding the envelope.
+pub(super) async fn send_to_receive(
+    c: &InprocCluster,
+    sender: &mut Client,
+    group: &str,
+    messages: usize,
+    rate: f64,
+) -> anyhow::Result<Vec<f64>> {
+    use mlsd_client::mailbox::{self, Counter, MailboxKeys};
+    const MEMBERS: usize = 100;
+    const SUBSCRIBED: usize = 4;
+    let ca = c.client_config("x", 0).ca;
+    let conn = Connection::connect(c.nodes[0].addr(), &ca).await?;
+    let mut roster = Vec::with_capacity(MEMBERS);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(usize, Instant)>();
+    for i in 0..MEMBERS {
+        let keys = MailboxKeys::generate()?;
+        mailbox::open(&conn, &keys, None).await?;
+        roster.push(RosterEntry { mailbox: keys.id, key: rand32(), push_key: None });
+        if i < SUBSCRIBED {
+            let own = Connection::connect(c.nodes[0].addr(), &ca).await?;
+            let (mut sub, backlog) =
+                mailbox::subscribe(&own, &keys, &mut Counter::default(), 0).await?;
+            anyhow::ensure!(backlog.is_empty(), "a new mailbox has a backlog");
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let _own = own;
+                while let Ok(got) = sub.next().await {
+                    for _ in got {
+                        if tx.send((i, Instant::now())).is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    }
+    drop(tx);
+    let text = "x".repeat(MESSAGE);
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let mut starts = Vec::with_capacity(messages);
+    let t0 = Instant::now();
+    for i in 0..messages {
+        // Open loop: each send starts at its slot, late only if the previous one was.
+        tokio::time::sleep_until((t0 + interval * i as u32).into()).await;
+        let req = send_to_roster(sender, group, &text, &roster)?;
+        starts.push(Instant::now());
+        send_expecting(sender, req, MEMBERS).await?;
+    }
+    // Each subscriber gets the sends in order, so its k-th envelope is send k.
+    let mut seen = [0usize; SUBSCRIBED];
+    let mut out = Vec::with_capacity(messages * SUBSCRIBED);
+    while out.len() < messages * SUBSCRIBED {
+        let (i, at) = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+            .await
+            .context("a subscriber stopped receiving")?
+            .context("subscriptions ended")?;
+        let start = starts.get(seen[i]).context("more envelopes than sends")?;
+        out.push(at.duration_since(*start).as_secs_f64() * 1e3);
+        seen[i] += 1;
+    }
+    Ok(out)
+}

@@ -1,0 +1,100 @@
+//! The machine's limits: seals per core on the anonymizer's path, ODS
+//! synced enqueues, and bytes over one node-to-node QUIC stream.
+
+use super::*;
+
+/// Seals per second on one core, on the anonymizer's sealing code (its
+/// nonce source included), and the envelope length.
+pub(super) fn seal_rate(n: usize) -> (f64, usize) {
+    let key = rand32();
+    let mb = rand32();
+    let msg = vec![7u8; MESSAGE];
+    let mut len = 0;
+    let t = Instant::now();
+    for _ in 0..n {
+        len = seal_copy(&key, &mb, &msg).expect("fits a bucket").len();
+    }
+    (n as f64 / t.elapsed().as_secs_f64(), len)
+}
+
+/// ODS enqueues per second through `OdsLogic` on a fresh synced RocksDB:
+/// `copies` copies to `mailboxes` mailboxes in turn, in batches of `batch`,
+/// as a fan-out to that many members hands them over.
+pub(super) fn enqueue_rate(
+    copies: usize,
+    batch: usize,
+    mailboxes: usize,
+    envelope_len: usize,
+) -> anyhow::Result<f64> {
+    let dir = tempfile::tempdir()?;
+    let store = RocksStore::open(dir.path(), true)?;
+    let mut ods = OdsLogic::new(OdsSettings { max_queue: u32::MAX, max_fetch: 256 });
+    let ctx = RoleContext { node: "bench", store: &store, now: SystemTime::now() };
+    let mailboxes: Vec<[u8; 32]> = (0..mailboxes.max(1)).map(|_| rand32()).collect();
+    for m in &mailboxes {
+        let auth =
+            ed25519_dalek::SigningKey::from_bytes(&rand32()).verifying_key().to_bytes().to_vec();
+        ods.handle(Request::OpenMailbox { mailbox: *m, auth_key: auth, push: None }, None, &ctx);
+    }
+    // Prepared up front (the fan-out's anonymizers make them), so only the
+    // ODS's own work is timed.
+    let items: Vec<EnqueueItem> = (0..copies)
+        .map(|i| EnqueueItem {
+            mailbox: mailboxes[i % mailboxes.len()],
+            delivery_id: rand32(),
+            envelope: vec![1; envelope_len],
+            push_key: None,
+        })
+        .collect();
+    let mut items = items.into_iter().peekable();
+    let t = Instant::now();
+    while items.peek().is_some() {
+        let chunk: Vec<EnqueueItem> = items.by_ref().take(batch.max(1)).collect();
+        match ods.admin(NodeRequest::Enqueue(chunk), &ctx) {
+            Response::Enqueued(_) => {}
+            other => anyhow::bail!("enqueue failed: {other:?}"),
+        }
+    }
+    Ok(copies as f64 / t.elapsed().as_secs_f64())
+}
+
+/// Bytes per second over one mutual-TLS QUIC stream between two endpoints.
+pub(super) async fn quic_rate(total: usize) -> anyhow::Result<f64> {
+    let ca = tls::generate_ca()?;
+    let cert = tls::generate_node_cert("b1", &ca.key_pem)?;
+    let dir = tempfile::tempdir()?;
+    std::fs::write(dir.path().join("ca.pem"), &ca.cert_pem)?;
+    std::fs::write(dir.path().join("b1.pem"), &cert.cert_pem)?;
+    std::fs::write(dir.path().join("b1.key"), &cert.key_pem)?;
+    let node = tls::NodeTls::load(dir.path(), "b1")?;
+    let server = quinn::Endpoint::server(
+        endpoint::quinn_server_config(tls::server_config(&node)?)?,
+        "127.0.0.1:0".parse()?,
+    )?;
+    let addr = server.local_addr()?;
+    let reader = tokio::spawn(async move {
+        let conn = server.accept().await.context("accept")?.await?;
+        let (_, mut recv) = conn.accept_bi().await?;
+        let data = recv.read_to_end(usize::MAX).await?;
+        anyhow::Ok(data.len())
+    });
+    let client = endpoint::client_endpoint(
+        addr,
+        endpoint::quinn_client_config(tls::node_client_config(&node)?)?,
+    )?;
+    let conn =
+        endpoint::connect(&client, addr, &tls::node_dns_name("b1"), Duration::from_secs(5)).await?;
+    let (mut send, _recv) = conn.open_bi().await?;
+    let chunk = vec![0u8; 64 * 1024];
+    let t = Instant::now();
+    let mut sent = 0;
+    while sent < total {
+        send.write_all(&chunk).await?;
+        sent += chunk.len();
+    }
+    send.finish()?;
+    let got = reader.await??;
+    let rate = got as f64 / t.elapsed().as_secs_f64();
+    conn.close(0u32.into(), b"done");
+    Ok(rate)
+}
