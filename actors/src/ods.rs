@@ -406,25 +406,30 @@ mod tests {
     use super::*;
     use crate::storage::{RocksStore, Store};
 
-    #[test]
-    fn a_copy_repeated_inside_one_batch_gets_its_first_sequence_number() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = RocksStore::open(dir.path(), false).unwrap();
-        let ctx = RoleContext { node: "t", store: &store, now: std::time::SystemTime::now() };
+    /// An ODS with mailbox `[5; 32]` open.
+    fn ods_with_mailbox(ctx: &RoleContext<'_>) -> OdsLogic {
         let mut ods = OdsLogic::new(OdsSettings { max_queue: 100, max_fetch: 10 });
         let auth =
             ed25519_dalek::SigningKey::from_bytes(&[1; 32]).verifying_key().to_bytes().to_vec();
         ods.handle(
             Request::OpenMailbox { mailbox: [5; 32], auth_key: auth, push: None },
             None,
-            &ctx,
+            ctx,
         );
-        let item = |d: u8| EnqueueItem {
-            mailbox: [5; 32],
-            delivery_id: [d; 32],
-            envelope: vec![d],
-            push_key: None,
-        };
+        ods
+    }
+
+    /// A one-byte copy for mailbox `[5; 32]` with delivery id `[d; 32]`.
+    fn item(d: u8) -> EnqueueItem {
+        EnqueueItem { mailbox: [5; 32], delivery_id: [d; 32], envelope: vec![d], push_key: None }
+    }
+
+    #[test]
+    fn a_copy_repeated_inside_one_batch_gets_its_first_sequence_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RocksStore::open(dir.path(), false).unwrap();
+        let ctx = RoleContext { node: "t", store: &store, now: std::time::SystemTime::now() };
+        let mut ods = ods_with_mailbox(&ctx);
         let r = ods.admin(NodeRequest::Enqueue(vec![item(1), item(2), item(1)]), &ctx);
         assert_eq!(
             r,
@@ -443,24 +448,11 @@ mod tests {
         let day = std::time::Duration::from_secs(24 * 3600);
         let t0 = std::time::UNIX_EPOCH + day * (7 * 2900 + 1);
         let at = |t: std::time::SystemTime| RoleContext { node: "t", store: &store, now: t };
-        let mut ods = OdsLogic::new(OdsSettings { max_queue: 100, max_fetch: 10 });
-        let auth =
-            ed25519_dalek::SigningKey::from_bytes(&[1; 32]).verifying_key().to_bytes().to_vec();
-        ods.handle(
-            Request::OpenMailbox { mailbox: [5; 32], auth_key: auth, push: None },
-            None,
-            &at(t0),
-        );
+        let mut ods = ods_with_mailbox(&at(t0));
         // A record of the older, unbounded form is dropped with the first batch.
         let mut legacy = Batch::new();
         legacy.put(SPACE, b"d/legacy".to_vec(), 1u64.to_be_bytes().to_vec());
         store.write(legacy).unwrap();
-        let item = |d: u8| EnqueueItem {
-            mailbox: [5; 32],
-            delivery_id: [d; 32],
-            envelope: vec![d],
-            push_key: None,
-        };
         let enqueue =
             |ods: &mut OdsLogic, t| ods.admin(NodeRequest::Enqueue(vec![item(1)]), &at(t));
         let stored = |seq| Response::Enqueued(vec![EnqueueResult::Stored { seq }]);
