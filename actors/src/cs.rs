@@ -136,14 +136,14 @@ impl CsLogic {
         let stored = self.usable(&body.client, &key, ctx, &mut batch)?.len();
         let mut new = Vec::new();
         for rec in fresh_kps {
-            let h = hash_key(rec.not_after, &rec.key_package);
+            let digest = Sha256::digest(&rec.key_package);
+            let h = hash_key(rec.not_after, &digest);
             let dup = new.iter().any(|(hk, _): &(Vec<u8>, KpRecord)| hk == &h);
             // The older form too, until the sweep has moved it (in this very
             // batch, perhaps, which these reads do not see yet).
-            let legacy = [b"h/".as_slice(), &h[6..]].concat();
             if !dup
                 && ctx.store.get(SPACE, &h).map_err(internal)?.is_none()
-                && ctx.store.get(SPACE, &legacy).map_err(internal)?.is_none()
+                && ctx.store.get(SPACE, &legacy_hash_key(&digest)).map_err(internal)?.is_none()
             {
                 new.push((h, rec));
             }
@@ -184,9 +184,7 @@ impl CsLogic {
         for (k, v) in &legacy {
             let not_after = v.as_slice().try_into().map(u64::from_be_bytes).unwrap_or(0);
             if not_after > now {
-                let mut moved = week_prefix(b"x/", week(not_after));
-                moved.extend_from_slice(&k[2..]);
-                batch.put(SPACE, moved, v.clone());
+                batch.put(SPACE, hash_key(not_after, &k[b"h/".len()..]), v.clone());
             }
             batch.delete(SPACE, k.clone());
         }
@@ -355,11 +353,16 @@ fn seq_key(client: &str) -> Vec<u8> {
 /// Legacy KeyPackage hashes moved into week buckets per publish.
 const LEGACY_BATCH: usize = 10_000;
 
-/// Where the hash of `kp`, expiring at `not_after`, is remembered.
-fn hash_key(not_after: u64, kp: &[u8]) -> Vec<u8> {
+/// Where a KeyPackage hash `digest`, expiring at `not_after`, is remembered.
+fn hash_key(not_after: u64, digest: &[u8]) -> Vec<u8> {
     let mut k = week_prefix(b"x/", week(not_after));
-    k.extend_from_slice(&Sha256::digest(kp));
+    k.extend_from_slice(digest);
     k
+}
+
+/// Where the older form remembered a KeyPackage hash `digest` (no expiry).
+fn legacy_hash_key(digest: &[u8]) -> Vec<u8> {
+    [b"h/".as_slice(), digest].concat()
 }
 
 impl RoleLogic for CsLogic {
@@ -413,15 +416,19 @@ mod tests {
             store: &store,
             now: std::time::UNIX_EPOCH + std::time::Duration::from_secs(now),
         };
+        let d = |kp: &[u8]| Sha256::digest(kp).to_vec();
         let mut seed = Batch::new();
         // Hashes of KeyPackages that expired last week, expire this week, next week.
-        let (old, this, next) =
-            (hash_key(now - WEEK_SECS, b"a"), hash_key(now, b"b"), hash_key(now + WEEK_SECS, b"c"));
+        let (old, this, next) = (
+            hash_key(now - WEEK_SECS, &d(b"a")),
+            hash_key(now, &d(b"b")),
+            hash_key(now + WEEK_SECS, &d(b"c")),
+        );
         for k in [&old, &this, &next] {
             seed.put(SPACE, k.clone(), 1u64.to_be_bytes().to_vec());
         }
         // The older form: one expired, one still valid.
-        let legacy = |kp: &[u8]| [b"h/".as_slice(), &Sha256::digest(kp)].concat();
+        let legacy = |kp: &[u8]| legacy_hash_key(&d(kp));
         seed.put(SPACE, legacy(b"d"), (now - 10).to_be_bytes().to_vec());
         seed.put(SPACE, legacy(b"e"), (now + 2 * WEEK_SECS).to_be_bytes().to_vec());
         store.write(seed).unwrap();
@@ -434,8 +441,8 @@ mod tests {
         assert!(!present(&old), "a past week is dropped");
         assert!(present(&this) && present(&next), "this week and later are kept");
         assert!(!present(&legacy(b"d")) && !present(&legacy(b"e")), "no older form left");
-        let moved = hash_key(now + 2 * WEEK_SECS, b"e");
+        let moved = hash_key(now + 2 * WEEK_SECS, &d(b"e"));
         assert_eq!(store.get(SPACE, &moved).unwrap().unwrap(), (now + 2 * WEEK_SECS).to_be_bytes());
-        assert!(!present(&hash_key(now - 10, b"d")), "an expired legacy hash is not moved");
+        assert!(!present(&hash_key(now - 10, &d(b"d"))), "an expired legacy hash is not moved");
     }
 }
