@@ -100,9 +100,6 @@ impl OdsLogic {
             {
                 return v.as_slice().try_into().map(u64::from_be_bytes).map(Some).map_err(internal);
             }
-            if week == 0 {
-                break;
-            }
         }
         Ok(None)
     }
