@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use common::Cluster;
 use mlsd_client::group::Event;
-use mlsd_transport::protocol::RosterMode;
 use mlsd_transport::{Response, Role};
 
 #[tokio::test(flavor = "multi_thread")]
@@ -20,11 +19,7 @@ async fn acknowledged_messages_survive_sigkill_of_ids_and_ods() {
         ("n3", &[Role::Ods, Role::Sds]),
     ]);
     c.start_all().await;
-    let mut alice = c.registered("alice/phone", "n1", 3).await;
-    let mut bob = c.registered("bob/phone", "n1", 3).await;
-    alice.create_group("G", RosterMode::Stored).await.unwrap();
-    alice.add_members("G", &["bob"]).await.unwrap();
-    bob.receive().await.unwrap();
+    let (mut alice, mut bob) = c.alice_and_bob_in_g("n1", 3).await;
 
     let total = 30;
     let mut acked = Vec::new();

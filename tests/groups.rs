@@ -462,11 +462,7 @@ async fn a_commit_whose_copies_could_not_be_enqueued_is_kept_and_merged_later() 
     common::init();
     let mut c = split();
     c.start_all().await;
-    let mut alice = c.registered("alice/phone", "n1", 3).await;
-    let mut bob = c.registered("bob/phone", "n1", 3).await;
-    alice.create_group("G", RosterMode::Stored).await.unwrap();
-    alice.add_members("G", &["bob"]).await.unwrap();
-    bob.receive().await.unwrap();
+    let (mut alice, mut bob) = c.alice_and_bob_in_g("n1", 3).await;
 
     // The IDS accepts Alice's update, but the ODS node is down: no copy can
     // be enqueued and, after her patience runs out, the outcome is unknown.

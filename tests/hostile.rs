@@ -162,11 +162,7 @@ async fn a_flooding_client_is_refused_and_others_keep_sending() {
     let mut c = Cluster::with_extra(&[("n1", &Role::ALL)], "[limits]\nrequests_per_second = 50\n");
     c.certs();
     c.start("n1").await;
-    let mut alice = c.registered("alice/phone", "n1", 2).await;
-    let mut bob = c.registered("bob/phone", "n1", 2).await;
-    alice.create_group("G", mlsd_transport::protocol::RosterMode::Stored).await.unwrap();
-    alice.add_members("G", &["bob"]).await.unwrap();
-    bob.receive().await.unwrap();
+    let (mut alice, mut bob) = c.alice_and_bob_in_g("n1", 2).await;
 
     let flooder = std::sync::Arc::new(client_conn(&c).await);
     let flood: Vec<_> = (0..400)

@@ -184,6 +184,22 @@ impl Cluster {
         c
     }
 
+    /// Alice and Bob, registered via `via` with `count` KeyPackages each, in
+    /// group "G" (stored roster) that Alice created and Bob joined by
+    /// processing his Welcome: where many group tests start.
+    pub async fn alice_and_bob_in_g(
+        &self,
+        via: &str,
+        count: u32,
+    ) -> (mlsd_client::Client, mlsd_client::Client) {
+        let mut alice = self.registered("alice/phone", via, count).await;
+        let mut bob = self.registered("bob/phone", via, count).await;
+        alice.create_group("G", mlsd_transport::protocol::RosterMode::Stored).await.unwrap();
+        alice.add_members("G", &["bob"]).await.unwrap();
+        bob.receive().await.unwrap();
+        (alice, bob)
+    }
+
     /// Starts every node again after `kill`.
     pub async fn restart_all(&mut self) {
         let names: Vec<_> = self.specs.iter().map(|s| s.name).collect();
