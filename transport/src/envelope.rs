@@ -85,29 +85,29 @@ pub enum EnvelopeError {
 /// The padded plaintext for `msg` in the smallest bucket that fits it after
 /// `overhead` bytes of encryption.
 pub fn pad(kind: Kind, msg: &[u8], overhead: usize) -> Result<Zeroizing<Vec<u8>>, EnvelopeError> {
-    let mut p = Zeroizing::new(Vec::new());
-    write_padded(&mut p, kind, msg, overhead)?;
-    Ok(p)
+    padded(&[], kind, msg, overhead).map(Zeroizing::new)
 }
 
-/// Appends the padded plaintext of `msg` (`kind || len || msg || zeros`) to
-/// `out`, sized so that `overhead` bytes of encryption make it exactly one
-/// bucket; the one place that knows the layout and the buckets.
-fn write_padded(
-    out: &mut Vec<u8>,
+/// `prefix` followed by the padded plaintext of `msg` (`kind || len || msg
+/// || zeros`), sized so that `overhead` bytes of encryption (the prefix
+/// included) make it exactly one bucket; the one place that knows the layout
+/// and the buckets. Allocated once with room for the whole bucket, so sealing
+/// in place and appending the tag never copies the buffer.
+fn padded(
+    prefix: &[u8],
     kind: Kind,
     msg: &[u8],
     overhead: usize,
-) -> Result<(), EnvelopeError> {
+) -> Result<Vec<u8>, EnvelopeError> {
     let need = msg.len() + HEADER + overhead;
     let bucket = *BUCKETS.iter().find(|b| **b >= need).ok_or(EnvelopeError::TooLarge)?;
-    let end = out.len() + bucket - overhead;
-    out.reserve(bucket);
+    let mut out = Vec::with_capacity(prefix.len() + bucket);
+    out.extend_from_slice(prefix);
     out.push(kind as u8);
     out.extend_from_slice(&(msg.len() as u32).to_be_bytes());
     out.extend_from_slice(msg);
-    out.resize(end, 0);
-    Ok(())
+    out.resize(prefix.len() + bucket - overhead, 0);
+    Ok(out)
 }
 
 /// Splits a padded plaintext into its kind and message.
@@ -133,8 +133,7 @@ pub fn seal(
     nonce: &[u8; 24],
 ) -> Result<Vec<u8>, EnvelopeError> {
     use chacha20poly1305::aead::AeadInPlace;
-    let mut out = nonce.to_vec();
-    write_padded(&mut out, Kind::Message, msg, SYMMETRIC_OVERHEAD)?;
+    let mut out = padded(nonce, Kind::Message, msg, SYMMETRIC_OVERHEAD)?;
     let tag = XChaCha20Poly1305::new(key.into())
         .encrypt_in_place_detached(XNonce::from_slice(nonce), mailbox, &mut out[24..])
         .map_err(|_| EnvelopeError::TooLarge)?;
