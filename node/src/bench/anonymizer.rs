@@ -130,6 +130,33 @@ pub(super) fn job_cost(n: usize) -> f64 {
         .unwrap_or(t.elapsed().as_secs_f64() * 1e6 / n as f64)
 }
 
+/// CPU microseconds per anonymizer job done without an actor in `lanes`
+/// tasks on this runtime at once: the same threads kept as busy as the
+/// actors keep them, so what an actor costs beyond this is its own and not
+/// the job running slower beside another one.
+pub(super) async fn job_cost_parallel(n: usize, lanes: usize) -> anyhow::Result<f64> {
+    let message = std::sync::Arc::new(vec![7u8; MESSAGE]);
+    let cpu0 = cpu_seconds();
+    let t = Instant::now();
+    let mut tasks = Vec::new();
+    for lane in 0..lanes {
+        let message = message.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in (lane..n).step_by(lanes) {
+                let job = bench_job(i, &message, false);
+                std::hint::black_box(mlsd_actors::ids::anonymizer::make_copy(&job).ok());
+            }
+        }));
+    }
+    for t in tasks {
+        t.await?;
+    }
+    Ok(cpu0
+        .zip(cpu_seconds())
+        .map(|(a, b)| (b - a) * 1e6 / n as f64)
+        .unwrap_or(t.elapsed().as_secs_f64() * 1e6 / n as f64))
+}
+
 /// CPU time (user + system, all threads) this process has used, seconds,
 /// to the nanosecond (`CLOCK_PROCESS_CPUTIME_ID`; `/proc/self/stat` counts
 /// in 10 ms ticks, too coarse for a few thousand actors).

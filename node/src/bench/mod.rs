@@ -259,8 +259,11 @@ pub async fn stage(what: &str, count: usize) -> anyhow::Result<()> {
         println!("{what}: {rate:.0} copies/s");
     } else if let Some(lanes) = what.strip_prefix("anonymizer-") {
         let (wall, cpu) = anonymizer_cost(count, lanes.parse()?, false).await?;
-        let cpu = cpu.map_or("n/a".into(), |c| format!("{c:.1} µs"));
-        println!("{what}: {wall:.1} µs wall, {cpu} CPU per actor incl. sealing");
+        let job = job_cost(count);
+        let par = job_cost_parallel(count, lanes.parse()?).await?;
+        println!("job in {lanes} tasks: {par:.1} µs CPU");
+        let cpu = cpu.map_or("n/a".into(), |c| format!("{c:.1} µs ({:.1} µs actor)", c - job));
+        println!("{what}: {wall:.1} µs wall, {cpu} CPU per actor; job alone {job:.1} µs");
     } else {
         anyhow::bail!("unknown stage {what}");
     }
