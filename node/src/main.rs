@@ -85,6 +85,12 @@ enum AdminCmd {
     },
 }
 
+/// mimalloc rather than glibc's allocator: every recipient copy spawns and
+/// stops an anonymizer actor, whose task and channels are 128-byte aligned
+/// allocations that glibc serves from its slow path (docs/decisions.md D5).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let cli = Cli::parse();
     logging::init(cli.log_format);
