@@ -4,17 +4,19 @@
 //! while every other copy is still stored; a retried send stores nothing
 //! twice. The copies leave the fan-out in several chunks of different sizes
 //! (the first as soon as `ENQUEUE_FIRST` are sealed), so this checks that
-//! the answer waits for all of them and counts each once.
+//! the answer waits for all of them and counts each once. The same on three
+//! nodes, where each chunk is split between two ODS owners over QUIC and the
+//! answer must add up both owners' results.
 
 mod common;
 
-use mlsd::{ClusterConfig, Node};
+use mlsd::inproc::InprocCluster;
 use mlsd_actors::ids::fanout::{ENQUEUE_CHUNK, ENQUEUE_FIRST};
 use mlsd_client::mailbox::{self, Counter, MailboxKeys};
 use mlsd_client::{Client, ClientConfig, ClientError, Connection};
 use mlsd_transport::envelope;
 use mlsd_transport::protocol::{Recipients, RosterEntry, RosterMode};
-use mlsd_transport::{Request, Response, WireError};
+use mlsd_transport::{Request, Response, Role, WireError};
 
 /// Recipients of the test send: several full chunks and a partial one.
 const MEMBERS: usize = 2 * ENQUEUE_CHUNK + 3 * ENQUEUE_FIRST + 5;
@@ -28,22 +30,32 @@ fn to_roster(req: Request, roster: &[RosterEntry]) -> Request {
     Request::Send { body, mac }
 }
 
+/// Limits a test with hundreds of mailbox openings from one address needs.
+const LIMITS: &str =
+    "[limits]\nrequests_per_second = 100000\n[ods]\nopen_rate_per_minute = 100000\n";
+
 #[tokio::test(flavor = "multi_thread")]
 async fn large_fan_outs_store_each_copy_once_and_count_failures_exactly() {
+    let all = "\"as\", \"cs\", \"ids\", \"ods\", \"sds\"";
+    // Node names are actor names, unique in this process: one set per test.
+    large_fan_out(&[("s1", all)]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn large_fan_outs_to_two_ods_owners_store_each_copy_once() {
+    let front = "\"as\", \"cs\", \"ids\", \"sds\"";
+    large_fan_out(&[("f1", front), ("f2", "\"ods\""), ("f3", "\"ods\"")]).await;
+}
+
+/// The scenario of this file on `layout`, entering at its first node.
+async fn large_fan_out(layout: &[(&str, &str)]) {
     common::init();
-    let dir = tempfile::tempdir().unwrap();
-    let text = "[cluster]\nname = \"t\"\ncerts_dir = \"certs\"\n[[node]]\nname = \"f1\"\nlisten = \"127.0.0.1:0\"\nroles = [\"as\", \"cs\", \"ids\", \"ods\", \"sds\"]\ndata_dir = \"data\"\n[limits]\nrequests_per_second = 100000\n[ods]\nopen_rate_per_minute = 100000\n";
-    let node = Node::start(ClusterConfig::parse(text, dir.path()).unwrap(), None).await.unwrap();
-    let cfg = ClientConfig {
-        home: dir.path().join("sender"),
-        server: node.addr(),
-        ca: dir.path().join("certs/ca.pem"),
-        as_key: dir.path().join("certs/as.pub"),
-    };
+    let cluster = InprocCluster::start("t", layout, LIMITS).await.unwrap();
+    let cfg: ClientConfig = cluster.client_config("sender", 0);
     let mut sender = Client::open(&cfg).await.unwrap();
     sender.register("sender/phone", None).await.unwrap();
     sender.create_group("G", RosterMode::Client).await.unwrap();
-    let conn = Connection::connect(node.addr(), &cfg.ca).await.unwrap();
+    let conn = Connection::connect(cfg.server, &cfg.ca).await.unwrap();
 
     // Recipients with opened mailboxes, and a few the ODS never heard of.
     let mut known = Vec::new();
@@ -61,6 +73,15 @@ async fn large_fan_outs_store_each_copy_once_and_count_failures_exactly() {
     }
     let unknown = MEMBERS - known.len();
     assert!(unknown > 0 && known.len() > 2 * ENQUEUE_CHUNK);
+    // Every node hosting the ODS owns some of the recipients, so each gets
+    // its own share of the copies.
+    for ods in cluster.config.nodes.iter().filter(|n| n.hosts(Role::Ods)) {
+        let owns = |id: &[u8; 32]| {
+            mlsd::routing::owner(&cluster.config.nodes, Role::Ods, id)
+                .is_some_and(|o| o.name == ods.name)
+        };
+        assert!(known.iter().filter(|(k, _)| owns(&k.id)).count() > ENQUEUE_CHUNK / 2);
+    }
 
     let first = to_roster(sender.prepare_text("G", "to everyone").unwrap(), &roster);
     match sender.send_request(first).await {
@@ -93,5 +114,5 @@ async fn large_fan_outs_store_each_copy_once_and_count_failures_exactly() {
             assert!(envelope::open(other_key, &other_keys.id, &d.envelope).is_err());
         }
     }
-    node.shutdown().await;
+    cluster.shutdown().await;
 }
