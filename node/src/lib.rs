@@ -9,6 +9,7 @@
 //! - [`certs`]: the cluster CA and node certificates on disk.
 //! - [`limiter`]: per-address rate limits applied where requests enter.
 //! - [`mixer`]: the IDS's per-ODS-node shuffled batches and mixing window.
+//! - [`coalescer`]: the ODS's group commit of enqueue batches that wait at once.
 //! - [`routing`]: rendezvous hashing of shard keys to owner nodes.
 //! - [`supervisor`]: the node supervisor that restarts role actors.
 //! - [`peers`]: pooled node-to-node connections for forwarding.
@@ -22,6 +23,7 @@
 pub mod admin;
 pub mod bench;
 pub mod certs;
+pub mod coalescer;
 pub mod config;
 pub mod demo;
 pub mod inproc;

@@ -24,6 +24,7 @@ use mlsd_transport::{tls, Request, Response, Role, WireError, PROTOCOL_VERSION};
 use ractor::ActorRef;
 use rustls::pki_types::CertificateDer;
 
+use crate::coalescer::{Coalescer, WriteBatch};
 use crate::config::{ClusterConfig, NodeConfig};
 use crate::limiter::{RateLimiter, TokenBucket};
 use crate::mixer::{Mixer, SendBatch};
@@ -50,6 +51,8 @@ pub struct ServerCtx {
     fetch_limiter: RateLimiter,
     open_limiter: RateLimiter,
     mixer: Mixer,
+    /// This node's ODS actor's group commit (when it hosts the ODS).
+    ods_queue: Option<Coalescer>,
     client_conns: std::sync::Mutex<std::collections::HashMap<IpAddr, u32>>,
 }
 
@@ -77,6 +80,18 @@ impl ServerCtx {
         let fetch_limiter = RateLimiter::per_minute(config.cs.fetch_rate_per_minute);
         let open_limiter = RateLimiter::per_minute(config.ods.open_rate_per_minute);
         let mixer = Mixer::new(config.ids.mixing_window);
+        let ods_queue = me.hosts(Role::Ods).then(|| {
+            let (node, timeout) = (me.name.clone(), config.limits.call_timeout);
+            let write: WriteBatch = Arc::new(move |items| {
+                let node = node.clone();
+                Box::pin(async move {
+                    let request = NodeRequest::Enqueue(items);
+                    call_role(&node, timeout, Role::Ods, |reply| RoleMsg::Admin { request, reply })
+                        .await
+                })
+            });
+            Coalescer::start(write)
+        });
         ServerCtx {
             config,
             me,
@@ -84,6 +99,7 @@ impl ServerCtx {
             fetch_limiter,
             open_limiter,
             mixer,
+            ods_queue,
             client_conns: Default::default(),
         }
     }
@@ -374,8 +390,7 @@ async fn serve_node_request(ctx: &ServerCtx, req: NodeRequest) -> Response {
                 .filter(|(_, it)| owns(Role::Ods, &it.mailbox).is_ok())
                 .unzip();
             if !mine.is_empty() {
-                let request = NodeRequest::Enqueue(mine);
-                let resp = local(ctx, Role::Ods, |reply| RoleMsg::Admin { request, reply }).await;
+                let resp = enqueue_here(ctx, mine).await;
                 let Response::Enqueued(local_results) = resp else { return resp };
                 if local_results.len() != positions.len() {
                     return Response::Error(WireError::Internal("enqueue result count".into()));
@@ -510,12 +525,12 @@ async fn send_batch(ctx: &ServerCtx, owner: &str, items: Vec<EnqueueItem>) -> Ve
             continue;
         }
         let k = chunk.len();
-        let request = NodeRequest::Enqueue(std::mem::take(&mut chunk));
+        let chunk = std::mem::take(&mut chunk);
         bytes = 0;
         let resp = if owner == ctx.me.name {
-            local(ctx, Role::Ods, |reply| RoleMsg::Admin { request, reply }).await
+            enqueue_here(ctx, chunk).await
         } else {
-            ctx.peers.call(owner, request).await
+            ctx.peers.call(owner, NodeRequest::Enqueue(chunk)).await
         };
         match resp {
             Response::Enqueued(r) if r.len() == k => out.extend(r),
@@ -552,6 +567,15 @@ async fn join_all<F: Future>(futs: Vec<F>) -> Vec<F::Output> {
     out.into_iter().map(|o| o.expect("every future completed")).collect()
 }
 
+/// Stores copies in this node's ODS, together with other callers' copies
+/// waiting at the same time (see [`crate::coalescer`]).
+async fn enqueue_here(ctx: &ServerCtx, items: Vec<EnqueueItem>) -> Response {
+    match &ctx.ods_queue {
+        Some(q) => q.submit(items).await,
+        None => Response::Error(WireError::Internal("this node hosts no ODS".into())),
+    }
+}
+
 /// Hands a message to this node's actor of `role`. If the actor is being
 /// restarted by the supervisor, waits briefly for its successor.
 async fn local(
@@ -559,8 +583,19 @@ async fn local(
     role: Role,
     msg: impl FnOnce(ractor::RpcReplyPort<Response>) -> RoleMsg,
 ) -> Response {
-    let unavailable = || Response::Error(WireError::Unavailable { node: ctx.me.name.clone() });
-    let name = actor_name(&ctx.me.name, role);
+    call_role(&ctx.me.name, ctx.config.limits.call_timeout, role, msg).await
+}
+
+/// [`local`] given only what it needs: node `node`'s actor of `role`,
+/// answering within `timeout`.
+async fn call_role(
+    node: &str,
+    timeout: Duration,
+    role: Role,
+    msg: impl FnOnce(ractor::RpcReplyPort<Response>) -> RoleMsg,
+) -> Response {
+    let unavailable = || Response::Error(WireError::Unavailable { node: node.to_string() });
+    let name = actor_name(node, role);
     let deadline = tokio::time::Instant::now() + ACTOR_WAIT;
     let actor = loop {
         if let Some(actor) = ActorRef::<RoleMsg>::where_is(name.clone()) {
@@ -575,7 +610,7 @@ async fn local(
     if actor.send_message(msg(tx.into())).is_err() {
         return unavailable();
     }
-    match tokio::time::timeout(ctx.config.limits.call_timeout, rx).await {
+    match tokio::time::timeout(timeout, rx).await {
         Ok(Ok(r)) => r,
         // The actor died while holding the request, or is stuck: the request
         // had no acknowledged effect and the caller may retry.
