@@ -34,7 +34,18 @@ pub(super) async fn anonymizer_cost(
     lanes: usize,
     chaos_hooks: bool,
 ) -> anyhow::Result<(f64, Option<f64>)> {
-    use mlsd_actors::ids::anonymizer::Anonymizer;
+    in_lanes(n, lanes, Some(chaos_hooks)).await
+}
+
+/// `n` anonymizer jobs in `lanes` concurrent tasks: each spawning an actor
+/// per job and waiting for it to stop (`actor` is `Some(chaos_hooks)`), or
+/// doing the job inline. Returns (wall µs per job, CPU µs per job).
+async fn in_lanes(
+    n: usize,
+    lanes: usize,
+    actor: Option<bool>,
+) -> anyhow::Result<(f64, Option<f64>)> {
+    use mlsd_actors::ids::anonymizer::{make_copy, Anonymizer};
     use ractor::Actor;
     let message = std::sync::Arc::new(vec![7u8; MESSAGE]);
     let cpu0 = cpu_seconds();
@@ -44,9 +55,13 @@ pub(super) async fn anonymizer_cost(
         let message = message.clone();
         tasks.push(tokio::spawn(async move {
             for i in (lane..n).step_by(lanes) {
-                let job = bench_job(i, &message, chaos_hooks);
-                let (_, handle) = Actor::spawn(None, Anonymizer, job).await?;
-                handle.await?;
+                let job = bench_job(i, &message, actor.unwrap_or(false));
+                if actor.is_some() {
+                    let (_, handle) = Actor::spawn(None, Anonymizer, job).await?;
+                    handle.await?;
+                } else {
+                    std::hint::black_box(make_copy(&job).ok());
+                }
             }
             anyhow::Ok(())
         }));
@@ -135,26 +150,8 @@ pub(super) fn job_cost(n: usize) -> f64 {
 /// actors keep them, so what an actor costs beyond this is its own and not
 /// the job running slower beside another one.
 pub(super) async fn job_cost_parallel(n: usize, lanes: usize) -> anyhow::Result<f64> {
-    let message = std::sync::Arc::new(vec![7u8; MESSAGE]);
-    let cpu0 = cpu_seconds();
-    let t = Instant::now();
-    let mut tasks = Vec::new();
-    for lane in 0..lanes {
-        let message = message.clone();
-        tasks.push(tokio::spawn(async move {
-            for i in (lane..n).step_by(lanes) {
-                let job = bench_job(i, &message, false);
-                std::hint::black_box(mlsd_actors::ids::anonymizer::make_copy(&job).ok());
-            }
-        }));
-    }
-    for t in tasks {
-        t.await?;
-    }
-    Ok(cpu0
-        .zip(cpu_seconds())
-        .map(|(a, b)| (b - a) * 1e6 / n as f64)
-        .unwrap_or(t.elapsed().as_secs_f64() * 1e6 / n as f64))
+    let (wall, cpu) = in_lanes(n, lanes, None).await?;
+    Ok(cpu.unwrap_or(wall))
 }
 
 /// CPU time (user + system, all threads) this process has used, seconds,
