@@ -570,9 +570,14 @@ async fn join_all<F: Future>(futs: Vec<F>) -> Vec<F::Output> {
 /// Stores copies in this node's ODS, together with other callers' copies
 /// waiting at the same time (see [`crate::coalescer`]).
 async fn enqueue_here(ctx: &ServerCtx, items: Vec<EnqueueItem>) -> Response {
-    match &ctx.ods_queue {
-        Some(q) => q.submit(items).await,
-        None => Response::Error(WireError::Internal("this node hosts no ODS".into())),
+    let Some(q) = &ctx.ods_queue else {
+        return Response::Error(WireError::Internal("this node hosts no ODS".into()));
+    };
+    // Time in the queue counts against the bound a direct call has; copies
+    // written after the caller gave up are recognized when the sender retries.
+    match tokio::time::timeout(ctx.config.limits.call_timeout, q.submit(items)).await {
+        Ok(r) => r,
+        Err(_) => Response::Error(WireError::Unavailable { node: ctx.me.name.clone() }),
     }
 }
 
