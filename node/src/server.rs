@@ -544,7 +544,7 @@ async fn send_batch(ctx: &ServerCtx, owner: &str, items: Vec<EnqueueItem>) -> Ve
 }
 
 /// Runs futures concurrently on this task and collects their outputs.
-async fn join_all<F: Future>(futs: Vec<F>) -> Vec<F::Output> {
+pub(crate) async fn join_all<F: Future>(futs: Vec<F>) -> Vec<F::Output> {
     let mut futs: Vec<Pin<Box<F>>> = futs.into_iter().map(Box::pin).collect();
     let mut out: Vec<Option<F::Output>> = (0..futs.len()).map(|_| None).collect();
     std::future::poll_fn(|cx| {

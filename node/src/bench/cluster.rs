@@ -108,13 +108,9 @@ pub(super) async fn fanout(
         }
         anyhow::Ok(())
     };
-    let mut lanes = lanes.into_iter();
-    let (a, b) = tokio::join!(
-        lane(lanes.next().unwrap_or_default()),
-        lane(lanes.next().unwrap_or_default())
-    );
-    a?;
-    b?;
+    for done in crate::server::join_all(lanes.into_iter().map(lane).collect()).await {
+        done?;
+    }
     Ok(((members * messages) as f64 / t.elapsed().as_secs_f64(), first_ms))
 }
 
