@@ -10,25 +10,19 @@
 
 mod common;
 
+use common::to_roster;
 use mlsd::inproc::InprocCluster;
 use mlsd_actors::ids::fanout::{ENQUEUE_CHUNK, ENQUEUE_FIRST};
 use mlsd_client::mailbox::{self, Counter, MailboxKeys};
 use mlsd_client::{Client, ClientConfig, ClientError, Connection};
 use mlsd_transport::envelope;
-use mlsd_transport::protocol::{Recipients, RosterEntry, RosterMode};
-use mlsd_transport::{Request, Response, Role, WireError};
+use mlsd_transport::protocol::{RosterEntry, RosterMode};
+use mlsd_transport::{Response, Role, WireError};
 
 /// Recipients of the test send: several full chunks and a partial one.
 const MEMBERS: usize = 2 * ENQUEUE_CHUNK + 3 * ENQUEUE_FIRST + 5;
 /// Every this many recipients, one mailbox that was never opened.
 const UNKNOWN_EVERY: usize = 37;
-
-/// `req` (a prepared send) re-addressed to `roster`.
-fn to_roster(req: Request, roster: &[RosterEntry]) -> Request {
-    let Request::Send { mut body, mac } = req else { panic!("not a send") };
-    body.recipients = Recipients::Roster(roster.to_vec());
-    Request::Send { body, mac }
-}
 
 /// Limits a test with hundreds of mailbox openings from one address needs.
 const LIMITS: &str =

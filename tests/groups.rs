@@ -447,13 +447,8 @@ async fn a_fan_out_larger_than_one_frame_reaches_a_remote_ods() {
             push_key: None,
         });
     }
-    let mlsd_transport::Request::Send { mut body, mac } =
-        alice.prepare_text("big", &"x".repeat(1500)).unwrap()
-    else {
-        unreachable!()
-    };
-    body.recipients = mlsd_transport::protocol::Recipients::Roster(roster);
-    let r = alice.send_request(mlsd_transport::Request::Send { body, mac }).await.unwrap();
+    let send = common::to_roster(alice.prepare_text("big", &"x".repeat(1500)).unwrap(), &roster);
+    let r = alice.send_request(send).await.unwrap();
     assert_eq!(r, mlsd_transport::Response::Sent { copies: 600 });
 }
 

@@ -272,3 +272,14 @@ pub fn frame(body: &[u8]) -> Vec<u8> {
     v.extend_from_slice(body);
     v
 }
+
+/// `req` (a prepared `Send`) re-addressed to `roster`, a client-supplied
+/// roster: the MAC does not cover the recipients, so tests pick them.
+pub fn to_roster(
+    req: mlsd_transport::Request,
+    roster: &[mlsd_transport::protocol::RosterEntry],
+) -> mlsd_transport::Request {
+    let mlsd_transport::Request::Send { mut body, mac } = req else { panic!("not a send") };
+    body.recipients = mlsd_transport::protocol::Recipients::Roster(roster.to_vec());
+    mlsd_transport::Request::Send { body, mac }
+}
