@@ -89,7 +89,10 @@ pub async fn run(opts: BenchOpts) -> anyhow::Result<()> {
     let (anon_cpu_us, actor_cpu_us) = (anon.cpu_us, anon.actor_cpu_us);
     let (anon_chaos_us, _) = anonymizer_cost(anon_n, 1, true).await?;
     let seal_us = 1e6 / seal_per_core;
-    println!("limits on this machine ({cores} cores), 1 KiB message -> {env_len}-byte envelopes:");
+    let cpu = cpu_model();
+    println!(
+        "limits on this machine ({cores} cores, {cpu}), 1 KiB message -> {env_len}-byte envelopes:"
+    );
     println!("  seal                 {:>12.0} envelopes/s per core", seal_per_core);
     println!(
         "  ODS synced enqueue   {:>12.0} envelopes/s (median of {rounds}: {:.0}-{:.0}; {volume} copies to 1,000 mailboxes in batches of {ENQUEUE_CHUNK})",
@@ -215,7 +218,9 @@ pub async fn run(opts: BenchOpts) -> anyhow::Result<()> {
             .map(|(n, m, r, ratio)| format!("{{\"nodes\": {n}, \"members\": {m}, \"copies_per_s\": {r:.1}, \"ratio\": {ratio:.3}}}"))
             .collect();
         let json = format!(
-            "{{\n  \"machine\": {{\"cores\": {cores}, \"profile\": \"{}\"}},\n  \"git_revision\": \"{rev}\",\n  \"seal_per_core_per_s\": {seal_per_core:.1},\n  \"enqueue_per_s\": {enqueue:.1},\n  \"quic_bytes_per_s\": {quic:.1},\n  \"ceiling_copies_per_s\": {ceiling:.1},\n  \"fanout\": [{}],\n  \"latency_ms\": {{\"p50\": {p50:.2}, \"p99\": {p99:.2}}},\n  \"latency_by_shape\": [{}],\n  \"enqueue_latency_ms\": {{\"p50\": {e50:.2}, \"p99\": {e99:.2}}},\n  \"bytes_per_idle_group\": {},\n  \"seal_1000_ms\": {seal_1000_ms:.2},\n  \"anonymizer_us\": {anon_us:.2},\n  \"anonymizer_chaos_hooks_us\": {anon_chaos_us:.2},\n  \"anonymizer_cpu_us\": {},\n  \"anonymizer_actor_cpu_us\": {},\n  \"job_us\": {job_us:.2},\n  \"seal_cpu_us\": {seal_cpu_us:.2},\n  \"seal_us\": {seal_us:.2},\n  \"enqueue_1000_ms\": {:.2},\n  \"bytes_per_idle_mailbox\": {}\n}}\n",
+            "{{\n  \"machine\": {{\"cores\": {cores}, \"cpu\": \"{cpu}\", \"arch\": \"{}\", \"os\": \"{}\", \"profile\": \"{}\"}},\n  \"git_revision\": \"{rev}\",\n  \"seal_per_core_per_s\": {seal_per_core:.1},\n  \"enqueue_per_s\": {enqueue:.1},\n  \"quic_bytes_per_s\": {quic:.1},\n  \"ceiling_copies_per_s\": {ceiling:.1},\n  \"fanout\": [{}],\n  \"latency_ms\": {{\"p50\": {p50:.2}, \"p99\": {p99:.2}}},\n  \"latency_by_shape\": [{}],\n  \"enqueue_latency_ms\": {{\"p50\": {e50:.2}, \"p99\": {e99:.2}}},\n  \"bytes_per_idle_group\": {},\n  \"seal_1000_ms\": {seal_1000_ms:.2},\n  \"anonymizer_us\": {anon_us:.2},\n  \"anonymizer_chaos_hooks_us\": {anon_chaos_us:.2},\n  \"anonymizer_cpu_us\": {},\n  \"anonymizer_actor_cpu_us\": {},\n  \"job_us\": {job_us:.2},\n  \"seal_cpu_us\": {seal_cpu_us:.2},\n  \"seal_us\": {seal_us:.2},\n  \"enqueue_1000_ms\": {:.2},\n  \"bytes_per_idle_mailbox\": {}\n}}\n",
+            std::env::consts::ARCH,
+            std::env::consts::OS,
             if cfg!(debug_assertions) { "debug" } else { "release" },
             fanout.join(", "),
             latency
@@ -233,6 +238,22 @@ pub async fn run(opts: BenchOpts) -> anyhow::Result<()> {
         println!("figures written to {}", path.display());
     }
     Ok(())
+}
+
+/// The CPU's model name (Linux `/proc/cpuinfo`), reduced to characters that
+/// need no escaping in the JSON report; "unknown" elsewhere.
+fn cpu_model() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = info
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, m)| m.trim())
+        .unwrap_or("unknown");
+    model
+        .chars()
+        .filter(|c| (c.is_ascii_graphic() || *c == ' ') && !matches!(c, '"' | '\\'))
+        .collect()
 }
 
 /// The 50th and 99th percentiles of `v` (sorted in place); zeros when empty.
