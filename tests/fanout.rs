@@ -1,7 +1,7 @@
 //! A fan-out larger than one enqueue chunk: every copy reaches its own
 //! mailbox exactly once, sealed under that recipient's key; a roster naming
-//! mailboxes the ODS does not know gets `Incomplete` with the exact count
-//! while every other copy is still stored; a retried send stores nothing
+//! mailboxes the ODS does not know gets `PartlySent` naming exactly those
+//! mailboxes while every other copy is still stored; a retried send stores nothing
 //! twice. The copies leave the fan-out in several chunks of different sizes
 //! (the first as soon as `ENQUEUE_FIRST` are sealed), so this checks that
 //! the answer waits for all of them and counts each once. The same on three
@@ -14,10 +14,10 @@ use common::to_roster;
 use mlsd::inproc::InprocCluster;
 use mlsd_actors::ids::fanout::{ENQUEUE_CHUNK, ENQUEUE_FIRST};
 use mlsd_client::mailbox::{self, Counter, MailboxKeys};
-use mlsd_client::{Client, ClientConfig, ClientError, Connection};
+use mlsd_client::{Client, ClientConfig, Connection};
 use mlsd_transport::envelope;
-use mlsd_transport::protocol::{RosterEntry, RosterMode};
-use mlsd_transport::{Response, Role, WireError};
+use mlsd_transport::protocol::{RosterEntry, RosterMode, Undeliverable};
+use mlsd_transport::{Response, Role};
 
 /// Recipients of the test send: several full chunks and a partial one.
 const MEMBERS: usize = 2 * ENQUEUE_CHUNK + 3 * ENQUEUE_FIRST + 5;
@@ -79,10 +79,22 @@ async fn large_fan_out(layout: &[(&str, &str)]) {
 
     let first = to_roster(sender.prepare_text("G", "to everyone").unwrap(), &roster);
     match sender.send_request(first).await {
-        Err(ClientError::Server(WireError::Incomplete { failed, total })) => {
-            assert_eq!((failed as usize, total as usize), (unknown, MEMBERS));
+        Ok(Response::PartlySent { copies, failed, undelivered }) => {
+            assert_eq!((failed as usize, copies as usize), (unknown, MEMBERS));
+            // Exactly the unknown mailboxes are named, each once, and why.
+            let mut named: Vec<[u8; 32]> = undelivered
+                .iter()
+                .map(|u| {
+                    assert_eq!(u.reason, Undeliverable::UnknownMailbox);
+                    u.mailbox
+                })
+                .collect();
+            named.sort();
+            named.dedup();
+            assert_eq!(named.len(), unknown);
+            assert!(named.iter().all(|m| !known.iter().any(|(k, _)| k.id == *m)));
         }
-        other => panic!("expected Incomplete, got {other:?}"),
+        other => panic!("expected PartlySent, got {other:?}"),
     }
 
     // The same text again to the known recipients only: complete, and a

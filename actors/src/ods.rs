@@ -24,7 +24,9 @@ use std::collections::HashMap;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use mlsd_transport::protocol::identity::signing_bytes;
-use mlsd_transport::protocol::mailbox::{LABEL_ACK, LABEL_FETCH, LABEL_SUBSCRIBE, MAX_ENVELOPE};
+use mlsd_transport::protocol::mailbox::{
+    page_cost, LABEL_ACK, LABEL_FETCH, LABEL_SUBSCRIBE, MAX_ENVELOPE,
+};
 use mlsd_transport::protocol::{
     Delivered, EnqueueItem, EnqueueResult, MailboxAuth, MailboxId, NodeRequest, SealedPush,
 };
@@ -199,7 +201,11 @@ impl OdsLogic {
         Ok(Response::Envelopes(out))
     }
 
-    /// Up to `limit` stored envelopes after sequence number `after`.
+    /// Up to `limit` stored envelopes after sequence number `after`, and no
+    /// more than fit in a page of [`OdsSettings::page_bytes`] (the first one
+    /// always does: envelopes are smaller than a page by construction). Read
+    /// a few at a time, so a page of small envelopes costs no more memory
+    /// than one of large ones.
     fn page(
         &self,
         mailbox: &MailboxId,
@@ -207,12 +213,30 @@ impl OdsLogic {
         limit: usize,
         ctx: &RoleContext<'_>,
     ) -> Result<Vec<Delivered>, WireError> {
+        const STEP: usize = 16;
         let prefix = queue_prefix(mailbox);
-        let start = queue_key(mailbox, after.saturating_add(1));
         let mut out = Vec::new();
-        for (k, v) in ctx.store.scan_from(SPACE, &prefix, &start, limit).map_err(internal)? {
-            let seq = k[prefix.len()..].try_into().map(u64::from_be_bytes).map_err(internal)?;
-            out.push(Delivered { seq, envelope: v });
+        let mut bytes = 0;
+        let mut next = after.saturating_add(1);
+        while out.len() < limit {
+            let start = queue_key(mailbox, next);
+            let step = STEP.min(limit - out.len());
+            let rows = ctx.store.scan_from(SPACE, &prefix, &start, step).map_err(internal)?;
+            let got = rows.len();
+            for (k, v) in rows {
+                let seq = k[prefix.len()..].try_into().map(u64::from_be_bytes).map_err(internal)?;
+                let d = Delivered { seq, envelope: v };
+                let cost = page_cost(&d);
+                if !out.is_empty() && bytes + cost > self.settings.page_bytes {
+                    return Ok(out);
+                }
+                bytes += cost;
+                next = seq.saturating_add(1);
+                out.push(d);
+            }
+            if got < step {
+                break;
+            }
         }
         Ok(out)
     }
@@ -405,7 +429,8 @@ mod tests {
 
     /// An ODS with mailbox `[5; 32]` open.
     fn ods_with_mailbox(ctx: &RoleContext<'_>) -> OdsLogic {
-        let mut ods = OdsLogic::new(OdsSettings { max_queue: 100, max_fetch: 10 });
+        let mut ods =
+            OdsLogic::new(OdsSettings { max_queue: 100, max_fetch: 10, page_bytes: 1 << 20 });
         let auth =
             ed25519_dalek::SigningKey::from_bytes(&[1; 32]).verifying_key().to_bytes().to_vec();
         ods.handle(
@@ -465,5 +490,38 @@ mod tests {
         let week0 = week_of(t0);
         assert!(store.scan_prefix(SPACE, &week_prefix(week0), 10).unwrap().is_empty());
         assert_eq!(store.scan_prefix(SPACE, &week_prefix(week0 + 2), 10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn pages_are_cut_by_bytes_and_every_envelope_is_read_once_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RocksStore::open(dir.path(), false).unwrap();
+        let ctx = RoleContext { node: "t", store: &store, now: std::time::SystemTime::now() };
+        let mut ods = ods_with_mailbox(&ctx);
+        ods.settings.page_bytes = mlsd_transport::protocol::mailbox::page_budget(1 << 20);
+        ods.settings.max_fetch = 256;
+        let items: Vec<EnqueueItem> = (0..12u8)
+            .map(|d| EnqueueItem {
+                mailbox: [5; 32],
+                delivery_id: [d; 32],
+                envelope: vec![d; MAX_ENVELOPE],
+                push_key: None,
+            })
+            .collect();
+        assert!(matches!(ods.admin(NodeRequest::Enqueue(items), &ctx), Response::Enqueued(_)));
+        let (mut after, mut seen, mut pages) = (0, Vec::new(), 0);
+        loop {
+            let page = ods.page(&[5; 32], after, 256, &ctx).unwrap();
+            if page.is_empty() {
+                break;
+            }
+            let bytes: usize = page.iter().map(page_cost).sum();
+            assert!(bytes <= ods.settings.page_bytes, "page of {bytes} bytes");
+            after = page.last().unwrap().seq;
+            seen.extend(page.into_iter().map(|d| (d.seq, d.envelope[0])));
+            pages += 1;
+        }
+        assert_eq!(seen, (1..=12u64).map(|s| (s, s as u8 - 1)).collect::<Vec<_>>());
+        assert_eq!(pages, 4, "three of the largest envelopes fit a 1 MiB page");
     }
 }

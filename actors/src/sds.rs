@@ -7,8 +7,13 @@
 //!
 //! Storage (column family `sds`):
 //! - `b/ID` → [`BlobRecord`].
-//! - `d/ID/GEN/INDEX` → chunk INDEX of upload generation GEN. A new upload
-//!   writes a new generation; the old one is deleted when the new one completes.
+//! - `c/ID/GEN/END` → the chunk of upload generation GEN that ends at byte
+//!   END (exclusive, 8 bytes BE). Keyed by its end so that a read from
+//!   `offset` seeks straight to the first chunk ending after it and reads only
+//!   the chunks it returns. A new upload writes a new generation; the old one
+//!   is deleted when the new one completes.
+//! - `d/ID/GEN/INDEX` → chunk INDEX: the older layout, still read (a whole
+//!   scan per read) for blobs uploaded before, and deleted with them.
 
 use mlsd_transport::limits::MAX_CHUNK;
 use mlsd_transport::{codec, Request, Response, Role, WireError};
@@ -59,8 +64,18 @@ fn blob_key(id: &[u8; 32]) -> Vec<u8> {
     k
 }
 
+/// Keys of one generation's chunks in the older, index-keyed layout.
+fn legacy_chunk_prefix(id: &[u8; 32], generation: u64) -> Vec<u8> {
+    generation_prefix(b"d/", id, generation)
+}
+
+/// Keys of one generation's chunks, keyed by end offset.
 fn chunk_prefix(id: &[u8; 32], generation: u64) -> Vec<u8> {
-    let mut k = b"d/".to_vec();
+    generation_prefix(b"c/", id, generation)
+}
+
+fn generation_prefix(tag: &[u8], id: &[u8; 32], generation: u64) -> Vec<u8> {
+    let mut k = tag.to_vec();
     k.extend_from_slice(id);
     k.push(b'/');
     k.extend_from_slice(&generation.to_be_bytes());
@@ -68,10 +83,20 @@ fn chunk_prefix(id: &[u8; 32], generation: u64) -> Vec<u8> {
     k
 }
 
-fn chunk_key(id: &[u8; 32], generation: u64, index: u64) -> Vec<u8> {
+/// The chunk of `generation` ending at byte `end`.
+fn chunk_key(id: &[u8; 32], generation: u64, end: u64) -> Vec<u8> {
     let mut k = chunk_prefix(id, generation);
-    k.extend_from_slice(&index.to_be_bytes());
+    k.extend_from_slice(&end.to_be_bytes());
     k
+}
+
+/// The key just past every key that starts with `prefix` (which ends in `/`).
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    if let Some(last) = end.last_mut() {
+        *last += 1;
+    }
+    end
 }
 
 impl SdsLogic {
@@ -91,20 +116,11 @@ impl SdsLogic {
         }
     }
 
-    fn delete_generation(
-        &self,
-        id: &[u8; 32],
-        generation: u64,
-        ctx: &RoleContext<'_>,
-        b: &mut Batch,
-    ) -> Result<(), WireError> {
-        let limit = (self.settings.max_blob as usize / MAX_CHUNK) + 2;
-        for (k, _) in
-            ctx.store.scan_prefix(SPACE, &chunk_prefix(id, generation), limit).map_err(internal)?
-        {
-            b.delete(SPACE, k);
+    fn delete_generation(&self, id: &[u8; 32], generation: u64, b: &mut Batch) {
+        for prefix in [chunk_prefix(id, generation), legacy_chunk_prefix(id, generation)] {
+            let end = prefix_end(&prefix);
+            b.delete_range(SPACE, prefix, end);
         }
-        Ok(())
     }
 
     fn put(
@@ -135,7 +151,7 @@ impl SdsLogic {
         if offset == 0 {
             // A new upload; an unfinished one is abandoned.
             if let Some(u) = rec.upload.take() {
-                self.delete_generation(&id, u.generation, ctx, &mut b)?;
+                self.delete_generation(&id, u.generation, &mut b);
             }
             rec.generation += 1;
             rec.upload = Some(Upload { generation: rec.generation, total, written: 0, chunks: 0 });
@@ -145,13 +161,13 @@ impl SdsLogic {
         if up.total != total || up.written != offset || offset + data.len() as u64 > total {
             return Err(WireError::BadBlob("chunk out of order".into()));
         }
-        b.put(SPACE, chunk_key(&id, up.generation, up.chunks), data.clone());
         up.written += data.len() as u64;
+        b.put(SPACE, chunk_key(&id, up.generation, up.written), data.clone());
         up.chunks += 1;
         let written = up.written;
         if up.written == up.total {
             if let Some((g, _)) = rec.current {
-                self.delete_generation(&id, g, ctx, &mut b)?;
+                self.delete_generation(&id, g, &mut b);
             }
             rec.current = Some((up.generation, up.total));
         } else {
@@ -172,12 +188,53 @@ impl SdsLogic {
         let rec = self.record(&id, ctx)?.ok_or(WireError::UnknownBlob)?;
         let (generation, total) = rec.current.ok_or(WireError::UnknownBlob)?;
         let max = (max as usize).min(MAX_CHUNK);
+        if offset >= total || max == 0 {
+            return Ok(Response::Blob { total, data: Vec::new() });
+        }
+        // The first chunk ending after `offset` holds it; read on from there
+        // a few chunks at a time until `max` bytes are gathered.
+        const STEP: usize = 4;
+        let prefix = chunk_prefix(&id, generation);
+        let mut data = Vec::new();
+        let mut from = chunk_key(&id, generation, offset + 1);
+        loop {
+            let rows = ctx.store.scan_from(SPACE, &prefix, &from, STEP).map_err(internal)?;
+            if rows.is_empty() && data.is_empty() {
+                return self.get_legacy(id, generation, total, offset, max, ctx);
+            }
+            let got = rows.len();
+            for (k, chunk) in rows {
+                let end = k[prefix.len()..].try_into().map(u64::from_be_bytes).map_err(internal)?;
+                let start = end.saturating_sub(chunk.len() as u64);
+                let skip = offset.saturating_sub(start).min(chunk.len() as u64) as usize;
+                let take = (chunk.len() - skip).min(max - data.len());
+                data.extend_from_slice(&chunk[skip..skip + take]);
+                if data.len() >= max {
+                    return Ok(Response::Blob { total, data });
+                }
+                from = chunk_key(&id, generation, end + 1);
+            }
+            if got < STEP {
+                return Ok(Response::Blob { total, data });
+            }
+        }
+    }
+
+    /// `GetBlob` of a blob stored in the older, index-keyed chunk layout.
+    fn get_legacy(
+        &self,
+        id: [u8; 32],
+        generation: u64,
+        total: u64,
+        offset: u64,
+        max: usize,
+        ctx: &RoleContext<'_>,
+    ) -> Result<Response, WireError> {
         let mut data = Vec::new();
         let mut pos = 0u64;
         let limit = (self.settings.max_blob as usize / MAX_CHUNK) + 2;
-        for (_, chunk) in
-            ctx.store.scan_prefix(SPACE, &chunk_prefix(&id, generation), limit).map_err(internal)?
-        {
+        let prefix = legacy_chunk_prefix(&id, generation);
+        for (_, chunk) in ctx.store.scan_prefix(SPACE, &prefix, limit).map_err(internal)? {
             let end = pos + chunk.len() as u64;
             if end > offset && data.len() < max {
                 let from = offset.saturating_sub(pos) as usize;
@@ -204,10 +261,10 @@ impl SdsLogic {
         }
         let mut b = Batch::new();
         if let Some((g, _)) = rec.current {
-            self.delete_generation(&id, g, ctx, &mut b)?;
+            self.delete_generation(&id, g, &mut b);
         }
         if let Some(u) = &rec.upload {
-            self.delete_generation(&id, u.generation, ctx, &mut b)?;
+            self.delete_generation(&id, u.generation, &mut b);
         }
         b.delete(SPACE, blob_key(&id));
         ctx.store.write(b).map_err(internal)?;
@@ -231,5 +288,120 @@ impl RoleLogic for SdsLogic {
             other => Err(WireError::Internal(format!("SDS cannot serve {other:?}"))),
         };
         r.unwrap_or_else(Response::Error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::storage::{Entries, RocksStore, Store, StoreError};
+
+    /// A store that counts the bytes its scans return.
+    struct Counting {
+        inner: RocksStore,
+        scanned: AtomicUsize,
+    }
+
+    impl Store for Counting {
+        fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+            self.inner.get(space, key)
+        }
+        fn write(&self, batch: Batch) -> Result<(), StoreError> {
+            self.inner.write(batch)
+        }
+        fn scan_from(
+            &self,
+            space: Space,
+            prefix: &[u8],
+            start: &[u8],
+            limit: usize,
+        ) -> Result<Entries, StoreError> {
+            let rows = self.inner.scan_from(space, prefix, start, limit)?;
+            let n: usize = rows.iter().map(|(_, v)| v.len()).sum();
+            self.scanned.fetch_add(n, Ordering::Relaxed);
+            Ok(rows)
+        }
+    }
+
+    fn blob() -> Vec<u8> {
+        (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect()
+    }
+
+    #[test]
+    fn a_read_loads_only_the_chunks_it_returns_and_any_window_is_exact() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            Counting { inner: RocksStore::open(dir.path(), false).unwrap(), scanned: 0.into() };
+        let ctx = RoleContext { node: "t", store: &store, now: std::time::SystemTime::now() };
+        let mut sds = SdsLogic::new(SdsSettings { max_blob: 1 << 20 });
+        let data = blob();
+        let total = data.len() as u64;
+        // Chunks of uneven sizes, 1 KiB to 3 KiB.
+        let mut offset = 0;
+        let mut n = 0;
+        while offset < data.len() {
+            let len = (1024 + (n * 977) % 2048).min(data.len() - offset);
+            let chunk = data[offset..offset + len].to_vec();
+            let r = sds.handle(
+                Request::PutBlob {
+                    id: [1; 32],
+                    cap: [2; 32],
+                    offset: offset as u64,
+                    total,
+                    data: chunk,
+                },
+                None,
+                &ctx,
+            );
+            assert!(matches!(r, Response::BlobWritten { .. }), "{r:?}");
+            offset += len;
+            n += 1;
+        }
+        for (from, max) in [(0, 10), (0, 300_000), (1023, 2), (150_001, 5000), (299_999, 100)] {
+            store.scanned.store(0, Ordering::Relaxed);
+            let r = sds.handle(Request::GetBlob { id: [1; 32], offset: from, max }, None, &ctx);
+            let Response::Blob { total: t, data: got } = r else { panic!("{r:?}") };
+            let end = (from as usize + max as usize).min(data.len());
+            assert_eq!(t, total);
+            assert_eq!(got, &data[from as usize..end], "window {from}+{max}");
+            // At most one step of chunks (4 x 3 KiB) beyond what it returns.
+            let scanned = store.scanned.load(Ordering::Relaxed);
+            assert!(scanned <= got.len() + 4 * 3072, "{from}+{max}: read {scanned} bytes");
+        }
+    }
+
+    #[test]
+    fn blobs_of_the_older_chunk_layout_are_still_read_and_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RocksStore::open(dir.path(), false).unwrap();
+        let ctx = RoleContext { node: "t", store: &store, now: std::time::SystemTime::now() };
+        let mut sds = SdsLogic::new(SdsSettings { max_blob: 1 << 20 });
+        let data = blob();
+        let id = [3; 32];
+        let cap_hash: [u8; 32] = Sha256::digest([4; 32]).into();
+        let rec = BlobRecord {
+            cap_hash,
+            current: Some((1, data.len() as u64)),
+            upload: None,
+            generation: 1,
+        };
+        let mut b = Batch::new();
+        b.put(SPACE, blob_key(&id), codec::encode(&rec).unwrap());
+        for (i, chunk) in data.chunks(100_000).enumerate() {
+            let mut k = legacy_chunk_prefix(&id, 1);
+            k.extend_from_slice(&(i as u64).to_be_bytes());
+            b.put(SPACE, k, chunk.to_vec());
+        }
+        store.write(b).unwrap();
+        let r = sds.handle(Request::GetBlob { id, offset: 150_000, max: 100 }, None, &ctx);
+        assert_eq!(
+            r,
+            Response::Blob { total: data.len() as u64, data: data[150_000..150_100].to_vec() }
+        );
+        let r = sds.handle(Request::DeleteBlob { id, cap: [4; 32] }, None, &ctx);
+        assert_eq!(r, Response::BlobDeleted);
+        assert!(store.scan_prefix(SPACE, b"d/", 10).unwrap().is_empty());
     }
 }

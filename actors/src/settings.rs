@@ -41,6 +41,10 @@ pub struct OdsSettings {
     pub max_queue: u32,
     /// Most envelopes one fetch returns.
     pub max_fetch: u32,
+    /// Most bytes of envelopes one page (fetch, subscription backlog) holds,
+    /// so that it fits the frame limits of both ends
+    /// ([`mlsd_transport::protocol::mailbox::page_budget`]).
+    pub page_bytes: usize,
 }
 
 /// Anonymizers alive at once per fan-out unless configured: twice the cores.
@@ -111,7 +115,13 @@ impl Default for RoleSettings {
                 max_per_client: DEFAULT_MAX_KEY_PACKAGES,
                 max_lifetime: DEFAULT_MAX_KP_LIFETIME,
             },
-            ods: OdsSettings { max_queue: DEFAULT_MAX_QUEUE, max_fetch: DEFAULT_MAX_FETCH },
+            ods: OdsSettings {
+                max_queue: DEFAULT_MAX_QUEUE,
+                max_fetch: DEFAULT_MAX_FETCH,
+                page_bytes: mlsd_transport::protocol::mailbox::page_budget(
+                    mlsd_transport::limits::DEFAULT_MAX_FRAME,
+                ),
+            },
             ids: IdsSettings {
                 anonymizer_concurrency: default_anonymizer_concurrency(),
                 group_idle: Duration::from_secs(60),

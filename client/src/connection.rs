@@ -46,6 +46,17 @@ pub enum ClientError {
     /// A local cryptographic operation failed.
     #[error("crypto: {0}")]
     Crypto(String),
+    /// The message was accepted but not every recipient got a copy (see
+    /// [`Response::PartlySent`]); `send_reliably` retries and reports these.
+    #[error("{failed} of {copies} copies not delivered")]
+    Undelivered {
+        /// Copies in all.
+        copies: u32,
+        /// Copies not stored.
+        failed: u32,
+        /// Who (by mailbox) and why.
+        undelivered: Vec<mlsd_transport::protocol::Undelivered>,
+    },
     /// A binding or KeyPackage did not authenticate.
     #[error(transparent)]
     Rejected(#[from] crate::verify::Rejection),

@@ -44,11 +44,23 @@ const KEPT_EPOCHS: usize = 8;
 /// How long a commit is retried while the cluster cannot be reached.
 const COMMIT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Home file of envelopes that no key of ours opened yet (see `receive`).
-const DEFERRED: &str = "deferred_envelopes";
+/// Home file of envelopes that no key of ours opened yet (see `receive`),
+/// each with the Unix time it was first kept.
+const DEFERRED: &str = "deferred.v2";
 
-/// Most such envelopes kept; the oldest go first.
-const MAX_DEFERRED: usize = 256;
+/// The older form of [`DEFERRED`] (envelopes only), read once and converted.
+const OLD_DEFERRED: &str = "deferred_envelopes";
+
+/// Most such envelopes kept. They are acknowledged at the ODS, so they are
+/// never evicted to make room: when this many wait, `receive` stops before
+/// the next envelope that would have to wait too, leaving it (and what
+/// follows) at the ODS until keys arrive or old ones expire.
+const MAX_DEFERRED: usize = 4096;
+
+/// How long a kept envelope waits for a key: longer than any sender retries
+/// or a commit's copy can be delayed; one that no key opened by then was
+/// never for a group we are in.
+const DEFERRED_SECS: u64 = 14 * 24 * 3600;
 
 /// Home file of our commits whose outcome is not known yet (see `settle`).
 const UNSETTLED: &str = "unsettled_commits";
@@ -309,6 +321,21 @@ impl Client {
         Ok(())
     }
 
+    /// Client id of every member by mailbox id, from the group's current
+    /// state (the outbox names undelivered recipients with it).
+    pub(crate) fn member_mailboxes(
+        &self,
+        gid: &[u8],
+    ) -> std::collections::HashMap<mlsd_transport::protocol::MailboxId, String> {
+        let Ok(group) = self.load_group(gid) else { return Default::default() };
+        members(&group).into_iter().filter_map(|(_, c, r)| Some((r?.mailbox, c))).collect()
+    }
+
+    /// The local name of group `gid` (hex of its id if it is not known).
+    pub(crate) fn group_name(&self, gid: &[u8]) -> String {
+        self.groups.get(gid).map(|g| g.name.clone()).unwrap_or_else(|| hex::encode(gid))
+    }
+
     /// Names of this client's groups.
     pub fn group_names(&self) -> Vec<String> {
         let mut v: Vec<_> =
@@ -435,10 +462,7 @@ impl Client {
         path: &std::path::Path,
     ) -> Result<u32, ClientError> {
         let req = self.prepare_file(name, path).await?;
-        match self.send_request(req).await? {
-            Response::Sent { copies } => Ok(copies),
-            other => Err(ClientError::Unexpected(format!("{other:?}"))),
-        }
+        sent_copies(self.send_request(req).await?)
     }
 
     /// Uploads the file and prepares the `Send` that announces it.
@@ -521,10 +545,7 @@ impl Client {
     /// Sends a text message to the group.
     pub async fn send_text(&mut self, name: &str, text: &str) -> Result<u32, ClientError> {
         let req = self.prepare_text(name, text)?;
-        match self.send_request(req).await? {
-            Response::Sent { copies } => Ok(copies),
-            other => Err(ClientError::Unexpected(format!("{other:?}"))),
-        }
+        sent_copies(self.send_request(req).await?)
     }
 
     /// Sends a prepared `Send`, retrying with the same message id while the
@@ -550,7 +571,28 @@ impl Client {
         self.prepare_payload(name, &Payload::Text(text.to_string()))
     }
 
+    /// Like [`Client::prepare_text`] under a message id of the caller's
+    /// choosing, for tools and tests that check what the IDS does with a
+    /// reused id (an honest client never reuses one).
+    pub fn prepare_text_with_id(
+        &mut self,
+        name: &str,
+        text: &str,
+        message_id: [u8; 32],
+    ) -> Result<Request, ClientError> {
+        self.prepare_payload_as(name, &Payload::Text(text.to_string()), message_id)
+    }
+
     fn prepare_payload(&mut self, name: &str, payload: &Payload) -> Result<Request, ClientError> {
+        self.prepare_payload_as(name, payload, random32())
+    }
+
+    fn prepare_payload_as(
+        &mut self,
+        name: &str,
+        payload: &Payload,
+        message_id: [u8; 32],
+    ) -> Result<Request, ClientError> {
         let meta = self.group_meta(name)?;
         let mut group = self.load_group(&meta.id)?;
         let signer = self.signer()?;
@@ -562,7 +604,7 @@ impl Client {
         let bytes = msg.tls_serialize_detached().map_err(|e| ClientError::Crypto(e.to_string()))?;
         let body = SendBody {
             group: meta.id.clone(),
-            message_id: random32(),
+            message_id,
             message: bytes,
             recipients: self.recipients(&group, meta.mode)?,
             skip: self.mailbox.as_ref().map(|m| m.id),
@@ -750,12 +792,18 @@ impl Client {
             }
         };
         match result {
-            Ok(Response::Sent { .. }) => {
+            Ok(answer @ (Response::Sent { .. } | Response::PartlySent { .. })) => {
                 group
                     .merge_pending_commit(&self.provider)
                     .map_err(|e| ClientError::Crypto(e.to_string()))?;
                 self.remember_epoch(&group)?;
                 self.save_groups()?;
+                // Accepted, but some members have no copy yet: the outbox
+                // sends it again (the IDS recognizes the retry) and reports
+                // who stays unserved; the group's later sends wait behind it.
+                if matches!(answer, Response::PartlySent { .. }) {
+                    self.outbox_push(req)?;
+                }
                 // Best effort: a member who cannot read it keeps the name
                 // from the group context.
                 let _ = self.store_group_data(&group, &meta.name).await;
@@ -795,11 +843,16 @@ impl Client {
         let Some(pos) = list.iter().position(|(g, _)| g == gid) else { return Ok(()) };
         let mut group = self.load_group(gid)?;
         match self.conn.request(list[pos].1.clone()).await {
-            Ok(Response::Sent { .. }) if group.pending_commit().is_some() => {
+            Ok(answer @ (Response::Sent { .. } | Response::PartlySent { .. }))
+                if group.pending_commit().is_some() =>
+            {
                 group
                     .merge_pending_commit(&self.provider)
                     .map_err(|e| ClientError::Crypto(e.to_string()))?;
                 self.remember_epoch(&group)?;
+                if matches!(answer, Response::PartlySent { .. }) {
+                    self.outbox_push(list[pos].1.clone())?;
+                }
             }
             Err(e) if crate::outbox::transient(&e) => return Err(e),
             _ => {
@@ -835,7 +888,7 @@ impl Client {
     pub async fn receive(&mut self) -> Result<Vec<Event>, ClientError> {
         self.settle_all().await?;
         let mut events = std::mem::take(&mut self.pending_events);
-        let mut deferred: Vec<Vec<u8>> = self.home.load(DEFERRED)?.unwrap_or_default();
+        let mut deferred = self.load_deferred()?;
         let mut tried_with = None;
         loop {
             let keys = self.mailbox.as_ref().ok_or(ClientError::NotRegistered)?;
@@ -855,6 +908,7 @@ impl Client {
             }
             let mut last = after;
             let mut followups = Vec::new();
+            let mut full = false;
             for d in batch {
                 // An envelope that does not open or process (not for us any
                 // more, or malformed) is skipped; it must not block the rest.
@@ -862,8 +916,13 @@ impl Client {
                     Ok(Some(ev)) => events.extend(ev),
                     // No key of ours opens it yet: perhaps a message of an
                     // epoch whose commit reaches us later (its copy to us was
-                    // delayed). Kept, and tried again as keys arrive.
-                    Ok(None) => deferred.push(d.envelope),
+                    // delayed). Kept, and tried again as keys arrive; if no
+                    // room is left it stays unacknowledged at the ODS.
+                    Ok(None) if deferred.len() >= MAX_DEFERRED => {
+                        full = true;
+                        break;
+                    }
+                    Ok(None) => deferred.push((now_secs(), d.envelope)),
                     Err(_) => {}
                 }
                 last = d.seq;
@@ -874,23 +933,22 @@ impl Client {
             while !deferred.is_empty() && tried_with != Some(self.key_fingerprint()) {
                 tried_with = Some(self.key_fingerprint());
                 let mut still = Vec::new();
-                for env in std::mem::take(&mut deferred) {
+                for (since, env) in std::mem::take(&mut deferred) {
                     match self.open_and_process(&env, &mut followups) {
                         Ok(Some(ev)) => events.extend(ev),
-                        Ok(None) => still.push(env),
+                        Ok(None) => still.push((since, env)),
                         Err(_) => {}
                     }
                 }
                 deferred = still;
             }
-            let excess = deferred.len().saturating_sub(MAX_DEFERRED);
-            deferred.drain(..excess);
             // MLS state and our position are durable before anything else can
             // fail, so a processed envelope is never processed twice.
             let keys = self.mailbox.as_mut().ok_or(ClientError::NotRegistered)?;
             keys.acked = last;
             self.save_groups()?;
             self.home.save(DEFERRED, &deferred)?;
+            self.home.remove(OLD_DEFERRED)?;
             let keys = self.mailbox.as_ref().ok_or(ClientError::NotRegistered)?;
             self.home.save("mailbox", keys)?;
             // A lost ack is harmless: the next one covers it, and we fetch
@@ -924,8 +982,25 @@ impl Client {
                 }
             }
             self.save_groups()?;
+            if full {
+                // Nothing more fits until keys arrive or kept ones expire.
+                break;
+            }
         }
         Ok(events)
+    }
+
+    /// The envelopes waiting for a key, without those past [`DEFERRED_SECS`].
+    fn load_deferred(&self) -> Result<Vec<(u64, Vec<u8>)>, ClientError> {
+        let now = now_secs();
+        let list: Vec<(u64, Vec<u8>)> = match self.home.load(DEFERRED)? {
+            Some(l) => l,
+            None => {
+                let old: Vec<Vec<u8>> = self.home.load(OLD_DEFERRED)?.unwrap_or_default();
+                old.into_iter().map(|e| (now, e)).collect()
+            }
+        };
+        Ok(list.into_iter().filter(|(since, _)| since + DEFERRED_SECS > now).collect())
     }
 
     /// Changes whenever an envelope key is added or dropped: the sum over
@@ -1082,8 +1157,27 @@ enum Change {
     Update,
 }
 
+/// The copies of a send that stored every copy; a partial delivery is
+/// [`ClientError::Undelivered`] (the outbox retries and reports those).
+fn sent_copies(r: Response) -> Result<u32, ClientError> {
+    match r {
+        Response::Sent { copies } => Ok(copies),
+        Response::PartlySent { copies, failed, undelivered } => {
+            Err(ClientError::Undelivered { copies, failed, undelivered })
+        }
+        other => Err(ClientError::Unexpected(format!("{other:?}"))),
+    }
+}
+
 fn mailbox_ref_of_kp(kp: &KeyPackage) -> Option<MailboxRef> {
     mailbox_ref_of(kp.leaf_node())
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn sha256(data: &[u8]) -> [u8; 32] {

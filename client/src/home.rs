@@ -83,6 +83,16 @@ impl Home {
         write_private(&p, &bytes)
     }
 
+    /// Deletes a state file (`NAME.bin`) if present.
+    pub fn remove(&self, name: &str) -> Result<(), ClientError> {
+        let p = self.dir.join(format!("{name}.bin"));
+        match std::fs::remove_file(&p) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err(&p, e)),
+        }
+    }
+
     fn storage_path(&self) -> PathBuf {
         self.dir.join("mls.bin")
     }
@@ -135,5 +145,9 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), ClientError> {
         .map_err(|e| io_err(&tmp, e))?;
     f.write_all(bytes).map_err(|e| io_err(&tmp, e))?;
     f.sync_all().map_err(|e| io_err(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| io_err(path, e))
+    std::fs::rename(&tmp, path).map_err(|e| io_err(path, e))?;
+    // The rename is durable only once the directory is: state saved before
+    // an ack must survive a crash, or the acked envelopes are lost.
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io_err(dir, e))
 }

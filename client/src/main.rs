@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use mlsd_client::group::Event;
+use mlsd_client::outbox::{self, Outcome, Report};
 use mlsd_client::{Client, ClientConfig, Connection};
 use mlsd_transport::protocol::RosterMode;
 use mlsd_transport::Role;
@@ -198,8 +199,9 @@ fn config(cli: &Cli) -> anyhow::Result<ClientConfig> {
 async fn open(cli: &Cli) -> anyhow::Result<Client> {
     let mut c = Client::open(&config(cli)?).await?;
     if c.client_id().is_some() {
-        if let Err(e) = c.flush_outbox().await {
-            eprintln!("mlsc: outbox: {e}");
+        match c.flush_outbox().await {
+            Ok(f) => report_earlier(&f.reports, None),
+            Err(e) => eprintln!("mlsc: outbox: {e}"),
         }
     }
     Ok(c)
@@ -242,11 +244,30 @@ fn is_message(e: &Event) -> bool {
     matches!(e, Event::Message { .. } | Event::File { .. })
 }
 
+/// Tells the user what became of sends of earlier commands (not `this`).
+fn report_earlier(reports: &[Report], this: Option<[u8; 32]>) {
+    for r in reports.iter().filter(|r| Some(r.message_id) != this) {
+        eprintln!("mlsc: an earlier message to {}: {}", r.group, r.outcome);
+    }
+}
+
+/// Sends `req` through the outbox and says what became of it: nothing when
+/// every copy is stored; which recipients were not served and why (exit 0:
+/// the others have it); an error when it was refused or is still waiting.
 async fn send(c: &mut Client, req: mlsd_transport::Request, timeout: u64) -> anyhow::Result<()> {
-    if c.send_reliably(req, Duration::from_secs(timeout)).await? {
-        Ok(())
-    } else {
-        anyhow::bail!("not acknowledged within {timeout} s; it stays in the outbox and is retried by the next command")
+    let id = outbox::message_id(&req);
+    let reports = c.send_reliably(req, Duration::from_secs(timeout)).await?;
+    report_earlier(&reports, id);
+    match reports.into_iter().find(|r| Some(r.message_id) == id).map(|r| r.outcome) {
+        Some(Outcome::Delivered { .. }) => Ok(()),
+        Some(partly @ Outcome::Partly { .. }) => {
+            eprintln!("mlsc: {partly}");
+            Ok(())
+        }
+        Some(dropped @ Outcome::Dropped(_)) => anyhow::bail!("{dropped}"),
+        None => anyhow::bail!(
+            "not acknowledged within {timeout} s; it stays in the outbox and is retried by the next mlsc command"
+        ),
     }
 }
 

@@ -350,10 +350,16 @@ impl ClusterConfig {
         }
         let l = raw.limits;
         let max_frame = l.max_frame.unwrap_or(limits::DEFAULT_MAX_FRAME);
-        if !(1024..=limits::ABSOLUTE_MAX_FRAME).contains(&max_frame) {
+        // One page of a mailbox must hold the largest envelope, or a mailbox
+        // holding one could never be read.
+        let min_frame = mlsd_transport::protocol::mailbox::MIN_FRAME_FOR_ENVELOPES;
+        if !(min_frame..=limits::ABSOLUTE_MAX_FRAME).contains(&max_frame) {
             return Err(ConfigError::BadSetting {
                 key: "limits.max_frame",
-                reason: format!("must be between 1024 and {}", limits::ABSOLUTE_MAX_FRAME),
+                reason: format!(
+                    "must be between {min_frame} (the largest envelope and its page) and {}",
+                    limits::ABSOLUTE_MAX_FRAME
+                ),
             });
         }
         let ms = |key: &'static str, v: Option<u64>, d: Duration| match v {

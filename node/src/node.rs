@@ -70,7 +70,11 @@ fn role_settings(config: &ClusterConfig, me: &NodeConfig) -> Result<RoleSettings
             max_per_client: config.cs.max_per_client,
             max_lifetime: config.cs.max_lifetime,
         },
-        ods: OdsSettings { max_queue: config.ods.max_queue, max_fetch: config.ods.max_fetch },
+        ods: OdsSettings {
+            max_queue: config.ods.max_queue,
+            max_fetch: config.ods.max_fetch,
+            page_bytes: mlsd_transport::protocol::mailbox::page_budget(config.limits.max_frame),
+        },
         sds: SdsSettings { max_blob: config.sds_max_blob },
         ids: IdsSettings {
             anonymizer_concurrency: config.ids.anonymizer_concurrency as usize,

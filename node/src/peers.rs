@@ -65,8 +65,13 @@ impl Peers {
 
     /// Sends a node request to `node`; `Unavailable` when it cannot be reached.
     /// A call that fails on a pooled connection is tried once more on a fresh
-    /// one, since the peer may have restarted since the connection was made.
+    /// one, since the peer may have restarted since the connection was made;
+    /// but only if the request never left (no stream could be opened) or
+    /// running it twice changes nothing ([`may_repeat`]): a KeyPackage fetch,
+    /// a mailbox opening or a blob chunk that the peer served before the
+    /// connection broke must not run again.
     pub async fn call(&self, node: &str, request: NodeRequest) -> Response {
+        let repeatable = may_repeat(&request);
         let unavailable = || Response::Error(WireError::Unavailable { node: node.to_string() });
         let Some(peer) = self.peers.get(node) else {
             return Response::Error(WireError::Internal(format!("unknown peer {node}")));
@@ -92,11 +97,12 @@ impl Peers {
                 }
                 Err(e) => {
                     tracing::warn!(peer = node, error = %e, attempt, "forwarded call failed");
+                    let unsent = matches!(e, endpoint::CallError::Connection(_));
                     let mut st = peer.state.lock().await;
                     if st.conn.as_ref().map(|c| c.stable_id()) == Some(conn.stable_id()) {
                         st.conn = None;
                     }
-                    if fresh || attempt == 1 {
+                    if fresh || attempt == 1 || !(unsent || repeatable) {
                         mark_failed(&mut st);
                         return unavailable();
                     }
@@ -144,8 +150,68 @@ impl Peers {
     }
 }
 
+/// Whether serving `request` twice has the effect of serving it once, so a
+/// call whose answer was lost may be sent again: reads, the ODS enqueue
+/// (idempotent per delivery id), and a mailbox's fetch and ack (a second copy
+/// changes nothing; it is refused as a replay, and the client signs anew).
+/// Everything else is retried by its client, which knows whether the first
+/// attempt took effect.
+fn may_repeat(request: &NodeRequest) -> bool {
+    use mlsd_transport::Request as R;
+    match request {
+        NodeRequest::Enqueue(_) => true,
+        NodeRequest::Forward(r) => matches!(
+            r,
+            R::Ping { .. }
+                | R::Lookup { .. }
+                | R::GetBlob { .. }
+                | R::CountKeyPackages { .. }
+                | R::Fetch { .. }
+                | R::Ack { .. }
+        ),
+        NodeRequest::Enroll { .. } | NodeRequest::Chaos { .. } => false,
+    }
+}
+
 fn mark_failed(st: &mut PeerState) {
     st.failures = st.failures.saturating_add(1);
     let backoff = BACKOFF_MIN.saturating_mul(1 << st.failures.min(8).saturating_sub(1));
     st.retry_at = Some(Instant::now() + backoff.min(BACKOFF_MAX));
+}
+
+#[cfg(test)]
+mod tests {
+    use mlsd_transport::protocol::{MailboxAuth, RosterMode};
+    use mlsd_transport::Request;
+
+    use super::*;
+
+    #[test]
+    fn only_reads_acks_and_enqueues_are_repeated_after_a_lost_answer() {
+        let auth = MailboxAuth { mailbox: [1; 32], counter: 1, signature: Vec::new() };
+        let consuming = [
+            Request::FetchKeyPackages { identity: "bob".into() },
+            Request::OpenMailbox { mailbox: [1; 32], auth_key: Vec::new(), push: None },
+            Request::PutBlob { id: [1; 32], cap: [2; 32], offset: 0, total: 1, data: vec![1] },
+            Request::CreateGroup {
+                group: vec![1],
+                mode: RosterMode::Stored,
+                auth_key: [0; 32],
+                roster: None,
+            },
+        ];
+        for r in consuming {
+            assert!(!may_repeat(&NodeRequest::Forward(r.clone())), "{r:?}");
+        }
+        let reads = [
+            Request::Lookup { identity: "bob".into() },
+            Request::GetBlob { id: [1; 32], offset: 0, max: 1 },
+            Request::Ack { auth: auth.clone(), up_to: 1 },
+            Request::Fetch { auth, after: 0, limit: 1 },
+        ];
+        for r in reads {
+            assert!(may_repeat(&NodeRequest::Forward(r.clone())), "{r:?}");
+        }
+        assert!(may_repeat(&NodeRequest::Enqueue(Vec::new())));
+    }
 }

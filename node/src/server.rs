@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use mlsd_actors::role::actor_name;
 use mlsd_actors::{RoleMsg, Router};
-use mlsd_transport::frame::{read_message, write_message};
+use mlsd_transport::frame::{read_message, write_message, FrameError};
+use mlsd_transport::protocol::mailbox::{into_pages, page_budget};
 use mlsd_transport::protocol::{
     ChaosTarget, ClientFrame, EnqueueItem, EnqueueResult, NodeFrame, NodeRequest, ResponseFrame,
     ALPN_CLIENT, ALPN_NODE, CLIENT_MAGIC, NODE_MAGIC,
@@ -25,7 +26,7 @@ use ractor::ActorRef;
 use rustls::pki_types::CertificateDer;
 
 use crate::coalescer::{Coalescer, WriteBatch};
-use crate::config::{ClusterConfig, NodeConfig};
+use crate::config::{ClusterConfig, Limits, NodeConfig};
 use crate::limiter::{RateLimiter, TokenBucket};
 use crate::mixer::{Mixer, SendBatch};
 use crate::peers::Peers;
@@ -194,7 +195,7 @@ async fn serve_connection(conn: quinn::Connection, ctx: Arc<ServerCtx>) {
             // other connections are unaffected.
             if let Err(e) = bucket.take() {
                 tokio::spawn(async move {
-                    reply(send, Response::Error(e), ctx.config.limits.max_frame).await;
+                    reply(send, Response::Error(e), &ctx.config.limits).await;
                     drop(recv);
                 });
                 continue;
@@ -210,11 +211,42 @@ async fn serve_connection(conn: quinn::Connection, ctx: Arc<ServerCtx>) {
     }
 }
 
-async fn reply(mut send: quinn::SendStream, response: Response, max: u32) {
-    if let Err(e) = write_message(&mut send, &ResponseFrame::new(response), max).await {
-        tracing::debug!(error = %e, "cannot write response");
-    }
+/// Answers a request on its stream and finishes it.
+async fn reply(mut send: quinn::SendStream, response: Response, l: &Limits) {
+    let _ = write_response(&mut send, ResponseFrame::new(response), l).await;
     let _ = send.finish();
+}
+
+/// Writes one response frame, taking at most `read_timeout` (a reader that
+/// never reads holds a task and a buffer for that long, no longer). An answer
+/// that does not fit a frame is replaced by `ResponseTooLarge`, so the client
+/// learns of it; every failure is logged at warn. `Err` when the stream is no
+/// use any more.
+async fn write_response(
+    send: &mut quinn::SendStream,
+    frame: ResponseFrame,
+    l: &Limits,
+) -> Result<(), FrameError> {
+    let written = tokio::time::timeout(l.read_timeout, write_message(send, &frame, l.max_frame))
+        .await
+        .unwrap_or(Err(FrameError::Timeout));
+    match written {
+        Ok(()) => Ok(()),
+        Err(FrameError::TooLarge { len, max }) => {
+            tracing::warn!(len, max, "response exceeds the frame limit; answering with an error");
+            let error =
+                ResponseFrame::new(Response::Error(WireError::ResponseTooLarge { len, max }));
+            let sent = tokio::time::timeout(l.read_timeout, write_message(send, &error, max)).await;
+            if !matches!(sent, Ok(Ok(()))) {
+                tracing::warn!("cannot write the error response either");
+            }
+            Err(FrameError::TooLarge { len, max })
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot write response");
+            Err(e)
+        }
+    }
 }
 
 fn check_frame(magic: u32, want: u32, version: u16) -> Result<(), WireError> {
@@ -248,7 +280,7 @@ async fn serve_client_stream(
                 },
             },
         };
-    reply(send, response, l.max_frame).await;
+    reply(send, response, l).await;
 }
 
 async fn serve_node_stream(
@@ -263,14 +295,22 @@ async fn serve_node_stream(
         Ok(f) => match check_frame(f.magic, NODE_MAGIC, f.version) {
             Err(e) => Response::Error(e),
             Ok(()) => match f.request {
+                // Served here or refused: a forwarded subscription is never
+                // forwarded a second time (configs that disagree cannot loop).
                 NodeRequest::Forward(req @ Request::Subscribe { .. }) => {
-                    return subscription(&ctx, send, req).await;
+                    match owner_of(&ctx, &req) {
+                        Ok(owner) if owner == ctx.me.name => {
+                            return subscription(&ctx, send, req).await
+                        }
+                        Ok(owner) => Response::Error(WireError::NotOwner { owner }),
+                        Err(e) => Response::Error(e),
+                    }
                 }
                 other => serve_node_request(&ctx, other).await,
             },
         },
     };
-    reply(send, response, l.max_frame).await;
+    reply(send, response, l).await;
 }
 
 /// Live envelopes a subscription may have queued before its stream takes
@@ -286,13 +326,10 @@ const SUBSCRIPTION_IDLE: Duration = Duration::from_secs(24 * 3600);
 /// the subscriber goes away. At the mailbox's owner it registers with the ODS
 /// actor; elsewhere it pipes a stream to the owner.
 async fn subscription(ctx: &ServerCtx, mut send: quinn::SendStream, req: Request) {
-    let max = ctx.config.limits.max_frame;
-    let (_, key) = req.shard();
-    let owner = match routing::owner(&ctx.config.nodes, Role::Ods, key) {
-        Some(o) => o.name.clone(),
-        None => {
-            return reply(send, Response::Error(WireError::Internal("no ODS".into())), max).await
-        }
+    let l = &ctx.config.limits;
+    let owner = match owner_of(ctx, &req) {
+        Ok(o) => o,
+        Err(e) => return reply(send, Response::Error(e), l).await,
     };
     if owner == ctx.me.name {
         let (tx, mut rx) = tokio::sync::mpsc::channel(SUBSCRIBER_QUEUE);
@@ -300,21 +337,25 @@ async fn subscription(ctx: &ServerCtx, mut send: quinn::SendStream, req: Request
             local(ctx, Role::Ods, |reply| RoleMsg::Subscribe { request: req, sink: tx, reply })
                 .await;
         let ok = matches!(first, Response::Envelopes(_));
-        if write_message(&mut send, &ResponseFrame::new(first), max).await.is_err() || !ok {
+        if write_response(&mut send, ResponseFrame::new(first), l).await.is_err() || !ok {
             let _ = send.finish();
             return;
         }
+        let budget = page_budget(l.max_frame);
         let stopped = send.stopped();
         tokio::pin!(stopped);
         loop {
             tokio::select! {
                 batch = rx.recv() => match batch {
-                    Some(b) => {
-                        let frame = ResponseFrame::new(Response::Envelopes(b));
-                        if write_message(&mut send, &frame, max).await.is_err() {
+                    // A batch of new envelopes goes out in as many frames as
+                    // it needs; a subscriber that does not take them within
+                    // the write timeout is dropped and resumes by fetching.
+                    Some(b) => for page in into_pages(b, budget) {
+                        let frame = ResponseFrame::new(Response::Envelopes(page));
+                        if write_response(&mut send, frame, l).await.is_err() {
                             return;
                         }
-                    }
+                    },
                     None => {
                         let _ = send.finish();
                         return;
@@ -325,19 +366,21 @@ async fn subscription(ctx: &ServerCtx, mut send: quinn::SendStream, req: Request
         }
     }
     let Some((mut up_send, mut up_recv)) = ctx.peers.open_stream(&owner).await else {
-        return reply(send, Response::Error(WireError::Unavailable { node: owner }), max).await;
+        return reply(send, Response::Error(WireError::Unavailable { node: owner }), l).await;
     };
     let frame = NodeFrame::new(NodeRequest::Forward(req));
-    if write_message(&mut up_send, &frame, max).await.is_err() {
-        return reply(send, Response::Error(WireError::Unavailable { node: owner }), max).await;
+    let sent =
+        tokio::time::timeout(l.read_timeout, write_message(&mut up_send, &frame, l.max_frame));
+    if !matches!(sent.await, Ok(Ok(()))) {
+        return reply(send, Response::Error(WireError::Unavailable { node: owner }), l).await;
     }
     let stopped = send.stopped();
     tokio::pin!(stopped);
     loop {
         tokio::select! {
-            f = read_message::<ResponseFrame, _>(&mut up_recv, max, SUBSCRIPTION_IDLE) => match f {
+            f = read_message::<ResponseFrame, _>(&mut up_recv, l.max_frame, SUBSCRIPTION_IDLE) => match f {
                 Ok(f) => {
-                    if write_message(&mut send, &f, max).await.is_err() {
+                    if write_response(&mut send, f, l).await.is_err() {
                         break;
                     }
                 }
@@ -352,6 +395,14 @@ async fn subscription(ctx: &ServerCtx, mut send: quinn::SendStream, req: Request
     // Tell the owner we are gone, so it drops the subscriber.
     let _ = up_send.reset(0u32.into());
     let _ = up_recv.stop(0u32.into());
+}
+
+/// The ODS owner of a mailbox request.
+fn owner_of(ctx: &ServerCtx, req: &Request) -> Result<String, WireError> {
+    let (role, key) = req.shard();
+    routing::owner(&ctx.config.nodes, role, key)
+        .map(|o| o.name.clone())
+        .ok_or_else(|| WireError::Internal(format!("no node hosts {role}")))
 }
 
 /// Serves a request from another node (or an operator tool). Requests are

@@ -20,8 +20,11 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use mlsd_transport::protocol::{ChaosTarget, EnqueueItem, EnqueueResult};
-use mlsd_transport::{Response, WireError};
+use mlsd_transport::protocol::group::MAX_UNDELIVERED_LISTED;
+use mlsd_transport::protocol::{
+    ChaosTarget, EnqueueItem, EnqueueResult, MailboxId, Undeliverable, Undelivered,
+};
+use mlsd_transport::Response;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use zeroize::Zeroizing;
 
@@ -42,12 +45,19 @@ pub const ENQUEUE_CHUNK: usize = 256;
 /// well before the first full chunk is sealed.
 pub const ENQUEUE_FIRST: usize = 32;
 
+/// The stop reason of a fan-out after which no retry can store more: every
+/// copy stored, or the missing ones are missing for good. Any other end (a
+/// retryable copy missing, or the fan-out died) makes its group actor keep
+/// the send for a retry ([`super::kept`]).
+pub const DONE: &str = "done";
+
 /// Messages of the fan-out actor. Anonymizers report through their final
 /// state (see [`AnonState`]); enqueue tasks report here.
 pub enum FanoutMsg {
-    /// A chunk came back from the ODS owners: one result per copy, or none
-    /// if its task failed (then every copy of the chunk counts as failed).
-    Enqueued(Vec<EnqueueResult>),
+    /// A chunk came back from the ODS owners: each copy's mailbox with its
+    /// result, or no result if the chunk's task failed (then every copy of
+    /// the chunk counts as unavailable).
+    Enqueued(Vec<MailboxId>, Vec<EnqueueResult>),
 }
 
 /// Start-up arguments.
@@ -93,6 +103,9 @@ pub struct FanoutState {
     in_flight: usize,
     /// Copies the ODS owners reported stored.
     stored: u32,
+    /// Copies not stored, with why (the first `MAX_UNDELIVERED_LISTED`).
+    undelivered: Vec<Undelivered>,
+    /// Copies not stored, all of them.
     failed: u32,
     router: Arc<dyn Router>,
     reply: Option<RpcReplyPort<Response>>,
@@ -129,6 +142,14 @@ impl FanoutState {
         Ok(())
     }
 
+    /// Records a copy that was not stored.
+    fn not_stored(&mut self, mailbox: MailboxId, reason: Undeliverable) {
+        self.failed += 1;
+        if self.undelivered.len() < MAX_UNDELIVERED_LISTED {
+            self.undelivered.push(Undelivered { mailbox, reason });
+        }
+    }
+
     /// Every copy sealed (or given up on).
     fn all_sealed(&self) -> bool {
         self.pending.is_empty() && self.running.is_empty()
@@ -147,6 +168,7 @@ impl FanoutState {
         let chunk = std::mem::take(&mut self.ready);
         self.ready.reserve(ENQUEUE_CHUNK.min(self.pending.len()));
         self.in_flight += 1;
+        let mailboxes: Vec<MailboxId> = chunk.iter().map(|i| i.mailbox).collect();
         let router = self.router.clone();
         let me = me.clone();
         tokio::spawn(async move {
@@ -154,7 +176,7 @@ impl FanoutState {
             let results =
                 tokio::spawn(async move { router.enqueue(chunk).await }).await.unwrap_or_default();
             // Fails only if the fan-out is gone; its sender then retries.
-            let _ = me.cast(FanoutMsg::Enqueued(results));
+            let _ = me.cast(FanoutMsg::Enqueued(mailboxes, results));
         });
     }
 
@@ -164,17 +186,22 @@ impl FanoutState {
         if !self.all_sealed() || self.in_flight > 0 || !self.ready.is_empty() {
             return;
         }
-        let total = self.sealed + self.failed;
-        let failed = total - self.stored.min(total);
-        let response = if failed == 0 {
+        let total = self.stored + self.failed;
+        let response = if self.failed == 0 {
             Response::Sent { copies: total }
         } else {
-            Response::Error(WireError::Incomplete { failed, total })
+            Response::PartlySent {
+                copies: total,
+                failed: self.failed,
+                undelivered: std::mem::take(&mut self.undelivered),
+            }
         };
+        let retryable = self.undelivered.iter().any(|u| u.reason.retryable())
+            || self.failed as usize > self.undelivered.len();
         if let Some(reply) = self.reply.take() {
             let _ = reply.send(response);
         }
-        me.stop(None);
+        me.stop(Some(if retryable { "retryable" } else { DONE }.into()));
     }
 }
 
@@ -188,7 +215,8 @@ impl Actor for Fanout {
         me: ActorRef<FanoutMsg>,
         args: FanoutArgs,
     ) -> Result<FanoutState, ActorProcessingErr> {
-        let FanoutArgs { node, mut plan, router, reply, concurrency, chaos_hooks } = args;
+        let FanoutArgs { node, plan, router, reply, concurrency, chaos_hooks } = args;
+        let mut plan = plan;
         if chaos_hooks {
             ractor::pg::join(super::process_group(&node, ChaosTarget::Fanout), vec![me.get_cell()]);
         }
@@ -237,6 +265,7 @@ impl Actor for Fanout {
             sealed: 0,
             in_flight: 0,
             stored: 0,
+            undelivered: Vec::new(),
             failed: 0,
             router,
             reply: Some(reply),
@@ -260,10 +289,22 @@ impl Actor for Fanout {
         msg: FanoutMsg,
         st: &mut FanoutState,
     ) -> Result<(), ActorProcessingErr> {
-        let FanoutMsg::Enqueued(results) = msg;
+        let FanoutMsg::Enqueued(mailboxes, results) = msg;
         st.in_flight = st.in_flight.saturating_sub(1);
-        st.stored +=
-            results.iter().filter(|r| matches!(r, EnqueueResult::Stored { .. })).count() as u32;
+        for (i, mailbox) in mailboxes.into_iter().enumerate() {
+            let reason = match results.get(i) {
+                Some(EnqueueResult::Stored { .. }) => {
+                    st.stored += 1;
+                    continue;
+                }
+                Some(EnqueueResult::UnknownMailbox) => Undeliverable::UnknownMailbox,
+                Some(EnqueueResult::MailboxFull) => Undeliverable::MailboxFull,
+                Some(EnqueueResult::TooLarge) => Undeliverable::TooLarge,
+                // Not the owner (configs disagree for a moment) or no answer.
+                Some(EnqueueResult::NotOwner) | None => Undeliverable::Unavailable,
+            };
+            st.not_stored(mailbox, reason);
+        }
         st.finish_if_done(&me);
         Ok(())
     }
@@ -284,7 +325,7 @@ impl Actor for Fanout {
         };
         if let Some(AnonState::Done { index, result }) = outcome {
             st.running.remove(&id);
-            if st.pending.remove(&index).is_some() {
+            if let Some(p) = st.pending.remove(&index) {
                 match result {
                     Ok(item) => {
                         st.sealed += 1;
@@ -292,7 +333,7 @@ impl Actor for Fanout {
                     }
                     Err(reason) => {
                         tracing::warn!(%reason, "a copy could not be sealed");
-                        st.failed += 1;
+                        st.not_stored(p.mailbox, Undeliverable::Unsealable);
                     }
                 }
             }
@@ -301,9 +342,8 @@ impl Actor for Fanout {
             if let Some(p) = st.pending.get(&index) {
                 if p.attempts < MAX_ATTEMPTS {
                     st.queue.push_back(index);
-                } else {
-                    st.pending.remove(&index);
-                    st.failed += 1;
+                } else if let Some(p) = st.pending.remove(&index) {
+                    st.not_stored(p.mailbox, Undeliverable::Unavailable);
                 }
             }
         }

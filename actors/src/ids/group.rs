@@ -5,8 +5,13 @@
 //! - `g/GROUP` → [`GroupRecord`].
 //! - `r/GROUP/EPOCH` → [`SealedRoster`] of that epoch (stored mode; the last
 //!   [`ACCEPTED_EPOCHS`] are kept for retries).
-//! - `a/GROUP/EPOCH/MESSAGE_ID`: messages and commits accepted in the last
-//!   [`ACCEPTED_EPOCHS`] epochs, so a retry is delivered again, not refused.
+//! - `a/GROUP/EPOCH/MESSAGE_ID` → SHA-256 of the accepted send's body:
+//!   messages and commits accepted in the last [`ACCEPTED_EPOCHS`] epochs, so
+//!   a retry is delivered again, not refused, and only if it is identical to
+//!   what was accepted (an empty value, from before digests were kept, checks
+//!   the MAC only).
+//! - `k/...`: sends kept beyond that window while copies are missing
+//!   ([`super::kept`]).
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
@@ -20,6 +25,7 @@ use openmls::prelude::{ContentType, MlsMessageBodyIn, MlsMessageIn};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+use super::kept::{self, KeptSend};
 use crate::r#as::internal;
 use crate::storage::{Batch, Space, Store};
 
@@ -49,6 +55,11 @@ pub struct FanoutPlan {
     pub recipients: Vec<RosterEntry>,
     /// The Welcome and where it goes.
     pub welcome: Option<(std::sync::Arc<Vec<u8>>, Vec<WelcomeCopy>)>,
+    /// What to keep if the fan-out leaves copies a retry may still store
+    /// (taken by the group actor before the fan-out starts).
+    pub keep: Option<KeptSend>,
+    /// Whether this is a retry of a kept send (forgotten once complete).
+    pub from_kept: bool,
 }
 
 /// One group's state machine.
@@ -202,19 +213,36 @@ impl GroupCore {
         recipients: &Recipients,
         skip: Option<&[u8; 32]>,
         store: &dyn Store,
-    ) -> Result<Vec<RosterEntry>, WireError> {
-        let mut list = match (rec.mode, recipients) {
-            (RosterMode::Stored, Recipients::RosterKey(k)) => {
-                let sealed = store
-                    .get(SPACE, &roster_key(&self.group, epoch))
-                    .map_err(internal)?
-                    .ok_or_else(|| {
-                    WireError::Internal("no roster stored for this epoch".into())
-                })?;
-                let sealed: SealedRoster = codec::decode(&sealed).map_err(internal)?;
-                open_roster(k, &self.group, &sealed)?
+    ) -> Result<(Vec<RosterEntry>, Option<SealedRoster>), WireError> {
+        let sealed = match rec.mode {
+            RosterMode::Stored => Some(self.stored_roster(epoch, store)?),
+            RosterMode::Client => None,
+        };
+        self.recipients_from(rec, sealed, recipients, skip)
+    }
+
+    fn stored_roster(&self, epoch: u64, store: &dyn Store) -> Result<SealedRoster, WireError> {
+        let sealed = store
+            .get(SPACE, &roster_key(&self.group, epoch))
+            .map_err(internal)?
+            .ok_or_else(|| WireError::Internal("no roster stored for this epoch".into()))?;
+        codec::decode(&sealed).map_err(internal)
+    }
+
+    /// The recipients of a send, from the sealed roster of its epoch (stored
+    /// mode) or the send itself (client mode), minus `skip`.
+    fn recipients_from(
+        &self,
+        rec: &GroupRecord,
+        sealed: Option<SealedRoster>,
+        recipients: &Recipients,
+        skip: Option<&[u8; 32]>,
+    ) -> Result<(Vec<RosterEntry>, Option<SealedRoster>), WireError> {
+        let mut list = match (rec.mode, recipients, &sealed) {
+            (RosterMode::Stored, Recipients::RosterKey(k), Some(sealed)) => {
+                open_roster(k, &self.group, sealed)?
             }
-            (RosterMode::Client, Recipients::Roster(r)) => r.clone(),
+            (RosterMode::Client, Recipients::Roster(r), _) => r.clone(),
             _ => {
                 return Err(WireError::Malformed("recipients do not match the roster mode".into()))
             }
@@ -225,17 +253,18 @@ impl GroupCore {
         if let Some(skip) = skip {
             list.retain(|e| &e.mailbox != skip);
         }
-        Ok(list)
+        Ok((list, sealed))
     }
 
     /// `Send`: checks the MAC and the MLS framing, enforces one commit per
     /// epoch (persisting an accepted one before anything is fanned out) and
-    /// returns what to fan out.
+    /// returns what to fan out. `now` dates a kept send's expiry.
     pub fn accept_send(
         &mut self,
         body: &SendBody,
         mac: &[u8; 32],
         store: &dyn Store,
+        now: std::time::SystemTime,
     ) -> Result<FanoutPlan, WireError> {
         let rec = self.record.clone().ok_or(WireError::UnknownGroup)?;
         let Framing { epoch, is_commit } = read_framing(&body.message, &body.group)?;
@@ -245,13 +274,19 @@ impl GroupCore {
             ));
         }
         let message = std::sync::Arc::new(body.message.clone());
+        let digest = send_digest(body)?;
+        let week = crate::storage::week(crate::sig::unix(now));
 
         // A retry of a message or commit accepted in a recent epoch (its
-        // sender lost our answer): deliver it again with that epoch's roster;
-        // the ODS stores each copy once, and a committer learns its commit won.
+        // sender lost our answer, or some copies were missing): deliver it
+        // again with that epoch's roster; the ODS stores each copy once, and a
+        // committer learns its commit won.
         if epoch <= rec.epoch && epoch + ACCEPTED_EPOCHS > rec.epoch {
             let key = accepted_key(&self.group, epoch, &body.message_id);
-            if store.get(SPACE, &key).map_err(internal)?.is_some() {
+            if let Some(accepted) = store.get(SPACE, &key).map_err(internal)? {
+                if !accepted.is_empty() && accepted != digest {
+                    return Err(reused_id());
+                }
                 let auth = if epoch == rec.epoch {
                     Some(rec.auth_key)
                 } else {
@@ -261,9 +296,28 @@ impl GroupCore {
                 if !constant_eq(&send_mac(&auth, body), mac) {
                     return Err(WireError::BadMac);
                 }
-                let recipients =
+                let (recipients, roster) =
                     self.recipients(&rec, epoch, &body.recipients, body.skip.as_ref(), store)?;
-                return Ok(self.plan(body, message, recipients));
+                let keep = KeptSend { epoch, digest, auth_key: auth, roster, week };
+                return Ok(self.plan(body, message, recipients, keep, false));
+            }
+        }
+        // Older than that: a send kept because copies were missing.
+        if epoch < rec.epoch {
+            if let Some(k) = kept::load(store, &self.group, &body.message_id, week)? {
+                if k.epoch != epoch || k.digest != digest {
+                    return Err(reused_id());
+                }
+                if !constant_eq(&send_mac(&k.auth_key, body), mac) {
+                    return Err(WireError::BadMac);
+                }
+                let (recipients, _) = self.recipients_from(
+                    &rec,
+                    k.roster.clone(),
+                    &body.recipients,
+                    body.skip.as_ref(),
+                )?;
+                return Ok(self.plan(body, message, recipients, k, true));
             }
         }
         // A member behind (or a commit that lost the race for its epoch) learns
@@ -274,13 +328,13 @@ impl GroupCore {
         if !constant_eq(&send_mac(&rec.auth_key, body), mac) {
             return Err(WireError::BadMac);
         }
-        let recipients =
+        let (recipients, roster) =
             self.recipients(&rec, epoch, &body.recipients, body.skip.as_ref(), store)?;
         if body.commit.is_none() {
             // Remembered (durably, before any copy leaves) so a retry is
             // recognized even after the group moved on.
             let mut b = Batch::new();
-            b.put(SPACE, accepted_key(&self.group, epoch, &body.message_id), Vec::new());
+            b.put(SPACE, accepted_key(&self.group, epoch, &body.message_id), digest.to_vec());
             store.write(b).map_err(internal)?;
         }
         if let Some(extras) = &body.commit {
@@ -301,7 +355,7 @@ impl GroupCore {
                 }
                 (RosterMode::Client, _) => {}
             }
-            b.put(SPACE, accepted_key(&self.group, epoch, &body.message_id), Vec::new());
+            b.put(SPACE, accepted_key(&self.group, epoch, &body.message_id), digest.to_vec());
             if epoch + 1 >= ACCEPTED_EPOCHS {
                 // Rosters and message ids this old are no longer needed for retries.
                 let old = epoch + 1 - ACCEPTED_EPOCHS;
@@ -327,7 +381,8 @@ impl GroupCore {
             store.write(b).map_err(internal)?;
             self.record = Some(next);
         }
-        Ok(self.plan(body, message, recipients))
+        let keep = KeptSend { epoch, digest, auth_key: rec.auth_key, roster, week };
+        Ok(self.plan(body, message, recipients, keep, false))
     }
 
     fn plan(
@@ -335,12 +390,40 @@ impl GroupCore {
         body: &SendBody,
         message: std::sync::Arc<Vec<u8>>,
         recipients: Vec<RosterEntry>,
+        keep: KeptSend,
+        from_kept: bool,
     ) -> FanoutPlan {
         let welcome = body.commit.as_ref().and_then(|c| {
             c.welcome.as_ref().map(|w| (std::sync::Arc::new(w.clone()), c.welcome_to.clone()))
         });
-        FanoutPlan { message_id: body.message_id, message, recipients, welcome }
+        FanoutPlan {
+            message_id: body.message_id,
+            message,
+            recipients,
+            welcome,
+            keep: Some(keep),
+            from_kept,
+        }
     }
+
+    /// The group id.
+    pub fn group(&self) -> &[u8] {
+        &self.group
+    }
+}
+
+/// SHA-256 of a send's whole body (message, recipients, commit extras): a
+/// retry under an accepted message id must be this send, byte for byte.
+fn send_digest(body: &SendBody) -> Result<[u8; 32], WireError> {
+    use sha2::Digest;
+    let bytes = Zeroizing::new(codec::encode(body).map_err(internal)?);
+    Ok(sha2::Sha256::digest(&bytes[..]).into())
+}
+
+fn reused_id() -> WireError {
+    WireError::InvalidMessage(
+        "this message id was accepted with a different send; a retry must be identical".into(),
+    )
 }
 
 fn constant_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {

@@ -8,10 +8,13 @@ use std::time::Duration;
 
 use mlsd_transport::protocol::{ChaosTarget, RosterMode, SealedRoster, SendBody};
 use mlsd_transport::Response;
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use std::collections::HashMap;
 
-use super::fanout::{Fanout, FanoutArgs};
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+
+use super::fanout::{Fanout, FanoutArgs, DONE};
 use super::group::GroupCore;
+use super::kept::{self, KeptSend};
 use crate::role::Router;
 use crate::storage::Store;
 
@@ -64,6 +67,9 @@ pub struct GroupState {
     core: GroupCore,
     args: GroupArgs,
     generation: u64,
+    /// Running fan-outs: their message id, what to keep if they end with
+    /// copies missing, and whether they retry a kept send.
+    fanouts: HashMap<ActorId, ([u8; 32], Option<KeptSend>, bool)>,
 }
 
 /// The group actor.
@@ -85,7 +91,7 @@ impl Actor for GroupActor {
             ractor::pg::join(name, vec![me.get_cell()]);
         }
         me.send_after(args.idle, || GroupMsg::IdleCheck(0));
-        Ok(GroupState { core, args, generation: 0 })
+        Ok(GroupState { core, args, generation: 0, fanouts: HashMap::new() })
     }
 
     async fn handle(
@@ -107,11 +113,13 @@ impl Actor for GroupActor {
                     reply.send(r.map(|_| Response::GroupCreated).unwrap_or_else(Response::Error));
             }
             GroupMsg::Send { body, mac, reply } => {
-                match st.core.accept_send(&body, &mac, st.args.store.as_ref()) {
+                let now = std::time::SystemTime::now();
+                match st.core.accept_send(&body, &mac, st.args.store.as_ref(), now) {
                     Err(e) => {
                         let _ = reply.send(Response::Error(e));
                     }
-                    Ok(plan) => {
+                    Ok(mut plan) => {
+                        let tracked = (plan.message_id, plan.keep.take(), plan.from_kept);
                         let args = FanoutArgs {
                             node: st.args.node.clone(),
                             plan,
@@ -120,9 +128,11 @@ impl Actor for GroupActor {
                             concurrency: st.args.concurrency,
                             chaos_hooks: st.args.chaos_hooks,
                         };
-                        // Linked so we hear of its end; a dead fan-out needs no action
-                        // here: its sender retries with the same message id.
-                        Actor::spawn_linked(None, Fanout, args, me.get_cell()).await?;
+                        // Linked so we hear of its end: one that leaves copies a
+                        // retry may store (or dies) has its send kept, so that
+                        // retry completes however many commits come first.
+                        let (f, _) = Actor::spawn_linked(None, Fanout, args, me.get_cell()).await?;
+                        st.fanouts.insert(f.get_id(), tracked);
                     }
                 }
             }
@@ -137,10 +147,37 @@ impl Actor for GroupActor {
         &self,
         _me: ActorRef<GroupMsg>,
         evt: SupervisionEvent,
-        _st: &mut GroupState,
+        st: &mut GroupState,
     ) -> Result<(), ActorProcessingErr> {
-        if let SupervisionEvent::ActorFailed(_, e) = evt {
-            tracing::warn!(error = %e, "fan-out failed; its sender will retry");
+        let (id, done) = match evt {
+            SupervisionEvent::ActorTerminated(c, _, reason) => {
+                (c.get_id(), reason.as_deref() == Some(DONE))
+            }
+            SupervisionEvent::ActorFailed(c, e) => {
+                tracing::warn!(error = %e, "fan-out failed; its sender will retry");
+                (c.get_id(), false)
+            }
+            _ => return Ok(()),
+        };
+        let Some((message_id, keep, from_kept)) = st.fanouts.remove(&id) else { return Ok(()) };
+        let store = st.args.store.as_ref();
+        let group = st.core.group().to_vec();
+        let r = match (done, from_kept) {
+            (true, true) => kept::forget(store, &group, &message_id),
+            (true, false) => Ok(()),
+            (false, _) => match keep {
+                Some(keep) => kept::keep(store, &group, &message_id, &keep).map(|room| {
+                    if !room {
+                        tracing::warn!("too many sends with missing copies kept for one group");
+                    }
+                }),
+                None => Ok(()),
+            },
+        };
+        // Failing to keep it costs only the retry beyond the accepted-epochs
+        // window; the group goes on.
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "cannot keep a send with missing copies");
         }
         Ok(())
     }

@@ -16,11 +16,14 @@
 //!   and the group actor.
 //! - [`fanout`]: the fan-out actor.
 //! - [`anonymizer`]: the anonymizer actor, envelope sealing and its counters.
+//! - [`kept`]: sends kept past the accepted-epochs window while copies are
+//!   missing, so their retries complete.
 
 pub mod anonymizer;
 pub mod fanout;
 pub mod group;
 pub mod group_actor;
+pub mod kept;
 
 use mlsd_transport::protocol::ChaosTarget;
 use mlsd_transport::{Request, Response, Role, WireError};

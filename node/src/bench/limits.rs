@@ -28,7 +28,8 @@ pub(super) fn enqueue_rate(
 ) -> anyhow::Result<f64> {
     let dir = tempfile::tempdir()?;
     let store = RocksStore::open(dir.path(), true)?;
-    let mut ods = OdsLogic::new(OdsSettings { max_queue: u32::MAX, max_fetch: 256 });
+    let mut ods =
+        OdsLogic::new(OdsSettings { max_queue: u32::MAX, max_fetch: 256, page_bytes: 1 << 20 });
     let ctx = RoleContext { node: "bench", store: &store, now: SystemTime::now() };
     let mailboxes: Vec<[u8; 32]> = (0..mailboxes.max(1)).map(|_| rand32()).collect();
     for m in &mailboxes {

@@ -29,6 +29,45 @@ pub const EXPORT_DATA_CAP: &str = "mlsd group data cap";
 /// Most members a roster may list.
 pub const MAX_ROSTER: usize = 20_000;
 
+/// Most recipients a [`PartlySent`](super::Response::PartlySent) names one
+/// by one (about 300 KB); the count covers the rest, so the answer stays
+/// far below a frame even for the largest roster.
+pub const MAX_UNDELIVERED_LISTED: usize = 8192;
+
+/// Why one recipient's copy of a send was not stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Undeliverable {
+    /// The ODS knows no such mailbox (never opened, or a bogus reference).
+    UnknownMailbox,
+    /// The mailbox holds its maximum of unacknowledged envelopes.
+    MailboxFull,
+    /// The sealed copy exceeds the largest envelope.
+    TooLarge,
+    /// The copy could not be sealed (e.g. a Welcome to an invalid HPKE key).
+    Unsealable,
+    /// The mailbox's ODS owner (or this copy's anonymizer) did not answer:
+    /// a retry with the same message id may store it, and stores no other
+    /// copy twice.
+    Unavailable,
+}
+
+impl Undeliverable {
+    /// Whether retrying the same send may store the copy.
+    pub fn retryable(self) -> bool {
+        matches!(self, Undeliverable::Unavailable | Undeliverable::MailboxFull)
+    }
+}
+
+/// One recipient whose copy was not stored. Named by mailbox id, and only
+/// to the sender, who knows the group's members anyway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Undelivered {
+    /// The recipient's mailbox (from the roster or the Welcome's copy list).
+    pub mailbox: MailboxId,
+    /// Why.
+    pub reason: Undeliverable,
+}
+
 /// One recipient of a group in one epoch. Zeroized on drop: the envelope key
 /// is what lets the IDS seal for this member.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]

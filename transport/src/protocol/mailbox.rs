@@ -13,6 +13,58 @@ pub type MailboxId = [u8; 32];
 /// Largest sealed envelope the ODS stores, bytes.
 pub const MAX_ENVELOPE: usize = 256 * 1024;
 
+/// Encoding overhead of one [`Delivered`] in a page beyond its envelope's
+/// bytes: the sequence number and the envelope's length, each a varint of at
+/// most 9 bytes, rounded up.
+pub const DELIVERED_OVERHEAD: usize = 24;
+
+/// Encoding overhead of a page's frame beyond its envelopes: the frame's
+/// version, the response and vector tags and lengths, rounded up.
+pub const PAGE_OVERHEAD: usize = 64;
+
+/// Largest response frame every client accepts. A node never sends a page
+/// of envelopes larger than this, whatever its own `max_frame`, so a client
+/// built with the default limit reads every page.
+pub const CLIENT_MAX_RESPONSE: u32 = crate::limits::DEFAULT_MAX_FRAME;
+
+/// Bytes of envelopes (with their [`DELIVERED_OVERHEAD`]) one page of a
+/// fetch or subscription may hold, for a node whose frames are at most
+/// `max_frame`: what fits in both that limit and [`CLIENT_MAX_RESPONSE`].
+pub fn page_budget(max_frame: u32) -> usize {
+    (max_frame.min(CLIENT_MAX_RESPONSE) as usize).saturating_sub(PAGE_OVERHEAD)
+}
+
+/// The bytes `d` takes in a page.
+pub fn page_cost(d: &Delivered) -> usize {
+    d.envelope.len() + DELIVERED_OVERHEAD
+}
+
+/// Smallest `max_frame` a node may be configured with: one page must hold
+/// the largest envelope, so every stored envelope can be delivered.
+pub const MIN_FRAME_FOR_ENVELOPES: u32 = (MAX_ENVELOPE + DELIVERED_OVERHEAD + PAGE_OVERHEAD) as u32;
+
+/// Splits envelopes into pages of at most `budget` bytes each (see
+/// [`page_cost`]), in order; an envelope larger than the budget on its own
+/// gets a page of its own (the config check makes that impossible).
+pub fn into_pages(items: Vec<Delivered>, budget: usize) -> Vec<Vec<Delivered>> {
+    let mut pages = Vec::new();
+    let mut page: Vec<Delivered> = Vec::new();
+    let mut bytes = 0;
+    for d in items {
+        let cost = page_cost(&d);
+        if !page.is_empty() && bytes + cost > budget {
+            pages.push(std::mem::take(&mut page));
+            bytes = 0;
+        }
+        bytes += cost;
+        page.push(d);
+    }
+    if !page.is_empty() {
+        pages.push(page);
+    }
+    pages
+}
+
 /// Label of [`MailboxAuth`] signatures on fetches.
 pub const LABEL_FETCH: &str = "mlsd/ods/fetch/v1";
 /// Label of [`MailboxAuth`] signatures on subscriptions.
@@ -86,4 +138,38 @@ pub struct Delivered {
     /// The sealed envelope.
     #[serde(with = "serde_bytes")]
     pub envelope: Vec<u8>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{Response, ResponseFrame};
+
+    fn page_of(n: usize, size: usize) -> Vec<Delivered> {
+        (0..n).map(|i| Delivered { seq: u64::MAX - i as u64, envelope: vec![7; size] }).collect()
+    }
+
+    #[test]
+    fn a_full_page_of_the_largest_envelopes_fits_the_client_limit() {
+        // Worst case for the overheads: huge sequence numbers, many small
+        // envelopes, and the largest envelope alone.
+        for size in [0, 1, 100, 4096, 40_000, MAX_ENVELOPE] {
+            let budget = page_budget(crate::limits::ABSOLUTE_MAX_FRAME);
+            for page in into_pages(page_of(budget / (size + DELIVERED_OVERHEAD) + 3, size), budget)
+            {
+                let bytes =
+                    crate::codec::encode(&ResponseFrame::new(Response::Envelopes(page))).unwrap();
+                assert!(bytes.len() <= CLIENT_MAX_RESPONSE as usize, "{size}: {}", bytes.len());
+            }
+        }
+        assert!(MIN_FRAME_FOR_ENVELOPES < CLIENT_MAX_RESPONSE);
+    }
+
+    #[test]
+    fn pages_keep_order_and_lose_nothing() {
+        let items = page_of(50, 30_000);
+        let pages = into_pages(items.clone(), page_budget(1 << 20));
+        assert!(pages.len() > 1);
+        assert_eq!(pages.concat(), items);
+    }
 }

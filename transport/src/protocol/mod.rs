@@ -13,7 +13,8 @@ pub mod identity;
 pub mod mailbox;
 
 pub use group::{
-    CommitExtras, Recipients, RosterEntry, RosterMode, SealedRoster, SendBody, WelcomeCopy,
+    CommitExtras, Recipients, RosterEntry, RosterMode, SealedRoster, SendBody, Undeliverable,
+    Undelivered, WelcomeCopy,
 };
 pub use mailbox::{Delivered, EnqueueItem, EnqueueResult, MailboxAuth, MailboxId, SealedPush};
 
@@ -315,6 +316,19 @@ pub enum Response {
         /// Whether a last-resort KeyPackage is stored.
         last_resort: bool,
     },
+    /// Answer to `Send` when every copy reached an outcome but some were not
+    /// stored: the message was accepted (a commit counts for its epoch) and
+    /// the stored copies stay stored. The sender retries with the same
+    /// message id while a reason is retryable; the others are final.
+    PartlySent {
+        /// Copies in all (recipients plus Welcomes).
+        copies: u32,
+        /// Copies not stored.
+        failed: u32,
+        /// The recipients not served, at most `MAX_UNDELIVERED_LISTED` of
+        /// them (`failed` counts all).
+        undelivered: Vec<Undelivered>,
+    },
 }
 
 /// Why a request failed, precise enough for the caller to decide what to do.
@@ -421,7 +435,9 @@ pub enum WireError {
     #[error("invalid MLS message: {0}")]
     InvalidMessage(String),
     /// Some copies could not be enqueued; the send may be retried with the
-    /// same message id without duplicating the copies that were.
+    /// same message id without duplicating the copies that were. (Nodes of
+    /// this version answer `Response::PartlySent` instead, which says which
+    /// recipients and why; clients still treat this one as retryable.)
     #[error("{failed} of {total} copies not enqueued")]
     Incomplete {
         /// Copies that failed.
@@ -452,6 +468,15 @@ pub enum WireError {
     RateLimited {
         /// When a retry may succeed.
         retry_after_ms: u64,
+    },
+    /// The node's answer did not fit in a frame (a node defect: answers are
+    /// bounded by design); what the request changed stays changed.
+    #[error("the response of {len} bytes exceeds the frame limit of {max}")]
+    ResponseTooLarge {
+        /// Encoded length of the answer.
+        len: u32,
+        /// The frame limit.
+        max: u32,
     },
 }
 

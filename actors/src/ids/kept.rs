@@ -1,0 +1,102 @@
+//! Sends the IDS accepted whose fan-out left copies that a retry may still
+//! store (an ODS owner was down, a mailbox was full): what a retry needs is
+//! kept here beyond the [`ACCEPTED_EPOCHS`](super::group::ACCEPTED_EPOCHS)
+//! window, so a retry completes however many commits came in between.
+//!
+//! Storage (column family `ids`):
+//! - `k/GROUP/MESSAGE_ID` → [`KeptSend`]: the send's epoch, its digest, that
+//!   epoch's auth key and (stored mode) sealed roster, and the week it was
+//!   kept. Deleted when a retry stores every copy; dropped [`KEPT_WEEKS`]
+//!   weeks on (by then the ODS no longer recognizes its copies, so a later
+//!   retry could duplicate them; the sender has long given up).
+
+use mlsd_transport::protocol::SealedRoster;
+use mlsd_transport::{codec, Role, WireError};
+use serde::{Deserialize, Serialize};
+
+use crate::r#as::internal;
+use crate::storage::{Batch, Space, Store};
+
+const SPACE: Space = Space::Role(Role::Ids);
+
+/// Weeks a kept send stays retryable: the ODS recognizes a stored copy for
+/// one to two weeks, so a retry within this window stores nothing twice.
+pub const KEPT_WEEKS: u32 = 1;
+
+/// Most sends kept per group; past it a send is not kept (its retry then
+/// completes only within the accepted-epochs window) and a warning is logged.
+pub const MAX_KEPT: usize = 1024;
+
+/// What a retry of a kept send needs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeptSend {
+    /// The send's epoch.
+    pub epoch: u64,
+    /// SHA-256 of the accepted send's body: a retry must be identical.
+    pub digest: [u8; 32],
+    /// `A(epoch)`, to check the retry's MAC.
+    pub auth_key: [u8; 32],
+    /// The epoch's sealed roster (stored mode).
+    pub roster: Option<SealedRoster>,
+    /// Weeks since 1970 when it was kept.
+    pub week: u32,
+}
+
+fn prefix(group: &[u8]) -> Vec<u8> {
+    let mut k = b"k/".to_vec();
+    k.extend_from_slice(&(group.len() as u8).to_be_bytes());
+    k.extend_from_slice(group);
+    k
+}
+
+fn key(group: &[u8], message_id: &[u8; 32]) -> Vec<u8> {
+    let mut k = prefix(group);
+    k.extend_from_slice(message_id);
+    k
+}
+
+/// The kept send `message_id` of `group`, unless it expired by `week`.
+pub fn load(
+    store: &dyn Store,
+    group: &[u8],
+    message_id: &[u8; 32],
+    week: u32,
+) -> Result<Option<KeptSend>, WireError> {
+    let Some(v) = store.get(SPACE, &key(group, message_id)).map_err(internal)? else {
+        return Ok(None);
+    };
+    let kept: KeptSend = codec::decode(&v).map_err(internal)?;
+    Ok((kept.week + KEPT_WEEKS >= week).then_some(kept))
+}
+
+/// Keeps `send`, first dropping the group's expired ones; returns `false`
+/// (and keeps nothing) when the group holds [`MAX_KEPT`] live ones.
+pub fn keep(
+    store: &dyn Store,
+    group: &[u8],
+    message_id: &[u8; 32],
+    send: &KeptSend,
+) -> Result<bool, WireError> {
+    let mut b = Batch::new();
+    let mut live = 0;
+    for (k, v) in store.scan_prefix(SPACE, &prefix(group), MAX_KEPT * 2).map_err(internal)? {
+        match codec::decode::<KeptSend>(&v) {
+            Ok(old) if old.week + KEPT_WEEKS >= send.week => live += 1,
+            // Expired, or unreadable: nothing a retry could use.
+            _ => b.delete(SPACE, k),
+        }
+    }
+    let room = live < MAX_KEPT;
+    if room {
+        b.put(SPACE, key(group, message_id), codec::encode(send).map_err(internal)?);
+    }
+    store.write(b).map_err(internal)?;
+    Ok(room)
+}
+
+/// Forgets a kept send once a retry stored every copy.
+pub fn forget(store: &dyn Store, group: &[u8], message_id: &[u8; 32]) -> Result<(), WireError> {
+    let mut b = Batch::new();
+    b.delete(SPACE, key(group, message_id));
+    store.write(b).map_err(internal)
+}
