@@ -33,6 +33,12 @@ fn texts(events: &[Event]) -> Vec<String> {
         .collect()
 }
 
+/// Two nodes: clients enter at n1, every mailbox lives on n2, so each page
+/// crosses both legs (owner -> entry node -> client).
+fn forwarding() -> Cluster {
+    Cluster::new(&[("n1", &[Role::As, Role::Cs, Role::Ids, Role::Sds]), ("n2", &[Role::Ods])])
+}
+
 /// Alice sends each backlog to G while Bob does not read; Bob then reads it
 /// all with one `receive`.
 async fn every_backlog_is_received(alice: &mut Client, bob: &mut Client) {
@@ -60,10 +66,7 @@ async fn large_backlogs_are_read_in_pages_on_one_node() {
 #[tokio::test(flavor = "multi_thread")]
 async fn large_backlogs_are_read_in_pages_through_a_forwarding_node() {
     common::init();
-    // Bob enters at n1; his mailbox lives on n2, so every page crosses both
-    // legs (owner -> entry node -> client).
-    let mut c =
-        Cluster::new(&[("n1", &[Role::As, Role::Cs, Role::Ids, Role::Sds]), ("n2", &[Role::Ods])]);
+    let mut c = forwarding();
     c.start_all().await;
     let (mut alice, mut bob) = c.alice_and_bob_in_g("n1", 5).await;
     every_backlog_is_received(&mut alice, &mut bob).await;
@@ -75,8 +78,7 @@ async fn large_backlogs_are_read_in_pages_through_a_forwarding_node() {
 #[tokio::test(flavor = "multi_thread")]
 async fn listen_and_mlsc_recv_read_large_backlogs() {
     common::init();
-    let mut c =
-        Cluster::new(&[("n1", &[Role::As, Role::Cs, Role::Ids, Role::Sds]), ("n2", &[Role::Ods])]);
+    let mut c = forwarding();
     c.start_all().await;
     let (mut alice, mut bob) = c.alice_and_bob_in_g("n1", 5).await;
     let (n, size) = BACKLOGS[0];
@@ -135,8 +137,7 @@ async fn a_forwarded_subscription_is_not_forwarded_again() {
     use mlsd_transport::protocol::{MailboxAuth, NodeRequest};
     use mlsd_transport::{Request, Response, WireError};
     common::init();
-    let mut c =
-        Cluster::new(&[("n1", &[Role::As, Role::Cs, Role::Ids, Role::Sds]), ("n2", &[Role::Ods])]);
+    let mut c = forwarding();
     c.start_all().await;
     let auth = MailboxAuth { mailbox: [9; 32], counter: 1, signature: vec![0; 64] };
     let req = NodeRequest::Forward(Request::Subscribe { auth, after: 0 });

@@ -43,6 +43,9 @@ pub fn page_cost(d: &Delivered) -> usize {
 /// the largest envelope, so every stored envelope can be delivered.
 pub const MIN_FRAME_FOR_ENVELOPES: u32 = (MAX_ENVELOPE + DELIVERED_OVERHEAD + PAGE_OVERHEAD) as u32;
 
+// Every client can read a page holding the largest envelope.
+const _: () = assert!(MIN_FRAME_FOR_ENVELOPES < CLIENT_MAX_RESPONSE);
+
 /// Splits envelopes into pages of at most `budget` bytes each (see
 /// [`page_cost`]), in order; an envelope larger than the budget on its own
 /// gets a page of its own (the config check makes that impossible).
@@ -162,7 +165,6 @@ mod tests {
                 assert!(bytes.len() <= CLIENT_MAX_RESPONSE as usize, "{size}: {}", bytes.len());
             }
         }
-        assert!(MIN_FRAME_FOR_ENVELOPES < CLIENT_MAX_RESPONSE);
     }
 
     #[test]
