@@ -210,3 +210,41 @@ async fn a_retry_must_be_identical_to_the_accepted_send() {
         mlsd_transport::Response::Sent { copies: 1 }
     ));
 }
+
+/// A send whose only missing copies can never be stored (a mailbox the ODS
+/// does not know) is not kept past the IDS's window of accepted epochs: no
+/// retry could store more, so the IDS holds no auth key or digest for it.
+/// Eight commits later its retry is refused as stale.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_send_missing_only_unknown_mailboxes_is_not_kept() {
+    use mlsd_transport::protocol::{Recipients, RosterEntry, Undeliverable};
+    use mlsd_transport::{Response, WireError};
+    common::init();
+    let mut c = Cluster::new(&[("n1", &Role::ALL)]);
+    c.start_all().await;
+    let mut alice = c.registered("alice/phone", "n1", 3).await;
+    let _bob = c.registered("bob/phone", "n1", 3).await;
+    alice.create_group("C", RosterMode::Client).await.unwrap();
+    alice.add_members("C", &["bob"]).await.unwrap();
+    let Request::Send { mut body, mac } = alice.prepare_text("C", "to bob and nobody").unwrap()
+    else {
+        unreachable!()
+    };
+    let Recipients::Roster(roster) = &mut body.recipients else { panic!("client mode") };
+    roster.push(RosterEntry { mailbox: [0xee; 32], key: [1; 32], push_key: None });
+    let send = Request::Send { body, mac };
+    match alice.send_request(send.clone()).await.unwrap() {
+        Response::PartlySent { copies: 2, failed: 1, undelivered } => {
+            assert_eq!(undelivered.len(), 1);
+            assert_eq!(undelivered[0].reason, Undeliverable::UnknownMailbox);
+        }
+        other => panic!("expected PartlySent, got {other:?}"),
+    }
+    // Within the window a retry is still recognized (and answered the same).
+    assert!(matches!(alice.send_request(send.clone()).await, Ok(Response::PartlySent { .. })));
+    for _ in 0..8 {
+        alice.self_update("C").await.unwrap();
+    }
+    let err = common::server_err(alice.send_request(send).await);
+    assert!(matches!(err, WireError::StaleEpoch { .. }), "{err:?}");
+}

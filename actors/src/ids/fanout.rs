@@ -186,6 +186,9 @@ impl FanoutState {
         if !self.all_sealed() || self.in_flight > 0 || !self.ready.is_empty() {
             return;
         }
+        // Judged before the list moves into the answer.
+        let retryable = self.undelivered.iter().any(|u| u.reason.retryable())
+            || self.failed as usize > self.undelivered.len();
         let total = self.stored + self.failed;
         let response = if self.failed == 0 {
             Response::Sent { copies: total }
@@ -196,8 +199,6 @@ impl FanoutState {
                 undelivered: std::mem::take(&mut self.undelivered),
             }
         };
-        let retryable = self.undelivered.iter().any(|u| u.reason.retryable())
-            || self.failed as usize > self.undelivered.len();
         if let Some(reply) = self.reply.take() {
             let _ = reply.send(response);
         }
@@ -215,8 +216,7 @@ impl Actor for Fanout {
         me: ActorRef<FanoutMsg>,
         args: FanoutArgs,
     ) -> Result<FanoutState, ActorProcessingErr> {
-        let FanoutArgs { node, plan, router, reply, concurrency, chaos_hooks } = args;
-        let mut plan = plan;
+        let FanoutArgs { node, mut plan, router, reply, concurrency, chaos_hooks } = args;
         if chaos_hooks {
             ractor::pg::join(super::process_group(&node, ChaosTarget::Fanout), vec![me.get_cell()]);
         }
