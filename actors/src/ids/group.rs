@@ -55,9 +55,15 @@ pub struct FanoutPlan {
     pub recipients: Vec<RosterEntry>,
     /// The Welcome and where it goes.
     pub welcome: Option<(std::sync::Arc<Vec<u8>>, Vec<WelcomeCopy>)>,
-    /// What to keep if the fan-out leaves copies a retry may still store
-    /// (taken by the group actor before the fan-out starts).
-    pub keep: Option<KeptSend>,
+}
+
+/// An accepted send: what to fan out, and what the group actor keeps if the
+/// fan-out leaves copies a retry may still store.
+pub struct Accepted {
+    /// For the fan-out actor.
+    pub plan: FanoutPlan,
+    /// What a retry past the accepted-epochs window needs ([`kept`]).
+    pub keep: KeptSend,
     /// Whether this is a retry of a kept send (forgotten once complete).
     pub from_kept: bool,
 }
@@ -218,7 +224,8 @@ impl GroupCore {
             RosterMode::Stored => Some(self.stored_roster(epoch, store)?),
             RosterMode::Client => None,
         };
-        self.recipients_from(rec, sealed, recipients, skip)
+        let list = self.recipients_from(rec, sealed.as_ref(), recipients, skip)?;
+        Ok((list, sealed))
     }
 
     fn stored_roster(&self, epoch: u64, store: &dyn Store) -> Result<SealedRoster, WireError> {
@@ -234,11 +241,11 @@ impl GroupCore {
     fn recipients_from(
         &self,
         rec: &GroupRecord,
-        sealed: Option<SealedRoster>,
+        sealed: Option<&SealedRoster>,
         recipients: &Recipients,
         skip: Option<&[u8; 32]>,
-    ) -> Result<(Vec<RosterEntry>, Option<SealedRoster>), WireError> {
-        let mut list = match (rec.mode, recipients, &sealed) {
+    ) -> Result<Vec<RosterEntry>, WireError> {
+        let mut list = match (rec.mode, recipients, sealed) {
             (RosterMode::Stored, Recipients::RosterKey(k), Some(sealed)) => {
                 open_roster(k, &self.group, sealed)?
             }
@@ -253,7 +260,7 @@ impl GroupCore {
         if let Some(skip) = skip {
             list.retain(|e| &e.mailbox != skip);
         }
-        Ok((list, sealed))
+        Ok(list)
     }
 
     /// `Send`: checks the MAC and the MLS framing, enforces one commit per
@@ -265,7 +272,7 @@ impl GroupCore {
         mac: &[u8; 32],
         store: &dyn Store,
         now: std::time::SystemTime,
-    ) -> Result<FanoutPlan, WireError> {
+    ) -> Result<Accepted, WireError> {
         let rec = self.record.clone().ok_or(WireError::UnknownGroup)?;
         let Framing { epoch, is_commit } = read_framing(&body.message, &body.group)?;
         if is_commit != body.commit.is_some() {
@@ -311,9 +318,9 @@ impl GroupCore {
                 if !constant_eq(&send_mac(&k.auth_key, body), mac) {
                     return Err(WireError::BadMac);
                 }
-                let (recipients, _) = self.recipients_from(
+                let recipients = self.recipients_from(
                     &rec,
-                    k.roster.clone(),
+                    k.roster.as_ref(),
                     &body.recipients,
                     body.skip.as_ref(),
                 )?;
@@ -392,18 +399,12 @@ impl GroupCore {
         recipients: Vec<RosterEntry>,
         keep: KeptSend,
         from_kept: bool,
-    ) -> FanoutPlan {
+    ) -> Accepted {
         let welcome = body.commit.as_ref().and_then(|c| {
             c.welcome.as_ref().map(|w| (std::sync::Arc::new(w.clone()), c.welcome_to.clone()))
         });
-        FanoutPlan {
-            message_id: body.message_id,
-            message,
-            recipients,
-            welcome,
-            keep: Some(keep),
-            from_kept,
-        }
+        let plan = FanoutPlan { message_id: body.message_id, message, recipients, welcome };
+        Accepted { plan, keep, from_kept }
     }
 
     /// The group id.

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
 use super::fanout::{Fanout, FanoutArgs, DONE};
-use super::group::GroupCore;
+use super::group::{Accepted, GroupCore};
 use super::kept::{self, KeptSend};
 use crate::role::Router;
 use crate::storage::Store;
@@ -69,7 +69,7 @@ pub struct GroupState {
     generation: u64,
     /// Running fan-outs: their message id, what to keep if they end with
     /// copies missing, and whether they retry a kept send.
-    fanouts: HashMap<ActorId, ([u8; 32], Option<KeptSend>, bool)>,
+    fanouts: HashMap<ActorId, ([u8; 32], KeptSend, bool)>,
 }
 
 /// The group actor.
@@ -118,8 +118,8 @@ impl Actor for GroupActor {
                     Err(e) => {
                         let _ = reply.send(Response::Error(e));
                     }
-                    Ok(mut plan) => {
-                        let tracked = (plan.message_id, plan.keep.take(), plan.from_kept);
+                    Ok(Accepted { plan, keep, from_kept }) => {
+                        let tracked = (plan.message_id, keep, from_kept);
                         let args = FanoutArgs {
                             node: st.args.node.clone(),
                             plan,
@@ -161,18 +161,15 @@ impl Actor for GroupActor {
         };
         let Some((message_id, keep, from_kept)) = st.fanouts.remove(&id) else { return Ok(()) };
         let store = st.args.store.as_ref();
-        let group = st.core.group().to_vec();
+        let group = st.core.group();
         let r = match (done, from_kept) {
-            (true, true) => kept::forget(store, &group, &message_id),
+            (true, true) => kept::forget(store, group, &message_id),
             (true, false) => Ok(()),
-            (false, _) => match keep {
-                Some(keep) => kept::keep(store, &group, &message_id, &keep).map(|room| {
-                    if !room {
-                        tracing::warn!("too many sends with missing copies kept for one group");
-                    }
-                }),
-                None => Ok(()),
-            },
+            (false, _) => kept::keep(store, group, &message_id, &keep).map(|room| {
+                if !room {
+                    tracing::warn!("too many sends with missing copies kept for one group");
+                }
+            }),
         };
         // Failing to keep it costs only the retry beyond the accepted-epochs
         // window; the group goes on.
