@@ -83,7 +83,7 @@ impl OdsLogic {
         drop_weeks_before(ctx.store, SPACE, b"e/", week.saturating_sub(1), batch)
             .map_err(internal)?;
         if !ctx.store.scan_prefix(SPACE, b"d/", 1).map_err(internal)?.is_empty() {
-            batch.delete_range(SPACE, b"d/".to_vec(), b"d0".to_vec());
+            batch.delete_prefix(SPACE, b"d/".to_vec());
         }
         Ok(())
     }

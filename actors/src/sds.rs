@@ -49,7 +49,8 @@ pub struct Upload {
     pub total: u64,
     /// Bytes received.
     pub written: u64,
-    /// Chunks received.
+    /// Chunks received (no longer read: chunk keys now carry their end
+    /// offset; kept so records of both layouts decode alike).
     pub chunks: u64,
 }
 
@@ -90,15 +91,6 @@ fn chunk_key(id: &[u8; 32], generation: u64, end: u64) -> Vec<u8> {
     k
 }
 
-/// The key just past every key that starts with `prefix` (which ends in `/`).
-fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    if let Some(last) = end.last_mut() {
-        *last += 1;
-    }
-    end
-}
-
 impl SdsLogic {
     /// An SDS with these settings.
     pub fn new(settings: SdsSettings) -> Self {
@@ -116,11 +108,22 @@ impl SdsLogic {
         }
     }
 
-    fn delete_generation(&self, id: &[u8; 32], generation: u64, b: &mut Batch) {
-        for prefix in [chunk_prefix(id, generation), legacy_chunk_prefix(id, generation)] {
-            let end = prefix_end(&prefix);
-            b.delete_range(SPACE, prefix, end);
+    /// Deletes a generation's chunks with one range tombstone (not a scan
+    /// that would load the whole blob), and those of the older layout if it
+    /// has any (a tombstone costs later reads a little: none for nothing).
+    fn delete_generation(
+        &self,
+        id: &[u8; 32],
+        generation: u64,
+        ctx: &RoleContext<'_>,
+        b: &mut Batch,
+    ) -> Result<(), WireError> {
+        b.delete_prefix(SPACE, chunk_prefix(id, generation));
+        let legacy = legacy_chunk_prefix(id, generation);
+        if !ctx.store.scan_prefix(SPACE, &legacy, 1).map_err(internal)?.is_empty() {
+            b.delete_prefix(SPACE, legacy);
         }
+        Ok(())
     }
 
     fn put(
@@ -151,7 +154,7 @@ impl SdsLogic {
         if offset == 0 {
             // A new upload; an unfinished one is abandoned.
             if let Some(u) = rec.upload.take() {
-                self.delete_generation(&id, u.generation, &mut b);
+                self.delete_generation(&id, u.generation, ctx, &mut b)?;
             }
             rec.generation += 1;
             rec.upload = Some(Upload { generation: rec.generation, total, written: 0, chunks: 0 });
@@ -167,7 +170,7 @@ impl SdsLogic {
         let written = up.written;
         if up.written == up.total {
             if let Some((g, _)) = rec.current {
-                self.delete_generation(&id, g, &mut b);
+                self.delete_generation(&id, g, ctx, &mut b)?;
             }
             rec.current = Some((up.generation, up.total));
         } else {
@@ -261,10 +264,10 @@ impl SdsLogic {
         }
         let mut b = Batch::new();
         if let Some((g, _)) = rec.current {
-            self.delete_generation(&id, g, &mut b);
+            self.delete_generation(&id, g, ctx, &mut b)?;
         }
         if let Some(u) = &rec.upload {
-            self.delete_generation(&id, u.generation, &mut b);
+            self.delete_generation(&id, u.generation, ctx, &mut b)?;
         }
         b.delete(SPACE, blob_key(&id));
         ctx.store.write(b).map_err(internal)?;

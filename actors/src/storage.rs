@@ -142,6 +142,15 @@ impl Batch {
     pub fn delete_range(&mut self, space: Space, from: Vec<u8>, to: Vec<u8>) {
         self.ops.push(Op::DeleteRange { space, from, to });
     }
+    /// Adds a delete of every key that starts with `prefix` (one range
+    /// tombstone; `prefix` must not end in 0xff).
+    pub fn delete_prefix(&mut self, space: Space, prefix: Vec<u8>) {
+        let mut end = prefix.clone();
+        if let Some(last) = end.last_mut() {
+            *last += 1;
+        }
+        self.delete_range(space, prefix, end);
+    }
 }
 
 /// What role logic needs from storage. Implemented by `RocksStore` (feature
