@@ -211,6 +211,18 @@ async fn serve_connection(conn: quinn::Connection, ctx: Arc<ServerCtx>) {
     }
 }
 
+/// Writes `value` as one frame of at most `max_frame` bytes within
+/// `read_timeout`: the bound on every frame this node writes.
+async fn write_bounded<T: serde::Serialize>(
+    send: &mut quinn::SendStream,
+    value: &T,
+    l: &Limits,
+) -> Result<(), FrameError> {
+    tokio::time::timeout(l.read_timeout, write_message(send, value, l.max_frame))
+        .await
+        .unwrap_or(Err(FrameError::Timeout))
+}
+
 /// Answers a request on its stream and finishes it.
 async fn reply(mut send: quinn::SendStream, response: Response, l: &Limits) {
     let _ = write_response(&mut send, ResponseFrame::new(response), l).await;
@@ -227,17 +239,13 @@ async fn write_response(
     frame: ResponseFrame,
     l: &Limits,
 ) -> Result<(), FrameError> {
-    let written = tokio::time::timeout(l.read_timeout, write_message(send, &frame, l.max_frame))
-        .await
-        .unwrap_or(Err(FrameError::Timeout));
-    match written {
+    match write_bounded(send, &frame, l).await {
         Ok(()) => Ok(()),
         Err(FrameError::TooLarge { len, max }) => {
             tracing::warn!(len, max, "response exceeds the frame limit; answering with an error");
             let error =
                 ResponseFrame::new(Response::Error(WireError::ResponseTooLarge { len, max }));
-            let sent = tokio::time::timeout(l.read_timeout, write_message(send, &error, max)).await;
-            if !matches!(sent, Ok(Ok(()))) {
+            if write_bounded(send, &error, l).await.is_err() {
                 tracing::warn!("cannot write the error response either");
             }
             Err(FrameError::TooLarge { len, max })
@@ -274,7 +282,7 @@ async fn serve_client_stream(
                 Ok(()) => match ctx.admit(&f.request, remote) {
                     Err(e) => Response::Error(e),
                     Ok(()) if matches!(f.request, Request::Subscribe { .. }) => {
-                        return subscription(&ctx, send, f.request).await;
+                        return subscription(&ctx, send, f.request, true).await;
                     }
                     Ok(()) => route(&ctx, f.request).await,
                 },
@@ -298,13 +306,7 @@ async fn serve_node_stream(
                 // Served here or refused: a forwarded subscription is never
                 // forwarded a second time (configs that disagree cannot loop).
                 NodeRequest::Forward(req @ Request::Subscribe { .. }) => {
-                    match owner_of(&ctx, &req) {
-                        Ok(owner) if owner == ctx.me.name => {
-                            return subscription(&ctx, send, req).await
-                        }
-                        Ok(owner) => Response::Error(WireError::NotOwner { owner }),
-                        Err(e) => Response::Error(e),
-                    }
+                    return subscription(&ctx, send, req, false).await;
                 }
                 other => serve_node_request(&ctx, other).await,
             },
@@ -325,9 +327,18 @@ const SUBSCRIPTION_IDLE: Duration = Duration::from_secs(24 * 3600);
 /// Serves a `Subscribe` on `send`: the backlog, then every new envelope, until
 /// the subscriber goes away. At the mailbox's owner it registers with the ODS
 /// actor; elsewhere it pipes a stream to the owner.
-async fn subscription(ctx: &ServerCtx, mut send: quinn::SendStream, req: Request) {
+async fn subscription(
+    ctx: &ServerCtx,
+    mut send: quinn::SendStream,
+    req: Request,
+    may_forward: bool,
+) {
     let l = &ctx.config.limits;
-    let owner = match owner_of(ctx, &req) {
+    let (role, key) = req.shard();
+    let owner = match owner_of(ctx, role, key) {
+        Ok(o) if o != ctx.me.name && !may_forward => {
+            return reply(send, Response::Error(WireError::NotOwner { owner: o }), l).await
+        }
         Ok(o) => o,
         Err(e) => return reply(send, Response::Error(e), l).await,
     };
@@ -369,9 +380,7 @@ async fn subscription(ctx: &ServerCtx, mut send: quinn::SendStream, req: Request
         return reply(send, Response::Error(WireError::Unavailable { node: owner }), l).await;
     };
     let frame = NodeFrame::new(NodeRequest::Forward(req));
-    let sent =
-        tokio::time::timeout(l.read_timeout, write_message(&mut up_send, &frame, l.max_frame));
-    if !matches!(sent.await, Ok(Ok(()))) {
+    if write_bounded(&mut up_send, &frame, l).await.is_err() {
         return reply(send, Response::Error(WireError::Unavailable { node: owner }), l).await;
     }
     let stopped = send.stopped();
@@ -397,9 +406,8 @@ async fn subscription(ctx: &ServerCtx, mut send: quinn::SendStream, req: Request
     let _ = up_recv.stop(0u32.into());
 }
 
-/// The ODS owner of a mailbox request.
-fn owner_of(ctx: &ServerCtx, req: &Request) -> Result<String, WireError> {
-    let (role, key) = req.shard();
+/// The node that owns `key` among those hosting `role`.
+fn owner_of(ctx: &ServerCtx, role: Role, key: &[u8]) -> Result<String, WireError> {
     routing::owner(&ctx.config.nodes, role, key)
         .map(|o| o.name.clone())
         .ok_or_else(|| WireError::Internal(format!("no node hosts {role}")))
@@ -408,10 +416,10 @@ fn owner_of(ctx: &ServerCtx, req: &Request) -> Result<String, WireError> {
 /// Serves a request from another node (or an operator tool). Requests are
 /// only served if this node owns them; they are never forwarded again.
 async fn serve_node_request(ctx: &ServerCtx, req: NodeRequest) -> Response {
-    let owns = |role: Role, key: &[u8]| match routing::owner(&ctx.config.nodes, role, key) {
-        Some(o) if o.name == ctx.me.name => Ok(()),
-        Some(o) => Err(WireError::NotOwner { owner: o.name.clone() }),
-        None => Err(WireError::Internal(format!("no node hosts {role}"))),
+    let owns = |role: Role, key: &[u8]| match owner_of(ctx, role, key) {
+        Ok(o) if o == ctx.me.name => Ok(()),
+        Ok(owner) => Err(WireError::NotOwner { owner }),
+        Err(e) => Err(e),
     };
     match req {
         NodeRequest::Forward(request) => {
@@ -488,14 +496,12 @@ async fn chaos(ctx: &ServerCtx, target: ChaosTarget) -> Response {
 /// Serves a client request here or at its owner.
 async fn route(ctx: &ServerCtx, req: Request) -> Response {
     let (role, key) = req.shard();
-    let Some(owner) = routing::owner(&ctx.config.nodes, role, key) else {
-        return Response::Error(WireError::Internal(format!("no node hosts {role}")));
-    };
-    if owner.name == ctx.me.name {
-        local(ctx, role, |reply| RoleMsg::Request { request: req, reply }).await
-    } else {
-        let owner = owner.name.clone();
-        ctx.peers.forward(&owner, req).await
+    match owner_of(ctx, role, key) {
+        Ok(owner) if owner == ctx.me.name => {
+            local(ctx, role, |reply| RoleMsg::Request { request: req, reply }).await
+        }
+        Ok(owner) => ctx.peers.forward(&owner, req).await,
+        Err(e) => Response::Error(e),
     }
 }
 
