@@ -25,7 +25,7 @@ use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use mlsd_transport::protocol::identity::signing_bytes;
 use mlsd_transport::protocol::mailbox::{
-    page_cost, LABEL_ACK, LABEL_FETCH, LABEL_SUBSCRIBE, MAX_ENVELOPE,
+    PageRoom, LABEL_ACK, LABEL_FETCH, LABEL_SUBSCRIBE, MAX_ENVELOPE,
 };
 use mlsd_transport::protocol::{
     Delivered, EnqueueItem, EnqueueResult, MailboxAuth, MailboxId, NodeRequest, SealedPush,
@@ -216,7 +216,7 @@ impl OdsLogic {
         const STEP: usize = 16;
         let prefix = queue_prefix(mailbox);
         let mut out = Vec::new();
-        let mut bytes = 0;
+        let mut room = PageRoom::new(self.settings.page_bytes);
         let mut next = after.saturating_add(1);
         while out.len() < limit {
             let start = queue_key(mailbox, next);
@@ -226,11 +226,9 @@ impl OdsLogic {
             for (k, v) in rows {
                 let seq = k[prefix.len()..].try_into().map(u64::from_be_bytes).map_err(internal)?;
                 let d = Delivered { seq, envelope: v };
-                let cost = page_cost(&d);
-                if !out.is_empty() && bytes + cost > self.settings.page_bytes {
+                if !room.take(&d) {
                     return Ok(out);
                 }
-                bytes += cost;
                 next = seq.saturating_add(1);
                 out.push(d);
             }
@@ -515,7 +513,7 @@ mod tests {
             if page.is_empty() {
                 break;
             }
-            let bytes: usize = page.iter().map(page_cost).sum();
+            let bytes: usize = page.iter().map(mlsd_transport::protocol::mailbox::page_cost).sum();
             assert!(bytes <= ods.settings.page_bytes, "page of {bytes} bytes");
             after = page.last().unwrap().seq;
             seen.extend(page.into_iter().map(|d| (d.seq, d.envelope[0])));

@@ -46,20 +46,45 @@ pub const MIN_FRAME_FOR_ENVELOPES: u32 = (MAX_ENVELOPE + DELIVERED_OVERHEAD + PA
 // Every client can read a page holding the largest envelope.
 const _: () = assert!(MIN_FRAME_FOR_ENVELOPES < CLIENT_MAX_RESPONSE);
 
+/// The bytes left in one page being filled: the one rule for what a page
+/// may hold, shared by the ODS's fetch and the node's live pushes.
+pub struct PageRoom {
+    left: usize,
+    empty: bool,
+}
+
+impl PageRoom {
+    /// An empty page of `budget` bytes (see [`page_budget`]).
+    pub fn new(budget: usize) -> Self {
+        PageRoom { left: budget, empty: true }
+    }
+
+    /// Takes `d` into the page if it fits; the first envelope always does
+    /// (one larger than the budget on its own gets a page of its own; the
+    /// config check makes that impossible).
+    pub fn take(&mut self, d: &Delivered) -> bool {
+        let cost = page_cost(d);
+        if !self.empty && cost > self.left {
+            return false;
+        }
+        self.left = self.left.saturating_sub(cost);
+        self.empty = false;
+        true
+    }
+}
+
 /// Splits envelopes into pages of at most `budget` bytes each (see
-/// [`page_cost`]), in order; an envelope larger than the budget on its own
-/// gets a page of its own (the config check makes that impossible).
+/// [`PageRoom`]), in order.
 pub fn into_pages(items: Vec<Delivered>, budget: usize) -> Vec<Vec<Delivered>> {
     let mut pages = Vec::new();
     let mut page: Vec<Delivered> = Vec::new();
-    let mut bytes = 0;
+    let mut room = PageRoom::new(budget);
     for d in items {
-        let cost = page_cost(&d);
-        if !page.is_empty() && bytes + cost > budget {
+        if !room.take(&d) {
             pages.push(std::mem::take(&mut page));
-            bytes = 0;
+            room = PageRoom::new(budget);
+            room.take(&d);
         }
-        bytes += cost;
         page.push(d);
     }
     if !page.is_empty() {
