@@ -85,7 +85,8 @@ pub fn load_as_key(path: &Path) -> Result<VerifyingKey, ClientError> {
         .map_err(|_| ClientError::Home(format!("{} is not a valid Ed25519 key", path.display())))
 }
 
-fn now_secs() -> u64 {
+/// Unix time in seconds (0 if the clock is before 1970).
+pub(crate) fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 

@@ -30,7 +30,7 @@ use openmls_traits::OpenMlsProvider;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::client::Client;
+use crate::client::{now_secs, Client};
 use crate::{ClientError, CIPHERSUITE};
 
 /// Past epochs whose envelope keys and MLS secrets are kept per group: an
@@ -793,17 +793,8 @@ impl Client {
         };
         match result {
             Ok(answer @ (Response::Sent { .. } | Response::PartlySent { .. })) => {
-                group
-                    .merge_pending_commit(&self.provider)
-                    .map_err(|e| ClientError::Crypto(e.to_string()))?;
-                self.remember_epoch(&group)?;
+                self.merge_accepted(&mut group, &answer, &req)?;
                 self.save_groups()?;
-                // Accepted, but some members have no copy yet: the outbox
-                // sends it again (the IDS recognizes the retry) and reports
-                // who stays unserved; the group's later sends wait behind it.
-                if matches!(answer, Response::PartlySent { .. }) {
-                    self.outbox_push(req)?;
-                }
                 // Best effort: a member who cannot read it keeps the name
                 // from the group context.
                 let _ = self.store_group_data(&group, &meta.name).await;
@@ -827,6 +818,26 @@ impl Client {
         }
     }
 
+    /// Merges our pending commit, which the IDS accepted with `answer`. If
+    /// some members have no copy yet (`PartlySent`), the outbox sends it
+    /// again (the IDS recognizes the retry) and reports who stays unserved;
+    /// the group's later sends wait behind it.
+    fn merge_accepted(
+        &mut self,
+        group: &mut MlsGroup,
+        answer: &Response,
+        commit: &Request,
+    ) -> Result<(), ClientError> {
+        group
+            .merge_pending_commit(&self.provider)
+            .map_err(|e| ClientError::Crypto(e.to_string()))?;
+        self.remember_epoch(group)?;
+        if matches!(answer, Response::PartlySent { .. }) {
+            self.outbox_push(commit.clone())?;
+        }
+        Ok(())
+    }
+
     fn unsettled(&self) -> Result<Vec<(Vec<u8>, Request)>, ClientError> {
         Ok(self.home.load(UNSETTLED)?.unwrap_or_default())
     }
@@ -846,13 +857,7 @@ impl Client {
             Ok(answer @ (Response::Sent { .. } | Response::PartlySent { .. }))
                 if group.pending_commit().is_some() =>
             {
-                group
-                    .merge_pending_commit(&self.provider)
-                    .map_err(|e| ClientError::Crypto(e.to_string()))?;
-                self.remember_epoch(&group)?;
-                if matches!(answer, Response::PartlySent { .. }) {
-                    self.outbox_push(list[pos].1.clone())?;
-                }
+                self.merge_accepted(&mut group, &answer, &list[pos].1)?;
             }
             Err(e) if crate::outbox::transient(&e) => return Err(e),
             _ => {
@@ -948,7 +953,6 @@ impl Client {
             keys.acked = last;
             self.save_groups()?;
             self.home.save(DEFERRED, &deferred)?;
-            self.home.remove(OLD_DEFERRED)?;
             let keys = self.mailbox.as_ref().ok_or(ClientError::NotRegistered)?;
             self.home.save("mailbox", keys)?;
             // A lost ack is harmless: the next one covers it, and we fetch
@@ -993,13 +997,10 @@ impl Client {
     /// The envelopes waiting for a key, without those past [`DEFERRED_SECS`].
     fn load_deferred(&self) -> Result<Vec<(u64, Vec<u8>)>, ClientError> {
         let now = now_secs();
-        let list: Vec<(u64, Vec<u8>)> = match self.home.load(DEFERRED)? {
-            Some(l) => l,
-            None => {
-                let old: Vec<Vec<u8>> = self.home.load(OLD_DEFERRED)?.unwrap_or_default();
-                old.into_iter().map(|e| (now, e)).collect()
-            }
+        let convert = |old: Vec<Vec<u8>>| -> Vec<(u64, Vec<u8>)> {
+            old.into_iter().map(|e| (now, e)).collect()
         };
+        let list = self.home.load_converting(DEFERRED, OLD_DEFERRED, convert)?.unwrap_or_default();
         Ok(list.into_iter().filter(|(since, _)| since + DEFERRED_SECS > now).collect())
     }
 
@@ -1171,13 +1172,6 @@ fn sent_copies(r: Response) -> Result<u32, ClientError> {
 
 fn mailbox_ref_of_kp(kp: &KeyPackage) -> Option<MailboxRef> {
     mailbox_ref_of(kp.leaf_node())
-}
-
-fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 fn sha256(data: &[u8]) -> [u8; 32] {

@@ -83,12 +83,29 @@ impl Home {
         write_private(&p, &bytes)
     }
 
-    /// Deletes a state file (`NAME.bin`) if present.
-    pub fn remove(&self, name: &str) -> Result<(), ClientError> {
-        let p = self.dir.join(format!("{name}.bin"));
+    /// Reads `name`; if only the older file `old` of an earlier layout is
+    /// there, converts it with `convert`, writes it as `name` and deletes
+    /// `old`, once.
+    pub fn load_converting<T, O>(
+        &self,
+        name: &str,
+        old: &str,
+        convert: impl FnOnce(O) -> T,
+    ) -> Result<Option<T>, ClientError>
+    where
+        T: Serialize + serde::de::DeserializeOwned,
+        O: serde::de::DeserializeOwned,
+    {
+        if let Some(v) = self.load(name)? {
+            return Ok(Some(v));
+        }
+        let Some(older) = self.load::<O>(old)? else { return Ok(None) };
+        let v = convert(older);
+        self.save(name, &v)?;
+        let p = self.dir.join(format!("{old}.bin"));
         match std::fs::remove_file(&p) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Ok(()) => Ok(Some(v)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Some(v)),
             Err(e) => Err(io_err(&p, e)),
         }
     }
@@ -150,4 +167,26 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), ClientError> {
     // an ack must survive a crash, or the acked envelopes are lost.
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io_err(dir, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_of_the_older_layout_is_converted_once_and_then_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::open(dir.path()).unwrap();
+        home.save("old", &vec![1u32, 2]).unwrap();
+        let wrap = |v: Vec<u32>| v.into_iter().map(|x| (x, x * 10)).collect::<Vec<_>>();
+        let got: Option<Vec<(u32, u32)>> = home.load_converting("new", "old", wrap).unwrap();
+        assert_eq!(got, Some(vec![(1, 10), (2, 20)]));
+        assert!(!dir.path().join("old.bin").exists());
+        // Later reads take the new file as it is.
+        home.save("new", &vec![(3u32, 4u32)]).unwrap();
+        let again: Option<Vec<(u32, u32)>> = home.load_converting("new", "old", wrap).unwrap();
+        assert_eq!(again, Some(vec![(3, 4)]));
+        let none: Option<Vec<(u32, u32)>> = home.load_converting("x", "y", wrap).unwrap();
+        assert_eq!(none, None);
+    }
 }

@@ -157,16 +157,14 @@ enum Next {
 
 impl Client {
     fn outbox(&self) -> Result<Vec<Entry>, ClientError> {
-        if let Some(list) = self.home.load(OUTBOX)? {
-            return Ok(list);
-        }
-        let old: Vec<Request> = self.home.load(OLD_OUTBOX)?.unwrap_or_default();
-        Ok(old.into_iter().map(|request| Entry { request, full_tries: 0 }).collect())
+        let convert = |old: Vec<Request>| -> Vec<Entry> {
+            old.into_iter().map(|request| Entry { request, full_tries: 0 }).collect()
+        };
+        Ok(self.home.load_converting(OUTBOX, OLD_OUTBOX, convert)?.unwrap_or_default())
     }
 
     fn save_outbox(&self, list: &[Entry]) -> Result<(), ClientError> {
-        self.home.save(OUTBOX, &list)?;
-        self.home.remove(OLD_OUTBOX)
+        self.home.save(OUTBOX, &list)
     }
 
     /// Adds a prepared send to the outbox (before the first attempt).
