@@ -234,10 +234,12 @@ impl Client {
             }
             let answer = self.connection().request(list[i].request.clone()).await;
             let stop = matches!(&answer, Err(e) if unreachable(e));
-            match self.judge(&mut list[i], answer) {
+            let tries = list[i].full_tries;
+            let changed = match self.judge(&mut list[i], answer) {
                 Next::Retry => {
                     held.insert(gid);
                     i += 1;
+                    list[i - 1].full_tries != tries
                 }
                 Next::Done(outcome) => {
                     let entry = list.remove(i);
@@ -246,9 +248,14 @@ impl Client {
                         message_id: message_id(&entry.request).unwrap_or_default(),
                         outcome,
                     });
+                    true
                 }
+            };
+            // Synced (file and directory) only when something changed: a
+            // send still waiting as it was costs no write.
+            if changed {
+                self.save_outbox(&list)?;
             }
-            self.save_outbox(&list)?;
             if stop {
                 break;
             }
