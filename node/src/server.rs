@@ -326,7 +326,9 @@ const SUBSCRIPTION_IDLE: Duration = Duration::from_secs(24 * 3600);
 
 /// Serves a `Subscribe` on `send`: the backlog, then every new envelope, until
 /// the subscriber goes away. At the mailbox's owner it registers with the ODS
-/// actor; elsewhere it pipes a stream to the owner.
+/// actor; elsewhere it pipes a stream to the owner if `may_forward` (a
+/// client's subscription), and answers `NotOwner` if not (one another node
+/// forwarded: never forwarded twice).
 async fn subscription(
     ctx: &ServerCtx,
     mut send: quinn::SendStream,
