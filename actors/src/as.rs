@@ -18,6 +18,7 @@ use mlsd_transport::{Request, Response, Role, WireError};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::record::{self, Stored};
 use crate::role::{pong, RoleContext, RoleLogic};
 use crate::settings::{AsSettings, Registration};
 use crate::sig::{fresh, unix, verify};
@@ -34,6 +35,11 @@ pub struct Record {
     pub binding: Binding,
     /// Set when the client revoked it.
     pub revoked_at: Option<u64>,
+}
+
+impl Stored for Record {
+    const KIND: &'static str = "AS binding";
+    const VERSION: u8 = 1;
 }
 
 /// The AS state machine.
@@ -112,7 +118,7 @@ impl AsLogic {
             revoked_at: None,
         };
         batch.put(SPACE, b"serial".to_vec(), serial.to_be_bytes().to_vec());
-        batch.put(SPACE, key, encode(&record)?);
+        batch.put(SPACE, key, record::encode(&record)?);
         ctx.store.write(batch).map_err(internal)?;
         tracing::info!(serial, "binding issued");
         Ok(Response::Binding(self.sign(&record)?))
@@ -139,7 +145,7 @@ impl AsLogic {
         if r.revoked_at.is_none() {
             r.revoked_at = Some(unix(ctx.now));
             let mut b = Batch::new();
-            b.put(SPACE, key, encode(&r)?);
+            b.put(SPACE, key, record::encode(&r)?);
             ctx.store.write(b).map_err(internal)?;
         }
         Ok(Response::Binding(self.sign(&r)?))
@@ -155,7 +161,9 @@ impl AsLogic {
         for (_, v) in
             ctx.store.scan_prefix(SPACE, prefix.as_bytes(), MAX_DEVICES).map_err(internal)?
         {
-            let r: Record = mlsd_transport::codec::decode(&v).map_err(internal)?;
+            // An unreadable binding is left out (and logged); the others are
+            // still shown. Registering its client id stays refused.
+            let Ok(r) = record::decode::<Record>(&v) else { continue };
             if r.binding.expires_at > now {
                 out.push(self.sign(&r)?);
             }
@@ -178,7 +186,7 @@ pub fn token_key(hash: &[u8]) -> Vec<u8> {
 fn get_record(ctx: &RoleContext<'_>, key: &[u8]) -> Result<Option<Record>, WireError> {
     match ctx.store.get(SPACE, key).map_err(internal)? {
         None => Ok(None),
-        Some(v) => Ok(Some(mlsd_transport::codec::decode(&v).map_err(internal)?)),
+        Some(v) => Ok(Some(record::decode(&v)?)),
     }
 }
 
@@ -191,10 +199,6 @@ fn next_serial(ctx: &RoleContext<'_>) -> Result<u64, WireError> {
         .map(u64::from_be_bytes)
         .unwrap_or(0);
     Ok(cur + 1)
-}
-
-fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, WireError> {
-    mlsd_transport::codec::encode(v).map_err(internal)
 }
 
 pub(crate) fn internal(e: impl std::fmt::Display) -> WireError {

@@ -23,7 +23,7 @@ use mlsd_transport::protocol::identity::{
     signing_bytes, split_client_id, valid_name, LABEL_COUNT, LABEL_PUBLISH,
 };
 use mlsd_transport::protocol::{CountBody, FetchedKeyPackage, PublishBody, SignedBinding};
-use mlsd_transport::{codec, Request, Response, Role, WireError};
+use mlsd_transport::{Request, Response, Role, WireError};
 use openmls::prelude::tls_codec::Deserialize as _;
 use openmls::prelude::{BasicCredential, Ciphersuite, KeyPackageIn, ProtocolVersion};
 use openmls_rust_crypto::RustCrypto;
@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::r#as::internal;
+use crate::record::{self, Stored};
 use crate::role::{pong, RoleContext, RoleLogic};
 use crate::settings::CsSettings;
 use crate::sig::{fresh, unix, verify};
@@ -50,6 +51,11 @@ pub struct KpRecord {
     pub not_after: u64,
     /// The signature key it was validated against.
     pub signature_key: Vec<u8>,
+}
+
+impl Stored for KpRecord {
+    const KIND: &'static str = "CS KeyPackage";
+    const VERSION: u8 = 1;
 }
 
 /// The CS state machine.
@@ -154,12 +160,12 @@ impl CsLogic {
         let mut seq = self.next_seq(&body.client, ctx)?;
         for (h, rec) in &new {
             batch.put(SPACE, h.clone(), rec.not_after.to_be_bytes().to_vec());
-            batch.put(SPACE, kp_key(&body.client, seq), codec::encode(rec).map_err(internal)?);
+            batch.put(SPACE, kp_key(&body.client, seq), record::encode(rec)?);
             seq += 1;
         }
         batch.put(SPACE, seq_key(&body.client), seq.to_be_bytes().to_vec());
         if let Some(rec) = last_resort {
-            batch.put(SPACE, lr_key(&body.client), codec::encode(&rec).map_err(internal)?);
+            batch.put(SPACE, lr_key(&body.client), record::encode(&rec)?);
         }
         ctx.store.write(batch).map_err(internal)?;
         if swept.is_some() {
@@ -207,7 +213,8 @@ impl CsLogic {
         let limit = self.settings.max_per_client as usize * 2 + 8;
         let mut out = Vec::new();
         for (k, v) in ctx.store.scan_prefix(SPACE, prefix.as_bytes(), limit).map_err(internal)? {
-            let rec: KpRecord = codec::decode(&v).map_err(internal)?;
+            // An unreadable KeyPackage is skipped (and logged), not handed out.
+            let Ok(rec) = record::decode::<KpRecord>(&v) else { continue };
             if rec.not_after <= now || rec.signature_key != key {
                 batch.delete(SPACE, k);
             } else {
@@ -226,7 +233,7 @@ impl CsLogic {
         let Some(v) = ctx.store.get(SPACE, &lr_key(client)).map_err(internal)? else {
             return Ok(None);
         };
-        let rec: KpRecord = codec::decode(&v).map_err(internal)?;
+        let rec: KpRecord = record::decode(&v)?;
         Ok((rec.not_after > unix(ctx.now) && rec.signature_key == key).then_some(rec))
     }
 

@@ -8,6 +8,9 @@
 //! # Layout
 //! - [`storage`]: the [`Store`] trait (what the roles need) and its RocksDB
 //!   implementation, one column family per role.
+//! - [`record`]: the format version every stored record starts with, and the
+//!   one way to read one back; [`layout`]: the data dir's layout version and
+//!   the migration of older layouts.
 //! - [`role`]: the generic role actor, its message type and the
 //!   [`RoleLogic`] trait every service implements.
 //! - [`push`]: UnifiedPush notifications (HTTP POST) for the ODS.
@@ -18,8 +21,10 @@
 pub mod r#as;
 pub mod cs;
 pub mod ids;
+pub mod layout;
 pub mod ods;
 pub mod push;
+pub mod record;
 pub mod role;
 pub mod sds;
 pub mod settings;

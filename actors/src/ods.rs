@@ -30,11 +30,12 @@ use mlsd_transport::protocol::mailbox::{
 use mlsd_transport::protocol::{
     Delivered, EnqueueItem, EnqueueResult, MailboxAuth, MailboxId, NodeRequest, SealedPush,
 };
-use mlsd_transport::{codec, Request, Response, Role, WireError};
+use mlsd_transport::{Request, Response, Role, WireError};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::r#as::internal;
+use crate::record::{self, Stored};
 use crate::role::{pong, Effect, RoleContext, RoleLogic};
 use crate::settings::OdsSettings;
 use crate::sig::{fresh, verify, verifying_key};
@@ -55,6 +56,11 @@ pub struct MailboxRecord {
     pub acked: u64,
     /// Highest request counter used, for replay protection.
     pub last_counter: u64,
+}
+
+impl Stored for MailboxRecord {
+    const KIND: &'static str = "ODS mailbox";
+    const VERSION: u8 = 1;
 }
 
 impl MailboxRecord {
@@ -113,7 +119,7 @@ impl OdsLogic {
     ) -> Result<MailboxRecord, WireError> {
         let v = ctx.store.get(SPACE, &mbox_key(mailbox)).map_err(internal)?;
         let v = v.ok_or(WireError::UnknownMailbox)?;
-        codec::decode(&v).map_err(internal)
+        record::decode(&v)
     }
 
     fn open(
@@ -134,7 +140,7 @@ impl OdsLogic {
         }
         let rec = MailboxRecord { auth_key, push, next_seq: 1, acked: 0, last_counter: 0 };
         let mut b = Batch::new();
-        b.put(SPACE, mbox_key(&mailbox), codec::encode(&rec).map_err(internal)?);
+        b.put(SPACE, mbox_key(&mailbox), record::encode(&rec)?);
         ctx.store.write(b).map_err(internal)?;
         Ok(Response::MailboxOpened)
     }
@@ -196,7 +202,7 @@ impl OdsLogic {
         let rec = self.authenticate(&auth, label, op, ctx)?;
         let out = self.page(&auth.mailbox, after, limit as usize, ctx)?;
         let mut b = Batch::new();
-        b.put(SPACE, mbox_key(&auth.mailbox), codec::encode(&rec).map_err(internal)?);
+        b.put(SPACE, mbox_key(&auth.mailbox), record::encode(&rec)?);
         ctx.store.write(b).map_err(internal)?;
         Ok(Response::Envelopes(out))
     }
@@ -252,7 +258,7 @@ impl OdsLogic {
             b.delete(SPACE, queue_key(&auth.mailbox, seq));
         }
         rec.acked = rec.acked.max(up_to);
-        b.put(SPACE, mbox_key(&auth.mailbox), codec::encode(&rec).map_err(internal)?);
+        b.put(SPACE, mbox_key(&auth.mailbox), record::encode(&rec)?);
         ctx.store.write(b).map_err(internal)?;
         Ok(Response::Acked { remaining: rec.queued().min(u32::MAX as u64) as u32 })
     }
@@ -322,7 +328,7 @@ impl OdsLogic {
             stored.push((item.mailbox, Delivered { seq, envelope: item.envelope }, push));
         }
         for (m, rec) in &touched {
-            batch.put(SPACE, mbox_key(m), codec::encode(rec).map_err(internal)?);
+            batch.put(SPACE, mbox_key(m), record::encode(rec)?);
         }
         ctx.store.write(batch).map_err(internal)?;
         self.swept = Some(week);

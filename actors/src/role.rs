@@ -182,7 +182,7 @@ impl RoleState {
         &mut self,
         me: &ActorRef<RoleMsg>,
         group: &[u8],
-    ) -> Result<ActorRef<GroupMsg>, ActorProcessingErr> {
+    ) -> Result<ActorRef<GroupMsg>, WireError> {
         if let Some(a) = self.groups.get(group) {
             return Ok(a.clone());
         }
@@ -203,7 +203,16 @@ impl RoleState {
         };
         // Linked: when it stops (idle) or dies, handle_supervisor_evt forgets
         // it; the next request for the group starts a new one from storage.
-        let (a, _) = Actor::spawn_linked(Some(name), GroupActor, args, me.get_cell()).await?;
+        let (a, _) = Actor::spawn_linked(Some(name), GroupActor, args, me.get_cell())
+            .await
+            .map_err(|e| match e {
+                // Its group record could not be read: say why.
+                ractor::SpawnErr::StartupFailed(e) => match e.downcast::<WireError>() {
+                    Ok(e) => *e,
+                    Err(e) => WireError::Internal(format!("group actor: {e}")),
+                },
+                e => WireError::Internal(format!("group actor: {e}")),
+            })?;
         self.groups.insert(group.to_vec(), a.clone());
         self.group_ids.insert(a.get_id(), group.to_vec());
         Ok(a)
@@ -252,7 +261,16 @@ impl Actor for RoleActor {
                         reply.send(Response::Error(WireError::Malformed("group id length".into())));
                     return Ok(());
                 }
-                let actor = state.group(&myself, &group).await?;
+                // A group whose record cannot be read (or whose actor cannot
+                // start) is refused alone: this role actor keeps serving the
+                // other groups instead of dying on every retry.
+                let actor = match state.group(&myself, &group).await {
+                    Ok(a) => a,
+                    Err(e) => {
+                        let _ = reply.send(Response::Error(e));
+                        return Ok(());
+                    }
+                };
                 let msg = match request {
                     Request::CreateGroup { mode, auth_key, roster, .. } => {
                         GroupMsg::Create { mode, auth_key, roster, reply }

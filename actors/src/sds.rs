@@ -16,11 +16,12 @@
 //!   scan per read) for blobs uploaded before, and deleted with them.
 
 use mlsd_transport::limits::MAX_CHUNK;
-use mlsd_transport::{codec, Request, Response, Role, WireError};
+use mlsd_transport::{Request, Response, Role, WireError};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::r#as::internal;
+use crate::record::{self, Stored};
 use crate::role::{pong, RoleContext, RoleLogic};
 use crate::settings::SdsSettings;
 use crate::storage::{Batch, Space};
@@ -38,6 +39,11 @@ pub struct BlobRecord {
     pub upload: Option<Upload>,
     /// Last generation used.
     pub generation: u64,
+}
+
+impl Stored for BlobRecord {
+    const KIND: &'static str = "SDS blob";
+    const VERSION: u8 = 1;
 }
 
 /// An upload in progress.
@@ -103,7 +109,7 @@ impl SdsLogic {
         ctx: &RoleContext<'_>,
     ) -> Result<Option<BlobRecord>, WireError> {
         match ctx.store.get(SPACE, &blob_key(id)).map_err(internal)? {
-            Some(v) => Ok(Some(codec::decode(&v).map_err(internal)?)),
+            Some(v) => Ok(Some(record::decode(&v)?)),
             None => Ok(None),
         }
     }
@@ -176,7 +182,7 @@ impl SdsLogic {
         } else {
             rec.upload = Some(up);
         }
-        b.put(SPACE, blob_key(&id), codec::encode(&rec).map_err(internal)?);
+        b.put(SPACE, blob_key(&id), record::encode(&rec)?);
         ctx.store.write(b).map_err(internal)?;
         Ok(Response::BlobWritten { written })
     }
@@ -391,7 +397,7 @@ mod tests {
             generation: 1,
         };
         let mut b = Batch::new();
-        b.put(SPACE, blob_key(&id), codec::encode(&rec).unwrap());
+        b.put(SPACE, blob_key(&id), record::encode(&rec).unwrap());
         for (i, chunk) in data.chunks(100_000).enumerate() {
             let mut k = legacy_chunk_prefix(&id, 1);
             k.extend_from_slice(&(i as u64).to_be_bytes());

@@ -31,9 +31,10 @@ pub enum ClientError {
     /// The request got no usable response.
     #[error(transparent)]
     Call(#[from] endpoint::CallError),
-    /// The node answered with an error.
+    /// The node answered with an error. (Not a `source`: the message
+    /// already says it, and `{:#}` would print it twice.)
     #[error("server refused: {0}")]
-    Server(#[from] WireError),
+    Server(WireError),
     /// The node answered with a response of the wrong kind.
     #[error("unexpected response: {0}")]
     Unexpected(String),
@@ -60,6 +61,12 @@ pub enum ClientError {
     /// A binding or KeyPackage did not authenticate.
     #[error(transparent)]
     Rejected(#[from] crate::verify::Rejection),
+}
+
+impl From<WireError> for ClientError {
+    fn from(e: WireError) -> Self {
+        ClientError::Server(e)
+    }
 }
 
 /// An open connection to one node.

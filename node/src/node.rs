@@ -36,6 +36,9 @@ pub enum NodeError {
     /// The database could not be opened.
     #[error("cannot open storage: {0}")]
     Storage(#[from] mlsd_actors::StoreError),
+    /// Storage is of a layout this binary cannot read or convert.
+    #[error("cannot use storage: {0}")]
+    Layout(#[from] mlsd_actors::layout::LayoutError),
     /// The UDP socket could not be bound.
     #[error("cannot listen on {addr}: {reason}")]
     Bind {
@@ -107,6 +110,18 @@ impl Node {
         std::fs::create_dir_all(&me.data_dir)
             .map_err(|e| NodeError::Storage(mlsd_actors::StoreError::Db(e.to_string())))?;
         let store: Arc<dyn Store> = Arc::new(RocksStore::open(&me.data_dir, config.sync_wal)?);
+        // Before any role serves: records of an older layout are converted
+        // (or set aside one by one); a newer layout is refused.
+        let up = mlsd_actors::layout::upgrade(store.as_ref())?;
+        if up.converted + up.set_aside > 0 {
+            tracing::info!(
+                from = up.from,
+                to = mlsd_actors::layout::LAYOUT,
+                converted = up.converted,
+                set_aside = up.set_aside,
+                "storage layout upgraded"
+            );
+        }
         let node_tls = tls::NodeTls::load(&config.certs_dir, &me.name)?;
         let server_cfg = endpoint::quinn_server_config(tls::server_config(&node_tls)?)?;
         let client_cfg = endpoint::quinn_client_config(tls::node_client_config(&node_tls)?)?;

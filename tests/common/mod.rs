@@ -67,6 +67,33 @@ impl Cluster {
         Cluster { dir, config, specs, procs: Vec::new() }
     }
 
+    /// A one-node cluster unpacked from `archive` (a `.tar.gz` holding
+    /// `cluster.toml`, `certs/`, the node's data dir and mlsc homes, as
+    /// tests/fixtures/layout0.sh writes), listening on a free port instead of
+    /// the archive's.
+    pub fn unpack(archive: &Path, name: &'static str, roles: &[Role]) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new("tar").arg("xzf").arg(archive).arg("-C").arg(dir.path()).output();
+        let out = out.expect("tar runs");
+        assert!(out.status.success(), "tar: {}", String::from_utf8_lossy(&out.stderr));
+        let config = dir.path().join("cluster.toml");
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let text: String = std::fs::read_to_string(&config)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                if l.starts_with("listen") {
+                    format!("listen = \"{addr}\"\n")
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect();
+        std::fs::write(&config, text).unwrap();
+        let specs = vec![Spec { name, roles: roles.to_vec(), addr }];
+        Cluster { dir, config, specs, procs: Vec::new() }
+    }
+
     /// Creates the certificates once, before any node starts.
     pub fn certs(&self) {
         let out = Command::new(bin("mlsd"))

@@ -27,6 +27,7 @@ use zeroize::Zeroizing;
 
 use super::kept::{self, KeptSend};
 use crate::r#as::internal;
+use crate::record::{self, Stored};
 use crate::storage::{Batch, Space, Store};
 
 const SPACE: Space = Space::Role(Role::Ids);
@@ -43,6 +44,16 @@ pub struct GroupRecord {
     /// `A(e)` of the last [`ACCEPTED_EPOCHS`] epochs, to check retries of
     /// messages accepted then.
     pub past_auth: Vec<(u64, [u8; 32])>,
+}
+
+impl Stored for GroupRecord {
+    const KIND: &'static str = "IDS group";
+    const VERSION: u8 = 1;
+}
+
+impl Stored for SealedRoster {
+    const KIND: &'static str = "IDS sealed roster";
+    const VERSION: u8 = 1;
 }
 
 /// Everything a fan-out needs, decided by the group state machine.
@@ -167,7 +178,7 @@ impl GroupCore {
     /// Loads group `group` from storage (or none yet).
     pub fn load(group: &[u8], store: &dyn Store) -> Result<Self, WireError> {
         let record = match store.get(SPACE, &group_key(group)).map_err(internal)? {
-            Some(v) => Some(codec::decode(&v).map_err(internal)?),
+            Some(v) => Some(record::decode(&v)?),
             None => None,
         };
         Ok(GroupCore { group: group.to_vec(), record })
@@ -196,7 +207,7 @@ impl GroupCore {
         let mut b = Batch::new();
         match (mode, roster) {
             (RosterMode::Stored, Some(r)) => {
-                b.put(SPACE, roster_key(&self.group, 0), codec::encode(&r).map_err(internal)?)
+                b.put(SPACE, roster_key(&self.group, 0), record::encode(&r)?)
             }
             (RosterMode::Stored, None) => {
                 return Err(WireError::Malformed("stored mode needs a sealed roster".into()))
@@ -206,7 +217,7 @@ impl GroupCore {
             }
             (RosterMode::Client, None) => {}
         }
-        b.put(SPACE, group_key(&self.group), codec::encode(&record).map_err(internal)?);
+        b.put(SPACE, group_key(&self.group), record::encode(&record)?);
         store.write(b).map_err(internal)?;
         self.record = Some(record);
         Ok(())
@@ -233,7 +244,7 @@ impl GroupCore {
             .get(SPACE, &roster_key(&self.group, epoch))
             .map_err(internal)?
             .ok_or_else(|| WireError::Internal("no roster stored for this epoch".into()))?;
-        codec::decode(&sealed).map_err(internal)
+        record::decode(&sealed)
     }
 
     /// The recipients of a send, from the sealed roster of its epoch (stored
@@ -350,11 +361,9 @@ impl GroupCore {
             }
             let mut b = Batch::new();
             match (rec.mode, &extras.next_roster) {
-                (RosterMode::Stored, Some(r)) => b.put(
-                    SPACE,
-                    roster_key(&self.group, epoch + 1),
-                    codec::encode(r).map_err(internal)?,
-                ),
+                (RosterMode::Stored, Some(r)) => {
+                    b.put(SPACE, roster_key(&self.group, epoch + 1), record::encode(r)?)
+                }
                 (RosterMode::Stored, None) => {
                     return Err(WireError::Malformed(
                         "stored mode commit needs the next roster".into(),
@@ -384,7 +393,7 @@ impl GroupCore {
                 auth_key: extras.next_auth_key,
                 past_auth,
             };
-            b.put(SPACE, group_key(&self.group), codec::encode(&next).map_err(internal)?);
+            b.put(SPACE, group_key(&self.group), record::encode(&next)?);
             store.write(b).map_err(internal)?;
             self.record = Some(next);
         }

@@ -11,10 +11,11 @@
 //!   retry could duplicate them; the sender has long given up).
 
 use mlsd_transport::protocol::SealedRoster;
-use mlsd_transport::{codec, Role, WireError};
+use mlsd_transport::{Role, WireError};
 use serde::{Deserialize, Serialize};
 
 use crate::r#as::internal;
+use crate::record::{self, Stored};
 use crate::storage::{Batch, Space, Store};
 
 const SPACE: Space = Space::Role(Role::Ids);
@@ -42,6 +43,11 @@ pub struct KeptSend {
     pub week: u32,
 }
 
+impl Stored for KeptSend {
+    const KIND: &'static str = "IDS kept send";
+    const VERSION: u8 = 1;
+}
+
 fn prefix(group: &[u8]) -> Vec<u8> {
     let mut k = b"k/".to_vec();
     k.extend_from_slice(&(group.len() as u8).to_be_bytes());
@@ -65,7 +71,7 @@ pub fn load(
     let Some(v) = store.get(SPACE, &key(group, message_id)).map_err(internal)? else {
         return Ok(None);
     };
-    let kept: KeptSend = codec::decode(&v).map_err(internal)?;
+    let kept: KeptSend = record::decode(&v)?;
     Ok((kept.week + KEPT_WEEKS >= week).then_some(kept))
 }
 
@@ -80,7 +86,7 @@ pub fn keep(
     let mut b = Batch::new();
     let mut live = 0;
     for (k, v) in store.scan_prefix(SPACE, &prefix(group), MAX_KEPT * 2).map_err(internal)? {
-        match codec::decode::<KeptSend>(&v) {
+        match record::decode::<KeptSend>(&v) {
             Ok(old) if old.week + KEPT_WEEKS >= send.week => live += 1,
             // Expired, or unreadable: nothing a retry could use.
             _ => b.delete(SPACE, k),
@@ -88,7 +94,7 @@ pub fn keep(
     }
     let room = live < MAX_KEPT;
     if room {
-        b.put(SPACE, key(group, message_id), codec::encode(send).map_err(internal)?);
+        b.put(SPACE, key(group, message_id), record::encode(send)?);
     }
     store.write(b).map_err(internal)?;
     Ok(room)

@@ -478,6 +478,12 @@ pub enum WireError {
         /// The frame limit.
         max: u32,
     },
+    /// A stored record this request needs cannot be read (a torn disk, or a
+    /// format this binary does not know). The record is kept untouched for
+    /// the operator, the request changed nothing, and a retry fails the same
+    /// way; every other key is served as usual.
+    #[error("unreadable: {0}")]
+    Unreadable(String),
 }
 
 /// First field of every [`ClientFrame`]. Client and node frames start with

@@ -1,0 +1,232 @@
+//! The data dir's layout version, and the migration of older layouts, run
+//! once when a node opens its storage and before any role serves.
+//!
+//! Layouts:
+//! - 0: records stored as their bare encoding (every mlsd before this one).
+//!   No `layout` key in the `meta` column family.
+//! - 1: every structured record starts with its format version
+//!   ([`crate::record`]).
+//!
+//! The migration from 0 walks each structured record's key range in batches;
+//! each batch also moves a cursor, in the same atomic write, so a node killed
+//! mid-migration resumes where it stopped and never tags a record twice. A
+//! value that does not decode as its layout-0 type is set aside
+//! ([`record::quarantine`]) rather than dropped: requests that need it are
+//! refused by name, the role serves the rest, and the operator still has the
+//! bytes. A data dir of a newer layout is refused before anything is served.
+
+use mlsd_transport::protocol::SealedRoster;
+use mlsd_transport::Role;
+
+use crate::cs::KpRecord;
+use crate::ids::{group::GroupRecord, kept::KeptSend};
+use crate::ods::MailboxRecord;
+use crate::r#as::Record as BindingRecord;
+use crate::record::{quarantine, tag_legacy};
+use crate::sds::BlobRecord;
+use crate::storage::{Batch, Space, Store, StoreError};
+
+/// The layout this binary writes and reads.
+pub const LAYOUT: u32 = 1;
+
+const LAYOUT_KEY: &[u8] = b"layout";
+const CURSOR_KEY: &[u8] = b"layout/cursor";
+/// Records converted per atomic write.
+const BATCH: usize = 256;
+
+/// How a layout-0 value of one key range becomes its layout-1 form.
+type Convert = fn(&[u8]) -> Option<Vec<u8>>;
+
+/// Every key range of layout 0 that holds structured records, in the order
+/// the migration walks them (the cursor names a position in this list).
+const TAGGED: &[(Role, &[u8], Convert)] = &[
+    (Role::As, b"b/", tag_legacy::<BindingRecord>),
+    (Role::Cs, b"k/", tag_legacy::<KpRecord>),
+    (Role::Cs, b"l/", tag_legacy::<KpRecord>),
+    (Role::Ids, b"g/", tag_legacy::<GroupRecord>),
+    (Role::Ids, b"r/", tag_legacy::<SealedRoster>),
+    (Role::Ids, b"k/", tag_legacy::<KeptSend>),
+    (Role::Ods, b"m/", tag_legacy::<MailboxRecord>),
+    (Role::Sds, b"b/", tag_legacy::<BlobRecord>),
+];
+
+/// Why storage could not be brought to [`LAYOUT`].
+#[derive(Debug, thiserror::Error)]
+pub enum LayoutError {
+    /// A newer mlsd wrote this data dir; this one would misread it.
+    #[error(
+        "the data dir has layout {found}, newer than this mlsd's {LAYOUT}: run the newer mlsd"
+    )]
+    Newer {
+        /// The layout found.
+        found: u32,
+    },
+    /// The `layout` record itself is not a layout number.
+    #[error("the data dir's layout record is unreadable")]
+    Corrupt,
+    /// Storage failed; nothing of the failed batch was applied.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What [`upgrade`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Upgrade {
+    /// The layout found (equal to [`LAYOUT`] when there was nothing to do).
+    pub from: u32,
+    /// Records converted.
+    pub converted: u64,
+    /// Records that did not decode and were set aside.
+    pub set_aside: u64,
+}
+
+/// Brings `store` to [`LAYOUT`], converting records of an older layout.
+pub fn upgrade(store: &dyn Store) -> Result<Upgrade, LayoutError> {
+    let from = match store.get(Space::Meta, LAYOUT_KEY)? {
+        None => 0,
+        Some(v) => u32::from_be_bytes(v.try_into().map_err(|_| LayoutError::Corrupt)?),
+    };
+    let mut done = Upgrade { from, ..Upgrade::default() };
+    if from > LAYOUT {
+        return Err(LayoutError::Newer { found: from });
+    }
+    if from == LAYOUT {
+        return Ok(done);
+    }
+    let (mut step, mut after) = match store.get(Space::Meta, CURSOR_KEY)? {
+        Some(v) if v.len() >= 4 => {
+            (u32::from_be_bytes([v[0], v[1], v[2], v[3]]) as usize, Some(v[4..].to_vec()))
+        }
+        Some(_) => return Err(LayoutError::Corrupt),
+        None => (0, None),
+    };
+    while let Some(&(role, prefix, convert)) = TAGGED.get(step) {
+        let space = Space::Role(role);
+        let start = match &after {
+            // The first key after the last one converted.
+            Some(last) => [last.as_slice(), &[0]].concat(),
+            None => prefix.to_vec(),
+        };
+        let rows = store.scan_from(space, prefix, &start, BATCH)?;
+        let mut b = Batch::new();
+        for (k, v) in &rows {
+            match convert(v) {
+                Some(tagged) => {
+                    done.converted += 1;
+                    b.put(space, k.clone(), tagged);
+                }
+                None => {
+                    done.set_aside += 1;
+                    tracing::error!(%role, "a stored record of layout 0 does not decode; set aside");
+                    b.put(space, k.clone(), quarantine(v));
+                }
+            }
+        }
+        match rows.last() {
+            Some((k, _)) if rows.len() == BATCH => after = Some(k.clone()),
+            _ => (step, after) = (step + 1, None),
+        }
+        let mut cursor = (step as u32).to_be_bytes().to_vec();
+        cursor.extend_from_slice(after.as_deref().unwrap_or_default());
+        b.put(Space::Meta, CURSOR_KEY.to_vec(), cursor);
+        store.write(b)?;
+    }
+    let mut b = Batch::new();
+    b.put(Space::Meta, LAYOUT_KEY.to_vec(), LAYOUT.to_be_bytes().to_vec());
+    b.delete(Space::Meta, CURSOR_KEY.to_vec());
+    store.write(b)?;
+    Ok(done)
+}
+
+#[cfg(all(test, feature = "rocksdb"))]
+mod tests {
+    use super::*;
+    use crate::record;
+    use crate::storage::RocksStore;
+    use mlsd_transport::codec;
+
+    fn binding(n: u64) -> BindingRecord {
+        BindingRecord {
+            binding: mlsd_transport::protocol::Binding {
+                client: format!("u{n:04}/phone"),
+                signature_key: vec![1; 32],
+                issued_at: 1,
+                expires_at: 2,
+                serial: n,
+            },
+            revoked_at: None,
+        }
+    }
+
+    const AS: Space = Space::Role(Role::As);
+
+    #[test]
+    fn layout_0_records_are_tagged_in_batches_and_unreadable_ones_set_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RocksStore::open(dir.path(), false).unwrap();
+        let mut b = Batch::new();
+        // More than one batch, so the cursor moves within a key range.
+        for n in 0..600 {
+            b.put(AS, format!("b/u{n:04}/phone"), codec::encode(&binding(n)).unwrap());
+        }
+        b.put(AS, "b/u0300/torn", vec![9, 9, 9]);
+        b.put(AS, "serial", 600u64.to_be_bytes().to_vec());
+        store.write(b).unwrap();
+
+        let up = upgrade(&store).unwrap();
+        assert_eq!(up, Upgrade { from: 0, converted: 600, set_aside: 1 });
+        let get = |k: &str| store.get(AS, k.as_bytes()).unwrap().unwrap();
+        let r: BindingRecord = record::decode(&get("b/u0599/phone")).unwrap();
+        assert_eq!(r.binding.serial, 599);
+        assert!(matches!(
+            record::decode::<BindingRecord>(&get("b/u0300/torn")),
+            Err(mlsd_transport::WireError::Unreadable(_))
+        ));
+        assert_eq!(get("b/u0300/torn")[1..], [9, 9, 9], "the bytes are kept");
+        assert_eq!(get("serial"), 600u64.to_be_bytes(), "raw values are left alone");
+        // Done once: a second open converts nothing (and tags nothing twice).
+        assert_eq!(upgrade(&store).unwrap(), Upgrade { from: LAYOUT, ..Upgrade::default() });
+        assert_eq!(
+            record::decode::<BindingRecord>(&get("b/u0000/phone")).unwrap().binding.serial,
+            0
+        );
+    }
+
+    #[test]
+    fn an_interrupted_migration_resumes_after_its_cursor() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RocksStore::open(dir.path(), false).unwrap();
+        let mut b = Batch::new();
+        for n in 0..300 {
+            b.put(AS, format!("b/u{n:04}/phone"), codec::encode(&binding(n)).unwrap());
+        }
+        // As if a node died after its first batch: 256 tagged, cursor on the last.
+        let first: Vec<_> = (0..BATCH as u64).collect();
+        for &n in &first {
+            b.put(AS, format!("b/u{n:04}/phone"), record::encode(&binding(n)).unwrap());
+        }
+        let mut cursor = 0u32.to_be_bytes().to_vec();
+        cursor.extend_from_slice(format!("b/u{:04}/phone", BATCH - 1).as_bytes());
+        b.put(Space::Meta, CURSOR_KEY.to_vec(), cursor);
+        store.write(b).unwrap();
+
+        let up = upgrade(&store).unwrap();
+        assert_eq!((up.converted, up.set_aside), (300 - BATCH as u64, 0));
+        for n in [0, 255, 256, 299] {
+            let v = store.get(AS, format!("b/u{n:04}/phone").as_bytes()).unwrap().unwrap();
+            assert_eq!(record::decode::<BindingRecord>(&v).unwrap().binding.serial, n);
+        }
+    }
+
+    #[test]
+    fn a_newer_layout_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RocksStore::open(dir.path(), false).unwrap();
+        let mut b = Batch::new();
+        b.put(Space::Meta, LAYOUT_KEY.to_vec(), 7u32.to_be_bytes().to_vec());
+        b.put(AS, "b/a/phone", vec![7, 1, 2]);
+        store.write(b).unwrap();
+        assert!(matches!(upgrade(&store), Err(LayoutError::Newer { found: 7 })));
+        assert_eq!(store.get(AS, b"b/a/phone").unwrap().unwrap(), [7, 1, 2]);
+    }
+}

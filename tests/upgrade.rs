@@ -1,0 +1,118 @@
+//! Upgrades: the current mlsd started on a data dir an older mlsd wrote
+//! (tests/fixtures/layout0.tar.gz, from tests/fixtures/layout0.sh), and on
+//! records it cannot read (issue: "delivery defects", 3: a record that fails
+//! to decode must not crash-loop the role and stop the node).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::Cluster;
+use mlsd_actors::{Batch, RocksStore, Space, Store};
+use mlsd_transport::Role;
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/layout0.tar.gz")
+}
+
+/// Runs `mlsc` with the home `homes/<who>` of the unpacked fixture.
+fn mlsc(c: &Cluster, who: &str, args: &[&str]) -> Output {
+    let home = c.dir.path().join("homes").join(who);
+    let as_key = c.dir.path().join("certs/as.pub");
+    let mut full = vec!["--home", home.to_str().unwrap(), "--as-key", as_key.to_str().unwrap()];
+    full.extend_from_slice(args);
+    c.mlsc("n1", &full)
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Writes `value` under `key` in `space` of the (stopped) node's storage.
+fn plant(c: &Cluster, space: Space, key: &[u8], value: &[u8]) {
+    let store = RocksStore::open(&c.dir.path().join("data/n1"), true).unwrap();
+    let mut b = Batch::new();
+    b.put(space, key.to_vec(), value.to_vec());
+    store.write(b).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_current_binary_serves_a_data_dir_of_the_older_layout() {
+    common::init();
+    let mut c = Cluster::unpack(&fixture(), "n1", &Role::ALL);
+    // A torn record among the old ones: carol's AS binding.
+    plant(&c, Space::Role(Role::As), b"b/carol/phone", &[0xde, 0xad]);
+    c.start("n1").await;
+    let log = c.log("n1");
+    assert!(
+        log.contains("storage layout upgraded") && log.contains("set_aside=1"),
+        "the node says what it converted: {log}"
+    );
+
+    // What waited for bob under the old layout arrives once, in order.
+    let out = mlsc(&c, "bob", &["recv"]);
+    assert!(out.status.success(), "bob recv: {}", text(&out.stderr));
+    let lines: Vec<String> = text(&out.stdout).lines().map(str::to_string).collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert_eq!(lines[0], "g alice/phone: written by layout 0 (1)");
+    assert_eq!(lines[1], "g alice/phone: written by layout 0 (2)");
+    assert!(lines[2].contains("file saved"), "{lines:?}");
+    let saved = std::fs::read(c.dir.path().join("homes/bob/files/attachment.bin")).unwrap();
+    assert_eq!(saved, std::fs::read(c.dir.path().join("homes/attachment.bin")).unwrap());
+
+    // Old groups, bindings and KeyPackages keep working both ways.
+    let out = mlsc(&c, "bob", &["send", "g", "after the upgrade"]);
+    assert!(out.status.success(), "bob send: {}", text(&out.stderr));
+    let out = mlsc(&c, "alice", &["recv"]);
+    assert_eq!(text(&out.stdout).trim(), "g bob/phone: after the upgrade", "{}", text(&out.stderr));
+    let out = mlsc(&c, "alice", &["lookup", "bob"]);
+    assert!(text(&out.stdout).contains("bob/phone"), "{}", text(&out.stdout));
+
+    // The unreadable binding is refused by name, never taken for absent: a
+    // stranger cannot register carol/phone afresh.
+    let out = mlsc(&c, "stranger", &["register", "carol/phone"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("unreadable"), "{}", text(&out.stderr));
+    let out = mlsc(&c, "alice", &["lookup", "carol"]);
+    assert!(!text(&out.stdout).contains("carol/phone"), "{}", text(&out.stdout));
+
+    // A record torn after the upgrade: group h's. Sends to h are refused;
+    // more of them than the supervisor's restart budget (10 in 30 s) must
+    // not stop the node, and g keeps working.
+    let h = {
+        let alice = c.client("alice", "n1").await;
+        alice.group_id("h").unwrap()
+    };
+    c.kill("n1");
+    let mut key = b"g/".to_vec();
+    key.extend_from_slice(&h);
+    plant(&c, Space::Role(Role::Ids), &key, &[1, 0xff, 0xff]);
+    c.start("n1").await;
+    assert!(!c.log("n1").contains("storage layout upgraded"), "converted once only");
+    for i in 0..12 {
+        let out = mlsc(&c, "alice", &["send", "h", &format!("to a torn group {i}")]);
+        assert!(
+            text(&out.stderr).contains("unreadable"),
+            "send {i} to h: {} {}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+    }
+    let out = mlsc(&c, "alice", &["send", "g", "g still works"]);
+    assert!(out.status.success(), "alice send g: {}", text(&out.stderr));
+    let out = mlsc(&c, "bob", &["recv"]);
+    assert_eq!(text(&out.stdout).trim(), "g alice/phone: g still works", "{}", c.log("n1"));
+    assert!(!c.log("n1").contains("died"), "no role actor died: {}", c.log("n1"));
+
+    // A data dir of a newer layout is refused before anything is served.
+    c.kill("n1");
+    plant(&c, Space::Meta, b"layout", &9u32.to_be_bytes());
+    let out = Command::new(common::bin("mlsd"))
+        .args(["run", "--node", "n1", "--config"])
+        .arg(&c.config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("newer than this mlsd"), "{}", text(&out.stderr));
+}
