@@ -62,7 +62,7 @@ pub struct VerifiedKeyPackage {
 pub struct Client {
     pub(crate) home: Home,
     pub(crate) conn: Connection,
-    as_key: VerifyingKey,
+    pub(crate) as_key: VerifyingKey,
     pub(crate) provider: ClientProvider,
     pub(crate) identity: Option<StoredIdentity>,
     pub(crate) mailbox: Option<MailboxKeys>,
@@ -71,6 +71,10 @@ pub struct Client {
     /// Events received while catching up inside another operation (a commit
     /// retry); the next `receive` returns them first, so none is lost.
     pub(crate) pending_events: Vec<crate::group::Event>,
+    /// What the AS said of each group member ([`crate::members`]).
+    pub(crate) checks: crate::members::Checks,
+    /// Whether sends to groups with unverified members go out anyway.
+    pub(crate) allow_unverified: bool,
     cfg: ClientConfig,
 }
 
@@ -100,6 +104,7 @@ impl Client {
         let mailbox = home.load("mailbox")?;
         let groups: Vec<GroupMeta> = home.load("groups")?.unwrap_or_default();
         let groups = groups.into_iter().map(|g| (g.id.clone(), g)).collect();
+        let checks = home.load(crate::members::FILE)?.unwrap_or_default();
         let conn = Connection::connect(cfg.server, &cfg.ca).await?;
         Ok(Client {
             home,
@@ -111,6 +116,8 @@ impl Client {
             counter: Counter::default(),
             groups,
             pending_events: Vec::new(),
+            checks,
+            allow_unverified: false,
             cfg: cfg.clone(),
         })
     }
@@ -303,7 +310,10 @@ impl Client {
             .collect())
     }
 
-    async fn lookup_raw(&self, identity: &str) -> Result<Vec<SignedBinding>, ClientError> {
+    pub(crate) async fn lookup_raw(
+        &self,
+        identity: &str,
+    ) -> Result<Vec<SignedBinding>, ClientError> {
         if !valid_name(identity) {
             return Err(WireError::InvalidClientId(identity.to_string()).into());
         }

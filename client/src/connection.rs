@@ -44,6 +44,18 @@ pub enum ClientError {
     /// This home has no registered identity yet.
     #[error("not registered: run `mlsc register IDENTITY/DEVICE` first")]
     NotRegistered,
+    /// Not sent: the group has members the AS does not vouch for (or that
+    /// could not be checked yet); see [`crate::members`].
+    #[error(
+        "not sent: {group} has members the AS does not vouch for: {}; remove them (mlsc group remove {group} CLIENT_ID) to send to {group} again",
+        members.join(", ")
+    )]
+    UnverifiedMembers {
+        /// Local name of the group.
+        group: String,
+        /// Each such member's client id and why.
+        members: Vec<String>,
+    },
     /// A local cryptographic operation failed.
     #[error("crypto: {0}")]
     Crypto(String),

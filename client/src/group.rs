@@ -107,6 +107,17 @@ pub enum Event {
         /// The new epoch.
         epoch: u64,
     },
+    /// A member of a group is not vouched for by the AS (its client id has
+    /// no live binding to its key): sends to the group are refused until it
+    /// is removed.
+    Unverified {
+        /// Local name of the group.
+        group: String,
+        /// The client id it claims.
+        member: String,
+        /// Why it failed.
+        reason: String,
+    },
     /// We were removed from a group.
     Removed {
         /// Local name of the group.
@@ -163,12 +174,19 @@ pub const MAX_FILE: u64 = 64 * 1024 * 1024;
 /// Work `receive` does after a batch: things that need the network.
 enum Followup {
     ReadGroupData(Vec<u8>),
-    Download { group: String, sender: String, file: FileRef },
+    /// Check the group's members against the AS (after a Welcome or commit).
+    CheckMembers(Vec<u8>),
+    Download {
+        group: String,
+        sender: String,
+        file: FileRef,
+    },
 }
 
 /// Leaf capabilities of every mlsd client: our ciphersuite, last-resort
-/// KeyPackages and the mailbox reference extension.
-pub(crate) fn capabilities() -> Capabilities {
+/// KeyPackages and the mailbox reference extension. Public so that tools
+/// (and tests playing a modified client) build leaves mlsd groups accept.
+pub fn capabilities() -> Capabilities {
     Capabilities::new(
         None,
         Some(&[CIPHERSUITE]),
@@ -182,8 +200,9 @@ pub(crate) fn capabilities() -> Capabilities {
     )
 }
 
-/// The leaf extension carrying `r`.
-pub(crate) fn mailbox_extension(r: &MailboxRef) -> Result<Extensions<LeafNode>, ClientError> {
+/// The leaf extension carrying `r`: where the IDS delivers that member's
+/// copies. Public for the same reason as [`capabilities`].
+pub fn mailbox_extension(r: &MailboxRef) -> Result<Extensions<LeafNode>, ClientError> {
     let bytes = codec::encode(r).map_err(|e| ClientError::Crypto(e.to_string()))?;
     Extensions::single(Extension::Unknown(MAILBOX_REF_EXTENSION, UnknownExtension(bytes)))
         .map_err(|e| ClientError::Crypto(e.to_string()))
@@ -285,7 +304,7 @@ fn roster(
 }
 
 impl Client {
-    fn group_meta(&self, name: &str) -> Result<GroupMeta, ClientError> {
+    pub(crate) fn group_meta(&self, name: &str) -> Result<GroupMeta, ClientError> {
         self.groups
             .values()
             .find(|g| g.name == name)
@@ -293,7 +312,7 @@ impl Client {
             .ok_or_else(|| ClientError::Home(format!("no group named {name:?}")))
     }
 
-    fn load_group(&self, id: &[u8]) -> Result<MlsGroup, ClientError> {
+    pub(crate) fn load_group(&self, id: &[u8]) -> Result<MlsGroup, ClientError> {
         MlsGroup::load(self.provider.storage(), &GroupId::from_slice(id))
             .map_err(|e| ClientError::Home(format!("MLS state: {e:?}")))?
             .ok_or_else(|| ClientError::Home("MLS state of the group is missing".into()))
@@ -471,6 +490,8 @@ impl Client {
         name: &str,
         path: &std::path::Path,
     ) -> Result<Request, ClientError> {
+        let _ = self.check_members(name).await;
+        self.refuse_unverified(&self.group_meta(name)?.id, name)?;
         let data = Zeroizing::new(
             std::fs::read(path)
                 .map_err(|e| ClientError::Home(format!("{}: {e}", path.display())))?,
@@ -544,6 +565,8 @@ impl Client {
 
     /// Sends a text message to the group.
     pub async fn send_text(&mut self, name: &str, text: &str) -> Result<u32, ClientError> {
+        // Members still unchecked (the AS was unreachable) get checked now.
+        let _ = self.check_members(name).await;
         let req = self.prepare_text(name, text)?;
         sent_copies(self.send_request(req).await?)
     }
@@ -594,6 +617,7 @@ impl Client {
         message_id: [u8; 32],
     ) -> Result<Request, ClientError> {
         let meta = self.group_meta(name)?;
+        self.refuse_unverified(&meta.id, name)?;
         let mut group = self.load_group(&meta.id)?;
         let signer = self.signer()?;
         let payload =
@@ -650,7 +674,21 @@ impl Client {
         self.commit(name, Change::Add(kps)).await
     }
 
-    /// Removes every device of `identities` in one commit.
+    /// Adds KeyPackages obtained elsewhere in one commit, without the AS check
+    /// [`Client::add_members`] makes. Any member can do this with a modified
+    /// client (the IDS cannot see inside commits), which is why every member
+    /// checks the members it learns ([`crate::members`]); tests use it to
+    /// play that member. mlsc never calls it.
+    pub async fn add_unverified_key_packages(
+        &mut self,
+        name: &str,
+        key_packages: Vec<KeyPackage>,
+    ) -> Result<u64, ClientError> {
+        self.commit(name, Change::Add(key_packages)).await
+    }
+
+    /// Removes every device of each entry of `identities` (an identity), or
+    /// the one device an entry names (a client id), in one commit.
     pub async fn remove_members(
         &mut self,
         name: &str,
@@ -731,7 +769,10 @@ impl Client {
             Change::Remove(ids) => {
                 let gone: Vec<LeafNodeIndex> = before
                     .iter()
-                    .filter(|(_, c, _)| ids.iter().any(|i| c.split('/').next() == Some(i.as_str())))
+                    // An identity removes all its devices; a client id only that one.
+                    .filter(|(_, c, _)| {
+                        ids.iter().any(|i| *c == *i || c.split('/').next() == Some(i.as_str()))
+                    })
                     .map(|(i, _, _)| *i)
                     .collect();
                 if gone.is_empty() {
@@ -795,6 +836,9 @@ impl Client {
             Ok(answer @ (Response::Sent { .. } | Response::PartlySent { .. })) => {
                 self.merge_accepted(&mut group, &answer, &req)?;
                 self.save_groups()?;
+                // Members we added came from KeyPackages we verified; this
+                // records them (one lookup per identity), and rechecks none.
+                let _ = self.check_group(&meta.id).await;
                 // Best effort: a member who cannot read it keeps the name
                 // from the group context.
                 let _ = self.store_group_data(&group, &meta.name).await;
@@ -971,6 +1015,14 @@ impl Client {
                             }
                         }
                     }
+                    Followup::CheckMembers(gid) => {
+                        // Unreachable AS: the members stay unchecked, which
+                        // refuses sends until a later check passes.
+                        let name = self.group_name(&gid);
+                        for (member, reason) in self.check_group(&gid).await.unwrap_or_default() {
+                            events.push(Event::Unverified { group: name.clone(), member, reason });
+                        }
+                    }
                     Followup::Download { group, sender, file } => {
                         let name = file.name.clone();
                         match self.download(group.clone(), sender.clone(), file).await {
@@ -1042,7 +1094,8 @@ impl Client {
         match (kind, msg.extract()) {
             (Kind::Welcome, MlsMessageBodyIn::Welcome(w)) => {
                 let (event, gid) = self.join(w)?;
-                followups.push(Followup::ReadGroupData(gid));
+                followups.push(Followup::ReadGroupData(gid.clone()));
+                followups.push(Followup::CheckMembers(gid));
                 Ok(Some(vec![event]))
             }
             (Kind::Message, MlsMessageBodyIn::PrivateMessage(m)) => {
@@ -1135,6 +1188,7 @@ impl Client {
                     .map_err(|e| ClientError::Crypto(e.to_string()))?;
                 if group.is_active() {
                     self.remember_epoch(&group)?;
+                    followups.push(Followup::CheckMembers(gid.clone()));
                     events.push(Event::Commit {
                         group: meta.name.clone(),
                         epoch: group.epoch().as_u64(),
@@ -1143,6 +1197,7 @@ impl Client {
                     if let Some(g) = self.groups.get_mut(&gid) {
                         g.active = false;
                     }
+                    self.forget_checks(&gid);
                     events.push(Event::Removed { group: meta.name.clone() });
                 }
             }

@@ -8,6 +8,8 @@
 //! - [`group`]: groups: create, add, remove, send, receive (steps 5-7).
 //! - [`blob`]: SDS blobs: chunked transfer, attachment and group-data encryption.
 //! - [`verify`]: authenticating bindings and KeyPackages against the AS key.
+//! - [`members`]: checking every member a group shows us against the AS, and
+//!   refusing sends to groups with members it does not vouch for.
 //! - [`mailbox`]: the client's ODS mailbox: keys, open, fetch, ack.
 //! - [`outbox`]: unacknowledged sends, retried verbatim until acknowledged.
 //! - [`home`]: the home directory's files (identity, openmls storage), 0600.
@@ -20,6 +22,7 @@ pub mod connection;
 pub mod group;
 pub mod home;
 pub mod mailbox;
+pub mod members;
 pub mod outbox;
 pub mod provider;
 pub mod verify;

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use mlsd_client::group::Event;
+use mlsd_client::members::MemberStatus;
 use mlsd_client::outbox::{self, Outcome, Report};
 use mlsd_client::{Client, ClientConfig, Connection};
 use mlsd_transport::protocol::RosterMode;
@@ -142,6 +143,9 @@ enum Cmd {
         /// Give up after this many seconds (the message stays in the outbox).
         #[arg(long, default_value_t = 30)]
         timeout: u64,
+        /// Send even if the group has members the AS does not vouch for.
+        #[arg(long)]
+        allow_unverified: bool,
     },
     /// Encrypt PATH, upload it to the SDS and send its reference to group NAME.
     SendFile {
@@ -152,6 +156,9 @@ enum Cmd {
         /// Give up after this many seconds (the message stays in the outbox).
         #[arg(long, default_value_t = 30)]
         timeout: u64,
+        /// Send even if the group has members the AS does not vouch for.
+        #[arg(long)]
+        allow_unverified: bool,
     },
     /// Process everything waiting (Welcomes, commits, messages) and print the messages.
     Recv {
@@ -236,6 +243,10 @@ fn print(events: &[Event]) {
             Event::Joined { group } => eprintln!("joined {group}"),
             Event::Commit { group, epoch } => eprintln!("{group} is at epoch {epoch}"),
             Event::Removed { group } => eprintln!("removed from {group}"),
+            Event::Unverified { group, member, reason } => eprintln!(
+                "mlsc: {group}: {member} is not vouched for by the AS ({reason}); \
+                 sends to {group} are refused until it is removed"
+            ),
         }
     }
 }
@@ -373,8 +384,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     }
                 }
                 GroupCmd::Members { name } => {
-                    for m in c.group_members(name)? {
-                        println!("{m}");
+                    let _ = c.check_members(name).await;
+                    for (m, status) in c.member_status(name)? {
+                        match status {
+                            MemberStatus::Me | MemberStatus::Verified => println!("{m}"),
+                            MemberStatus::Unverified(why) => println!("{m} UNVERIFIED: {why}"),
+                            MemberStatus::Unchecked => {
+                                println!("{m} UNVERIFIED: not checked with the AS yet")
+                            }
+                        }
                     }
                 }
                 GroupCmd::Update { name } => {
@@ -383,13 +401,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }
-        Cmd::Send { name, text, timeout } => {
+        Cmd::Send { name, text, timeout, allow_unverified } => {
             let mut c = open_patiently(&cli, *timeout).await?;
+            c.allow_unverified(*allow_unverified);
+            // Members not checked yet (the AS was unreachable) are checked
+            // now; a failure leaves them unchecked, which prepare refuses.
+            let _ = c.check_members(name).await;
             let req = c.prepare_text(name, text)?;
             send(&mut c, req, *timeout).await?;
         }
-        Cmd::SendFile { name, path, timeout } => {
+        Cmd::SendFile { name, path, timeout, allow_unverified } => {
             let mut c = open_patiently(&cli, *timeout).await?;
+            c.allow_unverified(*allow_unverified);
             let req = c.prepare_file(name, path).await?;
             send(&mut c, req, *timeout).await?;
         }
