@@ -275,3 +275,44 @@ async fn a_subscriber_gets_envelopes_live_and_no_push() {
     }
     assert!(hits.load(Ordering::SeqCst) >= 2, "push resumes after the subscriber left");
 }
+
+/// A subscriber that stops reading (issue "delivery defects", 5) is dropped
+/// once a push to it has not gone out within `limits.read_timeout_ms`; its
+/// mailbox then gets push notifications again. Before, the node's write
+/// waited forever: the subscription stayed registered, so the device got
+/// neither the envelopes nor a push, and the node held a task and its
+/// buffers for as long as the connection lived.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_subscriber_that_stops_reading_is_dropped_and_push_resumes() {
+    common::init();
+    let mut c = split("read_timeout_ms = 1000\n");
+    c.start_all().await;
+    let (url, hits) = push_server().await;
+    let conn = Connection::connect(c.addr("n3"), &c.ca()).await.unwrap();
+    let keys = MailboxKeys::generate().unwrap();
+    mailbox::open(&conn, &keys, Some(&url)).await.unwrap();
+    let pk = Some(*keys.push_key);
+    let (sub, backlog) =
+        mailbox::subscribe(&conn, &keys, &mut Counter::default(), 0).await.unwrap();
+    assert!(backlog.is_empty());
+    // 3 MB of live envelopes, more than the stream's receive window, which
+    // this subscriber never reads; fewer batches than the node queues.
+    for n in 1..=30u8 {
+        let big = EnqueueItem { envelope: vec![n; 100_000], ..item(keys.id, n, pk) };
+        c.node_call("n2", "n3", NodeRequest::Enqueue(vec![big])).await;
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), 0, "a live subscriber gets no push");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    c.node_call("n2", "n3", NodeRequest::Enqueue(vec![item(keys.id, 31, pk)])).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while hits.load(Ordering::SeqCst) == 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        hits.load(Ordering::SeqCst) >= 1,
+        "the stalled subscriber was dropped: {}",
+        c.log("n3")
+    );
+    assert!(c.log("n3").contains("cannot write response"), "logged at warn");
+    drop(sub);
+}
