@@ -23,7 +23,7 @@ use common::Cluster;
 use mlsd_client::group::Event;
 use mlsd_client::{Client, ClientError};
 use mlsd_transport::protocol::{ChaosTarget, NodeRequest, RosterMode};
-use mlsd_transport::{Response, Role, WireError};
+use mlsd_transport::{Request, Response, Role, WireError};
 use rand::seq::IndexedRandom;
 use rand::Rng;
 
@@ -75,6 +75,25 @@ async fn commit_until(c: &mut Client, group: &str, me: &str, change: Change) {
     }
 }
 
+/// The `Send` of `text`. Members learned while the AS was down are not
+/// checked yet, and a send is refused until they are: check again (as mlsc
+/// does before every send) until the AS answers.
+async fn prepare(c: &mut Client, group: &str, text: &str) -> Request {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match c.prepare_text(group, text) {
+            Ok(req) => return req,
+            Err(e @ ClientError::UnverifiedMembers { .. }) => {
+                assert!(Instant::now() < deadline, "{group}: members never verified: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let _ = c.reconnect().await;
+                let _ = c.check_members(group).await;
+            }
+            Err(e) => panic!("{group}: {e}"),
+        }
+    }
+}
+
 /// One member's load: `rounds` messages, a self-update every fourth round,
 /// and for the creator the guest's removal and re-addition. Returns what it
 /// got acknowledged, the events it received meanwhile and, for the creator,
@@ -104,7 +123,7 @@ async fn member_load(
         let text = format!("{me} #{r}");
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut epoch = c.group_epoch(group).unwrap();
-        let mut req = c.prepare_text(group, &text).unwrap();
+        let mut req = prepare(&mut c, group, &text).await;
         loop {
             match c.send_request(req.clone()).await {
                 Ok(Response::Sent { .. }) => break,
@@ -113,7 +132,7 @@ async fn member_load(
                 Err(ClientError::Server(WireError::StaleEpoch { .. })) => {
                     events.extend(c.receive().await.unwrap_or_default());
                     epoch = c.group_epoch(group).unwrap();
-                    req = c.prepare_text(group, &text).unwrap();
+                    req = prepare(&mut c, group, &text).await;
                 }
                 other => {
                     assert!(

@@ -9,6 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::Cluster;
+use mlsd_client::group::Event;
 use mlsd_client::outbox::Outcome;
 use mlsd_client::Client;
 use mlsd_transport::protocol::RosterMode;
@@ -247,4 +248,48 @@ async fn a_send_missing_only_unknown_mailboxes_is_not_kept() {
     }
     let err = common::server_err(alice.send_request(send).await);
     assert!(matches!(err, WireError::StaleEpoch { .. }), "{err:?}");
+}
+
+/// Carol's mailbox is on n2. While n2 is down alice removes her (accepted;
+/// carol's copy of the commit waits in alice's outbox), then adds her again
+/// once n2 is back: carol's Welcome reaches her before the commit that
+/// removed her. She keeps it until that commit arrives, then rejoins and
+/// reads the group again. (Found by the chaos test: a guest re-added while
+/// its removal was still in the creator's outbox never read the group again.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_welcome_that_overtakes_our_removal_is_kept_until_the_removal_lands() {
+    common::init();
+    let mut c = Cluster::new(&[
+        ("n1", &[Role::As, Role::Cs, Role::Ids, Role::Sds, Role::Ods]),
+        ("n2", &[Role::Ods]),
+    ]);
+    c.start_all().await;
+    let mut alice = with_mailbox_on(&c, "alice", "n1").await;
+    let mut carol = with_mailbox_on(&c, "carol", "n2").await;
+    let ca = carol.client_id().unwrap().split('/').next().unwrap().to_string();
+    alice.create_group("g", RosterMode::Stored).await.unwrap();
+    alice.add_members("g", &[&ca]).await.unwrap();
+    carol.receive().await.unwrap();
+
+    c.kill("n2");
+    alice.remove_members("g", &[&ca]).await.unwrap();
+    assert_eq!(alice.outbox_len().unwrap(), 1, "carol's copy of her removal waits");
+    c.start("n2").await;
+    alice.add_members("g", &[&ca]).await.unwrap();
+    let first = carol.receive().await.unwrap();
+    assert!(!first.iter().any(|e| matches!(e, Event::Joined { .. })), "{first:?}");
+
+    for _ in 0..40 {
+        alice.flush_outbox().await.unwrap();
+        if alice.outbox_len().unwrap() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let then = carol.receive().await.unwrap();
+    assert!(then.iter().any(|e| matches!(e, Event::Removed { .. })), "{then:?}");
+    assert!(then.iter().any(|e| matches!(e, Event::Joined { .. })), "{then:?}");
+    alice.send_text("g", "welcome back").await.unwrap();
+    let got = carol.receive().await.unwrap();
+    assert!(format!("{got:?}").contains("welcome back"), "{got:?}");
 }

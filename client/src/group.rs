@@ -1056,11 +1056,14 @@ impl Client {
         Ok(list.into_iter().filter(|(since, _)| since + DEFERRED_SECS > now).collect())
     }
 
-    /// Changes whenever an envelope key is added or dropped: the sum over
-    /// every kept key of its epoch + 1 (new keys are of newer epochs than the
-    /// ones they push out).
+    /// Changes whenever an envelope key is added or dropped (the sum over
+    /// every kept key of its epoch + 1: new keys are of newer epochs than the
+    /// ones they push out), or a group becomes inactive (a Welcome kept for
+    /// it can now be taken).
     fn key_fingerprint(&self) -> u64 {
-        self.groups.values().flat_map(|g| g.keys.iter().map(|(e, _)| e + 1)).sum()
+        let keys: u64 = self.groups.values().flat_map(|g| g.keys.iter().map(|(e, _)| e + 1)).sum();
+        let inactive = self.groups.values().filter(|g| !g.active).count() as u64;
+        keys.wrapping_add(inactive << 40)
     }
 
     /// Opens one envelope by trial decryption and processes what it holds;
@@ -1093,7 +1096,8 @@ impl Client {
             .map_err(|e| ClientError::Crypto(e.to_string()))?;
         match (kind, msg.extract()) {
             (Kind::Welcome, MlsMessageBodyIn::Welcome(w)) => {
-                let (event, gid) = self.join(w)?;
+                // For a group we still hold: kept (see `join`).
+                let Some((event, gid)) = self.join(w)? else { return Ok(None) };
                 followups.push(Followup::ReadGroupData(gid.clone()));
                 followups.push(Followup::CheckMembers(gid));
                 Ok(Some(vec![event]))
@@ -1108,22 +1112,38 @@ impl Client {
         }
     }
 
+    /// Joins by `welcome`; `None` when it is for a group we are still an
+    /// active member of. That Welcome re-adds us after a removal whose commit
+    /// has not reached us yet (its copy to us is still in the committer's
+    /// outbox): it is kept with the envelopes waiting for a key and taken
+    /// once that commit makes the group inactive. (Replacing a live group on
+    /// any Welcome instead would let anyone who fetched one of our
+    /// KeyPackages clobber it.)
     fn join(
         &mut self,
         welcome: openmls::prelude::Welcome,
-    ) -> Result<(Event, Vec<u8>), ClientError> {
+    ) -> Result<Option<(Event, Vec<u8>)>, ClientError> {
         let cfg = MlsGroupJoinConfig::builder()
             .max_past_epochs(KEPT_EPOCHS)
             .use_ratchet_tree_extension(true)
             .wire_format_policy(PURE_CIPHERTEXT_WIRE_FORMAT_POLICY)
             .build();
         let err = |e: openmls::group::WelcomeError<_>| ClientError::Crypto(format!("welcome: {e}"));
+        // Opening a Welcome consumes its KeyPackage's private key; a Welcome
+        // kept for later must find it again (restored below).
+        let before = self.provider.storage().values.read().map(|v| v.clone()).ok();
         let builder =
             StagedWelcome::build_from_welcome(&self.provider, &cfg, welcome).map_err(err)?;
         // Added again to a group we were removed from: the old, inactive state
         // gives way. A Welcome for a group we are still in is refused by
         // openmls (GroupAlreadyExists), so it cannot clobber a live group.
         let wanted = builder.processed_welcome().unverified_group_info().group_id().as_slice();
+        if self.groups.get(wanted).is_some_and(|g| g.active) {
+            if let (Some(before), Ok(mut now)) = (before, self.provider.storage().values.write()) {
+                *now = before;
+            }
+            return Ok(None);
+        }
         let rejoin = self.groups.get(wanted).is_some_and(|g| !g.active);
         let builder = if rejoin { builder.replace_old_group() } else { builder };
         let group = builder.build().and_then(|s| s.into_group(&self.provider)).map_err(err)?;
@@ -1148,7 +1168,7 @@ impl Client {
             GroupMeta { name: name.clone(), id: gid.clone(), mode, keys: Vec::new(), active: true },
         );
         self.remember_epoch(&group)?;
-        Ok((Event::Joined { group: name }, gid))
+        Ok(Some((Event::Joined { group: name }, gid)))
     }
 
     fn process(
