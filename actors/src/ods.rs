@@ -21,8 +21,6 @@
 
 use std::collections::HashMap;
 
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use mlsd_transport::protocol::identity::signing_bytes;
 use mlsd_transport::protocol::mailbox::{
     PageRoom, LABEL_ACK, LABEL_FETCH, LABEL_SUBSCRIBE, MAX_ENVELOPE,
@@ -349,12 +347,7 @@ fn open_push(
     mailbox: &MailboxId,
     sealed: &SealedPush,
 ) -> Option<Zeroizing<String>> {
-    let cipher = XChaCha20Poly1305::new(key.into());
-    let nonce = XNonce::from_slice(sealed.nonce.get(..24)?);
-    let plain = Zeroizing::new(
-        cipher.decrypt(nonce, Payload { msg: &sealed.ciphertext, aad: mailbox }).ok()?,
-    );
-    String::from_utf8(plain.to_vec()).ok().map(Zeroizing::new)
+    mlsd_transport::sealed::open_push(key, mailbox, sealed).ok()
 }
 
 fn mbox_key(m: &MailboxId) -> Vec<u8> {

@@ -2,8 +2,6 @@
 //! encryption of attachments and group data (the SDS only ever sees
 //! ciphertext under keys it does not have).
 
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use mlsd_transport::limits::MAX_CHUNK;
 use mlsd_transport::{Request, Response};
 use zeroize::Zeroizing;
@@ -74,12 +72,8 @@ pub fn seal(key: &[u8; 32], id: &[u8; 32], plain: &[u8]) -> Result<Vec<u8>, Clie
     let mut nonce = [0u8; 24];
     rand::TryRngCore::try_fill_bytes(&mut rand::rngs::OsRng, &mut nonce)
         .map_err(|e| ClientError::Crypto(e.to_string()))?;
-    let ct = XChaCha20Poly1305::new(key.into())
-        .encrypt(XNonce::from_slice(&nonce), Payload { msg: plain, aad: id })
-        .map_err(|_| ClientError::Crypto("sealing a blob".into()))?;
-    let mut out = nonce.to_vec();
-    out.extend_from_slice(&ct);
-    Ok(out)
+    mlsd_transport::sealed::seal_prefixed(key, &nonce, id, plain)
+        .map_err(|_| ClientError::Crypto("sealing a blob".into()))
 }
 
 /// Decrypts what [`seal`] made.
@@ -88,12 +82,6 @@ pub fn open(
     id: &[u8; 32],
     sealed: &[u8],
 ) -> Result<Zeroizing<Vec<u8>>, ClientError> {
-    if sealed.len() < 24 {
-        return Err(ClientError::Crypto("blob too short".into()));
-    }
-    let (nonce, ct) = sealed.split_at(24);
-    XChaCha20Poly1305::new(key.into())
-        .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad: id })
-        .map(Zeroizing::new)
+    mlsd_transport::sealed::open_prefixed(key, id, sealed)
         .map_err(|_| ClientError::Crypto("blob does not decrypt".into()))
 }

@@ -239,16 +239,10 @@ fn seal_roster(
     group: &[u8],
     roster: &[RosterEntry],
 ) -> Result<SealedRoster, ClientError> {
-    use chacha20poly1305::aead::{Aead, KeyInit, Payload as AeadPayload};
-    use chacha20poly1305::{XChaCha20Poly1305, XNonce};
-    let plain = Zeroizing::new(
-        codec::encode(&roster.to_vec()).map_err(|e| ClientError::Crypto(e.to_string()))?,
-    );
     let nonce = random32();
-    let ciphertext = XChaCha20Poly1305::new(key.into())
-        .encrypt(XNonce::from_slice(&nonce[..24]), AeadPayload { msg: &plain, aad: group })
-        .map_err(|_| ClientError::Crypto("sealing the roster".into()))?;
-    Ok(SealedRoster { nonce: nonce[..24].to_vec(), ciphertext })
+    let nonce: [u8; 24] = std::array::from_fn(|i| nonce[i]);
+    mlsd_transport::sealed::seal_roster(key, &nonce, group, roster)
+        .map_err(|_| ClientError::Crypto("sealing the roster".into()))
 }
 
 /// `(leaf index, client id, mailbox reference)` of every member.

@@ -4,8 +4,6 @@
 //! is authenticated by its own Ed25519 key, not the identity's signature key.
 //! Its push endpoint is sealed under a push key the ODS never stores.
 
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use ed25519_dalek::{Signer as _, SigningKey};
 use mlsd_transport::protocol::identity::signing_bytes;
 use mlsd_transport::protocol::mailbox::{LABEL_ACK, LABEL_FETCH};
@@ -102,14 +100,9 @@ impl MailboxKeys {
     /// Seals a push endpoint URL for this mailbox.
     pub fn seal_push(&self, url: &str) -> Result<SealedPush, ClientError> {
         let nonce = random32()?;
-        let cipher = XChaCha20Poly1305::new(self.push_key.as_ref().into());
-        let ciphertext = cipher
-            .encrypt(
-                XNonce::from_slice(&nonce[..24]),
-                Payload { msg: url.as_bytes(), aad: &self.id },
-            )
-            .map_err(|_| ClientError::Crypto("sealing the push endpoint".into()))?;
-        Ok(SealedPush { nonce: nonce[..24].to_vec(), ciphertext })
+        let nonce: [u8; 24] = std::array::from_fn(|i| nonce[i]);
+        mlsd_transport::sealed::seal_push(&self.push_key, &nonce, &self.id, url)
+            .map_err(|_| ClientError::Crypto("sealing the push endpoint".into()))
     }
 
     /// Signs a mailbox request.

@@ -8,7 +8,7 @@
 //! Welcomes are sealed with HPKE by the IDS (actors crate) using the same
 //! plaintext layout; both end up exactly one bucket long.
 
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::aead::KeyInit;
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use zeroize::Zeroizing;
 
@@ -151,11 +151,7 @@ pub fn open(
         return Err(EnvelopeError::NoOpen);
     }
     let (nonce, ct) = envelope.split_at(24);
-    let cipher = XChaCha20Poly1305::new(key.into());
-    cipher
-        .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad: mailbox })
-        .map(Zeroizing::new)
-        .map_err(|_| EnvelopeError::NoOpen)
+    crate::sealed::open(key, nonce, mailbox, ct).map_err(|_| EnvelopeError::NoOpen)
 }
 
 #[cfg(test)]

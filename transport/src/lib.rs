@@ -13,6 +13,8 @@
 //! - [`tls`]: rustls configs (TLS 1.3, `ring`) for the client and node ALPNs,
 //!   and the check that a peer certificate names a cluster node.
 //! - [`envelope`]: padding and sealing of per-recipient envelopes.
+//! - [`sealed`]: the one AEAD of every sealed format, and both halves of the
+//!   formats one side seals and another opens (rosters, push endpoints, blobs).
 //! - [`endpoint`]: quinn endpoint construction and request/response calls.
 #![warn(missing_docs)]
 
@@ -22,6 +24,7 @@ pub mod envelope;
 pub mod frame;
 pub mod limits;
 pub mod protocol;
+pub mod sealed;
 pub mod tls;
 
 pub use codec::CodecError;

@@ -13,8 +13,6 @@
 //! - `k/...`: sends kept beyond that window while copies are missing
 //!   ([`super::kept`]).
 
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use mlsd_transport::protocol::group::{send_mac, MAX_ROSTER};
 use mlsd_transport::protocol::{
     Recipients, RosterEntry, RosterMode, SealedRoster, SendBody, WelcomeCopy,
@@ -164,14 +162,11 @@ pub fn open_roster(
     group: &[u8],
     sealed: &SealedRoster,
 ) -> Result<Vec<RosterEntry>, WireError> {
-    let nonce =
-        sealed.nonce.get(..24).ok_or_else(|| WireError::Malformed("roster nonce".into()))?;
-    let plain = Zeroizing::new(
-        XChaCha20Poly1305::new(key.into())
-            .decrypt(XNonce::from_slice(nonce), Payload { msg: &sealed.ciphertext, aad: group })
-            .map_err(|_| WireError::NotAuthorized("roster key does not open the roster".into()))?,
-    );
-    codec::decode(&plain).map_err(|e| WireError::Malformed(format!("roster: {e}")))
+    use mlsd_transport::sealed::SealError;
+    mlsd_transport::sealed::open_roster(key, group, sealed).map_err(|e| match e {
+        SealError::Malformed => WireError::Malformed("roster: not a roster".into()),
+        _ => WireError::NotAuthorized("roster key does not open the roster".into()),
+    })
 }
 
 impl GroupCore {
