@@ -68,24 +68,7 @@ impl MailboxKeys {
 
     /// Opens a Welcome envelope sealed to this mailbox's HPKE key.
     pub fn open_welcome(&self, envelope: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
-        use openmls_traits::crypto::OpenMlsCrypto;
-        use openmls_traits::types::HpkeCiphertext;
-        if envelope.len() < 32 {
-            return None;
-        }
-        let (kem, ct) = envelope.split_at(32);
-        let input =
-            HpkeCiphertext { kem_output: kem.to_vec().into(), ciphertext: ct.to_vec().into() };
-        openmls_rust_crypto::RustCrypto::default()
-            .hpke_open(
-                mlsd_transport::envelope::WELCOME_HPKE,
-                &input,
-                &self.hpke_private,
-                mlsd_transport::envelope::WELCOME_INFO,
-                &self.id,
-            )
-            .ok()
-            .map(Zeroizing::new)
+        mlsd_transport::envelope::open_welcome(&self.hpke_private, &self.id, envelope).ok()
     }
 
     fn signing_key(&self) -> SigningKey {

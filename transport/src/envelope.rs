@@ -5,8 +5,9 @@
 //! `nonce(24) || XChaCha20-Poly1305(K(r, e), nonce, aad = mailbox id, plaintext)`
 //! with a fresh random nonce per copy, so no two copies of one message share
 //! any bytes. The plaintext is `kind(1) || len(4, BE) || message || zeros`.
-//! Welcomes are sealed with HPKE by the IDS (actors crate) using the same
-//! plaintext layout; both end up exactly one bucket long.
+//! Welcomes are sealed with HPKE to the recipient's mailbox key using the
+//! same plaintext layout ([`seal_welcome`] in the IDS, [`open_welcome`] in
+//! the client); both end up exactly one bucket long.
 
 use chacha20poly1305::aead::KeyInit;
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
@@ -80,6 +81,9 @@ pub enum EnvelopeError {
     /// Not an envelope for this key, or tampered with.
     #[error("envelope does not open with this key")]
     NoOpen,
+    /// The recipient's HPKE public key is not a valid X25519 key.
+    #[error("not a valid HPKE public key")]
+    BadKey,
 }
 
 /// The padded plaintext for `msg` in the smallest bucket that fits it after
@@ -141,6 +145,43 @@ pub fn seal(
     Ok(out)
 }
 
+/// Seals a Welcome for `mailbox` with HPKE to its public key `hpke_key`:
+/// `kem_output(32) || ciphertext`.
+pub fn seal_welcome(
+    hpke_key: &[u8],
+    mailbox: &[u8; 32],
+    welcome: &[u8],
+) -> Result<Vec<u8>, EnvelopeError> {
+    use openmls_traits::crypto::OpenMlsCrypto;
+    let plain = pad(Kind::Welcome, welcome, HPKE_OVERHEAD)?;
+    let ct = openmls_rust_crypto::RustCrypto::default()
+        .hpke_seal(WELCOME_HPKE, hpke_key, WELCOME_INFO, mailbox, &plain)
+        .map_err(|_| EnvelopeError::BadKey)?;
+    let mut out = ct.kem_output.as_slice().to_vec();
+    out.extend_from_slice(ct.ciphertext.as_slice());
+    Ok(out)
+}
+
+/// Opens a Welcome envelope with the mailbox's HPKE private key; returns the
+/// padded plaintext.
+pub fn open_welcome(
+    hpke_private: &[u8],
+    mailbox: &[u8; 32],
+    envelope: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, EnvelopeError> {
+    use openmls_traits::crypto::OpenMlsCrypto;
+    use openmls_traits::types::HpkeCiphertext;
+    if envelope.len() < 32 {
+        return Err(EnvelopeError::NoOpen);
+    }
+    let (kem, ct) = envelope.split_at(32);
+    let input = HpkeCiphertext { kem_output: kem.to_vec().into(), ciphertext: ct.to_vec().into() };
+    openmls_rust_crypto::RustCrypto::default()
+        .hpke_open(WELCOME_HPKE, &input, hpke_private, WELCOME_INFO, mailbox)
+        .map(Zeroizing::new)
+        .map_err(|_| EnvelopeError::NoOpen)
+}
+
 /// Opens a symmetric envelope; returns the padded plaintext.
 pub fn open(
     key: &[u8; 32],
@@ -157,6 +198,21 @@ pub fn open(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_welcome_opens_only_with_its_mailbox_key() {
+        use openmls_traits::crypto::OpenMlsCrypto;
+        let kp = openmls_rust_crypto::RustCrypto::default()
+            .derive_hpke_keypair(WELCOME_HPKE, &[7u8; 32])
+            .unwrap();
+        let env = seal_welcome(&kp.public, &[1; 32], b"a welcome").unwrap();
+        assert!(BUCKETS.contains(&env.len()));
+        let plain = open_welcome(&kp.private, &[1; 32], &env).unwrap();
+        assert_eq!(unpad(&plain).unwrap(), (Kind::Welcome, &b"a welcome"[..]));
+        assert_eq!(open_welcome(&kp.private, &[2; 32], &env), Err(EnvelopeError::NoOpen));
+        assert_eq!(open_welcome(&kp.private, &[1; 32], &env[..20]), Err(EnvelopeError::NoOpen));
+        assert_eq!(seal_welcome(b"short", &[1; 32], b"x"), Err(EnvelopeError::BadKey));
+    }
 
     #[test]
     fn seal_open_round_trip_and_bucket_sizes() {

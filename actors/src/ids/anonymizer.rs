@@ -8,10 +8,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use mlsd_transport::envelope::{self, Kind, HPKE_OVERHEAD, WELCOME_HPKE, WELCOME_INFO};
+use mlsd_transport::envelope;
 use mlsd_transport::protocol::{EnqueueItem, MailboxId};
-use openmls_rust_crypto::RustCrypto;
-use openmls_traits::crypto::OpenMlsCrypto;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
@@ -98,13 +96,7 @@ pub fn seal_welcome(
     mailbox: &MailboxId,
     welcome: &[u8],
 ) -> Result<Vec<u8>, String> {
-    let plain = envelope::pad(Kind::Welcome, welcome, HPKE_OVERHEAD).map_err(|e| e.to_string())?;
-    let ct = RustCrypto::default()
-        .hpke_seal(WELCOME_HPKE, hpke_key, WELCOME_INFO, mailbox, &plain)
-        .map_err(|e| format!("{e:?}"))?;
-    let mut out = ct.kem_output.as_slice().to_vec();
-    out.extend_from_slice(ct.ciphertext.as_slice());
-    Ok(out)
+    envelope::seal_welcome(hpke_key, mailbox, welcome).map_err(|e| e.to_string())
 }
 
 /// Seals `message` for `mailbox` under its key with a fresh nonce: what an
