@@ -26,7 +26,7 @@ use mlsd_transport::protocol::mailbox::{
     PageRoom, LABEL_ACK, LABEL_FETCH, LABEL_SUBSCRIBE, MAX_ENVELOPE,
 };
 use mlsd_transport::protocol::{
-    Delivered, EnqueueItem, EnqueueResult, MailboxAuth, MailboxId, NodeRequest, SealedPush,
+    Delivered, EnqueueItem, EnqueueResult, MailboxAuth, MailboxId, SealedPush,
 };
 use mlsd_transport::{Request, Response, Role, WireError};
 use serde::{Deserialize, Serialize};
@@ -261,7 +261,7 @@ impl OdsLogic {
         Ok(Response::Acked { remaining: rec.queued().min(u32::MAX as u64) as u32 })
     }
 
-    fn enqueue(
+    fn store_items(
         &mut self,
         items: Vec<EnqueueItem>,
         ctx: &RoleContext<'_>,
@@ -407,11 +407,8 @@ impl RoleLogic for OdsLogic {
         r.unwrap_or_else(Response::Error)
     }
 
-    fn admin(&mut self, req: NodeRequest, ctx: &RoleContext<'_>) -> Response {
-        match req {
-            NodeRequest::Enqueue(items) => self.enqueue(items, ctx).unwrap_or_else(Response::Error),
-            _ => Response::Error(WireError::NotAuthorized("not an ODS request".into())),
-        }
+    fn enqueue(&mut self, items: Vec<EnqueueItem>, ctx: &RoleContext<'_>) -> Response {
+        self.store_items(items, ctx).unwrap_or_else(Response::Error)
     }
 
     fn take_effects(&mut self) -> Vec<Effect> {
@@ -449,7 +446,7 @@ mod tests {
         let store = RocksStore::open(dir.path(), false).unwrap();
         let ctx = RoleContext { node: "t", store: &store, now: std::time::SystemTime::now() };
         let mut ods = ods_with_mailbox(&ctx);
-        let r = ods.admin(NodeRequest::Enqueue(vec![item(1), item(2), item(1)]), &ctx);
+        let r = RoleLogic::enqueue(&mut ods, vec![item(1), item(2), item(1)], &ctx);
         assert_eq!(
             r,
             Response::Enqueued(vec![
@@ -472,8 +469,7 @@ mod tests {
         let mut legacy = Batch::new();
         legacy.put(SPACE, b"d/legacy".to_vec(), 1u64.to_be_bytes().to_vec());
         store.write(legacy).unwrap();
-        let enqueue =
-            |ods: &mut OdsLogic, t| ods.admin(NodeRequest::Enqueue(vec![item(1)]), &at(t));
+        let enqueue = |ods: &mut OdsLogic, t| RoleLogic::enqueue(ods, vec![item(1)], &at(t));
         let stored = |seq| Response::Enqueued(vec![EnqueueResult::Stored { seq }]);
         assert_eq!(enqueue(&mut ods, t0), stored(1));
         assert_eq!(store.get(SPACE, b"d/legacy").unwrap(), None);
@@ -505,7 +501,7 @@ mod tests {
                 push_key: None,
             })
             .collect();
-        assert!(matches!(ods.admin(NodeRequest::Enqueue(items), &ctx), Response::Enqueued(_)));
+        assert!(matches!(RoleLogic::enqueue(&mut ods, items, &ctx), Response::Enqueued(_)));
         let (mut after, mut seen, mut pages) = (0, Vec::new(), 0);
         loop {
             let page = ods.page(&[5; 32], after, 256, &ctx).unwrap();

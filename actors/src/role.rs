@@ -59,9 +59,16 @@ pub trait RoleLogic: Send + Sync + 'static {
         Vec::new()
     }
 
-    /// Handles a node-protocol request (operator tools, the IDS's enqueues).
+    /// Handles an operator request that came over the node protocol
+    /// (`mlsd admin enroll`).
     fn admin(&mut self, _req: NodeRequest, _ctx: &RoleContext<'_>) -> Response {
         Response::Error(WireError::NotAuthorized("no admin requests for this role".into()))
+    }
+
+    /// Stores envelopes the IDS fanned out (the ODS's hottest path, one
+    /// group-committed batch per call); only the ODS takes them.
+    fn enqueue(&mut self, _items: Vec<EnqueueItem>, _ctx: &RoleContext<'_>) -> Response {
+        Response::Error(WireError::NotAuthorized("only the ODS stores envelopes".into()))
     }
 }
 
@@ -136,6 +143,13 @@ pub enum RoleMsg {
         /// Where live envelopes go.
         sink: Sink,
         /// The backlog, or why the subscription was refused.
+        reply: RpcReplyPort<Response>,
+    },
+    /// A batch of envelopes from the IDS (after the node's coalescer).
+    Enqueue {
+        /// The envelopes, each for one mailbox.
+        items: Vec<EnqueueItem>,
+        /// `Enqueued` with one result per item.
         reply: RpcReplyPort<Response>,
     },
     /// An operator request that arrived over the node protocol.
@@ -321,6 +335,11 @@ impl Actor for RoleActor {
             RoleMsg::Admin { request, reply } => {
                 let ctx = state.args.ctx();
                 let response = state.logic.admin(request, &ctx);
+                let _ = reply.send(response);
+            }
+            RoleMsg::Enqueue { items, reply } => {
+                let ctx = state.args.ctx();
+                let response = state.logic.enqueue(items, &ctx);
                 let _ = reply.send(response);
             }
         }

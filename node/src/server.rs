@@ -86,8 +86,7 @@ impl ServerCtx {
             let write: WriteBatch = Arc::new(move |items| {
                 let node = node.clone();
                 Box::pin(async move {
-                    let request = NodeRequest::Enqueue(items);
-                    call_role(&node, timeout, Role::Ods, |reply| RoleMsg::Admin { request, reply })
+                    call_role(&node, timeout, Role::Ods, |reply| RoleMsg::Enqueue { items, reply })
                         .await
                 })
             });

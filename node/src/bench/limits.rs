@@ -51,7 +51,7 @@ pub(super) fn enqueue_rate(
     let t = Instant::now();
     while items.peek().is_some() {
         let chunk: Vec<EnqueueItem> = items.by_ref().take(batch.max(1)).collect();
-        match ods.admin(NodeRequest::Enqueue(chunk), &ctx) {
+        match ods.enqueue(chunk, &ctx) {
             Response::Enqueued(_) => {}
             other => anyhow::bail!("enqueue failed: {other:?}"),
         }

@@ -24,7 +24,7 @@ use mlsd_actors::ods::OdsLogic;
 use mlsd_actors::settings::OdsSettings;
 use mlsd_actors::{RocksStore, RoleContext, RoleLogic};
 use mlsd_client::{Client, Connection};
-use mlsd_transport::protocol::{EnqueueItem, NodeRequest, Recipients, RosterEntry, RosterMode};
+use mlsd_transport::protocol::{EnqueueItem, Recipients, RosterEntry, RosterMode};
 use mlsd_transport::{endpoint, tls, Request, Response};
 
 use crate::inproc::InprocCluster;
