@@ -25,7 +25,16 @@ async fn killed_role_actor_is_restarted_and_serves_again() {
     for round in 0..3 {
         let before = ActorRef::<RoleMsg>::where_is("sup1/ids").expect("ids actor");
         before.kill();
-        // The next request waits for the restarted actor rather than failing.
+        // Once the killed actor is gone (a request already in its mailbox
+        // when it dies is answered `Unavailable`: it may have had an effect),
+        // the next request waits for the restarted actor rather than failing.
+        let gone = tokio::time::Instant::now() + Duration::from_secs(5);
+        while ActorRef::<RoleMsg>::where_is("sup1/ids".to_string())
+            .is_some_and(|a| a.get_id() == before.get_id())
+        {
+            assert!(tokio::time::Instant::now() < gone, "round {round}: the killed actor stays");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         let (who, _) =
             conn.ping(Role::Ids, b"g").await.unwrap_or_else(|e| panic!("round {round}: {e}"));
         assert_eq!(who, "sup1");
