@@ -29,7 +29,7 @@ async fn killed_role_actor_is_restarted_and_serves_again() {
         // when it dies is answered `Unavailable`: it may have had an effect),
         // the next request waits for the restarted actor rather than failing.
         let gone = tokio::time::Instant::now() + Duration::from_secs(5);
-        while ActorRef::<RoleMsg>::where_is("sup1/ids".to_string())
+        while ActorRef::<RoleMsg>::where_is("sup1/ids")
             .is_some_and(|a| a.get_id() == before.get_id())
         {
             assert!(tokio::time::Instant::now() < gone, "round {round}: the killed actor stays");
