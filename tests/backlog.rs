@@ -8,8 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::Cluster;
-use mlsd_client::group::Event;
+use common::{texts, Cluster};
 use mlsd_client::Client;
 use mlsd_transport::Role;
 
@@ -21,16 +20,6 @@ const BACKLOGS: [(usize, usize); 3] = [(30, 40_000), (300, 4_000), (20, 60_000)]
 fn text(round: usize, i: usize, size: usize) -> String {
     let head = format!("{round}:{i}:");
     format!("{head}{}", "x".repeat(size - head.len()))
-}
-
-fn texts(events: &[Event]) -> Vec<String> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Message { text, .. } => Some(text.clone()),
-            _ => None,
-        })
-        .collect()
 }
 
 /// Two nodes: clients enter at n1, every mailbox lives on n2, so each page

@@ -100,6 +100,15 @@ async fn with_mailbox_on(c: &Cluster, identity: &str, node: &str) -> Client {
     panic!("no mailbox of {identity} landed on {node}");
 }
 
+/// Every role on n1, and a second ODS on n2 that tests stop to make one
+/// recipient's mailbox owner unreachable.
+fn with_a_second_ods() -> Cluster {
+    Cluster::new(&[
+        ("n1", &[Role::As, Role::Cs, Role::Ids, Role::Sds, Role::Ods]),
+        ("n2", &[Role::Ods]),
+    ])
+}
+
 fn sent_in(reports: &[mlsd_client::outbox::Report], req: &Request) -> Option<Outcome> {
     let id = mlsd_client::outbox::message_id(req);
     reports.iter().find(|r| Some(r.message_id) == id).map(|r| r.outcome.clone())
@@ -113,10 +122,7 @@ fn sent_in(reports: &[mlsd_client::outbox::Report], req: &Request) -> Option<Out
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unreachable_owner_delays_only_its_group_and_the_retry_completes_late() {
     common::init();
-    let mut c = Cluster::new(&[
-        ("n1", &[Role::As, Role::Cs, Role::Ids, Role::Sds, Role::Ods]),
-        ("n2", &[Role::Ods]),
-    ]);
+    let mut c = with_a_second_ods();
     c.start_all().await;
     let mut alice = with_mailbox_on(&c, "alice", "n1").await;
     let mut bob = with_mailbox_on(&c, "bob", "n1").await;
@@ -259,10 +265,7 @@ async fn a_send_missing_only_unknown_mailboxes_is_not_kept() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_welcome_that_overtakes_our_removal_is_kept_until_the_removal_lands() {
     common::init();
-    let mut c = Cluster::new(&[
-        ("n1", &[Role::As, Role::Cs, Role::Ids, Role::Sds, Role::Ods]),
-        ("n2", &[Role::Ods]),
-    ]);
+    let mut c = with_a_second_ods();
     c.start_all().await;
     let mut alice = with_mailbox_on(&c, "alice", "n1").await;
     let mut carol = with_mailbox_on(&c, "carol", "n2").await;

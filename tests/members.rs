@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::Cluster;
+use common::{texts, Cluster};
 use mlsd_client::group::{capabilities, mailbox_extension, Event};
 use mlsd_client::members::MemberStatus;
 use mlsd_client::{Client, ClientError, CIPHERSUITE};
@@ -48,16 +48,6 @@ fn unverified(events: &[Event], g: &str) -> Vec<(String, String)> {
         .collect();
     out.sort();
     out
-}
-
-fn texts(events: &[Event]) -> Vec<String> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Message { text, .. } => Some(text.clone()),
-            _ => None,
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]

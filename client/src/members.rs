@@ -23,7 +23,7 @@ use openmls::prelude::{BasicCredential, MlsGroup};
 use serde::{Deserialize, Serialize};
 
 use crate::client::now_secs;
-use crate::verify::{verify_binding, Rejection};
+use crate::verify::{bound, Rejection};
 use crate::{Client, ClientError};
 
 /// Home file of the verdicts.
@@ -43,7 +43,7 @@ pub enum MemberStatus {
 }
 
 /// One member's verdict: `None` when verified, else why not.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Verdict {
     client: String,
     key: Vec<u8>,
@@ -161,7 +161,14 @@ impl Client {
                             }
                         }
                     }
-                    vouch(&self.as_key, &bindings[identity], &client, &key).err()
+                    bound(&self.as_key, &bindings[identity], &client, &key, now_secs()).err().map(
+                        |r| match r {
+                            Rejection::KeyMismatch(c) => {
+                                format!("its key is not the one the AS bound to {c}")
+                            }
+                            other => other.to_string(),
+                        },
+                    )
                 }
             };
             if let Some(why) = &refused {
@@ -169,8 +176,9 @@ impl Client {
             }
             kept.push(Verdict { client, key, refused });
         }
-        let before = self.checks.groups.get(gid).map_or(0, Vec::len);
-        let changed = kept.len() != before || !found.is_empty() || failed.is_some();
+        // Saved when a verdict came or went (a member left, or a new key
+        // was checked), not on every send to a group already checked.
+        let changed = self.checks.groups.get(gid) != Some(&kept);
         self.checks.groups.insert(gid.to_vec(), kept);
         if changed {
             self.home.save(FILE, &self.checks)?;
@@ -207,25 +215,4 @@ impl Client {
     pub(crate) fn forget_checks(&mut self, gid: &[u8]) {
         self.checks.groups.remove(gid);
     }
-}
-
-/// Whether `bindings` hold a live, AS-signed binding of `client` to `key`.
-fn vouch(
-    as_key: &ed25519_dalek::VerifyingKey,
-    bindings: &[mlsd_transport::protocol::SignedBinding],
-    client: &str,
-    key: &[u8],
-) -> Result<(), String> {
-    let mut last = Rejection::NoBinding(client.to_string());
-    for b in bindings.iter().filter(|b| b.binding.client == client) {
-        match verify_binding(as_key, b, now_secs()) {
-            Err(r) => last = r,
-            Ok(()) if b.binding.signature_key == key => return Ok(()),
-            Ok(()) => last = Rejection::KeyMismatch(client.to_string()),
-        }
-    }
-    Err(match last {
-        Rejection::KeyMismatch(c) => format!("its key is not the one the AS bound to {c}"),
-        other => other.to_string(),
-    })
 }

@@ -81,14 +81,25 @@ pub fn authenticate_key_package(
     if cred.identity() != client.as_bytes() {
         return Err(invalid("credential names another client".into()));
     }
-    let mut last = Rejection::NoBinding(client.clone());
+    bound(as_key, bindings, &client, kp.leaf_node().signature_key().as_slice(), now)?;
+    Ok(kp)
+}
+
+/// Whether one of `bindings` (each checked here) is a live, AS-signed binding
+/// of `client` to `key`: what a KeyPackage and a group member must both show.
+pub fn bound(
+    as_key: &VerifyingKey,
+    bindings: &[SignedBinding],
+    client: &str,
+    key: &[u8],
+    now: u64,
+) -> Result<(), Rejection> {
+    let mut last = Rejection::NoBinding(client.to_string());
     for b in bindings.iter().filter(|b| b.binding.client == client) {
         match verify_binding(as_key, b, now) {
             Err(r) => last = r,
-            Ok(()) if b.binding.signature_key == kp.leaf_node().signature_key().as_slice() => {
-                return Ok(kp)
-            }
-            Ok(()) => last = Rejection::KeyMismatch(client.clone()),
+            Ok(()) if b.binding.signature_key == key => return Ok(()),
+            Ok(()) => last = Rejection::KeyMismatch(client.to_string()),
         }
     }
     Err(last)

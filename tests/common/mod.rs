@@ -264,6 +264,17 @@ impl Cluster {
     }
 }
 
+/// The texts of the messages among `events`, in order.
+pub fn texts(events: &[mlsd_client::group::Event]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            mlsd_client::group::Event::Message { text, .. } => Some(text.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Installs the process-wide rustls provider once.
 pub fn init() {
     mlsd::install_crypto_provider();
