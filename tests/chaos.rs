@@ -64,6 +64,7 @@ async fn commit_until(c: &mut Client, group: &str, me: &str, change: Change) {
         assert!(Instant::now() < deadline, "{me}: {change:?} never landed: {e}");
         tokio::time::sleep(Duration::from_millis(300)).await;
         let _ = c.reconnect().await;
+        let _ = c.flush_outbox().await;
         let landed = match change {
             Change::Update => false,
             Change::Remove(g) => !has(c, g),
@@ -109,6 +110,10 @@ async fn member_load(
     let mut events = Vec::new();
     let mut rejoined = None;
     for r in 0..rounds {
+        // As mlsc does before every command: a commit accepted while some
+        // member's ODS was down waits in the outbox until every member has
+        // its copy (without this, that member could never follow the group).
+        let _ = c.flush_outbox().await;
         if r % 4 == 3 {
             commit_until(&mut c, group, &me, Change::Update).await;
         }
@@ -306,6 +311,16 @@ async fn nothing_acknowledged_is_lost_or_duplicated_under_chaos() {
     // Drain every mailbox, then count: a copy is expected by every member
     // other than its sender that is a member now and was one in the epoch it
     // was sent in (the guest: since it was added back).
+    // First every commit still waiting in an outbox (the chaos has stopped,
+    // so each gets through).
+    for (_, me, cl, _) in finals.iter_mut() {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while cl.outbox_len().unwrap() > 0 {
+            assert!(Instant::now() < deadline, "{me}: the outbox never emptied");
+            let _ = cl.flush_outbox().await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
     let (mut acknowledged, mut lost, mut duplicated) = (0, 0, 0);
     for (g, me, cl, events) in finals.iter_mut() {
         for _ in 0..3 {

@@ -16,7 +16,8 @@ use mlsd_transport::protocol::group::{
     EXPORT_ROSTER,
 };
 use mlsd_transport::protocol::{
-    CommitExtras, Recipients, RosterEntry, RosterMode, SealedRoster, SendBody, WelcomeCopy,
+    CommitExtras, Recipients, RosterEntry, RosterMode, SealedRoster, SendBody, Undeliverable,
+    WelcomeCopy,
 };
 use mlsd_transport::{codec, Request, Response, WireError};
 use openmls::prelude::tls_codec::{Deserialize as _, Serialize as _};
@@ -43,6 +44,12 @@ const KEPT_EPOCHS: usize = 8;
 
 /// How long a commit is retried while the cluster cannot be reached.
 const COMMIT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How long an accepted commit is sent again, before the call returns, while
+/// some members' ODS is unavailable (a node restarting): a member without
+/// its copy cannot follow the group, so the copy is worth a short wait. What
+/// is still missing after it is left to the outbox.
+const COPY_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Home file of envelopes that no key of ours opened yet (see `receive`),
 /// each with the Unix time it was first kept.
@@ -816,15 +823,24 @@ impl Client {
         // The same commit (same message id) until the IDS answers for sure:
         // if it accepted the commit and only its answer was lost, a new commit
         // would be refused for the old epoch, and we get no copy of our own.
-        let deadline = std::time::Instant::now() + COMMIT_PATIENCE;
+        let start = std::time::Instant::now();
         let result = loop {
-            match self.conn.request(req.clone()).await {
-                Err(e) if crate::outbox::transient(&e) && std::time::Instant::now() < deadline => {
-                    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-                    let _ = self.reconnect().await;
+            let answer = self.conn.request(req.clone()).await;
+            let again = match &answer {
+                Err(e) => crate::outbox::transient(e) && start.elapsed() < COMMIT_PATIENCE,
+                // Accepted, but copies to an unavailable ODS are missing: the
+                // same commit again stores only those (the IDS recognizes it).
+                Ok(Response::PartlySent { undelivered, .. }) => {
+                    undelivered.iter().any(|u| u.reason == Undeliverable::Unavailable)
+                        && start.elapsed() < COPY_PATIENCE
                 }
-                other => break other,
+                Ok(_) => false,
+            };
+            if !again {
+                break answer;
             }
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            let _ = self.reconnect().await;
         };
         match result {
             Ok(answer @ (Response::Sent { .. } | Response::PartlySent { .. })) => {

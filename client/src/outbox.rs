@@ -7,6 +7,12 @@
 //! owner is down (or whose member's mailbox is full) never holds up another
 //! group. Each send ends in a [`Report`]: every copy stored, some recipients
 //! not served for good (named, with why), or refused as a whole.
+//!
+//! Nothing retries the outbox behind the application's back: an application
+//! calls [`Client::flush_outbox`] before its other work (mlsc does so at the
+//! start of every command). A commit accepted while a member's ODS was down
+//! waits here for that member's copy, and until it is sent that member cannot
+//! follow the group.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
