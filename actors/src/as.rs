@@ -18,8 +18,8 @@ use mlsd_transport::{Request, Response, Role, WireError};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::contract::{pong, Decision, RoleContext, RoleLogic};
 use crate::record::{self, Stored};
-use crate::role::{pong, RoleContext, RoleLogic};
 use crate::settings::{AsSettings, Registration};
 use crate::sig::{fresh, unix, verify};
 use crate::storage::{Batch, Space};
@@ -73,7 +73,7 @@ impl AsLogic {
         proof: Vec<u8>,
         rotation: Option<Vec<u8>>,
         ctx: &RoleContext<'_>,
-    ) -> Result<Response, WireError> {
+    ) -> Result<Decision, WireError> {
         let (identity, _) = split_client_id(&body.client)
             .ok_or_else(|| WireError::InvalidClientId(body.client.clone()))?;
         fresh(body.timestamp, ctx.now)?;
@@ -88,7 +88,7 @@ impl AsLogic {
         match live {
             // Same key again: idempotent, the caller may have lost our reply.
             Some(r) if r.binding.signature_key == body.signature_key => {
-                return Ok(Response::Binding(self.sign(r)?));
+                return Ok(Decision::reply(Response::Binding(self.sign(r)?)));
             }
             Some(r) => {
                 let rot = rotation.ok_or_else(|| WireError::ClientTaken(body.client.clone()))?;
@@ -119,9 +119,9 @@ impl AsLogic {
         };
         batch.put(SPACE, b"serial".to_vec(), serial.to_be_bytes().to_vec());
         batch.put(SPACE, key, record::encode(&record)?);
-        ctx.store.write(batch).map_err(internal)?;
+        let reply = Response::Binding(self.sign(&record)?);
         tracing::info!(serial, "binding issued");
-        Ok(Response::Binding(self.sign(&record)?))
+        Ok(Decision::write(reply, batch))
     }
 
     fn revoke(
@@ -129,7 +129,7 @@ impl AsLogic {
         body: RevokeBody,
         signature: Vec<u8>,
         ctx: &RoleContext<'_>,
-    ) -> Result<Response, WireError> {
+    ) -> Result<Decision, WireError> {
         split_client_id(&body.client)
             .ok_or_else(|| WireError::InvalidClientId(body.client.clone()))?;
         fresh(body.timestamp, ctx.now)?;
@@ -142,16 +142,15 @@ impl AsLogic {
             &signature,
             "revoke",
         )?;
+        let mut b = Batch::new();
         if r.revoked_at.is_none() {
             r.revoked_at = Some(unix(ctx.now));
-            let mut b = Batch::new();
             b.put(SPACE, key, record::encode(&r)?);
-            ctx.store.write(b).map_err(internal)?;
         }
-        Ok(Response::Binding(self.sign(&r)?))
+        Ok(Decision::write(Response::Binding(self.sign(&r)?), b))
     }
 
-    fn lookup(&self, identity: &str, ctx: &RoleContext<'_>) -> Result<Response, WireError> {
+    fn lookup(&self, identity: &str, ctx: &RoleContext<'_>) -> Result<Decision, WireError> {
         if !valid_name(identity) {
             return Err(WireError::InvalidClientId(identity.to_string()));
         }
@@ -168,7 +167,7 @@ impl AsLogic {
                 out.push(self.sign(&r)?);
             }
         }
-        Ok(Response::Bindings(out))
+        Ok(Decision::reply(Response::Bindings(out)))
     }
 }
 
@@ -210,33 +209,199 @@ impl RoleLogic for AsLogic {
         Role::As
     }
 
-    fn handle(&mut self, req: Request, _pre: Option<Response>, ctx: &RoleContext<'_>) -> Response {
-        let r = match req {
-            Request::Ping { .. } => Ok(pong(Role::As, ctx)),
+    fn handle(&mut self, req: Request, _pre: Option<Response>, ctx: &RoleContext<'_>) -> Decision {
+        match req {
+            Request::Ping { .. } => Ok(Decision::reply(pong(Role::As, ctx))),
             Request::Register { body, proof, rotation } => {
                 self.register(body, proof, rotation, ctx)
             }
             Request::Revoke { body, signature } => self.revoke(body, signature, ctx),
             Request::Lookup { identity } => self.lookup(&identity, ctx),
             other => Err(WireError::Internal(format!("AS cannot serve {other:?}"))),
-        };
-        r.unwrap_or_else(Response::Error)
+        }
+        .into()
     }
 
-    fn admin(&mut self, req: NodeRequest, ctx: &RoleContext<'_>) -> Response {
+    fn admin(&mut self, req: NodeRequest, _ctx: &RoleContext<'_>) -> Decision {
         match req {
             NodeRequest::Enroll { identity, token_hash } => {
                 if !valid_name(&identity) || token_hash.len() != 32 {
-                    return Response::Error(WireError::InvalidClientId(identity));
+                    return Decision::reply(Response::Error(WireError::InvalidClientId(identity)));
                 }
                 let mut b = Batch::new();
                 b.put(SPACE, token_key(&token_hash), identity.into_bytes());
-                match ctx.store.write(b) {
-                    Ok(()) => Response::Enrolled,
-                    Err(e) => Response::Error(internal(e)),
-                }
+                Decision::write(Response::Enrolled, b)
             }
-            _ => Response::Error(WireError::NotAuthorized("not an AS request".into())),
+            _ => Decision::reply(Response::Error(WireError::NotAuthorized(
+                "not an AS request".into(),
+            ))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use ed25519_dalek::SigningKey;
+
+    use super::*;
+    use crate::storage::MemStore;
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn logic(registration: Registration) -> AsLogic {
+        AsLogic::new(AsSettings {
+            signing_key: Some(std::sync::Arc::new(SigningKey::from_bytes(&[9; 32]))),
+            registration,
+            binding_lifetime: Duration::from_secs(3600),
+        })
+    }
+
+    fn at(store: &MemStore, secs: u64) -> RoleContext<'_> {
+        RoleContext { node: "t", store, now: UNIX_EPOCH + Duration::from_secs(secs) }
+    }
+
+    /// `client`'s registration of `key`'s public half, with a rotation
+    /// signature by `old` when given.
+    fn register(
+        client: &str,
+        key: &SigningKey,
+        old: Option<&SigningKey>,
+        token: Option<&str>,
+    ) -> Request {
+        let body = RegisterBody {
+            client: client.into(),
+            signature_key: key.verifying_key().to_bytes().to_vec(),
+            timestamp: NOW,
+            token: token.map(String::from),
+        };
+        let tbs = signing_bytes(LABEL_REGISTER, &body);
+        Request::Register {
+            proof: key.sign(&tbs).to_bytes().to_vec(),
+            rotation: old.map(|o| o.sign(&tbs).to_bytes().to_vec()),
+            body,
+        }
+    }
+
+    fn run(logic: &mut AsLogic, store: &MemStore, req: Request) -> Response {
+        logic.handle(req, None, &at(store, NOW)).applied(store)
+    }
+
+    /// The signature key of the one binding `identity` has, as a lookup shows it.
+    fn bound_keys(logic: &mut AsLogic, store: &MemStore, identity: &str) -> Vec<Vec<u8>> {
+        match run(logic, store, Request::Lookup { identity: identity.into() }) {
+            Response::Bindings(b) => b.into_iter().map(|b| b.binding.signature_key).collect(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_client_id_is_first_come_and_moves_to_a_new_key_only_by_rotation() {
+        let (store, mut as_) = (MemStore::new(), logic(Registration::Open));
+        let (k1, k2) = (SigningKey::from_bytes(&[1; 32]), SigningKey::from_bytes(&[2; 32]));
+        assert!(matches!(
+            run(&mut as_, &store, register("alice/phone", &k1, None, None)),
+            Response::Binding(_)
+        ));
+        // The same key again is idempotent (a lost reply) and writes nothing.
+        let before = store.contents();
+        assert!(matches!(
+            run(&mut as_, &store, register("alice/phone", &k1, None, None)),
+            Response::Binding(_)
+        ));
+        assert_eq!(store.contents(), before);
+        // A stranger's key for the taken id is refused, and nothing changes.
+        let r = run(&mut as_, &store, register("alice/phone", &k2, None, None));
+        assert_eq!(r, Response::Error(WireError::ClientTaken("alice/phone".into())));
+        assert_eq!(store.contents(), before);
+        // With the old key's signature, the id moves to the new key.
+        assert!(matches!(
+            run(&mut as_, &store, register("alice/phone", &k2, Some(&k1), None)),
+            Response::Binding(_)
+        ));
+        assert_eq!(bound_keys(&mut as_, &store, "alice"), [k2.verifying_key().to_bytes().to_vec()]);
+    }
+
+    #[test]
+    fn refusals_change_nothing() {
+        let (store, mut as_) = (MemStore::new(), logic(Registration::Token));
+        let k = SigningKey::from_bytes(&[1; 32]);
+        let mut forged = register("bob/phone", &k, None, Some("t0k3n"));
+        if let Request::Register { proof, .. } = &mut forged {
+            proof[0] ^= 1;
+        }
+        let stale = {
+            let mut r = register("bob/phone", &k, None, Some("t0k3n"));
+            if let Request::Register { body, .. } = &mut r {
+                body.timestamp = NOW - 3600;
+            }
+            r
+        };
+        for (req, why) in [
+            (register("bob/phone", &k, None, None), "no token"),
+            (register("bob/phone", &k, None, Some("wrong")), "unknown token"),
+            (forged, "bad proof"),
+            (stale, "stale timestamp"),
+            (register("no-device", &k, None, Some("t0k3n")), "bad client id"),
+        ] {
+            let r = run(&mut as_, &store, req);
+            assert!(matches!(r, Response::Error(_)), "{why}: {r:?}");
+            assert!(store.contents().is_empty(), "{why} wrote something");
+        }
+    }
+
+    #[test]
+    fn an_enrollment_token_registers_one_identity_once() {
+        let (store, mut as_) = (MemStore::new(), logic(Registration::Token));
+        let hash = Sha256::digest(b"t0k3n").to_vec();
+        let enroll = NodeRequest::Enroll { identity: "bob".into(), token_hash: hash };
+        assert_eq!(as_.admin(enroll, &at(&store, NOW)).applied(&store), Response::Enrolled);
+        let k = SigningKey::from_bytes(&[1; 32]);
+        // For another identity the token is no good.
+        let r = run(&mut as_, &store, register("carol/phone", &k, None, Some("t0k3n")));
+        assert_eq!(r, Response::Error(WireError::BadToken));
+        assert!(matches!(
+            run(&mut as_, &store, register("bob/phone", &k, None, Some("t0k3n"))),
+            Response::Binding(_)
+        ));
+        // Used up: a second device needs a token of its own.
+        let r = run(&mut as_, &store, register("bob/laptop", &k, None, Some("t0k3n")));
+        assert_eq!(r, Response::Error(WireError::BadToken));
+    }
+
+    #[test]
+    fn a_revocation_shows_in_lookups_an_expired_binding_does_not_and_serials_grow() {
+        let (store, mut as_) = (MemStore::new(), logic(Registration::Open));
+        let (k1, k2) = (SigningKey::from_bytes(&[1; 32]), SigningKey::from_bytes(&[2; 32]));
+        let serial = |r: Response| match r {
+            Response::Binding(b) => b.binding.serial,
+            other => panic!("{other:?}"),
+        };
+        let s1 = serial(run(&mut as_, &store, register("dave/a", &k1, None, None)));
+        let s2 = serial(run(&mut as_, &store, register("dave/b", &k2, None, None)));
+        assert!(s2 > s1);
+        let body = RevokeBody { client: "dave/a".into(), timestamp: NOW };
+        let signature = k1.sign(&signing_bytes(LABEL_REVOKE, &body)).to_bytes().to_vec();
+        match run(&mut as_, &store, Request::Revoke { body, signature }) {
+            Response::Binding(b) => assert!(b.revoked_at.is_some()),
+            other => panic!("{other:?}"),
+        }
+        let looked_up = |as_: &mut AsLogic, secs| match as_
+            .handle(Request::Lookup { identity: "dave".into() }, None, &at(&store, secs))
+            .applied(&store)
+        {
+            Response::Bindings(b) => b
+                .into_iter()
+                .map(|b| (b.binding.client, b.revoked_at.is_some()))
+                .collect::<Vec<_>>(),
+            other => panic!("{other:?}"),
+        };
+        // The revoked one is still shown, as revoked; after the lifetime, none.
+        assert_eq!(
+            looked_up(&mut as_, NOW),
+            [("dave/a".to_string(), true), ("dave/b".to_string(), false)]
+        );
+        assert!(looked_up(&mut as_, NOW + 3600).is_empty());
     }
 }

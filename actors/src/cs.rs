@@ -30,9 +30,9 @@ use openmls_rust_crypto::RustCrypto;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::contract::{pong, Decision, RoleContext, RoleLogic};
 use crate::r#as::internal;
 use crate::record::{self, Stored};
-use crate::role::{pong, RoleContext, RoleLogic};
 use crate::settings::CsSettings;
 use crate::sig::{fresh, unix, verify};
 use crate::storage::{drop_weeks_before, week, week_prefix, Batch, Space};
@@ -109,7 +109,7 @@ impl CsLogic {
         signature: Vec<u8>,
         bindings: &[SignedBinding],
         ctx: &RoleContext<'_>,
-    ) -> Result<Response, WireError> {
+    ) -> Result<Decision, WireError> {
         let key = signed_by_bound_key(
             &body.client,
             body.timestamp,
@@ -167,11 +167,11 @@ impl CsLogic {
         if let Some(rec) = last_resort {
             batch.put(SPACE, lr_key(&body.client), record::encode(&rec)?);
         }
-        ctx.store.write(batch).map_err(internal)?;
+        // Recorded now: if the batch fails, the host starts this logic afresh.
         if swept.is_some() {
             self.swept = swept;
         }
-        Ok(Response::Published { stored: (stored + new.len()) as u32 })
+        Ok(Decision::write(Response::Published { stored: (stored + new.len()) as u32 }, batch))
     }
 
     /// Adds to `batch` the deletion of KeyPackage hashes of weeks past, and
@@ -242,7 +242,7 @@ impl CsLogic {
         identity: &str,
         bindings: &[SignedBinding],
         ctx: &RoleContext<'_>,
-    ) -> Result<Response, WireError> {
+    ) -> Result<Decision, WireError> {
         if !valid_name(identity) {
             return Err(WireError::InvalidClientId(identity.to_string()));
         }
@@ -271,8 +271,7 @@ impl CsLogic {
                 });
             }
         }
-        ctx.store.write(batch).map_err(internal)?;
-        Ok(Response::KeyPackages(out))
+        Ok(Decision::write(Response::KeyPackages(out), batch))
     }
 
     fn count(
@@ -281,7 +280,7 @@ impl CsLogic {
         signature: Vec<u8>,
         bindings: &[SignedBinding],
         ctx: &RoleContext<'_>,
-    ) -> Result<Response, WireError> {
+    ) -> Result<Decision, WireError> {
         let key = signed_by_bound_key(
             &body.client,
             body.timestamp,
@@ -292,11 +291,8 @@ impl CsLogic {
         )?;
         let mut purge = Batch::new();
         let count = self.usable(&body.client, &key, ctx, &mut purge)?.len() as u32;
-        if !purge.ops.is_empty() {
-            ctx.store.write(purge).map_err(internal)?;
-        }
         let last_resort = self.last_resort(&body.client, &key, ctx)?.is_some();
-        Ok(Response::KeyPackageCount { count, last_resort })
+        Ok(Decision::write(Response::KeyPackageCount { count, last_resort }, purge))
     }
 
     fn next_seq(&self, client: &str, ctx: &RoleContext<'_>) -> Result<u64, WireError> {
@@ -387,14 +383,14 @@ impl RoleLogic for CsLogic {
         Some(Request::Lookup { identity: identity.to_string() })
     }
 
-    fn handle(&mut self, req: Request, pre: Option<Response>, ctx: &RoleContext<'_>) -> Response {
+    fn handle(&mut self, req: Request, pre: Option<Response>, ctx: &RoleContext<'_>) -> Decision {
         let bindings = match pre {
             Some(Response::Bindings(b)) => b,
-            Some(Response::Error(e)) => return Response::Error(e),
+            Some(Response::Error(e)) => return Decision::reply(Response::Error(e)),
             _ => Vec::new(),
         };
         let r = match req {
-            Request::Ping { .. } => Ok(pong(Role::Cs, ctx)),
+            Request::Ping { .. } => Ok(Decision::reply(pong(Role::Cs, ctx))),
             Request::PublishKeyPackages { body, signature } => {
                 self.publish(body, signature, &bindings, ctx)
             }
@@ -404,19 +400,22 @@ impl RoleLogic for CsLogic {
             }
             other => Err(WireError::Internal(format!("CS cannot serve {other:?}"))),
         };
-        r.unwrap_or_else(Response::Error)
+        r.into()
     }
 }
 
 #[cfg(test)]
+#[path = "cs_tests.rs"]
+mod logic_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::{RocksStore, Store, WEEK_SECS};
+    use crate::storage::{MemStore, Store, View, WEEK_SECS};
 
     #[test]
     fn past_weeks_of_key_package_hashes_are_dropped_and_legacy_ones_moved() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = RocksStore::open(dir.path(), false).unwrap();
+        let store = MemStore::new();
         let now = 2900 * WEEK_SECS + 3600;
         let ctx = RoleContext {
             node: "t",

@@ -142,7 +142,7 @@ pub fn upgrade(store: &dyn Store) -> Result<Upgrade, LayoutError> {
 mod tests {
     use super::*;
     use crate::record;
-    use crate::storage::RocksStore;
+    use crate::storage::{RocksStore, View};
     use mlsd_transport::codec;
 
     fn binding(n: u64) -> BindingRecord {

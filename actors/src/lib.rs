@@ -1,24 +1,30 @@
 //! Role logic of mlsd: the five services as state machines, the ractor actors
 //! that host them, and the node's storage.
 //!
-//! The state machines take a request, the current time and storage and return
-//! a response; they know nothing of sockets or actors, so tests drive them
-//! directly. The actors are thin shells that own one state machine each.
+//! The state machines take a request, the current time and a read view of
+//! storage and return a decision: the reply, the writes to make durable
+//! first, and the I/O to do after. They know nothing of sockets, actors or
+//! disks, so tests drive them on an in-memory store. The actors are thin
+//! hosts that own one state machine each and apply its writes.
 //!
 //! # Layout
-//! - [`storage`]: the [`Store`] trait (what the roles need) and its RocksDB
-//!   implementation, one column family per role.
+//! - [`contract`]: what every role's logic implements ([`RoleLogic`],
+//!   [`Decision`], [`Effect`]) and what it may use ([`RoleContext`],
+//!   [`Router`]); it imports no role and no host.
+//! - [`storage`]: the [`View`] logic reads and the [`Store`] hosts write
+//!   (one column family per role), in RocksDB and in memory ([`MemStore`]).
 //! - [`record`]: the format version every stored record starts with, and the
 //!   one way to read one back; [`layout`]: the data dir's layout version and
 //!   the migration of older layouts.
-//! - [`role`]: the generic role actor, its message type and the
-//!   [`RoleLogic`] trait every service implements.
+//! - [`role`]: the host of every role but the IDS groups: the generic role
+//!   actor and its message type (groups are hosted by `ids::group_actor`).
 //! - [`push`]: UnifiedPush notifications (HTTP POST) for the ODS.
 //! - [`settings`]: per-role settings from the cluster config.
 //! - [`r#as`], [`cs`], [`ids`], [`ods`], [`sds`]: one module per service.
 #![warn(missing_docs)]
 
 pub mod r#as;
+pub mod contract;
 pub mod cs;
 pub mod ids;
 pub mod layout;
@@ -31,8 +37,9 @@ pub mod settings;
 mod sig;
 pub mod storage;
 
-pub use role::{logic_for, RoleActor, RoleArgs, RoleContext, RoleLogic, RoleMsg, Router};
+pub use contract::{Decision, Effect, RoleContext, RoleLogic, Router};
+pub use role::{logic_for, RoleActor, RoleArgs, RoleMsg};
 pub use settings::RoleSettings;
 #[cfg(feature = "rocksdb")]
 pub use storage::RocksStore;
-pub use storage::{Batch, Space, Store, StoreError};
+pub use storage::{Batch, MemStore, Space, Store, StoreError, View};

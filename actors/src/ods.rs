@@ -32,9 +32,9 @@ use mlsd_transport::{Request, Response, Role, WireError};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+use crate::contract::{pong, Decision, Effect, RoleContext, RoleLogic};
 use crate::r#as::internal;
 use crate::record::{self, Stored};
-use crate::role::{pong, Effect, RoleContext, RoleLogic};
 use crate::settings::OdsSettings;
 use crate::sig::{fresh, verify, verifying_key};
 use crate::storage::{drop_weeks_before, Batch, Space};
@@ -70,7 +70,6 @@ impl MailboxRecord {
 /// The ODS state machine.
 pub struct OdsLogic {
     settings: OdsSettings,
-    effects: Vec<Effect>,
     /// The week whose expired delivery records this ODS has deleted.
     swept: Option<u32>,
 }
@@ -78,7 +77,7 @@ pub struct OdsLogic {
 impl OdsLogic {
     /// An ODS with these settings.
     pub fn new(settings: OdsSettings) -> Self {
-        OdsLogic { settings, effects: Vec::new(), swept: None }
+        OdsLogic { settings, swept: None }
     }
 
     /// Adds to `batch` the deletion of delivery records older than last week,
@@ -126,7 +125,7 @@ impl OdsLogic {
         auth_key: Vec<u8>,
         push: Option<SealedPush>,
         ctx: &RoleContext<'_>,
-    ) -> Result<Response, WireError> {
+    ) -> Result<Decision, WireError> {
         verifying_key(&auth_key)?;
         if let Some(p) = &push {
             if p.nonce.len() != 24 || p.ciphertext.len() > crate::push::MAX_URL + 16 {
@@ -139,8 +138,7 @@ impl OdsLogic {
         let rec = MailboxRecord { auth_key, push, next_seq: 1, acked: 0, last_counter: 0 };
         let mut b = Batch::new();
         b.put(SPACE, mbox_key(&mailbox), record::encode(&rec)?);
-        ctx.store.write(b).map_err(internal)?;
-        Ok(Response::MailboxOpened)
+        Ok(Decision::write(Response::MailboxOpened, b))
     }
 
     /// Checks a mailbox request's signature and counter; returns the record
@@ -169,7 +167,7 @@ impl OdsLogic {
         after: u64,
         limit: u32,
         ctx: &RoleContext<'_>,
-    ) -> Result<Response, WireError> {
+    ) -> Result<Decision, WireError> {
         // Signed over the limit the client asked for; served up to our cap.
         let page = limit.clamp(1, self.settings.max_fetch);
         self.authenticated_page(auth, LABEL_FETCH, &(after, limit), after, page, ctx)
@@ -182,7 +180,7 @@ impl OdsLogic {
         auth: MailboxAuth,
         after: u64,
         ctx: &RoleContext<'_>,
-    ) -> Result<Response, WireError> {
+    ) -> Result<Decision, WireError> {
         self.authenticated_page(auth, LABEL_SUBSCRIBE, &after, after, self.settings.max_fetch, ctx)
     }
 
@@ -196,13 +194,12 @@ impl OdsLogic {
         after: u64,
         limit: u32,
         ctx: &RoleContext<'_>,
-    ) -> Result<Response, WireError> {
+    ) -> Result<Decision, WireError> {
         let rec = self.authenticate(&auth, label, op, ctx)?;
         let out = self.page(&auth.mailbox, after, limit as usize, ctx)?;
         let mut b = Batch::new();
         b.put(SPACE, mbox_key(&auth.mailbox), record::encode(&rec)?);
-        ctx.store.write(b).map_err(internal)?;
-        Ok(Response::Envelopes(out))
+        Ok(Decision::write(Response::Envelopes(out), b))
     }
 
     /// Up to `limit` stored envelopes after sequence number `after`, and no
@@ -248,7 +245,7 @@ impl OdsLogic {
         auth: MailboxAuth,
         up_to: u64,
         ctx: &RoleContext<'_>,
-    ) -> Result<Response, WireError> {
+    ) -> Result<Decision, WireError> {
         let mut rec = self.authenticate(&auth, LABEL_ACK, &up_to, ctx)?;
         let up_to = up_to.min(rec.next_seq.saturating_sub(1));
         let mut b = Batch::new();
@@ -257,15 +254,15 @@ impl OdsLogic {
         }
         rec.acked = rec.acked.max(up_to);
         b.put(SPACE, mbox_key(&auth.mailbox), record::encode(&rec)?);
-        ctx.store.write(b).map_err(internal)?;
-        Ok(Response::Acked { remaining: rec.queued().min(u32::MAX as u64) as u32 })
+        let remaining = rec.queued().min(u32::MAX as u64) as u32;
+        Ok(Decision::write(Response::Acked { remaining }, b))
     }
 
     fn store_items(
         &mut self,
         items: Vec<EnqueueItem>,
         ctx: &RoleContext<'_>,
-    ) -> Result<Response, WireError> {
+    ) -> Result<Decision, WireError> {
         let mut batch = Batch::new();
         let week = week_of(ctx.now);
         if self.swept != Some(week) {
@@ -328,16 +325,15 @@ impl OdsLogic {
         for (m, rec) in &touched {
             batch.put(SPACE, mbox_key(m), record::encode(rec)?);
         }
-        ctx.store.write(batch).map_err(internal)?;
+        // Recorded now: if the batch fails, the host starts this logic afresh.
         self.swept = Some(week);
-        // Live delivery or a notification only for what is durably stored,
-        // once per new copy.
-        self.effects.extend(stored.into_iter().map(|(mailbox, delivered, push)| Effect::Stored {
-            mailbox,
-            delivered,
-            push,
-        }));
-        Ok(Response::Enqueued(results))
+        // Live delivery or a notification only for what is durably stored
+        // (the host applies the batch first), once per new copy.
+        let effects = stored
+            .into_iter()
+            .map(|(mailbox, delivered, push)| Effect::Stored { mailbox, delivered, push })
+            .collect();
+        Ok(Decision { response: Response::Enqueued(results), writes: batch, effects })
     }
 }
 
@@ -393,9 +389,9 @@ impl RoleLogic for OdsLogic {
         Role::Ods
     }
 
-    fn handle(&mut self, req: Request, _pre: Option<Response>, ctx: &RoleContext<'_>) -> Response {
+    fn handle(&mut self, req: Request, _pre: Option<Response>, ctx: &RoleContext<'_>) -> Decision {
         let r = match req {
-            Request::Ping { .. } => Ok(pong(Role::Ods, ctx)),
+            Request::Ping { .. } => Ok(Decision::reply(pong(Role::Ods, ctx))),
             Request::OpenMailbox { mailbox, auth_key, push } => {
                 self.open(mailbox, auth_key, push, ctx)
             }
@@ -404,34 +400,27 @@ impl RoleLogic for OdsLogic {
             Request::Subscribe { auth, after } => self.subscribe(auth, after, ctx),
             other => Err(WireError::Internal(format!("ODS cannot serve {other:?}"))),
         };
-        r.unwrap_or_else(Response::Error)
+        r.into()
     }
 
-    fn enqueue(&mut self, items: Vec<EnqueueItem>, ctx: &RoleContext<'_>) -> Response {
-        self.store_items(items, ctx).unwrap_or_else(Response::Error)
-    }
-
-    fn take_effects(&mut self) -> Vec<Effect> {
-        std::mem::take(&mut self.effects)
+    fn enqueue(&mut self, items: Vec<EnqueueItem>, ctx: &RoleContext<'_>) -> Decision {
+        self.store_items(items, ctx).into()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::{RocksStore, Store};
+    use crate::storage::{MemStore, Store, View};
 
-    /// An ODS with mailbox `[5; 32]` open.
-    fn ods_with_mailbox(ctx: &RoleContext<'_>) -> OdsLogic {
+    /// An ODS with mailbox `[5; 32]` open in `store`.
+    fn ods_with_mailbox(ctx: &RoleContext<'_>, store: &dyn Store) -> OdsLogic {
         let mut ods =
             OdsLogic::new(OdsSettings { max_queue: 100, max_fetch: 10, page_bytes: 1 << 20 });
         let auth =
             ed25519_dalek::SigningKey::from_bytes(&[1; 32]).verifying_key().to_bytes().to_vec();
-        ods.handle(
-            Request::OpenMailbox { mailbox: [5; 32], auth_key: auth, push: None },
-            None,
-            ctx,
-        );
+        let open = Request::OpenMailbox { mailbox: [5; 32], auth_key: auth, push: None };
+        assert_eq!(ods.handle(open, None, ctx).applied(store), Response::MailboxOpened);
         ods
     }
 
@@ -442,11 +431,10 @@ mod tests {
 
     #[test]
     fn a_copy_repeated_inside_one_batch_gets_its_first_sequence_number() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = RocksStore::open(dir.path(), false).unwrap();
+        let store = MemStore::new();
         let ctx = RoleContext { node: "t", store: &store, now: std::time::SystemTime::now() };
-        let mut ods = ods_with_mailbox(&ctx);
-        let r = RoleLogic::enqueue(&mut ods, vec![item(1), item(2), item(1)], &ctx);
+        let mut ods = ods_with_mailbox(&ctx, &store);
+        let r = RoleLogic::enqueue(&mut ods, vec![item(1), item(2), item(1)], &ctx).applied(&store);
         assert_eq!(
             r,
             Response::Enqueued(vec![
@@ -459,17 +447,17 @@ mod tests {
 
     #[test]
     fn delivery_records_last_into_the_next_week_and_are_then_dropped() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = RocksStore::open(dir.path(), false).unwrap();
+        let store = MemStore::new();
         let day = std::time::Duration::from_secs(24 * 3600);
         let t0 = std::time::UNIX_EPOCH + day * (7 * 2900 + 1);
         let at = |t: std::time::SystemTime| RoleContext { node: "t", store: &store, now: t };
-        let mut ods = ods_with_mailbox(&at(t0));
+        let mut ods = ods_with_mailbox(&at(t0), &store);
         // A record of the older, unbounded form is dropped with the first batch.
         let mut legacy = Batch::new();
         legacy.put(SPACE, b"d/legacy".to_vec(), 1u64.to_be_bytes().to_vec());
         store.write(legacy).unwrap();
-        let enqueue = |ods: &mut OdsLogic, t| RoleLogic::enqueue(ods, vec![item(1)], &at(t));
+        let enqueue =
+            |ods: &mut OdsLogic, t| RoleLogic::enqueue(ods, vec![item(1)], &at(t)).applied(&store);
         let stored = |seq| Response::Enqueued(vec![EnqueueResult::Stored { seq }]);
         assert_eq!(enqueue(&mut ods, t0), stored(1));
         assert_eq!(store.get(SPACE, b"d/legacy").unwrap(), None);
@@ -487,10 +475,9 @@ mod tests {
 
     #[test]
     fn pages_are_cut_by_bytes_and_every_envelope_is_read_once_in_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = RocksStore::open(dir.path(), false).unwrap();
+        let store = MemStore::new();
         let ctx = RoleContext { node: "t", store: &store, now: std::time::SystemTime::now() };
-        let mut ods = ods_with_mailbox(&ctx);
+        let mut ods = ods_with_mailbox(&ctx, &store);
         ods.settings.page_bytes = mlsd_transport::protocol::mailbox::page_budget(1 << 20);
         ods.settings.max_fetch = 256;
         let items: Vec<EnqueueItem> = (0..12u8)
@@ -501,7 +488,8 @@ mod tests {
                 push_key: None,
             })
             .collect();
-        assert!(matches!(RoleLogic::enqueue(&mut ods, items, &ctx), Response::Enqueued(_)));
+        let r = RoleLogic::enqueue(&mut ods, items, &ctx).applied(&store);
+        assert!(matches!(r, Response::Enqueued(_)));
         let (mut after, mut seen, mut pages) = (0, Vec::new(), 0);
         loop {
             let page = ods.page(&[5; 32], after, 256, &ctx).unwrap();

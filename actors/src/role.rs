@@ -1,110 +1,28 @@
 //! The generic role actor: one per hosted role per node, owning that role's
-//! state machine.
+//! state machine (the host side of [`crate::contract`]).
 //!
 //! The actor is deliberately thin: it hands each request with a
-//! [`RoleContext`] to its [`RoleLogic`] and sends the response back. When the
+//! [`RoleContext`] to its [`RoleLogic`], applies the writes the logic decided,
+//! and only then sends the response back and carries out the effects. When the
 //! logic needs another role's answer first (the CS needs the AS binding), it
 //! names that request in [`RoleLogic::prerequisite`]; the actor resolves it
 //! through the [`Router`] in a separate task, so the actor keeps serving
 //! meanwhile, and then feeds both to the logic. Everything a role decides
 //! lives in its logic type, which tests drive without an actor runtime.
 
-use std::future::Future;
-use std::pin::Pin;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use mlsd_transport::protocol::{Delivered, EnqueueItem, EnqueueResult, MailboxId, NodeRequest};
+use mlsd_transport::protocol::{EnqueueItem, MailboxId, NodeRequest};
 use mlsd_transport::{Request, Response, Role, WireError};
-use std::collections::HashMap;
 
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
+use crate::contract::{Decision, Effect, RoleContext, RoleLogic, Router, Sink};
 use crate::ids::group_actor::{GroupActor, GroupArgs, GroupMsg};
-
 use crate::settings::RoleSettings;
 use crate::storage::Store;
-
-/// What a role's logic may use besides the request: who it is, the node's
-/// storage and the current time (passed in, so tests control it).
-pub struct RoleContext<'a> {
-    /// Name of the hosting node, reported in replies such as `Pong`.
-    pub node: &'a str,
-    /// The node's storage.
-    pub store: &'a dyn Store,
-    /// Wall-clock time of this request.
-    pub now: SystemTime,
-}
-
-/// A role's state machine. One instance per role actor; a restarted actor gets
-/// a fresh instance that reloads what it needs from storage.
-pub trait RoleLogic: Send + Sync + 'static {
-    /// Which role this is.
-    fn role(&self) -> Role;
-
-    /// A request whose response `handle` needs for `req` (routed to its owner
-    /// like any client request), or `None`.
-    fn prerequisite(&self, _req: &Request) -> Option<Request> {
-        None
-    }
-
-    /// Handles one request, with the response to its prerequisite if it had
-    /// one. Must not panic on any input: bad input is a `Response::Error` and
-    /// leaves storage unchanged.
-    fn handle(&mut self, req: Request, pre: Option<Response>, ctx: &RoleContext<'_>) -> Response;
-
-    /// Side effects the last call asked for (push notifications), which the
-    /// actor shell carries out after the reply; the logic itself does no I/O.
-    fn take_effects(&mut self) -> Vec<Effect> {
-        Vec::new()
-    }
-
-    /// Handles an operator request that came over the node protocol
-    /// (`mlsd admin enroll`).
-    fn admin(&mut self, _req: NodeRequest, _ctx: &RoleContext<'_>) -> Response {
-        Response::Error(WireError::NotAuthorized("no admin requests for this role".into()))
-    }
-
-    /// Stores envelopes the IDS fanned out (the ODS's hottest path, one
-    /// group-committed batch per call); only the ODS takes them.
-    fn enqueue(&mut self, _items: Vec<EnqueueItem>, _ctx: &RoleContext<'_>) -> Response {
-        Response::Error(WireError::NotAuthorized("only the ODS stores envelopes".into()))
-    }
-}
-
-/// I/O a role's logic asks its shell to do.
-pub enum Effect {
-    /// An envelope was durably stored: push it to the mailbox's live
-    /// subscriber if it has one, otherwise POST a content-free UnifiedPush
-    /// notification to `push` (the recipient's endpoint URL, a secret:
-    /// zeroized on drop, never logged).
-    Stored {
-        /// The mailbox.
-        mailbox: MailboxId,
-        /// The envelope and its sequence number.
-        delivered: Delivered,
-        /// The decrypted push endpoint, when the enqueue carried the push key.
-        push: Option<zeroize::Zeroizing<String>>,
-    },
-}
-
-/// Where a live subscription's envelopes go.
-pub type Sink = tokio::sync::mpsc::Sender<Vec<Delivered>>;
-
-/// Routes a request to the node that owns it, as the node's server does for
-/// clients. Implemented by the node crate; role actors use it for
-/// prerequisites and the IDS for enqueueing, so they never know where other
-/// roles run.
-pub trait Router: Send + Sync + 'static {
-    /// Serves `req` locally or at its owner.
-    fn route(&self, req: Request) -> Pin<Box<dyn Future<Output = Response> + Send + '_>>;
-    /// Hands envelopes to the ODS owners of their mailboxes, one shuffled
-    /// batch per owner node; one result per item, in order.
-    fn enqueue(
-        &self,
-        items: Vec<EnqueueItem>,
-    ) -> Pin<Box<dyn Future<Output = Vec<EnqueueResult>> + Send + '_>>;
-}
 
 /// The state machine for `role`, fresh.
 pub fn logic_for(role: Role, settings: &RoleSettings) -> Box<dyn RoleLogic> {
@@ -233,6 +151,48 @@ impl RoleState {
     }
 }
 
+impl RoleState {
+    /// Makes `d`'s writes durable and returns its reply and effects; if the
+    /// writes fail, the reply is `Internal`, no effect happens, and the logic
+    /// starts afresh from storage (it decided as if they had landed).
+    fn apply(&mut self, d: Decision) -> (Response, Vec<Effect>) {
+        match d.apply(self.args.store.as_ref()) {
+            Ok(done) => done,
+            Err(e) => {
+                tracing::warn!(error = %e, role = %self.args.role, "write failed; nothing applied");
+                self.logic = logic_for(self.args.role, &self.args.settings);
+                (Response::Error(WireError::Internal(e.to_string())), Vec::new())
+            }
+        }
+    }
+
+    /// Carries out effects of durable writes: a stored envelope goes to the
+    /// mailbox's live subscriber, or else becomes a push notification.
+    fn run(&mut self, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::Stored { mailbox, delivered, push } => {
+                    let live = match self.subscribers.get(&mailbox) {
+                        Some(sink) => match sink.try_send(vec![delivered]) {
+                            Ok(()) => true,
+                            // Gone or not keeping up: it resumes from its last
+                            // ack on reconnect; meanwhile the device is offline.
+                            Err(_) => {
+                                self.subscribers.remove(&mailbox);
+                                false
+                            }
+                        },
+                        None => false,
+                    };
+                    if let (false, Some(url)) = (live, push) {
+                        tokio::spawn(crate::push::notify(url));
+                    }
+                }
+            }
+        }
+    }
+}
+
 impl RoleArgs {
     fn ctx(&self) -> RoleContext<'_> {
         RoleContext { node: &self.node, store: self.store.as_ref(), now: SystemTime::now() }
@@ -310,58 +270,42 @@ impl Actor for RoleActor {
                     });
                 }
                 None => {
-                    let ctx = state.args.ctx();
-                    let response = state.logic.handle(request, None, &ctx);
+                    let d = state.logic.handle(request, None, &state.args.ctx());
+                    let (response, effects) = state.apply(d);
                     let _ = reply.send(response);
+                    state.run(effects);
                 }
             },
             RoleMsg::Prepared { request, pre, reply } => {
-                let ctx = state.args.ctx();
-                let response = state.logic.handle(request, Some(pre), &ctx);
+                let d = state.logic.handle(request, Some(pre), &state.args.ctx());
+                let (response, effects) = state.apply(d);
                 let _ = reply.send(response);
+                state.run(effects);
             }
             RoleMsg::Subscribe { request, sink, reply } => {
                 let mailbox = match &request {
                     Request::Subscribe { auth, .. } => Some(auth.mailbox),
                     _ => None,
                 };
-                let ctx = state.args.ctx();
-                let response = state.logic.handle(request, None, &ctx);
+                let d = state.logic.handle(request, None, &state.args.ctx());
+                let (response, effects) = state.apply(d);
                 if let (Response::Envelopes(_), Some(m)) = (&response, mailbox) {
                     state.subscribers.insert(m, sink);
                 }
                 let _ = reply.send(response);
+                state.run(effects);
             }
             RoleMsg::Admin { request, reply } => {
-                let ctx = state.args.ctx();
-                let response = state.logic.admin(request, &ctx);
+                let d = state.logic.admin(request, &state.args.ctx());
+                let (response, effects) = state.apply(d);
                 let _ = reply.send(response);
+                state.run(effects);
             }
             RoleMsg::Enqueue { items, reply } => {
-                let ctx = state.args.ctx();
-                let response = state.logic.enqueue(items, &ctx);
+                let d = state.logic.enqueue(items, &state.args.ctx());
+                let (response, effects) = state.apply(d);
                 let _ = reply.send(response);
-            }
-        }
-        for effect in state.logic.take_effects() {
-            match effect {
-                Effect::Stored { mailbox, delivered, push } => {
-                    let live = match state.subscribers.get(&mailbox) {
-                        Some(sink) => match sink.try_send(vec![delivered]) {
-                            Ok(()) => true,
-                            // Gone or not keeping up: it resumes from its last
-                            // ack on reconnect; meanwhile the device is offline.
-                            Err(_) => {
-                                state.subscribers.remove(&mailbox);
-                                false
-                            }
-                        },
-                        None => false,
-                    };
-                    if let (false, Some(url)) = (live, push) {
-                        tokio::spawn(crate::push::notify(url));
-                    }
-                }
+                state.run(effects);
             }
         }
         Ok(())
@@ -406,8 +350,57 @@ pub fn actor_name(node: &str, role: Role) -> String {
     format!("{node}/{role}")
 }
 
-/// Answers `Ping` for any role: the reply names the node and role that handled
-/// it, which is what routing tests and `mlsc ping` check.
-pub(crate) fn pong(role: Role, ctx: &RoleContext<'_>) -> Response {
-    Response::Pong { node: ctx.node.to_string(), role }
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::MemStore;
+    use mlsd_transport::protocol::EnqueueResult;
+    use std::future::Future;
+    use std::pin::Pin;
+
+    /// The ODS asks no other role anything; this router is never used.
+    struct Nowhere;
+
+    impl Router for Nowhere {
+        fn route(&self, _req: Request) -> Pin<Box<dyn Future<Output = Response> + Send + '_>> {
+            Box::pin(async {
+                Response::Error(WireError::Internal("no router in this test".into()))
+            })
+        }
+        fn enqueue(
+            &self,
+            items: Vec<EnqueueItem>,
+        ) -> Pin<Box<dyn Future<Output = Vec<EnqueueResult>> + Send + '_>> {
+            Box::pin(async move { vec![EnqueueResult::UnknownMailbox; items.len()] })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_is_refused_applies_nothing_and_the_role_goes_on() {
+        let store = Arc::new(MemStore::new());
+        let args = RoleArgs {
+            node: "t".into(),
+            role: Role::Ods,
+            store: store.clone(),
+            settings: Arc::new(RoleSettings::default()),
+            router: Arc::new(Nowhere),
+        };
+        let (actor, handle) = Actor::spawn(None, RoleActor, args).await.unwrap();
+        let auth_key =
+            ed25519_dalek::SigningKey::from_bytes(&[1; 32]).verifying_key().to_bytes().to_vec();
+        let open = Request::OpenMailbox { mailbox: [5; 32], auth_key, push: None };
+        async fn ask(actor: &ActorRef<RoleMsg>, request: Request) -> Response {
+            ractor::call!(actor, |reply| RoleMsg::Request { request, reply }).unwrap()
+        }
+        store.fail_writes(true);
+        let r = ask(&actor, open.clone()).await;
+        assert!(matches!(r, Response::Error(WireError::Internal(_))), "{r:?}");
+        assert!(store.contents().is_empty(), "a failed batch applies nothing");
+        store.fail_writes(false);
+        // The same request now succeeds: nothing of the failed one remained.
+        assert_eq!(ask(&actor, open.clone()).await, Response::MailboxOpened);
+        assert_eq!(ask(&actor, open).await, Response::Error(WireError::MailboxTaken));
+        actor.stop(None);
+        handle.await.unwrap();
+    }
 }

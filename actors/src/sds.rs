@@ -20,9 +20,9 @@ use mlsd_transport::{Request, Response, Role, WireError};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::contract::{pong, Decision, RoleContext, RoleLogic};
 use crate::r#as::internal;
 use crate::record::{self, Stored};
-use crate::role::{pong, RoleContext, RoleLogic};
 use crate::settings::SdsSettings;
 use crate::storage::{Batch, Space};
 
@@ -140,7 +140,7 @@ impl SdsLogic {
         total: u64,
         data: Vec<u8>,
         ctx: &RoleContext<'_>,
-    ) -> Result<Response, WireError> {
+    ) -> Result<Decision, WireError> {
         if total > self.settings.max_blob {
             return Err(WireError::BadBlob(format!(
                 "larger than {} bytes",
@@ -183,8 +183,7 @@ impl SdsLogic {
             rec.upload = Some(up);
         }
         b.put(SPACE, blob_key(&id), record::encode(&rec)?);
-        ctx.store.write(b).map_err(internal)?;
-        Ok(Response::BlobWritten { written })
+        Ok(Decision::write(Response::BlobWritten { written }, b))
     }
 
     fn get(
@@ -263,7 +262,7 @@ impl SdsLogic {
         id: [u8; 32],
         cap: [u8; 32],
         ctx: &RoleContext<'_>,
-    ) -> Result<Response, WireError> {
+    ) -> Result<Decision, WireError> {
         let rec = self.record(&id, ctx)?.ok_or(WireError::UnknownBlob)?;
         if rec.cap_hash != <[u8; 32]>::from(Sha256::digest(cap)) {
             return Err(WireError::WrongCapability);
@@ -276,8 +275,7 @@ impl SdsLogic {
             self.delete_generation(&id, u.generation, ctx, &mut b)?;
         }
         b.delete(SPACE, blob_key(&id));
-        ctx.store.write(b).map_err(internal)?;
-        Ok(Response::BlobDeleted)
+        Ok(Decision::write(Response::BlobDeleted, b))
     }
 }
 
@@ -286,17 +284,19 @@ impl RoleLogic for SdsLogic {
         Role::Sds
     }
 
-    fn handle(&mut self, req: Request, _pre: Option<Response>, ctx: &RoleContext<'_>) -> Response {
-        let r = match req {
-            Request::Ping { .. } => Ok(pong(Role::Sds, ctx)),
+    fn handle(&mut self, req: Request, _pre: Option<Response>, ctx: &RoleContext<'_>) -> Decision {
+        match req {
+            Request::Ping { .. } => Ok(Decision::reply(pong(Role::Sds, ctx))),
             Request::PutBlob { id, cap, offset, total, data } => {
                 self.put(id, cap, offset, total, data, ctx)
             }
-            Request::GetBlob { id, offset, max } => self.get(id, offset, max, ctx),
+            Request::GetBlob { id, offset, max } => {
+                self.get(id, offset, max, ctx).map(Decision::reply)
+            }
             Request::DeleteBlob { id, cap } => self.delete(id, cap, ctx),
             other => Err(WireError::Internal(format!("SDS cannot serve {other:?}"))),
-        };
-        r.unwrap_or_else(Response::Error)
+        }
+        .into()
     }
 }
 
@@ -305,20 +305,23 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
-    use crate::storage::{Entries, RocksStore, Store, StoreError};
+    use crate::storage::{Entries, MemStore, Store, StoreError, View};
 
     /// A store that counts the bytes its scans return.
     struct Counting {
-        inner: RocksStore,
+        inner: MemStore,
         scanned: AtomicUsize,
     }
 
     impl Store for Counting {
-        fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-            self.inner.get(space, key)
-        }
         fn write(&self, batch: Batch) -> Result<(), StoreError> {
             self.inner.write(batch)
+        }
+    }
+
+    impl View for Counting {
+        fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+            self.inner.get(space, key)
         }
         fn scan_from(
             &self,
@@ -340,9 +343,7 @@ mod tests {
 
     #[test]
     fn a_read_loads_only_the_chunks_it_returns_and_any_window_is_exact() {
-        let dir = tempfile::tempdir().unwrap();
-        let store =
-            Counting { inner: RocksStore::open(dir.path(), false).unwrap(), scanned: 0.into() };
+        let store = Counting { inner: MemStore::new(), scanned: 0.into() };
         let ctx = RoleContext { node: "t", store: &store, now: std::time::SystemTime::now() };
         let mut sds = SdsLogic::new(SdsSettings { max_blob: 1 << 20 });
         let data = blob();
@@ -364,13 +365,15 @@ mod tests {
                 None,
                 &ctx,
             );
+            let r = r.applied(&store);
             assert!(matches!(r, Response::BlobWritten { .. }), "{r:?}");
             offset += len;
             n += 1;
         }
         for (from, max) in [(0, 10), (0, 300_000), (1023, 2), (150_001, 5000), (299_999, 100)] {
             store.scanned.store(0, Ordering::Relaxed);
-            let r = sds.handle(Request::GetBlob { id: [1; 32], offset: from, max }, None, &ctx);
+            let get = Request::GetBlob { id: [1; 32], offset: from, max };
+            let r = sds.handle(get, None, &ctx).applied(&store);
             let Response::Blob { total: t, data: got } = r else { panic!("{r:?}") };
             let end = (from as usize + max as usize).min(data.len());
             assert_eq!(t, total);
@@ -383,8 +386,7 @@ mod tests {
 
     #[test]
     fn blobs_of_the_older_chunk_layout_are_still_read_and_deleted() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = RocksStore::open(dir.path(), false).unwrap();
+        let store = MemStore::new();
         let ctx = RoleContext { node: "t", store: &store, now: std::time::SystemTime::now() };
         let mut sds = SdsLogic::new(SdsSettings { max_blob: 1 << 20 });
         let data = blob();
@@ -405,11 +407,12 @@ mod tests {
         }
         store.write(b).unwrap();
         let r = sds.handle(Request::GetBlob { id, offset: 150_000, max: 100 }, None, &ctx);
+        let r = r.applied(&store);
         assert_eq!(
             r,
             Response::Blob { total: data.len() as u64, data: data[150_000..150_100].to_vec() }
         );
-        let r = sds.handle(Request::DeleteBlob { id, cap: [4; 32] }, None, &ctx);
+        let r = sds.handle(Request::DeleteBlob { id, cap: [4; 32] }, None, &ctx).applied(&store);
         assert_eq!(r, Response::BlobDeleted);
         assert!(store.scan_prefix(SPACE, b"d/", 10).unwrap().is_empty());
     }

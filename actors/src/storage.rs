@@ -9,8 +9,10 @@
 
 use mlsd_transport::Role;
 
+mod mem;
 #[cfg(feature = "rocksdb")]
 mod rocks;
+pub use mem::MemStore;
 #[cfg(feature = "rocksdb")]
 pub use rocks::{read_all, Contents, RocksStore};
 
@@ -70,7 +72,7 @@ pub fn week_prefix(tag: &[u8], week: u32) -> Vec<u8> {
 /// if any exists: a range tombstone costs every later lookup in its memtable
 /// a little, so none is written for nothing.
 pub fn drop_weeks_before(
-    store: &dyn Store,
+    store: &dyn View,
     space: Space,
     tag: &[u8],
     week: u32,
@@ -153,13 +155,12 @@ impl Batch {
     }
 }
 
-/// What role logic needs from storage. Implemented by `RocksStore` (feature
-/// `rocksdb`, on by default); the trait keeps RocksDB out of the state machines.
-pub trait Store: Send + Sync + 'static {
+/// What role logic may read: a view of the node's storage. Logic gets only
+/// this, never the means to write; it returns its writes as a [`Batch`] and
+/// its host applies them (later: proposes them to the shard's replicas).
+pub trait View: Send + Sync {
     /// Reads one value.
     fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
-    /// Applies `batch` atomically (durably when the store syncs).
-    fn write(&self, batch: Batch) -> Result<(), StoreError>;
     /// Up to `limit` entries whose key starts with `prefix`, in key order.
     fn scan_prefix(
         &self,
@@ -178,4 +179,12 @@ pub trait Store: Send + Sync + 'static {
         start: &[u8],
         limit: usize,
     ) -> Result<Entries, StoreError>;
+}
+
+/// A node's storage: a [`View`] that hosts can also write. Implemented by
+/// `RocksStore` (feature `rocksdb`, on by default) and by [`MemStore`]; the
+/// trait keeps RocksDB out of the state machines.
+pub trait Store: View + 'static {
+    /// Applies `batch` atomically (durably when the store syncs).
+    fn write(&self, batch: Batch) -> Result<(), StoreError>;
 }

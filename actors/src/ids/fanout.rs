@@ -30,7 +30,7 @@ use zeroize::Zeroizing;
 
 use super::anonymizer::{AnonState, Anonymizer, Job, KeyGuard, Sealing};
 use super::group::FanoutPlan;
-use crate::role::Router;
+use crate::contract::Router;
 
 /// Attempts per recipient before the fan-out gives up on it.
 pub const MAX_ATTEMPTS: u32 = 3;

@@ -26,7 +26,7 @@ use zeroize::Zeroizing;
 use super::kept::{self, KeptSend};
 use crate::r#as::internal;
 use crate::record::{self, Stored};
-use crate::storage::{Batch, Space, Store};
+use crate::storage::{Batch, Space, View};
 
 const SPACE: Space = Space::Role(Role::Ids);
 
@@ -75,6 +75,9 @@ pub struct Accepted {
     pub keep: KeptSend,
     /// Whether this is a retry of a kept send (forgotten once complete).
     pub from_kept: bool,
+    /// What must be durable before any copy leaves: the accepted message id,
+    /// and for a commit the next epoch's record and roster.
+    pub writes: Batch,
 }
 
 /// One group's state machine.
@@ -171,7 +174,7 @@ pub fn open_roster(
 
 impl GroupCore {
     /// Loads group `group` from storage (or none yet).
-    pub fn load(group: &[u8], store: &dyn Store) -> Result<Self, WireError> {
+    pub fn load(group: &[u8], store: &dyn View) -> Result<Self, WireError> {
         let record = match store.get(SPACE, &group_key(group)).map_err(internal)? {
             Some(v) => Some(record::decode(&v)?),
             None => None,
@@ -184,14 +187,15 @@ impl GroupCore {
         self.record.as_ref().map(|r| r.epoch)
     }
 
-    /// `CreateGroup`: first come, first served.
+    /// `CreateGroup`: first come, first served. Returns the writes that
+    /// create it; the core counts the group as created from now on, so a host
+    /// whose write fails loads the core again.
     pub fn create(
         &mut self,
         mode: RosterMode,
         auth_key: [u8; 32],
         roster: Option<SealedRoster>,
-        store: &dyn Store,
-    ) -> Result<(), WireError> {
+    ) -> Result<Batch, WireError> {
         if self.group.is_empty() || self.group.len() > MAX_GROUP_ID {
             return Err(WireError::Malformed("group id length".into()));
         }
@@ -213,9 +217,8 @@ impl GroupCore {
             (RosterMode::Client, None) => {}
         }
         b.put(SPACE, group_key(&self.group), record::encode(&record)?);
-        store.write(b).map_err(internal)?;
         self.record = Some(record);
-        Ok(())
+        Ok(b)
     }
 
     fn recipients(
@@ -224,7 +227,7 @@ impl GroupCore {
         epoch: u64,
         recipients: &Recipients,
         skip: Option<&[u8; 32]>,
-        store: &dyn Store,
+        store: &dyn View,
     ) -> Result<(Vec<RosterEntry>, Option<SealedRoster>), WireError> {
         let sealed = match rec.mode {
             RosterMode::Stored => Some(self.stored_roster(epoch, store)?),
@@ -234,7 +237,7 @@ impl GroupCore {
         Ok((list, sealed))
     }
 
-    fn stored_roster(&self, epoch: u64, store: &dyn Store) -> Result<SealedRoster, WireError> {
+    fn stored_roster(&self, epoch: u64, store: &dyn View) -> Result<SealedRoster, WireError> {
         let sealed = store
             .get(SPACE, &roster_key(&self.group, epoch))
             .map_err(internal)?
@@ -270,13 +273,15 @@ impl GroupCore {
     }
 
     /// `Send`: checks the MAC and the MLS framing, enforces one commit per
-    /// epoch (persisting an accepted one before anything is fanned out) and
-    /// returns what to fan out. `now` dates a kept send's expiry.
+    /// epoch and returns what to fan out, with the writes the host must make
+    /// durable before anything is fanned out. The core moves to the next
+    /// epoch at once, so a host whose write fails loads the core again. `now`
+    /// dates a kept send's expiry.
     pub fn accept_send(
         &mut self,
         body: &SendBody,
         mac: &[u8; 32],
-        store: &dyn Store,
+        store: &dyn View,
         now: std::time::SystemTime,
     ) -> Result<Accepted, WireError> {
         let rec = self.record.clone().ok_or(WireError::UnknownGroup)?;
@@ -343,18 +348,14 @@ impl GroupCore {
         }
         let (recipients, roster) =
             self.recipients(&rec, epoch, &body.recipients, body.skip.as_ref(), store)?;
-        if body.commit.is_none() {
-            // Remembered (durably, before any copy leaves) so a retry is
-            // recognized even after the group moved on.
-            let mut b = Batch::new();
-            b.put(SPACE, accepted_key(&self.group, epoch, &body.message_id), digest.to_vec());
-            store.write(b).map_err(internal)?;
-        }
+        // The message id is remembered (durably, before any copy leaves) so
+        // a retry is recognized even after the group moved on.
+        let mut b = Batch::new();
+        b.put(SPACE, accepted_key(&self.group, epoch, &body.message_id), digest.to_vec());
         if let Some(extras) = &body.commit {
             if let Some(w) = &extras.welcome {
                 check_welcome(w)?;
             }
-            let mut b = Batch::new();
             match (rec.mode, &extras.next_roster) {
                 (RosterMode::Stored, Some(r)) => {
                     b.put(SPACE, roster_key(&self.group, epoch + 1), record::encode(r)?)
@@ -366,7 +367,6 @@ impl GroupCore {
                 }
                 (RosterMode::Client, _) => {}
             }
-            b.put(SPACE, accepted_key(&self.group, epoch, &body.message_id), digest.to_vec());
             if epoch + 1 >= ACCEPTED_EPOCHS {
                 // Rosters and message ids this old are no longer needed for retries.
                 let old = epoch + 1 - ACCEPTED_EPOCHS;
@@ -389,11 +389,12 @@ impl GroupCore {
                 past_auth,
             };
             b.put(SPACE, group_key(&self.group), record::encode(&next)?);
-            store.write(b).map_err(internal)?;
             self.record = Some(next);
         }
         let keep = KeptSend { epoch, digest, auth_key: rec.auth_key, roster, week };
-        Ok(self.plan(body, message, recipients, keep, false))
+        let mut accepted = self.plan(body, message, recipients, keep, false);
+        accepted.writes = b;
+        Ok(accepted)
     }
 
     fn plan(
@@ -408,7 +409,7 @@ impl GroupCore {
             c.welcome.as_ref().map(|w| (std::sync::Arc::new(w.clone()), c.welcome_to.clone()))
         });
         let plan = FanoutPlan { message_id: body.message_id, message, recipients, welcome };
-        Accepted { plan, keep, from_kept }
+        Accepted { plan, keep, from_kept, writes: Batch::new() }
     }
 
     /// The group id.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mlsd_transport::protocol::{ChaosTarget, RosterMode, SealedRoster, SendBody};
-use mlsd_transport::Response;
+use mlsd_transport::{Response, WireError};
 use std::collections::HashMap;
 
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
@@ -15,8 +15,8 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, Supervi
 use super::fanout::{Fanout, FanoutArgs, DONE};
 use super::group::{Accepted, GroupCore};
 use super::kept::{self, KeptSend};
-use crate::role::Router;
-use crate::storage::Store;
+use crate::contract::Router;
+use crate::storage::{Batch, Store};
 
 /// Messages of a group actor.
 pub enum GroupMsg {
@@ -70,6 +70,25 @@ pub struct GroupState {
     /// Running fan-outs: their message id, what to keep if they end with
     /// copies missing, and whether they retry a kept send.
     fanouts: HashMap<ActorId, ([u8; 32], KeptSend, bool)>,
+    /// A write failed: the core is ahead of storage.
+    stale: bool,
+}
+
+impl GroupState {
+    /// Makes the core's writes durable. If they fail, nothing of them is
+    /// applied, the request is refused (it can be retried), and the actor
+    /// ends after this message (the core had moved on as if they had
+    /// landed); the next request starts it again from storage.
+    fn write(&mut self, writes: Batch) -> Result<(), WireError> {
+        if writes.ops.is_empty() {
+            return Ok(());
+        }
+        self.args.store.write(writes).map_err(|e| {
+            tracing::warn!(error = %e, "group write failed; nothing applied");
+            self.stale = true;
+            WireError::Internal(e.to_string())
+        })
+    }
 }
 
 /// The group actor.
@@ -91,7 +110,7 @@ impl Actor for GroupActor {
             ractor::pg::join(name, vec![me.get_cell()]);
         }
         me.send_after(args.idle, || GroupMsg::IdleCheck(0));
-        Ok(GroupState { core, args, generation: 0, fanouts: HashMap::new() })
+        Ok(GroupState { core, args, generation: 0, fanouts: HashMap::new(), stale: false })
     }
 
     async fn handle(
@@ -108,17 +127,21 @@ impl Actor for GroupActor {
                 return Ok(());
             }
             GroupMsg::Create { mode, auth_key, roster, reply } => {
-                let r = st.core.create(mode, auth_key, roster, st.args.store.as_ref());
-                let _ =
-                    reply.send(r.map(|_| Response::GroupCreated).unwrap_or_else(Response::Error));
+                let r = st.core.create(mode, auth_key, roster);
+                let r = r.and_then(|writes| st.write(writes)).map(|()| Response::GroupCreated);
+                let _ = reply.send(r.unwrap_or_else(Response::Error));
             }
             GroupMsg::Send { body, mac, reply } => {
                 let now = std::time::SystemTime::now();
-                match st.core.accept_send(&body, &mac, st.args.store.as_ref(), now) {
+                let accepted = st.core.accept_send(&body, &mac, st.args.store.as_ref(), now);
+                // Durable before any copy leaves.
+                let accepted =
+                    accepted.and_then(|mut a| st.write(std::mem::take(&mut a.writes)).map(|()| a));
+                match accepted {
                     Err(e) => {
                         let _ = reply.send(Response::Error(e));
                     }
-                    Ok(Accepted { plan, keep, from_kept }) => {
+                    Ok(Accepted { plan, keep, from_kept, .. }) => {
                         let tracked = (plan.message_id, keep, from_kept);
                         let args = FanoutArgs {
                             node: st.args.node.clone(),
@@ -136,6 +159,9 @@ impl Actor for GroupActor {
                     }
                 }
             }
+        }
+        if st.stale {
+            return Err("a group write failed; the group restarts from storage".into());
         }
         st.generation += 1;
         let g = st.generation;
@@ -160,17 +186,22 @@ impl Actor for GroupActor {
             _ => return Ok(()),
         };
         let Some((message_id, keep, from_kept)) = st.fanouts.remove(&id) else { return Ok(()) };
-        let store = st.args.store.as_ref();
         let group = st.core.group();
-        let r = match (done, from_kept) {
-            (true, true) => kept::forget(store, group, &message_id),
-            (true, false) => Ok(()),
-            (false, _) => kept::keep(store, group, &message_id, &keep).map(|room| {
-                if !room {
-                    tracing::warn!("too many sends with missing copies kept for one group");
-                }
-            }),
+        let writes = match (done, from_kept) {
+            (true, true) => Ok(kept::forget(group, &message_id)),
+            (true, false) => Ok(Batch::new()),
+            (false, _) => kept::keep(st.args.store.as_ref(), group, &message_id, &keep).map(
+                |(writes, room)| {
+                    if !room {
+                        tracing::warn!("too many sends with missing copies kept for one group");
+                    }
+                    writes
+                },
+            ),
         };
+        // These writes change no core state: a failure leaves the group as is.
+        let store = st.args.store.as_ref();
+        let r = writes.and_then(|w| store.write(w).map_err(|e| WireError::Internal(e.to_string())));
         // Failing to keep it costs only the retry beyond the accepted-epochs
         // window; the group goes on.
         if let Err(e) = r {

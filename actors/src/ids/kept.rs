@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::r#as::internal;
 use crate::record::{self, Stored};
-use crate::storage::{Batch, Space, Store};
+use crate::storage::{Batch, Space, View};
 
 const SPACE: Space = Space::Role(Role::Ids);
 
@@ -63,7 +63,7 @@ fn key(group: &[u8], message_id: &[u8; 32]) -> Vec<u8> {
 
 /// The kept send `message_id` of `group`, unless it expired by `week`.
 pub fn load(
-    store: &dyn Store,
+    store: &dyn View,
     group: &[u8],
     message_id: &[u8; 32],
     week: u32,
@@ -75,14 +75,14 @@ pub fn load(
     Ok((kept.week + KEPT_WEEKS >= week).then_some(kept))
 }
 
-/// Keeps `send`, first dropping the group's expired ones; returns `false`
-/// (and keeps nothing) when the group holds [`MAX_KEPT`] live ones.
+/// The writes that keep `send`, first dropping the group's expired ones, and
+/// whether it is kept: not when the group holds [`MAX_KEPT`] live ones.
 pub fn keep(
-    store: &dyn Store,
+    store: &dyn View,
     group: &[u8],
     message_id: &[u8; 32],
     send: &KeptSend,
-) -> Result<bool, WireError> {
+) -> Result<(Batch, bool), WireError> {
     let mut b = Batch::new();
     let mut live = 0;
     for (k, v) in store.scan_prefix(SPACE, &prefix(group), MAX_KEPT * 2).map_err(internal)? {
@@ -96,13 +96,12 @@ pub fn keep(
     if room {
         b.put(SPACE, key(group, message_id), record::encode(send)?);
     }
-    store.write(b).map_err(internal)?;
-    Ok(room)
+    Ok((b, room))
 }
 
-/// Forgets a kept send once a retry stored every copy.
-pub fn forget(store: &dyn Store, group: &[u8], message_id: &[u8; 32]) -> Result<(), WireError> {
+/// The write that forgets a kept send once a retry stored every copy.
+pub fn forget(group: &[u8], message_id: &[u8; 32]) -> Batch {
     let mut b = Batch::new();
     b.delete(SPACE, key(group, message_id));
-    store.write(b).map_err(internal)
+    b
 }

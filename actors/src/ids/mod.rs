@@ -23,6 +23,8 @@ pub mod anonymizer;
 pub mod fanout;
 pub mod group;
 pub mod group_actor;
+#[cfg(test)]
+mod group_core_tests;
 pub mod kept;
 
 use mlsd_transport::protocol::ChaosTarget;
@@ -39,7 +41,7 @@ pub fn process_group(node: &str, kind: ChaosTarget) -> String {
     }
 }
 
-use crate::role::{pong, RoleContext, RoleLogic};
+use crate::contract::{pong, Decision, RoleContext, RoleLogic};
 
 /// The IDS role's own logic: only `Ping`; groups are served by group actors.
 #[derive(Debug, Default)]
@@ -50,10 +52,10 @@ impl RoleLogic for IdsLogic {
         Role::Ids
     }
 
-    fn handle(&mut self, req: Request, _pre: Option<Response>, ctx: &RoleContext<'_>) -> Response {
-        match req {
+    fn handle(&mut self, req: Request, _pre: Option<Response>, ctx: &RoleContext<'_>) -> Decision {
+        Decision::reply(match req {
             Request::Ping { .. } => pong(Role::Ids, ctx),
             other => Response::Error(WireError::Internal(format!("IDS cannot serve {other:?}"))),
-        }
+        })
     }
 }

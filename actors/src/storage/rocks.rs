@@ -9,7 +9,7 @@ use rocksdb::{
     BlockBasedOptions, ColumnFamilyDescriptor, DBCompressionType, Options, WriteOptions, DB,
 };
 
-use super::{Batch, Entries, Op, Space, Store, StoreError};
+use super::{Batch, Entries, Op, Space, Store, StoreError, View};
 
 /// The RocksDB store of one node.
 pub struct RocksStore {
@@ -82,25 +82,9 @@ pub fn read_all(dir: &Path) -> Result<Contents, StoreError> {
     Ok(out)
 }
 
-impl Store for RocksStore {
+impl View for RocksStore {
     fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         self.db.get_cf(self.cf(space)?, key).map_err(db_err)
-    }
-
-    fn write(&self, batch: Batch) -> Result<(), StoreError> {
-        let mut wb = rocksdb::WriteBatch::default();
-        for op in &batch.ops {
-            match op {
-                Op::Put { space, key, value } => wb.put_cf(self.cf(*space)?, key, value),
-                Op::Delete { space, key } => wb.delete_cf(self.cf(*space)?, key),
-                Op::DeleteRange { space, from, to } => {
-                    wb.delete_range_cf(self.cf(*space)?, from, to)
-                }
-            }
-        }
-        let mut wo = WriteOptions::default();
-        wo.set_sync(self.sync);
-        self.db.write_opt(wb, &wo).map_err(db_err)
     }
 
     fn scan_from(
@@ -120,6 +104,24 @@ impl Store for RocksStore {
             out.push((k.to_vec(), v.to_vec()));
         }
         Ok(out)
+    }
+}
+
+impl Store for RocksStore {
+    fn write(&self, batch: Batch) -> Result<(), StoreError> {
+        let mut wb = rocksdb::WriteBatch::default();
+        for op in &batch.ops {
+            match op {
+                Op::Put { space, key, value } => wb.put_cf(self.cf(*space)?, key, value),
+                Op::Delete { space, key } => wb.delete_cf(self.cf(*space)?, key),
+                Op::DeleteRange { space, from, to } => {
+                    wb.delete_range_cf(self.cf(*space)?, from, to)
+                }
+            }
+        }
+        let mut wo = WriteOptions::default();
+        wo.set_sync(self.sync);
+        self.db.write_opt(wb, &wo).map_err(db_err)
     }
 }
 

@@ -35,7 +35,8 @@ pub(super) fn enqueue_rate(
     for m in &mailboxes {
         let auth =
             ed25519_dalek::SigningKey::from_bytes(&rand32()).verifying_key().to_bytes().to_vec();
-        ods.handle(Request::OpenMailbox { mailbox: *m, auth_key: auth, push: None }, None, &ctx);
+        let open = Request::OpenMailbox { mailbox: *m, auth_key: auth, push: None };
+        ods.handle(open, None, &ctx).apply(&store)?;
     }
     // Prepared up front (the fan-out's anonymizers make them), so only the
     // ODS's own work is timed.
@@ -51,7 +52,8 @@ pub(super) fn enqueue_rate(
     let t = Instant::now();
     while items.peek().is_some() {
         let chunk: Vec<EnqueueItem> = items.by_ref().take(batch.max(1)).collect();
-        match ods.enqueue(chunk, &ctx) {
+        // Applied as the ODS host does: one synced batch per call.
+        match ods.enqueue(chunk, &ctx).apply(&store)?.0 {
             Response::Enqueued(_) => {}
             other => anyhow::bail!("enqueue failed: {other:?}"),
         }

@@ -23,7 +23,7 @@ pub(super) fn bytes_per_idle_mailbox(n: usize) -> anyhow::Result<Option<f64>> {
     let Some(before) = rss() else { return Ok(None) };
     for _ in 0..n {
         let req = Request::OpenMailbox { mailbox: rand32(), auth_key: auth.clone(), push: None };
-        if !matches!(ods.handle(req, None, &ctx), Response::MailboxOpened) {
+        if !matches!(ods.handle(req, None, &ctx).apply(&store)?.0, Response::MailboxOpened) {
             anyhow::bail!("opening a mailbox failed");
         }
     }

@@ -1,0 +1,193 @@
+//! Unit tests of the CS logic on an in-memory store, with real KeyPackages:
+//! each one-time KeyPackage is handed out once, the last resort stays, and
+//! every refusal leaves storage as it was.
+
+use std::time::SystemTime;
+
+use openmls::prelude::tls_codec::Serialize as _;
+use openmls::prelude::{BasicCredential, CredentialWithKey, KeyPackage, Lifetime};
+use openmls_basic_credential::SignatureKeyPair;
+use openmls_rust_crypto::OpenMlsRustCrypto;
+use openmls_traits::signatures::Signer;
+
+use mlsd_transport::protocol::identity::{signing_bytes, LABEL_COUNT, LABEL_PUBLISH};
+use mlsd_transport::protocol::{Binding, CountBody, PublishBody, SignedBinding};
+use mlsd_transport::{Request, Response, WireError};
+
+use super::{CsLogic, CIPHERSUITE};
+use crate::contract::{RoleContext, RoleLogic};
+use crate::settings::RoleSettings;
+use crate::sig::unix;
+use crate::storage::MemStore;
+
+/// A device: its signature key and the means to make KeyPackages with it.
+struct Device {
+    client: String,
+    signer: SignatureKeyPair,
+    provider: OpenMlsRustCrypto,
+}
+
+impl Device {
+    fn new(client: &str, seed: u8) -> Self {
+        let sk = ed25519_dalek::SigningKey::from_bytes(&[seed; 32]);
+        let signer = SignatureKeyPair::from_raw(
+            CIPHERSUITE.signature_algorithm(),
+            sk.to_bytes().to_vec(),
+            sk.verifying_key().to_bytes().to_vec(),
+        );
+        Device { client: client.into(), signer, provider: OpenMlsRustCrypto::default() }
+    }
+
+    fn key(&self) -> Vec<u8> {
+        self.signer.public().to_vec()
+    }
+
+    /// A KeyPackage whose credential names `client`.
+    fn key_package_as(&self, client: &str) -> Vec<u8> {
+        let cwk = CredentialWithKey {
+            credential: BasicCredential::new(client.as_bytes().to_vec()).into(),
+            signature_key: self.signer.public().into(),
+        };
+        let bundle = KeyPackage::builder()
+            .key_package_lifetime(Lifetime::new(7 * 24 * 3600))
+            .build(CIPHERSUITE, &self.provider, &self.signer, cwk)
+            .unwrap();
+        bundle.key_package().tls_serialize_detached().unwrap()
+    }
+
+    fn key_package(&self) -> Vec<u8> {
+        self.key_package_as(&self.client)
+    }
+
+    /// The AS's answer for this device's identity: its live binding.
+    fn bindings(&self, revoked: bool) -> Response {
+        let now = unix(SystemTime::now());
+        let binding = Binding {
+            client: self.client.clone(),
+            signature_key: self.key(),
+            issued_at: now,
+            expires_at: now + 3600,
+            serial: 1,
+        };
+        Response::Bindings(vec![SignedBinding {
+            binding,
+            revoked_at: revoked.then_some(now),
+            signature: Vec::new(),
+        }])
+    }
+
+    fn publish(&self, kps: Vec<Vec<u8>>, last_resort: Option<Vec<u8>>) -> Request {
+        let body = PublishBody {
+            client: self.client.clone(),
+            key_packages: kps,
+            last_resort,
+            timestamp: unix(SystemTime::now()),
+        };
+        let signature = self.signer.sign(&signing_bytes(LABEL_PUBLISH, &body)).unwrap();
+        Request::PublishKeyPackages { body, signature }
+    }
+
+    fn count(&self) -> Request {
+        let body = CountBody { client: self.client.clone(), timestamp: unix(SystemTime::now()) };
+        let signature = self.signer.sign(&signing_bytes(LABEL_COUNT, &body)).unwrap();
+        Request::CountKeyPackages { body, signature }
+    }
+}
+
+/// `req` decided with the AS's answer `pre`, its writes applied.
+fn run(cs: &mut CsLogic, store: &MemStore, req: Request, pre: Response) -> Response {
+    let ctx = RoleContext { node: "t", store, now: SystemTime::now() };
+    cs.handle(req, Some(pre), &ctx).applied(store)
+}
+
+fn fetch(cs: &mut CsLogic, store: &MemStore, d: &Device) -> Vec<(Vec<u8>, bool)> {
+    let req = Request::FetchKeyPackages { identity: "alice".into() };
+    match run(cs, store, req, d.bindings(false)) {
+        Response::KeyPackages(k) => k.into_iter().map(|k| (k.key_package, k.last_resort)).collect(),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn cs() -> CsLogic {
+    CsLogic::new(RoleSettings::default().cs)
+}
+
+#[test]
+fn each_key_package_is_handed_out_once_and_the_last_resort_stays() {
+    let (store, mut cs) = (MemStore::new(), cs());
+    let phone = Device::new("alice/phone", 1);
+    let (kp1, kp2, lr) = (phone.key_package(), phone.key_package(), phone.key_package());
+    let r = run(
+        &mut cs,
+        &store,
+        phone.publish(vec![kp1.clone(), kp2.clone()], Some(lr.clone())),
+        phone.bindings(false),
+    );
+    assert_eq!(r, Response::Published { stored: 2 });
+    let counted = |cs: &mut CsLogic| run(cs, &store, phone.count(), phone.bindings(false));
+    assert_eq!(counted(&mut cs), Response::KeyPackageCount { count: 2, last_resort: true });
+    // Oldest first, each once; then the last resort, again and again.
+    assert_eq!(fetch(&mut cs, &store, &phone), [(kp1, false)]);
+    assert_eq!(fetch(&mut cs, &store, &phone), [(kp2, false)]);
+    assert_eq!(fetch(&mut cs, &store, &phone), [(lr.clone(), true)]);
+    assert_eq!(fetch(&mut cs, &store, &phone), [(lr, true)]);
+    assert_eq!(counted(&mut cs), Response::KeyPackageCount { count: 0, last_resort: true });
+}
+
+#[test]
+fn a_key_package_published_twice_is_stored_once() {
+    let (store, mut cs) = (MemStore::new(), cs());
+    let phone = Device::new("alice/phone", 1);
+    let kp = phone.key_package();
+    let first = run(
+        &mut cs,
+        &store,
+        phone.publish(vec![kp.clone(), kp.clone()], None),
+        phone.bindings(false),
+    );
+    assert_eq!(first, Response::Published { stored: 1 });
+    let again = run(&mut cs, &store, phone.publish(vec![kp.clone()], None), phone.bindings(false));
+    assert_eq!(again, Response::Published { stored: 1 });
+    assert_eq!(fetch(&mut cs, &store, &phone), [(kp.clone(), false)]);
+    // Handed out, it cannot be published (and handed out) again either.
+    let replay = run(&mut cs, &store, phone.publish(vec![kp], None), phone.bindings(false));
+    assert_eq!(replay, Response::Published { stored: 0 });
+    assert!(fetch(&mut cs, &store, &phone).is_empty());
+}
+
+#[test]
+fn refusals_change_nothing() {
+    let (store, mut cs) = (MemStore::new(), cs());
+    let phone = Device::new("alice/phone", 1);
+    let thief = Device::new("alice/phone", 2);
+    let valid = || phone.publish(vec![phone.key_package()], None);
+    let too_many = cs.settings.max_per_client as usize + 1;
+    let cases: Vec<(Request, Response, &str)> = vec![
+        (valid(), Response::Bindings(Vec::new()), "no binding"),
+        (valid(), phone.bindings(true), "a revoked binding"),
+        (
+            valid(),
+            Response::Error(WireError::Unavailable { node: "n1".into() }),
+            "the AS unreachable",
+        ),
+        // Signed and made by a key the AS did not bind to alice/phone.
+        (thief.publish(vec![thief.key_package()], None), phone.bindings(false), "another key"),
+        (
+            phone.publish(vec![phone.key_package_as("mallory/phone")], None),
+            phone.bindings(false),
+            "a KeyPackage for another client",
+        ),
+        (phone.publish(vec![b"junk".to_vec()], None), phone.bindings(false), "not a KeyPackage"),
+        (
+            phone.publish(vec![phone.key_package(); too_many], None),
+            phone.bindings(false),
+            "too many",
+        ),
+    ];
+    for (req, pre, why) in cases {
+        let r = run(&mut cs, &store, req, pre);
+        assert!(matches!(r, Response::Error(_)), "{why}: {r:?}");
+        assert!(store.contents().is_empty(), "{why} wrote something");
+    }
+    assert!(fetch(&mut cs, &store, &phone).is_empty());
+}
