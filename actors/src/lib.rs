@@ -16,8 +16,9 @@
 //! - [`record`]: the format version every stored record starts with, and the
 //!   one way to read one back; [`layout`]: the data dir's layout version and
 //!   the migration of older layouts.
-//! - [`role`]: the host of every role but the IDS groups: the generic role
-//!   actor and its message type (groups are hosted by `ids::group_actor`).
+//! - [`role`]: what every role host shares (its message type, arguments,
+//!   applying a decision) and the generic host of the AS, CS and SDS; the IDS
+//!   and ODS hosts are `ids::host` and `ods::host`.
 //! - [`push`]: UnifiedPush notifications (HTTP POST) for the ODS.
 //! - [`settings`]: per-role settings from the cluster config.
 //! - [`r#as`], [`cs`], [`ids`], [`ods`], [`sds`]: one module per service.

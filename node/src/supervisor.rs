@@ -10,6 +10,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use mlsd_actors::ids::host::IdsHost;
+use mlsd_actors::ods::host::OdsHost;
 use mlsd_actors::role::actor_name;
 use mlsd_actors::{RoleActor, RoleArgs, RoleSettings, Router, Store};
 use mlsd_transport::Role;
@@ -77,8 +79,15 @@ impl SupervisorState {
         };
         let name = actor_name(&self.node, role);
         // Linked: our handle_supervisor_evt hears when it dies and restarts it.
-        let (actor, _) =
-            RoleActor::spawn_linked(Some(name), RoleActor, args, myself.get_cell()).await?;
+        // The IDS and ODS have hosts of their own; all take the same messages.
+        let cell = myself.get_cell();
+        let (actor, _) = match role {
+            Role::Ids => IdsHost::spawn_linked(Some(name), IdsHost, args, cell).await?,
+            Role::Ods => OdsHost::spawn_linked(Some(name), OdsHost, args, cell).await?,
+            Role::As | Role::Cs | Role::Sds => {
+                RoleActor::spawn_linked(Some(name), RoleActor, args, cell).await?
+            }
+        };
         self.children.insert(actor.get_id(), role);
         Ok(())
     }

@@ -44,6 +44,19 @@ pub enum GroupMsg {
     IdleCheck(u64),
 }
 
+impl GroupMsg {
+    /// Answers the request this message carries with `e`, without a group
+    /// actor (its group id is malformed, or its actor cannot start).
+    pub fn refuse(self, e: WireError) {
+        match self {
+            GroupMsg::Create { reply, .. } | GroupMsg::Send { reply, .. } => {
+                let _ = reply.send(Response::Error(e));
+            }
+            GroupMsg::IdleCheck(_) => {}
+        }
+    }
+}
+
 /// Start-up arguments.
 pub struct GroupArgs {
     /// Hosting node (names the process groups its actors join).

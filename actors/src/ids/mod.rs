@@ -7,13 +7,14 @@
 //!     group actor ──(one per accepted message)── fan-out actor
 //!         fan-out actor ──(one per recipient, bounded)── anonymizer actor
 //! ```
-//! The role actor routes `CreateGroup` and `Send` to the group's actor and
-//! drops a dead or idle one from its map; the next request respawns it, and it
-//! reloads its state from storage.
+//! The role actor ([`host`]) routes `CreateGroup` and `Send` to the group's
+//! actor and drops a dead or idle one from its map; the next request respawns
+//! it, and it reloads its state from storage.
 //!
 //! # Layout
-//! - [`group`]: the group state machine (epochs, MACs, one commit per epoch)
-//!   and the group actor.
+//! - [`host`]: the IDS role actor, which hosts the group actors.
+//! - [`group`]: the group state machine (epochs, MACs, one commit per epoch);
+//!   [`group_actor`]: the actor that hosts one group's.
 //! - [`fanout`]: the fan-out actor.
 //! - [`anonymizer`]: the anonymizer actor, envelope sealing and its counters.
 //! - [`kept`]: sends kept past the accepted-epochs window while copies are
@@ -25,10 +26,10 @@ pub mod group;
 pub mod group_actor;
 #[cfg(test)]
 mod group_core_tests;
+pub mod host;
 pub mod kept;
 
 use mlsd_transport::protocol::ChaosTarget;
-use mlsd_transport::{Request, Response, Role, WireError};
 
 /// The process group (ractor `pg`) that `node`'s live actors of `kind` join,
 /// so chaos tools can find and kill them through the actor runtime.
@@ -38,24 +39,5 @@ pub fn process_group(node: &str, kind: ChaosTarget) -> String {
         ChaosTarget::Group => format!("{node}/ids/groups"),
         ChaosTarget::Fanout => format!("{node}/ids/fanouts"),
         ChaosTarget::Anonymizer => format!("{node}/ids/anonymizers"),
-    }
-}
-
-use crate::contract::{pong, Decision, RoleContext, RoleLogic};
-
-/// The IDS role's own logic: only `Ping`; groups are served by group actors.
-#[derive(Debug, Default)]
-pub struct IdsLogic {}
-
-impl RoleLogic for IdsLogic {
-    fn role(&self) -> Role {
-        Role::Ids
-    }
-
-    fn handle(&mut self, req: Request, _pre: Option<Response>, ctx: &RoleContext<'_>) -> Decision {
-        Decision::reply(match req {
-            Request::Ping { .. } => pong(Role::Ids, ctx),
-            other => Response::Error(WireError::Internal(format!("IDS cannot serve {other:?}"))),
-        })
     }
 }

@@ -18,6 +18,12 @@
 //!   week goes in one range delete: the ODS does not keep a per-mailbox
 //!   delivery history. (`d/MAILBOX/DELIVERY`, the unbounded older form, is
 //!   dropped the same way.)
+//!
+//! # Layout
+//! - this module: the ODS state machine ([`OdsLogic`]);
+//! - [`host`]: the ODS role actor, which also holds the live subscribers.
+
+pub mod host;
 
 use std::collections::HashMap;
 

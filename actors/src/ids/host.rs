@@ -1,0 +1,162 @@
+//! The IDS host: the node's IDS role actor. It has no state machine of its
+//! own: it routes `CreateGroup` and `Send` to the group's actor (spawned on
+//! demand, linked to it), answers `Ping`, and forgets a group actor that
+//! stopped or died; the next request for that group starts it again from
+//! storage.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use mlsd_transport::{Request, Response, Role, WireError};
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
+
+use super::group::MAX_GROUP_ID;
+use super::group_actor::{GroupActor, GroupArgs, GroupMsg};
+use crate::contract::pong;
+use crate::role::{not_here, RoleArgs, RoleMsg};
+
+/// The IDS role actor.
+pub struct IdsHost;
+
+/// Its state: the live group actors, by group id and by actor id.
+pub struct IdsState {
+    args: RoleArgs,
+    groups: HashMap<Vec<u8>, ActorRef<GroupMsg>>,
+    group_ids: HashMap<ActorId, Vec<u8>>,
+}
+
+impl IdsState {
+    /// The group actor of `group`, spawned (linked to us) if not running.
+    async fn group(
+        &mut self,
+        me: &ActorRef<RoleMsg>,
+        group: &[u8],
+    ) -> Result<ActorRef<GroupMsg>, WireError> {
+        if let Some(a) = self.groups.get(group) {
+            return Ok(a.clone());
+        }
+        // Registered under a name, so there is never more than one actor per
+        // group here: one that outlived a restart of this role actor is reused.
+        let name = format!("{}/ids/group/{}", self.args.node, hex_id(group));
+        if let Some(a) = ActorRef::<GroupMsg>::where_is(name.clone()) {
+            return Ok(a);
+        }
+        let ids = &self.args.settings.ids;
+        let args = GroupArgs {
+            node: Arc::from(self.args.node.as_str()),
+            group: group.to_vec(),
+            store: self.args.store.clone(),
+            router: self.args.router.clone(),
+            concurrency: ids.anonymizer_concurrency,
+            idle: ids.group_idle,
+            chaos_hooks: ids.chaos_hooks,
+        };
+        // Linked: when it stops (idle) or dies, handle_supervisor_evt forgets
+        // it; the next request for the group starts a new one from storage.
+        let (a, _) = Actor::spawn_linked(Some(name), GroupActor, args, me.get_cell())
+            .await
+            .map_err(|e| match e {
+                // Its group record could not be read: say why.
+                ractor::SpawnErr::StartupFailed(e) => match e.downcast::<WireError>() {
+                    Ok(e) => *e,
+                    Err(e) => WireError::Internal(format!("group actor: {e}")),
+                },
+                e => WireError::Internal(format!("group actor: {e}")),
+            })?;
+        self.groups.insert(group.to_vec(), a.clone());
+        self.group_ids.insert(a.get_id(), group.to_vec());
+        Ok(a)
+    }
+}
+
+impl Actor for IdsHost {
+    type Msg = RoleMsg;
+    type State = IdsState;
+    type Arguments = RoleArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<RoleMsg>,
+        args: RoleArgs,
+    ) -> Result<IdsState, ActorProcessingErr> {
+        Ok(IdsState { args, groups: HashMap::new(), group_ids: HashMap::new() })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<RoleMsg>,
+        msg: RoleMsg,
+        state: &mut IdsState,
+    ) -> Result<(), ActorProcessingErr> {
+        let (request, reply) = match msg {
+            RoleMsg::Request { request, reply } | RoleMsg::Prepared { request, reply, .. } => {
+                (request, reply)
+            }
+            RoleMsg::Subscribe { reply, .. }
+            | RoleMsg::Enqueue { reply, .. }
+            | RoleMsg::Admin { reply, .. } => {
+                let _ = reply.send(not_here(Role::Ids));
+                return Ok(());
+            }
+        };
+        let msg = match request {
+            Request::Ping { .. } => {
+                let _ = reply.send(pong(Role::Ids, &state.args.ctx()));
+                return Ok(());
+            }
+            Request::CreateGroup { group, mode, auth_key, roster } => {
+                (group, GroupMsg::Create { mode, auth_key, roster, reply })
+            }
+            Request::Send { body, mac } => {
+                (body.group.clone(), GroupMsg::Send { body, mac, reply })
+            }
+            other => {
+                let e = WireError::Internal(format!("IDS cannot serve {other:?}"));
+                let _ = reply.send(Response::Error(e));
+                return Ok(());
+            }
+        };
+        let (group, msg) = msg;
+        if group.is_empty() || group.len() > MAX_GROUP_ID {
+            msg.refuse(WireError::Malformed("group id length".into()));
+            return Ok(());
+        }
+        // A group whose record cannot be read (or whose actor cannot start)
+        // is refused alone: this role actor keeps serving the other groups
+        // instead of dying on every retry.
+        match state.group(&myself, &group).await {
+            // A group actor that is stopping drops the message; the sender retries.
+            Ok(actor) => drop(actor.send_message(msg)),
+            Err(e) => msg.refuse(e),
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        _myself: ActorRef<RoleMsg>,
+        evt: SupervisionEvent,
+        state: &mut IdsState,
+    ) -> Result<(), ActorProcessingErr> {
+        // Group actors stop when idle and may die; either way they are
+        // forgotten and respawned from storage on the next request. Their
+        // death must not take this role actor down (ractor's default).
+        let id = match &evt {
+            SupervisionEvent::ActorTerminated(c, _, _) | SupervisionEvent::ActorFailed(c, _) => {
+                c.get_id()
+            }
+            _ => return Ok(()),
+        };
+        if let Some(g) = state.group_ids.remove(&id) {
+            state.groups.remove(&g);
+        }
+        if let SupervisionEvent::ActorFailed(_, e) = evt {
+            tracing::warn!(error = %e, "group actor failed; it restarts on the next request");
+        }
+        Ok(())
+    }
+}
+
+fn hex_id(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}

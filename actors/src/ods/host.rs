@@ -1,0 +1,173 @@
+//! The ODS host: the node's ODS role actor. Besides applying the ODS logic's
+//! decisions, it holds what only the ODS has: the live subscriber of each
+//! mailbox, to which every newly stored envelope goes at once; a mailbox
+//! without one (or whose subscriber stopped reading) gets a content-free
+//! push notification instead, when it registered an endpoint.
+
+use std::collections::HashMap;
+
+use mlsd_transport::protocol::MailboxId;
+use mlsd_transport::{Request, Response};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+
+use crate::contract::{Effect, Sink};
+use crate::role::{Hosted, RoleArgs, RoleMsg};
+
+/// The ODS role actor.
+pub struct OdsHost;
+
+/// Its state: the logic, and live subscribers by mailbox (one per mailbox; a
+/// new one replaces the old).
+pub struct OdsState {
+    hosted: Hosted,
+    subscribers: HashMap<MailboxId, Sink>,
+}
+
+impl OdsState {
+    /// Carries out effects of durable writes: a stored envelope goes to the
+    /// mailbox's live subscriber, or else becomes a push notification.
+    fn run(&mut self, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::Stored { mailbox, delivered, push } => {
+                    let live = match self.subscribers.get(&mailbox) {
+                        Some(sink) => match sink.try_send(vec![delivered]) {
+                            Ok(()) => true,
+                            // Gone or not keeping up: it resumes from its last
+                            // ack on reconnect; meanwhile the device is offline.
+                            Err(_) => {
+                                self.subscribers.remove(&mailbox);
+                                false
+                            }
+                        },
+                        None => false,
+                    };
+                    if let (false, Some(url)) = (live, push) {
+                        tokio::spawn(crate::push::notify(url));
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Actor for OdsHost {
+    type Msg = RoleMsg;
+    type State = OdsState;
+    type Arguments = RoleArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<RoleMsg>,
+        args: RoleArgs,
+    ) -> Result<OdsState, ActorProcessingErr> {
+        Ok(OdsState { hosted: Hosted::new(args)?, subscribers: HashMap::new() })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<RoleMsg>,
+        msg: RoleMsg,
+        state: &mut OdsState,
+    ) -> Result<(), ActorProcessingErr> {
+        // A caller that timed out and went away is not our failure: sends to
+        // `reply` ignore errors. The ODS needs no other role's answer, so a
+        // request is decided at once.
+        let h = &mut state.hosted;
+        let (response, effects, reply) = match msg {
+            RoleMsg::Request { request, reply } | RoleMsg::Prepared { request, reply, .. } => {
+                let d = h.logic.handle(request, None, &h.args.ctx());
+                let (response, effects) = h.apply(d);
+                (response, effects, reply)
+            }
+            RoleMsg::Subscribe { request, sink, reply } => {
+                let mailbox = match &request {
+                    Request::Subscribe { auth, .. } => Some(auth.mailbox),
+                    _ => None,
+                };
+                let d = h.logic.handle(request, None, &h.args.ctx());
+                let (response, effects) = h.apply(d);
+                // Registered before the backlog is answered, so nothing
+                // stored from now on is missed.
+                if let (Response::Envelopes(_), Some(m)) = (&response, mailbox) {
+                    state.subscribers.insert(m, sink);
+                }
+                (response, effects, reply)
+            }
+            RoleMsg::Enqueue { items, reply } => {
+                let d = h.logic.enqueue(items, &h.args.ctx());
+                let (response, effects) = h.apply(d);
+                (response, effects, reply)
+            }
+            RoleMsg::Admin { request, reply } => {
+                let d = h.logic.admin(request, &h.args.ctx());
+                let (response, effects) = h.apply(d);
+                (response, effects, reply)
+            }
+        };
+        let _ = reply.send(response);
+        state.run(effects);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::sync::Arc;
+
+    use mlsd_transport::protocol::{EnqueueItem, EnqueueResult};
+    use mlsd_transport::{Role, WireError};
+
+    use super::*;
+    use crate::contract::Router;
+    use crate::settings::RoleSettings;
+    use crate::storage::MemStore;
+
+    /// The ODS asks no other role anything; this router is never used.
+    struct Nowhere;
+
+    impl Router for Nowhere {
+        fn route(&self, _req: Request) -> Pin<Box<dyn Future<Output = Response> + Send + '_>> {
+            Box::pin(async {
+                Response::Error(WireError::Internal("no router in this test".into()))
+            })
+        }
+        fn enqueue(
+            &self,
+            items: Vec<EnqueueItem>,
+        ) -> Pin<Box<dyn Future<Output = Vec<EnqueueResult>> + Send + '_>> {
+            Box::pin(async move { vec![EnqueueResult::UnknownMailbox; items.len()] })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_is_refused_applies_nothing_and_the_role_goes_on() {
+        let store = Arc::new(MemStore::new());
+        let args = RoleArgs {
+            node: "t".into(),
+            role: Role::Ods,
+            store: store.clone(),
+            settings: Arc::new(RoleSettings::default()),
+            router: Arc::new(Nowhere),
+        };
+        let (actor, handle) = Actor::spawn(None, OdsHost, args).await.unwrap();
+        let auth_key =
+            ed25519_dalek::SigningKey::from_bytes(&[1; 32]).verifying_key().to_bytes().to_vec();
+        let open = Request::OpenMailbox { mailbox: [5; 32], auth_key, push: None };
+        async fn ask(actor: &ActorRef<RoleMsg>, request: Request) -> Response {
+            ractor::call!(actor, |reply| RoleMsg::Request { request, reply }).unwrap()
+        }
+        store.fail_writes(true);
+        let r = ask(&actor, open.clone()).await;
+        assert!(matches!(r, Response::Error(WireError::Internal(_))), "{r:?}");
+        assert!(store.contents().is_empty(), "a failed batch applies nothing");
+        store.fail_writes(false);
+        // The same request now succeeds: nothing of the failed one remained.
+        assert_eq!(ask(&actor, open.clone()).await, Response::MailboxOpened);
+        assert_eq!(ask(&actor, open).await, Response::Error(WireError::MailboxTaken));
+        actor.stop(None);
+        handle.await.unwrap();
+    }
+}
