@@ -13,7 +13,8 @@
 //! - [`routing`]: rendezvous hashing of shard keys to owner nodes.
 //! - [`supervisor`]: the node supervisor that restarts role actors.
 //! - [`peers`]: pooled node-to-node connections for forwarding.
-//! - [`server`]: the QUIC accept loop and per-stream request handling.
+//! - [`server`]: the QUIC server, split by job: accepting and limits, client
+//!   and node streams, subscriptions, node requests, delivery to owners.
 //! - [`node`]: [`Node`], which ties the above together; used by the binary and tests.
 //! - [`demo`]: `mlsd demo`, the eight steps on an in-process cluster.
 //! - [`inproc`]: an in-process cluster for the demo and the benchmark.

@@ -1,0 +1,217 @@
+//! The node's QUIC server: accepts client and node connections and serves one
+//! request per bidirectional stream.
+//!
+//! Client streams (`mlsd-client/1`) are routed: served by the local role actor
+//! when this node owns the key, otherwise forwarded to the owner. Node streams
+//! (`mlsd-node/1`) carry forwarded requests, which are only ever served
+//! locally. Every failure to read or decode a frame is answered on that stream
+//! and affects nothing else.
+//!
+//! # Layout
+//! - this module: the shared context, accepting connections and the
+//!   per-address and per-connection limits;
+//! - [`streams`]: one request per stream, client and node, and the bounded
+//!   writing of every answer;
+//! - [`subscription`]: live mailbox subscriptions, served here or piped to
+//!   the mailbox's owner;
+//! - [`node_requests`]: what other nodes and operator tools ask (forwarded
+//!   requests, enrollment, enqueue batches, chaos);
+//! - [`delivery`]: routing a request to its owner, the role actors' router,
+//!   and handing envelopes to the ODS owners.
+
+mod delivery;
+mod node_requests;
+mod streams;
+mod subscription;
+
+pub(crate) use delivery::join_all;
+pub use delivery::NodeRouter;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use mlsd_actors::RoleMsg;
+use mlsd_transport::protocol::{ALPN_CLIENT, ALPN_NODE};
+use mlsd_transport::{tls, Request, Response, Role, WireError};
+use rustls::pki_types::CertificateDer;
+
+use crate::coalescer::{Coalescer, WriteBatch};
+use crate::config::ClusterConfig;
+use crate::config::NodeConfig;
+use crate::limiter::{RateLimiter, TokenBucket};
+use crate::mixer::Mixer;
+use crate::peers::Peers;
+use delivery::call_role;
+use streams::{reply, serve_client_stream, serve_node_stream};
+
+/// QUIC application error code for a refused node connection.
+const REFUSED: u32 = 0x10;
+
+/// Everything a connection handler needs; shared by all of them.
+pub struct ServerCtx {
+    /// The cluster config.
+    pub config: Arc<ClusterConfig>,
+    /// This node.
+    pub me: NodeConfig,
+    /// Connections to the other nodes.
+    pub peers: Peers,
+    fetch_limiter: RateLimiter,
+    open_limiter: RateLimiter,
+    mixer: Mixer,
+    /// This node's ODS actor's group commit (when it hosts the ODS).
+    ods_queue: Option<Coalescer>,
+    client_conns: std::sync::Mutex<std::collections::HashMap<IpAddr, u32>>,
+}
+
+/// Holds one of an address's client-connection slots; gives it back on drop.
+struct ConnSlot<'a> {
+    ctx: &'a ServerCtx,
+    ip: IpAddr,
+}
+
+impl Drop for ConnSlot<'_> {
+    fn drop(&mut self) {
+        let mut m = self.ctx.client_conns.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl ServerCtx {
+    /// Context for node `me` of `config`.
+    pub fn new(config: Arc<ClusterConfig>, me: NodeConfig, peers: Peers) -> Self {
+        let fetch_limiter = RateLimiter::per_minute(config.cs.fetch_rate_per_minute);
+        let open_limiter = RateLimiter::per_minute(config.ods.open_rate_per_minute);
+        let mixer = Mixer::new(config.ids.mixing_window);
+        let ods_queue = me.hosts(Role::Ods).then(|| {
+            let (node, timeout) = (me.name.clone(), config.limits.call_timeout);
+            let write: WriteBatch = Arc::new(move |items| {
+                let node = node.clone();
+                Box::pin(async move {
+                    call_role(&node, timeout, Role::Ods, |reply| RoleMsg::Enqueue { items, reply })
+                        .await
+                })
+            });
+            Coalescer::start(write)
+        });
+        ServerCtx {
+            config,
+            me,
+            peers,
+            fetch_limiter,
+            open_limiter,
+            mixer,
+            ods_queue,
+            client_conns: Default::default(),
+        }
+    }
+
+    /// Entry-node admission of a client request: KeyPackage fetches are rate
+    /// limited per client address here, where the address is known.
+    pub(super) fn admit(&self, req: &Request, from: IpAddr) -> Result<(), WireError> {
+        match req {
+            Request::FetchKeyPackages { .. } => self.fetch_limiter.check(from),
+            // Mailboxes need no identity, so their creation is what to bound.
+            Request::OpenMailbox { .. } => self.open_limiter.check(from),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Accepts connections until the endpoint is closed.
+pub async fn serve(endpoint: quinn::Endpoint, ctx: Arc<ServerCtx>) {
+    while let Some(incoming) = endpoint.accept().await {
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            match incoming.await {
+                Ok(conn) => serve_connection(conn, ctx).await,
+                Err(e) => tracing::debug!(error = %e, "handshake failed"),
+            }
+        });
+    }
+}
+
+fn alpn(conn: &quinn::Connection) -> Option<Vec<u8>> {
+    conn.handshake_data()?.downcast::<quinn::crypto::rustls::HandshakeData>().ok()?.protocol
+}
+
+fn peer_chain(conn: &quinn::Connection) -> Vec<CertificateDer<'static>> {
+    conn.peer_identity()
+        .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
+        .map(|b| *b)
+        .unwrap_or_default()
+}
+
+async fn serve_connection(conn: quinn::Connection, ctx: Arc<ServerCtx>) {
+    let remote = conn.remote_address();
+    let mut _slot = None;
+    let is_node = match alpn(&conn).as_deref() {
+        Some(p) if p == ALPN_CLIENT => {
+            let ip = remote.ip();
+            {
+                let mut m = ctx.client_conns.lock().unwrap_or_else(|p| p.into_inner());
+                let n = m.entry(ip).or_insert(0);
+                if *n >= ctx.config.limits.max_connections_per_address {
+                    drop(m);
+                    tracing::warn!(%remote, "refused: too many connections from this address");
+                    conn.close(REFUSED.into(), b"too many connections from this address");
+                    return;
+                }
+                *n += 1;
+            }
+            _slot = Some(ConnSlot { ctx: &ctx, ip });
+            false
+        }
+        Some(p) if p == ALPN_NODE => {
+            let names = ctx.config.nodes.iter().map(|n| n.name.as_str());
+            match tls::peer_node_name(&peer_chain(&conn), names) {
+                Some(peer) => {
+                    tracing::debug!(%peer, %remote, "node connection");
+                    true
+                }
+                None => {
+                    tracing::warn!(%remote, "refused node connection without a node certificate");
+                    conn.close(REFUSED.into(), b"node certificate required");
+                    return;
+                }
+            }
+        }
+        _ => {
+            conn.close(REFUSED.into(), b"unknown ALPN");
+            return;
+        }
+    };
+    let bucket = Arc::new(TokenBucket::per_second(ctx.config.limits.requests_per_second));
+    loop {
+        let (send, recv) = match conn.accept_bi().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(%remote, error = %e, "connection closed");
+                return;
+            }
+        };
+        let ctx = ctx.clone();
+        if !is_node {
+            // A client flooding its connection gets refusals, not service;
+            // other connections are unaffected.
+            if let Err(e) = bucket.take() {
+                tokio::spawn(async move {
+                    reply(send, Response::Error(e), &ctx.config.limits).await;
+                    drop(recv);
+                });
+                continue;
+            }
+        }
+        tokio::spawn(async move {
+            if is_node {
+                serve_node_stream(send, recv, ctx).await
+            } else {
+                serve_client_stream(send, recv, ctx, remote.ip()).await
+            }
+        });
+    }
+}

@@ -1,0 +1,93 @@
+//! What other nodes and operator tools ask over `mlsd-node/1`: forwarded
+//! requests, enrollment tokens, enqueue batches and chaos. Each is served only
+//! by the node that owns it, and never forwarded again.
+
+use std::time::Duration;
+
+use mlsd_actors::role::actor_name;
+use mlsd_actors::RoleMsg;
+use mlsd_transport::protocol::{ChaosTarget, EnqueueItem, EnqueueResult, NodeRequest};
+use mlsd_transport::{Response, Role, WireError};
+
+use super::delivery::{enqueue_here, local, owner_of, MAX_ENQUEUE_BATCH};
+use super::ServerCtx;
+
+/// Serves a request from another node (or an operator tool). Requests are
+/// only served if this node owns them; they are never forwarded again.
+pub(super) async fn serve_node_request(ctx: &ServerCtx, req: NodeRequest) -> Response {
+    let owns = |role: Role, key: &[u8]| match owner_of(ctx, role, key) {
+        Ok(o) if o == ctx.me.name => Ok(()),
+        Ok(owner) => Err(WireError::NotOwner { owner }),
+        Err(e) => Err(e),
+    };
+    match req {
+        NodeRequest::Forward(request) => {
+            let (role, key) = request.shard();
+            match owns(role, key) {
+                Ok(()) => local(ctx, role, |reply| RoleMsg::Request { request, reply }).await,
+                Err(e) => Response::Error(e),
+            }
+        }
+        NodeRequest::Enroll { identity, token_hash } => match owns(Role::As, identity.as_bytes()) {
+            Ok(()) => {
+                let request = NodeRequest::Enroll { identity, token_hash };
+                local(ctx, Role::As, |reply| RoleMsg::Admin { request, reply }).await
+            }
+            Err(e) => Response::Error(e),
+        },
+        NodeRequest::Chaos { target } => chaos(ctx, target).await,
+        NodeRequest::Enqueue(items) => {
+            if items.len() > MAX_ENQUEUE_BATCH {
+                return Response::Error(WireError::Malformed("enqueue batch too large".into()));
+            }
+            // Items for mailboxes owned elsewhere get a per-item error; the rest proceed.
+            let mut results = vec![EnqueueResult::NotOwner; items.len()];
+            let (positions, mine): (Vec<usize>, Vec<EnqueueItem>) = items
+                .into_iter()
+                .enumerate()
+                .filter(|(_, it)| owns(Role::Ods, &it.mailbox).is_ok())
+                .unzip();
+            if !mine.is_empty() {
+                let resp = enqueue_here(ctx, mine).await;
+                let Response::Enqueued(local_results) = resp else { return resp };
+                if local_results.len() != positions.len() {
+                    return Response::Error(WireError::Internal("enqueue result count".into()));
+                }
+                for (p, r) in positions.into_iter().zip(local_results) {
+                    results[p] = r;
+                }
+            }
+            Response::Enqueued(results)
+        }
+    }
+}
+
+/// Kills one random live actor of `target` on this node, if chaos is allowed.
+/// Short-lived actors (fan-outs, anonymizers live for milliseconds) are
+/// waited for, up to half a second, so chaos runs do hit them.
+async fn chaos(ctx: &ServerCtx, target: ChaosTarget) -> Response {
+    use rand::seq::IndexedRandom;
+    if !ctx.config.chaos_allowed {
+        return Response::Error(WireError::NotAuthorized("chaos requests are off".into()));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_millis(500);
+    loop {
+        let victims: Vec<ractor::ActorCell> = match target {
+            ChaosTarget::Role(r) => {
+                ractor::registry::where_is(actor_name(&ctx.me.name, r)).into_iter().collect()
+            }
+            other => {
+                ractor::pg::get_local_members(&mlsd_actors::ids::process_group(&ctx.me.name, other))
+            }
+        };
+        if let Some(v) = victims.choose(&mut rand::rng()) {
+            tracing::warn!(?target, "chaos: killing an actor");
+            v.kill();
+            return Response::Killed { count: 1 };
+        }
+        if std::time::Instant::now() >= deadline {
+            return Response::Killed { count: 0 };
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
