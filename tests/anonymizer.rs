@@ -8,9 +8,9 @@ mod common;
 
 use std::sync::atomic::Ordering::SeqCst;
 
-use mlsd::{ClusterConfig, Node};
 use mlsd_actors::ids::anonymizer::{SEALED, SPAWNED, STOPPED, ZEROIZED};
 use mlsd_client::{Client, ClientConfig};
+use mlsd_node::{ClusterConfig, Node};
 use mlsd_transport::protocol::RosterMode;
 
 #[tokio::test(flavor = "multi_thread")]

@@ -7,8 +7,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::Cluster;
-use mlsd::ClusterConfig;
 use mlsd_client::{ClientError, Connection};
+use mlsd_node::ClusterConfig;
 use mlsd_transport::{Role, WireError};
 
 fn split() -> Cluster {

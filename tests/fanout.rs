@@ -71,7 +71,7 @@ async fn large_fan_out(layout: &[(&str, &str)]) {
     // its own share of the copies.
     for ods in cluster.config.nodes.iter().filter(|n| n.hosts(Role::Ods)) {
         let owns = |id: &[u8; 32]| {
-            mlsd::routing::owner(&cluster.config.nodes, Role::Ods, id)
+            mlsd_node::routing::owner(&cluster.config.nodes, Role::Ods, id)
                 .is_some_and(|o| o.name == ods.name)
         };
         assert!(known.iter().filter(|(k, _)| owns(&k.id)).count() > ENQUEUE_CHUNK / 2);

@@ -6,9 +6,9 @@ mod common;
 
 use std::time::Duration;
 
-use mlsd::{ClusterConfig, Node};
 use mlsd_actors::RoleMsg;
 use mlsd_client::Connection;
+use mlsd_node::{ClusterConfig, Node};
 use mlsd_transport::Role;
 use ractor::ActorRef;
 

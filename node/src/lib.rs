@@ -1,11 +1,12 @@
 //! The mlsd node: reads `cluster.toml`, hosts its roles' actors under a
 //! supervisor, serves clients and peers over QUIC and routes every request to
-//! the node that owns its key.
+//! the node that owns its key. It does not link the client library: the
+//! `mlsd` command's demo, benchmark and in-process clusters, which drive real
+//! clients, live in the `mlsd` crate (`cli/`) on top of this one.
 //!
 //! # Layout
 //! - [`config`]: `cluster.toml` parsing and validation.
 //! - [`admin`]: operator requests (enrollment tokens) over the node protocol.
-//! - [`bench`]: `mlsd bench`, throughput and latency against the machine's limits.
 //! - [`certs`]: the cluster CA and node certificates on disk.
 //! - [`limiter`]: per-address rate limits applied where requests enter.
 //! - [`mixer`]: the IDS's per-ODS-node shuffled batches and mixing window.
@@ -15,19 +16,14 @@
 //! - [`peers`]: pooled node-to-node connections for forwarding.
 //! - [`server`]: the QUIC server, split by job: accepting and limits, client
 //!   and node streams, subscriptions, node requests, delivery to owners.
-//! - [`node`]: [`Node`], which ties the above together; used by the binary and tests.
-//! - [`demo`]: `mlsd demo`, the eight steps on an in-process cluster.
-//! - [`inproc`]: an in-process cluster for the demo and the benchmark.
+//! - [`node`]: [`Node`], which ties the above together; used by the `mlsd` command and tests.
 //! - [`logging`]: tracing set-up for the binary.
 #![warn(missing_docs)]
 
 pub mod admin;
-pub mod bench;
 pub mod certs;
 pub mod coalescer;
 pub mod config;
-pub mod demo;
-pub mod inproc;
 pub mod limiter;
 pub mod logging;
 pub mod mixer;

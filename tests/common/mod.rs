@@ -277,7 +277,7 @@ pub fn texts(events: &[mlsd_client::group::Event]) -> Vec<String> {
 
 /// Installs the process-wide rustls provider once.
 pub fn init() {
-    mlsd::install_crypto_provider();
+    mlsd_node::install_crypto_provider();
 }
 
 /// Every file below `dir` (for tests that read a node's disk as an attacker would).

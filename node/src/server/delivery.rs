@@ -139,8 +139,9 @@ async fn send_batch(ctx: &ServerCtx, owner: &str, items: Vec<EnqueueItem>) -> Ve
     out
 }
 
-/// Runs futures concurrently on this task and collects their outputs.
-pub(crate) async fn join_all<F: Future>(futs: Vec<F>) -> Vec<F::Output> {
+/// Runs futures concurrently on this task and collects their outputs (no
+/// extra crate for it; the benchmark's load lanes use it too).
+pub async fn join_all<F: Future>(futs: Vec<F>) -> Vec<F::Output> {
     let mut futs: Vec<Pin<Box<F>>> = futs.into_iter().map(Box::pin).collect();
     let mut out: Vec<Option<F::Output>> = (0..futs.len()).map(|_| None).collect();
     std::future::poll_fn(|cx| {

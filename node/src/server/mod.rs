@@ -24,7 +24,7 @@ mod node_requests;
 mod streams;
 mod subscription;
 
-pub(crate) use delivery::join_all;
+pub use delivery::join_all;
 pub use delivery::NodeRouter;
 
 use std::net::IpAddr;

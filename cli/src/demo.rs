@@ -11,7 +11,7 @@ use mlsd_transport::protocol::RosterMode;
 use mlsd_transport::Role;
 
 use crate::inproc::InprocCluster;
-use crate::{routing, ClusterConfig};
+use mlsd_node::{routing, ClusterConfig};
 
 fn owner(cfg: &ClusterConfig, role: Role, key: &[u8]) -> String {
     routing::owner(&cfg.nodes, role, key).map(|n| n.name.clone()).unwrap_or_default()

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use mlsd_client::ClientConfig;
 
-use crate::{ClusterConfig, Node};
+use mlsd_node::{ClusterConfig, Node};
 
 /// A running in-process cluster; its directory is removed on drop.
 pub struct InprocCluster {
@@ -34,7 +34,7 @@ impl InprocCluster {
             ));
         }
         let config = ClusterConfig::parse(&text, dir.path())?;
-        crate::certs::ensure_certs(&config)?;
+        mlsd_node::certs::ensure_certs(&config)?;
         let mut nodes = Vec::new();
         for (node, _) in layout {
             nodes.push(Node::start(config.clone(), Some(node)).await?);

@@ -4,8 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use mlsd::logging::{self, LogFormat};
-use mlsd::{certs, ClusterConfig, Node};
+use mlsd::{bench, demo};
+use mlsd_node::logging::{self, LogFormat};
+use mlsd_node::{certs, ClusterConfig, Node};
 
 /// mlsd: the server side of an MLS (RFC 9420) deployment.
 #[derive(Parser)]
@@ -94,7 +95,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() {
     let cli = Cli::parse();
     logging::init(cli.log_format);
-    mlsd::install_crypto_provider();
+    mlsd_node::install_crypto_provider();
     if let Err(e) = run(cli.cmd) {
         eprintln!("mlsd: {e:#}");
         std::process::exit(1);
@@ -117,25 +118,25 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Admin { cmd: AdminCmd::Enroll { identity, config, node } } => {
             let cfg = ClusterConfig::load(&config)?;
             let rt = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
-            let token = rt.block_on(mlsd::admin::enroll(&cfg, node.as_deref(), &identity))?;
+            let token = rt.block_on(mlsd_node::admin::enroll(&cfg, node.as_deref(), &identity))?;
             println!("{token}");
             Ok(())
         }
         Cmd::Bench { quick, json } => {
             let rt = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
-            rt.block_on(mlsd::bench::run(mlsd::bench::BenchOpts { quick, json }))
+            rt.block_on(bench::run(bench::BenchOpts { quick, json }))
         }
         Cmd::BenchMemory { what, count } => {
             let rt = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
-            rt.block_on(mlsd::bench::memory_child(&what, count))
+            rt.block_on(bench::memory_child(&what, count))
         }
         Cmd::BenchStage { what, count } => {
             let rt = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
-            rt.block_on(mlsd::bench::stage(&what, count))
+            rt.block_on(bench::stage(&what, count))
         }
         Cmd::Demo => {
             let rt = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
-            rt.block_on(mlsd::demo::run())
+            rt.block_on(demo::run())
         }
         Cmd::Run { config, node } => {
             let cfg = ClusterConfig::load(&config)?;
