@@ -13,8 +13,6 @@
 //! request waits for nothing.
 
 use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
 
 use mlsd_transport::protocol::EnqueueItem;
 use mlsd_transport::{Response, WireError};
@@ -27,9 +25,12 @@ pub const MAX_COALESCED: usize = 4096;
 /// Requests waiting for the writer; a full queue makes callers wait.
 const QUEUE: usize = 256;
 
-/// Writes one merged batch to the ODS and returns its answer.
-pub type WriteBatch =
-    Arc<dyn Fn(Vec<EnqueueItem>) -> Pin<Box<dyn Future<Output = Response> + Send>> + Send + Sync>;
+/// The stage after the coalescer: writes one merged batch and answers one
+/// result per item (this node's ODS actor: `local::LocalOds`).
+pub trait OdsWriter: Send + Sync + 'static {
+    /// Writes `items` as one batch.
+    fn write(&self, items: Vec<EnqueueItem>) -> impl Future<Output = Response> + Send;
+}
 
 struct Job {
     items: Vec<EnqueueItem>,
@@ -42,12 +43,12 @@ pub struct Coalescer {
 }
 
 impl Coalescer {
-    /// Starts the writer task, which calls `write` for each merged batch.
+    /// Starts the writer task, which hands each merged batch to `writer`.
     /// Must be called inside a tokio runtime; the task ends when the
     /// coalescer is dropped.
-    pub fn start(write: WriteBatch) -> Self {
+    pub fn start(writer: impl OdsWriter) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(rx, write));
+        tokio::spawn(run(rx, writer));
         Coalescer { tx }
     }
 
@@ -63,7 +64,7 @@ impl Coalescer {
     }
 }
 
-async fn run(mut rx: mpsc::Receiver<Job>, write: WriteBatch) {
+async fn run(mut rx: mpsc::Receiver<Job>, writer: impl OdsWriter) {
     while let Some(first) = rx.recv().await {
         let mut total = first.items.len();
         let mut jobs = vec![first];
@@ -82,7 +83,7 @@ async fn run(mut rx: mpsc::Receiver<Job>, write: WriteBatch) {
             parts.push((job.items.len(), job.reply));
             items.extend(job.items);
         }
-        match write(items).await {
+        match writer.write(items).await {
             Response::Enqueued(results) if results.len() == total => {
                 let mut results = results.into_iter();
                 for (n, reply) in parts {
@@ -103,7 +104,7 @@ async fn run(mut rx: mpsc::Receiver<Job>, write: WriteBatch) {
 mod tests {
     use super::*;
     use mlsd_transport::protocol::EnqueueResult;
-    use std::sync::Mutex;
+    use std::sync::{Arc, Mutex};
 
     fn item(b: u8) -> EnqueueItem {
         EnqueueItem { mailbox: [b; 32], delivery_id: [b; 32], envelope: vec![b], push_key: None }
@@ -111,29 +112,36 @@ mod tests {
 
     /// A writer that answers `Stored { seq: first mailbox byte }` per item,
     /// records each batch's size and holds the first batch until released.
+    struct Recording {
+        sizes: Arc<Mutex<Vec<usize>>>,
+        hold: Arc<tokio::sync::Notify>,
+        fail: bool,
+    }
+
+    impl OdsWriter for Recording {
+        async fn write(&self, items: Vec<EnqueueItem>) -> Response {
+            let first = self.sizes.lock().unwrap().is_empty();
+            self.sizes.lock().unwrap().push(items.len());
+            if first {
+                self.hold.notified().await;
+            }
+            if self.fail {
+                return Response::Error(WireError::Internal("disk".into()));
+            }
+            let r = items
+                .iter()
+                .map(|i| EnqueueResult::Stored { seq: u64::from(i.mailbox[0]) })
+                .collect();
+            Response::Enqueued(r)
+        }
+    }
+
     fn writer(
         sizes: Arc<Mutex<Vec<usize>>>,
         hold: Arc<tokio::sync::Notify>,
         fail: bool,
-    ) -> WriteBatch {
-        Arc::new(move |items: Vec<EnqueueItem>| {
-            let (sizes, hold) = (sizes.clone(), hold.clone());
-            Box::pin(async move {
-                let first = sizes.lock().unwrap().is_empty();
-                sizes.lock().unwrap().push(items.len());
-                if first {
-                    hold.notified().await;
-                }
-                if fail {
-                    return Response::Error(WireError::Internal("disk".into()));
-                }
-                let r = items
-                    .iter()
-                    .map(|i| EnqueueResult::Stored { seq: u64::from(i.mailbox[0]) })
-                    .collect();
-                Response::Enqueued(r)
-            })
-        })
+    ) -> Recording {
+        Recording { sizes, hold, fail }
     }
 
     #[tokio::test]

@@ -11,6 +11,8 @@
 //! - [`limiter`]: per-address rate limits applied where requests enter.
 //! - [`mixer`]: the IDS's per-ODS-node shuffled batches and mixing window.
 //! - [`coalescer`]: the ODS's group commit of enqueue batches that wait at once.
+//! - [`dispatch`]: frame-sized enqueue batches to each ODS owner, peer or local.
+//! - [`local`]: calls to this node's own role actors.
 //! - [`routing`]: rendezvous hashing of shard keys to owner nodes.
 //! - [`supervisor`]: the node supervisor that restarts role actors.
 //! - [`peers`]: pooled node-to-node connections for forwarding.
@@ -24,7 +26,9 @@ pub mod admin;
 pub mod certs;
 pub mod coalescer;
 pub mod config;
+pub mod dispatch;
 pub mod limiter;
+pub mod local;
 pub mod logging;
 pub mod mixer;
 pub mod node;

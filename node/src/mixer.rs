@@ -7,7 +7,8 @@
 //! of every fan-out that arrive within it and sends them together.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mlsd_transport::protocol::{EnqueueItem, EnqueueResult};
@@ -22,43 +23,39 @@ struct Job {
     reply: oneshot::Sender<Vec<EnqueueResult>>,
 }
 
-/// Per-node mixing queues.
-pub struct Mixer {
+/// The stage after the mixer: sends one batch to one ODS node and answers
+/// one result per item (`dispatch::Dispatch` in the node).
+pub trait BatchSender: Send + Sync + 'static {
+    /// Sends `items`, all for `node`.
+    fn send(
+        &self,
+        node: &str,
+        items: Vec<EnqueueItem>,
+    ) -> impl Future<Output = Vec<EnqueueResult>> + Send;
+}
+
+/// Per-node mixing queues in front of `S`.
+pub struct Mixer<S> {
     window: Duration,
+    sender: Arc<S>,
     queues: Mutex<HashMap<String, mpsc::Sender<Job>>>,
 }
 
-/// Sends one batch to a node and returns one result per item.
-pub type SendBatch = std::sync::Arc<
-    dyn Fn(String, Vec<EnqueueItem>) -> futures_like::BoxFuture<Vec<EnqueueResult>> + Send + Sync,
->;
-
-/// A boxed future, without pulling in the futures crate.
-pub mod futures_like {
-    /// A pinned, boxed, sendable future.
-    pub type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
-}
-
-impl Mixer {
-    /// A mixer holding items for `window`.
-    pub fn new(window: Duration) -> Self {
-        Mixer { window, queues: Mutex::new(HashMap::new()) }
+impl<S: BatchSender> Mixer<S> {
+    /// A mixer holding items for `window`, then handing them to `sender`.
+    pub fn new(window: Duration, sender: Arc<S>) -> Self {
+        Mixer { window, sender, queues: Mutex::new(HashMap::new()) }
     }
 
     /// Enqueues `items` (all for `node`) through the node's mixing queue.
-    pub async fn submit(
-        &self,
-        node: &str,
-        mut items: Vec<EnqueueItem>,
-        send: SendBatch,
-    ) -> Vec<EnqueueResult> {
+    pub async fn submit(&self, node: &str, mut items: Vec<EnqueueItem>) -> Vec<EnqueueResult> {
         if self.window.is_zero() {
             let n = items.len();
             let mut order: Vec<usize> = (0..n).collect();
             order.shuffle(&mut rand::rng());
             let shuffled: Vec<EnqueueItem> =
                 order.iter().map(|&i| std::mem::replace(&mut items[i], placeholder())).collect();
-            let results = send(node.to_string(), shuffled).await;
+            let results = self.sender.send(node, shuffled).await;
             let mut out = vec![EnqueueResult::NotOwner; n];
             for (pos, r) in order.into_iter().zip(results) {
                 out[pos] = r;
@@ -68,7 +65,7 @@ impl Mixer {
         let tx = {
             let mut q = self.queues.lock().unwrap_or_else(|p| p.into_inner());
             q.entry(node.to_string())
-                .or_insert_with(|| spawn_queue(node.to_string(), self.window, send))
+                .or_insert_with(|| spawn_queue(node.to_string(), self.window, self.sender.clone()))
                 .clone()
         };
         let n = items.len();
@@ -84,7 +81,11 @@ fn placeholder() -> EnqueueItem {
     EnqueueItem { mailbox: [0; 32], delivery_id: [0; 32], envelope: Vec::new(), push_key: None }
 }
 
-fn spawn_queue(node: String, window: Duration, send: SendBatch) -> mpsc::Sender<Job> {
+fn spawn_queue<S: BatchSender>(
+    node: String,
+    window: Duration,
+    sender: Arc<S>,
+) -> mpsc::Sender<Job> {
     let (tx, mut rx) = mpsc::channel::<Job>(1024);
     tokio::spawn(async move {
         while let Some(first) = rx.recv().await {
@@ -112,7 +113,7 @@ fn spawn_queue(node: String, window: Duration, send: SendBatch) -> mpsc::Sender<
             all.shuffle(&mut rand::rng());
             let (pos, items): (Vec<(usize, usize)>, Vec<EnqueueItem>) =
                 all.into_iter().map(|(j, i, it)| ((j, i), it)).unzip();
-            let results = send(node.clone(), items).await;
+            let results = sender.send(&node, items).await;
             let mut out: Vec<Vec<EnqueueResult>> =
                 sizes.iter().map(|&n| vec![EnqueueResult::NotOwner; n]).collect();
             for ((j, i), r) in pos.into_iter().zip(results) {

@@ -10,15 +10,16 @@
 //! # Layout
 //! - this module: the shared context, accepting connections and the
 //!   per-address and per-connection limits;
-//! - [`streams`]: one request per stream, client and node, and the bounded
-//!   writing of every answer;
+//! - [`streams`]: one request per stream, client and node;
+//! - [`answer`]: the bounded writing of every answer;
 //! - [`subscription`]: live mailbox subscriptions, served here or piped to
 //!   the mailbox's owner;
 //! - [`node_requests`]: what other nodes and operator tools ask (forwarded
 //!   requests, enrollment, enqueue batches, chaos);
 //! - [`delivery`]: routing a request to its owner, the role actors' router,
-//!   and handing envelopes to the ODS owners.
+//!   and the first step of handing envelopes to the ODS owners.
 
+mod answer;
 mod delivery;
 mod node_requests;
 mod streams;
@@ -30,19 +31,20 @@ pub use delivery::NodeRouter;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use mlsd_actors::RoleMsg;
 use mlsd_transport::protocol::{ALPN_CLIENT, ALPN_NODE};
 use mlsd_transport::{tls, Request, Response, Role, WireError};
 use rustls::pki_types::CertificateDer;
 
-use crate::coalescer::{Coalescer, WriteBatch};
+use crate::coalescer::Coalescer;
 use crate::config::ClusterConfig;
 use crate::config::NodeConfig;
+use crate::dispatch::Dispatch;
 use crate::limiter::{RateLimiter, TokenBucket};
+use crate::local::LocalOds;
 use crate::mixer::Mixer;
 use crate::peers::Peers;
-use delivery::call_role;
-use streams::{reply, serve_client_stream, serve_node_stream};
+use answer::reply;
+use streams::{serve_client_stream, serve_node_stream};
 
 /// QUIC application error code for a refused node connection.
 const REFUSED: u32 = 0x10;
@@ -54,12 +56,13 @@ pub struct ServerCtx {
     /// This node.
     pub me: NodeConfig,
     /// Connections to the other nodes.
-    pub peers: Peers,
+    pub peers: Arc<Peers>,
     fetch_limiter: RateLimiter,
     open_limiter: RateLimiter,
-    mixer: Mixer,
-    /// This node's ODS actor's group commit (when it hosts the ODS).
-    ods_queue: Option<Coalescer>,
+    /// The first stage of the enqueue path (see [`delivery`]).
+    mixer: Mixer<Dispatch>,
+    /// Where batches for each ODS owner go, this node's ODS included.
+    dispatch: Arc<Dispatch>,
     client_conns: std::sync::Mutex<std::collections::HashMap<IpAddr, u32>>,
 }
 
@@ -86,18 +89,22 @@ impl ServerCtx {
     pub fn new(config: Arc<ClusterConfig>, me: NodeConfig, peers: Peers) -> Self {
         let fetch_limiter = RateLimiter::per_minute(config.cs.fetch_rate_per_minute);
         let open_limiter = RateLimiter::per_minute(config.ods.open_rate_per_minute);
-        let mixer = Mixer::new(config.ids.mixing_window);
+        let peers = Arc::new(peers);
+        // Each stage owns the next: mixer -> dispatch -> coalescer -> ODS actor.
         let ods_queue = me.hosts(Role::Ods).then(|| {
-            let (node, timeout) = (me.name.clone(), config.limits.call_timeout);
-            let write: WriteBatch = Arc::new(move |items| {
-                let node = node.clone();
-                Box::pin(async move {
-                    call_role(&node, timeout, Role::Ods, |reply| RoleMsg::Enqueue { items, reply })
-                        .await
-                })
-            });
-            Coalescer::start(write)
+            Coalescer::start(LocalOds {
+                node: me.name.clone(),
+                timeout: config.limits.call_timeout,
+            })
         });
+        let dispatch = Arc::new(Dispatch {
+            me: me.name.clone(),
+            peers: peers.clone(),
+            ods_queue,
+            max_frame: config.limits.max_frame,
+            call_timeout: config.limits.call_timeout,
+        });
+        let mixer = Mixer::new(config.ids.mixing_window, dispatch.clone());
         ServerCtx {
             config,
             me,
@@ -105,7 +112,7 @@ impl ServerCtx {
             fetch_limiter,
             open_limiter,
             mixer,
-            ods_queue,
+            dispatch,
             client_conns: Default::default(),
         }
     }

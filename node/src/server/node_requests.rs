@@ -9,8 +9,9 @@ use mlsd_actors::RoleMsg;
 use mlsd_transport::protocol::{ChaosTarget, EnqueueItem, EnqueueResult, NodeRequest};
 use mlsd_transport::{Response, Role, WireError};
 
-use super::delivery::{enqueue_here, local, owner_of, MAX_ENQUEUE_BATCH};
+use super::delivery::{local, owner_of};
 use super::ServerCtx;
+use crate::dispatch::MAX_ENQUEUE_BATCH;
 
 /// Serves a request from another node (or an operator tool). Requests are
 /// only served if this node owns them; they are never forwarded again.
@@ -48,7 +49,7 @@ pub(super) async fn serve_node_request(ctx: &ServerCtx, req: NodeRequest) -> Res
                 .filter(|(_, it)| owns(Role::Ods, &it.mailbox).is_ok())
                 .unzip();
             if !mine.is_empty() {
-                let resp = enqueue_here(ctx, mine).await;
+                let resp = ctx.dispatch.here(mine).await;
                 let Response::Enqueued(local_results) = resp else { return resp };
                 if local_results.len() != positions.len() {
                     return Response::Error(WireError::Internal("enqueue result count".into()));

@@ -10,8 +10,8 @@ use mlsd_transport::protocol::mailbox::{into_pages, page_budget};
 use mlsd_transport::protocol::{NodeFrame, NodeRequest, ResponseFrame};
 use mlsd_transport::{Request, Response, Role, WireError};
 
+use super::answer::{reply, write_bounded, write_response};
 use super::delivery::{local, owner_of};
-use super::streams::{reply, write_bounded, write_response};
 use super::ServerCtx;
 
 /// Live envelopes a subscription may have queued before its stream takes
