@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use ed25519_dalek::VerifyingKey;
 use mlsd_transport::protocol::identity::{signing_bytes, split_client_id, valid_name};
@@ -24,10 +23,11 @@ use zeroize::Zeroizing;
 
 use std::collections::HashMap;
 
-use crate::group::GroupMeta;
 use crate::home::{Home, StoredIdentity};
+use crate::leaf::{capabilities, mailbox_extension};
 use crate::mailbox::{Counter, MailboxKeys};
 use crate::provider::ClientProvider;
+use crate::state::{now_secs, Checks, Event, GroupMeta};
 use crate::verify::{authenticate_key_package, verify_binding, Rejection};
 use crate::{ClientError, Connection, CIPHERSUITE};
 
@@ -70,9 +70,9 @@ pub struct Client {
     pub(crate) groups: HashMap<Vec<u8>, GroupMeta>,
     /// Events received while catching up inside another operation (a commit
     /// retry); the next `receive` returns them first, so none is lost.
-    pub(crate) pending_events: Vec<crate::group::Event>,
+    pub(crate) pending_events: Vec<Event>,
     /// What the AS said of each group member ([`crate::members`]).
-    pub(crate) checks: crate::members::Checks,
+    pub(crate) checks: Checks,
     /// Whether sends to groups with unverified members go out anyway.
     pub(crate) allow_unverified: bool,
     cfg: ClientConfig,
@@ -89,11 +89,6 @@ pub fn load_as_key(path: &Path) -> Result<VerifyingKey, ClientError> {
         .map_err(|_| ClientError::Home(format!("{} is not a valid Ed25519 key", path.display())))
 }
 
-/// Unix time in seconds (0 if the clock is before 1970).
-pub(crate) fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
-
 impl Client {
     /// Opens the home (creating it if needed) and connects to the cluster.
     pub async fn open(cfg: &ClientConfig) -> Result<Client, ClientError> {
@@ -104,7 +99,7 @@ impl Client {
         let mailbox = home.load("mailbox")?;
         let groups: Vec<GroupMeta> = home.load("groups")?.unwrap_or_default();
         let groups = groups.into_iter().map(|g| (g.id.clone(), g)).collect();
-        let checks = home.load(crate::members::FILE)?.unwrap_or_default();
+        let checks = home.load(crate::state::MEMBERS_FILE)?.unwrap_or_default();
         let conn = Connection::connect(cfg.server, &cfg.ca).await?;
         Ok(Client {
             home,
@@ -240,8 +235,8 @@ impl Client {
         let mref = self.mailbox.as_ref().ok_or(ClientError::NotRegistered)?.reference();
         let mut builder = openmls::prelude::KeyPackage::builder()
             .key_package_lifetime(Lifetime::new(KEY_PACKAGE_LIFETIME_SECS))
-            .leaf_node_capabilities(crate::group::capabilities())
-            .leaf_node_extensions(crate::group::mailbox_extension(&mref)?);
+            .leaf_node_capabilities(capabilities())
+            .leaf_node_extensions(mailbox_extension(&mref)?);
         if last_resort {
             builder = builder.mark_as_last_resort();
         }

@@ -5,7 +5,12 @@
 //!   against the cluster CA, sending one request per stream.
 //! - [`client`]: [`Client`], one device with its state in a home directory:
 //!   registration (AS), KeyPackages (CS).
-//! - [`group`]: groups: create, add, remove, send, receive (steps 5-7).
+//! - [`state`]: what a client keeps and reports (group metadata, member
+//!   verdicts, events); it imports no other module of the client.
+//! - [`leaf`]: what every client's leaf carries (capabilities, the mailbox
+//!   reference extension).
+//! - [`group`]: groups, split by job: creating, committing, sending, files,
+//!   receiving (steps 5-8).
 //! - [`blob`]: SDS blobs: chunked transfer, attachment and group-data encryption.
 //! - [`verify`]: authenticating bindings and KeyPackages against the AS key.
 //! - [`members`]: checking every member a group shows us against the AS, and
@@ -21,10 +26,12 @@ pub mod client;
 pub mod connection;
 pub mod group;
 pub mod home;
+pub mod leaf;
 pub mod mailbox;
 pub mod members;
 pub mod outbox;
 pub mod provider;
+pub mod state;
 pub mod verify;
 
 pub use client::{Client, ClientConfig, VerifiedKeyPackage};

@@ -20,14 +20,10 @@ use std::collections::HashMap;
 
 use mlsd_transport::protocol::identity::split_client_id;
 use openmls::prelude::{BasicCredential, MlsGroup};
-use serde::{Deserialize, Serialize};
 
-use crate::client::now_secs;
+use crate::state::{now_secs, Verdict};
 use crate::verify::{bound, Rejection};
 use crate::{Client, ClientError};
-
-/// Home file of the verdicts.
-pub(crate) const FILE: &str = "members.v1";
 
 /// What this device knows of one member of a group.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,20 +36,6 @@ pub enum MemberStatus {
     Unverified(String),
     /// Not checked yet (the AS could not be asked); treated as unverified.
     Unchecked,
-}
-
-/// One member's verdict: `None` when verified, else why not.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Verdict {
-    client: String,
-    key: Vec<u8>,
-    refused: Option<String>,
-}
-
-/// Every group's verdicts, by group id.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub(crate) struct Checks {
-    groups: HashMap<Vec<u8>, Vec<Verdict>>,
 }
 
 /// `(client id, signature key)` of every member but this device.
@@ -69,12 +51,6 @@ fn others(group: &MlsGroup) -> Vec<(String, Vec<u8>)> {
             (client, m.signature_key.clone())
         })
         .collect()
-}
-
-impl Checks {
-    fn verdict(&self, gid: &[u8], client: &str, key: &[u8]) -> Option<&Verdict> {
-        self.groups.get(gid)?.iter().find(|v| v.client == client && v.key == key)
-    }
 }
 
 impl Client {
@@ -181,7 +157,7 @@ impl Client {
         let changed = self.checks.groups.get(gid) != Some(&kept);
         self.checks.groups.insert(gid.to_vec(), kept);
         if changed {
-            self.home.save(FILE, &self.checks)?;
+            self.home.save(crate::state::MEMBERS_FILE, &self.checks)?;
         }
         match failed {
             Some(e) => Err(e),
