@@ -17,6 +17,7 @@
 //!   refusing sends to groups with members it does not vouch for.
 //! - [`mailbox`]: the client's ODS mailbox: keys, open, fetch, ack.
 //! - [`outbox`]: unacknowledged sends, retried verbatim until acknowledged.
+//! - [`retry`]: the one retry policy every retrying loop uses.
 //! - [`home`]: the home directory's files (identity, openmls storage), 0600.
 //! - [`provider`]: the openmls provider whose storage the home persists.
 #![warn(missing_docs)]
@@ -31,6 +32,7 @@ pub mod mailbox;
 pub mod members;
 pub mod outbox;
 pub mod provider;
+pub mod retry;
 pub mod state;
 pub mod verify;
 

@@ -15,16 +15,15 @@
 //! follow the group.
 
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mlsd_transport::protocol::{Undeliverable, Undelivered};
-use mlsd_transport::{Request, Response, WireError};
+use mlsd_transport::{Request, Response};
 use serde::{Deserialize, Serialize};
 
+use crate::retry::transient;
+use crate::retry::Patience;
 use crate::{Client, ClientError};
-
-/// How long to wait between attempts while the cluster is unreachable.
-const RETRY_PAUSE: Duration = Duration::from_millis(500);
 
 /// Answers naming a full mailbox after which a send stops waiting for that
 /// recipient to make room and reports it as not served.
@@ -117,19 +116,6 @@ impl std::fmt::Display for Outcome {
             Outcome::Dropped(reason) => write!(f, "not sent: {reason}"),
         }
     }
-}
-
-/// Whether `e` may go away by retrying the same request.
-pub(crate) fn transient(e: &ClientError) -> bool {
-    matches!(
-        e,
-        ClientError::Connect { .. }
-            | ClientError::Call(_)
-            | ClientError::Server(WireError::Unavailable { .. })
-            | ClientError::Server(WireError::Incomplete { .. })
-            | ClientError::Server(WireError::Timeout)
-            | ClientError::Server(WireError::Replayed)
-    )
 }
 
 /// Whether `e` means the cluster itself cannot be reached (so no other
@@ -281,7 +267,7 @@ impl Client {
     ) -> Result<Vec<Report>, ClientError> {
         let id = message_id(&req);
         self.outbox_push(req)?;
-        let deadline = Instant::now() + timeout;
+        let patience = Patience::new(timeout);
         let mut reports = Vec::new();
         loop {
             match self.flush_outbox().await {
@@ -290,10 +276,10 @@ impl Client {
                 Err(e) => return Err(e),
             }
             let done = reports.iter().any(|r| Some(r.message_id) == id);
-            if done || Instant::now() >= deadline {
+            if done || !patience.left() {
                 return Ok(reports);
             }
-            tokio::time::sleep(RETRY_PAUSE).await;
+            patience.pause().await;
             let _ = self.reconnect().await;
         }
     }

@@ -10,15 +10,6 @@ const MAX_RETRIES: usize = 5;
 /// Home file of our commits whose outcome is not known yet (see `settle`).
 const UNSETTLED: &str = "unsettled_commits";
 
-/// How long an accepted commit is sent again, before the call returns, while
-/// some members' ODS is unavailable (a node restarting): a member without
-/// its copy cannot follow the group, so the copy is worth a short wait. What
-/// is still missing after it is left to the outbox.
-const COPY_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// How long a commit is retried while the cluster cannot be reached.
-const COMMIT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
-
 enum Change {
     Add(Vec<KeyPackage>),
     Remove(Vec<String>),
@@ -194,23 +185,23 @@ impl Client {
         // The same commit (same message id) until the IDS answers for sure:
         // if it accepted the commit and only its answer was lost, a new commit
         // would be refused for the old epoch, and we get no copy of our own.
-        let start = std::time::Instant::now();
+        let (reach, copies) = (Patience::new(retry::COMMIT), Patience::new(retry::COPIES));
         let result = loop {
             let answer = self.conn.request(req.clone()).await;
             let again = match &answer {
-                Err(e) => crate::outbox::transient(e) && start.elapsed() < COMMIT_PATIENCE,
+                Err(e) => reach.again(e),
                 // Accepted, but copies to an unavailable ODS are missing: the
                 // same commit again stores only those (the IDS recognizes it).
                 Ok(Response::PartlySent { undelivered, .. }) => {
                     undelivered.iter().any(|u| u.reason == Undeliverable::Unavailable)
-                        && start.elapsed() < COPY_PATIENCE
+                        && copies.left()
                 }
                 Ok(_) => false,
             };
             if !again {
                 break answer;
             }
-            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            reach.pause().await;
             let _ = self.reconnect().await;
         };
         match result {
@@ -229,7 +220,7 @@ impl Client {
             // The IDS may have accepted it (only the answer was lost, or some
             // copies were not enqueued yet): keep it, and send it again before
             // anything else happens in this group (see `settle`).
-            Err(e) if crate::outbox::transient(&e) => {
+            Err(e) if retry::transient(&e) => {
                 let mut list = self.unsettled()?;
                 list.push((meta.id.clone(), req));
                 self.home.save(UNSETTLED, &list)?;
@@ -284,7 +275,7 @@ impl Client {
             {
                 self.merge_accepted(&mut group, &answer, &list[pos].1)?;
             }
-            Err(e) if crate::outbox::transient(&e) => return Err(e),
+            Err(e) if retry::transient(&e) => return Err(e),
             _ => {
                 let _ = group.clear_pending_commit(self.provider.storage());
             }

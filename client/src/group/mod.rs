@@ -49,6 +49,7 @@ pub use crate::state::{Event, GroupMeta};
 
 use crate::client::Client;
 use crate::leaf::mailbox_ref_of_kp;
+use crate::retry::{self, Patience};
 use crate::state::now_secs;
 use crate::{ClientError, CIPHERSUITE};
 

@@ -12,21 +12,16 @@ impl Client {
         sent_copies(self.send_request(req).await?)
     }
 
-    /// Sends a prepared `Send`, retrying with the same message id while the
-    /// IDS is unavailable.
+    /// Sends a prepared `Send`, retrying it verbatim (same message id) for a
+    /// moment after a transient failure ([`crate::retry`]).
     pub async fn send_request(&self, req: Request) -> Result<Response, ClientError> {
-        let mut last = None;
-        for _ in 0..3 {
+        let patience = Patience::new(retry::SEND);
+        loop {
             match self.conn.request(req.clone()).await {
-                Ok(r) => return Ok(r),
-                Err(ClientError::Server(WireError::Unavailable { node })) => {
-                    last = Some(ClientError::Server(WireError::Unavailable { node }));
-                    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-                }
-                Err(e) => return Err(e),
+                Err(e) if patience.again(&e) => patience.pause().await,
+                other => return other,
             }
         }
-        Err(last.unwrap_or(ClientError::Unexpected("no attempt".into())))
     }
 
     /// The `Send` request for a text message, MAC'd for the current epoch,
