@@ -20,16 +20,14 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use mlsd_transport::protocol::group::MAX_UNDELIVERED_LISTED;
-use mlsd_transport::protocol::{
-    ChaosTarget, EnqueueItem, EnqueueResult, MailboxId, Undeliverable, Undelivered,
-};
+use mlsd_transport::protocol::{ChaosTarget, EnqueueResult, MailboxId, Undeliverable};
 use mlsd_transport::Response;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use zeroize::Zeroizing;
 
 use super::anonymizer::{AnonState, Anonymizer, Job, KeyGuard, Sealing};
 use super::group::FanoutPlan;
+use super::tally::Tally;
 use crate::contract::Router;
 
 /// Attempts per recipient before the fan-out gives up on it.
@@ -95,18 +93,8 @@ pub struct FanoutState {
     pending: HashMap<usize, Pending>,
     queue: VecDeque<usize>,
     running: HashMap<ActorId, usize>,
-    /// Sealed copies not yet handed to the ODS.
-    ready: Vec<EnqueueItem>,
-    /// Copies sealed so far.
-    sealed: u32,
-    /// Chunks handed to the router whose results have not come back.
-    in_flight: usize,
-    /// Copies the ODS owners reported stored.
-    stored: u32,
-    /// Copies not stored, with why (the first `MAX_UNDELIVERED_LISTED`).
-    undelivered: Vec<Undelivered>,
-    /// Copies not stored, all of them.
-    failed: u32,
+    /// What is sealed, in flight and back (decides hand-offs and the answer).
+    tally: Tally,
     router: Arc<dyn Router>,
     reply: Option<RpcReplyPort<Response>>,
     concurrency: usize,
@@ -142,32 +130,16 @@ impl FanoutState {
         Ok(())
     }
 
-    /// Records a copy that was not stored.
-    fn not_stored(&mut self, mailbox: MailboxId, reason: Undeliverable) {
-        self.failed += 1;
-        if self.undelivered.len() < MAX_UNDELIVERED_LISTED {
-            self.undelivered.push(Undelivered { mailbox, reason });
-        }
-    }
-
     /// Every copy sealed (or given up on).
     fn all_sealed(&self) -> bool {
         self.pending.is_empty() && self.running.is_empty()
     }
 
     /// Hands the sealed copies gathered so far to the ODS owners when the
-    /// pipeline is empty and enough are ready, a full chunk is ready or
-    /// nothing more will come; the outcome comes back as
+    /// tally says it is time; the outcome comes back as
     /// [`FanoutMsg::Enqueued`].
     fn flush(&mut self, me: &ActorRef<FanoutMsg>) {
-        let n = self.ready.len();
-        let idle = self.in_flight == 0 && n >= ENQUEUE_FIRST;
-        if n == 0 || !(idle || n >= ENQUEUE_CHUNK || self.all_sealed()) {
-            return;
-        }
-        let chunk = std::mem::take(&mut self.ready);
-        self.ready.reserve(ENQUEUE_CHUNK.min(self.pending.len()));
-        self.in_flight += 1;
+        let Some(chunk) = self.tally.take_chunk(self.all_sealed()) else { return };
         let mailboxes: Vec<MailboxId> = chunk.iter().map(|i| i.mailbox).collect();
         let router = self.router.clone();
         let me = me.clone();
@@ -183,22 +155,7 @@ impl FanoutState {
     /// Answers the sender once every copy is sealed and back from the ODS.
     fn finish_if_done(&mut self, me: &ActorRef<FanoutMsg>) {
         self.flush(me);
-        if !self.all_sealed() || self.in_flight > 0 || !self.ready.is_empty() {
-            return;
-        }
-        // Judged before the list moves into the answer.
-        let retryable = self.undelivered.iter().any(|u| u.reason.retryable())
-            || self.failed as usize > self.undelivered.len();
-        let total = self.stored + self.failed;
-        let response = if self.failed == 0 {
-            Response::Sent { copies: total }
-        } else {
-            Response::PartlySent {
-                copies: total,
-                failed: self.failed,
-                undelivered: std::mem::take(&mut self.undelivered),
-            }
-        };
+        let Some((response, retryable)) = self.tally.answer(self.all_sealed()) else { return };
         if let Some(reply) = self.reply.take() {
             let _ = reply.send(response);
         }
@@ -261,12 +218,7 @@ impl Actor for Fanout {
             queue: (0..n).collect(),
             pending,
             running: HashMap::new(),
-            ready: Vec::with_capacity(n.min(ENQUEUE_CHUNK)),
-            sealed: 0,
-            in_flight: 0,
-            stored: 0,
-            undelivered: Vec::new(),
-            failed: 0,
+            tally: Tally::default(),
             router,
             reply: Some(reply),
             concurrency: concurrency.max(1),
@@ -290,21 +242,7 @@ impl Actor for Fanout {
         st: &mut FanoutState,
     ) -> Result<(), ActorProcessingErr> {
         let FanoutMsg::Enqueued(mailboxes, results) = msg;
-        st.in_flight = st.in_flight.saturating_sub(1);
-        for (i, mailbox) in mailboxes.into_iter().enumerate() {
-            let reason = match results.get(i) {
-                Some(EnqueueResult::Stored { .. }) => {
-                    st.stored += 1;
-                    continue;
-                }
-                Some(EnqueueResult::UnknownMailbox) => Undeliverable::UnknownMailbox,
-                Some(EnqueueResult::MailboxFull) => Undeliverable::MailboxFull,
-                Some(EnqueueResult::TooLarge) => Undeliverable::TooLarge,
-                // Not the owner (configs disagree for a moment) or no answer.
-                Some(EnqueueResult::NotOwner) | None => Undeliverable::Unavailable,
-            };
-            st.not_stored(mailbox, reason);
-        }
+        st.tally.enqueued(mailboxes, results);
         st.finish_if_done(&me);
         Ok(())
     }
@@ -327,13 +265,10 @@ impl Actor for Fanout {
             st.running.remove(&id);
             if let Some(p) = st.pending.remove(&index) {
                 match result {
-                    Ok(item) => {
-                        st.sealed += 1;
-                        st.ready.push(item);
-                    }
+                    Ok(item) => st.tally.sealed(item),
                     Err(reason) => {
                         tracing::warn!(%reason, "a copy could not be sealed");
-                        st.not_stored(p.mailbox, Undeliverable::Unsealable);
+                        st.tally.not_stored(p.mailbox, Undeliverable::Unsealable);
                     }
                 }
             }
@@ -343,7 +278,7 @@ impl Actor for Fanout {
                 if p.attempts < MAX_ATTEMPTS {
                     st.queue.push_back(index);
                 } else if let Some(p) = st.pending.remove(&index) {
-                    st.not_stored(p.mailbox, Undeliverable::Unavailable);
+                    st.tally.not_stored(p.mailbox, Undeliverable::Unavailable);
                 }
             }
         }

@@ -15,7 +15,8 @@
 //! - [`host`]: the IDS role actor, which hosts the group actors.
 //! - [`group`]: the group state machine (epochs, MACs, one commit per epoch);
 //!   [`group_actor`]: the actor that hosts one group's.
-//! - [`fanout`]: the fan-out actor.
+//! - [`fanout`]: the fan-out actor; [`tally`]: its bookkeeping (when copies
+//!   leave for the ODS, what the sender is told), apart from the actors.
 //! - [`anonymizer`]: the anonymizer actor, envelope sealing and its counters.
 //! - [`kept`]: sends kept past the accepted-epochs window while copies are
 //!   missing, so their retries complete.
@@ -28,6 +29,7 @@ pub mod group_actor;
 mod group_core_tests;
 pub mod host;
 pub mod kept;
+pub mod tally;
 
 use mlsd_transport::protocol::ChaosTarget;
 
