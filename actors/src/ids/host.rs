@@ -99,7 +99,7 @@ impl Actor for IdsHost {
                 return Ok(());
             }
         };
-        let msg = match request {
+        let (group, msg) = match request {
             Request::Ping { .. } => {
                 let _ = reply.send(pong(Role::Ids, &state.args.ctx()));
                 return Ok(());
@@ -116,7 +116,6 @@ impl Actor for IdsHost {
                 return Ok(());
             }
         };
-        let (group, msg) = msg;
         if group.is_empty() || group.len() > MAX_GROUP_ID {
             msg.refuse(WireError::Malformed("group id length".into()));
             return Ok(());

@@ -74,37 +74,27 @@ impl Actor for OdsHost {
         // `reply` ignore errors. The ODS needs no other role's answer, so a
         // request is decided at once.
         let h = &mut state.hosted;
-        let (response, effects, reply) = match msg {
+        let ctx = h.args.ctx();
+        // A subscription is registered (when the backlog is served) before
+        // the answer goes out, so nothing stored from now on is missed.
+        let (d, reply, subscriber) = match msg {
             RoleMsg::Request { request, reply } | RoleMsg::Prepared { request, reply, .. } => {
-                let d = h.logic.handle(request, None, &h.args.ctx());
-                let (response, effects) = h.apply(d);
-                (response, effects, reply)
+                (h.logic.handle(request, None, &ctx), reply, None)
             }
             RoleMsg::Subscribe { request, sink, reply } => {
                 let mailbox = match &request {
-                    Request::Subscribe { auth, .. } => Some(auth.mailbox),
+                    Request::Subscribe { auth, .. } => Some((auth.mailbox, sink)),
                     _ => None,
                 };
-                let d = h.logic.handle(request, None, &h.args.ctx());
-                let (response, effects) = h.apply(d);
-                // Registered before the backlog is answered, so nothing
-                // stored from now on is missed.
-                if let (Response::Envelopes(_), Some(m)) = (&response, mailbox) {
-                    state.subscribers.insert(m, sink);
-                }
-                (response, effects, reply)
+                (h.logic.handle(request, None, &ctx), reply, mailbox)
             }
-            RoleMsg::Enqueue { items, reply } => {
-                let d = h.logic.enqueue(items, &h.args.ctx());
-                let (response, effects) = h.apply(d);
-                (response, effects, reply)
-            }
-            RoleMsg::Admin { request, reply } => {
-                let d = h.logic.admin(request, &h.args.ctx());
-                let (response, effects) = h.apply(d);
-                (response, effects, reply)
-            }
+            RoleMsg::Enqueue { items, reply } => (h.logic.enqueue(items, &ctx), reply, None),
+            RoleMsg::Admin { request, reply } => (h.logic.admin(request, &ctx), reply, None),
         };
+        let (response, effects) = h.apply(d);
+        if let (Response::Envelopes(_), Some((m, sink))) = (&response, subscriber) {
+            state.subscribers.insert(m, sink);
+        }
         let _ = reply.send(response);
         state.run(effects);
         Ok(())
