@@ -6,6 +6,10 @@
 
 mod common;
 
+use mlsd_transport::protocol::{
+    AsError, AsRequest, AuthError, BadFrame, CsError, CsRequest, IdsError, IdsRequest, OdsError,
+    OdsRequest, SdsError, SdsRequest,
+};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::Cluster;
@@ -14,14 +18,14 @@ use mlsd_actors::storage::{read_all, Contents};
 use mlsd_client::mailbox::MailboxKeys;
 use mlsd_client::{Client, ClientError, Connection};
 use mlsd_transport::frame::{read_message, write_message};
-use mlsd_transport::protocol::identity::{
-    signing_bytes, CountBody, PublishBody, RegisterBody, RevokeBody, LABEL_COUNT, LABEL_PUBLISH,
-    LABEL_REGISTER, LABEL_REVOKE,
-};
-use mlsd_transport::protocol::mailbox::{MailboxAuth, LABEL_ACK, LABEL_FETCH, LABEL_SUBSCRIBE};
+use mlsd_transport::protocol::cs::{LABEL_COUNT, LABEL_PUBLISH};
+use mlsd_transport::protocol::identity::signing_bytes;
+use mlsd_transport::protocol::ods::{MailboxAuth, LABEL_ACK, LABEL_FETCH, LABEL_SUBSCRIBE};
+use mlsd_transport::protocol::r#as::{LABEL_REGISTER, LABEL_REVOKE};
 use mlsd_transport::protocol::{
     ChaosTarget, NodeFrame, NodeRequest, ResponseFrame, RosterMode, ALPN_NODE,
 };
+use mlsd_transport::protocol::{CountBody, PublishBody, RegisterBody, RevokeBody};
 use mlsd_transport::{endpoint, tls, Request, Response, Role, WireError};
 
 const T: Duration = Duration::from_secs(5);
@@ -142,23 +146,26 @@ async fn world(c: &Cluster) -> World {
     alice.send_text("G", "queued for bob").await.unwrap();
 
     let keys = alice.mailbox_keys().unwrap();
-    let served_fetch = Request::Fetch {
+    let served_fetch = Request::Ods(OdsRequest::Fetch {
         auth: keys.auth(LABEL_FETCH, now_ms(), &(0u64, 10u32)),
         after: 0,
         limit: 10,
-    };
+    });
     assert!(matches!(
         alice.connection().request(served_fetch.clone()).await,
         Ok(Response::Envelopes(_))
     ));
-    let served_ack = Request::Ack { auth: keys.auth(LABEL_ACK, now_ms() + 1, &0u64), up_to: 0 };
+    let served_ack =
+        Request::Ods(OdsRequest::Ack { auth: keys.auth(LABEL_ACK, now_ms() + 1, &0u64), up_to: 0 });
     assert!(matches!(
         alice.connection().request(served_ack.clone()).await,
         Ok(Response::Acked { .. })
     ));
 
-    let fetched =
-        mallory.connection().request(Request::FetchKeyPackages { identity: "bob".into() }).await;
+    let fetched = mallory
+        .connection()
+        .request(Request::Cs(CsRequest::FetchKeyPackages { identity: "bob".into() }))
+        .await;
     let bobs_key_package = match fetched {
         Ok(Response::KeyPackages(v)) if !v.is_empty() => v[0].key_package.clone(),
         other => panic!("fetch of bob's KeyPackage: {other:?}"),
@@ -202,9 +209,13 @@ async fn every_unentitled_request_is_refused_and_changes_no_stored_byte() {
         timestamp: now_secs(),
         token: None,
     };
-    let req = Request::Register { proof: sign(&mk, LABEL_REGISTER, &body), body, rotation: None };
+    let req = Request::As(AsRequest::Register {
+        proof: sign(&mk, LABEL_REGISTER, &body),
+        body,
+        rotation: None,
+    });
     rows.push(("register: take over a bound client id", refusal(m, req).await, |e| {
-        matches!(e, WireError::ClientTaken(_))
+        matches!(e, WireError::As(AsError::ClientTaken(_)))
     }));
     let body = RegisterBody {
         client: "mallory/laptop".into(),
@@ -212,13 +223,13 @@ async fn every_unentitled_request_is_refused_and_changes_no_stored_byte() {
         timestamp: now_secs(),
         token: None,
     };
-    let req = Request::Register {
+    let req = Request::As(AsRequest::Register {
         proof: sign(&mallory_key(), LABEL_REGISTER, &body),
         body,
         rotation: None,
-    };
+    });
     rows.push(("register: proof by another key", refusal(m, req).await, |e| {
-        matches!(e, WireError::BadSignature(_))
+        matches!(e, WireError::Auth(AuthError::BadSignature(_)))
     }));
     let body = RegisterBody {
         client: "mallory/laptop".into(),
@@ -226,19 +237,23 @@ async fn every_unentitled_request_is_refused_and_changes_no_stored_byte() {
         timestamp: now_secs() - 3600,
         token: None,
     };
-    let req = Request::Register { proof: sign(&mk, LABEL_REGISTER, &body), body, rotation: None };
+    let req = Request::As(AsRequest::Register {
+        proof: sign(&mk, LABEL_REGISTER, &body),
+        body,
+        rotation: None,
+    });
     rows.push(("register: replayed an hour later", refusal(m, req).await, |e| {
-        matches!(e, WireError::StaleTimestamp { .. })
+        matches!(e, WireError::Auth(AuthError::StaleTimestamp { .. }))
     }));
     let body = RevokeBody { client: "alice/phone".into(), timestamp: now_secs() };
-    let req = Request::Revoke { signature: sign(&mk, LABEL_REVOKE, &body), body };
+    let req = Request::As(AsRequest::Revoke { signature: sign(&mk, LABEL_REVOKE, &body), body });
     rows.push(("revoke: someone else's binding", refusal(m, req).await, |e| {
-        matches!(e, WireError::BadSignature(_))
+        matches!(e, WireError::Auth(AuthError::BadSignature(_)))
     }));
     let body = RevokeBody { client: "nobody/phone".into(), timestamp: now_secs() };
-    let req = Request::Revoke { signature: sign(&mk, LABEL_REVOKE, &body), body };
+    let req = Request::As(AsRequest::Revoke { signature: sign(&mk, LABEL_REVOKE, &body), body });
     rows.push(("revoke: unknown client", refusal(m, req).await, |e| {
-        matches!(e, WireError::UnknownClient(_))
+        matches!(e, WireError::Auth(AuthError::UnknownClient(_)))
     }));
 
     // CS
@@ -248,9 +263,12 @@ async fn every_unentitled_request_is_refused_and_changes_no_stored_byte() {
         last_resort: None,
         timestamp: now_secs(),
     };
-    let req = Request::PublishKeyPackages { signature: sign(&mk, LABEL_PUBLISH, &body), body };
+    let req = Request::Cs(CsRequest::PublishKeyPackages {
+        signature: sign(&mk, LABEL_PUBLISH, &body),
+        body,
+    });
     rows.push(("publish: as another client", refusal(m, req).await, |e| {
-        matches!(e, WireError::BadSignature(_))
+        matches!(e, WireError::Auth(AuthError::BadSignature(_)))
     }));
     let body = PublishBody {
         client: "nobody/phone".into(),
@@ -258,9 +276,12 @@ async fn every_unentitled_request_is_refused_and_changes_no_stored_byte() {
         last_resort: None,
         timestamp: now_secs(),
     };
-    let req = Request::PublishKeyPackages { signature: sign(&mk, LABEL_PUBLISH, &body), body };
+    let req = Request::Cs(CsRequest::PublishKeyPackages {
+        signature: sign(&mk, LABEL_PUBLISH, &body),
+        body,
+    });
     rows.push(("publish: unregistered client", refusal(m, req).await, |e| {
-        matches!(e, WireError::UnknownClient(_))
+        matches!(e, WireError::Auth(AuthError::UnknownClient(_)))
     }));
     rows.push((
         "publish: someone else's KeyPackage under one's own signature",
@@ -268,97 +289,106 @@ async fn every_unentitled_request_is_refused_and_changes_no_stored_byte() {
             Err(ClientError::Server(e)) => Ok(e),
             other => Err(format!("not refused: {other:?}")),
         },
-        |e| matches!(e, WireError::InvalidKeyPackage { index: 0, .. }),
+        |e| matches!(e, WireError::Cs(CsError::InvalidKeyPackage { index: 0, .. })),
     ));
     let body = CountBody { client: "alice/phone".into(), timestamp: now_secs() };
-    let req = Request::CountKeyPackages { signature: sign(&mk, LABEL_COUNT, &body), body };
+    let req =
+        Request::Cs(CsRequest::CountKeyPackages { signature: sign(&mk, LABEL_COUNT, &body), body });
     rows.push(("count: another client's KeyPackages", refusal(m, req).await, |e| {
-        matches!(e, WireError::BadSignature(_))
+        matches!(e, WireError::Auth(AuthError::BadSignature(_)))
     }));
 
     // ODS
-    let req = Request::Fetch {
+    let req = Request::Ods(OdsRequest::Fetch {
         auth: forged_auth(alice_mailbox, LABEL_FETCH, &(0u64, 10u32)),
         after: 0,
         limit: 10,
-    };
+    });
     rows.push(("fetch: wrong mailbox key", refusal(m, req).await, |e| {
-        matches!(e, WireError::BadSignature(_))
+        matches!(e, WireError::Auth(AuthError::BadSignature(_)))
     }));
     rows.push(("fetch: replayed signature", refusal(m, w.served_fetch.clone()).await, |e| {
-        matches!(e, WireError::Replayed)
+        matches!(e, WireError::Auth(AuthError::Replayed))
     }));
-    let req = Request::Fetch {
+    let req = Request::Ods(OdsRequest::Fetch {
         auth: forged_auth(rand::random(), LABEL_FETCH, &(0u64, 10u32)),
         after: 0,
         limit: 10,
-    };
+    });
     rows.push(("fetch: unknown mailbox", refusal(m, req).await, |e| {
-        matches!(e, WireError::UnknownMailbox)
+        matches!(e, WireError::Ods(OdsError::UnknownMailbox))
     }));
-    let req =
-        Request::Ack { auth: forged_auth(alice_mailbox, LABEL_ACK, &u64::MAX), up_to: u64::MAX };
+    let req = Request::Ods(OdsRequest::Ack {
+        auth: forged_auth(alice_mailbox, LABEL_ACK, &u64::MAX),
+        up_to: u64::MAX,
+    });
     rows.push(("ack: wrong mailbox key", refusal(m, req).await, |e| {
-        matches!(e, WireError::BadSignature(_))
+        matches!(e, WireError::Auth(AuthError::BadSignature(_)))
     }));
     rows.push(("ack: replayed signature", refusal(m, w.served_ack.clone()).await, |e| {
-        matches!(e, WireError::Replayed)
+        matches!(e, WireError::Auth(AuthError::Replayed))
     }));
-    let req =
-        Request::Subscribe { auth: forged_auth(alice_mailbox, LABEL_SUBSCRIBE, &0u64), after: 0 };
+    let req = Request::Ods(OdsRequest::Subscribe {
+        auth: forged_auth(alice_mailbox, LABEL_SUBSCRIBE, &0u64),
+        after: 0,
+    });
     rows.push(("subscribe: wrong mailbox key", refusal(m, req).await, |e| {
-        matches!(e, WireError::BadSignature(_))
+        matches!(e, WireError::Auth(AuthError::BadSignature(_)))
     }));
-    let req = Request::OpenMailbox { mailbox: alice_mailbox, auth_key: mk_pub.clone(), push: None };
+    let req = Request::Ods(OdsRequest::OpenMailbox {
+        mailbox: alice_mailbox,
+        auth_key: mk_pub.clone(),
+        push: None,
+    });
     rows.push(("open mailbox: an existing id", refusal(m, req).await, |e| {
-        matches!(e, WireError::MailboxTaken)
+        matches!(e, WireError::Ods(OdsError::MailboxTaken))
     }));
 
     // IDS
-    let req = Request::CreateGroup {
+    let req = Request::Ids(IdsRequest::CreateGroup {
         group: group.clone(),
         mode: RosterMode::Client,
         auth_key: rand::random(),
         roster: None,
-    };
+    });
     rows.push(("create group: an existing id", refusal(m, req).await, |e| {
-        matches!(e, WireError::GroupTaken)
+        matches!(e, WireError::Ids(IdsError::GroupTaken))
     }));
     rows.push(("send: stale epoch", refusal(m, w.stale_send.clone()).await, |e| {
-        matches!(e, WireError::StaleEpoch { current: 2 })
+        matches!(e, WireError::Ids(IdsError::StaleEpoch { current: 2 }))
     }));
     rows.push(("send: removed member", refusal(m, w.removed_send.clone()).await, |e| {
-        matches!(e, WireError::StaleEpoch { current: 2 })
+        matches!(e, WireError::Ids(IdsError::StaleEpoch { current: 2 }))
     }));
     let mut forged = w.bob.prepare_text("G", "mac by bob, flipped").unwrap();
-    if let Request::Send { mac, .. } = &mut forged {
+    if let Request::Ids(IdsRequest::Send { mac, .. }) = &mut forged {
         mac[0] ^= 1;
     }
     rows.push(("send: not a holder of the epoch auth key", refusal(m, forged).await, |e| {
-        matches!(e, WireError::BadMac)
+        matches!(e, WireError::Ids(IdsError::BadMac))
     }));
     let mut unknown = w.stale_send.clone();
-    if let Request::Send { body, .. } = &mut unknown {
+    if let Request::Ids(IdsRequest::Send { body, .. }) = &mut unknown {
         body.group = b"no such group".to_vec();
     }
     rows.push(("send: unknown group", refusal(m, unknown).await, |e| {
-        matches!(e, WireError::UnknownGroup)
+        matches!(e, WireError::Ids(IdsError::UnknownGroup))
     }));
 
     // SDS
-    let req = Request::PutBlob {
+    let req = Request::Sds(SdsRequest::PutBlob {
         id: blob,
         cap: rand::random(),
         offset: 0,
         total: 4,
         data: b"evil".to_vec(),
-    };
+    });
     rows.push(("put blob: wrong capability", refusal(m, req).await, |e| {
-        matches!(e, WireError::WrongCapability)
+        matches!(e, WireError::Sds(SdsError::WrongCapability))
     }));
-    let req = Request::DeleteBlob { id: blob, cap: rand::random() };
+    let req = Request::Sds(SdsRequest::DeleteBlob { id: blob, cap: rand::random() });
     rows.push(("delete blob: wrong capability", refusal(m, req).await, |e| {
-        matches!(e, WireError::WrongCapability)
+        matches!(e, WireError::Sds(SdsError::WrongCapability))
     }));
 
     // Node protocol
@@ -366,7 +396,7 @@ async fn every_unentitled_request_is_refused_and_changes_no_stored_byte() {
     rows.push((
         "enroll: from a client connection",
         node_frame_on_client_conn(m, enroll).await,
-        |e| matches!(e, WireError::Malformed(_)),
+        |e| matches!(e, WireError::Frame(BadFrame::Malformed(_))),
     ));
     let chaos = NodeRequest::Chaos { target: ChaosTarget::Role(Role::Ods) };
     rows.push((
@@ -375,7 +405,7 @@ async fn every_unentitled_request_is_refused_and_changes_no_stored_byte() {
             Response::Error(e) => Ok(e),
             other => Err(format!("not refused: {other:?}")),
         },
-        |e| matches!(e, WireError::NotAuthorized(_)),
+        |e| matches!(e, WireError::Auth(AuthError::NotAuthorized(_))),
     ));
     rows.push(("node protocol: no node certificate", no_certificate_enqueue(&c).await, |_| true));
 
@@ -407,12 +437,12 @@ async fn no_certificate_enqueue(c: &Cluster) -> Result<WireError, String> {
     let q = endpoint::quinn_client_config(none).unwrap();
     let ep = endpoint::client_endpoint(c.addr("n1"), q).unwrap();
     let conn = match endpoint::connect(&ep, c.addr("n1"), &tls::node_dns_name("n1"), T).await {
-        Err(_) => return Ok(WireError::NotAuthorized("handshake refused".into())),
+        Err(_) => return Ok(WireError::Auth(AuthError::NotAuthorized("handshake refused".into()))),
         Ok(conn) => conn,
     };
     let req = NodeFrame::new(NodeRequest::Enqueue(Vec::new()));
     match endpoint::call::<_, ResponseFrame>(&conn, &req, 1 << 20, T).await {
-        Err(_) => Ok(WireError::NotAuthorized("connection closed".into())),
+        Err(_) => Ok(WireError::Auth(AuthError::NotAuthorized("connection closed".into()))),
         Ok(r) => Err(format!("served without a certificate: {r:?}")),
     }
 }

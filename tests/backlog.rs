@@ -6,6 +6,7 @@
 
 mod common;
 
+use mlsd_transport::protocol::{ClusterError, OdsRequest};
 use std::time::Duration;
 
 use common::{texts, Cluster};
@@ -129,7 +130,10 @@ async fn a_forwarded_subscription_is_not_forwarded_again() {
     let mut c = forwarding();
     c.start_all().await;
     let auth = MailboxAuth { mailbox: [9; 32], counter: 1, signature: vec![0; 64] };
-    let req = NodeRequest::Forward(Request::Subscribe { auth, after: 0 });
+    let req = NodeRequest::Forward(Request::Ods(OdsRequest::Subscribe { auth, after: 0 }));
     let r = c.node_call("n2", "n1", req).await;
-    assert_eq!(r, Response::Error(WireError::NotOwner { owner: "n2".into() }));
+    assert_eq!(
+        r,
+        Response::Error(WireError::Cluster(ClusterError::NotOwner { owner: "n2".into() }))
+    );
 }

@@ -14,6 +14,7 @@
 
 mod common;
 
+use mlsd_transport::protocol::IdsError;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -134,7 +135,7 @@ async fn member_load(
                 Ok(Response::Sent { .. }) => break,
                 // Refused as a whole (the group moved on): nothing was
                 // delivered, so catching up and sending anew is no duplicate.
-                Err(ClientError::Server(WireError::StaleEpoch { .. })) => {
+                Err(ClientError::Server(WireError::Ids(IdsError::StaleEpoch { .. }))) => {
                     events.extend(c.receive().await.unwrap_or_default());
                     epoch = c.group_epoch(group).unwrap();
                     req = prepare(&mut c, group, &text).await;

@@ -4,6 +4,7 @@
 
 mod common;
 
+use mlsd_transport::protocol::ClusterError;
 use std::time::{Duration, Instant};
 
 use common::Cluster;
@@ -68,7 +69,7 @@ async fn dead_owner_is_unavailable_within_the_timeout_and_comes_back() {
         let t = Instant::now();
         let err = conn.ping(Role::Ids, b"g1").await.unwrap_err();
         assert!(
-            matches!(&err, ClientError::Server(WireError::Unavailable { node }) if node == "n2"),
+            matches!(&err, ClientError::Server(WireError::Cluster(ClusterError::Unavailable { node })) if node == "n2"),
             "{err:?}"
         );
         // call timeout 1.5 s and connect timeout 1 s in the test config.

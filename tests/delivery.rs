@@ -6,6 +6,7 @@
 
 mod common;
 
+use mlsd_transport::protocol::{IdsError, IdsRequest};
 use std::time::Duration;
 
 use common::Cluster;
@@ -143,7 +144,7 @@ async fn an_unreachable_owner_delays_only_its_group_and_the_retry_completes_late
     c.kill("n2");
     let to_g = alice.prepare_text("g", "for g while n2 is down").unwrap();
     let g_message = match &to_g {
-        Request::Send { body, .. } => body.message.clone(),
+        Request::Ids(IdsRequest::Send { body, .. }) => body.message.clone(),
         _ => unreachable!(),
     };
     let reports = alice.send_reliably(to_g.clone(), Duration::from_secs(3)).await.unwrap();
@@ -205,7 +206,7 @@ async fn a_retry_must_be_identical_to_the_accepted_send() {
     c.start_all().await;
     let (mut alice, _bob) = c.alice_and_bob_in_g("n1", 3).await;
     let first = alice.prepare_text("G", "first").unwrap();
-    let Request::Send { body, .. } = &first else { unreachable!() };
+    let Request::Ids(IdsRequest::Send { body, .. }) = &first else { unreachable!() };
     let id = body.message_id;
     alice.send_request(first.clone()).await.unwrap();
     let other = alice.prepare_text_with_id("G", "something else", id).unwrap();
@@ -233,13 +234,14 @@ async fn a_send_missing_only_unknown_mailboxes_is_not_kept() {
     let _bob = c.registered("bob/phone", "n1", 3).await;
     alice.create_group("C", RosterMode::Client).await.unwrap();
     alice.add_members("C", &["bob"]).await.unwrap();
-    let Request::Send { mut body, mac } = alice.prepare_text("C", "to bob and nobody").unwrap()
+    let Request::Ids(IdsRequest::Send { mut body, mac }) =
+        alice.prepare_text("C", "to bob and nobody").unwrap()
     else {
         unreachable!()
     };
     let Recipients::Roster(roster) = &mut body.recipients else { panic!("client mode") };
     roster.push(RosterEntry { mailbox: [0xee; 32], key: [1; 32], push_key: None });
-    let send = Request::Send { body, mac };
+    let send = Request::Ids(IdsRequest::Send { body, mac });
     match alice.send_request(send.clone()).await.unwrap() {
         Response::PartlySent { copies: 2, failed: 1, undelivered } => {
             assert_eq!(undelivered.len(), 1);
@@ -253,7 +255,7 @@ async fn a_send_missing_only_unknown_mailboxes_is_not_kept() {
         alice.self_update("C").await.unwrap();
     }
     let err = common::server_err(alice.send_request(send).await);
-    assert!(matches!(err, WireError::StaleEpoch { .. }), "{err:?}");
+    assert!(matches!(err, WireError::Ids(IdsError::StaleEpoch { .. })), "{err:?}");
 }
 
 /// Carol's mailbox is on n2. While n2 is down alice removes her (accepted;

@@ -5,6 +5,7 @@
 
 mod common;
 
+use mlsd_transport::protocol::{AsRequest, CsRequest, Ping, SdsRequest};
 use std::path::{Path, PathBuf};
 
 use common::Cluster;
@@ -36,7 +37,7 @@ async fn write_fuzz_seed_corpus() {
 
     let kp = match alice
         .connection()
-        .request(Request::FetchKeyPackages { identity: "bob".into() })
+        .request(Request::Cs(CsRequest::FetchKeyPackages { identity: "bob".into() }))
         .await
     {
         Ok(Response::KeyPackages(v)) => v[0].key_package.clone(),
@@ -81,9 +82,9 @@ async fn write_fuzz_seed_corpus() {
         put(&out, "envelope", &format!("{name}-padded"), &plain);
     }
     for (name, req) in [
-        ("lookup", Request::Lookup { identity: "alice".into() }),
-        ("ping", Request::Ping { role: Role::Ods, key: b"k".to_vec() }),
-        ("getblob", Request::GetBlob { id: [1; 32], offset: 0, max: 100 }),
+        ("lookup", Request::As(AsRequest::Lookup { identity: "alice".into() })),
+        ("ping", Request::Ping(Ping { role: Role::Ods, key: b"k".to_vec() })),
+        ("getblob", Request::Sds(SdsRequest::GetBlob { id: [1; 32], offset: 0, max: 100 })),
     ] {
         put(&out, "frame", name, &framed(&req));
         put(&out, "requests", name, &codec::encode(&ClientFrame::new(req)).unwrap());

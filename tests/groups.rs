@@ -3,6 +3,7 @@
 
 mod common;
 
+use mlsd_transport::protocol::{BadFrame, IdsError, IdsRequest, OdsRequest};
 use std::collections::HashMap;
 
 use common::Cluster;
@@ -89,7 +90,8 @@ async fn run_flow(mode: RosterMode) {
     bob.receive().await.unwrap();
     assert_eq!(bob.group_epoch("ABC").unwrap(), 3);
     match charlie.send_text("ABC", "still here?").await {
-        Err(ClientError::Server(WireError::BadMac)) | Err(ClientError::Crypto(_)) => {}
+        Err(ClientError::Server(WireError::Ids(IdsError::BadMac)))
+        | Err(ClientError::Crypto(_)) => {}
         other => panic!("removed member could send: {other:?}"),
     }
     bob.send_text("ABC", "after charlie").await.unwrap();
@@ -194,7 +196,7 @@ async fn copies_are_unlinkable_and_the_disks_hold_no_metadata() {
     let group_id = alice.group_id("big").unwrap();
     let req = alice.prepare_text("big", "a secret only members read").unwrap();
     let mls_bytes = match &req {
-        mlsd_transport::Request::Send { body, .. } => body.message.clone(),
+        mlsd_transport::Request::Ids(IdsRequest::Send { body, .. }) => body.message.clone(),
         _ => unreachable!(),
     };
     assert_eq!(
@@ -298,7 +300,9 @@ async fn bad_sends_are_refused_and_change_nothing() {
     let (mut alice, mut bob, _charlie) = abc(&c, RosterMode::Stored).await;
     let conn = &mlsd_client::Connection::connect(c.addr("n1"), &c.ca()).await.unwrap();
     let good = alice.prepare_text("ABC", "good").unwrap();
-    let mlsd_transport::Request::Send { body, mac } = good.clone() else { unreachable!() };
+    let mlsd_transport::Request::Ids(IdsRequest::Send { body, mac }) = good.clone() else {
+        unreachable!()
+    };
     let err = |r: Result<mlsd_transport::Response, ClientError>| match r {
         Err(ClientError::Server(e)) => e,
         other => panic!("expected a refusal, got {other:?}"),
@@ -308,30 +312,33 @@ async fn bad_sends_are_refused_and_change_nothing() {
     let mut bad_mac = mac;
     bad_mac[0] ^= 1;
     assert_eq!(
-        err(conn.request(Request::Send { body: body.clone(), mac: bad_mac }).await),
-        WireError::BadMac
+        err(conn
+            .request(Request::Ids(IdsRequest::Send { body: body.clone(), mac: bad_mac }))
+            .await),
+        WireError::Ids(IdsError::BadMac)
     );
 
     let mut unknown = body.clone();
     unknown.group = vec![9; 16];
     assert_eq!(
-        err(conn.request(Request::Send { body: unknown, mac }).await),
-        WireError::UnknownGroup
+        err(conn.request(Request::Ids(IdsRequest::Send { body: unknown, mac })).await),
+        WireError::Ids(IdsError::UnknownGroup)
     );
 
     let mut garbage = body.clone();
     garbage.message = b"not an MLS message".to_vec();
-    let mac_g = mlsd_transport::protocol::group::send_mac(&[0; 32], &garbage);
+    let mac_g = mlsd_transport::protocol::ids::send_mac(&[0; 32], &garbage);
     assert!(matches!(
-        err(conn.request(Request::Send { body: garbage, mac: mac_g }).await),
-        WireError::InvalidMessage(_)
+        err(conn.request(Request::Ids(IdsRequest::Send { body: garbage, mac: mac_g })).await),
+        WireError::Ids(IdsError::InvalidMessage(_))
     ));
 
     let mut huge = body.clone();
     huge.message = vec![0; 2 * 1024 * 1024];
     assert!(matches!(
-        conn.request(Request::Send { body: huge, mac }).await,
-        Err(ClientError::Call(_)) | Err(ClientError::Server(WireError::FrameTooLarge { .. }))
+        conn.request(Request::Ids(IdsRequest::Send { body: huge, mac })).await,
+        Err(ClientError::Call(_))
+            | Err(ClientError::Server(WireError::Frame(BadFrame::TooLarge { .. })))
     ));
 
     // A message of a past epoch: prepared now, sent after a commit moved the group on.
@@ -341,7 +348,7 @@ async fn bad_sends_are_refused_and_change_nothing() {
     drop(dave);
     alice.add_members("ABC", &["dave"]).await.unwrap();
     match err(bob.send_request(stale).await) {
-        WireError::BadMac | WireError::StaleEpoch { .. } => {}
+        WireError::Ids(IdsError::BadMac) | WireError::Ids(IdsError::StaleEpoch { .. }) => {}
         e => panic!("{e:?}"),
     }
 
@@ -350,7 +357,7 @@ async fn bad_sends_are_refused_and_change_nothing() {
     assert!(good_after.iter().any(|e| matches!(e, Event::Commit { epoch: 2, .. })));
     // A message prepared in epoch 1 by alice before the commit is refused too.
     match err(alice.send_request(good).await) {
-        WireError::BadMac | WireError::StaleEpoch { .. } => {}
+        WireError::Ids(IdsError::BadMac) | WireError::Ids(IdsError::StaleEpoch { .. }) => {}
         e => panic!("{e:?}"),
     }
     assert!(texts(&bob.receive().await.unwrap()).is_empty(), "nothing refused was delivered");
@@ -438,9 +445,13 @@ async fn a_fan_out_larger_than_one_frame_reaches_a_remote_ods() {
             .verifying_key()
             .to_bytes()
             .to_vec();
-        conn.request(mlsd_transport::Request::OpenMailbox { mailbox, auth_key: auth, push: None })
-            .await
-            .unwrap();
+        conn.request(mlsd_transport::Request::Ods(OdsRequest::OpenMailbox {
+            mailbox,
+            auth_key: auth,
+            push: None,
+        }))
+        .await
+        .unwrap();
         roster.push(mlsd_transport::protocol::RosterEntry {
             mailbox,
             key: [1; 32],

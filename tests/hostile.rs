@@ -4,6 +4,7 @@
 
 mod common;
 
+use mlsd_transport::protocol::{BadFrame, ClusterError, Ping};
 use std::time::Duration;
 
 use common::{frame, Cluster};
@@ -44,7 +45,7 @@ async fn send_raw(conn: &quinn::Connection, bytes: &[u8]) -> Response {
 }
 
 async fn ping(conn: &quinn::Connection) -> Response {
-    let f = ClientFrame::new(Request::Ping { role: Role::Ods, key: b"k".to_vec() });
+    let f = ClientFrame::new(Request::Ping(Ping { role: Role::Ods, key: b"k".to_vec() }));
     let r: ResponseFrame = endpoint::call(conn, &f, 1 << 20, T).await.unwrap();
     r.response
 }
@@ -57,31 +58,40 @@ async fn bad_frames_get_errors_and_the_node_keeps_serving() {
     assert!(matches!(ping(&conn).await, Response::Pong { .. }));
 
     let r = send_raw(&conn, &frame(b"\xff\xfe garbage \x00")).await;
-    assert!(matches!(r, Response::Error(WireError::Malformed(_))), "{r:?}");
+    assert!(matches!(r, Response::Error(WireError::Frame(BadFrame::Malformed(_)))), "{r:?}");
 
     let r = send_raw(&conn, &u32::MAX.to_be_bytes()).await;
-    assert!(matches!(r, Response::Error(WireError::FrameTooLarge { len: u32::MAX, .. })), "{r:?}");
+    assert!(
+        matches!(r, Response::Error(WireError::Frame(BadFrame::TooLarge { len: u32::MAX, .. }))),
+        "{r:?}"
+    );
 
     let mut truncated = 100u32.to_be_bytes().to_vec();
     truncated.extend_from_slice(b"0123456789");
     let r = send_raw(&conn, &truncated).await;
-    assert_eq!(r, Response::Error(WireError::Truncated));
+    assert_eq!(r, Response::Error(WireError::Frame(BadFrame::Truncated)));
 
     // A well-formed frame of another protocol version.
-    let mut f = ClientFrame::new(Request::Ping { role: Role::As, key: vec![] });
+    let mut f = ClientFrame::new(Request::Ping(Ping { role: Role::As, key: vec![] }));
     f.version = 99;
     let r = send_raw(&conn, &frame(&mlsd_transport::codec::encode(&f).unwrap())).await;
-    assert!(matches!(r, Response::Error(WireError::UnsupportedVersion { got: 99, .. })), "{r:?}");
+    assert!(
+        matches!(
+            r,
+            Response::Error(WireError::Frame(BadFrame::UnsupportedVersion { got: 99, .. }))
+        ),
+        "{r:?}"
+    );
 
     // A valid frame followed by trailing junk inside the length.
-    let mut body = mlsd_transport::codec::encode(&ClientFrame::new(Request::Ping {
+    let mut body = mlsd_transport::codec::encode(&ClientFrame::new(Request::Ping(Ping {
         role: Role::As,
         key: vec![],
-    }))
+    })))
     .unwrap();
     body.push(7);
     let r = send_raw(&conn, &frame(&body)).await;
-    assert!(matches!(r, Response::Error(WireError::Malformed(_))), "{r:?}");
+    assert!(matches!(r, Response::Error(WireError::Frame(BadFrame::Malformed(_)))), "{r:?}");
 
     // The same connection and a new one still work.
     assert!(matches!(ping(&conn).await, Response::Pong { .. }));
@@ -98,7 +108,7 @@ async fn a_silent_stream_times_out_without_hurting_others() {
     let (mut send, mut recv) = conn.open_bi().await.unwrap();
     send.write_all(&[0, 0]).await.unwrap(); // half a length prefix, stream left open
     let f: ResponseFrame = read_message(&mut recv, 1 << 20, T).await.unwrap();
-    assert_eq!(f.response, Response::Error(WireError::Timeout));
+    assert_eq!(f.response, Response::Error(WireError::Frame(BadFrame::Timeout)));
     assert!(matches!(ping(&conn).await, Response::Pong { .. }));
 }
 
@@ -107,8 +117,10 @@ async fn only_cluster_nodes_may_speak_the_node_protocol() {
     common::init();
     let c = one_node().await;
     let ca = tls::load_certs(&c.ca()).unwrap();
-    let forward =
-        NodeFrame::new(NodeRequest::Forward(Request::Ping { role: Role::Ids, key: b"g".to_vec() }));
+    let forward = NodeFrame::new(NodeRequest::Forward(Request::Ping(Ping {
+        role: Role::Ids,
+        key: b"g".to_vec(),
+    })));
     let node_name = tls::node_dns_name("n1");
 
     // Control: a real node certificate of this cluster is served.
@@ -143,17 +155,20 @@ async fn only_cluster_nodes_may_speak_the_node_protocol() {
     // A client connection cannot send node-to-node frames.
     let conn = client_conn(&c).await;
     let mut wrong =
-        NodeFrame::new(NodeRequest::Forward(Request::Ping { role: Role::As, key: vec![] }));
+        NodeFrame::new(NodeRequest::Forward(Request::Ping(Ping { role: Role::As, key: vec![] })));
     assert_ne!(wrong.magic, CLIENT_MAGIC);
     let mut buf = Vec::new();
     write_message(&mut buf, &wrong, 1 << 20).await.unwrap();
     let r = send_raw(&conn, &buf).await;
-    assert!(matches!(r, Response::Error(WireError::Malformed(_))), "{r:?}");
+    assert!(matches!(r, Response::Error(WireError::Frame(BadFrame::Malformed(_)))), "{r:?}");
     // Even with the client magic, the bytes are read as a client request, never a forward.
     wrong.magic = CLIENT_MAGIC;
     let mut buf = Vec::new();
     write_message(&mut buf, &wrong, 1 << 20).await.unwrap();
-    assert!(matches!(send_raw(&conn, &buf).await, Response::Error(WireError::Malformed(_))));
+    assert!(matches!(
+        send_raw(&conn, &buf).await,
+        Response::Error(WireError::Frame(BadFrame::Malformed(_)))
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -169,7 +184,7 @@ async fn a_flooding_client_is_refused_and_others_keep_sending() {
         .map(|_| {
             let f = flooder.clone();
             tokio::spawn(async move {
-                let frame = ClientFrame::new(Request::Ping { role: Role::Ods, key: vec![] });
+                let frame = ClientFrame::new(Request::Ping(Ping { role: Role::Ods, key: vec![] }));
                 endpoint::call::<_, ResponseFrame>(&f, &frame, 1 << 20, T).await.map(|r| r.response)
             })
         })
@@ -183,7 +198,9 @@ async fn a_flooding_client_is_refused_and_others_keep_sending() {
         // Refused either with RateLimited or by the stream being stopped
         // before the whole request was written.
         match t.await.unwrap() {
-            Ok(Response::Error(WireError::RateLimited { .. })) | Err(_) => limited += 1,
+            Ok(Response::Error(WireError::Cluster(ClusterError::RateLimited { .. }))) | Err(_) => {
+                limited += 1
+            }
             Ok(_) => {}
         }
     }
@@ -204,7 +221,7 @@ async fn connections_per_address_are_capped() {
     c.start("n1").await;
     // Open connections until one is refused. The readiness probe's own
     // connection may still hold a slot for a moment, hence 3 or 4.
-    let f = ClientFrame::new(Request::Ping { role: Role::Ods, key: vec![] });
+    let f = ClientFrame::new(Request::Ping(Ping { role: Role::Ods, key: vec![] }));
     let mut open = Vec::new();
     let mut refused = false;
     for _ in 0..6 {

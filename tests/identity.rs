@@ -4,11 +4,14 @@
 
 mod common;
 
+use mlsd_transport::protocol::{AsError, AsRequest, AuthError, ClusterError, CsError, CsRequest};
 use std::collections::HashSet;
 
 use common::{server_err, Cluster};
 use mlsd_client::verify::{authenticate_key_package, Rejection};
-use mlsd_transport::protocol::identity::{signing_bytes, LABEL_PUBLISH, LABEL_REGISTER};
+use mlsd_transport::protocol::cs::LABEL_PUBLISH;
+use mlsd_transport::protocol::identity::signing_bytes;
+use mlsd_transport::protocol::r#as::LABEL_REGISTER;
 use mlsd_transport::protocol::{PublishBody, RegisterBody};
 use mlsd_transport::{Request, Response, Role, WireError};
 use openmls::prelude::tls_codec::Serialize as _;
@@ -116,8 +119,10 @@ async fn bad_registrations_and_uploads_are_refused_and_store_nothing() {
         token: None,
     };
     let proof = intruder.sign(&signing_bytes(LABEL_REGISTER, &body)).unwrap();
-    let r = conn.request(Request::Register { body: body.clone(), proof, rotation: None }).await;
-    assert!(matches!(server_err(r), WireError::BadSignature(_)));
+    let r = conn
+        .request(Request::As(AsRequest::Register { body: body.clone(), proof, rotation: None }))
+        .await;
+    assert!(matches!(server_err(r), WireError::Auth(AuthError::BadSignature(_))));
     assert_eq!(alice.lookup("mallory").await.unwrap().len(), 0, "nothing stored");
 
     // Key rotation: a new key for a taken client id, also signed by the bound key.
@@ -133,7 +138,11 @@ async fn bad_registrations_and_uploads_are_refused_and_store_nothing() {
     let tbs = signing_bytes(LABEL_REGISTER, &rbody);
     let proof = new_key.sign(&tbs).unwrap();
     let rotation = Some(carol_old.sign(&tbs).unwrap());
-    match conn.request(Request::Register { body: rbody, proof, rotation }).await.unwrap() {
+    match conn
+        .request(Request::As(AsRequest::Register { body: rbody, proof, rotation }))
+        .await
+        .unwrap()
+    {
         Response::Binding(b) => assert_eq!(b.binding.signature_key, new_key.public()),
         other => panic!("{other:?}"),
     }
@@ -141,7 +150,11 @@ async fn bad_registrations_and_uploads_are_refused_and_store_nothing() {
     assert_eq!(now_bound.len(), 1);
     assert_eq!(now_bound[0].0.binding.signature_key, new_key.public(), "rotated");
     // KeyPackages signed by the old key are no longer handed out.
-    match conn.request(Request::FetchKeyPackages { identity: "carol".into() }).await.unwrap() {
+    match conn
+        .request(Request::Cs(CsRequest::FetchKeyPackages { identity: "carol".into() }))
+        .await
+        .unwrap()
+    {
         Response::KeyPackages(k) => assert!(k.is_empty(), "{k:?}"),
         other => panic!("{other:?}"),
     }
@@ -150,8 +163,9 @@ async fn bad_registrations_and_uploads_are_refused_and_store_nothing() {
     let mut old = body.clone();
     old.timestamp -= 3600;
     let proof = other.sign(&signing_bytes(LABEL_REGISTER, &old)).unwrap();
-    let r = conn.request(Request::Register { body: old, proof, rotation: None }).await;
-    assert!(matches!(server_err(r), WireError::StaleTimestamp { .. }));
+    let r =
+        conn.request(Request::As(AsRequest::Register { body: old, proof, rotation: None })).await;
+    assert!(matches!(server_err(r), WireError::Auth(AuthError::StaleTimestamp { .. })));
 
     // A taken client id with a new key and no rotation signature.
     let body = RegisterBody {
@@ -161,8 +175,8 @@ async fn bad_registrations_and_uploads_are_refused_and_store_nothing() {
         token: None,
     };
     let proof = other.sign(&signing_bytes(LABEL_REGISTER, &body)).unwrap();
-    let r = conn.request(Request::Register { body, proof, rotation: None }).await;
-    assert_eq!(server_err(r), WireError::ClientTaken("alice/phone".into()));
+    let r = conn.request(Request::As(AsRequest::Register { body, proof, rotation: None })).await;
+    assert_eq!(server_err(r), WireError::As(AsError::ClientTaken("alice/phone".into())));
     let bindings = alice.lookup("alice").await.unwrap();
     assert_eq!(bindings.len(), 1);
     assert_eq!(bindings[0].0.binding.signature_key, alice_key.public());
@@ -181,7 +195,8 @@ async fn bad_registrations_and_uploads_are_refused_and_store_nothing() {
         let good = key_package("alice/phone", &alice_key, life());
         let r = alice.upload(vec![good, kp], None).await;
         match server_err(r) {
-            WireError::InvalidKeyPackage { index: 1, reason } if reason.contains(what) => {}
+            WireError::Cs(CsError::InvalidKeyPackage { index: 1, reason })
+                if reason.contains(what) => {}
             e => panic!("{what}: {e:?}"),
         }
         assert_eq!(alice.count_key_packages().await.unwrap(), (2, true), "{what}: nothing stored");
@@ -195,8 +210,8 @@ async fn bad_registrations_and_uploads_are_refused_and_store_nothing() {
         timestamp: now(),
     };
     let signature = other.sign(&signing_bytes(LABEL_PUBLISH, &body)).unwrap();
-    let r = conn.request(Request::PublishKeyPackages { body, signature }).await;
-    assert!(matches!(server_err(r), WireError::BadSignature(_)));
+    let r = conn.request(Request::Cs(CsRequest::PublishKeyPackages { body, signature })).await;
+    assert!(matches!(server_err(r), WireError::Auth(AuthError::BadSignature(_))));
 
     // A replayed upload stores nothing twice.
     let body = PublishBody {
@@ -206,7 +221,7 @@ async fn bad_registrations_and_uploads_are_refused_and_store_nothing() {
         timestamp: now(),
     };
     let signature = alice_key.sign(&signing_bytes(LABEL_PUBLISH, &body)).unwrap();
-    let req = Request::PublishKeyPackages { body, signature };
+    let req = Request::Cs(CsRequest::PublishKeyPackages { body, signature });
     assert_eq!(conn.request(req.clone()).await.unwrap(), Response::Published { stored: 3 });
     assert_eq!(conn.request(req).await.unwrap(), Response::Published { stored: 3 });
     assert_eq!(alice.count_key_packages().await.unwrap(), (3, true));
@@ -232,21 +247,27 @@ async fn token_mode_needs_a_fresh_token_for_the_identity() {
     assert_eq!(token.len(), 64);
 
     let mut a = c.client("alice/phone", "n2").await;
-    assert_eq!(server_err(a.register("alice/phone", None).await), WireError::BadToken);
+    assert_eq!(server_err(a.register("alice/phone", None).await), WireError::As(AsError::BadToken));
     assert_eq!(
         server_err(a.register("alice/phone", Some("f".repeat(64))).await),
-        WireError::BadToken
+        WireError::As(AsError::BadToken)
     );
     // A token for another identity does not admit alice.
     let bob_token = enroll("bob");
-    assert_eq!(server_err(a.register("alice/phone", Some(bob_token)).await), WireError::BadToken);
+    assert_eq!(
+        server_err(a.register("alice/phone", Some(bob_token)).await),
+        WireError::As(AsError::BadToken)
+    );
     assert_eq!(a.lookup("alice").await.unwrap().len(), 0);
 
     a.register("alice/phone", Some(token.clone())).await.unwrap();
     // Re-registering the same key is idempotent; a second device cannot reuse the token.
     a.register("alice/phone", None).await.unwrap();
     let mut tablet = c.client("alice/tablet", "n1").await;
-    assert_eq!(server_err(tablet.register("alice/tablet", Some(token)).await), WireError::BadToken);
+    assert_eq!(
+        server_err(tablet.register("alice/tablet", Some(token)).await),
+        WireError::As(AsError::BadToken)
+    );
     assert_eq!(a.lookup("alice").await.unwrap().len(), 1);
 }
 
@@ -269,7 +290,10 @@ async fn concurrent_fetches_never_hand_out_a_key_package_twice() {
             let start = start.clone();
             tokio::spawn(async move {
                 start.wait().await;
-                conn.request(Request::FetchKeyPackages { identity: "charlie".into() }).await
+                conn.request(Request::Cs(CsRequest::FetchKeyPackages {
+                    identity: "charlie".into(),
+                }))
+                .await
             })
         })
         .collect();
@@ -303,10 +327,12 @@ async fn fetches_are_rate_limited_per_requester() {
     let _bob = c.registered("bob/phone", "n1", 10).await;
     let conn = mlsd_client::Connection::connect(c.addr("n1"), &c.ca()).await.unwrap();
     for _ in 0..5 {
-        conn.request(Request::FetchKeyPackages { identity: "bob".into() }).await.unwrap();
+        conn.request(Request::Cs(CsRequest::FetchKeyPackages { identity: "bob".into() }))
+            .await
+            .unwrap();
     }
-    let r = conn.request(Request::FetchKeyPackages { identity: "bob".into() }).await;
-    assert!(matches!(server_err(r), WireError::RateLimited { .. }));
+    let r = conn.request(Request::Cs(CsRequest::FetchKeyPackages { identity: "bob".into() })).await;
+    assert!(matches!(server_err(r), WireError::Cluster(ClusterError::RateLimited { .. })));
     // The refused fetch consumed nothing: 5 of 10 are left.
     let bob = c.client("bob/phone", "n2").await;
     assert_eq!(bob.count_key_packages().await.unwrap(), (5, true));
@@ -321,13 +347,21 @@ async fn client_rejects_tampered_or_revoked_bindings() {
     let conn = &mlsd_client::Connection::connect(c.addr("n3"), &c.ca()).await.unwrap();
     let as_key = mlsd_client::client::load_as_key(&c.dir.path().join("certs/as.pub")).unwrap();
     let fetch = || async {
-        match conn.request(Request::FetchKeyPackages { identity: "alice".into() }).await.unwrap() {
+        match conn
+            .request(Request::Cs(CsRequest::FetchKeyPackages { identity: "alice".into() }))
+            .await
+            .unwrap()
+        {
             Response::KeyPackages(k) => k.into_iter().next().unwrap(),
             other => panic!("{other:?}"),
         }
     };
     let lookup = || async {
-        match conn.request(Request::Lookup { identity: "alice".into() }).await.unwrap() {
+        match conn
+            .request(Request::As(AsRequest::Lookup { identity: "alice".into() }))
+            .await
+            .unwrap()
+        {
             Response::Bindings(b) => b,
             other => panic!("{other:?}"),
         }
@@ -373,7 +407,11 @@ async fn client_rejects_tampered_or_revoked_bindings() {
         Err(Rejection::BadAsSignature(_))
     ));
     // And the CS stops handing out the revoked client's KeyPackages.
-    match conn.request(Request::FetchKeyPackages { identity: "alice".into() }).await.unwrap() {
+    match conn
+        .request(Request::Cs(CsRequest::FetchKeyPackages { identity: "alice".into() }))
+        .await
+        .unwrap()
+    {
         Response::KeyPackages(k) => assert!(k.is_empty(), "{k:?}"),
         other => panic!("{other:?}"),
     }

@@ -4,6 +4,7 @@
 
 mod common;
 
+use mlsd_transport::protocol::{AuthError, OdsError, OdsRequest};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +12,7 @@ use std::time::Duration;
 use common::{server_err, Cluster};
 use mlsd_client::mailbox::{self, Counter, MailboxKeys};
 use mlsd_client::Connection;
-use mlsd_transport::protocol::mailbox::LABEL_FETCH;
+use mlsd_transport::protocol::ods::LABEL_FETCH;
 use mlsd_transport::protocol::{EnqueueItem, EnqueueResult, NodeRequest};
 use mlsd_transport::{Request, Response, Role, WireError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -36,7 +37,10 @@ async fn enqueue_fetch_ack_in_order_exactly_once() {
     let conn = Connection::connect(c.addr("n1"), &c.ca()).await.unwrap();
     let keys = MailboxKeys::generate().unwrap();
     mailbox::open(&conn, &keys, None).await.unwrap();
-    assert_eq!(server_err(mailbox::open(&conn, &keys, None).await), WireError::MailboxTaken);
+    assert_eq!(
+        server_err(mailbox::open(&conn, &keys, None).await),
+        WireError::Ods(OdsError::MailboxTaken)
+    );
 
     let unknown = [0xee; 32];
     let batch = vec![item(keys.id, 1, None), item(unknown, 2, None), item(keys.id, 3, None)];
@@ -89,19 +93,20 @@ async fn wrong_key_replay_unknown_mailbox_and_bounds_are_refused() {
     let other = MailboxKeys::generate().unwrap();
     let mut forged = other.auth(LABEL_FETCH, 1, &(0u64, 10u32));
     forged.mailbox = keys.id;
-    let r = conn.request(Request::Fetch { auth: forged, after: 0, limit: 10 }).await;
-    assert!(matches!(server_err(r), WireError::BadSignature(_)));
+    let r =
+        conn.request(Request::Ods(OdsRequest::Fetch { auth: forged, after: 0, limit: 10 })).await;
+    assert!(matches!(server_err(r), WireError::Auth(AuthError::BadSignature(_))));
     // Unknown mailbox.
     let r = mailbox::fetch(&conn, &other, &mut Counter::default(), 0, 10).await;
-    assert_eq!(server_err(r), WireError::UnknownMailbox);
+    assert_eq!(server_err(r), WireError::Ods(OdsError::UnknownMailbox));
     // A captured request replayed.
     let mut counter = Counter::default();
     let auth = keys.auth(LABEL_FETCH, counter.next_value(), &(0u64, 10u32));
-    let req = Request::Fetch { auth, after: 0, limit: 10 };
+    let req = Request::Ods(OdsRequest::Fetch { auth, after: 0, limit: 10 });
     assert!(
         matches!(conn.request(req.clone()).await.unwrap(), Response::Envelopes(v) if v.len() == 1)
     );
-    assert_eq!(server_err(conn.request(req).await), WireError::Replayed);
+    assert_eq!(server_err(conn.request(req).await), WireError::Auth(AuthError::Replayed));
 
     // Queue bound and envelope size bound, per item.
     let items = vec![

@@ -5,6 +5,7 @@ mod common;
 use common::Cluster;
 use mlsd_client::{blob, ClientError, Connection};
 use mlsd_transport::protocol::RosterMode;
+use mlsd_transport::protocol::{SdsError, SdsRequest};
 use mlsd_transport::{Request, Response, Role, WireError};
 
 fn split(extra: &str) -> Cluster {
@@ -37,37 +38,55 @@ async fn blobs_need_the_capability_to_change_and_only_the_id_to_read() {
     // Overwriting or deleting needs the capability; a failed attempt changes nothing.
     assert_eq!(
         server_err(blob::put(&conn, id, other_cap, b"mine now").await),
-        WireError::WrongCapability
+        WireError::Sds(SdsError::WrongCapability)
     );
-    assert_eq!(server_err(blob::delete(&conn, id, other_cap).await), WireError::WrongCapability);
+    assert_eq!(
+        server_err(blob::delete(&conn, id, other_cap).await),
+        WireError::Sds(SdsError::WrongCapability)
+    );
     assert_eq!(blob::get(&conn, id, 10_000_000).await.unwrap(), big);
     blob::put(&conn, id, cap, b"replaced").await.unwrap();
     assert_eq!(blob::get(&conn, id, 100).await.unwrap(), b"replaced");
     blob::delete(&conn, id, cap).await.unwrap();
-    assert_eq!(server_err(blob::get(&conn, id, 100).await), WireError::UnknownBlob);
+    assert_eq!(server_err(blob::get(&conn, id, 100).await), WireError::Sds(SdsError::UnknownBlob));
 
     // Over the size limit, announced or sent.
     let r = conn
-        .request(Request::PutBlob {
+        .request(Request::Sds(SdsRequest::PutBlob {
             id: [4; 32],
             cap,
             offset: 0,
             total: 5_000_000,
             data: vec![0; 10],
-        })
+        }))
         .await;
-    assert!(matches!(server_err(r), WireError::BadBlob(_)));
+    assert!(matches!(server_err(r), WireError::Sds(SdsError::BadBlob(_))));
     // A chunk out of order.
     let r = conn
-        .request(Request::PutBlob { id: [5; 32], cap, offset: 0, total: 20, data: vec![0; 10] })
+        .request(Request::Sds(SdsRequest::PutBlob {
+            id: [5; 32],
+            cap,
+            offset: 0,
+            total: 20,
+            data: vec![0; 10],
+        }))
         .await;
     assert_eq!(r.unwrap(), Response::BlobWritten { written: 10 });
     let r = conn
-        .request(Request::PutBlob { id: [5; 32], cap, offset: 15, total: 20, data: vec![0; 5] })
+        .request(Request::Sds(SdsRequest::PutBlob {
+            id: [5; 32],
+            cap,
+            offset: 15,
+            total: 20,
+            data: vec![0; 5],
+        }))
         .await;
-    assert!(matches!(server_err(r), WireError::BadBlob(_)));
+    assert!(matches!(server_err(r), WireError::Sds(SdsError::BadBlob(_))));
     // An unfinished upload is not readable.
-    assert_eq!(server_err(blob::get(&conn, [5; 32], 100).await), WireError::UnknownBlob);
+    assert_eq!(
+        server_err(blob::get(&conn, [5; 32], 100).await),
+        WireError::Sds(SdsError::UnknownBlob)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

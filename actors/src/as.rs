@@ -10,15 +10,15 @@
 //! then, so a revocation is visible in every later lookup.
 
 use ed25519_dalek::Signer;
-use mlsd_transport::protocol::identity::{
-    signing_bytes, split_client_id, valid_name, LABEL_REGISTER, LABEL_REVOKE,
-};
+use mlsd_transport::protocol::identity::{signing_bytes, split_client_id, valid_name};
+use mlsd_transport::protocol::r#as::{LABEL_REGISTER, LABEL_REVOKE};
+use mlsd_transport::protocol::{AsError, AsRequest, AuthError, ClusterError};
 use mlsd_transport::protocol::{Binding, NodeRequest, RegisterBody, RevokeBody, SignedBinding};
 use mlsd_transport::{Request, Response, Role, WireError};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::contract::{pong, Decision, RoleContext, RoleLogic};
+use crate::contract::{not_mine, pong, Decision, RoleContext, RoleLogic};
 use crate::record::{self, Stored};
 use crate::settings::{AsSettings, Registration};
 use crate::sig::{fresh, unix, verify};
@@ -54,11 +54,9 @@ impl AsLogic {
     }
 
     fn sign(&self, r: &Record) -> Result<SignedBinding, WireError> {
-        let key = self
-            .settings
-            .signing_key
-            .as_ref()
-            .ok_or_else(|| WireError::Internal("this node has no AS key".into()))?;
+        let key = self.settings.signing_key.as_ref().ok_or_else(|| {
+            WireError::Cluster(ClusterError::Internal("this node has no AS key".into()))
+        })?;
         let sig = key.sign(&SignedBinding::tbs(&r.binding, r.revoked_at));
         Ok(SignedBinding {
             binding: r.binding.clone(),
@@ -75,7 +73,7 @@ impl AsLogic {
         ctx: &RoleContext<'_>,
     ) -> Result<Decision, WireError> {
         let (identity, _) = split_client_id(&body.client)
-            .ok_or_else(|| WireError::InvalidClientId(body.client.clone()))?;
+            .ok_or_else(|| WireError::Auth(AuthError::InvalidClientId(body.client.clone())))?;
         fresh(body.timestamp, ctx.now)?;
         let tbs = signing_bytes(LABEL_REGISTER, &body);
         verify(&body.signature_key, &tbs, &proof, "proof of possession")?;
@@ -91,16 +89,17 @@ impl AsLogic {
                 return Ok(Decision::reply(Response::Binding(self.sign(r)?)));
             }
             Some(r) => {
-                let rot = rotation.ok_or_else(|| WireError::ClientTaken(body.client.clone()))?;
+                let rot = rotation
+                    .ok_or_else(|| WireError::As(AsError::ClientTaken(body.client.clone())))?;
                 verify(&r.binding.signature_key, &tbs, &rot, "rotation")
-                    .map_err(|_| WireError::ClientTaken(body.client.clone()))?;
+                    .map_err(|_| WireError::As(AsError::ClientTaken(body.client.clone())))?;
             }
             None if self.settings.registration == Registration::Token => {
-                let token = body.token.as_deref().ok_or(WireError::BadToken)?;
+                let token = body.token.as_deref().ok_or(WireError::As(AsError::BadToken))?;
                 let tkey = token_key(&Sha256::digest(token.as_bytes()));
                 match ctx.store.get(SPACE, &tkey).map_err(internal)? {
                     Some(id) if id == identity.as_bytes() => batch.delete(SPACE, tkey),
-                    _ => return Err(WireError::BadToken),
+                    _ => return Err(WireError::As(AsError::BadToken)),
                 }
             }
             None => {}
@@ -131,11 +130,11 @@ impl AsLogic {
         ctx: &RoleContext<'_>,
     ) -> Result<Decision, WireError> {
         split_client_id(&body.client)
-            .ok_or_else(|| WireError::InvalidClientId(body.client.clone()))?;
+            .ok_or_else(|| WireError::Auth(AuthError::InvalidClientId(body.client.clone())))?;
         fresh(body.timestamp, ctx.now)?;
         let key = binding_key(&body.client);
-        let mut r =
-            get_record(ctx, &key)?.ok_or_else(|| WireError::UnknownClient(body.client.clone()))?;
+        let mut r = get_record(ctx, &key)?
+            .ok_or_else(|| WireError::Auth(AuthError::UnknownClient(body.client.clone())))?;
         verify(
             &r.binding.signature_key,
             &signing_bytes(LABEL_REVOKE, &body),
@@ -152,7 +151,7 @@ impl AsLogic {
 
     fn lookup(&self, identity: &str, ctx: &RoleContext<'_>) -> Result<Decision, WireError> {
         if !valid_name(identity) {
-            return Err(WireError::InvalidClientId(identity.to_string()));
+            return Err(WireError::Auth(AuthError::InvalidClientId(identity.to_string())));
         }
         let prefix = format!("b/{identity}/");
         let now = unix(ctx.now);
@@ -201,7 +200,7 @@ fn next_serial(ctx: &RoleContext<'_>) -> Result<u64, WireError> {
 }
 
 pub(crate) fn internal(e: impl std::fmt::Display) -> WireError {
-    WireError::Internal(e.to_string())
+    WireError::Cluster(ClusterError::Internal(e.to_string()))
 }
 
 impl RoleLogic for AsLogic {
@@ -210,14 +209,17 @@ impl RoleLogic for AsLogic {
     }
 
     fn handle(&mut self, req: Request, _pre: Option<Response>, ctx: &RoleContext<'_>) -> Decision {
+        let req = match req {
+            Request::Ping(_) => return Decision::reply(pong(Role::As, ctx)),
+            Request::As(r) => r,
+            other => return not_mine(Role::As, &other),
+        };
         match req {
-            Request::Ping { .. } => Ok(Decision::reply(pong(Role::As, ctx))),
-            Request::Register { body, proof, rotation } => {
+            AsRequest::Register { body, proof, rotation } => {
                 self.register(body, proof, rotation, ctx)
             }
-            Request::Revoke { body, signature } => self.revoke(body, signature, ctx),
-            Request::Lookup { identity } => self.lookup(&identity, ctx),
-            other => Err(WireError::Internal(format!("AS cannot serve {other:?}"))),
+            AsRequest::Revoke { body, signature } => self.revoke(body, signature, ctx),
+            AsRequest::Lookup { identity } => self.lookup(&identity, ctx),
         }
         .into()
     }
@@ -226,15 +228,17 @@ impl RoleLogic for AsLogic {
         match req {
             NodeRequest::Enroll { identity, token_hash } => {
                 if !valid_name(&identity) || token_hash.len() != 32 {
-                    return Decision::reply(Response::Error(WireError::InvalidClientId(identity)));
+                    return Decision::reply(Response::Error(WireError::Auth(
+                        AuthError::InvalidClientId(identity),
+                    )));
                 }
                 let mut b = Batch::new();
                 b.put(SPACE, token_key(&token_hash), identity.into_bytes());
                 Decision::write(Response::Enrolled, b)
             }
-            _ => Decision::reply(Response::Error(WireError::NotAuthorized(
+            _ => Decision::reply(Response::Error(WireError::Auth(AuthError::NotAuthorized(
                 "not an AS request".into(),
-            ))),
+            )))),
         }
     }
 }
@@ -277,11 +281,11 @@ mod tests {
             token: token.map(String::from),
         };
         let tbs = signing_bytes(LABEL_REGISTER, &body);
-        Request::Register {
+        Request::As(AsRequest::Register {
             proof: key.sign(&tbs).to_bytes().to_vec(),
             rotation: old.map(|o| o.sign(&tbs).to_bytes().to_vec()),
             body,
-        }
+        })
     }
 
     fn run(logic: &mut AsLogic, store: &MemStore, req: Request) -> Response {
@@ -290,7 +294,7 @@ mod tests {
 
     /// The signature key of the one binding `identity` has, as a lookup shows it.
     fn bound_keys(logic: &mut AsLogic, store: &MemStore, identity: &str) -> Vec<Vec<u8>> {
-        match run(logic, store, Request::Lookup { identity: identity.into() }) {
+        match run(logic, store, Request::As(AsRequest::Lookup { identity: identity.into() })) {
             Response::Bindings(b) => b.into_iter().map(|b| b.binding.signature_key).collect(),
             other => panic!("{other:?}"),
         }
@@ -313,7 +317,7 @@ mod tests {
         assert_eq!(store.contents(), before);
         // A stranger's key for the taken id is refused, and nothing changes.
         let r = run(&mut as_, &store, register("alice/phone", &k2, None, None));
-        assert_eq!(r, Response::Error(WireError::ClientTaken("alice/phone".into())));
+        assert_eq!(r, Response::Error(WireError::As(AsError::ClientTaken("alice/phone".into()))));
         assert_eq!(store.contents(), before);
         // With the old key's signature, the id moves to the new key.
         assert!(matches!(
@@ -328,12 +332,12 @@ mod tests {
         let (store, mut as_) = (MemStore::new(), logic(Registration::Token));
         let k = SigningKey::from_bytes(&[1; 32]);
         let mut forged = register("bob/phone", &k, None, Some("t0k3n"));
-        if let Request::Register { proof, .. } = &mut forged {
+        if let Request::As(AsRequest::Register { proof, .. }) = &mut forged {
             proof[0] ^= 1;
         }
         let stale = {
             let mut r = register("bob/phone", &k, None, Some("t0k3n"));
-            if let Request::Register { body, .. } = &mut r {
+            if let Request::As(AsRequest::Register { body, .. }) = &mut r {
                 body.timestamp = NOW - 3600;
             }
             r
@@ -360,14 +364,14 @@ mod tests {
         let k = SigningKey::from_bytes(&[1; 32]);
         // For another identity the token is no good.
         let r = run(&mut as_, &store, register("carol/phone", &k, None, Some("t0k3n")));
-        assert_eq!(r, Response::Error(WireError::BadToken));
+        assert_eq!(r, Response::Error(WireError::As(AsError::BadToken)));
         assert!(matches!(
             run(&mut as_, &store, register("bob/phone", &k, None, Some("t0k3n"))),
             Response::Binding(_)
         ));
         // Used up: a second device needs a token of its own.
         let r = run(&mut as_, &store, register("bob/laptop", &k, None, Some("t0k3n")));
-        assert_eq!(r, Response::Error(WireError::BadToken));
+        assert_eq!(r, Response::Error(WireError::As(AsError::BadToken)));
     }
 
     #[test]
@@ -383,12 +387,16 @@ mod tests {
         assert!(s2 > s1);
         let body = RevokeBody { client: "dave/a".into(), timestamp: NOW };
         let signature = k1.sign(&signing_bytes(LABEL_REVOKE, &body)).to_bytes().to_vec();
-        match run(&mut as_, &store, Request::Revoke { body, signature }) {
+        match run(&mut as_, &store, Request::As(AsRequest::Revoke { body, signature })) {
             Response::Binding(b) => assert!(b.revoked_at.is_some()),
             other => panic!("{other:?}"),
         }
         let looked_up = |as_: &mut AsLogic, secs| match as_
-            .handle(Request::Lookup { identity: "dave".into() }, None, &at(&store, secs))
+            .handle(
+                Request::As(AsRequest::Lookup { identity: "dave".into() }),
+                None,
+                &at(&store, secs),
+            )
             .applied(&store)
         {
             Response::Bindings(b) => b

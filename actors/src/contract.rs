@@ -13,7 +13,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::SystemTime;
 
-use mlsd_transport::protocol::{Delivered, EnqueueItem, EnqueueResult, MailboxId, NodeRequest};
+use mlsd_transport::protocol::{
+    AuthError, ClusterError, Delivered, EnqueueItem, EnqueueResult, MailboxId, NodeRequest,
+};
 use mlsd_transport::{Request, Response, Role, WireError};
 
 use crate::storage::{Batch, Store, StoreError, View};
@@ -101,17 +103,17 @@ pub trait RoleLogic: Send + Sync + 'static {
     /// Decides an operator request that came over the node protocol
     /// (`mlsd admin enroll`).
     fn admin(&mut self, _req: NodeRequest, _ctx: &RoleContext<'_>) -> Decision {
-        Decision::reply(Response::Error(WireError::NotAuthorized(
+        Decision::reply(Response::Error(WireError::Auth(AuthError::NotAuthorized(
             "no admin requests for this role".into(),
-        )))
+        ))))
     }
 
     /// Stores envelopes the IDS fanned out (the ODS's hottest path, one
     /// group-committed batch per call); only the ODS takes them.
     fn enqueue(&mut self, _items: Vec<EnqueueItem>, _ctx: &RoleContext<'_>) -> Decision {
-        Decision::reply(Response::Error(WireError::NotAuthorized(
+        Decision::reply(Response::Error(WireError::Auth(AuthError::NotAuthorized(
             "only the ODS stores envelopes".into(),
-        )))
+        ))))
     }
 }
 
@@ -153,4 +155,13 @@ pub trait Router: Send + Sync + 'static {
 /// it, which is what routing tests and `mlsc ping` check.
 pub(crate) fn pong(role: Role, ctx: &RoleContext<'_>) -> Response {
     Response::Pong { node: ctx.node.to_string(), role }
+}
+
+/// The answer to a request routed to a role that does not serve it: a node
+/// defect, refused without changing anything. Each role's `handle` takes its
+/// own requests out of [`Request`] and sends the rest here, so its match on
+/// them is exhaustive.
+pub(crate) fn not_mine(role: Role, req: &Request) -> Decision {
+    let why = format!("{role} cannot serve {req:?}");
+    Decision::reply(Response::Error(ClusterError::Internal(why).into()))
 }

@@ -19,9 +19,9 @@
 //! A fetch deletes what it hands out in the same write, before replying, and
 //! the actor serves one request at a time: no KeyPackage is handed out twice.
 
-use mlsd_transport::protocol::identity::{
-    signing_bytes, split_client_id, valid_name, LABEL_COUNT, LABEL_PUBLISH,
-};
+use mlsd_transport::protocol::cs::{LABEL_COUNT, LABEL_PUBLISH};
+use mlsd_transport::protocol::identity::{signing_bytes, split_client_id, valid_name};
+use mlsd_transport::protocol::{AsRequest, AuthError, CsError, CsRequest};
 use mlsd_transport::protocol::{CountBody, FetchedKeyPackage, PublishBody, SignedBinding};
 use mlsd_transport::{Request, Response, Role, WireError};
 use openmls::prelude::tls_codec::Deserialize as _;
@@ -30,7 +30,7 @@ use openmls_rust_crypto::RustCrypto;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::contract::{pong, Decision, RoleContext, RoleLogic};
+use crate::contract::{not_mine, pong, Decision, RoleContext, RoleLogic};
 use crate::r#as::internal;
 use crate::record::{self, Stored};
 use crate::settings::CsSettings;
@@ -120,19 +120,22 @@ impl CsLogic {
         )?;
         let max = self.settings.max_per_client;
         if body.key_packages.len() > max as usize {
-            return Err(WireError::TooManyKeyPackages { max });
+            return Err(WireError::Cs(CsError::TooManyKeyPackages { max }));
         }
         let mut fresh_kps = Vec::new();
         for (i, kp) in body.key_packages.iter().enumerate() {
-            let rec = self
-                .validate(kp, &body.client, &key)
-                .map_err(|reason| WireError::InvalidKeyPackage { index: i as u32, reason })?;
+            let rec = self.validate(kp, &body.client, &key).map_err(|reason| {
+                WireError::Cs(CsError::InvalidKeyPackage { index: i as u32, reason })
+            })?;
             fresh_kps.push(rec);
         }
         let last_resort = match &body.last_resort {
             None => None,
             Some(kp) => Some(self.validate(kp, &body.client, &key).map_err(|reason| {
-                WireError::InvalidKeyPackage { index: body.key_packages.len() as u32, reason }
+                WireError::Cs(CsError::InvalidKeyPackage {
+                    index: body.key_packages.len() as u32,
+                    reason,
+                })
             })?),
         };
         let mut batch = Batch::new();
@@ -155,7 +158,7 @@ impl CsLogic {
             }
         }
         if stored + new.len() > max as usize {
-            return Err(WireError::TooManyKeyPackages { max });
+            return Err(WireError::Cs(CsError::TooManyKeyPackages { max }));
         }
         let mut seq = self.next_seq(&body.client, ctx)?;
         for (h, rec) in &new {
@@ -244,7 +247,7 @@ impl CsLogic {
         ctx: &RoleContext<'_>,
     ) -> Result<Decision, WireError> {
         if !valid_name(identity) {
-            return Err(WireError::InvalidClientId(identity.to_string()));
+            return Err(WireError::Auth(AuthError::InvalidClientId(identity.to_string())));
         }
         let now = unix(ctx.now);
         let mut batch = Batch::new();
@@ -316,7 +319,8 @@ fn signed_by_bound_key(
     bindings: &[SignedBinding],
     ctx: &RoleContext<'_>,
 ) -> Result<Vec<u8>, WireError> {
-    split_client_id(client).ok_or_else(|| WireError::InvalidClientId(client.to_string()))?;
+    split_client_id(client)
+        .ok_or_else(|| WireError::Auth(AuthError::InvalidClientId(client.to_string())))?;
     fresh(timestamp, ctx.now)?;
     let key = live_key(bindings, client, ctx)?;
     verify(&key, signed, signature, "request")?;
@@ -336,7 +340,7 @@ fn live_key(
             b.binding.client == client && b.revoked_at.is_none() && b.binding.expires_at > now
         })
         .map(|b| b.binding.signature_key.clone())
-        .ok_or_else(|| WireError::UnknownClient(client.to_string()))
+        .ok_or_else(|| WireError::Auth(AuthError::UnknownClient(client.to_string())))
 }
 
 fn kp_key(client: &str, seq: u64) -> Vec<u8> {
@@ -374,13 +378,13 @@ impl RoleLogic for CsLogic {
     }
 
     fn prerequisite(&self, req: &Request) -> Option<Request> {
+        let Request::Cs(req) = req else { return None };
         let identity = match req {
-            Request::PublishKeyPackages { body, .. } => split_client_id(&body.client)?.0,
-            Request::CountKeyPackages { body, .. } => split_client_id(&body.client)?.0,
-            Request::FetchKeyPackages { identity } => identity,
-            _ => return None,
+            CsRequest::PublishKeyPackages { body, .. } => split_client_id(&body.client)?.0,
+            CsRequest::CountKeyPackages { body, .. } => split_client_id(&body.client)?.0,
+            CsRequest::FetchKeyPackages { identity } => identity,
         };
-        Some(Request::Lookup { identity: identity.to_string() })
+        Some(Request::As(AsRequest::Lookup { identity: identity.to_string() }))
     }
 
     fn handle(&mut self, req: Request, pre: Option<Response>, ctx: &RoleContext<'_>) -> Decision {
@@ -389,18 +393,21 @@ impl RoleLogic for CsLogic {
             Some(Response::Error(e)) => return Decision::reply(Response::Error(e)),
             _ => Vec::new(),
         };
-        let r = match req {
-            Request::Ping { .. } => Ok(Decision::reply(pong(Role::Cs, ctx))),
-            Request::PublishKeyPackages { body, signature } => {
+        let req = match req {
+            Request::Ping(_) => return Decision::reply(pong(Role::Cs, ctx)),
+            Request::Cs(r) => r,
+            other => return not_mine(Role::Cs, &other),
+        };
+        match req {
+            CsRequest::PublishKeyPackages { body, signature } => {
                 self.publish(body, signature, &bindings, ctx)
             }
-            Request::FetchKeyPackages { identity } => self.fetch(&identity, &bindings, ctx),
-            Request::CountKeyPackages { body, signature } => {
+            CsRequest::FetchKeyPackages { identity } => self.fetch(&identity, &bindings, ctx),
+            CsRequest::CountKeyPackages { body, signature } => {
                 self.count(body, signature, &bindings, ctx)
             }
-            other => Err(WireError::Internal(format!("CS cannot serve {other:?}"))),
-        };
-        r.into()
+        }
+        .into()
     }
 }
 

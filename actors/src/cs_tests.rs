@@ -2,6 +2,7 @@
 //! each one-time KeyPackage is handed out once, the last resort stays, and
 //! every refusal leaves storage as it was.
 
+use mlsd_transport::protocol::{ClusterError, CsRequest};
 use std::time::SystemTime;
 
 use openmls::prelude::tls_codec::Serialize as _;
@@ -10,7 +11,8 @@ use openmls_basic_credential::SignatureKeyPair;
 use openmls_rust_crypto::OpenMlsRustCrypto;
 use openmls_traits::signatures::Signer;
 
-use mlsd_transport::protocol::identity::{signing_bytes, LABEL_COUNT, LABEL_PUBLISH};
+use mlsd_transport::protocol::cs::{LABEL_COUNT, LABEL_PUBLISH};
+use mlsd_transport::protocol::identity::signing_bytes;
 use mlsd_transport::protocol::{Binding, CountBody, PublishBody, SignedBinding};
 use mlsd_transport::{Request, Response, WireError};
 
@@ -84,13 +86,13 @@ impl Device {
             timestamp: unix(SystemTime::now()),
         };
         let signature = self.signer.sign(&signing_bytes(LABEL_PUBLISH, &body)).unwrap();
-        Request::PublishKeyPackages { body, signature }
+        Request::Cs(CsRequest::PublishKeyPackages { body, signature })
     }
 
     fn count(&self) -> Request {
         let body = CountBody { client: self.client.clone(), timestamp: unix(SystemTime::now()) };
         let signature = self.signer.sign(&signing_bytes(LABEL_COUNT, &body)).unwrap();
-        Request::CountKeyPackages { body, signature }
+        Request::Cs(CsRequest::CountKeyPackages { body, signature })
     }
 }
 
@@ -101,7 +103,7 @@ fn run(cs: &mut CsLogic, store: &MemStore, req: Request, pre: Response) -> Respo
 }
 
 fn fetch(cs: &mut CsLogic, store: &MemStore, d: &Device) -> Vec<(Vec<u8>, bool)> {
-    let req = Request::FetchKeyPackages { identity: "alice".into() };
+    let req = Request::Cs(CsRequest::FetchKeyPackages { identity: "alice".into() });
     match run(cs, store, req, d.bindings(false)) {
         Response::KeyPackages(k) => k.into_iter().map(|k| (k.key_package, k.last_resort)).collect(),
         other => panic!("{other:?}"),
@@ -167,7 +169,7 @@ fn refusals_change_nothing() {
         (valid(), phone.bindings(true), "a revoked binding"),
         (
             valid(),
-            Response::Error(WireError::Unavailable { node: "n1".into() }),
+            Response::Error(WireError::Cluster(ClusterError::Unavailable { node: "n1".into() })),
             "the AS unreachable",
         ),
         // Signed and made by a key the AS did not bind to alice/phone.

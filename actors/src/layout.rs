@@ -144,6 +144,7 @@ mod tests {
     use crate::record;
     use crate::storage::{RocksStore, View};
     use mlsd_transport::codec;
+    use mlsd_transport::protocol::ClusterError;
 
     fn binding(n: u64) -> BindingRecord {
         BindingRecord {
@@ -180,7 +181,7 @@ mod tests {
         assert_eq!(r.binding.serial, 599);
         assert!(matches!(
             record::decode::<BindingRecord>(&get("b/u0300/torn")),
-            Err(mlsd_transport::WireError::Unreadable(_))
+            Err(mlsd_transport::WireError::Cluster(ClusterError::Unreadable(_)))
         ));
         assert_eq!(get("b/u0300/torn")[1..], [9, 9, 9], "the bytes are kept");
         assert_eq!(get("serial"), 600u64.to_be_bytes(), "raw values are left alone");

@@ -3,7 +3,7 @@
 //!
 //! A record that cannot be read (a torn disk, a format this binary does not
 //! know, or one the layout migration could not convert) is refused with
-//! [`WireError::Unreadable`] for the one request that needs it, and left
+//! [`WireError::Cluster(ClusterError::Unreadable)`] for the one request that needs it, and left
 //! untouched for the operator; the role keeps serving every other key. It is
 //! never taken for absent: an unreadable AS binding must not let a stranger
 //! register that client id afresh.
@@ -13,6 +13,7 @@
 //! version ([`crate::layout`]) versions the key layout.
 
 use mlsd_transport::codec;
+use mlsd_transport::protocol::ClusterError;
 use mlsd_transport::WireError;
 use serde::{de::DeserializeOwned, Serialize};
 
@@ -36,7 +37,8 @@ pub trait Stored: Serialize + DeserializeOwned {
 
 /// The stored bytes of `value`: its format version, then its encoding.
 pub fn encode<T: Stored>(value: &T) -> Result<Vec<u8>, WireError> {
-    let body = codec::encode(value).map_err(|e| WireError::Internal(e.to_string()))?;
+    let body = codec::encode(value)
+        .map_err(|e| WireError::Cluster(ClusterError::Internal(e.to_string())))?;
     let mut out = Vec::with_capacity(1 + body.len());
     out.push(T::VERSION);
     out.extend_from_slice(&body);
@@ -44,7 +46,7 @@ pub fn encode<T: Stored>(value: &T) -> Result<Vec<u8>, WireError> {
 }
 
 /// Reads a record of type `T`, converting an older format; anything else is
-/// [`WireError::Unreadable`] (and a warning in the log).
+/// [`WireError::Cluster(ClusterError::Unreadable)`] (and a warning in the log).
 pub fn decode<T: Stored>(bytes: &[u8]) -> Result<T, WireError> {
     let result = match bytes.split_first() {
         None => Err("empty value".to_string()),
@@ -55,7 +57,7 @@ pub fn decode<T: Stored>(bytes: &[u8]) -> Result<T, WireError> {
     };
     result.map_err(|why| {
         tracing::warn!(kind = T::KIND, %why, "stored record unreadable; request refused");
-        WireError::Unreadable(format!("stored {} record: {why}", T::KIND))
+        WireError::Cluster(ClusterError::Unreadable(format!("stored {} record: {why}", T::KIND)))
     })
 }
 
@@ -96,7 +98,7 @@ mod tests {
 
     fn unreadable<T: std::fmt::Debug>(r: Result<T, WireError>) -> String {
         match r {
-            Err(WireError::Unreadable(why)) => why,
+            Err(WireError::Cluster(ClusterError::Unreadable(why))) => why,
             other => panic!("expected Unreadable, got {other:?}"),
         }
     }

@@ -16,6 +16,7 @@
 //! meanwhile, and then feeds both to the logic. Everything a role decides
 //! lives in its logic type, which tests drive without an actor runtime.
 
+use mlsd_transport::protocol::{AuthError, ClusterError};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -132,7 +133,10 @@ impl Hosted {
                 if let Some(fresh) = logic_for(self.args.role, &self.args.settings) {
                     self.logic = fresh;
                 }
-                (Response::Error(WireError::Internal(e.to_string())), Vec::new())
+                (
+                    Response::Error(WireError::Cluster(ClusterError::Internal(e.to_string()))),
+                    Vec::new(),
+                )
             }
         }
     }
@@ -202,7 +206,9 @@ impl Actor for RoleActor {
 /// The answer to a message a role's host does not take (a subscription or
 /// an enqueue sent to a role other than the ODS).
 pub(crate) fn not_here(role: Role) -> Response {
-    Response::Error(WireError::NotAuthorized(format!("the {role} takes no such request")))
+    Response::Error(WireError::Auth(AuthError::NotAuthorized(format!(
+        "the {role} takes no such request"
+    ))))
 }
 
 /// The registry name of `role`'s actor on `node`; names include the node so

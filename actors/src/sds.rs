@@ -16,11 +16,12 @@
 //!   scan per read) for blobs uploaded before, and deleted with them.
 
 use mlsd_transport::limits::MAX_CHUNK;
+use mlsd_transport::protocol::{SdsError, SdsRequest};
 use mlsd_transport::{Request, Response, Role, WireError};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::contract::{pong, Decision, RoleContext, RoleLogic};
+use crate::contract::{not_mine, pong, Decision, RoleContext, RoleLogic};
 use crate::r#as::internal;
 use crate::record::{self, Stored};
 use crate::settings::SdsSettings;
@@ -142,17 +143,19 @@ impl SdsLogic {
         ctx: &RoleContext<'_>,
     ) -> Result<Decision, WireError> {
         if total > self.settings.max_blob {
-            return Err(WireError::BadBlob(format!(
+            return Err(WireError::Sds(SdsError::BadBlob(format!(
                 "larger than {} bytes",
                 self.settings.max_blob
-            )));
+            ))));
         }
         if data.len() > MAX_CHUNK || (data.is_empty() && total > 0) {
-            return Err(WireError::BadBlob("chunk size".into()));
+            return Err(WireError::Sds(SdsError::BadBlob("chunk size".into())));
         }
         let cap_hash: [u8; 32] = Sha256::digest(cap).into();
         let mut rec = match self.record(&id, ctx)? {
-            Some(r) if r.cap_hash != cap_hash => return Err(WireError::WrongCapability),
+            Some(r) if r.cap_hash != cap_hash => {
+                return Err(WireError::Sds(SdsError::WrongCapability))
+            }
             Some(r) => r,
             None => BlobRecord { cap_hash, current: None, upload: None, generation: 0 },
         };
@@ -165,10 +168,12 @@ impl SdsLogic {
             rec.generation += 1;
             rec.upload = Some(Upload { generation: rec.generation, total, written: 0, chunks: 0 });
         }
-        let mut up =
-            rec.upload.take().ok_or_else(|| WireError::BadBlob("no upload in progress".into()))?;
+        let mut up = rec
+            .upload
+            .take()
+            .ok_or_else(|| WireError::Sds(SdsError::BadBlob("no upload in progress".into())))?;
         if up.total != total || up.written != offset || offset + data.len() as u64 > total {
-            return Err(WireError::BadBlob("chunk out of order".into()));
+            return Err(WireError::Sds(SdsError::BadBlob("chunk out of order".into())));
         }
         up.written += data.len() as u64;
         b.put(SPACE, chunk_key(&id, up.generation, up.written), data.clone());
@@ -193,8 +198,8 @@ impl SdsLogic {
         max: u32,
         ctx: &RoleContext<'_>,
     ) -> Result<Response, WireError> {
-        let rec = self.record(&id, ctx)?.ok_or(WireError::UnknownBlob)?;
-        let (generation, total) = rec.current.ok_or(WireError::UnknownBlob)?;
+        let rec = self.record(&id, ctx)?.ok_or(WireError::Sds(SdsError::UnknownBlob))?;
+        let (generation, total) = rec.current.ok_or(WireError::Sds(SdsError::UnknownBlob))?;
         let max = (max as usize).min(MAX_CHUNK);
         if offset >= total || max == 0 {
             return Ok(Response::Blob { total, data: Vec::new() });
@@ -263,9 +268,9 @@ impl SdsLogic {
         cap: [u8; 32],
         ctx: &RoleContext<'_>,
     ) -> Result<Decision, WireError> {
-        let rec = self.record(&id, ctx)?.ok_or(WireError::UnknownBlob)?;
+        let rec = self.record(&id, ctx)?.ok_or(WireError::Sds(SdsError::UnknownBlob))?;
         if rec.cap_hash != <[u8; 32]>::from(Sha256::digest(cap)) {
-            return Err(WireError::WrongCapability);
+            return Err(WireError::Sds(SdsError::WrongCapability));
         }
         let mut b = Batch::new();
         if let Some((g, _)) = rec.current {
@@ -285,16 +290,19 @@ impl RoleLogic for SdsLogic {
     }
 
     fn handle(&mut self, req: Request, _pre: Option<Response>, ctx: &RoleContext<'_>) -> Decision {
+        let req = match req {
+            Request::Ping(_) => return Decision::reply(pong(Role::Sds, ctx)),
+            Request::Sds(r) => r,
+            other => return not_mine(Role::Sds, &other),
+        };
         match req {
-            Request::Ping { .. } => Ok(Decision::reply(pong(Role::Sds, ctx))),
-            Request::PutBlob { id, cap, offset, total, data } => {
+            SdsRequest::PutBlob { id, cap, offset, total, data } => {
                 self.put(id, cap, offset, total, data, ctx)
             }
-            Request::GetBlob { id, offset, max } => {
+            SdsRequest::GetBlob { id, offset, max } => {
                 self.get(id, offset, max, ctx).map(Decision::reply)
             }
-            Request::DeleteBlob { id, cap } => self.delete(id, cap, ctx),
-            other => Err(WireError::Internal(format!("SDS cannot serve {other:?}"))),
+            SdsRequest::DeleteBlob { id, cap } => self.delete(id, cap, ctx),
         }
         .into()
     }
@@ -355,13 +363,13 @@ mod tests {
             let len = (1024 + (n * 977) % 2048).min(data.len() - offset);
             let chunk = data[offset..offset + len].to_vec();
             let r = sds.handle(
-                Request::PutBlob {
+                Request::Sds(SdsRequest::PutBlob {
                     id: [1; 32],
                     cap: [2; 32],
                     offset: offset as u64,
                     total,
                     data: chunk,
-                },
+                }),
                 None,
                 &ctx,
             );
@@ -372,7 +380,7 @@ mod tests {
         }
         for (from, max) in [(0, 10), (0, 300_000), (1023, 2), (150_001, 5000), (299_999, 100)] {
             store.scanned.store(0, Ordering::Relaxed);
-            let get = Request::GetBlob { id: [1; 32], offset: from, max };
+            let get = Request::Sds(SdsRequest::GetBlob { id: [1; 32], offset: from, max });
             let r = sds.handle(get, None, &ctx).applied(&store);
             let Response::Blob { total: t, data: got } = r else { panic!("{r:?}") };
             let end = (from as usize + max as usize).min(data.len());
@@ -406,13 +414,19 @@ mod tests {
             b.put(SPACE, k, chunk.to_vec());
         }
         store.write(b).unwrap();
-        let r = sds.handle(Request::GetBlob { id, offset: 150_000, max: 100 }, None, &ctx);
+        let r = sds.handle(
+            Request::Sds(SdsRequest::GetBlob { id, offset: 150_000, max: 100 }),
+            None,
+            &ctx,
+        );
         let r = r.applied(&store);
         assert_eq!(
             r,
             Response::Blob { total: data.len() as u64, data: data[150_000..150_100].to_vec() }
         );
-        let r = sds.handle(Request::DeleteBlob { id, cap: [4; 32] }, None, &ctx).applied(&store);
+        let r = sds
+            .handle(Request::Sds(SdsRequest::DeleteBlob { id, cap: [4; 32] }), None, &ctx)
+            .applied(&store);
         assert_eq!(r, Response::BlobDeleted);
         assert!(store.scan_prefix(SPACE, b"d/", 10).unwrap().is_empty());
     }

@@ -43,7 +43,7 @@ pub struct OdsSettings {
     pub max_fetch: u32,
     /// Most bytes of envelopes one page (fetch, subscription backlog) holds,
     /// so that it fits the frame limits of both ends
-    /// ([`mlsd_transport::protocol::mailbox::page_budget`]).
+    /// ([`mlsd_transport::protocol::ods::page_budget`]).
     pub page_bytes: usize,
 }
 
@@ -118,7 +118,7 @@ impl Default for RoleSettings {
             ods: OdsSettings {
                 max_queue: DEFAULT_MAX_QUEUE,
                 max_fetch: DEFAULT_MAX_FETCH,
-                page_bytes: mlsd_transport::protocol::mailbox::page_budget(
+                page_bytes: mlsd_transport::protocol::ods::page_budget(
                     mlsd_transport::limits::DEFAULT_MAX_FRAME,
                 ),
             },

@@ -2,6 +2,7 @@
 //! this process (real QUIC, real RocksDB, in a temporary directory), printed
 //! as they happen. The second thing a newcomer runs.
 
+use mlsd_transport::protocol::IdsRequest;
 use std::time::Instant;
 
 use anyhow::Context;
@@ -84,7 +85,7 @@ pub async fn run() -> anyhow::Result<()> {
     println!("  commit accepted for epoch {}, Welcomes sealed to the new members' mailbox keys ({:.1} ms)", epoch - 1, t.elapsed().as_secs_f64() * 1e3);
     let req = bob.prepare_text("ABC", "Hello Alice and Charlie!")?;
     let mls_len = match &req {
-        mlsd_transport::Request::Send { body, .. } => body.message.len(),
+        mlsd_transport::Request::Ids(IdsRequest::Send { body, .. }) => body.message.len(),
         _ => 0,
     };
     let t = Instant::now();

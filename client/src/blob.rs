@@ -3,6 +3,7 @@
 //! ciphertext under keys it does not have).
 
 use mlsd_transport::limits::MAX_CHUNK;
+use mlsd_transport::protocol::SdsRequest;
 use mlsd_transport::{Request, Response};
 use zeroize::Zeroizing;
 
@@ -21,7 +22,13 @@ pub async fn put(
         let end = (offset + MAX_CHUNK).min(data.len());
         let chunk = data[offset..end].to_vec();
         match conn
-            .request(Request::PutBlob { id, cap, offset: offset as u64, total, data: chunk })
+            .request(Request::Sds(SdsRequest::PutBlob {
+                id,
+                cap,
+                offset: offset as u64,
+                total,
+                data: chunk,
+            }))
             .await?
         {
             Response::BlobWritten { written } if written == end as u64 => {}
@@ -38,7 +45,11 @@ pub async fn put(
 pub async fn get(conn: &Connection, id: [u8; 32], max: u64) -> Result<Vec<u8>, ClientError> {
     let mut out = Vec::new();
     loop {
-        let req = Request::GetBlob { id, offset: out.len() as u64, max: MAX_CHUNK as u32 };
+        let req = Request::Sds(SdsRequest::GetBlob {
+            id,
+            offset: out.len() as u64,
+            max: MAX_CHUNK as u32,
+        });
         match conn.request(req).await? {
             Response::Blob { total, data } => {
                 if total > max {
@@ -61,7 +72,7 @@ pub async fn get(conn: &Connection, id: [u8; 32], max: u64) -> Result<Vec<u8>, C
 
 /// Deletes blob `id`.
 pub async fn delete(conn: &Connection, id: [u8; 32], cap: [u8; 32]) -> Result<(), ClientError> {
-    match conn.request(Request::DeleteBlob { id, cap }).await? {
+    match conn.request(Request::Sds(SdsRequest::DeleteBlob { id, cap })).await? {
         Response::BlobDeleted => Ok(()),
         other => Err(ClientError::Unexpected(format!("{other:?}"))),
     }

@@ -2,14 +2,14 @@
 //! directory. Steps 1-4 of the brief: register at the AS, publish KeyPackages
 //! at the CS, fetch and authenticate other clients' KeyPackages.
 
+use mlsd_transport::protocol::{AsRequest, AuthError, CsRequest, OdsError};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::VerifyingKey;
+use mlsd_transport::protocol::cs::{LABEL_COUNT, LABEL_PUBLISH};
 use mlsd_transport::protocol::identity::{signing_bytes, split_client_id, valid_name};
-use mlsd_transport::protocol::identity::{
-    LABEL_COUNT, LABEL_PUBLISH, LABEL_REGISTER, LABEL_REVOKE,
-};
+use mlsd_transport::protocol::r#as::{LABEL_REGISTER, LABEL_REVOKE};
 use mlsd_transport::protocol::{
     CountBody, FetchedKeyPackage, PublishBody, RegisterBody, RevokeBody, SignedBinding,
 };
@@ -133,7 +133,7 @@ impl Client {
         // Saved first: if the reply is lost we retry with the same id and keys.
         self.home.save("mailbox", &keys)?;
         match crate::mailbox::open(&self.conn, &keys, push_url).await {
-            Ok(()) | Err(ClientError::Server(WireError::MailboxTaken)) => {}
+            Ok(()) | Err(ClientError::Server(WireError::Ods(OdsError::MailboxTaken))) => {}
             Err(e) => return Err(e),
         }
         self.mailbox = Some(keys);
@@ -172,7 +172,8 @@ impl Client {
         client: &str,
         token: Option<String>,
     ) -> Result<SignedBinding, ClientError> {
-        split_client_id(client).ok_or_else(|| WireError::InvalidClientId(client.to_string()))?;
+        split_client_id(client)
+            .ok_or_else(|| WireError::Auth(AuthError::InvalidClientId(client.to_string())))?;
         if let Some(id) = &self.identity {
             if id.client != client {
                 return Err(ClientError::Home(format!(
@@ -204,7 +205,10 @@ impl Client {
         // Persist the key before asking: if the reply is lost, a retry proves
         // possession of the same key and gets the same binding.
         self.home.save_identity(id)?;
-        let resp = self.conn.request(Request::Register { body, proof, rotation: None }).await?;
+        let resp = self
+            .conn
+            .request(Request::As(AsRequest::Register { body, proof, rotation: None }))
+            .await?;
         let Response::Binding(b) = resp else { return Err(unexpected(resp)) };
         verify_binding(&self.as_key, &b, now_secs())?;
         let id = self.identity.as_mut().ok_or(ClientError::NotRegistered)?;
@@ -219,7 +223,7 @@ impl Client {
         let client = self.client_id().ok_or(ClientError::NotRegistered)?.to_string();
         let body = RevokeBody { client, timestamp: now_secs() };
         let signature = self.sign(LABEL_REVOKE, &body)?;
-        match self.conn.request(Request::Revoke { body, signature }).await? {
+        match self.conn.request(Request::As(AsRequest::Revoke { body, signature })).await? {
             Response::Binding(b) => Ok(b),
             other => Err(unexpected(other)),
         }
@@ -270,7 +274,11 @@ impl Client {
         let client = self.client_id().ok_or(ClientError::NotRegistered)?.to_string();
         let body = PublishBody { client, key_packages, last_resort, timestamp: now_secs() };
         let signature = self.sign(LABEL_PUBLISH, &body)?;
-        match self.conn.request(Request::PublishKeyPackages { body, signature }).await? {
+        match self
+            .conn
+            .request(Request::Cs(CsRequest::PublishKeyPackages { body, signature }))
+            .await?
+        {
             Response::Published { stored } => Ok(stored),
             other => Err(unexpected(other)),
         }
@@ -282,7 +290,11 @@ impl Client {
         let client = self.client_id().ok_or(ClientError::NotRegistered)?.to_string();
         let body = CountBody { client, timestamp: now_secs() };
         let signature = self.sign(LABEL_COUNT, &body)?;
-        match self.conn.request(Request::CountKeyPackages { body, signature }).await? {
+        match self
+            .conn
+            .request(Request::Cs(CsRequest::CountKeyPackages { body, signature }))
+            .await?
+        {
             Response::KeyPackageCount { count, last_resort } => Ok((count, last_resort)),
             other => Err(unexpected(other)),
         }
@@ -310,9 +322,13 @@ impl Client {
         identity: &str,
     ) -> Result<Vec<SignedBinding>, ClientError> {
         if !valid_name(identity) {
-            return Err(WireError::InvalidClientId(identity.to_string()).into());
+            return Err(WireError::Auth(AuthError::InvalidClientId(identity.to_string())).into());
         }
-        match self.conn.request(Request::Lookup { identity: identity.to_string() }).await? {
+        match self
+            .conn
+            .request(Request::As(AsRequest::Lookup { identity: identity.to_string() }))
+            .await?
+        {
             Response::Bindings(b) => Ok(b),
             other => Err(unexpected(other)),
         }
@@ -327,7 +343,7 @@ impl Client {
     ) -> Result<(Vec<VerifiedKeyPackage>, Vec<Rejection>), ClientError> {
         let fetched = match self
             .conn
-            .request(Request::FetchKeyPackages { identity: identity.to_string() })
+            .request(Request::Cs(CsRequest::FetchKeyPackages { identity: identity.to_string() }))
             .await?
         {
             Response::KeyPackages(k) => k,

@@ -3,6 +3,7 @@
 //!
 //! Any node will do: it routes each request to the node that owns it.
 
+use mlsd_transport::protocol::Ping;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -129,7 +130,7 @@ impl Connection {
     /// name and the round-trip time.
     pub async fn ping(&self, role: Role, key: &[u8]) -> Result<(String, Duration), ClientError> {
         let start = Instant::now();
-        match self.request(Request::Ping { role, key: key.to_vec() }).await? {
+        match self.request(Request::Ping(Ping { role, key: key.to_vec() })).await? {
             Response::Pong { node, .. } => Ok((node, start.elapsed())),
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
         }

@@ -6,7 +6,8 @@
 
 use ed25519_dalek::{Signer as _, SigningKey};
 use mlsd_transport::protocol::identity::signing_bytes;
-use mlsd_transport::protocol::mailbox::{LABEL_ACK, LABEL_FETCH};
+use mlsd_transport::protocol::ods::{LABEL_ACK, LABEL_FETCH};
+use mlsd_transport::protocol::{AuthError, OdsRequest};
 use mlsd_transport::protocol::{Delivered, MailboxAuth, MailboxId, SealedPush};
 use mlsd_transport::{Request, Response};
 use serde::{Deserialize, Serialize};
@@ -124,7 +125,11 @@ pub async fn open(
 ) -> Result<(), ClientError> {
     let push = push_url.map(|u| keys.seal_push(u)).transpose()?;
     match conn
-        .request(Request::OpenMailbox { mailbox: keys.id, auth_key: keys.auth_public(), push })
+        .request(Request::Ods(OdsRequest::OpenMailbox {
+            mailbox: keys.id,
+            auth_key: keys.auth_public(),
+            push,
+        }))
         .await?
     {
         Response::MailboxOpened => Ok(()),
@@ -145,14 +150,16 @@ pub async fn fetch(
     // with a new counter: fetching is read-only.
     for _ in 0..3 {
         let auth = keys.auth(LABEL_FETCH, counter.next_value(), &(after, limit));
-        match conn.request(Request::Fetch { auth, after, limit }).await {
+        match conn.request(Request::Ods(OdsRequest::Fetch { auth, after, limit })).await {
             Ok(Response::Envelopes(e)) => return Ok(e),
             Ok(other) => return Err(ClientError::Unexpected(format!("{other:?}"))),
-            Err(ClientError::Server(mlsd_transport::WireError::Replayed)) => continue,
+            Err(ClientError::Server(mlsd_transport::WireError::Auth(AuthError::Replayed))) => {
+                continue
+            }
             Err(e) => return Err(e),
         }
     }
-    Err(ClientError::Server(mlsd_transport::WireError::Replayed))
+    Err(ClientError::Server(mlsd_transport::WireError::Auth(AuthError::Replayed)))
 }
 
 /// Acknowledges (deletes) envelopes up to `up_to`; returns how many remain.
@@ -163,7 +170,7 @@ pub async fn ack(
     up_to: u64,
 ) -> Result<u32, ClientError> {
     let auth = keys.auth(LABEL_ACK, counter.next_value(), &up_to);
-    match conn.request(Request::Ack { auth, up_to }).await? {
+    match conn.request(Request::Ods(OdsRequest::Ack { auth, up_to })).await? {
         Response::Acked { remaining } => Ok(remaining),
         other => Err(ClientError::Unexpected(format!("{other:?}"))),
     }
@@ -183,7 +190,7 @@ pub async fn subscribe(
     counter: &mut Counter,
     after: u64,
 ) -> Result<(Subscription, Vec<Delivered>), ClientError> {
-    use mlsd_transport::protocol::mailbox::LABEL_SUBSCRIBE;
+    use mlsd_transport::protocol::ods::LABEL_SUBSCRIBE;
     use mlsd_transport::protocol::{ClientFrame, ResponseFrame};
     let auth = keys.auth(LABEL_SUBSCRIBE, counter.next_value(), &after);
     let (mut send, mut recv) = conn
@@ -191,7 +198,7 @@ pub async fn subscribe(
         .open_bi()
         .await
         .map_err(|e| ClientError::Connect { server: conn.server(), reason: e.to_string() })?;
-    let frame = ClientFrame::new(Request::Subscribe { auth, after });
+    let frame = ClientFrame::new(Request::Ods(OdsRequest::Subscribe { auth, after }));
     let max = mlsd_transport::limits::DEFAULT_MAX_FRAME;
     mlsd_transport::frame::write_message(&mut send, &frame, max)
         .await

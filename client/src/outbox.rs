@@ -14,6 +14,7 @@
 //! waits here for that member's copy, and until it is sent that member cannot
 //! follow the group.
 
+use mlsd_transport::protocol::IdsRequest;
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -127,14 +128,14 @@ fn unreachable(e: &ClientError) -> bool {
 /// The message id of a `Send`.
 pub fn message_id(req: &Request) -> Option<[u8; 32]> {
     match req {
-        Request::Send { body, .. } => Some(body.message_id),
+        Request::Ids(IdsRequest::Send { body, .. }) => Some(body.message_id),
         _ => None,
     }
 }
 
 fn group_of(req: &Request) -> Vec<u8> {
     match req {
-        Request::Send { body, .. } => body.group.clone(),
+        Request::Ids(IdsRequest::Send { body, .. }) => body.group.clone(),
         _ => Vec::new(),
     }
 }

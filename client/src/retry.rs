@@ -4,6 +4,7 @@
 //! patience lasts, with the same pause between tries. Every loop that
 //! retries a request (a send, a commit, the outbox) uses this.
 
+use mlsd_transport::protocol::{AuthError, BadFrame, ClusterError, IdsError};
 use std::time::{Duration, Instant};
 
 use mlsd_transport::WireError;
@@ -32,10 +33,10 @@ pub fn transient(e: &ClientError) -> bool {
         e,
         ClientError::Connect { .. }
             | ClientError::Call(_)
-            | ClientError::Server(WireError::Unavailable { .. })
-            | ClientError::Server(WireError::Incomplete { .. })
-            | ClientError::Server(WireError::Timeout)
-            | ClientError::Server(WireError::Replayed)
+            | ClientError::Server(WireError::Cluster(ClusterError::Unavailable { .. }))
+            | ClientError::Server(WireError::Ids(IdsError::Incomplete { .. }))
+            | ClientError::Server(WireError::Frame(BadFrame::Timeout))
+            | ClientError::Server(WireError::Auth(AuthError::Replayed))
     )
 }
 

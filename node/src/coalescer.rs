@@ -12,6 +12,7 @@
 //! No timer: a batch leaves as soon as the previous write is done, so a lone
 //! request waits for nothing.
 
+use mlsd_transport::protocol::ClusterError;
 use std::future::Future;
 
 use mlsd_transport::protocol::EnqueueItem;
@@ -56,7 +57,9 @@ impl Coalescer {
     /// result per item of `items`, in order.
     pub async fn submit(&self, items: Vec<EnqueueItem>) -> Response {
         let (reply, rx) = oneshot::channel();
-        let gone = || Response::Error(WireError::Internal("ODS queue closed".into()));
+        let gone = || {
+            Response::Error(WireError::Cluster(ClusterError::Internal("ODS queue closed".into())))
+        };
         if self.tx.send(Job { items, reply }).await.is_err() {
             return gone();
         }
@@ -92,7 +95,9 @@ async fn run(mut rx: mpsc::Receiver<Job>, writer: impl OdsWriter) {
                 }
             }
             Response::Enqueued(_) => {
-                let e = Response::Error(WireError::Internal("enqueue result count".into()));
+                let e = Response::Error(WireError::Cluster(ClusterError::Internal(
+                    "enqueue result count".into(),
+                )));
                 parts.into_iter().for_each(|(_, r)| drop(r.send(e.clone())));
             }
             other => parts.into_iter().for_each(|(_, r)| drop(r.send(other.clone()))),
@@ -126,7 +131,7 @@ mod tests {
                 self.hold.notified().await;
             }
             if self.fail {
-                return Response::Error(WireError::Internal("disk".into()));
+                return Response::Error(WireError::Cluster(ClusterError::Internal("disk".into())));
             }
             let r = items
                 .iter()
@@ -184,6 +189,6 @@ mod tests {
         hold.notify_one();
         let c = Coalescer::start(writer(sizes, hold, true));
         let r = c.submit(vec![item(1), item(2)]).await;
-        assert_eq!(r, Response::Error(WireError::Internal("disk".into())));
+        assert_eq!(r, Response::Error(WireError::Cluster(ClusterError::Internal("disk".into()))));
     }
 }

@@ -352,7 +352,7 @@ impl ClusterConfig {
         let max_frame = l.max_frame.unwrap_or(limits::DEFAULT_MAX_FRAME);
         // One page of a mailbox must hold the largest envelope, or a mailbox
         // holding one could never be read.
-        let min_frame = mlsd_transport::protocol::mailbox::MIN_FRAME_FOR_ENVELOPES;
+        let min_frame = mlsd_transport::protocol::ods::MIN_FRAME_FOR_ENVELOPES;
         if !(min_frame..=limits::ABSOLUTE_MAX_FRAME).contains(&max_frame) {
             return Err(ConfigError::BadSetting {
                 key: "limits.max_frame",

@@ -2,6 +2,7 @@
 //! chunks that fit a frame, over the node connection to a peer, or to this
 //! node's coalescer when the owner is this node.
 
+use mlsd_transport::protocol::ClusterError;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,13 +35,17 @@ impl Dispatch {
     /// waiting at the same time (see [`crate::coalescer`]).
     pub async fn here(&self, items: Vec<EnqueueItem>) -> Response {
         let Some(q) = &self.ods_queue else {
-            return Response::Error(WireError::Internal("this node hosts no ODS".into()));
+            return Response::Error(WireError::Cluster(ClusterError::Internal(
+                "this node hosts no ODS".into(),
+            )));
         };
         // Time in the queue counts against the bound a direct call has; copies
         // written after the caller gave up are recognized when the sender retries.
         match tokio::time::timeout(self.call_timeout, q.submit(items)).await {
             Ok(r) => r,
-            Err(_) => Response::Error(WireError::Unavailable { node: self.me.clone() }),
+            Err(_) => Response::Error(WireError::Cluster(ClusterError::Unavailable {
+                node: self.me.clone(),
+            })),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Per-address token buckets for requests that are cheap to send and costly to
 //! suffer (KeyPackage fetches drain other people's KeyPackages).
 
+use mlsd_transport::protocol::ClusterError;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
@@ -48,7 +49,9 @@ impl RateLimiter {
             Ok(())
         } else {
             let wait = (1.0 - b.tokens) / self.per_sec;
-            Err(WireError::RateLimited { retry_after_ms: (wait * 1000.0).ceil() as u64 })
+            Err(WireError::Cluster(ClusterError::RateLimited {
+                retry_after_ms: (wait * 1000.0).ceil() as u64,
+            }))
         }
     }
 }
@@ -78,7 +81,9 @@ impl TokenBucket {
         } else {
             *st = (tokens, now);
             let wait = (1.0 - tokens) / self.rate;
-            Err(WireError::RateLimited { retry_after_ms: (wait * 1000.0).ceil() as u64 })
+            Err(WireError::Cluster(ClusterError::RateLimited {
+                retry_after_ms: (wait * 1000.0).ceil() as u64,
+            }))
         }
     }
 }
@@ -96,7 +101,7 @@ mod tests {
             l.check(a).unwrap();
         }
         assert!(
-            matches!(l.check(a), Err(WireError::RateLimited { retry_after_ms }) if retry_after_ms > 0)
+            matches!(l.check(a), Err(WireError::Cluster(ClusterError::RateLimited { retry_after_ms })) if retry_after_ms > 0)
         );
         l.check(b).unwrap();
     }

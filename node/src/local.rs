@@ -2,6 +2,7 @@
 //! the last stage of every request served here, and the writer behind the
 //! ODS's coalescer.
 
+use mlsd_transport::protocol::ClusterError;
 use std::time::Duration;
 
 use mlsd_actors::role::actor_name;
@@ -24,7 +25,9 @@ pub async fn call_role(
     role: Role,
     msg: impl FnOnce(ractor::RpcReplyPort<Response>) -> RoleMsg,
 ) -> Response {
-    let unavailable = || Response::Error(WireError::Unavailable { node: node.to_string() });
+    let unavailable = || {
+        Response::Error(WireError::Cluster(ClusterError::Unavailable { node: node.to_string() }))
+    };
     let name = actor_name(node, role);
     let deadline = tokio::time::Instant::now() + ACTOR_WAIT;
     let actor = loop {

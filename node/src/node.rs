@@ -76,7 +76,7 @@ fn role_settings(config: &ClusterConfig, me: &NodeConfig) -> Result<RoleSettings
         ods: OdsSettings {
             max_queue: config.ods.max_queue,
             max_fetch: config.ods.max_fetch,
-            page_bytes: mlsd_transport::protocol::mailbox::page_budget(config.limits.max_frame),
+            page_bytes: mlsd_transport::protocol::ods::page_budget(config.limits.max_frame),
         },
         sds: SdsSettings { max_blob: config.sds_max_blob },
         ids: IdsSettings {

@@ -7,6 +7,7 @@
 //! first call after the backoff dials again, so a restarted peer is picked up
 //! without restarting anyone else.
 
+use mlsd_transport::protocol::{BadFrame, ClusterError};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -72,9 +73,15 @@ impl Peers {
     /// connection broke must not run again.
     pub async fn call(&self, node: &str, request: NodeRequest) -> Response {
         let repeatable = may_repeat(&request);
-        let unavailable = || Response::Error(WireError::Unavailable { node: node.to_string() });
+        let unavailable = || {
+            Response::Error(WireError::Cluster(ClusterError::Unavailable {
+                node: node.to_string(),
+            }))
+        };
         let Some(peer) = self.peers.get(node) else {
-            return Response::Error(WireError::Internal(format!("unknown peer {node}")));
+            return Response::Error(WireError::Cluster(ClusterError::Internal(format!(
+                "unknown peer {node}"
+            ))));
         };
         let frame = NodeFrame::new(request);
         for attempt in 0..2 {
@@ -90,10 +97,10 @@ impl Peers {
                     return f.response;
                 }
                 Ok(f) => {
-                    return Response::Error(WireError::UnsupportedVersion {
+                    return Response::Error(WireError::Frame(BadFrame::UnsupportedVersion {
                         got: f.version,
                         supported: PROTOCOL_VERSION,
-                    })
+                    }))
                 }
                 Err(e) => {
                     tracing::warn!(peer = node, error = %e, attempt, "forwarded call failed");
@@ -150,25 +157,13 @@ impl Peers {
     }
 }
 
-/// Whether serving `request` twice has the effect of serving it once, so a
-/// call whose answer was lost may be sent again: reads, the ODS enqueue
-/// (idempotent per delivery id), and a mailbox's fetch and ack (a second copy
-/// changes nothing; it is refused as a replay, and the client signs anew).
-/// Everything else is retried by its client, which knows whether the first
-/// attempt took effect.
+/// Whether a call whose answer was lost may be sent again: the ODS enqueue
+/// (idempotent per delivery id) and the client requests that are
+/// ([`mlsd_transport::Request::repeatable`]).
 fn may_repeat(request: &NodeRequest) -> bool {
-    use mlsd_transport::Request as R;
     match request {
         NodeRequest::Enqueue(_) => true,
-        NodeRequest::Forward(r) => matches!(
-            r,
-            R::Ping { .. }
-                | R::Lookup { .. }
-                | R::GetBlob { .. }
-                | R::CountKeyPackages { .. }
-                | R::Fetch { .. }
-                | R::Ack { .. }
-        ),
+        NodeRequest::Forward(r) => r.repeatable(),
         NodeRequest::Enroll { .. } | NodeRequest::Chaos { .. } => false,
     }
 }
@@ -181,7 +176,9 @@ fn mark_failed(st: &mut PeerState) {
 
 #[cfg(test)]
 mod tests {
-    use mlsd_transport::protocol::{MailboxAuth, RosterMode};
+    use mlsd_transport::protocol::{
+        AsRequest, CsRequest, IdsRequest, MailboxAuth, OdsRequest, RosterMode, SdsRequest,
+    };
     use mlsd_transport::Request;
 
     use super::*;
@@ -190,24 +187,34 @@ mod tests {
     fn only_reads_acks_and_enqueues_are_repeated_after_a_lost_answer() {
         let auth = MailboxAuth { mailbox: [1; 32], counter: 1, signature: Vec::new() };
         let consuming = [
-            Request::FetchKeyPackages { identity: "bob".into() },
-            Request::OpenMailbox { mailbox: [1; 32], auth_key: Vec::new(), push: None },
-            Request::PutBlob { id: [1; 32], cap: [2; 32], offset: 0, total: 1, data: vec![1] },
-            Request::CreateGroup {
+            Request::Cs(CsRequest::FetchKeyPackages { identity: "bob".into() }),
+            Request::Ods(OdsRequest::OpenMailbox {
+                mailbox: [1; 32],
+                auth_key: Vec::new(),
+                push: None,
+            }),
+            Request::Sds(SdsRequest::PutBlob {
+                id: [1; 32],
+                cap: [2; 32],
+                offset: 0,
+                total: 1,
+                data: vec![1],
+            }),
+            Request::Ids(IdsRequest::CreateGroup {
                 group: vec![1],
                 mode: RosterMode::Stored,
                 auth_key: [0; 32],
                 roster: None,
-            },
+            }),
         ];
         for r in consuming {
             assert!(!may_repeat(&NodeRequest::Forward(r.clone())), "{r:?}");
         }
         let reads = [
-            Request::Lookup { identity: "bob".into() },
-            Request::GetBlob { id: [1; 32], offset: 0, max: 1 },
-            Request::Ack { auth: auth.clone(), up_to: 1 },
-            Request::Fetch { auth, after: 0, limit: 1 },
+            Request::As(AsRequest::Lookup { identity: "bob".into() }),
+            Request::Sds(SdsRequest::GetBlob { id: [1; 32], offset: 0, max: 1 }),
+            Request::Ods(OdsRequest::Ack { auth: auth.clone(), up_to: 1 }),
+            Request::Ods(OdsRequest::Fetch { auth, after: 0, limit: 1 }),
         ];
         for r in reads {
             assert!(may_repeat(&NodeRequest::Forward(r.clone())), "{r:?}");

@@ -3,6 +3,7 @@
 //! as real processes that are killed when the test ends.
 #![allow(dead_code)]
 
+use mlsd_transport::protocol::IdsRequest;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -317,7 +318,9 @@ pub fn to_roster(
     req: mlsd_transport::Request,
     roster: &[mlsd_transport::protocol::RosterEntry],
 ) -> mlsd_transport::Request {
-    let mlsd_transport::Request::Send { mut body, mac } = req else { panic!("not a send") };
+    let mlsd_transport::Request::Ids(IdsRequest::Send { mut body, mac }) = req else {
+        panic!("not a send")
+    };
     body.recipients = mlsd_transport::protocol::Recipients::Roster(roster.to_vec());
-    mlsd_transport::Request::Send { body, mac }
+    mlsd_transport::Request::Ids(IdsRequest::Send { body, mac })
 }

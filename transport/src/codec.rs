@@ -48,11 +48,11 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{Request, Role};
+    use crate::protocol::{Ping, Request, Role};
 
     #[test]
     fn round_trip() {
-        let req = Request::Ping { role: Role::Ods, key: b"mbx".to_vec() };
+        let req = Request::Ping(Ping { role: Role::Ods, key: b"mbx".to_vec() });
         let bytes = encode(&req).unwrap();
         assert_eq!(decode::<Request>(&bytes).unwrap(), req);
     }
@@ -60,7 +60,7 @@ mod tests {
     #[test]
     fn garbage_and_trailing_bytes_are_refused() {
         assert!(matches!(decode::<Request>(&[0xff, 0xff, 0xff]), Err(CodecError::Malformed(_))));
-        let mut bytes = encode(&Request::Ping { role: Role::As, key: vec![] }).unwrap();
+        let mut bytes = encode(&Request::Ping(Ping { role: Role::As, key: vec![] })).unwrap();
         bytes.push(0);
         assert!(matches!(decode::<Request>(&bytes), Err(CodecError::TrailingBytes(1))));
     }

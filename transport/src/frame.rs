@@ -5,6 +5,7 @@
 //! allocating, and the whole frame must arrive within the caller's timeout, so a
 //! slow or lying peer costs at most one bounded buffer for a bounded time.
 
+use crate::protocol::BadFrame;
 use std::time::Duration;
 
 use serde::{de::DeserializeOwned, Serialize};
@@ -41,11 +42,11 @@ pub enum FrameError {
 impl From<FrameError> for WireError {
     fn from(e: FrameError) -> Self {
         match e {
-            FrameError::TooLarge { len, max } => WireError::FrameTooLarge { len, max },
-            FrameError::Truncated => WireError::Truncated,
-            FrameError::Timeout => WireError::Timeout,
-            FrameError::Codec(c) => WireError::Malformed(c.to_string()),
-            FrameError::Io(s) => WireError::Malformed(s),
+            FrameError::TooLarge { len, max } => WireError::Frame(BadFrame::TooLarge { len, max }),
+            FrameError::Truncated => WireError::Frame(BadFrame::Truncated),
+            FrameError::Timeout => WireError::Frame(BadFrame::Timeout),
+            FrameError::Codec(c) => WireError::Frame(BadFrame::Malformed(c.to_string())),
+            FrameError::Io(s) => WireError::Frame(BadFrame::Malformed(s)),
         }
     }
 }

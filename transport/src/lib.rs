@@ -9,7 +9,9 @@
 //! - [`codec`]: the only module that knows the serialization format (bincode 2),
 //!   so a successor format replaces one file.
 //! - [`frame`]: u32 length prefix + codec over any async stream, bounded and timed.
-//! - [`protocol`]: request, response and error types, with the protocol version.
+//! - [`protocol`]: request, response and error types, with the protocol
+//!   version: one module per role (its requests, errors and bodies), the
+//!   identity rules the AS and CS share, and the frames around them.
 //! - [`tls`]: rustls configs (TLS 1.3, `ring`) for the client and node ALPNs,
 //!   and the check that a peer certificate names a cluster node.
 //! - [`envelope`]: padding and sealing of per-recipient envelopes.

@@ -3,6 +3,9 @@
 
 use mlsd_transport::codec::{decode, encode};
 use mlsd_transport::protocol::{
+    AsRequest, BadFrame, CsRequest, IdsError, OdsRequest, Ping, SdsRequest,
+};
+use mlsd_transport::protocol::{
     ClientFrame, MailboxAuth, NodeFrame, Request, Response, ResponseFrame, WireError,
 };
 use mlsd_transport::Role;
@@ -19,9 +22,9 @@ fn bytes32() -> impl Strategy<Value = [u8; 32]> {
 fn request() -> impl Strategy<Value = Request> {
     prop_oneof![
         (role(), prop::collection::vec(any::<u8>(), 0..64))
-            .prop_map(|(role, key)| Request::Ping { role, key }),
-        "[a-z]{1,20}".prop_map(|identity| Request::Lookup { identity }),
-        "[a-z]{1,20}".prop_map(|identity| Request::FetchKeyPackages { identity }),
+            .prop_map(|(role, key)| Request::Ping(Ping { role, key })),
+        "[a-z]{1,20}".prop_map(|identity| Request::As(AsRequest::Lookup { identity })),
+        "[a-z]{1,20}".prop_map(|identity| Request::Cs(CsRequest::FetchKeyPackages { identity })),
         (
             bytes32(),
             any::<u64>(),
@@ -29,11 +32,13 @@ fn request() -> impl Strategy<Value = Request> {
             any::<u64>(),
             any::<u32>()
         )
-            .prop_map(|(mailbox, counter, signature, after, limit)| Request::Fetch {
-                auth: MailboxAuth { mailbox, counter, signature },
-                after,
-                limit
-            }),
+            .prop_map(|(mailbox, counter, signature, after, limit)| Request::Ods(
+                OdsRequest::Fetch {
+                    auth: MailboxAuth { mailbox, counter, signature },
+                    after,
+                    limit
+                }
+            )),
         (
             bytes32(),
             bytes32(),
@@ -41,13 +46,13 @@ fn request() -> impl Strategy<Value = Request> {
             any::<u64>(),
             prop::collection::vec(any::<u8>(), 0..256)
         )
-            .prop_map(|(id, cap, offset, total, data)| Request::PutBlob {
+            .prop_map(|(id, cap, offset, total, data)| Request::Sds(SdsRequest::PutBlob {
                 id,
                 cap,
                 offset,
                 total,
                 data
-            }),
+            })),
     ]
 }
 
@@ -63,8 +68,8 @@ proptest! {
     fn responses_round_trip(node in "[a-z0-9]{1,10}", role in role(), msg in ".{0,40}") {
         for r in [
             Response::Pong { node: node.clone(), role },
-            Response::Error(WireError::Malformed(msg.clone())),
-            Response::Error(WireError::StaleEpoch { current: msg.len() as u64 }),
+            Response::Error(WireError::Frame(BadFrame::Malformed(msg.clone()))),
+            Response::Error(WireError::Ids(IdsError::StaleEpoch { current: msg.len() as u64 })),
         ] {
             let f = ResponseFrame::new(r);
             prop_assert_eq!(decode::<ResponseFrame>(&encode(&f).unwrap()).unwrap(), f);

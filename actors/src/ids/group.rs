@@ -13,7 +13,8 @@
 //! - `k/...`: sends kept beyond that window while copies are missing
 //!   ([`super::kept`]).
 
-use mlsd_transport::protocol::group::{send_mac, MAX_ROSTER};
+use mlsd_transport::protocol::ids::{send_mac, MAX_ROSTER};
+use mlsd_transport::protocol::{AuthError, BadFrame, ClusterError, IdsError};
 use mlsd_transport::protocol::{
     Recipients, RosterEntry, RosterMode, SealedRoster, SendBody, WelcomeCopy,
 };
@@ -136,12 +137,14 @@ pub struct Framing {
 /// give a `Framing` or an `InvalidMessage`, never a panic (fuzzed in fuzz/).
 pub fn read_framing(message: &[u8], group: &[u8]) -> Result<Framing, WireError> {
     let msg = MlsMessageIn::tls_deserialize_exact(message)
-        .map_err(|e| WireError::InvalidMessage(e.to_string()))?;
+        .map_err(|e| WireError::Ids(IdsError::InvalidMessage(e.to_string())))?;
     let proto = msg
         .try_into_protocol_message()
-        .map_err(|_| WireError::InvalidMessage("not a protocol message".into()))?;
+        .map_err(|_| WireError::Ids(IdsError::InvalidMessage("not a protocol message".into())))?;
     if proto.group_id().as_slice() != group {
-        return Err(WireError::InvalidMessage("group id differs from the request".into()));
+        return Err(WireError::Ids(IdsError::InvalidMessage(
+            "group id differs from the request".into(),
+        )));
     }
     Ok(Framing {
         epoch: proto.epoch().as_u64(),
@@ -152,9 +155,9 @@ pub fn read_framing(message: &[u8], group: &[u8]) -> Result<Framing, WireError> 
 /// Checks that a commit's Welcome is an MLS Welcome before it is fanned out.
 pub fn check_welcome(bytes: &[u8]) -> Result<(), WireError> {
     let parsed = MlsMessageIn::tls_deserialize_exact(bytes)
-        .map_err(|e| WireError::InvalidMessage(format!("welcome: {e}")))?;
+        .map_err(|e| WireError::Ids(IdsError::InvalidMessage(format!("welcome: {e}"))))?;
     if !matches!(parsed.extract(), MlsMessageBodyIn::Welcome(_)) {
-        return Err(WireError::InvalidMessage("welcome is not a Welcome".into()));
+        return Err(WireError::Ids(IdsError::InvalidMessage("welcome is not a Welcome".into())));
     }
     Ok(())
 }
@@ -167,8 +170,12 @@ pub fn open_roster(
 ) -> Result<Vec<RosterEntry>, WireError> {
     use mlsd_transport::sealed::SealError;
     mlsd_transport::sealed::open_roster(key, group, sealed).map_err(|e| match e {
-        SealError::Malformed => WireError::Malformed("roster: not a roster".into()),
-        _ => WireError::NotAuthorized("roster key does not open the roster".into()),
+        SealError::Malformed => {
+            WireError::Frame(BadFrame::Malformed("roster: not a roster".into()))
+        }
+        _ => {
+            WireError::Auth(AuthError::NotAuthorized("roster key does not open the roster".into()))
+        }
     })
 }
 
@@ -197,10 +204,10 @@ impl GroupCore {
         roster: Option<SealedRoster>,
     ) -> Result<Batch, WireError> {
         if self.group.is_empty() || self.group.len() > MAX_GROUP_ID {
-            return Err(WireError::Malformed("group id length".into()));
+            return Err(WireError::Frame(BadFrame::Malformed("group id length".into())));
         }
         if self.record.is_some() {
-            return Err(WireError::GroupTaken);
+            return Err(WireError::Ids(IdsError::GroupTaken));
         }
         let record = GroupRecord { mode, epoch: 0, auth_key, past_auth: Vec::new() };
         let mut b = Batch::new();
@@ -209,10 +216,14 @@ impl GroupCore {
                 b.put(SPACE, roster_key(&self.group, 0), record::encode(&r)?)
             }
             (RosterMode::Stored, None) => {
-                return Err(WireError::Malformed("stored mode needs a sealed roster".into()))
+                return Err(WireError::Frame(BadFrame::Malformed(
+                    "stored mode needs a sealed roster".into(),
+                )))
             }
             (RosterMode::Client, Some(_)) => {
-                return Err(WireError::Malformed("client mode takes no stored roster".into()))
+                return Err(WireError::Frame(BadFrame::Malformed(
+                    "client mode takes no stored roster".into(),
+                )))
             }
             (RosterMode::Client, None) => {}
         }
@@ -241,7 +252,9 @@ impl GroupCore {
         let sealed = store
             .get(SPACE, &roster_key(&self.group, epoch))
             .map_err(internal)?
-            .ok_or_else(|| WireError::Internal("no roster stored for this epoch".into()))?;
+            .ok_or_else(|| {
+                WireError::Cluster(ClusterError::Internal("no roster stored for this epoch".into()))
+            })?;
         record::decode(&sealed)
     }
 
@@ -260,11 +273,13 @@ impl GroupCore {
             }
             (RosterMode::Client, Recipients::Roster(r), _) => r.clone(),
             _ => {
-                return Err(WireError::Malformed("recipients do not match the roster mode".into()))
+                return Err(WireError::Frame(BadFrame::Malformed(
+                    "recipients do not match the roster mode".into(),
+                )))
             }
         };
         if list.len() > MAX_ROSTER {
-            return Err(WireError::Malformed("roster too large".into()));
+            return Err(WireError::Frame(BadFrame::Malformed("roster too large".into())));
         }
         if let Some(skip) = skip {
             list.retain(|e| &e.mailbox != skip);
@@ -284,12 +299,12 @@ impl GroupCore {
         store: &dyn View,
         now: std::time::SystemTime,
     ) -> Result<Accepted, WireError> {
-        let rec = self.record.clone().ok_or(WireError::UnknownGroup)?;
+        let rec = self.record.clone().ok_or(WireError::Ids(IdsError::UnknownGroup))?;
         let Framing { epoch, is_commit } = read_framing(&body.message, &body.group)?;
         if is_commit != body.commit.is_some() {
-            return Err(WireError::InvalidMessage(
+            return Err(WireError::Ids(IdsError::InvalidMessage(
                 "commit extras must come with commits only".into(),
-            ));
+            )));
         }
         let message = std::sync::Arc::new(body.message.clone());
         let digest = send_digest(body)?;
@@ -310,9 +325,9 @@ impl GroupCore {
                 } else {
                     rec.past_auth.iter().find(|(e, _)| *e == epoch).map(|(_, k)| *k)
                 };
-                let auth = auth.ok_or(WireError::BadMac)?;
+                let auth = auth.ok_or(WireError::Ids(IdsError::BadMac))?;
                 if !constant_eq(&send_mac(&auth, body), mac) {
-                    return Err(WireError::BadMac);
+                    return Err(WireError::Ids(IdsError::BadMac));
                 }
                 let (recipients, roster) =
                     self.recipients(&rec, epoch, &body.recipients, body.skip.as_ref(), store)?;
@@ -327,7 +342,7 @@ impl GroupCore {
                     return Err(reused_id());
                 }
                 if !constant_eq(&send_mac(&k.auth_key, body), mac) {
-                    return Err(WireError::BadMac);
+                    return Err(WireError::Ids(IdsError::BadMac));
                 }
                 let recipients = self.recipients_from(
                     &rec,
@@ -341,10 +356,10 @@ impl GroupCore {
         // A member behind (or a commit that lost the race for its epoch) learns
         // the current epoch so it can catch up; nothing is changed either way.
         if epoch != rec.epoch {
-            return Err(WireError::StaleEpoch { current: rec.epoch });
+            return Err(WireError::Ids(IdsError::StaleEpoch { current: rec.epoch }));
         }
         if !constant_eq(&send_mac(&rec.auth_key, body), mac) {
-            return Err(WireError::BadMac);
+            return Err(WireError::Ids(IdsError::BadMac));
         }
         let (recipients, roster) =
             self.recipients(&rec, epoch, &body.recipients, body.skip.as_ref(), store)?;
@@ -361,9 +376,9 @@ impl GroupCore {
                     b.put(SPACE, roster_key(&self.group, epoch + 1), record::encode(r)?)
                 }
                 (RosterMode::Stored, None) => {
-                    return Err(WireError::Malformed(
+                    return Err(WireError::Frame(BadFrame::Malformed(
                         "stored mode commit needs the next roster".into(),
-                    ))
+                    )))
                 }
                 (RosterMode::Client, _) => {}
             }
@@ -427,9 +442,9 @@ fn send_digest(body: &SendBody) -> Result<[u8; 32], WireError> {
 }
 
 fn reused_id() -> WireError {
-    WireError::InvalidMessage(
+    WireError::Ids(IdsError::InvalidMessage(
         "this message id was accepted with a different send; a retry must be identical".into(),
-    )
+    ))
 }
 
 fn constant_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {

@@ -3,6 +3,7 @@
 //! accepted message. It stops itself after being idle; its state is in
 //! storage and the next request brings it back.
 
+use mlsd_transport::protocol::ClusterError;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -99,7 +100,7 @@ impl GroupState {
         self.args.store.write(writes).map_err(|e| {
             tracing::warn!(error = %e, "group write failed; nothing applied");
             self.stale = true;
-            WireError::Internal(e.to_string())
+            WireError::Cluster(ClusterError::Internal(e.to_string()))
         })
     }
 }
@@ -214,7 +215,9 @@ impl Actor for GroupActor {
         };
         // These writes change no core state: a failure leaves the group as is.
         let store = st.args.store.as_ref();
-        let r = writes.and_then(|w| store.write(w).map_err(|e| WireError::Internal(e.to_string())));
+        let r = writes.and_then(|w| {
+            store.write(w).map_err(|e| WireError::Cluster(ClusterError::Internal(e.to_string())))
+        });
         // Failing to keep it costs only the retry beyond the accepted-epochs
         // window; the group goes on.
         if let Err(e) = r {

@@ -2,6 +2,7 @@
 //! with real MLS messages: one commit per epoch, retries recognized, and
 //! every refusal leaving storage as it was.
 
+use mlsd_transport::protocol::{BadFrame, IdsError};
 use openmls::prelude::tls_codec::Serialize as _;
 use openmls::prelude::{
     BasicCredential, CredentialWithKey, GroupId, LeafNodeParameters, MlsGroup, MlsGroupCreateConfig,
@@ -10,7 +11,7 @@ use openmls_basic_credential::SignatureKeyPair;
 use openmls_rust_crypto::OpenMlsRustCrypto;
 use openmls_traits::OpenMlsProvider;
 
-use mlsd_transport::protocol::group::send_mac;
+use mlsd_transport::protocol::ids::send_mac;
 use mlsd_transport::protocol::{CommitExtras, Recipients, RosterEntry, RosterMode, SendBody};
 use mlsd_transport::WireError;
 
@@ -109,15 +110,21 @@ fn created() -> (MemStore, GroupCore) {
 fn a_group_is_created_once_and_survives_a_reload() {
     let (store, mut core) = created();
     let before = store.contents();
-    assert_eq!(core.create(RosterMode::Client, [7; 32], None).err(), Some(WireError::GroupTaken));
+    assert_eq!(
+        core.create(RosterMode::Client, [7; 32], None).err(),
+        Some(WireError::Ids(IdsError::GroupTaken))
+    );
     let mut fresh = GroupCore::load(GID, &store).unwrap();
     assert_eq!(fresh.epoch(), Some(0));
-    assert_eq!(fresh.create(RosterMode::Client, [7; 32], None).err(), Some(WireError::GroupTaken));
+    assert_eq!(
+        fresh.create(RosterMode::Client, [7; 32], None).err(),
+        Some(WireError::Ids(IdsError::GroupTaken))
+    );
     // A stored-mode group needs its sealed roster.
     let mut other = GroupCore::load(b"other", &store).unwrap();
     assert!(matches!(
         other.create(RosterMode::Stored, [0; 32], None),
-        Err(WireError::Malformed(_))
+        Err(WireError::Frame(BadFrame::Malformed(_)))
     ));
     assert_eq!(store.contents(), before);
 }
@@ -135,7 +142,7 @@ fn one_commit_per_epoch_and_the_loser_learns_the_epoch() {
     let lost = send(bob.commit(), 2, Some([2; 32]));
     assert_eq!(
         accept(&mut core, &store, &lost, [0; 32]).err(),
-        Some(WireError::StaleEpoch { current: 1 })
+        Some(WireError::Ids(IdsError::StaleEpoch { current: 1 }))
     );
     assert_eq!(store.contents(), before);
     // The winner's retry (its answer was lost) is recognized and fanned out
@@ -156,17 +163,26 @@ fn refused_sends_change_nothing() {
     let hello = send(alice.message(b"hello"), 1, None);
     let before = store.contents();
     // A MAC under a key that is not the epoch's.
-    assert_eq!(accept(&mut core, &store, &hello, [9; 32]).err(), Some(WireError::BadMac));
+    assert_eq!(
+        accept(&mut core, &store, &hello, [9; 32]).err(),
+        Some(WireError::Ids(IdsError::BadMac))
+    );
     // Not an MLS message at all.
     let junk = send(b"not mls".to_vec(), 2, None);
-    assert!(matches!(accept(&mut core, &store, &junk, [0; 32]), Err(WireError::InvalidMessage(_))));
+    assert!(matches!(
+        accept(&mut core, &store, &junk, [0; 32]),
+        Err(WireError::Ids(IdsError::InvalidMessage(_)))
+    ));
     // A commit without its extras, and extras without a commit.
     let bare = send(alice.commit(), 3, None);
-    assert!(matches!(accept(&mut core, &store, &bare, [0; 32]), Err(WireError::InvalidMessage(_))));
+    assert!(matches!(
+        accept(&mut core, &store, &bare, [0; 32]),
+        Err(WireError::Ids(IdsError::InvalidMessage(_)))
+    ));
     let dressed = send(alice.message(b"x"), 4, Some([1; 32]));
     assert!(matches!(
         accept(&mut core, &store, &dressed, [0; 32]),
-        Err(WireError::InvalidMessage(_))
+        Err(WireError::Ids(IdsError::InvalidMessage(_)))
     ));
     assert_eq!(store.contents(), before);
     assert_eq!(core.epoch(), Some(0));
@@ -183,6 +199,9 @@ fn a_send_of_an_unknown_group_is_refused() {
     let store = MemStore::new();
     let mut core = GroupCore::load(GID, &store).unwrap();
     let body = send(Member::new().message(b"hi"), 1, None);
-    assert_eq!(accept(&mut core, &store, &body, [0; 32]).err(), Some(WireError::UnknownGroup));
+    assert_eq!(
+        accept(&mut core, &store, &body, [0; 32]).err(),
+        Some(WireError::Ids(IdsError::UnknownGroup))
+    );
     assert!(store.contents().is_empty());
 }

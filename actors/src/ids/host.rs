@@ -4,15 +4,16 @@
 //! stopped or died; the next request for that group starts it again from
 //! storage.
 
+use mlsd_transport::protocol::{BadFrame, ClusterError, IdsRequest};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use mlsd_transport::{Request, Response, Role, WireError};
+use mlsd_transport::{Request, Role, WireError};
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 
 use super::group::MAX_GROUP_ID;
 use super::group_actor::{GroupActor, GroupArgs, GroupMsg};
-use crate::contract::pong;
+use crate::contract::{not_mine, pong, Decision};
 use crate::role::{not_here, RoleArgs, RoleMsg};
 
 /// The IDS role actor.
@@ -59,9 +60,11 @@ impl IdsState {
                 // Its group record could not be read: say why.
                 ractor::SpawnErr::StartupFailed(e) => match e.downcast::<WireError>() {
                     Ok(e) => *e,
-                    Err(e) => WireError::Internal(format!("group actor: {e}")),
+                    Err(e) => {
+                        WireError::Cluster(ClusterError::Internal(format!("group actor: {e}")))
+                    }
                 },
-                e => WireError::Internal(format!("group actor: {e}")),
+                e => WireError::Cluster(ClusterError::Internal(format!("group actor: {e}"))),
             })?;
         self.groups.insert(group.to_vec(), a.clone());
         self.group_ids.insert(a.get_id(), group.to_vec());
@@ -99,25 +102,28 @@ impl Actor for IdsHost {
                 return Ok(());
             }
         };
-        let (group, msg) = match request {
-            Request::Ping { .. } => {
-                let _ = reply.send(pong(Role::Ids, &state.args.ctx()));
-                return Ok(());
-            }
-            Request::CreateGroup { group, mode, auth_key, roster } => {
-                (group, GroupMsg::Create { mode, auth_key, roster, reply })
-            }
-            Request::Send { body, mac } => {
-                (body.group.clone(), GroupMsg::Send { body, mac, reply })
-            }
+        let request = match request {
+            Request::Ids(r) => r,
             other => {
-                let e = WireError::Internal(format!("IDS cannot serve {other:?}"));
-                let _ = reply.send(Response::Error(e));
+                let ctx = state.args.ctx();
+                let decision = match other {
+                    Request::Ping(_) => Decision::reply(pong(Role::Ids, &ctx)),
+                    other => not_mine(Role::Ids, &other),
+                };
+                let _ = reply.send(decision.response);
                 return Ok(());
             }
         };
+        let (group, msg) = match request {
+            IdsRequest::CreateGroup { group, mode, auth_key, roster } => {
+                (group, GroupMsg::Create { mode, auth_key, roster, reply })
+            }
+            IdsRequest::Send { body, mac } => {
+                (body.group.clone(), GroupMsg::Send { body, mac, reply })
+            }
+        };
         if group.is_empty() || group.len() > MAX_GROUP_ID {
-            msg.refuse(WireError::Malformed("group id length".into()));
+            msg.refuse(WireError::Frame(BadFrame::Malformed("group id length".into())));
             return Ok(());
         }
         // A group whose record cannot be read (or whose actor cannot start)

@@ -3,7 +3,7 @@
 //! fan-out actor ([`super::fanout`]) feeds it sealed copies and results and
 //! does what it decides; tests drive it directly.
 
-use mlsd_transport::protocol::group::MAX_UNDELIVERED_LISTED;
+use mlsd_transport::protocol::ids::MAX_UNDELIVERED_LISTED;
 use mlsd_transport::protocol::{EnqueueItem, EnqueueResult, MailboxId, Undeliverable, Undelivered};
 use mlsd_transport::Response;
 

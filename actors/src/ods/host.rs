@@ -4,6 +4,7 @@
 //! without one (or whose subscriber stopped reading) gets a content-free
 //! push notification instead, when it registered an endpoint.
 
+use mlsd_transport::protocol::OdsRequest;
 use std::collections::HashMap;
 
 use mlsd_transport::protocol::MailboxId;
@@ -83,7 +84,7 @@ impl Actor for OdsHost {
             }
             RoleMsg::Subscribe { request, sink, reply } => {
                 let mailbox = match &request {
-                    Request::Subscribe { auth, .. } => Some((auth.mailbox, sink)),
+                    Request::Ods(OdsRequest::Subscribe { auth, .. }) => Some((auth.mailbox, sink)),
                     _ => None,
                 };
                 (h.logic.handle(request, None, &ctx), reply, mailbox)
@@ -103,6 +104,7 @@ impl Actor for OdsHost {
 
 #[cfg(test)]
 mod tests {
+    use mlsd_transport::protocol::{ClusterError, OdsError};
     use std::future::Future;
     use std::pin::Pin;
     use std::sync::Arc;
@@ -121,7 +123,9 @@ mod tests {
     impl Router for Nowhere {
         fn route(&self, _req: Request) -> Pin<Box<dyn Future<Output = Response> + Send + '_>> {
             Box::pin(async {
-                Response::Error(WireError::Internal("no router in this test".into()))
+                Response::Error(WireError::Cluster(ClusterError::Internal(
+                    "no router in this test".into(),
+                )))
             })
         }
         fn enqueue(
@@ -145,18 +149,24 @@ mod tests {
         let (actor, handle) = Actor::spawn(None, OdsHost, args).await.unwrap();
         let auth_key =
             ed25519_dalek::SigningKey::from_bytes(&[1; 32]).verifying_key().to_bytes().to_vec();
-        let open = Request::OpenMailbox { mailbox: [5; 32], auth_key, push: None };
+        let open = Request::Ods(OdsRequest::OpenMailbox { mailbox: [5; 32], auth_key, push: None });
         async fn ask(actor: &ActorRef<RoleMsg>, request: Request) -> Response {
             ractor::call!(actor, |reply| RoleMsg::Request { request, reply }).unwrap()
         }
         store.fail_writes(true);
         let r = ask(&actor, open.clone()).await;
-        assert!(matches!(r, Response::Error(WireError::Internal(_))), "{r:?}");
+        assert!(
+            matches!(r, Response::Error(WireError::Cluster(ClusterError::Internal(_)))),
+            "{r:?}"
+        );
         assert!(store.contents().is_empty(), "a failed batch applies nothing");
         store.fail_writes(false);
         // The same request now succeeds: nothing of the failed one remained.
         assert_eq!(ask(&actor, open.clone()).await, Response::MailboxOpened);
-        assert_eq!(ask(&actor, open).await, Response::Error(WireError::MailboxTaken));
+        assert_eq!(
+            ask(&actor, open).await,
+            Response::Error(WireError::Ods(OdsError::MailboxTaken))
+        );
         actor.stop(None);
         handle.await.unwrap();
     }

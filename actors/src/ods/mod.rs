@@ -25,10 +25,11 @@
 
 pub mod host;
 
+use mlsd_transport::protocol::{AuthError, BadFrame, OdsError, OdsRequest};
 use std::collections::HashMap;
 
 use mlsd_transport::protocol::identity::signing_bytes;
-use mlsd_transport::protocol::mailbox::{
+use mlsd_transport::protocol::ods::{
     PageRoom, LABEL_ACK, LABEL_FETCH, LABEL_SUBSCRIBE, MAX_ENVELOPE,
 };
 use mlsd_transport::protocol::{
@@ -38,7 +39,7 @@ use mlsd_transport::{Request, Response, Role, WireError};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::contract::{pong, Decision, Effect, RoleContext, RoleLogic};
+use crate::contract::{not_mine, pong, Decision, Effect, RoleContext, RoleLogic};
 use crate::r#as::internal;
 use crate::record::{self, Stored};
 use crate::settings::OdsSettings;
@@ -121,7 +122,7 @@ impl OdsLogic {
         ctx: &RoleContext<'_>,
     ) -> Result<MailboxRecord, WireError> {
         let v = ctx.store.get(SPACE, &mbox_key(mailbox)).map_err(internal)?;
-        let v = v.ok_or(WireError::UnknownMailbox)?;
+        let v = v.ok_or(WireError::Ods(OdsError::UnknownMailbox))?;
         record::decode(&v)
     }
 
@@ -135,11 +136,11 @@ impl OdsLogic {
         verifying_key(&auth_key)?;
         if let Some(p) = &push {
             if p.nonce.len() != 24 || p.ciphertext.len() > crate::push::MAX_URL + 16 {
-                return Err(WireError::Malformed("sealed push endpoint".into()));
+                return Err(WireError::Frame(BadFrame::Malformed("sealed push endpoint".into())));
             }
         }
         if ctx.store.get(SPACE, &mbox_key(&mailbox)).map_err(internal)?.is_some() {
-            return Err(WireError::MailboxTaken);
+            return Err(WireError::Ods(OdsError::MailboxTaken));
         }
         let rec = MailboxRecord { auth_key, push, next_seq: 1, acked: 0, last_counter: 0 };
         let mut b = Batch::new();
@@ -161,7 +162,7 @@ impl OdsLogic {
         verify(&rec.auth_key, &msg, &auth.signature, "mailbox request")?;
         fresh(auth.counter / 1000, ctx.now)?;
         if auth.counter <= rec.last_counter {
-            return Err(WireError::Replayed);
+            return Err(WireError::Auth(AuthError::Replayed));
         }
         rec.last_counter = auth.counter;
         Ok(rec)
@@ -299,7 +300,7 @@ impl OdsLogic {
                         index.insert(item.mailbox, touched.len() - 1);
                         touched.len() - 1
                     }
-                    Err(WireError::UnknownMailbox) => {
+                    Err(WireError::Ods(OdsError::UnknownMailbox)) => {
                         results.push(EnqueueResult::UnknownMailbox);
                         continue;
                     }
@@ -396,17 +397,20 @@ impl RoleLogic for OdsLogic {
     }
 
     fn handle(&mut self, req: Request, _pre: Option<Response>, ctx: &RoleContext<'_>) -> Decision {
-        let r = match req {
-            Request::Ping { .. } => Ok(Decision::reply(pong(Role::Ods, ctx))),
-            Request::OpenMailbox { mailbox, auth_key, push } => {
+        let req = match req {
+            Request::Ping(_) => return Decision::reply(pong(Role::Ods, ctx)),
+            Request::Ods(r) => r,
+            other => return not_mine(Role::Ods, &other),
+        };
+        match req {
+            OdsRequest::OpenMailbox { mailbox, auth_key, push } => {
                 self.open(mailbox, auth_key, push, ctx)
             }
-            Request::Fetch { auth, after, limit } => self.fetch(auth, after, limit, ctx),
-            Request::Ack { auth, up_to } => self.ack(auth, up_to, ctx),
-            Request::Subscribe { auth, after } => self.subscribe(auth, after, ctx),
-            other => Err(WireError::Internal(format!("ODS cannot serve {other:?}"))),
-        };
-        r.into()
+            OdsRequest::Fetch { auth, after, limit } => self.fetch(auth, after, limit, ctx),
+            OdsRequest::Ack { auth, up_to } => self.ack(auth, up_to, ctx),
+            OdsRequest::Subscribe { auth, after } => self.subscribe(auth, after, ctx),
+        }
+        .into()
     }
 
     fn enqueue(&mut self, items: Vec<EnqueueItem>, ctx: &RoleContext<'_>) -> Decision {
@@ -425,7 +429,8 @@ mod tests {
             OdsLogic::new(OdsSettings { max_queue: 100, max_fetch: 10, page_bytes: 1 << 20 });
         let auth =
             ed25519_dalek::SigningKey::from_bytes(&[1; 32]).verifying_key().to_bytes().to_vec();
-        let open = Request::OpenMailbox { mailbox: [5; 32], auth_key: auth, push: None };
+        let open =
+            Request::Ods(OdsRequest::OpenMailbox { mailbox: [5; 32], auth_key: auth, push: None });
         assert_eq!(ods.handle(open, None, ctx).applied(store), Response::MailboxOpened);
         ods
     }
@@ -484,7 +489,7 @@ mod tests {
         let store = MemStore::new();
         let ctx = RoleContext { node: "t", store: &store, now: std::time::SystemTime::now() };
         let mut ods = ods_with_mailbox(&ctx, &store);
-        ods.settings.page_bytes = mlsd_transport::protocol::mailbox::page_budget(1 << 20);
+        ods.settings.page_bytes = mlsd_transport::protocol::ods::page_budget(1 << 20);
         ods.settings.max_fetch = 256;
         let items: Vec<EnqueueItem> = (0..12u8)
             .map(|d| EnqueueItem {
@@ -502,7 +507,7 @@ mod tests {
             if page.is_empty() {
                 break;
             }
-            let bytes: usize = page.iter().map(mlsd_transport::protocol::mailbox::page_cost).sum();
+            let bytes: usize = page.iter().map(mlsd_transport::protocol::ods::page_cost).sum();
             assert!(bytes <= ods.settings.page_bytes, "page of {bytes} bytes");
             after = page.last().unwrap().seq;
             seen.extend(page.into_iter().map(|d| (d.seq, d.envelope[0])));

@@ -2,6 +2,7 @@
 //! send-to-receive latency on real QUIC and RocksDB.
 
 use super::*;
+use mlsd_transport::protocol::{IdsRequest, OdsRequest};
 
 /// Config for the benchmark's clusters: no rate limits in the way; every
 /// other setting (anonymizer concurrency included) is the default.
@@ -40,11 +41,11 @@ pub(super) fn send_to_roster(
     text: &str,
     roster: &[RosterEntry],
 ) -> anyhow::Result<Request> {
-    let Request::Send { mut body, mac } = sender.prepare_text(group, text)? else {
+    let Request::Ids(IdsRequest::Send { mut body, mac }) = sender.prepare_text(group, text)? else {
         anyhow::bail!("not a send");
     };
     body.recipients = Recipients::Roster(roster.to_vec());
-    Ok(Request::Send { body, mac })
+    Ok(Request::Ids(IdsRequest::Send { body, mac }))
 }
 
 /// Sends `req` and checks that exactly `copies` copies were enqueued.
@@ -78,7 +79,8 @@ pub(super) async fn fanout(
         let mailbox = rand32();
         let auth =
             ed25519_dalek::SigningKey::from_bytes(&rand32()).verifying_key().to_bytes().to_vec();
-        conn.request(Request::OpenMailbox { mailbox, auth_key: auth, push: None }).await?;
+        conn.request(Request::Ods(OdsRequest::OpenMailbox { mailbox, auth_key: auth, push: None }))
+            .await?;
         roster.push(RosterEntry { mailbox, key: rand32(), push_key: None });
     }
     // The sender's own MLS encryption and its home's fsync are the client's

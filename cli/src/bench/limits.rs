@@ -2,6 +2,7 @@
 //! synced enqueues, and bytes over one node-to-node QUIC stream.
 
 use super::*;
+use mlsd_transport::protocol::OdsRequest;
 
 /// Seals per second on one core, on the anonymizer's sealing code (its
 /// nonce source included), and the envelope length.
@@ -35,7 +36,8 @@ pub(super) fn enqueue_rate(
     for m in &mailboxes {
         let auth =
             ed25519_dalek::SigningKey::from_bytes(&rand32()).verifying_key().to_bytes().to_vec();
-        let open = Request::OpenMailbox { mailbox: *m, auth_key: auth, push: None };
+        let open =
+            Request::Ods(OdsRequest::OpenMailbox { mailbox: *m, auth_key: auth, push: None });
         ods.handle(open, None, &ctx).apply(&store)?;
     }
     // Prepared up front (the fan-out's anonymizers make them), so only the

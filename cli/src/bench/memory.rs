@@ -2,6 +2,7 @@
 //! in a fresh child process.
 
 use super::*;
+use mlsd_transport::protocol::{IdsRequest, OdsRequest};
 
 /// Resident set size of this process, bytes (Linux `/proc/self/statm`).
 pub(super) fn rss() -> Option<u64> {
@@ -22,7 +23,11 @@ pub(super) fn bytes_per_idle_mailbox(n: usize) -> anyhow::Result<Option<f64>> {
     let auth = ed25519_dalek::SigningKey::from_bytes(&rand32()).verifying_key().to_bytes().to_vec();
     let Some(before) = rss() else { return Ok(None) };
     for _ in 0..n {
-        let req = Request::OpenMailbox { mailbox: rand32(), auth_key: auth.clone(), push: None };
+        let req = Request::Ods(OdsRequest::OpenMailbox {
+            mailbox: rand32(),
+            auth_key: auth.clone(),
+            push: None,
+        });
         if !matches!(ods.handle(req, None, &ctx).apply(&store)?.0, Response::MailboxOpened) {
             anyhow::bail!("opening a mailbox failed");
         }
@@ -44,11 +49,13 @@ pub(super) async fn bytes_per_idle_group(n: usize) -> anyhow::Result<Option<(f64
     )
     .await?;
     let conn = Connection::connect(c.nodes[0].addr(), &c.client_config("x", 0).ca).await?;
-    let create = |group: Vec<u8>| Request::CreateGroup {
-        group,
-        mode: RosterMode::Client,
-        auth_key: rand32(),
-        roster: None,
+    let create = |group: Vec<u8>| {
+        Request::Ids(IdsRequest::CreateGroup {
+            group,
+            mode: RosterMode::Client,
+            auth_key: rand32(),
+            roster: None,
+        })
     };
     // Warm up the paths (allocator arenas, RocksDB memtable) before measuring.
     for _ in 0..200 {

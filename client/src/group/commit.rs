@@ -3,6 +3,7 @@
 //! (and a lost answer settled) before anything else happens in the group.
 
 use super::*;
+use mlsd_transport::protocol::IdsError;
 
 /// How often a change is retried after losing an epoch race.
 const MAX_RETRIES: usize = 5;
@@ -71,14 +72,16 @@ impl Client {
     async fn commit(&mut self, name: &str, change: Change) -> Result<u64, ClientError> {
         for _ in 0..MAX_RETRIES {
             match self.try_commit(name, &change).await {
-                Err(ClientError::Server(WireError::StaleEpoch { .. })) => {
+                Err(ClientError::Server(WireError::Ids(IdsError::StaleEpoch { .. }))) => {
                     let events = self.receive().await?;
                     self.pending_events.extend(events);
                 }
                 other => return other,
             }
         }
-        Err(ClientError::Server(WireError::StaleEpoch { current: self.group_epoch(name)? }))
+        Err(ClientError::Server(WireError::Ids(IdsError::StaleEpoch {
+            current: self.group_epoch(name)?,
+        })))
     }
 
     async fn try_commit(&mut self, name: &str, change: &Change) -> Result<u64, ClientError> {

@@ -2,6 +2,7 @@
 //! for the epoch (step 8: the group's name, readable by members only).
 
 use super::*;
+use mlsd_transport::protocol::{IdsRequest, SdsError};
 
 impl Client {
     /// Creates a group of one (us) and registers it at the IDS.
@@ -49,7 +50,12 @@ impl Client {
         };
         match self
             .conn
-            .request(Request::CreateGroup { group: gid.clone(), mode, auth_key, roster })
+            .request(Request::Ids(IdsRequest::CreateGroup {
+                group: gid.clone(),
+                mode,
+                auth_key,
+                roster,
+            }))
             .await?
         {
             Response::GroupCreated => {}
@@ -89,7 +95,7 @@ impl Client {
         let key = Zeroizing::new(export32(group, &self.provider, EXPORT_DATA_KEY, &[])?);
         let sealed = match crate::blob::get(&self.conn, id, 1 << 20).await {
             Ok(s) => s,
-            Err(ClientError::Server(WireError::UnknownBlob)) => return Ok(None),
+            Err(ClientError::Server(WireError::Sds(SdsError::UnknownBlob))) => return Ok(None),
             Err(e) => return Err(e),
         };
         let plain = crate::blob::open(&key, &id, &sealed)?;

@@ -19,10 +19,11 @@
 //! - `receive`: fetching, opening and processing what the mailbox holds.
 
 use mlsd_transport::envelope::{self, GroupSettings, Kind, MailboxRef, GROUP_SETTINGS_EXTENSION};
-use mlsd_transport::protocol::group::{
+use mlsd_transport::protocol::ids::{
     send_mac, EXPORT_AUTH, EXPORT_DATA_CAP, EXPORT_DATA_ID, EXPORT_DATA_KEY, EXPORT_ENVELOPE,
     EXPORT_ROSTER,
 };
+use mlsd_transport::protocol::IdsRequest;
 use mlsd_transport::protocol::{
     CommitExtras, Recipients, RosterEntry, RosterMode, SealedRoster, SendBody, Undeliverable,
     WelcomeCopy,
@@ -275,7 +276,7 @@ impl Client {
     /// The `Send` for `body`, MAC'd under the group's current epoch auth key.
     fn send_request_for(&self, group: &MlsGroup, body: SendBody) -> Result<Request, ClientError> {
         let mac = send_mac(&export32(group, &self.provider, EXPORT_AUTH, &[])?, &body);
-        Ok(Request::Send { body: Box::new(body), mac })
+        Ok(Request::Ids(IdsRequest::Send { body: Box::new(body), mac }))
     }
 
     /// This device's mailbox keys (tests and tools inspect raw envelopes with them).

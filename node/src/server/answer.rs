@@ -2,6 +2,7 @@
 //! time, and an answer too large for a frame becomes an error the client sees.
 
 use mlsd_transport::frame::{write_message, FrameError};
+use mlsd_transport::protocol::BadFrame;
 use mlsd_transport::protocol::ResponseFrame;
 use mlsd_transport::{Response, WireError};
 
@@ -40,7 +41,10 @@ pub(super) async fn write_response(
         Err(FrameError::TooLarge { len, max }) => {
             tracing::warn!(len, max, "response exceeds the frame limit; answering with an error");
             let error =
-                ResponseFrame::new(Response::Error(WireError::ResponseTooLarge { len, max }));
+                ResponseFrame::new(Response::Error(WireError::Frame(BadFrame::ResponseTooLarge {
+                    len,
+                    max,
+                })));
             if write_bounded(send, &error, l).await.is_err() {
                 tracing::warn!("cannot write the error response either");
             }

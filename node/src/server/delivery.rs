@@ -6,6 +6,7 @@
 //! coalescer), then the coalescer (group commits), then this node's ODS actor
 //! ([`crate::local`]).
 
+use mlsd_transport::protocol::ClusterError;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -21,7 +22,7 @@ use crate::routing;
 pub(super) fn owner_of(ctx: &ServerCtx, role: Role, key: &[u8]) -> Result<String, WireError> {
     routing::owner(&ctx.config.nodes, role, key)
         .map(|o| o.name.clone())
-        .ok_or_else(|| WireError::Internal(format!("no node hosts {role}")))
+        .ok_or_else(|| WireError::Cluster(ClusterError::Internal(format!("no node hosts {role}"))))
 }
 
 /// Serves a client request here or at its owner.

@@ -28,6 +28,7 @@ mod subscription;
 pub use delivery::join_all;
 pub use delivery::NodeRouter;
 
+use mlsd_transport::protocol::{CsRequest, OdsRequest};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -121,9 +122,9 @@ impl ServerCtx {
     /// limited per client address here, where the address is known.
     pub(super) fn admit(&self, req: &Request, from: IpAddr) -> Result<(), WireError> {
         match req {
-            Request::FetchKeyPackages { .. } => self.fetch_limiter.check(from),
+            Request::Cs(CsRequest::FetchKeyPackages { .. }) => self.fetch_limiter.check(from),
             // Mailboxes need no identity, so their creation is what to bound.
-            Request::OpenMailbox { .. } => self.open_limiter.check(from),
+            Request::Ods(OdsRequest::OpenMailbox { .. }) => self.open_limiter.check(from),
             _ => Ok(()),
         }
     }

@@ -2,6 +2,7 @@
 //! requests, enrollment tokens, enqueue batches and chaos. Each is served only
 //! by the node that owns it, and never forwarded again.
 
+use mlsd_transport::protocol::{AuthError, BadFrame, ClusterError};
 use std::time::Duration;
 
 use mlsd_actors::role::actor_name;
@@ -18,7 +19,7 @@ use crate::dispatch::MAX_ENQUEUE_BATCH;
 pub(super) async fn serve_node_request(ctx: &ServerCtx, req: NodeRequest) -> Response {
     let owns = |role: Role, key: &[u8]| match owner_of(ctx, role, key) {
         Ok(o) if o == ctx.me.name => Ok(()),
-        Ok(owner) => Err(WireError::NotOwner { owner }),
+        Ok(owner) => Err(WireError::Cluster(ClusterError::NotOwner { owner })),
         Err(e) => Err(e),
     };
     match req {
@@ -39,7 +40,9 @@ pub(super) async fn serve_node_request(ctx: &ServerCtx, req: NodeRequest) -> Res
         NodeRequest::Chaos { target } => chaos(ctx, target).await,
         NodeRequest::Enqueue(items) => {
             if items.len() > MAX_ENQUEUE_BATCH {
-                return Response::Error(WireError::Malformed("enqueue batch too large".into()));
+                return Response::Error(WireError::Frame(BadFrame::Malformed(
+                    "enqueue batch too large".into(),
+                )));
             }
             // Items for mailboxes owned elsewhere get a per-item error; the rest proceed.
             let mut results = vec![EnqueueResult::NotOwner; items.len()];
@@ -52,7 +55,9 @@ pub(super) async fn serve_node_request(ctx: &ServerCtx, req: NodeRequest) -> Res
                 let resp = ctx.dispatch.here(mine).await;
                 let Response::Enqueued(local_results) = resp else { return resp };
                 if local_results.len() != positions.len() {
-                    return Response::Error(WireError::Internal("enqueue result count".into()));
+                    return Response::Error(WireError::Cluster(ClusterError::Internal(
+                        "enqueue result count".into(),
+                    )));
                 }
                 for (p, r) in positions.into_iter().zip(local_results) {
                     results[p] = r;
@@ -69,7 +74,9 @@ pub(super) async fn serve_node_request(ctx: &ServerCtx, req: NodeRequest) -> Res
 async fn chaos(ctx: &ServerCtx, target: ChaosTarget) -> Response {
     use rand::seq::IndexedRandom;
     if !ctx.config.chaos_allowed {
-        return Response::Error(WireError::NotAuthorized("chaos requests are off".into()));
+        return Response::Error(WireError::Auth(AuthError::NotAuthorized(
+            "chaos requests are off".into(),
+        )));
     }
     let deadline = std::time::Instant::now() + Duration::from_millis(500);
     loop {

@@ -1,6 +1,7 @@
 //! One request per stream: reading and checking a client's or a node's
 //! frame, and answering it.
 
+use mlsd_transport::protocol::{BadFrame, OdsRequest};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -16,10 +17,15 @@ use super::ServerCtx;
 
 fn check_frame(magic: u32, want: u32, version: u16) -> Result<(), WireError> {
     if magic != want {
-        return Err(WireError::Malformed("wrong frame type for this connection".into()));
+        return Err(WireError::Frame(BadFrame::Malformed(
+            "wrong frame type for this connection".into(),
+        )));
     }
     if version != PROTOCOL_VERSION {
-        return Err(WireError::UnsupportedVersion { got: version, supported: PROTOCOL_VERSION });
+        return Err(WireError::Frame(BadFrame::UnsupportedVersion {
+            got: version,
+            supported: PROTOCOL_VERSION,
+        }));
     }
     Ok(())
 }
@@ -38,7 +44,7 @@ pub(super) async fn serve_client_stream(
                 Err(e) => Response::Error(e),
                 Ok(()) => match ctx.admit(&f.request, remote) {
                     Err(e) => Response::Error(e),
-                    Ok(()) if matches!(f.request, Request::Subscribe { .. }) => {
+                    Ok(()) if matches!(f.request, Request::Ods(OdsRequest::Subscribe { .. })) => {
                         return subscription(&ctx, send, f.request, true).await;
                     }
                     Ok(()) => route(&ctx, f.request).await,
@@ -62,7 +68,7 @@ pub(super) async fn serve_node_stream(
             Ok(()) => match f.request {
                 // Served here or refused: a forwarded subscription is never
                 // forwarded a second time (configs that disagree cannot loop).
-                NodeRequest::Forward(req @ Request::Subscribe { .. }) => {
+                NodeRequest::Forward(req @ Request::Ods(OdsRequest::Subscribe { .. })) => {
                     return subscription(&ctx, send, req, false).await;
                 }
                 other => serve_node_request(&ctx, other).await,

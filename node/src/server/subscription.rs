@@ -2,11 +2,12 @@
 //! registered with the ODS actor and fed every new envelope; elsewhere it is
 //! piped to the owner over a node stream.
 
+use mlsd_transport::protocol::ClusterError;
 use std::time::Duration;
 
 use mlsd_actors::RoleMsg;
 use mlsd_transport::frame::read_message;
-use mlsd_transport::protocol::mailbox::{into_pages, page_budget};
+use mlsd_transport::protocol::ods::{into_pages, page_budget};
 use mlsd_transport::protocol::{NodeFrame, NodeRequest, ResponseFrame};
 use mlsd_transport::{Request, Response, Role, WireError};
 
@@ -38,7 +39,12 @@ pub(super) async fn subscription(
     let (role, key) = req.shard();
     let owner = match owner_of(ctx, role, key) {
         Ok(o) if o != ctx.me.name && !may_forward => {
-            return reply(send, Response::Error(WireError::NotOwner { owner: o }), l).await
+            return reply(
+                send,
+                Response::Error(WireError::Cluster(ClusterError::NotOwner { owner: o })),
+                l,
+            )
+            .await
         }
         Ok(o) => o,
         Err(e) => return reply(send, Response::Error(e), l).await,
@@ -78,11 +84,21 @@ pub(super) async fn subscription(
         }
     }
     let Some((mut up_send, mut up_recv)) = ctx.peers.open_stream(&owner).await else {
-        return reply(send, Response::Error(WireError::Unavailable { node: owner }), l).await;
+        return reply(
+            send,
+            Response::Error(WireError::Cluster(ClusterError::Unavailable { node: owner })),
+            l,
+        )
+        .await;
     };
     let frame = NodeFrame::new(NodeRequest::Forward(req));
     if write_bounded(&mut up_send, &frame, l).await.is_err() {
-        return reply(send, Response::Error(WireError::Unavailable { node: owner }), l).await;
+        return reply(
+            send,
+            Response::Error(WireError::Cluster(ClusterError::Unavailable { node: owner })),
+            l,
+        )
+        .await;
     }
     let stopped = send.stopped();
     tokio::pin!(stopped);

@@ -1,5 +1,4 @@
-//! AS and CS message bodies: identity bindings, signed client requests and
-//! KeyPackage transfer.
+//! What the AS and CS share: client ids and signed client requests.
 //!
 //! A client signs the [`signing_bytes`] of a request body with its signature
 //! key (Ed25519, the key of its MLS credential). Every body carries a
@@ -7,7 +6,7 @@
 //! part of the signed bytes, so a signature for one request type can never be
 //! replayed as another.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::codec;
 
@@ -41,112 +40,11 @@ pub fn signing_bytes<T: Serialize>(label: &str, body: &T) -> Vec<u8> {
     codec::encode(&(label, body)).unwrap_or_default()
 }
 
-/// Label of [`RegisterBody`] signatures (proof of possession and rotation).
-pub const LABEL_REGISTER: &str = "mlsd/as/register/v1";
-/// Label of [`RevokeBody`] signatures.
-pub const LABEL_REVOKE: &str = "mlsd/as/revoke/v1";
-/// Label of the AS's signature over a [`Binding`] and its status.
-pub const LABEL_BINDING: &str = "mlsd/as/binding/v1";
-/// Label of [`PublishBody`] signatures.
-pub const LABEL_PUBLISH: &str = "mlsd/cs/publish/v1";
-/// Label of [`CountBody`] signatures.
-pub const LABEL_COUNT: &str = "mlsd/cs/count/v1";
-
-/// What the AS vouches for: client `client` signs with `signature_key`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Binding {
-    /// Client id, `identity/device`.
-    pub client: String,
-    /// Ed25519 public key (32 bytes), the key in the client's MLS credential.
-    pub signature_key: Vec<u8>,
-    /// Unix seconds.
-    pub issued_at: u64,
-    /// Unix seconds; the binding is void after this.
-    pub expires_at: u64,
-    /// Increases with every binding this AS shard issues, so a client can
-    /// tell a newer binding of a device from an older one.
-    pub serial: u64,
-}
-
-/// A binding, its status and the AS signature over both.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SignedBinding {
-    /// The binding.
-    pub binding: Binding,
-    /// When the client revoked it (Unix seconds), if it did.
-    pub revoked_at: Option<u64>,
-    /// Ed25519 signature by the AS key over
-    /// `signing_bytes(LABEL_BINDING, &(binding, revoked_at))`.
-    pub signature: Vec<u8>,
-}
-
-impl SignedBinding {
-    /// The bytes the AS signs.
-    pub fn tbs(binding: &Binding, revoked_at: Option<u64>) -> Vec<u8> {
-        signing_bytes(LABEL_BINDING, &(binding, revoked_at))
-    }
-}
-
-/// Body of a registration; see [`crate::Request::Register`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RegisterBody {
-    /// Client id to bind.
-    pub client: String,
-    /// Its Ed25519 public key.
-    pub signature_key: Vec<u8>,
-    /// Unix seconds, within [`TIMESTAMP_WINDOW_SECS`] of the AS clock.
-    pub timestamp: u64,
-    /// Enrollment token, required when the AS runs in token mode.
-    pub token: Option<String>,
-}
-
-/// Body of a revocation, signed by the bound key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RevokeBody {
-    /// Client id whose binding ends.
-    pub client: String,
-    /// Unix seconds.
-    pub timestamp: u64,
-}
-
-/// Body of a KeyPackage upload, signed by the bound key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PublishBody {
-    /// The uploading client.
-    pub client: String,
-    /// TLS-serialized MLS KeyPackages, each handed out once.
-    pub key_packages: Vec<Vec<u8>>,
-    /// A TLS-serialized last-resort KeyPackage, handed out when no other is
-    /// left and kept; replaces the previous one.
-    pub last_resort: Option<Vec<u8>>,
-    /// Unix seconds.
-    pub timestamp: u64,
-}
-
-/// Body of a KeyPackage count request, signed by the bound key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CountBody {
-    /// The asking client.
-    pub client: String,
-    /// Unix seconds.
-    pub timestamp: u64,
-}
-
-/// One KeyPackage handed out by the CS.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FetchedKeyPackage {
-    /// The client it belongs to.
-    pub client: String,
-    /// TLS-serialized MLS KeyPackage.
-    #[serde(with = "serde_bytes")]
-    pub key_package: Vec<u8>,
-    /// Whether this is the client's last-resort KeyPackage (kept, may be reused).
-    pub last_resort: bool,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::cs::LABEL_COUNT;
+    use crate::protocol::r#as::{RevokeBody, LABEL_REVOKE};
 
     #[test]
     fn client_ids() {

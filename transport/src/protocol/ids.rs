@@ -1,4 +1,4 @@
-//! IDS message bodies: groups, rosters and sends.
+//! IDS protocol: groups, rosters and sends.
 //!
 //! The IDS never learns who the members are beyond their mailbox ids for the
 //! duration of one fan-out, and never learns any identity. Keys in here are
@@ -10,7 +10,8 @@
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
-use super::mailbox::MailboxId;
+use super::flat::Tags;
+use super::ods::MailboxId;
 
 /// Exporter label of envelope keys.
 pub const EXPORT_ENVELOPE: &str = "mlsd envelope";
@@ -188,4 +189,88 @@ pub fn send_mac(auth_key: &[u8; 32], body: &SendBody) -> [u8; 32] {
     ))
     .unwrap_or_default();
     *blake3::keyed_hash(auth_key, &bytes).as_bytes()
+}
+
+/// A request the IDS serves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IdsRequest {
+    /// Register a group id (first come) with its epoch-0 auth key and, in
+    /// stored mode, its roster sealed under `R(0)`.
+    CreateGroup {
+        /// MLS group id.
+        group: Vec<u8>,
+        /// Roster mode.
+        mode: RosterMode,
+        /// `A(0)`.
+        auth_key: [u8; 32],
+        /// The epoch-0 roster sealed under `R(0)` (stored mode only).
+        roster: Option<SealedRoster>,
+    },
+    /// Fan a message out to a group's members (steps 5-6).
+    Send {
+        /// The message and its recipients (boxed: by far the largest request).
+        body: Box<SendBody>,
+        /// `send_mac(A(e), body)`.
+        mac: [u8; 32],
+    },
+}
+
+impl IdsRequest {
+    /// Flat wire index of each variant (protocol version 1).
+    pub(crate) const TAGS: Tags = &[10, 11];
+
+    /// The group id, which picks the IDS shard.
+    pub fn shard_key(&self) -> &[u8] {
+        match self {
+            IdsRequest::CreateGroup { group, .. } => group,
+            IdsRequest::Send { body, .. } => &body.group,
+        }
+    }
+
+    /// See [`super::Request::repeatable`]; the sender retries a send itself.
+    pub fn repeatable(&self) -> bool {
+        match self {
+            IdsRequest::CreateGroup { .. } | IdsRequest::Send { .. } => false,
+        }
+    }
+}
+
+/// Why the IDS refused a group request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum IdsError {
+    /// The message is for an epoch other than the group's current one, or a
+    /// commit lost the race for this epoch: process the winning commit first.
+    #[error("stale epoch; the group is at epoch {current}")]
+    StaleEpoch {
+        /// The group's current epoch at the IDS.
+        current: u64,
+    },
+    /// No group with this id at the IDS.
+    #[error("unknown group")]
+    UnknownGroup,
+    /// A group with this id exists already.
+    #[error("group id taken")]
+    GroupTaken,
+    /// The send's MAC does not verify under the epoch auth key.
+    #[error("MAC does not verify under the epoch auth key")]
+    BadMac,
+    /// The MLS message is malformed or does not match the request.
+    #[error("invalid MLS message: {0}")]
+    InvalidMessage(String),
+    /// Some copies could not be enqueued; the send may be retried with the
+    /// same message id without duplicating the copies that were. (Nodes of
+    /// this version answer `Response::PartlySent` instead, which says which
+    /// recipients and why; clients still treat this one as retryable.)
+    #[error("{failed} of {total} copies not enqueued")]
+    Incomplete {
+        /// Copies that failed.
+        failed: u32,
+        /// All copies.
+        total: u32,
+    },
+}
+
+impl IdsError {
+    /// Flat wire index of each variant in [`super::WireError`].
+    pub(crate) const TAGS: Tags = &[17, 18, 19, 20, 21, 22];
 }

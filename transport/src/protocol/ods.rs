@@ -1,4 +1,4 @@
-//! ODS message bodies: mailboxes, envelopes and their delivery.
+//! ODS protocol: mailboxes, envelopes and their delivery.
 //!
 //! A mailbox is a random 256-bit id with an Ed25519 authentication key; no
 //! identity is attached. Requests on a mailbox are signed with its key over a
@@ -6,6 +6,8 @@
 //! cannot be replayed.
 
 use serde::{Deserialize, Serialize};
+
+use super::flat::Tags;
 
 /// A mailbox id: 32 random bytes chosen by the client that opens it.
 pub type MailboxId = [u8; 32];
@@ -166,6 +168,87 @@ pub struct Delivered {
     /// The sealed envelope.
     #[serde(with = "serde_bytes")]
     pub envelope: Vec<u8>,
+}
+
+/// A request the ODS serves for a mailbox's holder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OdsRequest {
+    /// Create a mailbox with id `mailbox` (random, chosen by the client),
+    /// authenticated by `auth_key`; no identity is involved.
+    OpenMailbox {
+        /// The new mailbox's id.
+        mailbox: MailboxId,
+        /// Ed25519 key that must sign fetches and acks.
+        auth_key: Vec<u8>,
+        /// The push endpoint, encrypted under the client's push key.
+        push: Option<SealedPush>,
+    },
+    /// Envelopes of a mailbox after sequence number `after`.
+    Fetch {
+        /// Signed by the mailbox key (label `mlsd/ods/fetch/v1`, op = `(after, limit)`).
+        auth: MailboxAuth,
+        /// Return envelopes with a larger sequence number.
+        after: u64,
+        /// At most this many (capped by the server).
+        limit: u32,
+    },
+    /// Keep this stream open and push envelopes on it as they arrive. The
+    /// first response frame holds the envelopes after `after` (at most a
+    /// fetch page; fetch the rest if it is full), every later frame new ones.
+    Subscribe {
+        /// Signed by the mailbox key (label `mlsd/ods/subscribe/v1`, op = `after`).
+        auth: MailboxAuth,
+        /// Resume after this sequence number.
+        after: u64,
+    },
+    /// Delete every envelope up to and including `up_to`.
+    Ack {
+        /// Signed by the mailbox key (label `mlsd/ods/ack/v1`, op = `up_to`).
+        auth: MailboxAuth,
+        /// Highest acknowledged sequence number.
+        up_to: u64,
+    },
+}
+
+impl OdsRequest {
+    /// Flat wire index of each variant (protocol version 1).
+    pub(crate) const TAGS: Tags = &[6, 7, 8, 9];
+
+    /// The mailbox id, which picks the ODS shard.
+    pub fn shard_key(&self) -> &[u8] {
+        match self {
+            OdsRequest::OpenMailbox { mailbox, .. } => mailbox,
+            OdsRequest::Fetch { auth, .. }
+            | OdsRequest::Subscribe { auth, .. }
+            | OdsRequest::Ack { auth, .. } => &auth.mailbox,
+        }
+    }
+
+    /// See [`super::Request::repeatable`]: a second fetch or ack changes
+    /// nothing (it is refused as a replay, and the client signs anew).
+    pub fn repeatable(&self) -> bool {
+        match self {
+            OdsRequest::Fetch { .. } | OdsRequest::Ack { .. } => true,
+            OdsRequest::OpenMailbox { .. } | OdsRequest::Subscribe { .. } => false,
+        }
+    }
+}
+
+/// Why the ODS refused a mailbox request (besides the shared reasons of
+/// [`super::AuthError`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum OdsError {
+    /// No mailbox with this id.
+    #[error("unknown mailbox")]
+    UnknownMailbox,
+    /// A mailbox with this id exists already (pick another random id).
+    #[error("mailbox id taken")]
+    MailboxTaken,
+}
+
+impl OdsError {
+    /// Flat wire index of each variant in [`super::WireError`].
+    pub(crate) const TAGS: Tags = &[26, 27];
 }
 
 #[cfg(test)]

@@ -1,0 +1,147 @@
+//! AS protocol: binding a client id to a signature key, revoking it, and
+//! looking up an identity's bindings.
+//!
+//! Requests are signed as [`super::identity`] describes; the AS answers with
+//! bindings it signs itself ([`SignedBinding`]).
+
+use serde::{Deserialize, Serialize};
+
+use super::flat::Tags;
+use super::identity::signing_bytes;
+
+/// A request the AS serves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AsRequest {
+    /// Bind a client id to a signature key (step 1). `proof` is the new
+    /// key's signature over the body (proof of possession); `rotation`, the
+    /// currently bound key's signature, is required to replace a live binding.
+    Register {
+        /// What is registered.
+        body: RegisterBody,
+        /// Signature by `body.signature_key`.
+        proof: Vec<u8>,
+        /// Signature by the currently bound key, for key rotation.
+        rotation: Option<Vec<u8>>,
+    },
+    /// End a binding; signed by the bound key.
+    Revoke {
+        /// What is revoked.
+        body: RevokeBody,
+        /// Signature by the bound key.
+        signature: Vec<u8>,
+    },
+    /// Every unexpired binding of an identity's clients (step 4).
+    Lookup {
+        /// The identity, e.g. `alice`.
+        identity: String,
+    },
+}
+
+impl AsRequest {
+    /// Flat wire index of each variant (protocol version 1).
+    pub(crate) const TAGS: Tags = &[1, 2, 3];
+
+    /// The identity whose AS shard serves the request.
+    pub fn shard_key(&self) -> &[u8] {
+        match self {
+            AsRequest::Register { body, .. } => identity_of(&body.client),
+            AsRequest::Revoke { body, .. } => identity_of(&body.client),
+            AsRequest::Lookup { identity } => identity.as_bytes(),
+        }
+    }
+
+    /// See [`super::Request::repeatable`].
+    pub fn repeatable(&self) -> bool {
+        match self {
+            AsRequest::Lookup { .. } => true,
+            AsRequest::Register { .. } | AsRequest::Revoke { .. } => false,
+        }
+    }
+}
+
+/// The identity part of a client id (what precedes its first `/`), which
+/// picks the AS and CS shard.
+pub(crate) fn identity_of(client: &str) -> &[u8] {
+    client.split('/').next().unwrap_or("").as_bytes()
+}
+
+/// Why the AS refused a request (besides the shared reasons of
+/// [`super::AuthError`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum AsError {
+    /// The client id is bound to another key; a rotation must be signed by it.
+    #[error("client id {0} is bound to another key")]
+    ClientTaken(String),
+    /// The AS requires a valid, unused enrollment token for this identity.
+    #[error("enrollment token missing, wrong or already used")]
+    BadToken,
+}
+
+impl AsError {
+    /// Flat wire index of each variant in [`super::WireError`].
+    pub(crate) const TAGS: Tags = &[12, 14];
+}
+
+/// Label of [`RegisterBody`] signatures (proof of possession and rotation).
+pub const LABEL_REGISTER: &str = "mlsd/as/register/v1";
+/// Label of [`RevokeBody`] signatures.
+pub const LABEL_REVOKE: &str = "mlsd/as/revoke/v1";
+/// Label of the AS's signature over a [`Binding`] and its status.
+pub const LABEL_BINDING: &str = "mlsd/as/binding/v1";
+
+/// What the AS vouches for: client `client` signs with `signature_key`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Binding {
+    /// Client id, `identity/device`.
+    pub client: String,
+    /// Ed25519 public key (32 bytes), the key in the client's MLS credential.
+    pub signature_key: Vec<u8>,
+    /// Unix seconds.
+    pub issued_at: u64,
+    /// Unix seconds; the binding is void after this.
+    pub expires_at: u64,
+    /// Increases with every binding this AS shard issues, so a client can
+    /// tell a newer binding of a device from an older one.
+    pub serial: u64,
+}
+
+/// A binding, its status and the AS signature over both.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedBinding {
+    /// The binding.
+    pub binding: Binding,
+    /// When the client revoked it (Unix seconds), if it did.
+    pub revoked_at: Option<u64>,
+    /// Ed25519 signature by the AS key over
+    /// `signing_bytes(LABEL_BINDING, &(binding, revoked_at))`.
+    pub signature: Vec<u8>,
+}
+
+impl SignedBinding {
+    /// The bytes the AS signs.
+    pub fn tbs(binding: &Binding, revoked_at: Option<u64>) -> Vec<u8> {
+        signing_bytes(LABEL_BINDING, &(binding, revoked_at))
+    }
+}
+
+/// Body of a registration; see [`AsRequest::Register`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterBody {
+    /// Client id to bind.
+    pub client: String,
+    /// Its Ed25519 public key.
+    pub signature_key: Vec<u8>,
+    /// Unix seconds, within [`super::identity::TIMESTAMP_WINDOW_SECS`] of the AS clock.
+    pub timestamp: u64,
+    /// Enrollment token, required when the AS runs in token mode.
+    pub token: Option<String>,
+}
+
+/// Body of a revocation, signed by the bound key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokeBody {
+    /// Client id whose binding ends.
+    pub client: String,
+    /// Unix seconds.
+    pub timestamp: u64,
+}

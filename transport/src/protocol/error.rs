@@ -1,0 +1,228 @@
+//! Why a request failed: the frame, the way to the owner, the requester's
+//! credentials, or one role's own reasons.
+//!
+//! Each group is an enum of its own, so framing code cannot produce a role's
+//! error and a role's logic names its refusals in its protocol module. On the
+//! wire, [`WireError`] is the flat enum protocol version 1 has always sent
+//! (see [`super::flat`]).
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::cs::CsError;
+use super::flat::{self, Inner, Nested, Tags};
+use super::ids::IdsError;
+use super::ods::OdsError;
+use super::r#as::AsError;
+use super::sds::SdsError;
+
+/// Why a request failed, precise enough for the caller to decide what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// The frame itself: fix the sender, or speak the node's version.
+    #[error(transparent)]
+    Frame(#[from] BadFrame),
+    /// Reaching the owner, or the node's own trouble.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    /// Who asks: names, signatures, freshness, permission.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// The AS's own reasons.
+    #[error(transparent)]
+    As(#[from] AsError),
+    /// The CS's own reasons.
+    #[error(transparent)]
+    Cs(#[from] CsError),
+    /// The IDS's own reasons.
+    #[error(transparent)]
+    Ids(#[from] IdsError),
+    /// The ODS's own reasons.
+    #[error(transparent)]
+    Ods(#[from] OdsError),
+    /// The SDS's own reasons.
+    #[error(transparent)]
+    Sds(#[from] SdsError),
+}
+
+/// The frame could not be taken as a request or answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum BadFrame {
+    /// The frame's bytes are not a valid message. Fix the sender.
+    #[error("malformed request: {0}")]
+    Malformed(String),
+    /// The length prefix announced more than the receiver accepts.
+    #[error("frame of {len} bytes exceeds the limit of {max}")]
+    TooLarge {
+        /// Announced length.
+        len: u32,
+        /// Receiver's limit.
+        max: u32,
+    },
+    /// The stream ended before the announced length arrived.
+    #[error("truncated frame")]
+    Truncated,
+    /// The frame did not arrive in time.
+    #[error("timed out waiting for the request")]
+    Timeout,
+    /// The peer speaks another protocol version.
+    #[error("unsupported protocol version {got} (this node speaks {supported})")]
+    UnsupportedVersion {
+        /// Version the peer sent.
+        got: u16,
+        /// Version this node speaks.
+        supported: u16,
+    },
+    /// The node's answer did not fit in a frame (a node defect: answers are
+    /// bounded by design); what the request changed stays changed.
+    #[error("the response of {len} bytes exceeds the frame limit of {max}")]
+    ResponseTooLarge {
+        /// Encoded length of the answer.
+        len: u32,
+        /// The frame limit.
+        max: u32,
+    },
+}
+
+impl BadFrame {
+    /// Flat wire index of each variant.
+    const TAGS: Tags = &[0, 1, 2, 3, 4, 30];
+}
+
+/// The request could not be served where it belongs, for now or for good.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum ClusterError {
+    /// The node that owns the request's key cannot be reached; retry later.
+    #[error("node {node} is unavailable")]
+    Unavailable {
+        /// The owner node.
+        node: String,
+    },
+    /// A forwarded request reached a node that does not own its key: the
+    /// nodes disagree about the cluster config.
+    #[error("this node does not own the key; owner is {owner}")]
+    NotOwner {
+        /// Owner according to the receiving node.
+        owner: String,
+    },
+    /// An unexpected failure inside the node; the request had no effect.
+    #[error("internal error: {0}")]
+    Internal(String),
+    /// Too many requests of this kind from this requester; retry later.
+    #[error("rate limited; retry in {retry_after_ms} ms")]
+    RateLimited {
+        /// When a retry may succeed.
+        retry_after_ms: u64,
+    },
+    /// A stored record this request needs cannot be read (a torn disk, or a
+    /// format this binary does not know). The record is kept untouched for
+    /// the operator, the request changed nothing, and a retry fails the same
+    /// way; every other key is served as usual.
+    #[error("unreadable: {0}")]
+    Unreadable(String),
+}
+
+impl ClusterError {
+    /// Flat wire index of each variant.
+    const TAGS: Tags = &[5, 6, 8, 29, 31];
+}
+
+/// The requester is not who, or not allowed to do what, the request says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum AuthError {
+    /// The sender may not make this request.
+    #[error("not authorized: {0}")]
+    NotAuthorized(String),
+    /// A client id or identity is not of the form `identity/device` with
+    /// lowercase names of 1-64 characters.
+    #[error("invalid client id or identity {0:?}")]
+    InvalidClientId(String),
+    /// A signature does not verify with the key it must come from.
+    #[error("bad signature: {0}")]
+    BadSignature(String),
+    /// A signed request's timestamp is outside the server's window: replayed
+    /// or the client's clock is off.
+    #[error("timestamp outside the accepted window (server time {server_time})")]
+    StaleTimestamp {
+        /// Server's Unix time, so the client can tell clock skew from replay.
+        server_time: u64,
+    },
+    /// No live binding exists for the client.
+    #[error("no binding for client {0}")]
+    UnknownClient(String),
+    /// A mailbox request's counter is not above the last one: a replay.
+    #[error("replayed mailbox request (counter not increasing)")]
+    Replayed,
+}
+
+impl AuthError {
+    /// Flat wire index of each variant.
+    const TAGS: Tags = &[7, 9, 10, 11, 13, 28];
+}
+
+/// The groups of the flat enum, in the order `Nested::build` numbers them.
+const GROUPS: &[Tags] = &[
+    BadFrame::TAGS,
+    ClusterError::TAGS,
+    AuthError::TAGS,
+    AsError::TAGS,
+    CsError::TAGS,
+    IdsError::TAGS,
+    OdsError::TAGS,
+    SdsError::TAGS,
+];
+
+impl Serialize for WireError {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        const NAME: &str = "WireError";
+        match self {
+            WireError::Frame(e) => flat::serialize(e, NAME, BadFrame::TAGS, s),
+            WireError::Cluster(e) => flat::serialize(e, NAME, ClusterError::TAGS, s),
+            WireError::Auth(e) => flat::serialize(e, NAME, AuthError::TAGS, s),
+            WireError::As(e) => flat::serialize(e, NAME, AsError::TAGS, s),
+            WireError::Cs(e) => flat::serialize(e, NAME, CsError::TAGS, s),
+            WireError::Ids(e) => flat::serialize(e, NAME, IdsError::TAGS, s),
+            WireError::Ods(e) => flat::serialize(e, NAME, OdsError::TAGS, s),
+            WireError::Sds(e) => flat::serialize(e, NAME, SdsError::TAGS, s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for WireError {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        flat::deserialize(d, "WireError", GROUPS, Build)
+    }
+}
+
+/// Builds a [`WireError`] from its group of [`GROUPS`].
+struct Build;
+
+impl<'de> Nested<'de, WireError> for Build {
+    fn build<V: serde::de::VariantAccess<'de>>(
+        self,
+        group: usize,
+        inner: Inner<V>,
+    ) -> Result<WireError, V::Error> {
+        Ok(match group {
+            0 => WireError::Frame(BadFrame::deserialize(inner)?),
+            1 => WireError::Cluster(ClusterError::deserialize(inner)?),
+            2 => WireError::Auth(AuthError::deserialize(inner)?),
+            3 => WireError::As(AsError::deserialize(inner)?),
+            4 => WireError::Cs(CsError::deserialize(inner)?),
+            5 => WireError::Ids(IdsError::deserialize(inner)?),
+            6 => WireError::Ods(OdsError::deserialize(inner)?),
+            _ => WireError::Sds(SdsError::deserialize(inner)?),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_groups_number_every_version_1_error_once() {
+        let mut tags: Vec<u32> = GROUPS.iter().flat_map(|g| g.iter().copied()).collect();
+        tags.sort_unstable();
+        assert_eq!(tags, (0..32).collect::<Vec<_>>());
+    }
+}

@@ -1,0 +1,93 @@
+//! What a node answers: one enum for every role, because clients and nodes
+//! read answers without knowing which role produced them.
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    Delivered, EnqueueResult, FetchedKeyPackage, Role, SignedBinding, Undelivered, WireError,
+};
+
+/// What a node answers to a [`Request`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// Answer to [`Request::Ping`].
+    Pong {
+        /// Name of the node whose role actor answered.
+        node: String,
+        /// The role that answered.
+        role: Role,
+    },
+    /// The request was refused or failed; nothing was changed.
+    Error(WireError),
+    /// The AS's binding after `Register` or `Revoke`.
+    Binding(SignedBinding),
+    /// Answer to `Lookup`: every unexpired binding, revoked ones marked.
+    Bindings(Vec<SignedBinding>),
+    /// Answer to `PublishKeyPackages`.
+    Published {
+        /// One-time KeyPackages now stored for the client.
+        stored: u32,
+    },
+    /// Answer to `FetchKeyPackages`: at most one per client of the identity.
+    KeyPackages(Vec<FetchedKeyPackage>),
+    /// Answer to `CreateGroup`.
+    GroupCreated,
+    /// Answer to `Send`: every copy is durably enqueued.
+    Sent {
+        /// Copies enqueued (recipients plus Welcomes).
+        copies: u32,
+    },
+    /// Answer to `PutBlob`: bytes received so far (`total` when complete).
+    BlobWritten {
+        /// Bytes written of the current upload.
+        written: u64,
+    },
+    /// Answer to `GetBlob`.
+    Blob {
+        /// Size of the whole blob.
+        total: u64,
+        /// The requested bytes.
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    /// Answer to `DeleteBlob`.
+    BlobDeleted,
+    /// Answer to `OpenMailbox`.
+    MailboxOpened,
+    /// Answer to `Fetch`, in sequence order.
+    Envelopes(Vec<Delivered>),
+    /// Answer to `Ack`: envelopes still queued.
+    Acked {
+        /// Envelopes left in the mailbox.
+        remaining: u32,
+    },
+    /// Answer to a node's `Enqueue`, one result per item in order.
+    Enqueued(Vec<EnqueueResult>),
+    /// Answer to `Chaos`: how many actors were killed (0 when none was alive).
+    Killed {
+        /// Actors killed.
+        count: u32,
+    },
+    /// Answer to an operator's `Enroll`: the token hash is stored.
+    Enrolled,
+    /// Answer to `CountKeyPackages`.
+    KeyPackageCount {
+        /// One-time KeyPackages left.
+        count: u32,
+        /// Whether a last-resort KeyPackage is stored.
+        last_resort: bool,
+    },
+    /// Answer to `Send` when every copy reached an outcome but some were not
+    /// stored: the message was accepted (a commit counts for its epoch) and
+    /// the stored copies stay stored. The sender retries with the same
+    /// message id while a reason is retryable; the others are final.
+    PartlySent {
+        /// Copies in all (recipients plus Welcomes).
+        copies: u32,
+        /// Copies not stored.
+        failed: u32,
+        /// The recipients not served, at most `MAX_UNDELIVERED_LISTED` of
+        /// them (`failed` counts all).
+        undelivered: Vec<Undelivered>,
+    },
+}

@@ -1,0 +1,325 @@
+//! The nested request and error enums keep protocol version 1's bytes.
+//!
+//! `OldRequest` and `OldWireError` are the flat enums as version 1 defined
+//! them (before each role got its own enum). Every variant must encode to
+//! the same bytes as its nested counterpart and decode back into it, so
+//! peers and stored client outboxes of either shape agree.
+
+use mlsd_transport::codec::{decode, encode};
+use mlsd_transport::protocol::*;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OldRequest {
+    Ping {
+        role: Role,
+        key: Vec<u8>,
+    },
+    Register {
+        body: RegisterBody,
+        proof: Vec<u8>,
+        rotation: Option<Vec<u8>>,
+    },
+    Revoke {
+        body: RevokeBody,
+        signature: Vec<u8>,
+    },
+    Lookup {
+        identity: String,
+    },
+    PublishKeyPackages {
+        body: PublishBody,
+        signature: Vec<u8>,
+    },
+    FetchKeyPackages {
+        identity: String,
+    },
+    OpenMailbox {
+        mailbox: MailboxId,
+        auth_key: Vec<u8>,
+        push: Option<SealedPush>,
+    },
+    Fetch {
+        auth: MailboxAuth,
+        after: u64,
+        limit: u32,
+    },
+    Subscribe {
+        auth: MailboxAuth,
+        after: u64,
+    },
+    Ack {
+        auth: MailboxAuth,
+        up_to: u64,
+    },
+    CreateGroup {
+        group: Vec<u8>,
+        mode: RosterMode,
+        auth_key: [u8; 32],
+        roster: Option<SealedRoster>,
+    },
+    Send {
+        body: Box<SendBody>,
+        mac: [u8; 32],
+    },
+    PutBlob {
+        id: [u8; 32],
+        cap: [u8; 32],
+        offset: u64,
+        total: u64,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    GetBlob {
+        id: [u8; 32],
+        offset: u64,
+        max: u32,
+    },
+    DeleteBlob {
+        id: [u8; 32],
+        cap: [u8; 32],
+    },
+    CountKeyPackages {
+        body: CountBody,
+        signature: Vec<u8>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OldWireError {
+    Malformed(String),
+    FrameTooLarge { len: u32, max: u32 },
+    Truncated,
+    Timeout,
+    UnsupportedVersion { got: u16, supported: u16 },
+    Unavailable { node: String },
+    NotOwner { owner: String },
+    NotAuthorized(String),
+    Internal(String),
+    InvalidClientId(String),
+    BadSignature(String),
+    StaleTimestamp { server_time: u64 },
+    ClientTaken(String),
+    UnknownClient(String),
+    BadToken,
+    InvalidKeyPackage { index: u32, reason: String },
+    TooManyKeyPackages { max: u32 },
+    StaleEpoch { current: u64 },
+    UnknownGroup,
+    GroupTaken,
+    BadMac,
+    InvalidMessage(String),
+    Incomplete { failed: u32, total: u32 },
+    UnknownBlob,
+    WrongCapability,
+    BadBlob(String),
+    UnknownMailbox,
+    MailboxTaken,
+    Replayed,
+    RateLimited { retry_after_ms: u64 },
+    ResponseTooLarge { len: u32, max: u32 },
+    Unreadable(String),
+}
+
+/// Asserts that `old` and `new` are the same bytes and decode to `new`.
+fn same<O: Serialize, N: Serialize + for<'de> Deserialize<'de> + PartialEq + std::fmt::Debug>(
+    old: O,
+    new: N,
+) {
+    let bytes = encode(&old).unwrap();
+    assert_eq!(bytes, encode(&new).unwrap(), "{new:?}");
+    assert_eq!(decode::<N>(&bytes).unwrap(), new);
+}
+
+fn auth() -> MailboxAuth {
+    MailboxAuth { mailbox: [3; 32], counter: 9, signature: vec![1, 2] }
+}
+
+fn send_body() -> SendBody {
+    SendBody {
+        group: b"g".to_vec(),
+        message_id: [5; 32],
+        message: vec![6; 10],
+        recipients: Recipients::RosterKey([7; 32]),
+        skip: Some([8; 32]),
+        commit: None,
+    }
+}
+
+#[test]
+fn every_request_keeps_its_version_1_bytes() {
+    let reg = RegisterBody {
+        client: "alice/phone".into(),
+        signature_key: vec![1; 32],
+        timestamp: 7,
+        token: Some("t".into()),
+    };
+    let rev = RevokeBody { client: "alice/phone".into(), timestamp: 8 };
+    let publish = PublishBody {
+        client: "alice/phone".into(),
+        key_packages: vec![vec![1, 2]],
+        last_resort: None,
+        timestamp: 9,
+    };
+    let count = CountBody { client: "alice/phone".into(), timestamp: 10 };
+    let push = SealedPush { nonce: vec![0; 24], ciphertext: vec![1; 5] };
+    let roster = SealedRoster { nonce: vec![0; 24], ciphertext: vec![2; 5] };
+    same(
+        OldRequest::Ping { role: Role::Sds, key: vec![1] },
+        Request::Ping(Ping { role: Role::Sds, key: vec![1] }),
+    );
+    same(
+        OldRequest::Register { body: reg.clone(), proof: vec![2], rotation: Some(vec![3]) },
+        Request::As(AsRequest::Register { body: reg, proof: vec![2], rotation: Some(vec![3]) }),
+    );
+    same(
+        OldRequest::Revoke { body: rev.clone(), signature: vec![4] },
+        Request::As(AsRequest::Revoke { body: rev, signature: vec![4] }),
+    );
+    same(
+        OldRequest::Lookup { identity: "alice".into() },
+        Request::As(AsRequest::Lookup { identity: "alice".into() }),
+    );
+    same(
+        OldRequest::PublishKeyPackages { body: publish.clone(), signature: vec![5] },
+        Request::Cs(CsRequest::PublishKeyPackages { body: publish, signature: vec![5] }),
+    );
+    same(
+        OldRequest::FetchKeyPackages { identity: "bob".into() },
+        Request::Cs(CsRequest::FetchKeyPackages { identity: "bob".into() }),
+    );
+    same(
+        OldRequest::CountKeyPackages { body: count.clone(), signature: vec![6] },
+        Request::Cs(CsRequest::CountKeyPackages { body: count, signature: vec![6] }),
+    );
+    same(
+        OldRequest::OpenMailbox { mailbox: [1; 32], auth_key: vec![2], push: Some(push.clone()) },
+        Request::Ods(OdsRequest::OpenMailbox {
+            mailbox: [1; 32],
+            auth_key: vec![2],
+            push: Some(push),
+        }),
+    );
+    same(
+        OldRequest::Fetch { auth: auth(), after: 3, limit: 4 },
+        Request::Ods(OdsRequest::Fetch { auth: auth(), after: 3, limit: 4 }),
+    );
+    same(
+        OldRequest::Subscribe { auth: auth(), after: 5 },
+        Request::Ods(OdsRequest::Subscribe { auth: auth(), after: 5 }),
+    );
+    same(
+        OldRequest::Ack { auth: auth(), up_to: 6 },
+        Request::Ods(OdsRequest::Ack { auth: auth(), up_to: 6 }),
+    );
+    same(
+        OldRequest::CreateGroup {
+            group: b"g".to_vec(),
+            mode: RosterMode::Stored,
+            auth_key: [8; 32],
+            roster: Some(roster.clone()),
+        },
+        Request::Ids(IdsRequest::CreateGroup {
+            group: b"g".to_vec(),
+            mode: RosterMode::Stored,
+            auth_key: [8; 32],
+            roster: Some(roster),
+        }),
+    );
+    same(
+        OldRequest::Send { body: Box::new(send_body()), mac: [9; 32] },
+        Request::Ids(IdsRequest::Send { body: Box::new(send_body()), mac: [9; 32] }),
+    );
+    same(
+        OldRequest::PutBlob { id: [1; 32], cap: [2; 32], offset: 3, total: 4, data: vec![5] },
+        Request::Sds(SdsRequest::PutBlob {
+            id: [1; 32],
+            cap: [2; 32],
+            offset: 3,
+            total: 4,
+            data: vec![5],
+        }),
+    );
+    same(
+        OldRequest::GetBlob { id: [1; 32], offset: 2, max: 3 },
+        Request::Sds(SdsRequest::GetBlob { id: [1; 32], offset: 2, max: 3 }),
+    );
+    same(
+        OldRequest::DeleteBlob { id: [1; 32], cap: [2; 32] },
+        Request::Sds(SdsRequest::DeleteBlob { id: [1; 32], cap: [2; 32] }),
+    );
+}
+
+#[test]
+fn every_error_keeps_its_version_1_bytes() {
+    let s = || "why".to_string();
+    let pairs: Vec<(OldWireError, WireError)> = vec![
+        (OldWireError::Malformed(s()), BadFrame::Malformed(s()).into()),
+        (
+            OldWireError::FrameTooLarge { len: 1, max: 2 },
+            BadFrame::TooLarge { len: 1, max: 2 }.into(),
+        ),
+        (OldWireError::Truncated, BadFrame::Truncated.into()),
+        (OldWireError::Timeout, BadFrame::Timeout.into()),
+        (
+            OldWireError::UnsupportedVersion { got: 2, supported: 1 },
+            BadFrame::UnsupportedVersion { got: 2, supported: 1 }.into(),
+        ),
+        (OldWireError::Unavailable { node: s() }, ClusterError::Unavailable { node: s() }.into()),
+        (OldWireError::NotOwner { owner: s() }, ClusterError::NotOwner { owner: s() }.into()),
+        (OldWireError::NotAuthorized(s()), AuthError::NotAuthorized(s()).into()),
+        (OldWireError::Internal(s()), ClusterError::Internal(s()).into()),
+        (OldWireError::InvalidClientId(s()), AuthError::InvalidClientId(s()).into()),
+        (OldWireError::BadSignature(s()), AuthError::BadSignature(s()).into()),
+        (
+            OldWireError::StaleTimestamp { server_time: 5 },
+            AuthError::StaleTimestamp { server_time: 5 }.into(),
+        ),
+        (OldWireError::ClientTaken(s()), AsError::ClientTaken(s()).into()),
+        (OldWireError::UnknownClient(s()), AuthError::UnknownClient(s()).into()),
+        (OldWireError::BadToken, AsError::BadToken.into()),
+        (
+            OldWireError::InvalidKeyPackage { index: 1, reason: s() },
+            CsError::InvalidKeyPackage { index: 1, reason: s() }.into(),
+        ),
+        (
+            OldWireError::TooManyKeyPackages { max: 3 },
+            CsError::TooManyKeyPackages { max: 3 }.into(),
+        ),
+        (OldWireError::StaleEpoch { current: 4 }, IdsError::StaleEpoch { current: 4 }.into()),
+        (OldWireError::UnknownGroup, IdsError::UnknownGroup.into()),
+        (OldWireError::GroupTaken, IdsError::GroupTaken.into()),
+        (OldWireError::BadMac, IdsError::BadMac.into()),
+        (OldWireError::InvalidMessage(s()), IdsError::InvalidMessage(s()).into()),
+        (
+            OldWireError::Incomplete { failed: 1, total: 2 },
+            IdsError::Incomplete { failed: 1, total: 2 }.into(),
+        ),
+        (OldWireError::UnknownBlob, SdsError::UnknownBlob.into()),
+        (OldWireError::WrongCapability, SdsError::WrongCapability.into()),
+        (OldWireError::BadBlob(s()), SdsError::BadBlob(s()).into()),
+        (OldWireError::UnknownMailbox, OdsError::UnknownMailbox.into()),
+        (OldWireError::MailboxTaken, OdsError::MailboxTaken.into()),
+        (OldWireError::Replayed, AuthError::Replayed.into()),
+        (
+            OldWireError::RateLimited { retry_after_ms: 6 },
+            ClusterError::RateLimited { retry_after_ms: 6 }.into(),
+        ),
+        (
+            OldWireError::ResponseTooLarge { len: 7, max: 8 },
+            BadFrame::ResponseTooLarge { len: 7, max: 8 }.into(),
+        ),
+        (OldWireError::Unreadable(s()), ClusterError::Unreadable(s()).into()),
+    ];
+    assert_eq!(pairs.len(), 32, "version 1 has 32 error variants");
+    for (old, new) in pairs {
+        same(old, new);
+    }
+}
+
+#[test]
+fn an_unknown_variant_index_is_refused() {
+    // Index 16 was never a request, 32 never an error.
+    assert!(decode::<Request>(&[16]).is_err());
+    assert!(decode::<WireError>(&[32]).is_err());
+}
