@@ -21,7 +21,10 @@ use mlsd_transport::frame::{read_message, write_message};
 use mlsd_transport::protocol::cs::{LABEL_COUNT, LABEL_PUBLISH};
 use mlsd_transport::protocol::identity::signing_bytes;
 use mlsd_transport::protocol::ods::{MailboxAuth, LABEL_ACK, LABEL_FETCH, LABEL_SUBSCRIBE};
-use mlsd_transport::protocol::r#as::{LABEL_REGISTER, LABEL_REVOKE};
+use mlsd_transport::protocol::r#as::{
+    LABEL_APPROVE, LABEL_DEVICES, LABEL_REGISTER, LABEL_REVOKE, LABEL_REVOKE_DEVICE,
+};
+use mlsd_transport::protocol::{ApproveBody, DevicesBody, RevokeDeviceBody};
 use mlsd_transport::protocol::{
     ChaosTarget, NodeFrame, NodeRequest, ResponseFrame, RosterMode, ALPN_NODE,
 };
@@ -60,6 +63,14 @@ async fn refusal(conn: &Connection, req: Request) -> Result<WireError, String> {
     match conn.request(req).await {
         Err(ClientError::Server(e)) => Ok(e),
         Ok(Response::Error(e)) => Ok(e),
+        other => Err(format!("not refused: {other:?}")),
+    }
+}
+
+/// The error a client call got (or a description of what came instead).
+fn server_refusal<T: std::fmt::Debug>(r: Result<T, ClientError>) -> Result<WireError, String> {
+    match r {
+        Err(ClientError::Server(e)) => Ok(e),
         other => Err(format!("not refused: {other:?}")),
     }
 }
@@ -253,6 +264,46 @@ async fn every_unentitled_request_is_refused_and_changes_no_stored_byte() {
     let body = RevokeBody { client: "nobody/phone".into(), timestamp: now_secs() };
     let req = Request::As(AsRequest::Revoke { signature: sign(&mk, LABEL_REVOKE, &body), body });
     rows.push(("revoke: unknown client", refusal(m, req).await, |e| {
+        matches!(e, WireError::Auth(AuthError::UnknownClient(_)))
+    }));
+    // New devices (a stranger's registration of alice/evil is kept as
+    // pending, so it is not in this matrix: tests/devices.rs shows it binds
+    // nothing). Nobody but a live device of alice approves, lists or revokes.
+    rows.push((
+        "approve: a stranger's device approves a device of alice",
+        server_refusal(w.mallory.approve("alice/evil", mk_pub.clone()).await),
+        |e| matches!(e, WireError::Auth(AuthError::NotAuthorized(_))),
+    ));
+    let body = ApproveBody {
+        approver: "alice/phone".into(),
+        client: "alice/evil".into(),
+        signature_key: mk_pub.clone(),
+        timestamp: now_secs(),
+    };
+    let req = Request::As(AsRequest::Approve { signature: sign(&mk, LABEL_APPROVE, &body), body });
+    rows.push(("approve: forged as alice's phone", refusal(m, req).await, |e| {
+        matches!(e, WireError::Auth(AuthError::BadSignature(_)))
+    }));
+    let body = DevicesBody { client: "alice/phone".into(), timestamp: now_secs() };
+    let req = Request::As(AsRequest::Devices { signature: sign(&mk, LABEL_DEVICES, &body), body });
+    rows.push(("devices: alice's list, forged as her phone", refusal(m, req).await, |e| {
+        matches!(e, WireError::Auth(AuthError::BadSignature(_)))
+    }));
+    rows.push((
+        "revoke device: alice's phone, by a stranger's device",
+        server_refusal(w.mallory.revoke_device("alice/phone").await.map(|_| ())),
+        |e| matches!(e, WireError::Auth(AuthError::NotAuthorized(_))),
+    ));
+    let body = RevokeDeviceBody {
+        by: "alice/laptop".into(),
+        client: "alice/phone".into(),
+        timestamp: now_secs(),
+    };
+    let req = Request::As(AsRequest::RevokeDevice {
+        signature: sign(&mk, LABEL_REVOKE_DEVICE, &body),
+        body,
+    });
+    rows.push(("revoke device: by a device alice does not have", refusal(m, req).await, |e| {
         matches!(e, WireError::Auth(AuthError::UnknownClient(_)))
     }));
 

@@ -6,34 +6,10 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use std::process::Command;
 
-use common::Cluster;
+use common::{Cluster, Homes};
 use mlsd_transport::Role;
-
-struct Homes<'a> {
-    c: &'a Cluster,
-}
-
-impl Homes<'_> {
-    fn run(&self, home: &str, args: &[&str]) -> Output {
-        let home = self.c.dir.path().join("homes").join(home);
-        let as_key = self.c.dir.path().join("certs/as.pub");
-        let mut full = vec!["--home", home.to_str().unwrap(), "--as-key", as_key.to_str().unwrap()];
-        full.extend_from_slice(args);
-        self.c.mlsc("n1", &full)
-    }
-
-    fn ok(&self, home: &str, args: &[&str]) -> Vec<String> {
-        let out = self.run(home, args);
-        assert!(
-            out.status.success(),
-            "mlsc {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().lines().map(str::to_string).collect()
-    }
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn three_homes_talk_through_mlsc_and_survive_a_restart() {

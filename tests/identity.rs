@@ -62,8 +62,9 @@ async fn steps_1_to_4_bob_gets_one_verified_key_package_per_device() {
     c.start_all().await;
     let _alice = c.registered("alice/phone", "n1", 5).await;
     let bob = c.registered("bob/laptop", "n2", 5).await;
-    let _c1 = c.registered("charlie/phone", "n3", 5).await;
-    let _c2 = c.registered("charlie/laptop", "n1", 5).await;
+    let c1 = c.registered("charlie/phone", "n3", 5).await;
+    let _c2 = c.approved("charlie/laptop", &c1, "n1", 5).await;
+    drop(c1);
 
     let (alice_kps, rejected) = bob.fetch_key_packages("alice").await.unwrap();
     assert!(rejected.is_empty(), "{rejected:?}");

@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use ed25519_dalek::VerifyingKey;
 use mlsd_transport::protocol::cs::{LABEL_COUNT, LABEL_PUBLISH};
 use mlsd_transport::protocol::identity::{signing_bytes, split_client_id, valid_name};
+use mlsd_transport::protocol::r#as::fingerprint;
 use mlsd_transport::protocol::r#as::{LABEL_REGISTER, LABEL_REVOKE};
+use mlsd_transport::protocol::PendingDevice;
 use mlsd_transport::protocol::{
     CountBody, FetchedKeyPackage, PublishBody, RegisterBody, RevokeBody, SignedBinding,
 };
@@ -140,9 +142,16 @@ impl Client {
         Ok(())
     }
 
-    /// The client id, once registered.
+    /// The client id, once registered (or while its registration awaits
+    /// approval).
     pub fn client_id(&self) -> Option<&str> {
         self.identity.as_ref().map(|i| i.client.as_str())
+    }
+
+    /// Whether this home holds a client id the AS has not bound yet: a
+    /// registration awaiting a live device's approval.
+    pub fn awaits_approval(&self) -> bool {
+        self.identity.as_ref().is_some_and(|i| i.binding.is_none())
     }
 
     /// The connection, for requests this type does not wrap.
@@ -159,7 +168,11 @@ impl Client {
         ))
     }
 
-    fn sign(&self, label: &str, body: &impl serde::Serialize) -> Result<Vec<u8>, ClientError> {
+    pub(crate) fn sign(
+        &self,
+        label: &str,
+        body: &impl serde::Serialize,
+    ) -> Result<Vec<u8>, ClientError> {
         let bytes = signing_bytes(label, body);
         self.signer()?.sign(&bytes).map_err(|e| ClientError::Crypto(format!("{e:?}")))
     }
@@ -209,7 +222,11 @@ impl Client {
             .conn
             .request(Request::As(AsRequest::Register { body, proof, rotation: None }))
             .await?;
-        let Response::Binding(b) = resp else { return Err(unexpected(resp)) };
+        let b = match resp {
+            Response::Binding(b) => b,
+            Response::RegistrationPending { pending } => return Err(awaits_approval(&pending)),
+            other => return Err(unexpected(other)),
+        };
         verify_binding(&self.as_key, &b, now_secs())?;
         let id = self.identity.as_mut().ok_or(ClientError::NotRegistered)?;
         id.binding = Some(b.clone());
@@ -376,6 +393,16 @@ impl Client {
     }
 }
 
-fn unexpected(r: Response) -> ClientError {
+/// The error a pending registration is reported as.
+fn awaits_approval(pending: &PendingDevice) -> ClientError {
+    let identity = split_client_id(&pending.client).map_or("", |(i, _)| i).to_string();
+    ClientError::AwaitsApproval {
+        client: pending.client.clone(),
+        identity,
+        fingerprint: fingerprint(&pending.signature_key),
+    }
+}
+
+pub(crate) fn unexpected(r: Response) -> ClientError {
     ClientError::Unexpected(format!("{r:?}"))
 }

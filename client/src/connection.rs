@@ -45,6 +45,19 @@ pub enum ClientError {
     /// This home has no registered identity yet.
     #[error("not registered: run `mlsc register IDENTITY/DEVICE` first")]
     NotRegistered,
+    /// The identity has devices already, so this new device's registration
+    /// waits until one of them approves it (`mlsc device approve CLIENT`).
+    #[error(
+        "{client} awaits approval: on another device of {identity}, run `mlsc device approve {client}` (key fingerprint {fingerprint})"
+    )]
+    AwaitsApproval {
+        /// This device's client id.
+        client: String,
+        /// Its identity.
+        identity: String,
+        /// Its key's fingerprint, for the approving device to compare.
+        fingerprint: String,
+    },
     /// Not sent: the group has members the AS does not vouch for (or that
     /// could not be checked yet); see [`crate::members`].
     #[error(

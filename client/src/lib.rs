@@ -5,6 +5,8 @@
 //!   against the cluster CA, sending one request per stream.
 //! - [`client`]: [`Client`], one device with its state in a home directory:
 //!   registration (AS), KeyPackages (CS).
+//! - [`devices`]: an identity's devices: a new device's pending
+//!   registration, and approving, listing and revoking devices.
 //! - [`state`]: what a client keeps and reports (group metadata, member
 //!   verdicts, events); it imports no other module of the client.
 //! - [`leaf`]: what every client's leaf carries (capabilities, the mailbox
@@ -25,6 +27,7 @@
 pub mod blob;
 pub mod client;
 pub mod connection;
+pub mod devices;
 pub mod group;
 pub mod home;
 pub mod leaf;

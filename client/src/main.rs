@@ -9,10 +9,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use mlsd_client::devices::Revoked;
 use mlsd_client::group::Event;
 use mlsd_client::members::MemberStatus;
 use mlsd_client::outbox::{self, Outcome, Report};
-use mlsd_client::{Client, ClientConfig, Connection};
+use mlsd_client::{Client, ClientConfig, ClientError, Connection};
+use mlsd_transport::protocol::r#as::fingerprint;
 use mlsd_transport::protocol::RosterMode;
 use mlsd_transport::Role;
 
@@ -42,6 +44,25 @@ enum Roster {
     Stored,
     /// Every send carries the roster; the IDS keeps none.
     Client,
+}
+
+#[derive(Subcommand)]
+enum DeviceCmd {
+    /// Show this identity's devices and the registrations awaiting approval.
+    List,
+    /// Approve the pending registration of CLIENT, a new device of this identity.
+    Approve {
+        /// e.g. alice/laptop
+        client: String,
+        /// Approve only if the new device's key has this fingerprint (as its `mlsc register` printed).
+        #[arg(long)]
+        fingerprint: Option<String>,
+    },
+    /// Revoke CLIENT, another device of this identity (or decline its pending registration).
+    Revoke {
+        /// e.g. alice/phone
+        client: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -103,7 +124,7 @@ enum Cmd {
         #[arg(long)]
         token: Option<String>,
         /// One-time KeyPackages to publish (plus one last-resort KeyPackage).
-        #[arg(long, default_value_t = 10)]
+        #[arg(long, default_value_t = DEFAULT_KEY_PACKAGES)]
         count: u32,
         /// UnifiedPush endpoint (http:// URL) to notify when this device is offline.
         #[arg(long)]
@@ -129,6 +150,11 @@ enum Cmd {
     },
     /// Revoke this device's binding at the AS.
     Revoke,
+    /// This identity's devices: list them, approve a new one, revoke one.
+    Device {
+        #[command(subcommand)]
+        cmd: DeviceCmd,
+    },
     /// Groups: create, add, remove, list, members, update.
     Group {
         #[command(subcommand)]
@@ -202,9 +228,17 @@ fn config(cli: &Cli) -> anyhow::Result<ClientConfig> {
     Ok(ClientConfig { home, server: cli.server, ca: cli.ca.clone(), as_key: cli.as_key.clone() })
 }
 
-/// Opens the client and first retries whatever the outbox still holds.
+/// Opens the client: completes a registration that was approved meanwhile
+/// (binding, mailbox, KeyPackages), then retries whatever the outbox still
+/// holds.
 async fn open(cli: &Cli) -> anyhow::Result<Client> {
     let mut c = Client::open(&config(cli)?).await?;
+    if c.awaits_approval() {
+        let client = c.client_id().unwrap_or_default().to_string();
+        c.register(&client, None).await?;
+        let stored = c.publish(DEFAULT_KEY_PACKAGES).await?;
+        eprintln!("mlsc: {client} is approved: registered, {stored} KeyPackages published");
+    }
     if c.client_id().is_some() {
         match c.flush_outbox().await {
             Ok(f) => report_earlier(&f.reports, None),
@@ -282,6 +316,66 @@ async fn send(c: &mut Client, req: mlsd_transport::Request, timeout: u64) -> any
     }
 }
 
+fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// One-time KeyPackages a registration publishes unless told otherwise.
+const DEFAULT_KEY_PACKAGES: u32 = 10;
+
+/// `mlsc device ...`.
+async fn device(c: Client, cmd: &DeviceCmd) -> anyhow::Result<()> {
+    match cmd {
+        DeviceCmd::List => {
+            let (bindings, pending) = c.devices().await?;
+            for b in bindings {
+                let status = match b.revoked_at {
+                    Some(_) => "revoked",
+                    None if b.binding.expires_at <= now_secs() => "expired",
+                    None => "live",
+                };
+                let me = if Some(b.binding.client.as_str()) == c.client_id() {
+                    " (this device)"
+                } else {
+                    ""
+                };
+                println!(
+                    "{} {status} fingerprint {}{me}",
+                    b.binding.client,
+                    fingerprint(&b.binding.signature_key)
+                );
+            }
+            for p in pending {
+                println!(
+                    "{} awaits approval fingerprint {} (since {})",
+                    p.client,
+                    fingerprint(&p.signature_key),
+                    p.requested_at
+                );
+            }
+        }
+        DeviceCmd::Approve { client, fingerprint: want } => {
+            let (_, pending) = c.devices().await?;
+            let Some(p) = pending.into_iter().find(|p| &p.client == client) else {
+                anyhow::bail!("no registration of {client} awaits approval");
+            };
+            let got = fingerprint(&p.signature_key);
+            if want.as_ref().is_some_and(|w| w != &got) {
+                anyhow::bail!(
+                    "{client} registered key fingerprint {got}, not the one given: not approved"
+                );
+            }
+            c.approve(client, p.signature_key).await?;
+            println!("approved {client} (key fingerprint {got})");
+        }
+        DeviceCmd::Revoke { client } => match c.revoke_device(client).await? {
+            Revoked::Device(b) => println!("revoked {}", b.binding.client),
+            Revoked::Declined => println!("declined the registration of {client}"),
+        },
+    }
+    Ok(())
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.cmd {
         Cmd::Ping { role, key } => {
@@ -296,7 +390,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(url) = push {
                 c.open_mailbox(Some(url)).await?;
             }
-            let b = c.register(&client, token.clone()).await?;
+            let b = match c.register(&client, token.clone()).await {
+                Err(e @ ClientError::AwaitsApproval { .. }) => {
+                    // Not a failure: the next mlsc command completes it.
+                    println!("{e}");
+                    return Ok(());
+                }
+                other => other?,
+            };
             let stored = c.publish(*count).await?;
             println!(
                 "registered {} (serial {}, key {}), {stored} KeyPackages published",
@@ -357,6 +458,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let b = c.revoke().await?;
             println!("revoked {}", b.binding.client);
         }
+        Cmd::Device { cmd } => device(open(&cli).await?, cmd).await?,
         Cmd::Group { cmd } => {
             let mut c = open(&cli).await?;
             match cmd {

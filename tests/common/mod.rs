@@ -212,6 +212,30 @@ impl Cluster {
         c
     }
 
+    /// A new device `client_id` of an identity that has devices: its
+    /// registration waits, `approver` (a live device of the identity)
+    /// approves it, and its second registration completes; then `count`
+    /// KeyPackages are published.
+    pub async fn approved(
+        &self,
+        client_id: &str,
+        approver: &mlsd_client::Client,
+        via: &str,
+        count: u32,
+    ) -> mlsd_client::Client {
+        let mut c = self.client(client_id, via).await;
+        match c.register(client_id, None).await {
+            Err(mlsd_client::ClientError::AwaitsApproval { .. }) => {}
+            other => panic!("{client_id} registered without approval: {other:?}"),
+        }
+        let (_, pending) = approver.devices().await.unwrap();
+        let p = pending.into_iter().find(|p| p.client == client_id).expect("pending");
+        approver.approve(client_id, p.signature_key).await.unwrap();
+        c.register(client_id, None).await.unwrap();
+        assert_eq!(c.publish(count).await.unwrap(), count);
+        c
+    }
+
     /// Alice and Bob, registered via `via` with `count` KeyPackages each, in
     /// group "G" (stored roster) that Alice created and Bob joined by
     /// processing his Welcome: where many group tests start.
@@ -323,4 +347,32 @@ pub fn to_roster(
     };
     body.recipients = mlsd_transport::protocol::Recipients::Roster(roster.to_vec());
     mlsd_transport::Request::Ids(IdsRequest::Send { body, mac })
+}
+
+/// `mlsc` runs in homes under the cluster's dir, entering via n1.
+pub struct Homes<'a> {
+    /// The cluster.
+    pub c: &'a Cluster,
+}
+
+impl Homes<'_> {
+    /// Runs `mlsc` in `home` with `args`.
+    pub fn run(&self, home: &str, args: &[&str]) -> Output {
+        let home = self.c.dir.path().join("homes").join(home);
+        let as_key = self.c.dir.path().join("certs/as.pub");
+        let mut full = vec!["--home", home.to_str().unwrap(), "--as-key", as_key.to_str().unwrap()];
+        full.extend_from_slice(args);
+        self.c.mlsc("n1", &full)
+    }
+
+    /// Runs `mlsc` in `home`; it must succeed. Its stdout lines.
+    pub fn ok(&self, home: &str, args: &[&str]) -> Vec<String> {
+        let out = self.run(home, args);
+        assert!(
+            out.status.success(),
+            "mlsc {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().lines().map(str::to_string).collect()
+    }
 }

@@ -33,15 +33,9 @@ use crate::contract::Router;
 /// Attempts per recipient before the fan-out gives up on it.
 pub const MAX_ATTEMPTS: u32 = 3;
 
-/// Most sealed copies handed to the ODS in one chunk: large enough that a
-/// synced write carries many copies, small enough that the rest of the
-/// fan-out overlaps it.
-pub const ENQUEUE_CHUNK: usize = 256;
-
-/// Fewest sealed copies handed over while nothing is in flight: enough that
-/// the synced write's fixed cost is shared, few enough that the ODS starts
-/// well before the first full chunk is sealed.
-pub const ENQUEUE_FIRST: usize = 32;
+// When copies leave is the tally's decision; the sizes are named here too
+// because the bench and tests know them as the fan-out's.
+pub use super::tally::{ENQUEUE_CHUNK, ENQUEUE_FIRST};
 
 /// The stop reason of a fan-out after which no retry can store more: every
 /// copy stored, or the missing ones are missing for good. Any other end (a

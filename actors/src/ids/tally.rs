@@ -7,7 +7,15 @@ use mlsd_transport::protocol::ids::MAX_UNDELIVERED_LISTED;
 use mlsd_transport::protocol::{EnqueueItem, EnqueueResult, MailboxId, Undeliverable, Undelivered};
 use mlsd_transport::Response;
 
-use super::fanout::{ENQUEUE_CHUNK, ENQUEUE_FIRST};
+/// Most sealed copies handed to the ODS in one chunk: large enough that a
+/// synced write carries many copies, small enough that the rest of the
+/// fan-out overlaps it.
+pub const ENQUEUE_CHUNK: usize = 256;
+
+/// Fewest sealed copies handed over while nothing is in flight: enough that
+/// the synced write's fixed cost is shared, few enough that the ODS starts
+/// well before the first full chunk is sealed.
+pub const ENQUEUE_FIRST: usize = 32;
 
 /// Copies sealed, on their way to the ODS, and their outcomes.
 #[derive(Default)]

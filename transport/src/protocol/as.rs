@@ -35,11 +35,35 @@ pub enum AsRequest {
         /// The identity, e.g. `alice`.
         identity: String,
     },
+    /// A live device consents to a new device of its identity: binds
+    /// `body.client` to `body.signature_key` (the key of its pending
+    /// registration). Signed by the approver's bound key.
+    Approve {
+        /// Who approves what.
+        body: ApproveBody,
+        /// Signature by the bound key of `body.approver`.
+        signature: Vec<u8>,
+    },
+    /// An identity's devices and pending registrations, for its own live
+    /// devices only (pending requests name devices nobody else should see).
+    Devices {
+        /// Who asks.
+        body: DevicesBody,
+        /// Signature by the bound key of `body.client`.
+        signature: Vec<u8>,
+    },
+    /// A live device revokes another device of its identity (a lost phone).
+    RevokeDevice {
+        /// Who revokes which device.
+        body: RevokeDeviceBody,
+        /// Signature by the bound key of `body.by`.
+        signature: Vec<u8>,
+    },
 }
 
 impl AsRequest {
     /// Flat wire index of each variant (protocol version 1).
-    pub(crate) const TAGS: Tags = &[1, 2, 3];
+    pub(crate) const TAGS: Tags = &[1, 2, 3, 16, 17, 18];
 
     /// The identity whose AS shard serves the request.
     pub fn shard_key(&self) -> &[u8] {
@@ -47,14 +71,20 @@ impl AsRequest {
             AsRequest::Register { body, .. } => identity_of(&body.client),
             AsRequest::Revoke { body, .. } => identity_of(&body.client),
             AsRequest::Lookup { identity } => identity.as_bytes(),
+            AsRequest::Approve { body, .. } => identity_of(&body.client),
+            AsRequest::Devices { body, .. } => identity_of(&body.client),
+            AsRequest::RevokeDevice { body, .. } => identity_of(&body.client),
         }
     }
 
     /// See [`super::Request::repeatable`].
     pub fn repeatable(&self) -> bool {
         match self {
-            AsRequest::Lookup { .. } => true,
-            AsRequest::Register { .. } | AsRequest::Revoke { .. } => false,
+            AsRequest::Lookup { .. } | AsRequest::Devices { .. } => true,
+            AsRequest::Register { .. }
+            | AsRequest::Revoke { .. }
+            | AsRequest::Approve { .. }
+            | AsRequest::RevokeDevice { .. } => false,
         }
     }
 }
@@ -75,17 +105,31 @@ pub enum AsError {
     /// The AS requires a valid, unused enrollment token for this identity.
     #[error("enrollment token missing, wrong or already used")]
     BadToken,
+    /// The identity holds its maximum of devices and pending registrations
+    /// (revoked devices count: their ids stay their owner's); a live device
+    /// must approve or the operator release some first.
+    #[error("identity has its maximum of {max} devices and pending registrations")]
+    TooManyDevices {
+        /// The cap.
+        max: u32,
+    },
 }
 
 impl AsError {
     /// Flat wire index of each variant in [`super::WireError`].
-    pub(crate) const TAGS: Tags = &[12, 14];
+    pub(crate) const TAGS: Tags = &[12, 14, 32];
 }
 
 /// Label of [`RegisterBody`] signatures (proof of possession and rotation).
 pub const LABEL_REGISTER: &str = "mlsd/as/register/v1";
 /// Label of [`RevokeBody`] signatures.
 pub const LABEL_REVOKE: &str = "mlsd/as/revoke/v1";
+/// Label of [`ApproveBody`] signatures.
+pub const LABEL_APPROVE: &str = "mlsd/as/approve/v1";
+/// Label of [`DevicesBody`] signatures.
+pub const LABEL_DEVICES: &str = "mlsd/as/devices/v1";
+/// Label of [`RevokeDeviceBody`] signatures.
+pub const LABEL_REVOKE_DEVICE: &str = "mlsd/as/revoke-device/v1";
 /// Label of the AS's signature over a [`Binding`] and its status.
 pub const LABEL_BINDING: &str = "mlsd/as/binding/v1";
 
@@ -144,4 +188,61 @@ pub struct RevokeBody {
     pub client: String,
     /// Unix seconds.
     pub timestamp: u64,
+}
+
+/// A live device's consent to a new device of the same identity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApproveBody {
+    /// The approving device, `identity/device`, with a live binding.
+    pub approver: String,
+    /// The new device, of the same identity.
+    pub client: String,
+    /// The key the new device registered with (from its pending request).
+    pub signature_key: Vec<u8>,
+    /// Unix seconds.
+    pub timestamp: u64,
+}
+
+/// A device's request for its identity's devices.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DevicesBody {
+    /// The asking device, with a live binding.
+    pub client: String,
+    /// Unix seconds.
+    pub timestamp: u64,
+}
+
+/// A device's revocation of another device of the same identity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokeDeviceBody {
+    /// The revoking device, with a live binding.
+    pub by: String,
+    /// The device whose binding ends.
+    pub client: String,
+    /// Unix seconds.
+    pub timestamp: u64,
+}
+
+/// A registration of a new device that waits for a live device's approval.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingDevice {
+    /// The new device's client id.
+    pub client: String,
+    /// The key it registered with; the approver compares its fingerprint.
+    pub signature_key: Vec<u8>,
+    /// Unix seconds.
+    pub requested_at: u64,
+}
+
+/// A short, comparable form of a signature key, shown by `mlsc` on both the
+/// new device and the approving one so a person can tell them apart from a
+/// stranger's request: the first 8 bytes of the key's BLAKE3 hash, in hex
+/// groups.
+pub fn fingerprint(signature_key: &[u8]) -> String {
+    let h = blake3::hash(signature_key);
+    h.as_bytes()[..8]
+        .chunks(2)
+        .map(|c| format!("{:02x}{:02x}", c[0], c[1]))
+        .collect::<Vec<_>>()
+        .join("-")
 }

@@ -34,7 +34,10 @@ pub use ids::{
 pub use ods::{
     Delivered, EnqueueItem, EnqueueResult, MailboxAuth, MailboxId, OdsError, OdsRequest, SealedPush,
 };
-pub use r#as::{AsError, AsRequest, Binding, RegisterBody, RevokeBody, SignedBinding};
+pub use r#as::{
+    ApproveBody, AsError, AsRequest, Binding, DevicesBody, PendingDevice, RegisterBody, RevokeBody,
+    RevokeDeviceBody, SignedBinding,
+};
 pub use request::{Ping, Request};
 pub use response::Response;
 pub use sds::{SdsError, SdsRequest};

@@ -4,7 +4,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Delivered, EnqueueResult, FetchedKeyPackage, Role, SignedBinding, Undelivered, WireError,
+    Delivered, EnqueueResult, FetchedKeyPackage, PendingDevice, Role, SignedBinding, Undelivered,
+    WireError,
 };
 
 /// What a node answers to a [`Request`].
@@ -89,5 +90,20 @@ pub enum Response {
         /// The recipients not served, at most `MAX_UNDELIVERED_LISTED` of
         /// them (`failed` counts all).
         undelivered: Vec<Undelivered>,
+    },
+    /// Answer to `Register` of a new device of an identity that has
+    /// devices already: nothing is bound until a live device of the identity
+    /// approves it (`Approve`), or an operator's token is presented.
+    RegistrationPending {
+        /// The pending request, as the approving device will see it.
+        pending: PendingDevice,
+    },
+    /// Answer to `Devices`: every device of the identity (revoked ones
+    /// marked) and every pending registration.
+    Devices {
+        /// The bindings, signed like `Lookup`'s.
+        bindings: Vec<SignedBinding>,
+        /// Registrations awaiting approval.
+        pending: Vec<PendingDevice>,
     },
 }

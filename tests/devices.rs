@@ -1,0 +1,95 @@
+//! A new device of an identity joins only with the consent of a live device
+//! of that identity, through `mlsc` as a person would use it:
+//! - a stranger's `mlsc register alice/evil` waits for approval that never
+//!   comes: lookups do not list it and `group add ... alice` does not add it
+//!   (the reproduction of the abuse-resistance issue, which used to bind it);
+//! - alice's laptop registers, her phone lists and approves it (pinning the
+//!   key fingerprint the laptop printed), and the laptop's next command
+//!   completes its registration;
+//! - the laptop revokes the lost phone, and nobody can claim the revoked
+//!   device id afresh.
+
+mod common;
+
+use common::{Cluster, Homes};
+use mlsd_transport::Role;
+
+/// The fingerprint in an "awaits approval" line.
+fn fingerprint_in(line: &str) -> String {
+    let (_, rest) = line.split_once("key fingerprint ").unwrap_or_else(|| panic!("{line}"));
+    rest.trim_end_matches(')').to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_device_needs_a_live_devices_approval() {
+    common::init();
+    let mut c = Cluster::new(&[("n1", &Role::ALL)]);
+    c.start_all().await;
+    let h = Homes { c: &c };
+    h.ok("phone", &["register", "alice/phone", "--count", "2"]);
+    h.ok("bob", &["register", "bob/phone", "--count", "2"]);
+
+    // A stranger asks for a device of alice: exit 0, nothing bound.
+    let evil = h.ok("evil", &["register", "alice/evil"]);
+    assert_eq!(evil.len(), 1, "{evil:?}");
+    assert!(evil[0].starts_with("alice/evil awaits approval"), "{evil:?}");
+    let lookup = h.ok("bob", &["lookup", "alice"]);
+    assert_eq!(lookup.len(), 1, "{lookup:?}");
+    assert!(lookup[0].starts_with("alice/phone ") && lookup[0].ends_with(" verified"));
+    h.ok("bob", &["group", "create", "g"]);
+    h.ok("bob", &["group", "add", "g", "alice"]);
+    assert_eq!(h.ok("bob", &["group", "members", "g"]), ["bob/phone", "alice/phone"]);
+    // The stranger's home cannot act as alice's device either.
+    let out = h.run("evil", &["device", "list"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("awaits approval"), "{out:?}");
+
+    // Alice's laptop: pending, listed on her phone with the same fingerprint.
+    let laptop = h.ok("laptop", &["register", "alice/laptop"]);
+    let fp = fingerprint_in(&laptop[0]);
+    let list = h.ok("phone", &["device", "list"]);
+    let waiting = format!("alice/laptop awaits approval fingerprint {fp} ");
+    assert!(list.iter().any(|l| l.starts_with(&waiting)), "{list:?}");
+    assert!(list.iter().any(|l| l.starts_with("alice/evil awaits approval")), "{list:?}");
+    assert!(list.iter().any(|l| l.starts_with("alice/phone live") && l.ends_with("(this device)")));
+
+    // A wrong fingerprint approves nothing; the right one does.
+    let out = h.run("phone", &["device", "approve", "alice/laptop", "--fingerprint", "0000"]);
+    assert!(!out.status.success(), "{out:?}");
+    assert_eq!(h.ok("bob", &["lookup", "alice"]).len(), 1);
+    assert_eq!(
+        h.ok("phone", &["device", "approve", "alice/laptop", "--fingerprint", &fp]),
+        [format!("approved alice/laptop (key fingerprint {fp})")]
+    );
+    assert_eq!(
+        h.ok("phone", &["device", "revoke", "alice/evil"]),
+        ["declined the registration of alice/evil"]
+    );
+
+    // The laptop's next command completes its registration, then runs.
+    let out = h.run("laptop", &["count"]);
+    assert!(out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("alice/laptop is approved: registered, 10 KeyPackages published"),
+        "{stderr}"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "10 one-time KeyPackages and a last-resort one"
+    );
+    let lookup = h.ok("bob", &["lookup", "alice"]);
+    assert!(lookup.iter().all(|l| l.ends_with(" verified")) && lookup.len() == 2, "{lookup:?}");
+
+    // The phone is lost: the laptop revokes it, and the id stays alice's.
+    assert_eq!(h.ok("laptop", &["device", "revoke", "alice/phone"]), ["revoked alice/phone"]);
+    let lookup = h.ok("bob", &["lookup", "alice"]);
+    assert!(
+        lookup.iter().any(|l| l.starts_with("alice/phone ") && l.contains("REJECTED")),
+        "{lookup:?}"
+    );
+    let again = h.ok("evil2", &["register", "alice/phone"]);
+    assert!(again[0].starts_with("alice/phone awaits approval"), "{again:?}");
+    let lookup = h.ok("bob", &["lookup", "alice"]);
+    assert_eq!(lookup.iter().filter(|l| l.ends_with(" verified")).count(), 1, "{lookup:?}");
+}
