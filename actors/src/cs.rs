@@ -9,6 +9,7 @@
 //! - `k/CLIENT/SEQ` → [`KpRecord`]: one-time KeyPackages, oldest first.
 //! - `l/CLIENT` → [`KpRecord`]: the last-resort KeyPackage.
 //! - `n/CLIENT` → next SEQ.
+//! - `u/WEEK/SHA256(signature)`: signed requests served (`crate::once`).
 //! - `x/WEEK/SHA256(KeyPackage)` → not_after: every KeyPackage stored, in the
 //!   bucket of the week it expires (weeks since 1970, 4 bytes BE), so a
 //!   replayed upload cannot put a consumed KeyPackage back. Past weeks go in
@@ -31,6 +32,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::contract::{not_mine, pong, Decision, RoleContext, RoleLogic};
+use crate::once::at_most_once;
 use crate::r#as::internal;
 use crate::record::{self, Stored};
 use crate::settings::CsSettings;
@@ -398,7 +400,8 @@ impl RoleLogic for CsLogic {
             Request::Cs(r) => r,
             other => return not_mine(Role::Cs, &other),
         };
-        match req {
+        let signature = req.signature().map(<[u8]>::to_vec);
+        let decision = match req {
             CsRequest::PublishKeyPackages { body, signature } => {
                 self.publish(body, signature, &bindings, ctx)
             }
@@ -407,7 +410,8 @@ impl RoleLogic for CsLogic {
                 self.count(body, signature, &bindings, ctx)
             }
         }
-        .into()
+        .into();
+        at_most_once(SPACE, signature.as_deref(), decision, ctx)
     }
 }
 

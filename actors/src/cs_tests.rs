@@ -79,12 +79,18 @@ impl Device {
     }
 
     fn publish(&self, kps: Vec<Vec<u8>>, last_resort: Option<Vec<u8>>) -> Request {
-        let body = PublishBody {
-            client: self.client.clone(),
-            key_packages: kps,
-            last_resort,
-            timestamp: unix(SystemTime::now()),
-        };
+        self.publish_at(kps, last_resort, unix(SystemTime::now()))
+    }
+
+    /// An upload signed with `timestamp`: signed anew, not a replay.
+    fn publish_at(
+        &self,
+        kps: Vec<Vec<u8>>,
+        last_resort: Option<Vec<u8>>,
+        timestamp: u64,
+    ) -> Request {
+        let body =
+            PublishBody { client: self.client.clone(), key_packages: kps, last_resort, timestamp };
         let signature = self.signer.sign(&signing_bytes(LABEL_PUBLISH, &body)).unwrap();
         Request::Cs(CsRequest::PublishKeyPackages { body, signature })
     }
@@ -151,8 +157,10 @@ fn a_key_package_published_twice_is_stored_once() {
     let again = run(&mut cs, &store, phone.publish(vec![kp.clone()], None), phone.bindings(false));
     assert_eq!(again, Response::Published { stored: 1 });
     assert_eq!(fetch(&mut cs, &store, &phone), [(kp.clone(), false)]);
-    // Handed out, it cannot be published (and handed out) again either.
-    let replay = run(&mut cs, &store, phone.publish(vec![kp], None), phone.bindings(false));
+    // Handed out, it cannot be published (and handed out) again either,
+    // even in an upload signed anew.
+    let later = phone.publish_at(vec![kp], None, unix(SystemTime::now()) + 1);
+    let replay = run(&mut cs, &store, later, phone.bindings(false));
     assert_eq!(replay, Response::Published { stored: 0 });
     assert!(fetch(&mut cs, &store, &phone).is_empty());
 }

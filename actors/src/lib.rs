@@ -19,6 +19,7 @@
 //! - [`role`]: what every role host shares (its message type, arguments,
 //!   applying a decision) and the generic host of the AS, CS and SDS; the IDS
 //!   and ODS hosts are `ids::host` and `ods::host`.
+//! - `once`: signed AS and CS requests take effect at most once.
 //! - [`push`]: UnifiedPush notifications (HTTP POST) for the ODS.
 //! - [`settings`]: per-role settings from the cluster config.
 //! - [`r#as`], [`cs`], [`ids`], [`ods`], [`sds`]: one module per service.
@@ -30,6 +31,7 @@ pub mod cs;
 pub mod ids;
 pub mod layout;
 pub mod ods;
+mod once;
 pub mod push;
 pub mod record;
 pub mod role;

@@ -9,6 +9,7 @@
 //!   registration waiting for a live device's approval.
 //! - `t/SHA256(token)` → identity: unused enrollment tokens.
 //! - `serial` → last serial issued by this shard.
+//! - `u/WEEK/SHA256(signature)`: signed requests served (`crate::once`).
 //!
 //! Who may bind a client id: the holder of its live binding's key (the same
 //! key again, or a rotation signed by it); for an identity nobody holds yet,
@@ -32,6 +33,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::contract::{not_mine, pong, Decision, RoleContext, RoleLogic};
+use crate::once::at_most_once;
 use crate::record::{self, Stored};
 use crate::settings::{AsSettings, Registration};
 use crate::sig::{fresh, unix, verify};
@@ -268,7 +270,8 @@ impl RoleLogic for AsLogic {
             Request::As(r) => r,
             other => return not_mine(Role::As, &other),
         };
-        match req {
+        let signature = req.signature().map(<[u8]>::to_vec);
+        let decision = match req {
             AsRequest::Register { body, proof, rotation } => {
                 self.register(body, proof, rotation, ctx)
             }
@@ -278,7 +281,8 @@ impl RoleLogic for AsLogic {
             AsRequest::Devices { body, signature } => self.devices(body, signature, ctx),
             AsRequest::RevokeDevice { body, signature } => self.revoke_device(body, signature, ctx),
         }
-        .into()
+        .into();
+        at_most_once(SPACE, signature.as_deref(), decision, ctx)
     }
 
     fn admin(&mut self, req: NodeRequest, _ctx: &RoleContext<'_>) -> Decision {

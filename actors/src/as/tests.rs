@@ -288,12 +288,23 @@ fn a_revoked_device_id_stays_its_owners() {
     let body = RevokeBody { client: "carol/phone".into(), timestamp: NOW };
     let signature = phone.sign(&signing_bytes(LABEL_REVOKE, &body)).to_bytes().to_vec();
     run(&mut as_, &store, Request::As(AsRequest::Revoke { body, signature }));
-    // Neither the old key (a replayed registration) nor a new one rebinds
-    // it, and no other device id of carol binds by itself either.
+    // The very same registration again is a replay.
+    let r = run(&mut as_, &store, register("carol/phone", &phone, None, None));
+    assert_eq!(r, Response::Error(WireError::Auth(AuthError::Replayed)));
+    // Signed anew, neither the old key nor a new one rebinds it, and no
+    // other device id of carol binds by itself either.
+    let later = |client: &str, key: &SigningKey| {
+        let mut r = register(client, key, None, None);
+        if let Request::As(AsRequest::Register { body, proof, .. }) = &mut r {
+            body.timestamp = NOW + 1;
+            *proof = key.sign(&signing_bytes(LABEL_REGISTER, body)).to_bytes().to_vec();
+        }
+        r
+    };
     for (client, key) in [("carol/phone", &phone), ("carol/phone", &other), ("carol/tab", &other)] {
         assert!(
             matches!(
-                run(&mut as_, &store, register(client, key, None, None)),
+                run(&mut as_, &store, later(client, key)),
                 Response::RegistrationPending { .. }
             ),
             "{client}"
@@ -335,4 +346,35 @@ fn pending_registrations_are_bounded_per_identity() {
         run(&mut as_, &store, register("erin/one-more", &phone, None, None)),
         Response::RegistrationPending { .. }
     ));
+}
+
+#[test]
+fn a_signed_request_acts_at_most_once() {
+    let (store, mut as_) = (MemStore::new(), logic(Registration::Open));
+    let (phone, laptop) = (SigningKey::from_bytes(&[1; 32]), SigningKey::from_bytes(&[2; 32]));
+    let first = register("fred/phone", &phone, None, None);
+    run(&mut as_, &store, first.clone());
+    // A repeat that changes nothing is answered as before (a lost reply).
+    assert!(matches!(run(&mut as_, &store, first.clone()), Response::Binding(_)));
+    let approval = approve("fred/phone", &phone, "fred/laptop", &laptop);
+    assert!(matches!(run(&mut as_, &store, approval.clone()), Response::Binding(_)));
+    match run(&mut as_, &store, revoke_device("fred/phone", &phone, "fred/laptop")) {
+        Response::Binding(b) => assert!(b.revoked_at.is_some()),
+        other => panic!("{other:?}"),
+    }
+    // Replayed within the timestamp window, the approval would bind the
+    // revoked laptop again; it is refused and changes nothing.
+    let before = store.contents();
+    let r = run(&mut as_, &store, approval);
+    assert_eq!(r, Response::Error(WireError::Auth(AuthError::Replayed)));
+    assert_eq!(store.contents(), before);
+    // The same for the first registration replayed after the phone
+    // revoked itself: it would leave a pending request behind.
+    let body = RevokeBody { client: "fred/phone".into(), timestamp: NOW };
+    let signature = phone.sign(&signing_bytes(LABEL_REVOKE, &body)).to_bytes().to_vec();
+    run(&mut as_, &store, Request::As(AsRequest::Revoke { body, signature }));
+    let before = store.contents();
+    let r = run(&mut as_, &store, first);
+    assert_eq!(r, Response::Error(WireError::Auth(AuthError::Replayed)));
+    assert_eq!(store.contents(), before);
 }

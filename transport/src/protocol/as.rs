@@ -77,6 +77,20 @@ impl AsRequest {
         }
     }
 
+    /// The signature that authorizes the request (for a registration, the
+    /// new key's proof of possession), if it needs one: a signed request
+    /// takes effect at most once.
+    pub fn signature(&self) -> Option<&[u8]> {
+        match self {
+            AsRequest::Register { proof, .. } => Some(proof),
+            AsRequest::Revoke { signature, .. }
+            | AsRequest::Approve { signature, .. }
+            | AsRequest::Devices { signature, .. }
+            | AsRequest::RevokeDevice { signature, .. } => Some(signature),
+            AsRequest::Lookup { .. } => None,
+        }
+    }
+
     /// See [`super::Request::repeatable`].
     pub fn repeatable(&self) -> bool {
         match self {

@@ -45,6 +45,16 @@ impl CsRequest {
         }
     }
 
+    /// The signature that authorizes the request, if it needs one: a
+    /// signed request takes effect at most once.
+    pub fn signature(&self) -> Option<&[u8]> {
+        match self {
+            CsRequest::PublishKeyPackages { signature, .. }
+            | CsRequest::CountKeyPackages { signature, .. } => Some(signature),
+            CsRequest::FetchKeyPackages { .. } => None,
+        }
+    }
+
     /// See [`super::Request::repeatable`]; a fetch consumes KeyPackages.
     pub fn repeatable(&self) -> bool {
         match self {

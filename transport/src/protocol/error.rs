@@ -149,8 +149,9 @@ pub enum AuthError {
     /// No live binding exists for the client.
     #[error("no binding for client {0}")]
     UnknownClient(String),
-    /// A mailbox request's counter is not above the last one: a replay.
-    #[error("replayed mailbox request (counter not increasing)")]
+    /// A replay: a mailbox request whose counter is not above the last one,
+    /// or a signed AS or CS request that was served already.
+    #[error("replayed request (a signed request acts once; mailbox counters must increase)")]
     Replayed,
 }
 
