@@ -9,9 +9,9 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use mlsd_transport::tls;
+use mlsd_transport::{tls, Role};
 
-use crate::config::ClusterConfig;
+use crate::config::{ClusterConfig, NodeConfig};
 
 /// Why certificates could not be created.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +31,18 @@ pub enum CertsError {
         missing: String,
         /// The expected CA key path.
         ca_key: String,
+    },
+    /// A file this node needs is missing from a certs dir that is not
+    /// empty: never created afresh, since a new CA or AS key would split the
+    /// cluster or invalidate every binding clients hold.
+    #[error(
+        "{missing} is missing: this node needs it ({why}); copy it from the cluster's certs, or run `mlsd certs` where the CA key is"
+    )]
+    Missing {
+        /// The missing file.
+        missing: String,
+        /// Why this node needs it.
+        why: &'static str,
     },
     /// Generation failed.
     #[error(transparent)]
@@ -97,6 +109,36 @@ pub fn ensure_certs(config: &ClusterConfig) -> Result<Vec<PathBuf>, CertsError> 
     Ok(created)
 }
 
+/// What `mlsd run` does before a node starts. In an empty (or absent)
+/// certs dir, the first start of a new cluster, it creates everything
+/// ([`ensure_certs`]). Otherwise it only checks that the files this node
+/// needs are there: `ca.pem`, its own certificate and key, and `as.key` when
+/// it hosts the AS. It never creates a CA or AS key next to others' files;
+/// the error names the missing file. Returns the files it created.
+pub fn prepare(config: &ClusterConfig, me: &NodeConfig) -> Result<Vec<PathBuf>, CertsError> {
+    let dir = &config.certs_dir;
+    let empty = match std::fs::read_dir(dir) {
+        Ok(mut entries) => entries.next().is_none(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+        Err(e) => return Err(io(dir, e)),
+    };
+    if empty {
+        return ensure_certs(config);
+    }
+    let mut needed = vec![
+        (dir.join("ca.pem"), "the cluster CA every peer is checked against"),
+        (dir.join(format!("{}.pem", me.name)), "its node certificate"),
+        (dir.join(format!("{}.key", me.name)), "its node key"),
+    ];
+    if me.hosts(Role::As) {
+        needed.push((dir.join("as.key"), "it hosts the AS, which signs bindings with it"));
+    }
+    match needed.into_iter().find(|(p, _)| !p.exists()) {
+        Some((p, why)) => Err(CertsError::Missing { missing: p.display().to_string(), why }),
+        None => Ok(Vec::new()),
+    }
+}
+
 /// Loads the AS signing key written by [`ensure_certs`].
 pub fn load_as_key(certs_dir: &Path) -> Result<ed25519_dalek::SigningKey, CertsError> {
     let path = certs_dir.join("as.key");
@@ -131,5 +173,38 @@ mod tests {
         assert!(ensure_certs(&cfg).unwrap().is_empty());
         assert_eq!(std::fs::read(cfg.certs_dir.join("ca.pem")).unwrap(), ca_before);
         tls::NodeTls::load(&cfg.certs_dir, "n1").unwrap();
+    }
+
+    #[test]
+    fn a_node_start_creates_only_in_an_empty_dir_and_names_what_is_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "[cluster]\nname = \"t\"\ncerts_dir = \"certs\"\n[[node]]\nname = \"n1\"\nlisten = \"127.0.0.1:1\"\nroles = [\"as\", \"cs\", \"ids\", \"sds\"]\ndata_dir = \"d1\"\n[[node]]\nname = \"n2\"\nlisten = \"127.0.0.1:2\"\nroles = [\"ods\"]\ndata_dir = \"d2\"\n";
+        let cfg = ClusterConfig::parse(text, dir.path()).unwrap();
+        let (n1, n2) =
+            (cfg.node(Some("n1")).unwrap().clone(), cfg.node(Some("n2")).unwrap().clone());
+        // First start of a new cluster: everything is created.
+        assert_eq!(prepare(&cfg, &n1).unwrap().len(), 8);
+        let files = |d: &Path| {
+            let mut v: Vec<_> =
+                std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name()).collect();
+            v.sort();
+            v
+        };
+        // An AS node whose AS key is gone fails, naming it, and creates nothing.
+        std::fs::remove_file(cfg.certs_dir.join("as.key")).unwrap();
+        let before = files(&cfg.certs_dir);
+        let e = prepare(&cfg, &n1).unwrap_err().to_string();
+        assert!(e.contains("as.key is missing"), "{e}");
+        assert_eq!(files(&cfg.certs_dir), before);
+        // A host with only ca.pem and its own pair starts an ODS node.
+        for f in ["ca.key", "as.pub", "n1.pem", "n1.key"] {
+            std::fs::remove_file(cfg.certs_dir.join(f)).unwrap();
+        }
+        assert!(prepare(&cfg, &n2).unwrap().is_empty());
+        // Without the CA certificate it does not start, and no CA appears.
+        std::fs::remove_file(cfg.certs_dir.join("ca.pem")).unwrap();
+        let e = prepare(&cfg, &n2).unwrap_err().to_string();
+        assert!(e.contains("ca.pem is missing"), "{e}");
+        assert!(!cfg.certs_dir.join("ca.key").exists() && !cfg.certs_dir.join("ca.pem").exists());
     }
 }

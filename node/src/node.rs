@@ -99,11 +99,12 @@ pub struct Node {
 
 impl Node {
     /// Starts node `name` (the first node when `None`) of `config`: creates
-    /// missing certificates, opens storage, spawns the role actors under the
+    /// the certificates of a new cluster in an empty certs dir or checks that
+    /// this node's are there ([`certs::prepare`]), opens storage, spawns the role actors under the
     /// supervisor and starts serving.
     pub async fn start(config: ClusterConfig, name: Option<&str>) -> Result<Node, NodeError> {
         let me = config.node(name)?.clone();
-        let created = certs::ensure_certs(&config)?;
+        let created = certs::prepare(&config, &me)?;
         if !created.is_empty() {
             tracing::info!(dir = %config.certs_dir.display(), files = created.len(), "created missing certificates");
         }
