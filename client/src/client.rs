@@ -235,6 +235,21 @@ impl Client {
         Ok(b)
     }
 
+    /// Renews this device's binding when it is in the second half of its
+    /// life (the AS then binds the same key afresh, with a new serial and
+    /// expiry); returns whether it did. `mlsc` calls it at every start.
+    pub async fn renew_if_due(&mut self) -> Result<bool, ClientError> {
+        let Some(id) = &self.identity else { return Ok(false) };
+        let Some(b) = &id.binding else { return Ok(false) };
+        let life = b.binding.expires_at.saturating_sub(b.binding.issued_at);
+        if b.binding.expires_at.saturating_sub(now_secs()) >= life / 2 {
+            return Ok(false);
+        }
+        let client = id.client.clone();
+        self.register(&client, None).await?;
+        Ok(true)
+    }
+
     /// Revokes this client's binding at the AS.
     pub async fn revoke(&mut self) -> Result<SignedBinding, ClientError> {
         let client = self.client_id().ok_or(ClientError::NotRegistered)?.to_string();

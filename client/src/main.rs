@@ -239,6 +239,11 @@ async fn open(cli: &Cli) -> anyhow::Result<Client> {
         let stored = c.publish(DEFAULT_KEY_PACKAGES).await?;
         eprintln!("mlsc: {client} is approved: registered, {stored} KeyPackages published");
     }
+    match c.renew_if_due().await {
+        Ok(true) => eprintln!("mlsc: renewed the binding of {}", c.client_id().unwrap_or_default()),
+        Ok(false) => {}
+        Err(e) => eprintln!("mlsc: could not renew the binding: {e}"),
+    }
     if c.client_id().is_some() {
         match c.flush_outbox().await {
             Ok(f) => report_earlier(&f.reports, None),

@@ -98,9 +98,14 @@ impl AsLogic {
         match existing.as_ref().filter(|r| is_live(r, ctx)) {
             // Same key again: idempotent, the caller may have lost our reply
             // (or a live device approved this registration meanwhile).
-            Some(r) if r.binding.signature_key == body.signature_key => {
+            Some(r)
+                if r.binding.signature_key == body.signature_key && !due_for_renewal(r, ctx) =>
+            {
                 return Ok(Decision::reply(Response::Binding(self.sign(r)?)));
             }
+            // Same key in the second half of the binding's life: renewed, a
+            // fresh binding of the same key (new serial, new expiry).
+            Some(r) if r.binding.signature_key == body.signature_key => {}
             Some(r) => {
                 let rot = rotation
                     .ok_or_else(|| WireError::As(AsError::ClientTaken(body.client.clone())))?;
@@ -219,6 +224,13 @@ impl AsLogic {
         }
         Ok(Decision::reply(Response::Bindings(out)))
     }
+}
+
+/// Whether live binding `r` is in the second half of its life, when its key
+/// may renew it by registering again.
+fn due_for_renewal(r: &Record, ctx: &RoleContext<'_>) -> bool {
+    let life = r.binding.expires_at.saturating_sub(r.binding.issued_at);
+    r.binding.expires_at.saturating_sub(unix(ctx.now)) < life / 2
 }
 
 /// Whether `r` binds its client now: not revoked, not expired.

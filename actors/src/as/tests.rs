@@ -378,3 +378,40 @@ fn a_signed_request_acts_at_most_once() {
     assert_eq!(r, Response::Error(WireError::Auth(AuthError::Replayed)));
     assert_eq!(store.contents(), before);
 }
+
+#[test]
+fn a_binding_is_renewed_by_its_key_in_the_second_half_of_its_life() {
+    let (store, mut as_) = (MemStore::new(), logic(Registration::Open));
+    let k = SigningKey::from_bytes(&[1; 32]);
+    let binding = |r: Response| match r {
+        Response::Binding(b) => b.binding,
+        other => panic!("{other:?}"),
+    };
+    let first = binding(run(&mut as_, &store, register("gail/phone", &k, None, None)));
+    // Early on, registering again returns the same binding and writes nothing.
+    let register_at = |as_: &mut AsLogic, secs: u64| {
+        let mut r = register("gail/phone", &k, None, None);
+        if let Request::As(AsRequest::Register { body, proof, .. }) = &mut r {
+            body.timestamp = secs;
+            *proof = k.sign(&signing_bytes(LABEL_REGISTER, body)).to_bytes().to_vec();
+        }
+        as_.handle(r, None, &at(&store, secs)).applied(&store)
+    };
+    let before = store.contents();
+    assert_eq!(binding(register_at(&mut as_, NOW + 600)), first);
+    assert_eq!(store.contents(), before);
+    // With less than half of its hour left, it is renewed.
+    let renewed = binding(register_at(&mut as_, NOW + 2400));
+    assert_eq!(renewed.signature_key, first.signature_key);
+    assert!(renewed.serial > first.serial);
+    assert_eq!(renewed.expires_at, NOW + 2400 + 3600);
+    // A stranger's key still cannot take it over.
+    let other = SigningKey::from_bytes(&[2; 32]);
+    let mut r = register("gail/phone", &other, None, None);
+    if let Request::As(AsRequest::Register { body, proof, .. }) = &mut r {
+        body.timestamp = NOW + 2400;
+        *proof = other.sign(&signing_bytes(LABEL_REGISTER, body)).to_bytes().to_vec();
+    }
+    let r = as_.handle(r, None, &at(&store, NOW + 2400)).applied(&store);
+    assert_eq!(r, Response::Error(WireError::As(AsError::ClientTaken("gail/phone".into()))));
+}
