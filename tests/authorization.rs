@@ -449,6 +449,12 @@ async fn every_unentitled_request_is_refused_and_changes_no_stored_byte() {
         node_frame_on_client_conn(m, enroll).await,
         |e| matches!(e, WireError::Frame(BadFrame::Malformed(_))),
     ));
+    let revoke = NodeRequest::Revoke { client: "alice/phone".into() };
+    rows.push((
+        "operator revoke: from a client connection",
+        node_frame_on_client_conn(m, revoke).await,
+        |e| matches!(e, WireError::Frame(BadFrame::Malformed(_))),
+    ));
     let chaos = NodeRequest::Chaos { target: ChaosTarget::Role(Role::Ods) };
     rows.push((
         "chaos: from a node when the cluster does not allow it",

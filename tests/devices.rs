@@ -93,3 +93,38 @@ async fn a_new_device_needs_a_live_devices_approval() {
     let lookup = h.ok("bob", &["lookup", "alice"]);
     assert_eq!(lookup.iter().filter(|l| l.ends_with(" verified")).count(), 1, "{lookup:?}");
 }
+
+/// A person who lost their only device: the operator revokes it
+/// (`mlsd admin revoke`) and hands out a token, with which a new device of
+/// the identity registers at once; nobody else could have claimed the id.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_operator_revokes_a_lost_device_and_releases_the_identity() {
+    common::init();
+    let mut c = Cluster::new(&[("n1", &Role::ALL)]);
+    c.start_all().await;
+    let h = Homes { c: &c };
+    h.ok("phone", &["register", "alice/phone", "--count", "1"]);
+    let admin = |args: &[&str]| {
+        let out = std::process::Command::new(common::bin("mlsd"))
+            .args(["admin"])
+            .args(args)
+            .arg("--config")
+            .arg(&c.config)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    assert_eq!(admin(&["revoke", "alice/phone"]), "revoked alice/phone");
+    let lookup = h.ok("other", &["lookup", "alice"]);
+    assert!(lookup.len() == 1 && lookup[0].contains("REJECTED"), "{lookup:?}");
+    // Without the operator, a new device of alice waits for an approval
+    // nobody can give; with the operator's token it registers.
+    let waiting = h.ok("stranger", &["register", "alice/phone"]);
+    assert!(waiting[0].starts_with("alice/phone awaits approval"), "{waiting:?}");
+    let token = admin(&["enroll", "alice"]);
+    let out = h.ok("new", &["register", "alice/new", "--token", &token, "--count", "1"]);
+    assert!(out[0].starts_with("registered alice/new "), "{out:?}");
+    let lookup = h.ok("other", &["lookup", "alice"]);
+    assert_eq!(lookup.iter().filter(|l| l.ends_with(" verified")).count(), 1, "{lookup:?}");
+}

@@ -84,6 +84,17 @@ enum AdminCmd {
         #[arg(long)]
         node: Option<String>,
     },
+    /// Revoke CLIENT's binding at the AS (a lost device whose owner has no other); the id stays the identity's.
+    Revoke {
+        /// The client id, e.g. alice/phone.
+        client: String,
+        /// Path of the cluster config.
+        #[arg(long, default_value = "cluster.toml")]
+        config: PathBuf,
+        /// Whose node certificate to authenticate with (default: the first node).
+        #[arg(long)]
+        node: Option<String>,
+    },
 }
 
 /// mimalloc rather than glibc's allocator: every recipient copy spawns and
@@ -120,6 +131,13 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
             let rt = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
             let token = rt.block_on(mlsd_node::admin::enroll(&cfg, node.as_deref(), &identity))?;
             println!("{token}");
+            Ok(())
+        }
+        Cmd::Admin { cmd: AdminCmd::Revoke { client, config, node } } => {
+            let cfg = ClusterConfig::load(&config)?;
+            let rt = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+            let b = rt.block_on(mlsd_node::admin::revoke(&cfg, node.as_deref(), &client))?;
+            println!("revoked {}", b.binding.client);
             Ok(())
         }
         Cmd::Bench { quick, json } => {

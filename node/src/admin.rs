@@ -2,9 +2,9 @@
 //!
 //! The operator's tool speaks `mlsd-node/1` with a node's certificate from
 //! `certs_dir`, so only someone holding node credentials can issue enrollment
-//! tokens. It computes the owner of the request itself and dials it directly.
+//! tokens or revoke devices. It computes the owner of the request itself and dials it directly.
 
-use mlsd_transport::protocol::{NodeFrame, NodeRequest, ResponseFrame};
+use mlsd_transport::protocol::{NodeFrame, NodeRequest, ResponseFrame, SignedBinding};
 use mlsd_transport::{endpoint, tls, Response, Role, WireError};
 use sha2::{Digest, Sha256};
 
@@ -43,6 +43,44 @@ pub async fn enroll(
     if !mlsd_transport::protocol::identity::valid_name(identity) {
         return Err(AdminError::Invalid(format!("invalid identity {identity:?}")));
     }
+    let mut raw = [0u8; 32];
+    rand::TryRngCore::try_fill_bytes(&mut rand::rngs::OsRng, &mut raw)
+        .map_err(|e| AdminError::Invalid(format!("no randomness: {e}")))?;
+    let token = hex::encode(raw);
+    let token_hash = Sha256::digest(token.as_bytes()).to_vec();
+    let request = NodeRequest::Enroll { identity: identity.to_string(), token_hash };
+    match call_as_owner(config, as_node, identity, request).await? {
+        Response::Enrolled => Ok(token),
+        other => Err(AdminError::Invalid(format!("unexpected response {other:?}"))),
+    }
+}
+
+/// Revokes `client`'s binding at the AS that owns its identity (a device
+/// whose owner has lost every other one, or an abusive one); its id stays
+/// the identity's. Returns the revoked binding.
+pub async fn revoke(
+    config: &ClusterConfig,
+    as_node: Option<&str>,
+    client: &str,
+) -> Result<SignedBinding, AdminError> {
+    let (identity, _) = mlsd_transport::protocol::identity::split_client_id(client)
+        .ok_or_else(|| AdminError::Invalid(format!("invalid client id {client:?}")))?;
+    let request = NodeRequest::Revoke { client: client.to_string() };
+    match call_as_owner(config, as_node, identity, request).await? {
+        Response::Binding(b) => Ok(b),
+        other => Err(AdminError::Invalid(format!("unexpected response {other:?}"))),
+    }
+}
+
+/// Sends `request` to the AS owner of `identity`, authenticated with the
+/// node certificate of `as_node` (the first node by default); a refusal is
+/// [`AdminError::Refused`].
+async fn call_as_owner(
+    config: &ClusterConfig,
+    as_node: Option<&str>,
+    identity: &str,
+    request: NodeRequest,
+) -> Result<Response, AdminError> {
     let me = config.node(as_node).map_err(|e| AdminError::Invalid(e.to_string()))?;
     let owner = routing::owner(&config.nodes, Role::As, identity.as_bytes())
         .ok_or_else(|| AdminError::Invalid("no node hosts the AS".into()))?;
@@ -59,21 +97,14 @@ pub async fn enroll(
     )
     .await
     .map_err(|e| unreachable(e.to_string()))?;
-
-    let mut raw = [0u8; 32];
-    rand::TryRngCore::try_fill_bytes(&mut rand::rngs::OsRng, &mut raw)
-        .map_err(|e| AdminError::Invalid(format!("no randomness: {e}")))?;
-    let token = hex::encode(raw);
-    let token_hash = Sha256::digest(token.as_bytes()).to_vec();
-    let frame = NodeFrame::new(NodeRequest::Enroll { identity: identity.to_string(), token_hash });
+    let frame = NodeFrame::new(request);
     let resp: ResponseFrame =
         endpoint::call(&conn, &frame, config.limits.max_frame, config.limits.call_timeout)
             .await
             .map_err(|e| unreachable(e.to_string()))?;
     conn.close(0u32.into(), b"done");
     match resp.response {
-        Response::Enrolled => Ok(token),
         Response::Error(e) => Err(AdminError::Refused(e)),
-        other => Err(AdminError::Invalid(format!("unexpected response {other:?}"))),
+        other => Ok(other),
     }
 }

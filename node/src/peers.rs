@@ -164,7 +164,9 @@ fn may_repeat(request: &NodeRequest) -> bool {
     match request {
         NodeRequest::Enqueue(_) => true,
         NodeRequest::Forward(r) => r.repeatable(),
-        NodeRequest::Enroll { .. } | NodeRequest::Chaos { .. } => false,
+        NodeRequest::Enroll { .. } | NodeRequest::Chaos { .. } | NodeRequest::Revoke { .. } => {
+            false
+        }
     }
 }
 

@@ -195,6 +195,16 @@ impl AsLogic {
         self.mark_revoked(&mut r, ctx)
     }
 
+    /// An operator's revocation of `client` (`mlsd admin revoke`).
+    fn operator_revoke(&self, client: &str, ctx: &RoleContext<'_>) -> Result<Decision, WireError> {
+        split_client_id(client)
+            .ok_or_else(|| WireError::Auth(AuthError::InvalidClientId(client.to_string())))?;
+        let mut r = get_record(ctx, &binding_key(client))?
+            .ok_or_else(|| WireError::Auth(AuthError::UnknownClient(client.to_string())))?;
+        tracing::info!("binding revoked by an operator");
+        self.mark_revoked(&mut r, ctx)
+    }
+
     /// Revokes `r` (once) and answers its re-signed binding.
     fn mark_revoked(&self, r: &mut Record, ctx: &RoleContext<'_>) -> Result<Decision, WireError> {
         let mut b = Batch::new();
@@ -297,7 +307,7 @@ impl RoleLogic for AsLogic {
         at_most_once(SPACE, signature.as_deref(), decision, ctx)
     }
 
-    fn admin(&mut self, req: NodeRequest, _ctx: &RoleContext<'_>) -> Decision {
+    fn admin(&mut self, req: NodeRequest, ctx: &RoleContext<'_>) -> Decision {
         match req {
             NodeRequest::Enroll { identity, token_hash } => {
                 if !valid_name(&identity) || token_hash.len() != 32 {
@@ -309,6 +319,7 @@ impl RoleLogic for AsLogic {
                 b.put(SPACE, token_key(&token_hash), identity.into_bytes());
                 Decision::write(Response::Enrolled, b)
             }
+            NodeRequest::Revoke { client } => self.operator_revoke(&client, ctx).into(),
             _ => Decision::reply(Response::Error(WireError::Auth(AuthError::NotAuthorized(
                 "not an AS request".into(),
             )))),

@@ -415,3 +415,21 @@ fn a_binding_is_renewed_by_its_key_in_the_second_half_of_its_life() {
     let r = as_.handle(r, None, &at(&store, NOW + 2400)).applied(&store);
     assert_eq!(r, Response::Error(WireError::As(AsError::ClientTaken("gail/phone".into()))));
 }
+
+#[test]
+fn an_operator_revokes_a_device_and_its_id_stays_the_identitys() {
+    let (store, mut as_) = (MemStore::new(), logic(Registration::Open));
+    let k = SigningKey::from_bytes(&[1; 32]);
+    run(&mut as_, &store, register("hank/phone", &k, None, None));
+    let revoke = |client: &str| NodeRequest::Revoke { client: client.into() };
+    match as_.admin(revoke("hank/phone"), &at(&store, NOW)).applied(&store) {
+        Response::Binding(b) => assert!(b.revoked_at.is_some()),
+        other => panic!("{other:?}"),
+    }
+    let before = store.contents();
+    for (client, why) in [("hank/tablet", "unknown device"), ("hank", "no device part")] {
+        let r = as_.admin(revoke(client), &at(&store, NOW)).applied(&store);
+        assert!(matches!(r, Response::Error(WireError::Auth(_))), "{why}: {r:?}");
+        assert_eq!(store.contents(), before, "{why}");
+    }
+}

@@ -37,6 +37,16 @@ pub(super) async fn serve_node_request(ctx: &ServerCtx, req: NodeRequest) -> Res
             }
             Err(e) => Response::Error(e),
         },
+        NodeRequest::Revoke { client } => {
+            let identity = client.split('/').next().unwrap_or("").to_string();
+            match owns(Role::As, identity.as_bytes()) {
+                Ok(()) => {
+                    let request = NodeRequest::Revoke { client };
+                    local(ctx, Role::As, |reply| RoleMsg::Admin { request, reply }).await
+                }
+                Err(e) => Response::Error(e),
+            }
+        }
         NodeRequest::Chaos { target } => chaos(ctx, target).await,
         NodeRequest::Enqueue(items) => {
             if items.len() > MAX_ENQUEUE_BATCH {

@@ -145,6 +145,13 @@ pub enum NodeRequest {
     /// IDS → ODS: store envelopes in mailboxes this node owns. A batch may mix
     /// fan-outs and carries nothing that names a group, epoch or sender.
     Enqueue(Vec<EnqueueItem>),
+    /// Operator request (`mlsd admin revoke`): revoke `client`'s binding at
+    /// the AS that owns it, e.g. a device whose owner lost every other one.
+    /// The record stays (the id remains the identity's).
+    Revoke {
+        /// The client id, `identity/device`.
+        client: String,
+    },
 }
 
 /// Kinds of actor a chaos request may kill.
