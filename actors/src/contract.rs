@@ -157,6 +157,13 @@ pub(crate) fn pong(role: Role, ctx: &RoleContext<'_>) -> Response {
     Response::Pong { node: ctx.node.to_string(), role }
 }
 
+/// A failure inside the node (storage, encoding) as the error a client gets:
+/// the request had no effect. Every role's logic maps its storage errors
+/// with this.
+pub(crate) fn internal(e: impl std::fmt::Display) -> WireError {
+    WireError::Cluster(ClusterError::Internal(e.to_string()))
+}
+
 /// The answer to a request routed to a role that does not serve it: a node
 /// defect, refused without changing anything. Each role's `handle` takes its
 /// own requests out of [`Request`] and sends the rest here, so its match on

@@ -31,9 +31,8 @@ use openmls_rust_crypto::RustCrypto;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::contract::{not_mine, pong, Decision, RoleContext, RoleLogic};
+use crate::contract::{internal, not_mine, pong, Decision, RoleContext, RoleLogic};
 use crate::once::at_most_once;
-use crate::r#as::internal;
 use crate::record::{self, Stored};
 use crate::settings::CsSettings;
 use crate::sig::{fresh, unix, verify};

@@ -17,8 +17,7 @@ use mlsd_transport::protocol::AuthError;
 use mlsd_transport::Response;
 use sha2::{Digest, Sha256};
 
-use crate::contract::{Decision, RoleContext};
-use crate::r#as::internal;
+use crate::contract::{internal, Decision, RoleContext};
 use crate::sig::unix;
 use crate::storage::{drop_weeks_before, week, week_prefix, Space};
 

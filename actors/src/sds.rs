@@ -21,8 +21,7 @@ use mlsd_transport::{Request, Response, Role, WireError};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::contract::{not_mine, pong, Decision, RoleContext, RoleLogic};
-use crate::r#as::internal;
+use crate::contract::{internal, not_mine, pong, Decision, RoleContext, RoleLogic};
 use crate::record::{self, Stored};
 use crate::settings::SdsSettings;
 use crate::storage::{Batch, Space};

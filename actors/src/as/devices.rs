@@ -17,8 +17,8 @@ use mlsd_transport::protocol::{
 use mlsd_transport::{Response, WireError};
 use serde::{Deserialize, Serialize};
 
-use super::{binding_key, get_record, internal, is_live, AsLogic, Record, MAX_DEVICES, SPACE};
-use crate::contract::{Decision, RoleContext};
+use super::{binding_key, get_record, is_live, AsLogic, Record, MAX_DEVICES, SPACE};
+use crate::contract::{internal, Decision, RoleContext};
 use crate::record::{self, Stored};
 use crate::sig::{fresh, unix, verify};
 use crate::storage::Batch;

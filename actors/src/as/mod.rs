@@ -32,7 +32,7 @@ use mlsd_transport::{Request, Response, Role, WireError};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::contract::{not_mine, pong, Decision, RoleContext, RoleLogic};
+use crate::contract::{internal, not_mine, pong, Decision, RoleContext, RoleLogic};
 use crate::once::at_most_once;
 use crate::record::{self, Stored};
 use crate::settings::{AsSettings, Registration};
@@ -275,10 +275,6 @@ fn next_serial(ctx: &RoleContext<'_>) -> Result<u64, WireError> {
         .map(u64::from_be_bytes)
         .unwrap_or(0);
     Ok(cur + 1)
-}
-
-pub(crate) fn internal(e: impl std::fmt::Display) -> WireError {
-    WireError::Cluster(ClusterError::Internal(e.to_string()))
 }
 
 impl RoleLogic for AsLogic {

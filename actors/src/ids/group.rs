@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::kept::{self, KeptSend};
-use crate::r#as::internal;
+use crate::contract::internal;
 use crate::record::{self, Stored};
 use crate::storage::{Batch, Space, View};
 

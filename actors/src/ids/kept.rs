@@ -14,7 +14,7 @@ use mlsd_transport::protocol::SealedRoster;
 use mlsd_transport::{Role, WireError};
 use serde::{Deserialize, Serialize};
 
-use crate::r#as::internal;
+use crate::contract::internal;
 use crate::record::{self, Stored};
 use crate::storage::{Batch, Space, View};
 

@@ -39,8 +39,7 @@ use mlsd_transport::{Request, Response, Role, WireError};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::contract::{not_mine, pong, Decision, Effect, RoleContext, RoleLogic};
-use crate::r#as::internal;
+use crate::contract::{internal, not_mine, pong, Decision, Effect, RoleContext, RoleLogic};
 use crate::record::{self, Stored};
 use crate::settings::OdsSettings;
 use crate::sig::{fresh, verify, verifying_key};
