@@ -65,23 +65,31 @@ pub(super) fn room_for(identity: &str, ctx: &RoleContext<'_>) -> Result<(), Wire
     Ok(())
 }
 
-/// `identity`'s pending registrations that have not lapsed.
-fn pending(identity: &str, ctx: &RoleContext<'_>) -> Result<Vec<PendingDevice>, WireError> {
+/// `identity`'s pending registrations that have not lapsed, and the keys of
+/// those that have. Every write of a pending record also deletes the lapsed
+/// ones and none is written while [`MAX_PENDING`] are live, so an identity
+/// never holds more than [`MAX_PENDING`] records and this scan sees them all.
+fn pending(
+    identity: &str,
+    ctx: &RoleContext<'_>,
+) -> Result<(Vec<PendingDevice>, Vec<Vec<u8>>), WireError> {
     let prefix = format!("p/{identity}/");
     let now = unix(ctx.now);
-    let mut out = Vec::new();
+    let (mut live, mut lapsed) = (Vec::new(), Vec::new());
     for (k, v) in ctx.store.scan_prefix(SPACE, prefix.as_bytes(), MAX_PENDING).map_err(internal)? {
         let Ok(r) = record::decode::<PendingRecord>(&v) else { continue };
         let Ok(client) = String::from_utf8(k[2..].to_vec()) else { continue };
         if r.requested_at.saturating_add(PENDING_LIFETIME_SECS) > now {
-            out.push(PendingDevice {
+            live.push(PendingDevice {
                 client,
                 signature_key: r.signature_key,
                 requested_at: r.requested_at,
             });
+        } else {
+            lapsed.push(k);
         }
     }
-    Ok(out)
+    Ok((live, lapsed))
 }
 
 /// Keeps `body` as a pending registration (its proof of possession was
@@ -90,7 +98,7 @@ fn pending(identity: &str, ctx: &RoleContext<'_>) -> Result<Vec<PendingDevice>, 
 pub(super) fn pend(body: RegisterBody, ctx: &RoleContext<'_>) -> Result<Decision, WireError> {
     let (identity, _) = split_client_id(&body.client)
         .ok_or_else(|| WireError::Auth(AuthError::InvalidClientId(body.client.clone())))?;
-    let waiting = pending(identity, ctx)?;
+    let (waiting, lapsed) = pending(identity, ctx)?;
     if let Some(p) = waiting.iter().find(|p| p.client == body.client) {
         if p.signature_key == body.signature_key {
             return Ok(Decision::reply(Response::RegistrationPending { pending: p.clone() }));
@@ -100,7 +108,11 @@ pub(super) fn pend(body: RegisterBody, ctx: &RoleContext<'_>) -> Result<Decision
     }
     let rec = PendingRecord { signature_key: body.signature_key, requested_at: unix(ctx.now) };
     let mut b = Batch::new();
-    b.put(SPACE, pending_key(&body.client), record::encode(&rec)?);
+    let key = pending_key(&body.client);
+    for k in lapsed.into_iter().filter(|k| *k != key) {
+        b.delete(SPACE, k);
+    }
+    b.put(SPACE, key, record::encode(&rec)?);
     let pending = PendingDevice {
         client: body.client,
         signature_key: rec.signature_key,
@@ -189,7 +201,7 @@ impl AsLogic {
             let Ok(r) = record::decode::<Record>(&v) else { continue };
             bindings.push(self.sign(&r)?);
         }
-        let pending = pending(identity, ctx)?;
+        let (pending, _) = pending(identity, ctx)?;
         Ok(Decision::reply(Response::Devices { bindings, pending }))
     }
 
@@ -208,7 +220,7 @@ impl AsLogic {
         if let Some(mut r) = get_record(ctx, &binding_key(&body.client))? {
             return self.mark_revoked(&mut r, ctx);
         }
-        let waiting = pending(identity, ctx)?;
+        let (waiting, _) = pending(identity, ctx)?;
         if !waiting.iter().any(|p| p.client == body.client) {
             return Err(WireError::Auth(AuthError::UnknownClient(body.client)));
         }

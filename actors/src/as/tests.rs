@@ -433,3 +433,42 @@ fn an_operator_revokes_a_device_and_its_id_stays_the_identitys() {
         assert_eq!(store.contents(), before, "{why}");
     }
 }
+
+#[test]
+fn lapsed_pending_registrations_make_room_and_never_hide_live_ones() {
+    // Bindings outlive the pending requests here, so the phone can list.
+    let store = MemStore::new();
+    let mut as_ = AsLogic::new(AsSettings {
+        signing_key: Some(std::sync::Arc::new(SigningKey::from_bytes(&[9; 32]))),
+        registration: Registration::Open,
+        binding_lifetime: Duration::from_secs(30 * 24 * 3600),
+    });
+    let phone = SigningKey::from_bytes(&[1; 32]);
+    run(&mut as_, &store, register("ivy/phone", &phone, None, None));
+    for n in 0..devices::MAX_PENDING {
+        run(&mut as_, &store, register(&format!("ivy/a{n}"), &phone, None, None));
+    }
+    // A week later they have lapsed: a new request is taken, the lapsed
+    // records are gone with it, and the device list shows only the new one.
+    let later = NOW + devices::PENDING_LIFETIME_SECS + 1;
+    let mut r = register("ivy/z", &phone, None, None);
+    if let Request::As(AsRequest::Register { body, proof, .. }) = &mut r {
+        body.timestamp = later;
+        *proof = phone.sign(&signing_bytes(LABEL_REGISTER, body)).to_bytes().to_vec();
+    }
+    let r = as_.handle(r, None, &at(&store, later)).applied(&store);
+    assert!(matches!(r, Response::RegistrationPending { .. }), "{r:?}");
+    let pending_keys = store.contents().keys().filter(|k| k.1.starts_with(b"p/")).count();
+    assert_eq!(pending_keys, 1);
+    let body = DevicesBody { client: "ivy/phone".into(), timestamp: later };
+    let signature = phone.sign(&signing_bytes(LABEL_DEVICES, &body)).to_bytes().to_vec();
+    let listed = as_
+        .handle(Request::As(AsRequest::Devices { body, signature }), None, &at(&store, later))
+        .applied(&store);
+    match listed {
+        Response::Devices { pending, .. } => {
+            assert_eq!(pending.iter().map(|p| p.client.as_str()).collect::<Vec<_>>(), ["ivy/z"])
+        }
+        other => panic!("{other:?}"),
+    }
+}
