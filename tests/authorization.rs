@@ -443,27 +443,50 @@ async fn every_unentitled_request_is_refused_and_changes_no_stored_byte() {
     }));
 
     // Node protocol
-    let enroll = NodeRequest::Enroll { identity: "mallory".into(), token_hash: vec![0; 32] };
     rows.push((
         "enroll: from a client connection",
-        node_frame_on_client_conn(m, enroll).await,
+        node_frame_on_client_conn(m, enroll_mallory()).await,
         |e| matches!(e, WireError::Frame(BadFrame::Malformed(_))),
     ));
-    let revoke = NodeRequest::Revoke { client: "alice/phone".into() };
     rows.push((
         "operator revoke: from a client connection",
-        node_frame_on_client_conn(m, revoke).await,
+        node_frame_on_client_conn(m, revoke_alice()).await,
         |e| matches!(e, WireError::Frame(BadFrame::Malformed(_))),
     ));
     let chaos = NodeRequest::Chaos { target: ChaosTarget::Role(Role::Ods) };
     rows.push((
-        "chaos: from a node when the cluster does not allow it",
-        match c.node_call("n1", "n1", chaos).await {
-            Response::Error(e) => Ok(e),
-            other => Err(format!("not refused: {other:?}")),
-        },
-        |e| matches!(e, WireError::Auth(AuthError::NotAuthorized(_))),
+        "chaos: from the operator when the cluster does not allow it",
+        node_refusal(&c, "operator", chaos.clone()).await,
+        |e| matches!(e, WireError::Auth(AuthError::NotAuthorized(m)) if m.contains("chaos")),
     ));
+    // A node's key (say, on a host an attacker took) grants no operator power.
+    let operator_only = [
+        ("enroll: with a node certificate", enroll_mallory()),
+        ("operator revoke: with a node certificate", revoke_alice()),
+        ("chaos: with a node certificate", chaos),
+    ];
+    for (name, req) in operator_only {
+        rows.push((
+            name,
+            node_refusal(&c, "n1", req).await,
+            |e| matches!(e, WireError::Auth(AuthError::NotAuthorized(m)) if m.contains("operator")),
+        ));
+    }
+    // ... and the operator's key no node traffic.
+    let node_only = [
+        ("enqueue: with the operator certificate", NodeRequest::Enqueue(Vec::new())),
+        (
+            "forwarded request: with the operator certificate",
+            NodeRequest::Forward(Request::As(AsRequest::Lookup { identity: "alice".into() })),
+        ),
+    ];
+    for (name, req) in node_only {
+        rows.push((
+            name,
+            node_refusal(&c, "operator", req).await,
+            |e| matches!(e, WireError::Auth(AuthError::NotAuthorized(m)) if m.contains("node")),
+        ));
+    }
     rows.push(("node protocol: no node certificate", no_certificate_enqueue(&c).await, |_| true));
 
     let mut wrong = Vec::new();
@@ -483,6 +506,23 @@ async fn every_unentitled_request_is_refused_and_changes_no_stored_byte() {
     bob.send_text("G", "entitled").await.unwrap();
     let changed = settled(&data);
     assert!(!diff(&after, &changed).is_empty(), "the storage comparison saw no change");
+}
+
+fn enroll_mallory() -> NodeRequest {
+    NodeRequest::Enroll { identity: "mallory".into(), token_hash: vec![0; 32] }
+}
+
+fn revoke_alice() -> NodeRequest {
+    NodeRequest::Revoke { client: "alice/phone".into() }
+}
+
+/// `req` sent on a node connection with the certificate `cert` (a node's
+/// name or `"operator"`); `Ok` is the refusal.
+async fn node_refusal(c: &Cluster, cert: &str, req: NodeRequest) -> Result<WireError, String> {
+    match c.node_call(cert, "n1", req).await {
+        Response::Error(e) => Ok(e),
+        other => Err(format!("not refused: {other:?}")),
+    }
 }
 
 /// A node-protocol connection without a certificate is refused at the

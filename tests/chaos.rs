@@ -284,7 +284,7 @@ async fn nothing_acknowledged_is_lost_or_duplicated_under_chaos() {
         .choose(&mut rand::rng())
         .unwrap();
         if let Response::Killed { count } =
-            c.node_call("n1", node, NodeRequest::Chaos { target }).await
+            c.operator_call(node, NodeRequest::Chaos { target }).await
         {
             *kills.entry(format!("{target:?}")).or_default() += count;
         }

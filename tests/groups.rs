@@ -401,8 +401,7 @@ async fn a_fan_out_killed_mid_way_is_completed_by_the_retry_without_duplicates()
     };
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let killed = c
-        .node_call(
-            "n1",
+        .operator_call(
             "n2",
             mlsd_transport::protocol::NodeRequest::Chaos {
                 target: mlsd_transport::protocol::ChaosTarget::Fanout,

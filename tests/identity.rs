@@ -238,7 +238,7 @@ async fn token_mode_needs_a_fresh_token_for_the_identity() {
     c.start_all().await;
     let enroll = |identity: &str| {
         let out = std::process::Command::new(common::bin("mlsd"))
-            .args(["admin", "enroll", identity, "--node", "n3", "--config"])
+            .args(["admin", "enroll", identity, "--config"])
             .arg(&c.config)
             .output()
             .unwrap();

@@ -80,9 +80,9 @@ enum AdminCmd {
         /// Path of the cluster config.
         #[arg(long, default_value = "cluster.toml")]
         config: PathBuf,
-        /// Whose node certificate to authenticate with (default: the first node).
+        /// Directory with ca.pem, operator.pem and operator.key (default: the config's certs_dir).
         #[arg(long)]
-        node: Option<String>,
+        certs: Option<PathBuf>,
     },
     /// Revoke CLIENT's binding at the AS (a lost device whose owner has no other); the id stays the identity's.
     Revoke {
@@ -91,9 +91,9 @@ enum AdminCmd {
         /// Path of the cluster config.
         #[arg(long, default_value = "cluster.toml")]
         config: PathBuf,
-        /// Whose node certificate to authenticate with (default: the first node).
+        /// Directory with ca.pem, operator.pem and operator.key (default: the config's certs_dir).
         #[arg(long)]
-        node: Option<String>,
+        certs: Option<PathBuf>,
     },
 }
 
@@ -126,17 +126,17 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Cmd::Admin { cmd: AdminCmd::Enroll { identity, config, node } } => {
+        Cmd::Admin { cmd: AdminCmd::Enroll { identity, config, certs } } => {
             let cfg = ClusterConfig::load(&config)?;
             let rt = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
-            let token = rt.block_on(mlsd_node::admin::enroll(&cfg, node.as_deref(), &identity))?;
+            let token = rt.block_on(mlsd_node::admin::enroll(&cfg, certs.as_deref(), &identity))?;
             println!("{token}");
             Ok(())
         }
-        Cmd::Admin { cmd: AdminCmd::Revoke { client, config, node } } => {
+        Cmd::Admin { cmd: AdminCmd::Revoke { client, config, certs } } => {
             let cfg = ClusterConfig::load(&config)?;
             let rt = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
-            let b = rt.block_on(mlsd_node::admin::revoke(&cfg, node.as_deref(), &client))?;
+            let b = rt.block_on(mlsd_node::admin::revoke(&cfg, certs.as_deref(), &client))?;
             println!("revoked {}", b.binding.client);
             Ok(())
         }

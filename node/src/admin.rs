@@ -1,10 +1,15 @@
-//! `mlsd admin`: operator requests sent to the cluster with a node certificate.
+//! `mlsd admin`: operator requests sent to the cluster with the operator
+//! certificate.
 //!
-//! The operator's tool speaks `mlsd-node/1` with a node's certificate from
-//! `certs_dir`, so only someone holding node credentials can issue enrollment
-//! tokens or revoke devices. It computes the owner of the request itself and dials it directly.
+//! The operator's tool speaks `mlsd-node/1` with `operator.pem` and
+//! `operator.key` (made by `mlsd certs`), so only the holder of the operator
+//! key can issue enrollment tokens or revoke devices; nodes refuse these
+//! requests from a node certificate. It computes the owner of the request
+//! itself and dials it directly.
 
 use mlsd_transport::protocol::{NodeFrame, NodeRequest, ResponseFrame, SignedBinding};
+use std::path::Path;
+
 use mlsd_transport::{endpoint, tls, Response, Role, WireError};
 use sha2::{Digest, Sha256};
 
@@ -37,7 +42,7 @@ pub enum AdminError {
 /// AS that owns the identity and returns the token (shown once, never stored).
 pub async fn enroll(
     config: &ClusterConfig,
-    as_node: Option<&str>,
+    certs: Option<&Path>,
     identity: &str,
 ) -> Result<String, AdminError> {
     if !mlsd_transport::protocol::identity::valid_name(identity) {
@@ -49,7 +54,7 @@ pub async fn enroll(
     let token = hex::encode(raw);
     let token_hash = Sha256::digest(token.as_bytes()).to_vec();
     let request = NodeRequest::Enroll { identity: identity.to_string(), token_hash };
-    match call_as_owner(config, as_node, identity, request).await? {
+    match call_as_owner(config, certs, identity, request).await? {
         Response::Enrolled => Ok(token),
         other => Err(AdminError::Invalid(format!("unexpected response {other:?}"))),
     }
@@ -60,32 +65,31 @@ pub async fn enroll(
 /// the identity's. Returns the revoked binding.
 pub async fn revoke(
     config: &ClusterConfig,
-    as_node: Option<&str>,
+    certs: Option<&Path>,
     client: &str,
 ) -> Result<SignedBinding, AdminError> {
     let (identity, _) = mlsd_transport::protocol::identity::split_client_id(client)
         .ok_or_else(|| AdminError::Invalid(format!("invalid client id {client:?}")))?;
     let request = NodeRequest::Revoke { client: client.to_string() };
-    match call_as_owner(config, as_node, identity, request).await? {
+    match call_as_owner(config, certs, identity, request).await? {
         Response::Binding(b) => Ok(b),
         other => Err(AdminError::Invalid(format!("unexpected response {other:?}"))),
     }
 }
 
 /// Sends `request` to the AS owner of `identity`, authenticated with the
-/// node certificate of `as_node` (the first node by default); a refusal is
-/// [`AdminError::Refused`].
+/// operator certificate in `certs` (the config's `certs_dir` by default); a
+/// refusal is [`AdminError::Refused`].
 async fn call_as_owner(
     config: &ClusterConfig,
-    as_node: Option<&str>,
+    certs: Option<&Path>,
     identity: &str,
     request: NodeRequest,
 ) -> Result<Response, AdminError> {
-    let me = config.node(as_node).map_err(|e| AdminError::Invalid(e.to_string()))?;
     let owner = routing::owner(&config.nodes, Role::As, identity.as_bytes())
         .ok_or_else(|| AdminError::Invalid("no node hosts the AS".into()))?;
-    let node_tls = tls::NodeTls::load(&config.certs_dir, &me.name)?;
-    let cfg = endpoint::quinn_client_config(tls::node_client_config(&node_tls)?)?;
+    let operator = tls::NodeTls::operator(certs.unwrap_or(&config.certs_dir))?;
+    let cfg = endpoint::quinn_client_config(tls::node_client_config(&operator)?)?;
     let unreachable = |e: String| AdminError::Unreachable { node: owner.name.clone(), reason: e };
     let ep =
         endpoint::client_endpoint(owner.listen, cfg).map_err(|e| unreachable(e.to_string()))?;

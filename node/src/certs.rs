@@ -1,5 +1,7 @@
-//! `mlsd certs`: the cluster CA, one certificate per node and the AS signing
-//! key (`as.key`, hex Ed25519 seed; `as.pub`, hex public key that clients trust).
+//! `mlsd certs`: the cluster CA, one certificate per node, the operator's
+//! certificate (`operator.pem`/`operator.key`, what `mlsd admin` authenticates
+//! with; keep the key off the nodes) and the AS signing key (`as.key`, hex
+//! Ed25519 seed; `as.pub`, hex public key that clients trust).
 //!
 //! Existing files are never overwritten: regenerating a CA would silently cut
 //! every node and client off from the cluster. Keys are created with mode 0600.
@@ -91,9 +93,11 @@ pub fn ensure_certs(config: &ClusterConfig) -> Result<Vec<PathBuf>, CertsError> 
         write_new(&as_pub, &format!("{}\n", hex::encode(key.verifying_key().to_bytes())), 0o644)?;
         created.extend([as_key, as_pub]);
     }
-    for node in &config.nodes {
-        let pem = dir.join(format!("{}.pem", node.name));
-        let key = dir.join(format!("{}.key", node.name));
+    let names = config.nodes.iter().map(|n| Some(n.name.as_str()));
+    for node in std::iter::once(None).chain(names) {
+        let stem = node.unwrap_or("operator");
+        let pem = dir.join(format!("{stem}.pem"));
+        let key = dir.join(format!("{stem}.key"));
         if pem.exists() || key.exists() {
             continue;
         }
@@ -101,7 +105,10 @@ pub fn ensure_certs(config: &ClusterConfig) -> Result<Vec<PathBuf>, CertsError> 
             missing: pem.display().to_string(),
             ca_key: ca_key.display().to_string(),
         })?;
-        let cert = tls::generate_node_cert(&node.name, &ca_key_pem)?;
+        let cert = match node {
+            Some(name) => tls::generate_node_cert(name, &ca_key_pem)?,
+            None => tls::generate_operator_cert(&ca_key_pem)?,
+        };
         write_new(&key, &cert.key_pem, 0o600)?;
         write_new(&pem, &cert.cert_pem, 0o644)?;
         created.extend([key, pem]);
@@ -164,15 +171,16 @@ mod tests {
         let text = "[cluster]\nname = \"t\"\ncerts_dir = \"certs\"\n[[node]]\nname = \"n1\"\nlisten = \"127.0.0.1:1\"\nroles = [\"as\", \"cs\", \"ids\", \"ods\", \"sds\"]\ndata_dir = \"d\"\n";
         let cfg = ClusterConfig::parse(text, dir.path()).unwrap();
         let created = ensure_certs(&cfg).unwrap();
-        assert_eq!(created.len(), 6);
+        assert_eq!(created.len(), 8);
         let ca_before = std::fs::read(cfg.certs_dir.join("ca.pem")).unwrap();
-        for key in ["ca.key", "n1.key", "as.key"] {
+        for key in ["ca.key", "n1.key", "as.key", "operator.key"] {
             let mode = std::fs::metadata(cfg.certs_dir.join(key)).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600, "{key}");
         }
         assert!(ensure_certs(&cfg).unwrap().is_empty());
         assert_eq!(std::fs::read(cfg.certs_dir.join("ca.pem")).unwrap(), ca_before);
         tls::NodeTls::load(&cfg.certs_dir, "n1").unwrap();
+        tls::NodeTls::operator(&cfg.certs_dir).unwrap();
     }
 
     #[test]
@@ -183,7 +191,7 @@ mod tests {
         let (n1, n2) =
             (cfg.node(Some("n1")).unwrap().clone(), cfg.node(Some("n2")).unwrap().clone());
         // First start of a new cluster: everything is created.
-        assert_eq!(prepare(&cfg, &n1).unwrap().len(), 8);
+        assert_eq!(prepare(&cfg, &n1).unwrap().len(), 10);
         let files = |d: &Path| {
             let mut v: Vec<_> =
                 std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name()).collect();

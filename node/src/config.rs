@@ -49,7 +49,7 @@ pub enum ConfigError {
     #[error("the config lists no node")]
     NoNodes,
     /// A node name that cannot appear in a certificate.
-    #[error("invalid node name {0:?}: use 1-63 letters, digits or '-'")]
+    #[error("invalid node name {0:?}: use 1-63 letters, digits or '-', and not ca, as or operator (their files share the certs dir)")]
     InvalidNodeName(String),
     /// `--node` names a node the config does not list.
     #[error("no node named {0:?} in the config")]
@@ -498,8 +498,13 @@ impl ClusterConfig {
     }
 }
 
+/// Names whose `NAME.pem`/`NAME.key` would be the CA's, the AS key's or the
+/// operator's files in the certs dir.
+const RESERVED_NODE_NAMES: [&str; 3] = ["ca", "as", "operator"];
+
 fn valid_node_name(n: &str) -> bool {
     !n.is_empty()
+        && !RESERVED_NODE_NAMES.contains(&n)
         && n.len() <= 63
         && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
         && !n.starts_with('-')
@@ -531,6 +536,15 @@ mod tests {
         assert!(c.sync_wal);
         assert_eq!(c.node(None).unwrap().name, "n1");
         assert_eq!(c.node(Some("n9")), Err(ConfigError::UnknownNode("n9".into())));
+    }
+
+    #[test]
+    fn node_names_that_would_share_files_with_the_pki_are_refused() {
+        for bad in ["operator", "as", "ca", "-n", "a.b", ""] {
+            let e = parse(&format!("{HEAD}{}", node(bad, 4433, ALL))).unwrap_err();
+            assert_eq!(e, ConfigError::InvalidNodeName(bad.into()));
+        }
+        assert!(parse(&format!("{HEAD}{}", node("operator-2", 4433, ALL))).is_ok());
     }
 
     #[test]

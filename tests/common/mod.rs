@@ -265,8 +265,19 @@ impl Cluster {
 }
 
 impl Cluster {
+    /// Sends a node-protocol request to `to` with the operator certificate
+    /// (as `mlsd admin` does; chaos requests need it).
+    pub async fn operator_call(
+        &self,
+        to: &str,
+        req: mlsd_transport::protocol::NodeRequest,
+    ) -> mlsd_transport::Response {
+        self.node_call("operator", to, req).await
+    }
+
     /// Sends a node-protocol request to `to`, authenticated as node `as_node`
-    /// (as the IDS does when it hands envelopes to the ODS).
+    /// (as the IDS does when it hands envelopes to the ODS); `"operator"`
+    /// presents the operator certificate instead.
     pub async fn node_call(
         &self,
         as_node: &str,

@@ -53,6 +53,12 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// DNS name in the operator certificate (`operator.pem`). Only a peer
+/// presenting it may send operator requests (`mlsd admin`, chaos); it names
+/// no node, so it cannot forward client requests or hand envelopes to an
+/// ODS, and a node certificate cannot act as the operator.
+pub const OPERATOR_DNS_NAME: &str = "operator.mlsd";
+
 /// Loads every certificate from a PEM file.
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let pem_err = |reason: String| TlsError::Pem { path: path.display().to_string(), reason };
@@ -99,6 +105,13 @@ impl NodeTls {
             chain: load_certs(&certs_dir.join(format!("{node}.pem")))?,
             key: load_key(&certs_dir.join(format!("{node}.key")))?,
         })
+    }
+
+    /// Loads `ca.pem`, `operator.pem` and `operator.key` from `certs_dir`:
+    /// what `mlsd admin` dials the cluster with. Same shape as a node's
+    /// identity, a different certificate ([`OPERATOR_DNS_NAME`]).
+    pub fn operator(certs_dir: &Path) -> Result<Self, TlsError> {
+        Self::load(certs_dir, "operator")
     }
 }
 
@@ -157,6 +170,14 @@ pub fn peer_node_name<'a>(
     })
 }
 
+/// Whether the peer's (already CA-verified) certificate is the operator's.
+pub fn peer_is_operator(peer_chain: &[CertificateDer<'static>]) -> bool {
+    let Some(leaf) = peer_chain.first() else { return false };
+    let Ok(cert) = webpki::EndEntityCert::try_from(leaf) else { return false };
+    let Ok(name) = ServerName::try_from(OPERATOR_DNS_NAME) else { return false };
+    cert.verify_is_valid_for_subject_name(&name).is_ok()
+}
+
 /// A freshly generated certificate and its key, both PEM.
 pub struct GeneratedCert {
     /// Certificate, PEM.
@@ -203,6 +224,23 @@ pub fn generate_node_cert(node: &str, ca_key_pem: &str) -> Result<GeneratedCert,
     Ok(GeneratedCert { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
 }
 
+/// Generates the operator certificate, signed by the CA whose key is
+/// `ca_key_pem`: client auth only, naming [`OPERATOR_DNS_NAME`] and no node
+/// (so it can neither serve clients nor pass as a node).
+pub fn generate_operator_cert(ca_key_pem: &str) -> Result<GeneratedCert, TlsError> {
+    let gen = |e: rcgen::Error| TlsError::Generate(e.to_string());
+    let ca_key = KeyPair::from_pem(ca_key_pem).map_err(gen)?;
+    let issuer = Issuer::new(ca_params()?, ca_key);
+    let key = KeyPair::generate().map_err(gen)?;
+    let mut params = CertificateParams::new(vec![OPERATOR_DNS_NAME.to_string()]).map_err(gen)?;
+    params.distinguished_name.push(DnType::CommonName, "mlsd operator");
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.not_after = rcgen::date_time_ymd(2036, 1, 1);
+    let cert = params.signed_by(&key, &issuer).map_err(gen)?;
+    Ok(GeneratedCert { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,5 +257,15 @@ mod tests {
         assert_eq!(peer_node_name(&chain, ["n2", "n1"]).as_deref(), Some("n1"));
         assert_eq!(peer_node_name(&chain, ["n2", "n3"]), None);
         assert_eq!(peer_node_name(&[], ["n1"]), None);
+        assert!(!peer_is_operator(&chain));
+    }
+
+    #[test]
+    fn operator_cert_names_no_node() {
+        let ca = generate_ca().unwrap();
+        let op = parse(&generate_operator_cert(&ca.key_pem).unwrap().cert_pem);
+        assert!(peer_is_operator(&op));
+        assert_eq!(peer_node_name(&op, ["n1", "operator"]), None);
+        assert!(!peer_is_operator(&[]));
     }
 }

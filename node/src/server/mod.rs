@@ -50,6 +50,17 @@ use streams::{serve_client_stream, serve_node_stream};
 /// QUIC application error code for a refused node connection.
 const REFUSED: u32 = 0x10;
 
+/// Who is at the other end of an `mlsd-node/1` connection, by its
+/// certificate: what it may ask depends on it
+/// ([`node_requests::serve_node_request`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NodePeer {
+    /// A configured node: forwards client requests and hands envelopes to ODS owners.
+    Node,
+    /// The operator (`operator.pem`): enrollment, revocation, chaos.
+    Operator,
+}
+
 /// Everything a connection handler needs; shared by all of them.
 pub struct ServerCtx {
     /// The cluster config.
@@ -157,7 +168,7 @@ fn peer_chain(conn: &quinn::Connection) -> Vec<CertificateDer<'static>> {
 async fn serve_connection(conn: quinn::Connection, ctx: Arc<ServerCtx>) {
     let remote = conn.remote_address();
     let mut _slot = None;
-    let is_node = match alpn(&conn).as_deref() {
+    let node_peer = match alpn(&conn).as_deref() {
         Some(p) if p == ALPN_CLIENT => {
             let ip = remote.ip();
             {
@@ -172,18 +183,23 @@ async fn serve_connection(conn: quinn::Connection, ctx: Arc<ServerCtx>) {
                 *n += 1;
             }
             _slot = Some(ConnSlot { ctx: &ctx, ip });
-            false
+            None
         }
         Some(p) if p == ALPN_NODE => {
             let names = ctx.config.nodes.iter().map(|n| n.name.as_str());
-            match tls::peer_node_name(&peer_chain(&conn), names) {
+            let chain = peer_chain(&conn);
+            match tls::peer_node_name(&chain, names) {
                 Some(peer) => {
                     tracing::debug!(%peer, %remote, "node connection");
-                    true
+                    Some(NodePeer::Node)
+                }
+                None if tls::peer_is_operator(&chain) => {
+                    tracing::info!(%remote, "operator connection");
+                    Some(NodePeer::Operator)
                 }
                 None => {
                     tracing::warn!(%remote, "refused node connection without a node certificate");
-                    conn.close(REFUSED.into(), b"node certificate required");
+                    conn.close(REFUSED.into(), b"node or operator certificate required");
                     return;
                 }
             }
@@ -203,7 +219,7 @@ async fn serve_connection(conn: quinn::Connection, ctx: Arc<ServerCtx>) {
             }
         };
         let ctx = ctx.clone();
-        if !is_node {
+        if node_peer.is_none() {
             // A client flooding its connection gets refusals, not service;
             // other connections are unaffected.
             if let Err(e) = bucket.take() {
@@ -215,10 +231,9 @@ async fn serve_connection(conn: quinn::Connection, ctx: Arc<ServerCtx>) {
             }
         }
         tokio::spawn(async move {
-            if is_node {
-                serve_node_stream(send, recv, ctx).await
-            } else {
-                serve_client_stream(send, recv, ctx, remote.ip()).await
+            match node_peer {
+                Some(peer) => serve_node_stream(send, recv, ctx, peer).await,
+                None => serve_client_stream(send, recv, ctx, remote.ip()).await,
             }
         });
     }

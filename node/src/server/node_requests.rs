@@ -1,6 +1,8 @@
 //! What other nodes and operator tools ask over `mlsd-node/1`: forwarded
 //! requests, enrollment tokens, enqueue batches and chaos. Each is served only
-//! by the node that owns it, and never forwarded again.
+//! by the node that owns it, and never forwarded again. Nodes may forward
+//! and enqueue; only the operator's certificate may enroll, revoke and kill
+//! actors (a node's key, on a host an attacker took, grants none of them).
 
 use mlsd_transport::protocol::{AuthError, BadFrame, ClusterError};
 use std::time::Duration;
@@ -11,12 +13,40 @@ use mlsd_transport::protocol::{ChaosTarget, EnqueueItem, EnqueueResult, NodeRequ
 use mlsd_transport::{Response, Role, WireError};
 
 use super::delivery::{local, owner_of};
-use super::ServerCtx;
+use super::{NodePeer, ServerCtx};
 use crate::dispatch::MAX_ENQUEUE_BATCH;
 
+/// Whether `peer` may send `req`: node traffic from nodes, operator actions
+/// from the operator, nothing else.
+fn entitled(req: &NodeRequest, peer: NodePeer) -> Result<(), WireError> {
+    let needs = match req {
+        NodeRequest::Forward(_) | NodeRequest::Enqueue(_) => NodePeer::Node,
+        NodeRequest::Enroll { .. } | NodeRequest::Revoke { .. } | NodeRequest::Chaos { .. } => {
+            NodePeer::Operator
+        }
+    };
+    match (needs, peer) {
+        (a, b) if a == b => Ok(()),
+        (NodePeer::Operator, _) => {
+            Err(WireError::Auth(AuthError::NotAuthorized("operator certificate required".into())))
+        }
+        (NodePeer::Node, _) => {
+            Err(WireError::Auth(AuthError::NotAuthorized("node certificate required".into())))
+        }
+    }
+}
+
 /// Serves a request from another node (or an operator tool). Requests are
-/// only served if this node owns them; they are never forwarded again.
-pub(super) async fn serve_node_request(ctx: &ServerCtx, req: NodeRequest) -> Response {
+/// only served if this node owns them and `peer` may send them; they are
+/// never forwarded again.
+pub(super) async fn serve_node_request(
+    ctx: &ServerCtx,
+    req: NodeRequest,
+    peer: NodePeer,
+) -> Response {
+    if let Err(e) = entitled(&req, peer) {
+        return Response::Error(e);
+    }
     let owns = |role: Role, key: &[u8]| match owner_of(ctx, role, key) {
         Ok(o) if o == ctx.me.name => Ok(()),
         Ok(owner) => Err(WireError::Cluster(ClusterError::NotOwner { owner })),

@@ -13,7 +13,7 @@ use super::answer::reply;
 use super::delivery::route;
 use super::node_requests::serve_node_request;
 use super::subscription::subscription;
-use super::ServerCtx;
+use super::{NodePeer, ServerCtx};
 
 fn check_frame(magic: u32, want: u32, version: u16) -> Result<(), WireError> {
     if magic != want {
@@ -58,6 +58,7 @@ pub(super) async fn serve_node_stream(
     send: quinn::SendStream,
     mut recv: quinn::RecvStream,
     ctx: Arc<ServerCtx>,
+    peer: NodePeer,
 ) {
     let l = &ctx.config.limits;
     let response = match read_message::<NodeFrame, _>(&mut recv, l.max_frame, l.read_timeout).await
@@ -68,10 +69,12 @@ pub(super) async fn serve_node_stream(
             Ok(()) => match f.request {
                 // Served here or refused: a forwarded subscription is never
                 // forwarded a second time (configs that disagree cannot loop).
-                NodeRequest::Forward(req @ Request::Ods(OdsRequest::Subscribe { .. })) => {
+                NodeRequest::Forward(req @ Request::Ods(OdsRequest::Subscribe { .. }))
+                    if peer == NodePeer::Node =>
+                {
                     return subscription(&ctx, send, req, false).await;
                 }
-                other => serve_node_request(&ctx, other).await,
+                other => serve_node_request(&ctx, other, peer).await,
             },
         },
     };
