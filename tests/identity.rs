@@ -341,6 +341,25 @@ async fn fetches_are_rate_limited_per_requester() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn lookups_are_rate_limited_per_address() {
+    common::init();
+    let nodes: &[(&str, &[Role])] =
+        &[("n1", &[Role::As]), ("n2", &[Role::Cs, Role::Ids, Role::Ods, Role::Sds])];
+    let mut c = Cluster::with_extra(nodes, "[as]\nlookup_rate_per_minute = 3\n");
+    c.start_all().await;
+    let bob = c.registered("bob/phone", "n2", 1).await;
+    // Counted at the node the client speaks to, whichever owns the identity.
+    for _ in 0..3 {
+        assert_eq!(bob.lookup("bob").await.unwrap().len(), 1);
+    }
+    let r = bob.lookup("bob").await;
+    assert!(matches!(server_err(r), WireError::Cluster(ClusterError::RateLimited { .. })));
+    // Another node's budget is its own (the limit is per node, see operations.md).
+    let other = c.client("carol/phone", "n1").await;
+    assert_eq!(other.lookup("bob").await.unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn client_rejects_tampered_or_revoked_bindings() {
     common::init();
     let mut c = split();

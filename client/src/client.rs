@@ -356,14 +356,33 @@ impl Client {
         if !valid_name(identity) {
             return Err(WireError::Auth(AuthError::InvalidClientId(identity.to_string())).into());
         }
-        match self
-            .conn
-            .request(Request::As(AsRequest::Lookup { identity: identity.to_string() }))
-            .await?
-        {
-            Response::Bindings(b) => Ok(b),
-            other => Err(unexpected(other)),
+        // An identity holds at most 64 client ids, so 4 pages of 16; a
+        // server that keeps answering `next`, or moves backwards, is cut off.
+        const MAX_PAGES: usize = 8;
+        let mut all = Vec::new();
+        let mut after: Option<String> = None;
+        for _ in 0..MAX_PAGES {
+            let req =
+                AsRequest::LookupPage { identity: identity.to_string(), after: after.clone() };
+            match self.conn.request(Request::As(req)).await? {
+                Response::BindingPage { bindings, next } => {
+                    all.extend(bindings);
+                    match next {
+                        Some(n) if after.as_ref().is_none_or(|a| n > *a) => after = Some(n),
+                        Some(n) => {
+                            return Err(ClientError::Unexpected(format!(
+                                "lookup cursor went back to {n:?}"
+                            )))
+                        }
+                        None => return Ok(all),
+                    }
+                }
+                other => return Err(unexpected(other)),
+            }
         }
+        Err(ClientError::Unexpected(format!(
+            "lookup of {identity} has more than {MAX_PAGES} pages"
+        )))
     }
 
     /// Steps 3 and 4: fetches one KeyPackage per device of `identity` from the

@@ -140,6 +140,11 @@ pub struct AsConfig {
     pub token_required: bool,
     /// `binding_lifetime_days`, default 365.
     pub binding_lifetime: Duration,
+    /// `lookup_rate_per_minute`: lookup pages one client address may ask
+    /// for per minute at each node (lookups are unsigned, so the address is
+    /// what there is to count; they show which devices an identity has),
+    /// default 240.
+    pub lookup_rate_per_minute: u32,
 }
 
 /// `[ods]`: mailbox limits.
@@ -244,6 +249,7 @@ struct RawOds {
 struct RawAs {
     registration: Option<String>,
     binding_lifetime_days: Option<u64>,
+    lookup_rate_per_minute: Option<u32>,
 }
 
 #[derive(Deserialize, Default)]
@@ -418,6 +424,12 @@ impl ClusterConfig {
             binding_lifetime: Duration::from_secs(
                 positive("as.binding_lifetime_days", raw.as_.binding_lifetime_days, 365)? * DAY,
             ),
+            lookup_rate_per_minute: positive(
+                "as.lookup_rate_per_minute",
+                raw.as_.lookup_rate_per_minute.map(u64::from),
+                240,
+            )?
+            .min(u32::MAX as u64) as u32,
         };
         let cs = CsConfig {
             max_per_client: positive(

@@ -24,6 +24,8 @@ fn request() -> impl Strategy<Value = Request> {
         (role(), prop::collection::vec(any::<u8>(), 0..64))
             .prop_map(|(role, key)| Request::Ping(Ping { role, key })),
         "[a-z]{1,20}".prop_map(|identity| Request::As(AsRequest::Lookup { identity })),
+        ("[a-z]{1,20}", prop::option::of("[a-z]{1,8}/[a-z]{1,8}"))
+            .prop_map(|(identity, after)| Request::As(AsRequest::LookupPage { identity, after })),
         "[a-z]{1,20}".prop_map(|identity| Request::Cs(CsRequest::FetchKeyPackages { identity })),
         (
             bytes32(),

@@ -25,7 +25,7 @@ mod devices;
 
 use ed25519_dalek::Signer;
 use mlsd_transport::protocol::identity::{signing_bytes, split_client_id, valid_name};
-use mlsd_transport::protocol::r#as::{LABEL_REGISTER, LABEL_REVOKE};
+use mlsd_transport::protocol::r#as::{LABEL_REGISTER, LABEL_REVOKE, LOOKUP_PAGE};
 use mlsd_transport::protocol::{AsError, AsRequest, AuthError, ClusterError};
 use mlsd_transport::protocol::{Binding, NodeRequest, RegisterBody, RevokeBody, SignedBinding};
 use mlsd_transport::{Request, Response, Role, WireError};
@@ -215,16 +215,44 @@ impl AsLogic {
         Ok(Decision::write(Response::Binding(self.sign(r)?), b))
     }
 
-    fn lookup(&self, identity: &str, ctx: &RoleContext<'_>) -> Result<Decision, WireError> {
+    /// One page of `identity`'s unexpired bindings after client id `after`:
+    /// reads at most [`LOOKUP_PAGE`] + 1 records, whatever the identity
+    /// holds, and says where the next page starts. Expired records are left
+    /// out of the page but count towards its reads, so a page may hold fewer
+    /// bindings (even none) and still have a `next`.
+    fn lookup(
+        &self,
+        identity: &str,
+        after: Option<&str>,
+        ctx: &RoleContext<'_>,
+    ) -> Result<(Vec<SignedBinding>, Option<String>), WireError> {
         if !valid_name(identity) {
             return Err(WireError::Auth(AuthError::InvalidClientId(identity.to_string())));
         }
         let prefix = format!("b/{identity}/");
+        let start = match after {
+            None => prefix.clone().into_bytes(),
+            Some(a) if split_client_id(a).is_some_and(|(id, _)| id == identity) => {
+                // The smallest key after `b/AFTER`.
+                let mut k = binding_key(a);
+                k.push(0);
+                k
+            }
+            Some(a) => return Err(WireError::Auth(AuthError::InvalidClientId(a.to_string()))),
+        };
         let now = unix(ctx.now);
+        let mut read = ctx
+            .store
+            .scan_from(SPACE, prefix.as_bytes(), &start, LOOKUP_PAGE + 1)
+            .map_err(internal)?;
+        let next = if read.len() > LOOKUP_PAGE {
+            read.truncate(LOOKUP_PAGE);
+            read.last().map(|(k, _)| String::from_utf8_lossy(&k[2..]).into_owned())
+        } else {
+            None
+        };
         let mut out = Vec::new();
-        for (_, v) in
-            ctx.store.scan_prefix(SPACE, prefix.as_bytes(), MAX_DEVICES).map_err(internal)?
-        {
+        for (_, v) in read {
             // An unreadable binding is left out (and logged); the others are
             // still shown. Registering its client id stays refused.
             let Ok(r) = record::decode::<Record>(&v) else { continue };
@@ -232,7 +260,7 @@ impl AsLogic {
                 out.push(self.sign(&r)?);
             }
         }
-        Ok(Decision::reply(Response::Bindings(out)))
+        Ok((out, next))
     }
 }
 
@@ -294,7 +322,12 @@ impl RoleLogic for AsLogic {
                 self.register(body, proof, rotation, ctx)
             }
             AsRequest::Revoke { body, signature } => self.revoke(body, signature, ctx),
-            AsRequest::Lookup { identity } => self.lookup(&identity, ctx),
+            AsRequest::Lookup { identity } => self
+                .lookup(&identity, None, ctx)
+                .map(|(bindings, _)| Decision::reply(Response::Bindings(bindings))),
+            AsRequest::LookupPage { identity, after } => self
+                .lookup(&identity, after.as_deref(), ctx)
+                .map(|(bindings, next)| Decision::reply(Response::BindingPage { bindings, next })),
             AsRequest::Approve { body, signature } => self.approve(body, signature, ctx),
             AsRequest::Devices { body, signature } => self.devices(body, signature, ctx),
             AsRequest::RevokeDevice { body, signature } => self.revoke_device(body, signature, ctx),

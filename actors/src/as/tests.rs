@@ -472,3 +472,85 @@ fn lapsed_pending_registrations_make_room_and_never_hide_live_ones() {
         other => panic!("{other:?}"),
     }
 }
+
+/// One lookup page of `identity` after `after`: (client ids, next).
+fn page(
+    logic: &mut AsLogic,
+    store: &MemStore,
+    identity: &str,
+    after: Option<&str>,
+) -> (Vec<String>, Option<String>) {
+    let req = Request::As(AsRequest::LookupPage {
+        identity: identity.into(),
+        after: after.map(Into::into),
+    });
+    match run(logic, store, req) {
+        Response::BindingPage { bindings, next } => {
+            (bindings.into_iter().map(|b| b.binding.client).collect(), next)
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn lookups_are_paged_and_dead_records_never_hide_live_ones() {
+    let (store, mut as_) = (MemStore::new(), logic(Registration::Open));
+    // 40 expired or revoked records that sort before alice's 10 live ones.
+    let mut batch = Batch::new();
+    let record = |client: String, expired: bool, revoked: bool| Record {
+        binding: Binding {
+            client,
+            signature_key: vec![7; 32],
+            issued_at: NOW - 10,
+            expires_at: if expired { NOW - 1 } else { NOW + 3600 },
+            serial: 1,
+        },
+        revoked_at: revoked.then_some(NOW - 5),
+    };
+    for i in 0..40 {
+        let r = record(format!("alice/a{i:02}"), i % 2 == 0, i % 2 == 1);
+        batch.put(SPACE, binding_key(&r.binding.client), record::encode(&r).unwrap());
+    }
+    for i in 0..10 {
+        let r = record(format!("alice/z{i:02}"), false, false);
+        batch.put(SPACE, binding_key(&r.binding.client), record::encode(&r).unwrap());
+    }
+    crate::storage::Store::write(&store, batch).unwrap();
+
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let (clients, next) = page(&mut as_, &store, "alice", after.as_deref());
+        assert!(clients.len() <= LOOKUP_PAGE, "{clients:?}");
+        seen.extend(clients);
+        pages += 1;
+        match next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    // 50 records: 4 pages; the expired ones are left out, the revoked ones
+    // shown, and every live one reached.
+    assert_eq!(pages, 4);
+    let expected: Vec<String> = (0..40)
+        .filter(|i| i % 2 == 1)
+        .map(|i| format!("alice/a{i:02}"))
+        .chain((0..10).map(|i| format!("alice/z{i:02}")))
+        .collect();
+    assert_eq!(seen, expected);
+    // A cursor of another identity, or not a client id, is refused.
+    for bad in ["bob/x", "alice", "alice/"] {
+        let req = Request::As(AsRequest::LookupPage {
+            identity: "alice".into(),
+            after: Some(bad.into()),
+        });
+        assert!(
+            matches!(
+                run(&mut as_, &store, req),
+                Response::Error(WireError::Auth(AuthError::InvalidClientId(_)))
+            ),
+            "{bad}"
+        );
+    }
+}

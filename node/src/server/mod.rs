@@ -28,7 +28,7 @@ mod subscription;
 pub use delivery::join_all;
 pub use delivery::NodeRouter;
 
-use mlsd_transport::protocol::{CsRequest, OdsRequest};
+use mlsd_transport::protocol::{AsRequest, CsRequest, OdsRequest};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -71,6 +71,7 @@ pub struct ServerCtx {
     pub peers: Arc<Peers>,
     fetch_limiter: RateLimiter,
     open_limiter: RateLimiter,
+    lookup_limiter: RateLimiter,
     /// The first stage of the enqueue path (see [`delivery`]).
     mixer: Mixer<Dispatch>,
     /// Where batches for each ODS owner go, this node's ODS included.
@@ -101,6 +102,7 @@ impl ServerCtx {
     pub fn new(config: Arc<ClusterConfig>, me: NodeConfig, peers: Peers) -> Self {
         let fetch_limiter = RateLimiter::per_minute(config.cs.fetch_rate_per_minute);
         let open_limiter = RateLimiter::per_minute(config.ods.open_rate_per_minute);
+        let lookup_limiter = RateLimiter::per_minute(config.r#as.lookup_rate_per_minute);
         let peers = Arc::new(peers);
         // Each stage owns the next: mixer -> dispatch -> coalescer -> ODS actor.
         let ods_queue = me.hosts(Role::Ods).then(|| {
@@ -123,6 +125,7 @@ impl ServerCtx {
             peers,
             fetch_limiter,
             open_limiter,
+            lookup_limiter,
             mixer,
             dispatch,
             client_conns: Default::default(),
@@ -136,6 +139,9 @@ impl ServerCtx {
             Request::Cs(CsRequest::FetchKeyPackages { .. }) => self.fetch_limiter.check(from),
             // Mailboxes need no identity, so their creation is what to bound.
             Request::Ods(OdsRequest::OpenMailbox { .. }) => self.open_limiter.check(from),
+            Request::As(AsRequest::Lookup { .. } | AsRequest::LookupPage { .. }) => {
+                self.lookup_limiter.check(from)
+            }
             _ => Ok(()),
         }
     }

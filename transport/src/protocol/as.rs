@@ -30,7 +30,9 @@ pub enum AsRequest {
         /// Signature by the bound key.
         signature: Vec<u8>,
     },
-    /// Every unexpired binding of an identity's clients (step 4).
+    /// The first page of an identity's unexpired bindings (step 4); what
+    /// protocol version 1 clients send. New clients send [`AsRequest::LookupPage`]
+    /// and follow its cursor.
     Lookup {
         /// The identity, e.g. `alice`.
         identity: String,
@@ -59,18 +61,33 @@ pub enum AsRequest {
         /// Signature by the bound key of `body.by`.
         signature: Vec<u8>,
     },
+    /// One page of an identity's unexpired bindings, in client id order,
+    /// starting after client id `after` (step 4). At most [`LOOKUP_PAGE`]
+    /// per answer ([`super::Response::BindingPage`]), so neither the answer
+    /// nor the AS's work grows with what an identity holds.
+    LookupPage {
+        /// The identity, e.g. `alice`.
+        identity: String,
+        /// The `next` of the previous page; `None` for the first.
+        after: Option<String>,
+    },
 }
+
+/// Most bindings in one lookup answer.
+pub const LOOKUP_PAGE: usize = 16;
 
 impl AsRequest {
     /// Flat wire index of each variant (protocol version 1).
-    pub(crate) const TAGS: Tags = &[1, 2, 3, 16, 17, 18];
+    pub(crate) const TAGS: Tags = &[1, 2, 3, 16, 17, 18, 19];
 
     /// The identity whose AS shard serves the request.
     pub fn shard_key(&self) -> &[u8] {
         match self {
             AsRequest::Register { body, .. } => identity_of(&body.client),
             AsRequest::Revoke { body, .. } => identity_of(&body.client),
-            AsRequest::Lookup { identity } => identity.as_bytes(),
+            AsRequest::Lookup { identity } | AsRequest::LookupPage { identity, .. } => {
+                identity.as_bytes()
+            }
             AsRequest::Approve { body, .. } => identity_of(&body.client),
             AsRequest::Devices { body, .. } => identity_of(&body.client),
             AsRequest::RevokeDevice { body, .. } => identity_of(&body.client),
@@ -87,14 +104,16 @@ impl AsRequest {
             | AsRequest::Approve { signature, .. }
             | AsRequest::Devices { signature, .. }
             | AsRequest::RevokeDevice { signature, .. } => Some(signature),
-            AsRequest::Lookup { .. } => None,
+            AsRequest::Lookup { .. } | AsRequest::LookupPage { .. } => None,
         }
     }
 
     /// See [`super::Request::repeatable`].
     pub fn repeatable(&self) -> bool {
         match self {
-            AsRequest::Lookup { .. } | AsRequest::Devices { .. } => true,
+            AsRequest::Lookup { .. } | AsRequest::LookupPage { .. } | AsRequest::Devices { .. } => {
+                true
+            }
             AsRequest::Register { .. }
             | AsRequest::Revoke { .. }
             | AsRequest::Approve { .. }

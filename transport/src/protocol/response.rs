@@ -22,7 +22,8 @@ pub enum Response {
     Error(WireError),
     /// The AS's binding after `Register` or `Revoke`.
     Binding(SignedBinding),
-    /// Answer to `Lookup`: every unexpired binding, revoked ones marked.
+    /// Answer to `Lookup`: the first page of unexpired bindings, revoked
+    /// ones marked.
     Bindings(Vec<SignedBinding>),
     /// Answer to `PublishKeyPackages`.
     Published {
@@ -105,5 +106,13 @@ pub enum Response {
         bindings: Vec<SignedBinding>,
         /// Registrations awaiting approval.
         pending: Vec<PendingDevice>,
+    },
+    /// Answer to `LookupPage`: up to `LOOKUP_PAGE` unexpired bindings in
+    /// client id order, revoked ones marked.
+    BindingPage {
+        /// The bindings, signed like `Lookup`'s.
+        bindings: Vec<SignedBinding>,
+        /// Client id to ask `after` for the next page; `None` on the last.
+        next: Option<String>,
     },
 }
