@@ -5,17 +5,16 @@
 mod common;
 
 use mlsd_transport::protocol::{AuthError, OdsError, OdsRequest};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use common::push::PushServer;
 use common::{server_err, Cluster};
 use mlsd_client::mailbox::{self, Counter, MailboxKeys};
 use mlsd_client::Connection;
 use mlsd_transport::protocol::ods::LABEL_FETCH;
 use mlsd_transport::protocol::{EnqueueItem, EnqueueResult, NodeRequest};
 use mlsd_transport::{Request, Response, Role, WireError};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn split(extra: &str) -> Cluster {
     Cluster::with_extra(
@@ -136,36 +135,17 @@ async fn wrong_key_replay_unknown_mailbox_and_bounds_are_refused() {
     assert_eq!(got.len(), 3);
 }
 
-/// A local UnifiedPush endpoint: counts POSTs and answers 201.
-async fn push_server() -> (String, Arc<AtomicUsize>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url =
-        format!("http://{}/UP?token=secret-push-token-of-bob", listener.local_addr().unwrap());
-    let hits = Arc::new(AtomicUsize::new(0));
-    let h = hits.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = listener.accept().await else { return };
-            let h = h.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 4096];
-                let n = s.read(&mut buf).await.unwrap_or(0);
-                if buf[..n].starts_with(b"POST /UP?token=secret-push-token-of-bob HTTP/1.1\r\n") {
-                    h.fetch_add(1, Ordering::SeqCst);
-                }
-                let _ = s.write_all(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n").await;
-            });
-        }
-    });
-    (url, hits)
-}
+/// The local push server is on loopback over plain HTTP, which the
+/// operator has to allow.
+const LOCAL_PUSH: &str = "[ods]\npush_allow_http = true\npush_allow_private = true\n";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn push_notifies_once_per_new_envelope_and_the_url_is_never_stored_in_the_clear() {
     common::init();
-    let mut c = split("");
+    let mut c = split(LOCAL_PUSH);
     c.start_all().await;
-    let (url, hits) = push_server().await;
+    let server = PushServer::http().await;
+    let (url, hits) = (server.url.clone(), server.hits.clone());
     let conn = Connection::connect(c.addr("n1"), &c.ca()).await.unwrap();
     let keys = MailboxKeys::generate().unwrap();
     mailbox::open(&conn, &keys, Some(&url)).await.unwrap();
@@ -244,9 +224,10 @@ async fn enqueued_envelopes_survive_a_node_kill() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_subscriber_gets_envelopes_live_and_no_push() {
     common::init();
-    let mut c = split("");
+    let mut c = split(LOCAL_PUSH);
     c.start_all().await;
-    let (url, hits) = push_server().await;
+    let server = PushServer::http().await;
+    let (url, hits) = (server.url.clone(), server.hits.clone());
     // Enters at n1; the mailbox lives on n3, so n1 pipes the stream.
     let conn = Connection::connect(c.addr("n1"), &c.ca()).await.unwrap();
     let keys = MailboxKeys::generate().unwrap();
@@ -290,9 +271,10 @@ async fn a_subscriber_gets_envelopes_live_and_no_push() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_subscriber_that_stops_reading_is_dropped_and_push_resumes() {
     common::init();
-    let mut c = split("read_timeout_ms = 1000\n");
+    let mut c = split(&format!("read_timeout_ms = 1000\n{LOCAL_PUSH}"));
     c.start_all().await;
-    let (url, hits) = push_server().await;
+    let server = PushServer::http().await;
+    let (url, hits) = (server.url.clone(), server.hits.clone());
     let conn = Connection::connect(c.addr("n3"), &c.ca()).await.unwrap();
     let keys = MailboxKeys::generate().unwrap();
     mailbox::open(&conn, &keys, Some(&url)).await.unwrap();

@@ -93,6 +93,9 @@ pub struct RoleSettings {
     pub ids: IdsSettings,
     /// SDS settings.
     pub sds: SdsSettings,
+    /// The node's push queue, started by the node where it hosts the ODS;
+    /// `None` sends no notifications.
+    pub push: Option<crate::push::Pusher>,
 }
 
 /// Default binding lifetime: one year.
@@ -128,6 +131,7 @@ impl Default for RoleSettings {
                 chaos_hooks: false,
             },
             sds: SdsSettings { max_blob: 64 * 1024 * 1024 },
+            push: None,
         }
     }
 }

@@ -156,6 +156,16 @@ pub struct OdsConfig {
     pub max_fetch: u32,
     /// `open_rate_per_minute`: mailboxes one client address may open per minute, default 60.
     pub open_rate_per_minute: u32,
+    /// `push_allow_http`: also send push notifications to `http://`
+    /// endpoints (no TLS), default false.
+    pub push_allow_http: bool,
+    /// `push_allow_private`: also send them to loopback, private and
+    /// link-local addresses, default false (a client names the URL; without
+    /// this, it could make the node POST into the operator's network).
+    pub push_allow_private: bool,
+    /// `push_ca`: a PEM file of further roots trusted for push endpoints
+    /// (besides the built-in web PKI roots), relative to the config file.
+    pub push_ca: Option<PathBuf>,
 }
 
 /// `[ids]`: fan-out settings.
@@ -242,6 +252,9 @@ struct RawOds {
     max_queue: Option<u32>,
     max_fetch: Option<u32>,
     open_rate_per_minute: Option<u32>,
+    push_allow_http: Option<bool>,
+    push_allow_private: Option<bool>,
+    push_ca: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -464,6 +477,9 @@ impl ClusterConfig {
                 60,
                 u32::MAX as u64,
             )?,
+            push_allow_http: raw.ods.push_allow_http.unwrap_or(false),
+            push_allow_private: raw.ods.push_allow_private.unwrap_or(false),
+            push_ca: raw.ods.push_ca.map(|p| base.join(p)),
         };
         let ids = IdsConfig {
             anonymizer_concurrency: small(

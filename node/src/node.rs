@@ -6,6 +6,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use mlsd_actors::push::target::Policy;
+use mlsd_actors::push::{PushSettings, Pusher};
 use mlsd_actors::settings::{
     AsSettings, CsSettings, IdsSettings, OdsSettings, Registration, SdsSettings,
 };
@@ -50,6 +52,9 @@ pub enum NodeError {
     /// The actor system could not start.
     #[error("cannot start actors: {0}")]
     Actors(String),
+    /// Push notifications could not be set up (`[ods] push_ca`).
+    #[error("cannot set up push: {0}")]
+    Push(String),
 }
 
 /// Role settings for this node: the AS key is loaded only where the AS runs.
@@ -79,12 +84,26 @@ fn role_settings(config: &ClusterConfig, me: &NodeConfig) -> Result<RoleSettings
             page_bytes: mlsd_transport::protocol::ods::page_budget(config.limits.max_frame),
         },
         sds: SdsSettings { max_blob: config.sds_max_blob },
+        push: if me.hosts(mlsd_transport::Role::Ods) { Some(start_push(config)?) } else { None },
         ids: IdsSettings {
             anonymizer_concurrency: config.ids.anonymizer_concurrency as usize,
             chaos_hooks: config.chaos_allowed,
             group_idle: config.ids.group_idle,
         },
     })
+}
+
+/// Starts the node's push queue with the `[ods] push_*` settings.
+fn start_push(config: &ClusterConfig) -> Result<Pusher, NodeError> {
+    let extra_roots = match &config.ods.push_ca {
+        Some(path) => tls::load_certs(path)?,
+        None => Vec::new(),
+    };
+    let policy = Policy {
+        allow_http: config.ods.push_allow_http,
+        allow_private: config.ods.push_allow_private,
+    };
+    Pusher::start(PushSettings { policy, extra_roots }).map_err(|e| NodeError::Push(e.to_string()))
 }
 
 /// A running node.

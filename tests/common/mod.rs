@@ -3,6 +3,8 @@
 //! as real processes that are killed when the test ends.
 #![allow(dead_code)]
 
+pub mod push;
+
 use mlsd_transport::protocol::IdsRequest;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};

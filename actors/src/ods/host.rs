@@ -43,8 +43,10 @@ impl OdsState {
                         },
                         None => false,
                     };
-                    if let (false, Some(url)) = (live, push) {
-                        tokio::spawn(crate::push::notify(url));
+                    if let (false, Some(url), Some(pusher)) =
+                        (live, push, &self.hosted.args.settings.push)
+                    {
+                        pusher.notify(url);
                     }
                 }
             }

@@ -134,7 +134,7 @@ impl OdsLogic {
     ) -> Result<Decision, WireError> {
         verifying_key(&auth_key)?;
         if let Some(p) = &push {
-            if p.nonce.len() != 24 || p.ciphertext.len() > crate::push::MAX_URL + 16 {
+            if p.nonce.len() != 24 || p.ciphertext.len() > crate::push::target::MAX_URL + 16 {
                 return Err(WireError::Frame(BadFrame::Malformed("sealed push endpoint".into())));
             }
         }

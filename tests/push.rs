@@ -1,0 +1,98 @@
+//! Push notifications leave the node only for endpoints the operator allows
+//! (issue "abuse resistance"): `https://` verified against trusted roots,
+//! public addresses only, unless `[ods] push_allow_http` /
+//! `push_allow_private` say otherwise; failures are retried with backoff.
+//! Before, the ODS POSTed over plain HTTP to any host a client named, its
+//! own loopback services included, once, from one task per envelope.
+
+mod common;
+
+use std::time::Duration;
+
+use common::push::PushServer;
+use common::Cluster;
+use mlsd_client::mailbox::{self, MailboxKeys};
+use mlsd_client::Connection;
+use mlsd_transport::protocol::{EnqueueItem, NodeRequest};
+use mlsd_transport::{Response, Role};
+
+/// An ODS node and a node to enqueue from, with `ods` as the `[ods]` section.
+fn cluster(ods: &str) -> Cluster {
+    Cluster::with_extra(
+        &[("n1", &[Role::As, Role::Cs, Role::Ids]), ("n2", &[Role::Ods, Role::Sds])],
+        &format!("[ods]\n{ods}"),
+    )
+}
+
+/// Opens a mailbox with push endpoint `url` and stores one envelope in it
+/// (as the IDS does), with nobody subscribed: a notification is due.
+async fn deliver_one(c: &Cluster, url: &str) {
+    let conn = Connection::connect(c.addr("n2"), &c.ca()).await.unwrap();
+    let keys = MailboxKeys::generate().unwrap();
+    mailbox::open(&conn, &keys, Some(url)).await.unwrap();
+    let item = EnqueueItem {
+        mailbox: keys.id,
+        delivery_id: rand::random(),
+        envelope: vec![1; 100],
+        push_key: Some(*keys.push_key),
+    };
+    let r = c.node_call("n1", "n2", NodeRequest::Enqueue(vec![item])).await;
+    assert!(matches!(r, Response::Enqueued(_)), "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn push_goes_only_where_the_operator_allows() {
+    common::init();
+    // Defaults: https only, public addresses only. A loopback http endpoint
+    // (say, a node's own admin service) gets nothing.
+    let mut strict = cluster("");
+    strict.start_all().await;
+    let plain = PushServer::http().await;
+    deliver_one(&strict, &plain.url).await;
+    // Allowing http is not enough for a loopback address.
+    let mut http_only = cluster("push_allow_http = true\n");
+    http_only.start_all().await;
+    deliver_one(&http_only, &plain.url).await;
+    // An https endpoint on loopback, with a certificate the node trusts, is
+    // still a private address.
+    let tls = PushServer::https(Vec::new()).await;
+    let ca_dir = tempfile::tempdir().unwrap();
+    let ca = ca_dir.path().join("push-ca.pem");
+    std::fs::write(&ca, tls.ca_pem.as_ref().unwrap()).unwrap();
+    let mut trusted = cluster(&format!("push_ca = {:?}\n", ca.display().to_string()));
+    trusted.start_all().await;
+    deliver_one(&trusted, &tls.url).await;
+
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(plain.count(), 0, "a plain or loopback endpoint was notified");
+    assert_eq!(tls.count(), 0, "a loopback endpoint was notified");
+    for c in [&strict, &http_only, &trusted] {
+        let log = c.log("n2");
+        assert!(log.contains("push endpoint not allowed"), "{log}");
+        assert!(!log.contains(common::push::PUSH_TOKEN), "the push URL was logged");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn https_push_is_verified_and_retried_after_a_failure() {
+    common::init();
+    // The endpoint fails once (503), then accepts: the node tries again.
+    let tls = PushServer::https(vec![503]).await;
+    let ca_dir = tempfile::tempdir().unwrap();
+    let ca = ca_dir.path().join("push-ca.pem");
+    std::fs::write(&ca, tls.ca_pem.as_ref().unwrap()).unwrap();
+    let mut c =
+        cluster(&format!("push_allow_private = true\npush_ca = {:?}\n", ca.display().to_string()));
+    c.start_all().await;
+    deliver_one(&c, &tls.url).await;
+    assert_eq!(tls.wait_for(2, 10).await, 2, "{}", c.log("n2"));
+
+    // Without its CA among the trusted roots the same endpoint is never
+    // notified: the web PKI roots do not vouch for it.
+    let untrusted_server = PushServer::https(Vec::new()).await;
+    let mut untrusted = cluster("push_allow_private = true\n");
+    untrusted.start_all().await;
+    deliver_one(&untrusted, &untrusted_server.url).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(untrusted_server.count(), 0);
+}
