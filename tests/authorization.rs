@@ -12,9 +12,9 @@ use mlsd_transport::protocol::{
 };
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::Cluster;
+use common::{settled, Cluster};
 use ed25519_dalek::{Signer, SigningKey};
-use mlsd_actors::storage::{read_all, Contents};
+use mlsd_actors::storage::Contents;
 use mlsd_client::mailbox::MailboxKeys;
 use mlsd_client::{Client, ClientError, Connection};
 use mlsd_transport::frame::{read_message, write_message};
@@ -90,21 +90,6 @@ async fn node_frame_on_client_conn(
         Response::Error(e) => Ok(e),
         other => Err(format!("not refused: {other:?}")),
     }
-}
-
-/// Waits until two reads of the node's storage agree (the node writes
-/// nothing while idle; this only lets a last synced write settle).
-fn settled(dir: &std::path::Path) -> Contents {
-    let mut last = read_all(dir).unwrap();
-    for _ in 0..20 {
-        std::thread::sleep(Duration::from_millis(100));
-        let now = read_all(dir).unwrap();
-        if now == last {
-            return now;
-        }
-        last = now;
-    }
-    panic!("the node's storage did not settle");
 }
 
 /// What changed between two reads, for the failure message.

@@ -66,7 +66,16 @@ pub struct IdsSettings {
     /// chaos requests can find them. Only with `[chaos] allow`: a join takes
     /// a process-wide lock, once per recipient copy for anonymizers.
     pub chaos_hooks: bool,
+    /// Copies per second one group may make (`RateLimited` beyond).
+    pub group_copies_per_second: u32,
+    /// Fan-outs the node runs at once, shared by its group actors.
+    pub fanout_slots: std::sync::Arc<crate::ids::budget::FanoutSlots>,
 }
+
+/// Default copies per second per group.
+pub const DEFAULT_GROUP_COPIES_PER_SECOND: u32 = 50_000;
+/// Default fan-outs at once per node.
+pub const DEFAULT_MAX_FANOUTS: usize = 1024;
 
 /// SDS settings.
 #[derive(Debug, Clone)]
@@ -129,6 +138,8 @@ impl Default for RoleSettings {
                 anonymizer_concurrency: default_anonymizer_concurrency(),
                 group_idle: Duration::from_secs(60),
                 chaos_hooks: false,
+                group_copies_per_second: DEFAULT_GROUP_COPIES_PER_SECOND,
+                fanout_slots: crate::ids::budget::FanoutSlots::new(DEFAULT_MAX_FANOUTS),
             },
             sds: SdsSettings { max_blob: 64 * 1024 * 1024 },
             push: None,

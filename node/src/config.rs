@@ -180,6 +180,14 @@ pub struct IdsConfig {
     /// `mixing_window_ms`: how long envelopes for one ODS node are held to be
     /// sent with other fan-outs' as one shuffled batch, default 0.
     pub mixing_window: Duration,
+    /// `group_copies_per_second`: copies one group may make per second,
+    /// counted at the group's IDS owner, default 50000.
+    pub group_copies_per_second: u32,
+    /// `sender_copies_per_second`: copies the sends of one client address
+    /// may make per second, counted at each node where they enter, default 50000.
+    pub sender_copies_per_second: u32,
+    /// `max_fanouts`: fan-outs one node runs at once, default 1024.
+    pub max_fanouts: u32,
 }
 
 /// `[cs]`: KeyPackage limits.
@@ -244,6 +252,9 @@ struct RawIds {
     anonymizer_concurrency: Option<u32>,
     group_idle_secs: Option<u64>,
     mixing_window_ms: Option<u64>,
+    group_copies_per_second: Option<u32>,
+    sender_copies_per_second: Option<u32>,
+    max_fanouts: Option<u32>,
 }
 
 #[derive(Deserialize, Default)]
@@ -494,6 +505,19 @@ impl ClusterConfig {
                 60,
             )?),
             mixing_window: Duration::from_millis(raw.ids.mixing_window_ms.unwrap_or(0).min(10_000)),
+            group_copies_per_second: small(
+                "ids.group_copies_per_second",
+                raw.ids.group_copies_per_second,
+                50_000,
+                u32::MAX as u64,
+            )?,
+            sender_copies_per_second: small(
+                "ids.sender_copies_per_second",
+                raw.ids.sender_copies_per_second,
+                50_000,
+                u32::MAX as u64,
+            )?,
+            max_fanouts: small("ids.max_fanouts", raw.ids.max_fanouts, 1024, 1 << 20)?,
         };
         let sds_max_blob =
             positive("sds.max_blob_bytes", raw.sds.max_blob_bytes, 64 << 20)?.min(1 << 32);

@@ -1,5 +1,6 @@
 //! Per-address token buckets for requests that are cheap to send and costly to
-//! suffer (KeyPackage fetches drain other people's KeyPackages).
+//! suffer (KeyPackage fetches drain other people's KeyPackages), and the
+//! per-address budget of fan-out copies ([`SenderBudgets`]).
 
 use mlsd_transport::protocol::ClusterError;
 use std::collections::HashMap;
@@ -7,6 +8,7 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use mlsd_actors::ids::budget::CopyBudget;
 use mlsd_transport::WireError;
 
 /// Most addresses tracked; beyond it the oldest-idle (full) buckets are dropped,
@@ -88,6 +90,47 @@ impl TokenBucket {
     }
 }
 
+/// Copies per second the sends of one client address may make at this node
+/// ([`CopyBudget`]: a send starts while the address is not in debt and is
+/// charged the copies its answer reports).
+pub struct SenderBudgets {
+    rate: u32,
+    start: Instant,
+    budgets: Mutex<HashMap<IpAddr, CopyBudget>>,
+}
+
+impl SenderBudgets {
+    /// `rate` copies per second per address.
+    pub fn per_second(rate: u32) -> Self {
+        SenderBudgets { rate, start: Instant::now(), budgets: Mutex::new(HashMap::new()) }
+    }
+
+    fn now(&self) -> f64 {
+        self.start.elapsed().as_secs_f64()
+    }
+
+    /// Whether `addr` may start a send now.
+    pub fn admit(&self, addr: IpAddr) -> Result<(), WireError> {
+        let now = self.now();
+        let mut map = self.budgets.lock().unwrap_or_else(|p| p.into_inner());
+        match map.get_mut(&addr) {
+            Some(b) => b.admit(now),
+            None => Ok(()),
+        }
+    }
+
+    /// Charges `addr` the `copies` of a send it made.
+    pub fn charge(&self, addr: IpAddr, copies: u64) {
+        let now = self.now();
+        let mut map = self.budgets.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= MAX_TRACKED && !map.contains_key(&addr) {
+            // Full budgets carry no debt: forgetting them changes nothing.
+            map.retain(|_, b| !b.is_full(now));
+        }
+        map.entry(addr).or_insert_with(|| CopyBudget::new(self.rate, now)).charge(copies, now);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,5 +147,16 @@ mod tests {
             matches!(l.check(a), Err(WireError::Cluster(ClusterError::RateLimited { retry_after_ms })) if retry_after_ms > 0)
         );
         l.check(b).unwrap();
+    }
+
+    #[test]
+    fn a_sender_in_debt_waits_and_others_do_not() {
+        let s = SenderBudgets::per_second(10);
+        let a: IpAddr = "127.0.0.1".parse().unwrap();
+        let b: IpAddr = "127.0.0.2".parse().unwrap();
+        s.admit(a).unwrap();
+        s.charge(a, 25);
+        assert!(matches!(s.admit(a), Err(WireError::Cluster(ClusterError::RateLimited { .. }))));
+        s.admit(b).unwrap();
     }
 }

@@ -89,6 +89,10 @@ fn role_settings(config: &ClusterConfig, me: &NodeConfig) -> Result<RoleSettings
             anonymizer_concurrency: config.ids.anonymizer_concurrency as usize,
             chaos_hooks: config.chaos_allowed,
             group_idle: config.ids.group_idle,
+            group_copies_per_second: config.ids.group_copies_per_second,
+            fanout_slots: mlsd_actors::ids::budget::FanoutSlots::new(
+                config.ids.max_fanouts as usize,
+            ),
         },
     })
 }

@@ -313,6 +313,21 @@ pub fn texts(events: &[mlsd_client::group::Event]) -> Vec<String> {
         .collect()
 }
 
+/// Waits until two reads of the node's storage agree (the node writes
+/// nothing while idle; this only lets a last synced write settle).
+pub fn settled(dir: &std::path::Path) -> mlsd_actors::storage::Contents {
+    let mut last = mlsd_actors::storage::read_all(dir).unwrap();
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = mlsd_actors::storage::read_all(dir).unwrap();
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+    panic!("the node's storage did not settle");
+}
+
 /// Installs the process-wide rustls provider once.
 pub fn init() {
     mlsd_node::install_crypto_provider();

@@ -67,6 +67,14 @@ pub struct FanoutPlan {
     pub welcome: Option<(std::sync::Arc<Vec<u8>>, Vec<WelcomeCopy>)>,
 }
 
+impl FanoutPlan {
+    /// Copies the fan-out makes: one per recipient and per Welcome copy.
+    pub fn copies(&self) -> u64 {
+        let welcomes = self.welcome.as_ref().map_or(0, |(_, to)| to.len());
+        (self.recipients.len() + welcomes) as u64
+    }
+}
+
 /// An accepted send: what to fan out, and what the group actor keeps if the
 /// fan-out leaves copies a retry may still store.
 pub struct Accepted {

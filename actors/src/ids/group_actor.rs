@@ -13,6 +13,7 @@ use std::collections::HashMap;
 
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
+use super::budget::{CopyBudget, FanoutSlot, FanoutSlots};
 use super::fanout::{Fanout, FanoutArgs, DONE};
 use super::group::{Accepted, GroupCore};
 use super::kept::{self, KeptSend};
@@ -74,6 +75,10 @@ pub struct GroupArgs {
     pub idle: Duration,
     /// Join process groups for chaos requests (see `IdsSettings::chaos_hooks`).
     pub chaos_hooks: bool,
+    /// Copies per second this group may make ([`CopyBudget`]).
+    pub copies_per_second: u32,
+    /// The node's fan-outs at once, shared by its groups.
+    pub slots: Arc<FanoutSlots>,
 }
 
 /// State of a group actor.
@@ -82,8 +87,11 @@ pub struct GroupState {
     args: GroupArgs,
     generation: u64,
     /// Running fan-outs: their message id, what to keep if they end with
-    /// copies missing, and whether they retry a kept send.
-    fanouts: HashMap<ActorId, ([u8; 32], KeptSend, bool)>,
+    /// copies missing, whether they retry a kept send, and their node slot.
+    fanouts: HashMap<ActorId, ([u8; 32], KeptSend, bool, FanoutSlot)>,
+    /// Copies this group may still make (rebuilt full when the actor
+    /// restarts, which an idle group does after `idle` anyway).
+    budget: CopyBudget,
     /// A write failed: the core is ahead of storage.
     stale: bool,
 }
@@ -105,6 +113,11 @@ impl GroupState {
     }
 }
 
+/// `t` in seconds since the Unix epoch, for the copy budget.
+fn seconds(t: std::time::SystemTime) -> f64 {
+    t.duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
 /// The group actor.
 pub struct GroupActor;
 
@@ -124,7 +137,8 @@ impl Actor for GroupActor {
             ractor::pg::join(name, vec![me.get_cell()]);
         }
         me.send_after(args.idle, || GroupMsg::IdleCheck(0));
-        Ok(GroupState { core, args, generation: 0, fanouts: HashMap::new(), stale: false })
+        let budget = CopyBudget::new(args.copies_per_second, seconds(std::time::SystemTime::now()));
+        Ok(GroupState { core, args, generation: 0, fanouts: HashMap::new(), stale: false, budget })
     }
 
     async fn handle(
@@ -147,6 +161,15 @@ impl Actor for GroupActor {
             }
             GroupMsg::Send { body, mac, reply } => {
                 let now = std::time::SystemTime::now();
+                // Budgets first, so a refused send changes nothing.
+                let slot = st.budget.admit(seconds(now)).and_then(|()| st.args.slots.acquire());
+                let slot = match slot {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let _ = reply.send(Response::Error(e));
+                        return Ok(());
+                    }
+                };
                 let accepted = st.core.accept_send(&body, &mac, st.args.store.as_ref(), now);
                 // Durable before any copy leaves.
                 let accepted =
@@ -156,7 +179,8 @@ impl Actor for GroupActor {
                         let _ = reply.send(Response::Error(e));
                     }
                     Ok(Accepted { plan, keep, from_kept, .. }) => {
-                        let tracked = (plan.message_id, keep, from_kept);
+                        st.budget.charge(plan.copies(), seconds(now));
+                        let tracked = (plan.message_id, keep, from_kept, slot);
                         let args = FanoutArgs {
                             node: st.args.node.clone(),
                             plan,
@@ -199,7 +223,10 @@ impl Actor for GroupActor {
             }
             _ => return Ok(()),
         };
-        let Some((message_id, keep, from_kept)) = st.fanouts.remove(&id) else { return Ok(()) };
+        // The slot is released when this entry drops, at the end.
+        let Some((message_id, keep, from_kept, _slot)) = st.fanouts.remove(&id) else {
+            return Ok(());
+        };
         let group = st.core.group();
         let writes = match (done, from_kept) {
             (true, true) => Ok(kept::forget(group, &message_id)),

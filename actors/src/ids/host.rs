@@ -51,6 +51,8 @@ impl IdsState {
             concurrency: ids.anonymizer_concurrency,
             idle: ids.group_idle,
             chaos_hooks: ids.chaos_hooks,
+            copies_per_second: ids.group_copies_per_second,
+            slots: ids.fanout_slots.clone(),
         };
         // Linked: when it stops (idle) or dies, handle_supervisor_evt forgets
         // it; the next request for the group starts a new one from storage.

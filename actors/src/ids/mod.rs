@@ -20,8 +20,11 @@
 //! - [`anonymizer`]: the anonymizer actor, envelope sealing and its counters.
 //! - [`kept`]: sends kept past the accepted-epochs window while copies are
 //!   missing, so their retries complete.
+//! - [`budget`]: copies per second per group and per sender, fan-outs at
+//!   once per node.
 
 pub mod anonymizer;
+pub mod budget;
 pub mod fanout;
 pub mod group;
 pub mod group_actor;

@@ -28,7 +28,7 @@ mod subscription;
 pub use delivery::join_all;
 pub use delivery::NodeRouter;
 
-use mlsd_transport::protocol::{AsRequest, CsRequest, OdsRequest};
+use mlsd_transport::protocol::{AsRequest, CsRequest, IdsRequest, OdsRequest};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -40,7 +40,7 @@ use crate::coalescer::Coalescer;
 use crate::config::ClusterConfig;
 use crate::config::NodeConfig;
 use crate::dispatch::Dispatch;
-use crate::limiter::{RateLimiter, TokenBucket};
+use crate::limiter::{RateLimiter, SenderBudgets, TokenBucket};
 use crate::local::LocalOds;
 use crate::mixer::Mixer;
 use crate::peers::Peers;
@@ -72,6 +72,7 @@ pub struct ServerCtx {
     fetch_limiter: RateLimiter,
     open_limiter: RateLimiter,
     lookup_limiter: RateLimiter,
+    senders: SenderBudgets,
     /// The first stage of the enqueue path (see [`delivery`]).
     mixer: Mixer<Dispatch>,
     /// Where batches for each ODS owner go, this node's ODS included.
@@ -103,6 +104,7 @@ impl ServerCtx {
         let fetch_limiter = RateLimiter::per_minute(config.cs.fetch_rate_per_minute);
         let open_limiter = RateLimiter::per_minute(config.ods.open_rate_per_minute);
         let lookup_limiter = RateLimiter::per_minute(config.r#as.lookup_rate_per_minute);
+        let senders = SenderBudgets::per_second(config.ids.sender_copies_per_second);
         let peers = Arc::new(peers);
         // Each stage owns the next: mixer -> dispatch -> coalescer -> ODS actor.
         let ods_queue = me.hosts(Role::Ods).then(|| {
@@ -126,6 +128,7 @@ impl ServerCtx {
             fetch_limiter,
             open_limiter,
             lookup_limiter,
+            senders,
             mixer,
             dispatch,
             client_conns: Default::default(),
@@ -142,7 +145,15 @@ impl ServerCtx {
             Request::As(AsRequest::Lookup { .. } | AsRequest::LookupPage { .. }) => {
                 self.lookup_limiter.check(from)
             }
+            Request::Ids(IdsRequest::Send { .. }) => self.senders.admit(from),
             _ => Ok(()),
+        }
+    }
+
+    /// Charges what an answered request cost `from`: the copies of a send.
+    pub(super) fn charge(&self, response: &Response, from: IpAddr) {
+        if let Response::Sent { copies } | Response::PartlySent { copies, .. } = response {
+            self.senders.charge(from, u64::from(*copies));
         }
     }
 }

@@ -47,7 +47,11 @@ pub(super) async fn serve_client_stream(
                     Ok(()) if matches!(f.request, Request::Ods(OdsRequest::Subscribe { .. })) => {
                         return subscription(&ctx, send, f.request, true).await;
                     }
-                    Ok(()) => route(&ctx, f.request).await,
+                    Ok(()) => {
+                        let response = route(&ctx, f.request).await;
+                        ctx.charge(&response, remote);
+                        response
+                    }
                 },
             },
         };

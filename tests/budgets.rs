@@ -1,0 +1,90 @@
+//! Fan-out budgets (issue "abuse resistance"): one `Send` may ask for up to
+//! 20,000 copies, each a synced ODS write, so copies are budgeted per group
+//! (at the group's IDS owner) and per sending address (where it enters).
+//! A send over budget is refused `RateLimited` with the time to wait, before
+//! anything is stored; it goes through once the budget has refilled.
+//! Before, nothing bounded how fast a client could make copies.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{server_err, settled, to_roster, Cluster};
+use mlsd_transport::protocol::{ClusterError, RosterEntry, RosterMode};
+use mlsd_transport::{Response, Role, WireError};
+
+/// 15 recipients whose mailboxes the ODS does not know: each copy is made
+/// (sealed, handed to the ODS) and counted, none stored.
+fn roster() -> Vec<RosterEntry> {
+    (0..15)
+        .map(|_| RosterEntry { mailbox: rand::random(), key: rand::random(), push_key: None })
+        .collect()
+}
+
+fn copies(r: &Response) -> u32 {
+    match r {
+        Response::PartlySent { copies, .. } | Response::Sent { copies } => *copies,
+        other => panic!("not sent: {other:?}"),
+    }
+}
+
+fn retry_after(e: WireError) -> u64 {
+    match e {
+        WireError::Cluster(ClusterError::RateLimited { retry_after_ms }) => retry_after_ms,
+        other => panic!("not rate limited: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_group_over_its_copy_budget_is_refused_until_it_refills() {
+    common::init();
+    let mut c = Cluster::with_extra(&[("n1", &Role::ALL)], "[ids]\ngroup_copies_per_second = 20\n");
+    c.start_all().await;
+    let mut s = c.registered("sender/phone", "n1", 1).await;
+    s.create_group("G", RosterMode::Client).await.unwrap();
+    let roster = roster();
+    // 20 copies a second: the first send leaves 5, the second goes into debt.
+    for text in ["one", "two"] {
+        let req = to_roster(s.prepare_text("G", text).unwrap(), &roster);
+        let r = s.connection().request(req).await;
+        assert_eq!(copies(&r.unwrap()), 15);
+    }
+    let third = to_roster(s.prepare_text("G", "three").unwrap(), &roster);
+    let data = c.dir.path().join("data/n1");
+    let before = settled(&data);
+    let wait = retry_after(server_err(s.connection().request(third.clone()).await));
+    assert!(wait > 0 && wait <= 1_000, "{wait}");
+    assert!(settled(&data) == before, "a refused send changed storage");
+    // Another group has a budget of its own.
+    s.create_group("H", RosterMode::Client).await.unwrap();
+    let other = to_roster(s.prepare_text("H", "elsewhere").unwrap(), &roster);
+    let other = s.connection().request(other).await;
+    assert_eq!(copies(&other.unwrap()), 15);
+    tokio::time::sleep(Duration::from_millis(wait)).await;
+    assert_eq!(copies(&s.connection().request(third).await.unwrap()), 15);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sending_address_over_its_copy_budget_is_refused_in_every_group() {
+    common::init();
+    let mut c =
+        Cluster::with_extra(&[("n1", &Role::ALL)], "[ids]\nsender_copies_per_second = 20\n");
+    c.start_all().await;
+    let mut s = c.registered("sender/phone", "n1", 1).await;
+    let roster = roster();
+    for g in ["A", "B"] {
+        s.create_group(g, RosterMode::Client).await.unwrap();
+        let req = to_roster(s.prepare_text(g, "hi").unwrap(), &roster);
+        let r = s.connection().request(req).await;
+        assert_eq!(copies(&r.unwrap()), 15);
+    }
+    // A fresh group does not help: the budget is the sender's.
+    s.create_group("C", RosterMode::Client).await.unwrap();
+    let third = to_roster(s.prepare_text("C", "hi").unwrap(), &roster);
+    let data = c.dir.path().join("data/n1");
+    let before = settled(&data);
+    let wait = retry_after(server_err(s.connection().request(third.clone()).await));
+    assert!(settled(&data) == before, "a refused send changed storage");
+    tokio::time::sleep(Duration::from_millis(wait)).await;
+    assert_eq!(copies(&s.connection().request(third).await.unwrap()), 15);
+}
