@@ -340,6 +340,31 @@ async fn fetches_are_rate_limited_per_requester() {
     assert_eq!(bob.count_key_packages().await.unwrap(), (5, true));
 }
 
+/// Fetches of one identity's KeyPackages share one budget at its CS owner,
+/// whichever node they enter: N entry nodes no longer give N times it.
+#[tokio::test(flavor = "multi_thread")]
+async fn fetches_of_one_identity_share_one_budget_across_entry_nodes() {
+    common::init();
+    let nodes: &[(&str, &[Role])] =
+        &[("n1", &[Role::As]), ("n2", &[Role::Cs]), ("n3", &[Role::Ids, Role::Ods, Role::Sds])];
+    let mut c = Cluster::with_extra(nodes, "[cs]\nfetch_rate_per_target_per_minute = 3\n");
+    c.start_all().await;
+    let _bob = c.registered("bob/phone", "n1", 10).await;
+    let fetch = Request::Cs(CsRequest::FetchKeyPackages { identity: "bob".into() });
+    let via_n1 = mlsd_client::Connection::connect(c.addr("n1"), &c.ca()).await.unwrap();
+    let via_n3 = mlsd_client::Connection::connect(c.addr("n3"), &c.ca()).await.unwrap();
+    via_n1.request(fetch.clone()).await.unwrap();
+    via_n1.request(fetch.clone()).await.unwrap();
+    via_n3.request(fetch.clone()).await.unwrap();
+    for conn in [&via_n3, &via_n1] {
+        let r = conn.request(fetch.clone()).await;
+        assert!(matches!(server_err(r), WireError::Cluster(ClusterError::RateLimited { .. })));
+    }
+    // The refused fetches consumed nothing: 7 of 10 are left.
+    let bob = c.client("bob/phone", "n2").await;
+    assert_eq!(bob.count_key_packages().await.unwrap(), (7, true));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn lookups_are_rate_limited_per_address() {
     common::init();

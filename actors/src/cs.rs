@@ -31,6 +31,9 @@ use openmls_rust_crypto::RustCrypto;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use std::collections::HashMap;
+
+use crate::budget::Budget;
 use crate::contract::{internal, not_mine, pong, Decision, RoleContext, RoleLogic};
 use crate::once::at_most_once;
 use crate::record::{self, Stored};
@@ -65,12 +68,43 @@ pub struct CsLogic {
     crypto: RustCrypto,
     /// The week whose expired KeyPackage hashes this CS has deleted.
     swept: Option<u32>,
+    /// Fetches left per target identity. Kept here, at the identity's CS
+    /// owner, so every entry node draws on the same budget.
+    fetch_budgets: HashMap<String, Budget>,
 }
+
+/// Most target identities whose fetch budgets are tracked; beyond, full
+/// budgets (which hold nothing) are forgotten.
+const MAX_TRACKED_TARGETS: usize = 65_536;
 
 impl CsLogic {
     /// A CS with these settings.
     pub fn new(settings: CsSettings) -> Self {
-        CsLogic { settings, crypto: RustCrypto::default(), swept: None }
+        CsLogic {
+            settings,
+            crypto: RustCrypto::default(),
+            swept: None,
+            fetch_budgets: HashMap::new(),
+        }
+    }
+
+    /// Takes one fetch of `identity`'s KeyPackages from its budget, or
+    /// refuses `RateLimited` (before anything is handed out).
+    fn take_fetch(&mut self, identity: &str, ctx: &RoleContext<'_>) -> Result<(), WireError> {
+        let now = ctx.now.duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+        let rate = self.settings.fetches_per_target_per_minute;
+        if self.fetch_budgets.len() >= MAX_TRACKED_TARGETS
+            && !self.fetch_budgets.contains_key(identity)
+        {
+            self.fetch_budgets.retain(|_, b| !b.is_full(now));
+        }
+        let b = self
+            .fetch_budgets
+            .entry(identity.to_string())
+            .or_insert_with(|| Budget::per_minute(rate, now));
+        b.admit(now)?;
+        b.charge(1, now);
+        Ok(())
     }
 
     /// Checks one KeyPackage: openmls validation (signatures, lifetime,
@@ -242,7 +276,7 @@ impl CsLogic {
     }
 
     fn fetch(
-        &self,
+        &mut self,
         identity: &str,
         bindings: &[SignedBinding],
         ctx: &RoleContext<'_>,
@@ -250,6 +284,7 @@ impl CsLogic {
         if !valid_name(identity) {
             return Err(WireError::Auth(AuthError::InvalidClientId(identity.to_string())));
         }
+        self.take_fetch(identity, ctx)?;
         let now = unix(ctx.now);
         let mut batch = Batch::new();
         let mut out = Vec::new();

@@ -201,3 +201,42 @@ fn refusals_change_nothing() {
     }
     assert!(fetch(&mut cs, &store, &phone).is_empty());
 }
+
+#[test]
+fn fetches_of_one_identity_are_budgeted_at_its_cs_owner() {
+    let store = MemStore::new();
+    let mut settings = RoleSettings::default().cs;
+    settings.fetches_per_target_per_minute = 3;
+    let mut cs = CsLogic::new(settings);
+    let phone = Device::new("alice/phone", 1);
+    let bob = Device::new("bob/phone", 2);
+    let kps: Vec<_> = (0..5).map(|_| phone.key_package()).collect();
+    let r = run(&mut cs, &store, phone.publish(kps, None), phone.bindings(false));
+    assert_eq!(r, Response::Published { stored: 5 });
+    // Whoever asks, through whichever node: three a minute for alice.
+    for _ in 0..3 {
+        assert_eq!(fetch(&mut cs, &store, &phone).len(), 1);
+    }
+    let before = store.contents();
+    let req = Request::Cs(CsRequest::FetchKeyPackages { identity: "alice".into() });
+    let r = run(&mut cs, &store, req, phone.bindings(false));
+    assert!(
+        matches!(r, Response::Error(WireError::Cluster(ClusterError::RateLimited { .. }))),
+        "{r:?}"
+    );
+    assert_eq!(store.contents(), before, "a refused fetch handed nothing out");
+    // Another identity has its own budget.
+    let req = Request::Cs(CsRequest::FetchKeyPackages { identity: "bob".into() });
+    assert_eq!(run(&mut cs, &store, req, bob.bindings(false)), Response::KeyPackages(Vec::new()));
+    // 20 s later one more of alice's.
+    let later = RoleContext {
+        node: "t",
+        store: &store,
+        now: SystemTime::now() + std::time::Duration::from_secs(21),
+    };
+    let req = Request::Cs(CsRequest::FetchKeyPackages { identity: "alice".into() });
+    match cs.handle(req, Some(phone.bindings(false)), &later).applied(&store) {
+        Response::KeyPackages(k) => assert_eq!(k.len(), 1),
+        other => panic!("{other:?}"),
+    }
+}

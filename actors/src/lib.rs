@@ -19,13 +19,16 @@
 //! - [`role`]: what every role host shares (its message type, arguments,
 //!   applying a decision) and the generic host of the AS, CS and SDS; the IDS
 //!   and ODS hosts are `ids::host` and `ods::host`.
-//! - `once`: signed AS and CS requests take effect at most once.
+//! - `once`: signed AS and CS requests take effect at most once;
+//!   [`budget`]: rates that may go into debt (fan-out copies, KeyPackage
+//!   fetches).
 //! - [`push`]: UnifiedPush notifications (HTTP POST) for the ODS.
 //! - [`settings`]: per-role settings from the cluster config.
 //! - [`r#as`], [`cs`], [`ids`], [`ods`], [`sds`]: one module per service.
 #![warn(missing_docs)]
 
 pub mod r#as;
+pub mod budget;
 pub mod contract;
 pub mod cs;
 pub mod ids;

@@ -32,7 +32,13 @@ pub struct CsSettings {
     pub max_per_client: u32,
     /// Longest accepted KeyPackage lifetime (`not_after - not_before`).
     pub max_lifetime: Duration,
+    /// Fetches of one identity's KeyPackages per minute, from anyone,
+    /// counted at the identity's CS owner (`RateLimited` beyond).
+    pub fetches_per_target_per_minute: u32,
 }
+
+/// Default fetches per target identity per minute.
+pub const DEFAULT_FETCHES_PER_TARGET_PER_MINUTE: u32 = 60;
 
 /// ODS settings.
 #[derive(Debug, Clone)]
@@ -69,7 +75,7 @@ pub struct IdsSettings {
     /// Copies per second one group may make (`RateLimited` beyond).
     pub group_copies_per_second: u32,
     /// Fan-outs the node runs at once, shared by its group actors.
-    pub fanout_slots: std::sync::Arc<crate::ids::budget::FanoutSlots>,
+    pub fanout_slots: std::sync::Arc<crate::ids::slots::FanoutSlots>,
 }
 
 /// Default copies per second per group.
@@ -126,6 +132,7 @@ impl Default for RoleSettings {
             cs: CsSettings {
                 max_per_client: DEFAULT_MAX_KEY_PACKAGES,
                 max_lifetime: DEFAULT_MAX_KP_LIFETIME,
+                fetches_per_target_per_minute: DEFAULT_FETCHES_PER_TARGET_PER_MINUTE,
             },
             ods: OdsSettings {
                 max_queue: DEFAULT_MAX_QUEUE,
@@ -139,7 +146,7 @@ impl Default for RoleSettings {
                 group_idle: Duration::from_secs(60),
                 chaos_hooks: false,
                 group_copies_per_second: DEFAULT_GROUP_COPIES_PER_SECOND,
-                fanout_slots: crate::ids::budget::FanoutSlots::new(DEFAULT_MAX_FANOUTS),
+                fanout_slots: crate::ids::slots::FanoutSlots::new(DEFAULT_MAX_FANOUTS),
             },
             sds: SdsSettings { max_blob: 64 * 1024 * 1024 },
             push: None,

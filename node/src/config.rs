@@ -200,6 +200,10 @@ pub struct CsConfig {
     /// `fetch_rate_per_minute`: KeyPackage fetches one client address may make
     /// per minute (draining someone's KeyPackages is a known attack), default 120.
     pub fetch_rate_per_minute: u32,
+    /// `fetch_rate_per_target_per_minute`: fetches of one identity's
+    /// KeyPackages per minute from everyone, counted at its CS owner so
+    /// every entry node shares the budget, default 60.
+    pub fetches_per_target_per_minute: u32,
 }
 
 #[derive(Deserialize)]
@@ -282,6 +286,7 @@ struct RawCs {
     max_key_packages_per_client: Option<u32>,
     max_key_package_lifetime_days: Option<u64>,
     fetch_rate_per_minute: Option<u32>,
+    fetch_rate_per_target_per_minute: Option<u32>,
 }
 
 const DAY: u64 = 24 * 3600;
@@ -473,6 +478,12 @@ impl ClusterConfig {
                 "cs.fetch_rate_per_minute",
                 raw.cs.fetch_rate_per_minute.map(u64::from),
                 120,
+            )?
+            .min(u32::MAX as u64) as u32,
+            fetches_per_target_per_minute: positive(
+                "cs.fetch_rate_per_target_per_minute",
+                raw.cs.fetch_rate_per_target_per_minute.map(u64::from),
+                60,
             )?
             .min(u32::MAX as u64) as u32,
         };

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use mlsd_actors::ids::budget::CopyBudget;
+use mlsd_actors::budget::Budget;
 use mlsd_transport::WireError;
 
 /// Most addresses tracked; beyond it the oldest-idle (full) buckets are dropped,
@@ -91,12 +91,12 @@ impl TokenBucket {
 }
 
 /// Copies per second the sends of one client address may make at this node
-/// ([`CopyBudget`]: a send starts while the address is not in debt and is
+/// ([`Budget`]: a send starts while the address is not in debt and is
 /// charged the copies its answer reports).
 pub struct SenderBudgets {
     rate: u32,
     start: Instant,
-    budgets: Mutex<HashMap<IpAddr, CopyBudget>>,
+    budgets: Mutex<HashMap<IpAddr, Budget>>,
 }
 
 impl SenderBudgets {
@@ -127,7 +127,7 @@ impl SenderBudgets {
             // Full budgets carry no debt: forgetting them changes nothing.
             map.retain(|_, b| !b.is_full(now));
         }
-        map.entry(addr).or_insert_with(|| CopyBudget::new(self.rate, now)).charge(copies, now);
+        map.entry(addr).or_insert_with(|| Budget::per_second(self.rate, now)).charge(copies, now);
     }
 }
 

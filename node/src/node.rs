@@ -77,6 +77,7 @@ fn role_settings(config: &ClusterConfig, me: &NodeConfig) -> Result<RoleSettings
         cs: CsSettings {
             max_per_client: config.cs.max_per_client,
             max_lifetime: config.cs.max_lifetime,
+            fetches_per_target_per_minute: config.cs.fetches_per_target_per_minute,
         },
         ods: OdsSettings {
             max_queue: config.ods.max_queue,
@@ -90,7 +91,7 @@ fn role_settings(config: &ClusterConfig, me: &NodeConfig) -> Result<RoleSettings
             chaos_hooks: config.chaos_allowed,
             group_idle: config.ids.group_idle,
             group_copies_per_second: config.ids.group_copies_per_second,
-            fanout_slots: mlsd_actors::ids::budget::FanoutSlots::new(
+            fanout_slots: mlsd_actors::ids::slots::FanoutSlots::new(
                 config.ids.max_fanouts as usize,
             ),
         },

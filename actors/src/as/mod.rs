@@ -215,6 +215,28 @@ impl AsLogic {
         Ok(Decision::write(Response::Binding(self.sign(r)?), b))
     }
 
+    /// Every unexpired binding of `identity`: at most [`MAX_DEVICES`]
+    /// records are read (an identity holds no more), so the answer is
+    /// bounded. What the CS checks uploads and fetches against.
+    fn lookup_all(
+        &self,
+        identity: &str,
+        ctx: &RoleContext<'_>,
+    ) -> Result<Vec<SignedBinding>, WireError> {
+        let mut all = Vec::new();
+        let mut after: Option<String> = None;
+        // MAX_DEVICES / LOOKUP_PAGE pages, and one to learn there is no more.
+        for _ in 0..=MAX_DEVICES.div_ceil(LOOKUP_PAGE) {
+            let (page, next) = self.lookup(identity, after.as_deref(), ctx)?;
+            all.extend(page);
+            match next {
+                Some(n) => after = Some(n),
+                None => return Ok(all),
+            }
+        }
+        Ok(all)
+    }
+
     /// One page of `identity`'s unexpired bindings after client id `after`:
     /// reads at most [`LOOKUP_PAGE`] + 1 records, whatever the identity
     /// holds, and says where the next page starts. Expired records are left
@@ -323,8 +345,8 @@ impl RoleLogic for AsLogic {
             }
             AsRequest::Revoke { body, signature } => self.revoke(body, signature, ctx),
             AsRequest::Lookup { identity } => self
-                .lookup(&identity, None, ctx)
-                .map(|(bindings, _)| Decision::reply(Response::Bindings(bindings))),
+                .lookup_all(&identity, ctx)
+                .map(|bindings| Decision::reply(Response::Bindings(bindings))),
             AsRequest::LookupPage { identity, after } => self
                 .lookup(&identity, after.as_deref(), ctx)
                 .map(|(bindings, next)| Decision::reply(Response::BindingPage { bindings, next })),

@@ -539,6 +539,13 @@ fn lookups_are_paged_and_dead_records_never_hide_live_ones() {
         .chain((0..10).map(|i| format!("alice/z{i:02}")))
         .collect();
     assert_eq!(seen, expected);
+    // The whole list in one answer (what the CS checks fetches against).
+    match run(&mut as_, &store, Request::As(AsRequest::Lookup { identity: "alice".into() })) {
+        Response::Bindings(b) => {
+            assert_eq!(b.into_iter().map(|b| b.binding.client).collect::<Vec<_>>(), expected)
+        }
+        other => panic!("{other:?}"),
+    }
     // A cursor of another identity, or not a client id, is refused.
     for bad in ["bob/x", "alice", "alice/"] {
         let req = Request::As(AsRequest::LookupPage {

@@ -13,10 +13,11 @@ use std::collections::HashMap;
 
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
-use super::budget::{CopyBudget, FanoutSlot, FanoutSlots};
 use super::fanout::{Fanout, FanoutArgs, DONE};
 use super::group::{Accepted, GroupCore};
 use super::kept::{self, KeptSend};
+use super::slots::{FanoutSlot, FanoutSlots};
+use crate::budget::Budget;
 use crate::contract::Router;
 use crate::storage::{Batch, Store};
 
@@ -75,7 +76,7 @@ pub struct GroupArgs {
     pub idle: Duration,
     /// Join process groups for chaos requests (see `IdsSettings::chaos_hooks`).
     pub chaos_hooks: bool,
-    /// Copies per second this group may make ([`CopyBudget`]).
+    /// Copies per second this group may make ([`Budget`]).
     pub copies_per_second: u32,
     /// The node's fan-outs at once, shared by its groups.
     pub slots: Arc<FanoutSlots>,
@@ -91,7 +92,7 @@ pub struct GroupState {
     fanouts: HashMap<ActorId, ([u8; 32], KeptSend, bool, FanoutSlot)>,
     /// Copies this group may still make (rebuilt full when the actor
     /// restarts, which an idle group does after `idle` anyway).
-    budget: CopyBudget,
+    budget: Budget,
     /// A write failed: the core is ahead of storage.
     stale: bool,
 }
@@ -137,7 +138,8 @@ impl Actor for GroupActor {
             ractor::pg::join(name, vec![me.get_cell()]);
         }
         me.send_after(args.idle, || GroupMsg::IdleCheck(0));
-        let budget = CopyBudget::new(args.copies_per_second, seconds(std::time::SystemTime::now()));
+        let budget =
+            Budget::per_second(args.copies_per_second, seconds(std::time::SystemTime::now()));
         Ok(GroupState { core, args, generation: 0, fanouts: HashMap::new(), stale: false, budget })
     }
 

@@ -20,11 +20,9 @@
 //! - [`anonymizer`]: the anonymizer actor, envelope sealing and its counters.
 //! - [`kept`]: sends kept past the accepted-epochs window while copies are
 //!   missing, so their retries complete.
-//! - [`budget`]: copies per second per group and per sender, fan-outs at
-//!   once per node.
+//! - [`slots`]: fan-outs at once per node (copy budgets are `crate::budget`).
 
 pub mod anonymizer;
-pub mod budget;
 pub mod fanout;
 pub mod group;
 pub mod group_actor;
@@ -32,6 +30,7 @@ pub mod group_actor;
 mod group_core_tests;
 pub mod host;
 pub mod kept;
+pub mod slots;
 pub mod tally;
 
 use mlsd_transport::protocol::ChaosTarget;

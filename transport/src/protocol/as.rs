@@ -30,9 +30,9 @@ pub enum AsRequest {
         /// Signature by the bound key.
         signature: Vec<u8>,
     },
-    /// The first page of an identity's unexpired bindings (step 4); what
-    /// protocol version 1 clients send. New clients send [`AsRequest::LookupPage`]
-    /// and follow its cursor.
+    /// Every unexpired binding of an identity's clients (step 4), at most 64
+    /// (an identity holds no more client ids); what the CS checks against and
+    /// protocol version 1 clients send. Clients send [`AsRequest::LookupPage`].
     Lookup {
         /// The identity, e.g. `alice`.
         identity: String,

@@ -22,8 +22,7 @@ pub enum Response {
     Error(WireError),
     /// The AS's binding after `Register` or `Revoke`.
     Binding(SignedBinding),
-    /// Answer to `Lookup`: the first page of unexpired bindings, revoked
-    /// ones marked.
+    /// Answer to `Lookup`: every unexpired binding, revoked ones marked.
     Bindings(Vec<SignedBinding>),
     /// Answer to `PublishKeyPackages`.
     Published {
