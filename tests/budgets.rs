@@ -88,3 +88,39 @@ async fn a_sending_address_over_its_copy_budget_is_refused_in_every_group() {
     tokio::time::sleep(Duration::from_millis(wait)).await;
     assert_eq!(copies(&s.connection().request(third).await.unwrap()), 15);
 }
+
+/// Groups and blobs need no identity, so what one address may create is
+/// bounded where it enters: groups per minute, blob bytes per minute.
+#[tokio::test(flavor = "multi_thread")]
+async fn group_creation_and_blob_bytes_are_bounded_per_address() {
+    use mlsd_transport::protocol::SdsRequest;
+    use mlsd_transport::Request;
+    common::init();
+    let extra = "[ids]\ncreate_rate_per_minute = 2\n[sds]\nupload_bytes_per_minute = 100000\n";
+    let mut c = Cluster::with_extra(&[("n1", &Role::ALL)], extra);
+    c.start_all().await;
+    let mut s = c.registered("sender/phone", "n1", 1).await;
+    s.create_group("A", RosterMode::Client).await.unwrap();
+    s.create_group("B", RosterMode::Client).await.unwrap();
+    let data = c.dir.path().join("data/n1");
+    let before = settled(&data);
+    retry_after(server_err(s.create_group("C", RosterMode::Client).await));
+    assert!(settled(&data) == before, "a refused group creation changed storage");
+
+    // 60 KB goes in, the next 60 KB chunk too (the budget may go into
+    // debt by one chunk), the third is refused.
+    let put = |offset: u64| {
+        Request::Sds(SdsRequest::PutBlob {
+            id: [7; 32],
+            cap: [8; 32],
+            offset,
+            total: 180_000,
+            data: vec![1; 60_000],
+        })
+    };
+    s.connection().request(put(0)).await.unwrap();
+    s.connection().request(put(60_000)).await.unwrap();
+    let before = settled(&data);
+    retry_after(server_err(s.connection().request(put(120_000)).await));
+    assert!(settled(&data) == before, "a refused upload changed storage");
+}

@@ -125,8 +125,11 @@ pub struct ClusterConfig {
     pub ids: IdsConfig,
     /// `[sds] max_blob_bytes`: largest blob, default 64 MiB.
     pub sds_max_blob: u64,
-    /// `[chaos] allow`: accept chaos requests (kill actors) from holders of
-    /// node certificates. Off by default; only for chaos tests.
+    /// `[sds] upload_bytes_per_minute`: blob bytes one client address may
+    /// upload per minute at each node, default 256 MiB (capped at 4 GiB).
+    pub sds_upload_bytes_per_minute: u32,
+    /// `[chaos] allow`: accept chaos requests (kill actors) from the holder
+    /// of the operator certificate. Off by default; only for chaos tests.
     pub chaos_allowed: bool,
     /// `[supervision] max_restarts`: restarts of one role actor tolerated
     /// within 30 s before the node stops, default 10.
@@ -188,6 +191,9 @@ pub struct IdsConfig {
     pub sender_copies_per_second: u32,
     /// `max_fanouts`: fan-outs one node runs at once, default 1024.
     pub max_fanouts: u32,
+    /// `create_rate_per_minute`: groups one client address may create per
+    /// minute at each node, default 30.
+    pub create_rate_per_minute: u32,
 }
 
 /// `[cs]`: KeyPackage limits.
@@ -248,6 +254,7 @@ struct RawChaos {
 #[serde(deny_unknown_fields)]
 struct RawSds {
     max_blob_bytes: Option<u64>,
+    upload_bytes_per_minute: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -259,6 +266,7 @@ struct RawIds {
     group_copies_per_second: Option<u32>,
     sender_copies_per_second: Option<u32>,
     max_fanouts: Option<u32>,
+    create_rate_per_minute: Option<u32>,
 }
 
 #[derive(Deserialize, Default)]
@@ -529,15 +537,25 @@ impl ClusterConfig {
                 u32::MAX as u64,
             )?,
             max_fanouts: small("ids.max_fanouts", raw.ids.max_fanouts, 1024, 1 << 20)?,
+            create_rate_per_minute: small(
+                "ids.create_rate_per_minute",
+                raw.ids.create_rate_per_minute,
+                30,
+                u32::MAX as u64,
+            )?,
         };
         let sds_max_blob =
             positive("sds.max_blob_bytes", raw.sds.max_blob_bytes, 64 << 20)?.min(1 << 32);
+        let sds_upload_bytes_per_minute =
+            positive("sds.upload_bytes_per_minute", raw.sds.upload_bytes_per_minute, 256 << 20)?
+                .min(u32::MAX as u64) as u32;
         Ok(ClusterConfig {
             r#as,
             cs,
             ods,
             ids,
             sds_max_blob,
+            sds_upload_bytes_per_minute,
             chaos_allowed: raw.chaos.allow.unwrap_or(false),
             max_restarts: raw.supervision.max_restarts.unwrap_or(10).max(1) as usize,
             name: raw.cluster.name,

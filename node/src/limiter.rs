@@ -1,6 +1,6 @@
 //! Per-address token buckets for requests that are cheap to send and costly to
 //! suffer (KeyPackage fetches drain other people's KeyPackages), and the
-//! per-address budget of fan-out copies ([`SenderBudgets`]).
+//! per-address budgets of fan-out copies and blob bytes ([`AddressBudgets`]).
 
 use mlsd_transport::protocol::ClusterError;
 use std::collections::HashMap;
@@ -90,26 +90,42 @@ impl TokenBucket {
     }
 }
 
-/// Copies per second the sends of one client address may make at this node
-/// ([`Budget`]: a send starts while the address is not in debt and is
-/// charged the copies its answer reports).
-pub struct SenderBudgets {
+/// A [`Budget`] per client address at this node, for costs known only in
+/// part before the request is served: fan-out copies (a send starts while
+/// its address holds budget and is charged the copies its answer reports)
+/// and blob bytes (charged as they arrive).
+pub struct AddressBudgets {
     rate: u32,
+    per_minute: bool,
     start: Instant,
     budgets: Mutex<HashMap<IpAddr, Budget>>,
 }
 
-impl SenderBudgets {
-    /// `rate` copies per second per address.
+impl AddressBudgets {
+    /// `rate` per second per address, one second of burst.
     pub fn per_second(rate: u32) -> Self {
-        SenderBudgets { rate, start: Instant::now(), budgets: Mutex::new(HashMap::new()) }
+        Self::new(rate, false)
+    }
+
+    /// `rate` per minute per address, one minute of burst.
+    pub fn per_minute(rate: u32) -> Self {
+        Self::new(rate, true)
+    }
+
+    fn new(rate: u32, per_minute: bool) -> Self {
+        AddressBudgets {
+            rate,
+            per_minute,
+            start: Instant::now(),
+            budgets: Mutex::new(HashMap::new()),
+        }
     }
 
     fn now(&self) -> f64 {
         self.start.elapsed().as_secs_f64()
     }
 
-    /// Whether `addr` may start a send now.
+    /// Whether `addr` may start a request now.
     pub fn admit(&self, addr: IpAddr) -> Result<(), WireError> {
         let now = self.now();
         let mut map = self.budgets.lock().unwrap_or_else(|p| p.into_inner());
@@ -119,15 +135,19 @@ impl SenderBudgets {
         }
     }
 
-    /// Charges `addr` the `copies` of a send it made.
-    pub fn charge(&self, addr: IpAddr, copies: u64) {
+    /// Charges `addr` `cost` (copies of a send it made, bytes it uploaded).
+    pub fn charge(&self, addr: IpAddr, cost: u64) {
         let now = self.now();
         let mut map = self.budgets.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() >= MAX_TRACKED && !map.contains_key(&addr) {
             // Full budgets carry no debt: forgetting them changes nothing.
             map.retain(|_, b| !b.is_full(now));
         }
-        map.entry(addr).or_insert_with(|| Budget::per_second(self.rate, now)).charge(copies, now);
+        let fresh = || match self.per_minute {
+            true => Budget::per_minute(self.rate, now),
+            false => Budget::per_second(self.rate, now),
+        };
+        map.entry(addr).or_insert_with(fresh).charge(cost, now);
     }
 }
 
@@ -151,7 +171,7 @@ mod tests {
 
     #[test]
     fn a_sender_in_debt_waits_and_others_do_not() {
-        let s = SenderBudgets::per_second(10);
+        let s = AddressBudgets::per_second(10);
         let a: IpAddr = "127.0.0.1".parse().unwrap();
         let b: IpAddr = "127.0.0.2".parse().unwrap();
         s.admit(a).unwrap();

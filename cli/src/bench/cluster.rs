@@ -6,7 +6,7 @@ use mlsd_transport::protocol::{IdsRequest, OdsRequest};
 
 /// Config for the benchmark's clusters: no rate limits in the way; every
 /// other setting (anonymizer concurrency included) is the default.
-pub(super) const BENCH_CONFIG: &str = "[limits]\nrequests_per_second = 1000000\n[ods]\nopen_rate_per_minute = 100000000\nmax_queue = 1000000\n[ids]\ngroup_copies_per_second = 100000000\nsender_copies_per_second = 100000000\n[cs]\nfetch_rate_per_target_per_minute = 100000000\nfetch_rate_per_minute = 100000000\n";
+pub(super) const BENCH_CONFIG: &str = "[limits]\nrequests_per_second = 1000000\n[ods]\nopen_rate_per_minute = 100000000\nmax_queue = 1000000\n[ids]\ngroup_copies_per_second = 100000000\nsender_copies_per_second = 100000000\ncreate_rate_per_minute = 100000000\n[cs]\nfetch_rate_per_target_per_minute = 100000000\nfetch_rate_per_minute = 100000000\n[sds]\nupload_bytes_per_minute = 4000000000\n";
 
 /// The two cluster shapes: every role on one node; IDS on one node and the
 /// ODS on two others.

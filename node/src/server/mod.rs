@@ -28,7 +28,7 @@ mod subscription;
 pub use delivery::join_all;
 pub use delivery::NodeRouter;
 
-use mlsd_transport::protocol::{AsRequest, CsRequest, IdsRequest, OdsRequest};
+use mlsd_transport::protocol::{AsRequest, CsRequest, IdsRequest, OdsRequest, SdsRequest};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -40,7 +40,7 @@ use crate::coalescer::Coalescer;
 use crate::config::ClusterConfig;
 use crate::config::NodeConfig;
 use crate::dispatch::Dispatch;
-use crate::limiter::{RateLimiter, SenderBudgets, TokenBucket};
+use crate::limiter::{AddressBudgets, RateLimiter, TokenBucket};
 use crate::local::LocalOds;
 use crate::mixer::Mixer;
 use crate::peers::Peers;
@@ -72,7 +72,9 @@ pub struct ServerCtx {
     fetch_limiter: RateLimiter,
     open_limiter: RateLimiter,
     lookup_limiter: RateLimiter,
-    senders: SenderBudgets,
+    senders: AddressBudgets,
+    create_limiter: RateLimiter,
+    uploads: AddressBudgets,
     /// The first stage of the enqueue path (see [`delivery`]).
     mixer: Mixer<Dispatch>,
     /// Where batches for each ODS owner go, this node's ODS included.
@@ -104,7 +106,9 @@ impl ServerCtx {
         let fetch_limiter = RateLimiter::per_minute(config.cs.fetch_rate_per_minute);
         let open_limiter = RateLimiter::per_minute(config.ods.open_rate_per_minute);
         let lookup_limiter = RateLimiter::per_minute(config.r#as.lookup_rate_per_minute);
-        let senders = SenderBudgets::per_second(config.ids.sender_copies_per_second);
+        let senders = AddressBudgets::per_second(config.ids.sender_copies_per_second);
+        let create_limiter = RateLimiter::per_minute(config.ids.create_rate_per_minute);
+        let uploads = AddressBudgets::per_minute(config.sds_upload_bytes_per_minute);
         let peers = Arc::new(peers);
         // Each stage owns the next: mixer -> dispatch -> coalescer -> ODS actor.
         let ods_queue = me.hosts(Role::Ods).then(|| {
@@ -129,6 +133,8 @@ impl ServerCtx {
             open_limiter,
             lookup_limiter,
             senders,
+            create_limiter,
+            uploads,
             mixer,
             dispatch,
             client_conns: Default::default(),
@@ -146,6 +152,13 @@ impl ServerCtx {
                 self.lookup_limiter.check(from)
             }
             Request::Ids(IdsRequest::Send { .. }) => self.senders.admit(from),
+            // Groups and blobs need no identity: their creation is what to bound.
+            Request::Ids(IdsRequest::CreateGroup { .. }) => self.create_limiter.check(from),
+            Request::Sds(SdsRequest::PutBlob { data, .. }) => {
+                self.uploads.admit(from)?;
+                self.uploads.charge(from, data.len() as u64);
+                Ok(())
+            }
             _ => Ok(()),
         }
     }
