@@ -88,6 +88,9 @@ pub const DEFAULT_MAX_FANOUTS: usize = 1024;
 pub struct SdsSettings {
     /// Largest blob, bytes.
     pub max_blob: u64,
+    /// Days after which an upload still unfinished is collected (its
+    /// chunks deleted; a blob that never completed is forgotten).
+    pub abandoned_upload_days: u32,
 }
 
 /// Default queue bound per mailbox.
@@ -148,7 +151,7 @@ impl Default for RoleSettings {
                 group_copies_per_second: DEFAULT_GROUP_COPIES_PER_SECOND,
                 fanout_slots: crate::ids::slots::FanoutSlots::new(DEFAULT_MAX_FANOUTS),
             },
-            sds: SdsSettings { max_blob: 64 * 1024 * 1024 },
+            sds: SdsSettings { max_blob: 64 * 1024 * 1024, abandoned_upload_days: 7 },
             push: None,
         }
     }

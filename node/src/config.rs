@@ -128,6 +128,9 @@ pub struct ClusterConfig {
     /// `[sds] upload_bytes_per_minute`: blob bytes one client address may
     /// upload per minute at each node, default 256 MiB (capped at 4 GiB).
     pub sds_upload_bytes_per_minute: u32,
+    /// `[sds] abandoned_upload_days`: an upload unfinished this long is
+    /// collected, default 7.
+    pub sds_abandoned_upload_days: u32,
     /// `[chaos] allow`: accept chaos requests (kill actors) from the holder
     /// of the operator certificate. Off by default; only for chaos tests.
     pub chaos_allowed: bool,
@@ -255,6 +258,7 @@ struct RawChaos {
 struct RawSds {
     max_blob_bytes: Option<u64>,
     upload_bytes_per_minute: Option<u64>,
+    abandoned_upload_days: Option<u32>,
 }
 
 #[derive(Deserialize, Default)]
@@ -549,6 +553,8 @@ impl ClusterConfig {
         let sds_upload_bytes_per_minute =
             positive("sds.upload_bytes_per_minute", raw.sds.upload_bytes_per_minute, 256 << 20)?
                 .min(u32::MAX as u64) as u32;
+        let sds_abandoned_upload_days =
+            small("sds.abandoned_upload_days", raw.sds.abandoned_upload_days, 7, 3650)?;
         Ok(ClusterConfig {
             r#as,
             cs,
@@ -556,6 +562,7 @@ impl ClusterConfig {
             ids,
             sds_max_blob,
             sds_upload_bytes_per_minute,
+            sds_abandoned_upload_days,
             chaos_allowed: raw.chaos.allow.unwrap_or(false),
             max_restarts: raw.supervision.max_restarts.unwrap_or(10).max(1) as usize,
             name: raw.cluster.name,

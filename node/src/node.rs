@@ -84,7 +84,10 @@ fn role_settings(config: &ClusterConfig, me: &NodeConfig) -> Result<RoleSettings
             max_fetch: config.ods.max_fetch,
             page_bytes: mlsd_transport::protocol::ods::page_budget(config.limits.max_frame),
         },
-        sds: SdsSettings { max_blob: config.sds_max_blob },
+        sds: SdsSettings {
+            max_blob: config.sds_max_blob,
+            abandoned_upload_days: config.sds_abandoned_upload_days,
+        },
         push: if me.hosts(mlsd_transport::Role::Ods) { Some(start_push(config)?) } else { None },
         ids: IdsSettings {
             anonymizer_concurrency: config.ids.anonymizer_concurrency as usize,

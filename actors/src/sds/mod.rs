@@ -14,6 +14,15 @@
 //!   is deleted when the new one completes.
 //! - `d/ID/GEN/INDEX` → chunk INDEX: the older layout, still read (a whole
 //!   scan per read) for blobs uploaded before, and deleted with them.
+//! - `s/DAY/ID` → GEN: an upload started on DAY (days since 1970, 4 bytes
+//!   BE), so that one abandoned for `abandoned_upload_days` is collected
+//!   ([`sweep`]).
+//!
+//! # Layout
+//! - this module: the SDS state machine (upload, read, delete);
+//! - [`sweep`]: collecting abandoned uploads.
+
+pub mod sweep;
 
 use mlsd_transport::limits::MAX_CHUNK;
 use mlsd_transport::protocol::{SdsError, SdsRequest};
@@ -63,9 +72,11 @@ pub struct Upload {
 /// The SDS state machine.
 pub struct SdsLogic {
     settings: SdsSettings,
+    /// The day whose abandoned uploads have all been collected.
+    swept: Option<u32>,
 }
 
-fn blob_key(id: &[u8; 32]) -> Vec<u8> {
+pub(crate) fn blob_key(id: &[u8; 32]) -> Vec<u8> {
     let mut k = b"b/".to_vec();
     k.extend_from_slice(id);
     k
@@ -100,10 +111,10 @@ fn chunk_key(id: &[u8; 32], generation: u64, end: u64) -> Vec<u8> {
 impl SdsLogic {
     /// An SDS with these settings.
     pub fn new(settings: SdsSettings) -> Self {
-        SdsLogic { settings }
+        SdsLogic { settings, swept: None }
     }
 
-    fn record(
+    pub(crate) fn record(
         &self,
         id: &[u8; 32],
         ctx: &RoleContext<'_>,
@@ -117,7 +128,7 @@ impl SdsLogic {
     /// Deletes a generation's chunks with one range tombstone (not a scan
     /// that would load the whole blob), and those of the older layout if it
     /// has any (a tombstone costs later reads a little: none for nothing).
-    fn delete_generation(
+    pub(crate) fn delete_generation(
         &self,
         id: &[u8; 32],
         generation: u64,
@@ -166,6 +177,7 @@ impl SdsLogic {
             }
             rec.generation += 1;
             rec.upload = Some(Upload { generation: rec.generation, total, written: 0, chunks: 0 });
+            sweep::note_upload(&id, rec.generation, ctx, &mut b);
         }
         let mut up = rec
             .upload
@@ -296,7 +308,12 @@ impl RoleLogic for SdsLogic {
         };
         match req {
             SdsRequest::PutBlob { id, cap, offset, total, data } => {
-                self.put(id, cap, offset, total, data, ctx)
+                // Uploads are what leave abandoned uploads behind, so each
+                // one collects a few (never the blob it writes).
+                self.put(id, cap, offset, total, data, ctx).and_then(|mut d| {
+                    self.sweep(&id, ctx, &mut d.writes)?;
+                    Ok(d)
+                })
             }
             SdsRequest::GetBlob { id, offset, max } => {
                 self.get(id, offset, max, ctx).map(Decision::reply)
@@ -352,7 +369,7 @@ mod tests {
     fn a_read_loads_only_the_chunks_it_returns_and_any_window_is_exact() {
         let store = Counting { inner: MemStore::new(), scanned: 0.into() };
         let ctx = RoleContext { node: "t", store: &store, now: std::time::SystemTime::now() };
-        let mut sds = SdsLogic::new(SdsSettings { max_blob: 1 << 20 });
+        let mut sds = SdsLogic::new(SdsSettings { max_blob: 1 << 20, abandoned_upload_days: 7 });
         let data = blob();
         let total = data.len() as u64;
         // Chunks of uneven sizes, 1 KiB to 3 KiB.
@@ -395,7 +412,7 @@ mod tests {
     fn blobs_of_the_older_chunk_layout_are_still_read_and_deleted() {
         let store = MemStore::new();
         let ctx = RoleContext { node: "t", store: &store, now: std::time::SystemTime::now() };
-        let mut sds = SdsLogic::new(SdsSettings { max_blob: 1 << 20 });
+        let mut sds = SdsLogic::new(SdsSettings { max_blob: 1 << 20, abandoned_upload_days: 7 });
         let data = blob();
         let id = [3; 32];
         let cap_hash: [u8; 32] = Sha256::digest([4; 32]).into();
