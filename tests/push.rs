@@ -27,16 +27,23 @@ fn cluster(ods: &str) -> Cluster {
 /// Opens a mailbox with push endpoint `url` and stores one envelope in it
 /// (as the IDS does), with nobody subscribed: a notification is due.
 async fn deliver_one(c: &Cluster, url: &str) {
+    deliver(c, url, 1).await;
+}
+
+/// Like [`deliver_one`] with `n` envelopes in one batch.
+async fn deliver(c: &Cluster, url: &str, n: usize) {
     let conn = Connection::connect(c.addr("n2"), &c.ca()).await.unwrap();
     let keys = MailboxKeys::generate().unwrap();
     mailbox::open(&conn, &keys, Some(url)).await.unwrap();
-    let item = EnqueueItem {
-        mailbox: keys.id,
-        delivery_id: rand::random(),
-        envelope: vec![1; 100],
-        push_key: Some(*keys.push_key),
-    };
-    let r = c.node_call("n1", "n2", NodeRequest::Enqueue(vec![item])).await;
+    let items = (0..n)
+        .map(|_| EnqueueItem {
+            mailbox: keys.id,
+            delivery_id: rand::random(),
+            envelope: vec![1; 100],
+            push_key: Some(*keys.push_key),
+        })
+        .collect();
+    let r = c.node_call("n1", "n2", NodeRequest::Enqueue(items)).await;
     assert!(matches!(r, Response::Enqueued(_)), "{r:?}");
 }
 
@@ -95,4 +102,19 @@ async fn https_push_is_verified_and_retried_after_a_failure() {
     deliver_one(&untrusted, &untrusted_server.url).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(untrusted_server.count(), 0);
+}
+
+/// A burst of envelopes at one mailbox is at most two notifications (one,
+/// and one follow-up for what was stored while it was in flight), not one
+/// per envelope: a flood at one mailbox cannot fill the node's push queue.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_burst_at_one_mailbox_is_at_most_two_notifications() {
+    common::init();
+    let server = PushServer::http().await;
+    let mut c = cluster("push_allow_http = true\npush_allow_private = true\n");
+    c.start_all().await;
+    deliver(&c, &server.url, 200).await;
+    assert!(server.wait_for(1, 5).await >= 1);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(server.count() <= 2, "{} notifications for one burst", server.count());
 }

@@ -7,6 +7,10 @@
 //! a task per envelope. A failed attempt (unreachable, timeout, 429, 5xx) is
 //! tried again after 1, 4 and 16 s; a full queue drops the notification (the
 //! envelope is safe in its mailbox either way, and the next one notifies).
+//! An endpoint has at most one notification waiting or in flight, plus one
+//! follow-up owed for envelopes stored while one was in flight: a burst at
+//! one mailbox (or a slow endpoint) is two notifications and cannot fill the
+//! queue or its requests in flight.
 //! Endpoints are `https://`, verified against the web PKI roots, and must
 //! resolve to public addresses; the operator may allow `http://` and private
 //! addresses ([`target::Policy`]). The URL is a secret of the recipient: it
@@ -21,7 +25,7 @@
 pub mod http;
 pub mod target;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -136,7 +140,14 @@ pub fn next_step(outcome: &Outcome, failures: u32) -> Step {
 
 struct Job {
     url: Zeroizing<String>,
+    /// SHA-256 of the URL: jobs waiting for one endpoint are merged.
+    key: [u8; 32],
     failures: u32,
+}
+
+fn url_key(url: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(url.as_bytes()).into()
 }
 
 /// One attempt at `job`, bounded by [`NOTIFY_TIMEOUT`].
@@ -163,12 +174,19 @@ async fn run(
     let mut ready: VecDeque<Job> = VecDeque::new();
     let mut delayed: BTreeMap<(Instant, u64), Job> = BTreeMap::new();
     let mut inflight: JoinSet<(Job, Outcome)> = JoinSet::new();
+    // What each endpoint with work has: at most one job waiting, or one in
+    // flight and perhaps one follow-up owed.
+    let mut endpoints: HashMap<[u8; 32], Endpoint> = HashMap::new();
+    let mut flying: HashMap<tokio::task::Id, [u8; 32]> = HashMap::new();
     let mut seq = 0u64;
     let mut open = true;
     loop {
         while inflight.len() < CONCURRENCY {
             let Some(job) = ready.pop_front() else { break };
-            inflight.spawn(attempt(job, policy, tls.clone()));
+            endpoints.insert(job.key, Endpoint::Flying { follow_up: false });
+            let key = job.key;
+            let task = inflight.spawn(attempt(job, policy, tls.clone()));
+            flying.insert(task.id(), key);
         }
         let waiting = ready.len() + delayed.len() + inflight.len();
         if !open && waiting == 0 {
@@ -177,15 +195,47 @@ async fn run(
         let due = delayed.first_key_value().map(|((at, _), _)| *at);
         tokio::select! {
             m = rx.recv(), if open && waiting < QUEUE => match m {
-                Some(url) => ready.push_back(Job { url, failures: 0 }),
+                // A notification says only "fetch": one still waiting for
+                // this endpoint covers this envelope too. One in flight does
+                // not (it may reach the device before this envelope was
+                // stored), so it owes one follow-up, however many arrive.
+                Some(url) => {
+                    let key = url_key(&url);
+                    match endpoints.get_mut(&key) {
+                        None => {
+                            endpoints.insert(key, Endpoint::Waiting);
+                            ready.push_back(Job { url, key, failures: 0 });
+                        }
+                        Some(Endpoint::Flying { follow_up }) => *follow_up = true,
+                        Some(Endpoint::Waiting) => {}
+                    }
+                }
                 None => open = false,
             },
-            Some(done) = inflight.join_next(), if !inflight.is_empty() => {
-                let Ok((job, outcome)) = done else { continue };
+            Some(done) = inflight.join_next_with_id(), if !inflight.is_empty() => {
+                let id = match &done {
+                    Ok((id, _)) => *id,
+                    Err(e) => e.id(),
+                };
+                let Some(key) = flying.remove(&id) else { continue };
+                let follow_up =
+                    matches!(endpoints.remove(&key), Some(Endpoint::Flying { follow_up: true }));
+                let Ok((_, (job, outcome))) = done else {
+                    tracing::warn!("push attempt failed unexpectedly");
+                    continue;
+                };
+                if follow_up {
+                    // Newer envelopes are waiting to be announced: a fresh
+                    // notification covers them, and this one's retry too.
+                    endpoints.insert(key, Endpoint::Waiting);
+                    ready.push_back(Job { failures: 0, ..job });
+                    continue;
+                }
                 match next_step(&outcome, job.failures) {
                     Step::Done => tracing::debug!("push sent"),
                     Step::Retry(after) => {
                         tracing::debug!(outcome = %outcome.summary(), failures = job.failures + 1, "push failed; will retry");
+                        endpoints.insert(key, Endpoint::Waiting);
                         seq += 1;
                         let job = Job { failures: job.failures + 1, ..job };
                         delayed.insert((Instant::now() + after, seq), job);
@@ -204,6 +254,17 @@ async fn run(
             }
         }
     }
+}
+
+/// An endpoint's share of the queue.
+enum Endpoint {
+    /// One job waits (new, or for its retry).
+    Waiting,
+    /// One job is in flight; `follow_up` once an envelope arrived since.
+    Flying {
+        /// Send one more when it ends.
+        follow_up: bool,
+    },
 }
 
 #[cfg(test)]
