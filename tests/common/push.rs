@@ -38,7 +38,17 @@ impl PushServer {
         Self::start(false, script).await
     }
 
+    /// Plain HTTP answering 201 after holding each request `ms` (a slow
+    /// distributor: a notification stays in flight that long).
+    pub async fn http_slow(ms: u64) -> PushServer {
+        Self::start_with(false, Vec::new(), ms).await
+    }
+
     async fn start(tls: bool, script: Vec<u16>) -> PushServer {
+        Self::start_with(tls, script, 0).await
+    }
+
+    async fn start_with(tls: bool, script: Vec<u16>, delay_ms: u64) -> PushServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let hits = Arc::new(AtomicUsize::new(0));
@@ -58,10 +68,10 @@ impl PushServer {
                     match acceptor {
                         Some(a) => {
                             if let Ok(s) = a.accept(s).await {
-                                answer(s, &h, &script).await;
+                                answer(s, &h, &script, delay_ms).await;
                             }
                         }
-                        None => answer(s, &h, &script).await,
+                        None => answer(s, &h, &script, delay_ms).await,
                     }
                 });
             }
@@ -88,6 +98,7 @@ async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
     mut s: S,
     hits: &AtomicUsize,
     script: &Mutex<std::vec::IntoIter<u16>>,
+    delay_ms: u64,
 ) {
     let mut buf = vec![0u8; 4096];
     let n = s.read(&mut buf).await.unwrap_or(0);
@@ -95,6 +106,7 @@ async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
     if buf[..n].starts_with(start.as_bytes()) {
         hits.fetch_add(1, Ordering::SeqCst);
     }
+    tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
     let status = script.lock().unwrap().next().unwrap_or(201);
     let reply = format!("HTTP/1.1 {status} Whatever\r\nContent-Length: 0\r\n\r\n");
     let _ = s.write_all(reply.as_bytes()).await;
