@@ -9,6 +9,11 @@
 //! cost is known (the group's roster, or the answer the entry node sees),
 //! and admission before anything is changed, so a refused request changes
 //! nothing. Time is passed in, so the rules are tested without clocks.
+//! [`Budgets`] keeps one per key (an address, an identity), bounded.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use mlsd_transport::protocol::ClusterError;
 use mlsd_transport::WireError;
@@ -70,6 +75,62 @@ impl Budget {
     }
 }
 
+/// `t` in seconds since the Unix epoch: the clock of budgets kept by role
+/// logic, which is handed the time of each request.
+pub fn seconds(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Most keys whose budgets are tracked; beyond, full budgets (which hold no
+/// debt, so forgetting them changes nothing) are dropped, so memory stays
+/// bounded under a flood of new keys.
+pub const MAX_TRACKED: usize = 65_536;
+
+/// One [`Budget`] per key, created full on first use.
+pub struct Budgets<K> {
+    rate: u32,
+    make: fn(u32, f64) -> Budget,
+    map: HashMap<K, Budget>,
+}
+
+impl<K: Hash + Eq> Budgets<K> {
+    /// `rate` per second per key, one second of burst.
+    pub fn per_second(rate: u32) -> Self {
+        Budgets { rate, make: Budget::per_second, map: HashMap::new() }
+    }
+
+    /// `rate` per minute per key, one minute of burst.
+    pub fn per_minute(rate: u32) -> Self {
+        Budgets { rate, make: Budget::per_minute, map: HashMap::new() }
+    }
+
+    fn entry(&mut self, key: K, now: f64) -> &mut Budget {
+        if self.map.len() >= MAX_TRACKED && !self.map.contains_key(&key) {
+            self.map.retain(|_, b| !b.is_full(now));
+        }
+        let (rate, make) = (self.rate, self.make);
+        self.map.entry(key).or_insert_with(|| make(rate, now))
+    }
+
+    /// Whether `key` may start a request at `now` (a key never charged may).
+    pub fn admit(&mut self, key: &K, now: f64) -> Result<(), WireError> {
+        self.map.get_mut(key).map_or(Ok(()), |b| b.admit(now))
+    }
+
+    /// Charges `key` `cost` spent at `now`.
+    pub fn charge(&mut self, key: K, cost: u64, now: f64) {
+        self.entry(key, now).charge(cost, now);
+    }
+
+    /// Admits and charges `cost` at once, for a cost known up front.
+    pub fn spend(&mut self, key: K, cost: u64, now: f64) -> Result<(), WireError> {
+        let b = self.entry(key, now);
+        b.admit(now)?;
+        b.charge(cost, now);
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,5 +164,17 @@ mod tests {
         m.charge(60, 0.0);
         assert!(m.admit(0.5).is_err());
         assert!(m.admit(1.01).is_ok());
+    }
+
+    #[test]
+    fn each_key_has_its_own_budget() {
+        let mut b = Budgets::per_minute(2);
+        b.spend("alice", 1, 0.0).unwrap();
+        b.spend("alice", 1, 0.0).unwrap();
+        assert!(b.spend("alice", 1, 0.0).is_err());
+        assert!(b.admit(&"alice", 0.0).is_err());
+        assert!(b.admit(&"bob", 0.0).is_ok());
+        b.spend("bob", 1, 0.0).unwrap();
+        assert!(b.spend("alice", 1, 30.0).is_ok());
     }
 }

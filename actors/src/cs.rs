@@ -31,9 +31,7 @@ use openmls_rust_crypto::RustCrypto;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use std::collections::HashMap;
-
-use crate::budget::Budget;
+use crate::budget::{seconds, Budgets};
 use crate::contract::{internal, not_mine, pong, Decision, RoleContext, RoleLogic};
 use crate::once::at_most_once;
 use crate::record::{self, Stored};
@@ -70,41 +68,20 @@ pub struct CsLogic {
     swept: Option<u32>,
     /// Fetches left per target identity. Kept here, at the identity's CS
     /// owner, so every entry node draws on the same budget.
-    fetch_budgets: HashMap<String, Budget>,
+    fetch_budgets: Budgets<String>,
 }
-
-/// Most target identities whose fetch budgets are tracked; beyond, full
-/// budgets (which hold nothing) are forgotten.
-const MAX_TRACKED_TARGETS: usize = 65_536;
 
 impl CsLogic {
     /// A CS with these settings.
     pub fn new(settings: CsSettings) -> Self {
-        CsLogic {
-            settings,
-            crypto: RustCrypto::default(),
-            swept: None,
-            fetch_budgets: HashMap::new(),
-        }
+        let fetch_budgets = Budgets::per_minute(settings.fetches_per_target_per_minute);
+        CsLogic { settings, crypto: RustCrypto::default(), swept: None, fetch_budgets }
     }
 
     /// Takes one fetch of `identity`'s KeyPackages from its budget, or
     /// refuses `RateLimited` (before anything is handed out).
     fn take_fetch(&mut self, identity: &str, ctx: &RoleContext<'_>) -> Result<(), WireError> {
-        let now = ctx.now.duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
-        let rate = self.settings.fetches_per_target_per_minute;
-        if self.fetch_budgets.len() >= MAX_TRACKED_TARGETS
-            && !self.fetch_budgets.contains_key(identity)
-        {
-            self.fetch_budgets.retain(|_, b| !b.is_full(now));
-        }
-        let b = self
-            .fetch_budgets
-            .entry(identity.to_string())
-            .or_insert_with(|| Budget::per_minute(rate, now));
-        b.admit(now)?;
-        b.charge(1, now);
-        Ok(())
+        self.fetch_budgets.spend(identity.to_string(), 1, seconds(ctx.now))
     }
 
     /// Checks one KeyPackage: openmls validation (signatures, lifetime,

@@ -1,172 +1,106 @@
-//! Per-address token buckets for requests that are cheap to send and costly to
-//! suffer (KeyPackage fetches drain other people's KeyPackages), and the
-//! per-address budgets of fan-out copies and blob bytes ([`AddressBudgets`]).
+//! Per-address budgets for requests that are cheap to send and costly to
+//! suffer (KeyPackage fetches drain other people's KeyPackages), fan-out
+//! copies and blob bytes ([`AddressBudgets`]), and the per-connection
+//! request bucket ([`TokenBucket`]). The arithmetic is
+//! `mlsd_actors::budget`'s.
 
-use mlsd_transport::protocol::ClusterError;
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use mlsd_actors::budget::Budget;
+use mlsd_actors::budget::{Budget, Budgets};
 use mlsd_transport::WireError;
 
-/// Most addresses tracked; beyond it the oldest-idle (full) buckets are dropped,
-/// so memory stays bounded under an address-spraying flood.
-const MAX_TRACKED: usize = 65_536;
-
-struct Bucket {
-    tokens: f64,
-    updated: Instant,
-}
-
-/// A token bucket per client address: `rate` per minute, bursts up to `rate`.
-pub struct RateLimiter {
-    per_sec: f64,
-    burst: f64,
-    buckets: Mutex<HashMap<IpAddr, Bucket>>,
-}
-
-impl RateLimiter {
-    /// Allows `rate` requests per minute per address.
-    pub fn per_minute(rate: u32) -> Self {
-        let rate = f64::from(rate.max(1));
-        RateLimiter { per_sec: rate / 60.0, burst: rate, buckets: Mutex::new(HashMap::new()) }
-    }
-
-    /// Takes one token for `addr`, or says when one will be there.
-    pub fn check(&self, addr: IpAddr) -> Result<(), WireError> {
-        let now = Instant::now();
-        let mut map = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= MAX_TRACKED && !map.contains_key(&addr) {
-            let full = Duration::from_secs_f64(self.burst / self.per_sec);
-            map.retain(|_, b| now.duration_since(b.updated) < full);
-        }
-        let b = map.entry(addr).or_insert(Bucket { tokens: self.burst, updated: now });
-        let elapsed = now.duration_since(b.updated).as_secs_f64();
-        b.tokens = (b.tokens + elapsed * self.per_sec).min(self.burst);
-        b.updated = now;
-        if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
-            Ok(())
-        } else {
-            let wait = (1.0 - b.tokens) / self.per_sec;
-            Err(WireError::Cluster(ClusterError::RateLimited {
-                retry_after_ms: (wait * 1000.0).ceil() as u64,
-            }))
-        }
-    }
-}
-
-/// One token bucket (per connection): `rate` per second, bursts up to `rate`.
-pub struct TokenBucket {
-    rate: f64,
-    state: Mutex<(f64, Instant)>,
-}
-
-impl TokenBucket {
-    /// A full bucket refilling at `rate` tokens per second.
-    pub fn per_second(rate: u32) -> Self {
-        let rate = f64::from(rate.max(1));
-        TokenBucket { rate, state: Mutex::new((rate, Instant::now())) }
-    }
-
-    /// Takes one token, or says when one will be there.
-    pub fn take(&self) -> Result<(), WireError> {
-        let now = Instant::now();
-        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let (tokens, last) = *st;
-        let tokens = (tokens + now.duration_since(last).as_secs_f64() * self.rate).min(self.rate);
-        if tokens >= 1.0 {
-            *st = (tokens - 1.0, now);
-            Ok(())
-        } else {
-            *st = (tokens, now);
-            let wait = (1.0 - tokens) / self.rate;
-            Err(WireError::Cluster(ClusterError::RateLimited {
-                retry_after_ms: (wait * 1000.0).ceil() as u64,
-            }))
-        }
-    }
-}
-
-/// A [`Budget`] per client address at this node, for costs known only in
-/// part before the request is served: fan-out copies (a send starts while
-/// its address holds budget and is charged the copies its answer reports)
-/// and blob bytes (charged as they arrive).
+/// Budgets per client address at this node ([`Budgets`], on a clock that
+/// starts with the limiter): requests that are cheap to send and costly to
+/// suffer take one each (KeyPackage fetches, lookups, mailbox opens, group
+/// creations); fan-out copies are charged after the answer (a send starts
+/// while its address holds budget); blob bytes as they arrive.
 pub struct AddressBudgets {
-    rate: u32,
-    per_minute: bool,
     start: Instant,
-    budgets: Mutex<HashMap<IpAddr, Budget>>,
+    budgets: Mutex<Budgets<IpAddr>>,
 }
 
 impl AddressBudgets {
     /// `rate` per second per address, one second of burst.
     pub fn per_second(rate: u32) -> Self {
-        Self::new(rate, false)
+        Self::new(Budgets::per_second(rate))
     }
 
     /// `rate` per minute per address, one minute of burst.
     pub fn per_minute(rate: u32) -> Self {
-        Self::new(rate, true)
+        Self::new(Budgets::per_minute(rate))
     }
 
-    fn new(rate: u32, per_minute: bool) -> Self {
-        AddressBudgets {
-            rate,
-            per_minute,
-            start: Instant::now(),
-            budgets: Mutex::new(HashMap::new()),
-        }
+    fn new(budgets: Budgets<IpAddr>) -> Self {
+        AddressBudgets { start: Instant::now(), budgets: Mutex::new(budgets) }
     }
 
-    fn now(&self) -> f64 {
-        self.start.elapsed().as_secs_f64()
+    fn with<T>(&self, f: impl FnOnce(&mut Budgets<IpAddr>, f64) -> T) -> T {
+        let now = self.start.elapsed().as_secs_f64();
+        f(&mut self.budgets.lock().unwrap_or_else(|p| p.into_inner()), now)
+    }
+
+    /// Takes one for `addr`, or says when one will be there.
+    pub fn take(&self, addr: IpAddr) -> Result<(), WireError> {
+        self.spend(addr, 1)
+    }
+
+    /// Takes `cost` for `addr` (while it holds budget), or refuses.
+    pub fn spend(&self, addr: IpAddr, cost: u64) -> Result<(), WireError> {
+        self.with(|b, now| b.spend(addr, cost, now))
     }
 
     /// Whether `addr` may start a request now.
     pub fn admit(&self, addr: IpAddr) -> Result<(), WireError> {
-        let now = self.now();
-        let mut map = self.budgets.lock().unwrap_or_else(|p| p.into_inner());
-        match map.get_mut(&addr) {
-            Some(b) => b.admit(now),
-            None => Ok(()),
-        }
+        self.with(|b, now| b.admit(&addr, now))
     }
 
-    /// Charges `addr` `cost` (copies of a send it made, bytes it uploaded).
+    /// Charges `addr` `cost` (copies of a send it made).
     pub fn charge(&self, addr: IpAddr, cost: u64) {
-        let now = self.now();
-        let mut map = self.budgets.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= MAX_TRACKED && !map.contains_key(&addr) {
-            // Full budgets carry no debt: forgetting them changes nothing.
-            map.retain(|_, b| !b.is_full(now));
-        }
-        let fresh = || match self.per_minute {
-            true => Budget::per_minute(self.rate, now),
-            false => Budget::per_second(self.rate, now),
-        };
-        map.entry(addr).or_insert_with(fresh).charge(cost, now);
+        self.with(|b, now| b.charge(addr, cost, now))
+    }
+}
+
+/// One token bucket (per connection): `rate` per second, bursts up to `rate`.
+pub struct TokenBucket {
+    start: Instant,
+    budget: Mutex<Budget>,
+}
+
+impl TokenBucket {
+    /// A full bucket refilling at `rate` tokens per second.
+    pub fn per_second(rate: u32) -> Self {
+        TokenBucket { start: Instant::now(), budget: Mutex::new(Budget::per_second(rate, 0.0)) }
+    }
+
+    /// Takes one token, or says when one will be there.
+    pub fn take(&self) -> Result<(), WireError> {
+        let now = self.start.elapsed().as_secs_f64();
+        let mut b = self.budget.lock().unwrap_or_else(|p| p.into_inner());
+        b.admit(now)?;
+        b.charge(1, now);
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mlsd_transport::protocol::ClusterError;
 
     #[test]
     fn burst_then_refusal_per_address() {
-        let l = RateLimiter::per_minute(3);
+        let l = AddressBudgets::per_minute(3);
         let a: IpAddr = "127.0.0.1".parse().unwrap();
         let b: IpAddr = "127.0.0.2".parse().unwrap();
         for _ in 0..3 {
-            l.check(a).unwrap();
+            l.take(a).unwrap();
         }
         assert!(
-            matches!(l.check(a), Err(WireError::Cluster(ClusterError::RateLimited { retry_after_ms })) if retry_after_ms > 0)
+            matches!(l.take(a), Err(WireError::Cluster(ClusterError::RateLimited { retry_after_ms })) if retry_after_ms > 0)
         );
-        l.check(b).unwrap();
+        l.take(b).unwrap();
     }
 
     #[test]

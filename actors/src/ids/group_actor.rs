@@ -17,7 +17,7 @@ use super::fanout::{Fanout, FanoutArgs, DONE};
 use super::group::{Accepted, GroupCore};
 use super::kept::{self, KeptSend};
 use super::slots::{FanoutSlot, FanoutSlots};
-use crate::budget::Budget;
+use crate::budget::{seconds, Budget};
 use crate::contract::Router;
 use crate::storage::{Batch, Store};
 
@@ -112,11 +112,6 @@ impl GroupState {
             WireError::Cluster(ClusterError::Internal(e.to_string()))
         })
     }
-}
-
-/// `t` in seconds since the Unix epoch, for the copy budget.
-fn seconds(t: std::time::SystemTime) -> f64 {
-    t.duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// The group actor.

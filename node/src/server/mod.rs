@@ -40,7 +40,7 @@ use crate::coalescer::Coalescer;
 use crate::config::ClusterConfig;
 use crate::config::NodeConfig;
 use crate::dispatch::Dispatch;
-use crate::limiter::{AddressBudgets, RateLimiter, TokenBucket};
+use crate::limiter::{AddressBudgets, TokenBucket};
 use crate::local::LocalOds;
 use crate::mixer::Mixer;
 use crate::peers::Peers;
@@ -69,11 +69,11 @@ pub struct ServerCtx {
     pub me: NodeConfig,
     /// Connections to the other nodes.
     pub peers: Arc<Peers>,
-    fetch_limiter: RateLimiter,
-    open_limiter: RateLimiter,
-    lookup_limiter: RateLimiter,
+    fetch_limiter: AddressBudgets,
+    open_limiter: AddressBudgets,
+    lookup_limiter: AddressBudgets,
     senders: AddressBudgets,
-    create_limiter: RateLimiter,
+    create_limiter: AddressBudgets,
     uploads: AddressBudgets,
     /// The first stage of the enqueue path (see [`delivery`]).
     mixer: Mixer<Dispatch>,
@@ -103,11 +103,11 @@ impl Drop for ConnSlot<'_> {
 impl ServerCtx {
     /// Context for node `me` of `config`.
     pub fn new(config: Arc<ClusterConfig>, me: NodeConfig, peers: Peers) -> Self {
-        let fetch_limiter = RateLimiter::per_minute(config.cs.fetch_rate_per_minute);
-        let open_limiter = RateLimiter::per_minute(config.ods.open_rate_per_minute);
-        let lookup_limiter = RateLimiter::per_minute(config.r#as.lookup_rate_per_minute);
+        let fetch_limiter = AddressBudgets::per_minute(config.cs.fetch_rate_per_minute);
+        let open_limiter = AddressBudgets::per_minute(config.ods.open_rate_per_minute);
+        let lookup_limiter = AddressBudgets::per_minute(config.r#as.lookup_rate_per_minute);
         let senders = AddressBudgets::per_second(config.ids.sender_copies_per_second);
-        let create_limiter = RateLimiter::per_minute(config.ids.create_rate_per_minute);
+        let create_limiter = AddressBudgets::per_minute(config.ids.create_rate_per_minute);
         let uploads = AddressBudgets::per_minute(config.sds_upload_bytes_per_minute);
         let peers = Arc::new(peers);
         // Each stage owns the next: mixer -> dispatch -> coalescer -> ODS actor.
@@ -145,19 +145,17 @@ impl ServerCtx {
     /// limited per client address here, where the address is known.
     pub(super) fn admit(&self, req: &Request, from: IpAddr) -> Result<(), WireError> {
         match req {
-            Request::Cs(CsRequest::FetchKeyPackages { .. }) => self.fetch_limiter.check(from),
+            Request::Cs(CsRequest::FetchKeyPackages { .. }) => self.fetch_limiter.take(from),
             // Mailboxes need no identity, so their creation is what to bound.
-            Request::Ods(OdsRequest::OpenMailbox { .. }) => self.open_limiter.check(from),
+            Request::Ods(OdsRequest::OpenMailbox { .. }) => self.open_limiter.take(from),
             Request::As(AsRequest::Lookup { .. } | AsRequest::LookupPage { .. }) => {
-                self.lookup_limiter.check(from)
+                self.lookup_limiter.take(from)
             }
             Request::Ids(IdsRequest::Send { .. }) => self.senders.admit(from),
             // Groups and blobs need no identity: their creation is what to bound.
-            Request::Ids(IdsRequest::CreateGroup { .. }) => self.create_limiter.check(from),
+            Request::Ids(IdsRequest::CreateGroup { .. }) => self.create_limiter.take(from),
             Request::Sds(SdsRequest::PutBlob { data, .. }) => {
-                self.uploads.admit(from)?;
-                self.uploads.charge(from, data.len() as u64);
-                Ok(())
+                self.uploads.spend(from, data.len() as u64)
             }
             _ => Ok(()),
         }
