@@ -16,9 +16,7 @@ use mlsd_transport::{Response, Role, WireError};
 /// 15 recipients whose mailboxes the ODS does not know: each copy is made
 /// (sealed, handed to the ODS) and counted, none stored.
 fn roster() -> Vec<RosterEntry> {
-    (0..15)
-        .map(|_| RosterEntry { mailbox: rand::random(), key: rand::random(), push_key: None })
-        .collect()
+    (0..15).map(|_| RosterEntry { cap: common::unissued_cap(), key: rand::random() }).collect()
 }
 
 fn copies(r: &Response) -> u32 {

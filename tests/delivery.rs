@@ -139,7 +139,6 @@ async fn an_unreachable_owner_delays_only_its_group_and_the_retry_completes_late
     carol.receive().await.unwrap();
     dave.receive().await.unwrap();
     let carol_keys = carol.envelope_keys();
-    let carol_box = carol.mailbox_keys().unwrap().id;
 
     c.kill("n2");
     let to_g = alice.prepare_text("g", "for g while n2 is down").unwrap();
@@ -183,9 +182,7 @@ async fn an_unreachable_owner_delays_only_its_group_and_the_retry_completes_late
     let copies = queued
         .iter()
         .filter_map(|d| {
-            carol_keys
-                .iter()
-                .find_map(|k| mlsd_transport::envelope::open(k, &carol_box, &d.envelope).ok())
+            carol_keys.iter().find_map(|k| mlsd_transport::envelope::open(k, &d.envelope).ok())
         })
         .filter(|plain| {
             mlsd_transport::envelope::unpad(&plain[..])
@@ -240,12 +237,12 @@ async fn a_send_missing_only_unknown_mailboxes_is_not_kept() {
         unreachable!()
     };
     let Recipients::Roster(roster) = &mut body.recipients else { panic!("client mode") };
-    roster.push(RosterEntry { mailbox: [0xee; 32], key: [1; 32], push_key: None });
+    roster.push(RosterEntry { cap: common::unissued_cap(), key: [1; 32] });
     let send = Request::Ids(IdsRequest::Send { body, mac });
     match alice.send_request(send.clone()).await.unwrap() {
         Response::PartlySent { copies: 2, failed: 1, undelivered } => {
             assert_eq!(undelivered.len(), 1);
-            assert_eq!(undelivered[0].reason, Undeliverable::UnknownMailbox);
+            assert_eq!(undelivered[0].reason, Undeliverable::NoCapability);
         }
         other => panic!("expected PartlySent, got {other:?}"),
     }

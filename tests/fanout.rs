@@ -13,7 +13,7 @@ mod common;
 use common::to_roster;
 use mlsd::inproc::InprocCluster;
 use mlsd_actors::ids::fanout::{ENQUEUE_CHUNK, ENQUEUE_FIRST};
-use mlsd_client::mailbox::{self, Counter, MailboxKeys};
+use mlsd_client::mailbox::{self, Counter};
 use mlsd_client::{Client, ClientConfig, Connection};
 use mlsd_transport::envelope;
 use mlsd_transport::protocol::{RosterEntry, RosterMode, Undeliverable};
@@ -51,48 +51,48 @@ async fn large_fan_out(layout: &[(&str, &str)]) {
     sender.create_group("G", RosterMode::Client).await.unwrap();
     let conn = Connection::connect(cfg.server, &cfg.ca).await.unwrap();
 
-    // Recipients with opened mailboxes, and a few the ODS never heard of.
+    // Recipients with opened mailboxes and issued capabilities, and a few
+    // capabilities the ODS never issued.
     let mut known = Vec::new();
     let mut roster = Vec::new();
     for i in 0..MEMBERS {
         let key: [u8; 32] = rand::random();
         if i % UNKNOWN_EVERY == UNKNOWN_EVERY - 1 {
-            roster.push(RosterEntry { mailbox: rand::random(), key, push_key: None });
+            roster.push(RosterEntry { cap: common::unissued_cap(), key });
             continue;
         }
-        let keys = MailboxKeys::generate().unwrap();
-        mailbox::open(&conn, &keys, None).await.unwrap();
-        roster.push(RosterEntry { mailbox: keys.id, key, push_key: None });
-        known.push((keys, key));
+        let (keys, cap) = common::mailbox_with_cap(&conn).await;
+        roster.push(RosterEntry { cap: cap.clone(), key });
+        known.push((keys, cap, key));
     }
     let unknown = MEMBERS - known.len();
     assert!(unknown > 0 && known.len() > 2 * ENQUEUE_CHUNK);
     // Every node hosting the ODS owns some of the recipients, so each gets
     // its own share of the copies.
     for ods in cluster.config.nodes.iter().filter(|n| n.hosts(Role::Ods)) {
-        let owns = |id: &[u8; 32]| {
-            mlsd_node::routing::owner(&cluster.config.nodes, Role::Ods, id)
+        let owns = |shard: &[u8; 2]| {
+            mlsd_node::routing::owner(&cluster.config.nodes, Role::Ods, shard)
                 .is_some_and(|o| o.name == ods.name)
         };
-        assert!(known.iter().filter(|(k, _)| owns(&k.id)).count() > ENQUEUE_CHUNK / 2);
+        assert!(known.iter().filter(|(_, c, _)| owns(&c.shard)).count() > ENQUEUE_CHUNK / 2);
     }
 
     let first = to_roster(sender.prepare_text("G", "to everyone").unwrap(), &roster);
     match sender.send_request(first).await {
         Ok(Response::PartlySent { copies, failed, undelivered }) => {
             assert_eq!((failed as usize, copies as usize), (unknown, MEMBERS));
-            // Exactly the unknown mailboxes are named, each once, and why.
+            // Exactly the unissued capabilities are named, each once, and why.
             let mut named: Vec<[u8; 32]> = undelivered
                 .iter()
                 .map(|u| {
-                    assert_eq!(u.reason, Undeliverable::UnknownMailbox);
-                    u.mailbox
+                    assert_eq!(u.reason, Undeliverable::NoCapability);
+                    u.cap.token
                 })
                 .collect();
             named.sort();
             named.dedup();
             assert_eq!(named.len(), unknown);
-            assert!(named.iter().all(|m| !known.iter().any(|(k, _)| k.id == *m)));
+            assert!(named.iter().all(|t| !known.iter().any(|(_, c, _)| c.token == *t)));
         }
         other => panic!("expected PartlySent, got {other:?}"),
     }
@@ -100,7 +100,7 @@ async fn large_fan_out(layout: &[(&str, &str)]) {
     // The same text again to the known recipients only: complete, and a
     // retry of that send (its answer lost, say) stores nothing twice.
     let known_roster: Vec<RosterEntry> =
-        roster.iter().filter(|e| known.iter().any(|(k, _)| k.id == e.mailbox)).cloned().collect();
+        roster.iter().filter(|e| known.iter().any(|(_, c, _)| *c == e.cap)).cloned().collect();
     let second = to_roster(sender.prepare_text("G", "to the known").unwrap(), &known_roster);
     for _ in 0..2 {
         match sender.send_request(second.clone()).await.unwrap() {
@@ -111,13 +111,14 @@ async fn large_fan_out(layout: &[(&str, &str)]) {
 
     // Every known mailbox holds exactly two envelopes (one per message), both
     // opening with that recipient's key and no other's.
-    for (i, (keys, key)) in known.iter().enumerate() {
+    for (i, (keys, _, key)) in known.iter().enumerate() {
         let got = mailbox::fetch(&conn, keys, &mut Counter::default(), 0, 10).await.unwrap();
         assert_eq!(got.len(), 2, "mailbox {i}");
         for d in &got {
-            assert!(envelope::open(key, &keys.id, &d.envelope).is_ok(), "mailbox {i}");
-            let (other_keys, other_key) = &known[(i + 1) % known.len()];
-            assert!(envelope::open(other_key, &other_keys.id, &d.envelope).is_err());
+            assert!(envelope::open(key, &d.envelope).is_ok(), "mailbox {i}");
+            assert_eq!(d.via, 1, "came through its one capability");
+            let (_, _, other_key) = &known[(i + 1) % known.len()];
+            assert!(envelope::open(other_key, &d.envelope).is_err());
         }
     }
     cluster.shutdown().await;

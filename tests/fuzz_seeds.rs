@@ -68,7 +68,6 @@ async fn write_fuzz_seed_corpus() {
     let response = ResponseFrame::new(Response::Envelopes(got.clone()));
     put(&out, "requests", "envelopes-response", &codec::encode(&response).unwrap());
     put(&out, "requests", "sent-response", &codec::encode(&ResponseFrame::new(resp)).unwrap());
-    let mailbox = keys.id;
     // The message is sealed under the next epoch's key: process the commit first.
     alice.receive().await.unwrap();
     let envelope_keys = alice.envelope_keys();
@@ -76,7 +75,7 @@ async fn write_fuzz_seed_corpus() {
         put(&out, "envelope", &format!("{name}-envelope"), &d.envelope);
         let plain = envelope_keys
             .iter()
-            .find_map(|k| open(k, &mailbox, &d.envelope).ok())
+            .find_map(|k| open(k, &d.envelope).ok())
             .expect("one of Alice's epoch keys opens it");
         put(&out, "mls_framing", name, unpad(&plain).unwrap().1);
         put(&out, "envelope", &format!("{name}-padded"), &plain);

@@ -13,7 +13,7 @@ use common::{server_err, Cluster};
 use mlsd_client::mailbox::{self, Counter, MailboxKeys};
 use mlsd_client::Connection;
 use mlsd_transport::protocol::ods::LABEL_FETCH;
-use mlsd_transport::protocol::{EnqueueItem, EnqueueResult, NodeRequest};
+use mlsd_transport::protocol::{DeliveryCap, EnqueueItem, EnqueueResult, NodeRequest};
 use mlsd_transport::{Request, Response, Role, WireError};
 
 fn split(extra: &str) -> Cluster {
@@ -23,8 +23,15 @@ fn split(extra: &str) -> Cluster {
     )
 }
 
-fn item(mailbox: [u8; 32], n: u8, push_key: Option<[u8; 32]>) -> EnqueueItem {
-    EnqueueItem { mailbox, delivery_id: [n; 32], envelope: vec![n; 100 + n as usize], push_key }
+fn item(cap: &DeliveryCap, n: u8) -> EnqueueItem {
+    EnqueueItem { cap: cap.clone(), delivery_id: [n; 32], envelope: vec![n; 100 + n as usize] }
+}
+
+/// One capability of `keys`'s mailbox, issued at the ODS.
+async fn issued(conn: &Connection, keys: &MailboxKeys) -> DeliveryCap {
+    let cap = keys.new_cap().unwrap();
+    mailbox::issue(conn, keys, &mut Counter::default(), std::slice::from_ref(&cap)).await.unwrap();
+    cap
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -36,19 +43,20 @@ async fn enqueue_fetch_ack_in_order_exactly_once() {
     let conn = Connection::connect(c.addr("n1"), &c.ca()).await.unwrap();
     let keys = MailboxKeys::generate().unwrap();
     mailbox::open(&conn, &keys, None).await.unwrap();
+    let cap = issued(&conn, &keys).await;
     assert_eq!(
         server_err(mailbox::open(&conn, &keys, None).await),
         WireError::Ods(OdsError::MailboxTaken)
     );
 
-    let unknown = [0xee; 32];
-    let batch = vec![item(keys.id, 1, None), item(unknown, 2, None), item(keys.id, 3, None)];
+    let unknown = common::unissued_cap();
+    let batch = vec![item(&cap, 1), item(&unknown, 2), item(&cap, 3)];
     let r = c.node_call("n2", "n3", NodeRequest::Enqueue(batch.clone())).await;
     assert_eq!(
         r,
         Response::Enqueued(vec![
             EnqueueResult::Stored { seq: 1 },
-            EnqueueResult::UnknownMailbox,
+            EnqueueResult::NoCapability,
             EnqueueResult::Stored { seq: 2 },
         ])
     );
@@ -59,7 +67,7 @@ async fn enqueue_fetch_ack_in_order_exactly_once() {
         "{r:?}"
     );
     // A node that does not own the mailbox says so per item.
-    let r = c.node_call("n2", "n1", NodeRequest::Enqueue(vec![item(keys.id, 4, None)])).await;
+    let r = c.node_call("n2", "n1", NodeRequest::Enqueue(vec![item(&cap, 4)])).await;
     assert_eq!(r, Response::Enqueued(vec![EnqueueResult::NotOwner]));
 
     let mut counter = Counter::default();
@@ -86,7 +94,8 @@ async fn wrong_key_replay_unknown_mailbox_and_bounds_are_refused() {
     let conn = Connection::connect(c.addr("n3"), &c.ca()).await.unwrap();
     let keys = MailboxKeys::generate().unwrap();
     mailbox::open(&conn, &keys, None).await.unwrap();
-    c.node_call("n2", "n3", NodeRequest::Enqueue(vec![item(keys.id, 1, None)])).await;
+    let cap = issued(&conn, &keys).await;
+    c.node_call("n2", "n3", NodeRequest::Enqueue(vec![item(&cap, 1)])).await;
 
     // Signed with another mailbox's key.
     let other = MailboxKeys::generate().unwrap();
@@ -109,15 +118,10 @@ async fn wrong_key_replay_unknown_mailbox_and_bounds_are_refused() {
 
     // Queue bound and envelope size bound, per item.
     let items = vec![
-        item(keys.id, 2, None),
-        item(keys.id, 3, None),
-        item(keys.id, 4, None),
-        EnqueueItem {
-            mailbox: keys.id,
-            delivery_id: [5; 32],
-            envelope: vec![0; 300 * 1024],
-            push_key: None,
-        },
+        item(&cap, 2),
+        item(&cap, 3),
+        item(&cap, 4),
+        EnqueueItem { cap: cap.clone(), delivery_id: [5; 32], envelope: vec![0; 300 * 1024] },
     ];
     let r = c.node_call("n2", "n3", NodeRequest::Enqueue(items)).await;
     assert_eq!(
@@ -149,34 +153,41 @@ async fn push_notifies_once_per_new_envelope_and_the_url_is_never_stored_in_the_
     let conn = Connection::connect(c.addr("n1"), &c.ca()).await.unwrap();
     let keys = MailboxKeys::generate().unwrap();
     mailbox::open(&conn, &keys, Some(&url)).await.unwrap();
-    let pk = Some(*keys.push_key);
+    let cap = issued(&conn, &keys).await;
 
     // One envelope, one notification; the next envelope, once the first
     // notification went out, another.
     for n in 1..=2u8 {
-        let r = c.node_call("n2", "n3", NodeRequest::Enqueue(vec![item(keys.id, n, pk)])).await;
+        let r = c.node_call("n2", "n3", NodeRequest::Enqueue(vec![item(&cap, n)])).await;
         assert!(matches!(r, Response::Enqueued(_)));
         assert_eq!(server.wait_for(n as usize, 5).await, n as usize);
     }
-    // A retried copy is not notified again; an item without the push key cannot be.
-    c.node_call(
-        "n2",
-        "n3",
-        NodeRequest::Enqueue(vec![item(keys.id, 1, pk), item(keys.id, 3, None)]),
-    )
-    .await;
+    // A retried copy is not notified again; one through a revoked
+    // capability is not stored, so not notified either.
+    let other = issued(&conn, &keys).await;
+    mailbox::revoke(&conn, &keys, &mut Counter::default(), &[other.token]).await.unwrap();
+    let r =
+        c.node_call("n2", "n3", NodeRequest::Enqueue(vec![item(&cap, 1), item(&other, 3)])).await;
+    assert_eq!(
+        r,
+        Response::Enqueued(vec![EnqueueResult::Stored { seq: 1 }, EnqueueResult::NoCapability])
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(hits.load(Ordering::SeqCst), 2);
 
-    // Attacker reads the ODS node's disk: no push URL, no push key.
+    // Attacker reads the ODS node's disk: no push URL, no push key, no
+    // capability token.
     c.kill("n3");
     let data = c.dir.path().join("data/n3");
     let mut found = Vec::new();
     for entry in common::walk(&data) {
         let bytes = std::fs::read(&entry).unwrap();
-        for needle in
-            [url.as_bytes(), b"secret-push-token-of-bob".as_slice(), keys.push_key.as_slice()]
-        {
+        for needle in [
+            url.as_bytes(),
+            b"secret-push-token-of-bob".as_slice(),
+            keys.push_key.as_slice(),
+            cap.token.as_slice(),
+        ] {
             if bytes.windows(needle.len()).any(|w| w == needle) {
                 found.push(entry.display().to_string());
             }
@@ -196,7 +207,8 @@ async fn enqueued_envelopes_survive_a_node_kill() {
     let conn = Connection::connect(c.addr("n1"), &c.ca()).await.unwrap();
     let keys = MailboxKeys::generate().unwrap();
     mailbox::open(&conn, &keys, None).await.unwrap();
-    let items: Vec<_> = (1..=20).map(|n| item(keys.id, n, None)).collect();
+    let cap = issued(&conn, &keys).await;
+    let items: Vec<_> = (1..=20).map(|n| item(&cap, n)).collect();
     let r = c.node_call("n2", "n3", NodeRequest::Enqueue(items)).await;
     assert!(matches!(&r, Response::Enqueued(v) if v.len() == 20));
     c.kill("n3");
@@ -227,13 +239,13 @@ async fn a_subscriber_gets_envelopes_live_and_no_push() {
     let conn = Connection::connect(c.addr("n1"), &c.ca()).await.unwrap();
     let keys = MailboxKeys::generate().unwrap();
     mailbox::open(&conn, &keys, Some(&url)).await.unwrap();
-    let pk = Some(*keys.push_key);
-    c.node_call("n2", "n3", NodeRequest::Enqueue(vec![item(keys.id, 1, pk)])).await;
+    let cap = issued(&conn, &keys).await;
+    c.node_call("n2", "n3", NodeRequest::Enqueue(vec![item(&cap, 1)])).await;
 
     let mut counter = Counter::default();
     let (mut sub, backlog) = mailbox::subscribe(&conn, &keys, &mut counter, 0).await.unwrap();
     assert_eq!(backlog.iter().map(|d| d.seq).collect::<Vec<_>>(), vec![1]);
-    c.node_call("n2", "n3", NodeRequest::Enqueue(vec![item(keys.id, 2, pk)])).await;
+    c.node_call("n2", "n3", NodeRequest::Enqueue(vec![item(&cap, 2)])).await;
     let live = tokio::time::timeout(Duration::from_secs(5), sub.next()).await.unwrap().unwrap();
     assert_eq!(live.len(), 1);
     assert_eq!((live[0].seq, live[0].envelope.clone()), (2, vec![2; 102]));
@@ -248,8 +260,8 @@ async fn a_subscriber_gets_envelopes_live_and_no_push() {
     sub.close();
     drop(conn);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    c.node_call("n2", "n3", NodeRequest::Enqueue(vec![item(keys.id, 3, pk)])).await;
-    c.node_call("n2", "n3", NodeRequest::Enqueue(vec![item(keys.id, 4, pk)])).await;
+    c.node_call("n2", "n3", NodeRequest::Enqueue(vec![item(&cap, 3)])).await;
+    c.node_call("n2", "n3", NodeRequest::Enqueue(vec![item(&cap, 4)])).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while hits.load(Ordering::SeqCst) < 2 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -273,19 +285,19 @@ async fn a_subscriber_that_stops_reading_is_dropped_and_push_resumes() {
     let conn = Connection::connect(c.addr("n3"), &c.ca()).await.unwrap();
     let keys = MailboxKeys::generate().unwrap();
     mailbox::open(&conn, &keys, Some(&url)).await.unwrap();
-    let pk = Some(*keys.push_key);
+    let cap = issued(&conn, &keys).await;
     let (sub, backlog) =
         mailbox::subscribe(&conn, &keys, &mut Counter::default(), 0).await.unwrap();
     assert!(backlog.is_empty());
     // 3 MB of live envelopes, more than the stream's receive window, which
     // this subscriber never reads; fewer batches than the node queues.
     for n in 1..=30u8 {
-        let big = EnqueueItem { envelope: vec![n; 100_000], ..item(keys.id, n, pk) };
+        let big = EnqueueItem { envelope: vec![n; 100_000], ..item(&cap, n) };
         c.node_call("n2", "n3", NodeRequest::Enqueue(vec![big])).await;
     }
     assert_eq!(hits.load(Ordering::SeqCst), 0, "a live subscriber gets no push");
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    c.node_call("n2", "n3", NodeRequest::Enqueue(vec![item(keys.id, 31, pk)])).await;
+    c.node_call("n2", "n3", NodeRequest::Enqueue(vec![item(&cap, 31)])).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while hits.load(Ordering::SeqCst) == 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -18,14 +18,15 @@ use openmls_rust_crypto::OpenMlsRustCrypto;
 
 /// A KeyPackage claiming `client`, signed by a fresh key the AS never saw,
 /// delivering to `via`'s mailbox: what a modified client can make.
-fn forged(client: &str, via: &Client) -> KeyPackage {
+async fn forged(client: &str, via: &mut Client) -> KeyPackage {
+    let cap = via.new_caps(1).await.unwrap().pop().unwrap();
     let provider = OpenMlsRustCrypto::default();
     let signer = SignatureKeyPair::new(CIPHERSUITE.signature_algorithm()).unwrap();
     let cwk = CredentialWithKey {
         credential: BasicCredential::new(client.as_bytes().to_vec()).into(),
         signature_key: signer.public().into(),
     };
-    let mailbox = via.mailbox_keys().unwrap().reference();
+    let mailbox = via.mailbox_keys().unwrap().reference(cap);
     KeyPackage::builder()
         .leaf_node_capabilities(capabilities())
         .leaf_node_extensions(mailbox_extension(&mailbox).unwrap())
@@ -59,7 +60,7 @@ async fn a_device_the_as_never_bound_is_caught_by_every_other_member() {
     let mut bob = c.registered("bob/phone", "n1", 3).await;
     let mut carol = c.registered("carol/phone", "n1", 3).await;
     let mut dave = c.registered("dave/phone", "n1", 3).await;
-    let mallory = c.registered("mallory/phone", "n1", 3).await;
+    let mut mallory = c.registered("mallory/phone", "n1", 3).await;
     alice.create_group("G", RosterMode::Stored).await.unwrap();
     alice.add_members("G", &["bob", "carol"]).await.unwrap();
     bob.receive().await.unwrap();
@@ -69,8 +70,8 @@ async fn a_device_the_as_never_bound_is_caught_by_every_other_member() {
     // Bob, with a modified client, adds "alice/evil" (no binding at all) and
     // a second "mallory/phone" whose key is not mallory's bound one; both
     // deliver to mallory's mailbox. The IDS accepts the commit as any other.
-    let evil = forged("alice/evil", &mallory);
-    let twin = forged("mallory/phone", &mallory);
+    let evil = forged("alice/evil", &mut mallory).await;
+    let twin = forged("mallory/phone", &mut mallory).await;
     bob.add_unverified_key_packages("G", vec![evil, twin]).await.unwrap();
 
     let expected = |events: &[Event]| {

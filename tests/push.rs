@@ -35,12 +35,15 @@ async fn deliver(c: &Cluster, url: &str, n: usize) {
     let conn = Connection::connect(c.addr("n2"), &c.ca()).await.unwrap();
     let keys = MailboxKeys::generate().unwrap();
     mailbox::open(&conn, &keys, Some(url)).await.unwrap();
+    let cap = keys.new_cap().unwrap();
+    mailbox::issue(&conn, &keys, &mut Default::default(), std::slice::from_ref(&cap))
+        .await
+        .unwrap();
     let items = (0..n)
         .map(|_| EnqueueItem {
-            mailbox: keys.id,
+            cap: cap.clone(),
             delivery_id: rand::random(),
             envelope: vec![1; 100],
-            push_key: Some(*keys.push_key),
         })
         .collect();
     let r = c.node_call("n1", "n2", NodeRequest::Enqueue(items)).await;

@@ -6,6 +6,8 @@
 //!   No `layout` key in the `meta` column family.
 //! - 1: every structured record starts with its format version
 //!   ([`crate::record`]).
+//! - 2: each queued envelope (ODS `q/`) starts with the serial of the
+//!   delivery capability it came with; envelopes queued before carry 0.
 //!
 //! The migration from 0 walks each structured record's key range in batches;
 //! each batch also moves a cursor, in the same atomic write, so a node killed
@@ -27,7 +29,7 @@ use crate::sds::BlobRecord;
 use crate::storage::{Batch, Space, Store, StoreError};
 
 /// The layout this binary writes and reads.
-pub const LAYOUT: u32 = 1;
+pub const LAYOUT: u32 = 2;
 
 const LAYOUT_KEY: &[u8] = b"layout";
 const CURSOR_KEY: &[u8] = b"layout/cursor";
@@ -37,18 +39,25 @@ const BATCH: usize = 256;
 /// How a layout-0 value of one key range becomes its layout-1 form.
 type Convert = fn(&[u8]) -> Option<Vec<u8>>;
 
-/// Every key range of layout 0 that holds structured records, in the order
-/// the migration walks them (the cursor names a position in this list).
-const TAGGED: &[(Role, &[u8], Convert)] = &[
-    (Role::As, b"b/", tag_legacy::<BindingRecord>),
-    (Role::Cs, b"k/", tag_legacy::<KpRecord>),
-    (Role::Cs, b"l/", tag_legacy::<KpRecord>),
-    (Role::Ids, b"g/", tag_legacy::<GroupRecord>),
-    (Role::Ids, b"r/", tag_legacy::<SealedRoster>),
-    (Role::Ids, b"k/", tag_legacy::<KeptSend>),
-    (Role::Ods, b"m/", tag_legacy::<MailboxRecord>),
-    (Role::Sds, b"b/", tag_legacy::<BlobRecord>),
+/// Every conversion, in the order the migration walks them (the cursor
+/// names a position in this list): the layout that introduced it (it runs
+/// on data dirs of older layouts), the key range and how a value changes.
+const STEPS: &[(u32, Role, &[u8], Convert)] = &[
+    (1, Role::As, b"b/", tag_legacy::<BindingRecord>),
+    (1, Role::Cs, b"k/", tag_legacy::<KpRecord>),
+    (1, Role::Cs, b"l/", tag_legacy::<KpRecord>),
+    (1, Role::Ids, b"g/", tag_legacy::<GroupRecord>),
+    (1, Role::Ids, b"r/", tag_legacy::<SealedRoster>),
+    (1, Role::Ids, b"k/", tag_legacy::<KeptSend>),
+    (1, Role::Ods, b"m/", tag_legacy::<MailboxRecord>),
+    (1, Role::Sds, b"b/", tag_legacy::<BlobRecord>),
+    (2, Role::Ods, b"q/", serial_unknown),
 ];
+
+/// A queued envelope of layout 1 as layout 2 keeps it: capability serial 0.
+fn serial_unknown(v: &[u8]) -> Option<Vec<u8>> {
+    Some([&[0u8; 8][..], v].concat())
+}
 
 /// Why storage could not be brought to [`LAYOUT`].
 #[derive(Debug, thiserror::Error)]
@@ -100,7 +109,11 @@ pub fn upgrade(store: &dyn Store) -> Result<Upgrade, LayoutError> {
         Some(_) => return Err(LayoutError::Corrupt),
         None => (0, None),
     };
-    while let Some(&(role, prefix, convert)) = TAGGED.get(step) {
+    while let Some(&(since, role, prefix, convert)) = STEPS.get(step) {
+        if from >= since {
+            (step, after) = (step + 1, None);
+            continue;
+        }
         let space = Space::Role(role);
         let start = match &after {
             // The first key after the last one converted.
@@ -117,7 +130,7 @@ pub fn upgrade(store: &dyn Store) -> Result<Upgrade, LayoutError> {
                 }
                 None => {
                     done.set_aside += 1;
-                    tracing::error!(%role, "a stored record of layout 0 does not decode; set aside");
+                    tracing::error!(%role, from, "a stored record does not decode; set aside");
                     b.put(space, k.clone(), quarantine(v));
                 }
             }
@@ -217,6 +230,25 @@ mod tests {
             let v = store.get(AS, format!("b/u{n:04}/phone").as_bytes()).unwrap().unwrap();
             assert_eq!(record::decode::<BindingRecord>(&v).unwrap().binding.serial, n);
         }
+    }
+
+    #[test]
+    fn layout_1_queued_envelopes_get_serial_0_and_nothing_else_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RocksStore::open(dir.path(), false).unwrap();
+        let ods = Space::Role(Role::Ods);
+        let tagged = record::encode(&binding(1)).unwrap();
+        let mut b = Batch::new();
+        b.put(Space::Meta, LAYOUT_KEY.to_vec(), 1u32.to_be_bytes().to_vec());
+        b.put(AS, "b/u0001/phone", tagged.clone());
+        b.put(ods, "q/mailbox/1", vec![7; 512]);
+        store.write(b).unwrap();
+        let up = upgrade(&store).unwrap();
+        assert_eq!(up, Upgrade { from: 1, converted: 1, set_aside: 0 });
+        let q = store.get(ods, b"q/mailbox/1").unwrap().unwrap();
+        assert_eq!((&q[..8], &q[8..]), (&[0u8; 8][..], &[7u8; 512][..]));
+        assert_eq!(store.get(AS, b"b/u0001/phone").unwrap().unwrap(), tagged, "not tagged twice");
+        assert_eq!(upgrade(&store).unwrap().from, LAYOUT);
     }
 
     #[test]

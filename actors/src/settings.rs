@@ -51,7 +51,13 @@ pub struct OdsSettings {
     /// so that it fits the frame limits of both ends
     /// ([`mlsd_transport::protocol::ods::page_budget`]).
     pub page_bytes: usize,
+    /// Most live delivery capabilities per mailbox (`TooManyCapabilities`
+    /// beyond): one per KeyPackage waiting at the CS and per group joined.
+    pub max_capabilities: u32,
 }
+
+/// Default [`OdsSettings::max_capabilities`].
+pub const DEFAULT_MAX_CAPABILITIES: u32 = 4096;
 
 /// Anonymizers alive at once per fan-out unless configured: twice the cores.
 /// Sealing never waits on I/O, so more in flight buys no parallelism; it only
@@ -140,6 +146,7 @@ impl Default for RoleSettings {
             ods: OdsSettings {
                 max_queue: DEFAULT_MAX_QUEUE,
                 max_fetch: DEFAULT_MAX_FETCH,
+                max_capabilities: DEFAULT_MAX_CAPABILITIES,
                 page_bytes: mlsd_transport::protocol::ods::page_budget(
                     mlsd_transport::limits::DEFAULT_MAX_FRAME,
                 ),

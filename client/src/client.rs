@@ -2,7 +2,7 @@
 //! directory. Steps 1-4 of the brief: register at the AS, publish KeyPackages
 //! at the CS, fetch and authenticate other clients' KeyPackages.
 
-use mlsd_transport::protocol::{AsRequest, AuthError, CsRequest, OdsError};
+use mlsd_transport::protocol::{AsRequest, AuthError, CsRequest, DeliveryCap, OdsError};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -261,14 +261,15 @@ impl Client {
         }
     }
 
-    fn new_key_package(&self, last_resort: bool) -> Result<Vec<u8>, ClientError> {
+    /// A KeyPackage delivering through `cap` (issued at the ODS already).
+    fn new_key_package(&self, last_resort: bool, cap: DeliveryCap) -> Result<Vec<u8>, ClientError> {
         let id = self.identity.as_ref().ok_or(ClientError::NotRegistered)?;
         let signer = self.signer()?;
         let cwk = CredentialWithKey {
             credential: BasicCredential::new(id.client.as_bytes().to_vec()).into(),
             signature_key: id.public_key.clone().into(),
         };
-        let mref = self.mailbox.as_ref().ok_or(ClientError::NotRegistered)?.reference();
+        let mref = self.mailbox.as_ref().ok_or(ClientError::NotRegistered)?.reference(cap);
         let mut builder = openmls::prelude::KeyPackage::builder()
             .key_package_lifetime(Lifetime::new(KEY_PACKAGE_LIFETIME_SECS))
             .leaf_node_capabilities(capabilities())
@@ -286,15 +287,36 @@ impl Client {
     }
 
     /// Step 2: creates `count` one-time KeyPackages and a last-resort one,
+    /// each with a delivery capability of its own (issued at the ODS first,
+    /// so a KeyPackage the CS hands out can always deliver its Welcome),
     /// keeps their private keys in the home, uploads them signed with the
     /// bound key. Returns how many one-time KeyPackages the CS now holds.
     pub async fn publish(&mut self, count: u32) -> Result<u32, ClientError> {
-        let key_packages =
-            (0..count).map(|_| self.new_key_package(false)).collect::<Result<Vec<_>, _>>()?;
-        let last_resort = Some(self.new_key_package(true)?);
+        let mut caps = self.new_caps(count as usize + 1).await?;
+        let last_cap = caps.pop().ok_or(ClientError::NotRegistered)?;
+        let key_packages = caps
+            .into_iter()
+            .map(|c| self.new_key_package(false, c))
+            .collect::<Result<Vec<_>, _>>()?;
+        let last_resort = Some(self.new_key_package(true, last_cap)?);
         // Private keys first: a KeyPackage the CS hands out must be usable.
         self.home.save_storage(self.provider.storage())?;
         self.upload(key_packages, last_resort).await
+    }
+
+    /// `n` fresh capabilities of this device's mailbox, issued at the ODS.
+    pub async fn new_caps(&mut self, n: usize) -> Result<Vec<DeliveryCap>, ClientError> {
+        let keys = self.mailbox.as_ref().ok_or(ClientError::NotRegistered)?;
+        let caps = (0..n).map(|_| keys.new_cap()).collect::<Result<Vec<_>, _>>()?;
+        crate::mailbox::issue(&self.conn, keys, &mut self.counter, &caps).await?;
+        Ok(caps)
+    }
+
+    /// Revokes capabilities of this device's mailbox (after leaving a group,
+    /// or to stop a sender abusing one): copies through them are refused.
+    pub async fn revoke_caps(&mut self, tokens: &[[u8; 32]]) -> Result<u32, ClientError> {
+        let keys = self.mailbox.as_ref().ok_or(ClientError::NotRegistered)?;
+        crate::mailbox::revoke(&self.conn, keys, &mut self.counter, tokens).await
     }
 
     /// Uploads already serialized KeyPackages, signed with the bound key.

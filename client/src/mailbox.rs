@@ -2,12 +2,17 @@
 //!
 //! A mailbox is not linked to the client's identity: its id is random, and it
 //! is authenticated by its own Ed25519 key, not the identity's signature key.
-//! Its push endpoint is sealed under a push key the ODS never stores.
+//! Its push endpoint is sealed under a push key the ODS never stores in the
+//! clear. Nobody learns its id: others deliver to it through capabilities
+//! the client has the ODS issue ([`issue`]), one per KeyPackage and group,
+//! and revokes ([`revoke`]) when it leaves a group or a sender abuses one.
 
 use ed25519_dalek::{Signer as _, SigningKey};
 use mlsd_transport::protocol::identity::signing_bytes;
-use mlsd_transport::protocol::ods::{LABEL_ACK, LABEL_FETCH};
-use mlsd_transport::protocol::{AuthError, OdsRequest};
+use mlsd_transport::protocol::ods::{
+    LABEL_ACK, LABEL_FETCH, LABEL_ISSUE, LABEL_REVOKE, MAX_CAPS_PER_REQUEST,
+};
+use mlsd_transport::protocol::{shard_of, AuthError, DeliveryCap, OdsRequest};
 use mlsd_transport::protocol::{Delivered, MailboxAuth, MailboxId, SealedPush};
 use mlsd_transport::{Request, Response};
 use serde::{Deserialize, Serialize};
@@ -22,8 +27,9 @@ pub struct MailboxKeys {
     pub id: MailboxId,
     /// Ed25519 seed of the auth key.
     pub auth_seed: Zeroizing<[u8; 32]>,
-    /// Key sealing the push endpoint; published in the mailbox reference so
-    /// senders' IDS can hand it to the ODS with each envelope.
+    /// Key sealing the push endpoint; handed to the ODS sealed inside each
+    /// capability it issues, so the ODS reads the endpoint only when a copy
+    /// arrives.
     pub push_key: Zeroizing<[u8; 32]>,
     /// Highest sequence number acknowledged.
     pub acked: u64,
@@ -58,18 +64,21 @@ impl MailboxKeys {
         })
     }
 
-    /// The reference others deliver to, as published in KeyPackages.
-    pub fn reference(&self) -> mlsd_transport::envelope::MailboxRef {
-        mlsd_transport::envelope::MailboxRef {
-            mailbox: self.id,
-            hpke_public: self.hpke_public.clone(),
-            push_key: Some(*self.push_key),
-        }
+    /// A fresh capability of this mailbox: a random token with the
+    /// mailbox's shard hint. It delivers nothing until [`issue`]d.
+    pub fn new_cap(&self) -> Result<DeliveryCap, ClientError> {
+        Ok(DeliveryCap { shard: shard_of(&self.id), token: *random32()? })
+    }
+
+    /// The reference others deliver to through `cap`, as published in a
+    /// KeyPackage or leaf.
+    pub fn reference(&self, cap: DeliveryCap) -> mlsd_transport::envelope::MailboxRef {
+        mlsd_transport::envelope::MailboxRef { cap, hpke_public: self.hpke_public.clone() }
     }
 
     /// Opens a Welcome envelope sealed to this mailbox's HPKE key.
     pub fn open_welcome(&self, envelope: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
-        mlsd_transport::envelope::open_welcome(&self.hpke_private, &self.id, envelope).ok()
+        mlsd_transport::envelope::open_welcome(&self.hpke_private, envelope).ok()
     }
 
     fn signing_key(&self) -> SigningKey {
@@ -160,6 +169,77 @@ pub async fn fetch(
         }
     }
     Err(ClientError::Server(mlsd_transport::WireError::Auth(AuthError::Replayed)))
+}
+
+/// Sends a signed mailbox request built by `make` from a fresh counter,
+/// again with a new counter when a forwarded copy was refused as a replay
+/// (the requests sent this way change nothing when repeated).
+async fn signed(
+    conn: &Connection,
+    counter: &mut Counter,
+    make: impl Fn(u64) -> OdsRequest,
+) -> Result<Response, ClientError> {
+    for _ in 0..3 {
+        match conn.request(Request::Ods(make(counter.next_value()))).await {
+            Err(ClientError::Server(mlsd_transport::WireError::Auth(AuthError::Replayed))) => {
+                continue
+            }
+            other => return other,
+        }
+    }
+    Err(ClientError::Server(mlsd_transport::WireError::Auth(AuthError::Replayed)))
+}
+
+/// Has the ODS issue `caps` for this mailbox (in requests of at most
+/// [`MAX_CAPS_PER_REQUEST`]); returns each one's serial. Issuing a token
+/// twice is harmless: it keeps its serial.
+pub async fn issue(
+    conn: &Connection,
+    keys: &MailboxKeys,
+    counter: &mut Counter,
+    caps: &[DeliveryCap],
+) -> Result<Vec<u64>, ClientError> {
+    let push_key = Some(*keys.push_key);
+    let mut serials = Vec::with_capacity(caps.len());
+    for chunk in caps.chunks(MAX_CAPS_PER_REQUEST) {
+        let tokens: Vec<[u8; 32]> = chunk.iter().map(|c| c.token).collect();
+        let r = signed(conn, counter, |n| OdsRequest::IssueCapabilities {
+            auth: keys.auth(LABEL_ISSUE, n, &(&tokens, &push_key)),
+            tokens: tokens.clone(),
+            push_key,
+        })
+        .await?;
+        match r {
+            Response::CapabilitiesIssued { serials: s } if s.len() == chunk.len() => {
+                serials.extend(s)
+            }
+            other => return Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+    Ok(serials)
+}
+
+/// Revokes capabilities of this mailbox: copies through them are refused
+/// from now on. Returns how many were live.
+pub async fn revoke(
+    conn: &Connection,
+    keys: &MailboxKeys,
+    counter: &mut Counter,
+    tokens: &[[u8; 32]],
+) -> Result<u32, ClientError> {
+    let mut revoked = 0;
+    for chunk in tokens.chunks(MAX_CAPS_PER_REQUEST) {
+        let r = signed(conn, counter, |n| OdsRequest::RevokeCapabilities {
+            auth: keys.auth(LABEL_REVOKE, n, &chunk.to_vec()),
+            tokens: chunk.to_vec(),
+        })
+        .await?;
+        match r {
+            Response::CapabilitiesRevoked { revoked: r } => revoked += r,
+            other => return Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+    Ok(revoked)
 }
 
 /// Acknowledges (deletes) envelopes up to `up_to`; returns how many remain.

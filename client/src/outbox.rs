@@ -96,6 +96,7 @@ fn reason_text(r: Undeliverable) -> &'static str {
         Undeliverable::TooLarge => "message too large",
         Undeliverable::Unsealable => "cannot be sealed for",
         Undeliverable::Unavailable => "server unavailable",
+        Undeliverable::NoCapability => "no longer takes deliveries from this group",
     }
 }
 
@@ -198,11 +199,11 @@ impl Client {
     /// The undelivered recipients by client id where the group state knows
     /// their mailbox.
     fn name_recipients(&self, gid: &[u8], list: &[Undelivered]) -> Vec<(String, Undeliverable)> {
-        let names = self.member_mailboxes(gid);
+        let names = self.member_caps(gid);
         list.iter()
             .map(|u| {
                 let who = names
-                    .get(&u.mailbox)
+                    .get(&u.cap.token)
                     .cloned()
                     .unwrap_or_else(|| "a recipient no longer in the group".into());
                 (who, u.reason)

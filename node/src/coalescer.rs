@@ -112,7 +112,8 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     fn item(b: u8) -> EnqueueItem {
-        EnqueueItem { mailbox: [b; 32], delivery_id: [b; 32], envelope: vec![b], push_key: None }
+        let cap = mlsd_transport::protocol::DeliveryCap { shard: [b; 2], token: [b; 32] };
+        EnqueueItem { cap, delivery_id: [b; 32], envelope: vec![b] }
     }
 
     /// A writer that answers `Stored { seq: first mailbox byte }` per item,
@@ -135,7 +136,7 @@ mod tests {
             }
             let r = items
                 .iter()
-                .map(|i| EnqueueResult::Stored { seq: u64::from(i.mailbox[0]) })
+                .map(|i| EnqueueResult::Stored { seq: u64::from(i.cap.token[0]) })
                 .collect();
             Response::Enqueued(r)
         }

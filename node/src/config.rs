@@ -160,6 +160,8 @@ pub struct OdsConfig {
     pub max_queue: u32,
     /// `max_fetch`: envelopes per fetch, default 256.
     pub max_fetch: u32,
+    /// `max_capabilities`: live delivery capabilities per mailbox, default 4096.
+    pub max_capabilities: u32,
     /// `open_rate_per_minute`: mailboxes one client address may open per minute, default 60.
     pub open_rate_per_minute: u32,
     /// `push_allow_http`: also send push notifications to `http://`
@@ -278,6 +280,7 @@ struct RawIds {
 struct RawOds {
     max_queue: Option<u32>,
     max_fetch: Option<u32>,
+    max_capabilities: Option<u32>,
     open_rate_per_minute: Option<u32>,
     push_allow_http: Option<bool>,
     push_allow_private: Option<bool>,
@@ -505,6 +508,12 @@ impl ClusterConfig {
         let ods = OdsConfig {
             max_queue: small("ods.max_queue", raw.ods.max_queue, 10_000, 1_000_000)?,
             max_fetch: small("ods.max_fetch", raw.ods.max_fetch, 256, 4096)?,
+            max_capabilities: small(
+                "ods.max_capabilities",
+                raw.ods.max_capabilities,
+                mlsd_actors::settings::DEFAULT_MAX_CAPABILITIES as u64,
+                1_000_000,
+            )?,
             open_rate_per_minute: small(
                 "ods.open_rate_per_minute",
                 raw.ods.open_rate_per_minute,

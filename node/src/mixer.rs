@@ -78,7 +78,8 @@ impl<S: BatchSender> Mixer<S> {
 }
 
 fn placeholder() -> EnqueueItem {
-    EnqueueItem { mailbox: [0; 32], delivery_id: [0; 32], envelope: Vec::new(), push_key: None }
+    let cap = mlsd_transport::protocol::DeliveryCap { shard: [0; 2], token: [0; 32] };
+    EnqueueItem { cap, delivery_id: [0; 32], envelope: Vec::new() }
 }
 
 fn spawn_queue<S: BatchSender>(

@@ -82,6 +82,7 @@ fn role_settings(config: &ClusterConfig, me: &NodeConfig) -> Result<RoleSettings
         ods: OdsSettings {
             max_queue: config.ods.max_queue,
             max_fetch: config.ods.max_fetch,
+            max_capabilities: config.ods.max_capabilities,
             page_bytes: mlsd_transport::protocol::ods::page_budget(config.limits.max_frame),
         },
         sds: SdsSettings {

@@ -404,3 +404,21 @@ impl Homes<'_> {
         String::from_utf8(out.stdout).unwrap().lines().map(str::to_string).collect()
     }
 }
+
+/// A new mailbox opened over `conn`, with one delivery capability issued:
+/// what a recipient of a hand-made roster needs.
+pub async fn mailbox_with_cap(
+    conn: &Connection,
+) -> (mlsd_client::mailbox::MailboxKeys, mlsd_transport::protocol::DeliveryCap) {
+    use mlsd_client::mailbox::{self, Counter, MailboxKeys};
+    let keys = MailboxKeys::generate().unwrap();
+    mailbox::open(conn, &keys, None).await.unwrap();
+    let cap = keys.new_cap().unwrap();
+    mailbox::issue(conn, &keys, &mut Counter::default(), std::slice::from_ref(&cap)).await.unwrap();
+    (keys, cap)
+}
+
+/// A capability nobody issued: random token and shard hint.
+pub fn unissued_cap() -> mlsd_transport::protocol::DeliveryCap {
+    mlsd_transport::protocol::DeliveryCap { shard: rand::random(), token: rand::random() }
+}

@@ -2,9 +2,12 @@
 //! bucket so its length says little about its content.
 //!
 //! Symmetric envelopes (application messages and commits) are
-//! `nonce(24) || XChaCha20-Poly1305(K(r, e), nonce, aad = mailbox id, plaintext)`
+//! `nonce(24) || XChaCha20-Poly1305(K(r, e), nonce, aad = ENVELOPE_AAD, plaintext)`
 //! with a fresh random nonce per copy, so no two copies of one message share
-//! any bytes. The plaintext is `kind(1) || len(4, BE) || message || zeros`.
+//! any bytes. `K(r, e)` is already the recipient's own (the exporter is
+//! keyed by its capability token), so nothing that names the recipient goes
+//! into the aad, and the IDS, which seals, needs no mailbox id. The
+//! plaintext is `kind(1) || len(4, BE) || message || zeros`.
 //! Welcomes are sealed with HPKE to the recipient's mailbox key using the
 //! same plaintext layout ([`seal_welcome`] in the IDS, [`open_welcome`] in
 //! the client); both end up exactly one bucket long.
@@ -30,7 +33,10 @@ pub const WELCOME_HPKE: openmls_traits::types::HpkeConfig = openmls_traits::type
 );
 
 /// HPKE `info` of Welcome envelopes.
-pub const WELCOME_INFO: &[u8] = b"mlsd welcome v1";
+pub const WELCOME_INFO: &[u8] = b"mlsd welcome v2";
+
+/// Associated data of symmetric envelopes (and of Welcomes' HPKE).
+pub const ENVELOPE_AAD: &[u8] = b"mlsd envelope v2";
 
 /// Private-use MLS extension type of the mailbox reference in a leaf node.
 pub const MAILBOX_REF_EXTENSION: u16 = 0xF0A1;
@@ -49,15 +55,15 @@ pub struct GroupSettings {
 }
 
 /// Where to deliver to a member, published in its KeyPackage's leaf node
-/// (extension [`MAILBOX_REF_EXTENSION`]) and so authenticated by its MLS signature.
+/// (extension [`MAILBOX_REF_EXTENSION`]) and so authenticated by its MLS
+/// signature: a delivery capability, never the mailbox id or push key.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MailboxRef {
-    /// The member's mailbox id.
-    pub mailbox: [u8; 32],
+    /// The capability this KeyPackage (and the group membership it makes)
+    /// delivers with.
+    pub cap: crate::protocol::DeliveryCap,
     /// X25519 public key that Welcomes are sealed to.
     pub hpke_public: Vec<u8>,
-    /// Key under which the member's push endpoint is sealed at the ODS.
-    pub push_key: Option<[u8; 32]>,
 }
 
 /// Plaintext header: kind and length.
@@ -127,35 +133,26 @@ pub fn unpad(p: &[u8]) -> Result<(Kind, &[u8]), EnvelopeError> {
     Ok((kind, msg))
 }
 
-/// Seals `msg` for the holder of `key` whose mailbox is `mailbox`. Written
-/// once into the envelope's own buffer and encrypted in place: no padded
-/// plaintext copy is made, so none is left behind to wipe.
-pub fn seal(
-    key: &[u8; 32],
-    mailbox: &[u8; 32],
-    msg: &[u8],
-    nonce: &[u8; 24],
-) -> Result<Vec<u8>, EnvelopeError> {
+/// Seals `msg` for the holder of `key`. Written once into the envelope's own
+/// buffer and encrypted in place: no padded plaintext copy is made, so none
+/// is left behind to wipe.
+pub fn seal(key: &[u8; 32], msg: &[u8], nonce: &[u8; 24]) -> Result<Vec<u8>, EnvelopeError> {
     use chacha20poly1305::aead::AeadInPlace;
     let mut out = padded(nonce, Kind::Message, msg, SYMMETRIC_OVERHEAD)?;
     let tag = XChaCha20Poly1305::new(key.into())
-        .encrypt_in_place_detached(XNonce::from_slice(nonce), mailbox, &mut out[24..])
+        .encrypt_in_place_detached(XNonce::from_slice(nonce), ENVELOPE_AAD, &mut out[24..])
         .map_err(|_| EnvelopeError::TooLarge)?;
     out.extend_from_slice(&tag);
     Ok(out)
 }
 
-/// Seals a Welcome for `mailbox` with HPKE to its public key `hpke_key`:
-/// `kem_output(32) || ciphertext`.
-pub fn seal_welcome(
-    hpke_key: &[u8],
-    mailbox: &[u8; 32],
-    welcome: &[u8],
-) -> Result<Vec<u8>, EnvelopeError> {
+/// Seals a Welcome with HPKE to the recipient mailbox's public key
+/// `hpke_key`: `kem_output(32) || ciphertext`.
+pub fn seal_welcome(hpke_key: &[u8], welcome: &[u8]) -> Result<Vec<u8>, EnvelopeError> {
     use openmls_traits::crypto::OpenMlsCrypto;
     let plain = pad(Kind::Welcome, welcome, HPKE_OVERHEAD)?;
     let ct = openmls_rust_crypto::RustCrypto::default()
-        .hpke_seal(WELCOME_HPKE, hpke_key, WELCOME_INFO, mailbox, &plain)
+        .hpke_seal(WELCOME_HPKE, hpke_key, WELCOME_INFO, ENVELOPE_AAD, &plain)
         .map_err(|_| EnvelopeError::BadKey)?;
     let mut out = ct.kem_output.as_slice().to_vec();
     out.extend_from_slice(ct.ciphertext.as_slice());
@@ -166,7 +163,6 @@ pub fn seal_welcome(
 /// padded plaintext.
 pub fn open_welcome(
     hpke_private: &[u8],
-    mailbox: &[u8; 32],
     envelope: &[u8],
 ) -> Result<Zeroizing<Vec<u8>>, EnvelopeError> {
     use openmls_traits::crypto::OpenMlsCrypto;
@@ -177,22 +173,18 @@ pub fn open_welcome(
     let (kem, ct) = envelope.split_at(32);
     let input = HpkeCiphertext { kem_output: kem.to_vec().into(), ciphertext: ct.to_vec().into() };
     openmls_rust_crypto::RustCrypto::default()
-        .hpke_open(WELCOME_HPKE, &input, hpke_private, WELCOME_INFO, mailbox)
+        .hpke_open(WELCOME_HPKE, &input, hpke_private, WELCOME_INFO, ENVELOPE_AAD)
         .map(Zeroizing::new)
         .map_err(|_| EnvelopeError::NoOpen)
 }
 
 /// Opens a symmetric envelope; returns the padded plaintext.
-pub fn open(
-    key: &[u8; 32],
-    mailbox: &[u8; 32],
-    envelope: &[u8],
-) -> Result<Zeroizing<Vec<u8>>, EnvelopeError> {
+pub fn open(key: &[u8; 32], envelope: &[u8]) -> Result<Zeroizing<Vec<u8>>, EnvelopeError> {
     if envelope.len() < SYMMETRIC_OVERHEAD {
         return Err(EnvelopeError::NoOpen);
     }
     let (nonce, ct) = envelope.split_at(24);
-    crate::sealed::open(key, nonce, mailbox, ct).map_err(|_| EnvelopeError::NoOpen)
+    crate::sealed::open(key, nonce, ENVELOPE_AAD, ct).map_err(|_| EnvelopeError::NoOpen)
 }
 
 #[cfg(test)]
@@ -205,29 +197,32 @@ mod tests {
         let kp = openmls_rust_crypto::RustCrypto::default()
             .derive_hpke_keypair(WELCOME_HPKE, &[7u8; 32])
             .unwrap();
-        let env = seal_welcome(&kp.public, &[1; 32], b"a welcome").unwrap();
+        let other = openmls_rust_crypto::RustCrypto::default()
+            .derive_hpke_keypair(WELCOME_HPKE, &[8u8; 32])
+            .unwrap();
+        let env = seal_welcome(&kp.public, b"a welcome").unwrap();
         assert!(BUCKETS.contains(&env.len()));
-        let plain = open_welcome(&kp.private, &[1; 32], &env).unwrap();
+        let plain = open_welcome(&kp.private, &env).unwrap();
         assert_eq!(unpad(&plain).unwrap(), (Kind::Welcome, &b"a welcome"[..]));
-        assert_eq!(open_welcome(&kp.private, &[2; 32], &env), Err(EnvelopeError::NoOpen));
-        assert_eq!(open_welcome(&kp.private, &[1; 32], &env[..20]), Err(EnvelopeError::NoOpen));
-        assert_eq!(seal_welcome(b"short", &[1; 32], b"x"), Err(EnvelopeError::BadKey));
+        assert_eq!(open_welcome(&other.private, &env), Err(EnvelopeError::NoOpen));
+        assert_eq!(open_welcome(&kp.private, &env[..20]), Err(EnvelopeError::NoOpen));
+        assert_eq!(seal_welcome(b"short", b"x"), Err(EnvelopeError::BadKey));
     }
 
     #[test]
     fn seal_open_round_trip_and_bucket_sizes() {
         let key = [7u8; 32];
-        let mb = [1u8; 32];
         for len in [0usize, 1, 400, 500, 1000, 60_000] {
             let msg = vec![0xab; len];
-            let env = seal(&key, &mb, &msg, &[3; 24]).unwrap();
+            let env = seal(&key, &msg, &[3; 24]).unwrap();
             assert!(BUCKETS.contains(&env.len()), "{len} -> {}", env.len());
-            let plain = open(&key, &mb, &env).unwrap();
+            let plain = open(&key, &env).unwrap();
             assert_eq!(unpad(&plain).unwrap(), (Kind::Message, &msg[..]));
         }
-        let env = seal(&key, &mb, b"hi", &[3; 24]).unwrap();
-        assert_eq!(open(&[8; 32], &mb, &env), Err(EnvelopeError::NoOpen));
-        assert_eq!(open(&key, &[2; 32], &env), Err(EnvelopeError::NoOpen), "aad binds the mailbox");
-        assert_eq!(seal(&key, &mb, &vec![0; 300_000], &[0; 24]), Err(EnvelopeError::TooLarge));
+        let mut env = seal(&key, b"hi", &[3; 24]).unwrap();
+        assert_eq!(open(&[8; 32], &env), Err(EnvelopeError::NoOpen));
+        env[30] ^= 1;
+        assert_eq!(open(&key, &env), Err(EnvelopeError::NoOpen), "tampered");
+        assert_eq!(seal(&key, &vec![0; 300_000], &[0; 24]), Err(EnvelopeError::TooLarge));
     }
 }

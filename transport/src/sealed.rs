@@ -151,7 +151,10 @@ mod tests {
         let short = SealedPush { nonce: vec![0; 3], ..push };
         assert_eq!(open_push(&k, &[9; 32], &short), Err(SealError::NoOpen));
 
-        let roster = vec![RosterEntry { mailbox: [5; 32], key: [6; 32], push_key: None }];
+        let roster = vec![RosterEntry {
+            cap: crate::protocol::DeliveryCap { shard: [5; 2], token: [5; 32] },
+            key: [6; 32],
+        }];
         let sealed = seal_roster(&k, &n, b"group", &roster).unwrap();
         assert_eq!(open_roster(&k, b"group", &sealed).unwrap(), roster);
         assert_eq!(open_roster(&k, b"other", &sealed), Err(SealError::NoOpen));

@@ -141,7 +141,7 @@ fn send_body() -> SendBody {
         message_id: [5; 32],
         message: vec![6; 10],
         recipients: Recipients::RosterKey([7; 32]),
-        skip: Some([8; 32]),
+        skip: Some(DeliveryCap { shard: [8; 2], token: [8; 32] }),
         commit: None,
     }
 }

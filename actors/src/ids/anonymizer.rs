@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use mlsd_transport::envelope;
-use mlsd_transport::protocol::{EnqueueItem, MailboxId};
+use mlsd_transport::protocol::{DeliveryCap, EnqueueItem};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
@@ -49,10 +49,8 @@ pub struct Job {
     pub message_id: [u8; 32],
     /// The bytes to seal.
     pub message: Arc<Vec<u8>>,
-    /// Recipient mailbox.
-    pub mailbox: MailboxId,
-    /// Recipient push key, passed through to the ODS.
-    pub push_key: Option<[u8; 32]>,
+    /// The recipient's capability, passed through to the ODS.
+    pub cap: DeliveryCap,
     /// Key material.
     pub sealing: Sealing,
     /// Process group to join while alive (chaos hooks on).
@@ -74,13 +72,14 @@ pub enum AnonState {
     },
 }
 
-/// `H(message id || mailbox id)`: the same copy always has the same id, so the
-/// ODS stores a retried copy once; Welcomes use their own domain.
-pub fn delivery_id(message_id: &[u8; 32], mailbox: &MailboxId, welcome: bool) -> [u8; 32] {
+/// `H(message id || capability token)`: the same copy always has the same
+/// id, so the ODS stores a retried copy once, and copies of one message to
+/// different recipients share nothing; Welcomes use their own domain.
+pub fn delivery_id(message_id: &[u8; 32], cap: &DeliveryCap, welcome: bool) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(if welcome { b"mlsd welcome delivery" as &[u8] } else { b"mlsd delivery" });
     h.update(message_id);
-    h.update(mailbox);
+    h.update(cap.token);
     h.finalize().into()
 }
 
@@ -90,24 +89,16 @@ fn random<const N: usize>() -> [u8; N] {
     rand::random()
 }
 
-/// Seals a Welcome for `mailbox` with HPKE to `hpke_key`.
-pub fn seal_welcome(
-    hpke_key: &[u8],
-    mailbox: &MailboxId,
-    welcome: &[u8],
-) -> Result<Vec<u8>, String> {
-    envelope::seal_welcome(hpke_key, mailbox, welcome).map_err(|e| e.to_string())
+/// Seals a Welcome with HPKE to the new member's mailbox key `hpke_key`.
+pub fn seal_welcome(hpke_key: &[u8], welcome: &[u8]) -> Result<Vec<u8>, String> {
+    envelope::seal_welcome(hpke_key, welcome).map_err(|e| e.to_string())
 }
 
-/// Seals `message` for `mailbox` under its key with a fresh nonce: what an
+/// Seals `message` under a recipient's key with a fresh nonce: what an
 /// anonymizer does for a (non-Welcome) copy, public so the benchmark
 /// measures exactly this path.
-pub fn seal_copy(
-    key: &[u8; 32],
-    mailbox: &MailboxId,
-    message: &[u8],
-) -> Result<Vec<u8>, envelope::EnvelopeError> {
-    envelope::seal(key, mailbox, message, &random::<24>())
+pub fn seal_copy(key: &[u8; 32], message: &[u8]) -> Result<Vec<u8>, envelope::EnvelopeError> {
+    envelope::seal(key, message, &random::<24>())
 }
 
 /// An anonymizer's whole job without the actor: the sealed copy and its
@@ -115,17 +106,14 @@ pub fn seal_copy(
 /// its job's.
 pub fn make_copy(job: &Job) -> Result<EnqueueItem, String> {
     let (envelope, welcome) = match &job.sealing {
-        Sealing::Envelope(k) => {
-            (seal_copy(&k.0, &job.mailbox, &job.message).map_err(|e| e.to_string())?, false)
-        }
-        Sealing::Welcome(pk) => (seal_welcome(pk, &job.mailbox, &job.message)?, true),
+        Sealing::Envelope(k) => (seal_copy(&k.0, &job.message).map_err(|e| e.to_string())?, false),
+        Sealing::Welcome(pk) => (seal_welcome(pk, &job.message)?, true),
     };
     SEALED.fetch_add(1, Ordering::SeqCst);
     Ok(EnqueueItem {
-        mailbox: job.mailbox,
-        delivery_id: delivery_id(&job.message_id, &job.mailbox, welcome),
+        cap: job.cap.clone(),
+        delivery_id: delivery_id(&job.message_id, &job.cap, welcome),
         envelope,
-        push_key: job.push_key,
     })
 }
 

@@ -20,7 +20,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use mlsd_transport::protocol::{ChaosTarget, EnqueueResult, MailboxId, Undeliverable};
+use mlsd_transport::protocol::{ChaosTarget, DeliveryCap, EnqueueResult, Undeliverable};
 use mlsd_transport::Response;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use zeroize::Zeroizing;
@@ -46,10 +46,10 @@ pub const DONE: &str = "done";
 /// Messages of the fan-out actor. Anonymizers report through their final
 /// state (see [`AnonState`]); enqueue tasks report here.
 pub enum FanoutMsg {
-    /// A chunk came back from the ODS owners: each copy's mailbox with its
+    /// A chunk came back from the ODS owners: each copy's capability with its
     /// result, or no result if the chunk's task failed (then every copy of
     /// the chunk counts as unavailable).
-    Enqueued(Vec<MailboxId>, Vec<EnqueueResult>),
+    Enqueued(Vec<DeliveryCap>, Vec<EnqueueResult>),
 }
 
 /// Start-up arguments.
@@ -70,8 +70,7 @@ pub struct FanoutArgs {
 
 /// A recipient not yet sealed: what its anonymizer needs, kept until it reports.
 struct Pending {
-    mailbox: [u8; 32],
-    push_key: Option<[u8; 32]>,
+    cap: DeliveryCap,
     key: Option<Zeroizing<[u8; 32]>>,
     hpke: Option<Vec<u8>>,
     attempts: u32,
@@ -112,8 +111,7 @@ impl FanoutState {
                 index,
                 message_id: self.message_id,
                 message,
-                mailbox: p.mailbox,
-                push_key: p.push_key,
+                cap: p.cap.clone(),
                 sealing,
                 group: self.anonymizer_group.clone(),
             };
@@ -134,7 +132,7 @@ impl FanoutState {
     /// [`FanoutMsg::Enqueued`].
     fn flush(&mut self, me: &ActorRef<FanoutMsg>) {
         let Some(chunk) = self.tally.take_chunk(self.all_sealed()) else { return };
-        let mailboxes: Vec<MailboxId> = chunk.iter().map(|i| i.mailbox).collect();
+        let caps: Vec<DeliveryCap> = chunk.iter().map(|i| i.cap.clone()).collect();
         let router = self.router.clone();
         let me = me.clone();
         tokio::spawn(async move {
@@ -142,7 +140,7 @@ impl FanoutState {
             let results =
                 tokio::spawn(async move { router.enqueue(chunk).await }).await.unwrap_or_default();
             // Fails only if the fan-out is gone; its sender then retries.
-            let _ = me.cast(FanoutMsg::Enqueued(mailboxes, results));
+            let _ = me.cast(FanoutMsg::Enqueued(caps, results));
         });
     }
 
@@ -174,16 +172,8 @@ impl Actor for Fanout {
         let mut pending = HashMap::new();
         for (i, r) in plan.recipients.drain(..).enumerate() {
             let key = Zeroizing::new(r.key);
-            pending.insert(
-                i,
-                Pending {
-                    mailbox: r.mailbox,
-                    push_key: r.push_key,
-                    key: Some(key),
-                    hpke: None,
-                    attempts: 0,
-                },
-            );
+            pending
+                .insert(i, Pending { cap: r.cap.clone(), key: Some(key), hpke: None, attempts: 0 });
         }
         let mut welcome = None;
         if let Some((w, to)) = plan.welcome.take() {
@@ -191,13 +181,7 @@ impl Actor for Fanout {
             for (j, c) in to.into_iter().enumerate() {
                 pending.insert(
                     base + j,
-                    Pending {
-                        mailbox: c.mailbox,
-                        push_key: c.push_key,
-                        key: None,
-                        hpke: Some(c.hpke_key),
-                        attempts: 0,
-                    },
+                    Pending { cap: c.cap, key: None, hpke: Some(c.hpke_key), attempts: 0 },
                 );
             }
             welcome = Some(w);
@@ -235,8 +219,8 @@ impl Actor for Fanout {
         msg: FanoutMsg,
         st: &mut FanoutState,
     ) -> Result<(), ActorProcessingErr> {
-        let FanoutMsg::Enqueued(mailboxes, results) = msg;
-        st.tally.enqueued(mailboxes, results);
+        let FanoutMsg::Enqueued(caps, results) = msg;
+        st.tally.enqueued(caps, results);
         st.finish_if_done(&me);
         Ok(())
     }
@@ -262,7 +246,7 @@ impl Actor for Fanout {
                     Ok(item) => st.tally.sealed(item),
                     Err(reason) => {
                         tracing::warn!(%reason, "a copy could not be sealed");
-                        st.tally.not_stored(p.mailbox, Undeliverable::Unsealable);
+                        st.tally.not_stored(p.cap, Undeliverable::Unsealable);
                     }
                 }
             }
@@ -272,7 +256,7 @@ impl Actor for Fanout {
                 if p.attempts < MAX_ATTEMPTS {
                     st.queue.push_back(index);
                 } else if let Some(p) = st.pending.remove(&index) {
-                    st.tally.not_stored(p.mailbox, Undeliverable::Unavailable);
+                    st.tally.not_stored(p.cap, Undeliverable::Unavailable);
                 }
             }
         }

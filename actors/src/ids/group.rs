@@ -16,7 +16,7 @@
 use mlsd_transport::protocol::ids::{send_mac, MAX_ROSTER};
 use mlsd_transport::protocol::{AuthError, BadFrame, ClusterError, IdsError};
 use mlsd_transport::protocol::{
-    Recipients, RosterEntry, RosterMode, SealedRoster, SendBody, WelcomeCopy,
+    DeliveryCap, Recipients, RosterEntry, RosterMode, SealedRoster, SendBody, WelcomeCopy,
 };
 use mlsd_transport::{codec, Role, WireError};
 use openmls::prelude::tls_codec::Deserialize as _;
@@ -61,7 +61,7 @@ pub struct FanoutPlan {
     pub message_id: [u8; 32],
     /// The MLS message bytes.
     pub message: std::sync::Arc<Vec<u8>>,
-    /// Recipients (the sender's own mailbox removed).
+    /// Recipients (the sender's own capability removed).
     pub recipients: Vec<RosterEntry>,
     /// The Welcome and where it goes.
     pub welcome: Option<(std::sync::Arc<Vec<u8>>, Vec<WelcomeCopy>)>,
@@ -245,7 +245,7 @@ impl GroupCore {
         rec: &GroupRecord,
         epoch: u64,
         recipients: &Recipients,
-        skip: Option<&[u8; 32]>,
+        skip: Option<&DeliveryCap>,
         store: &dyn View,
     ) -> Result<(Vec<RosterEntry>, Option<SealedRoster>), WireError> {
         let sealed = match rec.mode {
@@ -273,7 +273,7 @@ impl GroupCore {
         rec: &GroupRecord,
         sealed: Option<&SealedRoster>,
         recipients: &Recipients,
-        skip: Option<&[u8; 32]>,
+        skip: Option<&DeliveryCap>,
     ) -> Result<Vec<RosterEntry>, WireError> {
         let mut list = match (rec.mode, recipients, sealed) {
             (RosterMode::Stored, Recipients::RosterKey(k), Some(sealed)) => {
@@ -290,7 +290,7 @@ impl GroupCore {
             return Err(WireError::Frame(BadFrame::Malformed("roster too large".into())));
         }
         if let Some(skip) = skip {
-            list.retain(|e| &e.mailbox != skip);
+            list.retain(|e| e.cap.token != skip.token);
         }
         Ok(list)
     }

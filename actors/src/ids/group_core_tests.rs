@@ -12,7 +12,9 @@ use openmls_rust_crypto::OpenMlsRustCrypto;
 use openmls_traits::OpenMlsProvider;
 
 use mlsd_transport::protocol::ids::send_mac;
-use mlsd_transport::protocol::{CommitExtras, Recipients, RosterEntry, RosterMode, SendBody};
+use mlsd_transport::protocol::{
+    CommitExtras, DeliveryCap, Recipients, RosterEntry, RosterMode, SendBody,
+};
 use mlsd_transport::WireError;
 
 use super::group::{Accepted, GroupCore};
@@ -63,7 +65,9 @@ impl Member {
 }
 
 fn roster() -> Vec<RosterEntry> {
-    (1..=3u8).map(|i| RosterEntry { mailbox: [i; 32], key: [i; 32], push_key: None }).collect()
+    (1..=3u8)
+        .map(|i| RosterEntry { cap: DeliveryCap { shard: [i; 2], token: [i; 32] }, key: [i; 32] })
+        .collect()
 }
 
 /// A client-mode send of `message` under id `[id; 32]`; a commit when
@@ -74,7 +78,7 @@ fn send(message: Vec<u8>, id: u8, next_auth: Option<[u8; 32]>) -> SendBody {
         message_id: [id; 32],
         message,
         recipients: Recipients::Roster(roster()),
-        skip: Some([1; 32]),
+        skip: Some(DeliveryCap { shard: [1; 2], token: [1; 32] }),
         commit: next_auth.map(|next_auth_key| CommitExtras {
             welcome: None,
             welcome_to: Vec::new(),
@@ -136,7 +140,7 @@ fn one_commit_per_epoch_and_the_loser_learns_the_epoch() {
     let won = send(alice.commit(), 1, Some([1; 32]));
     let a = accept(&mut core, &store, &won, [0; 32]).unwrap();
     assert_eq!(core.epoch(), Some(1));
-    // Fanned out to everyone but the sender's own mailbox.
+    // Fanned out to everyone but the sender's own capability.
     assert_eq!(a.plan.recipients.len(), 2);
     let before = store.contents();
     let lost = send(bob.commit(), 2, Some([2; 32]));

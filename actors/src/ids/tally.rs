@@ -4,7 +4,9 @@
 //! does what it decides; tests drive it directly.
 
 use mlsd_transport::protocol::ids::MAX_UNDELIVERED_LISTED;
-use mlsd_transport::protocol::{EnqueueItem, EnqueueResult, MailboxId, Undeliverable, Undelivered};
+use mlsd_transport::protocol::{
+    DeliveryCap, EnqueueItem, EnqueueResult, Undeliverable, Undelivered,
+};
 use mlsd_transport::Response;
 
 /// Most sealed copies handed to the ODS in one chunk: large enough that a
@@ -39,10 +41,10 @@ impl Tally {
     }
 
     /// A copy that will not be stored, and why.
-    pub fn not_stored(&mut self, mailbox: MailboxId, reason: Undeliverable) {
+    pub fn not_stored(&mut self, cap: DeliveryCap, reason: Undeliverable) {
         self.failed += 1;
         if self.undelivered.len() < MAX_UNDELIVERED_LISTED {
-            self.undelivered.push(Undelivered { mailbox, reason });
+            self.undelivered.push(Undelivered { cap, reason });
         }
     }
 
@@ -61,11 +63,11 @@ impl Tally {
         Some(std::mem::take(&mut self.ready))
     }
 
-    /// The results of one chunk, in the order of its `mailboxes`; a missing
+    /// The results of one chunk, in the order of its `caps`; a missing
     /// result (the chunk's task failed) counts as unavailable.
-    pub fn enqueued(&mut self, mailboxes: Vec<MailboxId>, results: Vec<EnqueueResult>) {
+    pub fn enqueued(&mut self, caps: Vec<DeliveryCap>, results: Vec<EnqueueResult>) {
         self.in_flight = self.in_flight.saturating_sub(1);
-        for (i, mailbox) in mailboxes.into_iter().enumerate() {
+        for (i, cap) in caps.into_iter().enumerate() {
             let reason = match results.get(i) {
                 Some(EnqueueResult::Stored { .. }) => {
                     self.stored += 1;
@@ -74,10 +76,11 @@ impl Tally {
                 Some(EnqueueResult::UnknownMailbox) => Undeliverable::UnknownMailbox,
                 Some(EnqueueResult::MailboxFull) => Undeliverable::MailboxFull,
                 Some(EnqueueResult::TooLarge) => Undeliverable::TooLarge,
+                Some(EnqueueResult::NoCapability) => Undeliverable::NoCapability,
                 // Not the owner (configs disagree for a moment) or no answer.
                 Some(EnqueueResult::NotOwner) | None => Undeliverable::Unavailable,
             };
-            self.not_stored(mailbox, reason);
+            self.not_stored(cap, reason);
         }
     }
 
@@ -109,13 +112,14 @@ mod tests {
     use super::*;
 
     fn item(i: u32) -> EnqueueItem {
-        let mut mailbox = [0; 32];
-        mailbox[..4].copy_from_slice(&i.to_be_bytes());
-        EnqueueItem { mailbox, delivery_id: mailbox, envelope: vec![1], push_key: None }
+        let mut token = [0; 32];
+        token[..4].copy_from_slice(&i.to_be_bytes());
+        let cap = DeliveryCap { shard: [0; 2], token };
+        EnqueueItem { cap, delivery_id: token, envelope: vec![1] }
     }
 
-    fn mailboxes(chunk: &[EnqueueItem]) -> Vec<MailboxId> {
-        chunk.iter().map(|i| i.mailbox).collect()
+    fn caps(chunk: &[EnqueueItem]) -> Vec<DeliveryCap> {
+        chunk.iter().map(|i| i.cap.clone()).collect()
     }
 
     #[test]
@@ -148,7 +152,7 @@ mod tests {
         t.sealed(item(2));
         let chunk = t.take_chunk(true).unwrap();
         assert!(t.answer(true).is_none(), "a chunk is still in flight");
-        t.enqueued(mailboxes(&chunk), vec![EnqueueResult::Stored { seq: 1 }; 2]);
+        t.enqueued(caps(&chunk), vec![EnqueueResult::Stored { seq: 1 }; 2]);
         assert_eq!(t.answer(true), Some((Response::Sent { copies: 2 }, false)));
     }
 
@@ -159,7 +163,7 @@ mod tests {
             t.sealed(item(i));
         }
         let chunk = t.take_chunk(true).unwrap();
-        let m = mailboxes(&chunk);
+        let m = caps(&chunk);
         // A short result list: the copy without a result counts as unavailable.
         t.enqueued(
             m.clone(),
@@ -173,20 +177,20 @@ mod tests {
         assert!(retryable, "an unavailable owner may come back");
         let Response::PartlySent { copies, failed, undelivered } = r else { panic!("{r:?}") };
         assert_eq!((copies, failed), (4, 3));
-        let reasons: Vec<_> = undelivered.iter().map(|u| (u.mailbox, u.reason)).collect();
+        let reasons: Vec<_> = undelivered.iter().map(|u| (u.cap.clone(), u.reason)).collect();
         assert_eq!(
             reasons,
             [
-                (m[1], Undeliverable::UnknownMailbox),
-                (m[2], Undeliverable::TooLarge),
-                (m[3], Undeliverable::Unavailable)
+                (m[1].clone(), Undeliverable::UnknownMailbox),
+                (m[2].clone(), Undeliverable::TooLarge),
+                (m[3].clone(), Undeliverable::Unavailable)
             ]
         );
         // Only permanent reasons: nothing a retry could add.
         let mut t = Tally::default();
         t.sealed(item(1));
         let chunk = t.take_chunk(true).unwrap();
-        t.enqueued(mailboxes(&chunk), vec![EnqueueResult::UnknownMailbox]);
+        t.enqueued(caps(&chunk), vec![EnqueueResult::UnknownMailbox]);
         assert!(!t.answer(true).unwrap().1);
     }
 
@@ -195,7 +199,7 @@ mod tests {
         let mut t = Tally::default();
         let n = MAX_UNDELIVERED_LISTED as u32 + 10;
         for i in 0..n {
-            t.not_stored(item(i).mailbox, Undeliverable::UnknownMailbox);
+            t.not_stored(item(i).cap.clone(), Undeliverable::UnknownMailbox);
         }
         let (r, retryable) = t.answer(true).unwrap();
         let Response::PartlySent { failed, undelivered, .. } = r else { panic!("{r:?}") };

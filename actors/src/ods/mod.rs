@@ -10,7 +10,9 @@
 //!
 //! Storage (column family `ods`):
 //! - `m/MAILBOX` → [`MailboxRecord`]: auth key, sealed push endpoint, counters.
-//! - `q/MAILBOX/SEQ` → the envelope.
+//! - `q/MAILBOX/SEQ` → the serial of the capability it came with (8 bytes,
+//!   BE; 0 before layout 2) and the envelope.
+//! - `c/H(TOKEN)` and `n/MAILBOX`: delivery capabilities ([`caps`]).
 //! - `e/WEEK/MAILBOX/DELIVERY` → SEQ: copies stored in that week (idempotent
 //!   enqueue). WEEK is the enqueue time in weeks since 1970 (4 bytes, BE); a
 //!   copy is recognized for the rest of its week and the week after (retries
@@ -21,8 +23,10 @@
 //!
 //! # Layout
 //! - this module: the ODS state machine ([`OdsLogic`]);
+//! - [`caps`]: delivery capabilities (issue, revoke, check);
 //! - [`host`]: the ODS role actor, which also holds the live subscribers.
 
+pub mod caps;
 pub mod host;
 
 use mlsd_transport::protocol::{AuthError, BadFrame, OdsError, OdsRequest};
@@ -30,7 +34,8 @@ use std::collections::HashMap;
 
 use mlsd_transport::protocol::identity::signing_bytes;
 use mlsd_transport::protocol::ods::{
-    PageRoom, LABEL_ACK, LABEL_FETCH, LABEL_SUBSCRIBE, MAX_ENVELOPE,
+    PageRoom, LABEL_ACK, LABEL_FETCH, LABEL_ISSUE, LABEL_REVOKE, LABEL_SUBSCRIBE,
+    MAX_CAPS_PER_REQUEST, MAX_ENVELOPE,
 };
 use mlsd_transport::protocol::{
     Delivered, EnqueueItem, EnqueueResult, MailboxAuth, MailboxId, SealedPush,
@@ -45,7 +50,7 @@ use crate::settings::OdsSettings;
 use crate::sig::{fresh, verify, verifying_key};
 use crate::storage::{drop_weeks_before, Batch, Space};
 
-const SPACE: Space = Space::Role(Role::Ods);
+pub(crate) const SPACE: Space = Space::Role(Role::Ods);
 
 /// What the ODS keeps per mailbox.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -232,7 +237,7 @@ impl OdsLogic {
             let got = rows.len();
             for (k, v) in rows {
                 let seq = k[prefix.len()..].try_into().map(u64::from_be_bytes).map_err(internal)?;
-                let d = Delivered { seq, envelope: v };
+                let d = queued(seq, v)?;
                 if !room.take(&d) {
                     return Ok(out);
                 }
@@ -264,6 +269,38 @@ impl OdsLogic {
         Ok(Decision::write(Response::Acked { remaining }, b))
     }
 
+    /// Issues capabilities of the signing mailbox.
+    fn issue(
+        &self,
+        auth: MailboxAuth,
+        tokens: Vec<[u8; 32]>,
+        push_key: Option<[u8; 32]>,
+        ctx: &RoleContext<'_>,
+    ) -> Result<Decision, WireError> {
+        tokens_bounded(&tokens)?;
+        let rec = self.authenticate(&auth, LABEL_ISSUE, &(&tokens, &push_key), ctx)?;
+        let mut b = Batch::new();
+        let max = self.settings.max_capabilities;
+        let serials = caps::issue(&auth.mailbox, &tokens, push_key, max, &mut b, ctx)?;
+        b.put(SPACE, mbox_key(&auth.mailbox), record::encode(&rec)?);
+        Ok(Decision::write(Response::CapabilitiesIssued { serials }, b))
+    }
+
+    /// Revokes capabilities of the signing mailbox.
+    fn revoke(
+        &self,
+        auth: MailboxAuth,
+        tokens: Vec<[u8; 32]>,
+        ctx: &RoleContext<'_>,
+    ) -> Result<Decision, WireError> {
+        tokens_bounded(&tokens)?;
+        let rec = self.authenticate(&auth, LABEL_REVOKE, &tokens, ctx)?;
+        let mut b = Batch::new();
+        let revoked = caps::revoke(&auth.mailbox, &tokens, &mut b, ctx)?;
+        b.put(SPACE, mbox_key(&auth.mailbox), record::encode(&rec)?);
+        Ok(Decision::write(Response::CapabilitiesRevoked { revoked }, b))
+    }
+
     fn store_items(
         &mut self,
         items: Vec<EnqueueItem>,
@@ -286,17 +323,23 @@ impl OdsLogic {
                 results.push(EnqueueResult::TooLarge);
                 continue;
             }
-            if let Some(seq) = self.stored_seq(week, &item.mailbox, &item.delivery_id, ctx)? {
+            // Nothing is read or written for a copy without a live capability.
+            let Some(target) = caps::check(&item.cap.shard, &item.cap.token, ctx)? else {
+                results.push(EnqueueResult::NoCapability);
+                continue;
+            };
+            let mailbox = target.mailbox;
+            if let Some(seq) = self.stored_seq(week, &mailbox, &item.delivery_id, ctx)? {
                 results.push(EnqueueResult::Stored { seq });
                 continue;
             }
-            let dkey = delivery_key(week, &item.mailbox, &item.delivery_id);
-            let idx = match index.get(&item.mailbox) {
+            let dkey = delivery_key(week, &mailbox, &item.delivery_id);
+            let idx = match index.get(&mailbox) {
                 Some(i) => *i,
-                None => match self.record(&item.mailbox, ctx) {
+                None => match self.record(&mailbox, ctx) {
                     Ok(r) => {
-                        touched.push((item.mailbox, r));
-                        index.insert(item.mailbox, touched.len() - 1);
+                        touched.push((mailbox, r));
+                        index.insert(mailbox, touched.len() - 1);
                         touched.len() - 1
                     }
                     Err(WireError::Ods(OdsError::UnknownMailbox)) => {
@@ -318,15 +361,20 @@ impl OdsLogic {
             }
             let seq = rec.next_seq;
             rec.next_seq += 1;
-            batch.put(SPACE, queue_key(&item.mailbox, seq), item.envelope.clone());
+            let mut value = Vec::with_capacity(8 + item.envelope.len());
+            value.extend_from_slice(&target.serial.to_be_bytes());
+            value.extend_from_slice(&item.envelope);
+            batch.put(SPACE, queue_key(&mailbox, seq), value);
             batch.put(SPACE, dkey.clone(), seq.to_be_bytes().to_vec());
             in_batch.insert(dkey, seq);
             results.push(EnqueueResult::Stored { seq });
-            let push = match (item.push_key, &rec.push) {
-                (Some(key), Some(sealed)) => open_push(&Zeroizing::new(key), &item.mailbox, sealed),
+            let push = match (&target.push_key, &rec.push) {
+                (Some(key), Some(sealed)) => open_push(&Zeroizing::new(*key), &mailbox, sealed),
                 _ => None,
             };
-            stored.push((item.mailbox, Delivered { seq, envelope: item.envelope }, push));
+            let EnqueueItem { envelope, .. } = item;
+            let delivered = Delivered { seq, via: target.serial, envelope };
+            stored.push((mailbox, delivered, push));
         }
         for (m, rec) in &touched {
             batch.put(SPACE, mbox_key(m), record::encode(rec)?);
@@ -350,6 +398,26 @@ fn open_push(
     sealed: &SealedPush,
 ) -> Option<Zeroizing<String>> {
     mlsd_transport::sealed::open_push(key, mailbox, sealed).ok()
+}
+
+/// Refuses an empty or oversized list of capability tokens.
+fn tokens_bounded(tokens: &[[u8; 32]]) -> Result<(), WireError> {
+    if tokens.is_empty() || tokens.len() > MAX_CAPS_PER_REQUEST {
+        return Err(WireError::Frame(BadFrame::Malformed(format!(
+            "1 to {MAX_CAPS_PER_REQUEST} capability tokens per request"
+        ))));
+    }
+    Ok(())
+}
+
+/// A stored queue value (`serial || envelope`) as delivered.
+fn queued(seq: u64, mut v: Vec<u8>) -> Result<Delivered, WireError> {
+    if v.len() < 8 {
+        return Err(internal("a queued envelope without its capability serial"));
+    }
+    let envelope = v.split_off(8);
+    let via = u64::from_be_bytes(v.try_into().map_err(|_| internal("serial"))?);
+    Ok(Delivered { seq, via, envelope })
 }
 
 fn mbox_key(m: &MailboxId) -> Vec<u8> {
@@ -408,6 +476,10 @@ impl RoleLogic for OdsLogic {
             OdsRequest::Fetch { auth, after, limit } => self.fetch(auth, after, limit, ctx),
             OdsRequest::Ack { auth, up_to } => self.ack(auth, up_to, ctx),
             OdsRequest::Subscribe { auth, after } => self.subscribe(auth, after, ctx),
+            OdsRequest::IssueCapabilities { auth, tokens, push_key } => {
+                self.issue(auth, tokens, push_key, ctx)
+            }
+            OdsRequest::RevokeCapabilities { auth, tokens } => self.revoke(auth, tokens, ctx),
         }
         .into()
     }
@@ -422,21 +494,114 @@ mod tests {
     use super::*;
     use crate::storage::{MemStore, Store, View};
 
-    /// An ODS with mailbox `[5; 32]` open in `store`.
+    use mlsd_transport::protocol::{shard_of, DeliveryCap};
+
+    const MAILBOX: MailboxId = [5; 32];
+    /// The token of the one capability [`ods_with_mailbox`] issues.
+    const TOKEN: [u8; 32] = [6; 32];
+
+    fn signer() -> ed25519_dalek::SigningKey {
+        ed25519_dalek::SigningKey::from_bytes(&[1; 32])
+    }
+
+    /// `MAILBOX`'s signature over `op` with counter `n` seconds after `ctx.now`'s epoch.
+    fn auth<T: Serialize>(label: &str, op: &T, ctx: &RoleContext<'_>, n: u64) -> MailboxAuth {
+        use ed25519_dalek::Signer;
+        let counter = crate::sig::unix(ctx.now) * 1000 + n;
+        let msg = signing_bytes(label, &(MAILBOX, counter, op));
+        MailboxAuth {
+            mailbox: MAILBOX,
+            counter,
+            signature: signer().sign(&msg).to_bytes().to_vec(),
+        }
+    }
+
+    fn issue(ods: &mut OdsLogic, tokens: Vec<[u8; 32]>, n: u64, ctx: &RoleContext<'_>) -> Decision {
+        let a = auth(LABEL_ISSUE, &(&tokens, &None::<[u8; 32]>), ctx, n);
+        let req = Request::Ods(OdsRequest::IssueCapabilities { auth: a, tokens, push_key: None });
+        ods.handle(req, None, ctx)
+    }
+
+    /// An ODS with mailbox `MAILBOX` open in `store` and capability `TOKEN` issued.
     fn ods_with_mailbox(ctx: &RoleContext<'_>, store: &dyn Store) -> OdsLogic {
-        let mut ods =
-            OdsLogic::new(OdsSettings { max_queue: 100, max_fetch: 10, page_bytes: 1 << 20 });
-        let auth =
-            ed25519_dalek::SigningKey::from_bytes(&[1; 32]).verifying_key().to_bytes().to_vec();
-        let open =
-            Request::Ods(OdsRequest::OpenMailbox { mailbox: [5; 32], auth_key: auth, push: None });
+        let mut ods = OdsLogic::new(OdsSettings {
+            max_queue: 100,
+            max_fetch: 10,
+            page_bytes: 1 << 20,
+            max_capabilities: 3,
+        });
+        let auth_key = signer().verifying_key().to_bytes().to_vec();
+        let open = Request::Ods(OdsRequest::OpenMailbox { mailbox: MAILBOX, auth_key, push: None });
         assert_eq!(ods.handle(open, None, ctx).applied(store), Response::MailboxOpened);
+        let r = issue(&mut ods, vec![TOKEN], 1, ctx).applied(store);
+        assert_eq!(r, Response::CapabilitiesIssued { serials: vec![1] });
         ods
     }
 
-    /// A one-byte copy for mailbox `[5; 32]` with delivery id `[d; 32]`.
+    fn cap(token: [u8; 32]) -> DeliveryCap {
+        DeliveryCap { shard: shard_of(&MAILBOX), token }
+    }
+
+    /// A one-byte copy through `TOKEN` with delivery id `[d; 32]`.
     fn item(d: u8) -> EnqueueItem {
-        EnqueueItem { mailbox: [5; 32], delivery_id: [d; 32], envelope: vec![d], push_key: None }
+        EnqueueItem { cap: cap(TOKEN), delivery_id: [d; 32], envelope: vec![d] }
+    }
+
+    /// Every key and value of the ODS's space.
+    fn dump(store: &dyn Store) -> Vec<(Vec<u8>, Vec<u8>)> {
+        store.scan_prefix(SPACE, b"", 10_000).unwrap()
+    }
+
+    #[test]
+    fn a_copy_without_a_live_capability_changes_nothing() {
+        let store = MemStore::new();
+        let ctx = RoleContext { node: "t", store: &store, now: std::time::SystemTime::now() };
+        let mut ods = ods_with_mailbox(&ctx, &store);
+        let before = dump(&store);
+        let forged = |token, shard| EnqueueItem {
+            cap: DeliveryCap { shard, token },
+            delivery_id: [1; 32],
+            envelope: vec![1],
+        };
+        // A guessed token, and the real one with another shard's hint.
+        let items = vec![forged([9; 32], shard_of(&MAILBOX)), forged(TOKEN, [0, 0])];
+        let r = RoleLogic::enqueue(&mut ods, items, &ctx).applied(&store);
+        assert_eq!(r, Response::Enqueued(vec![EnqueueResult::NoCapability; 2]));
+        // The sweep of old delivery weeks is the only write, and it has nothing to drop.
+        assert_eq!(dump(&store), before);
+
+        // Revoked by the owner: refused from then on; the stored copy stays.
+        let r = RoleLogic::enqueue(&mut ods, vec![item(1)], &ctx).applied(&store);
+        assert_eq!(r, Response::Enqueued(vec![EnqueueResult::Stored { seq: 1 }]));
+        let a = auth(LABEL_REVOKE, &vec![TOKEN, [9; 32]], &ctx, 2);
+        let revoke = OdsRequest::RevokeCapabilities { auth: a, tokens: vec![TOKEN, [9; 32]] };
+        let r = ods.handle(Request::Ods(revoke), None, &ctx).applied(&store);
+        assert_eq!(r, Response::CapabilitiesRevoked { revoked: 1 });
+        let before = dump(&store);
+        let r = RoleLogic::enqueue(&mut ods, vec![item(2)], &ctx).applied(&store);
+        assert_eq!(r, Response::Enqueued(vec![EnqueueResult::NoCapability]));
+        assert_eq!(dump(&store), before);
+        let page = ods.page(&MAILBOX, 0, 10, &ctx).unwrap();
+        assert_eq!(page, vec![Delivered { seq: 1, via: 1, envelope: vec![1] }]);
+    }
+
+    #[test]
+    fn capabilities_are_bounded_per_mailbox_and_reissue_is_idempotent() {
+        let store = MemStore::new();
+        let ctx = RoleContext { node: "t", store: &store, now: std::time::SystemTime::now() };
+        let mut ods = ods_with_mailbox(&ctx, &store);
+        // The same token again keeps its serial; new ones get the next ones.
+        let r = issue(&mut ods, vec![TOKEN, [7; 32], [8; 32]], 2, &ctx).applied(&store);
+        assert_eq!(r, Response::CapabilitiesIssued { serials: vec![1, 2, 3] });
+        // A fourth would exceed max_capabilities = 3: refused, nothing written.
+        let before = dump(&store);
+        let r = issue(&mut ods, vec![[10; 32]], 3, &ctx).applied(&store);
+        assert_eq!(r, Response::Error(WireError::Ods(OdsError::TooManyCapabilities { live: 3 })));
+        assert_eq!(dump(&store), before);
+        // No mailbox id or push key is stored in the clear next to a token.
+        assert!(dump(&store)
+            .iter()
+            .all(|(k, v)| !k.starts_with(b"c/") || !v.windows(32).any(|w| w == MAILBOX)));
     }
 
     #[test]
@@ -492,17 +657,16 @@ mod tests {
         ods.settings.max_fetch = 256;
         let items: Vec<EnqueueItem> = (0..12u8)
             .map(|d| EnqueueItem {
-                mailbox: [5; 32],
+                cap: cap(TOKEN),
                 delivery_id: [d; 32],
                 envelope: vec![d; MAX_ENVELOPE],
-                push_key: None,
             })
             .collect();
         let r = RoleLogic::enqueue(&mut ods, items, &ctx).applied(&store);
         assert!(matches!(r, Response::Enqueued(_)));
         let (mut after, mut seen, mut pages) = (0, Vec::new(), 0);
         loop {
-            let page = ods.page(&[5; 32], after, 256, &ctx).unwrap();
+            let page = ods.page(&MAILBOX, after, 256, &ctx).unwrap();
             if page.is_empty() {
                 break;
             }

@@ -16,8 +16,7 @@ pub(super) fn bench_job(
         index: i,
         message_id: [b; 32],
         message: message.clone(),
-        mailbox: [b ^ 0x5a; 32],
-        push_key: None,
+        cap: mlsd_transport::protocol::DeliveryCap { shard: [b; 2], token: [b ^ 0x5a; 32] },
         sealing: Sealing::Envelope(KeyGuard(zeroize::Zeroizing::new([b ^ 0xa5; 32]))),
         group: chaos_hooks.then(|| "bench/ids/anonymizers".to_string()),
     }

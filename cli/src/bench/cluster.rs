@@ -2,7 +2,7 @@
 //! send-to-receive latency on real QUIC and RocksDB.
 
 use super::*;
-use mlsd_transport::protocol::{IdsRequest, OdsRequest};
+use mlsd_transport::protocol::IdsRequest;
 
 /// Config for the benchmark's clusters: no rate limits in the way; every
 /// other setting (anonymizer concurrency included) is the default.
@@ -76,12 +76,8 @@ pub(super) async fn fanout(
     let conn = Connection::connect(c.nodes[0].addr(), &c.client_config("x", 0).ca).await?;
     let mut roster = Vec::with_capacity(members);
     for _ in 0..members {
-        let mailbox = rand32();
-        let auth =
-            ed25519_dalek::SigningKey::from_bytes(&rand32()).verifying_key().to_bytes().to_vec();
-        conn.request(Request::Ods(OdsRequest::OpenMailbox { mailbox, auth_key: auth, push: None }))
-            .await?;
-        roster.push(RosterEntry { mailbox, key: rand32(), push_key: None });
+        let cap = mailbox_with_cap(&conn).await?.1;
+        roster.push(RosterEntry { cap, key: rand32() });
     }
     // The sender's own MLS encryption and its home's fsync are the client's
     // cost, not the fan-out's: every send is prepared before the clock starts.
@@ -116,6 +112,18 @@ pub(super) async fn fanout(
     Ok(((members * messages) as f64 / t.elapsed().as_secs_f64(), first_ms))
 }
 
+/// A new mailbox opened over `conn`, with one capability issued.
+async fn mailbox_with_cap(
+    conn: &Connection,
+) -> anyhow::Result<(mlsd_client::mailbox::MailboxKeys, mlsd_transport::protocol::DeliveryCap)> {
+    use mlsd_client::mailbox::{self, Counter, MailboxKeys};
+    let keys = MailboxKeys::generate()?;
+    mailbox::open(conn, &keys, None).await?;
+    let cap = keys.new_cap()?;
+    mailbox::issue(conn, &keys, &mut Counter::default(), std::slice::from_ref(&cap)).await?;
+    Ok((keys, cap))
+}
+
 /// Send-to-receive latencies (ms) in a 100-member group: `subscribed` of the
 /// members hold live subscriptions over QUIC (one connection each) and the
 /// sender offers `rate` messages per second for `messages` messages; each
@@ -127,7 +135,7 @@ pub(super) async fn send_to_receive(
     messages: usize,
     rate: f64,
 ) -> anyhow::Result<Vec<f64>> {
-    use mlsd_client::mailbox::{self, Counter, MailboxKeys};
+    use mlsd_client::mailbox::{self, Counter};
     const MEMBERS: usize = 100;
     const SUBSCRIBED: usize = 4;
     let ca = c.client_config("x", 0).ca;
@@ -135,9 +143,8 @@ pub(super) async fn send_to_receive(
     let mut roster = Vec::with_capacity(MEMBERS);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(usize, Instant)>();
     for i in 0..MEMBERS {
-        let keys = MailboxKeys::generate()?;
-        mailbox::open(&conn, &keys, None).await?;
-        roster.push(RosterEntry { mailbox: keys.id, key: rand32(), push_key: None });
+        let (keys, cap) = mailbox_with_cap(&conn).await?;
+        roster.push(RosterEntry { cap, key: rand32() });
         if i < SUBSCRIBED {
             let own = Connection::connect(c.nodes[0].addr(), &ca).await?;
             let (mut sub, backlog) =

@@ -8,12 +8,11 @@ use mlsd_transport::protocol::OdsRequest;
 /// nonce source included), and the envelope length.
 pub(super) fn seal_rate(n: usize) -> (f64, usize) {
     let key = rand32();
-    let mb = rand32();
     let msg = vec![7u8; MESSAGE];
     let mut len = 0;
     let t = Instant::now();
     for _ in 0..n {
-        len = seal_copy(&key, &mb, &msg).expect("fits a bucket").len();
+        len = seal_copy(&key, &msg).expect("fits a bucket").len();
     }
     (n as f64 / t.elapsed().as_secs_f64(), len)
 }
@@ -29,25 +28,23 @@ pub(super) fn enqueue_rate(
 ) -> anyhow::Result<f64> {
     let dir = tempfile::tempdir()?;
     let store = RocksStore::open(dir.path(), true)?;
-    let mut ods =
-        OdsLogic::new(OdsSettings { max_queue: u32::MAX, max_fetch: 256, page_bytes: 1 << 20 });
+    let mut ods = OdsLogic::new(OdsSettings {
+        max_queue: u32::MAX,
+        max_fetch: 256,
+        page_bytes: 1 << 20,
+        max_capabilities: 16,
+    });
     let ctx = RoleContext { node: "bench", store: &store, now: SystemTime::now() };
-    let mailboxes: Vec<[u8; 32]> = (0..mailboxes.max(1)).map(|_| rand32()).collect();
-    for m in &mailboxes {
-        let auth =
-            ed25519_dalek::SigningKey::from_bytes(&rand32()).verifying_key().to_bytes().to_vec();
-        let open =
-            Request::Ods(OdsRequest::OpenMailbox { mailbox: *m, auth_key: auth, push: None });
-        ods.handle(open, None, &ctx).apply(&store)?;
-    }
+    let caps = (0..mailboxes.max(1))
+        .map(|_| mailbox_with_cap(&mut ods, &ctx, &store))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     // Prepared up front (the fan-out's anonymizers make them), so only the
-    // ODS's own work is timed.
+    // ODS's own work (the capability check included) is timed.
     let items: Vec<EnqueueItem> = (0..copies)
         .map(|i| EnqueueItem {
-            mailbox: mailboxes[i % mailboxes.len()],
+            cap: caps[i % caps.len()].clone(),
             delivery_id: rand32(),
             envelope: vec![1; envelope_len],
-            push_key: None,
         })
         .collect();
     let mut items = items.into_iter().peekable();
@@ -61,6 +58,28 @@ pub(super) fn enqueue_rate(
         }
     }
     Ok(copies as f64 / t.elapsed().as_secs_f64())
+}
+
+/// Opens a mailbox through `ods` and issues one capability for it.
+pub(super) fn mailbox_with_cap(
+    ods: &mut OdsLogic,
+    ctx: &RoleContext<'_>,
+    store: &RocksStore,
+) -> anyhow::Result<mlsd_transport::protocol::DeliveryCap> {
+    use mlsd_transport::protocol::ods::LABEL_ISSUE;
+    let keys = mlsd_client::mailbox::MailboxKeys::generate()?;
+    let open =
+        OdsRequest::OpenMailbox { mailbox: keys.id, auth_key: keys.auth_public(), push: None };
+    ods.handle(Request::Ods(open), None, ctx).apply(store)?;
+    let cap = keys.new_cap()?;
+    let tokens = vec![cap.token];
+    let counter = crate::bench::now_millis();
+    let auth = keys.auth(LABEL_ISSUE, counter, &(&tokens, &None::<[u8; 32]>));
+    let issue = OdsRequest::IssueCapabilities { auth, tokens, push_key: None };
+    match ods.handle(Request::Ods(issue), None, ctx).apply(store)?.0 {
+        Response::CapabilitiesIssued { .. } => Ok(cap),
+        other => anyhow::bail!("issuing a capability failed: {other:?}"),
+    }
 }
 
 /// Bytes per second over one mutual-TLS QUIC stream between two endpoints.

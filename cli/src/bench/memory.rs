@@ -17,8 +17,12 @@ pub(super) fn rss() -> Option<u64> {
 pub(super) fn bytes_per_idle_mailbox(n: usize) -> anyhow::Result<Option<f64>> {
     let dir = tempfile::tempdir()?;
     let store = RocksStore::open(dir.path(), false)?;
-    let mut ods =
-        OdsLogic::new(OdsSettings { max_queue: 10_000, max_fetch: 256, page_bytes: 1 << 20 });
+    let mut ods = OdsLogic::new(OdsSettings {
+        max_queue: 10_000,
+        max_fetch: 256,
+        page_bytes: 1 << 20,
+        max_capabilities: 4096,
+    });
     let ctx = RoleContext { node: "bench", store: &store, now: SystemTime::now() };
     let auth = ed25519_dalek::SigningKey::from_bytes(&rand32()).verifying_key().to_bytes().to_vec();
     let Some(before) = rss() else { return Ok(None) };

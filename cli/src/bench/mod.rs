@@ -51,6 +51,14 @@ pub struct BenchOpts {
 /// The size of the benchmark's application message.
 const MESSAGE: usize = 1024;
 
+/// Unix milliseconds: a fresh mailbox request counter.
+fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 fn rand32() -> [u8; 32] {
     let mut b = [0u8; 32];
     rand::TryRngCore::try_fill_bytes(&mut rand::rngs::OsRng, &mut b).expect("OS randomness");

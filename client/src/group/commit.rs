@@ -112,11 +112,7 @@ impl Client {
                     let r = mailbox_ref_of_kp(kp).ok_or_else(|| {
                         ClientError::Home("a KeyPackage has no mailbox reference".into())
                     })?;
-                    to.push(WelcomeCopy {
-                        mailbox: r.mailbox,
-                        hpke_key: r.hpke_public.clone(),
-                        push_key: r.push_key,
-                    });
+                    to.push(WelcomeCopy { cap: r.cap.clone(), hpke_key: r.hpke_public.clone() });
                     refs.push(r);
                 }
                 (c, Some(w), to, refs)
@@ -181,7 +177,7 @@ impl Client {
                 .tls_serialize_detached()
                 .map_err(|e| ClientError::Crypto(e.to_string()))?,
             recipients: self.recipients(&group, meta.mode)?,
-            skip: self.mailbox.as_ref().map(|m| m.id),
+            skip: own_cap(&group),
             commit: Some(CommitExtras { welcome, welcome_to, next_auth_key, next_roster }),
         };
         let req = self.send_request_for(&group, body)?;

@@ -10,8 +10,10 @@ impl Client {
         if self.groups.values().any(|g| g.name == name) {
             return Err(ClientError::Home(format!("a group named {name:?} exists")));
         }
+        // Our leaf delivers through a capability of this group's own.
+        let cap = self.new_caps(1).await?.pop().ok_or(ClientError::NotRegistered)?;
         let id = self.identity.as_ref().ok_or(ClientError::NotRegistered)?;
-        let mref = self.mailbox.as_ref().ok_or(ClientError::NotRegistered)?.reference();
+        let mref = self.mailbox.as_ref().ok_or(ClientError::NotRegistered)?.reference(cap);
         let cwk = CredentialWithKey {
             credential: BasicCredential::new(id.client.as_bytes().to_vec()).into(),
             signature_key: id.public_key.clone().into(),

@@ -2,7 +2,7 @@
 //! (steps 5-7 of the brief, client side).
 //!
 //! The client computes everything the IDS needs from its MLS group state:
-//! rosters (`{mailbox id, K(r, e), push key}` from members' mailbox
+//! rosters (`{capability, K(r, e)}` from members' mailbox
 //! references), the roster key `R(e)` and the epoch auth key `A(e)`, all from
 //! the MLS exporter. A committer computes the next epoch's values from its
 //! staged commit before sending it, so commit, Welcome and next roster travel
@@ -98,6 +98,10 @@ enum Followup {
         sender: String,
         file: FileRef,
     },
+    /// Revoke the capability our leaf delivered with in a group we were
+    /// removed from: its other members hold it, and nothing of that group
+    /// is for us any more.
+    RevokeCap([u8; 32]),
 }
 
 fn export32(
@@ -145,6 +149,12 @@ fn members(group: &MlsGroup) -> Vec<(LeafNodeIndex, String, Option<MailboxRef>)>
         .collect()
 }
 
+/// Our own leaf's capability in `group`: what members deliver to us with,
+/// what our envelope keys are derived for, and what we skip in our sends.
+pub(crate) fn own_cap(group: &MlsGroup) -> Option<mlsd_transport::protocol::DeliveryCap> {
+    group.own_leaf_node().and_then(mailbox_ref_of).map(|r| r.cap)
+}
+
 /// Exports per epoch: from the current group or from a staged commit.
 enum Exporter<'a> {
     Current(&'a MlsGroup),
@@ -175,9 +185,8 @@ fn roster(
     refs.iter()
         .map(|r| {
             Ok(RosterEntry {
-                mailbox: r.mailbox,
-                key: exp.export(p, EXPORT_ENVELOPE, &r.mailbox)?,
-                push_key: r.push_key,
+                cap: r.cap.clone(),
+                key: exp.export(p, EXPORT_ENVELOPE, &r.cap.token)?,
             })
         })
         .collect()
@@ -206,8 +215,10 @@ impl Client {
 
     /// Records `K(me, e)` of the group's current epoch.
     fn remember_epoch(&mut self, group: &MlsGroup) -> Result<(), ClientError> {
-        let me = self.mailbox.as_ref().ok_or(ClientError::NotRegistered)?.id;
-        let key = Zeroizing::new(export32(group, &self.provider, EXPORT_ENVELOPE, &me)?);
+        let me = own_cap(group).ok_or_else(|| {
+            ClientError::Home("our leaf in the group has no mailbox reference".into())
+        })?;
+        let key = Zeroizing::new(export32(group, &self.provider, EXPORT_ENVELOPE, &me.token)?);
         let epoch = group.epoch().as_u64();
         let meta =
             self.groups.get_mut(group.group_id().as_slice()).ok_or(ClientError::NotRegistered)?;
@@ -220,14 +231,11 @@ impl Client {
         Ok(())
     }
 
-    /// Client id of every member by mailbox id, from the group's current
-    /// state (the outbox names undelivered recipients with it).
-    pub(crate) fn member_mailboxes(
-        &self,
-        gid: &[u8],
-    ) -> std::collections::HashMap<mlsd_transport::protocol::MailboxId, String> {
+    /// Client id of every member by capability token, from the group's
+    /// current state (the outbox names undelivered recipients with it).
+    pub(crate) fn member_caps(&self, gid: &[u8]) -> std::collections::HashMap<[u8; 32], String> {
         let Ok(group) = self.load_group(gid) else { return Default::default() };
-        members(&group).into_iter().filter_map(|(_, c, r)| Some((r?.mailbox, c))).collect()
+        members(&group).into_iter().filter_map(|(_, c, r)| Some((r?.cap.token, c))).collect()
     }
 
     /// The local name of group `gid` (hex of its id if it is not known).

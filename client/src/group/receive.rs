@@ -22,7 +22,31 @@ const OLD_DEFERRED: &str = "deferred_envelopes";
 /// each with the Unix time it was first kept.
 const DEFERRED: &str = "deferred.v2";
 
+/// Home file of capabilities to revoke that the ODS has not confirmed yet.
+const REVOKE_OWED: &str = "revoke_owed";
+
+/// Most capabilities waiting in [`REVOKE_OWED`]; the oldest go first.
+const MAX_REVOKE_OWED: usize = 4096;
+
 impl Client {
+    /// Revokes the capabilities of groups we were removed from that are
+    /// still owed; a failure keeps them for the next `receive`.
+    async fn revoke_owed(&mut self) -> Result<(), ClientError> {
+        let mut owed: Vec<[u8; 32]> = self.home.load(REVOKE_OWED)?.unwrap_or_default();
+        if owed.is_empty() {
+            return Ok(());
+        }
+        let excess = owed.len().saturating_sub(MAX_REVOKE_OWED);
+        owed.drain(..excess);
+        match self.revoke_caps(&owed).await {
+            Ok(_) => self.home.save(REVOKE_OWED, &Vec::<[u8; 32]>::new()),
+            Err(e) => {
+                tracing::warn!(error = %e, "revoking a left group's capability; will retry");
+                self.home.save(REVOKE_OWED, &owed)
+            }
+        }
+    }
+
     /// Subscribes to this device's mailbox from its last acknowledged envelope.
     pub async fn subscribe(
         &mut self,
@@ -37,6 +61,7 @@ impl Client {
     /// (Welcomes, commits, messages) and acknowledges it.
     pub async fn receive(&mut self) -> Result<Vec<Event>, ClientError> {
         self.settle_all().await?;
+        self.revoke_owed().await?;
         let mut events = std::mem::take(&mut self.pending_events);
         let mut deferred = self.load_deferred()?;
         let mut tried_with = None;
@@ -124,6 +149,13 @@ impl Client {
                             events.push(Event::Unverified { group: name.clone(), member, reason });
                         }
                     }
+                    Followup::RevokeCap(token) => {
+                        let mut owed: Vec<[u8; 32]> =
+                            self.home.load(REVOKE_OWED)?.unwrap_or_default();
+                        owed.push(token);
+                        self.home.save(REVOKE_OWED, &owed)?;
+                        self.revoke_owed().await?;
+                    }
                     Followup::Download { group, sender, file } => {
                         let name = file.name.clone();
                         match self.download(group.clone(), sender.clone(), file).await {
@@ -178,7 +210,7 @@ impl Client {
         let mut opened = None;
         'outer: for g in self.groups.values() {
             for (_, k) in g.keys.iter().rev() {
-                if let Ok(p) = envelope::open(k, &me.id, env) {
+                if let Ok(p) = envelope::open(k, env) {
                     opened = Some(p);
                     break 'outer;
                 }
@@ -304,6 +336,7 @@ impl Client {
                 }
             }
             ProcessedMessageContent::StagedCommitMessage(staged) => {
+                let mine = own_cap(&group);
                 group
                     .merge_staged_commit(&self.provider, *staged)
                     .map_err(|e| ClientError::Crypto(e.to_string()))?;
@@ -319,6 +352,9 @@ impl Client {
                         g.active = false;
                     }
                     self.forget_checks(&gid);
+                    if let Some(cap) = mine {
+                        followups.push(Followup::RevokeCap(cap.token));
+                    }
                     events.push(Event::Removed { group: meta.name.clone() });
                 }
             }

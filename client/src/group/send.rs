@@ -71,7 +71,7 @@ impl Client {
             message_id,
             message: bytes,
             recipients: self.recipients(&group, meta.mode)?,
-            skip: self.mailbox.as_ref().map(|m| m.id),
+            skip: own_cap(&group),
             commit: None,
         };
         self.save_groups()?;

@@ -62,7 +62,7 @@ async fn enqueue(ctx: Arc<ServerCtx>, items: Vec<EnqueueItem>) -> Vec<EnqueueRes
         std::collections::HashMap::new();
     let mut results = vec![EnqueueResult::NotOwner; n];
     for (i, it) in items.into_iter().enumerate() {
-        if let Some(o) = routing::owner(&ctx.config.nodes, Role::Ods, &it.mailbox) {
+        if let Some(o) = routing::owner(&ctx.config.nodes, Role::Ods, &it.cap.shard) {
             by_owner.entry(o.name.clone()).or_default().push((i, it));
         }
     }

@@ -89,7 +89,7 @@ pub(super) async fn serve_node_request(
             let (positions, mine): (Vec<usize>, Vec<EnqueueItem>) = items
                 .into_iter()
                 .enumerate()
-                .filter(|(_, it)| owns(Role::Ods, &it.mailbox).is_ok())
+                .filter(|(_, it)| owns(Role::Ods, &it.cap.shard).is_ok())
                 .unzip();
             if !mine.is_empty() {
                 let resp = ctx.dispatch.here(mine).await;

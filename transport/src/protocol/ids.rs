@@ -1,9 +1,10 @@
 //! IDS protocol: groups, rosters and sends.
 //!
-//! The IDS never learns who the members are beyond their mailbox ids for the
-//! duration of one fan-out, and never learns any identity. Keys in here are
+//! The IDS never learns who the members are beyond their delivery
+//! capabilities (opaque tokens and a shard hint) for the duration of one
+//! fan-out, and never learns any identity or mailbox id. Keys in here are
 //! derived by members from the MLS exporter:
-//! - envelope key `K(r, e) = MLS-Exporter("mlsd envelope", mailbox id of r, 32)`
+//! - envelope key `K(r, e) = MLS-Exporter("mlsd envelope", token of r's capability, 32)`
 //! - roster key `R(e) = MLS-Exporter("mlsd roster", "", 32)` (stored mode)
 //! - epoch auth key `A(e) = MLS-Exporter("mlsd auth", "", 32)`
 
@@ -11,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use super::flat::Tags;
-use super::ods::MailboxId;
+use super::ods::DeliveryCap;
 
 /// Exporter label of envelope keys.
 pub const EXPORT_ENVELOPE: &str = "mlsd envelope";
@@ -50,6 +51,9 @@ pub enum Undeliverable {
     /// a retry with the same message id may store it, and stores no other
     /// copy twice.
     Unavailable,
+    /// The recipient's capability was never issued or was revoked by its
+    /// owner: it does not take copies through it.
+    NoCapability,
 }
 
 impl Undeliverable {
@@ -59,12 +63,12 @@ impl Undeliverable {
     }
 }
 
-/// One recipient whose copy was not stored. Named by mailbox id, and only
-/// to the sender, who knows the group's members anyway.
+/// One recipient whose copy was not stored. Named by its capability, and
+/// only to the sender, who knows the group's members anyway.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Undelivered {
-    /// The recipient's mailbox (from the roster or the Welcome's copy list).
-    pub mailbox: MailboxId,
+    /// The recipient's capability (from the roster or the Welcome's copy list).
+    pub cap: DeliveryCap,
     /// Why.
     pub reason: Undeliverable,
 }
@@ -73,12 +77,10 @@ pub struct Undelivered {
 /// is what lets the IDS seal for this member.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
 pub struct RosterEntry {
-    /// The member's mailbox.
-    pub mailbox: MailboxId,
+    /// The member's delivery capability in this group (from its leaf).
+    pub cap: DeliveryCap,
     /// `K(r, e)`.
     pub key: [u8; 32],
-    /// The member's push key (from its mailbox reference), for the ODS.
-    pub push_key: Option<[u8; 32]>,
 }
 
 impl std::fmt::Debug for RosterEntry {
@@ -135,12 +137,10 @@ impl std::fmt::Debug for Recipients {
 /// A Welcome for a new member, addressed by its mailbox reference.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WelcomeCopy {
-    /// The new member's mailbox.
-    pub mailbox: MailboxId,
+    /// The capability of the new member's KeyPackage.
+    pub cap: DeliveryCap,
     /// Its mailbox HPKE public key (X25519), to seal the Welcome to.
     pub hpke_key: Vec<u8>,
-    /// Its push key.
-    pub push_key: Option<[u8; 32]>,
 }
 
 /// What comes with a commit, accepted or refused together with it.
@@ -169,8 +169,8 @@ pub struct SendBody {
     pub message: Vec<u8>,
     /// Recipients for this send's epoch.
     pub recipients: Recipients,
-    /// The sender's own mailbox, which gets no copy.
-    pub skip: Option<MailboxId>,
+    /// The sender's own capability in the group, which gets no copy.
+    pub skip: Option<DeliveryCap>,
     /// Present exactly when `message` is a commit.
     pub commit: Option<CommitExtras>,
 }

@@ -32,7 +32,8 @@ pub use ids::{
     SendBody, Undeliverable, Undelivered, WelcomeCopy,
 };
 pub use ods::{
-    Delivered, EnqueueItem, EnqueueResult, MailboxAuth, MailboxId, OdsError, OdsRequest, SealedPush,
+    shard_of, Delivered, DeliveryCap, EnqueueItem, EnqueueResult, MailboxAuth, MailboxId, OdsError,
+    OdsRequest, SealedPush, ShardHint,
 };
 pub use r#as::{
     ApproveBody, AsError, AsRequest, Binding, DevicesBody, PendingDevice, RegisterBody, RevokeBody,
@@ -44,7 +45,7 @@ pub use sds::{SdsError, SdsRequest};
 
 /// Version of the request/response types below. Bumped on any change that an
 /// older peer would decode differently.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// ALPN of client connections: server-authenticated TLS, requests of [`ClientFrame`].
 pub const ALPN_CLIENT: &[u8] = b"mlsd-client/1";

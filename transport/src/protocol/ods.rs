@@ -4,21 +4,62 @@
 //! identity is attached. Requests on a mailbox are signed with its key over a
 //! label, the body and a strictly increasing counter, so a captured request
 //! cannot be replayed.
+//!
+//! Nobody delivers to a mailbox by its id: a copy reaches it only with a
+//! [`DeliveryCap`] its owner had the ODS issue, one per KeyPackage (and so
+//! per group membership), which the owner can revoke. KeyPackages and
+//! rosters carry capabilities, never mailbox ids (decision D10).
 
 use serde::{Deserialize, Serialize};
+
+use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use super::flat::Tags;
 
 /// A mailbox id: 32 random bytes chosen by the client that opens it.
 pub type MailboxId = [u8; 32];
 
+/// Which ODS shard holds a mailbox: the first two bytes of its random id.
+/// Every request on a mailbox, and every copy for it, is routed by this
+/// alone, so a capability can say where to go without naming the mailbox
+/// (it tells one mailbox from about 1 in 65,536 others).
+pub type ShardHint = [u8; 2];
+
+/// The [`ShardHint`] of `mailbox`.
+pub fn shard_of(mailbox: &MailboxId) -> ShardHint {
+    [mailbox[0], mailbox[1]]
+}
+
+/// What a sender must present for a copy to reach a mailbox: a random
+/// bearer token the mailbox owner had the ODS issue ([`OdsRequest::IssueCapabilities`]),
+/// with its shard hint. The ODS keeps only `H(token)` and, sealed under a
+/// key derived from the token, the mailbox it names, so neither the token's
+/// holders nor the ODS's disk alone link it to a mailbox. Zeroized on drop.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
+pub struct DeliveryCap {
+    /// Routes the copy to the mailbox's ODS owner.
+    pub shard: ShardHint,
+    /// The secret token.
+    pub token: [u8; 32],
+}
+
+impl std::fmt::Debug for DeliveryCap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DeliveryCap {{ shard: {:02x}{:02x}, .. }}", self.shard[0], self.shard[1])
+    }
+}
+
+/// Most tokens one [`OdsRequest::IssueCapabilities`] or
+/// [`OdsRequest::RevokeCapabilities`] may carry.
+pub const MAX_CAPS_PER_REQUEST: usize = 128;
+
 /// Largest sealed envelope the ODS stores, bytes.
 pub const MAX_ENVELOPE: usize = 256 * 1024;
 
 /// Encoding overhead of one [`Delivered`] in a page beyond its envelope's
-/// bytes: the sequence number and the envelope's length, each a varint of at
-/// most 9 bytes, rounded up.
-pub const DELIVERED_OVERHEAD: usize = 24;
+/// bytes: the sequence number, the capability serial and the envelope's
+/// length, each a varint of at most 9 bytes, rounded up.
+pub const DELIVERED_OVERHEAD: usize = 32;
 
 /// Encoding overhead of a page's frame beyond its envelopes: the frame's
 /// version, the response and vector tags and lengths, rounded up.
@@ -101,11 +142,16 @@ pub const LABEL_FETCH: &str = "mlsd/ods/fetch/v1";
 pub const LABEL_SUBSCRIBE: &str = "mlsd/ods/subscribe/v1";
 /// Label of [`MailboxAuth`] signatures on acks.
 pub const LABEL_ACK: &str = "mlsd/ods/ack/v1";
+/// Label of [`MailboxAuth`] signatures on capability issuance.
+pub const LABEL_ISSUE: &str = "mlsd/ods/issue/v1";
+/// Label of [`MailboxAuth`] signatures on capability revocation.
+pub const LABEL_REVOKE: &str = "mlsd/ods/revoke/v1";
 
 /// The push endpoint of a mailbox, encrypted by the client under a push key
-/// that the ODS never stores: XChaCha20-Poly1305, aad = mailbox id. The key
-/// reaches the ODS with each enqueue item (from the recipient's mailbox
-/// reference) and is dropped after the notification.
+/// that the ODS never stores in the clear: XChaCha20-Poly1305, aad = mailbox
+/// id. The key is sealed inside each capability's record at the ODS under a
+/// key only the capability's token gives, so the ODS reads it only when a
+/// copy arrives with a token, and drops it after the notification.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SealedPush {
     /// 24-byte nonce.
@@ -130,16 +176,13 @@ pub struct MailboxAuth {
 /// One envelope for one mailbox, as the IDS hands it to the ODS.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnqueueItem {
-    /// Recipient mailbox.
-    pub mailbox: MailboxId,
-    /// `H(message id || mailbox id)`: the same copy enqueued twice is stored once.
+    /// The recipient's capability: names (to the ODS only) the mailbox.
+    pub cap: DeliveryCap,
+    /// `H(message id || token)`: the same copy enqueued twice is stored once.
     pub delivery_id: [u8; 32],
     /// The sealed, padded envelope.
     #[serde(with = "serde_bytes")]
     pub envelope: Vec<u8>,
-    /// The recipient's push key, to decrypt its push endpoint for one
-    /// notification; never stored.
-    pub push_key: Option<[u8; 32]>,
 }
 
 /// Outcome of one [`EnqueueItem`].
@@ -158,6 +201,8 @@ pub enum EnqueueResult {
     TooLarge,
     /// This node does not own the mailbox.
     NotOwner,
+    /// The capability was never issued, or its owner revoked it.
+    NoCapability,
 }
 
 /// A stored envelope handed to its mailbox's owner.
@@ -165,6 +210,10 @@ pub enum EnqueueResult {
 pub struct Delivered {
     /// Per-mailbox sequence number.
     pub seq: u64,
+    /// Serial of the capability the copy came with (0: stored before
+    /// capabilities), so the owner can tell which one a spammer uses and
+    /// revoke it.
+    pub via: u64,
     /// The sealed envelope.
     #[serde(with = "serde_bytes")]
     pub envelope: Vec<u8>,
@@ -208,20 +257,45 @@ pub enum OdsRequest {
         /// Highest acknowledged sequence number.
         up_to: u64,
     },
+    /// Issue delivery capabilities for this mailbox: one per token (random,
+    /// chosen by the client, at most [`MAX_CAPS_PER_REQUEST`]). Answered by
+    /// each token's serial, in order; a token issued before to this mailbox
+    /// keeps its serial, so a retry is harmless.
+    IssueCapabilities {
+        /// Signed by the mailbox key (label `mlsd/ods/issue/v1`, op = `(tokens, push_key)`).
+        auth: MailboxAuth,
+        /// The new capabilities' tokens.
+        tokens: Vec<[u8; 32]>,
+        /// The push key the ODS needs to read the push endpoint when a copy
+        /// comes with one of these; sealed with each under its token.
+        push_key: Option<[u8; 32]>,
+    },
+    /// Revoke capabilities of this mailbox (at most
+    /// [`MAX_CAPS_PER_REQUEST`]); tokens that are not this mailbox's live
+    /// ones are skipped.
+    RevokeCapabilities {
+        /// Signed by the mailbox key (label `mlsd/ods/revoke/v1`, op = `tokens`).
+        auth: MailboxAuth,
+        /// The tokens.
+        tokens: Vec<[u8; 32]>,
+    },
 }
 
 impl OdsRequest {
     /// Flat wire index of each variant (protocol version 1).
-    pub(crate) const TAGS: Tags = &[6, 7, 8, 9];
+    pub(crate) const TAGS: Tags = &[6, 7, 8, 9, 20, 21];
 
-    /// The mailbox id, which picks the ODS shard.
+    /// The mailbox's [`ShardHint`], which picks the ODS shard.
     pub fn shard_key(&self) -> &[u8] {
-        match self {
+        let m = match self {
             OdsRequest::OpenMailbox { mailbox, .. } => mailbox,
             OdsRequest::Fetch { auth, .. }
             | OdsRequest::Subscribe { auth, .. }
-            | OdsRequest::Ack { auth, .. } => &auth.mailbox,
-        }
+            | OdsRequest::Ack { auth, .. }
+            | OdsRequest::IssueCapabilities { auth, .. }
+            | OdsRequest::RevokeCapabilities { auth, .. } => &auth.mailbox,
+        };
+        &m[..2]
     }
 
     /// See [`super::Request::repeatable`]: a second fetch or ack changes
@@ -229,7 +303,10 @@ impl OdsRequest {
     pub fn repeatable(&self) -> bool {
         match self {
             OdsRequest::Fetch { .. } | OdsRequest::Ack { .. } => true,
-            OdsRequest::OpenMailbox { .. } | OdsRequest::Subscribe { .. } => false,
+            OdsRequest::OpenMailbox { .. }
+            | OdsRequest::Subscribe { .. }
+            | OdsRequest::IssueCapabilities { .. }
+            | OdsRequest::RevokeCapabilities { .. } => false,
         }
     }
 }
@@ -244,11 +321,20 @@ pub enum OdsError {
     /// A mailbox with this id exists already (pick another random id).
     #[error("mailbox id taken")]
     MailboxTaken,
+    /// The mailbox holds its maximum of live capabilities: revoke some first.
+    #[error("the mailbox has {live} live capabilities, its maximum")]
+    TooManyCapabilities {
+        /// Live capabilities.
+        live: u32,
+    },
+    /// A token is another mailbox's capability (pick other random tokens).
+    #[error("capability token taken")]
+    TokenTaken,
 }
 
 impl OdsError {
     /// Flat wire index of each variant in [`super::WireError`].
-    pub(crate) const TAGS: Tags = &[26, 27];
+    pub(crate) const TAGS: Tags = &[26, 27, 33, 34];
 }
 
 #[cfg(test)]
@@ -257,7 +343,9 @@ mod tests {
     use crate::protocol::{Response, ResponseFrame};
 
     fn page_of(n: usize, size: usize) -> Vec<Delivered> {
-        (0..n).map(|i| Delivered { seq: u64::MAX - i as u64, envelope: vec![7; size] }).collect()
+        (0..n)
+            .map(|i| Delivered { seq: u64::MAX - i as u64, via: u64::MAX, envelope: vec![7; size] })
+            .collect()
     }
 
     #[test]

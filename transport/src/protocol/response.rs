@@ -114,4 +114,14 @@ pub enum Response {
         /// Client id to ask `after` for the next page; `None` on the last.
         next: Option<String>,
     },
+    /// Answer to `IssueCapabilities`: each token's serial, in order.
+    CapabilitiesIssued {
+        /// Serials, as [`Delivered::via`] will name them.
+        serials: Vec<u64>,
+    },
+    /// Answer to `RevokeCapabilities`.
+    CapabilitiesRevoked {
+        /// How many of the tokens were live capabilities of the mailbox.
+        revoked: u32,
+    },
 }
