@@ -20,7 +20,10 @@ use mlsd_client::{Client, ClientError, Connection};
 use mlsd_transport::frame::{read_message, write_message};
 use mlsd_transport::protocol::cs::{LABEL_COUNT, LABEL_PUBLISH};
 use mlsd_transport::protocol::identity::signing_bytes;
-use mlsd_transport::protocol::ods::{MailboxAuth, LABEL_ACK, LABEL_FETCH, LABEL_SUBSCRIBE};
+use mlsd_transport::protocol::ods::{
+    MailboxAuth, LABEL_ACK, LABEL_FETCH, LABEL_ISSUE, LABEL_REVOKE as LABEL_REVOKE_CAPS,
+    LABEL_SUBSCRIBE,
+};
 use mlsd_transport::protocol::r#as::{
     LABEL_APPROVE, LABEL_DEVICES, LABEL_REGISTER, LABEL_REVOKE, LABEL_REVOKE_DEVICE,
 };
@@ -378,6 +381,36 @@ async fn every_unentitled_request_is_refused_and_changes_no_stored_byte() {
     });
     rows.push(("open mailbox: an existing id", refusal(m, req).await, |e| {
         matches!(e, WireError::Ods(OdsError::MailboxTaken))
+    }));
+    let tokens = vec![rand::random::<[u8; 32]>()];
+    let req = Request::Ods(OdsRequest::IssueCapabilities {
+        auth: forged_auth(alice_mailbox, LABEL_ISSUE, &(&tokens, &None::<[u8; 32]>)),
+        tokens,
+        push_key: None,
+    });
+    rows.push(("issue capability: for alice's mailbox", refusal(m, req).await, |e| {
+        matches!(e, WireError::Auth(AuthError::BadSignature(_)))
+    }));
+    // Bob's capability, as his fetched KeyPackage carries it, cannot be
+    // claimed for Mallory's own mailbox (nor revoked by her: below).
+    let bobs_token = common::mailbox_ref_in(&w.bobs_key_package).cap.token;
+    let mallory_keys = w.mallory.mailbox_keys().unwrap();
+    let tokens = vec![bobs_token];
+    let req = Request::Ods(OdsRequest::IssueCapabilities {
+        auth: mallory_keys.auth(LABEL_ISSUE, now_ms(), &(&tokens, &None::<[u8; 32]>)),
+        tokens,
+        push_key: None,
+    });
+    rows.push(("issue capability: another mailbox's token", refusal(m, req).await, |e| {
+        matches!(e, WireError::Ods(OdsError::TokenTaken))
+    }));
+    let tokens = vec![bobs_token];
+    let req = Request::Ods(OdsRequest::RevokeCapabilities {
+        auth: forged_auth(w.bob.mailbox_keys().unwrap().id, LABEL_REVOKE_CAPS, &tokens),
+        tokens,
+    });
+    rows.push(("revoke capability: bob's, with another key", refusal(m, req).await, |e| {
+        matches!(e, WireError::Auth(AuthError::BadSignature(_)))
     }));
 
     // IDS

@@ -422,3 +422,16 @@ pub async fn mailbox_with_cap(
 pub fn unissued_cap() -> mlsd_transport::protocol::DeliveryCap {
     mlsd_transport::protocol::DeliveryCap { shard: rand::random(), token: rand::random() }
 }
+
+/// The mailbox reference in a serialized KeyPackage (validated as MLS).
+pub fn mailbox_ref_in(key_package: &[u8]) -> mlsd_transport::envelope::MailboxRef {
+    use openmls::prelude::tls_codec::Deserialize as _;
+    let kp = openmls::prelude::KeyPackageIn::tls_deserialize_exact(key_package)
+        .unwrap()
+        .validate(
+            &openmls_rust_crypto::RustCrypto::default(),
+            openmls::prelude::ProtocolVersion::Mls10,
+        )
+        .unwrap();
+    mlsd_client::leaf::mailbox_ref_of(kp.leaf_node()).expect("a mailbox reference")
+}
