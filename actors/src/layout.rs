@@ -8,6 +8,9 @@
 //!   ([`crate::record`]).
 //! - 2: each queued envelope (ODS `q/`) starts with the serial of the
 //!   delivery capability it came with; envelopes queued before carry 0.
+//!   Every mailbox opened before gets its legacy capability (its id as the
+//!   token, [`crate::ods::caps::grant_legacy`]), so groups and KeyPackages
+//!   of protocol version 1 keep delivering.
 //!
 //! The migration from 0 walks each structured record's key range in batches;
 //! each batch also moves a cursor, in the same atomic write, so a node killed
@@ -36,22 +39,33 @@ const CURSOR_KEY: &[u8] = b"layout/cursor";
 /// Records converted per atomic write.
 const BATCH: usize = 256;
 
-/// How a layout-0 value of one key range becomes its layout-1 form.
-type Convert = fn(&[u8]) -> Option<Vec<u8>>;
+/// What a step does to each record of its key range.
+#[derive(Clone, Copy)]
+enum Change {
+    /// Rewrites the value in place: its new form, or `None` when it does
+    /// not decode (it is then set aside).
+    Convert(fn(&[u8]) -> Option<Vec<u8>>),
+    /// Leaves the record as it is and adds to the batch records derived
+    /// from its key; false when the key is not what the range should hold
+    /// (logged, nothing written).
+    Derive(fn(&[u8], &mut Batch) -> bool),
+}
+use Change::{Convert, Derive};
 
 /// Every conversion, in the order the migration walks them (the cursor
 /// names a position in this list): the layout that introduced it (it runs
 /// on data dirs of older layouts), the key range and how a value changes.
-const STEPS: &[(u32, Role, &[u8], Convert)] = &[
-    (1, Role::As, b"b/", tag_legacy::<BindingRecord>),
-    (1, Role::Cs, b"k/", tag_legacy::<KpRecord>),
-    (1, Role::Cs, b"l/", tag_legacy::<KpRecord>),
-    (1, Role::Ids, b"g/", tag_legacy::<GroupRecord>),
-    (1, Role::Ids, b"r/", tag_legacy::<SealedRoster>),
-    (1, Role::Ids, b"k/", tag_legacy::<KeptSend>),
-    (1, Role::Ods, b"m/", tag_legacy::<MailboxRecord>),
-    (1, Role::Sds, b"b/", tag_legacy::<BlobRecord>),
-    (2, Role::Ods, b"q/", serial_unknown),
+const STEPS: &[(u32, Role, &[u8], Change)] = &[
+    (1, Role::As, b"b/", Convert(tag_legacy::<BindingRecord>)),
+    (1, Role::Cs, b"k/", Convert(tag_legacy::<KpRecord>)),
+    (1, Role::Cs, b"l/", Convert(tag_legacy::<KpRecord>)),
+    (1, Role::Ids, b"g/", Convert(tag_legacy::<GroupRecord>)),
+    (1, Role::Ids, b"r/", Convert(tag_legacy::<SealedRoster>)),
+    (1, Role::Ids, b"k/", Convert(tag_legacy::<KeptSend>)),
+    (1, Role::Ods, b"m/", Convert(tag_legacy::<MailboxRecord>)),
+    (1, Role::Sds, b"b/", Convert(tag_legacy::<BlobRecord>)),
+    (2, Role::Ods, b"q/", Convert(serial_unknown)),
+    (2, Role::Ods, b"m/", Derive(crate::ods::caps::grant_legacy)),
 ];
 
 /// A queued envelope of layout 1 as layout 2 keeps it: capability serial 0.
@@ -109,7 +123,7 @@ pub fn upgrade(store: &dyn Store) -> Result<Upgrade, LayoutError> {
         Some(_) => return Err(LayoutError::Corrupt),
         None => (0, None),
     };
-    while let Some(&(since, role, prefix, convert)) = STEPS.get(step) {
+    while let Some(&(since, role, prefix, change)) = STEPS.get(step) {
         if from >= since {
             (step, after) = (step + 1, None);
             continue;
@@ -123,15 +137,24 @@ pub fn upgrade(store: &dyn Store) -> Result<Upgrade, LayoutError> {
         let rows = store.scan_from(space, prefix, &start, BATCH)?;
         let mut b = Batch::new();
         for (k, v) in &rows {
-            match convert(v) {
-                Some(tagged) => {
-                    done.converted += 1;
-                    b.put(space, k.clone(), tagged);
-                }
-                None => {
-                    done.set_aside += 1;
-                    tracing::error!(%role, from, "a stored record does not decode; set aside");
-                    b.put(space, k.clone(), quarantine(v));
+            match change {
+                Convert(convert) => match convert(v) {
+                    Some(tagged) => {
+                        done.converted += 1;
+                        b.put(space, k.clone(), tagged);
+                    }
+                    None => {
+                        done.set_aside += 1;
+                        tracing::error!(%role, from, "a stored record does not decode; set aside");
+                        b.put(space, k.clone(), quarantine(v));
+                    }
+                },
+                Derive(derive) => {
+                    if derive(k, &mut b) {
+                        done.converted += 1;
+                    } else {
+                        tracing::error!(%role, from, "a stored key is not of its range's form");
+                    }
                 }
             }
         }
@@ -242,12 +265,24 @@ mod tests {
         b.put(Space::Meta, LAYOUT_KEY.to_vec(), 1u32.to_be_bytes().to_vec());
         b.put(AS, "b/u0001/phone", tagged.clone());
         b.put(ods, "q/mailbox/1", vec![7; 512]);
+        let mut mailbox_key = b"m/".to_vec();
+        mailbox_key.extend_from_slice(&[9; 32]);
+        b.put(ods, mailbox_key, vec![1, 2, 3]);
         store.write(b).unwrap();
         let up = upgrade(&store).unwrap();
-        assert_eq!(up, Upgrade { from: 1, converted: 1, set_aside: 0 });
+        assert_eq!(up, Upgrade { from: 1, converted: 2, set_aside: 0 });
         let q = store.get(ods, b"q/mailbox/1").unwrap().unwrap();
         assert_eq!((&q[..8], &q[8..]), (&[0u8; 8][..], &[7u8; 512][..]));
         assert_eq!(store.get(AS, b"b/u0001/phone").unwrap().unwrap(), tagged, "not tagged twice");
+        // The mailbox that existed delivers through its legacy capability,
+        // its id as the token.
+        let ctx = crate::contract::RoleContext {
+            node: "t",
+            store: &store,
+            now: std::time::SystemTime::now(),
+        };
+        let target = crate::ods::caps::check(&[9, 9], &[9; 32], &ctx).unwrap().unwrap();
+        assert_eq!((target.mailbox, target.serial, target.push_key), ([9; 32], 0, None));
         assert_eq!(upgrade(&store).unwrap().from, LAYOUT);
     }
 

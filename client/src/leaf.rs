@@ -3,7 +3,10 @@
 //! copies.
 
 use mlsd_transport::codec;
-use mlsd_transport::envelope::{MailboxRef, GROUP_SETTINGS_EXTENSION, MAILBOX_REF_EXTENSION};
+use mlsd_transport::envelope::{
+    LegacyMailboxRef, MailboxRef, GROUP_SETTINGS_EXTENSION, LEGACY_MAILBOX_REF_EXTENSION,
+    MAILBOX_REF_EXTENSION,
+};
 use openmls::prelude::{
     Capabilities, Extension, ExtensionType, Extensions, KeyPackage, LeafNode, UnknownExtension,
 };
@@ -20,6 +23,7 @@ pub fn capabilities() -> Capabilities {
         Some(&[
             ExtensionType::LastResort,
             ExtensionType::Unknown(MAILBOX_REF_EXTENSION),
+            ExtensionType::Unknown(LEGACY_MAILBOX_REF_EXTENSION),
             ExtensionType::Unknown(GROUP_SETTINGS_EXTENSION),
         ]),
         None,
@@ -35,10 +39,15 @@ pub fn mailbox_extension(r: &MailboxRef) -> Result<Extensions<LeafNode>, ClientE
         .map_err(|e| ClientError::Crypto(e.to_string()))
 }
 
-/// The mailbox reference in a leaf node, if it has a valid one.
+/// The mailbox reference in a leaf node, if it has a valid one; a leaf
+/// from before capabilities delivers through its mailbox's legacy
+/// capability ([`LegacyMailboxRef::upgraded`]).
 pub fn mailbox_ref_of(leaf: &LeafNode) -> Option<MailboxRef> {
-    let ext = leaf.extensions().unknown(MAILBOX_REF_EXTENSION)?;
-    codec::decode(&ext.0).ok()
+    if let Some(ext) = leaf.extensions().unknown(MAILBOX_REF_EXTENSION) {
+        return codec::decode(&ext.0).ok();
+    }
+    let ext = leaf.extensions().unknown(LEGACY_MAILBOX_REF_EXTENSION)?;
+    codec::decode::<LegacyMailboxRef>(&ext.0).ok().map(|r| r.upgraded())
 }
 
 /// The mailbox reference in a KeyPackage's leaf, if it has a valid one.

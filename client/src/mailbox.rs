@@ -78,7 +78,10 @@ impl MailboxKeys {
 
     /// Opens a Welcome envelope sealed to this mailbox's HPKE key.
     pub fn open_welcome(&self, envelope: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
-        mlsd_transport::envelope::open_welcome(&self.hpke_private, envelope).ok()
+        use mlsd_transport::envelope::{open_legacy_welcome, open_welcome};
+        open_welcome(&self.hpke_private, envelope)
+            .or_else(|_| open_legacy_welcome(&self.hpke_private, &self.id, envelope))
+            .ok()
     }
 
     fn signing_key(&self) -> SigningKey {

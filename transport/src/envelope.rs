@@ -39,7 +39,11 @@ pub const WELCOME_INFO: &[u8] = b"mlsd welcome v2";
 pub const ENVELOPE_AAD: &[u8] = b"mlsd envelope v2";
 
 /// Private-use MLS extension type of the mailbox reference in a leaf node.
-pub const MAILBOX_REF_EXTENSION: u16 = 0xF0A1;
+pub const MAILBOX_REF_EXTENSION: u16 = 0xF0A3;
+
+/// Extension type of [`LegacyMailboxRef`], in leaves and KeyPackages made
+/// before delivery capabilities (protocol version 1).
+pub const LEGACY_MAILBOX_REF_EXTENSION: u16 = 0xF0A1;
 
 /// Private-use MLS group context extension holding [`GroupSettings`].
 pub const GROUP_SETTINGS_EXTENSION: u16 = 0xF0A2;
@@ -65,6 +69,37 @@ pub struct MailboxRef {
     /// X25519 public key that Welcomes are sealed to.
     pub hpke_public: Vec<u8>,
 }
+
+/// A mailbox reference as protocol version 1 published it: the mailbox id
+/// in the clear. Still read, so groups and KeyPackages from before an
+/// upgrade keep delivering: the ODS gave every mailbox that existed then a
+/// legacy capability whose token is the mailbox id ([`LegacyMailboxRef::upgraded`]),
+/// which its owner revokes to close it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LegacyMailboxRef {
+    /// The member's mailbox id.
+    pub mailbox: [u8; 32],
+    /// X25519 public key that Welcomes are sealed to.
+    pub hpke_public: Vec<u8>,
+    /// Key under which the member's push endpoint is sealed (no longer used).
+    pub push_key: Option<[u8; 32]>,
+}
+
+impl LegacyMailboxRef {
+    /// The reference as delivery now goes: through the legacy capability.
+    pub fn upgraded(&self) -> MailboxRef {
+        MailboxRef { cap: legacy_cap(&self.mailbox), hpke_public: self.hpke_public.clone() }
+    }
+}
+
+/// The legacy capability of a mailbox opened before capabilities: its id
+/// is the token.
+pub fn legacy_cap(mailbox: &[u8; 32]) -> crate::protocol::DeliveryCap {
+    crate::protocol::DeliveryCap { shard: crate::protocol::shard_of(mailbox), token: *mailbox }
+}
+
+/// HPKE `info` of Welcome envelopes of protocol version 1.
+pub const LEGACY_WELCOME_INFO: &[u8] = b"mlsd welcome v1";
 
 /// Plaintext header: kind and length.
 const HEADER: usize = 5;
@@ -176,6 +211,40 @@ pub fn open_welcome(
         .hpke_open(WELCOME_HPKE, &input, hpke_private, WELCOME_INFO, ENVELOPE_AAD)
         .map(Zeroizing::new)
         .map_err(|_| EnvelopeError::NoOpen)
+}
+
+/// Opens a Welcome envelope of protocol version 1 (stored before an
+/// upgrade): HPKE info v1, aad = the mailbox id.
+pub fn open_legacy_welcome(
+    hpke_private: &[u8],
+    mailbox: &[u8; 32],
+    envelope: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, EnvelopeError> {
+    use openmls_traits::crypto::OpenMlsCrypto;
+    use openmls_traits::types::HpkeCiphertext;
+    if envelope.len() < 32 {
+        return Err(EnvelopeError::NoOpen);
+    }
+    let (kem, ct) = envelope.split_at(32);
+    let input = HpkeCiphertext { kem_output: kem.to_vec().into(), ciphertext: ct.to_vec().into() };
+    openmls_rust_crypto::RustCrypto::default()
+        .hpke_open(WELCOME_HPKE, &input, hpke_private, LEGACY_WELCOME_INFO, mailbox)
+        .map(Zeroizing::new)
+        .map_err(|_| EnvelopeError::NoOpen)
+}
+
+/// Opens a symmetric envelope of protocol version 1 (stored before an
+/// upgrade): aad = the recipient's mailbox id.
+pub fn open_legacy(
+    key: &[u8; 32],
+    mailbox: &[u8; 32],
+    envelope: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, EnvelopeError> {
+    if envelope.len() < SYMMETRIC_OVERHEAD {
+        return Err(EnvelopeError::NoOpen);
+    }
+    let (nonce, ct) = envelope.split_at(24);
+    crate::sealed::open(key, nonce, mailbox, ct).map_err(|_| EnvelopeError::NoOpen)
 }
 
 /// Opens a symmetric envelope; returns the padded plaintext.

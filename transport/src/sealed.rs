@@ -102,14 +102,32 @@ pub fn seal_roster(
     Ok(SealedRoster { nonce: nonce.to_vec(), ciphertext: seal(key, nonce, group, &plain)? })
 }
 
-/// Opens a roster [`seal_roster`] made.
+/// Opens a roster [`seal_roster`] made, or one a client of protocol version
+/// 1 sealed (members named by mailbox id), whose members then deliver
+/// through their mailboxes' legacy capabilities.
 pub fn open_roster(
     key: &[u8; 32],
     group: &[u8],
     sealed: &SealedRoster,
 ) -> Result<Vec<RosterEntry>, SealError> {
     let plain = open(key, &sealed.nonce, group, &sealed.ciphertext)?;
-    codec::decode(&plain).map_err(|_| SealError::Malformed)
+    if let Ok(roster) = codec::decode(&plain) {
+        return Ok(roster);
+    }
+    let legacy: Vec<LegacyRosterEntry> = codec::decode(&plain).map_err(|_| SealError::Malformed)?;
+    Ok(legacy
+        .iter()
+        .map(|e| RosterEntry { cap: crate::envelope::legacy_cap(&e.mailbox), key: e.key })
+        .collect())
+}
+
+/// A roster entry as protocol version 1 sealed it.
+#[derive(serde::Deserialize, zeroize::Zeroize, zeroize::ZeroizeOnDrop)]
+struct LegacyRosterEntry {
+    mailbox: [u8; 32],
+    key: [u8; 32],
+    #[allow(dead_code)] // read only to decode the entry
+    push_key: Option<[u8; 32]>,
 }
 
 /// A push endpoint URL sealed under the mailbox's push key.
@@ -157,6 +175,13 @@ mod tests {
         }];
         let sealed = seal_roster(&k, &n, b"group", &roster).unwrap();
         assert_eq!(open_roster(&k, b"group", &sealed).unwrap(), roster);
+        // A roster of protocol version 1 opens with legacy capabilities.
+        let old = codec::encode(&vec![([5u8; 32], [6u8; 32], Some([7u8; 32]))]).unwrap();
+        let old =
+            SealedRoster { nonce: n.to_vec(), ciphertext: seal(&k, &n, b"group", &old).unwrap() };
+        let upgraded = open_roster(&k, b"group", &old).unwrap();
+        assert_eq!(upgraded[0].cap, crate::envelope::legacy_cap(&[5; 32]));
+        assert_eq!(upgraded[0].key, [6; 32]);
         assert_eq!(open_roster(&k, b"other", &sealed), Err(SealError::NoOpen));
     }
 

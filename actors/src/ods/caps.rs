@@ -82,6 +82,37 @@ fn count_key(m: &MailboxId) -> Vec<u8> {
     k
 }
 
+/// The stored form of `target` under `token`.
+fn sealed_record(token: &[u8; 32], target: &CapTarget) -> Result<Vec<u8>, WireError> {
+    let plain = Zeroizing::new(mlsd_transport::codec::encode(target).map_err(internal)?);
+    let ciphertext = mlsd_transport::sealed::seal(&record_key(token), &[0; 24], RECORD_AAD, &plain)
+        .map_err(internal)?;
+    record::encode(&SealedCap { ciphertext })
+}
+
+/// Adds to `batch` the legacy capability of the mailbox whose record is
+/// stored under `mailbox_key` (`m/MAILBOX`), for a data dir from before
+/// capabilities: its token is the mailbox id, which protocol version 1
+/// published in every KeyPackage and roster, so old groups and KeyPackages
+/// keep delivering until the owner revokes it (decision D10). Serial 0, no
+/// push key (version 1 never gave the ODS one to keep). False if the key
+/// does not name a mailbox.
+pub fn grant_legacy(mailbox_key: &[u8], batch: &mut Batch) -> bool {
+    let Some(mailbox) = mailbox_key.strip_prefix(b"m/").and_then(|m| <[u8; 32]>::try_from(m).ok())
+    else {
+        return false;
+    };
+    let target = CapTarget { mailbox, serial: 0, push_key: None };
+    let (Ok(rec), Ok(count)) =
+        (sealed_record(&mailbox, &target), record::encode(&CapCount { next_serial: 1, live: 1 }))
+    else {
+        return false;
+    };
+    batch.put(SPACE, record_id(&mailbox), rec);
+    batch.put(SPACE, count_key(&mailbox), count);
+    true
+}
+
 /// What `token` names, if it is a live capability (of any mailbox).
 pub fn lookup(token: &[u8; 32], ctx: &RoleContext<'_>) -> Result<Option<CapTarget>, WireError> {
     let Some(v) = ctx.store.get(SPACE, &record_id(token)).map_err(internal)? else {
@@ -142,11 +173,7 @@ pub fn issue(
             return Err(WireError::Ods(OdsError::TooManyCapabilities { live: n.live }));
         }
         let target = CapTarget { mailbox: *mailbox, serial: n.next_serial, push_key };
-        let plain = Zeroizing::new(mlsd_transport::codec::encode(&target).map_err(internal)?);
-        let ciphertext =
-            mlsd_transport::sealed::seal(&record_key(token), &[0; 24], RECORD_AAD, &plain)
-                .map_err(internal)?;
-        batch.put(SPACE, record_id(token), record::encode(&SealedCap { ciphertext })?);
+        batch.put(SPACE, record_id(token), sealed_record(token, &target)?);
         serials.push(n.next_serial);
         n.next_serial += 1;
         n.live += 1;

@@ -210,7 +210,11 @@ impl Client {
         let mut opened = None;
         'outer: for g in self.groups.values() {
             for (_, k) in g.keys.iter().rev() {
-                if let Ok(p) = envelope::open(k, env) {
+                // Envelopes stored before protocol version 2 bound the
+                // mailbox id as associated data.
+                if let Ok(p) =
+                    envelope::open(k, env).or_else(|_| envelope::open_legacy(k, &me.id, env))
+                {
                     opened = Some(p);
                     break 'outer;
                 }
