@@ -74,6 +74,22 @@ async fn three_homes_talk_through_mlsc_and_survive_a_restart() {
         ["ABC bob/default: still here after the restart"]
     );
 
+    // Alice's delivery capabilities: one per KeyPackage (3 and a last
+    // resort) and one for the group she created; bob's KeyPackage that
+    // alice took is now his capability in ABC. One revoked by serial is gone.
+    let caps = h.ok("alice", &["mailbox", "caps"]);
+    assert_eq!(caps.len(), 5, "{caps:?}");
+    assert_eq!(caps.iter().filter(|l| l.ends_with(" group ABC")).count(), 1, "{caps:?}");
+    let bob_caps = h.ok("bob", &["mailbox", "caps"]);
+    assert_eq!(bob_caps.iter().filter(|l| l.ends_with(" group ABC")).count(), 1, "{bob_caps:?}");
+    let unused = caps.iter().find(|l| l.contains("unused")).unwrap();
+    let serial = unused.split(' ').next().unwrap();
+    assert_eq!(h.ok("alice", &["mailbox", "revoke", serial]), ["revoked 1"]);
+    assert_eq!(h.ok("alice", &["mailbox", "caps"]).len(), 4);
+    let out = h.run("alice", &["mailbox", "revoke", "999999"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no capability with serial 999999"));
+
     // Errors are one line on stderr with a non-zero exit.
     let out = h.run("alice", &["send", "NOPE", "x"]);
     assert!(!out.status.success());

@@ -1,7 +1,8 @@
 //! Nobody fills a mailbox without a delivery capability its owner handed
 //! out (decision D10): a stranger's flood of 10,000 copies at a victim is
 //! refused at the ODS before anything is stored, while the victim's real
-//! groups keep delivering.
+//! groups keep delivering; the one capability a stranger can get (a
+//! fetched KeyPackage's) stops working once the owner revokes it.
 
 mod common;
 
@@ -43,12 +44,23 @@ async fn a_flood_from_a_stranger_stores_nothing_and_real_groups_keep_delivering(
     alice.receive().await.unwrap();
 
     // Mallory fetches one of alice's KeyPackages, as anyone may, and so
-    // holds a live capability of alice's mailbox. Alice revokes it (as she
-    // would once copies arrive through it that open under no key of hers);
-    // from then on it is worth no more than a guessed one.
+    // holds a live capability of alice's mailbox: a copy through it is
+    // stored (it would carry the Welcome).
     let from_kp = fetched_reference(&mallory, "alice").await.cap;
-    assert_eq!(alice.revoke_caps(&[from_kp.token]).await.unwrap(), 1);
     mallory.create_group("M", RosterMode::Client).await.unwrap();
+    let one = vec![RosterEntry { cap: from_kp.clone(), key: rand::random() }];
+    let spam = common::to_roster(mallory.prepare_text("M", "spam").unwrap(), &one);
+    assert_eq!(mallory.send_request(spam).await.unwrap(), Response::Sent { copies: 1 });
+    // Alice sees which capability it came with and revokes that one; from
+    // then on it is worth no more than a guessed one.
+    let keys = alice.mailbox_keys().unwrap();
+    let mut counter = mlsd_client::mailbox::Counter::default();
+    let got = mlsd_client::mailbox::fetch(alice.connection(), keys, &mut counter, keys.acked, 10)
+        .await
+        .unwrap();
+    let via = got.last().unwrap().via;
+    assert!(alice.capabilities().unwrap().contains(&(via, from_kp.token)));
+    assert_eq!(alice.revoke_serials(&[via]).await.unwrap(), 1);
     let mut roster = vec![RosterEntry { cap: from_kp.clone(), key: rand::random() }];
     while roster.len() < FLOOD {
         // Guessed tokens, routed to alice's shard.

@@ -36,6 +36,13 @@ use crate::{ClientError, Connection, CIPHERSUITE};
 /// Lifetime of the KeyPackages a client publishes: four weeks.
 pub const KEY_PACKAGE_LIFETIME_SECS: u64 = 28 * 24 * 3600;
 
+/// Home file of the capabilities this device issued, by serial.
+const CAPS: &str = "caps";
+
+/// Most capabilities noted in [`CAPS`] (the ODS's default maximum live per
+/// mailbox); the oldest are forgotten first.
+const MAX_NOTED_CAPS: usize = 4096;
+
 /// Where a client finds the cluster and what it trusts.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -304,19 +311,56 @@ impl Client {
         self.upload(key_packages, last_resort).await
     }
 
-    /// `n` fresh capabilities of this device's mailbox, issued at the ODS.
+    /// `n` fresh capabilities of this device's mailbox, issued at the ODS
+    /// and noted in the home by serial (see [`Client::capabilities`]).
     pub async fn new_caps(&mut self, n: usize) -> Result<Vec<DeliveryCap>, ClientError> {
         let keys = self.mailbox.as_ref().ok_or(ClientError::NotRegistered)?;
         let caps = (0..n).map(|_| keys.new_cap()).collect::<Result<Vec<_>, _>>()?;
-        crate::mailbox::issue(&self.conn, keys, &mut self.counter, &caps).await?;
+        let serials = crate::mailbox::issue(&self.conn, keys, &mut self.counter, &caps).await?;
+        let mut noted = self.capabilities()?;
+        noted.extend(serials.into_iter().zip(caps.iter().map(|c| c.token)));
+        let excess = noted.len().saturating_sub(MAX_NOTED_CAPS);
+        noted.drain(..excess);
+        self.home.save(CAPS, &noted)?;
         Ok(caps)
+    }
+
+    /// The capabilities this device issued and has not revoked, as `(serial,
+    /// token)`: what [`Delivered::via`](mlsd_transport::protocol::Delivered)
+    /// names, so the one a spammer uses can be revoked by its serial.
+    pub fn capabilities(&self) -> Result<Vec<(u64, [u8; 32])>, ClientError> {
+        Ok(self.home.load(CAPS)?.unwrap_or_default())
     }
 
     /// Revokes capabilities of this device's mailbox (after leaving a group,
     /// or to stop a sender abusing one): copies through them are refused.
     pub async fn revoke_caps(&mut self, tokens: &[[u8; 32]]) -> Result<u32, ClientError> {
         let keys = self.mailbox.as_ref().ok_or(ClientError::NotRegistered)?;
-        crate::mailbox::revoke(&self.conn, keys, &mut self.counter, tokens).await
+        let revoked = crate::mailbox::revoke(&self.conn, keys, &mut self.counter, tokens).await?;
+        let mut noted = self.capabilities()?;
+        noted.retain(|(_, t)| !tokens.contains(t));
+        self.home.save(CAPS, &noted)?;
+        Ok(revoked)
+    }
+
+    /// Revokes the capabilities with these serials (as `Delivered::via` and
+    /// `mlsc mailbox caps` show them); serial 0 is the mailbox's legacy
+    /// capability, its id. Serials this device does not know are an error.
+    pub async fn revoke_serials(&mut self, serials: &[u64]) -> Result<u32, ClientError> {
+        let noted = self.capabilities()?;
+        let mut tokens = Vec::with_capacity(serials.len());
+        for s in serials {
+            match (s, noted.iter().find(|(n, _)| n == s)) {
+                (_, Some((_, t))) => tokens.push(*t),
+                (0, None) => {
+                    tokens.push(self.mailbox.as_ref().ok_or(ClientError::NotRegistered)?.id)
+                }
+                (s, None) => {
+                    return Err(ClientError::Home(format!("no capability with serial {s}")))
+                }
+            }
+        }
+        self.revoke_caps(&tokens).await
     }
 
     /// Uploads already serialized KeyPackages, signed with the bound key.

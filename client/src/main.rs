@@ -66,6 +66,19 @@ enum DeviceCmd {
 }
 
 #[derive(Subcommand)]
+enum MailboxCmd {
+    /// The delivery capabilities this device issued: serial and whether a group uses it.
+    Caps,
+    /// Revoke capabilities by serial (as `caps` lists them; 0 is the legacy one):
+    /// copies through them are refused from now on.
+    Revoke {
+        /// Serials to revoke.
+        #[arg(required = true)]
+        serials: Vec<u64>,
+    },
+}
+
+#[derive(Subcommand)]
 enum GroupCmd {
     /// Create a group with you as its only member.
     Create {
@@ -154,6 +167,11 @@ enum Cmd {
     Device {
         #[command(subcommand)]
         cmd: DeviceCmd,
+    },
+    /// This device's mailbox: its delivery capabilities, and revoking one a spammer uses.
+    Mailbox {
+        #[command(subcommand)]
+        cmd: MailboxCmd,
     },
     /// Groups: create, add, remove, list, members, update.
     Group {
@@ -464,6 +482,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("revoked {}", b.binding.client);
         }
         Cmd::Device { cmd } => device(open(&cli).await?, cmd).await?,
+        Cmd::Mailbox { cmd } => {
+            let mut c = open(&cli).await?;
+            match cmd {
+                MailboxCmd::Caps => {
+                    let used = c.group_caps();
+                    for (serial, token) in c.capabilities()? {
+                        match used.get(&token) {
+                            Some(group) => println!("{serial} group {group}"),
+                            None => println!("{serial} unused (a KeyPackage not yet taken)"),
+                        }
+                    }
+                }
+                MailboxCmd::Revoke { serials } => {
+                    let n = c.revoke_serials(serials).await?;
+                    println!("revoked {n}");
+                }
+            }
+        }
         Cmd::Group { cmd } => {
             let mut c = open(&cli).await?;
             match cmd {

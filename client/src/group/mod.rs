@@ -238,6 +238,18 @@ impl Client {
         members(&group).into_iter().filter_map(|(_, c, r)| Some((r?.cap.token, c))).collect()
     }
 
+    /// The name of each active group by the token of our capability in it.
+    pub fn group_caps(&self) -> std::collections::HashMap<[u8; 32], String> {
+        self.groups
+            .values()
+            .filter(|g| g.active)
+            .filter_map(|g| {
+                let group = self.load_group(&g.id).ok()?;
+                Some((own_cap(&group)?.token, g.name.clone()))
+            })
+            .collect()
+    }
+
     /// The local name of group `gid` (hex of its id if it is not known).
     pub(crate) fn group_name(&self, gid: &[u8]) -> String {
         self.groups.get(gid).map(|g| g.name.clone()).unwrap_or_else(|| hex::encode(gid))
