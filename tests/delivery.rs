@@ -93,7 +93,11 @@ async fn with_mailbox_on(c: &Cluster, identity: &str, node: &str) -> Client {
     for i in 0..40 {
         let client = c.registered(&format!("{identity}{i}/phone"), "n1", 3).await;
         let id = client.mailbox_keys().unwrap().id;
-        let (owner, _) = client.connection().ping(Role::Ods, &id).await.unwrap();
+        let (owner, _) = client
+            .connection()
+            .ping(Role::Ods, &mlsd_transport::protocol::shard_of(&id))
+            .await
+            .unwrap();
         if owner == node {
             return client;
         }

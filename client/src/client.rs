@@ -316,13 +316,24 @@ impl Client {
     pub async fn new_caps(&mut self, n: usize) -> Result<Vec<DeliveryCap>, ClientError> {
         let keys = self.mailbox.as_ref().ok_or(ClientError::NotRegistered)?;
         let caps = (0..n).map(|_| keys.new_cap()).collect::<Result<Vec<_>, _>>()?;
-        let serials = crate::mailbox::issue(&self.conn, keys, &mut self.counter, &caps).await?;
+        self.issue_caps(&caps).await?;
+        Ok(caps)
+    }
+
+    /// Issues `caps` (made by `MailboxKeys::new_cap`) at the ODS and notes
+    /// them by serial. Issuing one twice is harmless: it keeps its serial.
+    pub(crate) async fn issue_caps(&mut self, caps: &[DeliveryCap]) -> Result<(), ClientError> {
+        let keys = self.mailbox.as_ref().ok_or(ClientError::NotRegistered)?;
+        let serials = crate::mailbox::issue(&self.conn, keys, &mut self.counter, caps).await?;
         let mut noted = self.capabilities()?;
-        noted.extend(serials.into_iter().zip(caps.iter().map(|c| c.token)));
+        for (serial, cap) in serials.into_iter().zip(caps) {
+            if !noted.iter().any(|(_, t)| *t == cap.token) {
+                noted.push((serial, cap.token));
+            }
+        }
         let excess = noted.len().saturating_sub(MAX_NOTED_CAPS);
         noted.drain(..excess);
-        self.home.save(CAPS, &noted)?;
-        Ok(caps)
+        self.home.save(CAPS, &noted)
     }
 
     /// The capabilities this device issued and has not revoked, as `(serial,

@@ -125,7 +125,7 @@ enum Cmd {
         /// One of as, cs, ids, ods, sds.
         #[arg(long, value_parser = parse_role)]
         role: Role,
-        /// Shard key (identity, group id, mailbox id or blob id); picks the owner node.
+        /// Shard key (identity, group id, a mailbox's shard hint: the first two bytes of its id, or blob id); picks the owner node.
         #[arg(long, default_value = "")]
         key: String,
     },

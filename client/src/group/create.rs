@@ -10,10 +10,12 @@ impl Client {
         if self.groups.values().any(|g| g.name == name) {
             return Err(ClientError::Home(format!("a group named {name:?} exists")));
         }
-        // Our leaf delivers through a capability of this group's own.
-        let cap = self.new_caps(1).await?.pop().ok_or(ClientError::NotRegistered)?;
+        // Our leaf delivers through a capability of this group's own, issued
+        // once the IDS took the group (a refused creation leaves none).
+        let keys = self.mailbox.as_ref().ok_or(ClientError::NotRegistered)?;
+        let cap = keys.new_cap()?;
         let id = self.identity.as_ref().ok_or(ClientError::NotRegistered)?;
-        let mref = self.mailbox.as_ref().ok_or(ClientError::NotRegistered)?.reference(cap);
+        let mref = keys.reference(cap.clone());
         let cwk = CredentialWithKey {
             credential: BasicCredential::new(id.client.as_bytes().to_vec()).into(),
             signature_key: id.public_key.clone().into(),
@@ -69,6 +71,12 @@ impl Client {
         );
         self.remember_epoch(&group)?;
         self.save_groups()?;
+        if let Err(e) = self.issue_caps(std::slice::from_ref(&cap)).await {
+            // The group exists: the capability is owed, and issued again
+            // before the next receive (copies to us are refused until then).
+            self.owe_issue(cap.token)?;
+            return Err(e);
+        }
         self.store_group_data(&group, name).await
     }
 

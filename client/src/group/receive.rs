@@ -25,8 +25,13 @@ const DEFERRED: &str = "deferred.v2";
 /// Home file of capabilities to revoke that the ODS has not confirmed yet.
 const REVOKE_OWED: &str = "revoke_owed";
 
-/// Most capabilities waiting in [`REVOKE_OWED`]; the oldest go first.
-const MAX_REVOKE_OWED: usize = 4096;
+/// Most capabilities waiting in [`REVOKE_OWED`] or [`ISSUE_OWED`]; the
+/// oldest go first.
+const MAX_OWED: usize = 4096;
+
+/// Home file of capabilities of groups we created that the ODS has not
+/// confirmed issuing yet.
+const ISSUE_OWED: &str = "issue_owed";
 
 impl Client {
     /// Revokes the capabilities of groups we were removed from that are
@@ -36,13 +41,46 @@ impl Client {
         if owed.is_empty() {
             return Ok(());
         }
-        let excess = owed.len().saturating_sub(MAX_REVOKE_OWED);
+        let excess = owed.len().saturating_sub(MAX_OWED);
         owed.drain(..excess);
         match self.revoke_caps(&owed).await {
             Ok(_) => self.home.save(REVOKE_OWED, &Vec::<[u8; 32]>::new()),
             Err(e) => {
                 tracing::warn!(error = %e, "revoking a left group's capability; will retry");
                 self.home.save(REVOKE_OWED, &owed)
+            }
+        }
+    }
+
+    /// Notes `token` as a capability still to issue (see [`ISSUE_OWED`]).
+    pub(super) fn owe_issue(&self, token: [u8; 32]) -> Result<(), ClientError> {
+        let mut owed: Vec<[u8; 32]> = self.home.load(ISSUE_OWED)?.unwrap_or_default();
+        owed.push(token);
+        let excess = owed.len().saturating_sub(MAX_OWED);
+        owed.drain(..excess);
+        self.home.save(ISSUE_OWED, &owed)
+    }
+
+    /// Issues the capabilities still owed; a failure keeps them for the
+    /// next `receive`.
+    async fn issue_owed(&mut self) -> Result<(), ClientError> {
+        let owed: Vec<[u8; 32]> = self.home.load(ISSUE_OWED)?.unwrap_or_default();
+        if owed.is_empty() {
+            return Ok(());
+        }
+        let id = self.mailbox.as_ref().ok_or(ClientError::NotRegistered)?.id;
+        let caps: Vec<_> = owed
+            .iter()
+            .map(|t| mlsd_transport::protocol::DeliveryCap {
+                shard: mlsd_transport::protocol::shard_of(&id),
+                token: *t,
+            })
+            .collect();
+        match self.issue_caps(&caps).await {
+            Ok(()) => self.home.save(ISSUE_OWED, &Vec::<[u8; 32]>::new()),
+            Err(e) => {
+                tracing::warn!(error = %e, "issuing a created group's capability; will retry");
+                Ok(())
             }
         }
     }
@@ -61,6 +99,7 @@ impl Client {
     /// (Welcomes, commits, messages) and acknowledges it.
     pub async fn receive(&mut self) -> Result<Vec<Event>, ClientError> {
         self.settle_all().await?;
+        self.issue_owed().await?;
         self.revoke_owed().await?;
         let mut events = std::mem::take(&mut self.pending_events);
         let mut deferred = self.load_deferred()?;
