@@ -82,12 +82,17 @@ pub struct IdsSettings {
     pub group_copies_per_second: u32,
     /// Fan-outs the node runs at once, shared by its group actors.
     pub fanout_slots: std::sync::Arc<crate::ids::slots::FanoutSlots>,
+    /// Days without a send after which a group is collected.
+    pub idle_group_days: u32,
 }
 
 /// Default copies per second per group.
 pub const DEFAULT_GROUP_COPIES_PER_SECOND: u32 = 50_000;
 /// Default fan-outs at once per node.
 pub const DEFAULT_MAX_FANOUTS: usize = 1024;
+
+/// Default [`IdsSettings::idle_group_days`]: a year.
+pub const DEFAULT_IDLE_GROUP_DAYS: u32 = 365;
 
 /// SDS settings.
 #[derive(Debug, Clone)]
@@ -157,6 +162,7 @@ impl Default for RoleSettings {
                 chaos_hooks: false,
                 group_copies_per_second: DEFAULT_GROUP_COPIES_PER_SECOND,
                 fanout_slots: crate::ids::slots::FanoutSlots::new(DEFAULT_MAX_FANOUTS),
+                idle_group_days: DEFAULT_IDLE_GROUP_DAYS,
             },
             sds: SdsSettings { max_blob: 64 * 1024 * 1024, abandoned_upload_days: 7 },
             push: None,

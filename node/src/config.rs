@@ -199,6 +199,9 @@ pub struct IdsConfig {
     /// `create_rate_per_minute`: groups one client address may create per
     /// minute at each node, default 30.
     pub create_rate_per_minute: u32,
+    /// `idle_group_days`: a group without a send for this many days is
+    /// collected (its records deleted, its id free), default 365.
+    pub idle_group_days: u32,
 }
 
 /// `[cs]`: KeyPackage limits.
@@ -273,6 +276,7 @@ struct RawIds {
     sender_copies_per_second: Option<u32>,
     max_fanouts: Option<u32>,
     create_rate_per_minute: Option<u32>,
+    idle_group_days: Option<u32>,
 }
 
 #[derive(Deserialize, Default)]
@@ -555,6 +559,12 @@ impl ClusterConfig {
                 raw.ids.create_rate_per_minute,
                 30,
                 u32::MAX as u64,
+            )?,
+            idle_group_days: small(
+                "ids.idle_group_days",
+                raw.ids.idle_group_days,
+                mlsd_actors::settings::DEFAULT_IDLE_GROUP_DAYS as u64,
+                36_500,
             )?,
         };
         let sds_max_blob =

@@ -98,6 +98,7 @@ fn role_settings(config: &ClusterConfig, me: &NodeConfig) -> Result<RoleSettings
             fanout_slots: mlsd_actors::ids::slots::FanoutSlots::new(
                 config.ids.max_fanouts as usize,
             ),
+            idle_group_days: config.ids.idle_group_days,
         },
     })
 }

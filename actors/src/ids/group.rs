@@ -93,12 +93,49 @@ pub struct Accepted {
 pub struct GroupCore {
     group: Vec<u8>,
     record: Option<GroupRecord>,
+    /// The day of the group's last creation or accepted send, as stored
+    /// under `t/GROUP` (`None`: never noted, as for groups from before).
+    active: Option<u32>,
 }
 
 fn group_key(g: &[u8]) -> Vec<u8> {
     let mut k = b"g/".to_vec();
     k.extend_from_slice(g);
     k
+}
+
+/// `t/GROUP` → the day (since 1970, 4 bytes BE) the group was last active.
+fn active_key(g: &[u8]) -> Vec<u8> {
+    let mut k = b"t/".to_vec();
+    k.extend_from_slice(g);
+    k
+}
+
+/// Prefix of the idle index: `i/DAY/LEN/GROUP` → nothing, one entry per
+/// group under the day it was last active, so the oldest come first. The
+/// length byte keeps one group's entry from being a prefix of another's.
+pub const IDLE_INDEX: &[u8] = b"i/";
+
+fn idle_key(day: u32, g: &[u8]) -> Vec<u8> {
+    let mut k = IDLE_INDEX.to_vec();
+    k.extend_from_slice(&day.to_be_bytes());
+    k.push(g.len() as u8);
+    k.extend_from_slice(g);
+    k
+}
+
+/// The day and group of an idle-index key ([`IDLE_INDEX`]).
+pub fn parse_idle_key(k: &[u8]) -> Option<(u32, Vec<u8>)> {
+    let rest = k.strip_prefix(IDLE_INDEX)?;
+    let day = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
+    let len = *rest.get(4)? as usize;
+    let group = rest.get(5..)?;
+    (group.len() == len).then(|| (day, group.to_vec()))
+}
+
+/// Days since 1970 at `now`.
+pub fn day_of(now: std::time::SystemTime) -> u32 {
+    (crate::sig::unix(now) / (24 * 3600)) as u32
 }
 
 fn roster_key(g: &[u8], epoch: u64) -> Vec<u8> {
@@ -194,7 +231,69 @@ impl GroupCore {
             Some(v) => Some(record::decode(&v)?),
             None => None,
         };
-        Ok(GroupCore { group: group.to_vec(), record })
+        let active = match store.get(SPACE, &active_key(group)).map_err(internal)? {
+            Some(v) => Some(u32::from_be_bytes(v.as_slice().try_into().map_err(internal)?)),
+            None => None,
+        };
+        Ok(GroupCore { group: group.to_vec(), record, active })
+    }
+
+    /// Adds to `writes` the note that the group was active on `day` (its
+    /// creation or an accepted send), unless that day is noted already: at
+    /// most one extra write per group per day.
+    pub fn touch(&mut self, day: u32, writes: &mut Batch) {
+        if self.record.is_none() || self.active == Some(day) {
+            return;
+        }
+        if let Some(old) = self.active {
+            writes.delete(SPACE, idle_key(old, &self.group));
+        }
+        writes.put(SPACE, idle_key(day, &self.group), Vec::new());
+        writes.put(SPACE, active_key(&self.group), day.to_be_bytes().to_vec());
+        self.active = Some(day);
+    }
+
+    /// The deletion of idle-index entry `day` of this group when it is stale
+    /// (the group is gone, or was active on another day since): a sweep that
+    /// finds one removes it instead of finding it again forever.
+    pub fn stale_index_entry(&self, day: u32) -> Option<Batch> {
+        if self.record.is_some() && self.active == Some(day) {
+            return None;
+        }
+        let mut b = Batch::new();
+        b.delete(SPACE, idle_key(day, &self.group));
+        Some(b)
+    }
+
+    /// The writes that delete the group, if it was last active on or before
+    /// day `cutoff`: its record, rosters, accepted message ids and kept
+    /// sends, read by exact key (group ids vary in length, so a prefix of
+    /// one group's keys may hold another's). `None` when the group is not
+    /// idle, was never noted active, or does not exist. The core forgets
+    /// the group at once; the caller must make the writes durable.
+    pub fn collect(&mut self, cutoff: u32, store: &dyn View) -> Result<Option<Batch>, WireError> {
+        let (Some(rec), Some(day)) = (&self.record, self.active) else { return Ok(None) };
+        if day > cutoff {
+            return Ok(None);
+        }
+        let mut b = Batch::new();
+        // Older epochs' rosters and ids went with the commits that left them.
+        for epoch in rec.epoch.saturating_sub(ACCEPTED_EPOCHS)..=rec.epoch {
+            b.delete(SPACE, roster_key(&self.group, epoch));
+            let prefix = accepted_prefix(&self.group, epoch);
+            for (k, _) in store.scan_prefix(SPACE, &prefix, 100_000).map_err(internal)? {
+                if k.len() == prefix.len() + 32 {
+                    b.delete(SPACE, k);
+                }
+            }
+        }
+        kept::forget_all(store, &self.group, &mut b)?;
+        b.delete(SPACE, group_key(&self.group));
+        b.delete(SPACE, active_key(&self.group));
+        b.delete(SPACE, idle_key(day, &self.group));
+        self.record = None;
+        self.active = None;
+        Ok(Some(b))
     }
 
     /// The current epoch, if the group exists.

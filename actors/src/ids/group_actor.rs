@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
 use super::fanout::{Fanout, FanoutArgs, DONE};
-use super::group::{Accepted, GroupCore};
+use super::group::{day_of, Accepted, GroupCore};
 use super::kept::{self, KeptSend};
 use super::slots::{FanoutSlot, FanoutSlots};
 use crate::budget::{seconds, Budget};
@@ -45,6 +45,14 @@ pub enum GroupMsg {
     },
     /// Stop if nothing arrived since generation `.0`.
     IdleCheck(u64),
+    /// Delete the group if it was last active on or before day `cutoff`
+    /// (the host's sweep found its idle-index entry under `day`).
+    Collect {
+        /// The entry's day.
+        day: u32,
+        /// The last day of activity that counts as idle.
+        cutoff: u32,
+    },
 }
 
 impl GroupMsg {
@@ -55,7 +63,7 @@ impl GroupMsg {
             GroupMsg::Create { reply, .. } | GroupMsg::Send { reply, .. } => {
                 let _ = reply.send(Response::Error(e));
             }
-            GroupMsg::IdleCheck(_) => {}
+            GroupMsg::IdleCheck(_) | GroupMsg::Collect { .. } => {}
         }
     }
 }
@@ -151,8 +159,35 @@ impl Actor for GroupActor {
                 }
                 return Ok(());
             }
+            GroupMsg::Collect { day, cutoff } => {
+                // A group with a fan-out running is not idle; the next sweep
+                // looks again.
+                if !st.fanouts.is_empty() {
+                    return Ok(());
+                }
+                let store = st.args.store.clone();
+                match st.core.collect(cutoff, store.as_ref()) {
+                    Ok(Some(writes)) => {
+                        if st.write(writes).is_ok() {
+                            tracing::info!("collected a group idle since day {day}");
+                            me.stop(Some("collected".into()));
+                            return Ok(());
+                        }
+                    }
+                    Ok(None) => {
+                        if let Some(writes) = st.core.stale_index_entry(day) {
+                            let _ = st.write(writes);
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot collect an idle group"),
+                }
+            }
             GroupMsg::Create { mode, auth_key, roster, reply } => {
-                let r = st.core.create(mode, auth_key, roster);
+                let today = day_of(std::time::SystemTime::now());
+                let r = st.core.create(mode, auth_key, roster).map(|mut writes| {
+                    st.core.touch(today, &mut writes);
+                    writes
+                });
                 let r = r.and_then(|writes| st.write(writes)).map(|()| Response::GroupCreated);
                 let _ = reply.send(r.unwrap_or_else(Response::Error));
             }
@@ -168,9 +203,14 @@ impl Actor for GroupActor {
                     }
                 };
                 let accepted = st.core.accept_send(&body, &mac, st.args.store.as_ref(), now);
-                // Durable before any copy leaves.
-                let accepted =
-                    accepted.and_then(|mut a| st.write(std::mem::take(&mut a.writes)).map(|()| a));
+                // Durable before any copy leaves, with the day's activity.
+                let accepted = match accepted {
+                    Ok(mut a) => {
+                        st.core.touch(day_of(now), &mut a.writes);
+                        st.write(std::mem::take(&mut a.writes)).map(|()| a)
+                    }
+                    Err(e) => Err(e),
+                };
                 match accepted {
                     Err(e) => {
                         let _ = reply.send(Response::Error(e));

@@ -17,9 +17,9 @@ use mlsd_transport::protocol::{
 };
 use mlsd_transport::WireError;
 
-use super::group::{Accepted, GroupCore};
+use super::group::{parse_idle_key, Accepted, GroupCore, IDLE_INDEX};
 use crate::cs::CIPHERSUITE;
-use crate::storage::{MemStore, Store};
+use crate::storage::{MemStore, Store, View};
 
 const GID: &[u8] = b"group-under-test";
 
@@ -208,4 +208,64 @@ fn a_send_of_an_unknown_group_is_refused() {
         Some(WireError::Ids(IdsError::UnknownGroup))
     );
     assert!(store.contents().is_empty());
+}
+
+const IDS: crate::storage::Space = crate::storage::Space::Role(mlsd_transport::Role::Ids);
+
+#[test]
+fn activity_moves_a_group_in_the_idle_index_once_a_day() {
+    let (store, mut core) = created();
+    let mut w = crate::storage::Batch::new();
+    core.touch(10, &mut w);
+    store.write(w).unwrap();
+    let mut w = crate::storage::Batch::new();
+    core.touch(10, &mut w);
+    assert!(w.ops.is_empty(), "one write a day at most");
+    let mut w = crate::storage::Batch::new();
+    core.touch(20, &mut w);
+    store.write(w).unwrap();
+    let index = store.scan_prefix(IDS, IDLE_INDEX, 10).unwrap();
+    let entries: Vec<_> = index.iter().filter_map(|(k, _)| parse_idle_key(k)).collect();
+    assert_eq!(entries, vec![(20, GID.to_vec())]);
+    // A reloaded core knows the day: idle only from day 20's cutoff on.
+    let mut fresh = GroupCore::load(GID, &store).unwrap();
+    assert!(fresh.collect(19, &store).unwrap().is_none());
+    assert!(fresh.collect(20, &store).unwrap().is_some());
+}
+
+#[test]
+fn an_idle_group_is_collected_whole_and_a_group_sharing_its_prefix_is_left_alone() {
+    let store = MemStore::new();
+    // A group whose id starts with ours and a slash: its keys share our
+    // key prefixes, so collecting by prefix would take them too.
+    let other_id = [GID, b"/x"].concat();
+    let mut other = GroupCore::load(&other_id, &store).unwrap();
+    let mut w = other.create(RosterMode::Client, [0; 32], None).unwrap();
+    other.touch(3, &mut w);
+    let mut accepted = b"a/".to_vec();
+    accepted.extend_from_slice(&other_id);
+    accepted.push(b'/');
+    accepted.extend_from_slice(&0u64.to_be_bytes());
+    accepted.extend_from_slice(&[9; 32]);
+    w.put(IDS, accepted, vec![1]);
+    store.write(w).unwrap();
+    let others_only = store.contents();
+
+    let mut core = GroupCore::load(GID, &store).unwrap();
+    let mut w = core.create(RosterMode::Client, [0; 32], None).unwrap();
+    core.touch(10, &mut w);
+    store.write(w).unwrap();
+    let mut m = Member::new();
+    accept(&mut core, &store, &send(m.message(b"hi"), 1, None), [0; 32]).unwrap();
+    assert_ne!(store.contents(), others_only);
+
+    assert!(core.collect(9, &store).unwrap().is_none(), "active after the cutoff");
+    let writes = core.collect(10, &store).unwrap().expect("idle");
+    store.write(writes).unwrap();
+    assert_eq!(store.contents(), others_only, "exactly the group's records are gone");
+    // Its id is free again; the other group is untouched.
+    let mut again = GroupCore::load(GID, &store).unwrap();
+    assert_eq!(again.epoch(), None);
+    assert!(again.create(RosterMode::Client, [1; 32], None).is_ok());
+    assert_eq!(GroupCore::load(&other_id, &store).unwrap().epoch(), Some(0));
 }

@@ -2,7 +2,9 @@
 //! own: it routes `CreateGroup` and `Send` to the group's actor (spawned on
 //! demand, linked to it), answers `Ping`, and forgets a group actor that
 //! stopped or died; the next request for that group starts it again from
-//! storage.
+//! storage. Each `CreateGroup` also sweeps: the oldest few groups of the
+//! idle index, if idle longer than `idle_group_days`, are told to collect
+//! themselves (each by its own actor, the one writer of its group).
 
 use mlsd_transport::protocol::{BadFrame, ClusterError, IdsRequest};
 use std::collections::HashMap;
@@ -11,7 +13,7 @@ use std::sync::Arc;
 use mlsd_transport::{Request, Role, WireError};
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 
-use super::group::MAX_GROUP_ID;
+use super::group::{day_of, parse_idle_key, IDLE_INDEX, MAX_GROUP_ID};
 use super::group_actor::{GroupActor, GroupArgs, GroupMsg};
 use crate::contract::{not_mine, pong, Decision};
 use crate::role::{not_here, RoleArgs, RoleMsg};
@@ -116,6 +118,7 @@ impl Actor for IdsHost {
                 return Ok(());
             }
         };
+        let creates = matches!(request, IdsRequest::CreateGroup { .. });
         let (group, msg) = match request {
             IdsRequest::CreateGroup { group, mode, auth_key, roster } => {
                 (group, GroupMsg::Create { mode, auth_key, roster, reply })
@@ -135,6 +138,9 @@ impl Actor for IdsHost {
             // A group actor that is stopping drops the message; the sender retries.
             Ok(actor) => drop(actor.send_message(msg)),
             Err(e) => msg.refuse(e),
+        }
+        if creates {
+            state.sweep(&myself).await;
         }
         Ok(())
     }
@@ -161,6 +167,40 @@ impl Actor for IdsHost {
             tracing::warn!(error = %e, "group actor failed; it restarts on the next request");
         }
         Ok(())
+    }
+}
+
+/// Idle-index entries a group creation looks at: sweeping costs each
+/// creation one bounded read, and collection keeps pace with creation.
+const COLLECT_PER_CREATE: usize = 8;
+
+impl IdsState {
+    /// Tells the groups at the head of the idle index that have been idle
+    /// longer than `idle_group_days` to collect themselves.
+    async fn sweep(&mut self, me: &ActorRef<RoleMsg>) {
+        let days = self.args.settings.ids.idle_group_days;
+        let Some(cutoff) = day_of(std::time::SystemTime::now()).checked_sub(days) else { return };
+        let space = crate::storage::Space::Role(Role::Ids);
+        let rows = match self.args.store.scan_prefix(space, IDLE_INDEX, COLLECT_PER_CREATE) {
+            Ok(rows) => rows,
+            Err(e) => return tracing::warn!(error = %e, "cannot read the idle-group index"),
+        };
+        for (key, _) in rows {
+            let Some((day, group)) = parse_idle_key(&key) else { continue };
+            if day > cutoff {
+                break;
+            }
+            match self.group(me, &group).await {
+                Ok(actor) => drop(actor.send_message(GroupMsg::Collect { day, cutoff })),
+                Err(e) => {
+                    // Unreadable: left as it is, but no longer a candidate.
+                    tracing::warn!(error = %e, "an idle group cannot be loaded to collect it");
+                    let mut b = crate::storage::Batch::new();
+                    b.delete(space, key);
+                    let _ = self.args.store.write(b);
+                }
+            }
+        }
     }
 }
 

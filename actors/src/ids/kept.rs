@@ -61,6 +61,15 @@ fn key(group: &[u8], message_id: &[u8; 32]) -> Vec<u8> {
     k
 }
 
+/// Adds to `batch` the deletion of every send kept for `group` (at most
+/// [`MAX_KEPT`]; the length-prefixed key makes its prefix the group's alone).
+pub fn forget_all(store: &dyn View, group: &[u8], batch: &mut Batch) -> Result<(), WireError> {
+    for (k, _) in store.scan_prefix(SPACE, &prefix(group), MAX_KEPT + 1).map_err(internal)? {
+        batch.delete(SPACE, k);
+    }
+    Ok(())
+}
+
 /// The kept send `message_id` of `group`, unless it expired by `week`.
 pub fn load(
     store: &dyn View,

@@ -98,9 +98,10 @@ enum Followup {
         sender: String,
         file: FileRef,
     },
-    /// Revoke the capability our leaf delivered with in a group we were
-    /// removed from: its other members hold it, and nothing of that group
-    /// is for us any more.
+    /// Revoke, once sends from before the removal can no longer be retried,
+    /// the capability our leaf delivered with in a group we were removed
+    /// from: its other members hold it, and nothing later of that group is
+    /// for us.
     RevokeCap([u8; 32]),
 }
 

@@ -22,8 +22,16 @@ const OLD_DEFERRED: &str = "deferred_envelopes";
 /// each with the Unix time it was first kept.
 const DEFERRED: &str = "deferred.v2";
 
-/// Home file of capabilities to revoke that the ODS has not confirmed yet.
+/// Home file of capabilities of groups we were removed from, each with the
+/// Unix time from which it is revoked (see [`REVOKE_AFTER_REMOVAL_SECS`]).
 const REVOKE_OWED: &str = "revoke_owed";
+
+/// How long the capability of a group we were removed from stays live:
+/// longer than a send from before the removal may still be retried (the
+/// IDS keeps such sends and the ODS recognizes their copies for one to two
+/// weeks), so a message sent while we were a member still reaches us, and
+/// no retry of it turns into a permanent partial delivery for its sender.
+const REVOKE_AFTER_REMOVAL_SECS: u64 = 15 * 24 * 3600;
 
 /// Most capabilities waiting in [`REVOKE_OWED`] or [`ISSUE_OWED`]; the
 /// oldest go first.
@@ -34,20 +42,34 @@ const MAX_OWED: usize = 4096;
 const ISSUE_OWED: &str = "issue_owed";
 
 impl Client {
-    /// Revokes the capabilities of groups we were removed from that are
-    /// still owed; a failure keeps them for the next `receive`.
-    async fn revoke_owed(&mut self) -> Result<(), ClientError> {
-        let mut owed: Vec<[u8; 32]> = self.home.load(REVOKE_OWED)?.unwrap_or_default();
-        if owed.is_empty() {
-            return Ok(());
-        }
+    /// Notes the capability `token` of a group we were removed from, to be
+    /// revoked [`REVOKE_AFTER_REMOVAL_SECS`] from now.
+    fn owe_revoke(&self, token: [u8; 32]) -> Result<(), ClientError> {
+        let mut owed: Vec<(u64, [u8; 32])> = self.home.load(REVOKE_OWED)?.unwrap_or_default();
+        owed.push((now_secs() + REVOKE_AFTER_REMOVAL_SECS, token));
         let excess = owed.len().saturating_sub(MAX_OWED);
         owed.drain(..excess);
-        match self.revoke_caps(&owed).await {
-            Ok(_) => self.home.save(REVOKE_OWED, &Vec::<[u8; 32]>::new()),
+        self.home.save(REVOKE_OWED, &owed)
+    }
+
+    /// Revokes the capabilities of groups we were removed from whose time
+    /// has come; a failure keeps them for the next `receive`.
+    async fn revoke_owed(&mut self) -> Result<(), ClientError> {
+        let owed: Vec<(u64, [u8; 32])> = self.home.load(REVOKE_OWED)?.unwrap_or_default();
+        let now = now_secs();
+        let due: Vec<[u8; 32]> = owed.iter().filter(|(t, _)| *t <= now).map(|(_, c)| *c).collect();
+        if due.is_empty() {
+            return Ok(());
+        }
+        match self.revoke_caps(&due).await {
+            Ok(_) => {
+                let rest: Vec<(u64, [u8; 32])> =
+                    owed.into_iter().filter(|(_, c)| !due.contains(c)).collect();
+                self.home.save(REVOKE_OWED, &rest)
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "revoking a left group's capability; will retry");
-                self.home.save(REVOKE_OWED, &owed)
+                Ok(())
             }
         }
     }
@@ -188,13 +210,7 @@ impl Client {
                             events.push(Event::Unverified { group: name.clone(), member, reason });
                         }
                     }
-                    Followup::RevokeCap(token) => {
-                        let mut owed: Vec<[u8; 32]> =
-                            self.home.load(REVOKE_OWED)?.unwrap_or_default();
-                        owed.push(token);
-                        self.home.save(REVOKE_OWED, &owed)?;
-                        self.revoke_owed().await?;
-                    }
+                    Followup::RevokeCap(token) => self.owe_revoke(token)?,
                     Followup::Download { group, sender, file } => {
                         let name = file.name.clone();
                         match self.download(group.clone(), sender.clone(), file).await {
