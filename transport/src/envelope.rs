@@ -200,17 +200,7 @@ pub fn open_welcome(
     hpke_private: &[u8],
     envelope: &[u8],
 ) -> Result<Zeroizing<Vec<u8>>, EnvelopeError> {
-    use openmls_traits::crypto::OpenMlsCrypto;
-    use openmls_traits::types::HpkeCiphertext;
-    if envelope.len() < 32 {
-        return Err(EnvelopeError::NoOpen);
-    }
-    let (kem, ct) = envelope.split_at(32);
-    let input = HpkeCiphertext { kem_output: kem.to_vec().into(), ciphertext: ct.to_vec().into() };
-    openmls_rust_crypto::RustCrypto::default()
-        .hpke_open(WELCOME_HPKE, &input, hpke_private, WELCOME_INFO, ENVELOPE_AAD)
-        .map(Zeroizing::new)
-        .map_err(|_| EnvelopeError::NoOpen)
+    hpke_open(hpke_private, WELCOME_INFO, ENVELOPE_AAD, envelope)
 }
 
 /// Opens a Welcome envelope of protocol version 1 (stored before an
@@ -218,6 +208,16 @@ pub fn open_welcome(
 pub fn open_legacy_welcome(
     hpke_private: &[u8],
     mailbox: &[u8; 32],
+    envelope: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, EnvelopeError> {
+    hpke_open(hpke_private, LEGACY_WELCOME_INFO, mailbox, envelope)
+}
+
+/// `kem_output(32) || ciphertext` opened with `info` and `aad`.
+fn hpke_open(
+    hpke_private: &[u8],
+    info: &[u8],
+    aad: &[u8],
     envelope: &[u8],
 ) -> Result<Zeroizing<Vec<u8>>, EnvelopeError> {
     use openmls_traits::crypto::OpenMlsCrypto;
@@ -228,7 +228,7 @@ pub fn open_legacy_welcome(
     let (kem, ct) = envelope.split_at(32);
     let input = HpkeCiphertext { kem_output: kem.to_vec().into(), ciphertext: ct.to_vec().into() };
     openmls_rust_crypto::RustCrypto::default()
-        .hpke_open(WELCOME_HPKE, &input, hpke_private, LEGACY_WELCOME_INFO, mailbox)
+        .hpke_open(WELCOME_HPKE, &input, hpke_private, info, aad)
         .map(Zeroizing::new)
         .map_err(|_| EnvelopeError::NoOpen)
 }
@@ -240,20 +240,25 @@ pub fn open_legacy(
     mailbox: &[u8; 32],
     envelope: &[u8],
 ) -> Result<Zeroizing<Vec<u8>>, EnvelopeError> {
-    if envelope.len() < SYMMETRIC_OVERHEAD {
-        return Err(EnvelopeError::NoOpen);
-    }
-    let (nonce, ct) = envelope.split_at(24);
-    crate::sealed::open(key, nonce, mailbox, ct).map_err(|_| EnvelopeError::NoOpen)
+    open_with(key, mailbox, envelope)
 }
 
 /// Opens a symmetric envelope; returns the padded plaintext.
 pub fn open(key: &[u8; 32], envelope: &[u8]) -> Result<Zeroizing<Vec<u8>>, EnvelopeError> {
+    open_with(key, ENVELOPE_AAD, envelope)
+}
+
+/// `nonce(24) || ciphertext` opened under `key` with `aad`.
+fn open_with(
+    key: &[u8; 32],
+    aad: &[u8],
+    envelope: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, EnvelopeError> {
     if envelope.len() < SYMMETRIC_OVERHEAD {
         return Err(EnvelopeError::NoOpen);
     }
     let (nonce, ct) = envelope.split_at(24);
-    crate::sealed::open(key, nonce, ENVELOPE_AAD, ct).map_err(|_| EnvelopeError::NoOpen)
+    crate::sealed::open(key, nonce, aad, ct).map_err(|_| EnvelopeError::NoOpen)
 }
 
 #[cfg(test)]
@@ -276,6 +281,21 @@ mod tests {
         assert_eq!(open_welcome(&other.private, &env), Err(EnvelopeError::NoOpen));
         assert_eq!(open_welcome(&kp.private, &env[..20]), Err(EnvelopeError::NoOpen));
         assert_eq!(seal_welcome(b"short", b"x"), Err(EnvelopeError::BadKey));
+    }
+
+    #[test]
+    fn an_envelope_of_protocol_1_opens_only_as_legacy_with_its_mailbox_id() {
+        let (key, mailbox, nonce) = ([7u8; 32], [1u8; 32], [3u8; 24]);
+        let plain = pad(Kind::Message, b"old", SYMMETRIC_OVERHEAD).unwrap();
+        let mut env = nonce.to_vec();
+        env.extend(crate::sealed::seal(&key, &nonce, &mailbox, &plain).unwrap());
+        assert_eq!(open(&key, &env), Err(EnvelopeError::NoOpen));
+        assert_eq!(open_legacy(&key, &[2; 32], &env), Err(EnvelopeError::NoOpen));
+        let opened = open_legacy(&key, &mailbox, &env).unwrap();
+        assert_eq!(unpad(&opened).unwrap(), (Kind::Message, &b"old"[..]));
+        // And a current one does not open as legacy.
+        let current = seal(&key, b"new", &nonce).unwrap();
+        assert_eq!(open_legacy(&key, &mailbox, &current), Err(EnvelopeError::NoOpen));
     }
 
     #[test]
