@@ -74,7 +74,7 @@ impl Client {
         if let Err(e) = self.issue_caps(std::slice::from_ref(&cap)).await {
             // The group exists: the capability is owed, and issued again
             // before the next receive (copies to us are refused until then).
-            self.owe_issue(cap.token)?;
+            self.owe_issue(cap)?;
             return Err(e);
         }
         self.store_group_data(&group, name).await

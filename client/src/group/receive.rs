@@ -42,14 +42,24 @@ const MAX_OWED: usize = 4096;
 const ISSUE_OWED: &str = "issue_owed";
 
 impl Client {
+    /// Appends `item` to the owed list in home file `name`, keeping the
+    /// newest [`MAX_OWED`].
+    fn owe<T: serde::Serialize + serde::de::DeserializeOwned>(
+        &self,
+        name: &str,
+        item: T,
+    ) -> Result<(), ClientError> {
+        let mut owed: Vec<T> = self.home.load(name)?.unwrap_or_default();
+        owed.push(item);
+        let excess = owed.len().saturating_sub(MAX_OWED);
+        owed.drain(..excess);
+        self.home.save(name, &owed)
+    }
+
     /// Notes the capability `token` of a group we were removed from, to be
     /// revoked [`REVOKE_AFTER_REMOVAL_SECS`] from now.
     fn owe_revoke(&self, token: [u8; 32]) -> Result<(), ClientError> {
-        let mut owed: Vec<(u64, [u8; 32])> = self.home.load(REVOKE_OWED)?.unwrap_or_default();
-        owed.push((now_secs() + REVOKE_AFTER_REMOVAL_SECS, token));
-        let excess = owed.len().saturating_sub(MAX_OWED);
-        owed.drain(..excess);
-        self.home.save(REVOKE_OWED, &owed)
+        self.owe(REVOKE_OWED, (now_secs() + REVOKE_AFTER_REMOVAL_SECS, token))
     }
 
     /// Revokes the capabilities of groups we were removed from whose time
@@ -74,32 +84,26 @@ impl Client {
         }
     }
 
-    /// Notes `token` as a capability still to issue (see [`ISSUE_OWED`]).
-    pub(super) fn owe_issue(&self, token: [u8; 32]) -> Result<(), ClientError> {
-        let mut owed: Vec<[u8; 32]> = self.home.load(ISSUE_OWED)?.unwrap_or_default();
-        owed.push(token);
-        let excess = owed.len().saturating_sub(MAX_OWED);
-        owed.drain(..excess);
-        self.home.save(ISSUE_OWED, &owed)
+    /// Notes `cap` as a capability still to issue (see [`ISSUE_OWED`]).
+    pub(super) fn owe_issue(
+        &self,
+        cap: mlsd_transport::protocol::DeliveryCap,
+    ) -> Result<(), ClientError> {
+        self.owe(ISSUE_OWED, cap)
     }
 
     /// Issues the capabilities still owed; a failure keeps them for the
     /// next `receive`.
     async fn issue_owed(&mut self) -> Result<(), ClientError> {
-        let owed: Vec<[u8; 32]> = self.home.load(ISSUE_OWED)?.unwrap_or_default();
+        let owed: Vec<mlsd_transport::protocol::DeliveryCap> =
+            self.home.load(ISSUE_OWED)?.unwrap_or_default();
         if owed.is_empty() {
             return Ok(());
         }
-        let id = self.mailbox.as_ref().ok_or(ClientError::NotRegistered)?.id;
-        let caps: Vec<_> = owed
-            .iter()
-            .map(|t| mlsd_transport::protocol::DeliveryCap {
-                shard: mlsd_transport::protocol::shard_of(&id),
-                token: *t,
-            })
-            .collect();
-        match self.issue_caps(&caps).await {
-            Ok(()) => self.home.save(ISSUE_OWED, &Vec::<[u8; 32]>::new()),
+        match self.issue_caps(&owed).await {
+            Ok(()) => {
+                self.home.save(ISSUE_OWED, &Vec::<mlsd_transport::protocol::DeliveryCap>::new())
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "issuing a created group's capability; will retry");
                 Ok(())
