@@ -425,7 +425,8 @@ async fn a_fan_out_larger_than_one_frame_reaches_a_remote_ods() {
     common::init();
     let mut c = Cluster::with_extra(
         &[("n1", &[Role::As, Role::Cs, Role::Ids, Role::Sds]), ("n2", &[Role::Ods])],
-        "[ods]\nopen_rate_per_minute = 100000\n",
+        // 600 bare mailboxes stand for devices: opened without tickets.
+        "[ods]\nopen_rate_per_minute = 100000\n[tickets]\nrequired = false\n",
     );
     c.start_all().await;
     let mut alice = c.registered("alice/phone", "n1", 1).await;
@@ -434,7 +435,7 @@ async fn a_fan_out_larger_than_one_frame_reaches_a_remote_ods() {
     let conn = mlsd_client::Connection::connect(c.addr("n1"), &c.ca()).await.unwrap();
     let mut roster = Vec::new();
     for _ in 0..600u32 {
-        let (_, cap) = common::mailbox_with_cap(&conn).await;
+        let (_, cap) = common::mailbox_with_cap(&conn, None).await;
         roster.push(mlsd_transport::protocol::RosterEntry { cap, key: [1; 32] });
     }
     let send = common::to_roster(alice.prepare_text("big", &"x".repeat(1500)).unwrap(), &roster);

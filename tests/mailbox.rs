@@ -4,6 +4,7 @@
 
 mod common;
 
+use mlsd_transport::protocol::tickets::TicketKind;
 use mlsd_transport::protocol::{AuthError, OdsError, OdsRequest};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -42,10 +43,10 @@ async fn enqueue_fetch_ack_in_order_exactly_once() {
     // The client enters at n1; the mailbox lives on n3.
     let conn = Connection::connect(c.addr("n1"), &c.ca()).await.unwrap();
     let keys = MailboxKeys::generate().unwrap();
-    mailbox::open(&conn, &keys, None).await.unwrap();
+    mailbox::open(&conn, &keys, None, c.ticket(TicketKind::Mailbox).await).await.unwrap();
     let cap = issued(&conn, &keys).await;
     assert_eq!(
-        server_err(mailbox::open(&conn, &keys, None).await),
+        server_err(mailbox::open(&conn, &keys, None, c.ticket(TicketKind::Mailbox).await).await),
         WireError::Ods(OdsError::MailboxTaken)
     );
 
@@ -93,7 +94,7 @@ async fn wrong_key_replay_unknown_mailbox_and_bounds_are_refused() {
     c.start_all().await;
     let conn = Connection::connect(c.addr("n3"), &c.ca()).await.unwrap();
     let keys = MailboxKeys::generate().unwrap();
-    mailbox::open(&conn, &keys, None).await.unwrap();
+    mailbox::open(&conn, &keys, None, c.ticket(TicketKind::Mailbox).await).await.unwrap();
     let cap = issued(&conn, &keys).await;
     c.node_call("n2", "n3", NodeRequest::Enqueue(vec![item(&cap, 1)])).await;
 
@@ -152,7 +153,7 @@ async fn push_notifies_once_per_new_envelope_and_the_url_is_never_stored_in_the_
     let (url, hits) = (server.url.clone(), server.hits.clone());
     let conn = Connection::connect(c.addr("n1"), &c.ca()).await.unwrap();
     let keys = MailboxKeys::generate().unwrap();
-    mailbox::open(&conn, &keys, Some(&url)).await.unwrap();
+    mailbox::open(&conn, &keys, Some(&url), c.ticket(TicketKind::Mailbox).await).await.unwrap();
     let cap = issued(&conn, &keys).await;
 
     // One envelope, one notification; the next envelope, once the first
@@ -206,7 +207,7 @@ async fn enqueued_envelopes_survive_a_node_kill() {
     c.start_all().await;
     let conn = Connection::connect(c.addr("n1"), &c.ca()).await.unwrap();
     let keys = MailboxKeys::generate().unwrap();
-    mailbox::open(&conn, &keys, None).await.unwrap();
+    mailbox::open(&conn, &keys, None, c.ticket(TicketKind::Mailbox).await).await.unwrap();
     let cap = issued(&conn, &keys).await;
     let items: Vec<_> = (1..=20).map(|n| item(&cap, n)).collect();
     let r = c.node_call("n2", "n3", NodeRequest::Enqueue(items)).await;
@@ -238,7 +239,7 @@ async fn a_subscriber_gets_envelopes_live_and_no_push() {
     // Enters at n1; the mailbox lives on n3, so n1 pipes the stream.
     let conn = Connection::connect(c.addr("n1"), &c.ca()).await.unwrap();
     let keys = MailboxKeys::generate().unwrap();
-    mailbox::open(&conn, &keys, Some(&url)).await.unwrap();
+    mailbox::open(&conn, &keys, Some(&url), c.ticket(TicketKind::Mailbox).await).await.unwrap();
     let cap = issued(&conn, &keys).await;
     c.node_call("n2", "n3", NodeRequest::Enqueue(vec![item(&cap, 1)])).await;
 
@@ -284,7 +285,7 @@ async fn a_subscriber_that_stops_reading_is_dropped_and_push_resumes() {
     let (url, hits) = (server.url.clone(), server.hits.clone());
     let conn = Connection::connect(c.addr("n3"), &c.ca()).await.unwrap();
     let keys = MailboxKeys::generate().unwrap();
-    mailbox::open(&conn, &keys, Some(&url)).await.unwrap();
+    mailbox::open(&conn, &keys, Some(&url), c.ticket(TicketKind::Mailbox).await).await.unwrap();
     let cap = issued(&conn, &keys).await;
     let (sub, backlog) =
         mailbox::subscribe(&conn, &keys, &mut Counter::default(), 0).await.unwrap();

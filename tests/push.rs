@@ -13,6 +13,7 @@ use common::push::PushServer;
 use common::Cluster;
 use mlsd_client::mailbox::{self, MailboxKeys};
 use mlsd_client::Connection;
+use mlsd_transport::protocol::tickets::TicketKind;
 use mlsd_transport::protocol::{EnqueueItem, NodeRequest};
 use mlsd_transport::{Response, Role};
 
@@ -34,7 +35,7 @@ async fn deliver_one(c: &Cluster, url: &str) {
 async fn deliver(c: &Cluster, url: &str, n: usize) {
     let conn = Connection::connect(c.addr("n2"), &c.ca()).await.unwrap();
     let keys = MailboxKeys::generate().unwrap();
-    mailbox::open(&conn, &keys, Some(url)).await.unwrap();
+    mailbox::open(&conn, &keys, Some(url), c.ticket(TicketKind::Mailbox).await).await.unwrap();
     let cap = keys.new_cap().unwrap();
     mailbox::issue(&conn, &keys, &mut Default::default(), std::slice::from_ref(&cap))
         .await

@@ -4,6 +4,7 @@ mod common;
 
 use common::Cluster;
 use mlsd_client::{blob, ClientError, Connection};
+use mlsd_transport::protocol::tickets::TicketKind;
 use mlsd_transport::protocol::RosterMode;
 use mlsd_transport::protocol::{SdsError, SdsRequest};
 use mlsd_transport::{Request, Response, Role, WireError};
@@ -32,12 +33,17 @@ async fn blobs_need_the_capability_to_change_and_only_the_id_to_read() {
 
     // Larger than one frame (1 MiB): goes in chunks both ways.
     let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
-    blob::put(&conn, id, cap, &big).await.unwrap();
+    blob::put(&conn, id, cap, &big, c.tickets(TicketKind::Blob, blob::chunks(big.len())).await)
+        .await
+        .unwrap();
     assert_eq!(blob::get(&conn, id, 10_000_000).await.unwrap(), big);
 
     // Overwriting or deleting needs the capability; a failed attempt changes nothing.
     assert_eq!(
-        server_err(blob::put(&conn, id, other_cap, b"mine now").await),
+        server_err(
+            blob::put(&conn, id, other_cap, b"mine now", c.tickets(TicketKind::Blob, 1).await)
+                .await
+        ),
         WireError::Sds(SdsError::WrongCapability)
     );
     assert_eq!(
@@ -45,7 +51,7 @@ async fn blobs_need_the_capability_to_change_and_only_the_id_to_read() {
         WireError::Sds(SdsError::WrongCapability)
     );
     assert_eq!(blob::get(&conn, id, 10_000_000).await.unwrap(), big);
-    blob::put(&conn, id, cap, b"replaced").await.unwrap();
+    blob::put(&conn, id, cap, b"replaced", c.tickets(TicketKind::Blob, 1).await).await.unwrap();
     assert_eq!(blob::get(&conn, id, 100).await.unwrap(), b"replaced");
     blob::delete(&conn, id, cap).await.unwrap();
     assert_eq!(server_err(blob::get(&conn, id, 100).await), WireError::Sds(SdsError::UnknownBlob));

@@ -23,7 +23,43 @@ pub struct AsSettings {
     pub registration: Registration,
     /// How long a binding is valid.
     pub binding_lifetime: Duration,
+    /// Quota tickets each identity may take per day (decision D12).
+    pub tickets: TicketAllowance,
 }
+
+/// Tickets one identity may take per day, per kind (`[tickets]`): its
+/// cluster-wide quota of KeyPackage fetches, mailboxes, groups and blob
+/// chunks, whichever node it talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TicketAllowance {
+    /// `FetchKeyPackages` per day.
+    pub fetch: u32,
+    /// `OpenMailbox` per day.
+    pub mailbox: u32,
+    /// `CreateGroup` per day.
+    pub group: u32,
+    /// `PutBlob` chunks per day.
+    pub blob: u32,
+}
+
+impl TicketAllowance {
+    /// The daily allowance of `kind`.
+    pub fn of(&self, kind: mlsd_transport::protocol::tickets::TicketKind) -> u32 {
+        use mlsd_transport::protocol::tickets::TicketKind;
+        match kind {
+            TicketKind::Fetch => self.fetch,
+            TicketKind::Mailbox => self.mailbox,
+            TicketKind::Group => self.group,
+            TicketKind::Blob => self.blob,
+        }
+    }
+}
+
+/// Default daily allowance: plenty for a person's devices (a few hundred
+/// contacts added, a new device, a few hundred groups, 1 GiB of attachments
+/// in 512 KiB chunks), little for an abuser.
+pub const DEFAULT_TICKETS: TicketAllowance =
+    TicketAllowance { fetch: 1000, mailbox: 64, group: 500, blob: 2048 };
 
 /// CS settings.
 #[derive(Debug, Clone)]
@@ -142,6 +178,7 @@ impl Default for RoleSettings {
                 signing_key: None,
                 registration: Registration::Open,
                 binding_lifetime: DEFAULT_BINDING_LIFETIME,
+                tickets: DEFAULT_TICKETS,
             },
             cs: CsSettings {
                 max_per_client: DEFAULT_MAX_KEY_PACKAGES,

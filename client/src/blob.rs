@@ -3,34 +3,41 @@
 //! ciphertext under keys it does not have).
 
 use mlsd_transport::limits::MAX_CHUNK;
+use mlsd_transport::protocol::tickets::Ticket;
 use mlsd_transport::protocol::SdsRequest;
 use mlsd_transport::{Request, Response};
 use zeroize::Zeroizing;
 
 use crate::{ClientError, Connection};
 
-/// Writes `data` as blob `id` with write capability `cap`, chunk by chunk.
+/// How many chunks (and so blob tickets) writing `len` bytes takes.
+pub fn chunks(len: usize) -> usize {
+    len.div_ceil(MAX_CHUNK).max(1)
+}
+
+/// Writes `data` as blob `id` with write capability `cap`, chunk by chunk,
+/// each chunk paying with one of `tickets` ([`chunks`] of them).
 pub async fn put(
     conn: &Connection,
     id: [u8; 32],
     cap: [u8; 32],
     data: &[u8],
+    tickets: Vec<Ticket>,
 ) -> Result<(), ClientError> {
     let total = data.len() as u64;
     let mut offset = 0usize;
+    let mut tickets = tickets.into_iter();
     loop {
         let end = (offset + MAX_CHUNK).min(data.len());
         let chunk = data[offset..end].to_vec();
-        match conn
-            .request(Request::Sds(SdsRequest::PutBlob {
-                id,
-                cap,
-                offset: offset as u64,
-                total,
-                data: chunk,
-            }))
-            .await?
-        {
+        let req = Request::Sds(SdsRequest::PutBlob {
+            id,
+            cap,
+            offset: offset as u64,
+            total,
+            data: chunk,
+        });
+        match conn.request_paid(req, tickets.next()).await? {
             Response::BlobWritten { written } if written == end as u64 => {}
             other => return Err(ClientError::Unexpected(format!("{other:?}"))),
         }

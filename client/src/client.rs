@@ -2,6 +2,7 @@
 //! directory. Steps 1-4 of the brief: register at the AS, publish KeyPackages
 //! at the CS, fetch and authenticate other clients' KeyPackages.
 
+use mlsd_transport::protocol::tickets::TicketKind;
 use mlsd_transport::protocol::{AsRequest, AuthError, CsRequest, DeliveryCap, OdsError};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -141,7 +142,8 @@ impl Client {
         let keys = MailboxKeys::generate()?;
         // Saved first: if the reply is lost we retry with the same id and keys.
         self.home.save("mailbox", &keys)?;
-        match crate::mailbox::open(&self.conn, &keys, push_url).await {
+        let ticket = self.take_ticket(TicketKind::Mailbox).await?;
+        match crate::mailbox::open(&self.conn, &keys, push_url, Some(ticket)).await {
             Ok(()) | Err(ClientError::Server(WireError::Ods(OdsError::MailboxTaken))) => {}
             Err(e) => return Err(e),
         }
@@ -469,11 +471,9 @@ impl Client {
         &self,
         identity: &str,
     ) -> Result<(Vec<VerifiedKeyPackage>, Vec<Rejection>), ClientError> {
-        let fetched = match self
-            .conn
-            .request(Request::Cs(CsRequest::FetchKeyPackages { identity: identity.to_string() }))
-            .await?
-        {
+        let ticket = self.take_ticket(TicketKind::Fetch).await?;
+        let req = Request::Cs(CsRequest::FetchKeyPackages { identity: identity.to_string() });
+        let fetched = match self.conn.request_paid(req, Some(ticket)).await? {
             Response::KeyPackages(k) => k,
             other => return Err(unexpected(other)),
         };

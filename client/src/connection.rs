@@ -3,6 +3,7 @@
 //!
 //! Any node will do: it routes each request to the node that owns it.
 
+use mlsd_transport::protocol::tickets::Ticket;
 use mlsd_transport::protocol::Ping;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -130,7 +131,17 @@ impl Connection {
     /// Sends one request and returns the node's response; an error response
     /// becomes [`ClientError::Server`].
     pub async fn request(&self, req: Request) -> Result<Response, ClientError> {
-        let frame = ClientFrame::new(req);
+        self.request_paid(req, None).await
+    }
+
+    /// Sends one request that pays with `ticket` (decision D12; see
+    /// [`mlsd_transport::protocol::tickets::TicketKind::for_request`]).
+    pub async fn request_paid(
+        &self,
+        req: Request,
+        ticket: Option<Ticket>,
+    ) -> Result<Response, ClientError> {
+        let frame = ClientFrame::with_ticket(req, ticket);
         let resp: ResponseFrame =
             endpoint::call(&self.conn, &frame, DEFAULT_MAX_FRAME, self.timeout).await?;
         match resp.response {

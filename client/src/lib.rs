@@ -20,6 +20,7 @@
 //! - [`mailbox`]: the client's ODS mailbox: keys, open, fetch, ack.
 //! - [`outbox`]: unacknowledged sends, retried verbatim until acknowledged.
 //! - [`retry`]: the one retry policy every retrying loop uses.
+//! - [`tickets`]: the wallet of quota tickets that costly requests pay with.
 //! - [`home`]: the home directory's files (identity, openmls storage), 0600.
 //! - [`provider`]: the openmls provider whose storage the home persists.
 #![warn(missing_docs)]
@@ -37,6 +38,7 @@ pub mod outbox;
 pub mod provider;
 pub mod retry;
 pub mod state;
+pub mod tickets;
 pub mod verify;
 
 pub use client::{Client, ClientConfig, VerifiedKeyPackage};

@@ -12,6 +12,7 @@ use mlsd_transport::protocol::identity::signing_bytes;
 use mlsd_transport::protocol::ods::{
     LABEL_ACK, LABEL_FETCH, LABEL_ISSUE, LABEL_REVOKE, MAX_CAPS_PER_REQUEST,
 };
+use mlsd_transport::protocol::tickets::Ticket;
 use mlsd_transport::protocol::{shard_of, AuthError, DeliveryCap, OdsRequest};
 use mlsd_transport::protocol::{Delivered, MailboxAuth, MailboxId, SealedPush};
 use mlsd_transport::{Request, Response};
@@ -129,21 +130,21 @@ impl Counter {
     }
 }
 
-/// Opens the mailbox `keys` describes at the ODS.
+/// Opens the mailbox `keys` describes at the ODS, paying with a mailbox
+/// ticket.
 pub async fn open(
     conn: &Connection,
     keys: &MailboxKeys,
     push_url: Option<&str>,
+    ticket: Option<Ticket>,
 ) -> Result<(), ClientError> {
     let push = push_url.map(|u| keys.seal_push(u)).transpose()?;
-    match conn
-        .request(Request::Ods(OdsRequest::OpenMailbox {
-            mailbox: keys.id,
-            auth_key: keys.auth_public(),
-            push,
-        }))
-        .await?
-    {
+    let req = Request::Ods(OdsRequest::OpenMailbox {
+        mailbox: keys.id,
+        auth_key: keys.auth_public(),
+        push,
+    });
+    match conn.request_paid(req, ticket).await? {
         Response::MailboxOpened => Ok(()),
         other => Err(ClientError::Unexpected(format!("{other:?}"))),
     }

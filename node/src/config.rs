@@ -102,6 +102,18 @@ pub struct Limits {
     pub requests_per_second: u32,
 }
 
+/// `[tickets]`: anonymous quota tickets (decision D12).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TicketsConfig {
+    /// `required`: requests that create something costly (KeyPackage
+    /// fetches, mailboxes, groups, blob chunks) must pay with a ticket;
+    /// on by default. Off, a ticket is still spent when one comes.
+    pub required: bool,
+    /// `fetch_per_day`, `mailbox_per_day`, `group_per_day`,
+    /// `blob_chunks_per_day`: what one identity may take per day.
+    pub allowance: mlsd_actors::settings::TicketAllowance,
+}
+
 /// A whole cluster config, validated, with paths made absolute.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterConfig {
@@ -131,6 +143,8 @@ pub struct ClusterConfig {
     /// `[sds] abandoned_upload_days`: an upload unfinished this long is
     /// collected, default 7.
     pub sds_abandoned_upload_days: u32,
+    /// `[tickets]`: the quota tickets (decision D12).
+    pub tickets: TicketsConfig,
     /// `[chaos] allow`: accept chaos requests (kill actors) from the holder
     /// of the operator certificate. Off by default; only for chaos tests.
     pub chaos_allowed: bool,
@@ -241,6 +255,8 @@ struct RawConfig {
     #[serde(default)]
     sds: RawSds,
     #[serde(default)]
+    tickets: RawTickets,
+    #[serde(default)]
     chaos: RawChaos,
     #[serde(default)]
     supervision: RawSupervision,
@@ -250,6 +266,16 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawSupervision {
     max_restarts: Option<u32>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTickets {
+    required: Option<bool>,
+    fetch_per_day: Option<u32>,
+    mailbox_per_day: Option<u32>,
+    group_per_day: Option<u32>,
+    blob_chunks_per_day: Option<u32>,
 }
 
 #[derive(Deserialize, Default)]
@@ -574,7 +600,22 @@ impl ClusterConfig {
                 .min(u32::MAX as u64) as u32;
         let sds_abandoned_upload_days =
             small("sds.abandoned_upload_days", raw.sds.abandoned_upload_days, 7, 3650)?;
+        let d = mlsd_actors::settings::DEFAULT_TICKETS;
+        let per_day = |key: &'static str, v: Option<u32>, d: u32| {
+            positive(key, v.map(u64::from), u64::from(d)).map(|v| v.min(u32::MAX as u64) as u32)
+        };
+        let t = &raw.tickets;
+        let tickets = TicketsConfig {
+            required: t.required.unwrap_or(true),
+            allowance: mlsd_actors::settings::TicketAllowance {
+                fetch: per_day("tickets.fetch_per_day", t.fetch_per_day, d.fetch)?,
+                mailbox: per_day("tickets.mailbox_per_day", t.mailbox_per_day, d.mailbox)?,
+                group: per_day("tickets.group_per_day", t.group_per_day, d.group)?,
+                blob: per_day("tickets.blob_chunks_per_day", t.blob_chunks_per_day, d.blob)?,
+            },
+        };
         Ok(ClusterConfig {
+            tickets,
             r#as,
             cs,
             ods,

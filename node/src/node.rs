@@ -73,6 +73,7 @@ fn role_settings(config: &ClusterConfig, me: &NodeConfig) -> Result<RoleSettings
                 Registration::Open
             },
             binding_lifetime: config.r#as.binding_lifetime,
+            tickets: config.tickets.allowance,
         },
         cs: CsSettings {
             max_per_client: config.cs.max_per_client,

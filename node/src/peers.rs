@@ -158,11 +158,12 @@ impl Peers {
 }
 
 /// Whether a call whose answer was lost may be sent again: the ODS enqueue
-/// (idempotent per delivery id) and the client requests that are
+/// (idempotent per delivery id), a ticket spend (idempotent per request it
+/// pays for) and the client requests that are
 /// ([`mlsd_transport::Request::repeatable`]).
 fn may_repeat(request: &NodeRequest) -> bool {
     match request {
-        NodeRequest::Enqueue(_) => true,
+        NodeRequest::Enqueue(_) | NodeRequest::Spend { .. } => true,
         NodeRequest::Forward(r) => r.repeatable(),
         NodeRequest::Enroll { .. } | NodeRequest::Chaos { .. } | NodeRequest::Revoke { .. } => {
             false

@@ -206,6 +206,29 @@ impl Cluster {
         mlsd_client::Client::open(&self.client_config(home, via)).await.unwrap()
     }
 
+    /// `n` quota tickets of `kind`, issued by the AS to a device of the
+    /// identity `bank` (registered on first use): what a test's hand-made
+    /// requests pay with.
+    pub async fn tickets(
+        &self,
+        kind: mlsd_transport::protocol::tickets::TicketKind,
+        n: usize,
+    ) -> Vec<mlsd_transport::protocol::tickets::Ticket> {
+        let mut c = self.client("ticket-bank", self.specs[0].name).await;
+        if c.client_id().is_none() {
+            c.register("bank/tickets", None).await.unwrap();
+        }
+        c.take_tickets(kind, n).await.unwrap()
+    }
+
+    /// One quota ticket of `kind` (see [`Cluster::tickets`]).
+    pub async fn ticket(
+        &self,
+        kind: mlsd_transport::protocol::tickets::TicketKind,
+    ) -> Option<mlsd_transport::protocol::tickets::Ticket> {
+        self.tickets(kind, 1).await.pop()
+    }
+
     /// A registered client with `count` KeyPackages published.
     pub async fn registered(&self, client_id: &str, via: &str, count: u32) -> mlsd_client::Client {
         let mut c = self.client(client_id, via).await;
@@ -405,14 +428,15 @@ impl Homes<'_> {
     }
 }
 
-/// A new mailbox opened over `conn`, with one delivery capability issued:
-/// what a recipient of a hand-made roster needs.
+/// A new mailbox opened over `conn` (paying with `ticket`), with one
+/// delivery capability issued: what a recipient of a hand-made roster needs.
 pub async fn mailbox_with_cap(
     conn: &Connection,
+    ticket: Option<mlsd_transport::protocol::tickets::Ticket>,
 ) -> (mlsd_client::mailbox::MailboxKeys, mlsd_transport::protocol::DeliveryCap) {
     use mlsd_client::mailbox::{self, Counter, MailboxKeys};
     let keys = MailboxKeys::generate().unwrap();
-    mailbox::open(conn, &keys, None).await.unwrap();
+    mailbox::open(conn, &keys, None, ticket).await.unwrap();
     let cap = keys.new_cap().unwrap();
     mailbox::issue(conn, &keys, &mut Counter::default(), std::slice::from_ref(&cap)).await.unwrap();
     (keys, cap)

@@ -17,6 +17,7 @@
 //! - [`envelope`]: padding and sealing of per-recipient envelopes.
 //! - [`sealed`]: the one AEAD of every sealed format, and both halves of the
 //!   formats one side seals and another opens (rosters, push endpoints, blobs).
+//! - [`ticket`]: both halves of the anonymous quota tickets' PRF.
 //! - [`endpoint`]: quinn endpoint construction and request/response calls.
 #![warn(missing_docs)]
 
@@ -27,6 +28,7 @@ pub mod frame;
 pub mod limits;
 pub mod protocol;
 pub mod sealed;
+pub mod ticket;
 pub mod tls;
 
 pub use codec::CodecError;

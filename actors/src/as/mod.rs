@@ -10,6 +10,7 @@
 //! - `t/SHA256(token)` → identity: unused enrollment tokens.
 //! - `serial` → last serial issued by this shard.
 //! - `u/WEEK/SHA256(signature)`: signed requests served (`crate::once`).
+//! - `q/…` and `k/…`: quota tickets issued and spent ([`tickets`]).
 //!
 //! Who may bind a client id: the holder of its live binding's key (the same
 //! key again, or a rotation signed by it); for an identity nobody holds yet,
@@ -22,6 +23,7 @@
 //! then, so a revocation is visible in every later lookup.
 
 mod devices;
+mod tickets;
 
 use ed25519_dalek::Signer;
 use mlsd_transport::protocol::identity::{signing_bytes, split_client_id, valid_name};
@@ -61,12 +63,24 @@ impl Stored for Record {
 /// The AS state machine.
 pub struct AsLogic {
     settings: AsSettings,
+    tickets: Option<tickets::Tickets>,
 }
 
 impl AsLogic {
     /// An AS with these settings.
     pub fn new(settings: AsSettings) -> Self {
-        AsLogic { settings }
+        let tickets = settings
+            .signing_key
+            .as_deref()
+            .and_then(|k| tickets::Tickets::new(k, settings.tickets));
+        AsLogic { settings, tickets }
+    }
+
+    /// The ticket key, on nodes with the AS key.
+    fn tickets(&self) -> Result<&tickets::Tickets, WireError> {
+        self.tickets.as_ref().ok_or_else(|| {
+            WireError::Cluster(ClusterError::Internal("this node has no AS key".into()))
+        })
     }
 
     fn sign(&self, r: &Record) -> Result<SignedBinding, WireError> {
@@ -353,6 +367,9 @@ impl RoleLogic for AsLogic {
             AsRequest::Approve { body, signature } => self.approve(body, signature, ctx),
             AsRequest::Devices { body, signature } => self.devices(body, signature, ctx),
             AsRequest::RevokeDevice { body, signature } => self.revoke_device(body, signature, ctx),
+            AsRequest::IssueTickets { body, signature } => {
+                self.tickets().and_then(|t| t.issue(body, signature, ctx))
+            }
         }
         .into();
         at_most_once(SPACE, signature.as_deref(), decision, ctx)
@@ -371,6 +388,9 @@ impl RoleLogic for AsLogic {
                 Decision::write(Response::Enrolled, b)
             }
             NodeRequest::Revoke { client } => self.operator_revoke(&client, ctx).into(),
+            NodeRequest::Spend { ticket, bind } => {
+                self.tickets().and_then(|t| t.spend(ticket, bind, ctx)).into()
+            }
             _ => Decision::reply(Response::Error(WireError::Auth(AuthError::NotAuthorized(
                 "not an AS request".into(),
             )))),

@@ -18,8 +18,13 @@ fn logic(registration: Registration) -> AsLogic {
         signing_key: Some(std::sync::Arc::new(SigningKey::from_bytes(&[9; 32]))),
         registration,
         binding_lifetime: Duration::from_secs(3600),
+        tickets: TICKETS,
     })
 }
+
+/// A small allowance, so the tests reach it.
+const TICKETS: crate::settings::TicketAllowance =
+    crate::settings::TicketAllowance { fetch: 5, mailbox: 2, group: 3, blob: 4 };
 
 fn at(store: &MemStore, secs: u64) -> RoleContext<'_> {
     RoleContext { node: "t", store, now: UNIX_EPOCH + Duration::from_secs(secs) }
@@ -442,6 +447,7 @@ fn lapsed_pending_registrations_make_room_and_never_hide_live_ones() {
         signing_key: Some(std::sync::Arc::new(SigningKey::from_bytes(&[9; 32]))),
         registration: Registration::Open,
         binding_lifetime: Duration::from_secs(30 * 24 * 3600),
+        tickets: TICKETS,
     });
     let phone = SigningKey::from_bytes(&[1; 32]);
     run(&mut as_, &store, register("ivy/phone", &phone, None, None));
@@ -561,3 +567,6 @@ fn lookups_are_paged_and_dead_records_never_hide_live_ones() {
         );
     }
 }
+
+#[path = "tickets_tests.rs"]
+mod tickets_tests;

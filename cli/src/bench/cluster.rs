@@ -6,7 +6,11 @@ use mlsd_transport::protocol::IdsRequest;
 
 /// Config for the benchmark's clusters: no rate limits in the way; every
 /// other setting (anonymizer concurrency included) is the default.
-pub(super) const BENCH_CONFIG: &str = "[limits]\nrequests_per_second = 1000000\n[ods]\nopen_rate_per_minute = 100000000\nmax_queue = 1000000\n[ids]\ngroup_copies_per_second = 100000000\nsender_copies_per_second = 100000000\ncreate_rate_per_minute = 100000000\n[cs]\nfetch_rate_per_target_per_minute = 100000000\nfetch_rate_per_minute = 100000000\n[sds]\nupload_bytes_per_minute = 4000000000\n";
+///
+/// Members are bare mailboxes opened without tickets (`[tickets] required =
+/// false`): the benchmark measures delivery, not admission; the sender, a
+/// real client, still pays for its group with a ticket.
+pub(super) const BENCH_CONFIG: &str = "[tickets]\nrequired = false\n[limits]\nrequests_per_second = 1000000\n[ods]\nopen_rate_per_minute = 100000000\nmax_queue = 1000000\n[ids]\ngroup_copies_per_second = 100000000\nsender_copies_per_second = 100000000\ncreate_rate_per_minute = 100000000\n[cs]\nfetch_rate_per_target_per_minute = 100000000\nfetch_rate_per_minute = 100000000\n[sds]\nupload_bytes_per_minute = 4000000000\n";
 
 /// The two cluster shapes: every role on one node; IDS on one node and the
 /// ODS on two others.
@@ -118,7 +122,7 @@ async fn mailbox_with_cap(
 ) -> anyhow::Result<(mlsd_client::mailbox::MailboxKeys, mlsd_transport::protocol::DeliveryCap)> {
     use mlsd_client::mailbox::{self, Counter, MailboxKeys};
     let keys = MailboxKeys::generate()?;
-    mailbox::open(conn, &keys, None).await?;
+    mailbox::open(conn, &keys, None, None).await?;
     let cap = keys.new_cap()?;
     mailbox::issue(conn, &keys, &mut Counter::default(), std::slice::from_ref(&cap)).await?;
     Ok((keys, cap))

@@ -2,6 +2,7 @@
 //! for the epoch (step 8: the group's name, readable by members only).
 
 use super::*;
+use mlsd_transport::protocol::tickets::TicketKind;
 use mlsd_transport::protocol::{IdsRequest, SdsError};
 
 impl Client {
@@ -52,16 +53,10 @@ impl Client {
             }
             RosterMode::Client => None,
         };
-        match self
-            .conn
-            .request(Request::Ids(IdsRequest::CreateGroup {
-                group: gid.clone(),
-                mode,
-                auth_key,
-                roster,
-            }))
-            .await?
-        {
+        let ticket = self.take_ticket(TicketKind::Group).await?;
+        let req =
+            Request::Ids(IdsRequest::CreateGroup { group: gid.clone(), mode, auth_key, roster });
+        match self.conn.request_paid(req, Some(ticket)).await? {
             Response::GroupCreated => {}
             other => return Err(ClientError::Unexpected(format!("{other:?}"))),
         }
@@ -93,7 +88,9 @@ impl Client {
         let plain = codec::encode(&GroupData { name: name.to_string() })
             .map_err(|e| ClientError::Crypto(e.to_string()))?;
         let sealed = crate::blob::seal(&key, &id, &plain)?;
-        crate::blob::put(&self.conn, id, *cap, &sealed).await
+        let tickets =
+            self.take_tickets(TicketKind::Blob, crate::blob::chunks(sealed.len())).await?;
+        crate::blob::put(&self.conn, id, *cap, &sealed, tickets).await
     }
 
     /// Step 8: reads the group's data of the current epoch from the SDS.

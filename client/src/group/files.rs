@@ -2,6 +2,7 @@
 //! MLS message, downloaded and checked by the recipients.
 
 use super::*;
+use mlsd_transport::protocol::tickets::TicketKind;
 
 impl Client {
     /// Encrypts a file with a fresh key, uploads it to the SDS and sends its
@@ -37,7 +38,9 @@ impl Client {
         let key = Zeroizing::new(random32());
         let cap = Zeroizing::new(random32());
         let sealed = crate::blob::seal(&key, &id, &data)?;
-        crate::blob::put(&self.conn, id, *cap, &sealed).await?;
+        let tickets =
+            self.take_tickets(TicketKind::Blob, crate::blob::chunks(sealed.len())).await?;
+        crate::blob::put(&self.conn, id, *cap, &sealed, tickets).await?;
         let file = FileRef {
             id,
             key,

@@ -16,6 +16,7 @@
 //!   the mailbox's owner;
 //! - [`node_requests`]: what other nodes and operator tools ask (forwarded
 //!   requests, enrollment, enqueue batches, chaos);
+//! - [`tickets`]: spending the quota ticket a costly request pays with;
 //! - [`delivery`]: routing a request to its owner, the role actors' router,
 //!   and the first step of handing envelopes to the ODS owners.
 
@@ -24,6 +25,7 @@ mod delivery;
 mod node_requests;
 mod streams;
 mod subscription;
+mod tickets;
 
 pub use delivery::join_all;
 pub use delivery::NodeRouter;

@@ -20,7 +20,9 @@ use crate::dispatch::MAX_ENQUEUE_BATCH;
 /// from the operator, nothing else.
 fn entitled(req: &NodeRequest, peer: NodePeer) -> Result<(), WireError> {
     let needs = match req {
-        NodeRequest::Forward(_) | NodeRequest::Enqueue(_) => NodePeer::Node,
+        NodeRequest::Forward(_) | NodeRequest::Enqueue(_) | NodeRequest::Spend { .. } => {
+            NodePeer::Node
+        }
         NodeRequest::Enroll { .. } | NodeRequest::Revoke { .. } | NodeRequest::Chaos { .. } => {
             NodePeer::Operator
         }
@@ -78,6 +80,13 @@ pub(super) async fn serve_node_request(
             }
         }
         NodeRequest::Chaos { target } => chaos(ctx, target).await,
+        NodeRequest::Spend { ticket, bind } => match owns(Role::As, &ticket.input) {
+            Ok(()) => {
+                let request = NodeRequest::Spend { ticket, bind };
+                local(ctx, Role::As, |reply| RoleMsg::Admin { request, reply }).await
+            }
+            Err(e) => Response::Error(e),
+        },
         NodeRequest::Enqueue(items) => {
             if items.len() > MAX_ENQUEUE_BATCH {
                 return Response::Error(WireError::Frame(BadFrame::Malformed(

@@ -13,6 +13,7 @@ use super::answer::reply;
 use super::delivery::route;
 use super::node_requests::serve_node_request;
 use super::subscription::subscription;
+use super::tickets::pay;
 use super::{NodePeer, ServerCtx};
 
 fn check_frame(magic: u32, want: u32, version: u16) -> Result<(), WireError> {
@@ -47,11 +48,14 @@ pub(super) async fn serve_client_stream(
                     Ok(()) if matches!(f.request, Request::Ods(OdsRequest::Subscribe { .. })) => {
                         return subscription(&ctx, send, f.request, true).await;
                     }
-                    Ok(()) => {
-                        let response = route(&ctx, f.request).await;
-                        ctx.charge(&response, remote);
-                        response
-                    }
+                    Ok(()) => match pay(&ctx, &f.request, f.ticket).await {
+                        Err(e) => Response::Error(e),
+                        Ok(()) => {
+                            let response = route(&ctx, f.request).await;
+                            ctx.charge(&response, remote);
+                            response
+                        }
+                    },
                 },
             },
         };

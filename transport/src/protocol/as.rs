@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::flat::Tags;
 use super::identity::signing_bytes;
+use super::tickets::TicketBody;
 
 /// A request the AS serves.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,6 +72,14 @@ pub enum AsRequest {
         /// The `next` of the previous page; `None` for the first.
         after: Option<String>,
     },
+    /// Blindly evaluate quota tickets for the asking device (decision D12),
+    /// counted against its identity's daily allowance of `body.kind`.
+    IssueTickets {
+        /// What is asked.
+        body: TicketBody,
+        /// Signature by the bound key of `body.client`.
+        signature: Vec<u8>,
+    },
 }
 
 /// Most bindings in one lookup answer.
@@ -78,7 +87,7 @@ pub const LOOKUP_PAGE: usize = 16;
 
 impl AsRequest {
     /// Flat wire index of each variant (protocol version 1).
-    pub(crate) const TAGS: Tags = &[1, 2, 3, 16, 17, 18, 19];
+    pub(crate) const TAGS: Tags = &[1, 2, 3, 16, 17, 18, 19, 22];
 
     /// The identity whose AS shard serves the request.
     pub fn shard_key(&self) -> &[u8] {
@@ -91,6 +100,7 @@ impl AsRequest {
             AsRequest::Approve { body, .. } => identity_of(&body.client),
             AsRequest::Devices { body, .. } => identity_of(&body.client),
             AsRequest::RevokeDevice { body, .. } => identity_of(&body.client),
+            AsRequest::IssueTickets { body, .. } => identity_of(&body.client),
         }
     }
 
@@ -103,7 +113,8 @@ impl AsRequest {
             AsRequest::Revoke { signature, .. }
             | AsRequest::Approve { signature, .. }
             | AsRequest::Devices { signature, .. }
-            | AsRequest::RevokeDevice { signature, .. } => Some(signature),
+            | AsRequest::RevokeDevice { signature, .. }
+            | AsRequest::IssueTickets { signature, .. } => Some(signature),
             AsRequest::Lookup { .. } | AsRequest::LookupPage { .. } => None,
         }
     }
@@ -117,7 +128,8 @@ impl AsRequest {
             AsRequest::Register { .. }
             | AsRequest::Revoke { .. }
             | AsRequest::Approve { .. }
-            | AsRequest::RevokeDevice { .. } => false,
+            | AsRequest::RevokeDevice { .. }
+            | AsRequest::IssueTickets { .. } => false,
         }
     }
 }

@@ -153,11 +153,25 @@ pub enum AuthError {
     /// or a signed AS or CS request that was served already.
     #[error("replayed request (a signed request acts once; mailbox counters must increase)")]
     Replayed,
+    /// The request creates something costly and pays with no ticket, or
+    /// with one of another kind (decision D12).
+    #[error("this request needs a {kind} ticket (ask the AS for tickets)")]
+    TicketRequired {
+        /// The kind it needs.
+        kind: super::tickets::TicketKind,
+    },
+    /// The ticket was not issued by this cluster's AS for its kind and day,
+    /// or its day is over.
+    #[error("bad ticket: {0}")]
+    BadTicket(String),
+    /// The ticket paid for another request already.
+    #[error("ticket already spent")]
+    TicketSpent,
 }
 
 impl AuthError {
     /// Flat wire index of each variant.
-    const TAGS: Tags = &[7, 9, 10, 11, 13, 28];
+    const TAGS: Tags = &[7, 9, 10, 11, 13, 28, 35, 36, 37];
 }
 
 /// The groups of the flat enum, in the order `Nested::build` numbers them.
@@ -224,6 +238,6 @@ mod tests {
     fn the_groups_number_every_error_once() {
         let mut tags: Vec<u32> = GROUPS.iter().flat_map(|g| g.iter().copied()).collect();
         tags.sort_unstable();
-        assert_eq!(tags, (0..35).collect::<Vec<_>>());
+        assert_eq!(tags, (0..38).collect::<Vec<_>>());
     }
 }

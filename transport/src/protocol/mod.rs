@@ -24,6 +24,7 @@ pub mod ods;
 mod request;
 mod response;
 pub mod sds;
+pub mod tickets;
 
 pub use cs::{CountBody, CsError, CsRequest, FetchedKeyPackage, PublishBody};
 pub use error::{AuthError, BadFrame, ClusterError, WireError};
@@ -45,7 +46,7 @@ pub use sds::{SdsError, SdsRequest};
 
 /// Version of the request/response types below. Bumped on any change that an
 /// older peer would decode differently.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// ALPN of client connections: server-authenticated TLS, requests of [`ClientFrame`].
 pub const ALPN_CLIENT: &[u8] = b"mlsd-client/1";
@@ -112,12 +113,21 @@ pub struct ClientFrame {
     pub version: u16,
     /// The request.
     pub request: Request,
+    /// The quota ticket a request that creates something costly pays with
+    /// ([`tickets::TicketKind::for_request`]); spent by the entry node,
+    /// never forwarded.
+    pub ticket: Option<tickets::Ticket>,
 }
 
 impl ClientFrame {
     /// Wraps a request in a frame of the current version.
     pub fn new(request: Request) -> Self {
-        ClientFrame { magic: CLIENT_MAGIC, version: PROTOCOL_VERSION, request }
+        ClientFrame { magic: CLIENT_MAGIC, version: PROTOCOL_VERSION, request, ticket: None }
+    }
+
+    /// Wraps a request and the ticket it pays with.
+    pub fn with_ticket(request: Request, ticket: Option<tickets::Ticket>) -> Self {
+        ClientFrame { ticket, ..ClientFrame::new(request) }
     }
 }
 
@@ -152,6 +162,15 @@ pub enum NodeRequest {
     Revoke {
         /// The client id, `identity/device`.
         client: String,
+    },
+    /// Entry node → the AS node owning `ticket.input`: spend a quota ticket
+    /// for the request whose [`tickets::bind`] is `bind` (decision D12).
+    /// Answered `Spent`, or why the ticket is no good.
+    Spend {
+        /// The ticket.
+        ticket: tickets::Ticket,
+        /// What it pays for.
+        bind: [u8; 32],
     },
 }
 

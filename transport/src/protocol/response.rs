@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::tickets::TicketKey;
 use super::{
     Delivered, EnqueueResult, FetchedKeyPackage, PendingDevice, Role, SignedBinding, Undelivered,
     WireError,
@@ -124,4 +125,16 @@ pub enum Response {
         /// How many of the tokens were live capabilities of the mailbox.
         revoked: u32,
     },
+    /// Tickets issued blindly: the evaluated elements in order, one proof
+    /// over all of them, and the signed ticket key to check it against.
+    TicketsIssued {
+        /// One evaluated element per blinded input.
+        evaluated: Vec<[u8; 32]>,
+        /// The batch proof (64 bytes).
+        proof: Vec<u8>,
+        /// The AS's ticket key.
+        key: TicketKey,
+    },
+    /// A ticket was spent (or had been spent for this same request).
+    Spent,
 }

@@ -1,0 +1,44 @@
+//! The entry node's half of the quota tickets (decision D12): a request
+//! that creates something costly is served only after the ticket it pays
+//! with is spent at the AS node that owns the ticket's input, so one
+//! identity's daily allowance holds whichever nodes it talks to. The
+//! ticket goes no further than that AS node: the role that serves the
+//! request never sees it.
+
+use mlsd_actors::RoleMsg;
+use mlsd_transport::protocol::tickets::{bind, Ticket, TicketKind};
+use mlsd_transport::protocol::{AuthError, ClusterError, NodeRequest};
+use mlsd_transport::{Request, Response, Role, WireError};
+
+use super::delivery::{local, owner_of};
+use super::ServerCtx;
+
+/// Spends `ticket` for `req` if `req` needs one: `Ok` when it needs none,
+/// or when its ticket was spent for it (now or by an earlier copy of the
+/// same request), the refusal otherwise.
+pub(super) async fn pay(
+    ctx: &ServerCtx,
+    req: &Request,
+    ticket: Option<Ticket>,
+) -> Result<(), WireError> {
+    let Some(kind) = TicketKind::for_request(req) else { return Ok(()) };
+    let ticket = match ticket {
+        Some(t) if t.kind == kind => t,
+        None if !ctx.config.tickets.required => return Ok(()),
+        _ => return Err(WireError::Auth(AuthError::TicketRequired { kind })),
+    };
+    let owner = owner_of(ctx, Role::As, &ticket.input)?;
+    let spend = NodeRequest::Spend { bind: bind(req), ticket };
+    let resp = if owner == ctx.me.name {
+        local(ctx, Role::As, |reply| RoleMsg::Admin { request: spend, reply }).await
+    } else {
+        ctx.peers.call(&owner, spend).await
+    };
+    match resp {
+        Response::Spent => Ok(()),
+        Response::Error(e) => Err(e),
+        other => Err(WireError::Cluster(ClusterError::Internal(format!(
+            "unexpected answer to a ticket spend: {other:?}"
+        )))),
+    }
+}
