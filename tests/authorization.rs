@@ -3,6 +3,11 @@
 //! byte-for-byte what it was before (every key and value of every keyspace,
 //! read beside the running node). A final entitled request shows the
 //! comparison does see changes.
+//!
+//! The one write a refused request may cause is the spending of the quota
+//! ticket it paid with (decision D12: a refusal costs its ticket, so
+//! probing is not free); the matrix counts those records apart and checks
+//! there is exactly one per request that paid with a good ticket.
 
 mod common;
 
@@ -27,6 +32,7 @@ use mlsd_transport::protocol::ods::{
 use mlsd_transport::protocol::r#as::{
     LABEL_APPROVE, LABEL_DEVICES, LABEL_REGISTER, LABEL_REVOKE, LABEL_REVOKE_DEVICE,
 };
+use mlsd_transport::protocol::tickets::{Ticket, TicketBody, TicketKind, LABEL_TICKETS};
 use mlsd_transport::protocol::{ApproveBody, DevicesBody, RevokeDeviceBody};
 use mlsd_transport::protocol::{
     ChaosTarget, NodeFrame, NodeRequest, ResponseFrame, RosterMode, ALPN_NODE,
@@ -66,6 +72,18 @@ async fn refusal(conn: &Connection, req: Request) -> Result<WireError, String> {
     match conn.request(req).await {
         Err(ClientError::Server(e)) => Ok(e),
         Ok(Response::Error(e)) => Ok(e),
+        other => Err(format!("not refused: {other:?}")),
+    }
+}
+
+/// The error a request paying with `ticket` got.
+async fn paid_refusal(
+    conn: &Connection,
+    req: Request,
+    ticket: &Ticket,
+) -> Result<WireError, String> {
+    match conn.request_paid(req, Some(ticket.clone())).await {
+        Err(ClientError::Server(e)) => Ok(e),
         other => Err(format!("not refused: {other:?}")),
     }
 }
@@ -125,6 +143,10 @@ struct World {
     served_ack: Request,
     /// One of Bob's KeyPackages, fetched by Mallory.
     bobs_key_package: Vec<u8>,
+    /// Good tickets of Mallory's, one per kind the rows pay with.
+    tickets: Vec<Ticket>,
+    /// A group ticket Mallory spent on a group of her own.
+    spent: Ticket,
 }
 
 /// Alice, Bob and Carol in group G (stored roster), Carol removed; Mallory
@@ -162,14 +184,28 @@ async fn world(c: &Cluster) -> World {
     ));
 
     let fetched = mallory
-        .connection()
-        .request(Request::Cs(CsRequest::FetchKeyPackages { identity: "bob".into() }))
+        .paid_request(Request::Cs(CsRequest::FetchKeyPackages { identity: "bob".into() }))
         .await;
     let bobs_key_package = match fetched {
         Ok(Response::KeyPackages(v)) if !v.is_empty() => v[0].key_package.clone(),
         other => panic!("fetch of bob's KeyPackage: {other:?}"),
     };
+    let mut tickets = Vec::new();
+    for kind in [TicketKind::Mailbox, TicketKind::Group, TicketKind::Blob] {
+        tickets.push(mallory.take_ticket(kind).await.unwrap());
+    }
+    let spent = mallory.take_ticket(TicketKind::Group).await.unwrap();
+    let own = Request::Ids(IdsRequest::CreateGroup {
+        group: b"mallory's own".to_vec(),
+        mode: RosterMode::Client,
+        auth_key: rand::random(),
+        roster: None,
+    });
+    let created = mallory.connection().request_paid(own, Some(spent.clone())).await;
+    assert!(matches!(created, Ok(Response::GroupCreated)), "{created:?}");
     World {
+        tickets,
+        spent,
         alice,
         bob,
         mallory,
@@ -295,7 +331,26 @@ async fn every_unentitled_request_is_refused_and_changes_no_stored_byte() {
         matches!(e, WireError::Auth(AuthError::UnknownClient(_)))
     }));
 
+    let body = TicketBody {
+        client: "alice/phone".into(),
+        kind: TicketKind::Group,
+        day: mlsd_transport::protocol::tickets::day_of(now_secs()),
+        blinded: mlsd_transport::ticket::blind(4).unwrap().1,
+        timestamp: now_secs(),
+    };
+    let req =
+        Request::As(AsRequest::IssueTickets { signature: sign(&mk, LABEL_TICKETS, &body), body });
+    rows.push((
+        "issue tickets: on alice's allowance, signed by another key",
+        refusal(m, req).await,
+        |e| matches!(e, WireError::Auth(AuthError::BadSignature(_))),
+    ));
+
     // CS
+    let req = Request::Cs(CsRequest::FetchKeyPackages { identity: "bob".into() });
+    rows.push(("fetch KeyPackages: without a ticket", refusal(m, req).await, |e| {
+        matches!(e, WireError::Auth(AuthError::TicketRequired { kind: TicketKind::Fetch }))
+    }));
     let body = PublishBody {
         client: "alice/phone".into(),
         key_packages: vec![w.bobs_key_package.clone()],
@@ -379,7 +434,10 @@ async fn every_unentitled_request_is_refused_and_changes_no_stored_byte() {
         auth_key: mk_pub.clone(),
         push: None,
     });
-    rows.push(("open mailbox: an existing id", refusal(m, req).await, |e| {
+    rows.push(("open mailbox: without a ticket", refusal(m, req.clone()).await, |e| {
+        matches!(e, WireError::Auth(AuthError::TicketRequired { kind: TicketKind::Mailbox }))
+    }));
+    rows.push(("open mailbox: an existing id", paid_refusal(m, req, &w.tickets[0]).await, |e| {
         matches!(e, WireError::Ods(OdsError::MailboxTaken))
     }));
     let tokens = vec![rand::random::<[u8; 32]>()];
@@ -420,7 +478,17 @@ async fn every_unentitled_request_is_refused_and_changes_no_stored_byte() {
         auth_key: rand::random(),
         roster: None,
     });
-    rows.push(("create group: an existing id", refusal(m, req).await, |e| {
+    rows.push((
+        "create group: paid with a blob ticket",
+        paid_refusal(m, req.clone(), &w.tickets[2]).await,
+        |e| matches!(e, WireError::Auth(AuthError::TicketRequired { kind: TicketKind::Group })),
+    ));
+    rows.push((
+        "create group: a ticket spent on another group",
+        paid_refusal(m, req.clone(), &w.spent).await,
+        |e| matches!(e, WireError::Auth(AuthError::TicketSpent)),
+    ));
+    rows.push(("create group: an existing id", paid_refusal(m, req, &w.tickets[1]).await, |e| {
         matches!(e, WireError::Ids(IdsError::GroupTaken))
     }));
     rows.push(("send: stale epoch", refusal(m, w.stale_send.clone()).await, |e| {
@@ -452,7 +520,12 @@ async fn every_unentitled_request_is_refused_and_changes_no_stored_byte() {
         total: 4,
         data: b"evil".to_vec(),
     });
-    rows.push(("put blob: wrong capability", refusal(m, req).await, |e| {
+    let mut forged = w.tickets[2].clone();
+    forged.output[0] ^= 1;
+    rows.push(("put blob: forged ticket", paid_refusal(m, req.clone(), &forged).await, |e| {
+        matches!(e, WireError::Auth(AuthError::BadTicket(_)))
+    }));
+    rows.push(("put blob: wrong capability", paid_refusal(m, req, &w.tickets[2]).await, |e| {
         matches!(e, WireError::Sds(SdsError::WrongCapability))
     }));
     let req = Request::Sds(SdsRequest::DeleteBlob { id: blob, cap: rand::random() });
@@ -469,6 +542,12 @@ async fn every_unentitled_request_is_refused_and_changes_no_stored_byte() {
     rows.push((
         "operator revoke: from a client connection",
         node_frame_on_client_conn(m, revoke_alice()).await,
+        |e| matches!(e, WireError::Frame(BadFrame::Malformed(_))),
+    ));
+    let spend = NodeRequest::Spend { ticket: w.tickets[2].clone(), bind: [0; 32] };
+    rows.push((
+        "spend ticket: from a client connection",
+        node_frame_on_client_conn(m, spend.clone()).await,
         |e| matches!(e, WireError::Frame(BadFrame::Malformed(_))),
     ));
     let chaos = NodeRequest::Chaos { target: ChaosTarget::Role(Role::Ods) };
@@ -493,6 +572,7 @@ async fn every_unentitled_request_is_refused_and_changes_no_stored_byte() {
     // ... and the operator's key no node traffic.
     let node_only = [
         ("enqueue: with the operator certificate", NodeRequest::Enqueue(Vec::new())),
+        ("spend ticket: with the operator certificate", spend),
         (
             "forwarded request: with the operator certificate",
             NodeRequest::Forward(Request::As(AsRequest::Lookup { identity: "alice".into() })),
@@ -516,14 +596,26 @@ async fn every_unentitled_request_is_refused_and_changes_no_stored_byte() {
     }
     assert!(wrong.is_empty(), "unexpected answers:\n{}", wrong.join("\n"));
 
-    let after = settled(&data);
+    // Exactly the three requests that paid with a good ticket (and were
+    // refused by the role) spent it; nothing else changed.
+    let (after, spent) = without_spent_tickets(settled(&data));
+    let (before, spent_before) = without_spent_tickets(before);
+    assert_eq!(spent.len(), spent_before.len() + 3, "spent tickets");
     assert!(before == after, "refused requests changed storage: {:?}", diff(&before, &after));
+    let after = settled(&data);
 
     // Control: an entitled request does change what the comparison reads.
     let mut bob = w.bob;
     bob.send_text("G", "entitled").await.unwrap();
     let changed = settled(&data);
     assert!(!diff(&after, &changed).is_empty(), "the storage comparison saw no change");
+}
+
+/// `contents` without the AS's spent-ticket records (`k/…`), and those.
+fn without_spent_tickets(contents: Contents) -> (Contents, Vec<Vec<u8>>) {
+    let (spent, rest): (Contents, Contents) =
+        contents.into_iter().partition(|(k, _)| k.0 == "as" && k.1.first() == Some(&b'k'));
+    (rest, spent.into_keys().map(|k| k.1).collect())
 }
 
 fn enroll_mallory() -> NodeRequest {

@@ -116,9 +116,9 @@ async fn group_creation_and_blob_bytes_are_bounded_per_address() {
             data: vec![1; 60_000],
         })
     };
-    s.connection().request(put(0)).await.unwrap();
-    s.connection().request(put(60_000)).await.unwrap();
+    s.paid_request(put(0)).await.unwrap();
+    s.paid_request(put(60_000)).await.unwrap();
     let before = settled(&data);
-    retry_after(server_err(s.connection().request(put(120_000)).await));
+    retry_after(server_err(s.paid_request(put(120_000)).await));
     assert!(settled(&data) == before, "a refused upload changed storage");
 }

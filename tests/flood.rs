@@ -18,7 +18,7 @@ const FLOOD: usize = 10_000;
 /// to `via`: what any stranger can get.
 async fn fetched_reference(via: &mlsd_client::Client, identity: &str) -> MailboxRef {
     let req = Request::Cs(CsRequest::FetchKeyPackages { identity: identity.into() });
-    let Ok(Response::KeyPackages(kps)) = via.connection().request(req).await else {
+    let Ok(Response::KeyPackages(kps)) = via.paid_request(req).await else {
         panic!("no KeyPackage of {identity}")
     };
     mailbox_ref_in(&kps[0].key_package)

@@ -4,6 +4,7 @@
 
 mod common;
 
+use mlsd_transport::protocol::tickets::TicketKind;
 use mlsd_transport::protocol::{AsError, AsRequest, AuthError, ClusterError, CsError, CsRequest};
 use std::collections::HashSet;
 
@@ -81,7 +82,13 @@ async fn steps_1_to_4_bob_gets_one_verified_key_package_per_device() {
     let c1 = c.client("charlie/phone", "n2").await;
     assert_eq!(c1.count_key_packages().await.unwrap(), (4, true));
 
-    // The CLI does the same from a fresh home.
+    // The CLI does the same from a fresh home, once registered (a fetch
+    // pays with a ticket, which only a registered device gets).
+    let dave = c.dir.path().join("homes/dave");
+    let as_pub = c.dir.path().join("certs/as.pub");
+    let home_args = ["--home", dave.to_str().unwrap(), "--as-key", as_pub.to_str().unwrap()];
+    let out = c.mlsc("n3", &[&home_args[..], &["register", "dave/phone"]].concat());
+    assert!(out.status.success(), "{out:?}");
     let out = c.mlsc(
         "n3",
         &[
@@ -152,7 +159,10 @@ async fn bad_registrations_and_uploads_are_refused_and_store_nothing() {
     assert_eq!(now_bound[0].0.binding.signature_key, new_key.public(), "rotated");
     // KeyPackages signed by the old key are no longer handed out.
     match conn
-        .request(Request::Cs(CsRequest::FetchKeyPackages { identity: "carol".into() }))
+        .request_paid(
+            Request::Cs(CsRequest::FetchKeyPackages { identity: "carol".into() }),
+            c.ticket(TicketKind::Fetch).await,
+        )
         .await
         .unwrap()
     {
@@ -284,18 +294,19 @@ async fn concurrent_fetches_never_hand_out_a_key_package_twice() {
         let via = ["n1", "n2", "n3"][i % 3];
         conns.push(mlsd_client::Connection::connect(c.addr(via), &c.ca()).await.unwrap());
     }
-    // All twenty in flight at once, from twenty connections through three nodes.
+    // All twenty in flight at once, from twenty connections through three
+    // nodes, each paying with a ticket of its own.
+    let tickets = c.tickets(TicketKind::Fetch, conns.len()).await;
     let start = std::sync::Arc::new(tokio::sync::Barrier::new(conns.len()));
     let tasks: Vec<_> = conns
         .into_iter()
-        .map(|conn| {
+        .zip(tickets)
+        .map(|(conn, ticket)| {
             let start = start.clone();
             tokio::spawn(async move {
                 start.wait().await;
-                conn.request(Request::Cs(CsRequest::FetchKeyPackages {
-                    identity: "charlie".into(),
-                }))
-                .await
+                let fetch = CsRequest::FetchKeyPackages { identity: "charlie".into() };
+                conn.request_paid(Request::Cs(fetch), Some(ticket)).await
             })
         })
         .collect();
@@ -329,11 +340,19 @@ async fn fetches_are_rate_limited_per_requester() {
     let _bob = c.registered("bob/phone", "n1", 10).await;
     let conn = mlsd_client::Connection::connect(c.addr("n1"), &c.ca()).await.unwrap();
     for _ in 0..5 {
-        conn.request(Request::Cs(CsRequest::FetchKeyPackages { identity: "bob".into() }))
-            .await
-            .unwrap();
+        conn.request_paid(
+            Request::Cs(CsRequest::FetchKeyPackages { identity: "bob".into() }),
+            c.ticket(TicketKind::Fetch).await,
+        )
+        .await
+        .unwrap();
     }
-    let r = conn.request(Request::Cs(CsRequest::FetchKeyPackages { identity: "bob".into() })).await;
+    let r = conn
+        .request_paid(
+            Request::Cs(CsRequest::FetchKeyPackages { identity: "bob".into() }),
+            c.ticket(TicketKind::Fetch).await,
+        )
+        .await;
     assert!(matches!(server_err(r), WireError::Cluster(ClusterError::RateLimited { .. })));
     // The refused fetch consumed nothing: 5 of 10 are left.
     let bob = c.client("bob/phone", "n2").await;
@@ -353,11 +372,11 @@ async fn fetches_of_one_identity_share_one_budget_across_entry_nodes() {
     let fetch = Request::Cs(CsRequest::FetchKeyPackages { identity: "bob".into() });
     let via_n1 = mlsd_client::Connection::connect(c.addr("n1"), &c.ca()).await.unwrap();
     let via_n3 = mlsd_client::Connection::connect(c.addr("n3"), &c.ca()).await.unwrap();
-    via_n1.request(fetch.clone()).await.unwrap();
-    via_n1.request(fetch.clone()).await.unwrap();
-    via_n3.request(fetch.clone()).await.unwrap();
+    via_n1.request_paid(fetch.clone(), c.ticket(TicketKind::Fetch).await).await.unwrap();
+    via_n1.request_paid(fetch.clone(), c.ticket(TicketKind::Fetch).await).await.unwrap();
+    via_n3.request_paid(fetch.clone(), c.ticket(TicketKind::Fetch).await).await.unwrap();
     for conn in [&via_n3, &via_n1] {
-        let r = conn.request(fetch.clone()).await;
+        let r = conn.request_paid(fetch.clone(), c.ticket(TicketKind::Fetch).await).await;
         assert!(matches!(server_err(r), WireError::Cluster(ClusterError::RateLimited { .. })));
     }
     // The refused fetches consumed nothing: 7 of 10 are left.
@@ -394,7 +413,10 @@ async fn client_rejects_tampered_or_revoked_bindings() {
     let as_key = mlsd_client::client::load_as_key(&c.dir.path().join("certs/as.pub")).unwrap();
     let fetch = || async {
         match conn
-            .request(Request::Cs(CsRequest::FetchKeyPackages { identity: "alice".into() }))
+            .request_paid(
+                Request::Cs(CsRequest::FetchKeyPackages { identity: "alice".into() }),
+                c.ticket(TicketKind::Fetch).await,
+            )
             .await
             .unwrap()
         {
@@ -454,7 +476,10 @@ async fn client_rejects_tampered_or_revoked_bindings() {
     ));
     // And the CS stops handing out the revoked client's KeyPackages.
     match conn
-        .request(Request::Cs(CsRequest::FetchKeyPackages { identity: "alice".into() }))
+        .request_paid(
+            Request::Cs(CsRequest::FetchKeyPackages { identity: "alice".into() }),
+            c.ticket(TicketKind::Fetch).await,
+        )
         .await
         .unwrap()
     {

@@ -58,34 +58,43 @@ async fn blobs_need_the_capability_to_change_and_only_the_id_to_read() {
 
     // Over the size limit, announced or sent.
     let r = conn
-        .request(Request::Sds(SdsRequest::PutBlob {
-            id: [4; 32],
-            cap,
-            offset: 0,
-            total: 5_000_000,
-            data: vec![0; 10],
-        }))
+        .request_paid(
+            Request::Sds(SdsRequest::PutBlob {
+                id: [4; 32],
+                cap,
+                offset: 0,
+                total: 5_000_000,
+                data: vec![0; 10],
+            }),
+            c.ticket(TicketKind::Blob).await,
+        )
         .await;
     assert!(matches!(server_err(r), WireError::Sds(SdsError::BadBlob(_))));
     // A chunk out of order.
     let r = conn
-        .request(Request::Sds(SdsRequest::PutBlob {
-            id: [5; 32],
-            cap,
-            offset: 0,
-            total: 20,
-            data: vec![0; 10],
-        }))
+        .request_paid(
+            Request::Sds(SdsRequest::PutBlob {
+                id: [5; 32],
+                cap,
+                offset: 0,
+                total: 20,
+                data: vec![0; 10],
+            }),
+            c.ticket(TicketKind::Blob).await,
+        )
         .await;
     assert_eq!(r.unwrap(), Response::BlobWritten { written: 10 });
     let r = conn
-        .request(Request::Sds(SdsRequest::PutBlob {
-            id: [5; 32],
-            cap,
-            offset: 15,
-            total: 20,
-            data: vec![0; 5],
-        }))
+        .request_paid(
+            Request::Sds(SdsRequest::PutBlob {
+                id: [5; 32],
+                cap,
+                offset: 15,
+                total: 20,
+                data: vec![0; 5],
+            }),
+            c.ticket(TicketKind::Blob).await,
+        )
         .await;
     assert!(matches!(server_err(r), WireError::Sds(SdsError::BadBlob(_))));
     // An unfinished upload is not readable.

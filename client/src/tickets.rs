@@ -15,8 +15,8 @@ use mlsd_transport::protocol::tickets::{
     day_of, Ticket, TicketBody, TicketKey, TicketKind, LABEL_TICKETS, LABEL_TICKET_KEY,
     MAX_TICKETS_PER_REQUEST,
 };
-use mlsd_transport::protocol::AsRequest;
-use mlsd_transport::{Request, Response};
+use mlsd_transport::protocol::{AsRequest, ClusterError};
+use mlsd_transport::{Request, Response, WireError};
 
 use crate::client::unexpected;
 use crate::state::now_secs;
@@ -57,8 +57,16 @@ impl Client {
         wallet.sort_by_key(|t| t.day);
         let mut have = wallet.iter().filter(|t| t.kind == kind).count();
         while have < n {
-            let want = (n - have).max(batch(kind)).min(MAX_TICKETS_PER_REQUEST);
-            let fresh = self.issue_tickets(kind, today, want).await?;
+            let need = (n - have).min(MAX_TICKETS_PER_REQUEST);
+            let want = need.max(batch(kind)).min(MAX_TICKETS_PER_REQUEST);
+            let fresh = match self.issue_tickets(kind, today, want).await {
+                // Near the end of the allowance a full batch does not fit
+                // where what is needed now may.
+                Err(ClientError::Server(WireError::Cluster(ClusterError::RateLimited {
+                    ..
+                }))) if want > need => self.issue_tickets(kind, today, need).await?,
+                other => other?,
+            };
             have += fresh.len();
             wallet.extend(fresh);
         }
@@ -76,6 +84,16 @@ impl Client {
         }
         self.home.save(WALLET, &wallet)?;
         Ok(taken)
+    }
+
+    /// Sends `req`, paying with a ticket of the kind it needs, if it needs
+    /// one: for requests this type does not wrap.
+    pub async fn paid_request(&self, req: Request) -> Result<Response, ClientError> {
+        let ticket = match TicketKind::for_request(&req) {
+            Some(kind) => Some(self.take_ticket(kind).await?),
+            None => None,
+        };
+        self.conn.request_paid(req, ticket).await
     }
 
     /// One ticket of `kind` (see [`Client::take_tickets`]).
