@@ -56,10 +56,10 @@ impl TicketAllowance {
 }
 
 /// Default daily allowance: plenty for a person's devices (a few hundred
-/// contacts added, a new device, a few hundred groups, 1 GiB of attachments
+/// contacts added, a new device, a few hundred groups, 2 GiB of attachments
 /// in 512 KiB chunks), little for an abuser.
 pub const DEFAULT_TICKETS: TicketAllowance =
-    TicketAllowance { fetch: 1000, mailbox: 64, group: 500, blob: 2048 };
+    TicketAllowance { fetch: 1000, mailbox: 64, group: 500, blob: 4096 };
 
 /// CS settings.
 #[derive(Debug, Clone)]
