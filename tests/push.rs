@@ -126,3 +126,33 @@ async fn a_burst_at_one_mailbox_is_at_most_two_notifications() {
     tokio::time::sleep(Duration::from_millis(2000)).await;
     assert_eq!(server.count(), 2, "notifications for one burst");
 }
+
+/// `mlsc register --push URL` opens the new device's mailbox with that
+/// endpoint once its binding exists (a mailbox is opened with a ticket,
+/// which only a bound device gets): a Welcome to the device, offline, is
+/// announced there.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_device_registered_with_a_push_endpoint_is_notified() {
+    common::init();
+    let mut c = cluster("push_allow_http = true\npush_allow_private = true\n");
+    c.start_all().await;
+    let server = PushServer::http().await;
+    let out = c.mlsc(
+        "n1",
+        &[
+            "--home",
+            c.dir.path().join("homes/dave").to_str().unwrap(),
+            "--as-key",
+            c.dir.path().join("certs/as.pub").to_str().unwrap(),
+            "register",
+            "dave/phone",
+            "--push",
+            &server.url,
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let mut alice = c.registered("alice/phone", "n1", 1).await;
+    alice.create_group("G", mlsd_transport::protocol::RosterMode::Stored).await.unwrap();
+    alice.add_members("G", &["dave"]).await.unwrap();
+    assert_eq!(server.wait_for(1, 10).await, 1, "{}", c.log("n2"));
+}

@@ -88,6 +88,10 @@ pub struct Client {
     cfg: ClientConfig,
 }
 
+/// Home file of the push endpoint a registration still to complete opens
+/// its mailbox with.
+const PUSH_URL: &str = "push_url";
+
 /// Loads a hex Ed25519 public key (`as.pub`).
 pub fn load_as_key(path: &Path) -> Result<VerifyingKey, ClientError> {
     let text = std::fs::read_to_string(path)
@@ -133,12 +137,23 @@ impl Client {
         Ok(())
     }
 
+    /// Keeps `url` as the UnifiedPush endpoint of the mailbox this device
+    /// opens when its registration completes (now, or after a live device
+    /// approved it, in a later run): the mailbox is opened with a ticket,
+    /// which only a registered device gets.
+    pub fn set_push_url(&self, url: &str) -> Result<(), ClientError> {
+        self.home.save(PUSH_URL, &url.to_string())
+    }
+
     /// Opens this device's mailbox at the ODS if it has none yet, with an
-    /// optional UnifiedPush endpoint (`http://` URL).
+    /// optional UnifiedPush endpoint (`http://` URL; without one, the one
+    /// [`Client::set_push_url`] kept, if any).
     pub async fn open_mailbox(&mut self, push_url: Option<&str>) -> Result<(), ClientError> {
         if self.mailbox.is_some() {
             return Ok(());
         }
+        let kept: Option<String> = self.home.load(PUSH_URL)?;
+        let push_url = push_url.or(kept.as_deref());
         let keys = MailboxKeys::generate()?;
         // Saved first: if the reply is lost we retry with the same id and keys.
         self.home.save("mailbox", &keys)?;

@@ -163,6 +163,8 @@ enum Cmd {
     },
     /// Revoke this device's binding at the AS.
     Revoke,
+    /// The quota tickets this device holds, per kind (fetch, mailbox, group, blob).
+    Tickets,
     /// This identity's devices: list them, approve a new one, revoke one.
     Device {
         #[command(subcommand)]
@@ -411,7 +413,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 if client.contains('/') { client.clone() } else { format!("{client}/default") };
             let mut c = Client::open(&config(&cli)?).await?;
             if let Some(url) = push {
-                c.open_mailbox(Some(url)).await?;
+                c.set_push_url(url)?;
             }
             let b = match c.register(&client, token.clone()).await {
                 Err(e @ ClientError::AwaitsApproval { .. }) => {
@@ -482,6 +484,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("revoked {}", b.binding.client);
         }
         Cmd::Device { cmd } => device(open(&cli).await?, cmd).await?,
+        Cmd::Tickets => {
+            let c = open(&cli).await?;
+            for (kind, n) in c.ticket_counts()? {
+                println!("{kind} {n}");
+            }
+        }
         Cmd::Mailbox { cmd } => {
             let mut c = open(&cli).await?;
             match cmd {

@@ -82,6 +82,37 @@ pub(super) fn mailbox_with_cap(
     }
 }
 
+/// Quota tickets per second on one core (decision D12): the AS evaluating
+/// blinded inputs in batches of 64 with one proof, and checking a spent
+/// ticket (what each costly request adds at its AS node).
+pub(super) fn ticket_rates(n: usize) -> anyhow::Result<(f64, f64)> {
+    use mlsd_transport::protocol::tickets::TicketKind;
+    use mlsd_transport::ticket::{blind, finalize, TicketIssuer};
+    let issuer = TicketIssuer::from_as_secret(&rand32())?;
+    let batches = n.div_ceil(64).max(1);
+    let mut tickets = Vec::with_capacity(batches * 64);
+    let mut issue_secs = 0.0;
+    for _ in 0..batches {
+        let (pending, blinded) = blind(64)?;
+        let t = Instant::now();
+        let (evaluated, proof) = issuer.issue(TicketKind::Fetch, 1, &blinded)?;
+        issue_secs += t.elapsed().as_secs_f64();
+        tickets.extend(finalize(
+            TicketKind::Fetch,
+            1,
+            &pending,
+            &evaluated,
+            &proof,
+            &issuer.public_key(),
+        )?);
+    }
+    let t = Instant::now();
+    let good = tickets.iter().filter(|k| issuer.check(k)).count();
+    let check = tickets.len() as f64 / t.elapsed().as_secs_f64();
+    anyhow::ensure!(good == tickets.len(), "an issued ticket did not check");
+    Ok((tickets.len() as f64 / issue_secs, check))
+}
+
 /// Bytes per second over one mutual-TLS QUIC stream between two endpoints.
 pub(super) async fn quic_rate(total: usize) -> anyhow::Result<f64> {
     let ca = tls::generate_ca()?;

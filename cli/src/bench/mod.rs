@@ -96,6 +96,7 @@ pub async fn run(opts: BenchOpts) -> anyhow::Result<()> {
     let (anon_us, job_us, seal_cpu_us) = (anon.wall_us, anon.job_us, anon.seal_cpu_us);
     let (anon_cpu_us, actor_cpu_us) = (anon.cpu_us, anon.actor_cpu_us);
     let (anon_chaos_us, _) = anonymizer_cost(anon_n, 1, true).await?;
+    let (ticket_issue, ticket_check) = ticket_rates(if opts.quick { 640 } else { 6400 })?;
     let seal_us = 1e6 / seal_per_core;
     let cpu = cpu_model();
     println!(
@@ -124,6 +125,9 @@ pub async fn run(opts: BenchOpts) -> anyhow::Result<()> {
     }
     println!(
         "  with chaos hooks     {anon_chaos_us:>12.1} µs (process-group join; only with [chaos] allow)"
+    );
+    println!(
+        "  AS quota tickets     {ticket_issue:>12.0} issued/s per core (batches of 64, one proof), {ticket_check:.0} spends checked/s"
     );
     match per_mailbox {
         Some(b) => println!("memory: {b:.0} resident bytes per idle mailbox (100,000 open)"),
