@@ -124,7 +124,7 @@ pub(super) fn pend(body: RegisterBody, ctx: &RoleContext<'_>) -> Result<Decision
 
 /// The live record of `client`, whose key signed `tbs` with `signature`
 /// (`what` names the request in errors): a device acting for its identity.
-fn signer(
+pub(super) fn signer(
     client: &str,
     tbs: &[u8],
     signature: &[u8],

@@ -25,10 +25,11 @@ use mlsd_transport::ticket::TicketIssuer;
 use mlsd_transport::{Response, WireError};
 use zeroize::Zeroizing;
 
-use super::{binding_key, get_record, is_live, SPACE};
+use super::devices::signer;
+use super::SPACE;
 use crate::contract::{internal, Decision, RoleContext};
 use crate::settings::TicketAllowance;
-use crate::sig::{fresh, unix, verify};
+use crate::sig::{fresh, unix};
 use crate::storage::{drop_weeks_before, week_prefix, Batch};
 
 /// Key tag of the issued-ticket counts.
@@ -69,15 +70,7 @@ impl Tickets {
         let (identity, _) = split_client_id(&body.client)
             .ok_or_else(|| WireError::Auth(AuthError::InvalidClientId(body.client.clone())))?;
         fresh(body.timestamp, ctx.now)?;
-        let record = get_record(ctx, &binding_key(&body.client))?
-            .filter(|r| is_live(r, ctx))
-            .ok_or_else(|| WireError::Auth(AuthError::UnknownClient(body.client.clone())))?;
-        verify(
-            &record.binding.signature_key,
-            &signing_bytes(LABEL_TICKETS, &body),
-            &signature,
-            "tickets",
-        )?;
+        signer(&body.client, &signing_bytes(LABEL_TICKETS, &body), &signature, "tickets", ctx)?;
         let now = unix(ctx.now);
         let today = day_of(now);
         if body.day != today {
