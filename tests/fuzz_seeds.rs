@@ -35,11 +35,14 @@ async fn write_fuzz_seed_corpus() {
     let mut alice = c.registered("alice/phone", "n1", 2).await;
     let mut bob = c.registered("bob/phone", "n1", 2).await;
 
-    let kp = match alice
-        .connection()
-        .request(Request::Cs(CsRequest::FetchKeyPackages { identity: "bob".into() }))
-        .await
-    {
+    // A fetch pays with a quota ticket in its frame: that frame is a seed too.
+    let fetch_bob = Request::Cs(CsRequest::FetchKeyPackages { identity: "bob".into() });
+    let ticket =
+        alice.take_ticket(mlsd_transport::protocol::tickets::TicketKind::Fetch).await.unwrap();
+    let paid = ClientFrame::with_ticket(fetch_bob.clone(), Some(ticket.clone()));
+    put(&out, "requests", "fetch-with-ticket", &codec::encode(&paid).unwrap());
+    put(&out, "frame", "fetch-with-ticket", &common::frame(&codec::encode(&paid).unwrap()));
+    let kp = match alice.connection().request_paid(fetch_bob, Some(ticket)).await {
         Ok(Response::KeyPackages(v)) => v[0].key_package.clone(),
         other => panic!("{other:?}"),
     };
