@@ -73,7 +73,9 @@ impl Tickets {
         signer(&body.client, &signing_bytes(LABEL_TICKETS, &body), &signature, "tickets", ctx)?;
         let now = unix(ctx.now);
         let today = day_of(now);
-        if body.day != today {
+        // Today, or the day of the request's own (fresh) timestamp: a device
+        // whose clock is a little off around midnight UTC is not refused.
+        if body.day != today && body.day != day_of(body.timestamp) {
             return Err(WireError::Auth(AuthError::BadTicket(format!(
                 "tickets are issued for today (day {today}) only"
             ))));
@@ -84,7 +86,7 @@ impl Tickets {
                 "ask for 1 to {MAX_TICKETS_PER_REQUEST} tickets"
             ))));
         }
-        let key = issued_key(today, body.kind as u8, identity);
+        let key = issued_key(body.day, body.kind as u8, identity);
         let issued = ctx
             .store
             .get(SPACE, &key)
@@ -100,11 +102,12 @@ impl Tickets {
         }
         let (evaluated, proof) = self
             .issuer
-            .issue(body.kind, today, &body.blinded)
+            .issue(body.kind, body.day, &body.blinded)
             .map_err(|e| WireError::Auth(AuthError::BadTicket(e.to_string())))?;
         let mut batch = Batch::new();
         batch.put(SPACE, key, (issued + n as u32).to_be_bytes().to_vec());
-        drop_weeks_before(ctx.store, SPACE, ISSUED, today, &mut batch).map_err(internal)?;
+        drop_weeks_before(ctx.store, SPACE, ISSUED, today.min(body.day), &mut batch)
+            .map_err(internal)?;
         tracing::debug!(kind = %body.kind, n, "tickets issued");
         Ok(Decision::write(
             Response::TicketsIssued { evaluated, proof, key: self.key.clone() },
@@ -122,7 +125,9 @@ impl Tickets {
         ctx: &RoleContext<'_>,
     ) -> Result<Decision, WireError> {
         let today = day_of(unix(ctx.now));
-        if ticket.day > today || ticket.day.saturating_add(1) < today {
+        // A day ahead too: issued minutes before midnight by this AS's clock
+        // to a device whose clock is past it (see `issue`).
+        if ticket.day > today.saturating_add(1) || ticket.day.saturating_add(1) < today {
             return Err(WireError::Auth(AuthError::BadTicket(format!(
                 "issued for day {}, good until the end of the next (today is day {today})",
                 ticket.day

@@ -207,3 +207,38 @@ fn a_ticket_pays_for_one_request_once() {
     ));
     assert_eq!(spend(&mut as_, &store, &t[1], 4, NOW + DAY_SECS), Response::Spent);
 }
+
+#[test]
+fn a_device_clock_a_little_past_midnight_still_gets_and_spends_tickets() {
+    let store = MemStore::new();
+    let (mut as_, key) = ivy(&store);
+    // The AS's clock 100 s before midnight UTC, the device's 100 s after.
+    let midnight = (NOW / DAY_SECS + 1) * DAY_SECS;
+    let (server, device) = (midnight - 100, midnight + 100);
+    let (pending, blinded) = blind(1).unwrap();
+    let body = TicketBody {
+        client: "ivy/phone".into(),
+        kind: TicketKind::Fetch,
+        day: day_of(device),
+        blinded,
+        timestamp: device,
+    };
+    let signature = key.sign(&signing_bytes(LABEL_TICKETS, &body)).to_bytes().to_vec();
+    let req = Request::As(AsRequest::IssueTickets { body, signature });
+    let t = match as_.handle(req, None, &at(&store, server)).applied(&store) {
+        Response::TicketsIssued { evaluated, proof, key } => {
+            finalize(TicketKind::Fetch, day_of(device), &pending, &evaluated, &proof, &key.key)
+                .unwrap()
+                .remove(0)
+        }
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(spend(&mut as_, &store, &t, 1, server + 50), Response::Spent);
+    // Two days ahead is no clock skew: refused.
+    let mut ahead = t.clone();
+    ahead.day += 1;
+    assert!(matches!(
+        spend(&mut as_, &store, &ahead, 2, server),
+        Response::Error(WireError::Auth(AuthError::BadTicket(m))) if m.contains("good until")
+    ));
+}
