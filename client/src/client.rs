@@ -486,9 +486,8 @@ impl Client {
         &self,
         identity: &str,
     ) -> Result<(Vec<VerifiedKeyPackage>, Vec<Rejection>), ClientError> {
-        let ticket = self.take_ticket(TicketKind::Fetch).await?;
         let req = Request::Cs(CsRequest::FetchKeyPackages { identity: identity.to_string() });
-        let fetched = match self.conn.request_paid(req, Some(ticket)).await? {
+        let fetched = match self.paid_request(req).await? {
             Response::KeyPackages(k) => k,
             other => return Err(unexpected(other)),
         };

@@ -29,6 +29,12 @@ const KEY: &str = "ticket_key";
 /// Most tickets the wallet keeps (one full batch of each kind, twice).
 const MAX_WALLET: usize = 8 * MAX_TICKETS_PER_REQUEST;
 
+/// Whether `t` is still good on `today`: tickets are good on their day and
+/// the next.
+fn good_on(t: &Ticket, today: u32) -> bool {
+    t.day.saturating_add(1) >= today
+}
+
 /// How many tickets of `kind` to ask for when the wallet has none: enough
 /// that most uses do not ask at all (and that the AS cannot time a ticket's
 /// use by its issue), few enough not to waste the day's allowance.
@@ -52,8 +58,8 @@ impl Client {
     ) -> Result<Vec<Ticket>, ClientError> {
         let today = day_of(now_secs());
         let mut wallet: Vec<Ticket> = self.home.load(WALLET)?.unwrap_or_default();
-        // Good on their day and the next; the oldest are spent first.
-        wallet.retain(|t| t.day.saturating_add(1) >= today);
+        // The oldest are spent first.
+        wallet.retain(|t| good_on(t, today));
         wallet.sort_by_key(|t| t.day);
         let mut have = wallet.iter().filter(|t| t.kind == kind).count();
         while have < n {
@@ -109,10 +115,7 @@ impl Client {
         Ok(TicketKind::ALL
             .iter()
             .map(|k| {
-                let n = wallet
-                    .iter()
-                    .filter(|t| t.kind == *k && t.day.saturating_add(1) >= today)
-                    .count();
+                let n = wallet.iter().filter(|t| t.kind == *k && good_on(t, today)).count();
                 (*k, n)
             })
             .collect())

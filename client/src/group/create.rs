@@ -53,10 +53,9 @@ impl Client {
             }
             RosterMode::Client => None,
         };
-        let ticket = self.take_ticket(TicketKind::Group).await?;
         let req =
             Request::Ids(IdsRequest::CreateGroup { group: gid.clone(), mode, auth_key, roster });
-        match self.conn.request_paid(req, Some(ticket)).await? {
+        match self.paid_request(req).await? {
             Response::GroupCreated => {}
             other => return Err(ClientError::Unexpected(format!("{other:?}"))),
         }
