@@ -37,6 +37,7 @@ pub mod ods;
 mod once;
 pub mod push;
 pub mod record;
+pub mod replica;
 pub mod role;
 pub mod sds;
 pub mod settings;

@@ -16,13 +16,17 @@ pub use mem::MemStore;
 #[cfg(feature = "rocksdb")]
 pub use rocks::{read_all, Contents, RocksStore};
 
-/// A keyspace: one per role, and one for node metadata.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// A keyspace: one per role, one for node metadata, and one for the Raft
+/// logs and state of the shards this node replicates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Space {
     /// Data of one role.
     Role(Role),
     /// Node-level metadata (format version, node name).
     Meta,
+    /// Raft logs, votes and applied state, keyed by shard
+    /// ([`crate::replica`]).
+    Raft,
 }
 
 impl Space {
@@ -31,12 +35,13 @@ impl Space {
         match self {
             Space::Role(r) => r.name(),
             Space::Meta => "meta",
+            Space::Raft => "raft",
         }
     }
 
     /// Every keyspace of a node.
     pub fn all() -> impl Iterator<Item = Space> {
-        Role::ALL.into_iter().map(Space::Role).chain([Space::Meta])
+        Role::ALL.into_iter().map(Space::Role).chain([Space::Meta, Space::Raft])
     }
 }
 
@@ -89,16 +94,19 @@ pub fn drop_weeks_before(
 /// Key-value pairs returned by scans, in key order.
 pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
 
-/// One write operation of a [`Batch`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One write operation of a [`Batch`]. Batches are what a shard's Raft log
+/// carries (decision D13), so they serialize; byte fields as one copy.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Op {
     /// Set `key` to `value`.
     Put {
         /// Keyspace.
         space: Space,
         /// Key.
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
         /// Value.
+        #[serde(with = "serde_bytes")]
         value: Vec<u8>,
     },
     /// Remove `key`.
@@ -106,6 +114,7 @@ pub enum Op {
         /// Keyspace.
         space: Space,
         /// Key.
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
     },
     /// Remove every key in `[from, to)`: one tombstone however many keys
@@ -114,14 +123,16 @@ pub enum Op {
         /// Keyspace.
         space: Space,
         /// First key removed.
+        #[serde(with = "serde_bytes")]
         from: Vec<u8>,
         /// First key kept.
+        #[serde(with = "serde_bytes")]
         to: Vec<u8>,
     },
 }
 
 /// Writes applied all together or not at all.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Batch {
     /// The operations, in order.
     pub ops: Vec<Op>,

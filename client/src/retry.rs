@@ -34,6 +34,8 @@ pub fn transient(e: &ClientError) -> bool {
         ClientError::Connect { .. }
             | ClientError::Call(_)
             | ClientError::Server(WireError::Cluster(ClusterError::Unavailable { .. }))
+            | ClientError::Server(WireError::Cluster(ClusterError::ShardUnavailable { .. }))
+            | ClientError::Server(WireError::Cluster(ClusterError::NotLeader { .. }))
             | ClientError::Server(WireError::Ids(IdsError::Incomplete { .. }))
             | ClientError::Server(WireError::Frame(BadFrame::Timeout))
             | ClientError::Server(WireError::Auth(AuthError::Replayed))

@@ -119,11 +119,28 @@ pub enum ClusterError {
     /// way; every other key is served as usual.
     #[error("unreadable: {0}")]
     Unreadable(String),
+    /// The request reached a replica that does not lead its shard; the
+    /// entry node follows `leader` (clients see this only from a node of an
+    /// older version).
+    #[error("not the leader of shard {shard}; leader is {leader:?}")]
+    NotLeader {
+        /// The shard, `role/index`.
+        shard: String,
+        /// Its leader as far as the answering replica knows.
+        leader: Option<String>,
+    },
+    /// The request's shard has no leader that a majority confirms (two of
+    /// three replicas down, or a partition); nothing was changed. Retry.
+    #[error("shard {shard} is unavailable; retry")]
+    ShardUnavailable {
+        /// The shard, `role/index`.
+        shard: String,
+    },
 }
 
 impl ClusterError {
     /// Flat wire index of each variant.
-    const TAGS: Tags = &[5, 6, 8, 29, 31];
+    const TAGS: Tags = &[5, 6, 8, 29, 31, 38, 39];
 }
 
 /// The requester is not who, or not allowed to do what, the request says.
@@ -238,6 +255,6 @@ mod tests {
     fn the_groups_number_every_error_once() {
         let mut tags: Vec<u32> = GROUPS.iter().flat_map(|g| g.iter().copied()).collect();
         tags.sort_unstable();
-        assert_eq!(tags, (0..38).collect::<Vec<_>>());
+        assert_eq!(tags, (0..40).collect::<Vec<_>>());
     }
 }

@@ -1,0 +1,206 @@
+//! One shard's Raft log, vote and log state, in the node's `raft` column
+//! family under the shard's prefix. Every write is one atomic, synced batch
+//! (the node's store syncs its WAL), so an entry reported flushed survives
+//! a kill.
+//!
+//! Keys, after the shard's three-byte prefix: `l` + index (big-endian) for
+//! each entry, `v` for the vote, `s` for the log state (last purged and last
+//! present log id, kept beside the entries so that the last one is found
+//! without a reverse scan).
+
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+use std::sync::Arc;
+
+use mlsd_transport::codec;
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{
+    Entry, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogReader, StorageError, Vote,
+};
+use serde::{Deserialize, Serialize};
+
+use super::{io_err, NodeId, ShardConfig, ShardId};
+use crate::storage::{Batch, Space, Store};
+
+/// Entries read per scan when openraft asks for a range.
+const READ_PAGE: usize = 256;
+
+/// The Raft log of one shard.
+#[derive(Clone)]
+pub struct ShardLog {
+    store: Arc<dyn Store>,
+    shard: ShardId,
+}
+
+/// What `s` holds.
+#[derive(Debug, Default, Clone, Copy, Serialize, Deserialize)]
+struct Bounds {
+    purged: Option<LogId<NodeId>>,
+    last: Option<LogId<NodeId>>,
+}
+
+impl ShardLog {
+    /// The log of `shard` in `store`.
+    pub fn new(store: Arc<dyn Store>, shard: ShardId) -> Self {
+        ShardLog { store, shard }
+    }
+
+    fn key(&self, tag: u8, rest: &[u8]) -> Vec<u8> {
+        [&self.shard.raft_prefix()[..], &[tag], rest].concat()
+    }
+
+    fn entry_key(&self, index: u64) -> Vec<u8> {
+        self.key(b'l', &index.to_be_bytes())
+    }
+
+    fn read<T: serde::de::DeserializeOwned>(
+        &self,
+        tag: u8,
+        subject: ErrorSubject<NodeId>,
+    ) -> Result<Option<T>, StorageError<NodeId>> {
+        let v = self
+            .store
+            .get(Space::Raft, &self.key(tag, &[]))
+            .map_err(|e| io_err(subject.clone(), ErrorVerb::Read, e))?;
+        v.map(|v| codec::decode(&v).map_err(|e| io_err(subject, ErrorVerb::Read, e))).transpose()
+    }
+
+    fn bounds(&self) -> Result<Bounds, StorageError<NodeId>> {
+        Ok(self.read(b's', ErrorSubject::Logs)?.unwrap_or_default())
+    }
+
+    fn write(&self, b: Batch, subject: ErrorSubject<NodeId>) -> Result<(), StorageError<NodeId>> {
+        self.store.write(b).map_err(|e| io_err(subject, ErrorVerb::Write, e))
+    }
+
+    fn put_bounds(&self, b: &mut Batch, bounds: Bounds) -> Result<(), StorageError<NodeId>> {
+        let v =
+            codec::encode(&bounds).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+        b.put(Space::Raft, self.key(b's', &[]), v);
+        Ok(())
+    }
+
+    /// Removes the whole log, vote and state of the shard (a replica that
+    /// is dropped for good).
+    pub fn wipe(&self, b: &mut Batch) {
+        b.delete_prefix(Space::Raft, self.shard.raft_prefix().to_vec());
+    }
+}
+
+impl RaftLogReader<ShardConfig> for ShardLog {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry<ShardConfig>>, StorageError<NodeId>> {
+        let mut next = match range.start_bound() {
+            Bound::Included(x) => *x,
+            Bound::Excluded(x) => x.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let prefix = self.key(b'l', &[]);
+        let mut out = Vec::new();
+        loop {
+            let rows = self
+                .store
+                .scan_from(Space::Raft, &prefix, &self.entry_key(next), READ_PAGE)
+                .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
+            let n = rows.len();
+            for (k, v) in rows {
+                let index = u64::from_be_bytes(
+                    k[prefix.len()..]
+                        .try_into()
+                        .map_err(|_| io_err(ErrorSubject::Logs, ErrorVerb::Read, "bad log key"))?,
+                );
+                if !range.contains(&index) {
+                    return Ok(out);
+                }
+                let e: Entry<ShardConfig> = codec::decode(&v)
+                    .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
+                out.push(e);
+                next = index + 1;
+            }
+            if n < READ_PAGE {
+                return Ok(out);
+            }
+        }
+    }
+}
+
+impl RaftLogStorage<ShardConfig> for ShardLog {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<ShardConfig>, StorageError<NodeId>> {
+        let b = self.bounds()?;
+        Ok(LogState { last_purged_log_id: b.purged, last_log_id: b.last.or(b.purged) })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
+        let v = codec::encode(vote).map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Write, e))?;
+        let mut b = Batch::new();
+        b.put(Space::Raft, self.key(b'v', &[]), v);
+        self.write(b, ErrorSubject::Vote)
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
+        self.read(b'v', ErrorSubject::Vote)
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<ShardConfig>,
+    ) -> Result<(), StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = Entry<ShardConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut bounds = self.bounds()?;
+        let mut b = Batch::new();
+        for e in entries {
+            let v =
+                codec::encode(&e).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+            b.put(Space::Raft, self.entry_key(e.log_id.index), v);
+            bounds.last = Some(e.log_id);
+        }
+        self.put_bounds(&mut b, bounds)?;
+        let r = self.write(b, ErrorSubject::Logs);
+        callback.log_io_completed(match &r {
+            Ok(()) => Ok(()),
+            Err(e) => Err(std::io::Error::other(e.to_string())),
+        });
+        r
+    }
+
+    async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        // Entries from `log_id.index` on go; the one before becomes the last.
+        let mut bounds = self.bounds()?;
+        let mut b = Batch::new();
+        b.delete_range(Space::Raft, self.entry_key(log_id.index), self.entry_key(u64::MAX));
+        let before = match log_id.index.checked_sub(1) {
+            Some(i) => {
+                let mut me = self.clone();
+                me.try_get_log_entries(i..=i).await?.pop().map(|e| e.log_id)
+            }
+            None => None,
+        };
+        bounds.last = before.or(bounds.purged);
+        self.put_bounds(&mut b, bounds)?;
+        self.write(b, ErrorSubject::Logs)
+    }
+
+    async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        let mut bounds = self.bounds()?;
+        let mut b = Batch::new();
+        b.delete_range(Space::Raft, self.entry_key(0), self.entry_key(log_id.index + 1));
+        bounds.purged = Some(log_id);
+        if bounds.last.is_none_or(|l| l.index < log_id.index) {
+            bounds.last = Some(log_id);
+        }
+        self.put_bounds(&mut b, bounds)?;
+        self.write(b, ErrorSubject::Logs)
+    }
+}
