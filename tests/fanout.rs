@@ -72,7 +72,7 @@ async fn large_fan_out(layout: &[(&str, &str)]) {
     // its own share of the copies.
     for ods in cluster.config.nodes.iter().filter(|n| n.hosts(Role::Ods)) {
         let owns = |shard: &[u8; 2]| {
-            mlsd_node::routing::owner(&cluster.config.nodes, Role::Ods, shard)
+            mlsd_node::routing::owner(&cluster.config, Role::Ods, shard)
                 .is_some_and(|o| o.name == ods.name)
         };
         assert!(known.iter().filter(|(_, c, _)| owns(&c.shard)).count() > ENQUEUE_CHUNK / 2);

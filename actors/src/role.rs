@@ -16,7 +16,7 @@
 //! meanwhile, and then feeds both to the logic. Everything a role decides
 //! lives in its logic type, which tests drive without an actor runtime.
 
-use mlsd_transport::protocol::{AuthError, ClusterError};
+use mlsd_transport::protocol::AuthError;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -26,8 +26,8 @@ use mlsd_transport::{Request, Response, Role, WireError};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use crate::contract::{Decision, Effect, RoleContext, RoleLogic, Router, Sink};
+use crate::replica::ShardStore;
 use crate::settings::RoleSettings;
-use crate::storage::Store;
 
 /// The state machine for `role`, fresh; `None` for the IDS, whose state
 /// machines are its groups' cores ([`crate::ids::host`]).
@@ -92,8 +92,9 @@ pub struct RoleArgs {
     pub node: String,
     /// The role to host.
     pub role: Role,
-    /// The node's storage, shared by all its role actors.
-    pub store: Arc<dyn Store>,
+    /// The shard this host serves: its state, and where its writes go
+    /// (replicated, [`crate::replica`]).
+    pub store: Arc<dyn ShardStore>,
     /// Settings from the cluster config.
     pub settings: Arc<RoleSettings>,
     /// How to reach other roles.
@@ -103,7 +104,8 @@ pub struct RoleArgs {
 impl RoleArgs {
     /// The context of a request arriving now.
     pub(crate) fn ctx(&self) -> RoleContext<'_> {
-        RoleContext { node: &self.node, store: self.store.as_ref(), now: SystemTime::now() }
+        let store: &dyn crate::storage::View = self.store.as_ref();
+        RoleContext { node: &self.node, store, now: SystemTime::now() }
     }
 }
 
@@ -112,6 +114,8 @@ impl RoleArgs {
 pub struct Hosted {
     pub(crate) args: RoleArgs,
     pub(crate) logic: Box<dyn RoleLogic>,
+    /// The leadership term the logic's in-memory state was built in.
+    term: u64,
 }
 
 impl Hosted {
@@ -119,26 +123,55 @@ impl Hosted {
     pub(crate) fn new(args: RoleArgs) -> Result<Self, ActorProcessingErr> {
         let logic = logic_for(args.role, &args.settings)
             .ok_or_else(|| format!("the {} has no role logic of its own", args.role))?;
-        Ok(Hosted { args, logic })
+        Ok(Hosted { args, logic, term: 0 })
     }
 
-    /// Makes `d`'s writes durable and returns its reply and effects; if the
-    /// writes fail, the reply is `Internal`, no effect happens, and the logic
-    /// starts afresh from storage (it decided as if they had landed).
-    pub(crate) fn apply(&mut self, d: Decision) -> (Response, Vec<Effect>) {
-        match d.apply(self.args.store.as_ref()) {
-            Ok(done) => done,
+    fn refresh(&mut self) {
+        if let Some(fresh) = logic_for(self.args.role, &self.args.settings) {
+            self.logic = fresh;
+        }
+    }
+
+    /// Confirms that this node leads the shard with its state complete, and
+    /// returns the term to decide in; the logic starts afresh from storage
+    /// in a new term (another leader may have changed the state it caches).
+    /// Not leading is answered as the error the entry node follows.
+    pub(crate) async fn ready(&mut self) -> Result<u64, Response> {
+        let term = self.args.store.ready().await.map_err(|e| Response::Error(e.into()))?;
+        if term != self.term {
+            self.refresh();
+            self.term = term;
+        }
+        Ok(term)
+    }
+
+    /// Makes `d`'s writes durable on the shard's replicas (or, for a reply
+    /// without writes, confirms leadership) and returns its reply and
+    /// effects. If that fails, the reply says why (retryable unless storage
+    /// failed), no effect happens, and the logic starts afresh from storage
+    /// (it decided as if the writes had landed).
+    pub(crate) async fn apply(&mut self, term: u64, d: Decision) -> (Response, Vec<Effect>) {
+        match self.args.store.commit(term, d.writes).await {
+            Ok(()) => (d.response, d.effects),
             Err(e) => {
-                tracing::warn!(error = %e, role = %self.args.role, "write failed; nothing applied");
-                if let Some(fresh) = logic_for(self.args.role, &self.args.settings) {
-                    self.logic = fresh;
-                }
-                (
-                    Response::Error(WireError::Cluster(ClusterError::Internal(e.to_string()))),
-                    Vec::new(),
-                )
+                tracing::warn!(error = %e, role = %self.args.role, "write not committed; nothing applied");
+                self.refresh();
+                (Response::Error(e.into()), Vec::new())
             }
         }
+    }
+
+    /// Readies, decides with `decide` and applies: one request, start to end.
+    pub(crate) async fn serve(
+        &mut self,
+        decide: impl FnOnce(&mut dyn RoleLogic, &RoleContext<'_>) -> Decision,
+    ) -> (Response, Vec<Effect>) {
+        let term = match self.ready().await {
+            Ok(t) => t,
+            Err(r) => return (r, Vec::new()),
+        };
+        let d = decide(self.logic.as_mut(), &self.args.ctx());
+        self.apply(term, d).await
     }
 }
 
@@ -183,17 +216,17 @@ impl Actor for RoleActor {
                     });
                 }
                 None => {
-                    let d = state.logic.handle(request, None, &state.args.ctx());
-                    let _ = reply.send(state.apply(d).0);
+                    let r = state.serve(|l, ctx| l.handle(request, None, ctx)).await;
+                    let _ = reply.send(r.0);
                 }
             },
             RoleMsg::Prepared { request, pre, reply } => {
-                let d = state.logic.handle(request, Some(pre), &state.args.ctx());
-                let _ = reply.send(state.apply(d).0);
+                let r = state.serve(|l, ctx| l.handle(request, Some(pre), ctx)).await;
+                let _ = reply.send(r.0);
             }
             RoleMsg::Admin { request, reply } => {
-                let d = state.logic.admin(request, &state.args.ctx());
-                let _ = reply.send(state.apply(d).0);
+                let r = state.serve(|l, ctx| l.admin(request, ctx)).await;
+                let _ = reply.send(r.0);
             }
             RoleMsg::Subscribe { reply, .. } | RoleMsg::Enqueue { reply, .. } => {
                 let _ = reply.send(not_here(state.args.role));
@@ -215,4 +248,9 @@ pub(crate) fn not_here(role: Role) -> Response {
 /// several nodes can share one process in tests.
 pub fn actor_name(node: &str, role: Role) -> String {
     format!("{node}/{role}")
+}
+
+/// The registry name of the host of shard `index` of `role` on `node`.
+pub fn shard_actor_name(node: &str, role: Role, index: u16) -> String {
+    format!("{node}/{role}/{index}")
 }

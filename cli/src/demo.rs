@@ -15,7 +15,7 @@ use crate::inproc::InprocCluster;
 use mlsd_node::{routing, ClusterConfig};
 
 fn owner(cfg: &ClusterConfig, role: Role, key: &[u8]) -> String {
-    routing::owner(&cfg.nodes, role, key).map(|n| n.name.clone()).unwrap_or_default()
+    routing::owner(cfg, role, key).map(|n| n.name.clone()).unwrap_or_default()
 }
 
 /// Runs the demo; prints to stdout.

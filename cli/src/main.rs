@@ -69,6 +69,25 @@ enum Cmd {
         #[command(subcommand)]
         cmd: AdminCmd,
     },
+    /// The replicated shards (authenticated with the operator certificate).
+    Cluster {
+        #[command(subcommand)]
+        cmd: ClusterCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCmd {
+    /// One line per shard (voters, leader, applied index, behind-by) and a
+    /// summary; exits 0 only when every shard has a leader and every voter is caught up.
+    Status {
+        /// Path of the cluster config.
+        #[arg(long, default_value = "cluster.toml")]
+        config: PathBuf,
+        /// Directory with ca.pem, operator.pem and operator.key (default: the config's certs_dir).
+        #[arg(long)]
+        certs: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -138,6 +157,16 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
             let rt = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
             let b = rt.block_on(mlsd_node::admin::revoke(&cfg, certs.as_deref(), &client))?;
             println!("revoked {}", b.binding.client);
+            Ok(())
+        }
+        Cmd::Cluster { cmd: ClusterCmd::Status { config, certs } } => {
+            let cfg = ClusterConfig::load(&config)?;
+            let rt = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+            let report = rt.block_on(mlsd_node::status::status(&cfg, certs.as_deref()));
+            print!("{}", report.render());
+            if !report.healthy() {
+                anyhow::bail!("the cluster is not healthy");
+            }
             Ok(())
         }
         Cmd::Bench { quick, json } => {

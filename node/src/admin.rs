@@ -7,7 +7,9 @@
 //! requests from a node certificate. It computes the owner of the request
 //! itself and dials it directly.
 
-use mlsd_transport::protocol::{NodeFrame, NodeRequest, ResponseFrame, SignedBinding};
+use mlsd_transport::protocol::{
+    ClusterError, NodeFrame, NodeRequest, ResponseFrame, SignedBinding,
+};
 use std::path::Path;
 
 use mlsd_transport::{endpoint, tls, Response, Role, WireError};
@@ -77,26 +79,74 @@ pub async fn revoke(
     }
 }
 
-/// Sends `request` to the AS owner of `identity`, authenticated with the
-/// operator certificate in `certs` (the config's `certs_dir` by default); a
-/// refusal is [`AdminError::Refused`].
+/// Sends `request` to the leader of the AS shard of `identity`, following
+/// `NotLeader` answers and trying the shard's other voters while it has no
+/// leader, for up to ten call timeouts.
 async fn call_as_owner(
     config: &ClusterConfig,
     certs: Option<&Path>,
     identity: &str,
     request: NodeRequest,
 ) -> Result<Response, AdminError> {
-    let owner = routing::owner(&config.nodes, Role::As, identity.as_bytes())
+    let voters: Vec<String> = routing::voters(config, Role::As, identity.as_bytes())
+        .iter()
+        .map(|n| n.name.clone())
+        .collect();
+    let first = voters
+        .first()
+        .cloned()
         .ok_or_else(|| AdminError::Invalid("no node hosts the AS".into()))?;
+    let deadline = std::time::Instant::now() + config.limits.call_timeout * 10;
+    let (mut target, mut turn) = (first, 0usize);
+    loop {
+        let r = call_node(config, certs, &target, request.clone()).await;
+        let next = match &r {
+            Err(AdminError::Refused(WireError::Cluster(ClusterError::NotLeader {
+                leader: Some(l),
+                ..
+            }))) if *l != target => Some(l.clone()),
+            Err(AdminError::Refused(WireError::Cluster(
+                ClusterError::NotLeader { .. } | ClusterError::ShardUnavailable { .. },
+            )))
+            | Err(AdminError::Unreachable { .. }) => None,
+            _ => return r,
+        };
+        if std::time::Instant::now() >= deadline {
+            return r;
+        }
+        target = match next {
+            Some(l) => l,
+            None => {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                turn += 1;
+                voters[turn % voters.len()].clone()
+            }
+        };
+    }
+}
+
+/// Sends `request` to node `name`, authenticated with the operator
+/// certificate in `certs` (the config's `certs_dir` by default); a refusal
+/// is [`AdminError::Refused`].
+pub async fn call_node(
+    config: &ClusterConfig,
+    certs: Option<&Path>,
+    name: &str,
+    request: NodeRequest,
+) -> Result<Response, AdminError> {
+    let node = config
+        .nodes
+        .iter()
+        .find(|n| n.name == name)
+        .ok_or_else(|| AdminError::Invalid(format!("no node {name} in the config")))?;
     let operator = tls::NodeTls::operator(certs.unwrap_or(&config.certs_dir))?;
     let cfg = endpoint::quinn_client_config(tls::node_client_config(&operator)?)?;
-    let unreachable = |e: String| AdminError::Unreachable { node: owner.name.clone(), reason: e };
-    let ep =
-        endpoint::client_endpoint(owner.listen, cfg).map_err(|e| unreachable(e.to_string()))?;
+    let unreachable = |e: String| AdminError::Unreachable { node: node.name.clone(), reason: e };
+    let ep = endpoint::client_endpoint(node.listen, cfg).map_err(|e| unreachable(e.to_string()))?;
     let conn = endpoint::connect(
         &ep,
-        owner.listen,
-        &tls::node_dns_name(&owner.name),
+        node.listen,
+        &tls::node_dns_name(&node.name),
         config.limits.connect_timeout,
     )
     .await

@@ -151,6 +151,37 @@ pub struct ClusterConfig {
     /// `[supervision] max_restarts`: restarts of one role actor tolerated
     /// within 30 s before the node stops, default 10.
     pub max_restarts: usize,
+    /// Replication (`[cluster] replicas`, `shards`, `heartbeat_ms`,
+    /// `election_timeout_ms`; decision D13).
+    pub replication: Replication,
+}
+
+/// How each role's keyspace is sharded and replicated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replication {
+    /// `replicas`: voters per shard, default 3 (every node hosting the role
+    /// when fewer do).
+    pub replicas: u32,
+    /// `shards`: shards per role, a power of two, default 4.
+    pub shards: u32,
+    /// `heartbeat_ms`: how often a leader tells its followers it lives,
+    /// default 250; all shards' heartbeats to a peer go in one message.
+    pub heartbeat: Duration,
+    /// `election_timeout_ms`: how long a follower waits for a heartbeat
+    /// before it stands for election (randomized up to twice this), default
+    /// 1500; at least three heartbeats.
+    pub election_timeout: Duration,
+}
+
+impl Default for Replication {
+    fn default() -> Self {
+        Replication {
+            replicas: 3,
+            shards: 4,
+            heartbeat: Duration::from_millis(250),
+            election_timeout: Duration::from_millis(1500),
+        }
+    }
 }
 
 /// `[as]`: registration policy and binding lifetime.
@@ -336,11 +367,38 @@ struct RawCs {
 
 const DAY: u64 = 24 * 3600;
 
+/// The `[cluster]` replication keys, checked.
+fn replication(c: &RawCluster) -> Result<Replication, ConfigError> {
+    let d = Replication::default();
+    let bad = |key, reason: &str| ConfigError::BadSetting { key, reason: reason.into() };
+    let replicas = c.replicas.unwrap_or(d.replicas);
+    if !(1..=7).contains(&replicas) {
+        return Err(bad("cluster.replicas", "must be between 1 and 7"));
+    }
+    let shards = c.shards.unwrap_or(d.shards);
+    if !shards.is_power_of_two() || shards > mlsd_actors::replica::MAX_SHARDS {
+        return Err(bad("cluster.shards", "must be a power of two, at most 4096"));
+    }
+    let heartbeat = c.heartbeat_ms.map_or(d.heartbeat, Duration::from_millis);
+    let election_timeout = c.election_timeout_ms.map_or(d.election_timeout, Duration::from_millis);
+    if heartbeat.is_zero() || election_timeout < heartbeat * 3 {
+        return Err(bad(
+            "cluster.election_timeout_ms",
+            "must be at least three heartbeats (cluster.heartbeat_ms, positive)",
+        ));
+    }
+    Ok(Replication { replicas, shards, heartbeat, election_timeout })
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawCluster {
     name: String,
     certs_dir: PathBuf,
+    replicas: Option<u32>,
+    shards: Option<u32>,
+    heartbeat_ms: Option<u64>,
+    election_timeout_ms: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -428,6 +486,7 @@ impl ClusterConfig {
                 return Err(ConfigError::RoleNotHosted(role));
             }
         }
+        let replication = replication(&raw.cluster)?;
         let l = raw.limits;
         let max_frame = l.max_frame.unwrap_or(limits::DEFAULT_MAX_FRAME);
         // One page of a mailbox must hold the largest envelope, or a mailbox
@@ -625,6 +684,7 @@ impl ClusterConfig {
             sds_abandoned_upload_days,
             chaos_allowed: raw.chaos.allow.unwrap_or(false),
             max_restarts: raw.supervision.max_restarts.unwrap_or(10).max(1) as usize,
+            replication,
             name: raw.cluster.name,
             certs_dir: base.join(raw.cluster.certs_dir),
             nodes,

@@ -35,6 +35,8 @@ pub mod node;
 pub mod peers;
 pub mod routing;
 pub mod server;
+pub mod shards;
+pub mod status;
 pub mod supervisor;
 
 pub use config::{ClusterConfig, ConfigError};

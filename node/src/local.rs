@@ -5,7 +5,8 @@
 use mlsd_transport::protocol::ClusterError;
 use std::time::Duration;
 
-use mlsd_actors::role::actor_name;
+use mlsd_actors::replica::ShardId;
+use mlsd_actors::role::shard_actor_name;
 use mlsd_actors::RoleMsg;
 use mlsd_transport::protocol::EnqueueItem;
 use mlsd_transport::{Response, Role, WireError};
@@ -19,16 +20,16 @@ const ACTOR_WAIT: Duration = Duration::from_secs(2);
 /// Hands a message to node `node`'s actor of `role` and waits up to
 /// `timeout` for its answer. If the actor is being restarted by the
 /// supervisor, waits briefly for its successor.
-pub async fn call_role(
+pub async fn call_shard(
     node: &str,
     timeout: Duration,
-    role: Role,
+    shard: ShardId,
     msg: impl FnOnce(ractor::RpcReplyPort<Response>) -> RoleMsg,
 ) -> Response {
     let unavailable = || {
         Response::Error(WireError::Cluster(ClusterError::Unavailable { node: node.to_string() }))
     };
-    let name = actor_name(node, role);
+    let name = shard_actor_name(node, shard.role, shard.index);
     let deadline = tokio::time::Instant::now() + ACTOR_WAIT;
     let actor = loop {
         if let Some(actor) = ActorRef::<RoleMsg>::where_is(name.clone()) {
@@ -51,18 +52,53 @@ pub async fn call_role(
     }
 }
 
-/// This node's ODS actor as the coalescer's writer: one `Enqueue` message per
-/// merged batch.
+/// This node's ODS shard hosts as the coalescer's writer: one `Enqueue`
+/// message per shard of each merged batch, all shards at once.
 pub struct LocalOds {
     /// This node's name (names its actors).
     pub node: String,
     /// How long the actor may take.
     pub timeout: Duration,
+    /// ODS shards per role (`[cluster] shards`).
+    pub shards: u32,
 }
 
 impl OdsWriter for LocalOds {
     async fn write(&self, items: Vec<EnqueueItem>) -> Response {
-        call_role(&self.node, self.timeout, Role::Ods, |reply| RoleMsg::Enqueue { items, reply })
-            .await
+        let n = items.len();
+        let mut by_shard: std::collections::BTreeMap<u16, Vec<(usize, EnqueueItem)>> =
+            Default::default();
+        for (i, it) in items.into_iter().enumerate() {
+            let s = ShardId::of(Role::Ods, &it.cap.shard, self.shards);
+            by_shard.entry(s.index).or_default().push((i, it));
+        }
+        let calls: Vec<_> = by_shard
+            .into_iter()
+            .map(|(index, batch)| async move {
+                let (positions, items): (Vec<usize>, Vec<EnqueueItem>) = batch.into_iter().unzip();
+                let shard = ShardId { role: Role::Ods, index };
+                let k = items.len();
+                let r = call_shard(&self.node, self.timeout, shard, |reply| RoleMsg::Enqueue {
+                    items,
+                    reply,
+                })
+                .await;
+                (positions, k, r)
+            })
+            .collect();
+        let mut results = vec![mlsd_transport::protocol::EnqueueResult::NotOwner; n];
+        for (positions, k, r) in crate::server::join_all(calls).await {
+            match r {
+                Response::Enqueued(rs) if rs.len() == k => {
+                    for (p, r) in positions.into_iter().zip(rs) {
+                        results[p] = r;
+                    }
+                }
+                // Not the leader, or storage failed: these copies are not
+                // stored, and the sender's retry finds the leader.
+                other => tracing::warn!(response = ?other, "ODS shard refused an enqueue batch"),
+            }
+        }
+        Response::Enqueued(results)
     }
 }

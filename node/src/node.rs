@@ -21,6 +21,7 @@ use crate::config::ClusterConfig;
 use crate::config::NodeConfig;
 use crate::peers::Peers;
 use crate::server::{self, NodeRouter, ServerCtx};
+use crate::shards::Shards;
 use crate::supervisor::{NodeSupervisor, SupervisorArgs, SupervisorMsg};
 
 /// Why a node could not start.
@@ -125,6 +126,7 @@ pub struct Node {
     supervisor: ActorRef<SupervisorMsg>,
     supervisor_done: tokio::task::JoinHandle<()>,
     server: tokio::task::JoinHandle<()>,
+    shards: Arc<Shards>,
 }
 
 impl Node {
@@ -178,16 +180,23 @@ impl Node {
         let settings = Arc::new(role_settings(&config, &me)?);
         let peers =
             config.nodes.iter().filter(|n| n.name != me.name).map(|n| (n.name.clone(), n.listen));
-        let peers = Peers::new(ep.clone(), peers, config.limits.clone());
+        let peers = Arc::new(Peers::new(ep.clone(), peers, config.limits.clone()));
         let name = me.name.clone();
         let roles: Vec<_> = me.roles.iter().map(|r| r.name()).collect();
-        let ctx = Arc::new(ServerCtx::new(Arc::new(config), me.clone(), peers));
+        let config = Arc::new(config);
+        let shards = Shards::start(config.clone(), &me, store, peers.clone())
+            .await
+            .map_err(|e| NodeError::Actors(e.to_string()))?;
+        let ctx = Arc::new(ServerCtx::new(config, me.clone(), peers, shards.clone()));
+        let hosted = shards
+            .replicas()
+            .map(|r| (r.shard, r.clone() as Arc<dyn mlsd_actors::replica::ShardStore>))
+            .collect();
 
         // Role actors reach other roles through the same routing as clients.
         let sup_args = SupervisorArgs {
             node: me.name.clone(),
-            roles: me.roles.clone(),
-            store,
+            shards: hosted,
             settings,
             router: Arc::new(NodeRouter(ctx.clone())),
             max_restarts: ctx.config.max_restarts,
@@ -197,8 +206,8 @@ impl Node {
                 .await
                 .map_err(|e| NodeError::Actors(e.to_string()))?;
         let server = tokio::spawn(server::serve(ep.clone(), ctx));
-        tracing::info!(node = %name, %addr, ?roles, "node started");
-        Ok(Node { name, addr, endpoint: ep, supervisor, supervisor_done, server })
+        tracing::info!(node = %name, %addr, ?roles, replicas = shards.replicas().count(), "node started");
+        Ok(Node { name, addr, endpoint: ep, supervisor, supervisor_done, server, shards })
     }
 
     /// The node's name.
@@ -223,6 +232,7 @@ impl Node {
         self.server.abort();
         let _ = ractor::call!(self.supervisor, SupervisorMsg::Shutdown);
         let _ = self.supervisor_done.await;
+        self.shards.shutdown().await;
         self.endpoint.wait_idle().await;
         tracing::info!(node = %self.name, "node stopped");
     }

@@ -159,11 +159,14 @@ impl Peers {
 
 /// Whether a call whose answer was lost may be sent again: the ODS enqueue
 /// (idempotent per delivery id), a ticket spend (idempotent per request it
-/// pays for) and the client requests that are
-/// ([`mlsd_transport::Request::repeatable`]).
+/// pays for), Raft messages (Raft tolerates duplicates), status and the
+/// client requests that are ([`mlsd_transport::Request::repeatable`]).
 fn may_repeat(request: &NodeRequest) -> bool {
     match request {
-        NodeRequest::Enqueue(_) | NodeRequest::Spend { .. } => true,
+        NodeRequest::Enqueue(_)
+        | NodeRequest::Spend { .. }
+        | NodeRequest::Raft(_)
+        | NodeRequest::ShardStatus => true,
         NodeRequest::Forward(r) => r.repeatable(),
         NodeRequest::Enroll { .. } | NodeRequest::Chaos { .. } | NodeRequest::Revoke { .. } => {
             false

@@ -1,4 +1,5 @@
-//! The node supervisor: parent of one role actor per hosted role.
+//! The node supervisor: parent of one role actor per shard this node
+//! replicates (each serves while this node leads its shard).
 //!
 //! A role actor that dies (panic, error, or killed by a chaos test) is
 //! restarted after a backoff that doubles with each recent restart. If one
@@ -12,8 +13,9 @@ use std::time::{Duration, Instant};
 
 use mlsd_actors::ids::host::IdsHost;
 use mlsd_actors::ods::host::OdsHost;
-use mlsd_actors::role::actor_name;
-use mlsd_actors::{RoleActor, RoleArgs, RoleSettings, Router, Store};
+use mlsd_actors::replica::{ShardId, ShardStore};
+use mlsd_actors::role::shard_actor_name;
+use mlsd_actors::{RoleActor, RoleArgs, RoleSettings, Router};
 use mlsd_transport::Role;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 
@@ -27,8 +29,8 @@ pub const RESTART_BACKOFF: Duration = Duration::from_millis(20);
 
 /// Messages of the node supervisor.
 pub enum SupervisorMsg {
-    /// Spawn the actor of this role (after a backoff).
-    Restart(Role),
+    /// Spawn the host of this shard (after a backoff).
+    Restart(ShardId),
     /// Stop every role actor, then the supervisor itself.
     Shutdown(ractor::RpcReplyPort<()>),
 }
@@ -37,10 +39,9 @@ pub enum SupervisorMsg {
 pub struct SupervisorArgs {
     /// The node's name.
     pub node: String,
-    /// Roles to host.
-    pub roles: Vec<Role>,
-    /// The node's storage.
-    pub store: Arc<dyn Store>,
+    /// The shards this node replicates: one role host each, which serves
+    /// while this node leads the shard.
+    pub shards: Vec<(ShardId, Arc<dyn ShardStore>)>,
     /// Role settings from the config.
     pub settings: Arc<RoleSettings>,
     /// Routes role actors' prerequisite requests.
@@ -55,12 +56,12 @@ pub struct NodeSupervisor;
 /// Its state.
 pub struct SupervisorState {
     node: String,
-    store: Arc<dyn Store>,
+    shards: HashMap<ShardId, Arc<dyn ShardStore>>,
     settings: Arc<RoleSettings>,
     router: Arc<dyn Router>,
     max_restarts: usize,
-    children: HashMap<ActorId, Role>,
-    restarts: HashMap<Role, VecDeque<Instant>>,
+    children: HashMap<ActorId, ShardId>,
+    restarts: HashMap<ShardId, VecDeque<Instant>>,
     shutting_down: bool,
 }
 
@@ -68,16 +69,18 @@ impl SupervisorState {
     async fn spawn_role(
         &mut self,
         myself: &ActorRef<SupervisorMsg>,
-        role: Role,
+        shard: ShardId,
     ) -> Result<(), ActorProcessingErr> {
+        let role = shard.role;
+        let store = self.shards.get(&shard).ok_or("not a shard of this node")?.clone();
         let args = RoleArgs {
             node: self.node.clone(),
             role,
-            store: self.store.clone(),
+            store,
             settings: self.settings.clone(),
             router: self.router.clone(),
         };
-        let name = actor_name(&self.node, role);
+        let name = shard_actor_name(&self.node, role, shard.index);
         // Linked: our handle_supervisor_evt hears when it dies and restarts it.
         // The IDS and ODS have hosts of their own; all take the same messages.
         let cell = myself.get_cell();
@@ -88,7 +91,7 @@ impl SupervisorState {
                 RoleActor::spawn_linked(Some(name), RoleActor, args, cell).await?
             }
         };
-        self.children.insert(actor.get_id(), role);
+        self.children.insert(actor.get_id(), shard);
         Ok(())
     }
 }
@@ -105,7 +108,7 @@ impl Actor for NodeSupervisor {
     ) -> Result<SupervisorState, ActorProcessingErr> {
         let mut st = SupervisorState {
             node: args.node,
-            store: args.store,
+            shards: args.shards.iter().cloned().collect(),
             settings: args.settings,
             router: args.router,
             max_restarts: args.max_restarts,
@@ -113,8 +116,8 @@ impl Actor for NodeSupervisor {
             restarts: HashMap::new(),
             shutting_down: false,
         };
-        for role in args.roles {
-            st.spawn_role(&myself, role).await?;
+        for (shard, _) in args.shards {
+            st.spawn_role(&myself, shard).await?;
         }
         Ok(st)
     }
@@ -126,13 +129,13 @@ impl Actor for NodeSupervisor {
         st: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            SupervisorMsg::Restart(role) if !st.shutting_down => {
-                if let Err(e) = st.spawn_role(&myself, role).await {
+            SupervisorMsg::Restart(shard) if !st.shutting_down => {
+                if let Err(e) = st.spawn_role(&myself, shard).await {
                     // The old name may still be registered for a moment; try again.
-                    tracing::warn!(%role, error = %e, "restart failed; retrying");
-                    myself.send_after(RESTART_BACKOFF, move || SupervisorMsg::Restart(role));
+                    tracing::warn!(%shard, error = %e, "restart failed; retrying");
+                    myself.send_after(RESTART_BACKOFF, move || SupervisorMsg::Restart(shard));
                 } else {
-                    tracing::info!(%role, "role actor restarted");
+                    tracing::info!(%shard, "role actor restarted");
                 }
             }
             SupervisorMsg::Restart(_) => {}
@@ -160,6 +163,7 @@ impl Actor for NodeSupervisor {
             _ => return Ok(()),
         };
         let Some(role) = st.children.remove(&cell.get_id()) else { return Ok(()) };
+        let shard = role;
         if st.shutting_down {
             return Ok(());
         }
@@ -176,7 +180,7 @@ impl Actor for NodeSupervisor {
             .saturating_mul(1 << (recent.len() - 1).min(6))
             .min(Duration::from_secs(1));
         tracing::warn!(%role, %reason, ?backoff, "role actor died; restarting");
-        myself.send_after(backoff, move || SupervisorMsg::Restart(role));
+        myself.send_after(backoff, move || SupervisorMsg::Restart(shard));
         Ok(())
     }
 }

@@ -3,7 +3,6 @@
 //! accepted message. It stops itself after being idle; its state is in
 //! storage and the next request brings it back.
 
-use mlsd_transport::protocol::ClusterError;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +18,8 @@ use super::kept::{self, KeptSend};
 use super::slots::{FanoutSlot, FanoutSlots};
 use crate::budget::{seconds, Budget};
 use crate::contract::Router;
-use crate::storage::{Batch, Store};
+use crate::replica::ShardStore;
+use crate::storage::Batch;
 
 /// Messages of a group actor.
 pub enum GroupMsg {
@@ -74,8 +74,11 @@ pub struct GroupArgs {
     pub node: Arc<str>,
     /// MLS group id.
     pub group: Vec<u8>,
-    /// Node storage.
-    pub store: Arc<dyn Store>,
+    /// The IDS shard of the group: its state, and where its writes go.
+    pub store: Arc<dyn ShardStore>,
+    /// The leadership term the group is loaded in: its writes are
+    /// proposed in it, and refused once the shard has moved on.
+    pub term: u64,
     /// Reaches the ODS.
     pub router: Arc<dyn Router>,
     /// Anonymizers per fan-out at once.
@@ -110,14 +113,14 @@ impl GroupState {
     /// applied, the request is refused (it can be retried), and the actor
     /// ends after this message (the core had moved on as if they had
     /// landed); the next request starts it again from storage.
-    fn write(&mut self, writes: Batch) -> Result<(), WireError> {
+    async fn write(&mut self, writes: Batch) -> Result<(), WireError> {
         if writes.ops.is_empty() {
             return Ok(());
         }
-        self.args.store.write(writes).map_err(|e| {
-            tracing::warn!(error = %e, "group write failed; nothing applied");
+        self.args.store.commit(self.args.term, writes).await.map_err(|e| {
+            tracing::warn!(error = %e, "group write not committed; nothing applied");
             self.stale = true;
-            WireError::Cluster(ClusterError::Internal(e.to_string()))
+            WireError::from(e)
         })
     }
 }
@@ -135,7 +138,7 @@ impl Actor for GroupActor {
         me: ActorRef<GroupMsg>,
         args: GroupArgs,
     ) -> Result<GroupState, ActorProcessingErr> {
-        let core = GroupCore::load(&args.group, args.store.as_ref())?;
+        let core = GroupCore::load(&args.group, args.store.as_ref() as &dyn crate::View)?;
         if args.chaos_hooks {
             let name = super::process_group(&args.node, ChaosTarget::Group);
             ractor::pg::join(name, vec![me.get_cell()]);
@@ -166,9 +169,9 @@ impl Actor for GroupActor {
                     return Ok(());
                 }
                 let store = st.args.store.clone();
-                match st.core.collect(cutoff, store.as_ref()) {
+                match st.core.collect(cutoff, store.as_ref() as &dyn crate::View) {
                     Ok(Some(writes)) => {
-                        if st.write(writes).is_ok() {
+                        if st.write(writes).await.is_ok() {
                             tracing::info!("collected a group idle since day {day}");
                             me.stop(Some("collected".into()));
                             return Ok(());
@@ -176,7 +179,7 @@ impl Actor for GroupActor {
                     }
                     Ok(None) => {
                         if let Some(writes) = st.core.stale_index_entry(day) {
-                            let _ = st.write(writes);
+                            let _ = st.write(writes).await;
                         }
                     }
                     Err(e) => tracing::warn!(error = %e, "cannot collect an idle group"),
@@ -188,7 +191,10 @@ impl Actor for GroupActor {
                     st.core.touch(today, &mut writes);
                     writes
                 });
-                let r = r.and_then(|writes| st.write(writes)).map(|()| Response::GroupCreated);
+                let r = match r {
+                    Ok(writes) => st.write(writes).await.map(|()| Response::GroupCreated),
+                    Err(e) => Err(e),
+                };
                 let _ = reply.send(r.unwrap_or_else(Response::Error));
             }
             GroupMsg::Send { body, mac, reply } => {
@@ -202,12 +208,13 @@ impl Actor for GroupActor {
                         return Ok(());
                     }
                 };
-                let accepted = st.core.accept_send(&body, &mac, st.args.store.as_ref(), now);
+                let view: &dyn crate::View = st.args.store.as_ref();
+                let accepted = st.core.accept_send(&body, &mac, view, now);
                 // Durable before any copy leaves, with the day's activity.
                 let accepted = match accepted {
                     Ok(mut a) => {
                         st.core.touch(day_of(now), &mut a.writes);
-                        st.write(std::mem::take(&mut a.writes)).map(|()| a)
+                        st.write(std::mem::take(&mut a.writes)).await.map(|()| a)
                     }
                     Err(e) => Err(e),
                 };
@@ -268,20 +275,22 @@ impl Actor for GroupActor {
         let writes = match (done, from_kept) {
             (true, true) => Ok(kept::forget(group, &message_id)),
             (true, false) => Ok(Batch::new()),
-            (false, _) => kept::keep(st.args.store.as_ref(), group, &message_id, &keep).map(
-                |(writes, room)| {
-                    if !room {
-                        tracing::warn!("too many sends with missing copies kept for one group");
-                    }
-                    writes
-                },
-            ),
+            (false, _) => {
+                kept::keep(st.args.store.as_ref() as &dyn crate::View, group, &message_id, &keep)
+                    .map(|(writes, room)| {
+                        if !room {
+                            tracing::warn!("too many sends with missing copies kept for one group");
+                        }
+                        writes
+                    })
+            }
         };
         // These writes change no core state: a failure leaves the group as is.
-        let store = st.args.store.as_ref();
-        let r = writes.and_then(|w| {
-            store.write(w).map_err(|e| WireError::Cluster(ClusterError::Internal(e.to_string())))
-        });
+        let r = match writes {
+            Ok(w) if w.ops.is_empty() => Ok(()),
+            Ok(w) => st.args.store.commit(st.args.term, w).await.map_err(WireError::from),
+            Err(e) => Err(e),
+        };
         // Failing to keep it costs only the retry beyond the accepted-epochs
         // window; the group goes on.
         if let Err(e) = r {

@@ -26,6 +26,8 @@ pub struct IdsState {
     args: RoleArgs,
     groups: HashMap<Vec<u8>, ActorRef<GroupMsg>>,
     group_ids: HashMap<ActorId, Vec<u8>>,
+    /// The leadership term the running group actors were loaded in.
+    term: u64,
 }
 
 impl IdsState {
@@ -40,7 +42,8 @@ impl IdsState {
         }
         // Registered under a name, so there is never more than one actor per
         // group here: one that outlived a restart of this role actor is reused.
-        let name = format!("{}/ids/group/{}", self.args.node, hex_id(group));
+        let index = self.args.store.shard().map_or(0, |s| s.index);
+        let name = format!("{}/ids/{index}/group/{}", self.args.node, hex_id(group));
         if let Some(a) = ActorRef::<GroupMsg>::where_is(name.clone()) {
             return Ok(a);
         }
@@ -49,6 +52,7 @@ impl IdsState {
             node: Arc::from(self.args.node.as_str()),
             group: group.to_vec(),
             store: self.args.store.clone(),
+            term: self.term,
             router: self.args.router.clone(),
             concurrency: ids.anonymizer_concurrency,
             idle: ids.group_idle,
@@ -86,7 +90,7 @@ impl Actor for IdsHost {
         _myself: ActorRef<RoleMsg>,
         args: RoleArgs,
     ) -> Result<IdsState, ActorProcessingErr> {
-        Ok(IdsState { args, groups: HashMap::new(), group_ids: HashMap::new() })
+        Ok(IdsState { args, groups: HashMap::new(), group_ids: HashMap::new(), term: 0 })
     }
 
     async fn handle(
@@ -118,6 +122,21 @@ impl Actor for IdsHost {
                 return Ok(());
             }
         };
+        // Groups are served by the shard's leader only, from state loaded in
+        // its current term: group actors of an earlier term are stopped (their
+        // writes would be refused anyway).
+        let term = match state.args.store.ready().await {
+            Ok(t) => t,
+            Err(e) => {
+                state.stop_groups();
+                let _ = reply.send(mlsd_transport::Response::Error(e.into()));
+                return Ok(());
+            }
+        };
+        if term != state.term {
+            state.stop_groups();
+            state.term = term;
+        }
         let creates = matches!(request, IdsRequest::CreateGroup { .. });
         let (group, msg) = match request {
             IdsRequest::CreateGroup { group, mode, auth_key, roster } => {
@@ -175,6 +194,15 @@ impl Actor for IdsHost {
 const COLLECT_PER_CREATE: usize = 8;
 
 impl IdsState {
+    /// Stops every group actor (leadership moved): in-flight sends answer
+    /// a retryable error, and the next leader loads the groups afresh.
+    fn stop_groups(&mut self) {
+        for (_, a) in self.groups.drain() {
+            a.stop(Some("leadership moved".into()));
+        }
+        self.group_ids.clear();
+    }
+
     /// Tells the groups at the head of the idle index that have been idle
     /// longer than `idle_group_days` to collect themselves.
     async fn sweep(&mut self, me: &ActorRef<RoleMsg>) {
@@ -197,7 +225,7 @@ impl IdsState {
                     tracing::warn!(error = %e, "an idle group cannot be loaded to collect it");
                     let mut b = crate::storage::Batch::new();
                     b.delete(space, key);
-                    let _ = self.args.store.write(b);
+                    let _ = self.args.store.commit(self.term, b).await;
                 }
             }
         }

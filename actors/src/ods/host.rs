@@ -77,6 +77,17 @@ impl Actor for OdsHost {
         // `reply` ignore errors. The ODS needs no other role's answer, so a
         // request is decided at once.
         let h = &mut state.hosted;
+        let term = match h.ready().await {
+            Ok(t) => t,
+            Err(r) => {
+                // Not the leader (any more): its live subscribers belong to
+                // the new one; dropping their sinks closes them cleanly, and
+                // they resubscribe from their last ack.
+                state.subscribers.clear();
+                reply_of(msg, r);
+                return Ok(());
+            }
+        };
         let ctx = h.args.ctx();
         // A subscription is registered (when the backlog is served) before
         // the answer goes out, so nothing stored from now on is missed.
@@ -94,7 +105,7 @@ impl Actor for OdsHost {
             RoleMsg::Enqueue { items, reply } => (h.logic.enqueue(items, &ctx), reply, None),
             RoleMsg::Admin { request, reply } => (h.logic.admin(request, &ctx), reply, None),
         };
-        let (response, effects) = h.apply(d);
+        let (response, effects) = h.apply(term, d).await;
         if let (Response::Envelopes(_), Some((m, sink))) = (&response, subscriber) {
             state.subscribers.insert(m, sink);
         }
@@ -102,6 +113,18 @@ impl Actor for OdsHost {
         state.run(effects);
         Ok(())
     }
+}
+
+/// Answers `msg` with `r` without deciding it.
+fn reply_of(msg: RoleMsg, r: Response) {
+    let reply = match msg {
+        RoleMsg::Request { reply, .. }
+        | RoleMsg::Prepared { reply, .. }
+        | RoleMsg::Subscribe { reply, .. }
+        | RoleMsg::Enqueue { reply, .. }
+        | RoleMsg::Admin { reply, .. } => reply,
+    };
+    let _ = reply.send(r);
 }
 
 #[cfg(test)]
@@ -144,7 +167,7 @@ mod tests {
         let args = RoleArgs {
             node: "t".into(),
             role: Role::Ods,
-            store: store.clone(),
+            store: Arc::new(crate::replica::Local(store.clone())),
             settings: Arc::new(RoleSettings::default()),
             router: Arc::new(Nowhere),
         };

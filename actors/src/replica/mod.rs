@@ -20,6 +20,7 @@
 
 pub mod log;
 pub mod machine;
+pub mod shard;
 pub mod view;
 
 use std::fmt;
@@ -29,6 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::storage::Batch;
 
+pub use shard::RaftShard;
 pub use view::{CommitError, Local, ShardStore, ShardView};
 
 /// A node's Raft id: derived from its name, so that every node computes the

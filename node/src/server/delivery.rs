@@ -11,30 +11,82 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use mlsd_actors::replica::ShardId;
 use mlsd_actors::{RoleMsg, Router};
-use mlsd_transport::protocol::{EnqueueItem, EnqueueResult};
+use mlsd_transport::protocol::{EnqueueItem, EnqueueResult, NodeRequest};
 use mlsd_transport::{Request, Response, Role, WireError};
 
 use super::ServerCtx;
-use crate::routing;
 
-/// The node that owns `key` among those hosting `role`.
-pub(super) fn owner_of(ctx: &ServerCtx, role: Role, key: &[u8]) -> Result<String, WireError> {
-    routing::owner(&ctx.config.nodes, role, key)
-        .map(|o| o.name.clone())
-        .ok_or_else(|| WireError::Cluster(ClusterError::Internal(format!("no node hosts {role}"))))
+/// How long to wait before asking again when a shard has no leader yet
+/// (an election is under way).
+const ELECTION_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Serves a request at the leader of `shard`: here when this node leads it
+/// (`here` builds the message for the local host), else at the node the
+/// leader hint names (`there`, over the node connection). A `NotLeader`
+/// answer is followed to the leader it names, and a shard without a leader
+/// (or an unreachable one) is asked again, voter after voter, until the
+/// call timeout; then the answer is `ShardUnavailable`, retryable.
+pub(super) async fn at_leader(
+    ctx: &ServerCtx,
+    shard: ShardId,
+    here: impl Fn(ractor::RpcReplyPort<Response>) -> RoleMsg,
+    there: impl Fn() -> NodeRequest,
+) -> Response {
+    let deadline = tokio::time::Instant::now() + ctx.config.limits.call_timeout;
+    let voters = ctx.shards.voters(shard);
+    let mut target = ctx.shards.leader_hint(shard);
+    let mut rotation = 0usize;
+    loop {
+        let resp = if target == ctx.me.name {
+            local_shard(ctx, shard, &here).await
+        } else {
+            ctx.peers.call(&target, there()).await
+        };
+        let next = match &resp {
+            Response::Error(WireError::Cluster(ClusterError::NotLeader { leader, .. })) => {
+                match leader {
+                    Some(l) if *l != target => {
+                        ctx.shards.note_leader(shard, l);
+                        Some((l.clone(), false))
+                    }
+                    _ => None,
+                }
+            }
+            Response::Error(WireError::Cluster(
+                ClusterError::Unavailable { .. } | ClusterError::ShardUnavailable { .. },
+            )) => None,
+            _ => return resp,
+        };
+        let (t, pause) = next.unwrap_or_else(|| {
+            rotation += 1;
+            let v = voters.get(rotation % voters.len().max(1)).cloned();
+            (v.unwrap_or_else(|| ctx.me.name.clone()), true)
+        });
+        if tokio::time::Instant::now() + ELECTION_PAUSE >= deadline {
+            return Response::Error(WireError::Cluster(ClusterError::ShardUnavailable {
+                shard: shard.to_string(),
+            }));
+        }
+        if pause {
+            tokio::time::sleep(ELECTION_PAUSE).await;
+        }
+        target = t;
+    }
 }
 
-/// Serves a client request here or at its owner.
+/// Serves a client request at its shard's leader.
 pub(super) async fn route(ctx: &ServerCtx, req: Request) -> Response {
     let (role, key) = req.shard();
-    match owner_of(ctx, role, key) {
-        Ok(owner) if owner == ctx.me.name => {
-            local(ctx, role, |reply| RoleMsg::Request { request: req, reply }).await
-        }
-        Ok(owner) => ctx.peers.forward(&owner, req).await,
-        Err(e) => Response::Error(e),
-    }
+    let shard = ctx.shards.shard_of(role, key);
+    at_leader(
+        ctx,
+        shard,
+        |reply| RoleMsg::Request { request: req.clone(), reply },
+        || NodeRequest::Forward(req.clone()),
+    )
+    .await
 }
 
 /// The node's [`Router`] for role actors: the same routing clients get.
@@ -62,9 +114,8 @@ async fn enqueue(ctx: Arc<ServerCtx>, items: Vec<EnqueueItem>) -> Vec<EnqueueRes
         std::collections::HashMap::new();
     let mut results = vec![EnqueueResult::NotOwner; n];
     for (i, it) in items.into_iter().enumerate() {
-        if let Some(o) = routing::owner(&ctx.config.nodes, Role::Ods, &it.cap.shard) {
-            by_owner.entry(o.name.clone()).or_default().push((i, it));
-        }
+        let leader = ctx.shards.leader_hint(ctx.shards.shard_of(Role::Ods, &it.cap.shard));
+        by_owner.entry(leader).or_default().push((i, it));
     }
     let calls: Vec<_> = by_owner
         .into_iter()
@@ -110,12 +161,19 @@ pub async fn join_all<F: Future>(futs: Vec<F>) -> Vec<F::Output> {
     out.into_iter().map(|o| o.expect("every future completed")).collect()
 }
 
-/// Hands a message to this node's actor of `role`. If the actor is being
-/// restarted by the supervisor, waits briefly for its successor.
-pub(super) async fn local(
+/// Hands a message to this node's host of `shard`; a shard this node does
+/// not replicate is answered `NotLeader` with the leader it knows of.
+pub(super) async fn local_shard(
     ctx: &ServerCtx,
-    role: Role,
+    shard: ShardId,
     msg: impl FnOnce(ractor::RpcReplyPort<Response>) -> RoleMsg,
 ) -> Response {
-    crate::local::call_role(&ctx.me.name, ctx.config.limits.call_timeout, role, msg).await
+    if ctx.shards.replica(shard).is_none() {
+        let leader = Some(ctx.shards.leader_hint(shard)).filter(|l| *l != ctx.me.name);
+        return Response::Error(WireError::Cluster(ClusterError::NotLeader {
+            shard: shard.to_string(),
+            leader,
+        }));
+    }
+    crate::local::call_shard(&ctx.me.name, ctx.config.limits.call_timeout, shard, msg).await
 }

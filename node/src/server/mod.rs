@@ -71,6 +71,8 @@ pub struct ServerCtx {
     pub me: NodeConfig,
     /// Connections to the other nodes.
     pub peers: Arc<Peers>,
+    /// This node's replicas, and what it knows of every shard.
+    pub shards: Arc<crate::shards::Shards>,
     fetch_limiter: AddressBudgets,
     open_limiter: AddressBudgets,
     lookup_limiter: AddressBudgets,
@@ -104,19 +106,24 @@ impl Drop for ConnSlot<'_> {
 
 impl ServerCtx {
     /// Context for node `me` of `config`.
-    pub fn new(config: Arc<ClusterConfig>, me: NodeConfig, peers: Peers) -> Self {
+    pub fn new(
+        config: Arc<ClusterConfig>,
+        me: NodeConfig,
+        peers: Arc<Peers>,
+        shards: Arc<crate::shards::Shards>,
+    ) -> Self {
         let fetch_limiter = AddressBudgets::per_minute(config.cs.fetch_rate_per_minute);
         let open_limiter = AddressBudgets::per_minute(config.ods.open_rate_per_minute);
         let lookup_limiter = AddressBudgets::per_minute(config.r#as.lookup_rate_per_minute);
         let senders = AddressBudgets::per_second(config.ids.sender_copies_per_second);
         let create_limiter = AddressBudgets::per_minute(config.ids.create_rate_per_minute);
         let uploads = AddressBudgets::per_minute(config.sds_upload_bytes_per_minute);
-        let peers = Arc::new(peers);
         // Each stage owns the next: mixer -> dispatch -> coalescer -> ODS actor.
         let ods_queue = me.hosts(Role::Ods).then(|| {
             Coalescer::start(LocalOds {
                 node: me.name.clone(),
                 timeout: config.limits.call_timeout,
+                shards: config.replication.shards,
             })
         });
         let dispatch = Arc::new(Dispatch {
@@ -131,6 +138,7 @@ impl ServerCtx {
             config,
             me,
             peers,
+            shards,
             fetch_limiter,
             open_limiter,
             lookup_limiter,

@@ -7,12 +7,12 @@
 use mlsd_transport::protocol::{AuthError, BadFrame, ClusterError};
 use std::time::Duration;
 
-use mlsd_actors::role::actor_name;
+use mlsd_actors::role::shard_actor_name;
 use mlsd_actors::RoleMsg;
 use mlsd_transport::protocol::{ChaosTarget, EnqueueItem, EnqueueResult, NodeRequest};
 use mlsd_transport::{Response, Role, WireError};
 
-use super::delivery::{local, owner_of};
+use super::delivery::local_shard;
 use super::{NodePeer, ServerCtx};
 use crate::dispatch::MAX_ENQUEUE_BATCH;
 
@@ -20,9 +20,12 @@ use crate::dispatch::MAX_ENQUEUE_BATCH;
 /// from the operator, nothing else.
 fn entitled(req: &NodeRequest, peer: NodePeer) -> Result<(), WireError> {
     let needs = match req {
-        NodeRequest::Forward(_) | NodeRequest::Enqueue(_) | NodeRequest::Spend { .. } => {
-            NodePeer::Node
-        }
+        NodeRequest::Forward(_)
+        | NodeRequest::Enqueue(_)
+        | NodeRequest::Spend { .. }
+        | NodeRequest::Raft(_) => NodePeer::Node,
+        // What the cluster looks like is the operator's to ask.
+        NodeRequest::ShardStatus => NodePeer::Operator,
         NodeRequest::Enroll { .. } | NodeRequest::Revoke { .. } | NodeRequest::Chaos { .. } => {
             NodePeer::Operator
         }
@@ -49,44 +52,35 @@ pub(super) async fn serve_node_request(
     if let Err(e) = entitled(&req, peer) {
         return Response::Error(e);
     }
-    let owns = |role: Role, key: &[u8]| match owner_of(ctx, role, key) {
-        Ok(o) if o == ctx.me.name => Ok(()),
-        Ok(owner) => Err(WireError::Cluster(ClusterError::NotOwner { owner })),
-        Err(e) => Err(e),
-    };
+    let as_shard = |key: &[u8]| ctx.shards.shard_of(Role::As, key);
     match req {
         NodeRequest::Forward(request) => {
             let (role, key) = request.shard();
-            match owns(role, key) {
-                Ok(()) => local(ctx, role, |reply| RoleMsg::Request { request, reply }).await,
-                Err(e) => Response::Error(e),
-            }
+            let shard = ctx.shards.shard_of(role, key);
+            local_shard(ctx, shard, |reply| RoleMsg::Request { request, reply }).await
         }
-        NodeRequest::Enroll { identity, token_hash } => match owns(Role::As, identity.as_bytes()) {
-            Ok(()) => {
-                let request = NodeRequest::Enroll { identity, token_hash };
-                local(ctx, Role::As, |reply| RoleMsg::Admin { request, reply }).await
-            }
-            Err(e) => Response::Error(e),
-        },
+        NodeRequest::Enroll { identity, token_hash } => {
+            let shard = as_shard(identity.as_bytes());
+            let request = NodeRequest::Enroll { identity, token_hash };
+            local_shard(ctx, shard, |reply| RoleMsg::Admin { request, reply }).await
+        }
         NodeRequest::Revoke { client } => {
             let identity = client.split('/').next().unwrap_or("").to_string();
-            match owns(Role::As, identity.as_bytes()) {
-                Ok(()) => {
-                    let request = NodeRequest::Revoke { client };
-                    local(ctx, Role::As, |reply| RoleMsg::Admin { request, reply }).await
-                }
-                Err(e) => Response::Error(e),
-            }
+            let request = NodeRequest::Revoke { client };
+            local_shard(ctx, as_shard(identity.as_bytes()), |reply| RoleMsg::Admin {
+                request,
+                reply,
+            })
+            .await
         }
         NodeRequest::Chaos { target } => chaos(ctx, target).await,
-        NodeRequest::Spend { ticket, bind } => match owns(Role::As, &ticket.input) {
-            Ok(()) => {
-                let request = NodeRequest::Spend { ticket, bind };
-                local(ctx, Role::As, |reply| RoleMsg::Admin { request, reply }).await
-            }
-            Err(e) => Response::Error(e),
-        },
+        NodeRequest::Spend { ticket, bind } => {
+            let shard = as_shard(&ticket.input);
+            let request = NodeRequest::Spend { ticket, bind };
+            local_shard(ctx, shard, |reply| RoleMsg::Admin { request, reply }).await
+        }
+        NodeRequest::Raft(calls) => Response::Raft(ctx.shards.serve(calls).await),
+        NodeRequest::ShardStatus => Response::ShardStatus(ctx.shards.status()),
         NodeRequest::Enqueue(items) => {
             if items.len() > MAX_ENQUEUE_BATCH {
                 return Response::Error(WireError::Frame(BadFrame::Malformed(
@@ -98,7 +92,10 @@ pub(super) async fn serve_node_request(
             let (positions, mine): (Vec<usize>, Vec<EnqueueItem>) = items
                 .into_iter()
                 .enumerate()
-                .filter(|(_, it)| owns(Role::Ods, &it.cap.shard).is_ok())
+                .filter(|(_, it)| {
+                    let shard = ctx.shards.shard_of(Role::Ods, &it.cap.shard);
+                    ctx.shards.replica(shard).is_some_and(|r| r.leading())
+                })
                 .unzip();
             if !mine.is_empty() {
                 let resp = ctx.dispatch.here(mine).await;
@@ -130,9 +127,14 @@ async fn chaos(ctx: &ServerCtx, target: ChaosTarget) -> Response {
     let deadline = std::time::Instant::now() + Duration::from_millis(500);
     loop {
         let victims: Vec<ractor::ActorCell> = match target {
-            ChaosTarget::Role(r) => {
-                ractor::registry::where_is(actor_name(&ctx.me.name, r)).into_iter().collect()
-            }
+            ChaosTarget::Role(r) => ctx
+                .shards
+                .replicas()
+                .filter(|s| s.shard.role == r)
+                .filter_map(|s| {
+                    ractor::registry::where_is(shard_actor_name(&ctx.me.name, r, s.shard.index))
+                })
+                .collect(),
             other => {
                 ractor::pg::get_local_members(&mlsd_actors::ids::process_group(&ctx.me.name, other))
             }

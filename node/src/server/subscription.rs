@@ -9,10 +9,10 @@ use mlsd_actors::RoleMsg;
 use mlsd_transport::frame::read_message;
 use mlsd_transport::protocol::ods::{into_pages, page_budget};
 use mlsd_transport::protocol::{NodeFrame, NodeRequest, ResponseFrame};
-use mlsd_transport::{Request, Response, Role, WireError};
+use mlsd_transport::{Request, Response, WireError};
 
 use super::answer::{reply, write_bounded, write_response};
-use super::delivery::{local, owner_of};
+use super::delivery::local_shard;
 use super::ServerCtx;
 
 /// Live envelopes a subscription may have queued before its stream takes
@@ -37,22 +37,20 @@ pub(super) async fn subscription(
 ) {
     let l = &ctx.config.limits;
     let (role, key) = req.shard();
-    let owner = match owner_of(ctx, role, key) {
-        Ok(o) if o != ctx.me.name && !may_forward => {
-            return reply(
-                send,
-                Response::Error(WireError::Cluster(ClusterError::NotOwner { owner: o })),
-                l,
-            )
-            .await
-        }
-        Ok(o) => o,
-        Err(e) => return reply(send, Response::Error(e), l).await,
-    };
-    if owner == ctx.me.name {
+    let shard = ctx.shards.shard_of(role, key);
+    let leads = ctx.shards.replica(shard).is_some_and(|r| r.leading());
+    // The shard's leader serves it; a forwarded subscription that missed the
+    // leader is answered with the leader it should have gone to.
+    let owner = if leads { ctx.me.name.clone() } else { ctx.shards.leader_hint(shard) };
+    if !leads && (!may_forward || owner == ctx.me.name) {
+        let leader = Some(owner).filter(|o| *o != ctx.me.name);
+        let e = ClusterError::NotLeader { shard: shard.to_string(), leader };
+        return reply(send, Response::Error(WireError::Cluster(e)), l).await;
+    }
+    if leads {
         let (tx, mut rx) = tokio::sync::mpsc::channel(SUBSCRIBER_QUEUE);
         let first =
-            local(ctx, Role::Ods, |reply| RoleMsg::Subscribe { request: req, sink: tx, reply })
+            local_shard(ctx, shard, |reply| RoleMsg::Subscribe { request: req, sink: tx, reply })
                 .await;
         let ok = matches!(first, Response::Envelopes(_));
         if write_response(&mut send, ResponseFrame::new(first), l).await.is_err() || !ok {

@@ -10,7 +10,7 @@ use mlsd_transport::protocol::tickets::{bind, Ticket, TicketKind};
 use mlsd_transport::protocol::{AuthError, ClusterError, NodeRequest};
 use mlsd_transport::{Request, Response, Role, WireError};
 
-use super::delivery::{local, owner_of};
+use super::delivery::at_leader;
 use super::ServerCtx;
 
 /// Spends `ticket` for `req` if `req` needs one: `Ok` when it needs none,
@@ -27,13 +27,15 @@ pub(super) async fn pay(
         None if !ctx.config.tickets.required => return Ok(()),
         _ => return Err(WireError::Auth(AuthError::TicketRequired { kind })),
     };
-    let owner = owner_of(ctx, Role::As, &ticket.input)?;
+    let shard = ctx.shards.shard_of(Role::As, &ticket.input);
     let spend = NodeRequest::Spend { bind: bind(req), ticket };
-    let resp = if owner == ctx.me.name {
-        local(ctx, Role::As, |reply| RoleMsg::Admin { request: spend, reply }).await
-    } else {
-        ctx.peers.call(&owner, spend).await
-    };
+    let resp = at_leader(
+        ctx,
+        shard,
+        |reply| RoleMsg::Admin { request: spend.clone(), reply },
+        || spend.clone(),
+    )
+    .await;
     match resp {
         Response::Spent => Ok(()),
         Response::Error(e) => Err(e),

@@ -172,6 +172,62 @@ pub enum NodeRequest {
         /// What it pays for.
         bind: [u8; 32],
     },
+    /// Raft messages of several shards for the receiving node's replicas
+    /// (decision D13): every shard's heartbeats to one peer share one of
+    /// these. Answered `Raft`, one answer per call, in order.
+    Raft(Vec<RaftCall>),
+    /// `mlsd cluster status`: the receiving node's view of each shard it
+    /// replicates. Answered `ShardStatus`.
+    ShardStatus,
+}
+
+/// Which Raft RPC a [`RaftCall`] carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RaftRpc {
+    /// Log entries, or a heartbeat.
+    Append,
+    /// A candidate's request for a vote.
+    Vote,
+    /// One chunk of a snapshot.
+    Snapshot,
+}
+
+/// One Raft RPC for one shard. The RPC itself is opaque here: encoded and
+/// decoded by the node's replication layer, which knows openraft's types.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RaftCall {
+    /// The shard's role.
+    pub role: Role,
+    /// The shard's index.
+    pub shard: u16,
+    /// The RPC.
+    pub rpc: RaftRpc,
+    /// Its encoding.
+    #[serde(with = "serde_bytes")]
+    pub body: Vec<u8>,
+}
+
+/// One shard as one replica sees it, for `mlsd cluster status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardLine {
+    /// The shard's role.
+    pub role: Role,
+    /// The shard's index.
+    pub shard: u16,
+    /// The reporting node.
+    pub node: String,
+    /// Its voters, by name.
+    pub voters: Vec<String>,
+    /// The leader it knows of.
+    pub leader: Option<String>,
+    /// Its Raft term.
+    pub term: u64,
+    /// The last log index it applied.
+    pub applied: u64,
+    /// The last log index it holds.
+    pub last_log: u64,
+    /// For a leader: each voter's matched log index (`None`: not known yet).
+    pub matched: Vec<(String, Option<u64>)>,
 }
 
 /// Kinds of actor a chaos request may kill.

@@ -137,4 +137,9 @@ pub enum Response {
     },
     /// A ticket was spent (or had been spent for this same request).
     Spent,
+    /// Answers to a `Raft` node request, one per call, each opaque
+    /// (an encoded openraft result).
+    Raft(Vec<serde_bytes::ByteBuf>),
+    /// Answer to `ShardStatus`.
+    ShardStatus(Vec<super::ShardLine>),
 }

@@ -1,0 +1,259 @@
+//! The shards this node replicates (decision D13): one openraft group per
+//! shard, started with the node, its log and state in the node's RocksDB,
+//! its RPCs over the node connections ([`network`]); plus what every node
+//! knows of every shard: its voters ([`placement`]) and a leader hint.
+//!
+//! # Layout
+//! - [`placement`]: which nodes replicate a shard, from cluster.toml.
+//! - [`network`]: Raft RPCs over the peer connections, batched per peer.
+//! - this file: starting the groups, the one heartbeat timer, serving
+//!   peers' RPCs, leader hints and status.
+
+pub mod network;
+pub mod placement;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mlsd_actors::replica::log::ShardLog;
+use mlsd_actors::replica::machine::ShardMachine;
+use mlsd_actors::replica::{node_id, Member, NodeId, RaftShard, ShardConfig, ShardId, ShardRaft};
+use mlsd_actors::Store;
+use mlsd_transport::codec;
+use mlsd_transport::protocol::{RaftCall, RaftRpc, ShardLine};
+use openraft::error::{InitializeError, RaftError};
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use openraft::{Config, SnapshotPolicy};
+use serde::Serialize;
+use serde_bytes::ByteBuf;
+
+use crate::config::{ClusterConfig, NodeConfig};
+use crate::peers::Peers;
+use network::{Links, ShardNetwork};
+
+/// Why the shards could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ShardsError {
+    /// openraft refused its configuration or failed to start a group.
+    #[error("shard {shard}: {why}")]
+    Start {
+        /// The shard.
+        shard: ShardId,
+        /// What failed.
+        why: String,
+    },
+}
+
+/// This node's replicas and its view of all shards.
+pub struct Shards {
+    config: Arc<ClusterConfig>,
+    me: String,
+    local: HashMap<ShardId, Arc<RaftShard>>,
+    /// Leaders other nodes told us of, for shards not replicated here.
+    hints: Mutex<HashMap<ShardId, String>>,
+}
+
+impl Shards {
+    /// Starts a Raft group for every shard `me` replicates; a group never
+    /// started before is initialized with its voters (each voter does so
+    /// with the same voters, which openraft allows).
+    pub async fn start(
+        config: Arc<ClusterConfig>,
+        me: &NodeConfig,
+        store: Arc<dyn Store>,
+        peers: Arc<Peers>,
+    ) -> Result<Arc<Shards>, ShardsError> {
+        let links = Links::new(peers, config.limits.max_frame);
+        let rc = raft_config(&config, links.budget());
+        let snapshots = me.data_dir.join("snapshots");
+        let mut local = HashMap::new();
+        for shard in placement::replicated_by(&config, &me.name).collect::<Vec<_>>() {
+            let err = |why: String| ShardsError::Start { shard, why };
+            let log = ShardLog::new(store.clone(), shard);
+            let sm = ShardMachine::open(store.clone(), shard, &snapshots)
+                .await
+                .map_err(|e| err(e.to_string()))?;
+            let net = ShardNetwork { shard, links: links.clone() };
+            let raft = ShardRaft::new(node_id(&me.name), rc.clone(), net, log, sm)
+                .await
+                .map_err(|e| err(e.to_string()))?;
+            let members: BTreeMap<NodeId, Member> = placement::voters(&config, shard)
+                .into_iter()
+                .map(|n| (node_id(&n.name), Member { name: n.name.clone() }))
+                .collect();
+            if !raft.is_initialized().await.map_err(|e| err(e.to_string()))? {
+                match raft.initialize(members).await {
+                    Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+                    Err(e) => return Err(err(e.to_string())),
+                }
+            }
+            let timeout = config.limits.call_timeout;
+            let s = RaftShard::new(shard, raft, node_id(&me.name), store.clone(), timeout);
+            local.insert(shard, Arc::new(s));
+        }
+        let shards =
+            Arc::new(Shards { config, me: me.name.clone(), local, hints: Mutex::default() });
+        tokio::spawn(shards.clone().heartbeats());
+        Ok(shards)
+    }
+
+    /// The replica of `shard` on this node, if it is one.
+    pub fn replica(&self, shard: ShardId) -> Option<&Arc<RaftShard>> {
+        self.local.get(&shard)
+    }
+
+    /// Every replica on this node.
+    pub fn replicas(&self) -> impl Iterator<Item = &Arc<RaftShard>> {
+        self.local.values()
+    }
+
+    /// Where to send a request of `shard` first: its leader as this node
+    /// knows it, else its best-placed voter.
+    pub fn leader_hint(&self, shard: ShardId) -> String {
+        if let Some(l) = self.local.get(&shard).and_then(|r| r.leader()) {
+            return l;
+        }
+        if let Some(l) = self.hints.lock().unwrap_or_else(|p| p.into_inner()).get(&shard) {
+            return l.clone();
+        }
+        self.voters(shard).into_iter().next().unwrap_or_else(|| self.me.clone())
+    }
+
+    /// Remembers that `leader` leads `shard` (learned from a redirect).
+    pub fn note_leader(&self, shard: ShardId, leader: &str) {
+        let mut h = self.hints.lock().unwrap_or_else(|p| p.into_inner());
+        h.insert(shard, leader.to_string());
+    }
+
+    /// The voters of `shard`, by name.
+    pub fn voters(&self, shard: ShardId) -> Vec<String> {
+        placement::voters(&self.config, shard).into_iter().map(|n| n.name.clone()).collect()
+    }
+
+    /// The shard of `key` for `role`.
+    pub fn shard_of(&self, role: mlsd_transport::Role, key: &[u8]) -> ShardId {
+        placement::shard_of(&self.config, role, key)
+    }
+
+    /// One timer for every shard's heartbeats, so that those to one peer
+    /// leave together and share a message ([`network`]).
+    async fn heartbeats(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(self.config.replication.heartbeat);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            for r in self.local.values() {
+                if r.leading() {
+                    let _ = r.raft.trigger().heartbeat().await;
+                }
+            }
+        }
+    }
+
+    /// Serves a peer's Raft RPCs, all at once (one shard's slow snapshot
+    /// chunk does not hold another's heartbeat); one answer per call.
+    pub async fn serve(&self, calls: Vec<RaftCall>) -> Vec<ByteBuf> {
+        let futs: Vec<_> = calls.into_iter().map(|c| self.serve_one(c)).collect();
+        crate::server::join_all(futs).await.into_iter().map(ByteBuf::from).collect()
+    }
+
+    async fn serve_one(&self, call: RaftCall) -> Vec<u8> {
+        let shard = ShardId { role: call.role, index: call.shard };
+        let Some(r) = self.local.get(&shard) else {
+            return answer::<()>(Err(format!("{} does not replicate shard {shard}", self.me)));
+        };
+        let raft = &r.raft;
+        let bad = |e: codec::CodecError| answer::<()>(Err(format!("bad raft rpc: {e}")));
+        match call.rpc {
+            RaftRpc::Append => match codec::decode::<AppendEntriesRequest<ShardConfig>>(&call.body)
+            {
+                Ok(req) => answer(Ok(raft.append_entries(req).await)),
+                Err(e) => bad(e),
+            },
+            RaftRpc::Vote => match codec::decode::<VoteRequest<NodeId>>(&call.body) {
+                Ok(req) => answer(Ok(raft.vote(req).await)),
+                Err(e) => bad(e),
+            },
+            RaftRpc::Snapshot => {
+                match codec::decode::<InstallSnapshotRequest<ShardConfig>>(&call.body) {
+                    Ok(req) => answer(Ok(raft.install_snapshot(req).await)),
+                    Err(e) => bad(e),
+                }
+            }
+        }
+    }
+
+    /// This node's view of each shard it replicates.
+    pub fn status(&self) -> Vec<ShardLine> {
+        let mut out: Vec<ShardLine> = self
+            .local
+            .values()
+            .map(|r| {
+                let m = r.raft.metrics().borrow().clone();
+                let name = |id: &NodeId| {
+                    m.membership_config
+                        .membership()
+                        .get_node(id)
+                        .map_or_else(|| id.to_string(), |n| n.name.clone())
+                };
+                let voters: Vec<NodeId> = m.membership_config.membership().voter_ids().collect();
+                let matched = match &m.replication {
+                    Some(rep) => voters
+                        .iter()
+                        .map(|v| (name(v), rep.get(v).and_then(|l| l.as_ref().map(|l| l.index))))
+                        .collect(),
+                    None => Vec::new(),
+                };
+                ShardLine {
+                    role: r.shard.role,
+                    shard: r.shard.index,
+                    node: self.me.clone(),
+                    voters: voters.iter().map(name).collect(),
+                    leader: m.current_leader.as_ref().map(name),
+                    term: m.current_term,
+                    applied: m.last_applied.map_or(0, |l| l.index),
+                    last_log: m.last_log_index.unwrap_or(0),
+                    matched,
+                }
+            })
+            .collect();
+        out.sort_by_key(|l| (l.role.name(), l.shard));
+        out
+    }
+
+    /// Stops every group (the node is shutting down).
+    pub async fn shutdown(&self) {
+        for r in self.local.values() {
+            let _ = r.raft.shutdown().await;
+        }
+    }
+}
+
+/// An RPC's answer as it goes back: the openraft result, or why the call
+/// never reached a Raft group.
+fn answer<T: Serialize>(r: Result<T, String>) -> Vec<u8> {
+    codec::encode(&r)
+        .unwrap_or_else(|e| codec::encode(&Err::<(), String>(e.to_string())).unwrap_or_default())
+}
+
+/// openraft's settings from `[cluster]`. Heartbeats are driven by
+/// [`Shards::heartbeats`], not by each group's own timer.
+fn raft_config(config: &ClusterConfig, budget: usize) -> Arc<Config> {
+    let r = &config.replication;
+    let ms = |d: Duration| d.as_millis() as u64;
+    let c = Config {
+        cluster_name: config.name.clone(),
+        heartbeat_interval: ms(r.heartbeat),
+        election_timeout_min: ms(r.election_timeout),
+        election_timeout_max: ms(r.election_timeout) * 2,
+        enable_heartbeat: false,
+        max_payload_entries: 256,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(10_000),
+        max_in_snapshot_log_to_keep: 1_000,
+        snapshot_max_chunk_size: (budget / 2) as u64,
+        install_snapshot_timeout: ms(config.limits.call_timeout).max(1000),
+        ..Default::default()
+    };
+    Arc::new(c.validate().expect("the replication settings were checked with the config"))
+}
