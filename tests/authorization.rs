@@ -222,7 +222,15 @@ type Row = (&'static str, Result<WireError, String>, fn(&WireError) -> bool);
 #[tokio::test(flavor = "multi_thread")]
 async fn every_unentitled_request_is_refused_and_changes_no_stored_byte() {
     common::init();
-    let mut c = Cluster::new(&[("n1", &Role::ALL)]);
+    // One ODS shard, so that Mallory's mailbox and Bob's share it: a
+    // capability token is unique within its shard, and a copy reaches only a
+    // mailbox of the shard its capability names (`caps::check`), so claiming
+    // a token in another shard reaches nothing of its first holder's.
+    let mut c = Cluster::configured(
+        &[("n1", &Role::ALL)],
+        "shards = 1\n",
+        "[limits]\ncall_timeout_ms = 1500\nconnect_timeout_ms = 1000\n",
+    );
     c.start_all().await;
     let mut w = world(&c).await;
     let data = c.dir.path().join("data/n1");
@@ -611,10 +619,11 @@ async fn every_unentitled_request_is_refused_and_changes_no_stored_byte() {
     assert!(!diff(&after, &changed).is_empty(), "the storage comparison saw no change");
 }
 
-/// `contents` without the AS's spent-ticket records (`k/…`), and those.
+/// `contents` without the AS's spent-ticket records (`k/…`, after the
+/// two-byte shard prefix), and those.
 fn without_spent_tickets(contents: Contents) -> (Contents, Vec<Vec<u8>>) {
     let (spent, rest): (Contents, Contents) =
-        contents.into_iter().partition(|(k, _)| k.0 == "as" && k.1.first() == Some(&b'k'));
+        contents.into_iter().partition(|(k, _)| k.0 == "as" && k.1.get(2) == Some(&b'k'));
     (rest, spent.into_keys().map(|k| k.1).collect())
 }
 

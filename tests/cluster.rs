@@ -1,6 +1,7 @@
 //! Routing across real `mlsd` processes: roles split over three nodes, every
 //! node accepts every request, the same key always reaches the same owner, and
-//! a dead owner gives `Unavailable` until it is back.
+//! a dead owner (the one replica of its shards here) gives `ShardUnavailable`
+//! until it is back.
 
 mod common;
 
@@ -68,12 +69,14 @@ async fn dead_owner_is_unavailable_within_the_timeout_and_comes_back() {
     for _ in 0..3 {
         let t = Instant::now();
         let err = conn.ping(Role::Ids, b"g1").await.unwrap_err();
+        // n2 holds the only replica of the IDS shards: they have no leader.
         assert!(
-            matches!(&err, ClientError::Server(WireError::Cluster(ClusterError::Unavailable { node })) if node == "n2"),
+            matches!(&err, ClientError::Server(WireError::Cluster(ClusterError::ShardUnavailable { shard })) if shard.starts_with("ids/")),
             "{err:?}"
         );
-        // call timeout 1.5 s and connect timeout 1 s in the test config.
-        assert!(t.elapsed() < Duration::from_secs(4), "took {:?}", t.elapsed());
+        // No voter is reachable, so the node answers at once, and the client
+        // asks again for `retry::SHARD` (3 s) before it gives up.
+        assert!(t.elapsed() < Duration::from_secs(6), "took {:?}", t.elapsed());
     }
     // Roles on live nodes keep working meanwhile.
     assert_eq!(conn.ping(Role::Sds, b"blob").await.unwrap().0, "n3");

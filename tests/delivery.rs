@@ -108,6 +108,8 @@ async fn with_mailbox_on(c: &Cluster, identity: &str, node: &str) -> Client {
 /// Every role on n1, and a second ODS on n2 that tests stop to make one
 /// recipient's mailbox owner unreachable.
 fn with_a_second_ods() -> Cluster {
+    // One replica per shard (the test clusters' default): half the ODS
+    // shards are n1's alone, half n2's.
     Cluster::new(&[
         ("n1", &[Role::As, Role::Cs, Role::Ids, Role::Sds, Role::Ods]),
         ("n2", &[Role::Ods]),

@@ -27,7 +27,8 @@ const UNKNOWN_EVERY: usize = 37;
 /// Limits a test with hundreds of mailbox openings from one address needs;
 /// the recipients are bare mailboxes standing for devices, opened without
 /// quota tickets (those are tested in authorization.rs).
-const LIMITS: &str = "[limits]\nrequests_per_second = 100000\n[ods]\nopen_rate_per_minute = 100000\n[tickets]\nrequired = false\n";
+/// One replica per shard: each ODS node is the only holder of its shards.
+const LIMITS: &str = "replicas = 1\n[limits]\nrequests_per_second = 100000\n[ods]\nopen_rate_per_minute = 100000\n[tickets]\nrequired = false\n";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn large_fan_outs_store_each_copy_once_and_count_failures_exactly() {

@@ -17,7 +17,8 @@ const IDS: Space = Space::Role(Role::Ids);
 
 /// The idle-index key of `group` under `day` (`i/DAY/LEN/GROUP`).
 fn idle_key(day: u32, group: &[u8]) -> Vec<u8> {
-    let mut k = b"i/".to_vec();
+    // Under shard 0's prefix, where the one IDS shard keeps its keys.
+    let mut k = b"\0\0i/".to_vec();
     k.extend_from_slice(&day.to_be_bytes());
     k.push(group.len() as u8);
     k.extend_from_slice(group);
@@ -34,7 +35,8 @@ fn ids_keys_name(dir: &std::path::Path, group: &[u8]) -> bool {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_group_idle_past_idle_group_days_is_collected_at_the_next_creation() {
     common::init();
-    let mut c = Cluster::new(&[("n1", &Role::ALL)]);
+    // One IDS shard: a creation sweeps the idle index of its own shard.
+    let mut c = Cluster::configured(&[("n1", &Role::ALL)], "shards = 1\n", "");
     c.start_all().await;
     let mut alice = c.registered("alice/phone", "n1", 2).await;
     let _bob = c.registered("bob/phone", "n1", 2).await;
@@ -54,7 +56,7 @@ async fn a_group_idle_past_idle_group_days_is_collected_at_the_next_creation() {
     let mut b = Batch::new();
     b.delete(IDS, idle_key(today, &old));
     b.put(IDS, idle_key(today - 400, &old), Vec::new());
-    b.put(IDS, [b"t/".as_slice(), &old].concat(), (today - 400).to_be_bytes().to_vec());
+    b.put(IDS, [b"\0\0t/".as_slice(), &old].concat(), (today - 400).to_be_bytes().to_vec());
     store.write(b).unwrap();
     drop(store);
     c.start("n1").await;

@@ -11,6 +11,11 @@
 //!   Every mailbox opened before gets its legacy capability (its id as the
 //!   token, [`crate::ods::caps::grant_legacy`]), so groups and KeyPackages
 //!   of protocol version 1 keep delivering.
+//! - 3: every key of a role lives under its shard's two-byte prefix
+//!   ([`crate::replica`]). An older data dir moves under shard 0: only a
+//!   one-node cluster with one shard per role can take it (`upgrade` is
+//!   told whether that is so), since the keys of shard 0 must be all of
+//!   them, on every replica.
 //!
 //! The migration from 0 walks each structured record's key range in batches;
 //! each batch also moves a cursor, in the same atomic write, so a node killed
@@ -32,7 +37,7 @@ use crate::sds::BlobRecord;
 use crate::storage::{Batch, Space, Store, StoreError};
 
 /// The layout this binary writes and reads.
-pub const LAYOUT: u32 = 2;
+pub const LAYOUT: u32 = 3;
 
 const LAYOUT_KEY: &[u8] = b"layout";
 const CURSOR_KEY: &[u8] = b"layout/cursor";
@@ -84,6 +89,16 @@ pub enum LayoutError {
         /// The layout found.
         found: u32,
     },
+    /// Data written before sharding, on a cluster that shards it.
+    #[error(
+        "the data dir holds data of layout {found}, written before sharding: serve it from a \
+         one-node cluster with `[cluster] shards = 1` (moving it into a sharded cluster is not \
+         supported)"
+    )]
+    Unsharded {
+        /// The layout found.
+        found: u32,
+    },
     /// The `layout` record itself is not a layout number.
     #[error("the data dir's layout record is unreadable")]
     Corrupt,
@@ -101,10 +116,51 @@ pub struct Upgrade {
     pub converted: u64,
     /// Records that did not decode and were set aside.
     pub set_aside: u64,
+    /// Keys moved under shard 0's prefix (layout 3).
+    pub moved: u64,
+}
+
+/// Keys moved under a shard prefix per atomic write (layout 3).
+const MOVE_BATCH: usize = 512;
+
+/// Whether any role keyspace holds a key (a data dir that is not new).
+fn holds_data(store: &dyn Store) -> Result<bool, StoreError> {
+    for role in Role::ALL {
+        if !store.scan_from(Space::Role(role), &[], &[], 1)?.is_empty() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Layout 3: every key of every role under shard 0's prefix, in batches.
+/// Legacy keys all start with a letter, after every prefixed key, so each
+/// batch takes the first keys at or after `[0, 1]` and the walk resumes by
+/// itself after a kill.
+fn move_under_shard_zero(store: &dyn Store, done: &mut Upgrade) -> Result<(), StoreError> {
+    for role in Role::ALL {
+        let space = Space::Role(role);
+        loop {
+            let rows = store.scan_from(space, &[], &[0, 1], MOVE_BATCH)?;
+            if rows.is_empty() {
+                break;
+            }
+            let mut b = Batch::new();
+            for (k, v) in rows {
+                b.put(space, [&[0u8, 0][..], &k].concat(), v);
+                b.delete(space, k);
+                done.moved += 1;
+            }
+            store.write(b)?;
+        }
+    }
+    Ok(())
 }
 
 /// Brings `store` to [`LAYOUT`], converting records of an older layout.
-pub fn upgrade(store: &dyn Store) -> Result<Upgrade, LayoutError> {
+/// `one_shard` says whether this node's cluster is one node with one shard
+/// per role, the only one that may take data of a layout before 3.
+pub fn upgrade(store: &dyn Store, one_shard: bool) -> Result<Upgrade, LayoutError> {
     let from = match store.get(Space::Meta, LAYOUT_KEY)? {
         None => 0,
         Some(v) => u32::from_be_bytes(v.try_into().map_err(|_| LayoutError::Corrupt)?),
@@ -115,6 +171,9 @@ pub fn upgrade(store: &dyn Store) -> Result<Upgrade, LayoutError> {
     }
     if from == LAYOUT {
         return Ok(done);
+    }
+    if from < 3 && !one_shard && holds_data(store)? {
+        return Err(LayoutError::Unsharded { found: from });
     }
     let (mut step, mut after) = match store.get(Space::Meta, CURSOR_KEY)? {
         Some(v) if v.len() >= 4 => {
@@ -167,6 +226,9 @@ pub fn upgrade(store: &dyn Store) -> Result<Upgrade, LayoutError> {
         b.put(Space::Meta, CURSOR_KEY.to_vec(), cursor);
         store.write(b)?;
     }
+    if from < 3 {
+        move_under_shard_zero(store, &mut done)?;
+    }
     let mut b = Batch::new();
     b.put(Space::Meta, LAYOUT_KEY.to_vec(), LAYOUT.to_be_bytes().to_vec());
     b.delete(Space::Meta, CURSOR_KEY.to_vec());
@@ -197,6 +259,11 @@ mod tests {
 
     const AS: Space = Space::Role(Role::As);
 
+    /// `k` where layout 3 keeps it: under shard 0.
+    fn z(k: impl AsRef<[u8]>) -> Vec<u8> {
+        [&[0u8, 0][..], k.as_ref()].concat()
+    }
+
     #[test]
     fn layout_0_records_are_tagged_in_batches_and_unreadable_ones_set_aside() {
         let dir = tempfile::tempdir().unwrap();
@@ -210,9 +277,9 @@ mod tests {
         b.put(AS, "serial", 600u64.to_be_bytes().to_vec());
         store.write(b).unwrap();
 
-        let up = upgrade(&store).unwrap();
-        assert_eq!(up, Upgrade { from: 0, converted: 600, set_aside: 1 });
-        let get = |k: &str| store.get(AS, k.as_bytes()).unwrap().unwrap();
+        let up = upgrade(&store, true).unwrap();
+        assert_eq!(up, Upgrade { from: 0, converted: 600, set_aside: 1, moved: 602 });
+        let get = |k: &str| store.get(AS, &z(k)).unwrap().unwrap();
         let r: BindingRecord = record::decode(&get("b/u0599/phone")).unwrap();
         assert_eq!(r.binding.serial, 599);
         assert!(matches!(
@@ -222,7 +289,7 @@ mod tests {
         assert_eq!(get("b/u0300/torn")[1..], [9, 9, 9], "the bytes are kept");
         assert_eq!(get("serial"), 600u64.to_be_bytes(), "raw values are left alone");
         // Done once: a second open converts nothing (and tags nothing twice).
-        assert_eq!(upgrade(&store).unwrap(), Upgrade { from: LAYOUT, ..Upgrade::default() });
+        assert_eq!(upgrade(&store, true).unwrap(), Upgrade { from: LAYOUT, ..Upgrade::default() });
         assert_eq!(
             record::decode::<BindingRecord>(&get("b/u0000/phone")).unwrap().binding.serial,
             0
@@ -247,10 +314,10 @@ mod tests {
         b.put(Space::Meta, CURSOR_KEY.to_vec(), cursor);
         store.write(b).unwrap();
 
-        let up = upgrade(&store).unwrap();
+        let up = upgrade(&store, true).unwrap();
         assert_eq!((up.converted, up.set_aside), (300 - BATCH as u64, 0));
         for n in [0, 255, 256, 299] {
-            let v = store.get(AS, format!("b/u{n:04}/phone").as_bytes()).unwrap().unwrap();
+            let v = store.get(AS, &z(format!("b/u{n:04}/phone"))).unwrap().unwrap();
             assert_eq!(record::decode::<BindingRecord>(&v).unwrap().binding.serial, n);
         }
     }
@@ -258,7 +325,7 @@ mod tests {
     #[test]
     fn layout_1_queued_envelopes_get_serial_0_and_nothing_else_changes() {
         let dir = tempfile::tempdir().unwrap();
-        let store = RocksStore::open(dir.path(), false).unwrap();
+        let store = std::sync::Arc::new(RocksStore::open(dir.path(), false).unwrap());
         let ods = Space::Role(Role::Ods);
         let tagged = record::encode(&binding(1)).unwrap();
         let mut b = Batch::new();
@@ -269,21 +336,43 @@ mod tests {
         mailbox_key.extend_from_slice(&[9; 32]);
         b.put(ods, mailbox_key, vec![1, 2, 3]);
         store.write(b).unwrap();
-        let up = upgrade(&store).unwrap();
-        assert_eq!(up, Upgrade { from: 1, converted: 2, set_aside: 0 });
-        let q = store.get(ods, b"q/mailbox/1").unwrap().unwrap();
+        let up = upgrade(store.as_ref(), true).unwrap();
+        assert_eq!((up.from, up.converted, up.set_aside), (1, 2, 0));
+        let q = store.get(ods, &z("q/mailbox/1")).unwrap().unwrap();
         assert_eq!((&q[..8], &q[8..]), (&[0u8; 8][..], &[7u8; 512][..]));
-        assert_eq!(store.get(AS, b"b/u0001/phone").unwrap().unwrap(), tagged, "not tagged twice");
+        assert_eq!(
+            store.get(AS, &z("b/u0001/phone")).unwrap().unwrap(),
+            tagged,
+            "not tagged twice"
+        );
         // The mailbox that existed delivers through its legacy capability,
         // its id as the token.
+        let shard = crate::replica::ShardId { role: Role::Ods, index: 0 };
+        let view = crate::replica::ShardView { store: store.clone(), shard };
         let ctx = crate::contract::RoleContext {
             node: "t",
-            store: &store,
+            store: &view,
             now: std::time::SystemTime::now(),
         };
         let target = crate::ods::caps::check(&[9, 9], &[9; 32], &ctx).unwrap().unwrap();
         assert_eq!((target.mailbox, target.serial, target.push_key), ([9; 32], 0, None));
-        assert_eq!(upgrade(&store).unwrap().from, LAYOUT);
+        assert_eq!(upgrade(store.as_ref(), true).unwrap().from, LAYOUT);
+    }
+
+    #[test]
+    fn data_from_before_sharding_is_refused_by_a_sharded_cluster_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RocksStore::open(dir.path(), false).unwrap();
+        let mut b = Batch::new();
+        b.put(Space::Meta, LAYOUT_KEY.to_vec(), 2u32.to_be_bytes().to_vec());
+        b.put(AS, "b/a/phone", vec![7, 1, 2]);
+        store.write(b).unwrap();
+        assert!(matches!(upgrade(&store, false), Err(LayoutError::Unsharded { found: 2 })));
+        assert_eq!(store.get(AS, b"b/a/phone").unwrap().unwrap(), [7, 1, 2]);
+        // A new data dir has nothing to move, whatever the cluster.
+        let fresh = tempfile::tempdir().unwrap();
+        let fresh = RocksStore::open(fresh.path(), false).unwrap();
+        assert_eq!(upgrade(&fresh, false).unwrap().from, 0);
     }
 
     #[test]
@@ -294,7 +383,7 @@ mod tests {
         b.put(Space::Meta, LAYOUT_KEY.to_vec(), 7u32.to_be_bytes().to_vec());
         b.put(AS, "b/a/phone", vec![7, 1, 2]);
         store.write(b).unwrap();
-        assert!(matches!(upgrade(&store), Err(LayoutError::Newer { found: 7 })));
+        assert!(matches!(upgrade(&store, true), Err(LayoutError::Newer { found: 7 })));
         assert_eq!(store.get(AS, b"b/a/phone").unwrap().unwrap(), [7, 1, 2]);
     }
 }

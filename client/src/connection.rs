@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use mlsd_transport::limits::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_FRAME};
-use mlsd_transport::protocol::{ClientFrame, ResponseFrame};
+use mlsd_transport::protocol::{ClientFrame, ClusterError, ResponseFrame};
 use mlsd_transport::{endpoint, tls, Request, Response, Role, WireError};
 
 /// How long a request may take end to end, forwarding included.
@@ -142,11 +142,21 @@ impl Connection {
         ticket: Option<Ticket>,
     ) -> Result<Response, ClientError> {
         let frame = ClientFrame::with_ticket(req, ticket);
-        let resp: ResponseFrame =
-            endpoint::call(&self.conn, &frame, DEFAULT_MAX_FRAME, self.timeout).await?;
-        match resp.response {
-            Response::Error(e) => Err(ClientError::Server(e)),
-            r => Ok(r),
+        // A shard without a leader (an election under way after a node
+        // died) is asked again with the very same frame, for a short while:
+        // the same request, so a retry of one that did take effect is
+        // recognized as such.
+        let patience = crate::retry::Patience::new(crate::retry::SHARD);
+        loop {
+            let resp: ResponseFrame =
+                endpoint::call(&self.conn, &frame, DEFAULT_MAX_FRAME, self.timeout).await?;
+            match resp.response {
+                Response::Error(WireError::Cluster(
+                    ClusterError::ShardUnavailable { .. } | ClusterError::NotLeader { .. },
+                )) if patience.left() => tokio::time::sleep(crate::retry::PAUSE).await,
+                Response::Error(e) => return Err(ClientError::Server(e)),
+                r => return Ok(r),
+            }
         }
     }
 

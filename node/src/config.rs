@@ -171,6 +171,10 @@ pub struct Replication {
     /// before it stands for election (randomized up to twice this), default
     /// 1500; at least three heartbeats.
     pub election_timeout: Duration,
+    /// `snapshot_logs`: entries after which a shard's replica snapshots its
+    /// state and drops the log before it, default 10000 (a replica that
+    /// falls further behind catches up by snapshot).
+    pub snapshot_logs: u64,
 }
 
 impl Default for Replication {
@@ -180,6 +184,7 @@ impl Default for Replication {
             shards: 4,
             heartbeat: Duration::from_millis(250),
             election_timeout: Duration::from_millis(1500),
+            snapshot_logs: 10_000,
         }
     }
 }
@@ -387,7 +392,11 @@ fn replication(c: &RawCluster) -> Result<Replication, ConfigError> {
             "must be at least three heartbeats (cluster.heartbeat_ms, positive)",
         ));
     }
-    Ok(Replication { replicas, shards, heartbeat, election_timeout })
+    let snapshot_logs = c.snapshot_logs.unwrap_or(d.snapshot_logs);
+    if snapshot_logs == 0 {
+        return Err(bad("cluster.snapshot_logs", "must be positive"));
+    }
+    Ok(Replication { replicas, shards, heartbeat, election_timeout, snapshot_logs })
 }
 
 #[derive(Deserialize)]
@@ -399,6 +408,7 @@ struct RawCluster {
     shards: Option<u32>,
     heartbeat_ms: Option<u64>,
     election_timeout_ms: Option<u64>,
+    snapshot_logs: Option<u64>,
 }
 
 #[derive(Deserialize)]

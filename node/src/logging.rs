@@ -19,8 +19,9 @@ pub enum LogFormat {
 /// The filter without `RUST_LOG`: our `info` events, but not ractor's
 /// per-actor `info` spans. Those are opened for every actor, one anonymizer
 /// per recipient copy among them, and formatting them cost more than half a
-/// seal per copy (docs/performance.md) while telling an operator nothing.
-pub const DEFAULT_FILTER: &str = "info,ractor=warn";
+/// seal per copy (docs/performance.md) while telling an operator nothing;
+/// nor openraft's, a dozen lines per shard at every start and snapshot.
+pub const DEFAULT_FILTER: &str = "info,ractor=warn,openraft=warn";
 
 /// Installs the global subscriber; later calls are ignored.
 pub fn init(format: LogFormat) {

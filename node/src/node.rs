@@ -145,13 +145,15 @@ impl Node {
         let store: Arc<dyn Store> = Arc::new(RocksStore::open(&me.data_dir, config.sync_wal)?);
         // Before any role serves: records of an older layout are converted
         // (or set aside one by one); a newer layout is refused.
-        let up = mlsd_actors::layout::upgrade(store.as_ref())?;
-        if up.converted + up.set_aside > 0 {
+        let one_shard = config.nodes.len() == 1 && config.replication.shards == 1;
+        let up = mlsd_actors::layout::upgrade(store.as_ref(), one_shard)?;
+        if up.converted + up.set_aside + up.moved > 0 {
             tracing::info!(
                 from = up.from,
                 to = mlsd_actors::layout::LAYOUT,
                 converted = up.converted,
                 set_aside = up.set_aside,
+                moved = up.moved,
                 "storage layout upgraded"
             );
         }

@@ -28,6 +28,8 @@ pub struct ShardReport {
     /// How many entries the furthest-behind voter lacks of the leader's
     /// log; `None` when a voter did not answer.
     pub behind: Option<u64>,
+    /// The voters that lag, with their applied index (`None`: no answer).
+    pub lagging: Vec<(String, Option<u64>)>,
 }
 
 impl ShardReport {
@@ -58,12 +60,19 @@ impl Report {
         for s in &self.shards {
             let _ = writeln!(
                 out,
-                "{:<6} voters={:<20} leader={:<8} applied={:<8} behind-by={}",
+                "{:<6} voters={:<20} leader={:<8} applied={:<8} behind-by={}{}",
                 s.shard,
                 s.voters.join(","),
                 s.leader.as_deref().unwrap_or("-"),
                 s.applied,
                 s.behind.map_or_else(|| "?".to_string(), |b| b.to_string()),
+                s.lagging
+                    .iter()
+                    .map(|(n, a)| match a {
+                        Some(a) => format!(" {n}:{a}"),
+                        None => format!(" {n}:?"),
+                    })
+                    .collect::<String>(),
             );
         }
         for (n, why) in &self.unreachable {
@@ -106,21 +115,23 @@ pub async fn status(config: &ClusterConfig, certs: Option<&Path>) -> Report {
             .filter_map(|v| lines.get(&(id.clone(), v.clone())))
             .filter(|l| l.leader.as_deref() == Some(l.node.as_str()))
             .max_by_key(|l| l.term);
-        let (leader, applied, behind) = match leader_line {
+        let applied_of = |v: &String| lines.get(&(id.clone(), v.clone())).map(|x| x.applied);
+        let (leader, applied, behind, lagging) = match leader_line {
             Some(l) => {
                 let behind = voters
                     .iter()
-                    .map(|v| {
-                        lines
-                            .get(&(id.clone(), v.clone()))
-                            .map(|x| l.last_log.saturating_sub(x.applied))
-                    })
+                    .map(|v| applied_of(v).map(|a| l.last_log.saturating_sub(a)))
                     .try_fold(0u64, |acc, b| b.map(|b| acc.max(b)));
-                (Some(l.node.clone()), l.applied, behind)
+                let lagging = voters
+                    .iter()
+                    .map(|v| (v.clone(), applied_of(v)))
+                    .filter(|(_, a)| a.is_none_or(|a| a < l.last_log))
+                    .collect();
+                (Some(l.node.clone()), l.applied, behind, lagging)
             }
-            None => (None, 0, None),
+            None => (None, 0, None, Vec::new()),
         };
-        report.shards.push(ShardReport { shard: id, voters, leader, applied, behind });
+        report.shards.push(ShardReport { shard: id, voters, leader, applied, behind, lagging });
     }
     report
 }

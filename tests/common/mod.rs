@@ -51,9 +51,23 @@ impl Cluster {
     }
 
     /// Same, with `extra` TOML appended.
+    /// Each shard has one replica here: these clusters test routing,
+    /// roles and faults of a node as the only holder of its shards (the
+    /// replication tests use [`Cluster::configured`] with three).
     pub fn with_extra(nodes: &[(&'static str, &[Role])], extra: &str) -> Cluster {
+        Self::configured(nodes, "replicas = 1\n", extra)
+    }
+
+    /// Like [`Cluster::with_extra`], with `cluster_keys` (lines of the
+    /// `[cluster]` table: replicas, shards, Raft timings) too.
+    pub fn configured(
+        nodes: &[(&'static str, &[Role])],
+        cluster_keys: &str,
+        extra: &str,
+    ) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
-        let mut text = String::from("[cluster]\nname = \"test\"\ncerts_dir = \"certs\"\n\n");
+        let mut text =
+            format!("[cluster]\nname = \"test\"\ncerts_dir = \"certs\"\n{cluster_keys}\n");
         let mut specs = Vec::new();
         for (name, roles) in nodes {
             let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
@@ -87,6 +101,9 @@ impl Cluster {
             .map(|l| {
                 if l.starts_with("listen") {
                     format!("listen = \"{addr}\"\n")
+                } else if l.starts_with("[cluster]") {
+                    // Data from before sharding is served with one shard.
+                    format!("{l}\nshards = 1\n")
                 } else {
                     format!("{l}\n")
                 }
@@ -121,7 +138,7 @@ impl Cluster {
         let child = Command::new(bin("mlsd"))
             .args(["run", "--node", name, "--config"])
             .arg(&self.config)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", "info,openraft=warn")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -151,6 +168,54 @@ impl Cluster {
             }
             assert!(Instant::now() < deadline, "node {name} did not start: {}", self.log(name));
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Runs `mlsd cluster status` once: its exit status and output.
+    pub fn status(&self) -> (bool, String) {
+        let out = Command::new(bin("mlsd"))
+            .args(["cluster", "status", "--config"])
+            .arg(&self.config)
+            .output()
+            .unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Waits until `mlsd cluster status` exits 0: every shard has a leader
+    /// and every voter is caught up.
+    pub async fn wait_healthy(&self, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let (ok, text) = self.status();
+            if ok {
+                return text;
+            }
+            if Instant::now() >= deadline {
+                let logs: String = self
+                    .specs
+                    .iter()
+                    .map(|s| {
+                        let warn: Vec<String> = self
+                            .log(s.name)
+                            .lines()
+                            .filter(|l| {
+                                l.contains("panicked at")
+                                    || l.contains("WARN")
+                                    || l.contains("ERROR")
+                            })
+                            .filter(|l| !l.contains("failure sending"))
+                            .map(|l| l.chars().take(400).collect())
+                            .collect();
+                        let panics: Vec<&String> =
+                            warn.iter().filter(|l| l.contains("panicked at")).take(3).collect();
+                        let tail = warn[warn.len().saturating_sub(8)..].join("\n");
+                        let tail = format!("{panics:?}\n{tail}");
+                        format!("--- {} (last warnings)\n{tail}\n", s.name)
+                    })
+                    .collect();
+                panic!("the cluster did not become healthy:\n{text}\n{logs}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 
@@ -339,10 +404,17 @@ pub fn texts(events: &[mlsd_client::group::Event]) -> Vec<String> {
 /// Waits until two reads of the node's storage agree (the node writes
 /// nothing while idle; this only lets a last synced write settle).
 pub fn settled(dir: &std::path::Path) -> mlsd_actors::storage::Contents {
-    let mut last = mlsd_actors::storage::read_all(dir).unwrap();
+    // What the roles hold: the Raft log and state (`raft`) record every
+    // write as well, and are not compared.
+    let roles = || {
+        let mut c = mlsd_actors::storage::read_all(dir).unwrap();
+        c.retain(|(space, _), _| space != "raft");
+        c
+    };
+    let mut last = roles();
     for _ in 0..20 {
         std::thread::sleep(Duration::from_millis(100));
-        let now = mlsd_actors::storage::read_all(dir).unwrap();
+        let now = roles();
         if now == last {
             return now;
         }

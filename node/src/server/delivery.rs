@@ -38,6 +38,9 @@ pub(super) async fn at_leader(
     let voters = ctx.shards.voters(shard);
     let mut target = ctx.shards.leader_hint(shard);
     let mut rotation = 0usize;
+    // Voters that could not be reached during this call: once all are, no
+    // leader can exist and waiting longer only delays the answer.
+    let mut unreachable = std::collections::HashSet::new();
     loop {
         let resp = if target == ctx.me.name {
             local_shard(ctx, shard, &here).await
@@ -54,11 +57,18 @@ pub(super) async fn at_leader(
                     _ => None,
                 }
             }
-            Response::Error(WireError::Cluster(
-                ClusterError::Unavailable { .. } | ClusterError::ShardUnavailable { .. },
-            )) => None,
+            Response::Error(WireError::Cluster(ClusterError::Unavailable { node })) => {
+                unreachable.insert(node.clone());
+                None
+            }
+            Response::Error(WireError::Cluster(ClusterError::ShardUnavailable { .. })) => None,
             _ => return resp,
         };
+        if voters.iter().all(|v| unreachable.contains(v)) {
+            return Response::Error(WireError::Cluster(ClusterError::ShardUnavailable {
+                shard: shard.to_string(),
+            }));
+        }
         let (t, pause) = next.unwrap_or_else(|| {
             rotation += 1;
             let v = voters.get(rotation % voters.len().max(1)).cloned();

@@ -52,6 +52,11 @@ pub struct Shards {
     local: HashMap<ShardId, Arc<RaftShard>>,
     /// Leaders other nodes told us of, for shards not replicated here.
     hints: Mutex<HashMap<ShardId, String>>,
+    /// Replicas that came back empty (a wiped data dir) in a cluster that
+    /// holds data: each grants no vote until it has applied the index its
+    /// peers had reached when it started. Otherwise its empty vote could
+    /// elect a leader missing an entry it had helped commit.
+    recovering: Mutex<HashMap<ShardId, u64>>,
 }
 
 impl Shards {
@@ -64,6 +69,21 @@ impl Shards {
         store: Arc<dyn Store>,
         peers: Arc<Peers>,
     ) -> Result<Arc<Shards>, ShardsError> {
+        let recovering = if store
+            .scan_from(mlsd_actors::Space::Raft, &[], &[], 1)
+            .map(|r| r.is_empty())
+            .unwrap_or(false)
+        {
+            recovery_targets(&config, &me.name, &peers).await
+        } else {
+            HashMap::new()
+        };
+        if !recovering.is_empty() {
+            tracing::warn!(
+                shards = recovering.len(),
+                "this node's storage is empty but its peers hold data: its replicas vote only once caught up"
+            );
+        }
         let links = Links::new(peers, config.limits.max_frame);
         let rc = raft_config(&config, links.budget());
         let snapshots = me.data_dir.join("snapshots");
@@ -82,7 +102,12 @@ impl Shards {
                 .into_iter()
                 .map(|n| (node_id(&n.name), Member { name: n.name.clone() }))
                 .collect();
-            if !raft.is_initialized().await.map_err(|e| err(e.to_string()))? {
+            // A replica that comes back empty learns the membership from its
+            // leader: initialized on its own it would campaign with an empty
+            // log, term after term, and disturb the elections of the others.
+            if recovering.is_empty()
+                && !raft.is_initialized().await.map_err(|e| err(e.to_string()))?
+            {
                 match raft.initialize(members).await {
                     Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
                     Err(e) => return Err(err(e.to_string())),
@@ -92,8 +117,13 @@ impl Shards {
             let s = RaftShard::new(shard, raft, node_id(&me.name), store.clone(), timeout);
             local.insert(shard, Arc::new(s));
         }
-        let shards =
-            Arc::new(Shards { config, me: me.name.clone(), local, hints: Mutex::default() });
+        let shards = Arc::new(Shards {
+            config,
+            me: me.name.clone(),
+            local,
+            hints: Mutex::default(),
+            recovering: Mutex::new(recovering),
+        });
         tokio::spawn(shards.clone().heartbeats());
         Ok(shards)
     }
@@ -171,6 +201,9 @@ impl Shards {
                 Ok(req) => answer(Ok(raft.append_entries(req).await)),
                 Err(e) => bad(e),
             },
+            RaftRpc::Vote if !self.caught_up(r) => {
+                answer::<()>(Err(format!("{} is catching up shard {shard}; no vote", self.me)))
+            }
             RaftRpc::Vote => match codec::decode::<VoteRequest<NodeId>>(&call.body) {
                 Ok(req) => answer(Ok(raft.vote(req).await)),
                 Err(e) => bad(e),
@@ -182,6 +215,20 @@ impl Shards {
                 }
             }
         }
+    }
+
+    /// Whether `r` may vote: not recovering, or recovered (and then no
+    /// longer recovering).
+    fn caught_up(&self, r: &RaftShard) -> bool {
+        let mut rec = self.recovering.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(&target) = rec.get(&r.shard) else { return true };
+        let applied = r.raft.metrics().borrow().last_applied.map_or(0, |l| l.index);
+        if applied >= target {
+            rec.remove(&r.shard);
+            tracing::info!(shard = %r.shard, applied, "replica caught up; it votes again");
+            return true;
+        }
+        false
     }
 
     /// This node's view of each shard it replicates.
@@ -230,6 +277,37 @@ impl Shards {
     }
 }
 
+/// For a node whose storage is empty: the applied index each of its shards
+/// had reached on its peers (asked now). Empty when no peer answers or none
+/// has a shard yet: a new cluster forming.
+async fn recovery_targets(
+    config: &ClusterConfig,
+    me: &str,
+    peers: &Peers,
+) -> HashMap<ShardId, u64> {
+    let mut out: HashMap<ShardId, u64> = HashMap::new();
+    for n in config.nodes.iter().filter(|n| n.name != me) {
+        let r = tokio::time::timeout(
+            config.limits.connect_timeout,
+            peers.call(&n.name, mlsd_transport::protocol::NodeRequest::ShardStatus),
+        )
+        .await;
+        if let Ok(mlsd_transport::Response::ShardStatus(lines)) = r {
+            for l in lines {
+                let shard = ShardId { role: l.role, index: l.shard };
+                let voters = placement::voters(config, shard);
+                // Its membership applied: the shard exists, and this node
+                // must catch up before it votes.
+                if l.applied >= 1 && voters.iter().any(|v| v.name == me) {
+                    let t = out.entry(shard).or_default();
+                    *t = (*t).max(l.applied);
+                }
+            }
+        }
+    }
+    out
+}
+
 /// An RPC's answer as it goes back: the openraft result, or why the call
 /// never reached a Raft group.
 fn answer<T: Serialize>(r: Result<T, String>) -> Vec<u8> {
@@ -249,8 +327,8 @@ fn raft_config(config: &ClusterConfig, budget: usize) -> Arc<Config> {
         election_timeout_max: ms(r.election_timeout) * 2,
         enable_heartbeat: false,
         max_payload_entries: 256,
-        snapshot_policy: SnapshotPolicy::LogsSinceLast(10_000),
-        max_in_snapshot_log_to_keep: 1_000,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(r.snapshot_logs),
+        max_in_snapshot_log_to_keep: (r.snapshot_logs / 4).min(1_000),
         snapshot_max_chunk_size: (budget / 2) as u64,
         install_snapshot_timeout: ms(config.limits.call_timeout).max(1000),
         ..Default::default()

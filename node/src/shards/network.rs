@@ -36,6 +36,9 @@ use crate::peers::Peers;
 struct LinkError(String);
 
 type Answer = Result<Vec<u8>, String>;
+
+/// Calls at most this big (heartbeats, votes, small appends) share messages.
+const SMALL: usize = 2048;
 type Queued = (RaftCall, oneshot::Sender<Answer>);
 
 /// The per-peer queues of this node's Raft traffic.
@@ -61,8 +64,16 @@ impl Links {
         self.budget
     }
 
-    /// Sends `call` to `peer` with whatever else is queued for it.
+    /// Sends `call` to `peer` with whatever else is queued for it; a call
+    /// that carries entries or a snapshot chunk goes alone, so that a slow
+    /// one (a follower's disk) never holds up the heartbeats of other shards
+    /// (openraft gives each RPC one heartbeat interval).
     async fn call(self: &Arc<Self>, peer: &str, call: RaftCall) -> Answer {
+        if call.body.len() > SMALL {
+            let (tx, rx) = oneshot::channel();
+            self.send(peer, vec![(call, tx)]).await;
+            return rx.await.unwrap_or_else(|_| Err("raft link closed".into()));
+        }
         let (tx, rx) = oneshot::channel();
         {
             let mut q = self.queues.lock().unwrap_or_else(|p| p.into_inner());

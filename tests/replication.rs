@@ -1,0 +1,204 @@
+//! Replicated shards (issue: "Replicated shards on openraft"), on three real
+//! `mlsd` processes over QUIC, every role on every node, three replicas per
+//! shard: a node SIGKILLed under load, a node whose data dir is deleted,
+//! and two of three nodes down. Nothing acknowledged may be lost.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::Cluster;
+use mlsd_client::Client;
+use mlsd_transport::protocol::{ClusterError, RosterMode};
+use mlsd_transport::{Response, Role, WireError};
+
+/// Three replicas of four shards per role, with Raft timings a test can wait
+/// out; snapshots every 20 entries, so a replica that starts empty catches
+/// up from one.
+const KEYS: &str =
+    "replicas = 3\nshards = 4\nheartbeat_ms = 200\nelection_timeout_ms = 800\nsnapshot_logs = 20\n";
+const LIMITS: &str = "[limits]\ncall_timeout_ms = 3000\nconnect_timeout_ms = 1000\n";
+
+async fn three() -> Cluster {
+    let mut c = Cluster::configured(
+        &[("n1", &Role::ALL), ("n2", &Role::ALL), ("n3", &Role::ALL)],
+        KEYS,
+        LIMITS,
+    );
+    c.start_all().await;
+    c.wait_healthy(Duration::from_secs(30)).await;
+    c
+}
+
+/// Sends `text` in G until the cluster acknowledges it (the same request,
+/// so the same message id, every time); returns how many tries failed.
+async fn send_acked(sender: &mut Client, text: &str) -> u32 {
+    let req = sender.prepare_text("G", text).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut failed = 0;
+    loop {
+        match sender.send_request(req.clone()).await {
+            Ok(Response::Sent { .. }) => return failed,
+            other => {
+                failed += 1;
+                assert!(Instant::now() < deadline, "{text:?} never acknowledged: {other:?}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+/// Receives until `want` messages have arrived (or 30 s pass).
+async fn receive_texts(c: &mut Client, want: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut got = Vec::new();
+    while got.len() < want && Instant::now() < deadline {
+        match c.receive().await {
+            Ok(events) => got.extend(common::texts(&events)),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    got
+}
+
+fn expected(range: std::ops::Range<usize>) -> Vec<String> {
+    range.map(|i| format!("message {i}")).collect()
+}
+
+/// Alice, Bob and Carol in G, entering through n2 and n3 (n1 is the one
+/// that dies).
+async fn group(c: &Cluster) -> (Client, Client, Client) {
+    let mut alice = c.registered("alice/phone", "n2", 3).await;
+    let mut bob = c.registered("bob/phone", "n3", 3).await;
+    let mut carol = c.registered("carol/phone", "n2", 3).await;
+    alice.create_group("G", RosterMode::Stored).await.unwrap();
+    alice.add_members("G", &["bob", "carol"]).await.unwrap();
+    bob.receive().await.unwrap();
+    carol.receive().await.unwrap();
+    (alice, bob, carol)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sigkilled_node_loses_nothing_acknowledged_and_the_other_two_serve() {
+    common::init();
+    let mut c = three().await;
+    let (mut alice, mut bob, mut carol) = group(&c).await;
+    let dave = c.registered("dave/phone", "n3", 4).await;
+    let (kps, _) = alice.fetch_key_packages("dave").await.unwrap();
+    assert_eq!(kps.len(), 1, "one KeyPackage of dave's one device");
+    assert_eq!(dave.count_key_packages().await.unwrap().0, 3);
+
+    for i in 0..10 {
+        send_acked(&mut alice, &format!("message {i}")).await;
+    }
+    // Whichever shards n1 led lose their leader mid-run.
+    c.kill("n1");
+    let t = Instant::now();
+    let mut failed = 0;
+    for i in 10..30 {
+        failed += send_acked(&mut alice, &format!("message {i}")).await;
+    }
+    eprintln!("20 sends after the kill took {:?}, {failed} failed tries", t.elapsed());
+
+    // Each acknowledged message exactly once, in order, at both members.
+    assert_eq!(receive_texts(&mut bob, 30).await, expected(0..30));
+    assert_eq!(receive_texts(&mut carol, 30).await, expected(0..30));
+    // A commit after the kill: members agree on epochs and membership.
+    alice.remove_members("G", &["carol"]).await.unwrap();
+    bob.receive().await.unwrap();
+    assert_eq!(alice.group_epoch("G").unwrap(), bob.group_epoch("G").unwrap());
+    assert_eq!(alice.group_members("G").unwrap(), bob.group_members("G").unwrap());
+    // The KeyPackage handed out before the kill stays consumed.
+    assert_eq!(dave.count_key_packages().await.unwrap().0, 3);
+    // New identities register through the survivors.
+    c.registered("erin/phone", "n3", 2).await;
+
+    c.start("n1").await;
+    c.wait_healthy(Duration::from_secs(30)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_restarted_empty_catches_up_and_holds_a_complete_copy() {
+    common::init();
+    let mut c = three().await;
+    let (mut alice, mut bob, mut carol) = group(&c).await;
+    // Enough writes that every shard of the IDS and ODS snapshots and
+    // drops the start of its log.
+    for i in 0..40 {
+        send_acked(&mut alice, &format!("message {i}")).await;
+    }
+    assert_eq!(receive_texts(&mut bob, 40).await, expected(0..40));
+
+    c.kill("n1");
+    std::fs::remove_dir_all(c.dir.path().join("data/n1")).unwrap();
+    c.start("n1").await;
+    let status = c.wait_healthy(Duration::from_secs(60)).await;
+    assert!(status.contains("healthy"), "{status}");
+    let snap = |n: &str| {
+        c.log(n)
+            .lines()
+            .filter(|l| {
+                (l.contains("snapshot") || l.contains("purge"))
+                    && !l.contains("startup")
+                    && !l.contains("initial_state")
+            })
+            .take(30)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert!(
+        c.log("n1").contains("snapshot installed"),
+        "n1 caught up from a snapshot:\n{}\n--- n2:\n{}",
+        snap("n1"),
+        snap("n2")
+    );
+
+    // With n1 and n2 up (n3 stopped), everything is there: Carol has not
+    // read yet, so her 40 copies must be on n1 and n2. (Stopping n2 instead,
+    // with n3, is the half of the issue's check still open: see the note.)
+    c.kill("n3");
+    let reader = c.client("alice/phone", "n2").await;
+    let bindings = reader.lookup("carol").await.unwrap();
+    assert!(!bindings.is_empty(), "carol's binding is on n1 and n2");
+    let _ = carol.reconnect().await;
+    assert_eq!(receive_texts(&mut carol, 40).await, expected(0..40));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_two_of_three_down_writes_are_refused_retryably_and_resume() {
+    common::init();
+    let mut c = three().await;
+    let (mut alice, mut bob, _carol) = group(&c).await;
+    send_acked(&mut alice, "message 0").await;
+    c.kill("n1");
+    c.kill("n3");
+    // Alice enters through n2, which alone is no majority.
+    let req = alice.prepare_text("G", "message 1").unwrap();
+    let t = Instant::now();
+    let r = alice.send_request(req.clone()).await;
+    match r {
+        Err(mlsd_client::ClientError::Server(WireError::Cluster(
+            ClusterError::ShardUnavailable { .. } | ClusterError::Unavailable { .. },
+        ))) => {}
+        other => panic!("a write without a majority: {other:?}"),
+    }
+    assert!(
+        t.elapsed() < Duration::from_secs(15),
+        "refused within the timeouts: {:?}",
+        t.elapsed()
+    );
+    // One node back: a majority again, and the same request goes through.
+    c.start("n3").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match alice.send_request(req.clone()).await {
+            Ok(Response::Sent { .. }) => break,
+            other => {
+                assert!(Instant::now() < deadline, "writes did not resume: {other:?}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    let _ = bob.reconnect().await;
+    assert_eq!(receive_texts(&mut bob, 2).await, expected(0..2));
+}
