@@ -8,6 +8,10 @@
 //! present log id, kept beside the entries so that the last one is found
 //! without a reverse scan).
 
+// openraft's storage traits return its `StorageError` (over 200 bytes), and
+// the helpers here hand theirs straight through.
+#![allow(clippy::result_large_err)]
+
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;

@@ -15,6 +15,10 @@
 //! applying the entries after the log id on top of it ends in the same
 //! state as on the leader (each key ends with the last write to it).
 
+// openraft's storage traits return its `StorageError` (over 200 bytes), and
+// the helpers here hand theirs straight through.
+#![allow(clippy::result_large_err)]
+
 use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
