@@ -66,7 +66,7 @@ async fn dead_owner_is_unavailable_within_the_timeout_and_comes_back() {
     assert_eq!(node, "n2");
 
     c.kill("n2");
-    for _ in 0..3 {
+    for _ in 0..2 {
         let t = Instant::now();
         let err = conn.ping(Role::Ids, b"g1").await.unwrap_err();
         // n2 holds the only replica of the IDS shards: they have no leader.
@@ -75,8 +75,8 @@ async fn dead_owner_is_unavailable_within_the_timeout_and_comes_back() {
             "{err:?}"
         );
         // No voter is reachable, so the node answers at once, and the client
-        // asks again for `retry::SHARD` (3 s) before it gives up.
-        assert!(t.elapsed() < Duration::from_secs(6), "took {:?}", t.elapsed());
+        // asks again for `retry::SHARD` (8 s) before it gives up.
+        assert!(t.elapsed() < Duration::from_secs(11), "took {:?}", t.elapsed());
     }
     // Roles on live nodes keep working meanwhile.
     assert_eq!(conn.ping(Role::Sds, b"blob").await.unwrap().0, "n3");

@@ -122,6 +122,12 @@ async fn a_node_restarted_empty_catches_up_and_holds_a_complete_copy() {
     common::init();
     let mut c = three().await;
     let (mut alice, mut bob, mut carol) = group(&c).await;
+    // Dave reads only at the very end, once n2 is stopped.
+    let mut dave = c.registered("dave/phone", "n3", 3).await;
+    alice.add_members("G", &["dave"]).await.unwrap();
+    bob.receive().await.unwrap();
+    carol.receive().await.unwrap();
+    dave.receive().await.unwrap();
     // Enough writes that every shard of the IDS and ODS snapshots and
     // drops the start of its log.
     for i in 0..40 {
@@ -153,15 +159,26 @@ async fn a_node_restarted_empty_catches_up_and_holds_a_complete_copy() {
         snap("n2")
     );
 
-    // With n1 and n2 up (n3 stopped), everything is there: Carol has not
-    // read yet, so her 40 copies must be on n1 and n2. (Stopping n2 instead,
-    // with n3, is the half of the check still open: see the note.)
+    // The other two stopped one at a time: with n1 and n2 (n3 stopped),
+    // then n1 and n3 (n2 stopped), everything is there. Carol reads in the
+    // first half and Dave in the second, so each half finds all 40 unread
+    // copies, and both find the bindings.
     c.kill("n3");
     let reader = c.client("alice/phone", "n2").await;
-    let bindings = reader.lookup("carol").await.unwrap();
-    assert!(!bindings.is_empty(), "carol's binding is on n1 and n2");
+    assert!(!reader.lookup("carol").await.unwrap().is_empty(), "carol's binding on n1 and n2");
+    assert!(!reader.lookup("dave").await.unwrap().is_empty(), "dave's binding on n1 and n2");
     let _ = carol.reconnect().await;
     assert_eq!(receive_texts(&mut carol, 40).await, expected(0..40));
+
+    c.start("n3").await;
+    let status = c.wait_healthy(Duration::from_secs(60)).await;
+    assert!(status.contains("healthy"), "{status}");
+    c.kill("n2");
+    let reader = c.client("bob/phone", "n1").await;
+    assert!(!reader.lookup("carol").await.unwrap().is_empty(), "carol's binding on n1 and n3");
+    assert!(!reader.lookup("dave").await.unwrap().is_empty(), "dave's binding on n1 and n3");
+    let _ = dave.reconnect().await;
+    assert_eq!(receive_texts(&mut dave, 40).await, expected(0..40));
 }
 
 #[tokio::test(flavor = "multi_thread")]

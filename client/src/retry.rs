@@ -18,9 +18,11 @@ pub const PAUSE: Duration = Duration::from_millis(300);
 /// couple of tries, since the outbox retries later anyway.
 pub const SEND: Duration = Duration::from_millis(900);
 
-/// How long a request is sent again while its shard has no leader: about
-/// one election (`[cluster] election_timeout_ms`, 1.5 to 3 s by default).
-pub const SHARD: Duration = Duration::from_secs(3);
+/// How long a request is sent again while its shard has no leader: a few
+/// elections (`[cluster] election_timeout_ms`, 1.5 to 3 s each by default),
+/// since the node that died may have led it, and the survivors notice only
+/// after their election timeout.
+pub const SHARD: Duration = Duration::from_secs(8);
 
 /// How long a commit is retried while the cluster cannot be reached: its
 /// outcome must be known before anything else happens in the group.

@@ -32,6 +32,7 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt, BufReader, BufWriter};
 
+use super::file::SnapshotFile;
 use super::view::prefixed;
 use super::{io_err, Applied, Member, NodeId, ShardConfig, ShardId};
 use crate::storage::{Batch, Space, Store, View};
@@ -85,12 +86,12 @@ impl ShardMachine {
         shard: ShardId,
         dir: &Path,
     ) -> Result<Self, StorageError<NodeId>> {
-        tokio::fs::create_dir_all(dir).await.map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        std::fs::create_dir_all(dir).map_err(|e| snap_err(ErrorVerb::Write, e))?;
         let mut m = ShardMachine { store, shard, dir: dir.to_path_buf(), receiving: None };
         if let Some((meta, file)) = m.get::<(Meta, String)>(b'i')? {
             let path = m.dir.join(&file);
             tracing::warn!(%shard, "finishing a snapshot install that was interrupted");
-            let f = tokio::fs::File::open(&path).await.map_err(|e| snap_err(ErrorVerb::Read, e))?;
+            let f = SnapshotFile::open(&path).map_err(|e| snap_err(ErrorVerb::Read, e))?;
             m.install(&meta, f, &path).await?;
         }
         Ok(m)
@@ -158,7 +159,7 @@ impl ShardMachine {
     async fn install(
         &mut self,
         meta: &Meta,
-        file: tokio::fs::File,
+        file: SnapshotFile,
         path: &Path,
     ) -> Result<(), StorageError<NodeId>> {
         let space = Space::Role(self.shard.role);
@@ -191,7 +192,7 @@ impl ShardMachine {
         last.delete(Space::Raft, self.key(b'i'));
         self.write(last)?;
         if let Some(old) = old {
-            let _ = tokio::fs::remove_file(old).await;
+            let _ = std::fs::remove_file(old);
         }
         tracing::info!(shard = %self.shard, last = ?meta.last_log_id, "snapshot installed");
         Ok(())
@@ -236,7 +237,7 @@ impl RaftSnapshotBuilder<ShardConfig> for ShardSnapshotter {
         // The log id first: the data read after it is at least as new.
         let st = m.applied()?;
         let path = self.dir.join(m.file_name("built"));
-        let f = tokio::fs::File::create(&path).await.map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        let f = SnapshotFile::create(&path).map_err(|e| snap_err(ErrorVerb::Write, e))?;
         let mut w = BufWriter::new(f);
         let view = super::ShardView { store: self.store.clone(), shard: self.shard };
         let space = Space::Role(self.shard.role);
@@ -261,7 +262,7 @@ impl RaftSnapshotBuilder<ShardConfig> for ShardSnapshotter {
         }
         w.flush().await.map_err(|e| snap_err(ErrorVerb::Write, e))?;
         let f = w.into_inner();
-        f.sync_all().await.map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        f.sync_all().map_err(|e| snap_err(ErrorVerb::Write, e))?;
         let id = match st.last {
             Some(l) => format!("{}-{}-{}", l.leader_id, l.index, path.display()),
             None => format!("empty-{}", path.display()),
@@ -271,9 +272,9 @@ impl RaftSnapshotBuilder<ShardConfig> for ShardSnapshotter {
         let old = m.set_current(&mut b, &meta, &path)?;
         m.write(b)?;
         if let Some(old) = old {
-            let _ = tokio::fs::remove_file(old).await;
+            let _ = std::fs::remove_file(old);
         }
-        let f = tokio::fs::File::open(&path).await.map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        let f = SnapshotFile::open(&path).map_err(|e| snap_err(ErrorVerb::Read, e))?;
         Ok(Snapshot { meta, snapshot: Box::new(f) })
     }
 }
@@ -324,18 +325,12 @@ impl RaftStateMachine<ShardConfig> for ShardMachine {
 
     async fn begin_receiving_snapshot(
         &mut self,
-    ) -> Result<Box<tokio::fs::File>, StorageError<NodeId>> {
+    ) -> Result<Box<SnapshotFile>, StorageError<NodeId>> {
         if let Some(old) = self.receiving.take() {
-            let _ = tokio::fs::remove_file(old).await;
+            let _ = std::fs::remove_file(old);
         }
         let path = self.dir.join(self.file_name("received"));
-        let f = tokio::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .await
-            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        let f = SnapshotFile::create_new(&path).map_err(|e| snap_err(ErrorVerb::Write, e))?;
         self.receiving = Some(path);
         Ok(Box::new(f))
     }
@@ -343,14 +338,14 @@ impl RaftStateMachine<ShardConfig> for ShardMachine {
     async fn install_snapshot(
         &mut self,
         meta: &Meta,
-        snapshot: Box<tokio::fs::File>,
+        snapshot: Box<SnapshotFile>,
     ) -> Result<(), StorageError<NodeId>> {
         let path = self
             .receiving
             .take()
             .ok_or_else(|| snap_err(ErrorVerb::Write, "no snapshot was being received"))?;
         let f = *snapshot;
-        f.sync_all().await.map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        f.sync_all().map_err(|e| snap_err(ErrorVerb::Write, e))?;
         self.install(meta, f, &path).await
     }
 
@@ -358,7 +353,7 @@ impl RaftStateMachine<ShardConfig> for ShardMachine {
         &mut self,
     ) -> Result<Option<Snapshot<ShardConfig>>, StorageError<NodeId>> {
         let Some(c) = self.get::<Current>(b'n')? else { return Ok(None) };
-        match tokio::fs::File::open(self.dir.join(&c.file)).await {
+        match SnapshotFile::open(&self.dir.join(&c.file)) {
             Ok(f) => Ok(Some(Snapshot { meta: c.meta, snapshot: Box::new(f) })),
             // A data dir copied without its snapshot files: openraft builds one.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),

@@ -17,10 +17,21 @@
 //!   shard's key prefix, and builds and installs snapshots as files.
 //! - [`view`]: the shard as role logic sees it: a [`View`](crate::View) of
 //!   its own keys only, and [`ShardStore`], where decided writes go.
+//! - [`file`]: snapshot files as openraft moves them.
+//! - [`shard`]: [`RaftShard`], the [`ShardStore`] of a replicated shard.
+//! - [`recovery`]: the rule that keeps a replica restarted empty from
+//!   voting before it holds what its peers had.
+//! - [`runtime`]: openraft's runtime (tokio, with seedable elections).
+//! - [`sim`]: a deterministic simulation of a shard's replicas: seeded
+//!   message loss, delays, partitions, crashes and disk wipes.
 
+pub mod file;
 pub mod log;
 pub mod machine;
+pub mod recovery;
+pub mod runtime;
 pub mod shard;
+pub mod sim;
 pub mod view;
 
 use std::fmt;
@@ -85,8 +96,8 @@ openraft::declare_raft_types!(
         NodeId = NodeId,
         Node = Member,
         Entry = openraft::Entry<ShardConfig>,
-        SnapshotData = tokio::fs::File,
-        AsyncRuntime = openraft::TokioRuntime,
+        SnapshotData = file::SnapshotFile,
+        AsyncRuntime = runtime::ShardRuntime,
 );
 
 /// A shard's Raft handle.

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use mlsd_actors::replica::log::ShardLog;
 use mlsd_actors::replica::machine::ShardMachine;
+use mlsd_actors::replica::recovery::Recovery;
 use mlsd_actors::replica::{node_id, Member, NodeId, RaftShard, ShardConfig, ShardId, ShardRaft};
 use mlsd_actors::Store;
 use mlsd_transport::codec;
@@ -56,7 +57,7 @@ pub struct Shards {
     /// holds data: each grants no vote until it has applied the index its
     /// peers had reached when it started. Otherwise its empty vote could
     /// elect a leader missing an entry it had helped commit.
-    recovering: Mutex<HashMap<ShardId, u64>>,
+    recovering: Recovery,
 }
 
 impl Shards {
@@ -76,7 +77,7 @@ impl Shards {
         {
             recovery_targets(&config, &me.name, &peers).await
         } else {
-            HashMap::new()
+            BTreeMap::new()
         };
         if !recovering.is_empty() {
             tracing::warn!(
@@ -122,7 +123,7 @@ impl Shards {
             me: me.name.clone(),
             local,
             hints: Mutex::default(),
-            recovering: Mutex::new(recovering),
+            recovering: Recovery::new(recovering),
         });
         tokio::spawn(shards.clone().heartbeats());
         Ok(shards)
@@ -201,10 +202,11 @@ impl Shards {
                 Ok(req) => answer(Ok(raft.append_entries(req).await)),
                 Err(e) => bad(e),
             },
-            RaftRpc::Vote if !self.caught_up(r) => {
-                answer::<()>(Err(format!("{} is catching up shard {shard}; no vote", self.me)))
-            }
             RaftRpc::Vote => match codec::decode::<VoteRequest<NodeId>>(&call.body) {
+                Ok(req) if !self.may_vote(r, &req) => answer::<()>(Err(format!(
+                    "{} is catching up shard {shard}; no vote for a candidate behind it",
+                    self.me
+                ))),
                 Ok(req) => answer(Ok(raft.vote(req).await)),
                 Err(e) => bad(e),
             },
@@ -217,18 +219,11 @@ impl Shards {
         }
     }
 
-    /// Whether `r` may vote: not recovering, or recovered (and then no
-    /// longer recovering).
-    fn caught_up(&self, r: &RaftShard) -> bool {
-        let mut rec = self.recovering.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(&target) = rec.get(&r.shard) else { return true };
+    /// Whether `r` may grant `req` ([`Recovery`]).
+    fn may_vote(&self, r: &RaftShard, req: &VoteRequest<NodeId>) -> bool {
         let applied = r.raft.metrics().borrow().last_applied.map_or(0, |l| l.index);
-        if applied >= target {
-            rec.remove(&r.shard);
-            tracing::info!(shard = %r.shard, applied, "replica caught up; it votes again");
-            return true;
-        }
-        false
+        let candidate = req.last_log_id.map(|l| (l.leader_id.term, l.index));
+        self.recovering.may_vote(r.shard, applied, candidate)
     }
 
     /// This node's view of each shard it replicates.
@@ -260,6 +255,7 @@ impl Shards {
                     leader: m.current_leader.as_ref().map(name),
                     term: m.current_term,
                     applied: m.last_applied.map_or(0, |l| l.index),
+                    applied_term: m.last_applied.map_or(0, |l| l.leader_id.term),
                     last_log: m.last_log_index.unwrap_or(0),
                     matched,
                 }
@@ -284,8 +280,8 @@ async fn recovery_targets(
     config: &ClusterConfig,
     me: &str,
     peers: &Peers,
-) -> HashMap<ShardId, u64> {
-    let mut out: HashMap<ShardId, u64> = HashMap::new();
+) -> BTreeMap<ShardId, (u64, u64)> {
+    let mut out: BTreeMap<ShardId, (u64, u64)> = BTreeMap::new();
     for n in config.nodes.iter().filter(|n| n.name != me) {
         let r = tokio::time::timeout(
             config.limits.connect_timeout,
@@ -300,7 +296,7 @@ async fn recovery_targets(
                 // must catch up before it votes.
                 if l.applied >= 1 && voters.iter().any(|v| v.name == me) {
                     let t = out.entry(shard).or_default();
-                    *t = (*t).max(l.applied);
+                    *t = (*t).max((l.applied_term, l.applied));
                 }
             }
         }

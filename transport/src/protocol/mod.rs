@@ -224,6 +224,9 @@ pub struct ShardLine {
     pub term: u64,
     /// The last log index it applied.
     pub applied: u64,
+    /// The term of that entry (with `applied`, the position a replica
+    /// restarted empty must reach before it votes freely).
+    pub applied_term: u64,
     /// The last log index it holds.
     pub last_log: u64,
     /// For a leader: each voter's matched log index (`None`: not known yet).

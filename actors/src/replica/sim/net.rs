@@ -1,0 +1,228 @@
+//! The simulated network between a shard's replicas: every RPC and every
+//! answer may be lost or delayed (so messages overtake each other), nodes
+//! on different sides of a partition do not hear each other, and a node
+//! that is down answers nothing. All of it is drawn from the run's seed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::error::{NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use rand_08::rngs::StdRng;
+use rand_08::{Rng, SeedableRng};
+
+use super::super::recovery::Recovery;
+use super::super::{Member, NodeId, RaftShard, ShardConfig};
+
+/// Why a simulated RPC failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct SimError(&'static str);
+
+/// What the network knows: who is up, who hears whom, and how lossy it is.
+struct State {
+    rng: StdRng,
+    /// The running replica of each node that is up.
+    up: BTreeMap<NodeId, Arc<RaftShard>>,
+    /// Each node's side of the current partition (all 0 when healed).
+    side: BTreeMap<NodeId, u8>,
+    /// Chance, per message, that it is lost.
+    loss: f64,
+    /// Nodes restarted empty and what they must reach before voting.
+    recovery: BTreeMap<NodeId, Arc<Recovery>>,
+}
+
+/// The network, shared by every node's RPC clients and by the harness.
+#[derive(Clone)]
+pub struct SimNet {
+    state: Arc<Mutex<State>>,
+}
+
+impl SimNet {
+    /// A healed, lossless network with nobody up, drawing from `seed`.
+    pub fn new(seed: u64) -> Self {
+        let state = State {
+            rng: StdRng::seed_from_u64(seed),
+            up: BTreeMap::new(),
+            side: BTreeMap::new(),
+            loss: 0.0,
+            recovery: BTreeMap::new(),
+        };
+        SimNet { state: Arc::new(Mutex::new(state)) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `node` is up and serves with `replica`.
+    pub fn up(&self, node: NodeId, replica: Arc<RaftShard>, recovery: Option<Arc<Recovery>>) {
+        let mut s = self.lock();
+        s.up.insert(node, replica);
+        match recovery {
+            Some(r) => s.recovery.insert(node, r),
+            None => s.recovery.remove(&node),
+        };
+    }
+
+    /// `node` is down: it neither sends nor answers.
+    pub fn down(&self, node: NodeId) -> Option<Arc<RaftShard>> {
+        self.lock().up.remove(&node)
+    }
+
+    /// The replica `node` serves with, if it is up.
+    pub fn replica(&self, node: NodeId) -> Option<Arc<RaftShard>> {
+        self.lock().up.get(&node).cloned()
+    }
+
+    /// Every running replica.
+    pub fn replicas(&self) -> Vec<Arc<RaftShard>> {
+        self.lock().up.values().cloned().collect()
+    }
+
+    /// Splits the nodes: those in `minority` hear only each other.
+    pub fn partition(&self, minority: &BTreeSet<NodeId>) {
+        let mut s = self.lock();
+        s.side.clear();
+        for n in minority {
+            s.side.insert(*n, 1);
+        }
+    }
+
+    /// Ends any partition.
+    pub fn heal(&self) {
+        self.lock().side.clear();
+    }
+
+    /// Whether the network is partitioned now.
+    pub fn partitioned(&self) -> bool {
+        !self.lock().side.is_empty()
+    }
+
+    /// Sets the chance that a message is lost.
+    pub fn set_loss(&self, loss: f64) {
+        self.lock().loss = loss;
+    }
+
+    /// Whether a message from `from` to `to` gets through, and after how
+    /// long: mostly a few milliseconds, sometimes far longer, so that later
+    /// messages overtake it.
+    fn roll(&self, from: NodeId, to: NodeId) -> (bool, Duration) {
+        let mut guard = self.lock();
+        let s = &mut *guard;
+        let side = |n: NodeId| s.side.get(&n).copied().unwrap_or(0);
+        let linked = side(from) == side(to) && s.up.contains_key(&from);
+        let loss = s.loss;
+        let lost = s.rng.gen_bool(loss);
+        let delay = if s.rng.gen_ratio(1, 20) {
+            Duration::from_micros(s.rng.gen_range(50_000..400_000))
+        } else {
+            Duration::from_micros(s.rng.gen_range(200..8_000))
+        };
+        (linked && !lost, delay)
+    }
+
+    /// Carries one RPC from `from` to `to` and its answer back.
+    async fn carry<Resp, E, F, Fut>(
+        &self,
+        from: NodeId,
+        to: NodeId,
+        call: F,
+    ) -> Result<Resp, RPCError<NodeId, Member, RaftError<NodeId, E>>>
+    where
+        E: std::error::Error,
+        F: FnOnce(Arc<RaftShard>) -> Fut,
+        Fut: std::future::Future<Output = Result<Resp, RaftError<NodeId, E>>>,
+    {
+        let unreachable = |why| RPCError::Unreachable(Unreachable::new(&SimError(why)));
+        let (through, delay) = self.roll(from, to);
+        tokio::time::sleep(delay).await;
+        if !through {
+            return Err(unreachable("lost or partitioned"));
+        }
+        let Some(target) = self.replica(to) else { return Err(unreachable("down")) };
+        let answer = call(target).await;
+        let (back, delay) = self.roll(to, from);
+        tokio::time::sleep(delay).await;
+        if !back || self.replica(to).is_none() {
+            return Err(unreachable("answer lost"));
+        }
+        answer.map_err(|e| RPCError::RemoteError(RemoteError::new(to, e)))
+    }
+
+    /// Whether `node` may vote for a candidate whose log ends at
+    /// `candidate` ([`Recovery`]).
+    fn may_vote(&self, node: NodeId, replica: &RaftShard, candidate: Option<(u64, u64)>) -> bool {
+        let r = self.lock().recovery.get(&node).cloned();
+        let applied = replica.raft.metrics().borrow().last_applied.map_or(0, |l| l.index);
+        r.is_none_or(|r| r.may_vote(replica.shard, applied, candidate))
+    }
+}
+
+/// One node's RPC clients.
+pub struct SimNetwork {
+    /// The sending node.
+    pub me: NodeId,
+    /// The network.
+    pub net: SimNet,
+}
+
+impl RaftNetworkFactory<ShardConfig> for SimNetwork {
+    type Network = SimLink;
+
+    async fn new_client(&mut self, target: NodeId, _node: &Member) -> SimLink {
+        SimLink { from: self.me, to: target, net: self.net.clone() }
+    }
+}
+
+/// RPCs from one node to another.
+pub struct SimLink {
+    from: NodeId,
+    to: NodeId,
+    net: SimNet,
+}
+
+impl RaftNetwork<ShardConfig> for SimLink {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<ShardConfig>,
+        _option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
+        self.net
+            .carry(self.from, self.to, |t| async move { t.raft.append_entries(rpc).await })
+            .await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<ShardConfig>,
+        _option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, Member, RaftError<NodeId, openraft::error::InstallSnapshotError>>,
+    > {
+        self.net
+            .carry(self.from, self.to, |t| async move { t.raft.install_snapshot(rpc).await })
+            .await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        _option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
+        if let Some(t) = self.net.replica(self.to) {
+            let candidate = rpc.last_log_id.map(|l| (l.leader_id.term, l.index));
+            if !self.net.may_vote(self.to, &t, candidate) {
+                let e = SimError("catching up after an empty start; no vote");
+                return Err(RPCError::Network(NetworkError::new(&e)));
+            }
+        }
+        self.net.carry(self.from, self.to, |t| async move { t.raft.vote(rpc).await }).await
+    }
+}
