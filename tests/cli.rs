@@ -145,3 +145,23 @@ fn mlsd_demo_runs_the_eight_steps() {
     );
     assert!(stdout.contains("it says: Meeting at noon."), "{stdout}");
 }
+
+#[test]
+fn mlsd_sim_runs_seeds_and_replays_one_with_its_events() {
+    let run = |args: &[&str]| {
+        let out =
+            Command::new(common::bin("mlsd")).args(args).env("RUST_LOG", "error").output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        stdout
+    };
+    let many = run(&["sim", "--seeds", "3", "--from", "500"]);
+    assert!(many.contains("3 seeds held every invariant"), "{many}");
+    let one = run(&["sim", "--seed", "501", "--trace"]);
+    assert!(one.contains("1 seeds held every invariant"), "{one}");
+    assert!(one.contains("healed") && one.contains("converged at"), "{one}");
+    let events =
+        |s: &str| s.lines().filter(|l| !l.contains("seeds held")).collect::<Vec<_>>().join("\n");
+    let again = run(&["sim", "--seed", "501", "--trace"]);
+    assert_eq!(events(&one), events(&again), "a replay prints the same events");
+}

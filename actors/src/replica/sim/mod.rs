@@ -285,7 +285,13 @@ async fn decide(
         let reply = match net.replica(node) {
             Some(replica) => {
                 let _serial = serials[&node].lock().await;
-                role::serve(&replica, op).await
+                // Mostly quick; now and then as slow as an election.
+                let think = if rng.gen_ratio(1, 8) {
+                    Duration::from_millis(rng.gen_range(100..1_000))
+                } else {
+                    Duration::from_micros(rng.gen_range(0..20_000))
+                };
+                role::serve(&replica, op, think).await
             }
             None => Reply::Retry(super::CommitError::Unavailable {
                 shard: SHARD.to_string(),

@@ -70,15 +70,21 @@ fn read_u64(replica: &RaftShard, key: &[u8]) -> Result<Option<u64>, CommitError>
     Ok(v.and_then(|v| v.try_into().ok().map(u64::from_be_bytes)))
 }
 
-/// Serves `op` at `replica`, as a role host does.
-pub async fn serve(replica: &RaftShard, op: Op) -> Reply {
-    match decide(replica, op).await {
+/// Serves `op` at `replica`, as a role host does; the logic takes `think`
+/// between reading the state and proposing its writes (a real role checks
+/// signatures there), time in which leadership can move.
+pub async fn serve(replica: &RaftShard, op: Op, think: std::time::Duration) -> Reply {
+    match decide(replica, op, think).await {
         Ok(r) => r,
         Err(e) => Reply::Retry(e),
     }
 }
 
-async fn decide(replica: &RaftShard, op: Op) -> Result<Reply, CommitError> {
+async fn decide(
+    replica: &RaftShard,
+    op: Op,
+    think: std::time::Duration,
+) -> Result<Reply, CommitError> {
     let term = replica.ready().await?;
     let mut batch = Batch::new();
     match op {
@@ -97,6 +103,7 @@ async fn decide(replica: &RaftShard, op: Op) -> Result<Reply, CommitError> {
         }
         Op::Write { key } => batch.put(SPACE, write_key(key), key.to_be_bytes().to_vec()),
     }
+    tokio::time::sleep(think).await;
     replica.commit(term, batch).await?;
     Ok(Reply::Done)
 }
