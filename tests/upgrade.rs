@@ -85,7 +85,9 @@ async fn the_current_binary_serves_a_data_dir_of_the_older_layout() {
         alice.group_id("h").unwrap()
     };
     c.kill("n1");
-    let mut key = b"g/".to_vec();
+    // Upgraded data lives under its shard's prefix (shard 0 of 1).
+    let mut key = [0u8, 0].to_vec();
+    key.extend_from_slice(b"g/");
     key.extend_from_slice(&h);
     plant(&c, Space::Role(Role::Ids), &key, &[1, 0xff, 0xff]);
     c.start("n1").await;
