@@ -44,7 +44,7 @@ use super::log::ShardLog;
 use super::machine::ShardMachine;
 use super::recovery::Recovery;
 use super::{node_id, Member, NodeId, RaftShard, ShardId, ShardRaft};
-use crate::storage::{MemStore, Store};
+use crate::storage::{MemStore, Space, Store};
 use net::{SimNet, SimNetwork};
 use role::{Op, Reply};
 
@@ -270,17 +270,35 @@ fn pick(rng: &mut StdRng, hint: &mut Option<NodeId>, ids: &[NodeId]) -> NodeId {
     hint.take().unwrap_or_else(|| ids[rng.gen_range(0..ids.len())])
 }
 
-/// Sends `op` until a replica decides it, or `stop` is set.
-async fn decide(
-    op: Op,
-    rng: &mut StdRng,
-    net: &SimNet,
-    serials: &BTreeMap<NodeId, Arc<tokio::sync::Mutex<()>>>,
-    stop: &AtomicBool,
-) -> Option<Reply> {
+/// What every client task shares: the network, the nodes' request
+/// serialization, the ledger of acknowledgements, the trace and when to stop.
+#[derive(Clone)]
+struct Clients {
+    seed: u64,
+    net: SimNet,
+    serials: BTreeMap<NodeId, Arc<tokio::sync::Mutex<()>>>,
+    ledger: Arc<Mutex<Ledger>>,
+    trace: Trace,
+    stop: Arc<AtomicBool>,
+}
+
+impl Clients {
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Client `client`'s own generator (`salt` by kind of client).
+    fn rng(&self, client: u64, salt: u64) -> StdRng {
+        StdRng::seed_from_u64(self.seed ^ (client << 40) ^ salt)
+    }
+}
+
+/// Sends `op` until a replica decides it, or the clients stop.
+async fn decide(op: Op, rng: &mut StdRng, w: &Clients) -> Option<Reply> {
+    let (net, serials) = (&w.net, &w.serials);
     let ids: Vec<NodeId> = serials.keys().copied().collect();
     let mut hint = None;
-    while !stop.load(Ordering::Relaxed) {
+    while !w.stopped() {
         let node = pick(rng, &mut hint, &ids);
         let reply = match net.replica(node) {
             Some(replica) => {
@@ -313,29 +331,19 @@ async fn decide(
 }
 
 /// A member of `group` committing, epoch after epoch, against another.
-#[allow(clippy::too_many_arguments)]
-async fn committer(
-    client: u64,
-    group: u8,
-    seed: u64,
-    net: SimNet,
-    serials: BTreeMap<NodeId, Arc<tokio::sync::Mutex<()>>>,
-    ledger: Arc<Mutex<Ledger>>,
-    trace: Trace,
-    stop: Arc<AtomicBool>,
-) {
-    let mut rng = StdRng::seed_from_u64(seed ^ (client << 40) ^ 0xC0);
+async fn committer(w: Clients, client: u64, group: u8) {
+    let mut rng = w.rng(client, 0xC0);
     let mut epoch = 0;
     let mut n = 0u64;
-    while !stop.load(Ordering::Relaxed) {
+    while !w.stopped() {
         n += 1;
         let id = (client << 32) | n;
-        match decide(Op::Commit { group, epoch, id }, &mut rng, &net, &serials, &stop).await {
+        match decide(Op::Commit { group, epoch, id }, &mut rng, &w).await {
             Some(Reply::Done) => {
-                trace.note(format_args!(
+                w.trace.note(format_args!(
                     "client {client}: commit {id:x} accepted for g{group}@{epoch}"
                 ));
-                let mut l = ledger.lock().unwrap_or_else(|p| p.into_inner());
+                let mut l = w.ledger.lock().unwrap_or_else(|p| p.into_inner());
                 l.commits.entry((group, epoch)).or_default().insert(id);
                 epoch += 1;
             }
@@ -347,24 +355,15 @@ async fn committer(
 }
 
 /// A client whose writes must all stay.
-async fn writer(
-    client: u64,
-    seed: u64,
-    net: SimNet,
-    serials: BTreeMap<NodeId, Arc<tokio::sync::Mutex<()>>>,
-    ledger: Arc<Mutex<Ledger>>,
-    trace: Trace,
-    stop: Arc<AtomicBool>,
-) {
-    let mut rng = StdRng::seed_from_u64(seed ^ (client << 40) ^ 0x3C);
+async fn writer(w: Clients, client: u64) {
+    let mut rng = w.rng(client, 0x3C);
     let mut n = 0u64;
-    while !stop.load(Ordering::Relaxed) {
+    while !w.stopped() {
         n += 1;
         let key = (client << 32) | n;
-        if let Some(Reply::Done) = decide(Op::Write { key }, &mut rng, &net, &serials, &stop).await
-        {
-            trace.note(format_args!("client {client}: write {key:x} acknowledged"));
-            ledger.lock().unwrap_or_else(|p| p.into_inner()).writes.insert(key);
+        if let Some(Reply::Done) = decide(Op::Write { key }, &mut rng, &w).await {
+            w.trace.note(format_args!("client {client}: write {key:x} acknowledged"));
+            w.ledger.lock().unwrap_or_else(|p| p.into_inner()).writes.insert(key);
         }
         tokio::time::sleep(Duration::from_millis(rng.gen_range(0..60))).await;
     }
@@ -409,33 +408,23 @@ async fn simulate(seed: u64) -> Result<Outcome, Violation> {
     let stop_clients = Arc::new(AtomicBool::new(false));
     let stop_beats = Arc::new(AtomicBool::new(false));
     tokio::spawn(heartbeats(sim.net.clone(), stop_beats.clone()));
-    let serials: BTreeMap<NodeId, _> = sim.nodes.iter().map(|n| (n.id, n.serial.clone())).collect();
+    let shared = Clients {
+        seed,
+        net: sim.net.clone(),
+        serials: sim.nodes.iter().map(|n| (n.id, n.serial.clone())).collect(),
+        ledger: sim.ledger.clone(),
+        trace: sim.trace.clone(),
+        stop: stop_clients.clone(),
+    };
     let mut clients = Vec::new();
     for g in 0..GROUPS {
         for k in 0..2u64 {
             let client = u64::from(g) * 2 + k + 1;
-            clients.push(tokio::spawn(committer(
-                client,
-                g,
-                seed,
-                sim.net.clone(),
-                serials.clone(),
-                sim.ledger.clone(),
-                sim.trace.clone(),
-                stop_clients.clone(),
-            )));
+            clients.push(tokio::spawn(committer(shared.clone(), client, g)));
         }
     }
     for w in 0..WRITERS {
-        clients.push(tokio::spawn(writer(
-            100 + w,
-            seed,
-            sim.net.clone(),
-            serials.clone(),
-            sim.ledger.clone(),
-            sim.trace.clone(),
-            stop_clients.clone(),
-        )));
+        clients.push(tokio::spawn(writer(shared.clone(), 100 + w)));
     }
 
     let faults = inject(&mut sim, &mut rng).await?;
@@ -528,26 +517,26 @@ async fn inject(sim: &mut Sim, rng: &mut StdRng) -> Result<BTreeMap<&'static str
                     .map(|n| n.name.as_str())
                     .collect();
                 sim.trace.note(format_args!("partition {names:?} from the rest"));
-                faults.entry("partition").and_modify(|c| *c += 1).or_insert(1);
+                *faults.entry("partition").or_default() += 1;
                 continue;
             }
             7 => {
                 sim.net.heal();
                 sim.trace.note("heal");
-                faults.entry("heal").and_modify(|c| *c += 1).or_insert(1);
+                *faults.entry("heal").or_default() += 1;
                 continue;
             }
             8 => {
                 let loss = [0.0, 0.05, 0.2][rng.gen_range(0..3)];
                 sim.net.set_loss(loss);
                 sim.trace.note(format_args!("loss {loss}"));
-                faults.entry("loss").and_modify(|c| *c += 1).or_insert(1);
+                *faults.entry("loss").or_default() += 1;
                 continue;
             }
             _ => continue,
         };
         sim.trace.note(format_args!("{fault} {name}"));
-        faults.entry(fault).and_modify(|c| *c += 1).or_insert(1);
+        *faults.entry(fault).or_default() += 1;
     }
     Ok(faults)
 }
@@ -629,8 +618,6 @@ fn check(sim: &Sim) -> Result<(usize, usize), Violation> {
     }
     Ok((l.commits.len(), l.writes.len()))
 }
-
-use crate::storage::Space;
 
 #[cfg(test)]
 mod tests {
