@@ -1,16 +1,22 @@
 //! Chaos under load: clients in several groups send and commit while random
 //! actors (group, fan-out, anonymizer, role actors) are killed through the
-//! actor runtime and whole nodes are SIGKILLed and restarted. At the end every
-//! member must have received every acknowledged message exactly once, and all
-//! members must agree on each group's epoch and membership.
+//! actor runtime and whole nodes fail. At the end every member must have
+//! received every acknowledged message exactly once, and all members must
+//! agree on each group's epoch and membership.
+//!
+//! Two profiles ([`Profile`]): one replica per shard with n2 or n3
+//! SIGKILLed and restarted every `MLSD_CHAOS_NODE_EVERY` (8) steps; and
+//! three replicas per shard with, every `MLSD_CHAOS_NODE_EVERY` (12) steps,
+//! in turn a kill of the node leading the most shards, a partition of one
+//! node (iptables, 1-3 s) and a disk wipe, each waited out until
+//! `mlsd cluster status` exits 0 again.
 //!
 //! The load: `MLSD_CHAOS_GROUPS` (2) groups of `MLSD_CHAOS_SENDERS` (3)
 //! senders and a guest; sends, self-updates, and the guest removed and added
 //! back by the group's creator. The chaos, one step every
 //! `MLSD_CHAOS_INTERVAL_MS` (125) ms on average: group, fan-out, anonymizer,
-//! IDS, ODS, AS and CS actors killed, and a node SIGKILL and restart every
-//! `MLSD_CHAOS_NODE_EVERY` (8) steps. The short profile (12 rounds) runs in
-//! CI; `MLSD_CHAOS_ROUNDS=N` runs longer (docs/reliability.md).
+//! IDS, ODS, AS and CS actors killed, or a node fault. The short profile (12
+//! rounds) runs in CI; `MLSD_CHAOS_ROUNDS=N` runs longer (docs/reliability.md).
 
 mod common;
 
@@ -177,31 +183,189 @@ async fn guest_load(mut c: Client, stop: Arc<AtomicBool>) -> (Client, Vec<Event>
     (c, events)
 }
 
+/// The knobs of a run, from the environment (defaults: the CI profile).
+struct Knobs {
+    rounds: usize,
+    /// A node fault every N chaos steps (0: actor kills only).
+    node_every: u32,
+    n_groups: u32,
+    n_senders: u32,
+    /// Mean pause between chaos steps.
+    interval_ms: u64,
+}
+
+impl Knobs {
+    fn from_env(node_every: u32) -> Knobs {
+        let env = |k: &str, d: u32| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
+        Knobs {
+            rounds: env("MLSD_CHAOS_ROUNDS", 12) as usize,
+            node_every: env("MLSD_CHAOS_NODE_EVERY", node_every),
+            n_groups: env("MLSD_CHAOS_GROUPS", 2).max(1),
+            n_senders: env("MLSD_CHAOS_SENDERS", 3).max(1),
+            interval_ms: u64::from(env("MLSD_CHAOS_INTERVAL_MS", 125).max(2)),
+        }
+    }
+}
+
+/// What is done to the cluster while the load runs.
+#[derive(Clone, Copy, PartialEq)]
+enum Profile {
+    /// One replica per shard, roles spread over three nodes: actors killed,
+    /// and n2 or n3 SIGKILLed and restarted; clients enter through n1.
+    Actors,
+    /// Three replicas of every shard, every role on every node: actors
+    /// killed on any node, and in turn the node leading the most shards
+    /// SIGKILLed, a node's disk wiped, and a node cut off by a partition;
+    /// clients enter through all three nodes.
+    Replicated,
+}
+
+/// Settings every chaos cluster has: role actors are killed far more often
+/// than the default restart intensity allows (which would stop the node,
+/// by design).
+const CHAOS: &str = "[chaos]\nallow = true\n[supervision]\nmax_restarts = 100000\n";
+
+fn cluster(profile: Profile) -> Cluster {
+    match profile {
+        Profile::Actors => Cluster::with_extra(
+            &[
+                ("n1", &[Role::As, Role::Cs, Role::Ods]),
+                ("n2", &[Role::Ids, Role::Ods, Role::Sds]),
+                ("n3", &[Role::Ids, Role::Ods]),
+            ],
+            &format!("[limits]\ncall_timeout_ms = 2000\nconnect_timeout_ms = 1000\n{CHAOS}"),
+        ),
+        // Raft timings of tests/replication.rs: elections a test can wait
+        // out, snapshots every 20 entries so a wiped node catches up from one.
+        Profile::Replicated => Cluster::configured(
+            &[("n1", &Role::ALL), ("n2", &Role::ALL), ("n3", &Role::ALL)],
+            "replicas = 3\nshards = 4\nheartbeat_ms = 200\nelection_timeout_ms = 800\nsnapshot_logs = 20\n",
+            &format!("[limits]\ncall_timeout_ms = 3000\nconnect_timeout_ms = 1000\n{CHAOS}"),
+        ),
+    }
+}
+
+/// The node that leads the most shards, from `mlsd cluster status`.
+fn busiest_leader(c: &Cluster) -> String {
+    let (_, text) = c.status();
+    let mut led = HashMap::<String, u32>::new();
+    for l in text.lines() {
+        if let Some(n) = l.split_whitespace().find_map(|w| w.strip_prefix("leader=")) {
+            if n != "-" {
+                *led.entry(n.to_string()).or_default() += 1;
+            }
+        }
+    }
+    led.into_iter().max_by_key(|(_, k)| *k).map(|(n, _)| n).unwrap_or_else(|| "n1".into())
+}
+
+/// The `nth` node-level fault of `profile`, over by the time it returns;
+/// the kind's name for the tally.
+async fn node_fault(c: &mut Cluster, profile: Profile, nth: u32) -> String {
+    let any = || *["n1", "n2", "n3"].choose(&mut rand::rng()).unwrap();
+    match profile {
+        Profile::Actors => {
+            let node = *["n2", "n3"].choose(&mut rand::rng()).unwrap();
+            c.kill(node);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            c.start(node).await;
+            format!("node {node}")
+        }
+        Profile::Replicated => {
+            let kind = match nth % 3 {
+                0 => {
+                    let node = busiest_leader(c);
+                    c.kill(&node);
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    c.start(&node).await;
+                    "leader kill"
+                }
+                1 => {
+                    let node = any();
+                    let cut = c.isolate(node);
+                    let ms = rand::rng().random_range(1000..3000);
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    drop(cut);
+                    "partition"
+                }
+                _ => {
+                    // Only while every other replica is whole (the wait
+                    // below): a wiped node relies on the others' copies.
+                    let node = any();
+                    c.kill(node);
+                    std::fs::remove_dir_all(c.dir.path().join("data").join(node)).unwrap();
+                    c.start(node).await;
+                    "disk wipe"
+                }
+            };
+            // One node fault at a time, as three replicas tolerate.
+            c.wait_healthy(Duration::from_secs(60)).await;
+            kind.to_string()
+        }
+    }
+}
+
+/// The actors a chaos step may kill, and on which nodes.
+fn actor_targets(profile: Profile) -> Vec<(&'static str, ChaosTarget)> {
+    let everywhere = |t: ChaosTarget| [("n1", t), ("n2", t), ("n3", t)];
+    match profile {
+        Profile::Actors => vec![
+            ("n2", ChaosTarget::Group),
+            ("n3", ChaosTarget::Group),
+            ("n2", ChaosTarget::Fanout),
+            ("n3", ChaosTarget::Fanout),
+            ("n2", ChaosTarget::Anonymizer),
+            ("n3", ChaosTarget::Anonymizer),
+            ("n2", ChaosTarget::Role(Role::Ids)),
+            ("n3", ChaosTarget::Role(Role::Ids)),
+            ("n2", ChaosTarget::Role(Role::Ods)),
+            ("n3", ChaosTarget::Role(Role::Ods)),
+            ("n1", ChaosTarget::Role(Role::Ods)),
+            ("n1", ChaosTarget::Role(Role::As)),
+            ("n1", ChaosTarget::Role(Role::Cs)),
+        ],
+        Profile::Replicated => [
+            ChaosTarget::Group,
+            ChaosTarget::Fanout,
+            ChaosTarget::Anonymizer,
+            ChaosTarget::Role(Role::Ids),
+            ChaosTarget::Role(Role::Ods),
+            ChaosTarget::Role(Role::As),
+            ChaosTarget::Role(Role::Cs),
+        ]
+        .into_iter()
+        .flat_map(everywhere)
+        .collect(),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn nothing_acknowledged_is_lost_or_duplicated_under_chaos() {
-    common::init();
-    let env = |k: &str, d: u32| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
-    let rounds = env("MLSD_CHAOS_ROUNDS", 12) as usize;
-    // A node SIGKILL and restart every N chaos steps (0: actor kills only).
-    let node_every = env("MLSD_CHAOS_NODE_EVERY", 8);
-    let n_groups = env("MLSD_CHAOS_GROUPS", 2).max(1);
-    let n_senders = env("MLSD_CHAOS_SENDERS", 3).max(1);
-    // Mean pause between chaos steps.
-    let interval_ms = u64::from(env("MLSD_CHAOS_INTERVAL_MS", 125).max(2));
-    let mut c = Cluster::with_extra(
-        &[
-            ("n1", &[Role::As, Role::Cs, Role::Ods]),
-            ("n2", &[Role::Ids, Role::Ods, Role::Sds]),
-            ("n3", &[Role::Ids, Role::Ods]),
-        ],
-        // Role actors are killed far more often than the default restart
-        // intensity allows (which would stop the node, by design).
-        "[limits]\ncall_timeout_ms = 2000\nconnect_timeout_ms = 1000\n[chaos]\nallow = true\n[supervision]\nmax_restarts = 100000\n",
-    );
-    c.start_all().await;
+    run(Profile::Actors, Knobs::from_env(8)).await;
+}
 
-    // G groups of C senders and a guest who is removed and added back; every
-    // client enters through n1, whose process stays up.
+#[tokio::test(flavor = "multi_thread")]
+async fn nothing_acknowledged_is_lost_with_leader_kills_disk_wipes_and_partitions() {
+    run(Profile::Replicated, Knobs::from_env(12)).await;
+}
+
+async fn run(profile: Profile, k: Knobs) {
+    common::init();
+    let Knobs { rounds, node_every, n_groups, n_senders, interval_ms } = k;
+    let mut c = cluster(profile);
+    c.start_all().await;
+    if profile == Profile::Replicated {
+        c.wait_healthy(Duration::from_secs(30)).await;
+    }
+
+    // G groups of C senders and a guest who is removed and added back.
+    // Clients enter through n1 (Actors: its process stays up) or through
+    // every node in turn (Replicated).
+    let entry = |i: usize| match profile {
+        Profile::Actors => "n1",
+        Profile::Replicated => ["n1", "n2", "n3"][i % 3],
+    };
+    let mut entered = 0usize;
     let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
     let groups: Vec<(&'static str, Vec<&'static str>, &'static str)> = (1..=n_groups)
         .map(|g| {
@@ -214,9 +378,11 @@ async fn nothing_acknowledged_is_lost_or_duplicated_under_chaos() {
     for (g, names, guest) in groups.iter().cloned() {
         let mut clients = Vec::new();
         for n in &names {
-            clients.push(c.registered(&format!("{n}/phone"), "n1", 4).await);
+            entered += 1;
+            clients.push(c.registered(&format!("{n}/phone"), entry(entered), 4).await);
         }
-        let mut guest_client = c.registered(&format!("{guest}/phone"), "n1", 4).await;
+        entered += 1;
+        let mut guest_client = c.registered(&format!("{guest}/phone"), entry(entered), 4).await;
         clients[0].create_group(g, RosterMode::Stored).await.unwrap();
         let mut invited: Vec<&str> = names[1..].to_vec();
         invited.push(guest);
@@ -252,6 +418,7 @@ async fn nothing_acknowledged_is_lost_or_duplicated_under_chaos() {
     let mut kills = HashMap::<String, u32>::new();
     let start = Instant::now();
     let mut step = 0u32;
+    let targets = actor_targets(profile);
     let limit = Duration::from_secs((rounds as u64 * 14).max(170));
     while tasks.iter().any(|(_, _, t)| !t.is_finished()) {
         assert!(start.elapsed() < limit, "load did not finish in {limit:?}");
@@ -259,30 +426,11 @@ async fn nothing_acknowledged_is_lost_or_duplicated_under_chaos() {
         tokio::time::sleep(Duration::from_millis(pause)).await;
         step += 1;
         if node_every > 0 && step.is_multiple_of(node_every) {
-            let node = *["n2", "n3"].choose(&mut rand::rng()).unwrap();
-            c.kill(node);
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            c.start(node).await;
-            *kills.entry(format!("node {node}")).or_default() += 1;
+            let kind = node_fault(&mut c, profile, step / node_every).await;
+            *kills.entry(kind).or_default() += 1;
             continue;
         }
-        let (node, target) = *[
-            ("n2", ChaosTarget::Group),
-            ("n3", ChaosTarget::Group),
-            ("n2", ChaosTarget::Fanout),
-            ("n3", ChaosTarget::Fanout),
-            ("n2", ChaosTarget::Anonymizer),
-            ("n3", ChaosTarget::Anonymizer),
-            ("n2", ChaosTarget::Role(Role::Ids)),
-            ("n3", ChaosTarget::Role(Role::Ids)),
-            ("n2", ChaosTarget::Role(Role::Ods)),
-            ("n3", ChaosTarget::Role(Role::Ods)),
-            ("n1", ChaosTarget::Role(Role::Ods)),
-            ("n1", ChaosTarget::Role(Role::As)),
-            ("n1", ChaosTarget::Role(Role::Cs)),
-        ]
-        .choose(&mut rand::rng())
-        .unwrap();
+        let (node, target) = *targets.choose(&mut rand::rng()).unwrap();
         if let Response::Killed { count } =
             c.operator_call(node, NodeRequest::Chaos { target }).await
         {

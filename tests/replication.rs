@@ -1,7 +1,8 @@
 //! Replicated shards (issue: "Replicated shards on openraft"), on three real
 //! `mlsd` processes over QUIC, every role on every node, three replicas per
 //! shard: a node SIGKILLed under load, a node whose data dir is deleted,
-//! and two of three nodes down. Nothing acknowledged may be lost.
+//! two of three nodes down, and a node cut off by a partition. Nothing
+//! acknowledged may be lost.
 
 mod common;
 
@@ -218,4 +219,67 @@ async fn with_two_of_three_down_writes_are_refused_retryably_and_resume() {
     }
     let _ = bob.reconnect().await;
     assert_eq!(receive_texts(&mut bob, 2).await, expected(0..2));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_partitioned_node_acknowledges_nothing_and_the_majority_carries_on() {
+    common::init();
+    let c = three().await;
+    let (mut alice, mut bob, mut carol) = group(&c).await;
+    // Dave enters through n1, the node that gets cut off.
+    let mut dave = c.registered("dave/phone", "n1", 3).await;
+    alice.add_members("G", &["dave"]).await.unwrap();
+    for m in [&mut bob, &mut carol, &mut dave] {
+        m.receive().await.unwrap();
+    }
+    let epoch = alice.group_epoch("G").unwrap();
+    send_acked(&mut alice, "message 0").await;
+
+    let cut = c.isolate("n1");
+    // The minority side: a send, a fetch and a commit through n1 are all
+    // refused (retryably), since n1 can reach no majority of any shard, even
+    // of the shards it led a moment ago.
+    let minority = dave.prepare_text("G", "from the minority").unwrap();
+    match dave.send_request(minority).await {
+        Err(e) if mlsd_client::retry::transient(&e) => {}
+        other => panic!("the minority acknowledged a send: {other:?}"),
+    }
+    match dave.receive().await {
+        Err(e) if mlsd_client::retry::transient(&e) => {}
+        other => panic!("the minority served a fetch: {other:?}"),
+    }
+    // The majority side: sends and a commit for the current epoch go through.
+    for i in 1..10 {
+        send_acked(&mut alice, &format!("message {i}")).await;
+    }
+    assert_eq!(alice.self_update("G").await.unwrap(), epoch + 1);
+    // Dave commits for that same epoch through n1 while the partition lasts
+    // and for a while after it heals: his commit must not be accepted next
+    // to Alice's. His client learns the epoch is taken, processes Alice's
+    // commit and commits again, one epoch later.
+    let healed = async {
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        drop(cut);
+        Instant::now()
+    };
+    let committed = async {
+        let r = dave.self_update("G").await;
+        (r, Instant::now())
+    };
+    let (healed_at, (r, committed_at)) = tokio::join!(healed, committed);
+    assert_eq!(r.unwrap(), epoch + 2, "dave's commit lands after alice's, not beside it");
+    assert!(committed_at > healed_at, "a commit was acknowledged through the minority");
+
+    // Every acknowledged message arrives exactly once, and the refused one
+    // never does; then everyone agrees on the epoch and the members.
+    assert_eq!(receive_texts(&mut dave, 10).await, expected(0..10));
+    send_acked(&mut dave, "message 10").await;
+    assert_eq!(receive_texts(&mut bob, 11).await, expected(0..11));
+    assert_eq!(receive_texts(&mut carol, 11).await, expected(0..11));
+    assert_eq!(receive_texts(&mut alice, 1).await, expected(10..11));
+    for m in [&alice, &bob, &carol] {
+        assert_eq!(m.group_epoch("G").unwrap(), epoch + 2);
+        assert_eq!(m.group_members("G").unwrap(), dave.group_members("G").unwrap());
+    }
+    c.wait_healthy(Duration::from_secs(60)).await;
 }

@@ -531,3 +531,58 @@ pub fn mailbox_ref_in(key_package: &[u8]) -> mlsd_transport::envelope::MailboxRe
         .unwrap();
     mlsd_client::leaf::mailbox_ref_of(kp.leaf_node()).expect("a mailbox reference")
 }
+
+/// A node cut off from the other nodes of its cluster by iptables rules on
+/// the loopback interface: every UDP datagram between its port and theirs
+/// is dropped, both ways. Its clients still reach it (they use other
+/// ports), which is what lets a test ask the minority side to acknowledge
+/// something. Dropping the guard heals the partition. Needs root and
+/// `iptables` (scripts/bootstrap.sh installs it).
+pub struct Partition {
+    rules: Vec<Vec<String>>,
+}
+
+impl Cluster {
+    /// Cuts `node` off from every other node of the cluster until the
+    /// returned guard is dropped.
+    pub fn isolate(&self, node: &str) -> Partition {
+        let mine = self.addr(node).port();
+        let mut rules = Vec::new();
+        for other in self.specs.iter().filter(|s| s.name != node) {
+            let theirs = other.addr.port();
+            for (from, to) in [(mine, theirs), (theirs, mine)] {
+                let rule: Vec<String> =
+                    format!("INPUT -i lo -p udp --sport {from} --dport {to} -j DROP")
+                        .split(' ')
+                        .map(str::to_string)
+                        .collect();
+                iptables("-I", &rule);
+                rules.push(rule);
+            }
+        }
+        Partition { rules }
+    }
+}
+
+fn iptables(op: &str, rule: &[String]) {
+    let out = Command::new("iptables").arg(op).args(rule).output();
+    match out {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => panic!(
+            "iptables {op} {}: {} (the partition test needs root)",
+            rule.join(" "),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Err(e) => panic!("iptables not runnable ({e}): run scripts/bootstrap.sh"),
+    }
+}
+
+impl Drop for Partition {
+    fn drop(&mut self) {
+        for rule in &self.rules {
+            // Not `iptables()`: a panic while unwinding would abort, and a
+            // rule left behind only drops traffic to ports nobody uses again.
+            let _ = Command::new("iptables").arg("-D").args(rule).output();
+        }
+    }
+}

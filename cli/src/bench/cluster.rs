@@ -12,12 +12,36 @@ use mlsd_transport::protocol::IdsRequest;
 /// real client, still pays for its group with a ticket.
 pub(super) const BENCH_CONFIG: &str = "[tickets]\nrequired = false\n[limits]\nrequests_per_second = 1000000\n[ods]\nopen_rate_per_minute = 100000000\nmax_queue = 1000000\n[ids]\ngroup_copies_per_second = 100000000\nsender_copies_per_second = 100000000\ncreate_rate_per_minute = 100000000\n[cs]\nfetch_rate_per_target_per_minute = 100000000\nfetch_rate_per_minute = 100000000\n[sds]\nupload_bytes_per_minute = 4000000000\n";
 
-/// The two cluster shapes: every role on one node; IDS on one node and the
-/// ODS on two others.
-pub(super) const SHAPES: [(usize, &[(&str, &str)]); 2] = [
-    (1, &[("b1", "\"as\", \"cs\", \"ids\", \"ods\", \"sds\"")]),
-    (3, &[("b1", "\"as\", \"cs\", \"ids\", \"sds\""), ("b2", "\"ods\""), ("b3", "\"ods\"")]),
+/// A cluster shape the benchmark measures.
+pub(super) struct Shape {
+    /// How the tables name it.
+    pub(super) label: &'static str,
+    /// Node name and TOML role list, per node.
+    pub(super) layout: &'static [(&'static str, &'static str)],
+    /// Lines of the `[cluster]` table.
+    pub(super) keys: &'static str,
+}
+
+/// Every role on one node (one replica of each shard); the IDS on one node
+/// and the ODS on two others (each shard on the nodes hosting its role);
+/// every role on three nodes with three replicas of every shard, which is
+/// what replication costs against the first.
+pub(super) const SHAPES: [Shape; 3] = [
+    Shape { label: "1 node", layout: &[("b1", ALL)], keys: "" },
+    Shape {
+        label: "3 nodes, IDS | ODS ODS",
+        layout: &[("b1", "\"as\", \"cs\", \"ids\", \"sds\""), ("b2", "\"ods\""), ("b3", "\"ods\"")],
+        keys: "",
+    },
+    Shape {
+        label: "3 nodes, 3 replicas",
+        layout: &[("b1", ALL), ("b2", ALL), ("b3", ALL)],
+        keys: "replicas = 3\n",
+    },
 ];
+
+/// Every role, as a TOML list.
+const ALL: &str = "\"as\", \"cs\", \"ids\", \"ods\", \"sds\"";
 
 /// A fresh cluster of the benchmark with a registered sender that created the
 /// group `bench` (client-supplied rosters, so the bench picks the recipients).
@@ -27,9 +51,10 @@ pub(super) struct BenchCluster {
 }
 
 impl BenchCluster {
-    /// Starts `layout` in this process and registers the sender.
-    pub(super) async fn start(layout: &[(&str, &str)]) -> anyhow::Result<Self> {
-        let cluster = InprocCluster::start("bench", layout, BENCH_CONFIG).await?;
+    /// Starts `shape` in this process and registers the sender.
+    pub(super) async fn start(shape: &Shape) -> anyhow::Result<Self> {
+        let extra = format!("{}{BENCH_CONFIG}", shape.keys);
+        let cluster = InprocCluster::start("bench", shape.layout, &extra).await?;
         let mut sender = Client::open(&cluster.client_config("sender", 0)).await?;
         sender.register("bench/sender", None).await?;
         sender.create_group("bench", RosterMode::Client).await?;

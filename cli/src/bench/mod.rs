@@ -4,7 +4,9 @@
 //! the anonymizers' code path, bytes per second over one node-to-node QUIC
 //! connection, ODS enqueues per second through the ODS's own synced write
 //! path); fan-out throughput on a one-node and a three-node cluster in this
-//! process (real QUIC, real RocksDB); and the send-to-all-enqueued latency.
+//! process (real QUIC, real RocksDB), with three replicas of every shard
+//! against one; the send-to-all-enqueued latency; and the CPU an idle
+//! three-node cluster burns.
 //! Figures depend on the build profile: see docs/performance.md.
 //!
 //! # Layout
@@ -12,6 +14,7 @@
 //! - `anonymizer`: anonymizer actor cost against its job and the seal.
 //! - `memory`: resident bytes per idle mailbox and group actor.
 //! - `cluster`: bench clusters, fan-out throughput and latency.
+//! - `idle`: CPU per node of an idle three-node cluster.
 //! - this file: the run, its table and JSON, and single stages.
 
 use std::path::PathBuf;
@@ -31,11 +34,13 @@ use crate::inproc::InprocCluster;
 
 mod anonymizer;
 mod cluster;
+mod idle;
 mod limits;
 mod memory;
 
 use anonymizer::*;
 use cluster::*;
+use idle::*;
 use limits::*;
 pub use memory::memory_child;
 use memory::*;
@@ -144,7 +149,8 @@ pub async fn run(opts: BenchOpts) -> anyhow::Result<()> {
     let mut enqueue_1000_ms = None;
     let mut enqueue_latencies = Vec::new();
     let mut receive_latencies: Vec<(usize, f64, Vec<f64>)> = Vec::new();
-    for &(n, layout) in &SHAPES {
+    for (si, shape) in SHAPES.iter().enumerate() {
+        let label = shape.label;
         for &m in sizes {
             let messages = (volume / m).clamp(2, 200);
             // Each figure from a fresh cluster, as the enqueue stage starts
@@ -160,10 +166,10 @@ pub async fn run(opts: BenchOpts) -> anyhow::Result<()> {
                 } else {
                     ceiling
                 };
-                let mut b = BenchCluster::start(layout).await?;
+                let mut b = BenchCluster::start(shape).await?;
                 let (rate, first_ms) =
                     fanout(&b.cluster, &mut b.sender, "bench", m, messages).await?;
-                if paired && n == 1 && enqueue_1000_ms.is_none() {
+                if paired && si == 0 && enqueue_1000_ms.is_none() {
                     enqueue_1000_ms = Some(first_ms);
                 }
                 b.cluster.shutdown().await;
@@ -183,34 +189,57 @@ pub async fn run(opts: BenchOpts) -> anyhow::Result<()> {
                 String::new()
             };
             println!(
-                "  {n} node(s), {m:>6} members: {rate:>10.0} copies/s ({ratio:.2} of the ceiling){spread}"
+                "  {label:<24} {m:>6} members: {rate:>10.0} copies/s ({ratio:.2} of the ceiling){spread}"
             );
-            rows.push((n, m, rate, ratio));
+            rows.push((si, m, rate, ratio));
         }
         // Latency on its own cluster, at half the 100-member throughput.
-        let mut b = BenchCluster::start(layout).await?;
+        let mut b = BenchCluster::start(shape).await?;
         let sender = &mut b.sender;
-        if n == 1 {
+        if si == 0 {
             for _ in 0..if opts.quick { 20 } else { 100 } {
                 enqueue_latencies.push(fanout(&b.cluster, sender, "bench", 100, 1).await?.1);
             }
         }
-        let rate100 = rows.iter().find(|r| r.0 == n && r.1 == 100).map_or(1000.0, |r| r.2);
+        let rate100 = rows.iter().find(|r| r.0 == si && r.1 == 100).map_or(1000.0, |r| r.2);
         let offered = (rate100 / 100.0 / 2.0).clamp(1.0, 200.0);
         let count = if opts.quick { 100 } else { 500 };
         let lat = send_to_receive(&b.cluster, sender, "bench", count, offered).await?;
-        receive_latencies.push((n, offered, lat));
+        receive_latencies.push((si, offered, lat));
         b.cluster.shutdown().await;
     }
     let (e50, e99) = percentiles(&mut enqueue_latencies);
     let mut latency = Vec::new();
-    for (n, offered, lat) in &mut receive_latencies {
+    for (si, offered, lat) in &mut receive_latencies {
         let (p50, p99) = percentiles(lat);
         println!(
-            "latency, send to a subscribed member receiving, 100 members, {n} node(s), {offered:.0} msg/s offered: p50 {p50:.1} ms, p99 {p99:.1} ms ({} samples)",
+            "latency, send to a subscribed member receiving, 100 members, {}, {offered:.0} msg/s offered: p50 {p50:.1} ms, p99 {p99:.1} ms ({} samples)",
+            SHAPES[*si].label,
             lat.len()
         );
-        latency.push((*n, *offered, p50, p99));
+        latency.push((*si, *offered, p50, p99));
+    }
+    // What three replicas cost against one: the 1,000-member fan-out and the
+    // 100-member p99, replicated shape over the one-node shape.
+    let at = |si: usize, m: usize| rows.iter().find(|r| r.0 == si && r.1 == m).map(|r| r.2);
+    let throughput_ratio = at(2, 1000).zip(at(0, 1000)).map(|(r, s)| r / s).unwrap_or(0.0);
+    let p99_ratio = latency
+        .iter()
+        .find(|l| l.0 == 2)
+        .zip(latency.first())
+        .map(|(r, s)| r.3 / s.3.max(1e-9))
+        .unwrap_or(0.0);
+    println!(
+        "replication, 3 replicas against 1: 1,000-member fan-out at {throughput_ratio:.2}x the copies/s (target >= 0.4), 100-member p99 at {p99_ratio:.2}x (target <= 3)"
+    );
+    let idle_s = if opts.quick { 10 } else { 30 };
+    let idle = idle_cpu(idle_s).await?;
+    match &idle {
+        Some((per_node, shards)) => println!(
+            "idle 3-node cluster ({shards} shards, 3 replicas each): {} % of one core per node over {idle_s} s (target < 2 %)",
+            per_node.iter().map(|p| format!("{p:.2}")).collect::<Vec<_>>().join(" / ")
+        ),
+        None => println!("idle 3-node cluster: CPU time not available on this system"),
     }
     let (p50, p99) = latency.first().map(|l| (l.2, l.3)).unwrap_or((0.0, 0.0));
     let seal_1000_ms = 1000.0 / seal_per_core * 1e3;
@@ -227,17 +256,17 @@ pub async fn run(opts: BenchOpts) -> anyhow::Result<()> {
             .unwrap_or_default();
         let fanout: Vec<String> = rows
             .iter()
-            .map(|(n, m, r, ratio)| format!("{{\"nodes\": {n}, \"members\": {m}, \"copies_per_s\": {r:.1}, \"ratio\": {ratio:.3}}}"))
+            .map(|(si, m, r, ratio)| format!("{{\"shape\": \"{}\", \"nodes\": {}, \"members\": {m}, \"copies_per_s\": {r:.1}, \"ratio\": {ratio:.3}}}", SHAPES[*si].label, SHAPES[*si].layout.len()))
             .collect();
         let json = format!(
-            "{{\n  \"machine\": {{\"cores\": {cores}, \"cpu\": \"{cpu}\", \"arch\": \"{}\", \"os\": \"{}\", \"profile\": \"{}\"}},\n  \"git_revision\": \"{rev}\",\n  \"seal_per_core_per_s\": {seal_per_core:.1},\n  \"enqueue_per_s\": {enqueue:.1},\n  \"quic_bytes_per_s\": {quic:.1},\n  \"ceiling_copies_per_s\": {ceiling:.1},\n  \"fanout\": [{}],\n  \"latency_ms\": {{\"p50\": {p50:.2}, \"p99\": {p99:.2}}},\n  \"latency_by_shape\": [{}],\n  \"enqueue_latency_ms\": {{\"p50\": {e50:.2}, \"p99\": {e99:.2}}},\n  \"bytes_per_idle_group\": {},\n  \"seal_1000_ms\": {seal_1000_ms:.2},\n  \"anonymizer_us\": {anon_us:.2},\n  \"anonymizer_chaos_hooks_us\": {anon_chaos_us:.2},\n  \"anonymizer_cpu_us\": {},\n  \"anonymizer_actor_cpu_us\": {},\n  \"job_us\": {job_us:.2},\n  \"seal_cpu_us\": {seal_cpu_us:.2},\n  \"seal_us\": {seal_us:.2},\n  \"enqueue_1000_ms\": {:.2},\n  \"bytes_per_idle_mailbox\": {}\n}}\n",
+            "{{\n  \"machine\": {{\"cores\": {cores}, \"cpu\": \"{cpu}\", \"arch\": \"{}\", \"os\": \"{}\", \"profile\": \"{}\"}},\n  \"git_revision\": \"{rev}\",\n  \"seal_per_core_per_s\": {seal_per_core:.1},\n  \"enqueue_per_s\": {enqueue:.1},\n  \"quic_bytes_per_s\": {quic:.1},\n  \"ceiling_copies_per_s\": {ceiling:.1},\n  \"fanout\": [{}],\n  \"latency_ms\": {{\"p50\": {p50:.2}, \"p99\": {p99:.2}}},\n  \"latency_by_shape\": [{}],\n  \"enqueue_latency_ms\": {{\"p50\": {e50:.2}, \"p99\": {e99:.2}}},\n  \"bytes_per_idle_group\": {},\n  \"seal_1000_ms\": {seal_1000_ms:.2},\n  \"anonymizer_us\": {anon_us:.2},\n  \"anonymizer_chaos_hooks_us\": {anon_chaos_us:.2},\n  \"anonymizer_cpu_us\": {},\n  \"anonymizer_actor_cpu_us\": {},\n  \"job_us\": {job_us:.2},\n  \"seal_cpu_us\": {seal_cpu_us:.2},\n  \"seal_us\": {seal_us:.2},\n  \"enqueue_1000_ms\": {:.2},\n  \"bytes_per_idle_mailbox\": {},\n  \"replicated_throughput_ratio\": {throughput_ratio:.3},\n  \"replicated_p99_ratio\": {p99_ratio:.3},\n  \"idle_cpu_percent_per_node\": {}\n}}\n",
             std::env::consts::ARCH,
             std::env::consts::OS,
             if cfg!(debug_assertions) { "debug" } else { "release" },
             fanout.join(", "),
             latency
                 .iter()
-                .map(|(n, o, p50, p99)| format!("{{\"nodes\": {n}, \"offered_msgs_per_s\": {o:.1}, \"p50\": {p50:.2}, \"p99\": {p99:.2}}}"))
+                .map(|(si, o, p50, p99)| format!("{{\"shape\": \"{}\", \"nodes\": {}, \"offered_msgs_per_s\": {o:.1}, \"p50\": {p50:.2}, \"p99\": {p99:.2}}}", SHAPES[*si].label, SHAPES[*si].layout.len()))
                 .collect::<Vec<_>>()
                 .join(", "),
             per_group.map(|(b, _)| format!("{b:.1}")).unwrap_or_else(|| "null".into()),
@@ -245,6 +274,9 @@ pub async fn run(opts: BenchOpts) -> anyhow::Result<()> {
             actor_cpu_us.map(|c| format!("{c:.2}")).unwrap_or_else(|| "null".into()),
             enqueue_1000_ms.unwrap_or(0.0),
             per_mailbox.map(|b| format!("{b:.1}")).unwrap_or_else(|| "null".into()),
+            idle.as_ref()
+                .map(|(p, _)| format!("[{}]", p.iter().map(|x| format!("{x:.3}")).collect::<Vec<_>>().join(", ")))
+                .unwrap_or_else(|| "null".into()),
         );
         std::fs::write(&path, json).with_context(|| format!("writing {}", path.display()))?;
         println!("figures written to {}", path.display());
@@ -278,15 +310,14 @@ fn percentiles(v: &mut [f64]) -> (f64, f64) {
 /// One stage alone (`mlsd bench-stage`), so a profiler sees only it:
 /// `enqueue-N` runs `count` copies through the ODS in synced batches of N;
 /// `fanout` sends `count` messages to 1,000 members on a fresh one-node
-/// cluster; `anonymizer-N` runs `count` anonymizers, N in flight.
+/// cluster (`fanout3`: IDS | ODS ODS, `fanout3r`: three replicas); `anonymizer-N` runs `count` anonymizers, N in flight.
 pub async fn stage(what: &str, count: usize) -> anyhow::Result<()> {
     let env_len = seal_rate(1).1;
     if let Some(batch) = what.strip_prefix("enqueue-") {
         let rate = enqueue_rate(count, batch.parse()?, 1000, env_len)?;
         println!("{what}: {rate:.0} copies/s");
-    } else if what == "fanout" || what == "fanout3" {
-        let layout = if what == "fanout" { &SHAPES[0].1 } else { &SHAPES[1].1 };
-        let mut b = BenchCluster::start(layout).await?;
+    } else if let Some(si) = ["fanout", "fanout3", "fanout3r"].iter().position(|w| *w == what) {
+        let mut b = BenchCluster::start(&SHAPES[si]).await?;
         let (rate, _) = fanout(&b.cluster, &mut b.sender, "bench", 1000, count).await?;
         b.cluster.shutdown().await;
         println!("{what}: {rate:.0} copies/s");

@@ -46,7 +46,7 @@ pub use sds::{SdsError, SdsRequest};
 
 /// Version of the request/response types below. Bumped on any change that an
 /// older peer would decode differently.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// ALPN of client connections: server-authenticated TLS, requests of [`ClientFrame`].
 pub const ALPN_CLIENT: &[u8] = b"mlsd-client/1";
