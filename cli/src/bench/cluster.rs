@@ -24,14 +24,19 @@ pub(super) struct Shape {
 
 /// Every role on one node (one replica of each shard); the IDS on one node
 /// and the ODS on two others (each shard on the nodes hosting its role);
-/// every role on three nodes with three replicas of every shard, which is
-/// what replication costs against the first.
-pub(super) const SHAPES: [Shape; 3] = [
+/// every role on three nodes with one replica of each shard, and the same
+/// with three: what replication costs is the last against the one before.
+pub(super) const SHAPES: [Shape; 4] = [
     Shape { label: "1 node", layout: &[("b1", ALL)], keys: "" },
     Shape {
         label: "3 nodes, IDS | ODS ODS",
         layout: &[("b1", "\"as\", \"cs\", \"ids\", \"sds\""), ("b2", "\"ods\""), ("b3", "\"ods\"")],
         keys: "",
+    },
+    Shape {
+        label: "3 nodes, 1 replica",
+        layout: &[("b1", ALL), ("b2", ALL), ("b3", ALL)],
+        keys: "replicas = 1\n",
     },
     Shape {
         label: "3 nodes, 3 replicas",
