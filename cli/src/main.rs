@@ -59,9 +59,10 @@ enum Cmd {
     /// One stage of `mlsd bench` alone, for profiling it (internal).
     #[command(hide = true)]
     BenchStage {
-        /// `enqueue-N`, `fanout` or `anonymizer-N` (see `bench::stage`).
+        /// `enqueue-N`, `fanout`, `fanout3`, `fanout3x1`, `fanout3x3`,
+        /// `anonymizer-N` or `idle` (see `bench::stage`).
         what: String,
-        /// Copies, messages or anonymizers.
+        /// Copies, messages, anonymizers or seconds.
         count: usize,
     },
     /// Run the deterministic simulation of the shard layer over many seeds,

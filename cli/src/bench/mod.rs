@@ -322,7 +322,8 @@ fn percentiles(v: &mut [f64]) -> (f64, f64) {
 /// `enqueue-N` runs `count` copies through the ODS in synced batches of N;
 /// `fanout` sends `count` messages to 1,000 members on a fresh one-node
 /// cluster (`fanout3`: IDS | ODS ODS; `fanout3x1`, `fanout3x3`: every role on
-/// three nodes, one or three replicas); `anonymizer-N` runs `count` anonymizers, N in flight.
+/// three nodes, one or three replicas); `idle` measures an idle
+/// three-node cluster's CPU per node over `count` seconds; `anonymizer-N` runs `count` anonymizers, N in flight.
 pub async fn stage(what: &str, count: usize) -> anyhow::Result<()> {
     let env_len = seal_rate(1).1;
     if let Some(batch) = what.strip_prefix("enqueue-") {
@@ -335,6 +336,14 @@ pub async fn stage(what: &str, count: usize) -> anyhow::Result<()> {
         let (rate, _) = fanout(&b.cluster, &mut b.sender, "bench", 1000, count).await?;
         b.cluster.shutdown().await;
         println!("{what}: {rate:.0} copies/s");
+    } else if what == "idle" {
+        match idle_cpu(count as u64).await? {
+            Some((per_node, shards)) => println!(
+                "idle: {shards} shards, {} % of one core per node over {count} s",
+                per_node.iter().map(|p| format!("{p:.2}")).collect::<Vec<_>>().join(" / ")
+            ),
+            None => println!("idle: CPU time not available on this system"),
+        }
     } else if let Some(lanes) = what.strip_prefix("anonymizer-") {
         let (wall, cpu) = anonymizer_cost(count, lanes.parse()?, false).await?;
         let job = job_cost(count);
