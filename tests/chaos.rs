@@ -235,11 +235,10 @@ fn cluster(profile: Profile) -> Cluster {
             ],
             &format!("[limits]\ncall_timeout_ms = 2000\nconnect_timeout_ms = 1000\n{CHAOS}"),
         ),
-        // Raft timings of tests/replication.rs: elections a test can wait
-        // out, snapshots every 20 entries so a wiped node catches up from one.
+        // Snapshots every 20 entries, so a wiped node catches up from one.
         Profile::Replicated => Cluster::configured(
             &[("n1", &Role::ALL), ("n2", &Role::ALL), ("n3", &Role::ALL)],
-            "replicas = 3\nshards = 4\nheartbeat_ms = 200\nelection_timeout_ms = 800\nsnapshot_logs = 20\n",
+            common::REPLICATED,
             &format!("[limits]\ncall_timeout_ms = 3000\nconnect_timeout_ms = 1000\n{CHAOS}"),
         ),
     }
@@ -259,6 +258,13 @@ fn busiest_leader(c: &Cluster) -> String {
     led.into_iter().max_by_key(|(_, k)| *k).map(|(n, _)| n).unwrap_or_else(|| "n1".into())
 }
 
+/// SIGKILLs `node` and starts it again on the same data dir.
+async fn kill_and_restart(c: &mut Cluster, node: &str) {
+    c.kill(node);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    c.start(node).await;
+}
+
 /// The `nth` node-level fault of `profile`, over by the time it returns;
 /// the kind's name for the tally.
 async fn node_fault(c: &mut Cluster, profile: Profile, nth: u32) -> String {
@@ -266,18 +272,13 @@ async fn node_fault(c: &mut Cluster, profile: Profile, nth: u32) -> String {
     match profile {
         Profile::Actors => {
             let node = *["n2", "n3"].choose(&mut rand::rng()).unwrap();
-            c.kill(node);
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            c.start(node).await;
+            kill_and_restart(c, node).await;
             format!("node {node}")
         }
         Profile::Replicated => {
             let kind = match nth % 3 {
                 0 => {
-                    let node = busiest_leader(c);
-                    c.kill(&node);
-                    tokio::time::sleep(Duration::from_millis(300)).await;
-                    c.start(&node).await;
+                    kill_and_restart(c, &busiest_leader(c)).await;
                     "leader kill"
                 }
                 1 => {

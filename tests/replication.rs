@@ -13,17 +13,12 @@ use mlsd_client::Client;
 use mlsd_transport::protocol::{ClusterError, RosterMode};
 use mlsd_transport::{Response, Role, WireError};
 
-/// Three replicas of four shards per role, with Raft timings a test can wait
-/// out; snapshots every 20 entries, so a replica that starts empty catches
-/// up from one.
-const KEYS: &str =
-    "replicas = 3\nshards = 4\nheartbeat_ms = 200\nelection_timeout_ms = 800\nsnapshot_logs = 20\n";
 const LIMITS: &str = "[limits]\ncall_timeout_ms = 3000\nconnect_timeout_ms = 1000\n";
 
 async fn three() -> Cluster {
     let mut c = Cluster::configured(
         &[("n1", &Role::ALL), ("n2", &Role::ALL), ("n3", &Role::ALL)],
-        KEYS,
+        common::REPLICATED,
         LIMITS,
     );
     c.start_all().await;

@@ -22,19 +22,34 @@ fn free_addr() -> anyhow::Result<SocketAddr> {
     Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?)
 }
 
+/// A temporary directory holding `cluster.toml` for `layout` (node name,
+/// TOML role list; free loopback ports) with `extra` appended to the
+/// `[cluster]` table, and the cluster's certificates; the parsed config.
+/// What an in-process cluster starts from, and what `mlsd bench` hands to
+/// `mlsd run` processes.
+pub fn prepare(
+    name: &str,
+    layout: &[(&str, &str)],
+    extra: &str,
+) -> anyhow::Result<(tempfile::TempDir, ClusterConfig)> {
+    let dir = tempfile::tempdir()?;
+    let mut text = format!("[cluster]\nname = \"{name}\"\ncerts_dir = \"certs\"\n{extra}\n");
+    for (node, roles) in layout {
+        text.push_str(&format!(
+            "[[node]]\nname = \"{node}\"\nlisten = \"{}\"\nroles = [{roles}]\ndata_dir = \"data/{node}\"\n",
+            free_addr()?
+        ));
+    }
+    std::fs::write(dir.path().join("cluster.toml"), &text)?;
+    let config = ClusterConfig::parse(&text, dir.path())?;
+    mlsd_node::certs::ensure_certs(&config)?;
+    Ok((dir, config))
+}
+
 impl InprocCluster {
     /// Starts `layout` (node name, TOML role list) with `extra` config appended.
     pub async fn start(name: &str, layout: &[(&str, &str)], extra: &str) -> anyhow::Result<Self> {
-        let dir = tempfile::tempdir()?;
-        let mut text = format!("[cluster]\nname = \"{name}\"\ncerts_dir = \"certs\"\n{extra}\n");
-        for (node, roles) in layout {
-            text.push_str(&format!(
-                "[[node]]\nname = \"{node}\"\nlisten = \"{}\"\nroles = [{roles}]\ndata_dir = \"data/{node}\"\n",
-                free_addr()?
-            ));
-        }
-        let config = ClusterConfig::parse(&text, dir.path())?;
-        mlsd_node::certs::ensure_certs(&config)?;
+        let (dir, config) = prepare(name, layout, extra)?;
         let mut nodes = Vec::new();
         for (node, _) in layout {
             nodes.push(Node::start(config.clone(), Some(node)).await?);

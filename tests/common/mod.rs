@@ -36,6 +36,12 @@ pub struct Spec {
     pub addr: SocketAddr,
 }
 
+/// `[cluster]` keys of the replicated test clusters: three replicas of four
+/// shards per role, with Raft timings a test can wait out; snapshots every
+/// 20 entries, so a replica that starts empty catches up from one.
+pub const REPLICATED: &str =
+    "replicas = 3\nshards = 4\nheartbeat_ms = 200\nelection_timeout_ms = 800\nsnapshot_logs = 20\n";
+
 /// A cluster config in a temp dir, and the node processes started from it.
 pub struct Cluster {
     pub dir: tempfile::TempDir,

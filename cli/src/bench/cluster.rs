@@ -45,8 +45,14 @@ pub(super) const SHAPES: [Shape; 4] = [
     },
 ];
 
+/// Where in [`SHAPES`] the two every-role three-node shapes are, whose
+/// figures the replication comparison divides.
+pub(super) const ONE_REPLICA: usize = 2;
+/// See [`ONE_REPLICA`].
+pub(super) const THREE_REPLICAS: usize = 3;
+
 /// Every role, as a TOML list.
-const ALL: &str = "\"as\", \"cs\", \"ids\", \"ods\", \"sds\"";
+pub(super) const ALL: &str = "\"as\", \"cs\", \"ids\", \"ods\", \"sds\"";
 
 /// A fresh cluster of the benchmark with a registered sender that created the
 /// group `bench` (client-supplied rosters, so the bench picks the recipients).

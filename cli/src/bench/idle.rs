@@ -48,19 +48,10 @@ fn ticks_per_second() -> f64 {
 /// every shard of the idle cluster had a leader and every voter was caught
 /// up; and the number of shards. `None` when `/proc` is not there.
 pub(super) async fn idle_cpu(seconds: u64) -> anyhow::Result<Option<(Vec<f64>, usize)>> {
-    let dir = tempfile::tempdir()?;
-    let mut text = "[cluster]\nname = \"idle\"\ncerts_dir = \"certs\"\n".to_string();
     let names = ["i1", "i2", "i3"];
-    for n in names {
-        text.push_str(&format!(
-            "[[node]]\nname = \"{n}\"\nlisten = \"{}\"\nroles = [\"as\", \"cs\", \"ids\", \"ods\", \"sds\"]\ndata_dir = \"data/{n}\"\n",
-            std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?
-        ));
-    }
+    let layout: Vec<(&str, &str)> = names.iter().map(|n| (*n, ALL)).collect();
+    let (dir, config) = crate::inproc::prepare("idle", &layout, "")?;
     let path = dir.path().join("cluster.toml");
-    std::fs::write(&path, &text)?;
-    let config = mlsd_node::ClusterConfig::parse(&text, dir.path())?;
-    mlsd_node::certs::ensure_certs(&config)?;
     let exe = std::env::current_exe()?;
     let mut procs = Procs(Vec::new());
     for n in names {
@@ -95,4 +86,9 @@ pub(super) async fn idle_cpu(seconds: u64) -> anyhow::Result<Option<(Vec<f64>, u
     let Some(after) = cpu(&procs) else { return Ok(None) };
     let wall = t.elapsed().as_secs_f64();
     Ok(Some((before.iter().zip(&after).map(|(b, a)| (a - b) / wall * 100.0).collect(), shards)))
+}
+
+/// Per-node percentages as printed: `1.00 / 1.10 / 0.70`.
+pub(super) fn percents(per_node: &[f64]) -> String {
+    per_node.iter().map(|p| format!("{p:.2}")).collect::<Vec<_>>().join(" / ")
 }

@@ -194,16 +194,17 @@ pub async fn run(opts: BenchOpts) -> anyhow::Result<()> {
             rows.push((si, m, rate, ratio));
         }
     }
+    // A shape's throughput at `m` members.
+    let at = |si: usize, m: usize| rows.iter().find(|r| r.0 == si && r.1 == m).map(|r| r.2);
     for (si, shape) in SHAPES.iter().enumerate() {
         // Latency on its own cluster, at half the 100-member throughput;
         // the two shapes of three nodes with every role (one and three
         // replicas) at the same offered load, the slower one's, so their
         // p99s compare.
-        let rate100 = |si: usize| rows.iter().find(|r| r.0 == si && r.1 == 100).map(|r| r.2);
-        let rate100 = if si >= 2 {
-            rate100(2).into_iter().chain(rate100(3)).reduce(f64::min)
+        let rate100 = if si == ONE_REPLICA || si == THREE_REPLICAS {
+            at(ONE_REPLICA, 100).into_iter().chain(at(THREE_REPLICAS, 100)).reduce(f64::min)
         } else {
-            rate100(si)
+            at(si, 100)
         }
         .unwrap_or(1000.0);
         let mut b = BenchCluster::start(shape).await?;
@@ -232,12 +233,12 @@ pub async fn run(opts: BenchOpts) -> anyhow::Result<()> {
     }
     // What three replicas cost against one on the same three nodes: the
     // 1,000-member fan-out and the 100-member p99.
-    let at = |si: usize, m: usize| rows.iter().find(|r| r.0 == si && r.1 == m).map(|r| r.2);
-    let throughput_ratio = at(3, 1000).zip(at(2, 1000)).map(|(r, s)| r / s).unwrap_or(0.0);
+    let throughput_ratio =
+        at(THREE_REPLICAS, 1000).zip(at(ONE_REPLICA, 1000)).map(|(r, s)| r / s).unwrap_or(0.0);
     let p99_ratio = latency
         .iter()
-        .find(|l| l.0 == 3)
-        .zip(latency.iter().find(|l| l.0 == 2))
+        .find(|l| l.0 == THREE_REPLICAS)
+        .zip(latency.iter().find(|l| l.0 == ONE_REPLICA))
         .map(|(r, s)| r.3 / s.3.max(1e-9))
         .unwrap_or(0.0);
     println!(
@@ -248,7 +249,7 @@ pub async fn run(opts: BenchOpts) -> anyhow::Result<()> {
     match &idle {
         Some((per_node, shards)) => println!(
             "idle 3-node cluster ({shards} shards, 3 replicas each): {} % of one core per node over {idle_s} s (target < 2 %)",
-            per_node.iter().map(|p| format!("{p:.2}")).collect::<Vec<_>>().join(" / ")
+            percents(per_node)
         ),
         None => println!("idle 3-node cluster: CPU time not available on this system"),
     }
@@ -340,7 +341,7 @@ pub async fn stage(what: &str, count: usize) -> anyhow::Result<()> {
         match idle_cpu(count as u64).await? {
             Some((per_node, shards)) => println!(
                 "idle: {shards} shards, {} % of one core per node over {count} s",
-                per_node.iter().map(|p| format!("{p:.2}")).collect::<Vec<_>>().join(" / ")
+                percents(&per_node)
             ),
             None => println!("idle: CPU time not available on this system"),
         }
