@@ -156,15 +156,30 @@ impl Batch {
         self.ops.push(Op::DeleteRange { space, from, to });
     }
     /// Adds a delete of every key that starts with `prefix` (one range
-    /// tombstone; `prefix` must not end in 0xff).
+    /// tombstone), whatever its last bytes: shard 255's prefix ends in 0xff.
     pub fn delete_prefix(&mut self, space: Space, prefix: Vec<u8>) {
-        let mut end = prefix.clone();
-        if let Some(last) = end.last_mut() {
-            *last += 1;
-        }
+        let end = prefix_end(&prefix);
         self.delete_range(space, prefix, end);
     }
 }
+
+/// The first key after every key that starts with `prefix`: the prefix
+/// without its trailing 0xff bytes, its last byte incremented. A prefix of
+/// only 0xff bytes (or none) has no such key; the end returned then is
+/// past every key shorter than [`MAX_KEY_SCAN`] bytes, which all of ours are.
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0xff; MAX_KEY_SCAN]
+}
+
+/// Longest key a prefix delete of an all-0xff prefix is sure to reach.
+pub const MAX_KEY_SCAN: usize = 4096;
 
 /// What role logic may read: a view of the node's storage. Logic gets only
 /// this, never the means to write; it returns its writes as a [`Batch`] and
@@ -198,4 +213,31 @@ pub trait View: Send + Sync {
 pub trait Store: View + 'static {
     /// Applies `batch` atomically (durably when the store syncs).
     fn write(&self, batch: Batch) -> Result<(), StoreError>;
+
+    /// Applies `batch` atomically without waiting for the disk. It survives
+    /// a process kill at once, and a power loss from the next synced write
+    /// on (the WAL is one sequence: syncing it covers everything before).
+    /// For writes that can be redone from something already durable, such
+    /// as a shard's applied entries, which its synced log still holds: one
+    /// fsync per batch instead of two.
+    fn write_unsynced(&self, batch: Batch) -> Result<(), StoreError> {
+        self.write(batch)
+    }
+
+    /// Applies `batch` atomically and durably, whatever the node's
+    /// `sync_wal` says: Raft's log and vote, which openraft's storage
+    /// contract requires on disk before it is told they are (a vote or an
+    /// entry forgotten in a power loss can elect two leaders in one term or
+    /// lose a committed write).
+    fn write_synced(&self, batch: Batch) -> Result<(), StoreError> {
+        self.write(batch)
+    }
+
+    /// Runs `read` on the store as it is at this instant: writes made while
+    /// it runs are not seen (a RocksDB snapshot). What a shard snapshot is
+    /// built from, so that it holds one state, never half of an install.
+    fn read_at_once(
+        &self,
+        read: &mut dyn FnMut(&dyn View) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError>;
 }

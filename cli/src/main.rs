@@ -64,6 +64,9 @@ enum Cmd {
         what: String,
         /// Copies, messages, anonymizers or seconds.
         count: usize,
+        /// Group size of the `fanout` stages.
+        #[arg(long, default_value_t = 1000)]
+        members: usize,
     },
     /// Run the deterministic simulation of the shard layer over many seeds,
     /// or replay one (docs/reliability.md); exits non-zero on a violation.
@@ -223,9 +226,9 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
             let rt = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
             rt.block_on(bench::memory_child(&what, count))
         }
-        Cmd::BenchStage { what, count } => {
+        Cmd::BenchStage { what, count, members } => {
             let rt = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
-            rt.block_on(bench::stage(&what, count))
+            rt.block_on(bench::stage(&what, count, members))
         }
         Cmd::Sim { seeds, from, seed, trace } => {
             let range = match seed {

@@ -500,13 +500,15 @@ impl ClusterConfig {
         let l = raw.limits;
         let max_frame = l.max_frame.unwrap_or(limits::DEFAULT_MAX_FRAME);
         // One page of a mailbox must hold the largest envelope, or a mailbox
-        // holding one could never be read.
-        let min_frame = mlsd_transport::protocol::ods::MIN_FRAME_FOR_ENVELOPES;
+        // holding one could never be read; and one replicated entry must
+        // hold it, or it could never be stored.
+        let min_frame = mlsd_transport::protocol::ods::MIN_FRAME_FOR_ENVELOPES
+            + mlsd_actors::replica::ENTRY_MARGIN as u32;
         if !(min_frame..=limits::ABSOLUTE_MAX_FRAME).contains(&max_frame) {
             return Err(ConfigError::BadSetting {
                 key: "limits.max_frame",
                 reason: format!(
-                    "must be between {min_frame} (the largest envelope and its page) and {}",
+                    "must be between {min_frame} (the largest envelope, its page and its entry) and {}",
                     limits::ABSOLUTE_MAX_FRAME
                 ),
             });

@@ -303,7 +303,12 @@ impl GroupCore {
 
     /// `CreateGroup`: first come, first served. Returns the writes that
     /// create it; the core counts the group as created from now on, so a host
-    /// whose write fails loads the core again.
+    /// whose write fails loads the core again. The creator's own request
+    /// again (its answer was lost, or its entry node retried it after a
+    /// leader change) finds the group as it created it, at epoch 0 with its
+    /// mode and auth key, and is answered as the first time, with nothing to
+    /// write; anyone else gets `GroupTaken`. (Only the creator and members
+    /// know the auth key, and a member's copy changes nothing.)
     pub fn create(
         &mut self,
         mode: RosterMode,
@@ -313,7 +318,10 @@ impl GroupCore {
         if self.group.is_empty() || self.group.len() > MAX_GROUP_ID {
             return Err(WireError::Frame(BadFrame::Malformed("group id length".into())));
         }
-        if self.record.is_some() {
+        if let Some(r) = &self.record {
+            if r.epoch == 0 && r.mode == mode && r.auth_key == auth_key {
+                return Ok(Batch::new());
+            }
             return Err(WireError::Ids(IdsError::GroupTaken));
         }
         let record = GroupRecord { mode, epoch: 0, auth_key, past_auth: Vec::new() };

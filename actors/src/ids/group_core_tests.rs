@@ -19,7 +19,7 @@ use mlsd_transport::WireError;
 
 use super::group::{parse_idle_key, Accepted, GroupCore, IDLE_INDEX};
 use crate::cs::CIPHERSUITE;
-use crate::storage::{MemStore, Store, View};
+use crate::storage::{Batch, MemStore, Store, View};
 
 const GID: &[u8] = b"group-under-test";
 
@@ -118,7 +118,17 @@ fn a_group_is_created_once_and_survives_a_reload() {
         core.create(RosterMode::Client, [7; 32], None).err(),
         Some(WireError::Ids(IdsError::GroupTaken))
     );
+    // The creator's own request again, before and after a reload: answered
+    // as created, with nothing written.
+    assert_eq!(core.create(RosterMode::Client, [0; 32], None), Ok(Batch::new()));
     let mut fresh = GroupCore::load(GID, &store).unwrap();
+    assert_eq!(fresh.create(RosterMode::Client, [0; 32], None), Ok(Batch::new()));
+    assert_eq!(
+        fresh.create(RosterMode::Stored, [0; 32], None).err(),
+        Some(WireError::Ids(IdsError::GroupTaken)),
+        "another mode is someone else's group"
+    );
+    assert_eq!(store.contents(), before);
     assert_eq!(fresh.epoch(), Some(0));
     assert_eq!(
         fresh.create(RosterMode::Client, [7; 32], None).err(),

@@ -43,6 +43,12 @@ impl SnapshotFile {
     }
 }
 
+/// Makes the entries of directory `dir` durable (a file created in it and
+/// synced can still vanish in a power loss until its directory is synced).
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
 impl From<std::fs::File> for SnapshotFile {
     fn from(file: std::fs::File) -> Self {
         SnapshotFile { file, seeked: None }

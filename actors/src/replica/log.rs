@@ -1,7 +1,7 @@
 //! One shard's Raft log, vote and log state, in the node's `raft` column
-//! family under the shard's prefix. Every write is one atomic, synced batch
-//! (the node's store syncs its WAL), so an entry reported flushed survives
-//! a kill.
+//! family under the shard's prefix. Every write is one atomic batch, synced
+//! whatever `storage.sync_wal` says (openraft's contract: an entry or vote
+//! reported flushed survives a kill or a power loss).
 //!
 //! Keys, after the shard's three-byte prefix: `l` + index (big-endian) for
 //! each entry, `v` for the vote, `s` for the log state (last purged and last
@@ -74,7 +74,7 @@ impl ShardLog {
     }
 
     fn write(&self, b: Batch, subject: ErrorSubject<NodeId>) -> Result<(), StorageError<NodeId>> {
-        self.store.write(b).map_err(|e| io_err(subject, ErrorVerb::Write, e))
+        self.store.write_synced(b).map_err(|e| io_err(subject, ErrorVerb::Write, e))
     }
 
     fn put_bounds(&self, b: &mut Batch, bounds: Bounds) -> Result<(), StorageError<NodeId>> {
@@ -206,5 +206,67 @@ impl RaftLogStorage<ShardConfig> for ShardLog {
         }
         self.put_bounds(&mut b, bounds)?;
         self.write(b, ErrorSubject::Logs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use openraft::CommittedLeaderId;
+
+    use super::*;
+    use crate::storage::{Entries, MemStore, StoreError, View};
+    use mlsd_transport::Role;
+
+    /// A store opened with `sync_wal = false`, recording how each write was
+    /// asked for.
+    #[derive(Default)]
+    struct Unsynced {
+        inner: MemStore,
+        calls: Mutex<Vec<&'static str>>,
+    }
+
+    impl View for Unsynced {
+        fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+            self.inner.get(space, key)
+        }
+        fn scan_from(
+            &self,
+            space: Space,
+            prefix: &[u8],
+            start: &[u8],
+            limit: usize,
+        ) -> Result<Entries, StoreError> {
+            self.inner.scan_from(space, prefix, start, limit)
+        }
+    }
+
+    impl Store for Unsynced {
+        fn read_at_once(
+            &self,
+            read: &mut dyn FnMut(&dyn View) -> Result<(), StoreError>,
+        ) -> Result<(), StoreError> {
+            self.inner.read_at_once(read)
+        }
+        fn write(&self, batch: Batch) -> Result<(), StoreError> {
+            self.calls.lock().unwrap().push("as the node syncs");
+            self.inner.write(batch)
+        }
+        fn write_synced(&self, batch: Batch) -> Result<(), StoreError> {
+            self.calls.lock().unwrap().push("synced");
+            self.inner.write(batch)
+        }
+    }
+
+    #[tokio::test]
+    async fn the_vote_and_log_are_synced_even_when_the_node_does_not_sync() {
+        let store = Arc::new(Unsynced::default());
+        let mut log = ShardLog::new(store.clone(), ShardId { role: Role::Ids, index: 1 });
+        log.save_vote(&Vote::new(3, 1)).await.unwrap();
+        log.truncate(LogId::new(CommittedLeaderId::new(3, 1), 5)).await.unwrap();
+        log.purge(LogId::new(CommittedLeaderId::new(3, 1), 2)).await.unwrap();
+        assert_eq!(*store.calls.lock().unwrap(), ["synced"; 3]);
+        assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new(3, 1)));
     }
 }

@@ -5,15 +5,16 @@
 //! Applying a run of entries is one atomic write: the batches, with the
 //! applied log id and membership beside them (`a` in the `raft` column
 //! family), so a replica killed at any point restarts with its state and
-//! its applied index in agreement.
+//! its applied index in agreement. It is not synced: the log the entries
+//! came from is, so one fsync per batch of proposals covers both.
 //!
 //! A snapshot is every key of the shard, streamed from storage to a file
 //! (length-prefixed keys and values) and from the file to a replica that
 //! fell behind or is new; no shard is ever held in memory. It is built while
-//! entries go on being applied, so it may hold some writes newer than its
-//! log id. That is harmless: every batch sets or removes keys outright, so
-//! applying the entries after the log id on top of it ends in the same
-//! state as on the leader (each key ends with the last write to it).
+//! entries go on being applied, from a point-in-time view of the store
+//! ([`Store::read_at_once`]): its keys and its log id are of one instant.
+//! Building and installing exclude each other, so a snapshot never holds
+//! half of an install, and a snapshot never replaces a newer one's record.
 
 // openraft's storage traits return its `StorageError` (over 200 bytes), and
 // the helpers here hand theirs straight through.
@@ -30,7 +31,7 @@ use openraft::{
     SnapshotMeta, StorageError, StoredMembership,
 };
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, BufReader};
 
 use super::file::SnapshotFile;
 use super::view::prefixed;
@@ -68,6 +69,8 @@ pub struct ShardMachine {
     dir: PathBuf,
     /// The file a snapshot from the leader is being received into.
     receiving: Option<PathBuf>,
+    /// Held while a snapshot is built or installed: never both at once.
+    snapshots: Arc<tokio::sync::Mutex<()>>,
 }
 
 fn sm_err(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError<NodeId> {
@@ -87,7 +90,13 @@ impl ShardMachine {
         dir: &Path,
     ) -> Result<Self, StorageError<NodeId>> {
         std::fs::create_dir_all(dir).map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        let mut m = ShardMachine { store, shard, dir: dir.to_path_buf(), receiving: None };
+        let mut m = ShardMachine {
+            store,
+            shard,
+            dir: dir.to_path_buf(),
+            receiving: None,
+            snapshots: Arc::default(),
+        };
         if let Some((meta, file)) = m.get::<(Meta, String)>(b'i')? {
             let path = m.dir.join(&file);
             tracing::warn!(%shard, "finishing a snapshot install that was interrupted");
@@ -124,6 +133,11 @@ impl ShardMachine {
         Ok(self.get(b'a')?.unwrap_or_default())
     }
 
+    /// The current snapshot's record, if any.
+    fn current(&self) -> Result<Option<Current>, StorageError<NodeId>> {
+        self.get(b'n')
+    }
+
     /// Removes the shard's data, applied state and snapshot record from
     /// `b`'s target, for a replica dropped for good.
     pub fn wipe(&self, b: &mut Batch) {
@@ -143,7 +157,7 @@ impl ShardMachine {
         meta: &Meta,
         path: &Path,
     ) -> Result<Option<PathBuf>, StorageError<NodeId>> {
-        let old = self.get::<Current>(b'n')?.map(|c| self.dir.join(c.file));
+        let old = self.current()?.map(|c| self.dir.join(c.file));
         let file = path
             .file_name()
             .and_then(|f| f.to_str())
@@ -221,48 +235,68 @@ async fn read_record<R: tokio::io::AsyncRead + Unpin>(
 /// Builds snapshots of one shard (a handle beside the state machine, so
 /// building does not stop applying).
 pub struct ShardSnapshotter {
-    store: Arc<dyn Store>,
+    m: ShardMachine,
+}
+
+/// Writes every key of `shard` in `view`, with the applied state beside
+/// them, to `w`; returns that applied state.
+fn write_snapshot(
+    view: &dyn View,
     shard: ShardId,
-    dir: PathBuf,
+    w: &mut impl std::io::Write,
+) -> Result<AppliedState, crate::storage::StoreError> {
+    use crate::storage::StoreError;
+    let io = |e: std::io::Error| StoreError::Db(format!("snapshot file: {e}"));
+    let key = [&shard.raft_prefix()[..], b"a"].concat();
+    let st = match view.get(Space::Raft, &key)? {
+        Some(v) => codec::decode(&v).map_err(|e| StoreError::Db(e.to_string()))?,
+        None => AppliedState::default(),
+    };
+    let prefix = shard.data_prefix();
+    let space = Space::Role(shard.role);
+    let mut start = prefix.to_vec();
+    loop {
+        let rows = view.scan_from(space, &prefix, &start, SCAN_PAGE)?;
+        let n = rows.len();
+        for (k, v) in rows {
+            for field in [&k[prefix.len()..], &v[..]] {
+                w.write_all(&(field.len() as u32).to_be_bytes()).map_err(io)?;
+                w.write_all(field).map_err(io)?;
+            }
+            start = [&k[..], &[0]].concat();
+        }
+        if n < SCAN_PAGE {
+            break;
+        }
+    }
+    w.flush().map_err(io)?;
+    Ok(st)
 }
 
 impl RaftSnapshotBuilder<ShardConfig> for ShardSnapshotter {
     async fn build_snapshot(&mut self) -> Result<Snapshot<ShardConfig>, StorageError<NodeId>> {
-        let m = ShardMachine {
-            store: self.store.clone(),
-            shard: self.shard,
-            dir: self.dir.clone(),
-            receiving: None,
-        };
-        // The log id first: the data read after it is at least as new.
-        let st = m.applied()?;
-        let path = self.dir.join(m.file_name("built"));
-        let f = SnapshotFile::create(&path).map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        let mut w = BufWriter::new(f);
-        let view = super::ShardView { store: self.store.clone(), shard: self.shard };
-        let space = Space::Role(self.shard.role);
-        let mut start = Vec::new();
-        loop {
-            let rows = view
-                .scan_from(space, &[], &start, SCAN_PAGE)
-                .map_err(|e| sm_err(ErrorVerb::Read, e))?;
-            let n = rows.len();
-            for (k, v) in rows {
-                for field in [&k, &v] {
-                    w.write_all(&(field.len() as u32).to_be_bytes())
-                        .await
-                        .map_err(|e| snap_err(ErrorVerb::Write, e))?;
-                    w.write_all(field).await.map_err(|e| snap_err(ErrorVerb::Write, e))?;
-                }
-                start = [&k[..], &[0]].concat();
-            }
-            if n < SCAN_PAGE {
-                break;
-            }
-        }
-        w.flush().await.map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        let f = w.into_inner();
+        let m = &self.m;
+        let _alone = m.snapshots.clone().lock_owned().await;
+        let path = m.dir.join(m.file_name("built"));
+        let f = std::fs::File::create(&path).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        let mut w = std::io::BufWriter::new(f);
+        let mut st = AppliedState::default();
+        m.store
+            .read_at_once(&mut |view| {
+                st = write_snapshot(view, m.shard, &mut w)?;
+                Ok(())
+            })
+            .map_err(|e| sm_err(ErrorVerb::Read, e))?;
+        let f = w.into_inner().map_err(|e| snap_err(ErrorVerb::Write, e.error().to_string()))?;
         f.sync_all().map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        super::file::sync_dir(&m.dir).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        if let Some(c) = m.current()?.filter(|c| c.meta.last_log_id > st.last) {
+            // A newer snapshot (installed meanwhile) stays current.
+            let _ = std::fs::remove_file(&path);
+            let f = SnapshotFile::open(&m.dir.join(&c.file))
+                .map_err(|e| snap_err(ErrorVerb::Read, e))?;
+            return Ok(Snapshot { meta: c.meta, snapshot: Box::new(f) });
+        }
         let id = match st.last {
             Some(l) => format!("{}-{}-{}", l.leader_id, l.index, path.display()),
             None => format!("empty-{}", path.display()),
@@ -315,12 +349,24 @@ impl RaftStateMachine<ShardConfig> for ShardMachine {
             });
         }
         self.put(&mut b, b'a', &st)?;
-        self.write(b)?;
+        // Unsynced: the entries are durable in the log, which keeps them
+        // until a snapshot covers them, and that snapshot's synced write
+        // makes this one durable too. After a power loss the replica
+        // restarts at an older applied index and applies them again.
+        self.store.write_unsynced(b).map_err(|e| sm_err(ErrorVerb::Write, e))?;
         Ok(out)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        ShardSnapshotter { store: self.store.clone(), shard: self.shard, dir: self.dir.clone() }
+        ShardSnapshotter {
+            m: ShardMachine {
+                store: self.store.clone(),
+                shard: self.shard,
+                dir: self.dir.clone(),
+                receiving: None,
+                snapshots: self.snapshots.clone(),
+            },
+        }
     }
 
     async fn begin_receiving_snapshot(
@@ -345,19 +391,165 @@ impl RaftStateMachine<ShardConfig> for ShardMachine {
             .take()
             .ok_or_else(|| snap_err(ErrorVerb::Write, "no snapshot was being received"))?;
         let f = *snapshot;
+        let _alone = self.snapshots.clone().lock_owned().await;
         f.sync_all().map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        // The install marker names the file: the file's name must be as
+        // durable as the marker before it is written.
+        super::file::sync_dir(&self.dir).map_err(|e| snap_err(ErrorVerb::Write, e))?;
         self.install(meta, f, &path).await
     }
 
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<Snapshot<ShardConfig>>, StorageError<NodeId>> {
-        let Some(c) = self.get::<Current>(b'n')? else { return Ok(None) };
+        let Some(c) = self.current()? else { return Ok(None) };
         match SnapshotFile::open(&self.dir.join(&c.file)) {
             Ok(f) => Ok(Some(Snapshot { meta: c.meta, snapshot: Box::new(f) })),
             // A data dir copied without its snapshot files: openraft builds one.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(snap_err(ErrorVerb::Read, e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+    use crate::replica::{ShardView, ShardWrite};
+    use crate::storage::MemStore;
+    use mlsd_transport::Role;
+
+    fn entry(index: u64, batch: Batch) -> Entry<ShardConfig> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(ShardWrite { term: 1, batch }),
+        }
+    }
+
+    fn keys(store: &Arc<dyn Store>, shard: ShardId) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let view = ShardView { store: store.clone(), shard };
+        view.scan_prefix(Space::Role(shard.role), &[], 100).unwrap()
+    }
+
+    /// Shard 255's prefixes end in 0xff (`[0x00, 0xff]` for its data,
+    /// `[role, 0x00, 0xff]` in the raft family): a snapshot install empties
+    /// exactly that shard, and leaves shard 256 (`[0x01, 0x00]`) alone.
+    #[tokio::test]
+    async fn shard_255_installs_a_snapshot_and_its_neighbour_keeps_its_keys() {
+        let sp = Space::Role(Role::Ods);
+        let s255 = ShardId { role: Role::Ods, index: 255 };
+        let s256 = ShardId { role: Role::Ods, index: 256 };
+        let dir = tempfile::tempdir().unwrap();
+
+        let leader: Arc<dyn Store> = Arc::new(MemStore::new());
+        let mut a = ShardMachine::open(leader.clone(), s255, &dir.path().join("a")).await.unwrap();
+        let mut w = Batch::new();
+        w.put(sp, b"m/1".to_vec(), b"leader".to_vec());
+        w.put(sp, b"m/2".to_vec(), b"leader".to_vec());
+        a.apply([entry(1, w)]).await.unwrap();
+        let snap = a.get_snapshot_builder().await.build_snapshot().await.unwrap();
+
+        let follower: Arc<dyn Store> = Arc::new(MemStore::new());
+        let mut b =
+            ShardMachine::open(follower.clone(), s255, &dir.path().join("b")).await.unwrap();
+        let mut stale = Batch::new();
+        stale.put(sp, b"m/0".to_vec(), b"stale".to_vec());
+        follower.write(prefixed(s255, stale)).unwrap();
+        let mut other = Batch::new();
+        other.put(sp, b"m/9".to_vec(), b"shard 256".to_vec());
+        follower.write(prefixed(s256, other)).unwrap();
+
+        let mut into = b.begin_receiving_snapshot().await.unwrap();
+        let mut from = *snap.snapshot;
+        let mut bytes = Vec::new();
+        from.seek(SeekFrom::Start(0)).await.unwrap();
+        from.read_to_end(&mut bytes).await.unwrap();
+        into.write_all(&bytes).await.unwrap();
+        into.flush().await.unwrap();
+        b.install_snapshot(&snap.meta, into).await.unwrap();
+
+        assert_eq!(keys(&follower, s255), keys(&leader, s255));
+        assert_eq!(keys(&follower, s256), vec![(b"m/9".to_vec(), b"shard 256".to_vec())]);
+        assert_eq!(b.applied_state().await.unwrap().0, Some(entry(1, Batch::new()).log_id));
+    }
+
+    /// The keys a snapshot file holds.
+    async fn records(snap: Snapshot<ShardConfig>) -> Vec<Vec<u8>> {
+        let mut r = BufReader::new(*snap.snapshot);
+        r.seek(SeekFrom::Start(0)).await.unwrap();
+        let mut keys = Vec::new();
+        while let Some(k) = read_record(&mut r).await.unwrap() {
+            read_record(&mut r).await.unwrap().unwrap();
+            keys.push(k);
+        }
+        keys
+    }
+
+    /// Snapshots built again and again while a replica installs one from
+    /// its leader each hold one state: the old one under the old log id, or
+    /// the installed one under its log id, never half of each; and the
+    /// installed snapshot stays the current one.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_snapshot_built_during_an_install_holds_one_whole_state() {
+        let sp = Space::Role(Role::Ods);
+        let shard = ShardId { role: Role::Ods, index: 2 };
+        let dir = tempfile::tempdir().unwrap();
+        let leader: Arc<dyn Store> = Arc::new(MemStore::new());
+        let mut a = ShardMachine::open(leader, shard, &dir.path().join("a")).await.unwrap();
+        // Three installs' batches' worth, so the install takes several writes.
+        let mut w = Batch::new();
+        for k in 0..3000u32 {
+            w.put(sp, [b"new/", &k.to_be_bytes()[..]].concat(), vec![7; 1024]);
+        }
+        a.apply([entry(1, Batch::new()), entry(2, w)]).await.unwrap();
+        let snap = a.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        let new_id = snap.meta.last_log_id;
+
+        let follower: Arc<dyn Store> = Arc::new(MemStore::new());
+        let mut b = ShardMachine::open(follower, shard, &dir.path().join("b")).await.unwrap();
+        let mut old = Batch::new();
+        for k in 0..10u32 {
+            old.put(sp, [b"old/", &k.to_be_bytes()[..]].concat(), vec![1; 16]);
+        }
+        b.apply([entry(1, old)]).await.unwrap();
+        let old_id = Some(entry(1, Batch::new()).log_id);
+
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut builder = b.get_snapshot_builder().await;
+        let building = tokio::spawn({
+            let done = done.clone();
+            async move {
+                let mut built = Vec::new();
+                while !done.load(std::sync::atomic::Ordering::Acquire) {
+                    let s = builder.build_snapshot().await.unwrap();
+                    built.push((s.meta.last_log_id, records(s).await));
+                    tokio::task::yield_now().await;
+                }
+                built
+            }
+        });
+        let mut into = b.begin_receiving_snapshot().await.unwrap();
+        let mut from = *snap.snapshot;
+        let mut bytes = Vec::new();
+        from.seek(SeekFrom::Start(0)).await.unwrap();
+        from.read_to_end(&mut bytes).await.unwrap();
+        into.write_all(&bytes).await.unwrap();
+        b.install_snapshot(&snap.meta, into).await.unwrap();
+        done.store(true, std::sync::atomic::Ordering::Release);
+        let built = building.await.unwrap();
+        assert!(!built.is_empty());
+        for (id, keys) in &built {
+            let prefix: &[u8] = if *id == new_id { b"new/" } else { b"old/" };
+            assert!(*id == new_id || *id == old_id, "a snapshot under {id:?}");
+            let n = if *id == new_id { 3000 } else { 10 };
+            assert_eq!(keys.len(), n, "snapshot {id:?} holds {} keys", keys.len());
+            assert!(keys.iter().all(|k| k.starts_with(prefix)), "snapshot {id:?} mixes states");
+        }
+        let current = b.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(current.meta.last_log_id, new_id, "the installed snapshot stays current");
+        assert_eq!(records(current).await.len(), 3000);
     }
 }

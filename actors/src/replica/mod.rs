@@ -44,6 +44,31 @@ use crate::storage::Batch;
 pub use shard::RaftShard;
 pub use view::{CommitError, Local, ShardStore, ShardView};
 
+/// Bytes a frame needs beside one entry: the RPC's own fields, the entry's
+/// log id and the frame's header.
+pub const ENTRY_MARGIN: usize = 16 * 1024;
+
+/// Most bytes one replicated entry may carry on a node whose frames are at
+/// most `max_frame`: an append of one entry goes alone, in one frame. A
+/// larger write is refused before it is proposed ([`CommitError::TooLarge`]);
+/// proposed, no follower could ever receive it, and the shard would stall.
+pub fn max_entry(max_frame: u32) -> usize {
+    (max_frame as usize).saturating_sub(ENTRY_MARGIN)
+}
+
+/// `batch`'s encoded size, from above: its keys and values and at most 16
+/// bytes of tags and lengths per operation. What bounds every merge that
+/// ends in one entry (the ODS's coalescer) and every append.
+pub fn batch_size(batch: &Batch) -> usize {
+    use crate::storage::Op;
+    let op = |op: &Op| match op {
+        Op::Put { key, value, .. } => key.len() + value.len() + 16,
+        Op::Delete { key, .. } => key.len() + 16,
+        Op::DeleteRange { from, to, .. } => from.len() + to.len() + 16,
+    };
+    batch.ops.iter().map(op).sum::<usize>() + 64
+}
+
 /// A node's Raft id: derived from its name, so that every node computes the
 /// same id for every other from cluster.toml alone.
 pub type NodeId = u64;

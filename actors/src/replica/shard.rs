@@ -8,6 +8,13 @@
 //! term goes into each proposal, and an entry that ends up in another term's
 //! log (leadership lost and regained in between) is applied as nothing on
 //! every replica, so no decision made on old state can take effect.
+//!
+//! A proposal whose outcome is unknown (it timed out, or Raft failed under
+//! it) may still commit later, after the host, told it failed, has
+//! decided again on state without it. So such a failure fences the shard:
+//! until a barrier (an empty entry) proposed after it is applied here, or a
+//! later term's leadership is confirmed, `ready` decides nothing, and
+//! everything the lost proposal did is in the state the host reads next.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -30,8 +37,13 @@ pub struct RaftShard {
     view: ShardView,
     /// The term in which `ready` last confirmed a complete state (0: none).
     ready_term: AtomicU64,
+    /// The term in which a proposal's outcome became unknown (0: none):
+    /// nothing is decided in that term before a barrier is applied.
+    fenced: AtomicU64,
     /// How long a proposal or a confirmation may take.
     timeout: Duration,
+    /// Most bytes one entry may carry ([`super::max_entry`]).
+    max_entry: usize,
 }
 
 impl RaftShard {
@@ -49,8 +61,16 @@ impl RaftShard {
             me,
             view: ShardView { store, shard },
             ready_term: AtomicU64::new(0),
+            fenced: AtomicU64::new(0),
             timeout,
+            max_entry: super::max_entry(mlsd_transport::limits::DEFAULT_MAX_FRAME),
         }
+    }
+
+    /// The same shard with entries bounded for frames of `max_frame` bytes.
+    pub fn with_max_frame(mut self, max_frame: u32) -> Self {
+        self.max_entry = super::max_entry(max_frame);
+        self
     }
 
     /// The leader's name as this replica knows it.
@@ -77,6 +97,40 @@ impl RaftShard {
 
     fn term(&self) -> u64 {
         self.raft.metrics().borrow().current_term
+    }
+
+    /// Whether `ready` waits for a barrier first: a proposal's outcome is
+    /// unknown.
+    pub fn fenced(&self) -> bool {
+        self.fenced.load(Ordering::Acquire) != 0
+    }
+
+    /// Records that a proposal made in `term` has an unknown outcome.
+    fn fence(&self, term: u64) {
+        let term = term.max(self.term());
+        self.fenced.fetch_max(term, Ordering::AcqRel);
+        self.ready_term.store(0, Ordering::Release);
+        tracing::warn!(shard = %self.shard, term, "a write's outcome is unknown; fenced until a barrier applies");
+    }
+
+    /// Proposes an empty entry in `term` and waits until it is applied
+    /// here: every entry before it, the unknown one included, then is too.
+    async fn barrier(&self, term: u64) -> Result<(), CommitError> {
+        let write = self.raft.client_write(ShardWrite { term, batch: Batch::new() });
+        match tokio::time::timeout(self.timeout, write).await {
+            Ok(Ok(_)) => {
+                // Only a fence of this term or older is lifted.
+                let _ = self.fenced.fetch_update(Ordering::AcqRel, Ordering::Acquire, |f| {
+                    (f <= term).then_some(0)
+                });
+                Ok(())
+            }
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+                Err(self.not_leader())
+            }
+            Ok(Err(e)) => Err(self.unavailable(e)),
+            Err(_) => Err(self.unavailable("an earlier write's outcome is still unknown")),
+        }
     }
 
     /// Confirms leadership with a quorum and waits until everything
@@ -117,6 +171,9 @@ impl ShardStore for RaftShard {
                 return Err(self.not_leader());
             }
             let term = self.term();
+            if self.fenced.load(Ordering::Acquire) == term {
+                self.barrier(term).await?;
+            }
             if self.ready_term.load(Ordering::Acquire) == term {
                 return Ok(term);
             }
@@ -124,6 +181,11 @@ impl ShardStore for RaftShard {
             if self.term() != term || !self.leading() {
                 return Err(self.not_leader());
             }
+            // A new term's confirmed leadership covers every entry of the
+            // terms before: a fence from one of them is lifted.
+            let _ = self.fenced.fetch_update(Ordering::AcqRel, Ordering::Acquire, |f| {
+                (f != 0 && f < term).then_some(0)
+            });
             self.ready_term.store(term, Ordering::Release);
             Ok(term)
         })
@@ -133,6 +195,11 @@ impl ShardStore for RaftShard {
         Box::pin(async move {
             if batch.ops.is_empty() {
                 return self.confirm(term).await;
+            }
+            let bytes = super::batch_size(&batch);
+            if bytes > self.max_entry {
+                let shard = self.shard.to_string();
+                return Err(CommitError::TooLarge { shard, bytes, max: self.max_entry });
             }
             let write = self.raft.client_write(ShardWrite { term, batch });
             match tokio::time::timeout(self.timeout, write).await {
@@ -144,10 +211,15 @@ impl ShardStore for RaftShard {
                         leader: f.leader_node.map(|n| n.name),
                     })
                 }
-                Ok(Err(e)) => Err(self.unavailable(e)),
-                // It may still commit: the caller was not told it did, and
-                // its retry (same message id) is recognized.
-                Err(_) => Err(self.unavailable("the write was not committed in time")),
+                // The entry may be in the log and commit later: fenced.
+                Ok(Err(e)) => {
+                    self.fence(term);
+                    Err(self.unavailable(e))
+                }
+                Err(_) => {
+                    self.fence(term);
+                    Err(self.unavailable("the write was not committed in time"))
+                }
             }
         })
     }

@@ -46,6 +46,18 @@ pub enum CommitError {
         /// What failed.
         why: String,
     },
+    /// The writes are larger than one entry may be
+    /// ([`super::max_entry`]); nothing was proposed, and the same request
+    /// fails the same way.
+    #[error("shard {shard}: a write of {bytes} bytes exceeds the {max} bytes one entry may carry")]
+    TooLarge {
+        /// The shard.
+        shard: String,
+        /// The write's size ([`super::batch_size`]).
+        bytes: usize,
+        /// The most one entry may carry.
+        max: usize,
+    },
     /// Local storage failed.
     #[error(transparent)]
     Store(#[from] StoreErrorText),
@@ -70,6 +82,9 @@ impl From<CommitError> for WireError {
             CommitError::NotLeader { shard, leader } => ClusterError::NotLeader { shard, leader },
             CommitError::Stale { shard } | CommitError::Unavailable { shard, .. } => {
                 ClusterError::ShardUnavailable { shard }
+            }
+            CommitError::TooLarge { shard, bytes, max } => {
+                ClusterError::EntryTooLarge { shard, bytes: bytes as u64, max: max as u64 }
             }
             CommitError::Store(e) => ClusterError::Internal(e.0),
         })

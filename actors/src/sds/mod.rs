@@ -169,6 +169,9 @@ impl SdsLogic {
             Some(r) => r,
             None => BlobRecord { cap_hash, current: None, upload: None, generation: 0 },
         };
+        if let Some(written) = repeated_chunk(&id, &rec, offset, total, &data, ctx)? {
+            return Ok(Decision::reply(Response::BlobWritten { written }));
+        }
         let mut b = Batch::new();
         if offset == 0 {
             // A new upload; an unfinished one is abandoned.
@@ -324,6 +327,29 @@ impl RoleLogic for SdsLogic {
     }
 }
 
+/// Whether a `PutBlob` repeats the chunk that was written last, its answer
+/// lost (or its entry node retried it after a leader change): the same
+/// bytes ending where the upload (or the finished blob) ends now. Such a
+/// chunk is answered as the first time and changes nothing; any other is
+/// decided as usual.
+fn repeated_chunk(
+    id: &[u8; 32],
+    rec: &BlobRecord,
+    offset: u64,
+    total: u64,
+    data: &[u8],
+    ctx: &RoleContext<'_>,
+) -> Result<Option<u64>, WireError> {
+    let end = offset + data.len() as u64;
+    let generation = match (&rec.upload, rec.current) {
+        (Some(up), _) if up.total == total && up.written == end => up.generation,
+        (None, Some((g, t))) if t == total && end == total => g,
+        _ => return Ok(None),
+    };
+    let stored = ctx.store.get(SPACE, &chunk_key(id, generation, end)).map_err(internal)?;
+    Ok((stored.as_deref() == Some(data)).then_some(end))
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -338,6 +364,12 @@ mod tests {
     }
 
     impl Store for Counting {
+        fn read_at_once(
+            &self,
+            read: &mut dyn FnMut(&dyn View) -> Result<(), StoreError>,
+        ) -> Result<(), StoreError> {
+            self.inner.read_at_once(read)
+        }
         fn write(&self, batch: Batch) -> Result<(), StoreError> {
             self.inner.write(batch)
         }
@@ -406,6 +438,66 @@ mod tests {
             let scanned = store.scanned.load(Ordering::Relaxed);
             assert!(scanned <= got.len() + 4 * 3072, "{from}+{max}: read {scanned} bytes");
         }
+    }
+
+    /// Every chunk sent twice in a row (its answer lost, or retried by the
+    /// entry node): the second gets the first's answer and changes nothing,
+    /// the last chunk's repeat included; the blob reads back whole.
+    #[test]
+    fn a_chunk_sent_again_is_answered_as_the_first_time_and_changes_nothing() {
+        let store = MemStore::new();
+        let ctx = RoleContext { node: "t", store: &store, now: std::time::SystemTime::now() };
+        let mut sds = SdsLogic::new(SdsSettings { max_blob: 1 << 20, abandoned_upload_days: 7 });
+        let data = blob();
+        let total = data.len() as u64;
+        let put = |offset: usize, len: usize| {
+            Request::Sds(SdsRequest::PutBlob {
+                id: [5; 32],
+                cap: [6; 32],
+                offset: offset as u64,
+                total,
+                data: data[offset..offset + len].to_vec(),
+            })
+        };
+        for offset in (0..data.len()).step_by(100_000) {
+            let len = 100_000.min(data.len() - offset);
+            let first = sds.handle(put(offset, len), None, &ctx).applied(&store);
+            let written = (offset + len) as u64;
+            assert_eq!(first, Response::BlobWritten { written });
+            let before = store.contents();
+            let again = sds.handle(put(offset, len), None, &ctx);
+            assert!(again.writes.ops.is_empty(), "a repeat writes nothing");
+            assert_eq!(again.applied(&store), Response::BlobWritten { written });
+            assert_eq!(store.contents(), before);
+        }
+        let get = Request::Sds(SdsRequest::GetBlob { id: [5; 32], offset: 0, max: 1 << 20 });
+        let Response::Blob { data: got, .. } = sds.handle(get, None, &ctx).applied(&store) else {
+            panic!("no blob")
+        };
+        // A read returns at most one chunk's worth; the first 100,000 bytes.
+        assert_eq!(got, &data[..got.len()]);
+        assert!(!got.is_empty());
+        // Other bytes at the same place are not a repeat: refused (the
+        // upload is finished), and nothing changes.
+        let before = store.contents();
+        let mut other = data[100_000..200_000].to_vec();
+        other[0] ^= 1;
+        let r = sds.handle(
+            Request::Sds(SdsRequest::PutBlob {
+                id: [5; 32],
+                cap: [6; 32],
+                offset: 100_000,
+                total,
+                data: other,
+            }),
+            None,
+            &ctx,
+        );
+        assert_eq!(
+            r.applied(&store),
+            Response::Error(WireError::Sds(SdsError::BadBlob("no upload in progress".into())))
+        );
+        assert_eq!(store.contents(), before);
     }
 
     #[test]

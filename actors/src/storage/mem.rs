@@ -65,6 +65,17 @@ impl View for MemStore {
 }
 
 impl Store for MemStore {
+    fn read_at_once(
+        &self,
+        read: &mut dyn FnMut(&dyn View) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let copy = MemStore {
+            data: Mutex::new(self.data.lock().unwrap_or_else(|e| e.into_inner()).clone()),
+            failing: AtomicBool::new(false),
+        };
+        read(&copy)
+    }
+
     fn write(&self, batch: Batch) -> Result<(), StoreError> {
         if self.failing.load(Ordering::SeqCst) {
             return Err(StoreError::Db("writes fail (MemStore::fail_writes)".into()));

@@ -107,8 +107,60 @@ impl View for RocksStore {
     }
 }
 
+/// A [`RocksStore`] as it was when the snapshot was taken.
+struct AtOnce<'a> {
+    store: &'a RocksStore,
+    snap: rocksdb::SnapshotWithThreadMode<'a, DB>,
+}
+
+impl View for AtOnce<'_> {
+    fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.snap.get_cf(self.store.cf(space)?, key).map_err(db_err)
+    }
+
+    fn scan_from(
+        &self,
+        space: Space,
+        prefix: &[u8],
+        start: &[u8],
+        limit: usize,
+    ) -> Result<Entries, StoreError> {
+        let mode = rocksdb::IteratorMode::From(start, rocksdb::Direction::Forward);
+        let mut out = Vec::new();
+        for item in self.snap.iterator_cf(self.store.cf(space)?, mode) {
+            let (k, v) = item.map_err(db_err)?;
+            if !k.starts_with(prefix) || out.len() >= limit {
+                break;
+            }
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+}
+
 impl Store for RocksStore {
+    fn read_at_once(
+        &self,
+        read: &mut dyn FnMut(&dyn View) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        read(&AtOnce { store: self, snap: self.db.snapshot() })
+    }
+
     fn write(&self, batch: Batch) -> Result<(), StoreError> {
+        self.write_with(batch, self.sync)
+    }
+
+    fn write_unsynced(&self, batch: Batch) -> Result<(), StoreError> {
+        self.write_with(batch, false)
+    }
+
+    fn write_synced(&self, batch: Batch) -> Result<(), StoreError> {
+        self.write_with(batch, true)
+    }
+}
+
+impl RocksStore {
+    fn write_with(&self, batch: Batch, sync: bool) -> Result<(), StoreError> {
         let mut wb = rocksdb::WriteBatch::default();
         for op in &batch.ops {
             match op {
@@ -120,7 +172,7 @@ impl Store for RocksStore {
             }
         }
         let mut wo = WriteOptions::default();
-        wo.set_sync(self.sync);
+        wo.set_sync(sync);
         self.db.write_opt(wb, &wo).map_err(db_err)
     }
 }
@@ -175,6 +227,30 @@ mod tests {
         b.put(Space::Role(Role::Ids), b"h".to_vec(), b"2".to_vec());
         s.write(b).unwrap();
         assert_eq!(read_all(dir.path()).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_prefix_ending_in_0xff_deletes_its_keys_and_no_others() {
+        // Shard 255's data prefix is [0x00, 0xff]; shard 256's is [0x01, 0x00].
+        let dir = tempfile::tempdir().unwrap();
+        let s = RocksStore::open(dir.path(), true).unwrap();
+        let sp = Space::Role(Role::Ods);
+        let mut b = Batch::new();
+        for k in [&[0x00, 0xfe, 1][..], &[0x00, 0xff], &[0x00, 0xff, 0xff, 7], &[0x01, 0x00, 1]] {
+            b.put(sp, k.to_vec(), b"v".to_vec());
+        }
+        s.write(b).unwrap();
+        let mut d = Batch::new();
+        d.delete_prefix(sp, vec![0x00, 0xff]);
+        s.write(d).unwrap();
+        let left: Vec<Vec<u8>> =
+            s.scan_prefix(sp, &[], 10).unwrap().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(left, vec![vec![0x00, 0xfe, 1], vec![0x01, 0x00, 1]]);
+        // The raft prefix of shard 255 of the last role: [role, 0x00, 0xff].
+        let mut d = Batch::new();
+        d.delete_prefix(sp, vec![0xff, 0xff]);
+        s.write(d).unwrap();
+        assert_eq!(s.scan_prefix(sp, &[], 10).unwrap().len(), 2, "nothing under ff ff");
     }
 
     #[test]

@@ -321,11 +321,11 @@ fn percentiles(v: &mut [f64]) -> (f64, f64) {
 
 /// One stage alone (`mlsd bench-stage`), so a profiler sees only it:
 /// `enqueue-N` runs `count` copies through the ODS in synced batches of N;
-/// `fanout` sends `count` messages to 1,000 members on a fresh one-node
+/// `fanout` sends `count` messages to `members` members on a fresh one-node
 /// cluster (`fanout3`: IDS | ODS ODS; `fanout3x1`, `fanout3x3`: every role on
 /// three nodes, one or three replicas); `idle` measures an idle
 /// three-node cluster's CPU per node over `count` seconds; `anonymizer-N` runs `count` anonymizers, N in flight.
-pub async fn stage(what: &str, count: usize) -> anyhow::Result<()> {
+pub async fn stage(what: &str, count: usize, members: usize) -> anyhow::Result<()> {
     let env_len = seal_rate(1).1;
     if let Some(batch) = what.strip_prefix("enqueue-") {
         let rate = enqueue_rate(count, batch.parse()?, 1000, env_len)?;
@@ -334,9 +334,9 @@ pub async fn stage(what: &str, count: usize) -> anyhow::Result<()> {
         ["fanout", "fanout3", "fanout3x1", "fanout3x3"].iter().position(|w| *w == what)
     {
         let mut b = BenchCluster::start(&SHAPES[si]).await?;
-        let (rate, _) = fanout(&b.cluster, &mut b.sender, "bench", 1000, count).await?;
+        let (rate, _) = fanout(&b.cluster, &mut b.sender, "bench", members, count).await?;
         b.cluster.shutdown().await;
-        println!("{what}: {rate:.0} copies/s");
+        println!("{what}, {members} members: {rate:.0} copies/s");
     } else if what == "idle" {
         match idle_cpu(count as u64).await? {
             Some((per_node, shards)) => println!(

@@ -120,11 +120,15 @@ impl ServerCtx {
         let uploads = AddressBudgets::per_minute(config.sds_upload_bytes_per_minute);
         // Each stage owns the next: mixer -> dispatch -> coalescer -> ODS actor.
         let ods_queue = me.hosts(Role::Ods).then(|| {
-            Coalescer::start(LocalOds {
+            // Half an entry: the rest is room for what the ODS writes
+            // beside the copies (its weekly sweep).
+            let max_bytes = mlsd_actors::replica::max_entry(config.limits.max_frame) / 2;
+            let ods = LocalOds {
                 node: me.name.clone(),
                 timeout: config.limits.call_timeout,
                 shards: config.replication.shards,
-            })
+            };
+            Coalescer::start(ods, max_bytes)
         });
         let dispatch = Arc::new(Dispatch {
             me: me.name.clone(),

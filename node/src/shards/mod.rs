@@ -115,7 +115,8 @@ impl Shards {
                 }
             }
             let timeout = config.limits.call_timeout;
-            let s = RaftShard::new(shard, raft, node_id(&me.name), store.clone(), timeout);
+            let s = RaftShard::new(shard, raft, node_id(&me.name), store.clone(), timeout)
+                .with_max_frame(config.limits.max_frame);
             local.insert(shard, Arc::new(s));
         }
         let shards = Arc::new(Shards {

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use mlsd_actors::replica::{Member, NodeId, ShardConfig, ShardId};
+use mlsd_actors::replica::{batch_size, Member, NodeId, ShardConfig, ShardId};
 use mlsd_transport::codec;
 use mlsd_transport::protocol::{NodeRequest, RaftCall, RaftRpc};
 use mlsd_transport::Response;
@@ -200,9 +200,7 @@ impl RaftNetwork<ShardConfig> for ShardClient {
             .entries
             .iter()
             .map(|e| match &e.payload {
-                openraft::EntryPayload::Normal(w) => {
-                    w.batch.ops.iter().map(op_size).sum::<usize>() + 64
-                }
+                openraft::EntryPayload::Normal(w) => batch_size(&w.batch),
                 _ => 256,
             })
             .sum();
@@ -230,14 +228,5 @@ impl RaftNetwork<ShardConfig> for ShardClient {
         _option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
         self.rpc(RaftRpc::Vote, &rpc).await
-    }
-}
-
-fn op_size(op: &mlsd_actors::storage::Op) -> usize {
-    use mlsd_actors::storage::Op;
-    match op {
-        Op::Put { key, value, .. } => key.len() + value.len() + 8,
-        Op::Delete { key, .. } => key.len() + 8,
-        Op::DeleteRange { from, to, .. } => from.len() + to.len() + 8,
     }
 }

@@ -136,11 +136,24 @@ pub enum ClusterError {
         /// The shard, `role/index`.
         shard: String,
     },
+    /// What the request would write is more than one replicated entry may
+    /// carry (a frame's worth); nothing was changed, and the same request
+    /// fails the same way. No client request of the documented sizes gets
+    /// it: it guards against a write that would stall its shard.
+    #[error("shard {shard}: a write of {bytes} bytes exceeds the {max} bytes one entry may carry")]
+    EntryTooLarge {
+        /// The shard, `role/index`.
+        shard: String,
+        /// The write's size.
+        bytes: u64,
+        /// The most one entry may carry.
+        max: u64,
+    },
 }
 
 impl ClusterError {
     /// Flat wire index of each variant.
-    const TAGS: Tags = &[5, 6, 8, 29, 31, 38, 39];
+    const TAGS: Tags = &[5, 6, 8, 29, 31, 38, 39, 40];
 }
 
 /// The requester is not who, or not allowed to do what, the request says.

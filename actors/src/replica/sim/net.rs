@@ -35,6 +35,9 @@ struct State {
     loss: f64,
     /// Nodes restarted empty and what they must reach before voting.
     recovery: BTreeMap<NodeId, Arc<Recovery>>,
+    /// Nodes whose messages (either way) take at least this long: a slow
+    /// link or disk, below the election timeout, so no election starts.
+    slow: BTreeMap<NodeId, Duration>,
 }
 
 /// The network, shared by every node's RPC clients and by the harness.
@@ -52,6 +55,7 @@ impl SimNet {
             side: BTreeMap::new(),
             loss: 0.0,
             recovery: BTreeMap::new(),
+            slow: BTreeMap::new(),
         };
         SimNet { state: Arc::new(Mutex::new(state)) }
     }
@@ -94,9 +98,16 @@ impl SimNet {
         }
     }
 
-    /// Ends any partition.
+    /// Ends any partition and any slowness.
     pub fn heal(&self) {
-        self.lock().side.clear();
+        let mut s = self.lock();
+        s.side.clear();
+        s.slow.clear();
+    }
+
+    /// Every message from or to `node` takes at least `floor` from now on.
+    pub fn slow(&self, node: NodeId, floor: Duration) {
+        self.lock().slow.insert(node, floor);
     }
 
     /// Whether the network is partitioned now.
@@ -124,7 +135,8 @@ impl SimNet {
         } else {
             Duration::from_micros(s.rng.gen_range(200..8_000))
         };
-        (linked && !lost, delay)
+        let floor = [from, to].iter().filter_map(|n| s.slow.get(n)).max().copied();
+        (linked && !lost, delay.max(floor.unwrap_or_default()))
     }
 
     /// Carries one RPC from `from` to `to` and its answer back.

@@ -60,6 +60,12 @@ pub fn commit_key(group: u8, epoch: u64) -> Vec<u8> {
     [&[b'c', group][..], &epoch.to_be_bytes()].concat()
 }
 
+/// Key of the record that commit `id` was accepted (the IDS keeps the ids
+/// of accepted commits so that a resent one is answered, not decided again).
+pub fn accepted_key(id: u64) -> Vec<u8> {
+    [&[b'a'][..], &id.to_be_bytes()].concat()
+}
+
 /// Key of a write.
 pub fn write_key(key: u64) -> Vec<u8> {
     [&[b'w'][..], &key.to_be_bytes()].concat()
@@ -89,17 +95,20 @@ async fn decide(
     let mut batch = Batch::new();
     match op {
         Op::Commit { group, epoch, id } => {
+            // A retry of a commit that did go in (its answer was lost) is
+            // recognized by its id, as the IDS recognizes a resent message.
+            if read_u64(replica, &accepted_key(id))? == Some(epoch) {
+                return Ok(Reply::Done);
+            }
             let current = read_u64(replica, &epoch_key(group))?.unwrap_or(0);
             if epoch != current {
-                // A retry of a commit that did go in (its answer was lost)
-                // is recognized, as a resent message id is.
-                if epoch < current && read_u64(replica, &commit_key(group, epoch))? == Some(id) {
-                    return Ok(Reply::Done);
-                }
                 return Ok(Reply::Stale { epoch: current });
             }
+            // Written outright, as the IDS writes a group's state: a second
+            // decision for one epoch would overwrite the first, not fail.
             batch.put(SPACE, epoch_key(group), (epoch + 1).to_be_bytes().to_vec());
             batch.put(SPACE, commit_key(group, epoch), id.to_be_bytes().to_vec());
+            batch.put(SPACE, accepted_key(id), epoch.to_be_bytes().to_vec());
         }
         Op::Write { key } => batch.put(SPACE, write_key(key), key.to_be_bytes().to_vec()),
     }
