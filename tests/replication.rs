@@ -278,3 +278,60 @@ async fn a_partitioned_node_acknowledges_nothing_and_the_majority_carries_on() {
     }
     c.wait_healthy(Duration::from_secs(60)).await;
 }
+
+/// The replication issue's reproduction: all three stopped, n1's and n2's
+/// data dirs deleted, n1 and n2 started alone. Before, they elected each
+/// other over empty shards, and a stranger registered `alice/phone` afresh.
+/// Now they wait for a majority of replicas that hold data: nothing is
+/// served, and the registration is refused retryably. When n3 returns,
+/// every binding and every queued copy is there.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_wiped_nodes_alone_serve_nothing_and_the_third_brings_everything_back() {
+    common::init();
+    let mut c = three().await;
+    let mut alice = c.registered("alice/phone", "n3", 3).await;
+    let mut bob = c.registered("bob/phone", "n3", 3).await;
+    alice.create_group("G", RosterMode::Stored).await.unwrap();
+    alice.add_members("G", &["bob"]).await.unwrap();
+    bob.receive().await.unwrap();
+    // Queued for bob, unread.
+    for i in 0..5 {
+        send_acked(&mut alice, &format!("message {i}")).await;
+    }
+    let bindings = alice.lookup("alice").await.unwrap();
+    assert_eq!(bindings.len(), 1);
+
+    for n in ["n1", "n2", "n3"] {
+        c.kill(n);
+    }
+    for n in ["n1", "n2"] {
+        std::fs::remove_dir_all(c.dir.path().join(format!("data/{n}"))).unwrap();
+    }
+    c.start("n1").await;
+    c.start("n2").await;
+    let mut stranger = c.client("stranger", "n1").await;
+    let t = Instant::now();
+    match stranger.register("alice/phone", None).await {
+        Err(mlsd_client::ClientError::Server(WireError::Cluster(
+            ClusterError::ShardUnavailable { shard },
+        ))) => assert!(shard.starts_with("as/"), "{shard}"),
+        other => panic!("a registration on two empty replicas: {other:?}"),
+    }
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "refused within the client's retry: {:?}",
+        t.elapsed()
+    );
+    let (healthy, status) = c.status();
+    assert!(!healthy, "two empty replicas must not form shards:\n{status}");
+    assert!(c.log("n1").contains("rebuilding replicas"), "{}", c.log("n1"));
+
+    c.start("n3").await;
+    let status = c.wait_healthy(Duration::from_secs(60)).await;
+    assert!(status.contains("healthy"), "{status}");
+    let reader = c.client("alice/phone", "n1").await;
+    assert_eq!(reader.lookup("alice").await.unwrap(), bindings, "alice's binding as it was");
+    assert_eq!(reader.lookup("bob").await.unwrap().len(), 1);
+    let _ = bob.reconnect().await;
+    assert_eq!(receive_texts(&mut bob, 5).await, expected(0..5));
+}

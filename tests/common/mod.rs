@@ -168,8 +168,11 @@ impl Cluster {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(c) = Connection::connect(self.addr(name), &self.ca()).await {
-                // Any answer, even an error about another node, shows the node serves.
-                let _ = c.ping(Role::As, b"ready").await;
+                // Any answer, even an error about another node, shows the node
+                // serves. A new cluster's shards form only once all their
+                // voters are up, so the first nodes of one wait no longer.
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(1), c.ping(Role::As, b"ready")).await;
                 return;
             }
             assert!(Instant::now() < deadline, "node {name} did not start: {}", self.log(name));

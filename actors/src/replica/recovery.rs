@@ -1,66 +1,136 @@
-//! The rule for a replica that restarts with empty storage (its disk was
-//! wiped or replaced). Without it, a candidate missing acknowledged entries
-//! could win with the empty replica's vote, and those entries would be
-//! overwritten: the empty replica's lost copy was part of the majority that
-//! acknowledged them.
+//! The rules for a replica that restarts without its data (its disk was
+//! wiped or replaced). Raft's safety rests on voters never forgetting their
+//! log and vote: an empty replica that votes could elect a leader missing
+//! an entry its lost copy had helped commit, and two empty replicas could
+//! elect each other and serve an empty shard (a stranger could then
+//! register an identity that exists). So a node that finds its storage
+//! empty first records, per shard, that it is rebuilding (in the `raft`
+//! column family, so a crash while catching up keeps the rule), campaigns
+//! in no shard, and asks the shard's other voters what they hold
+//! ([`verdict`]):
+//! - every other voter answers and none holds anything of the shard: a new
+//!   shard (a cluster forming); it is initialized;
+//! - voters holding the shard answered, enough that every majority of the
+//!   voters includes one of them (so together they hold every committed
+//!   entry): the replica catches up to the furthest of them before it
+//!   votes or campaigns. When they are a majority themselves it grants no
+//!   vote at all until then (they elect a leader among them); otherwise
+//!   (an even number of voters) it votes only for a candidate whose last
+//!   log position is at least that target;
+//! - else it waits and asks again: it grants no vote and starts no
+//!   election, and `mlsd cluster status` shows the shard without a leader.
 //!
-//! The replica's target is the last log id its peers had applied when it
-//! came back (asked at start-up: `mlsd cluster status`'s applied index and
-//! its term). Until it has applied that far itself, it votes only for a
-//! candidate whose last log id is at least the target: in Raft a log whose
-//! last entry is at least as new as a committed entry holds that entry, so
-//! such a candidate has everything the peers had applied. (Refusing every
-//! vote instead would deadlock a shard whose other empty replica needs the
-//! one complete replica elected before either can catch up.) Once caught
-//! up it votes as any replica does.
+//! Losing a majority of a shard's replicas for good is not recovered from
+//! here: the shard stays unavailable until they return.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
 
 use super::ShardId;
 
 /// A log position as Raft orders them: (term, index).
 pub type Position = (u64, u64);
 
-/// Which shards of this node are still catching up after an empty start,
-/// and to which position.
+/// Where a replica rebuilding a shard stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Rebuild {
+    /// Not enough of the shard's voters answered: no vote, no election.
+    Waiting,
+    /// Voters holding a majority answered: no vote until this replica has
+    /// applied up to the position.
+    Strict(Position),
+    /// Voters holding the shard answered, fewer than a majority but in
+    /// every majority: votes only for a candidate at least at the position
+    /// until this replica has applied up to it.
+    AtLeast(Position),
+}
+
+/// What a rebuilding replica learned from its shard's other voters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// No voter holds anything of the shard: it is new.
+    NewShard,
+    /// Catch up first, as [`Rebuild`] says.
+    CatchUp(Rebuild),
+    /// Ask again later.
+    Wait,
+}
+
+/// The verdict for a shard of `voters` voters (this replica one of them)
+/// given the answers of the others that could be asked: for each, the last
+/// position it applied, or `None` when it holds nothing of the shard.
+pub fn verdict(voters: usize, answers: &[Option<Position>]) -> Verdict {
+    let others = voters.saturating_sub(1);
+    if answers.len() >= others && answers.iter().all(Option::is_none) {
+        return Verdict::NewShard;
+    }
+    let holders: Vec<Position> = answers.iter().flatten().copied().collect();
+    let Some(target) = holders.iter().max().copied() else { return Verdict::Wait };
+    let majority = voters / 2 + 1;
+    if holders.len() >= majority {
+        Verdict::CatchUp(Rebuild::Strict(target))
+    } else if holders.len() > voters - majority {
+        Verdict::CatchUp(Rebuild::AtLeast(target))
+    } else {
+        Verdict::Wait
+    }
+}
+
+/// The shards of this node that are rebuilding, and where each stands.
 #[derive(Debug, Default)]
 pub struct Recovery {
-    targets: Mutex<BTreeMap<ShardId, Position>>,
+    states: Mutex<BTreeMap<ShardId, Rebuild>>,
 }
 
 impl Recovery {
-    /// Shards that must reach `targets` before they vote freely.
-    pub fn new(targets: BTreeMap<ShardId, Position>) -> Self {
-        Recovery { targets: Mutex::new(targets) }
+    /// Shards rebuilding, in the given states.
+    pub fn new(states: BTreeMap<ShardId, Rebuild>) -> Self {
+        Recovery { states: Mutex::new(states) }
     }
 
-    /// How many shards are still catching up.
+    /// How many shards are still rebuilding.
     pub fn len(&self) -> usize {
         self.lock().len()
     }
 
-    /// Whether every shard votes (nothing to catch up).
+    /// Whether every shard votes (nothing to rebuild).
     pub fn is_empty(&self) -> bool {
         self.lock().is_empty()
     }
 
-    /// Whether the replica of `shard`, having applied up to index
-    /// `applied`, may vote for a candidate whose last log position is
-    /// `candidate`. Once caught up, it votes freely from then on.
-    pub fn may_vote(&self, shard: ShardId, applied: u64, candidate: Option<Position>) -> bool {
-        let mut t = self.lock();
-        let Some(&target) = t.get(&shard) else { return true };
-        if applied >= target.1 {
-            t.remove(&shard);
-            tracing::info!(%shard, applied, "replica caught up; it votes freely again");
-            return true;
-        }
-        candidate.is_some_and(|c| c >= target)
+    /// Every rebuilding shard and its state.
+    pub fn states(&self) -> BTreeMap<ShardId, Rebuild> {
+        self.lock().clone()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<ShardId, Position>> {
-        self.targets.lock().unwrap_or_else(|p| p.into_inner())
+    /// Records `shard`'s new state.
+    pub fn set(&self, shard: ShardId, state: Rebuild) {
+        self.lock().insert(shard, state);
+    }
+
+    /// `shard` is rebuilt (or new): it votes and campaigns as any replica.
+    pub fn finish(&self, shard: ShardId) {
+        if self.lock().remove(&shard).is_some() {
+            tracing::info!(%shard, "replica rebuilt; it votes and campaigns again");
+        }
+    }
+
+    /// Whether the replica of `shard`, having applied up to index
+    /// `applied`, may vote for a candidate whose last log position is
+    /// `candidate`.
+    pub fn may_vote(&self, shard: ShardId, applied: u64, candidate: Option<Position>) -> bool {
+        match self.lock().get(&shard) {
+            None => true,
+            Some(Rebuild::Waiting) => false,
+            Some(Rebuild::Strict(t)) => applied >= t.1,
+            Some(Rebuild::AtLeast(t)) => applied >= t.1 || candidate.is_some_and(|c| c >= *t),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<ShardId, Rebuild>> {
+        self.states.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -70,19 +140,50 @@ mod tests {
     use mlsd_transport::Role;
 
     #[test]
-    fn an_empty_replica_votes_only_once_it_reached_its_target() {
+    fn the_verdict_needs_holders_in_every_majority() {
+        use Rebuild::*;
+        use Verdict::*;
+        // A cluster forming: every other voter answered, none holds data.
+        assert_eq!(verdict(3, &[None, None]), NewShard);
+        assert_eq!(verdict(1, &[]), NewShard);
+        // Two of three wiped, the third down: the two must not elect each
+        // other (the hand-run reproduction of the replication issue).
+        assert_eq!(verdict(3, &[None]), Wait);
+        assert_eq!(verdict(3, &[]), Wait);
+        // One of three wiped, both others up: catch up to the furthest.
+        assert_eq!(verdict(3, &[Some((2, 40)), Some((3, 38))]), CatchUp(Strict((3, 38))));
+        // One wiped, one other down: the one left may lack an entry the
+        // lost copy helped commit.
+        assert_eq!(verdict(3, &[Some((2, 40))]), Wait);
+        assert_eq!(verdict(3, &[Some((2, 40)), None]), Wait);
+        // Two voters: the other one holds every committed entry.
+        assert_eq!(verdict(2, &[Some((1, 9))]), CatchUp(AtLeast((1, 9))));
+        assert_eq!(verdict(5, &[Some((1, 9)), Some((1, 9)), None, None]), Wait);
+        assert_eq!(
+            verdict(5, &[Some((1, 9)), Some((1, 8)), Some((1, 7))]),
+            CatchUp(Strict((1, 9)))
+        );
+    }
+
+    #[test]
+    fn a_rebuilding_replica_votes_only_as_its_state_allows() {
         let s = ShardId { role: Role::Ids, index: 1 };
         let other = ShardId { role: Role::Ids, index: 2 };
-        let r = Recovery::new([(s, (3, 40))].into());
+        let r = Recovery::new([(s, Rebuild::Waiting)].into());
+        assert!(!r.may_vote(s, 0, Some((9, 99))), "waiting: no vote for anyone");
+        assert!(r.may_vote(other, 0, None), "shards not rebuilding vote");
+        r.set(s, Rebuild::Strict((3, 40)));
+        assert!(!r.may_vote(s, 39, Some((9, 99))), "strict: no vote before caught up");
+        assert!(r.may_vote(s, 40, None), "caught up");
+        r.set(s, Rebuild::AtLeast((3, 40)));
         assert!(!r.may_vote(s, 0, None), "not for a candidate with an empty log");
         assert!(!r.may_vote(s, 39, Some((3, 39))), "not for one missing an entry");
         assert!(!r.may_vote(s, 0, Some((2, 90))), "not for a long log of an older term");
         assert!(r.may_vote(s, 0, Some((3, 40))), "for one that holds the target");
         assert!(r.may_vote(s, 0, Some((4, 1))), "for one with an entry of a newer term");
-        assert!(r.may_vote(other, 0, None), "shards without a target vote");
-        assert!(!r.is_empty(), "still catching up");
-        assert!(r.may_vote(s, 40, None), "caught up");
-        assert!(r.may_vote(s, 0, None), "once caught up, it stays allowed");
+        assert_eq!(r.len(), 1);
+        r.finish(s);
         assert!(r.is_empty());
+        assert!(r.may_vote(s, 0, None));
     }
 }

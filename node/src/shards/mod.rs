@@ -6,11 +6,13 @@
 //! # Layout
 //! - [`placement`]: which nodes replicate a shard, from cluster.toml.
 //! - [`network`]: Raft RPCs over the peer connections, batched per peer.
+//! - [`rebuild`]: replicas of a node that lost its data, until caught up.
 //! - this file: starting the groups, the one heartbeat timer, serving
 //!   peers' RPCs, leader hints and status.
 
 pub mod network;
 pub mod placement;
+pub mod rebuild;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -18,7 +20,7 @@ use std::time::Duration;
 
 use mlsd_actors::replica::log::ShardLog;
 use mlsd_actors::replica::machine::ShardMachine;
-use mlsd_actors::replica::recovery::Recovery;
+use mlsd_actors::replica::recovery::{Rebuild, Recovery};
 use mlsd_actors::replica::{node_id, Member, NodeId, RaftShard, ShardConfig, ShardId, ShardRaft};
 use mlsd_actors::Store;
 use mlsd_transport::codec;
@@ -53,11 +55,11 @@ pub struct Shards {
     local: HashMap<ShardId, Arc<RaftShard>>,
     /// Leaders other nodes told us of, for shards not replicated here.
     hints: Mutex<HashMap<ShardId, String>>,
-    /// Replicas that came back empty (a wiped data dir) in a cluster that
-    /// holds data: each grants no vote until it has applied the index its
-    /// peers had reached when it started. Otherwise its empty vote could
-    /// elect a leader missing an entry it had helped commit.
+    /// Replicas rebuilding after this node lost its data ([`rebuild`]):
+    /// they campaign in no election and vote only as their state allows.
     recovering: Recovery,
+    store: Arc<dyn Store>,
+    peers: Arc<Peers>,
 }
 
 impl Shards {
@@ -70,26 +72,41 @@ impl Shards {
         store: Arc<dyn Store>,
         peers: Arc<Peers>,
     ) -> Result<Arc<Shards>, ShardsError> {
-        let recovering = if store
+        let mine: Vec<ShardId> = placement::replicated_by(&config, &me.name).collect();
+        let start_err = |shard: ShardId| {
+            move |e: mlsd_actors::StoreError| ShardsError::Start { shard, why: e.to_string() }
+        };
+        // An empty store lost its data or never had any: every replica
+        // rebuilds (recorded first, so a crash keeps the rule) until its
+        // peers tell which. Otherwise those recorded as rebuilding go on.
+        let empty = store
             .scan_from(mlsd_actors::Space::Raft, &[], &[], 1)
             .map(|r| r.is_empty())
-            .unwrap_or(false)
-        {
-            recovery_targets(&config, &me.name, &peers).await
-        } else {
-            BTreeMap::new()
-        };
+            .unwrap_or(false);
+        let mut recovering = BTreeMap::new();
+        for shard in &mine {
+            if empty {
+                recovering.insert(*shard, Rebuild::Waiting);
+            } else if let Some(state) =
+                rebuild::load(store.as_ref(), *shard).map_err(start_err(*shard))?
+            {
+                recovering.insert(*shard, state);
+            }
+        }
+        if empty && !recovering.is_empty() {
+            rebuild::save(store.as_ref(), &recovering).map_err(start_err(mine[0]))?;
+        }
         if !recovering.is_empty() {
             tracing::warn!(
                 shards = recovering.len(),
-                "this node's storage is empty but its peers hold data: its replicas vote only once caught up"
+                "rebuilding replicas: no vote and no election until the other voters say what they hold"
             );
         }
-        let links = Links::new(peers, config.limits.max_frame);
+        let links = Links::new(peers.clone(), config.limits.max_frame);
         let rc = raft_config(&config, links.budget());
         let snapshots = me.data_dir.join("snapshots");
         let mut local = HashMap::new();
-        for shard in placement::replicated_by(&config, &me.name).collect::<Vec<_>>() {
+        for shard in mine {
             let err = |why: String| ShardsError::Start { shard, why };
             let log = ShardLog::new(store.clone(), shard);
             let sm = ShardMachine::open(store.clone(), shard, &snapshots)
@@ -103,12 +120,13 @@ impl Shards {
                 .into_iter()
                 .map(|n| (node_id(&n.name), Member { name: n.name.clone() }))
                 .collect();
-            // A replica that comes back empty learns the membership from its
-            // leader: initialized on its own it would campaign with an empty
-            // log, term after term, and disturb the elections of the others.
-            if recovering.is_empty()
-                && !raft.is_initialized().await.map_err(|e| err(e.to_string()))?
-            {
+            // A rebuilding replica is initialized only once its peers say the
+            // shard is new ([`rebuild`]); until it has caught up it starts no
+            // election (an empty log campaigning would disturb the others'
+            // elections, and could win with another empty replica's vote).
+            if recovering.contains_key(&shard) {
+                raft.runtime_config().elect(false);
+            } else if !raft.is_initialized().await.map_err(|e| err(e.to_string()))? {
                 match raft.initialize(members).await {
                     Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
                     Err(e) => return Err(err(e.to_string())),
@@ -125,8 +143,13 @@ impl Shards {
             local,
             hints: Mutex::default(),
             recovering: Recovery::new(recovering),
+            store,
+            peers,
         });
         tokio::spawn(shards.clone().heartbeats());
+        if !shards.recovering.is_empty() {
+            tokio::spawn(rebuild::run(shards.clone()));
+        }
         Ok(shards)
     }
 
@@ -272,37 +295,6 @@ impl Shards {
             let _ = r.raft.shutdown().await;
         }
     }
-}
-
-/// For a node whose storage is empty: the applied index each of its shards
-/// had reached on its peers (asked now). Empty when no peer answers or none
-/// has a shard yet: a new cluster forming.
-async fn recovery_targets(
-    config: &ClusterConfig,
-    me: &str,
-    peers: &Peers,
-) -> BTreeMap<ShardId, (u64, u64)> {
-    let mut out: BTreeMap<ShardId, (u64, u64)> = BTreeMap::new();
-    for n in config.nodes.iter().filter(|n| n.name != me) {
-        let r = tokio::time::timeout(
-            config.limits.connect_timeout,
-            peers.call(&n.name, mlsd_transport::protocol::NodeRequest::ShardStatus),
-        )
-        .await;
-        if let Ok(mlsd_transport::Response::ShardStatus(lines)) = r {
-            for l in lines {
-                let shard = ShardId { role: l.role, index: l.shard };
-                let voters = placement::voters(config, shard);
-                // Its membership applied: the shard exists, and this node
-                // must catch up before it votes.
-                if l.applied >= 1 && voters.iter().any(|v| v.name == me) {
-                    let t = out.entry(shard).or_default();
-                    *t = (*t).max((l.applied_term, l.applied));
-                }
-            }
-        }
-    }
-    out
 }
 
 /// An RPC's answer as it goes back: the openraft result, or why the call

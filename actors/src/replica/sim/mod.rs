@@ -42,7 +42,7 @@ use tokio::time::Instant;
 
 use super::log::ShardLog;
 use super::machine::ShardMachine;
-use super::recovery::Recovery;
+use super::recovery::{Rebuild, Recovery};
 use super::{node_id, Member, NodeId, RaftShard, ShardId, ShardRaft};
 use crate::storage::{MemStore, Space, Store};
 use net::{SimNet, SimNetwork};
@@ -203,7 +203,7 @@ impl Sim {
                 .map(|l| (l.leader_id.term, l.index))
                 .max()
                 .unwrap_or((0, 0));
-            Some(Arc::new(Recovery::new([(SHARD, target)].into())))
+            Some(Arc::new(Recovery::new([(SHARD, Rebuild::AtLeast(target))].into())))
         };
         let replica = RaftShard::new(SHARD, raft, n.id, store, CALL_TIMEOUT);
         self.net.up(n.id, Arc::new(replica), recovery);

@@ -1,0 +1,152 @@
+//! Rebuilding the replicas of a node that lost its data
+//! ([`mlsd_actors::replica::recovery`] has the rules). This file keeps each
+//! rebuilding shard's state in the `raft` column family (`r` under the
+//! shard's prefix, written synced before anything else happens), and runs
+//! the task that asks the other voters, initializes new shards, and lets a
+//! replica vote and campaign again once it has caught up.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mlsd_actors::replica::recovery::{verdict, Position, Rebuild, Verdict};
+use mlsd_actors::replica::{node_id, Member, NodeId, ShardId};
+use mlsd_actors::{Batch, Space, Store, StoreError};
+use mlsd_transport::codec;
+use mlsd_transport::protocol::{NodeRequest, ShardLine};
+use mlsd_transport::Response;
+use openraft::error::{InitializeError, RaftError};
+
+use super::{placement, Shards};
+
+/// How often a waiting replica asks its peers again.
+const ASK_EVERY: Duration = Duration::from_millis(500);
+
+fn marker_key(shard: ShardId) -> Vec<u8> {
+    [&shard.raft_prefix()[..], b"r"].concat()
+}
+
+/// The rebuild state recorded for `shard`, if it is rebuilding.
+pub fn load(store: &dyn Store, shard: ShardId) -> Result<Option<Rebuild>, StoreError> {
+    match store.get(Space::Raft, &marker_key(shard))? {
+        None => Ok(None),
+        Some(v) => codec::decode(&v).map(Some).map_err(|e| StoreError::Db(e.to_string())),
+    }
+}
+
+/// Records `states` durably (before the replicas start).
+pub fn save(store: &dyn Store, states: &BTreeMap<ShardId, Rebuild>) -> Result<(), StoreError> {
+    let mut b = Batch::new();
+    for (shard, state) in states {
+        let v = codec::encode(state).map_err(|e| StoreError::Db(e.to_string()))?;
+        b.put(Space::Raft, marker_key(*shard), v);
+    }
+    store.write_synced(b)
+}
+
+fn clear(store: &dyn Store, shard: ShardId) -> Result<(), StoreError> {
+    let mut b = Batch::new();
+    b.delete(Space::Raft, marker_key(shard));
+    store.write_synced(b)
+}
+
+/// What each other voter of each of this node's rebuilding shards holds:
+/// its last applied position, `None` when it holds nothing of the shard.
+async fn ask(shards: &Shards) -> BTreeMap<ShardId, Vec<Option<Position>>> {
+    let mut out: BTreeMap<ShardId, Vec<Option<Position>>> = BTreeMap::new();
+    let states = shards.recovering.states();
+    let mut nodes: Vec<String> = states
+        .keys()
+        .flat_map(|s| placement::voters(&shards.config, *s))
+        .map(|n| n.name.clone())
+        .filter(|n| *n != shards.me)
+        .collect();
+    nodes.sort();
+    nodes.dedup();
+    for node in nodes {
+        let call = shards.peers.call(&node, NodeRequest::ShardStatus);
+        let lines: Vec<ShardLine> =
+            match tokio::time::timeout(shards.config.limits.connect_timeout, call).await {
+                Ok(Response::ShardStatus(lines)) => lines,
+                _ => continue,
+            };
+        for shard in states.keys() {
+            if !placement::voters(&shards.config, *shard).iter().any(|v| v.name == node) {
+                continue;
+            }
+            let line = lines.iter().find(|l| l.role == shard.role && l.shard == shard.index);
+            // A replica that has applied its membership holds the shard.
+            let held = line.filter(|l| l.applied >= 1).map(|l| (l.applied_term, l.applied));
+            out.entry(*shard).or_default().push(held);
+        }
+    }
+    out
+}
+
+/// Asks, decides and catches up until every shard of this node is rebuilt.
+pub async fn run(shards: Arc<Shards>) {
+    loop {
+        let states = shards.recovering.states();
+        if states.is_empty() {
+            return;
+        }
+        let answers = if states.values().any(|s| *s == Rebuild::Waiting) {
+            ask(&shards).await
+        } else {
+            BTreeMap::new()
+        };
+        for (shard, state) in states {
+            let Some(r) = shards.local.get(&shard) else { continue };
+            let state = match state {
+                Rebuild::Waiting => {
+                    let voters = placement::voters(&shards.config, shard);
+                    let got = answers.get(&shard).map(Vec::as_slice).unwrap_or(&[]);
+                    match verdict(voters.len(), got) {
+                        Verdict::Wait => continue,
+                        Verdict::NewShard => {
+                            let members: BTreeMap<NodeId, Member> = voters
+                                .iter()
+                                .map(|n| (node_id(&n.name), Member { name: n.name.clone() }))
+                                .collect();
+                            match r.raft.initialize(members).await {
+                                Ok(())
+                                | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+                                Err(e) => {
+                                    tracing::warn!(%shard, error = %e, "cannot initialize a new shard");
+                                    continue;
+                                }
+                            }
+                            finish(&shards, shard, r);
+                            continue;
+                        }
+                        Verdict::CatchUp(next) => {
+                            tracing::warn!(%shard, ?next, "rebuilding: catching up before voting");
+                            shards.recovering.set(shard, next);
+                            if let Err(e) = save(shards.store.as_ref(), &[(shard, next)].into()) {
+                                tracing::warn!(%shard, error = %e, "cannot record the rebuild target");
+                            }
+                            next
+                        }
+                    }
+                }
+                other => other,
+            };
+            let applied = r.raft.metrics().borrow().last_applied.map_or(0, |l| l.index);
+            if let Rebuild::Strict(t) | Rebuild::AtLeast(t) = state {
+                if applied >= t.1 {
+                    finish(&shards, shard, r);
+                }
+            }
+        }
+        tokio::time::sleep(ASK_EVERY).await;
+    }
+}
+
+fn finish(shards: &Shards, shard: ShardId, r: &mlsd_actors::replica::RaftShard) {
+    if let Err(e) = clear(shards.store.as_ref(), shard) {
+        // Kept: the next start rebuilds again, which is safe.
+        tracing::warn!(%shard, error = %e, "cannot clear the rebuild record");
+    }
+    shards.recovering.finish(shard);
+    r.raft.runtime_config().elect(true);
+}
