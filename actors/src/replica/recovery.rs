@@ -26,9 +26,11 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
+use mlsd_transport::codec;
 use serde::{Deserialize, Serialize};
 
 use super::ShardId;
+use crate::storage::{Batch, Space, Store, StoreError};
 
 /// A log position as Raft orders them: (term, index).
 pub type Position = (u64, u64);
@@ -76,6 +78,36 @@ pub fn verdict(voters: usize, answers: &[Option<Position>]) -> Verdict {
     } else {
         Verdict::Wait
     }
+}
+
+fn marker_key(shard: ShardId) -> Vec<u8> {
+    [&shard.raft_prefix()[..], b"r"].concat()
+}
+
+/// The rebuild state recorded for `shard` (`r` under its prefix in the
+/// `raft` column family), if it is rebuilding.
+pub fn load(store: &dyn Store, shard: ShardId) -> Result<Option<Rebuild>, StoreError> {
+    match store.get(Space::Raft, &marker_key(shard))? {
+        None => Ok(None),
+        Some(v) => codec::decode(&v).map(Some).map_err(|e| StoreError::Db(e.to_string())),
+    }
+}
+
+/// Records `states` durably, before anything else happens to the shards.
+pub fn save(store: &dyn Store, states: &BTreeMap<ShardId, Rebuild>) -> Result<(), StoreError> {
+    let mut b = Batch::new();
+    for (shard, state) in states {
+        let v = codec::encode(state).map_err(|e| StoreError::Db(e.to_string()))?;
+        b.put(Space::Raft, marker_key(*shard), v);
+    }
+    store.write_synced(b)
+}
+
+/// Removes `shard`'s record: it is rebuilt.
+pub fn clear(store: &dyn Store, shard: ShardId) -> Result<(), StoreError> {
+    let mut b = Batch::new();
+    b.delete(Space::Raft, marker_key(shard));
+    store.write_synced(b)
 }
 
 /// The shards of this node that are rebuilding, and where each stands.

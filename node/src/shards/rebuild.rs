@@ -1,18 +1,16 @@
 //! Rebuilding the replicas of a node that lost its data
-//! ([`mlsd_actors::replica::recovery`] has the rules). This file keeps each
-//! rebuilding shard's state in the `raft` column family (`r` under the
-//! shard's prefix, written synced before anything else happens), and runs
-//! the task that asks the other voters, initializes new shards, and lets a
-//! replica vote and campaign again once it has caught up.
+//! ([`mlsd_actors::replica::recovery`] has the rules and keeps each
+//! rebuilding shard's state in the store): the task that asks the other
+//! voters, initializes new shards, and lets a replica vote and campaign
+//! again once it has caught up.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use mlsd_actors::replica::recovery::{clear, load, save};
 use mlsd_actors::replica::recovery::{verdict, Position, Rebuild, Verdict};
 use mlsd_actors::replica::{node_id, Member, NodeId, ShardId};
-use mlsd_actors::{Batch, Space, Store, StoreError};
-use mlsd_transport::codec;
 use mlsd_transport::protocol::{NodeRequest, ShardLine};
 use mlsd_transport::Response;
 use openraft::error::{InitializeError, RaftError};
@@ -21,34 +19,6 @@ use super::{placement, Shards};
 
 /// How often a waiting replica asks its peers again.
 const ASK_EVERY: Duration = Duration::from_millis(500);
-
-fn marker_key(shard: ShardId) -> Vec<u8> {
-    [&shard.raft_prefix()[..], b"r"].concat()
-}
-
-/// The rebuild state recorded for `shard`, if it is rebuilding.
-pub fn load(store: &dyn Store, shard: ShardId) -> Result<Option<Rebuild>, StoreError> {
-    match store.get(Space::Raft, &marker_key(shard))? {
-        None => Ok(None),
-        Some(v) => codec::decode(&v).map(Some).map_err(|e| StoreError::Db(e.to_string())),
-    }
-}
-
-/// Records `states` durably (before the replicas start).
-pub fn save(store: &dyn Store, states: &BTreeMap<ShardId, Rebuild>) -> Result<(), StoreError> {
-    let mut b = Batch::new();
-    for (shard, state) in states {
-        let v = codec::encode(state).map_err(|e| StoreError::Db(e.to_string()))?;
-        b.put(Space::Raft, marker_key(*shard), v);
-    }
-    store.write_synced(b)
-}
-
-fn clear(store: &dyn Store, shard: ShardId) -> Result<(), StoreError> {
-    let mut b = Batch::new();
-    b.delete(Space::Raft, marker_key(shard));
-    store.write_synced(b)
-}
 
 /// What each other voter of each of this node's rebuilding shards holds:
 /// its last applied position, `None` when it holds nothing of the shard.

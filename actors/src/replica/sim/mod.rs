@@ -43,6 +43,7 @@ use tokio::time::Instant;
 use super::log::ShardLog;
 use super::machine::ShardMachine;
 use super::recovery::{Rebuild, Recovery};
+use super::view::ShardStore;
 use super::{node_id, Member, NodeId, RaftShard, ShardId, ShardRaft};
 use crate::storage::{MemStore, Space, Store};
 use net::{SimNet, SimNetwork};
@@ -188,23 +189,27 @@ impl Sim {
         let raft = ShardRaft::new(n.id, self.config.clone(), network, log, sm)
             .await
             .map_err(|e| self.violation(format!("{} cannot start: {e}", n.name)))?;
-        let recovery = if first {
+        // As a node does ([`super::recovery`], `node/src/shards/rebuild.rs`):
+        // an empty store rebuilds, recorded first; a recorded rebuild goes
+        // on after a crash; a rebuilding replica starts no election.
+        let stored = |e| self.violation(format!("{}: {e}", n.name));
+        let rebuild = if first {
             let _ = raft.initialize(self.members.clone()).await;
             None
+        } else if let Some(state) = super::recovery::load(store.as_ref(), SHARD).map_err(stored)? {
+            Some(state)
         } else if n.store.contents().keys().any(|(space, _)| space == "raft") {
             None
         } else {
-            // What its peers have applied (all are up: see `wipe`).
-            let target = self
-                .net
-                .replicas()
-                .iter()
-                .filter_map(|r| r.raft.metrics().borrow().last_applied)
-                .map(|l| (l.leader_id.term, l.index))
-                .max()
-                .unwrap_or((0, 0));
-            Some(Arc::new(Recovery::new([(SHARD, Rebuild::AtLeast(target))].into())))
+            super::recovery::save(store.as_ref(), &[(SHARD, Rebuild::Waiting)].into())
+                .map_err(stored)?;
+            Some(Rebuild::Waiting)
         };
+        if rebuild.is_some() {
+            raft.runtime_config().elect(false);
+            self.trace.note(format_args!("{} rebuilds: {rebuild:?}", n.name));
+        }
+        let recovery = rebuild.map(|s| Arc::new(Recovery::new([(SHARD, s)].into())));
         let replica = RaftShard::new(SHARD, raft, n.id, store, CALL_TIMEOUT);
         self.net.up(n.id, Arc::new(replica), recovery);
         Ok(())
@@ -251,6 +256,51 @@ impl Sim {
         n.wipes += 1;
         n.store = Arc::new(MemStore::new());
         n.dir = self.root.path().join(format!("{}-{}", n.name, n.wipes));
+    }
+}
+
+/// What a node's rebuild task does ([`super::recovery`]), every 500 ms:
+/// each rebuilding replica asks the replicas it can reach what they hold,
+/// moves on as the verdict says, and votes and campaigns again once it has
+/// applied up to its target.
+async fn rebuilder(net: SimNet, trace: Trace, voters: usize, stop: Arc<AtomicBool>) {
+    use super::recovery::{verdict, Verdict};
+    while !stop.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        for (node, replica, recovery) in net.rebuilding() {
+            let Some(mut state) = recovery.states().get(&SHARD).copied() else { continue };
+            let store = replica.local();
+            if state == Rebuild::Waiting {
+                let answers: Vec<_> = net
+                    .reachable(node)
+                    .iter()
+                    .map(|r| r.raft.metrics().borrow().last_applied)
+                    .map(|l| l.filter(|l| l.index >= 1).map(|l| (l.leader_id.term, l.index)))
+                    .collect();
+                match verdict(voters, &answers) {
+                    Verdict::Wait => continue,
+                    // Every other replica it reaches holds nothing: cannot
+                    // happen once the shard has data, and is no reason to
+                    // start over here.
+                    Verdict::NewShard => continue,
+                    Verdict::CatchUp(next) => {
+                        trace.note(format_args!("replica {node:x} rebuilds: {next:?}"));
+                        let _ = super::recovery::save(store.as_ref(), &[(SHARD, next)].into());
+                        recovery.set(SHARD, next);
+                        state = next;
+                    }
+                }
+            }
+            let applied = replica.raft.metrics().borrow().last_applied.map_or(0, |l| l.index);
+            if let Rebuild::Strict(t) | Rebuild::AtLeast(t) = state {
+                if applied >= t.1 {
+                    trace.note(format_args!("replica {node:x} rebuilt at {applied}"));
+                    let _ = super::recovery::clear(store.as_ref(), SHARD);
+                    recovery.finish(SHARD);
+                    replica.raft.runtime_config().elect(true);
+                }
+            }
+        }
     }
 }
 
@@ -411,6 +461,7 @@ async fn simulate(seed: u64) -> Result<Outcome, Violation> {
     let stop_clients = Arc::new(AtomicBool::new(false));
     let stop_beats = Arc::new(AtomicBool::new(false));
     tokio::spawn(heartbeats(sim.net.clone(), stop_beats.clone()));
+    tokio::spawn(rebuilder(sim.net.clone(), sim.trace.clone(), count, stop_beats.clone()));
     let shared = Clients {
         seed,
         net: sim.net.clone(),
@@ -492,11 +543,14 @@ async fn inject(sim: &mut Sim, rng: &mut StdRng) -> Result<BTreeMap<&'static str
                 "crash"
             }
             3 | 4 if !sim.is_up(i) => {
-                // A disk is wiped only while every other node is up and
-                // connected: an empty replica learns its target from all
-                // of them (docs/operations.md).
-                let others_up = down == 1 && !sim.net.partitioned();
-                if others_up && rng.gen_ratio(1, 2) {
+                // A disk is wiped whoever else is down or cut off, but not
+                // while another wiped replica is still rebuilding: two lost
+                // copies of three may hold the only copy of a committed
+                // entry, which no rule can bring back.
+                let alone = sim.nodes.iter().enumerate().all(|(k, n)| {
+                    k == i || !matches!(super::recovery::load(n.store.as_ref(), SHARD), Ok(Some(_)))
+                });
+                if alone && rng.gen_ratio(1, 2) {
                     sim.wipe(i);
                     sim.trace.note(format_args!("wipe {name}"));
                     sim.start(i, false).await?;

@@ -89,6 +89,26 @@ impl SimNet {
         self.lock().up.values().cloned().collect()
     }
 
+    /// Every replica that is rebuilding, with its rules.
+    pub fn rebuilding(&self) -> Vec<(NodeId, Arc<RaftShard>, Arc<Recovery>)> {
+        let s = self.lock();
+        s.recovery
+            .iter()
+            .filter(|(_, r)| !r.is_empty())
+            .filter_map(|(n, r)| s.up.get(n).map(|x| (*n, x.clone(), r.clone())))
+            .collect()
+    }
+
+    /// The running replicas `node` can reach now (its side of a partition).
+    pub fn reachable(&self, node: NodeId) -> Vec<Arc<RaftShard>> {
+        let s = self.lock();
+        let side = |n: &NodeId| s.side.get(n).copied().unwrap_or(0);
+        s.up.iter()
+            .filter(|(n, _)| **n != node && side(n) == side(&node))
+            .map(|(_, r)| r.clone())
+            .collect()
+    }
+
     /// Splits the nodes: those in `minority` hear only each other.
     pub fn partition(&self, minority: &BTreeSet<NodeId>) {
         let mut s = self.lock();
