@@ -15,7 +15,7 @@ use mlsd_transport::protocol::RosterMode;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn anonymizers_stop_and_zeroize_after_every_fan_out() {
-    common::init();
+    let _watchdog = common::init();
     let dir = tempfile::tempdir().unwrap();
     let text = "[cluster]\nname = \"t\"\ncerts_dir = \"certs\"\n[[node]]\nname = \"anon1\"\nlisten = \"127.0.0.1:0\"\nroles = [\"as\", \"cs\", \"ids\", \"ods\", \"sds\"]\ndata_dir = \"data\"\n[ids]\nanonymizer_concurrency = 3\n";
     let node = Node::start(ClusterConfig::parse(text, dir.path()).unwrap(), None).await.unwrap();

@@ -221,7 +221,7 @@ type Row = (&'static str, Result<WireError, String>, fn(&WireError) -> bool);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_unentitled_request_is_refused_and_changes_no_stored_byte() {
-    common::init();
+    let _watchdog = common::init();
     // One ODS shard, so that Mallory's mailbox and Bob's share it: a
     // capability token is unique within its shard, and a copy reaches only a
     // mailbox of the shard its capability names (`caps::check`), so claiming

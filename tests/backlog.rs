@@ -46,7 +46,7 @@ async fn every_backlog_is_received(alice: &mut Client, bob: &mut Client) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn large_backlogs_are_read_in_pages_on_one_node() {
-    common::init();
+    let _watchdog = common::init();
     let mut c = Cluster::new(&[("n1", &Role::ALL)]);
     c.start_all().await;
     let (mut alice, mut bob) = c.alice_and_bob_in_g("n1", 5).await;
@@ -55,7 +55,7 @@ async fn large_backlogs_are_read_in_pages_on_one_node() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn large_backlogs_are_read_in_pages_through_a_forwarding_node() {
-    common::init();
+    let _watchdog = common::init();
     let mut c = forwarding();
     c.start_all().await;
     let (mut alice, mut bob) = c.alice_and_bob_in_g("n1", 5).await;
@@ -67,7 +67,7 @@ async fn large_backlogs_are_read_in_pages_through_a_forwarding_node() {
 /// amount live while subscribed, and the `mlsc recv` of the reproduction.
 #[tokio::test(flavor = "multi_thread")]
 async fn listen_and_mlsc_recv_read_large_backlogs() {
-    common::init();
+    let _watchdog = common::init();
     let mut c = forwarding();
     c.start_all().await;
     let (mut alice, mut bob) = c.alice_and_bob_in_g("n1", 5).await;
@@ -126,7 +126,7 @@ async fn listen_and_mlsc_recv_read_large_backlogs() {
 async fn a_forwarded_subscription_is_not_forwarded_again() {
     use mlsd_transport::protocol::{MailboxAuth, NodeRequest};
     use mlsd_transport::{Request, Response, WireError};
-    common::init();
+    let _watchdog = common::init();
     let mut c = forwarding();
     c.start_all().await;
     let auth = MailboxAuth { mailbox: [9; 32], counter: 1, signature: vec![0; 64] };

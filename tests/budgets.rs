@@ -35,7 +35,7 @@ fn retry_after(e: WireError) -> u64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_group_over_its_copy_budget_is_refused_until_it_refills() {
-    common::init();
+    let _watchdog = common::init();
     let mut c = Cluster::with_extra(&[("n1", &Role::ALL)], "[ids]\ngroup_copies_per_second = 20\n");
     c.start_all().await;
     let mut s = c.registered("sender/phone", "n1", 1).await;
@@ -64,7 +64,7 @@ async fn a_group_over_its_copy_budget_is_refused_until_it_refills() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sending_address_over_its_copy_budget_is_refused_in_every_group() {
-    common::init();
+    let _watchdog = common::init();
     let mut c =
         Cluster::with_extra(&[("n1", &Role::ALL)], "[ids]\nsender_copies_per_second = 20\n");
     c.start_all().await;
@@ -93,7 +93,7 @@ async fn a_sending_address_over_its_copy_budget_is_refused_in_every_group() {
 async fn group_creation_and_blob_bytes_are_bounded_per_address() {
     use mlsd_transport::protocol::SdsRequest;
     use mlsd_transport::Request;
-    common::init();
+    let _watchdog = common::init();
     let extra = "[ids]\ncreate_rate_per_minute = 2\n[sds]\nupload_bytes_per_minute = 100000\n";
     let mut c = Cluster::with_extra(&[("n1", &Role::ALL)], extra);
     c.start_all().await;

@@ -351,7 +351,7 @@ async fn nothing_acknowledged_is_lost_with_leader_kills_disk_wipes_and_partition
 }
 
 async fn run(profile: Profile, k: Knobs) {
-    common::init();
+    let _watchdog = common::init();
     let Knobs { rounds, node_every, n_groups, n_senders, interval_ms } = k;
     let mut c = cluster(profile);
     c.start_all().await;

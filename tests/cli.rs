@@ -13,7 +13,7 @@ use mlsd_transport::Role;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn three_homes_talk_through_mlsc_and_survive_a_restart() {
-    common::init();
+    let _watchdog = common::init();
     let mut c = Cluster::new(&[("n1", &Role::ALL)]);
     c.start_all().await;
     let h = Homes { c: &c };
@@ -100,7 +100,7 @@ async fn three_homes_talk_through_mlsc_and_survive_a_restart() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_send_waits_in_the_outbox_while_the_node_is_down() {
-    common::init();
+    let _watchdog = common::init();
     let mut c = Cluster::new(&[("n1", &Role::ALL)]);
     c.start_all().await;
     let h = Homes { c: &c };

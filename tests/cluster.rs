@@ -23,7 +23,7 @@ fn split() -> Cluster {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn mlsc_ping_reaches_the_owner_whichever_node_it_enters() {
-    common::init();
+    let _watchdog = common::init();
     let mut c = Cluster::new(&[
         ("n1", &[Role::As, Role::Cs, Role::Ods]),
         ("n2", &[Role::Ids, Role::Ods, Role::As]),
@@ -58,7 +58,7 @@ async fn mlsc_ping_reaches_the_owner_whichever_node_it_enters() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn dead_owner_is_unavailable_within_the_timeout_and_comes_back() {
-    common::init();
+    let _watchdog = common::init();
     let mut c = split();
     c.start_all().await;
     let conn = Connection::connect(c.addr("n1"), &c.ca()).await.unwrap();

@@ -34,7 +34,7 @@ fn mlsc(c: &Cluster, who: &str, args: &[&str]) -> std::process::Output {
 /// still gets every one, and alice's message to h (with dave) goes through.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_mailbox_is_reported_and_blocks_nobody_else() {
-    common::init();
+    let _watchdog = common::init();
     let mut c = Cluster::with_extra(
         &[("n1", &Role::ALL)],
         "[limits]\ncall_timeout_ms = 1500\nconnect_timeout_ms = 1000\n[ods]\nmax_queue = 20\n",
@@ -128,7 +128,7 @@ fn sent_in(reports: &[mlsd_client::outbox::Report], req: &Request) -> Option<Out
 /// retry still completes instead of being refused as stale.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unreachable_owner_delays_only_its_group_and_the_retry_completes_late() {
-    common::init();
+    let _watchdog = common::init();
     let mut c = with_a_second_ods();
     c.start_all().await;
     let mut alice = with_mailbox_on(&c, "alice", "n1").await;
@@ -204,7 +204,7 @@ async fn an_unreachable_owner_delays_only_its_group_and_the_retry_completes_late
 /// one-commit-per-epoch check by posing as a retry.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_retry_must_be_identical_to_the_accepted_send() {
-    common::init();
+    let _watchdog = common::init();
     let mut c = Cluster::new(&[("n1", &Role::ALL)]);
     c.start_all().await;
     let (mut alice, _bob) = c.alice_and_bob_in_g("n1", 3).await;
@@ -230,7 +230,7 @@ async fn a_retry_must_be_identical_to_the_accepted_send() {
 async fn a_send_missing_only_unknown_mailboxes_is_not_kept() {
     use mlsd_transport::protocol::{Recipients, RosterEntry, Undeliverable};
     use mlsd_transport::{Response, WireError};
-    common::init();
+    let _watchdog = common::init();
     let mut c = Cluster::new(&[("n1", &Role::ALL)]);
     c.start_all().await;
     let mut alice = c.registered("alice/phone", "n1", 3).await;
@@ -269,7 +269,7 @@ async fn a_send_missing_only_unknown_mailboxes_is_not_kept() {
 /// its removal was still in the creator's outbox never read the group again.)
 #[tokio::test(flavor = "multi_thread")]
 async fn a_welcome_that_overtakes_our_removal_is_kept_until_the_removal_lands() {
-    common::init();
+    let _watchdog = common::init();
     let mut c = with_a_second_ods();
     c.start_all().await;
     let mut alice = with_mailbox_on(&c, "alice", "n1").await;

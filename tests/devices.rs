@@ -22,7 +22,7 @@ fn fingerprint_in(line: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_new_device_needs_a_live_devices_approval() {
-    common::init();
+    let _watchdog = common::init();
     let mut c = Cluster::new(&[("n1", &Role::ALL)]);
     c.start_all().await;
     let h = Homes { c: &c };
@@ -99,7 +99,7 @@ async fn a_new_device_needs_a_live_devices_approval() {
 /// the identity registers at once; nobody else could have claimed the id.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_operator_revokes_a_lost_device_and_releases_the_identity() {
-    common::init();
+    let _watchdog = common::init();
     let mut c = Cluster::new(&[("n1", &Role::ALL)]);
     c.start_all().await;
     let h = Homes { c: &c };

@@ -12,7 +12,7 @@ use mlsd_transport::{Response, Role};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn acknowledged_messages_survive_sigkill_of_ids_and_ods() {
-    common::init();
+    let _watchdog = common::init();
     let mut c = Cluster::new(&[
         ("n1", &[Role::As, Role::Cs]),
         ("n2", &[Role::Ids]),
@@ -72,7 +72,7 @@ async fn acknowledged_messages_survive_sigkill_of_ids_and_ods() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn handed_out_key_packages_stay_gone_and_bindings_stay_after_sigkill() {
-    common::init();
+    let _watchdog = common::init();
     let mut c =
         Cluster::new(&[("n1", &[Role::As, Role::Cs]), ("n2", &[Role::Ids, Role::Ods, Role::Sds])]);
     c.start_all().await;

@@ -45,7 +45,7 @@ async fn large_fan_outs_to_two_ods_owners_store_each_copy_once() {
 
 /// The scenario of this file on `layout`, entering at its first node.
 async fn large_fan_out(layout: &[(&str, &str)]) {
-    common::init();
+    let _watchdog = common::init();
     let cluster = InprocCluster::start("t", layout, LIMITS).await.unwrap();
     let cfg: ClientConfig = cluster.client_config("sender", 0);
     let mut sender = Client::open(&cfg).await.unwrap();

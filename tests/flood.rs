@@ -31,7 +31,7 @@ fn ods_contents(dir: &std::path::Path) -> Vec<(Vec<u8>, Vec<u8>)> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_flood_from_a_stranger_stores_nothing_and_real_groups_keep_delivering() {
-    common::init();
+    let _watchdog = common::init();
     // A debug build fans 10,000 copies out in more than the default 5 s a
     // local call may take.
     let mut c = Cluster::with_extra(&[("n1", &Role::ALL)], "[limits]\ncall_timeout_ms = 120000\n");

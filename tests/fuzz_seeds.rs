@@ -28,7 +28,7 @@ fn framed(req: &Request) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "writes fuzz/corpus; run by `make fuzz-seeds`"]
 async fn write_fuzz_seed_corpus() {
-    common::init();
+    let _watchdog = common::init();
     let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
     let mut c = Cluster::new(&[("n1", &Role::ALL)]);
     c.start_all().await;

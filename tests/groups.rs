@@ -45,7 +45,7 @@ async fn abc(c: &Cluster, mode: RosterMode) -> (Client, Client, Client) {
 }
 
 async fn run_flow(mode: RosterMode) {
-    common::init();
+    let _watchdog = common::init();
     let mut c = split();
     c.start_all().await;
     let (mut alice, mut bob, mut charlie) = abc(&c, mode).await;
@@ -126,7 +126,7 @@ async fn group_flow_client_roster() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_commits_one_wins_the_other_lands_next() {
-    common::init();
+    let _watchdog = common::init();
     let mut c = split();
     c.start_all().await;
     let mut alice = c.registered("alice/phone", "n1", 3).await;
@@ -176,7 +176,7 @@ fn disk_contains(dir: &std::path::Path, needle: &[u8]) -> bool {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn copies_are_unlinkable_and_the_disks_hold_no_metadata() {
-    common::init();
+    let _watchdog = common::init();
     let mut c = split();
     c.start_all().await;
     let mut alice = c.registered("alice/phone", "n1", 3).await;
@@ -269,7 +269,7 @@ async fn copies_are_unlinkable_and_the_disks_hold_no_metadata() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn retried_sends_deliver_each_copy_once() {
-    common::init();
+    let _watchdog = common::init();
     let mut c = split();
     c.start_all().await;
     let (mut alice, mut bob, mut charlie) = abc(&c, RosterMode::Client).await;
@@ -291,7 +291,7 @@ async fn retried_sends_deliver_each_copy_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_sends_are_refused_and_change_nothing() {
-    common::init();
+    let _watchdog = common::init();
     let mut c = split();
     c.start_all().await;
     let (mut alice, mut bob, _charlie) = abc(&c, RosterMode::Stored).await;
@@ -362,7 +362,7 @@ async fn bad_sends_are_refused_and_change_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_mixing_window_batches_fan_outs_and_delivers_everything() {
-    common::init();
+    let _watchdog = common::init();
     let mut c = Cluster::with_extra(
         &[("n1", &[Role::As, Role::Cs]), ("n2", &[Role::Ids]), ("n3", &[Role::Ods, Role::Sds])],
         "[ids]\nmixing_window_ms = 100\n",
@@ -381,7 +381,7 @@ async fn a_mixing_window_batches_fan_outs_and_delivers_everything() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_fan_out_killed_mid_way_is_completed_by_the_retry_without_duplicates() {
-    common::init();
+    let _watchdog = common::init();
     // A mixing window holds the envelopes long enough to kill the fan-out
     // while its copies are on their way to the ODS.
     let mut c = Cluster::with_extra(
@@ -430,7 +430,7 @@ async fn a_fan_out_killed_mid_way_is_completed_by_the_retry_without_duplicates()
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_fan_out_larger_than_one_frame_reaches_a_remote_ods() {
-    common::init();
+    let _watchdog = common::init();
     let mut c = Cluster::with_extra(
         &[("n1", &[Role::As, Role::Cs, Role::Ids, Role::Sds]), ("n2", &[Role::Ods])],
         // 600 bare mailboxes stand for devices: opened without tickets.
@@ -453,7 +453,7 @@ async fn a_fan_out_larger_than_one_frame_reaches_a_remote_ods() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_commit_whose_copies_could_not_be_enqueued_is_merged_and_sent_again() {
-    common::init();
+    let _watchdog = common::init();
     let mut c = split();
     c.start_all().await;
     let (mut alice, mut bob) = c.alice_and_bob_in_g("n1", 3).await;

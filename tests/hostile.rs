@@ -52,7 +52,7 @@ async fn ping(conn: &quinn::Connection) -> Response {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_frames_get_errors_and_the_node_keeps_serving() {
-    common::init();
+    let _watchdog = common::init();
     let c = one_node().await;
     let conn = client_conn(&c).await;
     assert!(matches!(ping(&conn).await, Response::Pong { .. }));
@@ -101,7 +101,7 @@ async fn bad_frames_get_errors_and_the_node_keeps_serving() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_silent_stream_times_out_without_hurting_others() {
-    common::init();
+    let _watchdog = common::init();
     let mut c = Cluster::with_extra(&[("n1", &Role::ALL)], "[limits]\nread_timeout_ms = 300\n");
     c.start("n1").await;
     let conn = client_conn(&c).await;
@@ -114,7 +114,7 @@ async fn a_silent_stream_times_out_without_hurting_others() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn only_cluster_nodes_may_speak_the_node_protocol() {
-    common::init();
+    let _watchdog = common::init();
     let c = one_node().await;
     let ca = tls::load_certs(&c.ca()).unwrap();
     let forward = NodeFrame::new(NodeRequest::Forward(Request::Ping(Ping {
@@ -181,7 +181,7 @@ async fn only_cluster_nodes_may_speak_the_node_protocol() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_flooding_client_is_refused_and_others_keep_sending() {
-    common::init();
+    let _watchdog = common::init();
     let mut c = Cluster::with_extra(&[("n1", &Role::ALL)], "[limits]\nrequests_per_second = 50\n");
     c.certs();
     c.start("n1").await;
@@ -222,7 +222,7 @@ async fn a_flooding_client_is_refused_and_others_keep_sending() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn connections_per_address_are_capped() {
-    common::init();
+    let _watchdog = common::init();
     let mut c =
         Cluster::with_extra(&[("n1", &Role::ALL)], "[limits]\nmax_connections_per_address = 4\n");
     c.certs();

@@ -58,7 +58,7 @@ fn home_signer(c: &Cluster, home: &str) -> SignatureKeyPair {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn steps_1_to_4_bob_gets_one_verified_key_package_per_device() {
-    common::init();
+    let _watchdog = common::init();
     let mut c = split();
     c.start_all().await;
     let _alice = c.registered("alice/phone", "n1", 5).await;
@@ -110,7 +110,7 @@ async fn steps_1_to_4_bob_gets_one_verified_key_package_per_device() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_registrations_and_uploads_are_refused_and_store_nothing() {
-    common::init();
+    let _watchdog = common::init();
     let mut c = split();
     c.start_all().await;
     let alice = c.registered("alice/phone", "n1", 2).await;
@@ -241,7 +241,7 @@ async fn bad_registrations_and_uploads_are_refused_and_store_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn token_mode_needs_a_fresh_token_for_the_identity() {
-    common::init();
+    let _watchdog = common::init();
     let nodes: &[(&str, &[Role])] =
         &[("n1", &[Role::As]), ("n2", &[Role::Cs]), ("n3", &[Role::Ids, Role::Ods, Role::Sds])];
     let mut c = Cluster::with_extra(nodes, "[as]\nregistration = \"token\"\n");
@@ -285,7 +285,7 @@ async fn token_mode_needs_a_fresh_token_for_the_identity() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_fetches_never_hand_out_a_key_package_twice() {
-    common::init();
+    let _watchdog = common::init();
     let mut c = split();
     c.start_all().await;
     let _charlie = c.registered("charlie/phone", "n1", 10).await;
@@ -332,7 +332,7 @@ async fn concurrent_fetches_never_hand_out_a_key_package_twice() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn fetches_are_rate_limited_per_requester() {
-    common::init();
+    let _watchdog = common::init();
     let nodes: &[(&str, &[Role])] =
         &[("n1", &[Role::As]), ("n2", &[Role::Cs]), ("n3", &[Role::Ids, Role::Ods, Role::Sds])];
     let mut c = Cluster::with_extra(nodes, "[cs]\nfetch_rate_per_minute = 5\n");
@@ -363,7 +363,7 @@ async fn fetches_are_rate_limited_per_requester() {
 /// whichever node they enter: N entry nodes no longer give N times it.
 #[tokio::test(flavor = "multi_thread")]
 async fn fetches_of_one_identity_share_one_budget_across_entry_nodes() {
-    common::init();
+    let _watchdog = common::init();
     let nodes: &[(&str, &[Role])] =
         &[("n1", &[Role::As]), ("n2", &[Role::Cs]), ("n3", &[Role::Ids, Role::Ods, Role::Sds])];
     let mut c = Cluster::with_extra(nodes, "[cs]\nfetch_rate_per_target_per_minute = 3\n");
@@ -386,7 +386,7 @@ async fn fetches_of_one_identity_share_one_budget_across_entry_nodes() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn lookups_are_rate_limited_per_address() {
-    common::init();
+    let _watchdog = common::init();
     let nodes: &[(&str, &[Role])] =
         &[("n1", &[Role::As]), ("n2", &[Role::Cs, Role::Ids, Role::Ods, Role::Sds])];
     let mut c = Cluster::with_extra(nodes, "[as]\nlookup_rate_per_minute = 3\n");
@@ -405,7 +405,7 @@ async fn lookups_are_rate_limited_per_address() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn client_rejects_tampered_or_revoked_bindings() {
-    common::init();
+    let _watchdog = common::init();
     let mut c = split();
     c.start_all().await;
     let mut alice = c.registered("alice/phone", "n1", 3).await;
@@ -490,7 +490,7 @@ async fn client_rejects_tampered_or_revoked_bindings() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bindings_and_key_packages_survive_a_restart() {
-    common::init();
+    let _watchdog = common::init();
     let mut c = split();
     c.start_all().await;
     let alice = c.registered("alice/phone", "n1", 4).await;

@@ -34,7 +34,7 @@ fn ids_keys_name(dir: &std::path::Path, group: &[u8]) -> bool {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_group_idle_past_idle_group_days_is_collected_at_the_next_creation() {
-    common::init();
+    let _watchdog = common::init();
     // One IDS shard: a creation sweeps the idle index of its own shard.
     let mut c = Cluster::configured(&[("n1", &Role::ALL)], "shards = 1\n", "");
     c.start_all().await;

@@ -37,7 +37,7 @@ async fn issued(conn: &Connection, keys: &MailboxKeys) -> DeliveryCap {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn enqueue_fetch_ack_in_order_exactly_once() {
-    common::init();
+    let _watchdog = common::init();
     let mut c = split("");
     c.start_all().await;
     // The client enters at n1; the mailbox lives on n3.
@@ -89,7 +89,7 @@ async fn enqueue_fetch_ack_in_order_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn wrong_key_replay_unknown_mailbox_and_bounds_are_refused() {
-    common::init();
+    let _watchdog = common::init();
     let mut c = split("[ods]\nmax_queue = 3\n");
     c.start_all().await;
     let conn = Connection::connect(c.addr("n3"), &c.ca()).await.unwrap();
@@ -146,7 +146,7 @@ const LOCAL_PUSH: &str = "[ods]\npush_allow_http = true\npush_allow_private = tr
 
 #[tokio::test(flavor = "multi_thread")]
 async fn push_notifies_once_per_new_envelope_and_the_url_is_never_stored_in_the_clear() {
-    common::init();
+    let _watchdog = common::init();
     let mut c = split(LOCAL_PUSH);
     c.start_all().await;
     let server = PushServer::http().await;
@@ -202,7 +202,7 @@ async fn push_notifies_once_per_new_envelope_and_the_url_is_never_stored_in_the_
 
 #[tokio::test(flavor = "multi_thread")]
 async fn enqueued_envelopes_survive_a_node_kill() {
-    common::init();
+    let _watchdog = common::init();
     let mut c = split("");
     c.start_all().await;
     let conn = Connection::connect(c.addr("n1"), &c.ca()).await.unwrap();
@@ -231,7 +231,7 @@ async fn enqueued_envelopes_survive_a_node_kill() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_subscriber_gets_envelopes_live_and_no_push() {
-    common::init();
+    let _watchdog = common::init();
     let mut c = split(LOCAL_PUSH);
     c.start_all().await;
     let server = PushServer::http().await;
@@ -278,7 +278,7 @@ async fn a_subscriber_gets_envelopes_live_and_no_push() {
 /// buffers for as long as the connection lived.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_subscriber_that_stops_reading_is_dropped_and_push_resumes() {
-    common::init();
+    let _watchdog = common::init();
     let mut c = split(&format!("read_timeout_ms = 1000\n{LOCAL_PUSH}"));
     c.start_all().await;
     let server = PushServer::http().await;

@@ -53,7 +53,7 @@ fn unverified(events: &[Event], g: &str) -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_device_the_as_never_bound_is_caught_by_every_other_member() {
-    common::init();
+    let _watchdog = common::init();
     let mut c = Cluster::new(&[("n1", &Role::ALL)]);
     c.start_all().await;
     let mut alice = c.registered("alice/phone", "n1", 3).await;

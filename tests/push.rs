@@ -53,7 +53,7 @@ async fn deliver(c: &Cluster, url: &str, n: usize) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn push_goes_only_where_the_operator_allows() {
-    common::init();
+    let _watchdog = common::init();
     // Defaults: https only, public addresses only. A loopback http endpoint
     // (say, a node's own admin service) gets nothing.
     let mut strict = cluster("");
@@ -86,7 +86,7 @@ async fn push_goes_only_where_the_operator_allows() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn https_push_is_verified_and_retried_after_a_failure() {
-    common::init();
+    let _watchdog = common::init();
     // The endpoint fails once (503), then accepts: the node tries again.
     let tls = PushServer::https(vec![503]).await;
     let ca_dir = tempfile::tempdir().unwrap();
@@ -117,7 +117,7 @@ async fn https_push_is_verified_and_retried_after_a_failure() {
 /// but not a count to assert).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_burst_at_one_mailbox_is_at_most_two_notifications() {
-    common::init();
+    let _watchdog = common::init();
     let server = PushServer::http_slow(1500).await;
     let mut c = cluster("push_allow_http = true\npush_allow_private = true\n");
     c.start_all().await;
@@ -133,7 +133,7 @@ async fn a_burst_at_one_mailbox_is_at_most_two_notifications() {
 /// announced there.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_device_registered_with_a_push_endpoint_is_notified() {
-    common::init();
+    let _watchdog = common::init();
     let mut c = cluster("push_allow_http = true\npush_allow_private = true\n");
     c.start_all().await;
     let server = PushServer::http().await;

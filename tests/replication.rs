@@ -76,7 +76,7 @@ async fn group(c: &Cluster) -> (Client, Client, Client) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sigkilled_node_loses_nothing_acknowledged_and_the_other_two_serve() {
-    common::init();
+    let _watchdog = common::init();
     let mut c = three().await;
     let (mut alice, mut bob, mut carol) = group(&c).await;
     let dave = c.registered("dave/phone", "n3", 4).await;
@@ -115,7 +115,7 @@ async fn a_sigkilled_node_loses_nothing_acknowledged_and_the_other_two_serve() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_node_restarted_empty_catches_up_and_holds_a_complete_copy() {
-    common::init();
+    let _watchdog = common::init();
     let mut c = three().await;
     let (mut alice, mut bob, mut carol) = group(&c).await;
     // Dave reads only at the very end, once n2 is stopped.
@@ -179,7 +179,7 @@ async fn a_node_restarted_empty_catches_up_and_holds_a_complete_copy() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn with_two_of_three_down_writes_are_refused_retryably_and_resume() {
-    common::init();
+    let _watchdog = common::init();
     let mut c = three().await;
     let (mut alice, mut bob, _carol) = group(&c).await;
     send_acked(&mut alice, "message 0").await;
@@ -218,7 +218,7 @@ async fn with_two_of_three_down_writes_are_refused_retryably_and_resume() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_partitioned_node_acknowledges_nothing_and_the_majority_carries_on() {
-    common::init();
+    let _watchdog = common::init();
     let c = three().await;
     let (mut alice, mut bob, mut carol) = group(&c).await;
     // Dave enters through n1, the node that gets cut off.
@@ -287,7 +287,7 @@ async fn a_partitioned_node_acknowledges_nothing_and_the_majority_carries_on() {
 /// every binding and every queued copy is there.
 #[tokio::test(flavor = "multi_thread")]
 async fn two_wiped_nodes_alone_serve_nothing_and_the_third_brings_everything_back() {
-    common::init();
+    let _watchdog = common::init();
     let mut c = three().await;
     let mut alice = c.registered("alice/phone", "n3", 3).await;
     let mut bob = c.registered("bob/phone", "n3", 3).await;

@@ -25,7 +25,7 @@ fn server_err<T: std::fmt::Debug>(r: Result<T, ClientError>) -> WireError {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn blobs_need_the_capability_to_change_and_only_the_id_to_read() {
-    common::init();
+    let _watchdog = common::init();
     let mut c = split("[sds]\nmax_blob_bytes = 4000000\n");
     c.start_all().await;
     let conn = Connection::connect(c.addr("n1"), &c.ca()).await.unwrap();
@@ -106,7 +106,7 @@ async fn blobs_need_the_capability_to_change_and_only_the_id_to_read() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn new_members_read_group_data_and_removed_ones_cannot_derive_the_next() {
-    common::init();
+    let _watchdog = common::init();
     let mut c = split("");
     c.start_all().await;
     let mut alice = c.registered("alice/phone", "n1", 2).await;

@@ -14,7 +14,7 @@ use ractor::ActorRef;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn killed_role_actor_is_restarted_and_serves_again() {
-    common::init();
+    let _watchdog = common::init();
     let dir = tempfile::tempdir().unwrap();
     let text = "[cluster]\nname = \"t\"\ncerts_dir = \"certs\"\n[[node]]\nname = \"sup1\"\nlisten = \"127.0.0.1:0\"\nroles = [\"as\", \"cs\", \"ids\", \"ods\", \"sds\"]\ndata_dir = \"data\"\n";
     let cfg = ClusterConfig::parse(text, dir.path()).unwrap();

@@ -25,7 +25,7 @@ fn rate_limited(e: WireError) -> bool {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_requesters_fetch_budget_is_one_budget_across_entry_nodes() {
-    common::init();
+    let _watchdog = common::init();
     let mut c = two_nodes("[tickets]\nfetch_per_day = 3\n");
     c.start_all().await;
     let _bob = c.registered("bob/phone", "n1", 10).await;
@@ -49,7 +49,7 @@ async fn a_requesters_fetch_budget_is_one_budget_across_entry_nodes() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_ticket_spent_through_one_node_is_spent_for_every_node() {
-    common::init();
+    let _watchdog = common::init();
     let mut c = two_nodes("");
     c.start_all().await;
     let alice = c.registered("alice/phone", "n1", 1).await;
@@ -82,7 +82,7 @@ async fn a_ticket_spent_through_one_node_is_spent_for_every_node() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn groups_mailboxes_and_blob_chunks_are_bounded_per_identity() {
-    common::init();
+    let _watchdog = common::init();
     let extra = "[tickets]\ngroup_per_day = 2\nmailbox_per_day = 2\nblob_chunks_per_day = 6\n";
     let mut c = two_nodes(extra);
     c.start_all().await;

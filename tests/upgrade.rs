@@ -39,7 +39,7 @@ fn plant(c: &Cluster, space: Space, key: &[u8], value: &[u8]) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_current_binary_serves_a_data_dir_of_the_older_layout() {
-    common::init();
+    let _watchdog = common::init();
     let mut c = Cluster::unpack(&fixture(), "n1", &Role::ALL);
     // A torn record among the old ones: carol's AS binding.
     plant(&c, Space::Role(Role::As), b"b/carol/phone", &[0xde, 0xad]);

@@ -433,8 +433,53 @@ pub fn settled(dir: &std::path::Path) -> mlsd_actors::storage::Contents {
 }
 
 /// Installs the process-wide rustls provider once.
-pub fn init() {
+pub fn init() -> Watchdog {
     mlsd_node::install_crypto_provider();
+    Watchdog::start()
+}
+
+/// Fails the whole test binary, naming the test, when one test runs longer
+/// than `MLSD_TEST_TIMEOUT_SECS` (default 600): a hung test fails fast
+/// with its name instead of holding CI until its own timeout. Held by the
+/// test (`let _watchdog = common::init();`); dropping it, at the test's
+/// end or when it panics, calls the dog off.
+pub struct Watchdog(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Watchdog {
+    fn start() -> Self {
+        use std::sync::atomic::Ordering;
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let name = std::thread::current().name().unwrap_or("a test").to_string();
+        let limit = std::env::var("MLSD_TEST_TIMEOUT_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .map_or(Duration::from_secs(600), Duration::from_secs);
+        let d = done.clone();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let start = Instant::now();
+            while start.elapsed() < limit {
+                if d.load(Ordering::Acquire) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            // Straight to stderr: the test harness's capture would lose it.
+            let _ = writeln!(
+                std::io::stderr(),
+                "test {name} ran longer than {} s: stopping the test binary",
+                limit.as_secs()
+            );
+            std::process::exit(124);
+        });
+        Watchdog(done)
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Release);
+    }
 }
 
 /// Every file below `dir` (for tests that read a node's disk as an attacker would).
