@@ -44,6 +44,10 @@ pub struct RaftShard {
     timeout: Duration,
     /// Most bytes one entry may carry ([`super::max_entry`]).
     max_entry: usize,
+    /// How long a leader that has heard from no quorum still counts as
+    /// leading: the election timeout, after which the others may have
+    /// elected another.
+    lease: Duration,
 }
 
 impl RaftShard {
@@ -55,6 +59,7 @@ impl RaftShard {
         store: Arc<dyn Store>,
         timeout: Duration,
     ) -> Self {
+        let lease = Duration::from_millis(raft.config().election_timeout_min);
         RaftShard {
             shard,
             raft,
@@ -64,6 +69,7 @@ impl RaftShard {
             fenced: AtomicU64::new(0),
             timeout,
             max_entry: super::max_entry(mlsd_transport::limits::DEFAULT_MAX_FRAME),
+            lease,
         }
     }
 
@@ -80,11 +86,24 @@ impl RaftShard {
         m.membership_config.membership().get_node(&id).map(|n| n.name.clone())
     }
 
-    /// Whether this node leads the shard now (as far as it knows).
-    pub fn leading(&self) -> bool {
+    /// Whether this node is the shard's leader in openraft's eyes, lease or
+    /// not: what decides whether it sends heartbeats (which renew the lease).
+    pub fn is_leader(&self) -> bool {
         let m = self.raft.metrics();
         let m = m.borrow();
         m.state == ServerState::Leader && m.current_leader == Some(self.me)
+    }
+
+    /// Whether this node leads the shard now: it is the leader, and a
+    /// quorum acknowledged it within the lease. A leader cut off from the
+    /// others keeps openraft's leader state until it hears of a newer term;
+    /// after the lease it no longer counts as leading, so its hosts stop
+    /// deciding and answer `NotLeader` at once instead of timing out.
+    pub fn leading(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let acked = m.millis_since_quorum_ack.is_some_and(|ms| ms <= self.lease.as_millis() as u64);
+        m.state == ServerState::Leader && m.current_leader == Some(self.me) && acked
     }
 
     fn not_leader(&self) -> CommitError {

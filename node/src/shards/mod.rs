@@ -199,7 +199,7 @@ impl Shards {
         loop {
             tick.tick().await;
             for r in self.local.values() {
-                if r.leading() {
+                if r.is_leader() {
                     let _ = r.raft.trigger().heartbeat().await;
                 }
             }

@@ -310,7 +310,7 @@ async fn heartbeats(net: SimNet, stop: Arc<AtomicBool>) {
     while !stop.load(Ordering::Relaxed) {
         tokio::time::sleep(Duration::from_millis(50)).await;
         for r in net.replicas() {
-            if r.leading() {
+            if r.is_leader() {
                 let _ = r.raft.trigger().heartbeat().await;
             }
         }
@@ -422,15 +422,9 @@ async fn writer(w: Clients, client: u64) {
     }
 }
 
-async fn simulate(seed: u64) -> Result<Outcome, Violation> {
-    let mut rng = StdRng::seed_from_u64(seed ^ 0x51_3D);
-    let count = if seed % 4 == 3 { 5 } else { 3 };
-    let root = tempfile::tempdir().map_err(|e| Violation {
-        seed,
-        what: format!("no temp dir: {e}"),
-        events: Vec::new(),
-    })?;
-    let nodes: Vec<Node> = (1..=count)
+/// `count` nodes named s1, s2, ... with empty storage under `root`.
+fn fresh_nodes(root: &tempfile::TempDir, count: usize) -> Vec<Node> {
+    (1..=count)
         .map(|k| {
             let name = format!("s{k}");
             Node {
@@ -442,7 +436,18 @@ async fn simulate(seed: u64) -> Result<Outcome, Violation> {
                 serial: Arc::default(),
             }
         })
-        .collect();
+        .collect()
+}
+
+async fn simulate(seed: u64) -> Result<Outcome, Violation> {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x51_3D);
+    let count = if seed % 4 == 3 { 5 } else { 3 };
+    let root = tempfile::tempdir().map_err(|e| Violation {
+        seed,
+        what: format!("no temp dir: {e}"),
+        events: Vec::new(),
+    })?;
+    let nodes = fresh_nodes(&root, count);
     let members =
         nodes.iter().map(|n| (n.id, Member { name: n.name.clone() })).collect::<BTreeMap<_, _>>();
     let mut sim = Sim {
@@ -715,6 +720,74 @@ mod tests {
         }
         assert!(commits > 0);
         eprintln!("{} seeds: {commits} commits accepted, faults {faults:?}", seeds());
+    }
+
+    /// A leader cut off from the others keeps openraft's leader state, but
+    /// within two election timeouts it no longer counts as leading: `ready`
+    /// answers `NotLeader` at once instead of deciding (before the lease it
+    /// answered from its cached term and decided on a lost leadership).
+    #[test]
+    fn a_cut_off_leader_stops_deciding_within_two_election_timeouts() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        super::super::runtime::seed_thread(7);
+        rt.block_on(async {
+            let root = tempfile::tempdir().unwrap();
+            let nodes = fresh_nodes(&root, 3);
+            let members = nodes.iter().map(|n| (n.id, Member { name: n.name.clone() })).collect();
+            let mut sim = Sim {
+                seed: 7,
+                root,
+                config: raft_config(),
+                members,
+                nodes,
+                net: SimNet::new(7),
+                trace: Trace { start: Instant::now(), events: Arc::default() },
+                ledger: Arc::default(),
+            };
+            for i in 0..3 {
+                sim.start(i, true).await.unwrap();
+            }
+            let stop = Arc::new(AtomicBool::new(false));
+            tokio::spawn(heartbeats(sim.net.clone(), stop.clone()));
+            let leader = loop {
+                if let Some(r) = sim.net.replicas().into_iter().find(|r| r.leading()) {
+                    break r;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            };
+            let term = leader.ready().await.unwrap();
+            let id = leader.raft.metrics().borrow().id;
+            sim.net.partition(&[id].into());
+            // The election timeout is 200-400 ms here.
+            tokio::time::sleep(Duration::from_millis(800)).await;
+            assert!(leader.is_leader(), "openraft still calls it leader");
+            assert!(!leader.leading(), "but its lease ran out");
+            let t = Instant::now();
+            match leader.ready().await {
+                Err(super::super::CommitError::NotLeader { .. }) => {}
+                other => panic!("a cut-off leader of term {term} answered {other:?}"),
+            }
+            assert!(t.elapsed() < Duration::from_millis(10), "at once: {:?}", t.elapsed());
+            // The other two elect a leader of a later term.
+            let others: Vec<_> =
+                sim.net.replicas().into_iter().filter(|r| !Arc::ptr_eq(r, &leader)).collect();
+            let elected = Instant::now();
+            while !others
+                .iter()
+                .any(|r| r.leading() && r.raft.metrics().borrow().current_term > term)
+            {
+                assert!(elected.elapsed() < Duration::from_secs(5), "no new leader");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            stop.store(true, Ordering::Relaxed);
+            for r in sim.net.replicas() {
+                let _ = r.raft.shutdown().await;
+            }
+        });
     }
 
     /// Seeds that broke one commit per epoch before a timed-out proposal
