@@ -83,6 +83,12 @@ pub enum RoleMsg {
         /// Where the response goes.
         reply: RpcReplyPort<Response>,
     },
+    /// This node stopped leading the host's shard (or its lease ran out):
+    /// sent by the node as soon as it notices, so that the host drops what
+    /// belongs to the leader at once (the IDS its group actors, the ODS its
+    /// live subscriptions, which close and are resumed at the new leader)
+    /// rather than at the next request.
+    Deposed,
 }
 
 /// Start-up arguments of a role host.
@@ -126,7 +132,7 @@ impl Hosted {
         Ok(Hosted { args, logic, term: 0 })
     }
 
-    fn refresh(&mut self) {
+    pub(crate) fn refresh(&mut self) {
         if let Some(fresh) = logic_for(self.args.role, &self.args.settings) {
             self.logic = fresh;
         }
@@ -231,6 +237,9 @@ impl Actor for RoleActor {
             RoleMsg::Subscribe { reply, .. } | RoleMsg::Enqueue { reply, .. } => {
                 let _ = reply.send(not_here(state.args.role));
             }
+            // The next request confirms leadership afresh anyway; the logic
+            // starts from storage in whatever term comes next.
+            RoleMsg::Deposed => state.refresh(),
         }
         Ok(())
     }

@@ -109,6 +109,12 @@ impl Actor for IdsHost {
                 let _ = reply.send(not_here(Role::Ids));
                 return Ok(());
             }
+            RoleMsg::Deposed => {
+                // In-flight sends answer a retryable error; the next leader
+                // loads the groups afresh.
+                state.stop_groups();
+                return Ok(());
+            }
         };
         let request = match request {
             Request::Ids(r) => r,

@@ -76,6 +76,13 @@ impl Actor for OdsHost {
         // A caller that timed out and went away is not our failure: sends to
         // `reply` ignore errors. The ODS needs no other role's answer, so a
         // request is decided at once.
+        if let RoleMsg::Deposed = msg {
+            // Dropping their sinks closes the streams; the clients
+            // resubscribe at the new leader from their last ack.
+            state.subscribers.clear();
+            state.hosted.refresh();
+            return Ok(());
+        }
         let h = &mut state.hosted;
         let term = match h.ready().await {
             Ok(t) => t,
@@ -104,6 +111,7 @@ impl Actor for OdsHost {
             }
             RoleMsg::Enqueue { items, reply } => (h.logic.enqueue(items, &ctx), reply, None),
             RoleMsg::Admin { request, reply } => (h.logic.admin(request, &ctx), reply, None),
+            RoleMsg::Deposed => return Ok(()),
         };
         let (response, effects) = h.apply(term, d).await;
         if let (Response::Envelopes(_), Some((m, sink))) = (&response, subscriber) {
@@ -123,6 +131,7 @@ fn reply_of(msg: RoleMsg, r: Response) {
         | RoleMsg::Subscribe { reply, .. }
         | RoleMsg::Enqueue { reply, .. }
         | RoleMsg::Admin { reply, .. } => reply,
+        RoleMsg::Deposed => return,
     };
     let _ = reply.send(r);
 }
@@ -192,6 +201,46 @@ mod tests {
             ask(&actor, open).await,
             Response::Error(WireError::Ods(OdsError::MailboxTaken))
         );
+        actor.stop(None);
+        handle.await.unwrap();
+    }
+
+    /// Told that its node no longer leads the shard, the host closes its
+    /// live subscriptions at once (their clients resubscribe at the new
+    /// leader), without waiting for a request to find out.
+    #[tokio::test]
+    async fn a_deposed_host_closes_its_subscriptions_at_once() {
+        use ed25519_dalek::Signer;
+        use mlsd_transport::protocol::identity::signing_bytes;
+        use mlsd_transport::protocol::ods::{MailboxAuth, LABEL_SUBSCRIBE};
+
+        let args = RoleArgs {
+            node: "t".into(),
+            role: Role::Ods,
+            store: Arc::new(crate::replica::Local(Arc::new(MemStore::new()))),
+            settings: Arc::new(RoleSettings::default()),
+            router: Arc::new(Nowhere),
+        };
+        let (actor, handle) = Actor::spawn(None, OdsHost, args).await.unwrap();
+        let key = ed25519_dalek::SigningKey::from_bytes(&[1; 32]);
+        let mailbox = [5; 32];
+        let auth_key = key.verifying_key().to_bytes().to_vec();
+        let open = Request::Ods(OdsRequest::OpenMailbox { mailbox, auth_key, push: None });
+        let r = ractor::call!(actor, |reply| RoleMsg::Request { request: open, reply }).unwrap();
+        assert_eq!(r, Response::MailboxOpened);
+        let counter = crate::sig::unix(std::time::SystemTime::now()) * 1000;
+        let signature = key
+            .sign(&signing_bytes(LABEL_SUBSCRIBE, &(mailbox, counter, 0u64)))
+            .to_bytes()
+            .to_vec();
+        let auth = MailboxAuth { mailbox, counter, signature };
+        let request = Request::Ods(OdsRequest::Subscribe { auth, after: 0 });
+        let (sink, mut live) = tokio::sync::mpsc::channel(4);
+        let r = ractor::call!(actor, |reply| RoleMsg::Subscribe { request, sink, reply }).unwrap();
+        assert!(matches!(r, Response::Envelopes(_)), "{r:?}");
+        actor.send_message(RoleMsg::Deposed).unwrap();
+        let closed = tokio::time::timeout(std::time::Duration::from_secs(2), live.recv()).await;
+        assert!(matches!(closed, Ok(None)), "the subscription stays open: {closed:?}");
         actor.stop(None);
         handle.await.unwrap();
     }

@@ -22,7 +22,8 @@ use mlsd_actors::replica::log::ShardLog;
 use mlsd_actors::replica::machine::ShardMachine;
 use mlsd_actors::replica::recovery::{Rebuild, Recovery};
 use mlsd_actors::replica::{node_id, Member, NodeId, RaftShard, ShardConfig, ShardId, ShardRaft};
-use mlsd_actors::Store;
+use mlsd_actors::role::shard_actor_name;
+use mlsd_actors::{RoleMsg, Store};
 use mlsd_transport::codec;
 use mlsd_transport::protocol::{RaftCall, RaftRpc, ShardLine};
 use openraft::error::{InitializeError, RaftError};
@@ -192,15 +193,27 @@ impl Shards {
     }
 
     /// One timer for every shard's heartbeats, so that those to one peer
-    /// leave together and share a message ([`network`]).
+    /// leave together and share a message ([`network`]). The same timer
+    /// watches leadership: a shard this node stops leading (or whose lease
+    /// ran out) has its host told at once ([`RoleMsg::Deposed`]).
     async fn heartbeats(self: Arc<Self>) {
         let mut tick = tokio::time::interval(self.config.replication.heartbeat);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut led: HashMap<ShardId, bool> = HashMap::new();
         loop {
             tick.tick().await;
-            for r in self.local.values() {
+            for (shard, r) in &self.local {
                 if r.is_leader() {
                     let _ = r.raft.trigger().heartbeat().await;
+                }
+                let leading = r.leading();
+                if led.insert(*shard, leading) == Some(true) && !leading {
+                    tracing::info!(%shard, "no longer leading; its host lets go");
+                    let name = shard_actor_name(&self.me, shard.role, shard.index);
+                    if let Some(host) = ractor::registry::where_is(name) {
+                        let _ =
+                            ractor::ActorRef::<RoleMsg>::from(host).send_message(RoleMsg::Deposed);
+                    }
                 }
             }
         }
