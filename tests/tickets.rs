@@ -80,6 +80,34 @@ async fn a_ticket_spent_through_one_node_is_spent_for_every_node() {
     assert!(before == after, "a refused ticket changed storage");
 }
 
+/// A paid KeyPackage fetch sent again with the same frame, through another
+/// entry node (its answer lost, or retried at a new leader): the same
+/// KeyPackage, and no second one consumed. A client cannot name a paid
+/// fetch itself.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_repeated_paid_fetch_gets_the_same_key_package_and_consumes_no_other() {
+    let _watchdog = common::init();
+    let mut c = two_nodes("");
+    c.start_all().await;
+    let alice = c.registered("alice/phone", "n1", 1).await;
+    let bob = c.registered("bob/phone", "n2", 3).await;
+    let ticket = alice.take_ticket(TicketKind::Fetch).await.unwrap();
+    let fetch = Request::Cs(CsRequest::FetchKeyPackages { identity: "bob".into() });
+    let n1 = mlsd_client::Connection::connect(c.addr("n1"), &c.ca()).await.unwrap();
+    let n2 = mlsd_client::Connection::connect(c.addr("n2"), &c.ca()).await.unwrap();
+    let first = n1.request_paid(fetch.clone(), Some(ticket.clone())).await.unwrap();
+    assert!(matches!(&first, Response::KeyPackages(k) if k.len() == 1), "{first:?}");
+    let again = n2.request_paid(fetch, Some(ticket)).await.unwrap();
+    assert_eq!(again, first, "a repeat gets the first answer");
+    assert_eq!(bob.count_key_packages().await.unwrap(), (2, true), "one consumed, not two");
+    let named = Request::Cs(CsRequest::FetchPaid { identity: "bob".into(), paid: [7; 32] });
+    assert!(matches!(
+        server_err(n1.request(named).await),
+        WireError::Auth(AuthError::NotAuthorized(_))
+    ));
+    assert_eq!(bob.count_key_packages().await.unwrap(), (2, true));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn groups_mailboxes_and_blob_chunks_are_bounded_per_identity() {
     let _watchdog = common::init();

@@ -10,6 +10,9 @@
 //! - `l/CLIENT` → [`KpRecord`]: the last-resort KeyPackage.
 //! - `n/CLIENT` → next SEQ.
 //! - `u/WEEK/SHA256(signature)`: signed requests served (`crate::once`).
+//! - `p/WEEK/PAID` → the answer: paid fetches served ([`CsRequest::FetchPaid`]),
+//!   so that a repeat gets the same KeyPackages and consumes none; this
+//!   week's and last week's are kept.
 //! - `x/WEEK/SHA256(KeyPackage)` → not_after: every KeyPackage stored, in the
 //!   bucket of the week it expires (weeks since 1970, 4 bytes BE), so a
 //!   replayed upload cannot put a consumed KeyPackage back. Past weeks go in
@@ -40,6 +43,8 @@ use crate::sig::{fresh, unix, verify};
 use crate::storage::{drop_weeks_before, week, week_prefix, Batch, Space};
 
 const SPACE: Space = Space::Role(Role::Cs);
+/// Key tag of the paid fetches served.
+const PAID: &[u8] = b"p/";
 
 /// The only ciphersuite clients of this deployment use.
 pub const CIPHERSUITE: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
@@ -290,6 +295,32 @@ impl CsLogic {
         Ok(Decision::write(Response::KeyPackages(out), batch))
     }
 
+    /// A paid fetch: the first time a fetch, whose answer is kept under
+    /// `paid`; again (a retry of the same frame), that answer, with nothing
+    /// consumed.
+    fn fetch_paid(
+        &mut self,
+        identity: &str,
+        paid: [u8; 32],
+        bindings: &[SignedBinding],
+        ctx: &RoleContext<'_>,
+    ) -> Result<Decision, WireError> {
+        let this_week = week(unix(ctx.now));
+        let key = |w: u32| [&week_prefix(PAID, w)[..], &paid[..]].concat();
+        for w in [this_week, this_week.saturating_sub(1)] {
+            if let Some(first) = ctx.store.get(SPACE, &key(w)).map_err(internal)? {
+                let r: Response = mlsd_transport::codec::decode(&first).map_err(internal)?;
+                return Ok(Decision::reply(r));
+            }
+        }
+        let mut d = self.fetch(identity, bindings, ctx)?;
+        let first = mlsd_transport::codec::encode(&d.response).map_err(internal)?;
+        d.writes.put(SPACE, key(this_week), first);
+        drop_weeks_before(ctx.store, SPACE, PAID, this_week.saturating_sub(1), &mut d.writes)
+            .map_err(internal)?;
+        Ok(d)
+    }
+
     fn count(
         &self,
         body: CountBody,
@@ -395,7 +426,9 @@ impl RoleLogic for CsLogic {
         let identity = match req {
             CsRequest::PublishKeyPackages { body, .. } => split_client_id(&body.client)?.0,
             CsRequest::CountKeyPackages { body, .. } => split_client_id(&body.client)?.0,
-            CsRequest::FetchKeyPackages { identity } => identity,
+            CsRequest::FetchKeyPackages { identity } | CsRequest::FetchPaid { identity, .. } => {
+                identity
+            }
         };
         Some(Request::As(AsRequest::Lookup { identity: identity.to_string() }))
     }
@@ -417,6 +450,9 @@ impl RoleLogic for CsLogic {
                 self.publish(body, signature, &bindings, ctx)
             }
             CsRequest::FetchKeyPackages { identity } => self.fetch(&identity, &bindings, ctx),
+            CsRequest::FetchPaid { identity, paid } => {
+                return self.fetch_paid(&identity, paid, &bindings, ctx).into()
+            }
             CsRequest::CountKeyPackages { body, signature } => {
                 self.count(body, signature, &bindings, ctx)
             }

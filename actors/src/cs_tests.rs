@@ -142,6 +142,38 @@ fn each_key_package_is_handed_out_once_and_the_last_resort_stays() {
     assert_eq!(counted(&mut cs), Response::KeyPackageCount { count: 0, last_resort: true });
 }
 
+/// A paid fetch sent again (its answer lost, or the entry node retried it
+/// at a new leader) gets the same KeyPackages and consumes no other; a
+/// fetch paid with another ticket gets the next one.
+#[test]
+fn a_repeated_paid_fetch_hands_out_the_same_key_packages_and_consumes_none() {
+    let (store, mut cs) = (MemStore::new(), cs());
+    let phone = Device::new("alice/phone", 1);
+    let (kp1, kp2, lr) = (phone.key_package(), phone.key_package(), phone.key_package());
+    let publish = phone.publish(vec![kp1.clone(), kp2.clone()], Some(lr));
+    run(&mut cs, &store, publish, phone.bindings(false));
+    let paid =
+        |n: u8| Request::Cs(CsRequest::FetchPaid { identity: "alice".into(), paid: [n; 32] });
+    let keys = |r: Response| match r {
+        Response::KeyPackages(k) => {
+            k.into_iter().map(|k| (k.key_package, k.last_resort)).collect::<Vec<_>>()
+        }
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(keys(run(&mut cs, &store, paid(1), phone.bindings(false))), [(kp1.clone(), false)]);
+    for _ in 0..3 {
+        let before = store.contents();
+        assert_eq!(
+            keys(run(&mut cs, &store, paid(1), phone.bindings(false))),
+            [(kp1.clone(), false)]
+        );
+        assert_eq!(store.contents(), before, "a repeat changes nothing");
+    }
+    let counted = run(&mut cs, &store, phone.count(), phone.bindings(false));
+    assert_eq!(counted, Response::KeyPackageCount { count: 1, last_resort: true });
+    assert_eq!(keys(run(&mut cs, &store, paid(2), phone.bindings(false))), [(kp2, false)]);
+}
+
 #[test]
 fn a_key_package_published_twice_is_stored_once() {
     let (store, mut cs) = (MemStore::new(), cs());

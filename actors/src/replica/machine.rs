@@ -429,6 +429,18 @@ mod tests {
         }
     }
 
+    /// Sends `snap` to `to` and installs it there, as openraft does.
+    async fn send(snap: Snapshot<ShardConfig>, to: &mut ShardMachine) {
+        let mut into = to.begin_receiving_snapshot().await.unwrap();
+        let mut from = *snap.snapshot;
+        let mut bytes = Vec::new();
+        from.seek(SeekFrom::Start(0)).await.unwrap();
+        from.read_to_end(&mut bytes).await.unwrap();
+        into.write_all(&bytes).await.unwrap();
+        into.flush().await.unwrap();
+        to.install_snapshot(&snap.meta, into).await.unwrap();
+    }
+
     fn keys(store: &Arc<dyn Store>, shard: ShardId) -> Vec<(Vec<u8>, Vec<u8>)> {
         let view = ShardView { store: store.clone(), shard };
         view.scan_prefix(Space::Role(shard.role), &[], 100).unwrap()
@@ -462,14 +474,7 @@ mod tests {
         other.put(sp, b"m/9".to_vec(), b"shard 256".to_vec());
         follower.write(prefixed(s256, other)).unwrap();
 
-        let mut into = b.begin_receiving_snapshot().await.unwrap();
-        let mut from = *snap.snapshot;
-        let mut bytes = Vec::new();
-        from.seek(SeekFrom::Start(0)).await.unwrap();
-        from.read_to_end(&mut bytes).await.unwrap();
-        into.write_all(&bytes).await.unwrap();
-        into.flush().await.unwrap();
-        b.install_snapshot(&snap.meta, into).await.unwrap();
+        send(snap, &mut b).await;
 
         assert_eq!(keys(&follower, s255), keys(&leader, s255));
         assert_eq!(keys(&follower, s256), vec![(b"m/9".to_vec(), b"shard 256".to_vec())]);
@@ -531,13 +536,7 @@ mod tests {
                 built
             }
         });
-        let mut into = b.begin_receiving_snapshot().await.unwrap();
-        let mut from = *snap.snapshot;
-        let mut bytes = Vec::new();
-        from.seek(SeekFrom::Start(0)).await.unwrap();
-        from.read_to_end(&mut bytes).await.unwrap();
-        into.write_all(&bytes).await.unwrap();
-        b.install_snapshot(&snap.meta, into).await.unwrap();
+        send(snap, &mut b).await;
         done.store(true, std::sync::atomic::Ordering::Release);
         let built = building.await.unwrap();
         assert!(!built.is_empty());

@@ -95,16 +95,25 @@ impl View for RocksStore {
         limit: usize,
     ) -> Result<Entries, StoreError> {
         let mode = rocksdb::IteratorMode::From(start, rocksdb::Direction::Forward);
-        let mut out = Vec::new();
-        for item in self.db.iterator_cf(self.cf(space)?, mode) {
-            let (k, v) = item.map_err(db_err)?;
-            if !k.starts_with(prefix) || out.len() >= limit {
-                break;
-            }
-            out.push((k.to_vec(), v.to_vec()));
-        }
-        Ok(out)
+        prefixed_run(self.db.iterator_cf(self.cf(space)?, mode), prefix, limit)
     }
+}
+
+/// The first `limit` entries of `items` (an iterator from the scan's start)
+/// whose keys start with `prefix`.
+fn prefixed_run<I>(items: I, prefix: &[u8], limit: usize) -> Result<Entries, StoreError>
+where
+    I: Iterator<Item = Result<(Box<[u8]>, Box<[u8]>), rocksdb::Error>>,
+{
+    let mut out = Vec::new();
+    for item in items {
+        let (k, v) = item.map_err(db_err)?;
+        if !k.starts_with(prefix) || out.len() >= limit {
+            break;
+        }
+        out.push((k.to_vec(), v.to_vec()));
+    }
+    Ok(out)
 }
 
 /// A [`RocksStore`] as it was when the snapshot was taken.
@@ -126,15 +135,7 @@ impl View for AtOnce<'_> {
         limit: usize,
     ) -> Result<Entries, StoreError> {
         let mode = rocksdb::IteratorMode::From(start, rocksdb::Direction::Forward);
-        let mut out = Vec::new();
-        for item in self.snap.iterator_cf(self.store.cf(space)?, mode) {
-            let (k, v) = item.map_err(db_err)?;
-            if !k.starts_with(prefix) || out.len() >= limit {
-                break;
-            }
-            out.push((k.to_vec(), v.to_vec()));
-        }
-        Ok(out)
+        prefixed_run(self.snap.iterator_cf(self.store.cf(space)?, mode), prefix, limit)
     }
 }
 

@@ -30,7 +30,9 @@ mod tickets;
 pub use delivery::join_all;
 pub use delivery::NodeRouter;
 
-use mlsd_transport::protocol::{AsRequest, CsRequest, IdsRequest, OdsRequest, SdsRequest};
+use mlsd_transport::protocol::{
+    AsRequest, AuthError, CsRequest, IdsRequest, OdsRequest, SdsRequest,
+};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -160,6 +162,9 @@ impl ServerCtx {
     pub(super) fn admit(&self, req: &Request, from: IpAddr) -> Result<(), WireError> {
         match req {
             Request::Cs(CsRequest::FetchKeyPackages { .. }) => self.fetch_limiter.take(from),
+            Request::Cs(CsRequest::FetchPaid { .. }) => Err(WireError::Auth(
+                AuthError::NotAuthorized("only nodes name a paid fetch".into()),
+            )),
             // Mailboxes need no identity, so their creation is what to bound.
             Request::Ods(OdsRequest::OpenMailbox { .. }) => self.open_limiter.take(from),
             Request::As(AsRequest::Lookup { .. } | AsRequest::LookupPage { .. }) => {

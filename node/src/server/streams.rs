@@ -1,7 +1,8 @@
 //! One request per stream: reading and checking a client's or a node's
 //! frame, and answering it.
 
-use mlsd_transport::protocol::{BadFrame, OdsRequest};
+use mlsd_transport::protocol::tickets::Ticket;
+use mlsd_transport::protocol::{BadFrame, CsRequest, OdsRequest};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -31,6 +32,17 @@ fn check_frame(magic: u32, want: u32, version: u16) -> Result<(), WireError> {
     Ok(())
 }
 
+/// A KeyPackage fetch paid with `ticket`, as the CS takes it: named by the
+/// ticket, so that a repeat of it is answered as the first time.
+fn paid(req: Request, ticket: Option<&Ticket>) -> Request {
+    match (req, ticket) {
+        (Request::Cs(CsRequest::FetchKeyPackages { identity }), Some(t)) => {
+            Request::Cs(CsRequest::FetchPaid { identity, paid: t.id() })
+        }
+        (req, _) => req,
+    }
+}
+
 pub(super) async fn serve_client_stream(
     send: quinn::SendStream,
     mut recv: quinn::RecvStream,
@@ -48,10 +60,10 @@ pub(super) async fn serve_client_stream(
                     Ok(()) if matches!(f.request, Request::Ods(OdsRequest::Subscribe { .. })) => {
                         return subscription(&ctx, send, f.request, true).await;
                     }
-                    Ok(()) => match pay(&ctx, &f.request, f.ticket).await {
+                    Ok(()) => match pay(&ctx, &f.request, f.ticket.clone()).await {
                         Err(e) => Response::Error(e),
                         Ok(()) => {
-                            let response = route(&ctx, f.request).await;
+                            let response = route(&ctx, paid(f.request, f.ticket.as_ref())).await;
                             ctx.charge(&response, remote);
                             response
                         }

@@ -29,18 +29,32 @@ pub enum CsRequest {
         /// Signature by the bound key.
         signature: Vec<u8>,
     },
+    /// A `FetchKeyPackages` paid with a quota ticket, as the entry node
+    /// forwards it once the ticket is spent: `paid` (BLAKE3 of the ticket)
+    /// names this fetch, so that the CS answers a repeat of it (the same
+    /// frame sent again after a lost answer or a leader change) with the
+    /// KeyPackages it handed out the first time and consumes no more. Only
+    /// nodes send it; an entry node refuses it from a client.
+    FetchPaid {
+        /// The identity whose clients are wanted.
+        identity: String,
+        /// Which paid fetch this is.
+        paid: [u8; 32],
+    },
 }
 
 impl CsRequest {
     /// Flat wire index of each variant (protocol version 1).
-    pub(crate) const TAGS: Tags = &[4, 5, 15];
+    pub(crate) const TAGS: Tags = &[4, 5, 15, 23];
 
     /// The identity whose CS shard serves the request.
     pub fn shard_key(&self) -> &[u8] {
         use super::r#as::identity_of;
         match self {
             CsRequest::PublishKeyPackages { body, .. } => identity_of(&body.client),
-            CsRequest::FetchKeyPackages { identity } => identity.as_bytes(),
+            CsRequest::FetchKeyPackages { identity } | CsRequest::FetchPaid { identity, .. } => {
+                identity.as_bytes()
+            }
             CsRequest::CountKeyPackages { body, .. } => identity_of(&body.client),
         }
     }
@@ -51,14 +65,14 @@ impl CsRequest {
         match self {
             CsRequest::PublishKeyPackages { signature, .. }
             | CsRequest::CountKeyPackages { signature, .. } => Some(signature),
-            CsRequest::FetchKeyPackages { .. } => None,
+            CsRequest::FetchKeyPackages { .. } | CsRequest::FetchPaid { .. } => None,
         }
     }
 
     /// See [`super::Request::repeatable`]; a fetch consumes KeyPackages.
     pub fn repeatable(&self) -> bool {
         match self {
-            CsRequest::CountKeyPackages { .. } => true,
+            CsRequest::CountKeyPackages { .. } | CsRequest::FetchPaid { .. } => true,
             CsRequest::PublishKeyPackages { .. } | CsRequest::FetchKeyPackages { .. } => false,
         }
     }

@@ -93,6 +93,15 @@ pub struct Ticket {
     pub output: Vec<u8>,
 }
 
+impl Ticket {
+    /// What names the request a ticket paid for, among all requests: its
+    /// BLAKE3 (a ticket is spent once, for one request).
+    pub fn id(&self) -> [u8; 32] {
+        let bytes = crate::codec::encode(self).unwrap_or_default();
+        *blake3::hash(&bytes).as_bytes()
+    }
+}
+
 /// A device's request for tickets; signed by its bound key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TicketBody {
