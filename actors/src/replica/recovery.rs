@@ -10,15 +10,20 @@
 //! ([`verdict`]):
 //! - every other voter answers and none holds anything of the shard: a new
 //!   shard (a cluster forming); it is initialized;
-//! - voters holding the shard answered, enough that every majority of the
-//!   voters includes one of them (so together they hold every committed
-//!   entry): the replica catches up to the furthest of them before it
-//!   votes or campaigns. When they are a majority themselves it grants no
-//!   vote at all until then (they elect a leader among them); otherwise
-//!   (an even number of voters) it votes only for a candidate whose last
-//!   log position is at least that target;
+//! - a majority of the voters other than itself answered, and some of them
+//!   hold the shard: the replica catches up to the furthest of them before
+//!   it votes freely or campaigns. When the holders are a majority
+//!   themselves it grants no vote at all until then (they elect a leader
+//!   among them); otherwise it votes only for a candidate whose last log
+//!   position is at least that target (two replicas of three lost their
+//!   disks: the third, once back, is the only one that can lead, and does);
 //! - else it waits and asks again: it grants no vote and starts no
 //!   election, and `mlsd cluster status` shows the shard without a leader.
+//!   Two wiped replicas of three never count each other as that majority,
+//!   so they cannot elect each other over an empty shard.
+//!
+//! Entries that only the lost copies held are lost with them: a majority of
+//! disks lost at once is beyond what replication protects.
 //!
 //! Losing a majority of a shard's replicas for good is not recovered from
 //! here: the shard stays unavailable until they return.
@@ -73,7 +78,7 @@ pub fn verdict(voters: usize, answers: &[Option<Position>]) -> Verdict {
     let majority = voters / 2 + 1;
     if holders.len() >= majority {
         Verdict::CatchUp(Rebuild::Strict(target))
-    } else if holders.len() > voters - majority {
+    } else if answers.len() >= majority || holders.len() > voters - majority {
         Verdict::CatchUp(Rebuild::AtLeast(target))
     } else {
         Verdict::Wait
@@ -184,13 +189,14 @@ mod tests {
         assert_eq!(verdict(3, &[]), Wait);
         // One of three wiped, both others up: catch up to the furthest.
         assert_eq!(verdict(3, &[Some((2, 40)), Some((3, 38))]), CatchUp(Strict((3, 38))));
-        // One wiped, one other down: the one left may lack an entry the
-        // lost copy helped commit.
+        // One wiped, one other down: wait for the third to answer.
         assert_eq!(verdict(3, &[Some((2, 40))]), Wait);
-        assert_eq!(verdict(3, &[Some((2, 40)), None]), Wait);
+        // Two wiped, the third back: it alone holds the shard and may lead.
+        assert_eq!(verdict(3, &[Some((2, 40)), None]), CatchUp(AtLeast((2, 40))));
         // Two voters: the other one holds every committed entry.
         assert_eq!(verdict(2, &[Some((1, 9))]), CatchUp(AtLeast((1, 9))));
-        assert_eq!(verdict(5, &[Some((1, 9)), Some((1, 9)), None, None]), Wait);
+        assert_eq!(verdict(5, &[Some((1, 9)), None]), Wait);
+        assert_eq!(verdict(5, &[Some((1, 9)), Some((1, 9)), None]), CatchUp(AtLeast((1, 9))));
         assert_eq!(
             verdict(5, &[Some((1, 9)), Some((1, 8)), Some((1, 7))]),
             CatchUp(Strict((1, 9)))
