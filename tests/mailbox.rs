@@ -45,8 +45,14 @@ async fn enqueue_fetch_ack_in_order_exactly_once() {
     let keys = MailboxKeys::generate().unwrap();
     mailbox::open(&conn, &keys, None, c.ticket(TicketKind::Mailbox).await).await.unwrap();
     let cap = issued(&conn, &keys).await;
+    // Opened again with the same keys (a lost answer): answered as the first
+    // time. With another key: taken.
+    mailbox::open(&conn, &keys, None, c.ticket(TicketKind::Mailbox).await).await.unwrap();
+    let stranger = MailboxKeys::generate().unwrap();
+    let auth_key = stranger.auth_public();
+    let taken = Request::Ods(OdsRequest::OpenMailbox { mailbox: keys.id, auth_key, push: None });
     assert_eq!(
-        server_err(mailbox::open(&conn, &keys, None, c.ticket(TicketKind::Mailbox).await).await),
+        server_err(conn.request_paid(taken, c.ticket(TicketKind::Mailbox).await).await),
         WireError::Ods(OdsError::MailboxTaken)
     );
 

@@ -197,8 +197,14 @@ mod tests {
         store.fail_writes(false);
         // The same request now succeeds: nothing of the failed one remained.
         assert_eq!(ask(&actor, open.clone()).await, Response::MailboxOpened);
+        // Again, it is answered as the first time; with another key, taken.
+        assert_eq!(ask(&actor, open).await, Response::MailboxOpened);
+        let other =
+            ed25519_dalek::SigningKey::from_bytes(&[2; 32]).verifying_key().to_bytes().to_vec();
+        let taken =
+            Request::Ods(OdsRequest::OpenMailbox { mailbox: [5; 32], auth_key: other, push: None });
         assert_eq!(
-            ask(&actor, open).await,
+            ask(&actor, taken).await,
             Response::Error(WireError::Ods(OdsError::MailboxTaken))
         );
         actor.stop(None);

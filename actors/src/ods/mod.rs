@@ -143,7 +143,14 @@ impl OdsLogic {
                 return Err(WireError::Frame(BadFrame::Malformed("sealed push endpoint".into())));
             }
         }
-        if ctx.store.get(SPACE, &mbox_key(&mailbox)).map_err(internal)?.is_some() {
+        if let Some(v) = ctx.store.get(SPACE, &mbox_key(&mailbox)).map_err(internal)? {
+            // The opener's own request again (its answer lost, or retried
+            // at a new leader): the same key and push endpoint, answered as
+            // the first time with nothing written. Anyone else: taken.
+            let rec: MailboxRecord = record::decode(&v)?;
+            if rec.auth_key == auth_key && rec.push == push {
+                return Ok(Decision::reply(Response::MailboxOpened));
+            }
             return Err(WireError::Ods(OdsError::MailboxTaken));
         }
         let rec = MailboxRecord { auth_key, push, next_seq: 1, acked: 0, last_counter: 0 };
