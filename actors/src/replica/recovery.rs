@@ -46,12 +46,13 @@ pub enum Rebuild {
     /// Not enough of the shard's voters answered: no vote, no election.
     Waiting,
     /// Voters holding a majority answered: no vote until this replica has
-    /// applied up to the position.
-    Strict(Position),
-    /// Voters holding the shard answered, fewer than a majority but in
-    /// every majority: votes only for a candidate at least at the position
-    /// until this replica has applied up to it.
-    AtLeast(Position),
+    /// applied up to the position. Entries are taken only from a leader of
+    /// at least the term (the highest the voters reported).
+    Strict(Position, u64),
+    /// A majority answered, fewer holding the shard: votes only for a
+    /// candidate at least at the position until this replica has applied
+    /// up to it; entries only from a leader of at least the term.
+    AtLeast(Position, u64),
 }
 
 /// What a rebuilding replica learned from its shard's other voters.
@@ -67,8 +68,10 @@ pub enum Verdict {
 
 /// The verdict for a shard of `voters` voters (this replica one of them)
 /// given the answers of the others that could be asked: for each, the last
-/// position it applied, or `None` when it holds nothing of the shard.
-pub fn verdict(voters: usize, answers: &[Option<Position>]) -> Verdict {
+/// position it applied, or `None` when it holds nothing of the shard; and
+/// the highest term any of them is in (a leader of an older term is
+/// deposed, and a rebuilding replica must not help it commit).
+pub fn verdict(voters: usize, answers: &[Option<Position>], term: u64) -> Verdict {
     let others = voters.saturating_sub(1);
     if answers.len() >= others && answers.iter().all(Option::is_none) {
         return Verdict::NewShard;
@@ -77,9 +80,9 @@ pub fn verdict(voters: usize, answers: &[Option<Position>]) -> Verdict {
     let Some(target) = holders.iter().max().copied() else { return Verdict::Wait };
     let majority = voters / 2 + 1;
     if holders.len() >= majority {
-        Verdict::CatchUp(Rebuild::Strict(target))
+        Verdict::CatchUp(Rebuild::Strict(target, term))
     } else if answers.len() >= majority || holders.len() > voters - majority {
-        Verdict::CatchUp(Rebuild::AtLeast(target))
+        Verdict::CatchUp(Rebuild::AtLeast(target, term))
     } else {
         Verdict::Wait
     }
@@ -161,8 +164,22 @@ impl Recovery {
         match self.lock().get(&shard) {
             None => true,
             Some(Rebuild::Waiting) => false,
-            Some(Rebuild::Strict(t)) => applied >= t.1,
-            Some(Rebuild::AtLeast(t)) => applied >= t.1 || candidate.is_some_and(|c| c >= *t),
+            Some(Rebuild::Strict(t, _)) => applied >= t.1,
+            Some(Rebuild::AtLeast(t, _)) => applied >= t.1 || candidate.is_some_and(|c| c >= *t),
+        }
+    }
+
+    /// Whether the replica of `shard` may take entries (or a snapshot) from
+    /// a leader of `term`. A replica that lost its data also lost the term
+    /// it was in: a deposed leader that does not know it yet could count
+    /// its acknowledgement towards a majority and commit entries the real
+    /// leader overwrites. So it takes none while waiting, and then only
+    /// from a leader at least in the term its peers reported.
+    pub fn may_append(&self, shard: ShardId, term: u64) -> bool {
+        match self.lock().get(&shard) {
+            None => true,
+            Some(Rebuild::Waiting) => false,
+            Some(Rebuild::Strict(_, min) | Rebuild::AtLeast(_, min)) => term >= *min,
         }
     }
 
@@ -181,25 +198,25 @@ mod tests {
         use Rebuild::*;
         use Verdict::*;
         // A cluster forming: every other voter answered, none holds data.
-        assert_eq!(verdict(3, &[None, None]), NewShard);
-        assert_eq!(verdict(1, &[]), NewShard);
+        assert_eq!(verdict(3, &[None, None], 0), NewShard);
+        assert_eq!(verdict(1, &[], 0), NewShard);
         // Two of three wiped, the third down: the two must not elect each
         // other (the hand-run reproduction of the replication issue).
-        assert_eq!(verdict(3, &[None]), Wait);
-        assert_eq!(verdict(3, &[]), Wait);
+        assert_eq!(verdict(3, &[None], 1), Wait);
+        assert_eq!(verdict(3, &[], 0), Wait);
         // One of three wiped, both others up: catch up to the furthest.
-        assert_eq!(verdict(3, &[Some((2, 40)), Some((3, 38))]), CatchUp(Strict((3, 38))));
+        assert_eq!(verdict(3, &[Some((2, 40)), Some((3, 38))], 4), CatchUp(Strict((3, 38), 4)));
         // One wiped, one other down: wait for the third to answer.
-        assert_eq!(verdict(3, &[Some((2, 40))]), Wait);
+        assert_eq!(verdict(3, &[Some((2, 40))], 2), Wait);
         // Two wiped, the third back: it alone holds the shard and may lead.
-        assert_eq!(verdict(3, &[Some((2, 40)), None]), CatchUp(AtLeast((2, 40))));
+        assert_eq!(verdict(3, &[Some((2, 40)), None], 2), CatchUp(AtLeast((2, 40), 2)));
         // Two voters: the other one holds every committed entry.
-        assert_eq!(verdict(2, &[Some((1, 9))]), CatchUp(AtLeast((1, 9))));
-        assert_eq!(verdict(5, &[Some((1, 9)), None]), Wait);
-        assert_eq!(verdict(5, &[Some((1, 9)), Some((1, 9)), None]), CatchUp(AtLeast((1, 9))));
+        assert_eq!(verdict(2, &[Some((1, 9))], 1), CatchUp(AtLeast((1, 9), 1)));
+        assert_eq!(verdict(5, &[Some((1, 9)), None], 1), Wait);
+        assert_eq!(verdict(5, &[Some((1, 9)), Some((1, 9)), None], 1), CatchUp(AtLeast((1, 9), 1)));
         assert_eq!(
-            verdict(5, &[Some((1, 9)), Some((1, 8)), Some((1, 7))]),
-            CatchUp(Strict((1, 9)))
+            verdict(5, &[Some((1, 9)), Some((1, 8)), Some((1, 7))], 3),
+            CatchUp(Strict((1, 9), 3))
         );
     }
 
@@ -210,10 +227,13 @@ mod tests {
         let r = Recovery::new([(s, Rebuild::Waiting)].into());
         assert!(!r.may_vote(s, 0, Some((9, 99))), "waiting: no vote for anyone");
         assert!(r.may_vote(other, 0, None), "shards not rebuilding vote");
-        r.set(s, Rebuild::Strict((3, 40)));
+        assert!(!r.may_append(s, 9), "waiting: no entries from anyone");
+        r.set(s, Rebuild::Strict((3, 40), 5));
+        assert!(!r.may_append(s, 4), "not from a leader of an older term");
+        assert!(r.may_append(s, 5) && r.may_append(s, 6));
         assert!(!r.may_vote(s, 39, Some((9, 99))), "strict: no vote before caught up");
         assert!(r.may_vote(s, 40, None), "caught up");
-        r.set(s, Rebuild::AtLeast((3, 40)));
+        r.set(s, Rebuild::AtLeast((3, 40), 5));
         assert!(!r.may_vote(s, 0, None), "not for a candidate with an empty log");
         assert!(!r.may_vote(s, 39, Some((3, 39))), "not for one missing an entry");
         assert!(!r.may_vote(s, 0, Some((2, 90))), "not for a long log of an older term");

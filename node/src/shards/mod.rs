@@ -236,6 +236,9 @@ impl Shards {
         match call.rpc {
             RaftRpc::Append => match codec::decode::<AppendEntriesRequest<ShardConfig>>(&call.body)
             {
+                Ok(req) if !self.recovering.may_append(shard, req.vote.leader_id().term) => {
+                    answer::<()>(Err(self.rebuilding(shard)))
+                }
                 Ok(req) => answer(Ok(raft.append_entries(req).await)),
                 Err(e) => bad(e),
             },
@@ -249,11 +252,19 @@ impl Shards {
             },
             RaftRpc::Snapshot => {
                 match codec::decode::<InstallSnapshotRequest<ShardConfig>>(&call.body) {
+                    Ok(req) if !self.recovering.may_append(shard, req.vote.leader_id().term) => {
+                        answer::<()>(Err(self.rebuilding(shard)))
+                    }
                     Ok(req) => answer(Ok(raft.install_snapshot(req).await)),
                     Err(e) => bad(e),
                 }
             }
         }
+    }
+
+    /// Why a rebuilding replica refused a leader's entries ([`Recovery::may_append`]).
+    fn rebuilding(&self, shard: ShardId) -> String {
+        format!("{} is rebuilding shard {shard}; no entries from this leader", self.me)
     }
 
     /// Whether `r` may grant `req` ([`Recovery`]).

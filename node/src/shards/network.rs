@@ -183,8 +183,11 @@ impl ShardClient {
         match r {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) => Err(RPCError::RemoteError(RemoteError::new(self.target, e))),
-            // The peer does not replicate this shard (configs disagree).
-            Err(e) => Err(RPCError::Network(NetworkError::new(&LinkError(e)))),
+            // The peer does not replicate this shard (configs disagree), or
+            // is rebuilding and takes nothing from this leader: as
+            // unreachable, so that openraft backs off instead of resending
+            // at once.
+            Err(e) => Err(RPCError::Unreachable(Unreachable::new(&LinkError(e)))),
         }
     }
 }

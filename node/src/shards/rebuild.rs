@@ -21,9 +21,10 @@ use super::{placement, Shards};
 const ASK_EVERY: Duration = Duration::from_millis(500);
 
 /// What each other voter of each of this node's rebuilding shards holds:
-/// its last applied position, `None` when it holds nothing of the shard.
-async fn ask(shards: &Shards) -> BTreeMap<ShardId, Vec<Option<Position>>> {
-    let mut out: BTreeMap<ShardId, Vec<Option<Position>>> = BTreeMap::new();
+/// its last applied position, `None` when it holds nothing of the shard;
+/// and the highest term any of them is in.
+async fn ask(shards: &Shards) -> BTreeMap<ShardId, (Vec<Option<Position>>, u64)> {
+    let mut out: BTreeMap<ShardId, (Vec<Option<Position>>, u64)> = BTreeMap::new();
     let states = shards.recovering.states();
     let mut nodes: Vec<String> = states
         .keys()
@@ -47,7 +48,9 @@ async fn ask(shards: &Shards) -> BTreeMap<ShardId, Vec<Option<Position>>> {
             let line = lines.iter().find(|l| l.role == shard.role && l.shard == shard.index);
             // A replica that has applied its membership holds the shard.
             let held = line.filter(|l| l.applied >= 1).map(|l| (l.applied_term, l.applied));
-            out.entry(*shard).or_default().push(held);
+            let entry = out.entry(*shard).or_default();
+            entry.0.push(held);
+            entry.1 = entry.1.max(line.map_or(0, |l| l.term));
         }
     }
     out
@@ -70,8 +73,9 @@ pub async fn run(shards: Arc<Shards>) {
             let state = match state {
                 Rebuild::Waiting => {
                     let voters = placement::voters(&shards.config, shard);
-                    let got = answers.get(&shard).map(Vec::as_slice).unwrap_or(&[]);
-                    match verdict(voters.len(), got) {
+                    let (got, term) =
+                        answers.get(&shard).map_or((&[][..], 0), |(a, t)| (a.as_slice(), *t));
+                    match verdict(voters.len(), got, term) {
                         Verdict::Wait => continue,
                         Verdict::NewShard => {
                             let members: BTreeMap<NodeId, Member> = voters
@@ -102,7 +106,7 @@ pub async fn run(shards: Arc<Shards>) {
                 other => other,
             };
             let applied = r.raft.metrics().borrow().last_applied.map_or(0, |l| l.index);
-            if let Rebuild::Strict(t) | Rebuild::AtLeast(t) = state {
+            if let Rebuild::Strict(t, _) | Rebuild::AtLeast(t, _) = state {
                 if applied >= t.1 {
                     finish(&shards, shard, r);
                 }

@@ -271,13 +271,15 @@ async fn rebuilder(net: SimNet, trace: Trace, voters: usize, stop: Arc<AtomicBoo
             let Some(mut state) = recovery.states().get(&SHARD).copied() else { continue };
             let store = replica.local();
             if state == Rebuild::Waiting {
-                let answers: Vec<_> = net
-                    .reachable(node)
+                let peers = net.reachable(node);
+                let answers: Vec<_> = peers
                     .iter()
                     .map(|r| r.raft.metrics().borrow().last_applied)
                     .map(|l| l.filter(|l| l.index >= 1).map(|l| (l.leader_id.term, l.index)))
                     .collect();
-                match verdict(voters, &answers) {
+                let term =
+                    peers.iter().map(|r| r.raft.metrics().borrow().current_term).max().unwrap_or(0);
+                match verdict(voters, &answers, term) {
                     Verdict::Wait => continue,
                     // Every other replica it reaches holds nothing: cannot
                     // happen once the shard has data, and is no reason to
@@ -292,7 +294,7 @@ async fn rebuilder(net: SimNet, trace: Trace, voters: usize, stop: Arc<AtomicBoo
                 }
             }
             let applied = replica.raft.metrics().borrow().last_applied.map_or(0, |l| l.index);
-            if let Rebuild::Strict(t) | Rebuild::AtLeast(t) = state {
+            if let Rebuild::Strict(t, _) | Rebuild::AtLeast(t, _) = state {
                 if applied >= t.1 {
                     trace.note(format_args!("replica {node:x} rebuilt at {applied}"));
                     let _ = super::recovery::clear(store.as_ref(), SHARD);

@@ -187,6 +187,12 @@ impl SimNet {
         answer.map_err(|e| RPCError::RemoteError(RemoteError::new(to, e)))
     }
 
+    /// Whether `node` may take entries from a leader of `term` ([`Recovery`]).
+    fn may_append(&self, node: NodeId, term: u64) -> bool {
+        let r = self.lock().recovery.get(&node).cloned();
+        r.is_none_or(|r| r.may_append(super::SHARD, term))
+    }
+
     /// Whether `node` may vote for a candidate whose log ends at
     /// `candidate` ([`Recovery`]).
     fn may_vote(&self, node: NodeId, replica: &RaftShard, candidate: Option<(u64, u64)>) -> bool {
@@ -225,6 +231,12 @@ impl RaftNetwork<ShardConfig> for SimLink {
         rpc: AppendEntriesRequest<ShardConfig>,
         _option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
+        if !self.net.may_append(self.to, rpc.vote.leader_id().term) {
+            // As unreachable, so that the leader backs off instead of
+            // resending at once.
+            let e = SimError("rebuilding; no entries from this leader");
+            return Err(RPCError::Unreachable(Unreachable::new(&e)));
+        }
         self.net
             .carry(self.from, self.to, |t| async move { t.raft.append_entries(rpc).await })
             .await
@@ -238,6 +250,12 @@ impl RaftNetwork<ShardConfig> for SimLink {
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, Member, RaftError<NodeId, openraft::error::InstallSnapshotError>>,
     > {
+        if !self.net.may_append(self.to, rpc.vote.leader_id().term) {
+            // As unreachable, so that the leader backs off instead of
+            // resending at once.
+            let e = SimError("rebuilding; no snapshot from this leader");
+            return Err(RPCError::Unreachable(Unreachable::new(&e)));
+        }
         self.net
             .carry(self.from, self.to, |t| async move { t.raft.install_snapshot(rpc).await })
             .await
