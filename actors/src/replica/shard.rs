@@ -100,10 +100,10 @@ impl RaftShard {
     /// after the lease it no longer counts as leading, so its hosts stop
     /// deciding and answer `NotLeader` at once instead of timing out.
     pub fn leading(&self) -> bool {
-        let m = self.raft.metrics();
-        let m = m.borrow();
-        let acked = m.millis_since_quorum_ack.is_some_and(|ms| ms <= self.lease.as_millis() as u64);
-        m.state == ServerState::Leader && m.current_leader == Some(self.me) && acked
+        let lease = self.lease.as_millis() as u64;
+        let acked =
+            self.raft.metrics().borrow().millis_since_quorum_ack.is_some_and(|ms| ms <= lease);
+        acked && self.is_leader()
     }
 
     fn not_leader(&self) -> CommitError {
@@ -116,12 +116,6 @@ impl RaftShard {
 
     fn term(&self) -> u64 {
         self.raft.metrics().borrow().current_term
-    }
-
-    /// Whether `ready` waits for a barrier first: a proposal's outcome is
-    /// unknown.
-    pub fn fenced(&self) -> bool {
-        self.fenced.load(Ordering::Acquire) != 0
     }
 
     /// Records that a proposal made in `term` has an unknown outcome.
