@@ -73,9 +73,10 @@ async fn enqueue_fetch_ack_in_order_exactly_once() {
         matches!(&r, Response::Enqueued(v) if v[0] == EnqueueResult::Stored { seq: 1 } && v[2] == EnqueueResult::Stored { seq: 2 }),
         "{r:?}"
     );
-    // A node that does not own the mailbox says so per item.
+    // A node that does not own the mailbox says so per item, naming its owner.
     let r = c.node_call("n2", "n1", NodeRequest::Enqueue(vec![item(&cap, 4)])).await;
-    assert_eq!(r, Response::Enqueued(vec![EnqueueResult::NotOwner]));
+    let owner = Some("n3".to_string());
+    assert_eq!(r, Response::Enqueued(vec![EnqueueResult::NotLeader { leader: owner }]));
 
     let mut counter = Counter::default();
     let got = mailbox::fetch(&conn, &keys, &mut counter, 0, 10).await.unwrap();

@@ -145,6 +145,13 @@ impl Client {
         self.home.save(PUSH_URL, &url.to_string())
     }
 
+    /// Which ODS shard holds this device's mailbox (its [`ShardHint`]), once
+    /// it has one: the nodes that keep its copies follow from it, which an
+    /// operator tracing a delivery, or a failover test, needs to know.
+    pub fn mailbox_shard(&self) -> Option<mlsd_transport::protocol::ShardHint> {
+        self.mailbox.as_ref().map(|m| mlsd_transport::protocol::shard_of(&m.id))
+    }
+
     /// Opens this device's mailbox at the ODS if it has none yet, with an
     /// optional UnifiedPush endpoint (`http://` URL; without one, the one
     /// [`Client::set_push_url`] kept, if any).

@@ -8,7 +8,7 @@ use std::time::Duration;
 use mlsd_actors::replica::ShardId;
 use mlsd_actors::role::shard_actor_name;
 use mlsd_actors::RoleMsg;
-use mlsd_transport::protocol::EnqueueItem;
+use mlsd_transport::protocol::{EnqueueItem, EnqueueResult};
 use mlsd_transport::{Response, Role, WireError};
 use ractor::ActorRef;
 
@@ -86,7 +86,7 @@ impl OdsWriter for LocalOds {
                 (positions, k, r)
             })
             .collect();
-        let mut results = vec![mlsd_transport::protocol::EnqueueResult::NotOwner; n];
+        let mut results = vec![EnqueueResult::NotOwner; n];
         for (positions, k, r) in crate::server::join_all(calls).await {
             match r {
                 Response::Enqueued(rs) if rs.len() == k => {
@@ -94,8 +94,14 @@ impl OdsWriter for LocalOds {
                         results[p] = r;
                     }
                 }
-                // Not the leader, or storage failed: these copies are not
-                // stored, and the sender's retry finds the leader.
+                // Not the leader any more: the entry node goes where it says.
+                Response::Error(WireError::Cluster(ClusterError::NotLeader { leader, .. })) => {
+                    for p in positions {
+                        results[p] = EnqueueResult::NotLeader { leader: leader.clone() };
+                    }
+                }
+                // Storage failed or timed out: these copies are not stored,
+                // and the entry node (then the sender) tries again.
                 other => tracing::warn!(response = ?other, "ODS shard refused an enqueue batch"),
             }
         }

@@ -77,8 +77,10 @@ impl Tally {
                 Some(EnqueueResult::MailboxFull) => Undeliverable::MailboxFull,
                 Some(EnqueueResult::TooLarge) => Undeliverable::TooLarge,
                 Some(EnqueueResult::NoCapability) => Undeliverable::NoCapability,
-                // Not the owner (configs disagree for a moment) or no answer.
-                Some(EnqueueResult::NotOwner) | None => Undeliverable::Unavailable,
+                // No leader found for the copy in the entry node's time, or no answer.
+                Some(EnqueueResult::NotOwner | EnqueueResult::NotLeader { .. }) | None => {
+                    Undeliverable::Unavailable
+                }
             };
             self.not_stored(cap, reason);
         }

@@ -115,32 +115,80 @@ impl Router for NodeRouter {
     }
 }
 
-/// Hands envelopes to their mailboxes' ODS owners: one batch per owner node,
-/// through the mixer (shuffled, optionally held for the mixing window), all
-/// owners in parallel. Results come back in the order of `items`.
+/// Hands envelopes to their mailboxes' ODS leaders: one batch per leader
+/// node, through the mixer (shuffled, optionally held for the mixing window),
+/// all leaders in parallel. Results come back in the order of `items`.
+///
+/// Copies a node refuses because it does not lead their shard go at once to
+/// the leader it names (remembered for later fan-outs); copies whose node
+/// cannot be reached, or that name no leader, go to the shard's next voter
+/// after a pause, as [`at_leader`] does for requests, until the call timeout.
+/// Sending a copy twice stores it once (its delivery id).
 async fn enqueue(ctx: Arc<ServerCtx>, items: Vec<EnqueueItem>) -> Vec<EnqueueResult> {
-    let n = items.len();
-    let mut by_owner: std::collections::HashMap<String, Vec<(usize, EnqueueItem)>> =
-        std::collections::HashMap::new();
-    let mut results = vec![EnqueueResult::NotOwner; n];
-    for (i, it) in items.into_iter().enumerate() {
-        let leader = ctx.shards.leader_hint(ctx.shards.shard_of(Role::Ods, &it.cap.shard));
-        by_owner.entry(leader).or_default().push((i, it));
-    }
-    let calls: Vec<_> = by_owner
-        .into_iter()
-        .map(|(owner, batch)| {
-            let ctx = ctx.clone();
-            async move {
-                let (positions, items): (Vec<usize>, Vec<EnqueueItem>) = batch.into_iter().unzip();
-                let out = ctx.mixer.submit(&owner, items).await;
-                positions.into_iter().zip(out).collect::<Vec<_>>()
+    let deadline = tokio::time::Instant::now() + ctx.config.limits.call_timeout;
+    let mut results = vec![EnqueueResult::NotOwner; items.len()];
+    let mut pending: Vec<(usize, EnqueueItem)> = items.into_iter().enumerate().collect();
+    // Where each shard's copies go next during this call, and how far its
+    // voters have been rotated through.
+    let mut targets: std::collections::HashMap<ShardId, (String, usize)> = Default::default();
+    while !pending.is_empty() {
+        let mut by_target: std::collections::HashMap<String, Vec<(usize, EnqueueItem)>> =
+            Default::default();
+        for (i, it) in pending.drain(..) {
+            let shard = ctx.shards.shard_of(Role::Ods, &it.cap.shard);
+            let (t, _) = targets.entry(shard).or_insert_with(|| (ctx.shards.leader_hint(shard), 0));
+            by_target.entry(t.clone()).or_default().push((i, it));
+        }
+        let calls: Vec<_> = by_target
+            .into_iter()
+            .map(|(target, batch)| {
+                let ctx = ctx.clone();
+                async move {
+                    let items: Vec<EnqueueItem> = batch.iter().map(|(_, it)| it.clone()).collect();
+                    let out = ctx.mixer.submit(&target, items).await;
+                    (target, batch, out)
+                }
+            })
+            .collect();
+        // Shards whose copies found no leader this round: one step to the next voter each.
+        let mut lost: std::collections::HashSet<ShardId> = Default::default();
+        for (target, batch, out) in join_all(calls).await {
+            for ((p, it), r) in batch.into_iter().zip(out) {
+                let shard = ctx.shards.shard_of(Role::Ods, &it.cap.shard);
+                match r {
+                    EnqueueResult::NotLeader { leader: Some(l) } if l != target => {
+                        ctx.shards.note_leader(shard, &l);
+                        targets.insert(shard, (l, targets.get(&shard).map_or(0, |t| t.1)));
+                    }
+                    EnqueueResult::NotLeader { .. } | EnqueueResult::NotOwner => {
+                        lost.insert(shard);
+                    }
+                    done => {
+                        results[p] = done;
+                        continue;
+                    }
+                }
+                pending.push((p, it));
             }
-        })
-        .collect();
-    for batch in join_all(calls).await {
-        for (p, r) in batch {
-            results[p] = r;
+        }
+        if pending.is_empty() {
+            break;
+        }
+        if !lost.is_empty() {
+            if tokio::time::Instant::now() + ELECTION_PAUSE >= deadline {
+                break;
+            }
+            for shard in lost {
+                let voters = ctx.shards.voters(shard);
+                let t = targets.entry(shard).or_insert_with(|| (ctx.me.name.clone(), 0));
+                t.1 += 1;
+                if let Some(v) = voters.get(t.1 % voters.len().max(1)) {
+                    t.0 = v.clone();
+                }
+            }
+            tokio::time::sleep(ELECTION_PAUSE).await;
+        } else if tokio::time::Instant::now() >= deadline {
+            break;
         }
     }
     results

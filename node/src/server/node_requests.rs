@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use mlsd_actors::role::shard_actor_name;
 use mlsd_actors::RoleMsg;
-use mlsd_transport::protocol::{ChaosTarget, EnqueueItem, EnqueueResult, NodeRequest};
+use mlsd_transport::protocol::{ChaosTarget, EnqueueResult, NodeRequest};
 use mlsd_transport::{Response, Role, WireError};
 
 use super::delivery::local_shard;
@@ -88,16 +88,22 @@ pub(super) async fn serve_node_request(
                     "enqueue batch too large".into(),
                 )));
             }
-            // Items for mailboxes owned elsewhere get a per-item error; the rest proceed.
-            let mut results = vec![EnqueueResult::NotOwner; items.len()];
-            let (positions, mine): (Vec<usize>, Vec<EnqueueItem>) = items
-                .into_iter()
-                .enumerate()
-                .filter(|(_, it)| {
-                    let shard = ctx.shards.shard_of(Role::Ods, &it.cap.shard);
-                    ctx.shards.replica(shard).is_some_and(|r| r.leading())
-                })
-                .unzip();
+            // Items of shards this node does not lead are answered with the
+            // leader it knows of, so the sender goes there next; the rest proceed.
+            let mut results = Vec::with_capacity(items.len());
+            let mut positions = Vec::new();
+            let mut mine = Vec::new();
+            for (i, it) in items.into_iter().enumerate() {
+                let shard = ctx.shards.shard_of(Role::Ods, &it.cap.shard);
+                if ctx.shards.replica(shard).is_some_and(|r| r.leading()) {
+                    positions.push(i);
+                    mine.push(it);
+                    results.push(EnqueueResult::NotOwner);
+                } else {
+                    let leader = Some(ctx.shards.leader_hint(shard)).filter(|l| *l != ctx.me.name);
+                    results.push(EnqueueResult::NotLeader { leader });
+                }
+            }
             if !mine.is_empty() {
                 let resp = ctx.dispatch.here(mine).await;
                 let Response::Enqueued(local_results) = resp else { return resp };

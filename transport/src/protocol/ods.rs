@@ -203,6 +203,14 @@ pub enum EnqueueResult {
     NotOwner,
     /// The capability was never issued, or its owner revoked it.
     NoCapability,
+    /// The node that was sent the copy does not lead the mailbox's shard;
+    /// `leader` is the leader it knows of, so the sender can go there at
+    /// once instead of guessing again (a leader hint learned on the
+    /// delivery path, as `NotLeader` teaches it on the request path).
+    NotLeader {
+        /// The shard's leader as the answering node knows it, if any.
+        leader: Option<String>,
+    },
 }
 
 /// A stored envelope handed to its mailbox's owner.

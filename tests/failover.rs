@@ -1,0 +1,139 @@
+//! Failover as a client sees it, on real `mlsd` processes with three
+//! replicas per shard and the default call and connect timeouts: a fan-out
+//! follows a mailbox's leader after a failover, from a node that holds no
+//! replica of the mailbox's shard and knows its leader only from what other
+//! nodes tell it; and a request through a survivor succeeds within the
+//! client's own retry once a node died.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::Cluster;
+use mlsd_client::Client;
+use mlsd_node::config::ClusterConfig;
+use mlsd_node::shards::placement;
+use mlsd_transport::protocol::RosterMode;
+use mlsd_transport::{Response, Role};
+
+/// Every shard's leader (`role/index` to node), as `mlsd cluster status`
+/// reports it; shards without one are left out.
+fn leaders(c: &Cluster) -> HashMap<String, String> {
+    let (_, text) = c.status();
+    text.lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            let shard = words.next()?;
+            let leader = words.find_map(|w| w.strip_prefix("leader="))?;
+            (leader != "-").then(|| (shard.to_string(), leader.to_string()))
+        })
+        .collect()
+}
+
+/// Waits until `shard` has a leader other than `old`, and returns it.
+async fn new_leader(c: &Cluster, shard: &str, old: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(l) = leaders(c).get(shard).filter(|l| *l != old) {
+            return l.clone();
+        }
+        assert!(Instant::now() < deadline, "{shard} got no leader but {old}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Sends `text` in `group` as the client's retry does (the same request,
+/// `retry::PAUSE` apart) and requires every copy stored within the client's
+/// patience for a shard without a leader; returns how many tries failed.
+async fn sent_within_patience(sender: &mut Client, group: &str, text: &str) -> u32 {
+    let req = sender.prepare_text(group, text).unwrap();
+    let start = Instant::now();
+    let mut failed = 0;
+    loop {
+        match sender.send_request(req.clone()).await {
+            Ok(Response::Sent { .. }) => return failed,
+            other => {
+                failed += 1;
+                assert!(
+                    start.elapsed() < mlsd_client::retry::SHARD,
+                    "{text:?} not delivered to every member within the client's patience \
+                     ({failed} tries): {other:?}"
+                );
+                tokio::time::sleep(mlsd_client::retry::PAUSE).await;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fan_outs_follow_the_mailbox_leader_after_failovers() {
+    let _watchdog = common::init();
+    let all = &Role::ALL[..];
+    let mut c = Cluster::configured(
+        &[("n1", all), ("n2", all), ("n3", all), ("n4", all), ("n5", all)],
+        common::REPLICATED,
+        "",
+    );
+    c.start_all().await;
+    c.wait_healthy(Duration::from_secs(60)).await;
+    let config = ClusterConfig::load(&c.config).unwrap();
+
+    let mut alice = c.registered("alice/phone", "n1", 3).await;
+    let mut members = Vec::new();
+    for name in ["bob", "carol", "dave", "erin", "frank", "grace"] {
+        members.push(c.registered(&format!("{name}/phone"), "n1", 2).await);
+    }
+    // A group whose fan-out runs on a node that holds no replica of a
+    // member's mailbox shard: that node learns the shard's leader only
+    // from the answers it gets.
+    let lead = leaders(&c);
+    let ods_shard =
+        |m: &Client| placement::shard_of(&config, Role::Ods, &m.mailbox_shard().unwrap());
+    let (group, fanout_node, member, shard) = (0..64)
+        .find_map(|i| {
+            let group = format!("G{i}");
+            let ids = placement::shard_of(&config, Role::Ids, group.as_bytes()).to_string();
+            let x = lead.get(&ids)?.clone();
+            members
+                .iter()
+                .position(|m| placement::voters(&config, ods_shard(m)).iter().all(|v| v.name != x))
+                .map(|m| (group, x, m, ods_shard(&members[m]).to_string()))
+        })
+        .expect("some group's fan-out node holds no replica of some member's mailbox");
+    let name = ["bob", "carol", "dave", "erin", "frank", "grace"][member];
+    eprintln!("group {group}: fan-out on {fanout_node}, {name}'s mailbox in {shard}");
+    alice.create_group(&group, RosterMode::Stored).await.unwrap();
+    alice.add_members(&group, &[name]).await.unwrap();
+    let m = &mut members[member];
+    m.receive().await.unwrap();
+    sent_within_patience(&mut alice, &group, "before").await;
+
+    // The mailbox's leader dies and comes back as a follower: the fan-out
+    // node's idea of the leader now names a node that is alive but does not
+    // lead the shard.
+    let old = lead[&shard].clone();
+    c.kill(&old);
+    let next = new_leader(&c, &shard, &old).await;
+    c.start(&old).await;
+    c.wait_healthy(Duration::from_secs(60)).await;
+    eprintln!("{shard}: {old} died and returned, {next} leads");
+    let failed = sent_within_patience(&mut alice, &group, "after a leader returned").await;
+    eprintln!("{failed} failed tries after the leader returned");
+
+    // The new leader dies for good: the fan-out node must find the next.
+    let leader = leaders(&c)[&shard].clone();
+    c.kill(&leader);
+    let next = new_leader(&c, &shard, &leader).await;
+    eprintln!("{shard}: {leader} died, {next} leads");
+    let failed = sent_within_patience(&mut alice, &group, "after a leader died").await;
+    eprintln!("{failed} failed tries after the leader died");
+
+    let m = &mut members[member];
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while got.len() < 3 && Instant::now() < deadline {
+        got.extend(common::texts(&m.receive().await.unwrap_or_default()));
+    }
+    assert_eq!(got, ["before", "after a leader returned", "after a leader died"]);
+}
