@@ -2,8 +2,9 @@
 //! replicas per shard and the default call and connect timeouts: a fan-out
 //! follows a mailbox's leader after a failover, from a node that holds no
 //! replica of the mailbox's shard and knows its leader only from what other
-//! nodes tell it; and a request through a survivor succeeds within the
-//! client's own retry once a node died.
+//! nodes tell it, and so does a subscription entering there; and a request
+//! through a survivor succeeds within the client's own retry once a node
+//! died.
 
 mod common;
 
@@ -129,11 +130,31 @@ async fn fan_outs_follow_the_mailbox_leader_after_failovers() {
     let failed = sent_within_patience(&mut alice, &group, "after a leader died").await;
     eprintln!("{failed} failed tries after the leader died");
 
-    let m = &mut members[member];
+    // The member subscribes through the other node without a replica of its
+    // shard, which has learned nothing about the shard's leader: the
+    // subscription is piped to the leader, with the backlog, and then live.
+    let holders = placement::voters(&config, ods_shard(&members[member]));
+    let other = c
+        .specs
+        .iter()
+        .map(|s| s.name)
+        .find(|n| *n != fanout_node && holders.iter().all(|v| v.name != *n))
+        .unwrap();
+    let home = format!("{name}/phone");
+    drop(members);
+    let mut m = c.client(&home, other).await;
+    let (mut sub, backlog) =
+        m.subscribe().await.expect("subscribed through a node without a replica");
+    assert_eq!(backlog, 3, "the three unread copies come first");
+    sent_within_patience(&mut alice, &group, "live").await;
+    let live = tokio::time::timeout(Duration::from_secs(10), sub.next()).await;
+    assert_eq!(live.expect("a live copy within 10 s").unwrap().len(), 1);
+    sub.close();
+
     let mut got = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while got.len() < 3 && Instant::now() < deadline {
+    while got.len() < 4 && Instant::now() < deadline {
         got.extend(common::texts(&m.receive().await.unwrap_or_default()));
     }
-    assert_eq!(got, ["before", "after a leader returned", "after a leader died"]);
+    assert_eq!(got, ["before", "after a leader returned", "after a leader died", "live"]);
 }

@@ -24,6 +24,10 @@ const SUBSCRIBER_QUEUE: usize = 1024;
 /// keep-alive, this only bounds a stuck peer.
 const SUBSCRIPTION_IDLE: Duration = Duration::from_secs(24 * 3600);
 
+/// How long to wait before asking the next voter when a shard's leader is
+/// not known (an election is under way).
+const ELECTION_PAUSE: Duration = Duration::from_millis(50);
+
 /// Serves a `Subscribe` on `send`: the backlog, then every new envelope, until
 /// the subscriber goes away. At the mailbox's owner it registers with the ODS
 /// actor; elsewhere it pipes a stream to the owner if `may_forward` (a
@@ -41,7 +45,13 @@ pub(super) async fn subscription(
     let leads = ctx.shards.replica(shard).is_some_and(|r| r.leading());
     // The shard's leader serves it; a forwarded subscription that missed the
     // leader is answered with the leader it should have gone to.
-    let owner = if leads { ctx.me.name.clone() } else { ctx.shards.leader_hint(shard) };
+    let mut owner = if leads { ctx.me.name.clone() } else { ctx.shards.leader_hint(shard) };
+    if !leads && owner == ctx.me.name && may_forward {
+        // This node thought it led the shard and does not: another voter may.
+        if let Some(v) = ctx.shards.voters(shard).into_iter().find(|v| *v != ctx.me.name) {
+            owner = v;
+        }
+    }
     if !leads && (!may_forward || owner == ctx.me.name) {
         let leader = Some(owner).filter(|o| *o != ctx.me.name);
         let e = ClusterError::NotLeader { shard: shard.to_string(), leader };
@@ -81,22 +91,13 @@ pub(super) async fn subscription(
             }
         }
     }
-    let Some((mut up_send, mut up_recv)) = ctx.peers.open_stream(&owner).await else {
-        return reply(
-            send,
-            Response::Error(WireError::Cluster(ClusterError::Unavailable { node: owner })),
-            l,
-        )
-        .await;
+    let (mut up_send, mut up_recv, first) = match upstream(ctx, shard, owner, req).await {
+        Ok(up) => up,
+        Err(refused) => return reply(send, refused, l).await,
     };
-    let frame = NodeFrame::new(NodeRequest::Forward(req));
-    if write_bounded(&mut up_send, &frame, l).await.is_err() {
-        return reply(
-            send,
-            Response::Error(WireError::Cluster(ClusterError::Unavailable { node: owner })),
-            l,
-        )
-        .await;
+    if write_response(&mut send, first, l).await.is_err() {
+        let _ = up_send.reset(0u32.into());
+        return;
     }
     let stopped = send.stopped();
     tokio::pin!(stopped);
@@ -119,4 +120,59 @@ pub(super) async fn subscription(
     // Tell the owner we are gone, so it drops the subscriber.
     let _ = up_send.reset(0u32.into());
     let _ = up_recv.stop(0u32.into());
+}
+
+/// Opens the piped subscription at the shard's leader: sends `req` to
+/// `owner` and reads its first answer. An answer naming another leader is
+/// followed at once (and the hint kept); a node that cannot be reached, or
+/// names no leader, makes way for the shard's next voter after a pause, as
+/// requests are routed ([`super::delivery::at_leader`]), until the call
+/// timeout. Gives the stream and its first frame, or what to answer.
+async fn upstream(
+    ctx: &ServerCtx,
+    shard: mlsd_actors::replica::ShardId,
+    mut owner: String,
+    req: Request,
+) -> Result<(quinn::SendStream, quinn::RecvStream, ResponseFrame), Response> {
+    let l = &ctx.config.limits;
+    let deadline = tokio::time::Instant::now() + l.call_timeout;
+    let frame = NodeFrame::new(NodeRequest::Forward(req));
+    // Not this node: it does not lead the shard, or the caller would not be here.
+    let voters: Vec<String> =
+        ctx.shards.voters(shard).into_iter().filter(|v| *v != ctx.me.name).collect();
+    let mut rotation = 0usize;
+    loop {
+        let answer = async {
+            let (mut s, mut r) = ctx.peers.open_stream(&owner).await?;
+            write_bounded(&mut s, &frame, l).await.ok()?;
+            let f: ResponseFrame = read_message(&mut r, l.max_frame, l.call_timeout).await.ok()?;
+            Some((s, r, f))
+        }
+        .await;
+        let last = match answer {
+            Some((s, r, f)) => match &f.response {
+                Response::Error(WireError::Cluster(ClusterError::NotLeader {
+                    leader: Some(next),
+                    ..
+                })) if *next != owner && *next != ctx.me.name => {
+                    ctx.shards.note_leader(shard, next);
+                    owner = next.clone();
+                    continue;
+                }
+                Response::Error(WireError::Cluster(
+                    ClusterError::NotLeader { .. } | ClusterError::ShardUnavailable { .. },
+                )) => f.response,
+                _ => return Ok((s, r, f)),
+            },
+            None => Response::Error(WireError::Cluster(ClusterError::Unavailable {
+                node: owner.clone(),
+            })),
+        };
+        if voters.is_empty() || tokio::time::Instant::now() + ELECTION_PAUSE >= deadline {
+            return Err(last);
+        }
+        rotation += 1;
+        owner = voters[rotation % voters.len()].clone();
+        tokio::time::sleep(ELECTION_PAUSE).await;
+    }
 }
