@@ -158,3 +158,75 @@ async fn fan_outs_follow_the_mailbox_leader_after_failovers() {
     }
     assert_eq!(got, ["before", "after a leader returned", "after a leader died", "live"]);
 }
+
+/// The node that leads the most shards.
+fn busiest(c: &Cluster) -> String {
+    let mut count: HashMap<String, usize> = HashMap::new();
+    for l in leaders(c).into_values() {
+        *count.entry(l).or_default() += 1;
+    }
+    count.into_iter().max_by_key(|(_, n)| *n).map(|(l, _)| l).expect("some shard has a leader")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_through_a_survivor_succeed_within_the_clients_retry_after_a_node_dies() {
+    let _watchdog = common::init();
+    let all = &Role::ALL[..];
+    // Default Raft timings and default limits: what an operator runs.
+    let mut c = Cluster::configured(
+        &[("n1", all), ("n2", all), ("n3", all)],
+        "replicas = 3\nshards = 4\n",
+        "",
+    );
+    c.start_all().await;
+    c.wait_healthy(Duration::from_secs(60)).await;
+    let mut names = Vec::new();
+    for i in 0..8 {
+        names.push(format!("user{i}"));
+        c.registered(&format!("user{i}/phone"), "n1", 1).await;
+    }
+    let mut alice = c.registered("alice/phone", "n1", 1).await;
+    let mut bob = c.registered("bob/phone", "n1", 1).await;
+    alice.create_group("G", RosterMode::Stored).await.unwrap();
+    alice.add_members("G", &["bob"]).await.unwrap();
+    bob.receive().await.unwrap();
+
+    for round in 0..2 {
+        let dead = busiest(&c);
+        let via = ["n1", "n2", "n3"].into_iter().find(|n| *n != dead).unwrap();
+        let reader = c.client("alice/phone", via).await;
+        let mut bob = c.client("bob/phone", via).await;
+        alice.send_text("G", &format!("before {round}")).await.unwrap();
+        c.kill(&dead);
+        // Requests issued right after the death, each with the client's
+        // own retry (8 s while a shard has no leader): every identity's
+        // AS shard, and bob's mailbox.
+        let start = Instant::now();
+        for name in &names {
+            let t = Instant::now();
+            let found = reader.lookup(name).await;
+            assert!(
+                matches!(&found, Ok(b) if b.len() == 1),
+                "round {round}: lookup of {name} through {via} after {dead} died: {found:?} \
+                 after {:?}",
+                t.elapsed()
+            );
+            eprintln!("round {round}: lookup of {name} took {:?}", t.elapsed());
+        }
+        let t = Instant::now();
+        let got = bob.receive().await;
+        let got = got.unwrap_or_else(|e| {
+            panic!(
+                "round {round}: receive through {via} after {dead} died: {e} after {:?}",
+                t.elapsed()
+            )
+        });
+        assert_eq!(common::texts(&got), [format!("before {round}")]);
+        eprintln!(
+            "round {round}: {dead} killed; lookups and a receive through {via} took {:?}",
+            start.elapsed()
+        );
+        c.start(&dead).await;
+        c.wait_healthy(Duration::from_secs(60)).await;
+    }
+}

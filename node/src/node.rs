@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use mlsd_actors::push::target::Policy;
 use mlsd_actors::push::{PushSettings, Pusher};
@@ -159,7 +160,12 @@ impl Node {
         }
         let node_tls = tls::NodeTls::load(&config.certs_dir, &me.name)?;
         let server_cfg = endpoint::quinn_server_config(tls::server_config(&node_tls)?)?;
-        let client_cfg = endpoint::quinn_client_config(tls::node_client_config(&node_tls)?)?;
+        // A peer is taken for dead after twice the election timeout without
+        // a packet from it (at least a second, so a busy machine's pauses do
+        // not cut connections).
+        let node_idle = (config.replication.election_timeout * 2).max(Duration::from_secs(1));
+        let client_cfg =
+            endpoint::quinn_client_config_idle(tls::node_client_config(&node_tls)?, node_idle)?;
         // A reset key that survives restarts: a restarted node then answers
         // its peers' packets for the old connections with stateless resets,
         // so they reconnect at once instead of waiting for a timeout.

@@ -1,15 +1,23 @@
 //! The pool of node-to-node QUIC connections used to forward requests.
 //!
 //! One connection per peer, dialed on first use over the node's own endpoint
-//! with its node certificate (mutual TLS, `mlsd-node/1`). A failed dial or call
-//! drops the connection and backs off exponentially; while backing off, calls
-//! fail at once with `Unavailable` instead of stacking up timeouts, and the
-//! first call after the backoff dials again, so a restarted peer is picked up
-//! without restarting anyone else.
+//! with its node certificate (mutual TLS, `mlsd-node/1`). Node connections
+//! have a short idle timeout (twice the election timeout, keep-alives at a
+//! third of it, see `node.rs`), so a peer that died is noticed on the
+//! timescale Raft notices it, and calls waiting on it fail then instead of
+//! at the call timeout.
+//!
+//! A failed dial, or a connection that timed out, marks the peer down:
+//! calls fail at once with `Unavailable` instead of stacking up timeouts
+//! (the caller tries another voter), and the peer is dialed again in the
+//! background with an exponential backoff, so no request waits for a dial
+//! to a dead peer and a restarted peer is picked up without restarting
+//! anyone else.
 
 use mlsd_transport::protocol::{BadFrame, ClusterError};
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use mlsd_transport::protocol::{NodeFrame, NodeRequest, ResponseFrame};
@@ -27,13 +35,17 @@ const BACKOFF_MAX: Duration = Duration::from_secs(2);
 #[derive(Default)]
 struct PeerState {
     conn: Option<quinn::Connection>,
+    /// Consecutive failures; non-zero means the peer is down and is only
+    /// dialed in the background.
     failures: u32,
     retry_at: Option<Instant>,
+    /// A background dial is under way.
+    dialing: bool,
 }
 
 struct Peer {
     addr: SocketAddr,
-    state: Mutex<PeerState>,
+    state: Arc<Mutex<PeerState>>,
 }
 
 /// Connections to every other node of the cluster.
@@ -53,7 +65,7 @@ impl Peers {
     ) -> Self {
         let peers = peers
             .into_iter()
-            .map(|(n, addr)| (n, Peer { addr, state: Mutex::new(PeerState::default()) }))
+            .map(|(n, addr)| (n, Peer { addr, state: Arc::new(Mutex::new(PeerState::default())) }))
             .collect();
         Peers { endpoint, peers, limits }
     }
@@ -105,11 +117,15 @@ impl Peers {
                 Err(e) => {
                     tracing::warn!(peer = node, error = %e, attempt, "forwarded call failed");
                     let unsent = matches!(e, endpoint::CallError::Connection(_));
+                    // The peer stopped answering (not a reset by a restarted
+                    // peer): dialing it again now would only wait too.
+                    let silent =
+                        matches!(conn.close_reason(), Some(quinn::ConnectionError::TimedOut));
                     let mut st = peer.state.lock().await;
                     if st.conn.as_ref().map(|c| c.stable_id()) == Some(conn.stable_id()) {
                         st.conn = None;
                     }
-                    if fresh || attempt == 1 || !(unsent || repeatable) {
+                    if fresh || silent || attempt == 1 || !(unsent || repeatable) {
                         mark_failed(&mut st);
                         return unavailable();
                     }
@@ -127,32 +143,71 @@ impl Peers {
         conn.open_bi().await.ok()
     }
 
-    /// The pooled connection to `node`, or a new one; `true` when new.
+    /// The pooled connection to `node`, or a new one; `true` when new. A
+    /// peer that is down is not dialed here: the call fails at once and a
+    /// background dial (one at a time, after the backoff) brings it back.
     async fn connection(&self, node: &str, peer: &Peer) -> Option<(quinn::Connection, bool)> {
         let mut st = peer.state.lock().await;
         if let Some(c) = &st.conn {
             if c.close_reason().is_none() {
                 return Some((c.clone(), false));
             }
+            if matches!(c.close_reason(), Some(quinn::ConnectionError::TimedOut)) {
+                mark_failed(&mut st);
+            }
             st.conn = None;
         }
-        if st.retry_at.is_some_and(|t| Instant::now() < t) {
+        if st.failures > 0 {
+            if !st.dialing && st.retry_at.is_none_or(|t| Instant::now() >= t) {
+                st.dialing = true;
+                let (ep, addr, state) = (self.endpoint.clone(), peer.addr, peer.state.clone());
+                let (node, timeout) = (node.to_string(), self.limits.connect_timeout);
+                tokio::spawn(async move {
+                    let dialed = dial(&ep, addr, &node, timeout).await;
+                    let mut st = state.lock().await;
+                    st.dialing = false;
+                    match dialed {
+                        Some(c) => {
+                            st.conn = Some(c);
+                            st.failures = 0;
+                            st.retry_at = None;
+                        }
+                        None => mark_failed(&mut st),
+                    }
+                });
+            }
             return None;
         }
-        let name = tls::node_dns_name(node);
-        match endpoint::connect(&self.endpoint, peer.addr, &name, self.limits.connect_timeout).await
-        {
-            Ok(c) => {
-                tracing::info!(peer = node, "connected to peer");
+        match dial(&self.endpoint, peer.addr, node, self.limits.connect_timeout).await {
+            Some(c) => {
                 st.retry_at = None;
                 st.conn = Some(c.clone());
                 Some((c, true))
             }
-            Err(e) => {
+            None => {
                 mark_failed(&mut st);
-                tracing::warn!(peer = node, error = %e, failures = st.failures, "cannot reach peer");
                 None
             }
+        }
+    }
+}
+
+/// Dials `node` at `addr`; `None` (logged) when it cannot be reached.
+async fn dial(
+    ep: &quinn::Endpoint,
+    addr: SocketAddr,
+    node: &str,
+    timeout: Duration,
+) -> Option<quinn::Connection> {
+    let name = tls::node_dns_name(node);
+    match endpoint::connect(ep, addr, &name, timeout).await {
+        Ok(c) => {
+            tracing::info!(peer = node, "connected to peer");
+            Some(c)
+        }
+        Err(e) => {
+            tracing::warn!(peer = node, error = %e, "cannot reach peer");
+            None
         }
     }
 }

@@ -50,6 +50,19 @@ pub fn quinn_client_config(tls: rustls::ClientConfig) -> Result<quinn::ClientCon
     Ok(cfg)
 }
 
+/// Like [`quinn_client_config`], with connections that end after `idle`
+/// without a packet from the peer (keep-alives at a third of it): node-to-node
+/// connections use a short one, so a call to a peer that died fails when the
+/// cluster notices the death, not at the call timeout.
+pub fn quinn_client_config_idle(
+    tls: rustls::ClientConfig,
+    idle: Duration,
+) -> Result<quinn::ClientConfig, TlsError> {
+    let mut cfg = quinn_client_config(tls)?;
+    cfg.transport_config(transport_config(idle));
+    Ok(cfg)
+}
+
 /// A client-only endpoint on an ephemeral port of the right address family.
 pub fn client_endpoint(
     server: SocketAddr,
