@@ -230,3 +230,88 @@ async fn requests_through_a_survivor_succeed_within_the_clients_retry_after_a_no
         c.wait_healthy(Duration::from_secs(60)).await;
     }
 }
+
+/// Whether every shard is led by the first of its voters (placement order,
+/// as `mlsd cluster status` lists them) that is not `down`; else the first
+/// shard that is not.
+fn led_by_first_live_voter(c: &Cluster, down: &[&str]) -> Result<(), String> {
+    let (_, text) = c.status();
+    let mut seen = 0;
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        let Some(shard) = words.next() else { continue };
+        let Some(voters) = words.next().and_then(|v| v.strip_prefix("voters=")) else { continue };
+        seen += 1;
+        let leader = words.next().and_then(|v| v.strip_prefix("leader="));
+        let first = voters.split(',').find(|v| !down.contains(v));
+        if leader != first {
+            return Err(format!("{shard} (voters {voters}) is led by {leader:?}"));
+        }
+    }
+    if seen == 0 {
+        return Err(format!("no shard in the status report:\n{text}"));
+    }
+    Ok(())
+}
+
+/// Waits until every shard is led by its first live voter.
+async fn spread(c: &Cluster, down: &[&str]) {
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(60);
+    loop {
+        match led_by_first_live_voter(c, down) {
+            Ok(()) => {
+                eprintln!("leaders spread (down: {down:?}) after {:?}", start.elapsed());
+                return;
+            }
+            Err(e) if Instant::now() >= deadline => {
+                panic!("leaders not spread within 60 s (down: {down:?}): {e}\n{}", c.status().1)
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn leaders_spread_over_the_nodes_and_move_back_to_a_returning_node() {
+    let _watchdog = common::init();
+    let all = &Role::ALL[..];
+    let keys = format!("{}balance_leaders = true\n", common::REPLICATED);
+    let mut c = Cluster::configured(&[("n1", all), ("n2", all), ("n3", all)], &keys, "");
+    c.start_all().await;
+    c.wait_healthy(Duration::from_secs(60)).await;
+    spread(&c, &[]).await;
+    let mut count: HashMap<String, usize> = HashMap::new();
+    for l in leaders(&c).into_values() {
+        *count.entry(l).or_default() += 1;
+    }
+    // 20 shards: placement puts each node first in 6 or 7 of them.
+    assert!(
+        ["n1", "n2", "n3"].iter().all(|n| count.get(*n).is_some_and(|k| *k >= 5)),
+        "leaders per node: {count:?}"
+    );
+
+    let mut alice = c.registered("alice/phone", "n2", 2).await;
+    let mut bob = c.registered("bob/phone", "n3", 2).await;
+    alice.create_group("G", RosterMode::Stored).await.unwrap();
+    alice.add_members("G", &["bob"]).await.unwrap();
+    bob.receive().await.unwrap();
+    sent_within_patience(&mut alice, "G", "one").await;
+
+    // n1 dies: its shards go to their next voters in placement order.
+    c.kill("n1");
+    spread(&c, &["n1"]).await;
+    sent_within_patience(&mut alice, "G", "two").await;
+    // n1 returns, catches up and gets its shards back.
+    c.start("n1").await;
+    c.wait_healthy(Duration::from_secs(60)).await;
+    spread(&c, &[]).await;
+    sent_within_patience(&mut alice, "G", "three").await;
+
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while got.len() < 3 && Instant::now() < deadline {
+        got.extend(common::texts(&bob.receive().await.unwrap_or_default()));
+    }
+    assert_eq!(got, ["one", "two", "three"]);
+}

@@ -335,6 +335,13 @@ async fn two_wiped_nodes_alone_serve_nothing_and_the_third_brings_everything_bac
     let (healthy, status) = c.status();
     assert!(!healthy, "two empty replicas must not form shards:\n{status}");
     assert!(c.log("n1").contains("rebuilding replicas"), "{}", c.log("n1"));
+    // The status says why: every shard of both, waiting for its voters.
+    let waiting = "rebuilding: waiting for a majority of the other voters";
+    for n in ["n1", "n2"] {
+        let lines =
+            status.lines().filter(|l| l.trim_start().starts_with(&format!("{n} {waiting}")));
+        assert_eq!(lines.count(), 20, "{n}'s 20 shards wait:\n{status}");
+    }
 
     c.start("n3").await;
     let status = c.wait_healthy(Duration::from_secs(60)).await;

@@ -30,12 +30,15 @@ pub struct ShardReport {
     pub behind: Option<u64>,
     /// The voters that lag, with their applied index (`None`: no answer).
     pub lagging: Vec<(String, Option<u64>)>,
+    /// Voters rebuilding the shard after losing their data, with what they
+    /// wait for.
+    pub rebuilding: Vec<(String, String)>,
 }
 
 impl ShardReport {
     /// Whether the shard is whole: a leader, every voter caught up.
     pub fn healthy(&self) -> bool {
-        self.leader.is_some() && self.behind == Some(0)
+        self.leader.is_some() && self.behind == Some(0) && self.rebuilding.is_empty()
     }
 }
 
@@ -74,6 +77,9 @@ impl Report {
                     })
                     .collect::<String>(),
             );
+            for (n, why) in &s.rebuilding {
+                let _ = writeln!(out, "       {n} rebuilding: {why}");
+            }
         }
         for (n, why) in &self.unreachable {
             let _ = writeln!(out, "node {n} did not answer: {why}");
@@ -131,7 +137,22 @@ pub async fn status(config: &ClusterConfig, certs: Option<&Path>) -> Report {
             }
             None => (None, 0, None, Vec::new()),
         };
-        report.shards.push(ShardReport { shard: id, voters, leader, applied, behind, lagging });
+        let rebuilding = voters
+            .iter()
+            .filter_map(|v| {
+                let why = lines.get(&(id.clone(), v.clone()))?.rebuilding.clone()?;
+                Some((v.clone(), why))
+            })
+            .collect();
+        report.shards.push(ShardReport {
+            shard: id,
+            voters,
+            leader,
+            applied,
+            behind,
+            lagging,
+            rebuilding,
+        });
     }
     report
 }

@@ -140,6 +140,11 @@ impl Recovery {
         self.lock().is_empty()
     }
 
+    /// Whether `shard` is still rebuilding.
+    pub fn contains(&self, shard: ShardId) -> bool {
+        self.lock().contains_key(&shard)
+    }
+
     /// Every rebuilding shard and its state.
     pub fn states(&self) -> BTreeMap<ShardId, Rebuild> {
         self.lock().clone()

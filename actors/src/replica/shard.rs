@@ -48,6 +48,9 @@ pub struct RaftShard {
     /// leading: the election timeout, after which the others may have
     /// elected another.
     lease: Duration,
+    /// Until when this leader is handing the shard over to another voter
+    /// ([`RaftShard::hand_over`]); `None` when it is not.
+    handover: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl RaftShard {
@@ -70,6 +73,7 @@ impl RaftShard {
             timeout,
             max_entry: super::max_entry(mlsd_transport::limits::DEFAULT_MAX_FRAME),
             lease,
+            handover: std::sync::Mutex::new(None),
         }
     }
 
@@ -103,7 +107,30 @@ impl RaftShard {
         let lease = self.lease.as_millis() as u64;
         let acked =
             self.raft.metrics().borrow().millis_since_quorum_ack.is_some_and(|ms| ms <= lease);
-        acked && self.is_leader()
+        acked && self.is_leader() && !self.handing_over()
+    }
+
+    /// Starts handing the shard over to another voter, for at most `within`:
+    /// meanwhile this leader proposes nothing new and answers `NotLeader`
+    /// ([`RaftShard::leading`] is false), and its node sends it no
+    /// heartbeats, so the followers' leases run out and the chosen voter's
+    /// campaign succeeds. If this node still leads after `within`, it goes
+    /// on leading.
+    pub fn hand_over(&self, within: Duration) {
+        *self.handover.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(std::time::Instant::now() + within);
+    }
+
+    /// Ends a handover: the leadership moved, or it did not and this
+    /// leader goes on.
+    pub fn resume(&self) {
+        *self.handover.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// Whether a handover ([`RaftShard::hand_over`]) is under way.
+    pub fn handing_over(&self) -> bool {
+        let h = self.handover.lock().unwrap_or_else(|p| p.into_inner());
+        h.is_some_and(|until| std::time::Instant::now() < until)
     }
 
     fn not_leader(&self) -> CommitError {
@@ -208,6 +235,12 @@ impl ShardStore for RaftShard {
         Box::pin(async move {
             if batch.ops.is_empty() {
                 return self.confirm(term).await;
+            }
+            // Nothing new is proposed while the shard is handed over: the
+            // proposal would renew the followers' leases and its outcome
+            // would be unknown when the leadership moves.
+            if self.handing_over() {
+                return Err(self.not_leader());
             }
             let bytes = super::batch_size(&batch);
             if bytes > self.max_entry {

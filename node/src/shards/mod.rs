@@ -7,9 +7,11 @@
 //! - [`placement`]: which nodes replicate a shard, from cluster.toml.
 //! - [`network`]: Raft RPCs over the peer connections, batched per peer.
 //! - [`rebuild`]: replicas of a node that lost its data, until caught up.
+//! - [`balance`]: leaderships moved to their preferred voters.
 //! - this file: starting the groups, the one heartbeat timer, serving
 //!   peers' RPCs, leader hints and status.
 
+pub mod balance;
 pub mod network;
 pub mod placement;
 pub mod rebuild;
@@ -148,6 +150,9 @@ impl Shards {
             peers,
         });
         tokio::spawn(shards.clone().heartbeats());
+        if shards.config.replication.balance_leaders {
+            tokio::spawn(balance::run(shards.clone()));
+        }
         if !shards.recovering.is_empty() {
             tokio::spawn(rebuild::run(shards.clone()));
         }
@@ -203,7 +208,7 @@ impl Shards {
         loop {
             tick.tick().await;
             for (shard, r) in &self.local {
-                if r.is_leader() {
+                if r.is_leader() && !r.handing_over() {
                     let _ = r.raft.trigger().heartbeat().await;
                 }
                 let leading = r.leading();
@@ -259,6 +264,10 @@ impl Shards {
                     Err(e) => bad(e),
                 }
             }
+            RaftRpc::TimeoutNow => match codec::decode::<u64>(&call.body) {
+                Ok(term) => answer(balance::campaign(self, r, term)),
+                Err(e) => bad(e),
+            },
         }
     }
 
@@ -276,6 +285,7 @@ impl Shards {
 
     /// This node's view of each shard it replicates.
     pub fn status(&self) -> Vec<ShardLine> {
+        let rebuilding = self.recovering.states();
         let mut out: Vec<ShardLine> = self
             .local
             .values()
@@ -306,6 +316,7 @@ impl Shards {
                     applied_term: m.last_applied.map_or(0, |l| l.leader_id.term),
                     last_log: m.last_log_index.unwrap_or(0),
                     matched,
+                    rebuilding: rebuilding.get(&r.shard).map(rebuild::describe),
                 }
             })
             .collect();

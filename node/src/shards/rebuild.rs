@@ -124,3 +124,15 @@ fn finish(shards: &Shards, shard: ShardId, r: &mlsd_actors::replica::RaftShard) 
     shards.recovering.finish(shard);
     r.raft.runtime_config().elect(true);
 }
+
+/// What a rebuilding replica waits for, as `mlsd cluster status` says it.
+pub fn describe(state: &Rebuild) -> String {
+    match state {
+        Rebuild::Waiting => "waiting for a majority of the other voters to say what they hold; \
+                             no vote, no election"
+            .to_string(),
+        Rebuild::Strict((term, index), _) | Rebuild::AtLeast((term, index), _) => {
+            format!("catching up to index {index} of term {term}; no vote before")
+        }
+    }
+}

@@ -190,6 +190,12 @@ pub enum RaftRpc {
     Vote,
     /// One chunk of a snapshot.
     Snapshot,
+    /// The leader hands the shard over to this replica (Raft's leadership
+    /// transfer, which openraft 0.9 lacks): it has stopped heartbeats and
+    /// proposals, and the replica campaigns as soon as the followers'
+    /// leases allow. The body is the leader's term; a replica in another
+    /// term ignores it.
+    TimeoutNow,
 }
 
 /// One Raft RPC for one shard. The RPC itself is opaque here: encoded and
@@ -231,6 +237,10 @@ pub struct ShardLine {
     pub last_log: u64,
     /// For a leader: each voter's matched log index (`None`: not known yet).
     pub matched: Vec<(String, Option<u64>)>,
+    /// Why the replica waits, when it is rebuilding after its node lost its
+    /// data (`None`: it is not): so an operator sees a shard that waits for
+    /// its voters instead of a bare missing leader.
+    pub rebuilding: Option<String>,
 }
 
 /// Kinds of actor a chaos request may kill.
