@@ -593,7 +593,9 @@ async fn every_unentitled_request_is_refused_and_changes_no_stored_byte() {
             |e| matches!(e, WireError::Auth(AuthError::NotAuthorized(m)) if m.contains("node")),
         ));
     }
-    rows.push(("node protocol: no node certificate", no_certificate_enqueue(&c).await, |_| true));
+    rows.push(("node protocol: no node certificate", no_certificate_enqueue(&c).await, |e| {
+        matches!(e, WireError::Auth(AuthError::NotAuthorized(m)) if m == "node or operator certificate required")
+    }));
 
     let mut wrong = Vec::new();
     for (name, got, expected) in &rows {
@@ -644,21 +646,29 @@ async fn node_refusal(c: &Cluster, cert: &str, req: NodeRequest) -> Result<WireE
     }
 }
 
-/// A node-protocol connection without a certificate is refused at the
-/// handshake or its first request; `Ok` carries a placeholder error.
+/// A node-protocol connection without a certificate: the node closes it
+/// before serving its first request; `Ok` carries the close reason the node
+/// gave (a timeout or a handshake failure is an `Err`, not a refusal).
 async fn no_certificate_enqueue(c: &Cluster) -> Result<WireError, String> {
     let ca = tls::load_certs(&c.ca()).unwrap();
     let mut none = tls::client_config(&ca).unwrap();
     none.alpn_protocols = vec![ALPN_NODE.to_vec()];
     let q = endpoint::quinn_client_config(none).unwrap();
     let ep = endpoint::client_endpoint(c.addr("n1"), q).unwrap();
-    let conn = match endpoint::connect(&ep, c.addr("n1"), &tls::node_dns_name("n1"), T).await {
-        Err(_) => return Ok(WireError::Auth(AuthError::NotAuthorized("handshake refused".into()))),
-        Ok(conn) => conn,
-    };
+    // The handshake itself succeeds (the node asks for, but cannot demand, a
+    // client certificate on the node ALPN); the node then closes the
+    // connection with its reason, before serving anything.
+    let conn = endpoint::connect(&ep, c.addr("n1"), &tls::node_dns_name("n1"), T)
+        .await
+        .map_err(|e| format!("the handshake failed instead: {e}"))?;
     let req = NodeFrame::new(NodeRequest::Enqueue(Vec::new()));
     match endpoint::call::<_, ResponseFrame>(&conn, &req, 1 << 20, T).await {
-        Err(_) => Ok(WireError::Auth(AuthError::NotAuthorized("connection closed".into()))),
+        Err(e) => match conn.close_reason() {
+            Some(quinn::ConnectionError::ApplicationClosed(a)) => Ok(WireError::Auth(
+                AuthError::NotAuthorized(String::from_utf8_lossy(&a.reason).into_owned()),
+            )),
+            other => Err(format!("the call failed ({e}) without the node closing: {other:?}")),
+        },
         Ok(r) => Err(format!("served without a certificate: {r:?}")),
     }
 }
