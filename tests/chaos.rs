@@ -31,7 +31,7 @@ use mlsd_client::group::Event;
 use mlsd_client::{Client, ClientError};
 use mlsd_transport::protocol::{ChaosTarget, NodeRequest, RosterMode};
 use mlsd_transport::{Request, Response, Role, WireError};
-use rand::seq::IndexedRandom;
+use rand::seq::{IndexedRandom, SliceRandom};
 use rand::Rng;
 
 /// A message a sender got acknowledged, with the epoch it was sent in.
@@ -420,13 +420,24 @@ async fn run(profile: Profile, k: Knobs) {
     let start = Instant::now();
     let mut step = 0u32;
     let mut node_faults = 0u32;
+    let mut actor_steps = 0usize;
     // Every kind of node fault of the replicated profile happens at least
     // once, even if the load is done before (a wipe after the sends then
     // tests that the copies not yet received survive it).
     let must = if profile == Profile::Replicated && node_every > 0 { 3 } else { 0 };
-    let targets = actor_targets(profile);
+    // Targets in turn, in a shuffled order, so every kind is hit within one
+    // round of them (a uniform draw could miss a kind in a short run).
+    let mut targets = actor_targets(profile);
+    targets.shuffle(&mut rand::rng());
+    let roles_hit = |kills: &HashMap<String, u32>| {
+        Role::ALL
+            .iter()
+            .filter(|r| **r != Role::Sds)
+            .all(|r| kills.get(&format!("{:?}", ChaosTarget::Role(*r))).is_some_and(|k| *k > 0))
+    };
     let limit = Duration::from_secs((rounds as u64 * 14).max(170));
-    while tasks.iter().any(|(_, _, t)| !t.is_finished()) || node_faults < must {
+    while tasks.iter().any(|(_, _, t)| !t.is_finished()) || node_faults < must || !roles_hit(&kills)
+    {
         assert!(start.elapsed() < limit, "load did not finish in {limit:?}");
         let pause = rand::rng().random_range(interval_ms / 2..=interval_ms * 3 / 2);
         tokio::time::sleep(Duration::from_millis(pause)).await;
@@ -437,7 +448,8 @@ async fn run(profile: Profile, k: Knobs) {
             *kills.entry(kind).or_default() += 1;
             continue;
         }
-        let (node, target) = *targets.choose(&mut rand::rng()).unwrap();
+        let (node, target) = targets[actor_steps % targets.len()];
+        actor_steps += 1;
         if let Response::Killed { count } =
             c.operator_call(node, NodeRequest::Chaos { target }).await
         {
@@ -445,6 +457,14 @@ async fn run(profile: Profile, k: Knobs) {
         }
     }
     eprintln!("chaos: {} s of load, kills {kills:?}", start.elapsed().as_secs());
+    // The chaos it claims happened: every role's actor killed at least once
+    // and, in the replicated profile, each kind of node fault.
+    assert!(roles_hit(&kills), "a role's actor was never killed: {kills:?}");
+    if must > 0 {
+        for kind in ["leader kill", "partition", "disk wipe"] {
+            assert!(kills.get(kind).is_some_and(|k| *k > 0), "no {kind}: {kills:?}");
+        }
+    }
 
     let mut sent: HashMap<&str, Vec<Acked>> = HashMap::new();
     let mut joined: HashMap<String, u64> = HashMap::new();
