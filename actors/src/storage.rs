@@ -224,6 +224,15 @@ pub trait Store: View + 'static {
         self.write(batch)
     }
 
+    /// Whether a write may wait on a disk (a synced RocksDB write does):
+    /// async callers then run it on the blocking pool, so that a slow disk
+    /// does not hold up a runtime worker and the heartbeats and leadership
+    /// checks on it. In-memory stores (the shard simulation's, whose one
+    /// thread must stay deterministic) answer no and are written inline.
+    fn blocks(&self) -> bool {
+        false
+    }
+
     /// Applies `batch` atomically and durably, whatever the node's
     /// `sync_wal` says: Raft's log and vote, which openraft's storage
     /// contract requires on disk before it is told they are (a vote or an

@@ -73,8 +73,22 @@ impl ShardLog {
         Ok(self.read(b's', ErrorSubject::Logs)?.unwrap_or_default())
     }
 
-    fn write(&self, b: Batch, subject: ErrorSubject<NodeId>) -> Result<(), StorageError<NodeId>> {
-        self.store.write_synced(b).map_err(|e| io_err(subject, ErrorVerb::Write, e))
+    /// Writes `b` synced, on the blocking pool when the store waits on a
+    /// disk ([`Store::blocks`]).
+    async fn write(
+        &self,
+        b: Batch,
+        subject: ErrorSubject<NodeId>,
+    ) -> Result<(), StorageError<NodeId>> {
+        let r = if self.store.blocks() {
+            let store = self.store.clone();
+            tokio::task::spawn_blocking(move || store.write_synced(b))
+                .await
+                .unwrap_or_else(|e| Err(crate::storage::StoreError::Db(e.to_string())))
+        } else {
+            self.store.write_synced(b)
+        };
+        r.map_err(|e| io_err(subject, ErrorVerb::Write, e))
     }
 
     fn put_bounds(&self, b: &mut Batch, bounds: Bounds) -> Result<(), StorageError<NodeId>> {
@@ -146,7 +160,7 @@ impl RaftLogStorage<ShardConfig> for ShardLog {
         let v = codec::encode(vote).map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Write, e))?;
         let mut b = Batch::new();
         b.put(Space::Raft, self.key(b'v', &[]), v);
-        self.write(b, ErrorSubject::Vote)
+        self.write(b, ErrorSubject::Vote).await
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
@@ -171,7 +185,7 @@ impl RaftLogStorage<ShardConfig> for ShardLog {
             bounds.last = Some(e.log_id);
         }
         self.put_bounds(&mut b, bounds)?;
-        let r = self.write(b, ErrorSubject::Logs);
+        let r = self.write(b, ErrorSubject::Logs).await;
         callback.log_io_completed(match &r {
             Ok(()) => Ok(()),
             Err(e) => Err(std::io::Error::other(e.to_string())),
@@ -193,7 +207,7 @@ impl RaftLogStorage<ShardConfig> for ShardLog {
         };
         bounds.last = before.or(bounds.purged);
         self.put_bounds(&mut b, bounds)?;
-        self.write(b, ErrorSubject::Logs)
+        self.write(b, ErrorSubject::Logs).await
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
@@ -205,7 +219,7 @@ impl RaftLogStorage<ShardConfig> for ShardLog {
             bounds.last = Some(log_id);
         }
         self.put_bounds(&mut b, bounds)?;
-        self.write(b, ErrorSubject::Logs)
+        self.write(b, ErrorSubject::Logs).await
     }
 }
 

@@ -278,18 +278,32 @@ impl RaftSnapshotBuilder<ShardConfig> for ShardSnapshotter {
         let m = &self.m;
         let _alone = m.snapshots.clone().lock_owned().await;
         let path = m.dir.join(m.file_name("built"));
-        let f = std::fs::File::create(&path).map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        let mut w = std::io::BufWriter::new(f);
-        let mut st = AppliedState::default();
-        m.store
-            .read_at_once(&mut |view| {
-                st = write_snapshot(view, m.shard, &mut w)?;
-                Ok(())
-            })
-            .map_err(|e| sm_err(ErrorVerb::Read, e))?;
-        let f = w.into_inner().map_err(|e| snap_err(ErrorVerb::Write, e.error().to_string()))?;
-        f.sync_all().map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        super::file::sync_dir(&m.dir).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        // Reading the whole shard, writing and syncing the file: disk work,
+        // done on the blocking pool when the store waits on a disk.
+        let (store, shard, dir, file) = (m.store.clone(), m.shard, m.dir.clone(), path.clone());
+        let write = move || -> Result<AppliedState, StorageError<NodeId>> {
+            let f = std::fs::File::create(&file).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+            let mut w = std::io::BufWriter::new(f);
+            let mut st = AppliedState::default();
+            store
+                .read_at_once(&mut |view| {
+                    st = write_snapshot(view, shard, &mut w)?;
+                    Ok(())
+                })
+                .map_err(|e| sm_err(ErrorVerb::Read, e))?;
+            let f =
+                w.into_inner().map_err(|e| snap_err(ErrorVerb::Write, e.error().to_string()))?;
+            f.sync_all().map_err(|e| snap_err(ErrorVerb::Write, e))?;
+            super::file::sync_dir(&dir).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+            Ok(st)
+        };
+        let st = if m.store.blocks() {
+            tokio::task::spawn_blocking(write)
+                .await
+                .map_err(|e| snap_err(ErrorVerb::Write, e))??
+        } else {
+            write()?
+        };
         if let Some(c) = m.current()?.filter(|c| c.meta.last_log_id > st.last) {
             // A newer snapshot (installed meanwhile) stays current.
             let _ = std::fs::remove_file(&path);
@@ -392,10 +406,19 @@ impl RaftStateMachine<ShardConfig> for ShardMachine {
             .ok_or_else(|| snap_err(ErrorVerb::Write, "no snapshot was being received"))?;
         let f = *snapshot;
         let _alone = self.snapshots.clone().lock_owned().await;
-        f.sync_all().map_err(|e| snap_err(ErrorVerb::Write, e))?;
         // The install marker names the file: the file's name must be as
         // durable as the marker before it is written.
-        super::file::sync_dir(&self.dir).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        let dir = self.dir.clone();
+        let sync = move || -> Result<SnapshotFile, StorageError<NodeId>> {
+            f.sync_all().map_err(|e| snap_err(ErrorVerb::Write, e))?;
+            super::file::sync_dir(&dir).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+            Ok(f)
+        };
+        let f = if self.store.blocks() {
+            tokio::task::spawn_blocking(sync).await.map_err(|e| snap_err(ErrorVerb::Write, e))??
+        } else {
+            sync()?
+        };
         self.install(meta, f, &path).await
     }
 

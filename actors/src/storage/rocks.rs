@@ -158,6 +158,10 @@ impl Store for RocksStore {
     fn write_synced(&self, batch: Batch) -> Result<(), StoreError> {
         self.write_with(batch, true)
     }
+
+    fn blocks(&self) -> bool {
+        true
+    }
 }
 
 impl RocksStore {
