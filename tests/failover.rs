@@ -315,3 +315,57 @@ async fn leaders_spread_over_the_nodes_and_move_back_to_a_returning_node() {
     }
     assert_eq!(got, ["one", "two", "three"]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn subscribers_of_an_isolated_leader_are_closed_and_miss_nothing_at_the_new_one() {
+    let _watchdog = common::init();
+    let all = &Role::ALL[..];
+    let mut c =
+        Cluster::configured(&[("n1", all), ("n2", all), ("n3", all)], common::REPLICATED, "");
+    c.start_all().await;
+    c.wait_healthy(Duration::from_secs(60)).await;
+    let config = ClusterConfig::load(&c.config).unwrap();
+    let alice = c.registered("alice/phone", "n1", 2).await;
+    let bob = c.registered("bob/phone", "n1", 2).await;
+    let shard = placement::shard_of(&config, Role::Ods, &bob.mailbox_shard().unwrap()).to_string();
+    let leader = leaders(&c)[&shard].clone();
+    let others: Vec<&str> = ["n1", "n2", "n3"].into_iter().filter(|n| *n != leader).collect();
+    drop(bob);
+    // Bob is connected to his mailbox's leader itself, alice to another node.
+    let mut bob = c.client("bob/phone", &leader).await;
+    let mut alice_elsewhere = c.client("alice/phone", others[0]).await;
+    drop(alice);
+    alice_elsewhere.create_group("G", RosterMode::Stored).await.unwrap();
+    alice_elsewhere.add_members("G", &["bob"]).await.unwrap();
+    bob.receive().await.unwrap();
+    let (mut sub, backlog) = bob.subscribe().await.unwrap();
+    assert_eq!(backlog, 0);
+    sent_within_patience(&mut alice_elsewhere, "G", "one").await;
+    let live = tokio::time::timeout(Duration::from_secs(10), sub.next()).await;
+    assert_eq!(live.expect("a live copy").unwrap().len(), 1);
+
+    // The leader is cut off from the other nodes (bob still reaches it): its
+    // lease runs out and it closes bob's subscription, within two election
+    // timeouts (the test's 800 ms, randomized up to 4/3 of it) and a margin.
+    let cut = c.isolate(&leader);
+    let t = Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(10), sub.next()).await;
+    let took = t.elapsed();
+    assert!(matches!(ended, Ok(Err(_))), "the subscription went on: {ended:?}");
+    assert!(took < Duration::from_millis(2 * 1067 + 500), "closed after {took:?}");
+    eprintln!("the isolated leader {leader} closed bob's subscription after {took:?}");
+
+    // The majority elects a new leader and takes a send; bob, entering
+    // through a node of the majority, resubscribes from his last ack and
+    // misses nothing.
+    sent_within_patience(&mut alice_elsewhere, "G", "two").await;
+    drop(bob);
+    let mut bob = c.client("bob/phone", others[1]).await;
+    let (sub, backlog) = bob.subscribe().await.expect("resubscribed at the new leader");
+    assert_eq!(backlog, 2, "'one' (never acknowledged) and 'two'");
+    sub.close();
+    let got = common::texts(&bob.receive().await.unwrap());
+    assert_eq!(got, ["one", "two"]);
+    drop(cut);
+    c.wait_healthy(Duration::from_secs(60)).await;
+}
