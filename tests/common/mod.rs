@@ -261,6 +261,12 @@ impl Drop for Cluster {
             let _ = c.kill();
             let _ = c.wait();
         }
+        // `MLSD_KEEP_TEST_DIRS=1` keeps a failed test's cluster dir (config,
+        // data dirs, node logs) for a post-mortem.
+        if std::thread::panicking() && std::env::var_os("MLSD_KEEP_TEST_DIRS").is_some() {
+            self.dir.disable_cleanup(true);
+            eprintln!("kept the cluster dir {}", self.dir.path().display());
+        }
     }
 }
 
