@@ -11,12 +11,12 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::Cluster;
+use common::{sent_within_patience, Cluster};
 use mlsd_client::Client;
 use mlsd_node::config::ClusterConfig;
 use mlsd_node::shards::placement;
 use mlsd_transport::protocol::RosterMode;
-use mlsd_transport::{Response, Role};
+use mlsd_transport::Role;
 
 /// Every shard's leader (`role/index` to node), as `mlsd cluster status`
 /// reports it; shards without one are left out.
@@ -41,29 +41,6 @@ async fn new_leader(c: &Cluster, shard: &str, old: &str) -> String {
         }
         assert!(Instant::now() < deadline, "{shard} got no leader but {old}");
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Sends `text` in `group` as the client's retry does (the same request,
-/// `retry::PAUSE` apart) and requires every copy stored within the client's
-/// patience for a shard without a leader; returns how many tries failed.
-async fn sent_within_patience(sender: &mut Client, group: &str, text: &str) -> u32 {
-    let req = sender.prepare_text(group, text).unwrap();
-    let start = Instant::now();
-    let mut failed = 0;
-    loop {
-        match sender.send_request(req.clone()).await {
-            Ok(Response::Sent { .. }) => return failed,
-            other => {
-                failed += 1;
-                assert!(
-                    start.elapsed() < mlsd_client::retry::SHARD,
-                    "{text:?} not delivered to every member within the client's patience \
-                     ({failed} tries): {other:?}"
-                );
-                tokio::time::sleep(mlsd_client::retry::PAUSE).await;
-            }
-        }
     }
 }
 
@@ -185,11 +162,7 @@ async fn requests_through_a_survivor_succeed_within_the_clients_retry_after_a_no
         names.push(format!("user{i}"));
         c.registered(&format!("user{i}/phone"), "n1", 1).await;
     }
-    let mut alice = c.registered("alice/phone", "n1", 1).await;
-    let mut bob = c.registered("bob/phone", "n1", 1).await;
-    alice.create_group("G", RosterMode::Stored).await.unwrap();
-    alice.add_members("G", &["bob"]).await.unwrap();
-    bob.receive().await.unwrap();
+    let (mut alice, _) = c.alice_and_bob_in_g("n1", 1).await;
 
     for round in 0..2 {
         let dead = busiest(&c);

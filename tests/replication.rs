@@ -26,25 +26,11 @@ async fn three() -> Cluster {
     c
 }
 
-/// Sends `text` in G until the cluster acknowledges it (the same request,
-/// so the same message id, every time), as the client library retries: it
-/// must be acknowledged within the client's patience for a shard without a
-/// leader (`retry::SHARD`, 8 s), whatever failed before. Returns how many
+/// Sends `text` in G until the cluster acknowledges it, within the
+/// client's patience ([`common::sent_within_patience`]); returns how many
 /// tries failed.
 async fn send_acked(sender: &mut Client, text: &str) -> u32 {
-    let req = sender.prepare_text("G", text).unwrap();
-    let deadline = Instant::now() + mlsd_client::retry::SHARD;
-    let mut failed = 0;
-    loop {
-        match sender.send_request(req.clone()).await {
-            Ok(Response::Sent { .. }) => return failed,
-            other => {
-                failed += 1;
-                assert!(Instant::now() < deadline, "{text:?} never acknowledged: {other:?}");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    }
+    common::sent_within_patience(sender, "G", text).await
 }
 
 /// Receives until `want` messages have arrived (or 30 s pass).
@@ -320,11 +306,7 @@ async fn a_partitioned_node_acknowledges_nothing_and_the_majority_carries_on() {
 async fn two_wiped_nodes_alone_serve_nothing_and_the_third_brings_everything_back() {
     let _watchdog = common::init();
     let mut c = three().await;
-    let mut alice = c.registered("alice/phone", "n3", 3).await;
-    let mut bob = c.registered("bob/phone", "n3", 3).await;
-    alice.create_group("G", RosterMode::Stored).await.unwrap();
-    alice.add_members("G", &["bob"]).await.unwrap();
-    bob.receive().await.unwrap();
+    let (mut alice, mut bob) = c.alice_and_bob_in_g("n3", 3).await;
     // Queued for bob, unread.
     for i in 0..5 {
         send_acked(&mut alice, &format!("message {i}")).await;

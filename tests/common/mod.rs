@@ -646,3 +646,32 @@ impl Drop for Partition {
         }
     }
 }
+
+/// Sends `text` in `group` as the client library retries (the same request,
+/// so the same message id, `retry::PAUSE` apart) and requires every copy
+/// stored (`Sent`) within the client's patience for a shard without a
+/// leader (`retry::SHARD`, 8 s), whatever failed before. Returns how many
+/// tries failed.
+pub async fn sent_within_patience(
+    sender: &mut mlsd_client::Client,
+    group: &str,
+    text: &str,
+) -> u32 {
+    let req = sender.prepare_text(group, text).unwrap();
+    let start = Instant::now();
+    let mut failed = 0;
+    loop {
+        match sender.send_request(req.clone()).await {
+            Ok(mlsd_transport::Response::Sent { .. }) => return failed,
+            other => {
+                failed += 1;
+                assert!(
+                    start.elapsed() < mlsd_client::retry::SHARD,
+                    "{text:?} not delivered to every member within the client's patience \
+                     ({failed} tries): {other:?}"
+                );
+                tokio::time::sleep(mlsd_client::retry::PAUSE).await;
+            }
+        }
+    }
+}

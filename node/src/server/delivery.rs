@@ -20,7 +20,7 @@ use super::ServerCtx;
 
 /// How long to wait before asking again when a shard has no leader yet
 /// (an election is under way).
-const ELECTION_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+pub(super) const ELECTION_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Serves a request at the leader of `shard`: here when this node leads it
 /// (`here` builds the message for the local host), else at the node the

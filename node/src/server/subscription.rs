@@ -12,7 +12,7 @@ use mlsd_transport::protocol::{NodeFrame, NodeRequest, ResponseFrame};
 use mlsd_transport::{Request, Response, WireError};
 
 use super::answer::{reply, write_bounded, write_response};
-use super::delivery::local_shard;
+use super::delivery::{local_shard, ELECTION_PAUSE};
 use super::ServerCtx;
 
 /// Live envelopes a subscription may have queued before its stream takes
@@ -23,10 +23,6 @@ const SUBSCRIBER_QUEUE: usize = 1024;
 /// How long a subscription stream may stay silent; liveness is QUIC's
 /// keep-alive, this only bounds a stuck peer.
 const SUBSCRIPTION_IDLE: Duration = Duration::from_secs(24 * 3600);
-
-/// How long to wait before asking the next voter when a shard's leader is
-/// not known (an election is under way).
-const ELECTION_PAUSE: Duration = Duration::from_millis(50);
 
 /// Serves a `Subscribe` on `send`: the backlog, then every new envelope, until
 /// the subscriber goes away. At the mailbox's owner it registers with the ODS
