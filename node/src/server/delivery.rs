@@ -127,24 +127,29 @@ impl Router for NodeRouter {
 async fn enqueue(ctx: Arc<ServerCtx>, items: Vec<EnqueueItem>) -> Vec<EnqueueResult> {
     let deadline = tokio::time::Instant::now() + ctx.config.limits.call_timeout;
     let mut results = vec![EnqueueResult::NotOwner; items.len()];
-    let mut pending: Vec<(usize, EnqueueItem)> = items.into_iter().enumerate().collect();
+    // Each copy with its position and its shard, computed once.
+    let mut pending: Vec<(usize, ShardId, EnqueueItem)> = items
+        .into_iter()
+        .enumerate()
+        .map(|(i, it)| (i, ctx.shards.shard_of(Role::Ods, &it.cap.shard), it))
+        .collect();
     // Where each shard's copies go next during this call, and how far its
     // voters have been rotated through.
     let mut targets: std::collections::HashMap<ShardId, (String, usize)> = Default::default();
     while !pending.is_empty() {
-        let mut by_target: std::collections::HashMap<String, Vec<(usize, EnqueueItem)>> =
+        let mut by_target: std::collections::HashMap<String, Vec<(usize, ShardId, EnqueueItem)>> =
             Default::default();
-        for (i, it) in pending.drain(..) {
-            let shard = ctx.shards.shard_of(Role::Ods, &it.cap.shard);
+        for (i, shard, it) in pending.drain(..) {
             let (t, _) = targets.entry(shard).or_insert_with(|| (ctx.shards.leader_hint(shard), 0));
-            by_target.entry(t.clone()).or_default().push((i, it));
+            by_target.entry(t.clone()).or_default().push((i, shard, it));
         }
         let calls: Vec<_> = by_target
             .into_iter()
             .map(|(target, batch)| {
                 let ctx = ctx.clone();
                 async move {
-                    let items: Vec<EnqueueItem> = batch.iter().map(|(_, it)| it.clone()).collect();
+                    let items: Vec<EnqueueItem> =
+                        batch.iter().map(|(_, _, it)| it.clone()).collect();
                     let out = ctx.mixer.submit(&target, items).await;
                     (target, batch, out)
                 }
@@ -153,12 +158,13 @@ async fn enqueue(ctx: Arc<ServerCtx>, items: Vec<EnqueueItem>) -> Vec<EnqueueRes
         // Shards whose copies found no leader this round: one step to the next voter each.
         let mut lost: std::collections::HashSet<ShardId> = Default::default();
         for (target, batch, out) in join_all(calls).await {
-            for ((p, it), r) in batch.into_iter().zip(out) {
-                let shard = ctx.shards.shard_of(Role::Ods, &it.cap.shard);
+            for ((p, shard, it), r) in batch.into_iter().zip(out) {
                 match r {
                     EnqueueResult::NotLeader { leader: Some(l) } if l != target => {
                         ctx.shards.note_leader(shard, &l);
-                        targets.insert(shard, (l, targets.get(&shard).map_or(0, |t| t.1)));
+                        if let Some(t) = targets.get_mut(&shard) {
+                            t.0 = l;
+                        }
                     }
                     EnqueueResult::NotLeader { .. } | EnqueueResult::NotOwner => {
                         lost.insert(shard);
@@ -168,7 +174,7 @@ async fn enqueue(ctx: Arc<ServerCtx>, items: Vec<EnqueueItem>) -> Vec<EnqueueRes
                         continue;
                     }
                 }
-                pending.push((p, it));
+                pending.push((p, shard, it));
             }
         }
         if pending.is_empty() {
