@@ -355,3 +355,82 @@ async fn two_wiped_nodes_alone_serve_nothing_and_the_third_brings_everything_bac
     let _ = bob.reconnect().await;
     assert_eq!(receive_texts(&mut bob, 5).await, expected(0..5));
 }
+
+/// `mlsd cluster recover` on node `n` of `c`, with `args`.
+fn recover(c: &Cluster, n: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(common::bin("mlsd"))
+        .args(["cluster", "recover", "--node", n, "--config"])
+        .arg(&c.config)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Two of three nodes are gone for good, disks and all: every shard has lost
+/// its majority and n1 alone can elect no leader. The operator's unsafe
+/// recovery on the stopped n1 refuses without `--accept-data-loss` (and
+/// changes nothing); with it, n1 becomes every shard's only voter, leads
+/// them all, and serves everything it held: the bindings (no stranger takes
+/// alice), bob's queued messages, and new sends.
+#[tokio::test(flavor = "multi_thread")]
+async fn unsafe_recovery_lets_the_surviving_replica_serve_alone() {
+    let _watchdog = common::init();
+    let mut c = three().await;
+    let (mut alice, mut bob) = c.alice_and_bob_in_g("n1", 3).await;
+    for i in 0..5 {
+        send_acked(&mut alice, &format!("message {i}")).await;
+    }
+    let bindings = alice.lookup("alice").await.unwrap();
+    // Every entry is on n1 before the others go (the leaders' commits need
+    // only a majority, and n1 may have been the one behind).
+    c.wait_healthy(Duration::from_secs(30)).await;
+    for n in ["n2", "n3"] {
+        c.kill(n);
+        std::fs::remove_dir_all(c.dir.path().join(format!("data/{n}"))).unwrap();
+    }
+    c.kill("n1");
+    let n1_dir = c.dir.path().join("data/n1");
+    let before = mlsd_actors::storage::read_all(&n1_dir).unwrap();
+
+    let out = recover(&c, "n1", &["--shard", "all"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("UNSAFE RECOVERY of 20 shard(s) on n1"), "{err}");
+    assert!(err.contains("refused: nothing changed; pass --accept-data-loss"), "{err}");
+    let out = recover(&c, "n1", &["--shard", "ods/9", "--accept-data-loss"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown shard \"ods/9\""));
+    let out = recover(&c, "n1", &["--shard", "all", "--keep", "n1,n4", "--accept-data-loss"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("n4 is not a voter of shard"));
+    assert!(mlsd_actors::storage::read_all(&n1_dir).unwrap() == before, "refusals changed n1");
+
+    let out = recover(&c, "n1", &["--shard", "all", "--accept-data-loss"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    let recovered: Vec<&str> = text.lines().filter(|l| l.starts_with("recovered ")).collect();
+    assert_eq!(recovered.len(), 20, "{text}");
+    assert!(recovered.iter().all(|l| l.contains(": voters n1 from term ")), "{text}");
+
+    c.start("n1").await;
+    let status = c.wait_healthy(Duration::from_secs(30)).await;
+    let shards: Vec<&str> = status.lines().filter(|l| l.contains("voters=")).collect();
+    assert_eq!(shards.len(), 20, "{status}");
+    assert!(shards.iter().all(|l| l.contains("voters=n1 ") && l.contains("leader=n1")), "{status}");
+    let dropped = status.lines().filter(|l| l.contains("dropped by an unsafe recovery:")).count();
+    assert_eq!(dropped, 40, "n2 and n3 of every shard:\n{status}");
+    assert!(status.contains("20 with voters dropped by an unsafe recovery; healthy"), "{status}");
+
+    let mut stranger = c.client("stranger", "n1").await;
+    assert_eq!(
+        common::server_err(stranger.register("alice/phone", None).await),
+        WireError::As(mlsd_transport::protocol::AsError::ClientTaken("alice/phone".into()))
+    );
+    let reader = c.client("alice/phone", "n1").await;
+    assert_eq!(reader.lookup("alice").await.unwrap(), bindings, "alice's binding as it was");
+    let _ = bob.reconnect().await;
+    let _ = alice.reconnect().await;
+    assert_eq!(receive_texts(&mut bob, 5).await, expected(0..5));
+    send_acked(&mut alice, "message 5").await;
+    assert_eq!(receive_texts(&mut bob, 1).await, expected(5..6));
+}

@@ -108,6 +108,29 @@ enum ClusterCmd {
         #[arg(long)]
         certs: Option<PathBuf>,
     },
+    /// Unsafe recovery, on a stopped node: make the surviving voters the only
+    /// voters of shards that lost a majority of their voters for good. It
+    /// can lose acknowledged writes, and the lost nodes must never start
+    /// again with their old data (docs/operations.md).
+    Recover {
+        /// Path of the cluster config.
+        #[arg(long, default_value = "cluster.toml")]
+        config: PathBuf,
+        /// The stopped node whose replicas survived.
+        #[arg(long)]
+        node: String,
+        /// A shard to recover, ROLE/INDEX (e.g. ods/3), repeated; or `all`
+        /// for every shard the node replicates.
+        #[arg(long = "shard", required = true)]
+        shards: Vec<String>,
+        /// The surviving voters, comma-separated (default: this node alone);
+        /// run the command on each of them with the same list.
+        #[arg(long, value_delimiter = ',')]
+        keep: Vec<String>,
+        /// Says that you know what this can lose; without it nothing is changed.
+        #[arg(long)]
+        accept_data_loss: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -134,6 +157,48 @@ enum AdminCmd {
         #[arg(long)]
         certs: Option<PathBuf>,
     },
+}
+
+/// `mlsd cluster recover`: checks the request, and changes the node's
+/// replicas only with `accept_data_loss`.
+fn recover(
+    config: &std::path::Path,
+    node: &str,
+    shards: &[String],
+    mut keep: Vec<String>,
+    accept_data_loss: bool,
+) -> anyhow::Result<()> {
+    use mlsd_node::shards::unsafe_recovery;
+    let cfg = ClusterConfig::load(config)?;
+    cfg.node(Some(node))?;
+    if keep.is_empty() {
+        keep.push(node.to_string());
+    }
+    let shards = unsafe_recovery::shards(&cfg, node, shards)?;
+    let names: Vec<String> = shards.iter().map(|s| s.to_string()).collect();
+    eprintln!(
+        "UNSAFE RECOVERY of {} shard(s) on {node} ({}): their voters become {} alone.\n\
+         Every write the lost voters committed that {node} had not received is lost,\n\
+         and the lost nodes must never start again with their old data (delete their data dirs).",
+        shards.len(),
+        names.join(" "),
+        keep.join(",")
+    );
+    if !accept_data_loss {
+        anyhow::bail!("refused: nothing changed; pass --accept-data-loss to go ahead");
+    }
+    let rt = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+    for r in rt.block_on(unsafe_recovery::recover(&cfg, node, &shards, &keep))? {
+        println!(
+            "recovered {}: voters {} from term {}; {node} held up to index {} of term {}, anything the lost voters committed after it is gone",
+            r.shard,
+            r.voters.join(","),
+            r.term,
+            r.last.0,
+            r.last.1
+        );
+    }
+    Ok(())
 }
 
 /// Runs the shard simulation for each seed of `seeds`; stops at the first
@@ -218,6 +283,9 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Cmd::Cluster {
+            cmd: ClusterCmd::Recover { config, node, shards, keep, accept_data_loss },
+        } => recover(&config, &node, &shards, keep, accept_data_loss),
         Cmd::Bench { quick, json } => {
             let rt = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
             rt.block_on(bench::run(bench::BenchOpts { quick, json }))

@@ -33,6 +33,9 @@ pub struct ShardReport {
     /// Voters rebuilding the shard after losing their data, with what they
     /// wait for.
     pub rebuilding: Vec<(String, String)>,
+    /// Nodes placement makes voters that the shard's membership no longer
+    /// has (an unsafe recovery dropped them).
+    pub dropped: Vec<String>,
 }
 
 impl ShardReport {
@@ -80,15 +83,26 @@ impl Report {
             for (n, why) in &s.rebuilding {
                 let _ = writeln!(out, "       {n} rebuilding: {why}");
             }
+            for n in &s.dropped {
+                let _ = writeln!(
+                    out,
+                    "       {n} dropped by an unsafe recovery: no longer a voter (delete its data dir before it starts again)"
+                );
+            }
         }
         for (n, why) in &self.unreachable {
             let _ = writeln!(out, "node {n} did not answer: {why}");
         }
         let led = self.shards.iter().filter(|s| s.leader.is_some()).count();
         let whole = self.shards.iter().filter(|s| s.healthy()).count();
+        let reduced = self.shards.iter().filter(|s| !s.dropped.is_empty()).count();
+        let reduced = match reduced {
+            0 => String::new(),
+            n => format!(", {n} with voters dropped by an unsafe recovery"),
+        };
         let _ = writeln!(
             out,
-            "{} shards: {led} with a leader, {whole} with every voter caught up; {}",
+            "{} shards: {led} with a leader, {whole} with every voter caught up{reduced}; {}",
             self.shards.len(),
             if self.healthy() { "healthy" } else { "NOT healthy" }
         );
@@ -113,14 +127,21 @@ pub async fn status(config: &ClusterConfig, certs: Option<&Path>) -> Report {
     }
     for shard in placement::all(config) {
         let id = shard.to_string();
-        let voters: Vec<String> =
+        let placed: Vec<String> =
             placement::voters(config, shard).into_iter().map(|n| n.name.clone()).collect();
         // The leader is the voter that says it leads, in the highest term.
-        let leader_line = voters
+        let leader_line = placed
             .iter()
             .filter_map(|v| lines.get(&(id.clone(), v.clone())))
             .filter(|l| l.leader.as_deref() == Some(l.node.as_str()))
             .max_by_key(|l| l.term);
+        // The voters are those of the leader's membership: fewer than
+        // placement's after an unsafe recovery (`mlsd cluster recover`).
+        let voters: Vec<String> = match leader_line {
+            Some(l) => placed.iter().filter(|v| l.voters.contains(v)).cloned().collect(),
+            None => placed.clone(),
+        };
+        let dropped = placed.iter().filter(|v| !voters.contains(v)).cloned().collect();
         let applied_of = |v: &String| lines.get(&(id.clone(), v.clone())).map(|x| x.applied);
         let (leader, applied, behind, lagging) = match leader_line {
             Some(l) => {
@@ -152,6 +173,7 @@ pub async fn status(config: &ClusterConfig, certs: Option<&Path>) -> Report {
             behind,
             lagging,
             rebuilding,
+            dropped,
         });
     }
     report

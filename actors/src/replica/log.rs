@@ -98,6 +98,26 @@ impl ShardLog {
         Ok(())
     }
 
+    /// Appends `entry` and records `vote` in one synced write, outside
+    /// openraft (its node stopped): what [`super::unsafe_recovery`] does.
+    pub fn force_append(
+        &self,
+        entry: Entry<ShardConfig>,
+        vote: Vote<NodeId>,
+    ) -> Result<(), StorageError<NodeId>> {
+        let mut bounds = self.bounds()?;
+        let mut b = Batch::new();
+        let e =
+            codec::encode(&entry).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+        b.put(Space::Raft, self.entry_key(entry.log_id.index), e);
+        bounds.last = Some(entry.log_id);
+        self.put_bounds(&mut b, bounds)?;
+        let v =
+            codec::encode(&vote).map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Write, e))?;
+        b.put(Space::Raft, self.key(b'v', &[]), v);
+        self.store.write_synced(b).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))
+    }
+
     /// Removes the whole log, vote and state of the shard (a replica that
     /// is dropped for good).
     pub fn wipe(&self, b: &mut Batch) {

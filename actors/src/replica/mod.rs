@@ -22,6 +22,8 @@
 //! - [`recovery`]: the rule that keeps a replica restarted empty from
 //!   voting before it holds what its peers had.
 //! - [`runtime`]: openraft's runtime (tokio, with seedable elections).
+//! - [`unsafe_recovery`]: the operator's way out when a majority of a
+//!   shard's voters is gone for good.
 //! - [`sim`]: a deterministic simulation of a shard's replicas: seeded
 //!   message loss, delays, partitions, crashes and disk wipes.
 
@@ -32,6 +34,7 @@ pub mod recovery;
 pub mod runtime;
 pub mod shard;
 pub mod sim;
+pub mod unsafe_recovery;
 pub mod view;
 
 use std::fmt;

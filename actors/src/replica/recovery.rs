@@ -26,7 +26,8 @@
 //! disks lost at once is beyond what replication protects.
 //!
 //! Losing a majority of a shard's replicas for good is not recovered from
-//! here: the shard stays unavailable until they return.
+//! here: the shard stays unavailable until they return, or until the
+//! operator's unsafe recovery ([`super::unsafe_recovery`]).
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;

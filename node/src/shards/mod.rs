@@ -8,6 +8,8 @@
 //! - [`network`]: Raft RPCs over the peer connections, batched per peer.
 //! - [`rebuild`]: replicas of a node that lost its data, until caught up.
 //! - [`balance`]: leaderships moved to their preferred voters.
+//! - [`unsafe_recovery`]: `mlsd cluster recover`, for shards that lost a
+//!   majority of their voters for good.
 //! - this file: starting the groups, the one heartbeat timer, serving
 //!   peers' RPCs, leader hints and status.
 
@@ -15,6 +17,7 @@ pub mod balance;
 pub mod network;
 pub mod placement;
 pub mod rebuild;
+pub mod unsafe_recovery;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
