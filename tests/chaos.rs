@@ -136,12 +136,17 @@ async fn member_load(
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut epoch = c.group_epoch(group).unwrap();
         let mut req = prepare(&mut c, group, &text).await;
+        let mut failures = Vec::new();
         loop {
             match c.send_request(req.clone()).await {
                 Ok(Response::Sent { .. }) => break,
                 // Refused as a whole (the group moved on): nothing was
                 // delivered, so catching up and sending anew is no duplicate.
-                Err(ClientError::Server(WireError::Ids(IdsError::StaleEpoch { .. }))) => {
+                Err(ClientError::Server(WireError::Ids(IdsError::StaleEpoch { current }))) => {
+                    // What came before, should this send be duplicated.
+                    eprintln!(
+                        "chaos: {me}: {text:?} of epoch {epoch} refused StaleEpoch (now {current}) after {failures:?}; sent anew"
+                    );
                     events.extend(c.receive().await.unwrap_or_default());
                     epoch = c.group_epoch(group).unwrap();
                     req = prepare(&mut c, group, &text).await;
@@ -151,6 +156,7 @@ async fn member_load(
                         Instant::now() < deadline,
                         "{me}: {text} never acknowledged: {other:?}"
                     );
+                    failures.push(format!("{other:?}").chars().take(160).collect::<String>());
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     let _ = c.reconnect().await;
                 }
@@ -238,7 +244,11 @@ fn cluster(profile: Profile) -> Cluster {
         // Snapshots every 20 entries, so a wiped node catches up from one.
         Profile::Replicated => Cluster::configured(
             &[("n1", &Role::ALL), ("n2", &Role::ALL), ("n3", &Role::ALL)],
-            common::REPLICATED,
+            &format!(
+                "{}balance_leaders = {}\n",
+                common::REPLICATED,
+                std::env::var("MLSD_CHAOS_BALANCE").is_ok_and(|v| v == "1")
+            ),
             &format!("[limits]\ncall_timeout_ms = 3000\nconnect_timeout_ms = 1000\n{CHAOS}"),
         ),
     }
@@ -535,6 +545,9 @@ async fn run(profile: Profile, k: Knobs) {
             eprintln!("chaos: {me} in {g} never received {t:?} (sent in epoch {epoch:?})");
         }
         let twice = got.values().filter(|n| **n > 1).count();
+        for (t, n) in got.iter().filter(|(_, n)| **n > 1).take(5) {
+            eprintln!("chaos: {me} in {g} received {t:?} {n} times");
+        }
         eprintln!(
             "chaos: {me} in {g}: received {} messages, {} of {} expected, {missing} lost, {twice} duplicated",
             got.len(),
