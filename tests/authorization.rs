@@ -182,6 +182,14 @@ async fn world(c: &Cluster) -> World {
         alice.connection().request(served_ack.clone()).await,
         Ok(Response::Acked { .. })
     ));
+    // A newer request served after both: sent again, they are replays, not
+    // retries of the last request (which the ODS answers again).
+    let newer = Request::Ods(OdsRequest::Fetch {
+        auth: keys.auth(LABEL_FETCH, now_ms() + 2, &(0u64, 10u32)),
+        after: 0,
+        limit: 10,
+    });
+    assert!(matches!(alice.connection().request(newer).await, Ok(Response::Envelopes(_))));
 
     let fetched = mallory
         .paid_request(Request::Cs(CsRequest::FetchKeyPackages { identity: "bob".into() }))

@@ -115,13 +115,15 @@ async fn wrong_key_replay_unknown_mailbox_and_bounds_are_refused() {
     // Unknown mailbox.
     let r = mailbox::fetch(&conn, &other, &mut Counter::default(), 0, 10).await;
     assert_eq!(server_err(r), WireError::Ods(OdsError::UnknownMailbox));
-    // A captured request replayed.
+    // A request sent again verbatim is a retry, answered again; once a
+    // newer request was served, it is a replay.
     let mut counter = Counter::default();
     let auth = keys.auth(LABEL_FETCH, counter.next_value(), &(0u64, 10u32));
     let req = Request::Ods(OdsRequest::Fetch { auth, after: 0, limit: 10 });
-    assert!(
-        matches!(conn.request(req.clone()).await.unwrap(), Response::Envelopes(v) if v.len() == 1)
-    );
+    let first = conn.request(req.clone()).await.unwrap();
+    assert!(matches!(&first, Response::Envelopes(v) if v.len() == 1), "{first:?}");
+    assert_eq!(conn.request(req.clone()).await.unwrap(), first, "a retry gets the first answer");
+    mailbox::fetch(&conn, &keys, &mut counter, 0, 10).await.unwrap();
     assert_eq!(server_err(conn.request(req).await), WireError::Auth(AuthError::Replayed));
 
     // Queue bound and envelope size bound, per item.

@@ -161,6 +161,14 @@ impl OdsLogic {
 
     /// Checks a mailbox request's signature and counter; returns the record
     /// with the counter advanced (the caller writes it with its batch).
+    ///
+    /// The counter of the last request served is accepted again: that
+    /// request, retried verbatim (its answer was lost, or an entry node sent
+    /// it again after a leader change), runs once more, and every mailbox
+    /// request changes nothing the second time (a fetch or subscription
+    /// reads, an ack names the same point, issuing the same tokens keeps
+    /// their serials, revoking them again revokes none). An older counter
+    /// is a replay.
     fn authenticate<T: Serialize>(
         &self,
         auth: &MailboxAuth,
@@ -172,7 +180,7 @@ impl OdsLogic {
         let msg = signing_bytes(label, &(auth.mailbox, auth.counter, op));
         verify(&rec.auth_key, &msg, &auth.signature, "mailbox request")?;
         fresh(auth.counter / 1000, ctx.now)?;
-        if auth.counter <= rec.last_counter {
+        if auth.counter < rec.last_counter {
             return Err(WireError::Auth(AuthError::Replayed));
         }
         rec.last_counter = auth.counter;
@@ -557,6 +565,79 @@ mod tests {
     /// Every key and value of the ODS's space.
     fn dump(store: &dyn Store) -> Vec<(Vec<u8>, Vec<u8>)> {
         store.scan_prefix(SPACE, b"", 10_000).unwrap()
+    }
+
+    /// Every signed mailbox request sent twice with the same frame (a retry
+    /// after a lost answer): the second gets the first answer (a revocation
+    /// repeated revokes none, the tokens being gone) and writes nothing
+    /// new; a request older than the last one is a replay.
+    #[test]
+    fn every_mailbox_request_repeated_gets_its_answer_again_and_changes_nothing() {
+        let store = MemStore::new();
+        let ctx = RoleContext { node: "t", store: &store, now: std::time::SystemTime::now() };
+        let mut ods = ods_with_mailbox(&ctx, &store);
+        let r = RoleLogic::enqueue(&mut ods, vec![item(1), item(2)], &ctx).applied(&store);
+        assert_eq!(
+            r,
+            Response::Enqueued(vec![
+                EnqueueResult::Stored { seq: 1 },
+                EnqueueResult::Stored { seq: 2 }
+            ])
+        );
+        let tokens = vec![[7; 32], [8; 32]];
+        let open = OdsRequest::OpenMailbox {
+            mailbox: MAILBOX,
+            auth_key: signer().verifying_key().to_bytes().to_vec(),
+            push: None,
+        };
+        let requests = [
+            (open, None),
+            (
+                OdsRequest::Fetch {
+                    auth: auth(LABEL_FETCH, &(0u64, 10u32), &ctx, 10),
+                    after: 0,
+                    limit: 10,
+                },
+                None,
+            ),
+            (
+                OdsRequest::Subscribe { auth: auth(LABEL_SUBSCRIBE, &0u64, &ctx, 11), after: 0 },
+                None,
+            ),
+            (
+                OdsRequest::IssueCapabilities {
+                    auth: auth(LABEL_ISSUE, &(&tokens, &None::<[u8; 32]>), &ctx, 12),
+                    tokens: tokens.clone(),
+                    push_key: None,
+                },
+                None,
+            ),
+            (
+                OdsRequest::RevokeCapabilities {
+                    auth: auth(LABEL_REVOKE, &tokens, &ctx, 13),
+                    tokens: tokens.clone(),
+                },
+                Some(Response::CapabilitiesRevoked { revoked: 0 }),
+            ),
+            (OdsRequest::Ack { auth: auth(LABEL_ACK, &1u64, &ctx, 14), up_to: 1 }, None),
+        ];
+        for (req, repeated) in requests {
+            let name = format!("{req:?}").chars().take(30).collect::<String>();
+            let first = ods.handle(Request::Ods(req.clone()), None, &ctx).applied(&store);
+            assert!(!matches!(first, Response::Error(_)), "{name}: {first:?}");
+            let after_first = dump(&store);
+            let again = ods.handle(Request::Ods(req), None, &ctx).applied(&store);
+            assert_eq!(again, repeated.unwrap_or(first), "{name}");
+            assert_eq!(dump(&store), after_first, "{name}: the repeat wrote something new");
+        }
+        // The fetch of counter 10 is older than the ack's 14: a replay.
+        let old = OdsRequest::Fetch {
+            auth: auth(LABEL_FETCH, &(0u64, 10u32), &ctx, 10),
+            after: 0,
+            limit: 10,
+        };
+        let r = ods.handle(Request::Ods(old), None, &ctx).applied(&store);
+        assert_eq!(r, Response::Error(WireError::Auth(AuthError::Replayed)));
     }
 
     #[test]
