@@ -137,9 +137,19 @@ async fn member_load(
         let mut epoch = c.group_epoch(group).unwrap();
         let mut req = prepare(&mut c, group, &text).await;
         let mut failures = Vec::new();
+        let started = Instant::now();
         loop {
             match c.send_request(req.clone()).await {
-                Ok(Response::Sent { .. }) => break,
+                Ok(Response::Sent { .. }) => {
+                    // A slow send: its copies may reach members many epochs late.
+                    if started.elapsed() > Duration::from_secs(5) {
+                        eprintln!(
+                            "chaos: {me}: {text:?} of epoch {epoch} acknowledged after {:?} and {failures:?}",
+                            started.elapsed()
+                        );
+                    }
+                    break;
+                }
                 // Refused as a whole (the group moved on): nothing was
                 // delivered, so catching up and sending anew is no duplicate.
                 Err(ClientError::Server(WireError::Ids(IdsError::StaleEpoch { current }))) => {

@@ -102,6 +102,31 @@ pub struct Connection {
     _endpoint: quinn::Endpoint,
     conn: quinn::Connection,
     timeout: Duration,
+    /// Where [`Connection::repeat_requests`] logs, when it is on.
+    repeats: std::sync::Mutex<Option<RepeatLog>>,
+}
+
+/// A request sent twice with the same frame, and both outcomes (a server's
+/// refusal as `Ok(Response::Error(..))`, a failed call as `Err(reason)`).
+#[derive(Debug, Clone)]
+pub struct Repeated {
+    /// The frame, as sent both times.
+    pub frame: ClientFrame,
+    /// What the first sending got.
+    pub first: Result<Response, String>,
+    /// What the second got.
+    pub again: Result<Response, String>,
+}
+
+/// The log of [`Connection::repeat_requests`].
+pub type RepeatLog = std::sync::Arc<std::sync::Mutex<Vec<Repeated>>>;
+
+fn outcome(r: &Result<Response, ClientError>) -> Result<Response, String> {
+    match r {
+        Ok(resp) => Ok(resp.clone()),
+        Err(ClientError::Server(e)) => Ok(Response::Error(e.clone())),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 impl Connection {
@@ -115,7 +140,13 @@ impl Connection {
             endpoint::connect(&ep, server, tls::CLUSTER_SERVER_NAME, DEFAULT_CONNECT_TIMEOUT)
                 .await
                 .map_err(|e| ClientError::Connect { server, reason: e.to_string() })?;
-        Ok(Connection { server, _endpoint: ep, conn, timeout: DEFAULT_REQUEST_TIMEOUT })
+        Ok(Connection {
+            server,
+            _endpoint: ep,
+            conn,
+            timeout: DEFAULT_REQUEST_TIMEOUT,
+            repeats: std::sync::Mutex::new(None),
+        })
     }
 
     /// The QUIC connection, for streams that outlive one request.
@@ -134,6 +165,16 @@ impl Connection {
         self.request_paid(req, None).await
     }
 
+    /// Test instrumentation: from now on every request on this connection
+    /// is sent a second time with the very same frame as soon as the first
+    /// has its answer (what a retry after a lost answer does), and both
+    /// outcomes go to `log`; the caller gets the first. What a retry must
+    /// get is the first answer again, or an equivalent success.
+    #[doc(hidden)]
+    pub fn repeat_requests(&self, log: RepeatLog) {
+        *self.repeats.lock().unwrap_or_else(|p| p.into_inner()) = Some(log);
+    }
+
     /// Sends one request that pays with `ticket` (decision D12; see
     /// [`mlsd_transport::protocol::tickets::TicketKind::for_request`]).
     pub async fn request_paid(
@@ -142,6 +183,19 @@ impl Connection {
         ticket: Option<Ticket>,
     ) -> Result<Response, ClientError> {
         let frame = ClientFrame::with_ticket(req, ticket);
+        let first = self.send_frame(&frame).await;
+        let log = self.repeats.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(log) = log {
+            let again = outcome(&self.send_frame(&frame).await);
+            let r = Repeated { frame, first: outcome(&first), again };
+            log.lock().unwrap_or_else(|p| p.into_inner()).push(r);
+        }
+        first
+    }
+
+    /// Sends `frame` (again) until it has an answer other than "no leader
+    /// yet", or the patience runs out.
+    pub async fn send_frame(&self, frame: &ClientFrame) -> Result<Response, ClientError> {
         // A shard without a leader (an election under way after a node
         // died) is asked again with the very same frame, for a short while:
         // the same request, so a retry of one that did take effect is
@@ -149,7 +203,7 @@ impl Connection {
         let patience = crate::retry::Patience::new(crate::retry::SHARD);
         loop {
             let resp: ResponseFrame =
-                endpoint::call(&self.conn, &frame, DEFAULT_MAX_FRAME, self.timeout).await?;
+                endpoint::call(&self.conn, frame, DEFAULT_MAX_FRAME, self.timeout).await?;
             match resp.response {
                 Response::Error(WireError::Cluster(
                     ClusterError::ShardUnavailable { .. } | ClusterError::NotLeader { .. },

@@ -319,7 +319,12 @@ impl GroupCore {
             return Err(WireError::Frame(BadFrame::Malformed("group id length".into())));
         }
         if let Some(r) = &self.record {
-            if r.epoch == 0 && r.mode == mode && r.auth_key == auth_key {
+            // The creator's retry (it holds epoch 0's auth key), also after
+            // the group moved on, within the epochs whose keys are kept.
+            let created_with = |k: &[u8; 32]| *k == auth_key;
+            let creator = (r.epoch == 0 && created_with(&r.auth_key))
+                || r.past_auth.iter().any(|(e, k)| *e == 0 && created_with(k));
+            if creator && r.mode == mode {
                 return Ok(Batch::new());
             }
             return Err(WireError::Ids(IdsError::GroupTaken));

@@ -168,6 +168,16 @@ fn one_commit_per_epoch_and_the_loser_learns_the_epoch() {
     let mut reloaded = GroupCore::load(GID, &store).unwrap();
     assert!(accept(&mut reloaded, &store, &won, [0; 32]).is_ok());
     assert_eq!(reloaded.epoch(), Some(1));
+    // The creator's retry of the creation, now that the group moved on,
+    // still learns it was created; anyone else's key is refused.
+    let before = store.contents();
+    assert_eq!(reloaded.create(RosterMode::Client, [0; 32], None), Ok(Batch::new()));
+    assert_eq!(
+        reloaded.create(RosterMode::Client, [1; 32], None).err(),
+        Some(WireError::Ids(IdsError::GroupTaken)),
+        "epoch 1's key did not create the group"
+    );
+    assert_eq!(store.contents(), before);
 }
 
 #[test]
