@@ -125,6 +125,8 @@ async fn a_node_restarted_empty_catches_up_and_holds_a_complete_copy() {
 
     c.kill("n1");
     std::fs::remove_dir_all(c.dir.path().join("data/n1")).unwrap();
+    // What n1 logs from its empty restart on (the log file is appended to).
+    let before = c.log("n1").len();
     c.start("n1").await;
     let status = c.wait_healthy(Duration::from_secs(60)).await;
     assert!(status.contains("healthy"), "{status}");
@@ -156,7 +158,7 @@ async fn a_node_restarted_empty_catches_up_and_holds_a_complete_copy() {
             .join("\n")
     };
     assert!(
-        c.log("n1").contains("snapshot installed"),
+        c.log("n1")[before..].contains("snapshot installed"),
         "n1 caught up from a snapshot:\n{}\n--- n2:\n{}",
         snap("n1"),
         snap("n2")
@@ -320,6 +322,8 @@ async fn two_wiped_nodes_alone_serve_nothing_and_the_third_brings_everything_bac
     for n in ["n1", "n2"] {
         std::fs::remove_dir_all(c.dir.path().join(format!("data/{n}"))).unwrap();
     }
+    // What n1 logs from its empty restart on (the log file is appended to).
+    let before = c.log("n1").len();
     c.start("n1").await;
     c.start("n2").await;
     let mut stranger = c.client("stranger", "n1").await;
@@ -337,7 +341,8 @@ async fn two_wiped_nodes_alone_serve_nothing_and_the_third_brings_everything_bac
     );
     let (healthy, status) = c.status();
     assert!(!healthy, "two empty replicas must not form shards:\n{status}");
-    assert!(c.log("n1").contains("rebuilding replicas"), "{}", c.log("n1"));
+    let since = c.log("n1")[before..].to_string();
+    assert!(since.contains("rebuilding replicas"), "{since}");
     // The status says why: every shard of both, waiting for its voters.
     let waiting = "rebuilding: waiting for a majority of the other voters";
     for n in ["n1", "n2"] {

@@ -140,7 +140,13 @@ impl Cluster {
 
     /// Starts node `name` as a process and waits until it answers.
     pub async fn start(&mut self, name: &str) {
-        let log = std::fs::File::create(self.dir.path().join(format!("{name}.log"))).unwrap();
+        // Appended to, so a node restarted (after a kill or a wipe) keeps
+        // what it logged before in the same file.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("{name}.log")))
+            .unwrap();
         let child = Command::new(bin("mlsd"))
             .args(["run", "--node", name, "--config"])
             .arg(&self.config)
