@@ -72,6 +72,23 @@ impl InprocCluster {
         }
     }
 
+    /// Each shard's highest term over the nodes: between two readings,
+    /// the sum of the growth is the number of elections held.
+    pub fn shard_terms(&self) -> std::collections::BTreeMap<String, u64> {
+        let mut terms = std::collections::BTreeMap::new();
+        for (shard, term) in self.nodes.iter().flat_map(|n| n.shard_terms()) {
+            let t = terms.entry(shard).or_insert(0);
+            *t = term.max(*t);
+        }
+        terms
+    }
+
+    /// Elections held since `before` ([`InprocCluster::shard_terms`]).
+    pub fn elections_since(&self, before: &std::collections::BTreeMap<String, u64>) -> u64 {
+        let now = self.shard_terms();
+        now.iter().map(|(s, t)| t.saturating_sub(before.get(s).copied().unwrap_or(*t))).sum()
+    }
+
     /// Stops every node.
     pub async fn shutdown(self) {
         for n in self.nodes {

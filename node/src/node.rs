@@ -223,6 +223,13 @@ impl Node {
         &self.name
     }
 
+    /// The term of each shard this node replicates, as its replica knows it:
+    /// a term that grew means an election (how `mlsd bench` counts them).
+    pub fn shard_terms(&self) -> Vec<(String, u64)> {
+        let lines = self.shards.status();
+        lines.into_iter().map(|l| (format!("{}/{}", l.role, l.shard), l.term)).collect()
+    }
+
     /// The address it actually listens on (differs from the config for port 0).
     pub fn addr(&self) -> SocketAddr {
         self.addr

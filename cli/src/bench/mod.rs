@@ -160,6 +160,9 @@ pub async fn run(opts: BenchOpts) -> anyhow::Result<()> {
             let paired = m == 1000;
             let mut rates = Vec::new();
             let mut ratios = Vec::new();
+            // Elections while the fan-outs ran (a slow disk or a blocked
+            // worker delaying heartbeats shows here).
+            let mut elections = 0;
             for _ in 0..if paired { rounds } else { 1 } {
                 let limit = if paired {
                     other_limits.min(enqueue_rate(volume, ENQUEUE_CHUNK, 1000, env_len)?)
@@ -167,8 +170,10 @@ pub async fn run(opts: BenchOpts) -> anyhow::Result<()> {
                     ceiling
                 };
                 let mut b = BenchCluster::start(shape).await?;
+                let terms = b.cluster.shard_terms();
                 let (rate, first_ms) =
                     fanout(&b.cluster, &mut b.sender, "bench", m, messages).await?;
+                elections += b.cluster.elections_since(&terms);
                 if paired && si == 0 && enqueue_1000_ms.is_none() {
                     enqueue_1000_ms = Some(first_ms);
                 }
@@ -189,7 +194,7 @@ pub async fn run(opts: BenchOpts) -> anyhow::Result<()> {
                 String::new()
             };
             println!(
-                "  {label:<24} {m:>6} members: {rate:>10.0} copies/s ({ratio:.2} of the ceiling){spread}"
+                "  {label:<24} {m:>6} members: {rate:>10.0} copies/s ({ratio:.2} of the ceiling){spread}; {elections} elections"
             );
             rows.push((si, m, rate, ratio));
         }
