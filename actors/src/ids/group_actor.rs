@@ -2,11 +2,18 @@
 //! commits are decided one at a time, and starts a fan-out actor for each
 //! accepted message. It stops itself after being idle; its state is in
 //! storage and the next request brings it back.
+//!
+//! When its node stops leading the group's shard (a failover, a leadership
+//! handover) it retires: it decides nothing more, but lets its running
+//! fan-outs finish before it stops. Stopping at once would kill them (an
+//! actor's children die with it) after some copies left and before the
+//! rest did; their sender's retry then reaches members who moved on many
+//! epochs since, and whose keys no longer open the late copies.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use mlsd_transport::protocol::{ChaosTarget, RosterMode, SealedRoster, SendBody};
+use mlsd_transport::protocol::{ChaosTarget, ClusterError, RosterMode, SealedRoster, SendBody};
 use mlsd_transport::{Response, WireError};
 use std::collections::HashMap;
 
@@ -45,6 +52,9 @@ pub enum GroupMsg {
     },
     /// Stop if nothing arrived since generation `.0`.
     IdleCheck(u64),
+    /// The node no longer leads the shard: refuse new requests, stop once
+    /// the running fan-outs are done.
+    Retire,
     /// Delete the group if it was last active on or before day `cutoff`
     /// (the host's sweep found its idle-index entry under `day`).
     Collect {
@@ -63,7 +73,7 @@ impl GroupMsg {
             GroupMsg::Create { reply, .. } | GroupMsg::Send { reply, .. } => {
                 let _ = reply.send(Response::Error(e));
             }
-            GroupMsg::IdleCheck(_) | GroupMsg::Collect { .. } => {}
+            GroupMsg::IdleCheck(_) | GroupMsg::Collect { .. } | GroupMsg::Retire => {}
         }
     }
 }
@@ -106,6 +116,8 @@ pub struct GroupState {
     budget: Budget,
     /// A write failed: the core is ahead of storage.
     stale: bool,
+    /// Retired ([`GroupMsg::Retire`]): stops once `fanouts` is empty.
+    retired: bool,
 }
 
 impl GroupState {
@@ -146,7 +158,15 @@ impl Actor for GroupActor {
         me.send_after(args.idle, || GroupMsg::IdleCheck(0));
         let budget =
             Budget::per_second(args.copies_per_second, seconds(std::time::SystemTime::now()));
-        Ok(GroupState { core, args, generation: 0, fanouts: HashMap::new(), stale: false, budget })
+        Ok(GroupState {
+            core,
+            args,
+            generation: 0,
+            fanouts: HashMap::new(),
+            stale: false,
+            retired: false,
+            budget,
+        })
     }
 
     async fn handle(
@@ -155,9 +175,24 @@ impl Actor for GroupActor {
         msg: GroupMsg,
         st: &mut GroupState,
     ) -> Result<(), ActorProcessingErr> {
+        if st.retired {
+            // Asked again at the shard's leader, which loads the group afresh.
+            let shard = st.args.store.shard().map_or_else(|| "ids".into(), |s| s.to_string());
+            msg.refuse(WireError::Cluster(ClusterError::NotLeader { shard, leader: None }));
+            return Ok(());
+        }
         match msg {
+            GroupMsg::Retire => {
+                st.retired = true;
+                if st.fanouts.is_empty() {
+                    me.stop(Some("leadership moved".into()));
+                }
+                return Ok(());
+            }
             GroupMsg::IdleCheck(g) => {
-                if g == st.generation {
+                // A running fan-out is not idleness (stopping would kill
+                // it); its end schedules the next check.
+                if g == st.generation && st.fanouts.is_empty() {
                     me.stop(Some("idle".into()));
                 }
                 return Ok(());
@@ -253,7 +288,7 @@ impl Actor for GroupActor {
 
     async fn handle_supervisor_evt(
         &self,
-        _me: ActorRef<GroupMsg>,
+        me: ActorRef<GroupMsg>,
         evt: SupervisionEvent,
         st: &mut GroupState,
     ) -> Result<(), ActorProcessingErr> {
@@ -295,6 +330,14 @@ impl Actor for GroupActor {
         // window; the group goes on.
         if let Err(e) = r {
             tracing::warn!(error = %e, "cannot keep a send with missing copies");
+        }
+        if st.fanouts.is_empty() {
+            if st.retired {
+                me.stop(Some("leadership moved".into()));
+            } else {
+                let g = st.generation;
+                me.send_after(st.args.idle, move || GroupMsg::IdleCheck(g));
+            }
         }
         Ok(())
     }

@@ -200,11 +200,13 @@ impl Actor for IdsHost {
 const COLLECT_PER_CREATE: usize = 8;
 
 impl IdsState {
-    /// Stops every group actor (leadership moved): in-flight sends answer
-    /// a retryable error, and the next leader loads the groups afresh.
+    /// Retires every group actor (leadership moved): each refuses new
+    /// requests retryably (`NotLeader`) and stops once its running fan-outs
+    /// are done ([`GroupMsg::Retire`]); the next leader loads the groups
+    /// afresh.
     fn stop_groups(&mut self) {
         for (_, a) in self.groups.drain() {
-            a.stop(Some("leadership moved".into()));
+            let _ = a.send_message(GroupMsg::Retire);
         }
         self.group_ids.clear();
     }
