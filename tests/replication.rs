@@ -11,20 +11,7 @@ use std::time::{Duration, Instant};
 use common::Cluster;
 use mlsd_client::Client;
 use mlsd_transport::protocol::{ClusterError, RosterMode};
-use mlsd_transport::{Response, Role, WireError};
-
-const LIMITS: &str = "[limits]\ncall_timeout_ms = 3000\nconnect_timeout_ms = 1000\n";
-
-async fn three() -> Cluster {
-    let mut c = Cluster::configured(
-        &[("n1", &Role::ALL), ("n2", &Role::ALL), ("n3", &Role::ALL)],
-        common::REPLICATED,
-        LIMITS,
-    );
-    c.start_all().await;
-    c.wait_healthy(Duration::from_secs(30)).await;
-    c
-}
+use mlsd_transport::{Response, WireError};
 
 /// Sends `text` in G until the cluster acknowledges it, within the
 /// client's patience ([`common::sent_within_patience`]); returns how many
@@ -66,7 +53,7 @@ async fn group(c: &Cluster) -> (Client, Client, Client) {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sigkilled_node_loses_nothing_acknowledged_and_the_other_two_serve() {
     let _watchdog = common::init();
-    let mut c = three().await;
+    let mut c = common::three_replicated().await;
     let (mut alice, mut bob, mut carol) = group(&c).await;
     let dave = c.registered("dave/phone", "n3", 4).await;
     let (kps, _) = alice.fetch_key_packages("dave").await.unwrap();
@@ -105,7 +92,7 @@ async fn a_sigkilled_node_loses_nothing_acknowledged_and_the_other_two_serve() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_node_restarted_empty_catches_up_and_holds_a_complete_copy() {
     let _watchdog = common::init();
-    let mut c = three().await;
+    let mut c = common::three_replicated().await;
     let (mut alice, mut bob, mut carol) = group(&c).await;
     // Dave reads only at the very end, once n2 is stopped.
     let mut dave = c.registered("dave/phone", "n3", 3).await;
@@ -189,7 +176,7 @@ async fn a_node_restarted_empty_catches_up_and_holds_a_complete_copy() {
 #[tokio::test(flavor = "multi_thread")]
 async fn with_two_of_three_down_writes_are_refused_retryably_and_resume() {
     let _watchdog = common::init();
-    let mut c = three().await;
+    let mut c = common::three_replicated().await;
     let (mut alice, mut bob, _carol) = group(&c).await;
     send_acked(&mut alice, "message 0").await;
     c.kill("n1");
@@ -228,7 +215,7 @@ async fn with_two_of_three_down_writes_are_refused_retryably_and_resume() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_partitioned_node_acknowledges_nothing_and_the_majority_carries_on() {
     let _watchdog = common::init();
-    let c = three().await;
+    let c = common::three_replicated().await;
     let (mut alice, mut bob, mut carol) = group(&c).await;
     // Dave enters through n1, the node that gets cut off.
     let mut dave = c.registered("dave/phone", "n1", 3).await;
@@ -307,7 +294,7 @@ async fn a_partitioned_node_acknowledges_nothing_and_the_majority_carries_on() {
 #[tokio::test(flavor = "multi_thread")]
 async fn two_wiped_nodes_alone_serve_nothing_and_the_third_brings_everything_back() {
     let _watchdog = common::init();
-    let mut c = three().await;
+    let mut c = common::three_replicated().await;
     let (mut alice, mut bob) = c.alice_and_bob_in_g("n3", 3).await;
     // Queued for bob, unread.
     for i in 0..5 {
@@ -380,7 +367,7 @@ fn recover(c: &Cluster, n: &str, args: &[&str]) -> std::process::Output {
 #[tokio::test(flavor = "multi_thread")]
 async fn unsafe_recovery_lets_the_surviving_replica_serve_alone() {
     let _watchdog = common::init();
-    let mut c = three().await;
+    let mut c = common::three_replicated().await;
     let (mut alice, mut bob) = c.alice_and_bob_in_g("n1", 3).await;
     for i in 0..5 {
         send_acked(&mut alice, &format!("message {i}")).await;

@@ -11,14 +11,12 @@ use std::mem::discriminant;
 use std::time::{Duration, Instant};
 
 use common::Cluster;
-use mlsd_client::connection::Repeated;
+use mlsd_client::connection::{outcome, Repeated};
 use mlsd_client::Connection;
 use mlsd_transport::protocol::{
     AsRequest, CsRequest, IdsRequest, MailboxId, OdsRequest, RosterMode, SdsRequest,
 };
-use mlsd_transport::{Request, Response, Role};
-
-const LIMITS: &str = "[limits]\ncall_timeout_ms = 3000\nconnect_timeout_ms = 1000\n";
+use mlsd_transport::{Request, Response};
 
 /// The request's kind, as the matrix names it.
 fn kind(r: &Request) -> String {
@@ -89,8 +87,15 @@ fn not_equivalent(
     (!same).then(|| format!("first {}, again {}", cut(first), cut(again)))
 }
 
-fn short(s: String) -> String {
-    s.chars().take(300).collect()
+/// `r`'s kind and why `again` is not what a retry of it may get, if not.
+fn mismatch(r: &Repeated, again: &Result<Response, String>) -> Option<String> {
+    let why = not_equivalent(&r.frame.request, &r.first, again)?;
+    Some(format!("{}: {why}", kind(&r.frame.request)).chars().take(300).collect())
+}
+
+/// Every logged repeat that did not get what a retry may get.
+fn mismatches(repeated: &[Repeated]) -> Vec<String> {
+    repeated.iter().filter_map(|r| mismatch(r, &r.again)).collect()
 }
 
 /// Waits until `mlsd cluster status` shows every shard led by a node other
@@ -114,13 +119,7 @@ async fn led_without(c: &Cluster, gone: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn every_request_sent_again_gets_its_first_answer_even_after_leader_changes() {
     let _watchdog = common::init();
-    let mut c = Cluster::configured(
-        &[("n1", &Role::ALL), ("n2", &Role::ALL), ("n3", &Role::ALL)],
-        common::REPLICATED,
-        LIMITS,
-    );
-    c.start_all().await;
-    c.wait_healthy(Duration::from_secs(30)).await;
+    let mut c = common::three_replicated().await;
     let log = mlsd_client::connection::RepeatLog::default();
 
     // A day of a messenger's requests, every one sent twice.
@@ -177,13 +176,7 @@ async fn every_request_sent_again_gets_its_first_answer_even_after_leader_change
     ] {
         assert!(kinds.contains(k), "{k} was never sent: {kinds:?}");
     }
-    let wrong: Vec<String> = repeated
-        .iter()
-        .filter_map(|r| {
-            let why = not_equivalent(&r.frame.request, &r.first, &r.again)?;
-            Some(short(format!("{}: {why}", kind(&r.frame.request))))
-        })
-        .collect();
+    let wrong = mismatches(&repeated);
     assert!(wrong.is_empty(), "retries answered otherwise:\n{}", wrong.join("\n"));
 
     // Every shard's leader changes: each node in turn is killed, the others
@@ -211,14 +204,8 @@ async fn every_request_sent_again_gets_its_first_answer_even_after_leader_change
         if counter_of(&r.frame.request).is_some_and(|m| last_of[&m] != i) {
             continue;
         }
-        let again = match conn.send_frame(&r.frame).await {
-            Ok(resp) => Ok(resp),
-            Err(mlsd_client::ClientError::Server(e)) => Ok(Response::Error(e)),
-            Err(e) => Err(e.to_string()),
-        };
-        if let Some(why) = not_equivalent(&r.frame.request, &r.first, &again) {
-            wrong.push(short(format!("{}: {why}", kind(&r.frame.request))));
-        }
+        let again = outcome(&conn.send_frame(&r.frame).await);
+        wrong.extend(mismatch(r, &again));
     }
     assert!(wrong.is_empty(), "after leader changes:\n{}", wrong.join("\n"));
     // The sends were recognized, not delivered again.
@@ -245,12 +232,6 @@ async fn every_request_sent_again_gets_its_first_answer_even_after_leader_change
         kinds.contains("As::RevokeDevice") && kinds.contains("Ods::RevokeCapabilities"),
         "{kinds:?}"
     );
-    let wrong: Vec<String> = revocations
-        .iter()
-        .filter_map(|r| {
-            let why = not_equivalent(&r.frame.request, &r.first, &r.again)?;
-            Some(short(format!("{}: {why}", kind(&r.frame.request))))
-        })
-        .collect();
+    let wrong = mismatches(&revocations);
     assert!(wrong.is_empty(), "revocations sent again:\n{}", wrong.join("\n"));
 }

@@ -121,7 +121,10 @@ pub struct Repeated {
 /// The log of [`Connection::repeat_requests`].
 pub type RepeatLog = std::sync::Arc<std::sync::Mutex<Vec<Repeated>>>;
 
-fn outcome(r: &Result<Response, ClientError>) -> Result<Response, String> {
+/// `r` as [`Repeated`] logs it: a server's refusal as `Ok(Response::Error(..))`,
+/// a failed call as `Err(reason)`.
+#[doc(hidden)]
+pub fn outcome(r: &Result<Response, ClientError>) -> Result<Response, String> {
     match r {
         Ok(resp) => Ok(resp.clone()),
         Err(ClientError::Server(e)) => Ok(Response::Error(e.clone())),

@@ -42,6 +42,19 @@ pub struct Spec {
 pub const REPLICATED: &str =
     "replicas = 3\nshards = 4\nheartbeat_ms = 200\nelection_timeout_ms = 800\nsnapshot_logs = 20\n";
 
+/// Three nodes, every role on each, [`REPLICATED`] shards, a call timeout
+/// of 3 s: started, and healthy (every shard led, every voter caught up).
+pub async fn three_replicated() -> Cluster {
+    let mut c = Cluster::configured(
+        &[("n1", &Role::ALL), ("n2", &Role::ALL), ("n3", &Role::ALL)],
+        REPLICATED,
+        "[limits]\ncall_timeout_ms = 3000\nconnect_timeout_ms = 1000\n",
+    );
+    c.start_all().await;
+    c.wait_healthy(Duration::from_secs(30)).await;
+    c
+}
+
 /// A cluster config in a temp dir, and the node processes started from it.
 pub struct Cluster {
     pub dir: tempfile::TempDir,
