@@ -27,7 +27,8 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 cleanup() { for p in "${PIDS[@]:-}"; do kill -9 "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 
-# setup DIR SHARDS: writes DIR/cluster.toml for n1..n3 on free ports.
+# setup DIR SHARDS: writes DIR/cluster.toml for n1..n3 on free ports, starts
+# the three nodes and waits until the cluster is healthy.
 setup() {
     local dir=$1 shards=$2 base
     base=$((20000 + RANDOM % 20000))
@@ -48,6 +49,8 @@ data_dir = "data/n$i"
 EOF
     done
     "$BIN/mlsd" certs --config "$dir/cluster.toml" >/dev/null
+    for n in n1 n2 n3; do start "$dir" $n; done
+    wait_healthy "$dir" 60
 }
 
 addr() { grep -A1 "name = \"$2\"" "$1/cluster.toml" | sed -n 's/listen = "\(.*\)"/\1/p'; }
@@ -81,8 +84,6 @@ big() {
     dir=$(mktemp -d)
     echo "== big: 120 KB to nine members, shards = 1 ($dir)"
     setup "$dir" 1
-    for n in n1 n2 n3; do start "$dir" $n; done
-    wait_healthy "$dir" 60
     for i in $(seq 1 9); do mlsc "$dir" m$i n$(((i % 3) + 1)) register m$i >/dev/null; done
     mlsc "$dir" m1 n1 group create G >/dev/null
     mlsc "$dir" m1 n1 group add G m2 m3 m4 m5 m6 m7 m8 m9 >/dev/null
@@ -117,8 +118,6 @@ wiped() {
     dir=$(mktemp -d)
     echo "== wiped: two data dirs deleted while the third is down ($dir)"
     setup "$dir" 4
-    for n in n1 n2 n3; do start "$dir" $n; done
-    wait_healthy "$dir" 60
     mlsc "$dir" alice n1 register alice >/dev/null
     mlsc "$dir" bob n2 register bob >/dev/null
     mlsc "$dir" alice n1 group create G >/dev/null
@@ -152,8 +151,6 @@ failover() {
     dir=$(mktemp -d)
     echo "== failover: kill and wipe n2, restart, kill n3 ($dir)"
     setup "$dir" 4
-    for n in n1 n2 n3; do start "$dir" $n; done
-    wait_healthy "$dir" 60
     for i in $(seq 1 8); do mlsc "$dir" u$i n1 register u$i >/dev/null; done
     mlsc "$dir" u1 n1 group create G >/dev/null
     mlsc "$dir" u1 n1 group add G u2 >/dev/null
