@@ -22,7 +22,7 @@ run: build
 
 ## Run every test (unit, multi-process, end-to-end) in the same profile as `run`.
 test: build
-	$(CARGO) test --workspace
+	$(CARGO) test --workspace --no-fail-fast
 
 ## fmt and clippy as required before each commit (clippy builds RocksDB once more in check mode).
 lint: bootstrap

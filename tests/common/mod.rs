@@ -24,9 +24,35 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
-/// A UDP port on 127.0.0.1 that was free a moment ago.
+/// A UDP port on 127.0.0.1 for a test node to listen on.
+///
+/// Ports come from below the kernel's ephemeral range (Linux: 32768 and up),
+/// each at most once per test process, starting at an offset drawn from the
+/// process id. Asking the kernel for port 0 and releasing it raced with
+/// every client socket of the tests running beside it: the kernel could hand
+/// the same port to a client's QUIC endpoint before the node bound it (CI
+/// failed once with `cannot listen on 127.0.0.1:58700: Address already in
+/// use`), and a node restarted on its port could find it taken the same way.
+/// Ports here are handed out by nobody else; the bind check skips one that a
+/// node of an earlier test process still holds.
 pub fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 12_000;
+    const SPAN: u32 = 20_000; // up to 31,999
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        (std::process::id() * 97) % SPAN,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..SPAN {
+        let port = (LOW + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN) as u16;
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free UDP port in {LOW}..{}", LOW + SPAN);
 }
 
 /// One node of a test cluster: name, roles, address.
