@@ -130,10 +130,16 @@ impl RaftLogReader<ShardConfig> for ShardLog {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry<ShardConfig>>, StorageError<NodeId>> {
-        let mut next = match range.start_bound() {
-            Bound::Included(x) => *x,
-            Bound::Excluded(x) => x.saturating_add(1),
-            Bound::Unbounded => 0,
+        // The entries returned are consecutive from the range's start: a
+        // leader sends them after `prev_log_id = start - 1`, so an entry
+        // missing at the start (purged meanwhile) or in the middle must end
+        // the answer there, never be skipped (a follower would append the
+        // later entries after a hole; openraft asserts against it in debug
+        // builds only).
+        let (mut next, mut from_first) = match range.start_bound() {
+            Bound::Included(x) => (*x, false),
+            Bound::Excluded(x) => (x.saturating_add(1), false),
+            Bound::Unbounded => (0, true),
         };
         let prefix = self.key(b'l', &[]);
         let mut out = Vec::new();
@@ -149,9 +155,10 @@ impl RaftLogReader<ShardConfig> for ShardLog {
                         .try_into()
                         .map_err(|_| io_err(ErrorSubject::Logs, ErrorVerb::Read, "bad log key"))?,
                 );
-                if !range.contains(&index) {
+                if !range.contains(&index) || (index != next && !from_first) {
                     return Ok(out);
                 }
+                from_first = false;
                 let e: Entry<ShardConfig> = codec::decode(&v)
                     .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
                 out.push(e);
@@ -302,5 +309,35 @@ mod tests {
         log.purge(LogId::new(CommittedLeaderId::new(3, 1), 2)).await.unwrap();
         assert_eq!(*store.calls.lock().unwrap(), ["synced"; 3]);
         assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new(3, 1)));
+    }
+
+    fn entry(index: u64) -> Entry<ShardConfig> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(2, 1), index),
+            payload: openraft::EntryPayload::Blank,
+        }
+    }
+
+    /// A read never skips a missing entry: what it returns starts at the
+    /// range's start and has no hole, or is empty.
+    #[tokio::test]
+    async fn a_read_of_purged_or_missing_entries_returns_no_later_ones() {
+        let store = Arc::new(MemStore::default());
+        let mut log = ShardLog::new(store.clone(), ShardId { role: Role::Ids, index: 1 });
+        let mut b = Batch::new();
+        for i in [1, 2, 3, 4, 6, 7] {
+            b.put(Space::Raft, log.entry_key(i), codec::encode(&entry(i)).unwrap());
+        }
+        store.write(b).unwrap();
+        let indexes = |v: Vec<Entry<ShardConfig>>| -> Vec<u64> {
+            v.into_iter().map(|e| e.log_id.index).collect()
+        };
+        assert_eq!(indexes(log.try_get_log_entries(2..8).await.unwrap()), [2, 3, 4]);
+        assert_eq!(indexes(log.try_get_log_entries(..).await.unwrap()), [1, 2, 3, 4]);
+        assert_eq!(indexes(log.try_get_log_entries(6..).await.unwrap()), [6, 7]);
+        log.purge(LogId::new(CommittedLeaderId::new(2, 1), 3)).await.unwrap();
+        assert!(log.try_get_log_entries(2..8).await.unwrap().is_empty());
+        assert!(log.try_get_log_entries(5..8).await.unwrap().is_empty());
+        assert_eq!(indexes(log.try_get_log_entries(4..8).await.unwrap()), [4]);
     }
 }
