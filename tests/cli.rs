@@ -101,7 +101,9 @@ async fn three_homes_talk_through_mlsc_and_survive_a_restart() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_send_waits_in_the_outbox_while_the_node_is_down() {
     let _watchdog = common::init();
-    let mut c = Cluster::new(&[("n1", &Role::ALL)]);
+    // The mixing window holds the send at the IDS for 2 s, so the node is
+    // killed while the send is surely under way.
+    let mut c = Cluster::with_extra(&[("n1", &Role::ALL)], "[ids]\nmixing_window_ms = 2000\n");
     c.start_all().await;
     let h = Homes { c: &c };
     for who in ["alice", "bob"] {
@@ -113,6 +115,8 @@ async fn a_send_waits_in_the_outbox_while_the_node_is_down() {
     // Prepared while the node runs, then the node goes away mid-way.
     let home = c.dir.path().join("homes/alice");
     let as_key = c.dir.path().join("certs/as.pub");
+    let outbox = || std::fs::read(home.join("outbox.v2.bin")).ok();
+    let before = outbox();
     let mut child = Command::new(common::bin("mlsc"))
         .args(["--server", &c.addr("n1").to_string(), "--ca"])
         .arg(c.ca())
@@ -120,6 +124,15 @@ async fn a_send_waits_in_the_outbox_while_the_node_is_down() {
         .args(["send", "AB", "sent across an outage", "--timeout", "30"])
         .spawn()
         .unwrap();
+    // Killed once mlsc has connected and put the send in its outbox (not
+    // after a guessed delay: killed before it connected, it would fail to
+    // start instead).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while outbox() == before {
+        assert!(std::time::Instant::now() < deadline, "mlsc never queued the send");
+        assert!(child.try_wait().unwrap().is_none(), "mlsc ended before queuing the send");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     c.kill("n1");
     tokio::time::sleep(std::time::Duration::from_millis(800)).await;
     c.start("n1").await;

@@ -393,7 +393,7 @@ async fn a_fan_out_killed_mid_way_is_completed_by_the_retry_without_duplicates()
     // while its copies are on their way to the ODS.
     let mut c = Cluster::with_extra(
         &[("n1", &[Role::As, Role::Cs]), ("n2", &[Role::Ids]), ("n3", &[Role::Ods, Role::Sds])],
-        "[ids]\nmixing_window_ms = 1500\n[chaos]\nallow = true\n",
+        "[ids]\nmixing_window_ms = 3000\n[chaos]\nallow = true\n",
     );
     c.start_all().await;
     let (mut alice, mut bob, mut charlie) = abc(&c, RosterMode::Stored).await;
@@ -403,16 +403,23 @@ async fn a_fan_out_killed_mid_way_is_completed_by_the_retry_without_duplicates()
         let r = req.clone();
         tokio::spawn(async move { conn.request(r).await })
     };
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    let killed = c
-        .operator_call(
-            "n2",
-            mlsd_transport::protocol::NodeRequest::Chaos {
-                target: mlsd_transport::protocol::ChaosTarget::Fanout,
-            },
-        )
-        .await;
-    assert_eq!(killed, mlsd_transport::Response::Killed { count: 1 });
+    // Kill the fan-out as soon as it runs (polled, not guessed with a
+    // sleep): it then waits out the window with its copies in hand.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let kill = mlsd_transport::protocol::NodeRequest::Chaos {
+            target: mlsd_transport::protocol::ChaosTarget::Fanout,
+        };
+        match c.operator_call("n2", kill).await {
+            mlsd_transport::Response::Killed { count: 1 } => break,
+            mlsd_transport::Response::Killed { count: 0 } if !first.is_finished() => {}
+            other => {
+                panic!("no fan-out to kill ({other:?}, first call done: {})", first.is_finished())
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "the fan-out never started");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     // The fan-out's death leaves the first call unanswered at the IDS; the
     // client library sends the very same request again while the shard
     // answers `ShardUnavailable`, so that call may already come back

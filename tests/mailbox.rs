@@ -182,8 +182,13 @@ async fn push_notifies_once_per_new_envelope_and_the_url_is_never_stored_in_the_
         r,
         Response::Enqueued(vec![EnqueueResult::Stored { seq: 1 }, EnqueueResult::NoCapability])
     );
+    // Positive evidence that the node got past those two: a fresh copy
+    // afterwards is notified (pushes leave one queue in order).
+    let r = c.node_call("n2", "n3", NodeRequest::Enqueue(vec![item(&cap, 4)])).await;
+    assert_eq!(r, Response::Enqueued(vec![EnqueueResult::Stored { seq: 3 }]));
+    assert_eq!(server.wait_for(3, 5).await, 3);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(hits.load(Ordering::SeqCst), 2);
+    assert_eq!(hits.load(Ordering::SeqCst), 3, "the retry or the refused copy was notified");
 
     // Attacker reads the ODS node's disk: no push URL, no push key, no
     // capability token.
@@ -259,24 +264,28 @@ async fn a_subscriber_gets_envelopes_live_and_no_push() {
     let live = tokio::time::timeout(Duration::from_secs(5), sub.next()).await.unwrap().unwrap();
     assert_eq!(live.len(), 1);
     assert_eq!((live[0].seq, live[0].envelope.clone()), (2, vec![2; 102]));
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        hits.load(Ordering::SeqCst),
-        1,
-        "only the envelope stored before subscribing was pushed"
-    );
+    // The backlog's envelope was pushed before subscribing; wait for that
+    // push so it cannot be taken for one of the live envelope.
+    assert_eq!(server.wait_for(1, 5).await, 1);
+    let pushed_while_live = hits.load(Ordering::SeqCst);
 
-    // Once the subscriber is gone, the next envelope is pushed again.
+    // Once the subscriber is gone, the next envelope is pushed again. When
+    // the node notices is not timed: envelopes go in one at a time until a
+    // push comes (the ones before went to the closing subscription).
     sub.close();
     drop(conn);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    c.node_call("n2", "n3", NodeRequest::Enqueue(vec![item(&cap, 3)])).await;
-    c.node_call("n2", "n3", NodeRequest::Enqueue(vec![item(&cap, 4)])).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while hits.load(Ordering::SeqCst) < 2 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let mut n = 3;
+    while hits.load(Ordering::SeqCst) == pushed_while_live {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "push never resumed after the subscriber left"
+        );
+        c.node_call("n2", "n3", NodeRequest::Enqueue(vec![item(&cap, n)])).await;
+        n += 1;
+        server.wait_for(pushed_while_live + 1, 1).await;
     }
-    assert!(hits.load(Ordering::SeqCst) >= 2, "push resumes after the subscriber left");
+    assert_eq!(pushed_while_live, 1, "only the envelope stored before subscribing was pushed");
 }
 
 /// A subscriber that stops reading (issue "delivery defects", 5) is dropped
@@ -306,17 +315,21 @@ async fn a_subscriber_that_stops_reading_is_dropped_and_push_resumes() {
         c.node_call("n2", "n3", NodeRequest::Enqueue(vec![big])).await;
     }
     assert_eq!(hits.load(Ordering::SeqCst), 0, "a live subscriber gets no push");
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    c.node_call("n2", "n3", NodeRequest::Enqueue(vec![item(&cap, 31)])).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while hits.load(Ordering::SeqCst) == 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    // The node drops the subscriber once a write to it has waited
+    // read_timeout_ms; when that happens is not timed here: small envelopes
+    // go in one at a time until one is pushed.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut n = 31;
+    while hits.load(Ordering::SeqCst) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stalled subscriber was never dropped: {}",
+            c.log("n3")
+        );
+        c.node_call("n2", "n3", NodeRequest::Enqueue(vec![item(&cap, n)])).await;
+        n += 1;
+        server.wait_for(1, 1).await;
     }
-    assert!(
-        hits.load(Ordering::SeqCst) >= 1,
-        "the stalled subscriber was dropped: {}",
-        c.log("n3")
-    );
     assert!(c.log("n3").contains("cannot write response"), "logged at warn");
     drop(sub);
 }
