@@ -177,10 +177,9 @@ pub struct Replication {
     /// falls further behind catches up by snapshot).
     pub snapshot_logs: u64,
     /// `balance_leaders`: whether a leader hands its shard over to the
-    /// shard's best-placed caught-up voter (`shards::balance`). Default
-    /// false: with it on, the replicated chaos profile lost one copy and
-    /// duplicated two in 7 runs, not yet explained; off, leadership stays
-    /// wherever elections put it.
+    /// shard's best-placed caught-up voter (`shards::balance`), so
+    /// leadership (and one node's death) is spread over the nodes. Default
+    /// true; off, leadership stays wherever elections put it.
     pub balance_leaders: bool,
 }
 
@@ -192,7 +191,7 @@ impl Default for Replication {
             heartbeat: Duration::from_millis(250),
             election_timeout: Duration::from_millis(1500),
             snapshot_logs: 10_000,
-            balance_leaders: false,
+            balance_leaders: true,
         }
     }
 }
