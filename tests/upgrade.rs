@@ -1,5 +1,6 @@
-//! Upgrades: the current mlsd started on a data dir an older mlsd wrote
-//! (tests/fixtures/layout0.tar.gz, from tests/fixtures/layout0.sh), and on
+//! Upgrades: the current mlsd started on data dirs older mlsds wrote
+//! (tests/fixtures/layout0.tar.gz and layout2.tar.gz, each from the script
+//! of the same name run with the last binaries of that layout), and on
 //! records it cannot read (issue: "delivery defects", 3: a record that fails
 //! to decode must not crash-loop the role and stop the node).
 
@@ -12,8 +13,10 @@ use common::Cluster;
 use mlsd_actors::{Batch, RocksStore, Space, Store};
 use mlsd_transport::Role;
 
-fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/layout0.tar.gz")
+/// `tests/fixtures/<name>.tar.gz`, written by `tests/fixtures/<name>.sh`
+/// with the last binaries of that layout.
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/{name}.tar.gz"))
 }
 
 /// Runs `mlsc` with the home `homes/<who>` of the unpacked fixture.
@@ -40,7 +43,7 @@ fn plant(c: &Cluster, space: Space, key: &[u8], value: &[u8]) {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_current_binary_serves_a_data_dir_of_the_older_layout() {
     let _watchdog = common::init();
-    let mut c = Cluster::unpack(&fixture(), "n1", &Role::ALL);
+    let mut c = Cluster::unpack(&fixture("layout0"), "n1", &Role::ALL);
     // A torn record among the old ones: carol's AS binding.
     plant(&c, Space::Role(Role::As), b"b/carol/phone", &[0xde, 0xad]);
     c.start("n1").await;
@@ -124,4 +127,73 @@ async fn the_current_binary_serves_a_data_dir_of_the_older_layout() {
         .unwrap();
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("newer than this mlsd"), "{}", text(&out.stderr));
+}
+
+/// The last layout before replicated shards (2: delivery capabilities,
+/// quota tickets, device consent), written by the last mlsd of it: its
+/// one node's data moves under shard 0 of one shard per role, and
+/// everything it held is served as before.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_current_binary_serves_a_layout_2_data_dir() {
+    let _watchdog = common::init();
+    let mut c = Cluster::unpack(&fixture("layout2"), "n1", &Role::ALL);
+    // Started as a sharded cluster, it refuses before serving and changes
+    // nothing: unsharded data can only be served with one shard per role.
+    let sharded = c.dir.path().join("sharded.toml");
+    let config = std::fs::read_to_string(&c.config).unwrap();
+    std::fs::write(&sharded, config.replace("shards = 1", "shards = 4")).unwrap();
+    let data = c.dir.path().join("data/n1");
+    let before = common::settled(&data);
+    let out = Command::new(common::bin("mlsd"))
+        .args(["run", "--node", "n1", "--config"])
+        .arg(&sharded)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("written before sharding"), "{}", text(&out.stderr));
+    assert!(common::settled(&data) == before, "the refused start changed the data dir");
+
+    c.start("n1").await;
+    let log = c.log("n1");
+    assert!(log.contains("storage layout upgraded"), "the node says it converted: {log}");
+
+    // What waited for bob arrives once, in order, the file intact.
+    let out = mlsc(&c, "bob", &["recv"]);
+    assert!(out.status.success(), "bob recv: {}", text(&out.stderr));
+    let lines: Vec<String> = text(&out.stdout).lines().map(str::to_string).collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert_eq!(lines[0], "g alice/phone: written by layout 2 (1)");
+    assert_eq!(lines[1], "g alice/phone: written by layout 2 (2)");
+    assert!(lines[2].contains("file saved"), "{lines:?}");
+    let saved = std::fs::read(c.dir.path().join("homes/bob/files/attachment.bin")).unwrap();
+    assert_eq!(saved, std::fs::read(c.dir.path().join("homes/attachment.bin")).unwrap());
+    // And for carol, in the group whose roster the clients carry.
+    let out = mlsc(&c, "carol", &["recv"]);
+    assert_eq!(text(&out.stdout).trim(), "h alice/phone: to carol under layout 2");
+
+    // Groups, capabilities, bindings and KeyPackages keep working both ways.
+    let out = mlsc(&c, "bob", &["send", "g", "after the upgrade"]);
+    assert!(out.status.success(), "bob send: {}", text(&out.stderr));
+    let out = mlsc(&c, "alice", &["recv"]);
+    assert_eq!(text(&out.stdout).trim(), "g bob/phone: after the upgrade", "{}", text(&out.stderr));
+    let out = mlsc(&c, "carol", &["send", "h", "carol after the upgrade"]);
+    assert!(out.status.success(), "carol send: {}", text(&out.stderr));
+    let out = mlsc(&c, "alice", &["recv"]);
+    assert_eq!(text(&out.stdout).trim(), "h carol/phone: carol after the upgrade");
+    let out = mlsc(&c, "alice", &["group", "create", "new"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = mlsc(&c, "alice", &["group", "add", "new", "carol"]);
+    assert!(out.status.success(), "a KeyPackage published before: {}", text(&out.stderr));
+
+    // The device waiting for alice's approval still waits, and the
+    // identities are still taken.
+    let out = mlsc(&c, "alice", &["device", "list"]);
+    assert!(text(&out.stdout).contains("alice/laptop awaits approval"), "{}", text(&out.stdout));
+    let out = mlsc(&c, "stranger", &["register", "bob/phone"]);
+    assert!(!out.status.success(), "a stranger took bob/phone: {}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("client id bob/phone is bound to another key"),
+        "{}",
+        text(&out.stderr)
+    );
 }
