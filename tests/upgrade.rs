@@ -19,13 +19,18 @@ fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/{name}.tar.gz"))
 }
 
-/// Runs `mlsc` with the home `homes/<who>` of the unpacked fixture.
+/// Runs `mlsc` through n1 with the home `homes/<who>` of the unpacked fixture.
 fn mlsc(c: &Cluster, who: &str, args: &[&str]) -> Output {
+    mlsc_via(c, "n1", who, args)
+}
+
+/// Runs `mlsc` through `via` with the home `homes/<who>` of the unpacked fixture.
+fn mlsc_via(c: &Cluster, via: &str, who: &str, args: &[&str]) -> Output {
     let home = c.dir.path().join("homes").join(who);
     let as_key = c.dir.path().join("certs/as.pub");
     let mut full = vec!["--home", home.to_str().unwrap(), "--as-key", as_key.to_str().unwrap()];
     full.extend_from_slice(args);
-    c.mlsc("n1", &full)
+    c.mlsc(via, &full)
 }
 
 fn text(b: &[u8]) -> String {
@@ -190,6 +195,62 @@ async fn the_current_binary_serves_a_layout_2_data_dir() {
     let out = mlsc(&c, "alice", &["device", "list"]);
     assert!(text(&out.stdout).contains("alice/laptop awaits approval"), "{}", text(&out.stdout));
     let out = mlsc(&c, "stranger", &["register", "bob/phone"]);
+    assert!(!out.status.success(), "a stranger took bob/phone: {}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("client id bob/phone is bound to another key"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// Replicated shards as the first mlsd of layout 3 wrote them
+/// (tests/fixtures/layout3.sh, commit 16a7043): three nodes, three replicas
+/// of four shards per role, snapshots taken. The current binary starts on
+/// all three, every shard elects a leader and catches up, and everything the
+/// old cluster held is served through every node.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_current_binary_serves_a_replicated_cluster_of_the_first_layout_3() {
+    let _watchdog = common::init();
+    let all: &[Role] = &Role::ALL;
+    let nodes = [("n1", all), ("n2", all), ("n3", all)];
+    let mut c = Cluster::unpack_nodes(&fixture("layout3"), &nodes, "");
+    c.start_all().await;
+    c.wait_healthy(std::time::Duration::from_secs(60)).await;
+    for (n, _) in nodes {
+        assert!(!c.log(n).contains("storage layout upgraded"), "nothing to convert on {n}");
+    }
+
+    // What waited for bob and carol arrives once, in order, the file intact.
+    let out = mlsc_via(&c, "n3", "bob", &["recv"]);
+    assert!(out.status.success(), "bob recv: {}", text(&out.stderr));
+    let lines: Vec<String> = text(&out.stdout).lines().map(str::to_string).collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert_eq!(lines[0], "g alice/phone: written by layout 3 (1)");
+    assert_eq!(lines[1], "g alice/phone: written by layout 3 (2)");
+    assert!(lines[2].contains("file saved"), "{lines:?}");
+    let saved = std::fs::read(c.dir.path().join("homes/bob/files/attachment.bin")).unwrap();
+    assert_eq!(saved, std::fs::read(c.dir.path().join("homes/attachment.bin")).unwrap());
+    let out = mlsc_via(&c, "n1", "carol", &["recv"]);
+    assert_eq!(text(&out.stdout).trim(), "h alice/phone: to carol under layout 3");
+
+    // Both groups work both ways, through other nodes than before.
+    let out = mlsc_via(&c, "n2", "bob", &["send", "g", "after the upgrade"]);
+    assert!(out.status.success(), "bob send: {}", text(&out.stderr));
+    let out = mlsc_via(&c, "n3", "alice", &["recv"]);
+    assert_eq!(text(&out.stdout).trim(), "g bob/phone: after the upgrade", "{}", text(&out.stderr));
+    let out = mlsc_via(&c, "n2", "carol", &["send", "h", "carol after the upgrade"]);
+    assert!(out.status.success(), "carol send: {}", text(&out.stderr));
+    let out = mlsc_via(&c, "n1", "alice", &["recv"]);
+    assert_eq!(text(&out.stdout).trim(), "h carol/phone: carol after the upgrade");
+    let out = mlsc_via(&c, "n2", "alice", &["group", "create", "new"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = mlsc_via(&c, "n3", "alice", &["group", "add", "new", "carol"]);
+    assert!(out.status.success(), "a KeyPackage published before: {}", text(&out.stderr));
+
+    // Devices and identities as they were.
+    let out = mlsc_via(&c, "n2", "alice", &["device", "list"]);
+    assert!(text(&out.stdout).contains("alice/laptop awaits approval"), "{}", text(&out.stdout));
+    let out = mlsc_via(&c, "n3", "stranger", &["register", "bob/phone"]);
     assert!(!out.status.success(), "a stranger took bob/phone: {}", text(&out.stdout));
     assert!(
         text(&out.stderr).contains("client id bob/phone is bound to another key"),

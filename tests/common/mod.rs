@@ -134,28 +134,47 @@ impl Cluster {
     /// tests/fixtures/layout0.sh writes), listening on a free port instead of
     /// the archive's.
     pub fn unpack(archive: &Path, name: &'static str, roles: &[Role]) -> Cluster {
+        // Data from before sharding is served with one shard.
+        Cluster::unpack_nodes(archive, &[(name, roles)], "shards = 1\n")
+    }
+
+    /// [`Cluster::unpack`] for an archive of several nodes: the `listen`
+    /// lines are given free ports in the order of `nodes`, and
+    /// `cluster_keys` are added to `[cluster]`.
+    pub fn unpack_nodes(
+        archive: &Path,
+        nodes: &[(&'static str, &[Role])],
+        cluster_keys: &str,
+    ) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let out = Command::new("tar").arg("xzf").arg(archive).arg("-C").arg(dir.path()).output();
         let out = out.expect("tar runs");
         assert!(out.status.success(), "tar: {}", String::from_utf8_lossy(&out.stderr));
         let config = dir.path().join("cluster.toml");
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let specs: Vec<Spec> = nodes
+            .iter()
+            .map(|(name, roles)| Spec {
+                name,
+                roles: roles.to_vec(),
+                addr: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+            })
+            .collect();
+        let mut listens = specs.iter().map(|s| s.addr);
         let text: String = std::fs::read_to_string(&config)
             .unwrap()
             .lines()
             .map(|l| {
                 if l.starts_with("listen") {
+                    let addr = listens.next().expect("as many nodes as listen lines");
                     format!("listen = \"{addr}\"\n")
                 } else if l.starts_with("[cluster]") {
-                    // Data from before sharding is served with one shard.
-                    format!("{l}\nshards = 1\n")
+                    format!("{l}\n{cluster_keys}")
                 } else {
                     format!("{l}\n")
                 }
             })
             .collect();
         std::fs::write(&config, text).unwrap();
-        let specs = vec![Spec { name, roles: roles.to_vec(), addr }];
         Cluster { dir, config, specs, procs: Vec::new() }
     }
 
