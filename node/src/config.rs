@@ -179,7 +179,9 @@ pub struct Replication {
     /// `balance_leaders`: whether a leader hands its shard over to the
     /// shard's best-placed caught-up voter (`shards::balance`), so
     /// leadership (and one node's death) is spread over the nodes. Default
-    /// true; off, leadership stays wherever elections put it.
+    /// false: with it on, the final CI run of stop 43 failed
+    /// tests/failover.rs's fan-out test once (a send not stored within the
+    /// client's 8 s); off, leadership stays wherever elections put it.
     pub balance_leaders: bool,
 }
 
@@ -191,7 +193,7 @@ impl Default for Replication {
             heartbeat: Duration::from_millis(250),
             election_timeout: Duration::from_millis(1500),
             snapshot_logs: 10_000,
-            balance_leaders: true,
+            balance_leaders: false,
         }
     }
 }
