@@ -1,6 +1,7 @@
 //! Upgrades: the current mlsd started on data dirs older mlsds wrote
-//! (tests/fixtures/layout0.tar.gz and layout2.tar.gz, each from the script
-//! of the same name run with the last binaries of that layout), and on
+//! (tests/fixtures/layout0-3.tar.gz: tests/fixtures/one_node.sh run with
+//! old binaries of layouts 0, 1 and 2, tests/fixtures/layout3.sh with the
+//! first of layout 3), and on
 //! records it cannot read (issue: "delivery defects", 3: a record that fails
 //! to decode must not crash-loop the role and stop the node).
 
@@ -211,7 +212,7 @@ async fn unsharded_fixture_is_upgraded(name: &str) -> Cluster {
 }
 
 /// The last layout before delivery capabilities (1: versioned records),
-/// written by the last mlsd of it (tests/fixtures/layout1.sh): its
+/// written by the last mlsd of it (tests/fixtures/one_node.sh): its
 /// mailboxes get their legacy capability, its data moves under shard 0.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_current_binary_serves_a_layout_1_data_dir() {
@@ -222,7 +223,7 @@ async fn the_current_binary_serves_a_layout_1_data_dir() {
 
 /// The last layout before replicated shards (2: delivery capabilities,
 /// quota tickets, device consent), written by the last mlsd of it
-/// (tests/fixtures/layout2.sh): its data moves under shard 0.
+/// (tests/fixtures/one_node.sh): its data moves under shard 0.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_current_binary_serves_a_layout_2_data_dir() {
     let _watchdog = common::init();

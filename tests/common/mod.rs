@@ -131,7 +131,7 @@ impl Cluster {
 
     /// A one-node cluster unpacked from `archive` (a `.tar.gz` holding
     /// `cluster.toml`, `certs/`, the node's data dir and mlsc homes, as
-    /// tests/fixtures/layout0.sh writes), listening on a free port instead of
+    /// tests/fixtures/one_node.sh writes), listening on a free port instead of
     /// the archive's.
     pub fn unpack(archive: &Path, name: &'static str, roles: &[Role]) -> Cluster {
         // Data from before sharding is served with one shard.
