@@ -14,8 +14,8 @@ use common::Cluster;
 use mlsd_actors::{Batch, RocksStore, Space, Store};
 use mlsd_transport::Role;
 
-/// `tests/fixtures/<name>.tar.gz`, written by `tests/fixtures/<name>.sh`
-/// with the last binaries of that layout.
+/// `tests/fixtures/<name>.tar.gz`, written with old binaries by the script
+/// the module's header names.
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/{name}.tar.gz"))
 }
