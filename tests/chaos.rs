@@ -257,7 +257,7 @@ fn cluster(profile: Profile) -> Cluster {
             &format!(
                 "{}balance_leaders = {}\n",
                 common::REPLICATED,
-                std::env::var("MLSD_CHAOS_BALANCE").is_ok_and(|v| v == "1")
+                !std::env::var("MLSD_CHAOS_BALANCE").is_ok_and(|v| v == "0")
             ),
             &format!("[limits]\ncall_timeout_ms = 3000\nconnect_timeout_ms = 1000\n{CHAOS}"),
         ),
