@@ -159,15 +159,22 @@ impl SimNet {
         (linked && !lost, delay.max(floor.unwrap_or_default()))
     }
 
-    /// Carries one RPC from `from` to `to` and its answer back.
-    async fn carry<Resp, E, F, Fut>(
+    /// Carries one RPC from `from` to `to` and its answer back. `gate` is
+    /// the receiver's refusal (a rebuilding replica's rules), asked when
+    /// the message arrives, as a real node asks it: asked when it was sent,
+    /// a vote sent to a node that was down, or not yet wiped, reached it
+    /// after it restarted empty and was granted (seed 70 once elected a
+    /// leader missing committed entries that way).
+    async fn carry<Resp, E, G, F, Fut>(
         &self,
         from: NodeId,
         to: NodeId,
+        gate: G,
         call: F,
     ) -> Result<Resp, RPCError<NodeId, Member, RaftError<NodeId, E>>>
     where
         E: std::error::Error,
+        G: FnOnce(&SimNet, &RaftShard) -> Option<RPCError<NodeId, Member, RaftError<NodeId, E>>>,
         F: FnOnce(Arc<RaftShard>) -> Fut,
         Fut: std::future::Future<Output = Result<Resp, RaftError<NodeId, E>>>,
     {
@@ -178,13 +185,16 @@ impl SimNet {
             return Err(unreachable("lost or partitioned"));
         }
         let Some(target) = self.replica(to) else { return Err(unreachable("down")) };
-        let answer = call(target).await;
+        let answer = match gate(self, &target) {
+            Some(refused) => Err(refused),
+            None => call(target).await.map_err(|e| RPCError::RemoteError(RemoteError::new(to, e))),
+        };
         let (back, delay) = self.roll(to, from);
         tokio::time::sleep(delay).await;
         if !back || self.replica(to).is_none() {
             return Err(unreachable("answer lost"));
         }
-        answer.map_err(|e| RPCError::RemoteError(RemoteError::new(to, e)))
+        answer
     }
 
     /// Whether `node` may take entries from a leader of `term` ([`Recovery`]).
@@ -231,14 +241,17 @@ impl RaftNetwork<ShardConfig> for SimLink {
         rpc: AppendEntriesRequest<ShardConfig>,
         _option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
-        if !self.net.may_append(self.to, rpc.vote.leader_id().term) {
-            // As unreachable, so that the leader backs off instead of
-            // resending at once.
-            let e = SimError("rebuilding; no entries from this leader");
-            return Err(RPCError::Unreachable(Unreachable::new(&e)));
-        }
+        let (to, term) = (self.to, rpc.vote.leader_id().term);
+        // Refused as unreachable, so that the leader backs off instead of
+        // resending at once.
+        let gate = move |net: &SimNet, _: &RaftShard| {
+            (!net.may_append(to, term)).then(|| {
+                let e = SimError("rebuilding; no entries from this leader");
+                RPCError::Unreachable(Unreachable::new(&e))
+            })
+        };
         self.net
-            .carry(self.from, self.to, |t| async move { t.raft.append_entries(rpc).await })
+            .carry(self.from, to, gate, |t| async move { t.raft.append_entries(rpc).await })
             .await
     }
 
@@ -250,14 +263,15 @@ impl RaftNetwork<ShardConfig> for SimLink {
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, Member, RaftError<NodeId, openraft::error::InstallSnapshotError>>,
     > {
-        if !self.net.may_append(self.to, rpc.vote.leader_id().term) {
-            // As unreachable, so that the leader backs off instead of
-            // resending at once.
-            let e = SimError("rebuilding; no snapshot from this leader");
-            return Err(RPCError::Unreachable(Unreachable::new(&e)));
-        }
+        let (to, term) = (self.to, rpc.vote.leader_id().term);
+        let gate = move |net: &SimNet, _: &RaftShard| {
+            (!net.may_append(to, term)).then(|| {
+                let e = SimError("rebuilding; no snapshot from this leader");
+                RPCError::Unreachable(Unreachable::new(&e))
+            })
+        };
         self.net
-            .carry(self.from, self.to, |t| async move { t.raft.install_snapshot(rpc).await })
+            .carry(self.from, to, gate, |t| async move { t.raft.install_snapshot(rpc).await })
             .await
     }
 
@@ -266,13 +280,14 @@ impl RaftNetwork<ShardConfig> for SimLink {
         rpc: VoteRequest<NodeId>,
         _option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
-        if let Some(t) = self.net.replica(self.to) {
-            let candidate = rpc.last_log_id.map(|l| (l.leader_id.term, l.index));
-            if !self.net.may_vote(self.to, &t, candidate) {
+        let to = self.to;
+        let candidate = rpc.last_log_id.map(|l| (l.leader_id.term, l.index));
+        let gate = move |net: &SimNet, t: &RaftShard| {
+            (!net.may_vote(to, t, candidate)).then(|| {
                 let e = SimError("catching up after an empty start; no vote");
-                return Err(RPCError::Network(NetworkError::new(&e)));
-            }
-        }
-        self.net.carry(self.from, self.to, |t| async move { t.raft.vote(rpc).await }).await
+                RPCError::Network(NetworkError::new(&e))
+            })
+        };
+        self.net.carry(self.from, to, gate, |t| async move { t.raft.vote(rpc).await }).await
     }
 }
