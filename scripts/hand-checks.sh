@@ -14,7 +14,8 @@
 #           a stranger cannot register alice; n3 back: the binding and the
 #           queued message are there.
 # failover: n2 SIGKILLed, its data dir deleted, restarted; status exits 0
-#           (leaders spread); n3 SIGKILLed; lookups and receives through n2
+#           and leaders spread (no node leads more than 8 of the 20 shards,
+#           within 120 s); n3 SIGKILLed; lookups and receives through n2
 #           succeed within the client's retry.
 set -euo pipefail
 
@@ -68,6 +69,20 @@ wait_healthy() { # DIR SECONDS
     local until=$((SECONDS + $2))
     while ! status_ok "$1"; do
         [ $SECONDS -lt $until ] || { cat "$1/status.txt"; fail "not healthy within $2 s"; }
+        sleep 1
+    done
+}
+
+# leaders DIR: how many shards each node leads, from the last status.
+leaders() { grep -o 'leader=n[0-9]' "$1/status.txt" | sort | uniq -c | tr -s ' ' | tr '\n' ' '; }
+
+# wait_spread DIR SECONDS: until the cluster is healthy and no node leads
+# more than 8 of the 20 shards (balance_leaders hands them over one at a
+# time per node, about 2 s each at the default timings).
+wait_spread() {
+    local until=$((SECONDS + $2))
+    until status_ok "$1" && [ "$(grep -o 'leader=n[0-9]' "$1/status.txt" | sort | uniq -c | sort -rn | awk 'NR==1 {print $1}')" -le 8 ]; do
+        [ $SECONDS -lt $until ] || fail "leaders not spread within $2 s: $(leaders "$1")"
         sleep 1
     done
 }
@@ -159,7 +174,10 @@ failover() {
     rm -rf "$dir/data/n2"
     start "$dir" n2
     wait_healthy "$dir" 90
-    echo "leaders after n2's return: $(grep -o 'leader=n[0-9]' "$dir/status.txt" | sort | uniq -c | tr -s ' ' | tr '\n' ' ')"
+    echo "leaders once n2 caught up: $(leaders "$dir")"
+    local spread_from=$SECONDS
+    wait_spread "$dir" 120
+    echo "leaders spread $((SECONDS - spread_from)) s later: $(leaders "$dir")"
     mlsc "$dir" u1 n1 send G "before n3 dies" >/dev/null
     kill9 "$dir" n3
     local t0=$SECONDS

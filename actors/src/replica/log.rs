@@ -73,6 +73,15 @@ impl ShardLog {
         Ok(self.read(b's', ErrorSubject::Logs)?.unwrap_or_default())
     }
 
+    /// The id of the last entry this replica holds (the last purged one when
+    /// the log is empty after a snapshot): what it tells a peer rebuilding
+    /// after losing its disk, which may have helped commit any entry up to
+    /// it, applied here or not.
+    pub fn last_log_id(&self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
+        let b = self.bounds()?;
+        Ok(b.last.or(b.purged))
+    }
+
     /// Writes `b` synced, on the blocking pool when the store waits on a
     /// disk ([`Store::blocks`]).
     async fn write(

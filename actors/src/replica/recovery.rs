@@ -68,8 +68,10 @@ pub enum Verdict {
 }
 
 /// The verdict for a shard of `voters` voters (this replica one of them)
-/// given the answers of the others that could be asked: for each, the last
-/// position it applied, or `None` when it holds nothing of the shard; and
+/// given the answers of the others that could be asked: for each, the
+/// position of its last log entry (not the last it applied: an entry this
+/// replica's lost copy helped commit is in some answerer's log, but maybe
+/// not applied there yet), or `None` when it holds nothing of the shard; and
 /// the highest term any of them is in (a leader of an older term is
 /// deposed, and a rebuilding replica must not help it commit).
 pub fn verdict(voters: usize, answers: &[Option<Position>], term: u64) -> Verdict {

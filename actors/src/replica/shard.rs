@@ -83,6 +83,17 @@ impl RaftShard {
         self
     }
 
+    /// The position (term, index) of the last entry this replica holds,
+    /// `None` when it holds none: what a replica rebuilding after a disk
+    /// loss must reach before it votes ([`super::recovery`]). Not the
+    /// applied position: an entry the lost copy helped commit may not be
+    /// applied here yet.
+    pub fn last_log(&self) -> Result<Option<super::recovery::Position>, CommitError> {
+        let log = super::log::ShardLog::new(self.view.store.clone(), self.shard);
+        let last = log.last_log_id().map_err(|e| self.unavailable(e))?;
+        Ok(last.map(|id| (id.leader_id.term, id.index)))
+    }
+
     /// The leader's name as this replica knows it.
     pub fn leader(&self) -> Option<String> {
         let m = self.raft.metrics().borrow().clone();

@@ -301,6 +301,9 @@ impl Shards {
                         .map_or_else(|| id.to_string(), |n| n.name.clone())
                 };
                 let voters: Vec<NodeId> = m.membership_config.membership().voter_ids().collect();
+                // The log's own last entry, not openraft's metrics: the
+                // position a rebuilding peer is told ([`rebuild`]).
+                let stored = r.last_log().ok();
                 let matched = match &m.replication {
                     Some(rep) => voters
                         .iter()
@@ -317,7 +320,8 @@ impl Shards {
                     term: m.current_term,
                     applied: m.last_applied.map_or(0, |l| l.index),
                     applied_term: m.last_applied.map_or(0, |l| l.leader_id.term),
-                    last_log: m.last_log_index.unwrap_or(0),
+                    last_log: stored.flatten().map_or(m.last_log_index.unwrap_or(0), |(_, i)| i),
+                    last_log_term: stored.map(|p| p.map_or(0, |(t, _)| t)),
                     matched,
                     rebuilding: rebuilding.get(&r.shard).map(rebuild::describe),
                 }

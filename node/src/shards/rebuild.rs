@@ -21,7 +21,7 @@ use super::{placement, Shards};
 const ASK_EVERY: Duration = Duration::from_millis(500);
 
 /// What each other voter of each of this node's rebuilding shards holds:
-/// its last applied position, `None` when it holds nothing of the shard;
+/// its last log position, `None` when it holds nothing of the shard;
 /// and the highest term any of them is in.
 async fn ask(shards: &Shards) -> BTreeMap<ShardId, (Vec<Option<Position>>, u64)> {
     let mut out: BTreeMap<ShardId, (Vec<Option<Position>>, u64)> = BTreeMap::new();
@@ -46,8 +46,16 @@ async fn ask(shards: &Shards) -> BTreeMap<ShardId, (Vec<Option<Position>>, u64)>
                 continue;
             }
             let line = lines.iter().find(|l| l.role == shard.role && l.shard == shard.index);
-            // A replica that has applied its membership holds the shard.
-            let held = line.filter(|l| l.applied >= 1).map(|l| (l.applied_term, l.applied));
+            // A replica that has applied its membership holds the shard, up
+            // to its last log entry (applied or not); one whose log could not
+            // be read is no answer.
+            let held = match line {
+                Some(l) if l.applied >= 1 => match l.last_log_term {
+                    Some(term) => Some((term, l.last_log)),
+                    None => continue,
+                },
+                _ => None,
+            };
             let entry = out.entry(*shard).or_default();
             entry.0.push(held);
             entry.1 = entry.1.max(line.map_or(0, |l| l.term));

@@ -235,6 +235,11 @@ pub struct ShardLine {
     pub applied_term: u64,
     /// The last log index it holds.
     pub last_log: u64,
+    /// The term of that entry (`None`: its log could not be read); with
+    /// `last_log`, the position a replica restarted empty must reach before
+    /// it votes: an entry its lost copy helped commit is in this log, but
+    /// may not be applied here yet.
+    pub last_log_term: Option<u64>,
     /// For a leader: each voter's matched log index (`None`: not known yet).
     pub matched: Vec<(String, Option<u64>)>,
     /// Why the replica waits, when it is rebuilding after its node lost its

@@ -272,10 +272,18 @@ async fn rebuilder(net: SimNet, trace: Trace, voters: usize, stop: Arc<AtomicBoo
             let store = replica.local();
             if state == Rebuild::Waiting {
                 let peers = net.reachable(node);
+                // As a node answers (`ShardLine::last_log`): a replica that
+                // applied its membership holds the shard, up to its last
+                // log entry.
                 let answers: Vec<_> = peers
                     .iter()
-                    .map(|r| r.raft.metrics().borrow().last_applied)
-                    .map(|l| l.filter(|l| l.index >= 1).map(|l| (l.leader_id.term, l.index)))
+                    .filter_map(|r| {
+                        let m = r.raft.metrics().borrow().clone();
+                        match m.last_applied.is_some_and(|l| l.index >= 1) {
+                            true => r.last_log().ok(),
+                            false => Some(None),
+                        }
+                    })
                     .collect();
                 let term =
                     peers.iter().map(|r| r.raft.metrics().borrow().current_term).max().unwrap_or(0);
