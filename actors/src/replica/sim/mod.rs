@@ -278,10 +278,13 @@ async fn rebuilder(net: SimNet, trace: Trace, voters: usize, stop: Arc<AtomicBoo
                 let answers: Vec<_> = peers
                     .iter()
                     .filter_map(|r| {
-                        let m = r.raft.metrics().borrow().clone();
-                        match m.last_applied.is_some_and(|l| l.index >= 1) {
-                            true => r.last_log().ok(),
-                            false => Some(None),
+                        let held =
+                            r.raft.metrics().borrow().last_applied.is_some_and(|l| l.index >= 1);
+                        // A log that cannot be read is no answer.
+                        if held {
+                            r.last_log().ok()
+                        } else {
+                            Some(None)
                         }
                     })
                     .collect();
