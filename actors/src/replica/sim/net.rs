@@ -19,6 +19,9 @@ use rand_08::{Rng, SeedableRng};
 use super::super::recovery::Recovery;
 use super::super::{Member, NodeId, RaftShard, ShardConfig};
 
+/// What an RPC between simulated replicas fails with.
+type RpcError<E> = RPCError<NodeId, Member, RaftError<NodeId, E>>;
+
 /// Why a simulated RPC failed.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -171,10 +174,10 @@ impl SimNet {
         to: NodeId,
         gate: G,
         call: F,
-    ) -> Result<Resp, RPCError<NodeId, Member, RaftError<NodeId, E>>>
+    ) -> Result<Resp, RpcError<E>>
     where
         E: std::error::Error,
-        G: FnOnce(&SimNet, &RaftShard) -> Option<RPCError<NodeId, Member, RaftError<NodeId, E>>>,
+        G: FnOnce(&SimNet, &RaftShard) -> Option<RpcError<E>>,
         F: FnOnce(Arc<RaftShard>) -> Fut,
         Fut: std::future::Future<Output = Result<Resp, RaftError<NodeId, E>>>,
     {
@@ -235,23 +238,32 @@ pub struct SimLink {
     net: SimNet,
 }
 
+/// The receiver's refusal (`why`) of a leader's entries or snapshot while
+/// it rebuilds ([`Recovery::may_append`]): as unreachable, so that the
+/// leader backs off instead of resending at once.
+fn no_entries<E: std::error::Error>(
+    to: NodeId,
+    term: u64,
+    why: &'static str,
+) -> impl FnOnce(&SimNet, &RaftShard) -> Option<RpcError<E>> {
+    move |net, _| {
+        (!net.may_append(to, term)).then(|| RPCError::Unreachable(Unreachable::new(&SimError(why))))
+    }
+}
+
 impl RaftNetwork<ShardConfig> for SimLink {
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<ShardConfig>,
         _option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
-        let (to, term) = (self.to, rpc.vote.leader_id().term);
-        // Refused as unreachable, so that the leader backs off instead of
-        // resending at once.
-        let gate = move |net: &SimNet, _: &RaftShard| {
-            (!net.may_append(to, term)).then(|| {
-                let e = SimError("rebuilding; no entries from this leader");
-                RPCError::Unreachable(Unreachable::new(&e))
-            })
-        };
+        let gate = no_entries(
+            self.to,
+            rpc.vote.leader_id().term,
+            "rebuilding; no entries from this leader",
+        );
         self.net
-            .carry(self.from, to, gate, |t| async move { t.raft.append_entries(rpc).await })
+            .carry(self.from, self.to, gate, |t| async move { t.raft.append_entries(rpc).await })
             .await
     }
 
@@ -263,15 +275,13 @@ impl RaftNetwork<ShardConfig> for SimLink {
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, Member, RaftError<NodeId, openraft::error::InstallSnapshotError>>,
     > {
-        let (to, term) = (self.to, rpc.vote.leader_id().term);
-        let gate = move |net: &SimNet, _: &RaftShard| {
-            (!net.may_append(to, term)).then(|| {
-                let e = SimError("rebuilding; no snapshot from this leader");
-                RPCError::Unreachable(Unreachable::new(&e))
-            })
-        };
+        let gate = no_entries(
+            self.to,
+            rpc.vote.leader_id().term,
+            "rebuilding; no snapshot from this leader",
+        );
         self.net
-            .carry(self.from, to, gate, |t| async move { t.raft.install_snapshot(rpc).await })
+            .carry(self.from, self.to, gate, |t| async move { t.raft.install_snapshot(rpc).await })
             .await
     }
 
