@@ -8,10 +8,13 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::leaders::{leaders, spread};
 use common::Cluster;
 use mlsd_client::Client;
+use mlsd_node::config::ClusterConfig;
+use mlsd_node::shards::placement;
 use mlsd_transport::protocol::{ClusterError, RosterMode};
-use mlsd_transport::{Response, WireError};
+use mlsd_transport::{Response, Role, WireError};
 
 /// Sends `text` in G until the cluster acknowledges it, within the
 /// client's patience ([`common::sent_within_patience`]); returns how many
@@ -40,9 +43,14 @@ fn expected(range: std::ops::Range<usize>) -> Vec<String> {
 /// Alice, Bob and Carol in G, entering through n2 and n3 (n1 is the one
 /// that dies).
 async fn group(c: &Cluster) -> (Client, Client, Client) {
-    let mut alice = c.registered("alice/phone", "n2", 3).await;
-    let mut bob = c.registered("bob/phone", "n3", 3).await;
-    let mut carol = c.registered("carol/phone", "n2", 3).await;
+    group_via(c, ["n2", "n3"]).await
+}
+
+/// Alice and Carol entering through `via[0]`, Bob through `via[1]`, in G.
+async fn group_via(c: &Cluster, via: [&str; 2]) -> (Client, Client, Client) {
+    let mut alice = c.registered("alice/phone", via[0], 3).await;
+    let mut bob = c.registered("bob/phone", via[1], 3).await;
+    let mut carol = c.registered("carol/phone", via[0], 3).await;
     alice.create_group("G", RosterMode::Stored).await.unwrap();
     alice.add_members("G", &["bob", "carol"]).await.unwrap();
     bob.receive().await.unwrap();
@@ -54,8 +62,15 @@ async fn group(c: &Cluster) -> (Client, Client, Client) {
 async fn a_sigkilled_node_loses_nothing_acknowledged_and_the_other_two_serve() {
     let _watchdog = common::init();
     let mut c = common::three_replicated().await;
-    let (mut alice, mut bob, mut carol) = group(&c).await;
-    let dave = c.registered("dave/phone", "n3", 4).await;
+    // The node that dies leads G's IDS shard, which every send needs, once
+    // the leaders have settled; the clients enter through the other two.
+    spread(&c, &[]).await;
+    let config = ClusterConfig::load(&c.config).unwrap();
+    let ids = placement::shard_of(&config, Role::Ids, b"G").to_string();
+    let dead = leaders(&c)[&ids].clone();
+    let via: Vec<&str> = ["n1", "n2", "n3"].into_iter().filter(|n| *n != dead).collect();
+    let (mut alice, mut bob, mut carol) = group_via(&c, [via[0], via[1]]).await;
+    let dave = c.registered("dave/phone", via[1], 4).await;
     let (kps, _) = alice.fetch_key_packages("dave").await.unwrap();
     assert_eq!(kps.len(), 1, "one KeyPackage of dave's one device");
     assert_eq!(dave.count_key_packages().await.unwrap().0, 3);
@@ -63,14 +78,20 @@ async fn a_sigkilled_node_loses_nothing_acknowledged_and_the_other_two_serve() {
     for i in 0..10 {
         send_acked(&mut alice, &format!("message {i}")).await;
     }
-    // Whichever shards n1 led lose their leader mid-run.
-    c.kill("n1");
+    // G's IDS shard (and whatever else the node led) loses its leader
+    // mid-run: the first send after the kill is acknowledged within the
+    // client's patience, election included.
+    assert_eq!(leaders(&c)[&ids], dead, "{ids} is still led by {dead} when it dies");
+    c.kill(&dead);
     let t = Instant::now();
     let mut failed = 0;
     for i in 10..30 {
         failed += send_acked(&mut alice, &format!("message {i}")).await;
     }
-    eprintln!("20 sends after the kill took {:?}, {failed} failed tries", t.elapsed());
+    eprintln!(
+        "20 sends after {dead} (leading {ids}) died took {:?}, {failed} failed tries",
+        t.elapsed()
+    );
 
     // Each acknowledged message exactly once, in order, at both members.
     assert_eq!(receive_texts(&mut bob, 30).await, expected(0..30));
@@ -83,9 +104,9 @@ async fn a_sigkilled_node_loses_nothing_acknowledged_and_the_other_two_serve() {
     // The KeyPackage handed out before the kill stays consumed.
     assert_eq!(dave.count_key_packages().await.unwrap().0, 3);
     // New identities register through the survivors.
-    c.registered("erin/phone", "n3", 2).await;
+    c.registered("erin/phone", via[1], 2).await;
 
-    c.start("n1").await;
+    c.start(&dead).await;
     c.wait_healthy(Duration::from_secs(30)).await;
 }
 

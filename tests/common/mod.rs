@@ -3,6 +3,7 @@
 //! as real processes that are killed when the test ends.
 #![allow(dead_code)]
 
+pub mod leaders;
 pub mod push;
 
 use mlsd_transport::protocol::IdsRequest;
