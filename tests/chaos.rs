@@ -11,6 +11,10 @@
 //! node (iptables, 1-3 s) and a disk wipe, each waited out until
 //! `mlsd cluster status` exits 0 again.
 //!
+//! Recovery is bounded by the client's patience (`retry::SHARD`, 8 s): a
+//! dead leader's shards are led again within it, and outside the node
+//! faults' windows every send is acknowledged within it.
+//!
 //! The load: `MLSD_CHAOS_GROUPS` (2) groups of `MLSD_CHAOS_SENDERS` (3)
 //! senders and a guest; sends, self-updates, and the guest removed and added
 //! back by the group's creator. The chaos, one step every
@@ -26,6 +30,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::leaders::{all_led_without, leaders};
 use common::Cluster;
 use mlsd_client::group::Event;
 use mlsd_client::{Client, ClientError};
@@ -36,6 +41,31 @@ use rand::Rng;
 
 /// A message a sender got acknowledged, with the epoch it was sent in.
 type Acked = (String, u64);
+
+/// One acknowledged send as its client saw it: when its first try went out
+/// (of the request that was acknowledged), when the acknowledgement came,
+/// and how many tries failed in between.
+struct SendTiming {
+    text: String,
+    first_try: Instant,
+    acked: Instant,
+    failed: u32,
+}
+
+/// A node fault's window: from the moment it began until the cluster was
+/// healthy again (every shard led and every replica caught up).
+type FaultWindow = (Instant, Instant);
+
+/// How much of `from..to` falls inside the fault windows.
+fn time_in_faults(from: Instant, to: Instant, faults: &[FaultWindow]) -> Duration {
+    faults
+        .iter()
+        .map(|(a, b)| {
+            let (a, b) = ((*a).max(from), (*b).min(to));
+            b.saturating_duration_since(a)
+        })
+        .sum()
+}
 
 /// Membership changes the group's creator makes during its load: the guest
 /// is removed a third of the way through and added back at two thirds.
@@ -112,8 +142,9 @@ async fn member_load(
     me: String,
     rounds: usize,
     plan: Option<GuestPlan>,
-) -> (Client, Vec<Acked>, Vec<Event>, Option<u64>) {
+) -> (Client, Vec<Acked>, Vec<Event>, Option<u64>, Vec<SendTiming>) {
     let mut acked = Vec::new();
+    let mut timings = Vec::new();
     let mut events = Vec::new();
     let mut rejoined = None;
     for r in 0..rounds {
@@ -137,10 +168,16 @@ async fn member_load(
         let mut epoch = c.group_epoch(group).unwrap();
         let mut req = prepare(&mut c, group, &text).await;
         let mut failures = Vec::new();
-        let started = Instant::now();
+        let mut started = Instant::now();
         loop {
             match c.send_request(req.clone()).await {
                 Ok(Response::Sent { .. }) => {
+                    timings.push(SendTiming {
+                        text: text.clone(),
+                        first_try: started,
+                        acked: Instant::now(),
+                        failed: failures.len() as u32,
+                    });
                     // A slow send: its copies may reach members many epochs late.
                     if started.elapsed() > Duration::from_secs(5) {
                         eprintln!(
@@ -160,6 +197,8 @@ async fn member_load(
                     events.extend(c.receive().await.unwrap_or_default());
                     epoch = c.group_epoch(group).unwrap();
                     req = prepare(&mut c, group, &text).await;
+                    // A new request: its own tries are what the bound is about.
+                    (started, failures) = (Instant::now(), Vec::new());
                 }
                 other => {
                     assert!(
@@ -182,7 +221,7 @@ async fn member_load(
             }
         }
     }
-    (c, acked, events, rejoined)
+    (c, acked, events, rejoined, timings)
 }
 
 /// The guest only receives, until told the load is over.
@@ -266,14 +305,9 @@ fn cluster(profile: Profile) -> Cluster {
 
 /// The node that leads the most shards, from `mlsd cluster status`.
 fn busiest_leader(c: &Cluster) -> String {
-    let (_, text) = c.status();
     let mut led = HashMap::<String, u32>::new();
-    for l in text.lines() {
-        if let Some(n) = l.split_whitespace().find_map(|w| w.strip_prefix("leader=")) {
-            if n != "-" {
-                *led.entry(n.to_string()).or_default() += 1;
-            }
-        }
+    for n in leaders(c).into_values() {
+        *led.entry(n).or_default() += 1;
     }
     led.into_iter().max_by_key(|(_, k)| *k).map(|(n, _)| n).unwrap_or_else(|| "n1".into())
 }
@@ -298,7 +332,14 @@ async fn node_fault(c: &mut Cluster, profile: Profile, nth: u32) -> String {
         Profile::Replicated => {
             let kind = match nth % 3 {
                 0 => {
-                    kill_and_restart(c, &busiest_leader(c)).await;
+                    // Every shard the dead node led has a new leader within
+                    // the client's patience (`retry::SHARD`): a client whose
+                    // request met the dead leader waits no longer.
+                    let dead = busiest_leader(c);
+                    c.kill(&dead);
+                    let took = all_led_without(c, &dead, mlsd_client::retry::SHARD).await;
+                    eprintln!("chaos: every shard led again {took:?} after {dead} died");
+                    c.start(&dead).await;
                     "leader kill"
                 }
                 1 => {
@@ -319,7 +360,8 @@ async fn node_fault(c: &mut Cluster, profile: Profile, nth: u32) -> String {
                     "disk wipe"
                 }
             };
-            // One node fault at a time, as three replicas tolerate.
+            // One node fault at a time, as three replicas tolerate. A wiped
+            // node's rebuild takes as long as copying its data does.
             c.wait_healthy(Duration::from_secs(60)).await;
             kind.to_string()
         }
@@ -440,6 +482,7 @@ async fn run(profile: Profile, k: Knobs) {
     let start = Instant::now();
     let mut step = 0u32;
     let mut node_faults = 0u32;
+    let mut faults: Vec<FaultWindow> = Vec::new();
     let mut actor_steps = 0usize;
     // Every kind of node fault of the replicated profile happens at least
     // once, even if the load is done before (a wipe after the sends then
@@ -463,7 +506,10 @@ async fn run(profile: Profile, k: Knobs) {
         tokio::time::sleep(Duration::from_millis(pause)).await;
         step += 1;
         if node_every > 0 && step.is_multiple_of(node_every) {
+            let began = Instant::now();
             let kind = node_fault(&mut c, profile, node_faults).await;
+            eprintln!("chaos: {kind} over after {:?}", began.elapsed());
+            faults.push((began, Instant::now()));
             node_faults += 1;
             *kills.entry(kind).or_default() += 1;
             continue;
@@ -477,6 +523,8 @@ async fn run(profile: Profile, k: Knobs) {
         }
     }
     eprintln!("chaos: {} s of load, kills {kills:?}", start.elapsed().as_secs());
+    let in_faults: Duration = faults.iter().map(|(a, b)| *b - *a).sum();
+    eprintln!("chaos: node faults took {in_faults:?} of it");
     // The chaos it claims happened: every role's actor killed at least once
     // and, in the replicated profile, each kind of node fault.
     assert!(roles_hit(&kills), "a role's actor was never killed: {kills:?}");
@@ -489,8 +537,25 @@ async fn run(profile: Profile, k: Knobs) {
     let mut sent: HashMap<&str, Vec<Acked>> = HashMap::new();
     let mut joined: HashMap<String, u64> = HashMap::new();
     let mut finals = Vec::new();
+    let mut slowest = Duration::ZERO;
+    let mut failed_tries = 0;
     for (g, me, t) in tasks {
-        let (cl, acked, events, rejoined) = t.await.unwrap();
+        let (cl, acked, events, rejoined, timings) = t.await.unwrap();
+        // Recovery within the client's patience: outside the node faults'
+        // windows (each bounded in `node_fault`), every send is acknowledged
+        // within the client library's own retry window.
+        for s in &timings {
+            let took = s.acked - s.first_try;
+            let outside = took.saturating_sub(time_in_faults(s.first_try, s.acked, &faults));
+            assert!(
+                outside <= mlsd_client::retry::SHARD,
+                "{me}: {:?} took {took:?} ({outside:?} outside node faults) and {} failed tries",
+                s.text,
+                s.failed
+            );
+            slowest = slowest.max(outside);
+            failed_tries += s.failed;
+        }
         sent.entry(g).or_default().extend(acked);
         if let Some(e) = rejoined {
             let guest = guest_tasks.iter().find(|(gg, _, _)| *gg == g).unwrap().1.clone();
@@ -569,6 +634,9 @@ async fn run(profile: Profile, k: Knobs) {
         duplicated += twice;
     }
     let total: usize = sent.values().map(Vec::len).sum();
+    eprintln!(
+        "chaos: the slowest send took {slowest:?} outside node faults; {failed_tries} failed tries in all"
+    );
     eprintln!(
         "chaos: {total} messages acknowledged, {acknowledged} copies expected, {lost} lost, {duplicated} duplicated"
     );

@@ -11,7 +11,11 @@ use super::Cluster;
 /// Every shard's leader (`role/index` to node), as `mlsd cluster status`
 /// reports it; shards without one are left out.
 pub fn leaders(c: &Cluster) -> HashMap<String, String> {
-    let (_, text) = c.status();
+    leaders_in(&c.status().1)
+}
+
+/// Every shard's leader in a status report.
+fn leaders_in(text: &str) -> HashMap<String, String> {
     text.lines()
         .filter_map(|l| {
             let mut words = l.split_whitespace();
@@ -72,5 +76,27 @@ pub async fn spread(c: &Cluster, down: &[&str]) {
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
         }
+    }
+}
+
+/// Waits until every shard in the status report has a leader other than
+/// `dead` (a SIGKILLed node), at most `within`; returns how long it took,
+/// up to the end of the status call that saw it (each call waits out its
+/// connect timeout to the dead node).
+pub async fn all_led_without(c: &Cluster, dead: &str, within: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        let (_, text) = c.status();
+        let shards = text.lines().filter(|l| l.contains("voters=")).count();
+        let led = leaders_in(&text).values().filter(|l| *l != dead).count();
+        if shards > 0 && led == shards {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < within,
+            "{led} of {shards} shards led by a live node {:?} after {dead} died:\n{text}",
+            start.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
