@@ -13,9 +13,13 @@
 //! - [`coalescer`]: the ODS's group commit of enqueue batches that wait at once.
 //! - [`dispatch`]: frame-sized enqueue batches to each ODS owner, peer or local.
 //! - [`local`]: calls to this node's own role actors.
-//! - [`routing`]: rendezvous hashing of shard keys to owner nodes.
+//! - [`routing`]: the shard of a key and its voters, where a request goes
+//!   first.
+//! - [`shards`]: the replicated shards (openraft groups) this node holds.
+//! - [`status`]: `mlsd cluster status`, every node's view put together.
 //! - [`supervisor`]: the node supervisor that restarts role actors.
 //! - [`peers`]: pooled node-to-node connections for forwarding.
+//! - [`join`]: waiting on many calls at once from one task.
 //! - [`server`]: the QUIC server, split by job: accepting and limits, client
 //!   and node streams, subscriptions, node requests, delivery to owners.
 //! - [`node`]: [`Node`], which ties the above together; used by the `mlsd` command and tests.
@@ -27,6 +31,7 @@ pub mod certs;
 pub mod coalescer;
 pub mod config;
 pub mod dispatch;
+pub mod join;
 pub mod limiter;
 pub mod local;
 pub mod logging;

@@ -87,7 +87,7 @@ impl OdsWriter for LocalOds {
             })
             .collect();
         let mut results = vec![EnqueueResult::NotOwner; n];
-        for (positions, k, r) in crate::server::join_all(calls).await {
+        for (positions, k, r) in crate::join::join_all(calls).await {
             match r {
                 Response::Enqueued(rs) if rs.len() == k => {
                     for (p, r) in positions.into_iter().zip(rs) {

@@ -150,7 +150,7 @@ pub(super) async fn fanout(
         }
         anyhow::Ok(())
     };
-    for done in mlsd_node::server::join_all(lanes.into_iter().map(lane).collect()).await {
+    for done in mlsd_node::join::join_all(lanes.into_iter().map(lane).collect()).await {
         done?;
     }
     Ok(((members * messages) as f64 / t.elapsed().as_secs_f64(), first_ms))

@@ -157,7 +157,7 @@ async fn enqueue(ctx: Arc<ServerCtx>, items: Vec<EnqueueItem>) -> Vec<EnqueueRes
             .collect();
         // Shards whose copies found no leader this round: one step to the next voter each.
         let mut lost: std::collections::HashSet<ShardId> = Default::default();
-        for (target, batch, out) in join_all(calls).await {
+        for (target, batch, out) in crate::join::join_all(calls).await {
             for ((p, shard, it), r) in batch.into_iter().zip(out) {
                 match r {
                     EnqueueResult::NotLeader { leader: Some(l) } if l != target => {
@@ -198,31 +198,6 @@ async fn enqueue(ctx: Arc<ServerCtx>, items: Vec<EnqueueItem>) -> Vec<EnqueueRes
         }
     }
     results
-}
-
-/// Runs futures concurrently on this task and collects their outputs (no
-/// extra crate for it; the benchmark's load lanes use it too).
-pub async fn join_all<F: Future>(futs: Vec<F>) -> Vec<F::Output> {
-    let mut futs: Vec<Pin<Box<F>>> = futs.into_iter().map(Box::pin).collect();
-    let mut out: Vec<Option<F::Output>> = (0..futs.len()).map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (i, f) in futs.iter_mut().enumerate() {
-            if out[i].is_none() {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => out[i] = Some(v),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    out.into_iter().map(|o| o.expect("every future completed")).collect()
 }
 
 /// Hands a message to this node's host of `shard`; a shard this node does

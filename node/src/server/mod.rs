@@ -27,7 +27,6 @@ mod streams;
 mod subscription;
 mod tickets;
 
-pub use delivery::join_all;
 pub use delivery::NodeRouter;
 
 use mlsd_transport::protocol::{

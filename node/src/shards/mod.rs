@@ -231,7 +231,7 @@ impl Shards {
     /// chunk does not hold another's heartbeat); one answer per call.
     pub async fn serve(&self, calls: Vec<RaftCall>) -> Vec<ByteBuf> {
         let futs: Vec<_> = calls.into_iter().map(|c| self.serve_one(c)).collect();
-        crate::server::join_all(futs).await.into_iter().map(ByteBuf::from).collect()
+        crate::join::join_all(futs).await.into_iter().map(ByteBuf::from).collect()
     }
 
     async fn serve_one(&self, call: RaftCall) -> Vec<u8> {
