@@ -88,14 +88,11 @@ pub struct LegacyMailboxRef {
 impl LegacyMailboxRef {
     /// The reference as delivery now goes: through the legacy capability.
     pub fn upgraded(&self) -> MailboxRef {
-        MailboxRef { cap: legacy_cap(&self.mailbox), hpke_public: self.hpke_public.clone() }
+        MailboxRef {
+            cap: crate::protocol::DeliveryCap::legacy(&self.mailbox),
+            hpke_public: self.hpke_public.clone(),
+        }
     }
-}
-
-/// The legacy capability of a mailbox opened before capabilities: its id
-/// is the token.
-pub fn legacy_cap(mailbox: &[u8; 32]) -> crate::protocol::DeliveryCap {
-    crate::protocol::DeliveryCap { shard: crate::protocol::shard_of(mailbox), token: *mailbox }
 }
 
 /// HPKE `info` of Welcome envelopes of protocol version 1.

@@ -117,7 +117,7 @@ pub fn open_roster(
     let legacy: Vec<LegacyRosterEntry> = codec::decode(&plain).map_err(|_| SealError::Malformed)?;
     Ok(legacy
         .iter()
-        .map(|e| RosterEntry { cap: crate::envelope::legacy_cap(&e.mailbox), key: e.key })
+        .map(|e| RosterEntry { cap: crate::protocol::DeliveryCap::legacy(&e.mailbox), key: e.key })
         .collect())
 }
 
@@ -180,7 +180,7 @@ mod tests {
         let old =
             SealedRoster { nonce: n.to_vec(), ciphertext: seal(&k, &n, b"group", &old).unwrap() };
         let upgraded = open_roster(&k, b"group", &old).unwrap();
-        assert_eq!(upgraded[0].cap, crate::envelope::legacy_cap(&[5; 32]));
+        assert_eq!(upgraded[0].cap, crate::protocol::DeliveryCap::legacy(&[5; 32]));
         assert_eq!(upgraded[0].key, [6; 32]);
         assert_eq!(open_roster(&k, b"other", &sealed), Err(SealError::NoOpen));
     }

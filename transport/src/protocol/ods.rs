@@ -43,6 +43,15 @@ pub struct DeliveryCap {
     pub token: [u8; 32],
 }
 
+impl DeliveryCap {
+    /// The legacy capability of a mailbox opened before capabilities: its
+    /// id is the token. Rosters and mailbox references of that time are
+    /// upgraded to it when read.
+    pub fn legacy(mailbox: &MailboxId) -> DeliveryCap {
+        DeliveryCap { shard: shard_of(mailbox), token: *mailbox }
+    }
+}
+
 impl std::fmt::Debug for DeliveryCap {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "DeliveryCap {{ shard: {:02x}{:02x}, .. }}", self.shard[0], self.shard[1])
