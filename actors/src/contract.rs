@@ -21,9 +21,10 @@ use mlsd_transport::{Request, Response, Role, WireError};
 use crate::storage::{Batch, Store, StoreError, View};
 
 /// What a role's logic may use besides the request: who it is, a read view
-/// of the node's storage and the current time (passed in, so tests control
-/// it). None of the roles' decisions needs randomness: ids and keys come
-/// from clients, and the IDS's nonces are drawn by its anonymizers.
+/// of the node's storage, the current time and fresh random bytes (passed
+/// in, so tests and the simulation fix them and a decision replays
+/// exactly). Ids and keys come from clients, and the IDS's nonces are drawn
+/// by its anonymizers; the AS's ticket proofs draw from `random`.
 pub struct RoleContext<'a> {
     /// Name of the hosting node, reported in replies such as `Pong`.
     pub node: &'a str,
@@ -31,6 +32,9 @@ pub struct RoleContext<'a> {
     pub store: &'a dyn View,
     /// Wall-clock time of this request.
     pub now: SystemTime,
+    /// Random bytes for this request alone, drawn by the host from the
+    /// operating system's generator.
+    pub random: [u8; 32],
 }
 
 /// What the logic decided for one request. The host applies `writes`

@@ -10,6 +10,8 @@
 //! client unblinds. Whoever holds the key checks a ticket by evaluating its
 //! input again; nothing in the ticket ties it to the issuing request.
 
+use rand_08::rngs::StdRng;
+use rand_08::SeedableRng;
 use rand_core_06::OsRng;
 use voprf::{
     BlindedElement, EvaluationElement, Group, PoprfClient, PoprfServer, Proof, Ristretto255,
@@ -50,12 +52,15 @@ impl TicketIssuer {
     }
 
     /// Evaluates `blinded` for `(kind, day)`; the evaluations in order and one
-    /// proof over all of them.
+    /// proof over all of them. The proof's nonce is drawn from a generator
+    /// seeded with `random` (fresh random bytes of the caller's: the AS logic
+    /// gets them with its request, so a decision replays exactly).
     pub fn issue(
         &self,
         kind: TicketKind,
         day: u32,
         blinded: &[[u8; 32]],
+        random: &[u8; 32],
     ) -> Result<(Vec<[u8; 32]>, Vec<u8>), TicketError> {
         let elems = blinded
             .iter()
@@ -65,7 +70,7 @@ impl TicketIssuer {
         let info = info(kind, day);
         let out = self
             .0
-            .batch_blind_evaluate(&mut OsRng, &elems, Some(&info))
+            .batch_blind_evaluate(&mut StdRng::from_seed(*random), &elems, Some(&info))
             .map_err(|_| TicketError::Malformed("evaluation"))?;
         let evaluated = out
             .messages
@@ -180,7 +185,7 @@ mod tests {
     fn an_issued_ticket_checks_for_its_kind_and_day_only() {
         let as_ = issuer(1);
         let (pending, blinded) = blind(3).unwrap();
-        let (evaluated, proof) = as_.issue(TicketKind::Group, 100, &blinded).unwrap();
+        let (evaluated, proof) = as_.issue(TicketKind::Group, 100, &blinded, &[1; 32]).unwrap();
         let tickets =
             finalize(TicketKind::Group, 100, &pending, &evaluated, &proof, &as_.public_key())
                 .unwrap();
@@ -203,7 +208,7 @@ mod tests {
     #[test]
     fn a_proof_under_another_key_is_refused() {
         let (pending, blinded) = blind(2).unwrap();
-        let (evaluated, proof) = issuer(1).issue(TicketKind::Fetch, 5, &blinded).unwrap();
+        let (evaluated, proof) = issuer(1).issue(TicketKind::Fetch, 5, &blinded, &[2; 32]).unwrap();
         let other = issuer(2).public_key();
         assert!(matches!(
             finalize(TicketKind::Fetch, 5, &pending, &evaluated, &proof, &other),
@@ -223,6 +228,6 @@ mod tests {
 
     #[test]
     fn garbage_blinded_elements_are_refused() {
-        assert!(issuer(1).issue(TicketKind::Fetch, 5, &[[0xff; 32]]).is_err());
+        assert!(issuer(1).issue(TicketKind::Fetch, 5, &[[0xff; 32]], &[3; 32]).is_err());
     }
 }

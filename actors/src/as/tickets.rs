@@ -102,7 +102,7 @@ impl Tickets {
         }
         let (evaluated, proof) = self
             .issuer
-            .issue(body.kind, body.day, &body.blinded)
+            .issue(body.kind, body.day, &body.blinded, &ctx.random)
             .map_err(|e| WireError::Auth(AuthError::BadTicket(e.to_string())))?;
         let mut batch = Batch::new();
         batch.put(SPACE, key, (issued + n as u32).to_be_bytes().to_vec());

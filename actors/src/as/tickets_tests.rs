@@ -192,7 +192,8 @@ fn a_ticket_pays_for_one_request_once() {
         let issuer =
             mlsd_transport::ticket::TicketIssuer::from_as_secret(&other.to_bytes()).unwrap();
         let (pending, blinded) = blind(1).unwrap();
-        let (ev, proof) = issuer.issue(TicketKind::Mailbox, day_of(NOW), &blinded).unwrap();
+        let (ev, proof) =
+            issuer.issue(TicketKind::Mailbox, day_of(NOW), &blinded, &[4; 32]).unwrap();
         finalize(TicketKind::Mailbox, day_of(NOW), &pending, &ev, &proof, &issuer.public_key())
             .unwrap()
             .remove(0)
@@ -245,4 +246,36 @@ fn a_device_clock_a_little_past_midnight_still_gets_and_spends_tickets() {
         spend(&mut as_, &store, &ahead, 2, server),
         Response::Error(WireError::Auth(AuthError::BadTicket(m))) if m.contains("good until")
     ));
+}
+
+/// The issuance decision is a function of the request and the context: the
+/// same request with the same `random` gets the same proof, byte for byte
+/// (so a simulation replays it), and other random bytes another proof that
+/// checks just as well.
+#[test]
+fn issuance_draws_its_randomness_from_the_context_only() {
+    let store = MemStore::new();
+    let (mut as_, key) = ivy(&store);
+    let (req, pending) = ask("ivy/phone", &key, TicketKind::Fetch, day_of(NOW), 3);
+    let mut with = |random: [u8; 32]| {
+        let ctx = RoleContext { random, ..at(&store, NOW) };
+        // Decided, not applied: each decision starts from the same state.
+        as_.handle(req.clone(), None, &ctx).response
+    };
+    let (a, again, b) = (with([1; 32]), with([1; 32]), with([2; 32]));
+    assert_eq!(a, again, "the same context decides the same");
+    let proof = |r: &Response| match r {
+        Response::TicketsIssued { evaluated, proof, key } => {
+            (evaluated.clone(), proof.clone(), key.key)
+        }
+        other => panic!("{other:?}"),
+    };
+    let ((ev_a, proof_a, k), (ev_b, proof_b, _)) = (proof(&a), proof(&b));
+    assert_eq!(ev_a, ev_b, "the evaluations depend on the key and input alone");
+    assert_ne!(proof_a, proof_b, "the proof's nonce comes from `random`");
+    let today = day_of(NOW);
+    for p in [&proof_a, &proof_b] {
+        let t = finalize(TicketKind::Fetch, today, &pending, &ev_a, p, &k).unwrap();
+        assert_eq!(t.len(), 3);
+    }
 }

@@ -574,7 +574,12 @@ mod tests {
     #[test]
     fn every_mailbox_request_repeated_gets_its_answer_again_and_changes_nothing() {
         let store = MemStore::new();
-        let ctx = RoleContext { node: "t", store: &store, now: std::time::SystemTime::now() };
+        let ctx = RoleContext {
+            node: "t",
+            store: &store,
+            now: std::time::SystemTime::now(),
+            random: [0; 32],
+        };
         let mut ods = ods_with_mailbox(&ctx, &store);
         let r = RoleLogic::enqueue(&mut ods, vec![item(1), item(2)], &ctx).applied(&store);
         assert_eq!(
@@ -643,7 +648,12 @@ mod tests {
     #[test]
     fn a_copy_without_a_live_capability_changes_nothing() {
         let store = MemStore::new();
-        let ctx = RoleContext { node: "t", store: &store, now: std::time::SystemTime::now() };
+        let ctx = RoleContext {
+            node: "t",
+            store: &store,
+            now: std::time::SystemTime::now(),
+            random: [0; 32],
+        };
         let mut ods = ods_with_mailbox(&ctx, &store);
         let before = dump(&store);
         let forged = |token, shard| EnqueueItem {
@@ -676,7 +686,12 @@ mod tests {
     #[test]
     fn capabilities_are_bounded_per_mailbox_and_reissue_is_idempotent() {
         let store = MemStore::new();
-        let ctx = RoleContext { node: "t", store: &store, now: std::time::SystemTime::now() };
+        let ctx = RoleContext {
+            node: "t",
+            store: &store,
+            now: std::time::SystemTime::now(),
+            random: [0; 32],
+        };
         let mut ods = ods_with_mailbox(&ctx, &store);
         // The same token again keeps its serial; new ones get the next ones.
         let r = issue(&mut ods, vec![TOKEN, [7; 32], [8; 32]], 2, &ctx).applied(&store);
@@ -695,7 +710,12 @@ mod tests {
     #[test]
     fn a_copy_repeated_inside_one_batch_gets_its_first_sequence_number() {
         let store = MemStore::new();
-        let ctx = RoleContext { node: "t", store: &store, now: std::time::SystemTime::now() };
+        let ctx = RoleContext {
+            node: "t",
+            store: &store,
+            now: std::time::SystemTime::now(),
+            random: [0; 32],
+        };
         let mut ods = ods_with_mailbox(&ctx, &store);
         let r = RoleLogic::enqueue(&mut ods, vec![item(1), item(2), item(1)], &ctx).applied(&store);
         assert_eq!(
@@ -713,7 +733,12 @@ mod tests {
         let store = MemStore::new();
         let day = std::time::Duration::from_secs(24 * 3600);
         let t0 = std::time::UNIX_EPOCH + day * (7 * 2900 + 1);
-        let at = |t: std::time::SystemTime| RoleContext { node: "t", store: &store, now: t };
+        let at = |t: std::time::SystemTime| RoleContext {
+            node: "t",
+            store: &store,
+            now: t,
+            random: [0; 32],
+        };
         let mut ods = ods_with_mailbox(&at(t0), &store);
         // A record of the older, unbounded form is dropped with the first batch.
         let mut legacy = Batch::new();
@@ -739,7 +764,12 @@ mod tests {
     #[test]
     fn pages_are_cut_by_bytes_and_every_envelope_is_read_once_in_order() {
         let store = MemStore::new();
-        let ctx = RoleContext { node: "t", store: &store, now: std::time::SystemTime::now() };
+        let ctx = RoleContext {
+            node: "t",
+            store: &store,
+            now: std::time::SystemTime::now(),
+            random: [0; 32],
+        };
         let mut ods = ods_with_mailbox(&ctx, &store);
         ods.settings.page_bytes = mlsd_transport::protocol::ods::page_budget(1 << 20);
         ods.settings.max_fetch = 256;

@@ -400,7 +400,12 @@ mod tests {
     #[test]
     fn a_read_loads_only_the_chunks_it_returns_and_any_window_is_exact() {
         let store = Counting { inner: MemStore::new(), scanned: 0.into() };
-        let ctx = RoleContext { node: "t", store: &store, now: std::time::SystemTime::now() };
+        let ctx = RoleContext {
+            node: "t",
+            store: &store,
+            now: std::time::SystemTime::now(),
+            random: [0; 32],
+        };
         let mut sds = SdsLogic::new(SdsSettings { max_blob: 1 << 20, abandoned_upload_days: 7 });
         let data = blob();
         let total = data.len() as u64;
@@ -446,7 +451,12 @@ mod tests {
     #[test]
     fn a_chunk_sent_again_is_answered_as_the_first_time_and_changes_nothing() {
         let store = MemStore::new();
-        let ctx = RoleContext { node: "t", store: &store, now: std::time::SystemTime::now() };
+        let ctx = RoleContext {
+            node: "t",
+            store: &store,
+            now: std::time::SystemTime::now(),
+            random: [0; 32],
+        };
         let mut sds = SdsLogic::new(SdsSettings { max_blob: 1 << 20, abandoned_upload_days: 7 });
         let data = blob();
         let total = data.len() as u64;
@@ -503,7 +513,12 @@ mod tests {
     #[test]
     fn blobs_of_the_older_chunk_layout_are_still_read_and_deleted() {
         let store = MemStore::new();
-        let ctx = RoleContext { node: "t", store: &store, now: std::time::SystemTime::now() };
+        let ctx = RoleContext {
+            node: "t",
+            store: &store,
+            now: std::time::SystemTime::now(),
+            random: [0; 32],
+        };
         let mut sds = SdsLogic::new(SdsSettings { max_blob: 1 << 20, abandoned_upload_days: 7 });
         let data = blob();
         let id = [3; 32];

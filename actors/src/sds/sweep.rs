@@ -103,7 +103,12 @@ mod tests {
     use crate::storage::MemStore;
 
     fn on(store: &MemStore, day: u64) -> RoleContext<'_> {
-        RoleContext { node: "t", store, now: UNIX_EPOCH + Duration::from_secs(day * 86_400 + 5) }
+        RoleContext {
+            node: "t",
+            store,
+            now: UNIX_EPOCH + Duration::from_secs(day * 86_400 + 5),
+            random: [0; 32],
+        }
     }
 
     fn put(id: u8, offset: u64, total: u64, len: usize) -> Request {

@@ -34,7 +34,7 @@ pub(super) fn enqueue_rate(
         page_bytes: 1 << 20,
         max_capabilities: 16,
     });
-    let ctx = RoleContext { node: "bench", store: &store, now: SystemTime::now() };
+    let ctx = RoleContext { node: "bench", store: &store, now: SystemTime::now(), random: [0; 32] };
     let caps = (0..mailboxes.max(1))
         .map(|_| mailbox_with_cap(&mut ods, &ctx, &store))
         .collect::<anyhow::Result<Vec<_>>>()?;
@@ -95,7 +95,7 @@ pub(super) fn ticket_rates(n: usize) -> anyhow::Result<(f64, f64)> {
     for _ in 0..batches {
         let (pending, blinded) = blind(64)?;
         let t = Instant::now();
-        let (evaluated, proof) = issuer.issue(TicketKind::Fetch, 1, &blinded)?;
+        let (evaluated, proof) = issuer.issue(TicketKind::Fetch, 1, &blinded, &rand32())?;
         issue_secs += t.elapsed().as_secs_f64();
         tickets.extend(finalize(
             TicketKind::Fetch,
