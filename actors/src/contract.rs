@@ -33,8 +33,9 @@ pub struct RoleContext<'a> {
     /// Wall-clock time of this request.
     pub now: SystemTime,
     /// Random bytes for this request alone, drawn by the host from the
-    /// operating system's generator.
-    pub random: [u8; 32],
+    /// operating system's generator. Secret (a ticket proof's nonce comes
+    /// from them), so wiped when the context goes.
+    pub random: zeroize::Zeroizing<[u8; 32]>,
 }
 
 /// What the logic decided for one request. The host applies `writes`

@@ -479,7 +479,7 @@ mod tests {
             node: "t",
             store: &store,
             now: std::time::UNIX_EPOCH + std::time::Duration::from_secs(now),
-            random: [0; 32],
+            random: zeroize::Zeroizing::new([0; 32]),
         };
         let d = |kp: &[u8]| Sha256::digest(kp).to_vec();
         let mut seed = Batch::new();

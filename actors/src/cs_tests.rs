@@ -104,7 +104,12 @@ impl Device {
 
 /// `req` decided with the AS's answer `pre`, its writes applied.
 fn run(cs: &mut CsLogic, store: &MemStore, req: Request, pre: Response) -> Response {
-    let ctx = RoleContext { node: "t", store, now: SystemTime::now(), random: [0; 32] };
+    let ctx = RoleContext {
+        node: "t",
+        store,
+        now: SystemTime::now(),
+        random: zeroize::Zeroizing::new([0; 32]),
+    };
     cs.handle(req, Some(pre), &ctx).applied(store)
 }
 
@@ -265,7 +270,7 @@ fn fetches_of_one_identity_are_budgeted_at_its_cs_owner() {
         node: "t",
         store: &store,
         now: SystemTime::now() + std::time::Duration::from_secs(21),
-        random: [0; 32],
+        random: zeroize::Zeroizing::new([0; 32]),
     };
     let req = Request::Cs(CsRequest::FetchKeyPackages { identity: "alice".into() });
     match cs.handle(req, Some(phone.bindings(false)), &later).applied(&store) {

@@ -353,7 +353,7 @@ mod tests {
             node: "t",
             store: &view,
             now: std::time::SystemTime::now(),
-            random: [0; 32],
+            random: zeroize::Zeroizing::new([0; 32]),
         };
         let target = crate::ods::caps::check(&[9, 9], &[9; 32], &ctx).unwrap().unwrap();
         assert_eq!((target.mailbox, target.serial, target.push_key), ([9; 32], 0, None));

@@ -111,7 +111,12 @@ impl RoleArgs {
     /// The context of a request arriving now.
     pub(crate) fn ctx(&self) -> RoleContext<'_> {
         let store: &dyn crate::storage::View = self.store.as_ref();
-        RoleContext { node: &self.node, store, now: SystemTime::now(), random: rand::random() }
+        RoleContext {
+            node: &self.node,
+            store,
+            now: SystemTime::now(),
+            random: zeroize::Zeroizing::new(rand::random()),
+        }
     }
 }
 

@@ -27,7 +27,12 @@ const TICKETS: crate::settings::TicketAllowance =
     crate::settings::TicketAllowance { fetch: 5, mailbox: 2, group: 3, blob: 4 };
 
 fn at(store: &MemStore, secs: u64) -> RoleContext<'_> {
-    RoleContext { node: "t", store, now: UNIX_EPOCH + Duration::from_secs(secs), random: [0; 32] }
+    RoleContext {
+        node: "t",
+        store,
+        now: UNIX_EPOCH + Duration::from_secs(secs),
+        random: zeroize::Zeroizing::new([0; 32]),
+    }
 }
 
 /// `client`'s registration of `key`'s public half, with a rotation

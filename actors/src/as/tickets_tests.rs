@@ -258,7 +258,7 @@ fn issuance_draws_its_randomness_from_the_context_only() {
     let (mut as_, key) = ivy(&store);
     let (req, pending) = ask("ivy/phone", &key, TicketKind::Fetch, day_of(NOW), 3);
     let mut with = |random: [u8; 32]| {
-        let ctx = RoleContext { random, ..at(&store, NOW) };
+        let ctx = RoleContext { random: zeroize::Zeroizing::new(random), ..at(&store, NOW) };
         // Decided, not applied: each decision starts from the same state.
         as_.handle(req.clone(), None, &ctx).response
     };

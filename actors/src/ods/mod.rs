@@ -578,7 +578,7 @@ mod tests {
             node: "t",
             store: &store,
             now: std::time::SystemTime::now(),
-            random: [0; 32],
+            random: zeroize::Zeroizing::new([0; 32]),
         };
         let mut ods = ods_with_mailbox(&ctx, &store);
         let r = RoleLogic::enqueue(&mut ods, vec![item(1), item(2)], &ctx).applied(&store);
@@ -652,7 +652,7 @@ mod tests {
             node: "t",
             store: &store,
             now: std::time::SystemTime::now(),
-            random: [0; 32],
+            random: zeroize::Zeroizing::new([0; 32]),
         };
         let mut ods = ods_with_mailbox(&ctx, &store);
         let before = dump(&store);
@@ -690,7 +690,7 @@ mod tests {
             node: "t",
             store: &store,
             now: std::time::SystemTime::now(),
-            random: [0; 32],
+            random: zeroize::Zeroizing::new([0; 32]),
         };
         let mut ods = ods_with_mailbox(&ctx, &store);
         // The same token again keeps its serial; new ones get the next ones.
@@ -714,7 +714,7 @@ mod tests {
             node: "t",
             store: &store,
             now: std::time::SystemTime::now(),
-            random: [0; 32],
+            random: zeroize::Zeroizing::new([0; 32]),
         };
         let mut ods = ods_with_mailbox(&ctx, &store);
         let r = RoleLogic::enqueue(&mut ods, vec![item(1), item(2), item(1)], &ctx).applied(&store);
@@ -737,7 +737,7 @@ mod tests {
             node: "t",
             store: &store,
             now: t,
-            random: [0; 32],
+            random: zeroize::Zeroizing::new([0; 32]),
         };
         let mut ods = ods_with_mailbox(&at(t0), &store);
         // A record of the older, unbounded form is dropped with the first batch.
@@ -768,7 +768,7 @@ mod tests {
             node: "t",
             store: &store,
             now: std::time::SystemTime::now(),
-            random: [0; 32],
+            random: zeroize::Zeroizing::new([0; 32]),
         };
         let mut ods = ods_with_mailbox(&ctx, &store);
         ods.settings.page_bytes = mlsd_transport::protocol::ods::page_budget(1 << 20);

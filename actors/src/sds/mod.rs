@@ -404,7 +404,7 @@ mod tests {
             node: "t",
             store: &store,
             now: std::time::SystemTime::now(),
-            random: [0; 32],
+            random: zeroize::Zeroizing::new([0; 32]),
         };
         let mut sds = SdsLogic::new(SdsSettings { max_blob: 1 << 20, abandoned_upload_days: 7 });
         let data = blob();
@@ -455,7 +455,7 @@ mod tests {
             node: "t",
             store: &store,
             now: std::time::SystemTime::now(),
-            random: [0; 32],
+            random: zeroize::Zeroizing::new([0; 32]),
         };
         let mut sds = SdsLogic::new(SdsSettings { max_blob: 1 << 20, abandoned_upload_days: 7 });
         let data = blob();
@@ -517,7 +517,7 @@ mod tests {
             node: "t",
             store: &store,
             now: std::time::SystemTime::now(),
-            random: [0; 32],
+            random: zeroize::Zeroizing::new([0; 32]),
         };
         let mut sds = SdsLogic::new(SdsSettings { max_blob: 1 << 20, abandoned_upload_days: 7 });
         let data = blob();

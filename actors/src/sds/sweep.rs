@@ -107,7 +107,7 @@ mod tests {
             node: "t",
             store,
             now: UNIX_EPOCH + Duration::from_secs(day * 86_400 + 5),
-            random: [0; 32],
+            random: zeroize::Zeroizing::new([0; 32]),
         }
     }
 

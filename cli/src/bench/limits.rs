@@ -34,7 +34,12 @@ pub(super) fn enqueue_rate(
         page_bytes: 1 << 20,
         max_capabilities: 16,
     });
-    let ctx = RoleContext { node: "bench", store: &store, now: SystemTime::now(), random: [0; 32] };
+    let ctx = RoleContext {
+        node: "bench",
+        store: &store,
+        now: SystemTime::now(),
+        random: zeroize::Zeroizing::new([0; 32]),
+    };
     let caps = (0..mailboxes.max(1))
         .map(|_| mailbox_with_cap(&mut ods, &ctx, &store))
         .collect::<anyhow::Result<Vec<_>>>()?;

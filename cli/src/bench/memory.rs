@@ -23,7 +23,12 @@ pub(super) fn bytes_per_idle_mailbox(n: usize) -> anyhow::Result<Option<f64>> {
         page_bytes: 1 << 20,
         max_capabilities: 4096,
     });
-    let ctx = RoleContext { node: "bench", store: &store, now: SystemTime::now(), random: [0; 32] };
+    let ctx = RoleContext {
+        node: "bench",
+        store: &store,
+        now: SystemTime::now(),
+        random: zeroize::Zeroizing::new([0; 32]),
+    };
     let auth = ed25519_dalek::SigningKey::from_bytes(&rand32()).verifying_key().to_bytes().to_vec();
     let Some(before) = rss() else { return Ok(None) };
     for _ in 0..n {
