@@ -1,0 +1,420 @@
+//! `cluster.toml`: which nodes exist, where they listen, which roles each
+//! hosts, and per-cluster settings.
+//!
+//! Parsing is strict: every problem is refused with an error that names it,
+//! because a node running on a config its peers disagree with would route
+//! requests to the wrong owner.
+//!
+//! # Layout
+//! - this file: the whole config, its nodes, and the small tables (SDS,
+//!   tickets, storage, chaos, supervision).
+//! - [`limits`]: `[limits]`, sizes and timeouts.
+//! - [`replication`]: the `[cluster]` keys of sharding and Raft.
+//! - [`roles`]: `[as]`, `[cs]`, `[ods]` and `[ids]`.
+//! - `check`: the checks every numeric setting goes through.
+//!
+//! A table is one file: its typed section, its raw keys and its `parse`.
+
+mod check;
+pub mod limits;
+pub mod replication;
+pub mod roles;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use mlsd_transport::Role;
+use serde::Deserialize;
+
+use check::{positive, small};
+use limits::RawLimits;
+pub use limits::{Limits, DEFAULT_CALL_TIMEOUT};
+pub use replication::Replication;
+pub use roles::{AsConfig, CsConfig, IdsConfig, OdsConfig};
+use roles::{RawAs, RawCs, RawIds, RawOds};
+
+/// Why a config was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {reason}")]
+    Unreadable {
+        /// The path given.
+        path: String,
+        /// The OS error.
+        reason: String,
+    },
+    /// The file is not valid TOML of the expected shape.
+    #[error("invalid config: {0}")]
+    Syntax(String),
+    /// A node lists a role that does not exist.
+    #[error("node {node}: unknown role {role:?} (roles are as, cs, ids, ods, sds)")]
+    UnknownRole {
+        /// The node.
+        node: String,
+        /// The unknown role.
+        role: String,
+    },
+    /// Two nodes share a name.
+    #[error("duplicate node name {0:?}")]
+    DuplicateNodeName(String),
+    /// Two nodes share a listen address.
+    #[error("duplicate node address {0}")]
+    DuplicateAddress(SocketAddr),
+    /// No node hosts this role, so its requests could never be served.
+    #[error("no node hosts role {0}")]
+    RoleNotHosted(Role),
+    /// No `[[node]]` table.
+    #[error("the config lists no node")]
+    NoNodes,
+    /// A node name that cannot appear in a certificate.
+    #[error("invalid node name {0:?}: use 1-63 letters, digits or '-', and not ca, as or operator (their files share the certs dir)")]
+    InvalidNodeName(String),
+    /// `--node` names a node the config does not list.
+    #[error("no node named {0:?} in the config")]
+    UnknownNode(String),
+    /// A setting is out of range.
+    #[error("invalid setting {key}: {reason}")]
+    BadSetting {
+        /// The key.
+        key: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// One node of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeConfig {
+    /// Unique name; also the name in its certificate.
+    pub name: String,
+    /// UDP address of its QUIC endpoint.
+    pub listen: SocketAddr,
+    /// Roles it hosts.
+    pub roles: Vec<Role>,
+    /// Directory of its RocksDB, absolute.
+    pub data_dir: PathBuf,
+}
+
+impl NodeConfig {
+    /// Whether this node hosts `role`.
+    pub fn hosts(&self, role: Role) -> bool {
+        self.roles.contains(&role)
+    }
+}
+
+/// `[tickets]`: anonymous quota tickets (decision D12).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TicketsConfig {
+    /// `required`: requests that create something costly (KeyPackage
+    /// fetches, mailboxes, groups, blob chunks) must pay with a ticket;
+    /// on by default. Off, a ticket is still spent when one comes.
+    pub required: bool,
+    /// `fetch_per_day`, `mailbox_per_day`, `group_per_day`,
+    /// `blob_chunks_per_day`: what one identity may take per day.
+    pub allowance: mlsd_actors::settings::TicketAllowance,
+}
+
+/// A whole cluster config, validated, with paths made absolute.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// Cluster name (for logs and operators).
+    pub name: String,
+    /// Directory of the CA and node certificates, absolute.
+    pub certs_dir: PathBuf,
+    /// The nodes, in file order.
+    pub nodes: Vec<NodeConfig>,
+    /// Wire and routing limits.
+    pub limits: Limits,
+    /// Whether writes that a reply acknowledges wait for the WAL to be synced.
+    pub sync_wal: bool,
+    /// AS settings (`[as]`).
+    pub r#as: AsConfig,
+    /// CS settings (`[cs]`).
+    pub cs: CsConfig,
+    /// ODS settings (`[ods]`).
+    pub ods: OdsConfig,
+    /// IDS settings (`[ids]`).
+    pub ids: IdsConfig,
+    /// `[sds] max_blob_bytes`: largest blob, default 64 MiB.
+    pub sds_max_blob: u64,
+    /// `[sds] upload_bytes_per_minute`: blob bytes one client address may
+    /// upload per minute at each node, default 256 MiB (capped at 4 GiB).
+    pub sds_upload_bytes_per_minute: u32,
+    /// `[sds] abandoned_upload_days`: an upload unfinished this long is
+    /// collected, default 7.
+    pub sds_abandoned_upload_days: u32,
+    /// `[tickets]`: the quota tickets (decision D12).
+    pub tickets: TicketsConfig,
+    /// `[chaos] allow`: accept chaos requests (kill actors) from the holder
+    /// of the operator certificate. Off by default; only for chaos tests.
+    pub chaos_allowed: bool,
+    /// `[supervision] max_restarts`: restarts of one role actor tolerated
+    /// within 30 s before the node stops, default 10.
+    pub max_restarts: usize,
+    /// Replication (`[cluster] replicas`, `shards`, `heartbeat_ms`,
+    /// `election_timeout_ms`; decision D13).
+    pub replication: Replication,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    cluster: RawCluster,
+    #[serde(default)]
+    node: Vec<RawNode>,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    storage: RawStorage,
+    #[serde(default, rename = "as")]
+    as_: RawAs,
+    #[serde(default)]
+    cs: RawCs,
+    #[serde(default)]
+    ods: RawOds,
+    #[serde(default)]
+    ids: RawIds,
+    #[serde(default)]
+    sds: RawSds,
+    #[serde(default)]
+    tickets: RawTickets,
+    #[serde(default)]
+    chaos: RawChaos,
+    #[serde(default)]
+    supervision: RawSupervision,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSupervision {
+    max_restarts: Option<u32>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTickets {
+    required: Option<bool>,
+    fetch_per_day: Option<u32>,
+    mailbox_per_day: Option<u32>,
+    group_per_day: Option<u32>,
+    blob_chunks_per_day: Option<u32>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawChaos {
+    allow: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSds {
+    max_blob_bytes: Option<u64>,
+    upload_bytes_per_minute: Option<u64>,
+    abandoned_upload_days: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCluster {
+    name: String,
+    certs_dir: PathBuf,
+    replicas: Option<u32>,
+    shards: Option<u32>,
+    heartbeat_ms: Option<u64>,
+    election_timeout_ms: Option<u64>,
+    snapshot_logs: Option<u64>,
+    balance_leaders: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    name: String,
+    listen: SocketAddr,
+    roles: Vec<String>,
+    data_dir: PathBuf,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawStorage {
+    sync_wal: Option<bool>,
+}
+
+impl ClusterConfig {
+    /// Reads and validates the config at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Unreadable {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
+        let base = std::path::absolute(&base).unwrap_or(base);
+        Self::parse(&text, &base)
+    }
+
+    /// Parses and validates config text; relative paths are taken relative to `base`.
+    pub fn parse(text: &str, base: &Path) -> Result<Self, ConfigError> {
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+        if raw.node.is_empty() {
+            return Err(ConfigError::NoNodes);
+        }
+        let mut names = HashSet::new();
+        let mut addrs = HashSet::new();
+        let mut nodes = Vec::new();
+        for n in raw.node {
+            if !valid_node_name(&n.name) {
+                return Err(ConfigError::InvalidNodeName(n.name));
+            }
+            if !names.insert(n.name.clone()) {
+                return Err(ConfigError::DuplicateNodeName(n.name));
+            }
+            if !addrs.insert(n.listen) {
+                return Err(ConfigError::DuplicateAddress(n.listen));
+            }
+            let mut roles = Vec::new();
+            for r in &n.roles {
+                let role = Role::from_name(r).ok_or_else(|| ConfigError::UnknownRole {
+                    node: n.name.clone(),
+                    role: r.clone(),
+                })?;
+                if !roles.contains(&role) {
+                    roles.push(role);
+                }
+            }
+            nodes.push(NodeConfig {
+                name: n.name,
+                listen: n.listen,
+                roles,
+                data_dir: base.join(n.data_dir),
+            });
+        }
+        for role in Role::ALL {
+            if !nodes.iter().any(|n| n.hosts(role)) {
+                return Err(ConfigError::RoleNotHosted(role));
+            }
+        }
+        let replication = Replication::parse(&raw.cluster)?;
+        let limits = Limits::parse(&raw.limits)?;
+        let r#as = AsConfig::parse(&raw.as_)?;
+        let cs = CsConfig::parse(&raw.cs)?;
+        let ods = OdsConfig::parse(&raw.ods, base)?;
+        let ids = IdsConfig::parse(&raw.ids)?;
+        let sds_max_blob =
+            positive("sds.max_blob_bytes", raw.sds.max_blob_bytes, 64 << 20)?.min(1 << 32);
+        let sds_upload_bytes_per_minute =
+            positive("sds.upload_bytes_per_minute", raw.sds.upload_bytes_per_minute, 256 << 20)?
+                .min(u32::MAX as u64) as u32;
+        let sds_abandoned_upload_days =
+            small("sds.abandoned_upload_days", raw.sds.abandoned_upload_days, 7, 3650)?;
+        let d = mlsd_actors::settings::DEFAULT_TICKETS;
+        let per_day = |key: &'static str, v: Option<u32>, d: u32| {
+            positive(key, v.map(u64::from), u64::from(d)).map(|v| v.min(u32::MAX as u64) as u32)
+        };
+        let t = &raw.tickets;
+        let tickets = TicketsConfig {
+            required: t.required.unwrap_or(true),
+            allowance: mlsd_actors::settings::TicketAllowance {
+                fetch: per_day("tickets.fetch_per_day", t.fetch_per_day, d.fetch)?,
+                mailbox: per_day("tickets.mailbox_per_day", t.mailbox_per_day, d.mailbox)?,
+                group: per_day("tickets.group_per_day", t.group_per_day, d.group)?,
+                blob: per_day("tickets.blob_chunks_per_day", t.blob_chunks_per_day, d.blob)?,
+            },
+        };
+        Ok(ClusterConfig {
+            tickets,
+            r#as,
+            cs,
+            ods,
+            ids,
+            sds_max_blob,
+            sds_upload_bytes_per_minute,
+            sds_abandoned_upload_days,
+            chaos_allowed: raw.chaos.allow.unwrap_or(false),
+            max_restarts: raw.supervision.max_restarts.unwrap_or(10).max(1) as usize,
+            replication,
+            name: raw.cluster.name,
+            certs_dir: base.join(raw.cluster.certs_dir),
+            nodes,
+            limits,
+            sync_wal: raw.storage.sync_wal.unwrap_or(true),
+        })
+    }
+
+    /// The node called `name`, or the first node when `name` is `None`.
+    pub fn node(&self, name: Option<&str>) -> Result<&NodeConfig, ConfigError> {
+        match name {
+            None => Ok(&self.nodes[0]),
+            Some(n) => self
+                .nodes
+                .iter()
+                .find(|c| c.name == n)
+                .ok_or_else(|| ConfigError::UnknownNode(n.to_string())),
+        }
+    }
+}
+
+/// Names whose `NAME.pem`/`NAME.key` would be the CA's, the AS key's or the
+/// operator's files in the certs dir.
+const RESERVED_NODE_NAMES: [&str; 3] = ["ca", "as", "operator"];
+
+fn valid_node_name(n: &str) -> bool {
+    !n.is_empty()
+        && !RESERVED_NODE_NAMES.contains(&n)
+        && n.len() <= 63
+        && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && !n.starts_with('-')
+        && !n.ends_with('-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str, port: u16, roles: &str) -> String {
+        format!(
+            "[[node]]\nname = \"{name}\"\nlisten = \"127.0.0.1:{port}\"\nroles = [{roles}]\ndata_dir = \"d/{name}\"\n"
+        )
+    }
+    const HEAD: &str = "[cluster]\nname = \"t\"\ncerts_dir = \"certs\"\n";
+    const ALL: &str = "\"as\", \"cs\", \"ids\", \"ods\", \"sds\"";
+
+    fn parse(s: &str) -> Result<ClusterConfig, ConfigError> {
+        ClusterConfig::parse(s, Path::new("/etc/mlsd"))
+    }
+
+    #[test]
+    fn valid_config_resolves_relative_paths_and_defaults() {
+        let c = parse(&format!("{HEAD}{}", node("n1", 4433, ALL))).unwrap();
+        assert_eq!(c.certs_dir, Path::new("/etc/mlsd/certs"));
+        assert_eq!(c.nodes[0].data_dir, Path::new("/etc/mlsd/d/n1"));
+        assert_eq!(c.limits.max_frame, mlsd_transport::limits::DEFAULT_MAX_FRAME);
+        assert!(c.sync_wal);
+        assert_eq!(c.node(None).unwrap().name, "n1");
+        assert_eq!(c.node(Some("n9")), Err(ConfigError::UnknownNode("n9".into())));
+    }
+
+    #[test]
+    fn node_names_that_would_share_files_with_the_pki_are_refused() {
+        for bad in ["operator", "as", "ca", "-n", "a.b", ""] {
+            let e = parse(&format!("{HEAD}{}", node(bad, 4433, ALL))).unwrap_err();
+            assert_eq!(e, ConfigError::InvalidNodeName(bad.into()));
+        }
+        assert!(parse(&format!("{HEAD}{}", node("operator-2", 4433, ALL))).is_ok());
+    }
+
+    #[test]
+    fn the_repository_default_config_is_valid() {
+        let text = include_str!("../../../cluster.toml");
+        let c = parse(text).unwrap();
+        assert_eq!(c.nodes.len(), 1);
+        assert_eq!(c.nodes[0].name, "n1");
+        assert_eq!(c.nodes[0].roles, Role::ALL.to_vec());
+        assert_eq!(c.nodes[0].listen, "127.0.0.1:4433".parse().unwrap());
+    }
+}
