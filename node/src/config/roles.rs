@@ -109,12 +109,12 @@ impl AsConfig {
             binding_lifetime: Duration::from_secs(
                 positive("as.binding_lifetime_days", raw.binding_lifetime_days, 365)? * DAY,
             ),
-            lookup_rate_per_minute: positive(
+            lookup_rate_per_minute: small(
                 "as.lookup_rate_per_minute",
-                raw.lookup_rate_per_minute.map(u64::from),
+                raw.lookup_rate_per_minute,
                 240,
-            )?
-            .min(u32::MAX as u64) as u32,
+                u32::MAX as u64,
+            )?,
         })
     }
 }
@@ -123,12 +123,12 @@ impl CsConfig {
     /// The checked `[cs]` table.
     pub(super) fn parse(raw: &RawCs) -> Result<CsConfig, ConfigError> {
         Ok(CsConfig {
-            max_per_client: positive(
+            max_per_client: small(
                 "cs.max_key_packages_per_client",
-                raw.max_key_packages_per_client.map(u64::from),
+                raw.max_key_packages_per_client,
                 100,
-            )?
-            .min(10_000) as u32,
+                10_000,
+            )?,
             max_lifetime: Duration::from_secs(
                 positive(
                     "cs.max_key_package_lifetime_days",
@@ -136,18 +136,18 @@ impl CsConfig {
                     90,
                 )? * DAY,
             ),
-            fetch_rate_per_minute: positive(
+            fetch_rate_per_minute: small(
                 "cs.fetch_rate_per_minute",
-                raw.fetch_rate_per_minute.map(u64::from),
+                raw.fetch_rate_per_minute,
                 120,
-            )?
-            .min(u32::MAX as u64) as u32,
-            fetches_per_target_per_minute: positive(
+                u32::MAX as u64,
+            )?,
+            fetches_per_target_per_minute: small(
                 "cs.fetch_rate_per_target_per_minute",
-                raw.fetch_rate_per_target_per_minute.map(u64::from),
+                raw.fetch_rate_per_target_per_minute,
                 60,
-            )?
-            .min(u32::MAX as u64) as u32,
+                u32::MAX as u64,
+            )?,
         })
     }
 }
