@@ -24,7 +24,11 @@
 //! - this file: one run: its nodes, clients, fault schedule and checks.
 //! - [`net`]: the simulated network.
 //! - [`role`]: the miniature role.
+//! - `faults`: the faults injected while the clients write.
+//! - `check`: convergence and the end checks.
 
+mod check;
+mod faults;
 pub mod net;
 pub mod role;
 
@@ -499,7 +503,7 @@ async fn simulate(seed: u64) -> Result<Outcome, Violation> {
         clients.push(tokio::spawn(writer(shared.clone(), 100 + w)));
     }
 
-    let faults = inject(&mut sim, &mut rng).await?;
+    let faults = faults::inject(&mut sim, &mut rng).await?;
 
     // Healed: every node back, no loss; clients go on for a while.
     sim.net.heal();
@@ -526,8 +530,8 @@ async fn simulate(seed: u64) -> Result<Outcome, Violation> {
     for c in clients {
         let _ = c.await;
     }
-    converge(&sim, healed).await?;
-    let out = check(&sim)?;
+    check::converge(&sim, healed).await?;
+    let out = check::check(&sim)?;
     stop_beats.store(true, Ordering::Relaxed);
     for r in sim.net.replicas() {
         let _ = r.raft.shutdown().await;
@@ -540,169 +544,6 @@ async fn simulate(seed: u64) -> Result<Outcome, Violation> {
 fn acknowledged(ledger: &Mutex<Ledger>) -> usize {
     let l = ledger.lock().unwrap_or_else(|p| p.into_inner());
     l.commits.len() + l.writes.len()
-}
-
-/// Injects faults for [`FAULTY`]: crashes and restarts, disk wipes,
-/// partitions, message loss, slow nodes.
-async fn inject(sim: &mut Sim, rng: &mut StdRng) -> Result<BTreeMap<&'static str, u32>, Violation> {
-    let count = sim.nodes.len();
-    let mut faults = BTreeMap::new();
-    let start = Instant::now();
-    while start.elapsed() < FAULTY {
-        tokio::time::sleep(Duration::from_millis(rng.gen_range(100..900))).await;
-        let i = rng.gen_range(0..count);
-        let name = sim.nodes[i].name.clone();
-        let down = (0..count).filter(|k| !sim.is_up(*k)).count();
-        let fault = match rng.gen_range(0..10) {
-            // At most a minority down at once, so acknowledged writes have
-            // a surviving copy.
-            0..=2 if sim.is_up(i) && down < count / 2 => {
-                sim.crash(i).await;
-                "crash"
-            }
-            3 | 4 if !sim.is_up(i) => {
-                // A disk is wiped whoever else is down or cut off, but not
-                // while another wiped replica is still rebuilding: two lost
-                // copies of three may hold the only copy of a committed
-                // entry, which no rule can bring back.
-                let alone = sim.nodes.iter().enumerate().all(|(k, n)| {
-                    k == i || !matches!(super::recovery::load(n.store.as_ref(), SHARD), Ok(Some(_)))
-                });
-                if alone && rng.gen_ratio(1, 2) {
-                    sim.wipe(i);
-                    sim.trace.note(format_args!("wipe {name}"));
-                    sim.start(i, false).await?;
-                    "wipe"
-                } else {
-                    sim.start(i, false).await?;
-                    "restart"
-                }
-            }
-            5 | 6 => {
-                let size = rng.gen_range(1..=count / 2);
-                let mut minority = BTreeSet::new();
-                while minority.len() < size {
-                    minority.insert(sim.nodes[rng.gen_range(0..count)].id);
-                }
-                sim.net.partition(&minority);
-                let names: Vec<&str> = sim
-                    .nodes
-                    .iter()
-                    .filter(|n| minority.contains(&n.id))
-                    .map(|n| n.name.as_str())
-                    .collect();
-                sim.trace.note(format_args!("partition {names:?} from the rest"));
-                *faults.entry("partition").or_default() += 1;
-                continue;
-            }
-            7 => {
-                sim.net.heal();
-                sim.trace.note("heal");
-                *faults.entry("heal").or_default() += 1;
-                continue;
-            }
-            8 => {
-                let loss = [0.0, 0.05, 0.2][rng.gen_range(0..3)];
-                sim.net.set_loss(loss);
-                sim.trace.note(format_args!("loss {loss}"));
-                *faults.entry("loss").or_default() += 1;
-                continue;
-            }
-            9 => {
-                // Slow, not dead: every message from or to the node takes
-                // 150-195 ms, below the election timeout (200 ms) but above
-                // half the call timeout, so its proposals time out and may
-                // still commit afterwards.
-                let floor = Duration::from_millis(rng.gen_range(150..195));
-                sim.net.slow(sim.nodes[i].id, floor);
-                sim.trace.note(format_args!("slow {name} {}ms", floor.as_millis()));
-                *faults.entry("slow").or_default() += 1;
-                continue;
-            }
-            _ => continue,
-        };
-        sim.trace.note(format_args!("{fault} {name}"));
-        *faults.entry(fault).or_default() += 1;
-    }
-    Ok(faults)
-}
-
-/// Waits until every replica has applied the same last entry.
-async fn converge(sim: &Sim, healed: Instant) -> Result<(), Violation> {
-    loop {
-        let applied: Vec<(Option<u64>, Option<u64>)> = sim
-            .net
-            .replicas()
-            .iter()
-            .map(|r| {
-                let m = r.raft.metrics().borrow().clone();
-                (m.last_applied.map(|l| l.index), m.last_log_index)
-            })
-            .collect();
-        let first = applied[0].0;
-        if applied.iter().all(|a| a.0 == first && a.1 == first) {
-            sim.trace.note(format_args!("converged at {first:?}"));
-            return Ok(());
-        }
-        if healed.elapsed() > SETTLE * 2 {
-            return Err(sim.violation(format!("replicas did not converge: {applied:?}")));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// The end checks; returns (commits, writes) acknowledged.
-fn check(sim: &Sim) -> Result<(usize, usize), Violation> {
-    let space = Space::Role(Role::Ids).name().to_string();
-    let data = |n: &Node| {
-        n.store
-            .contents()
-            .into_iter()
-            .filter(|((s, _), _)| *s == space)
-            .map(|((_, k), v)| (k, v))
-            .collect::<BTreeMap<_, _>>()
-    };
-    let first = data(&sim.nodes[0]);
-    for n in &sim.nodes[1..] {
-        if data(n) != first {
-            return Err(
-                sim.violation(format!("{} and {} hold different data", sim.nodes[0].name, n.name))
-            );
-        }
-    }
-    let l = sim.ledger.lock().unwrap_or_else(|p| p.into_inner());
-    let prefix = SHARD.data_prefix();
-    let get = |k: Vec<u8>| first.get(&[&prefix[..], &k].concat()).cloned();
-    for ((g, e), ids) in &l.commits {
-        if ids.len() > 1 {
-            return Err(sim.violation(format!("two commits accepted for g{g}@{e}: {ids:x?}")));
-        }
-        let id = ids.iter().next().copied().unwrap_or_default();
-        if get(role::commit_key(*g, *e)) != Some(id.to_be_bytes().to_vec()) {
-            return Err(sim.violation(format!("accepted commit {id:x} for g{g}@{e} is lost")));
-        }
-    }
-    for g in 0..GROUPS {
-        let epoch = get(role::epoch_key(g))
-            .and_then(|v| v.try_into().ok().map(u64::from_be_bytes))
-            .unwrap_or(0);
-        for e in 0..epoch {
-            if get(role::commit_key(g, e)).is_none() {
-                return Err(
-                    sim.violation(format!("g{g} is at epoch {epoch} with no commit for {e}"))
-                );
-            }
-        }
-        if get(role::commit_key(g, epoch)).is_some() {
-            return Err(sim.violation(format!("g{g} has a commit beyond its epoch {epoch}")));
-        }
-    }
-    for w in &l.writes {
-        if get(role::write_key(*w)).is_none() {
-            return Err(sim.violation(format!("acknowledged write {w:x} is lost")));
-        }
-    }
-    Ok((l.commits.len(), l.writes.len()))
 }
 
 #[cfg(test)]
