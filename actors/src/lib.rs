@@ -23,7 +23,9 @@
 //!   [`budget`]: rates that may go into debt (fan-out copies, KeyPackage
 //!   fetches).
 //! - [`push`]: UnifiedPush notifications (HTTP POST) for the ODS.
-//! - [`settings`]: per-role settings from the cluster config.
+//! - [`settings`]: per-role settings from the cluster config (data only).
+//! - [`services`]: the live handles (push queue, fan-out slots) a node
+//!   shares among its role hosts.
 //! - [`r#as`], [`cs`], [`ids`], [`ods`], [`sds`]: one module per service.
 #![warn(missing_docs)]
 
@@ -40,12 +42,14 @@ pub mod record;
 pub mod replica;
 pub mod role;
 pub mod sds;
+pub mod services;
 pub mod settings;
 mod sig;
 pub mod storage;
 
 pub use contract::{Decision, Effect, RoleContext, RoleLogic, Router};
 pub use role::{logic_for, RoleActor, RoleArgs, RoleMsg};
+pub use services::NodeServices;
 pub use settings::RoleSettings;
 #[cfg(feature = "rocksdb")]
 pub use storage::RocksStore;

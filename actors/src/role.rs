@@ -103,6 +103,8 @@ pub struct RoleArgs {
     pub store: Arc<dyn ShardStore>,
     /// Settings from the cluster config.
     pub settings: Arc<RoleSettings>,
+    /// The node's live handles (push queue, fan-out slots).
+    pub services: Arc<crate::services::NodeServices>,
     /// How to reach other roles.
     pub router: Arc<dyn Router>,
 }

@@ -116,8 +116,6 @@ pub struct IdsSettings {
     pub chaos_hooks: bool,
     /// Copies per second one group may make (`RateLimited` beyond).
     pub group_copies_per_second: u32,
-    /// Fan-outs the node runs at once, shared by its group actors.
-    pub fanout_slots: std::sync::Arc<crate::ids::slots::FanoutSlots>,
     /// Days without a send after which a group is collected.
     pub idle_group_days: u32,
 }
@@ -158,9 +156,6 @@ pub struct RoleSettings {
     pub ids: IdsSettings,
     /// SDS settings.
     pub sds: SdsSettings,
-    /// The node's push queue, started by the node where it hosts the ODS;
-    /// `None` sends no notifications.
-    pub push: Option<crate::push::Pusher>,
 }
 
 /// Default binding lifetime: one year.
@@ -198,11 +193,9 @@ impl Default for RoleSettings {
                 group_idle: Duration::from_secs(60),
                 chaos_hooks: false,
                 group_copies_per_second: DEFAULT_GROUP_COPIES_PER_SECOND,
-                fanout_slots: crate::ids::slots::FanoutSlots::new(DEFAULT_MAX_FANOUTS),
                 idle_group_days: DEFAULT_IDLE_GROUP_DAYS,
             },
             sds: SdsSettings { max_blob: 64 * 1024 * 1024, abandoned_upload_days: 7 },
-            push: None,
         }
     }
 }

@@ -12,7 +12,7 @@ use mlsd_actors::push::{PushSettings, Pusher};
 use mlsd_actors::settings::{
     AsSettings, CsSettings, IdsSettings, OdsSettings, Registration, SdsSettings,
 };
-use mlsd_actors::{RocksStore, RoleSettings, Store};
+use mlsd_actors::{NodeServices, RocksStore, RoleSettings, Store};
 use mlsd_transport::{endpoint, tls};
 use ractor::{Actor, ActorRef};
 use sha2::Digest;
@@ -92,15 +92,11 @@ fn role_settings(config: &ClusterConfig, me: &NodeConfig) -> Result<RoleSettings
             max_blob: config.sds_max_blob,
             abandoned_upload_days: config.sds_abandoned_upload_days,
         },
-        push: if me.hosts(mlsd_transport::Role::Ods) { Some(start_push(config)?) } else { None },
         ids: IdsSettings {
             anonymizer_concurrency: config.ids.anonymizer_concurrency as usize,
             chaos_hooks: config.chaos_allowed,
             group_idle: config.ids.group_idle,
             group_copies_per_second: config.ids.group_copies_per_second,
-            fanout_slots: mlsd_actors::ids::slots::FanoutSlots::new(
-                config.ids.max_fanouts as usize,
-            ),
             idle_group_days: config.ids.idle_group_days,
         },
     })
@@ -186,6 +182,16 @@ impl Node {
         let addr = ep.local_addr().unwrap_or(me.listen);
 
         let settings = Arc::new(role_settings(&config, &me)?);
+        let services = Arc::new(NodeServices {
+            push: if me.hosts(mlsd_transport::Role::Ods) {
+                Some(start_push(&config)?)
+            } else {
+                None
+            },
+            fanout_slots: mlsd_actors::ids::slots::FanoutSlots::new(
+                config.ids.max_fanouts as usize,
+            ),
+        });
         let peers =
             config.nodes.iter().filter(|n| n.name != me.name).map(|n| (n.name.clone(), n.listen));
         let peers = Arc::new(Peers::new(ep.clone(), peers, config.limits.clone()));
@@ -206,6 +212,7 @@ impl Node {
             node: me.name.clone(),
             shards: hosted,
             settings,
+            services,
             router: Arc::new(NodeRouter(ctx.clone())),
             max_restarts: ctx.config.max_restarts,
         };

@@ -15,7 +15,7 @@ use mlsd_actors::ids::host::IdsHost;
 use mlsd_actors::ods::host::OdsHost;
 use mlsd_actors::replica::{ShardId, ShardStore};
 use mlsd_actors::role::shard_actor_name;
-use mlsd_actors::{RoleActor, RoleArgs, RoleSettings, Router};
+use mlsd_actors::{NodeServices, RoleActor, RoleArgs, RoleSettings, Router};
 use mlsd_transport::Role;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 
@@ -44,6 +44,8 @@ pub struct SupervisorArgs {
     pub shards: Vec<(ShardId, Arc<dyn ShardStore>)>,
     /// Role settings from the config.
     pub settings: Arc<RoleSettings>,
+    /// The node's live handles the role hosts share.
+    pub services: Arc<NodeServices>,
     /// Routes role actors' prerequisite requests.
     pub router: Arc<dyn Router>,
     /// Restarts of one role tolerated within [`RESTART_WINDOW`].
@@ -58,6 +60,7 @@ pub struct SupervisorState {
     node: String,
     shards: HashMap<ShardId, Arc<dyn ShardStore>>,
     settings: Arc<RoleSettings>,
+    services: Arc<NodeServices>,
     router: Arc<dyn Router>,
     max_restarts: usize,
     children: HashMap<ActorId, ShardId>,
@@ -78,6 +81,7 @@ impl SupervisorState {
             role,
             store,
             settings: self.settings.clone(),
+            services: self.services.clone(),
             router: self.router.clone(),
         };
         let name = shard_actor_name(&self.node, role, shard.index);
@@ -110,6 +114,7 @@ impl Actor for NodeSupervisor {
             node: args.node,
             shards: args.shards.iter().cloned().collect(),
             settings: args.settings,
+            services: args.services,
             router: args.router,
             max_restarts: args.max_restarts,
             children: HashMap::new(),

@@ -350,6 +350,7 @@ async fn a_fan_out_running_when_leadership_moves_finishes() {
         role: Role::Ids,
         store: Arc::new(crate::replica::Local(Arc::new(MemStore::new()))),
         settings: Arc::new(crate::settings::RoleSettings::default()),
+        services: Arc::new(crate::services::NodeServices::standalone()),
         router: Arc::new(router),
     };
     let (host, handle) = Actor::spawn(None, super::host::IdsHost, args).await.unwrap();

@@ -58,7 +58,7 @@ impl IdsState {
             idle: ids.group_idle,
             chaos_hooks: ids.chaos_hooks,
             copies_per_second: ids.group_copies_per_second,
-            slots: ids.fanout_slots.clone(),
+            slots: self.args.services.fanout_slots.clone(),
         };
         // Linked: when it stops (idle) or dies, handle_supervisor_evt forgets
         // it; the next request for the group starts a new one from storage.

@@ -44,7 +44,7 @@ impl OdsState {
                         None => false,
                     };
                     if let (false, Some(url), Some(pusher)) =
-                        (live, push, &self.hosted.args.settings.push)
+                        (live, push, &self.hosted.args.services.push)
                     {
                         pusher.notify(url);
                     }
@@ -178,6 +178,7 @@ mod tests {
             role: Role::Ods,
             store: Arc::new(crate::replica::Local(store.clone())),
             settings: Arc::new(RoleSettings::default()),
+            services: Arc::new(crate::services::NodeServices::standalone()),
             router: Arc::new(Nowhere),
         };
         let (actor, handle) = Actor::spawn(None, OdsHost, args).await.unwrap();
@@ -225,6 +226,7 @@ mod tests {
             role: Role::Ods,
             store: Arc::new(crate::replica::Local(Arc::new(MemStore::new()))),
             settings: Arc::new(RoleSettings::default()),
+            services: Arc::new(crate::services::NodeServices::standalone()),
             router: Arc::new(Nowhere),
         };
         let (actor, handle) = Actor::spawn(None, OdsHost, args).await.unwrap();
