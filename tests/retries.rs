@@ -10,7 +10,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::mem::discriminant;
 use std::time::{Duration, Instant};
 
-use common::Cluster;
+use common::leaders::all_led_without;
 use mlsd_client::connection::{outcome, Repeated};
 use mlsd_client::Connection;
 use mlsd_transport::protocol::{
@@ -98,24 +98,6 @@ fn mismatches(repeated: &[Repeated]) -> Vec<String> {
     repeated.iter().filter_map(|r| mismatch(r, &r.again)).collect()
 }
 
-/// Waits until `mlsd cluster status` shows every shard led by a node other
-/// than `gone` (its leaderships moved).
-async fn led_without(c: &Cluster, gone: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (_, text) = c.status();
-        let leaders: Vec<&str> = text
-            .lines()
-            .filter_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("leader=")))
-            .collect();
-        if leaders.len() == 20 && leaders.iter().all(|l| *l != "-" && *l != gone) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "shards still led by {gone} or by no one:\n{text}");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn every_request_sent_again_gets_its_first_answer_even_after_leader_changes() {
     let _watchdog = common::init();
@@ -184,7 +166,7 @@ async fn every_request_sent_again_gets_its_first_answer_even_after_leader_change
     let t = Instant::now();
     for n in ["n1", "n2", "n3"] {
         c.kill(n);
-        led_without(&c, n).await;
+        all_led_without(&c, n, Duration::from_secs(60)).await;
         c.start(n).await;
         c.wait_healthy(Duration::from_secs(60)).await;
     }
