@@ -33,5 +33,8 @@ pub(super) fn millis(
     v: Option<u64>,
     d: Duration,
 ) -> Result<Duration, ConfigError> {
-    positive(key, v, 1).map(|ms| v.map_or(d, |_| Duration::from_millis(ms)))
+    match v {
+        None => Ok(d),
+        v => positive(key, v, 0).map(Duration::from_millis),
+    }
 }
