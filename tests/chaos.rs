@@ -24,7 +24,7 @@
 
 mod common;
 
-use mlsd_actors::ids::group::ACCEPTED_EPOCHS;
+use mlsd_roles::ids::group::ACCEPTED_EPOCHS;
 use mlsd_transport::protocol::IdsError;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};

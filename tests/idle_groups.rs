@@ -8,8 +8,9 @@ mod common;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{settled, Cluster};
-use mlsd_actors::{Batch, RocksStore, Space, Store};
+use mlsd_actors::RocksStore;
 use mlsd_client::ClientError;
+use mlsd_roles::{Batch, Space, Store};
 use mlsd_transport::protocol::{IdsError, RosterMode};
 use mlsd_transport::{Response, Role, WireError};
 

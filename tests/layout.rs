@@ -1,14 +1,15 @@
 //! The house rules a newcomer relies on, checked on the source tree: no
-//! source file longer than 600 lines (its tests apart), and no import
-//! circle among the files of a crate (a file that uses another, through
-//! `crate::` or `super::` paths, is never used back by it, directly or
-//! around a loop), so each file can be read knowing only those below it.
+//! source file longer than 600 lines (its tests apart), no import circle
+//! among the files of a crate (a file that uses another, through `crate::`
+//! or `super::` paths, is never used back by it, directly or around a loop),
+//! so each file can be read knowing only those below it, and a role core
+//! (`roles/`) that depends on no runtime, socket, Raft or disk.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// The crates whose sources the rules cover.
-const CRATES: [&str; 5] = ["transport", "actors", "node", "cli", "client"];
+const CRATES: [&str; 6] = ["transport", "roles", "actors", "node", "cli", "client"];
 
 /// The longest a source file may be, its `#[cfg(test)]` part not counted.
 const MAX_LINES: usize = 600;
@@ -163,6 +164,41 @@ fn circles(src: &Path) -> Vec<Vec<String>> {
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// What the deterministic core must not depend on: an async runtime, an
+/// actor system, sockets and TLS, Raft, RocksDB.
+const IO_CRATES: [&str; 8] =
+    ["tokio", "mio", "ractor", "quinn", "rustls", "openraft", "rocksdb", "librocksdb-sys"];
+
+/// The crates of [`IO_CRATES`] that `package` depends on (normal
+/// dependencies, with the features a build of `package` alone resolves),
+/// from `cargo tree`.
+fn io_dependencies_of(package: &str) -> BTreeSet<String> {
+    let out = std::process::Command::new(env!("CARGO"))
+        .args(["tree", "--offline", "-p", package, "-e", "normal", "--prefix", "none"])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "cargo tree: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let names: BTreeSet<&str> = text.lines().filter_map(|l| l.split_whitespace().next()).collect();
+    assert!(names.contains(package), "cargo tree did not list {package} itself: {text}");
+    IO_CRATES.iter().filter(|c| names.contains(**c)).map(|c| c.to_string()).collect()
+}
+
+/// The role core stays free of I/O, so its logic runs the same under a
+/// test, the simulation and a node; and the check finds such dependencies
+/// where they are (the actors crate, which hosts the core).
+#[test]
+fn the_role_core_depends_on_no_runtime_socket_raft_or_disk() {
+    let core = io_dependencies_of("mlsd-roles");
+    assert!(core.is_empty(), "mlsd-roles depends on {core:?}");
+    let shells = io_dependencies_of("mlsd-actors");
+    assert!(
+        shells.len() == IO_CRATES.len(),
+        "the check missed some of the shells' I/O: {shells:?}"
+    );
 }
 
 #[test]

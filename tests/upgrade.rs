@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::Cluster;
-use mlsd_actors::{Batch, RocksStore, Space, Store};
+use mlsd_actors::RocksStore;
+use mlsd_roles::{Batch, Space, Store};
 use mlsd_transport::Role;
 
 /// `tests/fixtures/<name>.tar.gz`, written with old binaries by the script

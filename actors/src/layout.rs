@@ -9,7 +9,7 @@
 //! - 2: each queued envelope (ODS `q/`) starts with the serial of the
 //!   delivery capability it came with; envelopes queued before carry 0.
 //!   Every mailbox opened before gets its legacy capability (its id as the
-//!   token, [`crate::ods::caps::grant_legacy`]), so groups and KeyPackages
+//!   token, [`mlsd_roles::ods::caps::grant_legacy`]), so groups and KeyPackages
 //!   of protocol version 1 keep delivering.
 //! - 3: every key of a role lives under its shard's two-byte prefix
 //!   ([`crate::replica`]). An older data dir moves under shard 0: only a
@@ -28,13 +28,13 @@
 use mlsd_transport::protocol::SealedRoster;
 use mlsd_transport::Role;
 
-use crate::cs::KpRecord;
-use crate::ids::{group::GroupRecord, kept::KeptSend};
-use crate::ods::MailboxRecord;
-use crate::r#as::Record as BindingRecord;
-use crate::record::{quarantine, tag_legacy};
-use crate::sds::BlobRecord;
 use crate::storage::{Batch, Space, Store, StoreError};
+use mlsd_roles::cs::KpRecord;
+use mlsd_roles::ids::{group::GroupRecord, kept::KeptSend};
+use mlsd_roles::ods::MailboxRecord;
+use mlsd_roles::r#as::Record as BindingRecord;
+use mlsd_roles::record::{quarantine, tag_legacy};
+use mlsd_roles::sds::BlobRecord;
 
 /// The layout this binary writes and reads.
 pub const LAYOUT: u32 = 3;
@@ -70,7 +70,7 @@ const STEPS: &[(u32, Role, &[u8], Change)] = &[
     (1, Role::Ods, b"m/", Convert(tag_legacy::<MailboxRecord>)),
     (1, Role::Sds, b"b/", Convert(tag_legacy::<BlobRecord>)),
     (2, Role::Ods, b"q/", Convert(serial_unknown)),
-    (2, Role::Ods, b"m/", Derive(crate::ods::caps::grant_legacy)),
+    (2, Role::Ods, b"m/", Derive(mlsd_roles::ods::caps::grant_legacy)),
 ];
 
 /// A queued envelope of layout 1 as layout 2 keeps it: capability serial 0.
@@ -236,11 +236,11 @@ pub fn upgrade(store: &dyn Store, one_shard: bool) -> Result<Upgrade, LayoutErro
     Ok(done)
 }
 
-#[cfg(all(test, feature = "rocksdb"))]
+#[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record;
     use crate::storage::{RocksStore, View};
+    use mlsd_roles::record;
     use mlsd_transport::codec;
     use mlsd_transport::protocol::ClusterError;
 
@@ -349,13 +349,13 @@ mod tests {
         // its id as the token.
         let shard = crate::replica::ShardId { role: Role::Ods, index: 0 };
         let view = crate::replica::ShardView { store: store.clone(), shard };
-        let ctx = crate::contract::RoleContext {
+        let ctx = mlsd_roles::contract::RoleContext {
             node: "t",
             store: &view,
             now: std::time::SystemTime::now(),
             random: zeroize::Zeroizing::new([0; 32]),
         };
-        let target = crate::ods::caps::check(&[9, 9], &[9; 32], &ctx).unwrap().unwrap();
+        let target = mlsd_roles::ods::caps::check(&[9, 9], &[9; 32], &ctx).unwrap().unwrap();
         assert_eq!((target.mailbox, target.serial, target.push_key), ([9; 32], 0, None));
         assert_eq!(upgrade(store.as_ref(), true).unwrap().from, LAYOUT);
     }

@@ -1,6 +1,6 @@
 //! What every role host shares, and the generic host: one actor per hosted
 //! role per node, owning that role's state machine (the host side of
-//! [`crate::contract`]).
+//! [`mlsd_roles::contract`]).
 //!
 //! The AS, CS and SDS run in the generic [`RoleActor`]; the IDS and ODS have
 //! hosts of their own for what only they hold ([`crate::ids::host`]: the group
@@ -25,19 +25,20 @@ use mlsd_transport::{Request, Response, Role, WireError};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
-use crate::contract::{Decision, Effect, RoleContext, RoleLogic, Router, Sink};
 use crate::replica::ShardStore;
-use crate::settings::RoleSettings;
+use crate::router::{Router, Sink};
+use mlsd_roles::contract::{Decision, Effect, RoleContext, RoleLogic};
+use mlsd_roles::settings::RoleSettings;
 
 /// The state machine for `role`, fresh; `None` for the IDS, whose state
 /// machines are its groups' cores ([`crate::ids::host`]).
 pub fn logic_for(role: Role, settings: &RoleSettings) -> Option<Box<dyn RoleLogic>> {
     Some(match role {
-        Role::As => Box::new(crate::r#as::AsLogic::new(settings.r#as.clone())),
-        Role::Cs => Box::new(crate::cs::CsLogic::new(settings.cs.clone())),
+        Role::As => Box::new(mlsd_roles::r#as::AsLogic::new(settings.r#as.clone())),
+        Role::Cs => Box::new(mlsd_roles::cs::CsLogic::new(settings.cs.clone())),
         Role::Ids => return None,
-        Role::Ods => Box::new(crate::ods::OdsLogic::new(settings.ods.clone())),
-        Role::Sds => Box::new(crate::sds::SdsLogic::new(settings.sds.clone())),
+        Role::Ods => Box::new(mlsd_roles::ods::OdsLogic::new(settings.ods.clone())),
+        Role::Sds => Box::new(mlsd_roles::sds::SdsLogic::new(settings.sds.clone())),
     })
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::ids::slots::FanoutSlots;
 use crate::push::Pusher;
-use crate::settings::DEFAULT_MAX_FANOUTS;
+use mlsd_roles::settings::DEFAULT_MAX_FANOUTS;
 
 /// What the role hosts of one node share at run time.
 #[derive(Clone)]

@@ -7,9 +7,9 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use mlsd_actors::cs::CsLogic;
-use mlsd_actors::ids::group::{check_welcome, open_roster, read_framing};
-use mlsd_actors::settings::RoleSettings;
+use mlsd_roles::cs::CsLogic;
+use mlsd_roles::ids::group::{check_welcome, open_roster, read_framing};
+use mlsd_roles::settings::RoleSettings;
 use mlsd_transport::codec;
 use mlsd_transport::envelope::{open, seal, unpad, GroupSettings, Kind, MailboxRef};
 use mlsd_transport::frame::{read_frame, read_message, FrameError};

@@ -2,13 +2,13 @@
 //! suffer (KeyPackage fetches drain other people's KeyPackages), fan-out
 //! copies and blob bytes ([`AddressBudgets`]), and the per-connection
 //! request bucket ([`TokenBucket`]). The arithmetic is
-//! `mlsd_actors::budget`'s.
+//! `mlsd_roles::budget`'s.
 
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use mlsd_actors::budget::{Budget, Budgets};
+use mlsd_roles::budget::{Budget, Budgets};
 use mlsd_transport::WireError;
 
 /// Budgets per client address at this node ([`Budgets`], on a clock that

@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use mlsd_actors::push::target::Policy;
 use mlsd_actors::push::{PushSettings, Pusher};
-use mlsd_actors::settings::{
+use mlsd_actors::{NodeServices, RocksStore};
+use mlsd_roles::settings::{
     AsSettings, CsSettings, IdsSettings, OdsSettings, Registration, SdsSettings,
 };
-use mlsd_actors::{NodeServices, RocksStore, RoleSettings, Store};
+use mlsd_roles::{RoleSettings, Store};
 use mlsd_transport::{endpoint, tls};
 use ractor::{Actor, ActorRef};
 use sha2::Digest;
@@ -39,7 +40,7 @@ pub enum NodeError {
     Tls(#[from] tls::TlsError),
     /// The database could not be opened.
     #[error("cannot open storage: {0}")]
-    Storage(#[from] mlsd_actors::StoreError),
+    Storage(#[from] mlsd_roles::StoreError),
     /// Storage is of a layout this binary cannot read or convert.
     #[error("cannot use storage: {0}")]
     Layout(#[from] mlsd_actors::layout::LayoutError),
@@ -138,7 +139,7 @@ impl Node {
             tracing::info!(dir = %config.certs_dir.display(), files = created.len(), "created missing certificates");
         }
         std::fs::create_dir_all(&me.data_dir)
-            .map_err(|e| NodeError::Storage(mlsd_actors::StoreError::Db(e.to_string())))?;
+            .map_err(|e| NodeError::Storage(mlsd_roles::StoreError::Db(e.to_string())))?;
         let store: Arc<dyn Store> = Arc::new(RocksStore::open(&me.data_dir, config.sync_wal)?);
         // Before any role serves: records of an older layout are converted
         // (or set aside one by one); a newer layout is refused.

@@ -12,10 +12,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mlsd_actors::ids::host::IdsHost;
-use mlsd_actors::ods::host::OdsHost;
+use mlsd_actors::ods::OdsHost;
 use mlsd_actors::replica::{ShardId, ShardStore};
 use mlsd_actors::role::shard_actor_name;
-use mlsd_actors::{NodeServices, RoleActor, RoleArgs, RoleSettings, Router};
+use mlsd_actors::{NodeServices, RoleActor, RoleArgs, Router};
+use mlsd_roles::RoleSettings;
 use mlsd_transport::Role;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 

@@ -22,16 +22,21 @@
 #![warn(missing_docs)]
 
 pub mod codec;
+#[cfg(feature = "quic")]
 pub mod endpoint;
 pub mod envelope;
+#[cfg(feature = "quic")]
 pub mod frame;
 pub mod limits;
 pub mod protocol;
 pub mod sealed;
 pub mod ticket;
+#[cfg(feature = "quic")]
 pub mod tls;
 
 pub use codec::CodecError;
+#[cfg(feature = "quic")]
 pub use endpoint::{call, CallError};
+#[cfg(feature = "quic")]
 pub use frame::FrameError;
 pub use protocol::{Request, Response, Role, WireError, PROTOCOL_VERSION};

@@ -26,16 +26,16 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, Supervi
 use zeroize::Zeroizing;
 
 use super::anonymizer::{AnonState, Anonymizer, Job, KeyGuard, Sealing};
-use super::group::FanoutPlan;
-use super::tally::Tally;
-use crate::contract::Router;
+use crate::router::Router;
+use mlsd_roles::ids::group::FanoutPlan;
+use mlsd_roles::ids::tally::Tally;
 
 /// Attempts per recipient before the fan-out gives up on it.
 pub const MAX_ATTEMPTS: u32 = 3;
 
 // When copies leave is the tally's decision; the sizes are named here too
 // because the bench and tests know them as the fan-out's.
-pub use super::tally::{ENQUEUE_CHUNK, ENQUEUE_FIRST};
+pub use mlsd_roles::ids::tally::{ENQUEUE_CHUNK, ENQUEUE_FIRST};
 
 /// The stop reason of a fan-out after which no retry can store more: every
 /// copy stored, or the missing ones are missing for good. Any other end (a

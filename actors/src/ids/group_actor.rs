@@ -20,13 +20,13 @@ use std::collections::HashMap;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
 use super::fanout::{Fanout, FanoutArgs, DONE};
-use super::group::{day_of, Accepted, GroupCore};
-use super::kept::{self, KeptSend};
 use super::slots::{FanoutSlot, FanoutSlots};
-use crate::budget::{seconds, Budget};
-use crate::contract::Router;
 use crate::replica::ShardStore;
+use crate::router::Router;
 use crate::storage::Batch;
+use mlsd_roles::budget::{seconds, Budget};
+use mlsd_roles::ids::group::{day_of, Accepted, GroupCore};
+use mlsd_roles::ids::kept::{self, KeptSend};
 
 /// Messages of a group actor.
 pub enum GroupMsg {
@@ -150,7 +150,7 @@ impl Actor for GroupActor {
         me: ActorRef<GroupMsg>,
         args: GroupArgs,
     ) -> Result<GroupState, ActorProcessingErr> {
-        let core = GroupCore::load(&args.group, args.store.as_ref() as &dyn crate::View)?;
+        let core = GroupCore::load(&args.group, args.store.as_ref() as &dyn mlsd_roles::View)?;
         if args.chaos_hooks {
             let name = super::process_group(&args.node, ChaosTarget::Group);
             ractor::pg::join(name, vec![me.get_cell()]);
@@ -204,7 +204,7 @@ impl Actor for GroupActor {
                     return Ok(());
                 }
                 let store = st.args.store.clone();
-                match st.core.collect(cutoff, store.as_ref() as &dyn crate::View) {
+                match st.core.collect(cutoff, store.as_ref() as &dyn mlsd_roles::View) {
                     Ok(Some(writes)) => {
                         if st.write(writes).await.is_ok() {
                             tracing::info!("collected a group idle since day {day}");
@@ -243,7 +243,7 @@ impl Actor for GroupActor {
                         return Ok(());
                     }
                 };
-                let view: &dyn crate::View = st.args.store.as_ref();
+                let view: &dyn mlsd_roles::View = st.args.store.as_ref();
                 let accepted = st.core.accept_send(&body, &mac, view, now);
                 // Durable before any copy leaves, with the day's activity.
                 let accepted = match accepted {
@@ -310,15 +310,18 @@ impl Actor for GroupActor {
         let writes = match (done, from_kept) {
             (true, true) => Ok(kept::forget(group, &message_id)),
             (true, false) => Ok(Batch::new()),
-            (false, _) => {
-                kept::keep(st.args.store.as_ref() as &dyn crate::View, group, &message_id, &keep)
-                    .map(|(writes, room)| {
-                        if !room {
-                            tracing::warn!("too many sends with missing copies kept for one group");
-                        }
-                        writes
-                    })
-            }
+            (false, _) => kept::keep(
+                st.args.store.as_ref() as &dyn mlsd_roles::View,
+                group,
+                &message_id,
+                &keep,
+            )
+            .map(|(writes, room)| {
+                if !room {
+                    tracing::warn!("too many sends with missing copies kept for one group");
+                }
+                writes
+            }),
         };
         // These writes change no core state: a failure leaves the group as is.
         let r = match writes {

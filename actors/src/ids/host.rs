@@ -13,10 +13,10 @@ use std::sync::Arc;
 use mlsd_transport::{Request, Role, WireError};
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 
-use super::group::{day_of, parse_idle_key, IDLE_INDEX, MAX_GROUP_ID};
 use super::group_actor::{GroupActor, GroupArgs, GroupMsg};
-use crate::contract::{not_mine, pong, Decision};
 use crate::role::{not_here, RoleArgs, RoleMsg};
+use mlsd_roles::contract::{not_mine, pong, Decision};
+use mlsd_roles::ids::group::{day_of, parse_idle_key, IDLE_INDEX, MAX_GROUP_ID};
 
 /// The IDS role actor.
 pub struct IdsHost;

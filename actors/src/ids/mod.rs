@@ -13,25 +13,20 @@
 //!
 //! # Layout
 //! - [`host`]: the IDS role actor, which hosts the group actors.
-//! - [`group`]: the group state machine (epochs, MACs, one commit per epoch);
-//!   [`group_actor`]: the actor that hosts one group's.
-//! - [`fanout`]: the fan-out actor; [`tally`]: its bookkeeping (when copies
-//!   leave for the ODS, what the sender is told), apart from the actors.
+//! - [`group_actor`]: the actor that hosts one group's state machine
+//!   (`mlsd_roles::ids::group`, with the kept sends and a fan-out's tally).
+//! - [`fanout`]: the fan-out actor.
 //! - [`anonymizer`]: the anonymizer actor, envelope sealing and its counters.
-//! - [`kept`]: sends kept past the accepted-epochs window while copies are
-//!   missing, so their retries complete.
-//! - [`slots`]: fan-outs at once per node (copy budgets are `crate::budget`).
+//! - [`slots`]: fan-outs at once per node (copy budgets are
+//!   `mlsd_roles::budget`).
 
 pub mod anonymizer;
 pub mod fanout;
-pub mod group;
 pub mod group_actor;
-#[cfg(test)]
-mod group_core_tests;
 pub mod host;
-pub mod kept;
+#[cfg(test)]
+mod host_tests;
 pub mod slots;
-pub mod tally;
 
 use mlsd_transport::protocol::ChaosTarget;
 

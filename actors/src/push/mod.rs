@@ -23,7 +23,7 @@
 //! - this module: the queue, retries and backoff.
 
 pub mod http;
-pub mod target;
+pub use mlsd_roles::push as target;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;

@@ -23,10 +23,11 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::Context;
 use mlsd_actors::ids::anonymizer::seal_copy;
 use mlsd_actors::ids::fanout::ENQUEUE_CHUNK;
-use mlsd_actors::ods::OdsLogic;
-use mlsd_actors::settings::OdsSettings;
-use mlsd_actors::{RocksStore, RoleContext, RoleLogic};
+use mlsd_actors::RocksStore;
 use mlsd_client::{Client, Connection};
+use mlsd_roles::ods::OdsLogic;
+use mlsd_roles::settings::OdsSettings;
+use mlsd_roles::{RoleContext, RoleLogic};
 use mlsd_transport::protocol::{EnqueueItem, Recipients, RosterEntry, RosterMode};
 use mlsd_transport::{endpoint, tls, Request, Response};
 
@@ -96,7 +97,7 @@ pub async fn run(opts: BenchOpts) -> anyhow::Result<()> {
     let other_limits = (seal_per_core * cores as f64).min(quic / env_len as f64);
     let ceiling = other_limits.min(enqueue);
     let anon_n = if opts.quick { 2_000 } else { 10_000 };
-    let in_flight = mlsd_actors::settings::default_anonymizer_concurrency();
+    let in_flight = mlsd_roles::settings::default_anonymizer_concurrency();
     let anon = anonymizer_rounds(anon_n, in_flight, rounds).await?;
     let (anon_us, job_us, seal_cpu_us) = (anon.wall_us, anon.job_us, anon.seal_cpu_us);
     let (anon_cpu_us, actor_cpu_us) = (anon.cpu_us, anon.actor_cpu_us);

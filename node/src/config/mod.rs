@@ -113,7 +113,7 @@ pub struct TicketsConfig {
     pub required: bool,
     /// `fetch_per_day`, `mailbox_per_day`, `group_per_day`,
     /// `blob_chunks_per_day`: what one identity may take per day.
-    pub allowance: mlsd_actors::settings::TicketAllowance,
+    pub allowance: mlsd_roles::settings::TicketAllowance,
 }
 
 /// A whole cluster config, validated, with paths made absolute.
@@ -312,14 +312,14 @@ impl ClusterConfig {
                 .min(u32::MAX as u64) as u32;
         let sds_abandoned_upload_days =
             small("sds.abandoned_upload_days", raw.sds.abandoned_upload_days, 7, 3650)?;
-        let d = mlsd_actors::settings::DEFAULT_TICKETS;
+        let d = mlsd_roles::settings::DEFAULT_TICKETS;
         let per_day = |key: &'static str, v: Option<u32>, d: u32| {
             positive(key, v.map(u64::from), u64::from(d)).map(|v| v.min(u32::MAX as u64) as u32)
         };
         let t = &raw.tickets;
         let tickets = TicketsConfig {
             required: t.required.unwrap_or(true),
-            allowance: mlsd_actors::settings::TicketAllowance {
+            allowance: mlsd_roles::settings::TicketAllowance {
                 fetch: per_day("tickets.fetch_per_day", t.fetch_per_day, d.fetch)?,
                 mailbox: per_day("tickets.mailbox_per_day", t.mailbox_per_day, d.mailbox)?,
                 group: per_day("tickets.group_per_day", t.group_per_day, d.group)?,

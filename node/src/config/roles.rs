@@ -161,7 +161,7 @@ impl OdsConfig {
             max_capabilities: small(
                 "ods.max_capabilities",
                 raw.max_capabilities,
-                mlsd_actors::settings::DEFAULT_MAX_CAPABILITIES as u64,
+                mlsd_roles::settings::DEFAULT_MAX_CAPABILITIES as u64,
                 1_000_000,
             )?,
             open_rate_per_minute: small(
@@ -184,7 +184,7 @@ impl IdsConfig {
             anonymizer_concurrency: small(
                 "ids.anonymizer_concurrency",
                 raw.anonymizer_concurrency,
-                mlsd_actors::settings::default_anonymizer_concurrency() as u64,
+                mlsd_roles::settings::default_anonymizer_concurrency() as u64,
                 4096,
             )?,
             group_idle: Duration::from_secs(positive(
@@ -215,7 +215,7 @@ impl IdsConfig {
             idle_group_days: small(
                 "ids.idle_group_days",
                 raw.idle_group_days,
-                mlsd_actors::settings::DEFAULT_IDLE_GROUP_DAYS as u64,
+                mlsd_roles::settings::DEFAULT_IDLE_GROUP_DAYS as u64,
                 36_500,
             )?,
         })

@@ -28,7 +28,8 @@ use mlsd_actors::replica::machine::ShardMachine;
 use mlsd_actors::replica::recovery::{Rebuild, Recovery};
 use mlsd_actors::replica::{node_id, Member, NodeId, RaftShard, ShardConfig, ShardId, ShardRaft};
 use mlsd_actors::role::shard_actor_name;
-use mlsd_actors::{RoleMsg, Store};
+use mlsd_actors::RoleMsg;
+use mlsd_roles::Store;
 use mlsd_transport::codec;
 use mlsd_transport::protocol::{RaftCall, RaftRpc, ShardLine};
 use openraft::error::{InitializeError, RaftError};
@@ -80,13 +81,13 @@ impl Shards {
     ) -> Result<Arc<Shards>, ShardsError> {
         let mine: Vec<ShardId> = placement::replicated_by(&config, &me.name).collect();
         let start_err = |shard: ShardId| {
-            move |e: mlsd_actors::StoreError| ShardsError::Start { shard, why: e.to_string() }
+            move |e: mlsd_roles::StoreError| ShardsError::Start { shard, why: e.to_string() }
         };
         // An empty store lost its data or never had any: every replica
         // rebuilds (recorded first, so a crash keeps the rule) until its
         // peers tell which. Otherwise those recorded as rebuilding go on.
         let empty = store
-            .scan_from(mlsd_actors::Space::Raft, &[], &[], 1)
+            .scan_from(mlsd_roles::Space::Raft, &[], &[], 1)
             .map(|r| r.is_empty())
             .unwrap_or(false);
         let mut recovering = BTreeMap::new();

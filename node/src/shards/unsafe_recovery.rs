@@ -12,7 +12,7 @@ use mlsd_actors::replica::log::ShardLog;
 use mlsd_actors::replica::unsafe_recovery::{keep_only, Recovered, UnsafeRecoveryError};
 use mlsd_actors::replica::{recovery, ShardId};
 use mlsd_actors::storage::RocksStore;
-use mlsd_actors::Store;
+use mlsd_roles::Store;
 use mlsd_transport::Role;
 
 use super::placement;

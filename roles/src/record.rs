@@ -10,7 +10,7 @@
 //!
 //! Raw values (sealed envelopes, blob chunks, counters, digests) carry no tag
 //! of their own: the key layout defines them, and the data dir's layout
-//! version ([`crate::layout`]) versions the key layout.
+//! version (`mlsd_actors::layout`) versions the key layout.
 
 use mlsd_transport::codec;
 use mlsd_transport::protocol::ClusterError;

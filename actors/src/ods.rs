@@ -11,8 +11,9 @@ use mlsd_transport::protocol::MailboxId;
 use mlsd_transport::{Request, Response};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
-use crate::contract::{Effect, Sink};
 use crate::role::{Hosted, RoleArgs, RoleMsg};
+use crate::router::Sink;
+use mlsd_roles::contract::Effect;
 
 /// The ODS role actor.
 pub struct OdsHost;
@@ -147,9 +148,9 @@ mod tests {
     use mlsd_transport::{Role, WireError};
 
     use super::*;
-    use crate::contract::Router;
-    use crate::settings::RoleSettings;
+    use crate::router::Router;
     use crate::storage::MemStore;
+    use mlsd_roles::settings::RoleSettings;
 
     /// The ODS asks no other role anything; this router is never used.
     struct Nowhere;
@@ -236,7 +237,9 @@ mod tests {
         let open = Request::Ods(OdsRequest::OpenMailbox { mailbox, auth_key, push: None });
         let r = ractor::call!(actor, |reply| RoleMsg::Request { request: open, reply }).unwrap();
         assert_eq!(r, Response::MailboxOpened);
-        let counter = crate::sig::unix(std::time::SystemTime::now()) * 1000;
+        let counter =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+                * 1000;
         let signature = key
             .sign(&signing_bytes(LABEL_SUBSCRIBE, &(mailbox, counter, 0u64)))
             .to_bytes()

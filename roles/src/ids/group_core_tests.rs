@@ -3,90 +3,15 @@
 //! every refusal leaving storage as it was.
 
 use mlsd_transport::protocol::{BadFrame, IdsError};
-use openmls::prelude::tls_codec::Serialize as _;
-use openmls::prelude::{
-    BasicCredential, CredentialWithKey, GroupId, LeafNodeParameters, MlsGroup, MlsGroupCreateConfig,
-};
-use openmls_basic_credential::SignatureKeyPair;
-use openmls_rust_crypto::OpenMlsRustCrypto;
-use openmls_traits::OpenMlsProvider;
 
 use mlsd_transport::protocol::ids::send_mac;
-use mlsd_transport::protocol::{
-    CommitExtras, DeliveryCap, Recipients, RosterEntry, RosterMode, SendBody,
-};
+use mlsd_transport::protocol::{RosterMode, SendBody};
 use mlsd_transport::WireError;
 
 use super::group::{parse_idle_key, Accepted, GroupCore, IDLE_INDEX};
-use crate::cs::CIPHERSUITE;
 use crate::storage::{Batch, MemStore, Store, View};
 
-const GID: &[u8] = b"group-under-test";
-
-/// One member's MLS state for group [`GID`], to make real messages with.
-struct Member {
-    provider: OpenMlsRustCrypto,
-    signer: SignatureKeyPair,
-    group: MlsGroup,
-}
-
-impl Member {
-    fn new() -> Self {
-        let provider = OpenMlsRustCrypto::default();
-        let signer = SignatureKeyPair::new(CIPHERSUITE.signature_algorithm()).unwrap();
-        let cwk = CredentialWithKey {
-            credential: BasicCredential::new(b"alice/phone".to_vec()).into(),
-            signature_key: signer.public().into(),
-        };
-        let config = MlsGroupCreateConfig::builder().ciphersuite(CIPHERSUITE).build();
-        let group =
-            MlsGroup::new_with_group_id(&provider, &signer, &config, GroupId::from_slice(GID), cwk)
-                .unwrap();
-        Member { provider, signer, group }
-    }
-
-    /// An application message of the current epoch.
-    fn message(&mut self, text: &[u8]) -> Vec<u8> {
-        let m = self.group.create_message(&self.provider, &self.signer, text).unwrap();
-        m.tls_serialize_detached().unwrap()
-    }
-
-    /// A self-update commit of the current epoch (not merged: a commit
-    /// another member might race).
-    fn commit(&mut self) -> Vec<u8> {
-        let b = self
-            .group
-            .self_update(&self.provider, &self.signer, LeafNodeParameters::default())
-            .unwrap();
-        let bytes = b.commit().tls_serialize_detached().unwrap();
-        self.group.clear_pending_commit(self.provider.storage()).unwrap();
-        bytes
-    }
-}
-
-fn roster() -> Vec<RosterEntry> {
-    (1..=3u8)
-        .map(|i| RosterEntry { cap: DeliveryCap { shard: [i; 2], token: [i; 32] }, key: [i; 32] })
-        .collect()
-}
-
-/// A client-mode send of `message` under id `[id; 32]`; a commit when
-/// `next_auth` is given.
-fn send(message: Vec<u8>, id: u8, next_auth: Option<[u8; 32]>) -> SendBody {
-    SendBody {
-        group: GID.to_vec(),
-        message_id: [id; 32],
-        message,
-        recipients: Recipients::Roster(roster()),
-        skip: Some(DeliveryCap { shard: [1; 2], token: [1; 32] }),
-        commit: next_auth.map(|next_auth_key| CommitExtras {
-            welcome: None,
-            welcome_to: Vec::new(),
-            next_auth_key,
-            next_roster: None,
-        }),
-    }
-}
+use super::fixtures::{send, Member, GID};
 
 /// The core's decision on `body` MACed with `auth`, its writes applied.
 fn accept(
@@ -288,109 +213,4 @@ fn an_idle_group_is_collected_whole_and_a_group_sharing_its_prefix_is_left_alone
     assert_eq!(again.epoch(), None);
     assert!(again.create(RosterMode::Client, [1; 32], None).is_ok());
     assert_eq!(GroupCore::load(&other_id, &store).unwrap().epoch(), Some(0));
-}
-
-/// A router whose enqueues say they arrived, wait for `gate`, then store
-/// every copy: a fan-out held half-way.
-struct Gated {
-    arrived: std::sync::Arc<tokio::sync::Notify>,
-    gate: std::sync::Arc<tokio::sync::Semaphore>,
-}
-
-impl crate::contract::Router for Gated {
-    fn route(
-        &self,
-        _req: mlsd_transport::Request,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = mlsd_transport::Response> + Send + '_>>
-    {
-        Box::pin(async {
-            mlsd_transport::Response::Error(WireError::Cluster(
-                mlsd_transport::protocol::ClusterError::Internal("no routes here".into()),
-            ))
-        })
-    }
-    fn enqueue(
-        &self,
-        items: Vec<mlsd_transport::protocol::EnqueueItem>,
-    ) -> std::pin::Pin<
-        Box<
-            dyn std::future::Future<Output = Vec<mlsd_transport::protocol::EnqueueResult>>
-                + Send
-                + '_,
-        >,
-    > {
-        Box::pin(async move {
-            self.arrived.notify_one();
-            let _pass = self.gate.acquire().await;
-            (1..=items.len() as u64)
-                .map(|seq| mlsd_transport::protocol::EnqueueResult::Stored { seq })
-                .collect()
-        })
-    }
-}
-
-/// The node stops leading the group's shard while a fan-out is half-way:
-/// the group actor refuses new requests at once (retryably), but the
-/// running fan-out finishes and its sender is told every copy was stored.
-/// (Stopped at once, the group actor took its fan-out down with it: some
-/// copies out, the rest only on a retry, possibly many epochs later.)
-#[tokio::test]
-async fn a_fan_out_running_when_leadership_moves_finishes() {
-    use crate::role::{RoleArgs, RoleMsg};
-    use mlsd_transport::protocol::{ClusterError, IdsRequest};
-    use mlsd_transport::{Request, Response, Role};
-    use ractor::Actor;
-    use std::sync::Arc;
-
-    let arrived = Arc::new(tokio::sync::Notify::new());
-    let gate = Arc::new(tokio::sync::Semaphore::new(0));
-    let router = Gated { arrived: arrived.clone(), gate: gate.clone() };
-    let args = RoleArgs {
-        node: "t".into(),
-        role: Role::Ids,
-        store: Arc::new(crate::replica::Local(Arc::new(MemStore::new()))),
-        settings: Arc::new(crate::settings::RoleSettings::default()),
-        services: Arc::new(crate::services::NodeServices::standalone()),
-        router: Arc::new(router),
-    };
-    let (host, handle) = Actor::spawn(None, super::host::IdsHost, args).await.unwrap();
-    async fn ask(host: &ractor::ActorRef<RoleMsg>, request: Request) -> Response {
-        ractor::call!(host, |reply| RoleMsg::Request { request, reply }).unwrap()
-    }
-    let create = Request::Ids(IdsRequest::CreateGroup {
-        group: GID.to_vec(),
-        mode: RosterMode::Client,
-        auth_key: [0; 32],
-        roster: None,
-    });
-    assert_eq!(ask(&host, create).await, Response::GroupCreated);
-    let mut alice = Member::new();
-    let body = send(alice.message(b"half-way"), 1, None);
-    let mac = send_mac(&[0; 32], &body);
-    let req = Request::Ids(IdsRequest::Send { body: Box::new(body), mac });
-    let first = {
-        let (host, req) = (host.clone(), req.clone());
-        tokio::spawn(async move {
-            ractor::call!(host, |reply| RoleMsg::Request { request: req, reply })
-        })
-    };
-    tokio::time::timeout(std::time::Duration::from_secs(5), arrived.notified())
-        .await
-        .expect("the fan-out reached the ODS");
-    host.send_message(RoleMsg::Deposed).unwrap();
-    // Once the group actor has retired, a request for the group is
-    // refused retryably (sent again, it reaches the shard's new leader).
-    let again = ask(&host, req).await;
-    assert!(
-        matches!(again, Response::Error(WireError::Cluster(ClusterError::NotLeader { .. }))),
-        "{again:?}"
-    );
-    gate.add_permits(100);
-    let first = tokio::time::timeout(std::time::Duration::from_secs(5), first)
-        .await
-        .expect("the first send is answered")
-        .unwrap();
-    assert_eq!(first.ok(), Some(Response::Sent { copies: 2 }), "the fan-out finished");
-    host.stop(None);
-    handle.await.unwrap();
 }

@@ -23,11 +23,12 @@
 //!
 //! # Layout
 //! - this module: the ODS state machine ([`OdsLogic`]);
-//! - [`caps`]: delivery capabilities (issue, revoke, check);
-//! - [`host`]: the ODS role actor, which also holds the live subscribers.
+//! - [`caps`]: delivery capabilities (issue, revoke, check).
+//!
+//! The ODS role actor, which also holds the live subscribers, is
+//! `mlsd_actors::ods`.
 
 pub mod caps;
-pub mod host;
 
 use mlsd_transport::protocol::{AuthError, BadFrame, OdsError, OdsRequest};
 use std::collections::HashMap;
@@ -139,7 +140,7 @@ impl OdsLogic {
     ) -> Result<Decision, WireError> {
         verifying_key(&auth_key)?;
         if let Some(p) = &push {
-            if p.nonce.len() != 24 || p.ciphertext.len() > crate::push::target::MAX_URL + 16 {
+            if p.nonce.len() != 24 || p.ciphertext.len() > crate::push::MAX_URL + 16 {
                 return Err(WireError::Frame(BadFrame::Malformed("sealed push endpoint".into())));
             }
         }

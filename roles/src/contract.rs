@@ -1,5 +1,6 @@
 //! The contract every role's logic implements, apart from the hosts that run
-//! it (`role` for the generic role actor, `ids::group_actor` for groups).
+//! it (`mlsd_actors::role` for the generic role actor, `mlsd_actors::ids` for
+//! groups).
 //!
 //! Logic is a state machine: it takes a request, the current time and a
 //! read-only [`View`] of storage, and returns a [`Decision`]: the reply, the
@@ -9,12 +10,10 @@
 //! and a host can ship the writes elsewhere (to a shard's replicas) before
 //! replying. No file of this crate that this one imports imports it back.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::time::SystemTime;
 
 use mlsd_transport::protocol::{
-    AuthError, ClusterError, Delivered, EnqueueItem, EnqueueResult, MailboxId, NodeRequest,
+    AuthError, ClusterError, Delivered, EnqueueItem, MailboxId, NodeRequest,
 };
 use mlsd_transport::{Request, Response, Role, WireError};
 
@@ -75,7 +74,7 @@ impl Decision {
     /// The reply once the writes are applied to `store`: what a role's unit
     /// tests check, as a client would see it.
     #[cfg(test)]
-    pub(crate) fn applied(self, store: &dyn Store) -> Response {
+    pub fn applied(self, store: &dyn Store) -> Response {
         self.apply(store).expect("test store write").0
     }
 }
@@ -138,34 +137,16 @@ pub enum Effect {
     },
 }
 
-/// Where a live subscription's envelopes go.
-pub type Sink = tokio::sync::mpsc::Sender<Vec<Delivered>>;
-
-/// Routes a request to the node that owns it, as the node's server does for
-/// clients. Implemented by the node crate; role actors use it for
-/// prerequisites and the IDS for enqueueing, so they never know where other
-/// roles run.
-pub trait Router: Send + Sync + 'static {
-    /// Serves `req` locally or at its owner.
-    fn route(&self, req: Request) -> Pin<Box<dyn Future<Output = Response> + Send + '_>>;
-    /// Hands envelopes to the ODS owners of their mailboxes, one shuffled
-    /// batch per owner node; one result per item, in order.
-    fn enqueue(
-        &self,
-        items: Vec<EnqueueItem>,
-    ) -> Pin<Box<dyn Future<Output = Vec<EnqueueResult>> + Send + '_>>;
-}
-
 /// Answers `Ping` for any role: the reply names the node and role that handled
 /// it, which is what routing tests and `mlsc ping` check.
-pub(crate) fn pong(role: Role, ctx: &RoleContext<'_>) -> Response {
+pub fn pong(role: Role, ctx: &RoleContext<'_>) -> Response {
     Response::Pong { node: ctx.node.to_string(), role }
 }
 
 /// A failure inside the node (storage, encoding) as the error a client gets:
 /// the request had no effect. Every role's logic maps its storage errors
 /// with this.
-pub(crate) fn internal(e: impl std::fmt::Display) -> WireError {
+pub fn internal(e: impl std::fmt::Display) -> WireError {
     WireError::Cluster(ClusterError::Internal(e.to_string()))
 }
 
@@ -173,7 +154,7 @@ pub(crate) fn internal(e: impl std::fmt::Display) -> WireError {
 /// defect, refused without changing anything. Each role's `handle` takes its
 /// own requests out of [`Request`] and sends the rest here, so its match on
 /// them is exhaustive.
-pub(crate) fn not_mine(role: Role, req: &Request) -> Decision {
+pub fn not_mine(role: Role, req: &Request) -> Decision {
     let why = format!("{role} cannot serve {req:?}");
     Decision::reply(Response::Error(ClusterError::Internal(why).into()))
 }
