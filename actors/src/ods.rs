@@ -50,6 +50,8 @@ impl OdsState {
                         pusher.notify(url);
                     }
                 }
+                // Only the IDS's logic fans out; its host runs it.
+                Effect::FanOut(_) => tracing::error!("the ODS logic asked for a fan-out"),
             }
         }
     }

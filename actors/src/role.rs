@@ -113,13 +113,19 @@ pub struct RoleArgs {
 impl RoleArgs {
     /// The context of a request arriving now.
     pub(crate) fn ctx(&self) -> RoleContext<'_> {
-        let store: &dyn crate::storage::View = self.store.as_ref();
-        RoleContext {
-            node: &self.node,
-            store,
-            now: SystemTime::now(),
-            random: zeroize::Zeroizing::new(rand::random()),
-        }
+        context(&self.node, self.store.as_ref())
+    }
+}
+
+/// The context of a request arriving now at a host on `node` reading
+/// `store`: the shells' clock and the operating system's random generator
+/// are read here, and only here, for the logic.
+pub(crate) fn context<'a>(node: &'a str, store: &'a dyn crate::storage::View) -> RoleContext<'a> {
+    RoleContext {
+        node,
+        store,
+        now: SystemTime::now(),
+        random: zeroize::Zeroizing::new(rand::random()),
     }
 }
 

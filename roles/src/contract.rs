@@ -8,7 +8,8 @@
 //! afterwards. It never writes storage or does I/O itself, so the same inputs
 //! give the same decision, tests drive it on a [`crate::storage::MemStore`],
 //! and a host can ship the writes elsewhere (to a shard's replicas) before
-//! replying. No file of this crate that this one imports imports it back.
+//! replying. It names no role's logic: the one IDS type it carries, a
+//! fan-out ([`crate::ids::plan`]), is plain data that imports nothing here.
 
 use std::time::SystemTime;
 
@@ -135,6 +136,10 @@ pub enum Effect {
         /// The decrypted push endpoint, when the enqueue carried the push key.
         push: Option<zeroize::Zeroizing<String>>,
     },
+    /// The IDS accepted a send (its writes durable): fan its copies out.
+    /// The fan-out answers the sender with what the copies' enqueues came
+    /// to, in place of the decision's `response`.
+    FanOut(Box<crate::ids::plan::FanOut>),
 }
 
 /// Answers `Ping` for any role: the reply names the node and role that handled

@@ -27,7 +27,7 @@ use zeroize::Zeroizing;
 
 use super::anonymizer::{AnonState, Anonymizer, Job, KeyGuard, Sealing};
 use crate::router::Router;
-use mlsd_roles::ids::group::FanoutPlan;
+use mlsd_roles::ids::plan::FanoutPlan;
 use mlsd_roles::ids::tally::Tally;
 
 /// Attempts per recipient before the fan-out gives up on it.

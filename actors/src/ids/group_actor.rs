@@ -1,7 +1,10 @@
-//! The group actor: owns one group's [`GroupCore`], so a group's sends and
-//! commits are decided one at a time, and starts a fan-out actor for each
-//! accepted message. It stops itself after being idle; its state is in
-//! storage and the next request brings it back.
+//! The group actor: the serializer of one group's logic
+//! ([`GroupLogic`]), so a group's sends and commits are decided one at a
+//! time. It hands each request to the logic with the time, commits the
+//! writes the logic decided to the group's shard, and carries out the
+//! fan-out the decision names, one fan-out actor per accepted message. It
+//! stops itself after being idle; its state is in storage and the next
+//! request brings it back.
 //!
 //! When its node stops leading the group's shard (a failover, a leadership
 //! handover) it retires: it decides nothing more, but lets its running
@@ -13,8 +16,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use mlsd_transport::protocol::{ChaosTarget, ClusterError, RosterMode, SealedRoster, SendBody};
-use mlsd_transport::{Response, WireError};
+use mlsd_transport::protocol::{ChaosTarget, ClusterError, IdsRequest};
+use mlsd_transport::{Request, Response, WireError};
 use std::collections::HashMap;
 
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
@@ -22,32 +25,21 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, Supervi
 use super::fanout::{Fanout, FanoutArgs, DONE};
 use super::slots::{FanoutSlot, FanoutSlots};
 use crate::replica::ShardStore;
+use crate::role::context;
 use crate::router::Router;
 use crate::storage::Batch;
-use mlsd_roles::budget::{seconds, Budget};
-use mlsd_roles::ids::group::{day_of, Accepted, GroupCore};
-use mlsd_roles::ids::kept::{self, KeptSend};
+use mlsd_roles::ids::logic::{Collected, GroupLogic};
+use mlsd_roles::ids::plan::{FanOut, KeptSend};
+use mlsd_roles::{Decision, Effect, RoleLogic};
 
 /// Messages of a group actor.
 pub enum GroupMsg {
-    /// `CreateGroup`.
-    Create {
-        /// Roster mode.
-        mode: RosterMode,
-        /// `A(0)`.
-        auth_key: [u8; 32],
-        /// Sealed epoch-0 roster (stored mode).
-        roster: Option<SealedRoster>,
+    /// `CreateGroup` or `Send` for this group. A send's reply is answered
+    /// by its fan-out, once every copy is enqueued.
+    Request {
+        /// The request.
+        request: IdsRequest,
         /// Reply.
-        reply: RpcReplyPort<Response>,
-    },
-    /// `Send`.
-    Send {
-        /// The send.
-        body: Box<SendBody>,
-        /// Its MAC.
-        mac: [u8; 32],
-        /// Reply, answered by the fan-out when every copy is enqueued.
         reply: RpcReplyPort<Response>,
     },
     /// Stop if nothing arrived since generation `.0`.
@@ -70,7 +62,7 @@ impl GroupMsg {
     /// actor (its group id is malformed, or its actor cannot start).
     pub fn refuse(self, e: WireError) {
         match self {
-            GroupMsg::Create { reply, .. } | GroupMsg::Send { reply, .. } => {
+            GroupMsg::Request { reply, .. } => {
                 let _ = reply.send(Response::Error(e));
             }
             GroupMsg::IdleCheck(_) | GroupMsg::Collect { .. } | GroupMsg::Retire => {}
@@ -105,15 +97,15 @@ pub struct GroupArgs {
 
 /// State of a group actor.
 pub struct GroupState {
-    core: GroupCore,
+    /// The group's logic, with the copies it may still make (rebuilt full
+    /// when the actor restarts, which an idle group does after `idle`
+    /// anyway).
+    logic: GroupLogic,
     args: GroupArgs,
     generation: u64,
     /// Running fan-outs: their message id, what to keep if they end with
     /// copies missing, whether they retry a kept send, and their node slot.
     fanouts: HashMap<ActorId, ([u8; 32], KeptSend, bool, FanoutSlot)>,
-    /// Copies this group may still make (rebuilt full when the actor
-    /// restarts, which an idle group does after `idle` anyway).
-    budget: Budget,
     /// A write failed: the core is ahead of storage.
     stale: bool,
     /// Retired ([`GroupMsg::Retire`]): stops once `fanouts` is empty.
@@ -121,7 +113,32 @@ pub struct GroupState {
 }
 
 impl GroupState {
-    /// Makes the core's writes durable. If they fail, nothing of them is
+    /// Starts the fan-out of an accepted send, linked so we hear of its end:
+    /// one that leaves copies a retry may store (or dies) has its send kept,
+    /// so that retry completes however many commits come first.
+    async fn fan_out(
+        &mut self,
+        me: &ActorRef<GroupMsg>,
+        fanout: FanOut,
+        reply: RpcReplyPort<Response>,
+        slot: FanoutSlot,
+    ) -> Result<(), ActorProcessingErr> {
+        let FanOut { plan, keep, from_kept } = fanout;
+        let tracked = (plan.message_id, keep, from_kept, slot);
+        let args = FanoutArgs {
+            node: self.args.node.clone(),
+            plan,
+            router: self.args.router.clone(),
+            reply,
+            concurrency: self.args.concurrency,
+            chaos_hooks: self.args.chaos_hooks,
+        };
+        let (f, _) = Actor::spawn_linked(None, Fanout, args, me.get_cell()).await?;
+        self.fanouts.insert(f.get_id(), tracked);
+        Ok(())
+    }
+
+    /// Makes the logic's writes durable. If they fail, nothing of them is
     /// applied, the request is refused (it can be retried), and the actor
     /// ends after this message (the core had moved on as if they had
     /// landed); the next request starts it again from storage.
@@ -150,22 +167,23 @@ impl Actor for GroupActor {
         me: ActorRef<GroupMsg>,
         args: GroupArgs,
     ) -> Result<GroupState, ActorProcessingErr> {
-        let core = GroupCore::load(&args.group, args.store.as_ref() as &dyn mlsd_roles::View)?;
+        let logic = GroupLogic::load(
+            &args.group,
+            args.copies_per_second,
+            &context(&args.node, args.store.as_ref()),
+        )?;
         if args.chaos_hooks {
             let name = super::process_group(&args.node, ChaosTarget::Group);
             ractor::pg::join(name, vec![me.get_cell()]);
         }
         me.send_after(args.idle, || GroupMsg::IdleCheck(0));
-        let budget =
-            Budget::per_second(args.copies_per_second, seconds(std::time::SystemTime::now()));
         Ok(GroupState {
-            core,
+            logic,
             args,
             generation: 0,
             fanouts: HashMap::new(),
             stale: false,
             retired: false,
-            budget,
         })
     }
 
@@ -204,75 +222,47 @@ impl Actor for GroupActor {
                     return Ok(());
                 }
                 let store = st.args.store.clone();
-                match st.core.collect(cutoff, store.as_ref() as &dyn mlsd_roles::View) {
-                    Ok(Some(writes)) => {
+                match st.logic.collect(day, cutoff, store.as_ref() as &dyn mlsd_roles::View) {
+                    Ok(Collected::Gone(writes)) => {
                         if st.write(writes).await.is_ok() {
                             tracing::info!("collected a group idle since day {day}");
                             me.stop(Some("collected".into()));
                             return Ok(());
                         }
                     }
-                    Ok(None) => {
-                        if let Some(writes) = st.core.stale_index_entry(day) {
-                            let _ = st.write(writes).await;
-                        }
+                    Ok(Collected::StaleEntry(writes)) => {
+                        let _ = st.write(writes).await;
                     }
+                    Ok(Collected::Active) => {}
                     Err(e) => tracing::warn!(error = %e, "cannot collect an idle group"),
                 }
             }
-            GroupMsg::Create { mode, auth_key, roster, reply } => {
-                let today = day_of(std::time::SystemTime::now());
-                let r = st.core.create(mode, auth_key, roster).map(|mut writes| {
-                    st.core.touch(today, &mut writes);
-                    writes
-                });
-                let r = match r {
-                    Ok(writes) => st.write(writes).await.map(|()| Response::GroupCreated),
-                    Err(e) => Err(e),
+            GroupMsg::Request { request, reply } => {
+                // A send holds one of the node's fan-out slots until its
+                // fan-out ends; a refused one changes nothing.
+                let slot = match &request {
+                    IdsRequest::Send { .. } => match st.args.slots.acquire() {
+                        Ok(s) => Some(s),
+                        Err(e) => {
+                            let _ = reply.send(Response::Error(e));
+                            return Ok(());
+                        }
+                    },
+                    IdsRequest::CreateGroup { .. } => None,
                 };
-                let _ = reply.send(r.unwrap_or_else(Response::Error));
-            }
-            GroupMsg::Send { body, mac, reply } => {
-                let now = std::time::SystemTime::now();
-                // Budgets first, so a refused send changes nothing.
-                let slot = st.budget.admit(seconds(now)).and_then(|()| st.args.slots.acquire());
-                let slot = match slot {
-                    Ok(s) => s,
-                    Err(e) => {
-                        let _ = reply.send(Response::Error(e));
-                        return Ok(());
-                    }
+                let Decision { response, writes, mut effects } = {
+                    let ctx = context(&st.args.node, st.args.store.as_ref());
+                    st.logic.handle(Request::Ids(request), None, &ctx)
                 };
-                let view: &dyn mlsd_roles::View = st.args.store.as_ref();
-                let accepted = st.core.accept_send(&body, &mac, view, now);
                 // Durable before any copy leaves, with the day's activity.
-                let accepted = match accepted {
-                    Ok(mut a) => {
-                        st.core.touch(day_of(now), &mut a.writes);
-                        st.write(std::mem::take(&mut a.writes)).await.map(|()| a)
-                    }
-                    Err(e) => Err(e),
-                };
-                match accepted {
-                    Err(e) => {
-                        let _ = reply.send(Response::Error(e));
-                    }
-                    Ok(Accepted { plan, keep, from_kept, .. }) => {
-                        st.budget.charge(plan.copies(), seconds(now));
-                        let tracked = (plan.message_id, keep, from_kept, slot);
-                        let args = FanoutArgs {
-                            node: st.args.node.clone(),
-                            plan,
-                            router: st.args.router.clone(),
-                            reply,
-                            concurrency: st.args.concurrency,
-                            chaos_hooks: st.args.chaos_hooks,
-                        };
-                        // Linked so we hear of its end: one that leaves copies a
-                        // retry may store (or dies) has its send kept, so that
-                        // retry completes however many commits come first.
-                        let (f, _) = Actor::spawn_linked(None, Fanout, args, me.get_cell()).await?;
-                        st.fanouts.insert(f.get_id(), tracked);
+                if let Err(e) = st.write(writes).await {
+                    let _ = reply.send(Response::Error(e));
+                } else {
+                    match (effects.pop(), slot) {
+                        (Some(Effect::FanOut(fanout)), Some(slot)) => {
+                            st.fan_out(&me, *fanout, reply, slot).await?
+                        }
+                        _ => drop(reply.send(response)),
                     }
                 }
             }
@@ -306,23 +296,15 @@ impl Actor for GroupActor {
         let Some((message_id, keep, from_kept, _slot)) = st.fanouts.remove(&id) else {
             return Ok(());
         };
-        let group = st.core.group();
-        let writes = match (done, from_kept) {
-            (true, true) => Ok(kept::forget(group, &message_id)),
-            (true, false) => Ok(Batch::new()),
-            (false, _) => kept::keep(
-                st.args.store.as_ref() as &dyn mlsd_roles::View,
-                group,
-                &message_id,
-                &keep,
-            )
-            .map(|(writes, room)| {
+        let store = st.args.store.as_ref() as &dyn mlsd_roles::View;
+        let writes = st.logic.fanout_ended(&message_id, &keep, from_kept, done, store).map(
+            |(writes, room)| {
                 if !room {
                     tracing::warn!("too many sends with missing copies kept for one group");
                 }
                 writes
-            }),
-        };
+            },
+        );
         // These writes change no core state: a failure leaves the group as is.
         let r = match writes {
             Ok(w) if w.ops.is_empty() => Ok(()),

@@ -16,7 +16,8 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use super::group_actor::{GroupActor, GroupArgs, GroupMsg};
 use crate::role::{not_here, RoleArgs, RoleMsg};
 use mlsd_roles::contract::{not_mine, pong, Decision};
-use mlsd_roles::ids::group::{day_of, parse_idle_key, IDLE_INDEX, MAX_GROUP_ID};
+use mlsd_roles::ids::group::MAX_GROUP_ID;
+use mlsd_roles::ids::logic::{forget_idle_entry, group_of, idle_groups, IdleGroup};
 
 /// The IDS role actor.
 pub struct IdsHost;
@@ -144,14 +145,8 @@ impl Actor for IdsHost {
             state.term = term;
         }
         let creates = matches!(request, IdsRequest::CreateGroup { .. });
-        let (group, msg) = match request {
-            IdsRequest::CreateGroup { group, mode, auth_key, roster } => {
-                (group, GroupMsg::Create { mode, auth_key, roster, reply })
-            }
-            IdsRequest::Send { body, mac } => {
-                (body.group.clone(), GroupMsg::Send { body, mac, reply })
-            }
-        };
+        let group = group_of(&request).to_vec();
+        let msg = GroupMsg::Request { request, reply };
         if group.is_empty() || group.len() > MAX_GROUP_ID {
             msg.refuse(WireError::Frame(BadFrame::Malformed("group id length".into())));
             return Ok(());
@@ -215,25 +210,16 @@ impl IdsState {
     /// longer than `idle_group_days` to collect themselves.
     async fn sweep(&mut self, me: &ActorRef<RoleMsg>) {
         let days = self.args.settings.ids.idle_group_days;
-        let Some(cutoff) = day_of(std::time::SystemTime::now()).checked_sub(days) else { return };
-        let space = crate::storage::Space::Role(Role::Ids);
-        let rows = match self.args.store.scan_prefix(space, IDLE_INDEX, COLLECT_PER_CREATE) {
-            Ok(rows) => rows,
+        let idle = match idle_groups(&self.args.ctx(), days, COLLECT_PER_CREATE) {
+            Ok(idle) => idle,
             Err(e) => return tracing::warn!(error = %e, "cannot read the idle-group index"),
         };
-        for (key, _) in rows {
-            let Some((day, group)) = parse_idle_key(&key) else { continue };
-            if day > cutoff {
-                break;
-            }
+        for IdleGroup { day, group, entry, cutoff } in idle {
             match self.group(me, &group).await {
                 Ok(actor) => drop(actor.send_message(GroupMsg::Collect { day, cutoff })),
                 Err(e) => {
-                    // Unreadable: left as it is, but no longer a candidate.
                     tracing::warn!(error = %e, "an idle group cannot be loaded to collect it");
-                    let mut b = crate::storage::Batch::new();
-                    b.delete(space, key);
-                    let _ = self.args.store.commit(self.term, b).await;
+                    let _ = self.args.store.commit(self.term, forget_idle_entry(entry)).await;
                 }
             }
         }

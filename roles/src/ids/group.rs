@@ -1,5 +1,5 @@
 //! The IDS group state machine: one group's epoch, auth keys, accepted
-//! commits and (stored mode) sealed rosters; and the group actor around it.
+//! commits and (stored mode) sealed rosters ([`super::logic`] runs it).
 //!
 //! Storage (column family `ids`):
 //! - `g/GROUP` → [`GroupRecord`].
@@ -16,7 +16,7 @@
 use mlsd_transport::protocol::ids::{send_mac, MAX_ROSTER};
 use mlsd_transport::protocol::{AuthError, BadFrame, ClusterError, IdsError};
 use mlsd_transport::protocol::{
-    DeliveryCap, Recipients, RosterEntry, RosterMode, SealedRoster, SendBody, WelcomeCopy,
+    DeliveryCap, Recipients, RosterEntry, RosterMode, SealedRoster, SendBody,
 };
 use mlsd_transport::{codec, Role, WireError};
 use openmls::prelude::tls_codec::Deserialize as _;
@@ -24,7 +24,8 @@ use openmls::prelude::{ContentType, MlsMessageBodyIn, MlsMessageIn};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::kept::{self, KeptSend};
+use super::kept;
+use super::plan::{FanOut, FanoutPlan, KeptSend};
 use crate::contract::internal;
 use crate::record::{self, Stored};
 use crate::storage::{Batch, Space, View};
@@ -55,35 +56,12 @@ impl Stored for SealedRoster {
     const VERSION: u8 = 1;
 }
 
-/// Everything a fan-out needs, decided by the group state machine.
-pub struct FanoutPlan {
-    /// The send's message id.
-    pub message_id: [u8; 32],
-    /// The MLS message bytes.
-    pub message: std::sync::Arc<Vec<u8>>,
-    /// Recipients (the sender's own capability removed).
-    pub recipients: Vec<RosterEntry>,
-    /// The Welcome and where it goes.
-    pub welcome: Option<(std::sync::Arc<Vec<u8>>, Vec<WelcomeCopy>)>,
-}
-
-impl FanoutPlan {
-    /// Copies the fan-out makes: one per recipient and per Welcome copy.
-    pub fn copies(&self) -> u64 {
-        let welcomes = self.welcome.as_ref().map_or(0, |(_, to)| to.len());
-        (self.recipients.len() + welcomes) as u64
-    }
-}
-
-/// An accepted send: what to fan out, and what the group actor keeps if the
-/// fan-out leaves copies a retry may still store.
+/// An accepted send: what to fan out, and the writes that must be durable
+/// first.
 pub struct Accepted {
-    /// For the fan-out actor.
-    pub plan: FanoutPlan,
-    /// What a retry past the accepted-epochs window needs ([`kept`]).
-    pub keep: KeptSend,
-    /// Whether this is a retry of a kept send (forgotten once complete).
-    pub from_kept: bool,
+    /// The fan-out, with what the group keeps if it leaves copies a retry
+    /// may still store.
+    pub fanout: FanOut,
     /// What must be durable before any copy leaves: the accepted message id,
     /// and for a commit the next epoch's record and roster.
     pub writes: Batch,
@@ -544,7 +522,7 @@ impl GroupCore {
             c.welcome.as_ref().map(|w| (std::sync::Arc::new(w.clone()), c.welcome_to.clone()))
         });
         let plan = FanoutPlan { message_id: body.message_id, message, recipients, welcome };
-        Accepted { plan, keep, from_kept, writes: Batch::new() }
+        Accepted { fanout: FanOut { plan, keep, from_kept }, writes: Batch::new() }
     }
 
     /// The group id.

@@ -76,7 +76,7 @@ fn one_commit_per_epoch_and_the_loser_learns_the_epoch() {
     let a = accept(&mut core, &store, &won, [0; 32]).unwrap();
     assert_eq!(core.epoch(), Some(1));
     // Fanned out to everyone but the sender's own capability.
-    assert_eq!(a.plan.recipients.len(), 2);
+    assert_eq!(a.fanout.plan.recipients.len(), 2);
     let before = store.contents();
     let lost = send(bob.commit(), 2, Some([2; 32]));
     assert_eq!(
@@ -87,7 +87,7 @@ fn one_commit_per_epoch_and_the_loser_learns_the_epoch() {
     // The winner's retry (its answer was lost) is recognized and fanned out
     // again, with no second epoch.
     let again = accept(&mut core, &store, &won, [0; 32]).unwrap();
-    assert_eq!(again.plan.message_id, [1; 32]);
+    assert_eq!(again.fanout.plan.message_id, [1; 32]);
     assert_eq!(core.epoch(), Some(1));
     // And so after a restart of the group actor: it is all in storage.
     let mut reloaded = GroupCore::load(GID, &store).unwrap();

@@ -10,13 +10,13 @@
 //!   weeks on (by then the ODS no longer recognizes its copies, so a later
 //!   retry could duplicate them; the sender has long given up).
 
-use mlsd_transport::protocol::SealedRoster;
 use mlsd_transport::{Role, WireError};
-use serde::{Deserialize, Serialize};
 
 use crate::contract::internal;
 use crate::record::{self, Stored};
 use crate::storage::{Batch, Space, View};
+
+pub use super::plan::KeptSend;
 
 const SPACE: Space = Space::Role(Role::Ids);
 
@@ -27,21 +27,6 @@ pub const KEPT_WEEKS: u32 = 1;
 /// Most sends kept per group; past it a send is not kept (its retry then
 /// completes only within the accepted-epochs window) and a warning is logged.
 pub const MAX_KEPT: usize = 1024;
-
-/// What a retry of a kept send needs.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct KeptSend {
-    /// The send's epoch.
-    pub epoch: u64,
-    /// SHA-256 of the accepted send's body: a retry must be identical.
-    pub digest: [u8; 32],
-    /// `A(epoch)`, to check the retry's MAC.
-    pub auth_key: [u8; 32],
-    /// The epoch's sealed roster (stored mode).
-    pub roster: Option<SealedRoster>,
-    /// Weeks since 1970 when it was kept.
-    pub week: u32,
-}
 
 impl Stored for KeptSend {
     const KIND: &'static str = "IDS kept send";
