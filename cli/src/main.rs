@@ -224,7 +224,7 @@ fn sim(seeds: std::ops::Range<u64>, trace: bool) -> anyhow::Result<()> {
         }
     }
     println!(
-        "{runs} seeds held every invariant in {:.1?}: {commits} commits and {writes} writes acknowledged",
+        "{runs} seeds held every invariant in {:.1?}: {commits} commits and {writes} messages acknowledged",
         start.elapsed()
     );
     Ok(())

@@ -20,7 +20,8 @@ use crate::cs::CIPHERSUITE;
 /// The id of the group every fixture message belongs to.
 pub const GID: &[u8] = b"group-under-test";
 
-/// One member's MLS state for group [`GID`], to make real messages with.
+/// One member's MLS state for a group ([`GID`] unless made with
+/// [`Member::of`]), to make real messages with.
 pub struct Member {
     provider: OpenMlsRustCrypto,
     signer: SignatureKeyPair,
@@ -34,8 +35,13 @@ impl Default for Member {
 }
 
 impl Member {
-    /// A fresh one-member group.
+    /// A fresh one-member group [`GID`].
     pub fn new() -> Self {
+        Self::of(GID)
+    }
+
+    /// A fresh one-member group `gid`.
+    pub fn of(gid: &[u8]) -> Self {
         let provider = OpenMlsRustCrypto::default();
         let signer = SignatureKeyPair::new(CIPHERSUITE.signature_algorithm()).unwrap();
         let cwk = CredentialWithKey {
@@ -44,7 +50,7 @@ impl Member {
         };
         let config = MlsGroupCreateConfig::builder().ciphersuite(CIPHERSUITE).build();
         let group =
-            MlsGroup::new_with_group_id(&provider, &signer, &config, GroupId::from_slice(GID), cwk)
+            MlsGroup::new_with_group_id(&provider, &signer, &config, GroupId::from_slice(gid), cwk)
                 .unwrap();
         Member { provider, signer, group }
     }
@@ -66,10 +72,22 @@ impl Member {
         self.group.clear_pending_commit(self.provider.storage()).unwrap();
         bytes
     }
+
+    /// A self-update commit of the current epoch, merged: the member moves
+    /// to the next epoch (a chain of commits, one per epoch).
+    pub fn advance(&mut self) -> Vec<u8> {
+        let b = self
+            .group
+            .self_update(&self.provider, &self.signer, LeafNodeParameters::default())
+            .unwrap();
+        let bytes = b.commit().tls_serialize_detached().unwrap();
+        self.group.merge_pending_commit(&self.provider).unwrap();
+        bytes
+    }
 }
 
 /// A three-entry client roster.
-fn roster() -> Vec<RosterEntry> {
+pub fn roster() -> Vec<RosterEntry> {
     (1..=3u8)
         .map(|i| RosterEntry { cap: DeliveryCap { shard: [i; 2], token: [i; 32] }, key: [i; 32] })
         .collect()

@@ -202,6 +202,19 @@ pub fn open_roster(
     })
 }
 
+/// The message ids the group accepted in `epoch`, if that epoch is still
+/// within the last [`ACCEPTED_EPOCHS`] (older ones are forgotten): what a
+/// checker of one commit per epoch reads.
+pub fn accepted_ids(
+    group: &[u8],
+    epoch: u64,
+    store: &dyn View,
+) -> Result<Vec<[u8; 32]>, WireError> {
+    let prefix = accepted_prefix(group, epoch);
+    let rows = store.scan_prefix(SPACE, &prefix, 100_000).map_err(internal)?;
+    Ok(rows.into_iter().filter_map(|(k, _)| k[prefix.len()..].try_into().ok()).collect())
+}
+
 impl GroupCore {
     /// Loads group `group` from storage (or none yet).
     pub fn load(group: &[u8], store: &dyn View) -> Result<Self, WireError> {

@@ -1,8 +1,11 @@
 //! What a run must show once healed: the replicas converge, and the end
-//! checks (one commit per epoch, nothing acknowledged missing, the same data
-//! on every replica).
+//! checks (one commit per epoch, nothing acknowledged missing, nothing
+//! refused, the same data on every replica), read from the IDS's storage as
+//! its logic reads it.
 
 use super::*;
+use crate::replica::ShardView;
+use mlsd_roles::ids::group::{accepted_ids, GroupCore, ACCEPTED_EPOCHS};
 
 /// Waits until every replica has applied the same last entry.
 pub(super) async fn converge(sim: &Sim, healed: Instant) -> Result<(), Violation> {
@@ -48,36 +51,70 @@ pub(super) fn check(sim: &Sim) -> Result<(usize, usize), Violation> {
         }
     }
     let l = sim.ledger.lock().unwrap_or_else(|p| p.into_inner());
-    let prefix = SHARD.data_prefix();
-    let get = |k: Vec<u8>| first.get(&[&prefix[..], &k].concat()).cloned();
+    if let Some(why) = l.refused.first() {
+        return Err(sim.violation(format!("a client request was refused: {why}")));
+    }
+    // What the IDS holds, read as its logic reads it (the shard's view).
+    let view = ShardView { store: sim.nodes[0].store.clone(), shard: SHARD };
     for ((g, e), ids) in &l.commits {
         if ids.len() > 1 {
             return Err(sim.violation(format!("two commits accepted for g{g}@{e}: {ids:x?}")));
         }
-        let id = ids.iter().next().copied().unwrap_or_default();
-        if get(role::commit_key(*g, *e)) != Some(id.to_be_bytes().to_vec()) {
-            return Err(sim.violation(format!("accepted commit {id:x} for g{g}@{e} is lost")));
-        }
     }
     for g in 0..GROUPS {
-        let epoch = get(role::epoch_key(g))
-            .and_then(|v| v.try_into().ok().map(u64::from_be_bytes))
-            .unwrap_or(0);
-        for e in 0..epoch {
-            if get(role::commit_key(g, e)).is_none() {
-                return Err(
-                    sim.violation(format!("g{g} is at epoch {epoch} with no commit for {e}"))
-                );
+        let gid = role::group_id(g);
+        let core = stored(sim, "a group", GroupCore::load(&gid, &view))?;
+        let Some(epoch) = core.epoch() else {
+            return Err(sim.violation(format!("g{g} is gone")));
+        };
+        let acked = |e: u64| l.commits.get(&(g, e)).and_then(|ids| ids.iter().next().copied());
+        if let Some(((_, last), _)) = l.commits.range((g, 0)..=(g, u64::MAX)).next_back() {
+            if *last >= epoch {
+                return Err(sim.violation(format!(
+                    "g{g} is at epoch {epoch}, but a commit for epoch {last} was acknowledged"
+                )));
             }
         }
-        if get(role::commit_key(g, epoch)).is_some() {
+        // The epochs the IDS still remembers: each holds the one commit
+        // that moved the group on, and it is the acknowledged one if any.
+        for e in epoch.saturating_sub(ACCEPTED_EPOCHS - 1)..epoch {
+            let ids = stored(sim, "accepted ids", accepted_ids(&gid, e, &view))?;
+            if ids.len() != 1 {
+                return Err(sim.violation(format!("g{g}@{e} holds {} commits", ids.len())));
+            }
+            if let Some(id) = acked(e) {
+                if ids[0] != role::message_id(id) {
+                    return Err(sim.violation(format!(
+                        "g{g}@{e}: commit {id:x} was acknowledged, another is stored"
+                    )));
+                }
+            }
+        }
+        if !stored(sim, "accepted ids", accepted_ids(&gid, epoch, &view))?.is_empty() {
             return Err(sim.violation(format!("g{g} has a commit beyond its epoch {epoch}")));
         }
     }
+    let writes =
+        stored(sim, "accepted ids", accepted_ids(&role::group_id(WRITERS_GROUP), 0, &view))?;
+    let writes: BTreeSet<[u8; 32]> = writes.into_iter().collect();
     for w in &l.writes {
-        if get(role::write_key(*w)).is_none() {
-            return Err(sim.violation(format!("acknowledged write {w:x} is lost")));
+        if !writes.contains(&role::message_id(*w)) {
+            return Err(sim.violation(format!("acknowledged message {w:x} is lost")));
+        }
+    }
+    for g in &l.created {
+        if stored(sim, "a group", GroupCore::load(&role::group_id(*g), &view))?.epoch() != Some(0) {
+            return Err(sim.violation(format!("the acknowledged creation of g{g} is lost")));
         }
     }
     Ok((l.commits.len(), l.writes.len()))
+}
+
+/// `r`, or a violation saying `what` could not be read.
+fn stored<T>(
+    sim: &Sim,
+    what: &str,
+    r: Result<T, mlsd_transport::WireError>,
+) -> Result<T, Violation> {
+    r.map_err(|e| sim.violation(format!("cannot read {what}: {e:?}")))
 }

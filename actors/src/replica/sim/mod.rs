@@ -2,8 +2,8 @@
 //! replication issue): the real openraft, the real shard log, state machine
 //! and [`RaftShard`], over a simulated network ([`net`]), clock (tokio's
 //! paused clock on one thread) and storage ([`MemStore`], which a crash
-//! keeps and a disk wipe replaces), with a miniature role ([`role`]) served
-//! as role hosts serve.
+//! keeps and a disk wipe replaces), with the real IDS logic and real MLS
+//! messages ([`role`]) served as the IDS's hosts serve them.
 //!
 //! A run draws everything from its seed: message loss, delays (so messages
 //! overtake each other), partitions, crashes, disk wipes, the clients'
@@ -11,9 +11,11 @@
 //! seed gives the same run, event for event ([`Outcome::trace`]). At the end
 //! the network heals, every node comes back, and the run checks:
 //! - one commit per epoch: no two clients were told their commits for the
-//!   same group and epoch were accepted, and each group's epochs in storage
-//!   form one chain;
-//! - no acknowledged write or commit is missing from any replica;
+//!   same group and epoch were accepted, every group is past the epochs of
+//!   its acknowledged commits, and of the epochs the IDS still remembers,
+//!   each holds exactly the one commit acknowledged for it (if any was);
+//! - no acknowledged message is missing from any replica, and no request of
+//!   the clients was refused for good;
 //! - the replicas converge: the same keys and values on every node;
 //! - the shard makes progress again once healed.
 //!
@@ -23,7 +25,8 @@
 //! # Layout
 //! - this file: one run: its nodes, clients, fault schedule and checks.
 //! - [`net`]: the simulated network.
-//! - [`role`]: the miniature role.
+//! - [`role`]: the real IDS logic as its hosts serve it, and the clients'
+//!   requests.
 //! - `faults`: the faults injected while the clients write.
 //! - `check`: convergence and the end checks.
 
@@ -51,14 +54,16 @@ use super::view::ShardStore;
 use super::{node_id, Member, NodeId, RaftShard, ShardId, ShardRaft};
 use crate::storage::{MemStore, Space, Store};
 use net::{SimNet, SimNetwork};
-use role::{Op, Reply};
+use role::{Hosts, Op, Reply, WRITERS_GROUP};
 
 /// The one shard every run replicates.
 const SHARD: ShardId = ShardId { role: Role::Ids, index: 0 };
 /// Groups the commit clients contend for (two clients each).
-const GROUPS: u8 = 2;
+const GROUPS: u32 = 2;
 /// Clients that only write.
 const WRITERS: u64 = 2;
+/// The first group the creating client creates.
+const CREATED_FROM: u32 = 1_000;
 /// How long a replica waits for a proposal or a leadership confirmation: a
 /// round trip over a slow link (see `inject`) takes longer.
 const CALL_TIMEOUT: Duration = Duration::from_millis(350);
@@ -132,8 +137,12 @@ impl Trace {
 #[derive(Default)]
 struct Ledger {
     /// (group, epoch) → ids acknowledged for it (more than one: a violation).
-    commits: BTreeMap<(u8, u64), BTreeSet<u64>>,
+    commits: BTreeMap<(u32, u64), BTreeSet<u64>>,
     writes: BTreeSet<u64>,
+    /// Groups whose creation was acknowledged.
+    created: BTreeSet<u32>,
+    /// Requests refused for good, with the answer.
+    refused: Vec<String>,
 }
 
 /// One node: its storage (kept across a crash) and, while up, its replica.
@@ -350,6 +359,14 @@ struct Clients {
     ledger: Arc<Mutex<Ledger>>,
     trace: Trace,
     stop: Arc<AtomicBool>,
+    /// The group logic each node's IDS holds.
+    hosts: Arc<Hosts>,
+}
+
+/// The wall-clock time the simulation starts at (day 20,000 since 1970);
+/// a request's time is this plus the simulated time elapsed.
+fn epoch_zero() -> std::time::SystemTime {
+    std::time::UNIX_EPOCH + Duration::from_secs(20_000 * 24 * 3600)
 }
 
 impl Clients {
@@ -379,7 +396,8 @@ async fn decide(op: Op, rng: &mut StdRng, w: &Clients) -> Option<Reply> {
                 } else {
                     Duration::from_micros(rng.gen_range(0..20_000))
                 };
-                role::serve(&replica, op, think).await
+                let now = epoch_zero() + w.trace.start.elapsed();
+                role::serve(&replica, node, &w.hosts, op, think, now).await
             }
             None => Reply::Retry(super::CommitError::Unavailable {
                 shard: SHARD.to_string(),
@@ -394,6 +412,11 @@ async fn decide(op: Op, rng: &mut StdRng, w: &Clients) -> Option<Reply> {
             Reply::Retry(_) => {
                 tokio::time::sleep(Duration::from_millis(rng.gen_range(30..150))).await
             }
+            Reply::Refused(why) => {
+                w.trace.note(format_args!("{op:?} refused: {why}"));
+                w.ledger.lock().unwrap_or_else(|p| p.into_inner()).refused.push(why.clone());
+                return Some(Reply::Refused(why));
+            }
             done => return Some(done),
         }
     }
@@ -401,7 +424,7 @@ async fn decide(op: Op, rng: &mut StdRng, w: &Clients) -> Option<Reply> {
 }
 
 /// A member of `group` committing, epoch after epoch, against another.
-async fn committer(w: Clients, client: u64, group: u8) {
+async fn committer(w: Clients, client: u64, group: u32) {
     let mut rng = w.rng(client, 0xC0);
     let mut epoch = 0;
     let mut n = 0u64;
@@ -436,6 +459,21 @@ async fn writer(w: Clients, client: u64) {
             w.ledger.lock().unwrap_or_else(|p| p.into_inner()).writes.insert(key);
         }
         tokio::time::sleep(Duration::from_millis(rng.gen_range(0..60))).await;
+    }
+}
+
+/// A client creating one new group after another: each creation, once
+/// acknowledged, must stand.
+async fn creator(w: Clients, client: u64) {
+    let mut rng = w.rng(client, 0xC7);
+    let mut group = CREATED_FROM;
+    while !w.stopped() {
+        if let Some(Reply::Done) = decide(Op::Create { group }, &mut rng, &w).await {
+            w.trace.note(format_args!("client {client}: g{group} created"));
+            w.ledger.lock().unwrap_or_else(|p| p.into_inner()).created.insert(group);
+            group += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(0..200))).await;
     }
 }
 
@@ -491,7 +529,16 @@ async fn simulate(seed: u64) -> Result<Outcome, Violation> {
         ledger: sim.ledger.clone(),
         trace: sim.trace.clone(),
         stop: stop_clients.clone(),
+        hosts: Arc::default(),
     };
+    // The groups exist before their clients start.
+    let mut setup = StdRng::seed_from_u64(seed ^ 0xC4EA7E);
+    for group in (0..GROUPS).chain([WRITERS_GROUP]) {
+        match decide(Op::Create { group }, &mut setup, &shared).await {
+            Some(Reply::Done) => sim.trace.note(format_args!("g{group} created")),
+            other => return Err(sim.violation(format!("g{group} not created: {other:?}"))),
+        }
+    }
     let mut clients = Vec::new();
     for g in 0..GROUPS {
         for k in 0..2u64 {
@@ -502,6 +549,7 @@ async fn simulate(seed: u64) -> Result<Outcome, Violation> {
     for w in 0..WRITERS {
         clients.push(tokio::spawn(writer(shared.clone(), 100 + w)));
     }
+    clients.push(tokio::spawn(creator(shared.clone(), 200)));
 
     let faults = faults::inject(&mut sim, &mut rng).await?;
 

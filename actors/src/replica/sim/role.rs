@@ -1,35 +1,58 @@
-//! The simulation's role: the smallest logic that has what the IDS and ODS
-//! need from a shard, served the way their hosts serve (one request at a
-//! time per replica, decided only once [`ShardStore::ready`] confirmed a
-//! complete state, the term passed with the write batch):
-//! - a commit is accepted only for a group's current epoch, and moves the
-//!   epoch on by one (the IDS's one commit per epoch);
-//! - a write is a key that must stay once acknowledged (a mailbox copy).
+//! The simulation's role: the real IDS logic ([`GroupLogic`]) with real MLS
+//! messages, served the way its hosts serve it: one request at a time per
+//! replica, decided only once [`ShardStore::ready`] confirmed a complete
+//! state, by a group's logic loaded in the current term and kept while its
+//! writes land (as a group actor keeps it), the term passed with the write
+//! batch. The fan-out a send's decision names is not run here: the shard
+//! layer under the IDS's decisions is what the simulation tests.
 //!
-//! It reads and writes real storage keys in the IDS keyspace of the shard,
-//! so the run's end checks read the replicas' storage itself.
+//! Clients race commits for each epoch of two groups, send application
+//! messages to a third group whose epoch never moves (so that every message
+//! id acknowledged there must stay in storage for good), and create new
+//! groups while the faults go on (a creation whose answer was lost is
+//! asked again, and must be answered as the first time).
 
-use mlsd_transport::Role;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::SystemTime;
+
+use mlsd_roles::ids::fixtures::{roster, Member};
+use mlsd_roles::ids::logic::GroupLogic;
+use mlsd_roles::{RoleContext, RoleLogic};
+use mlsd_transport::protocol::ids::send_mac;
+use mlsd_transport::protocol::{
+    CommitExtras, DeliveryCap, IdsError, IdsRequest, Recipients, RosterMode, SendBody,
+};
+use mlsd_transport::{Request, Response, WireError};
 
 use super::super::view::{CommitError, ShardStore};
-use super::super::RaftShard;
-use crate::storage::{Batch, Space, View};
+use super::super::{NodeId, RaftShard};
+
+/// The group whose epoch never moves: writers' messages go there.
+pub const WRITERS_GROUP: u32 = u32::MAX;
 
 /// A request of the simulation's clients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
+    /// Create `group` (client mode, auth key `A(0)`); its creator's retry
+    /// is answered as the first time.
+    Create {
+        /// The group.
+        group: u32,
+    },
     /// Commit `id` to `group` for `epoch`.
     Commit {
         /// The group.
-        group: u8,
+        group: u32,
         /// The epoch the committer is in.
         epoch: u64,
         /// The commit's unique id (what a retry repeats).
         id: u64,
     },
-    /// Store `key` for good.
+    /// An application message `key` to [`WRITERS_GROUP`] at epoch 0: once
+    /// acknowledged, its id stays accepted.
     Write {
-        /// The key (unique).
+        /// The message id (unique).
         key: u64,
     },
 }
@@ -37,7 +60,7 @@ pub enum Op {
 /// What a replica answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
-    /// Done: the write or commit is committed and applied.
+    /// Done: the send or creation is committed and applied.
     Done,
     /// The group is at `epoch`, not at the commit's: refused.
     Stale {
@@ -46,41 +69,122 @@ pub enum Reply {
     },
     /// Not here, not now: ask again (elsewhere).
     Retry(CommitError),
+    /// Refused for good: a request of the simulation's clients never is,
+    /// so the run reports it.
+    Refused(String),
 }
 
-const SPACE: Space = Space::Role(Role::Ids);
-
-/// Key of a group's current epoch.
-pub fn epoch_key(group: u8) -> Vec<u8> {
-    vec![b'e', group]
+/// The MLS group id of simulation group `group`.
+pub fn group_id(group: u32) -> Vec<u8> {
+    match group {
+        WRITERS_GROUP => b"sim-w".to_vec(),
+        g => format!("sim-g{g}").into_bytes(),
+    }
 }
 
-/// Key of the commit accepted for `epoch` of `group`.
-pub fn commit_key(group: u8, epoch: u64) -> Vec<u8> {
-    [&[b'c', group][..], &epoch.to_be_bytes()].concat()
+/// `A(epoch)` of `group`: known to every client of the simulation.
+pub fn auth(group: u32, epoch: u64) -> [u8; 32] {
+    let mut k = [0; 32];
+    k[..4].copy_from_slice(&group.to_be_bytes());
+    k[4..12].copy_from_slice(&epoch.to_be_bytes());
+    k
 }
 
-/// Key of the record that commit `id` was accepted (the IDS keeps the ids
-/// of accepted commits so that a resent one is answered, not decided again).
-pub fn accepted_key(id: u64) -> Vec<u8> {
-    [&[b'a'][..], &id.to_be_bytes()].concat()
+/// The message id of a client's request `id`.
+pub fn message_id(id: u64) -> [u8; 32] {
+    let mut m = [0; 32];
+    m[..8].copy_from_slice(&id.to_be_bytes());
+    m
 }
 
-/// Key of a write.
-pub fn write_key(key: u64) -> Vec<u8> {
-    [&[b'w'][..], &key.to_be_bytes()].concat()
+/// Real MLS messages, made once per process and shared by every run: per
+/// group, a chain of commits (the commit for epoch e moves a member to
+/// e + 1) and an application message of epoch 0. The IDS reads their
+/// framing (group, epoch, content type), never their content.
+struct Chain {
+    member: Member,
+    commits: Vec<Arc<Vec<u8>>>,
+    message: Arc<Vec<u8>>,
 }
 
-fn read_u64(replica: &RaftShard, key: &[u8]) -> Result<Option<u64>, CommitError> {
-    let v = replica.get(SPACE, key)?;
-    Ok(v.and_then(|v| v.try_into().ok().map(u64::from_be_bytes)))
+fn chains() -> &'static Mutex<HashMap<u32, Chain>> {
+    static CHAINS: OnceLock<Mutex<HashMap<u32, Chain>>> = OnceLock::new();
+    CHAINS.get_or_init(Mutex::default)
 }
 
-/// Serves `op` at `replica`, as a role host does; the logic takes `think`
-/// between reading the state and proposing its writes (a real role checks
-/// signatures there), time in which leadership can move.
-pub async fn serve(replica: &RaftShard, op: Op, think: std::time::Duration) -> Reply {
-    match decide(replica, op, think).await {
+/// The commit of `group` for `epoch`, or its epoch-0 application message.
+fn mls_message(group: u32, epoch: Option<u64>) -> Arc<Vec<u8>> {
+    let mut all = chains().lock().unwrap_or_else(|p| p.into_inner());
+    let chain = all.entry(group).or_insert_with(|| {
+        let mut member = Member::of(&group_id(group));
+        let message = Arc::new(member.message(b"simulated"));
+        Chain { member, commits: Vec::new(), message }
+    });
+    let Some(epoch) = epoch else { return chain.message.clone() };
+    while chain.commits.len() as u64 <= epoch {
+        let next = chain.member.advance();
+        chain.commits.push(Arc::new(next));
+    }
+    chain.commits[epoch as usize].clone()
+}
+
+impl Op {
+    /// The IDS request of this operation, as a client makes it.
+    pub fn request(self) -> IdsRequest {
+        let send = |group: u32, epoch: u64, id: u64, commit: bool| {
+            let message = mls_message(group, commit.then_some(epoch));
+            let body = SendBody {
+                group: group_id(group),
+                message_id: message_id(id),
+                message: message.as_ref().clone(),
+                recipients: Recipients::Roster(roster()),
+                skip: Some(DeliveryCap { shard: [1; 2], token: [1; 32] }),
+                commit: commit.then(|| CommitExtras {
+                    welcome: None,
+                    welcome_to: Vec::new(),
+                    next_auth_key: auth(group, epoch + 1),
+                    next_roster: None,
+                }),
+            };
+            let mac = send_mac(&auth(group, epoch), &body);
+            IdsRequest::Send { body: Box::new(body), mac }
+        };
+        match self {
+            Op::Create { group } => IdsRequest::CreateGroup {
+                group: group_id(group),
+                mode: RosterMode::Client,
+                auth_key: auth(group, 0),
+                roster: None,
+            },
+            Op::Commit { group, epoch, id } => send(group, epoch, id, true),
+            Op::Write { key } => send(WRITERS_GROUP, 0, key, false),
+        }
+    }
+}
+
+/// The group logic each node holds, by group, with the leadership term it
+/// was loaded in: what a node's group actors hold.
+#[derive(Default)]
+pub struct Hosts {
+    logic: Mutex<Loaded>,
+}
+
+/// Group logic by node and group, with the term it was loaded in.
+type Loaded = HashMap<(NodeId, Vec<u8>), (u64, GroupLogic)>;
+
+/// Serves `op` at `replica` of node `node`, as the IDS's hosts do; the
+/// logic takes `think` between deciding and proposing its writes (a real
+/// host checks signatures and opens rosters there), time in which
+/// leadership can move. `now` is the request's time.
+pub async fn serve(
+    replica: &RaftShard,
+    node: NodeId,
+    hosts: &Hosts,
+    op: Op,
+    think: std::time::Duration,
+    now: SystemTime,
+) -> Reply {
+    match decide(replica, node, hosts, op, think, now).await {
         Ok(r) => r,
         Err(e) => Reply::Retry(e),
     }
@@ -88,31 +192,44 @@ pub async fn serve(replica: &RaftShard, op: Op, think: std::time::Duration) -> R
 
 async fn decide(
     replica: &RaftShard,
+    node: NodeId,
+    hosts: &Hosts,
     op: Op,
     think: std::time::Duration,
+    now: SystemTime,
 ) -> Result<Reply, CommitError> {
     let term = replica.ready().await?;
-    let mut batch = Batch::new();
-    match op {
-        Op::Commit { group, epoch, id } => {
-            // A retry of a commit that did go in (its answer was lost) is
-            // recognized by its id, as the IDS recognizes a resent message.
-            if read_u64(replica, &accepted_key(id))? == Some(epoch) {
-                return Ok(Reply::Done);
-            }
-            let current = read_u64(replica, &epoch_key(group))?.unwrap_or(0);
-            if epoch != current {
-                return Ok(Reply::Stale { epoch: current });
-            }
-            // Written outright, as the IDS writes a group's state: a second
-            // decision for one epoch would overwrite the first, not fail.
-            batch.put(SPACE, epoch_key(group), (epoch + 1).to_be_bytes().to_vec());
-            batch.put(SPACE, commit_key(group, epoch), id.to_be_bytes().to_vec());
-            batch.put(SPACE, accepted_key(id), epoch.to_be_bytes().to_vec());
-        }
-        Op::Write { key } => batch.put(SPACE, write_key(key), key.to_be_bytes().to_vec()),
-    }
+    let request = op.request();
+    let group = mlsd_roles::ids::logic::group_of(&request).to_vec();
+    let ctx = RoleContext { node: "sim", store: replica, now, random: Default::default() };
+    let cached = hosts.lock().remove(&(node, group.clone()));
+    let mut logic = match cached {
+        Some((t, logic)) if t == term => logic,
+        // A new term (or a failed write before): loaded afresh.
+        _ => match GroupLogic::load(&group, u32::MAX, &ctx) {
+            Ok(l) => l,
+            Err(e) => return Ok(Reply::Refused(format!("cannot load the group: {e:?}"))),
+        },
+    };
+    let decision = logic.handle(Request::Ids(request), None, &ctx);
     tokio::time::sleep(think).await;
-    replica.commit(term, batch).await?;
-    Ok(Reply::Done)
+    if !decision.writes.ops.is_empty() {
+        // On failure the logic is dropped: the next request loads the group
+        // from storage, as a group actor whose write failed restarts.
+        replica.commit(term, decision.writes).await?;
+    }
+    hosts.lock().insert((node, group), (term, logic));
+    Ok(match decision.response {
+        Response::Sent { .. } | Response::GroupCreated => Reply::Done,
+        Response::Error(WireError::Ids(IdsError::StaleEpoch { current })) => {
+            Reply::Stale { epoch: current }
+        }
+        other => Reply::Refused(format!("{other:?}")),
+    })
+}
+
+impl Hosts {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Loaded> {
+        self.logic.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
