@@ -15,8 +15,19 @@
 //! until a barrier (an empty entry) proposed after it is applied here, or a
 //! later term's leadership is confirmed, `ready` decides nothing, and
 //! everything the lost proposal did is in the state the host reads next.
+//!
+//! A process that stops loses that fence with its memory, but not its log:
+//! entries its earlier run proposed and never saw committed are still
+//! there, and a node that restarts leads again in the same term (openraft
+//! keeps a committed vote for itself), where confirming leadership waits
+//! only for what is already committed. So a fresh replica is fenced from
+//! its start: its first decision waits for a barrier too, which commits
+//! and applies whatever its log held. (Found by the simulation over the
+//! real IDS logic, seed 224: a node crashed mid-proposal and restarted
+//! leading the same term; another commit for the same epoch was decided
+//! before the first one's entry committed, and both were acknowledged.)
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,6 +51,9 @@ pub struct RaftShard {
     /// The term in which a proposal's outcome became unknown (0: none):
     /// nothing is decided in that term before a barrier is applied.
     fenced: AtomicU64,
+    /// No barrier has been applied since this replica started: its log may
+    /// hold proposals of an earlier run whose outcome nobody knows.
+    since_start: AtomicBool,
     /// How long a proposal or a confirmation may take.
     timeout: Duration,
     /// Most bytes one entry may carry ([`super::max_entry`]).
@@ -70,6 +84,7 @@ impl RaftShard {
             view: ShardView { store, shard },
             ready_term: AtomicU64::new(0),
             fenced: AtomicU64::new(0),
+            since_start: AtomicBool::new(true),
             timeout,
             max_entry: super::max_entry(mlsd_transport::limits::DEFAULT_MAX_FRAME),
             lease,
@@ -174,6 +189,7 @@ impl RaftShard {
                 let _ = self.fenced.fetch_update(Ordering::AcqRel, Ordering::Acquire, |f| {
                     (f <= term).then_some(0)
                 });
+                self.since_start.store(false, Ordering::Release);
                 Ok(())
             }
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
@@ -222,7 +238,9 @@ impl ShardStore for RaftShard {
                 return Err(self.not_leader());
             }
             let term = self.term();
-            if self.fenced.load(Ordering::Acquire) == term {
+            if self.fenced.load(Ordering::Acquire) == term
+                || self.since_start.load(Ordering::Acquire)
+            {
                 self.barrier(term).await?;
             }
             if self.ready_term.load(Ordering::Acquire) == term {

@@ -55,7 +55,7 @@ pub(super) fn check(sim: &Sim) -> Result<(usize, usize), Violation> {
         return Err(sim.violation(format!("a client request was refused: {why}")));
     }
     // What the IDS holds, read as its logic reads it (the shard's view).
-    let view = ShardView { store: sim.nodes[0].store.clone(), shard: SHARD };
+    let view = ShardView { store: sim.nodes[0].store.clone(), shard: sim.shard };
     for ((g, e), ids) in &l.commits {
         if ids.len() > 1 {
             return Err(sim.violation(format!("two commits accepted for g{g}@{e}: {ids:x?}")));

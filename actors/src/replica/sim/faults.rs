@@ -33,7 +33,7 @@ pub(super) async fn inject(
                 let alone = sim.nodes.iter().enumerate().all(|(k, n)| {
                     k == i
                         || !matches!(
-                            crate::replica::recovery::load(n.store.as_ref(), SHARD),
+                            crate::replica::recovery::load(n.store.as_ref(), sim.shard),
                             Ok(Some(_))
                         )
                 });

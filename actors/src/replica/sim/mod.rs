@@ -56,8 +56,8 @@ use crate::storage::{MemStore, Space, Store};
 use net::{SimNet, SimNetwork};
 use role::{Hosts, Op, Reply, WRITERS_GROUP};
 
-/// The one shard every run replicates.
-const SHARD: ShardId = ShardId { role: Role::Ids, index: 0 };
+/// The one shard an IDS run replicates.
+const IDS_SHARD: ShardId = ShardId { role: Role::Ids, index: 0 };
 /// Groups the commit clients contend for (two clients each).
 const GROUPS: u32 = 2;
 /// Clients that only write.
@@ -159,6 +159,8 @@ struct Node {
 
 struct Sim {
     seed: u64,
+    /// The shard the run replicates (its role's logic is served).
+    shard: ShardId,
     root: tempfile::TempDir,
     config: Arc<Config>,
     members: BTreeMap<NodeId, Member>,
@@ -194,8 +196,8 @@ impl Sim {
     async fn start(&mut self, i: usize, first: bool) -> Result<(), Violation> {
         let n = &self.nodes[i];
         let store: Arc<dyn Store> = n.store.clone();
-        let log = ShardLog::new(store.clone(), SHARD);
-        let sm = ShardMachine::open(store.clone(), SHARD, &n.dir)
+        let log = ShardLog::new(store.clone(), self.shard);
+        let sm = ShardMachine::open(store.clone(), self.shard, &n.dir)
             .await
             .map_err(|e| self.violation(format!("{} cannot open its state: {e}", n.name)))?;
         let network = SimNetwork { me: n.id, net: self.net.clone() };
@@ -209,12 +211,14 @@ impl Sim {
         let rebuild = if first {
             let _ = raft.initialize(self.members.clone()).await;
             None
-        } else if let Some(state) = super::recovery::load(store.as_ref(), SHARD).map_err(stored)? {
+        } else if let Some(state) =
+            super::recovery::load(store.as_ref(), self.shard).map_err(stored)?
+        {
             Some(state)
         } else if n.store.contents().keys().any(|(space, _)| space == "raft") {
             None
         } else {
-            super::recovery::save(store.as_ref(), &[(SHARD, Rebuild::Waiting)].into())
+            super::recovery::save(store.as_ref(), &[(self.shard, Rebuild::Waiting)].into())
                 .map_err(stored)?;
             Some(Rebuild::Waiting)
         };
@@ -222,8 +226,8 @@ impl Sim {
             raft.runtime_config().elect(false);
             self.trace.note(format_args!("{} rebuilds: {rebuild:?}", n.name));
         }
-        let recovery = rebuild.map(|s| Arc::new(Recovery::new([(SHARD, s)].into())));
-        let replica = RaftShard::new(SHARD, raft, n.id, store, CALL_TIMEOUT);
+        let recovery = rebuild.map(|s| Arc::new(Recovery::new([(self.shard, s)].into())));
+        let replica = RaftShard::new(self.shard, raft, n.id, store, CALL_TIMEOUT);
         self.net.up(n.id, Arc::new(replica), recovery);
         Ok(())
     }
@@ -276,12 +280,18 @@ impl Sim {
 /// each rebuilding replica asks the replicas it can reach what they hold,
 /// moves on as the verdict says, and votes and campaigns again once it has
 /// applied up to its target.
-async fn rebuilder(net: SimNet, trace: Trace, voters: usize, stop: Arc<AtomicBool>) {
+async fn rebuilder(
+    net: SimNet,
+    trace: Trace,
+    voters: usize,
+    stop: Arc<AtomicBool>,
+    shard: ShardId,
+) {
     use super::recovery::{verdict, Verdict};
     while !stop.load(Ordering::Relaxed) {
         tokio::time::sleep(Duration::from_millis(500)).await;
         for (node, replica, recovery) in net.rebuilding() {
-            let Some(mut state) = recovery.states().get(&SHARD).copied() else { continue };
+            let Some(mut state) = recovery.states().get(&shard).copied() else { continue };
             let store = replica.local();
             if state == Rebuild::Waiting {
                 let peers = net.reachable(node);
@@ -311,8 +321,8 @@ async fn rebuilder(net: SimNet, trace: Trace, voters: usize, stop: Arc<AtomicBoo
                     Verdict::NewShard => continue,
                     Verdict::CatchUp(next) => {
                         trace.note(format_args!("replica {node:x} rebuilds: {next:?}"));
-                        let _ = super::recovery::save(store.as_ref(), &[(SHARD, next)].into());
-                        recovery.set(SHARD, next);
+                        let _ = super::recovery::save(store.as_ref(), &[(shard, next)].into());
+                        recovery.set(shard, next);
                         state = next;
                     }
                 }
@@ -321,8 +331,8 @@ async fn rebuilder(net: SimNet, trace: Trace, voters: usize, stop: Arc<AtomicBoo
             if let Rebuild::Strict(t, _) | Rebuild::AtLeast(t, _) = state {
                 if applied >= t.1 {
                     trace.note(format_args!("replica {node:x} rebuilt at {applied}"));
-                    let _ = super::recovery::clear(store.as_ref(), SHARD);
-                    recovery.finish(SHARD);
+                    let _ = super::recovery::clear(store.as_ref(), shard);
+                    recovery.finish(shard);
                     replica.raft.runtime_config().elect(true);
                 }
             }
@@ -361,6 +371,8 @@ struct Clients {
     stop: Arc<AtomicBool>,
     /// The group logic each node's IDS holds.
     hosts: Arc<Hosts>,
+    /// The run's shard.
+    shard: ShardId,
 }
 
 /// The wall-clock time the simulation starts at (day 20,000 since 1970);
@@ -400,7 +412,7 @@ async fn decide(op: Op, rng: &mut StdRng, w: &Clients) -> Option<Reply> {
                 role::serve(&replica, node, &w.hosts, op, think, now).await
             }
             None => Reply::Retry(super::CommitError::Unavailable {
-                shard: SHARD.to_string(),
+                shard: w.shard.to_string(),
                 why: "down".into(),
             }),
         };
@@ -507,6 +519,7 @@ async fn simulate(seed: u64) -> Result<Outcome, Violation> {
         nodes.iter().map(|n| (n.id, Member { name: n.name.clone() })).collect::<BTreeMap<_, _>>();
     let mut sim = Sim {
         seed,
+        shard: IDS_SHARD,
         root,
         config: raft_config(),
         members,
@@ -521,7 +534,13 @@ async fn simulate(seed: u64) -> Result<Outcome, Violation> {
     let stop_clients = Arc::new(AtomicBool::new(false));
     let stop_beats = Arc::new(AtomicBool::new(false));
     tokio::spawn(heartbeats(sim.net.clone(), stop_beats.clone()));
-    tokio::spawn(rebuilder(sim.net.clone(), sim.trace.clone(), count, stop_beats.clone()));
+    tokio::spawn(rebuilder(
+        sim.net.clone(),
+        sim.trace.clone(),
+        count,
+        stop_beats.clone(),
+        sim.shard,
+    ));
     let shared = Clients {
         seed,
         net: sim.net.clone(),
@@ -530,6 +549,7 @@ async fn simulate(seed: u64) -> Result<Outcome, Violation> {
         trace: sim.trace.clone(),
         stop: stop_clients.clone(),
         hosts: Arc::default(),
+        shard: sim.shard,
     };
     // The groups exist before their clients start.
     let mut setup = StdRng::seed_from_u64(seed ^ 0xC4EA7E);

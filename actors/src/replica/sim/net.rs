@@ -201,9 +201,9 @@ impl SimNet {
     }
 
     /// Whether `node` may take entries from a leader of `term` ([`Recovery`]).
-    fn may_append(&self, node: NodeId, term: u64) -> bool {
+    fn may_append(&self, node: NodeId, replica: &RaftShard, term: u64) -> bool {
         let r = self.lock().recovery.get(&node).cloned();
-        r.is_none_or(|r| r.may_append(super::SHARD, term))
+        r.is_none_or(|r| r.may_append(replica.shard, term))
     }
 
     /// Whether `node` may vote for a candidate whose log ends at
@@ -246,8 +246,9 @@ fn no_entries<E: std::error::Error>(
     term: u64,
     why: &'static str,
 ) -> impl FnOnce(&SimNet, &RaftShard) -> Option<RpcError<E>> {
-    move |net, _| {
-        (!net.may_append(to, term)).then(|| RPCError::Unreachable(Unreachable::new(&SimError(why))))
+    move |net, replica| {
+        (!net.may_append(to, replica, term))
+            .then(|| RPCError::Unreachable(Unreachable::new(&SimError(why))))
     }
 }
 

@@ -44,6 +44,7 @@ fn a_cut_off_leader_stops_deciding_within_two_election_timeouts() {
         let members = nodes.iter().map(|n| (n.id, Member { name: n.name.clone() })).collect();
         let mut sim = Sim {
             seed: 7,
+            shard: IDS_SHARD,
             root,
             config: raft_config(),
             members,
@@ -104,6 +105,20 @@ fn seeds_that_take_one_epoch_twice_without_the_fence() {
         if let Err(v) = run(seed) {
             panic!("{v}\n{}", v.events[v.events.len().saturating_sub(60)..].join("\n"));
         }
+    }
+}
+
+/// A node crashed while its proposal of a commit was in flight and
+/// restarted leading the same term (openraft keeps a committed vote for
+/// itself); the fence of its earlier run was gone with its memory, so
+/// another commit for the same epoch was decided before the first one's
+/// entry, still in its log, committed, and both were acknowledged. A fresh
+/// replica now waits for a barrier before its first decision
+/// (`RaftShard::since_start`).
+#[test]
+fn a_leader_restarted_in_its_term_decides_after_what_its_log_held() {
+    if let Err(v) = run(224) {
+        panic!("{v}\n{}", v.events[v.events.len().saturating_sub(60)..].join("\n"));
     }
 }
 
