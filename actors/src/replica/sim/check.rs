@@ -33,7 +33,7 @@ pub(super) async fn converge(sim: &Sim, healed: Instant) -> Result<(), Violation
 
 /// The end checks; returns (commits, writes) acknowledged.
 pub(super) fn check(sim: &Sim) -> Result<(usize, usize), Violation> {
-    let space = Space::Role(Role::Ids).name().to_string();
+    let space = Space::Role(sim.shard.role).name().to_string();
     let data = |n: &Node| {
         n.store
             .contents()
@@ -54,8 +54,11 @@ pub(super) fn check(sim: &Sim) -> Result<(usize, usize), Violation> {
     if let Some(why) = l.refused.first() {
         return Err(sim.violation(format!("a client request was refused: {why}")));
     }
-    // What the IDS holds, read as its logic reads it (the shard's view).
+    // What the role holds, read as its logic reads it (the shard's view).
     let view = ShardView { store: sim.nodes[0].store.clone(), shard: sim.shard };
+    if sim.shard.role == Role::Ods {
+        return check_mailboxes(sim, &l, &view);
+    }
     for ((g, e), ids) in &l.commits {
         if ids.len() > 1 {
             return Err(sim.violation(format!("two commits accepted for g{g}@{e}: {ids:x?}")));
@@ -117,4 +120,30 @@ fn stored<T>(
     r: Result<T, mlsd_transport::WireError>,
 ) -> Result<T, Violation> {
     r.map_err(|e| sim.violation(format!("cannot read {what}: {e:?}")))
+}
+
+/// The ODS run's end checks: nothing the clients were told contradicts
+/// another answer, and every copy acknowledged into a mailbox and not yet
+/// acknowledged by its owner is there, read through the ODS's own fetch.
+fn check_mailboxes(sim: &Sim, l: &Ledger, view: &ShardView) -> Result<(usize, usize), Violation> {
+    if let Some(what) = l.mail.anomalies.first() {
+        return Err(sim.violation(what.clone()));
+    }
+    let now = epoch_zero() + sim.trace.start.elapsed();
+    for k in 0..mailbox::MAILBOXES {
+        let held: BTreeMap<u64, Vec<u8>> = mailbox::read_all(view, k, 0, now)
+            .map_err(|e| sim.violation(format!("cannot read mailbox {k}: {e}")))?
+            .into_iter()
+            .map(|e| (e.seq, e.envelope))
+            .collect();
+        for (seq, d) in l.mail.owed(k) {
+            if held.get(&seq) != Some(&mailbox::envelope(d)) {
+                return Err(sim.violation(format!(
+                    "mailbox {k} seq {seq}: acknowledged copy {d:x} is lost (holds {:x?})",
+                    held.get(&seq)
+                )));
+            }
+        }
+    }
+    Ok((0, l.mail.stored.len()))
 }

@@ -2,8 +2,10 @@
 //! replication issue): the real openraft, the real shard log, state machine
 //! and [`RaftShard`], over a simulated network ([`net`]), clock (tokio's
 //! paused clock on one thread) and storage ([`MemStore`], which a crash
-//! keeps and a disk wipe replaces), with the real IDS logic and real MLS
-//! messages ([`role`]) served as the IDS's hosts serve them.
+//! keeps and a disk wipe replaces), with a real role's logic served as its
+//! hosts serve it: each seed runs twice, once with the IDS's logic and
+//! real MLS messages ([`role`]) on the shard, once with the ODS's
+//! ([`mailbox`]).
 //!
 //! A run draws everything from its seed: message loss, delays (so messages
 //! overtake each other), partitions, crashes, disk wipes, the clients'
@@ -16,6 +18,10 @@
 //!   each holds exactly the one commit acknowledged for it (if any was);
 //! - no acknowledged message is missing from any replica, and no request of
 //!   the clients was refused for good;
+//! - the ODS: no two copies acknowledged under one sequence number of a
+//!   mailbox, a retried copy stored once, every fetched copy the one
+//!   acknowledged under its number, every acknowledged copy its owner has
+//!   not acknowledged still in its mailbox;
 //! - the replicas converge: the same keys and values on every node;
 //! - the shard makes progress again once healed.
 //!
@@ -26,12 +32,13 @@
 //! - this file: one run: its nodes, clients, fault schedule and checks.
 //! - [`net`]: the simulated network.
 //! - [`role`]: the real IDS logic as its hosts serve it, and the clients'
-//!   requests.
+//!   requests; [`mailbox`]: the same for the ODS.
 //! - `faults`: the faults injected while the clients write.
 //! - `check`: convergence and the end checks.
 
 mod check;
 mod faults;
+pub mod mailbox;
 pub mod net;
 pub mod role;
 
@@ -41,7 +48,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mlsd_transport::Role;
+use mlsd_transport::{Response, Role};
 use openraft::{Config, SnapshotPolicy};
 use rand_08::rngs::StdRng;
 use rand_08::{Rng, SeedableRng};
@@ -58,6 +65,8 @@ use role::{Hosts, Op, Reply, WRITERS_GROUP};
 
 /// The one shard an IDS run replicates.
 const IDS_SHARD: ShardId = ShardId { role: Role::Ids, index: 0 };
+/// The one shard an ODS run replicates.
+const ODS_SHARD: ShardId = ShardId { role: Role::Ods, index: 0 };
 /// Groups the commit clients contend for (two clients each).
 const GROUPS: u32 = 2;
 /// Clients that only write.
@@ -104,15 +113,32 @@ pub struct Violation {
 }
 
 /// Runs the simulation of `seed` on a fresh single-thread runtime with a
-/// paused clock.
+/// paused clock: one run with the IDS's logic on the shard, then one with
+/// the ODS's (each with its own nodes, faults and clients, both drawn from
+/// the seed); the outcome adds them up, the IDS run's events first.
 pub fn run(seed: u64) -> Result<Outcome, Violation> {
+    let ids = run_role(seed, IDS_SHARD)?;
+    let ods = run_role(seed, ODS_SHARD)?;
+    let mut events = ids.events;
+    events.extend(ods.events);
+    let trace = *blake3::hash(events.join("\n").as_bytes()).as_bytes();
+    let mut faults = ids.faults;
+    for (k, v) in ods.faults {
+        *faults.entry(k).or_default() += v;
+    }
+    let writes = ids.writes + ods.writes;
+    Ok(Outcome { seed, nodes: ids.nodes, events, trace, commits: ids.commits, writes, faults })
+}
+
+/// One run of `seed` with the logic of `shard`'s role on the shard.
+fn run_role(seed: u64, shard: ShardId) -> Result<Outcome, Violation> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
         .build()
         .map_err(|e| Violation { seed, what: format!("no runtime: {e}"), events: Vec::new() })?;
     super::runtime::seed_thread(seed);
-    rt.block_on(simulate(seed))
+    rt.block_on(simulate(seed, shard))
 }
 
 /// The events of a run, stamped with simulated time.
@@ -143,6 +169,27 @@ struct Ledger {
     created: BTreeSet<u32>,
     /// Requests refused for good, with the answer.
     refused: Vec<String>,
+    /// What the ODS's clients were told.
+    mail: mailbox::MailLedger,
+}
+
+/// A request of the simulation's clients, to the run's role.
+#[derive(Debug, Clone)]
+enum Ask {
+    Ids(Op),
+    Ods(mailbox::MailOp),
+}
+
+impl From<Op> for Ask {
+    fn from(op: Op) -> Self {
+        Ask::Ids(op)
+    }
+}
+
+impl From<mailbox::MailOp> for Ask {
+    fn from(op: mailbox::MailOp) -> Self {
+        Ask::Ods(op)
+    }
 }
 
 /// One node: its storage (kept across a crash) and, while up, its replica.
@@ -393,7 +440,8 @@ impl Clients {
 }
 
 /// Sends `op` until a replica decides it, or the clients stop.
-async fn decide(op: Op, rng: &mut StdRng, w: &Clients) -> Option<Reply> {
+async fn decide(op: impl Into<Ask>, rng: &mut StdRng, w: &Clients) -> Option<Reply> {
+    let op = op.into();
     let (net, serials) = (&w.net, &w.serials);
     let ids: Vec<NodeId> = serials.keys().copied().collect();
     let mut hint = None;
@@ -409,7 +457,10 @@ async fn decide(op: Op, rng: &mut StdRng, w: &Clients) -> Option<Reply> {
                     Duration::from_micros(rng.gen_range(0..20_000))
                 };
                 let now = epoch_zero() + w.trace.start.elapsed();
-                role::serve(&replica, node, &w.hosts, op, think, now).await
+                match &op {
+                    Ask::Ids(op) => role::serve(&replica, node, &w.hosts, *op, think, now).await,
+                    Ask::Ods(op) => mailbox::serve(&replica, node, &w.hosts, op, think, now).await,
+                }
             }
             None => Reply::Retry(super::CommitError::Unavailable {
                 shard: w.shard.to_string(),
@@ -506,7 +557,7 @@ fn fresh_nodes(root: &tempfile::TempDir, count: usize) -> Vec<Node> {
         .collect()
 }
 
-async fn simulate(seed: u64) -> Result<Outcome, Violation> {
+async fn simulate(seed: u64, shard: ShardId) -> Result<Outcome, Violation> {
     let mut rng = StdRng::seed_from_u64(seed ^ 0x51_3D);
     let count = if seed % 4 == 3 { 5 } else { 3 };
     let root = tempfile::tempdir().map_err(|e| Violation {
@@ -519,7 +570,7 @@ async fn simulate(seed: u64) -> Result<Outcome, Violation> {
         nodes.iter().map(|n| (n.id, Member { name: n.name.clone() })).collect::<BTreeMap<_, _>>();
     let mut sim = Sim {
         seed,
-        shard: IDS_SHARD,
+        shard,
         root,
         config: raft_config(),
         members,
@@ -551,25 +602,10 @@ async fn simulate(seed: u64) -> Result<Outcome, Violation> {
         hosts: Arc::default(),
         shard: sim.shard,
     };
-    // The groups exist before their clients start.
-    let mut setup = StdRng::seed_from_u64(seed ^ 0xC4EA7E);
-    for group in (0..GROUPS).chain([WRITERS_GROUP]) {
-        match decide(Op::Create { group }, &mut setup, &shared).await {
-            Some(Reply::Done) => sim.trace.note(format_args!("g{group} created")),
-            other => return Err(sim.violation(format!("g{group} not created: {other:?}"))),
-        }
-    }
-    let mut clients = Vec::new();
-    for g in 0..GROUPS {
-        for k in 0..2u64 {
-            let client = u64::from(g) * 2 + k + 1;
-            clients.push(tokio::spawn(committer(shared.clone(), client, g)));
-        }
-    }
-    for w in 0..WRITERS {
-        clients.push(tokio::spawn(writer(shared.clone(), 100 + w)));
-    }
-    clients.push(tokio::spawn(creator(shared.clone(), 200)));
+    let clients = match shard.role {
+        Role::Ods => mailbox_clients(&sim, &shared).await?,
+        _ => group_clients(&sim, &shared).await?,
+    };
 
     let faults = faults::inject(&mut sim, &mut rng).await?;
 
@@ -611,7 +647,113 @@ async fn simulate(seed: u64) -> Result<Outcome, Violation> {
 
 fn acknowledged(ledger: &Mutex<Ledger>) -> usize {
     let l = ledger.lock().unwrap_or_else(|p| p.into_inner());
-    l.commits.len() + l.writes.len()
+    l.commits.len() + l.writes.len() + l.mail.stored.len()
+}
+
+/// The IDS run's clients, once their groups exist.
+async fn group_clients(
+    sim: &Sim,
+    shared: &Clients,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, Violation> {
+    let mut setup = StdRng::seed_from_u64(sim.seed ^ 0xC4EA7E);
+    for group in (0..GROUPS).chain([WRITERS_GROUP]) {
+        match decide(Op::Create { group }, &mut setup, shared).await {
+            Some(Reply::Done) => sim.trace.note(format_args!("g{group} created")),
+            other => return Err(sim.violation(format!("g{group} not created: {other:?}"))),
+        }
+    }
+    let mut clients = Vec::new();
+    for g in 0..GROUPS {
+        for k in 0..2u64 {
+            let client = u64::from(g) * 2 + k + 1;
+            clients.push(tokio::spawn(committer(shared.clone(), client, g)));
+        }
+    }
+    for w in 0..WRITERS {
+        clients.push(tokio::spawn(writer(shared.clone(), 100 + w)));
+    }
+    clients.push(tokio::spawn(creator(shared.clone(), 200)));
+    Ok(clients)
+}
+
+/// The ODS run's clients, once their mailboxes are open with a capability
+/// each: two enqueue copies, and each mailbox's owner fetches and acks.
+async fn mailbox_clients(
+    sim: &Sim,
+    shared: &Clients,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, Violation> {
+    use mailbox::MailOp;
+    let mut setup = StdRng::seed_from_u64(sim.seed ^ 0x0DE5);
+    for k in 0..mailbox::MAILBOXES {
+        let now = epoch_zero() + sim.trace.start.elapsed();
+        for op in [MailOp::Open(k), MailOp::Issue(k, mailbox::counter(now, 0))] {
+            if !matches!(decide(op.clone(), &mut setup, shared).await, Some(Reply::Answer(_))) {
+                return Err(sim.violation(format!("mailbox {k}: {op:?} failed")));
+            }
+        }
+    }
+    sim.trace.note("mailboxes open");
+    let mut clients = Vec::new();
+    for e in 0..WRITERS {
+        clients.push(tokio::spawn(enqueuer(shared.clone(), 300 + e)));
+    }
+    for k in 0..mailbox::MAILBOXES {
+        clients.push(tokio::spawn(owner(shared.clone(), k)));
+    }
+    Ok(clients)
+}
+
+/// A fan-out's side: batches of one to three copies to random mailboxes,
+/// each batch sent again as it was until answered.
+async fn enqueuer(w: Clients, client: u64) {
+    let mut rng = w.rng(client, 0xE9);
+    let mut n = 0u64;
+    while !w.stopped() {
+        let copies: Vec<(u8, u64)> = (0..rng.gen_range(1..=3))
+            .map(|_| {
+                n += 1;
+                (rng.gen_range(0..mailbox::MAILBOXES), (client << 32) | n)
+            })
+            .collect();
+        if let Some(Reply::Answer(Response::Enqueued(results))) =
+            decide(mailbox::MailOp::Enqueue(copies.clone()), &mut rng, &w).await
+        {
+            w.trace.note(format_args!("client {client}: {copies:x?} enqueued: {results:?}"));
+            w.ledger.lock().unwrap_or_else(|p| p.into_inner()).mail.enqueued(&copies, &results);
+        }
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(0..60))).await;
+    }
+}
+
+/// Mailbox `k`'s owner: fetches after its last ack, checks what it got,
+/// and acks it.
+async fn owner(w: Clients, k: u8) {
+    use mailbox::MailOp;
+    let mut rng = w.rng(u64::from(k), 0x0A);
+    let (mut after, mut last) = (0u64, 0u64);
+    while !w.stopped() {
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(50..400))).await;
+        last = mailbox::counter(epoch_zero() + w.trace.start.elapsed(), last);
+        let page = match decide(MailOp::Fetch(k, after, last), &mut rng, &w).await {
+            Some(Reply::Answer(Response::Envelopes(page))) => page,
+            _ => continue,
+        };
+        w.ledger.lock().unwrap_or_else(|p| p.into_inner()).mail.fetched(k, &page);
+        let Some(up_to) = page.last().map(|e| e.seq) else { continue };
+        last = mailbox::counter(epoch_zero() + w.trace.start.elapsed(), last);
+        // Sent: from now on its copies up to there may be gone.
+        {
+            let mut l = w.ledger.lock().unwrap_or_else(|p| p.into_inner());
+            let acked = l.mail.acked.entry(k).or_default();
+            *acked = (*acked).max(up_to);
+        }
+        if let Some(Reply::Answer(Response::Acked { .. })) =
+            decide(MailOp::Ack(k, up_to, last), &mut rng, &w).await
+        {
+            w.trace.note(format_args!("mailbox {k}: acked up to {up_to}"));
+            after = up_to;
+        }
+    }
 }
 
 #[cfg(test)]

@@ -72,6 +72,8 @@ pub enum Reply {
     /// Refused for good: a request of the simulation's clients never is,
     /// so the run reports it.
     Refused(String),
+    /// The logic's answer, for the client to read (the ODS's requests).
+    Answer(Response),
 }
 
 /// The MLS group id of simulation group `group`.
@@ -162,20 +164,71 @@ impl Op {
     }
 }
 
-/// The group logic each node holds, by group, with the leadership term it
-/// was loaded in: what a node's group actors hold.
-#[derive(Default)]
-pub struct Hosts {
-    logic: Mutex<Loaded>,
+/// The logic each node's role host holds, by node and key (a group for the
+/// IDS, nothing for the ODS), with the leadership term it was loaded in:
+/// what a node's group actors and role actors hold.
+pub struct Hosted<L> {
+    logic: Mutex<Loaded<L>>,
 }
 
-/// Group logic by node and group, with the term it was loaded in.
-type Loaded = HashMap<(NodeId, Vec<u8>), (u64, GroupLogic)>;
+/// Logic by node and key, with the term it was loaded in.
+type Loaded<L> = HashMap<(NodeId, Vec<u8>), (u64, L)>;
 
-/// Serves `op` at `replica` of node `node`, as the IDS's hosts do; the
-/// logic takes `think` between deciding and proposing its writes (a real
-/// host checks signatures and opens rosters there), time in which
-/// leadership can move. `now` is the request's time.
+impl<L> Default for Hosted<L> {
+    fn default() -> Self {
+        Hosted { logic: Mutex::default() }
+    }
+}
+
+/// What each node's role hosts hold, for both roles a run may serve.
+#[derive(Default)]
+pub struct Hosts {
+    /// The IDS's group logic, by group.
+    pub ids: Hosted<GroupLogic>,
+    /// The ODS's logic.
+    pub ods: Hosted<mlsd_roles::ods::OdsLogic>,
+}
+
+/// Serves one request as a role host does: decided only once
+/// [`ShardStore::ready`] confirmed the state, by the logic under `key`
+/// loaded in the current term (else `load`ed from the replica's state, as
+/// after a new term or a failed write), which takes `think` between
+/// deciding and proposing (a real host checks signatures and opens
+/// rosters there), time in which leadership can move. The logic is kept
+/// only if its writes land. `Ok(Err(_))` when the logic cannot be loaded.
+#[allow(clippy::too_many_arguments)]
+pub async fn host<L: RoleLogic>(
+    replica: &RaftShard,
+    hosted: &Hosted<L>,
+    key: (NodeId, Vec<u8>),
+    load: impl FnOnce(&RoleContext<'_>) -> Result<L, WireError>,
+    decide: impl FnOnce(&mut L, &RoleContext<'_>) -> mlsd_roles::Decision,
+    think: std::time::Duration,
+    now: SystemTime,
+) -> Result<Result<Response, String>, CommitError> {
+    let term = replica.ready().await?;
+    let ctx = RoleContext { node: "sim", store: replica, now, random: Default::default() };
+    let cached = hosted.lock().remove(&key);
+    let mut logic = match cached {
+        Some((t, logic)) if t == term => logic,
+        _ => match load(&ctx) {
+            Ok(l) => l,
+            Err(e) => return Ok(Err(format!("cannot load the logic: {e:?}"))),
+        },
+    };
+    let decision = decide(&mut logic, &ctx);
+    tokio::time::sleep(think).await;
+    if !decision.writes.ops.is_empty() {
+        // On failure the logic is dropped: the next request loads it from
+        // storage, as a host whose write failed restarts.
+        replica.commit(term, decision.writes).await?;
+    }
+    hosted.lock().insert(key, (term, logic));
+    Ok(Ok(decision.response))
+}
+
+/// Serves `op` at `replica` of node `node`, as the IDS's hosts do; `now`
+/// is the request's time ([`host`]).
 pub async fn serve(
     replica: &RaftShard,
     node: NodeId,
@@ -184,52 +237,26 @@ pub async fn serve(
     think: std::time::Duration,
     now: SystemTime,
 ) -> Reply {
-    match decide(replica, node, hosts, op, think, now).await {
-        Ok(r) => r,
-        Err(e) => Reply::Retry(e),
-    }
-}
-
-async fn decide(
-    replica: &RaftShard,
-    node: NodeId,
-    hosts: &Hosts,
-    op: Op,
-    think: std::time::Duration,
-    now: SystemTime,
-) -> Result<Reply, CommitError> {
-    let term = replica.ready().await?;
     let request = op.request();
     let group = mlsd_roles::ids::logic::group_of(&request).to_vec();
-    let ctx = RoleContext { node: "sim", store: replica, now, random: Default::default() };
-    let cached = hosts.lock().remove(&(node, group.clone()));
-    let mut logic = match cached {
-        Some((t, logic)) if t == term => logic,
-        // A new term (or a failed write before): loaded afresh.
-        _ => match GroupLogic::load(&group, u32::MAX, &ctx) {
-            Ok(l) => l,
-            Err(e) => return Ok(Reply::Refused(format!("cannot load the group: {e:?}"))),
-        },
+    let load = |ctx: &RoleContext<'_>| GroupLogic::load(&group, u32::MAX, ctx);
+    let decide = |l: &mut GroupLogic, ctx: &RoleContext<'_>| {
+        l.handle(Request::Ids(request.clone()), None, ctx)
     };
-    let decision = logic.handle(Request::Ids(request), None, &ctx);
-    tokio::time::sleep(think).await;
-    if !decision.writes.ops.is_empty() {
-        // On failure the logic is dropped: the next request loads the group
-        // from storage, as a group actor whose write failed restarts.
-        replica.commit(term, decision.writes).await?;
-    }
-    hosts.lock().insert((node, group), (term, logic));
-    Ok(match decision.response {
-        Response::Sent { .. } | Response::GroupCreated => Reply::Done,
-        Response::Error(WireError::Ids(IdsError::StaleEpoch { current })) => {
+    let key = (node, group.clone());
+    match host(replica, &hosts.ids, key, load, decide, think, now).await {
+        Err(e) => Reply::Retry(e),
+        Ok(Err(why)) => Reply::Refused(why),
+        Ok(Ok(Response::Sent { .. } | Response::GroupCreated)) => Reply::Done,
+        Ok(Ok(Response::Error(WireError::Ids(IdsError::StaleEpoch { current })))) => {
             Reply::Stale { epoch: current }
         }
-        other => Reply::Refused(format!("{other:?}")),
-    })
+        Ok(Ok(other)) => Reply::Refused(format!("{other:?}")),
+    }
 }
 
-impl Hosts {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Loaded> {
+impl<L> Hosted<L> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Loaded<L>> {
         self.logic.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
