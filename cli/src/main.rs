@@ -68,8 +68,9 @@ enum Cmd {
         #[arg(long, default_value_t = 1000)]
         members: usize,
     },
-    /// Run the deterministic simulation of the shard layer over many seeds,
-    /// or replay one (docs/reliability.md); exits non-zero on a violation.
+    /// Run the deterministic simulation of the shard layer with the real
+    /// IDS and ODS logic over many seeds, or replay one
+    /// (docs/reliability.md); exits non-zero on a violation.
     Sim {
         /// How many seeds to run, from `--from`.
         #[arg(long, default_value_t = 1000)]
@@ -80,8 +81,8 @@ enum Cmd {
         /// Run this one seed only.
         #[arg(long)]
         seed: Option<u64>,
-        /// Print every event of each run.
-        #[arg(long)]
+        /// Print every event of each run (also `--verbose`).
+        #[arg(long, alias = "verbose")]
         trace: bool,
     },
     /// Operator requests, authenticated with a node certificate from certs_dir.
