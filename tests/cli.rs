@@ -115,7 +115,7 @@ async fn a_send_waits_in_the_outbox_while_the_node_is_down() {
     // Prepared while the node runs, then the node goes away mid-way.
     let home = c.dir.path().join("homes/alice");
     let as_key = c.dir.path().join("certs/as.pub");
-    let outbox = || std::fs::read(home.join("outbox.v2.bin")).ok();
+    let outbox = || std::fs::read(home.join("outbox.v3.bin")).ok();
     let before = outbox();
     let mut child = Command::new(common::bin("mlsc"))
         .args(["--server", &c.addr("n1").to_string(), "--ca"])

@@ -6,7 +6,9 @@
 //! earlier sends of its own group only, so one group whose recipient's ODS
 //! owner is down (or whose member's mailbox is full) never holds up another
 //! group. Each send ends in a [`Report`]: every copy stored, some recipients
-//! not served for good (named, with why), or refused as a whole.
+//! not served for good (named, with why), refused as a whole, or of unknown
+//! outcome (an earlier try got no answer, and the group has moved on too
+//! far for the IDS to recognize it).
 //!
 //! Nothing retries the outbox behind the application's back: an application
 //! calls [`Client::flush_outbox`] before its other work (mlsc does so at the
@@ -14,7 +16,9 @@
 //! waits here for that member's copy, and until it is sent that member cannot
 //! follow the group.
 
-use mlsd_transport::protocol::IdsRequest;
+use mlsd_transport::protocol::BadFrame;
+use mlsd_transport::protocol::{ClusterError, IdsError, IdsRequest};
+use mlsd_transport::WireError;
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -31,9 +35,13 @@ use crate::{Client, ClientError};
 pub const MAX_FULL_TRIES: u32 = 3;
 
 /// Home file of the outbox (a list of [`Entry`]).
-const OUTBOX: &str = "outbox.v2";
+const OUTBOX: &str = "outbox.v3";
 
-/// Home file of the older outbox (a bare list of requests), read once and
+/// Home file of the outbox before `Entry::unanswered` ([`EntryV2`]), read
+/// once and converted.
+const OUTBOX_V2: &str = "outbox.v2";
+
+/// Home file of the oldest outbox (a bare list of requests), read once and
 /// converted.
 const OLD_OUTBOX: &str = "outbox";
 
@@ -43,6 +51,17 @@ struct Entry {
     /// The `Send`, exactly as first tried.
     request: Request,
     /// Answers so far that named a full mailbox.
+    full_tries: u32,
+    /// A try may have reached the IDS and got no answer (the connection
+    /// dropped, a forwarded call timed out): if the IDS then says the group
+    /// has moved on, the send may still have been delivered.
+    unanswered: bool,
+}
+
+/// One waiting send as `outbox.v2` kept it.
+#[derive(Clone, Serialize, Deserialize)]
+struct EntryV2 {
+    request: Request,
     full_tries: u32,
 }
 
@@ -67,6 +86,11 @@ pub enum Outcome {
     /// Refused as a whole (e.g. the group moved on): nobody got it, and it is
     /// not re-encrypted or sent again.
     Dropped(String),
+    /// An earlier try got no answer, and by the retry the group had moved
+    /// on further than the IDS remembers accepted messages: it may have been
+    /// delivered, or not. It is not sent again (which could deliver it
+    /// twice).
+    Unknown(String),
 }
 
 /// The outcome of one send, for the user.
@@ -116,6 +140,7 @@ impl std::fmt::Display for Outcome {
                 Ok(())
             }
             Outcome::Dropped(reason) => write!(f, "not sent: {reason}"),
+            Outcome::Unknown(reason) => write!(f, "outcome unknown: {reason}"),
         }
     }
 }
@@ -131,6 +156,59 @@ pub fn message_id(req: &Request) -> Option<[u8; 32]> {
     match req {
         Request::Ids(IdsRequest::Send { body, .. }) => Some(body.message_id),
         _ => None,
+    }
+}
+
+/// Whether a try that failed with `e` may have reached the IDS and been
+/// accepted there: its answer was lost, or a node the try was forwarded
+/// to did not answer in time. (A refused connection, or a replica that is
+/// not the leader, decided nothing.)
+fn may_have_arrived(e: &ClientError) -> bool {
+    matches!(
+        e,
+        ClientError::Call(_)
+            | ClientError::Server(WireError::Cluster(ClusterError::Unavailable { .. }))
+            | ClientError::Server(WireError::Cluster(ClusterError::ShardUnavailable { .. }))
+            | ClientError::Server(WireError::Ids(IdsError::Incomplete { .. }))
+            | ClientError::Server(WireError::Frame(BadFrame::Timeout))
+    )
+}
+
+/// The outbox in `home`, converting the older forms once each: a bare list
+/// of requests, then entries that did not record unanswered tries (taken
+/// as unanswered: nobody knows).
+fn load_outbox(home: &crate::home::Home) -> Result<Vec<Entry>, ClientError> {
+    if let Some(list) = home.load(OUTBOX)? {
+        return Ok(list);
+    }
+    let from_v1 = |old: Vec<Request>| -> Vec<EntryV2> {
+        old.into_iter().map(|request| EntryV2 { request, full_tries: 0 }).collect()
+    };
+    let _: Option<Vec<EntryV2>> = home.load_converting(OUTBOX_V2, OLD_OUTBOX, from_v1)?;
+    let from_v2 = |old: Vec<EntryV2>| -> Vec<Entry> {
+        old.into_iter()
+            .map(|e| Entry { request: e.request, full_tries: e.full_tries, unanswered: true })
+            .collect()
+    };
+    Ok(home.load_converting(OUTBOX, OUTBOX_V2, from_v2)?.unwrap_or_default())
+}
+
+/// What a failed try of `entry` means for it.
+fn judge_error(entry: &mut Entry, e: ClientError) -> Next {
+    if transient(&e) {
+        entry.unanswered |= may_have_arrived(&e);
+        return Next::Retry;
+    }
+    match e {
+        ClientError::Server(WireError::Ids(IdsError::StaleEpoch { current }))
+            if entry.unanswered =>
+        {
+            Next::Done(Outcome::Unknown(format!(
+                "an earlier try got no answer, and the group is at epoch {current} now, past \
+                 what the server remembers; it may have been delivered, and is not sent again"
+            )))
+        }
+        e => Next::Done(Outcome::Dropped(e.to_string())),
     }
 }
 
@@ -151,10 +229,7 @@ enum Next {
 
 impl Client {
     fn outbox(&self) -> Result<Vec<Entry>, ClientError> {
-        let convert = |old: Vec<Request>| -> Vec<Entry> {
-            old.into_iter().map(|request| Entry { request, full_tries: 0 }).collect()
-        };
-        Ok(self.home.load_converting(OUTBOX, OLD_OUTBOX, convert)?.unwrap_or_default())
+        load_outbox(&self.home)
     }
 
     fn save_outbox(&self, list: &[Entry]) -> Result<(), ClientError> {
@@ -164,7 +239,7 @@ impl Client {
     /// Adds a prepared send to the outbox (before the first attempt).
     pub fn outbox_push(&self, req: Request) -> Result<(), ClientError> {
         let mut list = self.outbox()?;
-        list.push(Entry { request: req, full_tries: 0 });
+        list.push(Entry { request: req, full_tries: 0, unanswered: false });
         self.save_outbox(&list)
     }
 
@@ -191,8 +266,7 @@ impl Client {
                 Next::Done(Outcome::Partly { copies, failed, undelivered })
             }
             Ok(other) => Next::Done(Outcome::Dropped(format!("unexpected answer {other:?}"))),
-            Err(e) if transient(&e) => Next::Retry,
-            Err(e) => Next::Done(Outcome::Dropped(e.to_string())),
+            Err(e) => judge_error(entry, e),
         }
     }
 
@@ -228,12 +302,12 @@ impl Client {
             }
             let answer = self.connection().request(list[i].request.clone()).await;
             let stop = matches!(&answer, Err(e) if unreachable(e));
-            let tries = list[i].full_tries;
+            let before = (list[i].full_tries, list[i].unanswered);
             let changed = match self.judge(&mut list[i], answer) {
                 Next::Retry => {
                     held.insert(gid);
                     i += 1;
-                    list[i - 1].full_tries != tries
+                    (list[i - 1].full_tries, list[i - 1].unanswered) != before
                 }
                 Next::Done(outcome) => {
                     let entry = list.remove(i);
@@ -284,5 +358,90 @@ impl Client {
             patience.pause().await;
             let _ = self.reconnect().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mlsd_transport::endpoint::CallError;
+    use mlsd_transport::protocol::{Ping, Role};
+
+    fn entry() -> Entry {
+        Entry {
+            request: Request::Ping(Ping { role: Role::Ids, key: Vec::new() }),
+            full_tries: 0,
+            unanswered: false,
+        }
+    }
+
+    fn stale() -> ClientError {
+        ClientError::Server(WireError::Ids(IdsError::StaleEpoch { current: 20 }))
+    }
+
+    fn shard_unavailable() -> ClientError {
+        ClientError::Server(WireError::Cluster(ClusterError::ShardUnavailable {
+            shard: "ids/0".into(),
+        }))
+    }
+
+    /// A send whose first try got no answer (the call timed out, or the
+    /// node it was forwarded to did not answer) and whose retry finds the
+    /// group moved on past what the IDS remembers may have been delivered:
+    /// its outcome is unknown, not "not sent".
+    #[test]
+    fn a_retry_refused_stale_after_an_unanswered_try_is_of_unknown_outcome() {
+        for lost in [ClientError::Call(CallError::Timeout), shard_unavailable()] {
+            let mut e = entry();
+            assert!(matches!(judge_error(&mut e, lost), Next::Retry));
+            assert!(e.unanswered);
+            match judge_error(&mut e, stale()) {
+                Next::Done(Outcome::Unknown(why)) => assert!(why.contains("epoch 20"), "{why}"),
+                _ => panic!("not reported as of unknown outcome"),
+            }
+        }
+    }
+
+    /// An outbox of the two older forms is read once and converted: the
+    /// sends and their full-mailbox counts kept, their tries taken as
+    /// unanswered, the old file gone.
+    #[test]
+    fn older_outboxes_are_converted_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = crate::home::Home::open(dir.path()).unwrap();
+        let req = entry().request;
+        home.save(OUTBOX_V2, &vec![EntryV2 { request: req.clone(), full_tries: 2 }]).unwrap();
+        let list = load_outbox(&home).unwrap();
+        assert_eq!(list.len(), 1);
+        assert!(list[0].request == req && list[0].full_tries == 2 && list[0].unanswered);
+        assert!(!dir.path().join("outbox.v2.bin").exists());
+        assert!(dir.path().join("outbox.v3.bin").exists());
+        let dir = tempfile::tempdir().unwrap();
+        let home = crate::home::Home::open(dir.path()).unwrap();
+        home.save(OLD_OUTBOX, &vec![req.clone()]).unwrap();
+        let list = load_outbox(&home).unwrap();
+        assert!(list.len() == 1 && list[0].request == req && list[0].unanswered);
+        assert!(
+            !dir.path().join("outbox.bin").exists() && !dir.path().join("outbox.v2.bin").exists()
+        );
+    }
+
+    /// Tries that reached no IDS (no connection, a replica that does not
+    /// lead) leave a stale refusal what it is: nobody got it.
+    #[test]
+    fn a_stale_refusal_after_tries_that_decided_nothing_is_not_sent() {
+        let refused_connection = ClientError::Connect {
+            server: "127.0.0.1:1".parse().unwrap(),
+            reason: "refused".into(),
+        };
+        let not_leader = ClientError::Server(WireError::Cluster(ClusterError::NotLeader {
+            shard: "ids/0".into(),
+            leader: None,
+        }));
+        let mut e = entry();
+        assert!(matches!(judge_error(&mut e, refused_connection), Next::Retry));
+        assert!(matches!(judge_error(&mut e, not_leader), Next::Retry));
+        assert!(!e.unanswered);
+        assert!(matches!(judge_error(&mut e, stale()), Next::Done(Outcome::Dropped(_))));
     }
 }

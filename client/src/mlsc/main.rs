@@ -122,7 +122,8 @@ fn report_earlier(reports: &[Report], this: Option<[u8; 32]>) {
 
 /// Sends `req` through the outbox and says what became of it: nothing when
 /// every copy is stored; which recipients were not served and why (exit 0:
-/// the others have it); an error when it was refused or is still waiting.
+/// the others have it); an error when it was refused, its outcome cannot be
+/// known, or it is still waiting.
 async fn send(c: &mut Client, req: mlsd_transport::Request, timeout: u64) -> anyhow::Result<()> {
     let id = outbox::message_id(&req);
     let reports = c.send_reliably(req, Duration::from_secs(timeout)).await?;
@@ -134,6 +135,7 @@ async fn send(c: &mut Client, req: mlsd_transport::Request, timeout: u64) -> any
             Ok(())
         }
         Some(dropped @ Outcome::Dropped(_)) => anyhow::bail!("{dropped}"),
+        Some(unknown @ Outcome::Unknown(_)) => anyhow::bail!("{unknown}"),
         None => anyhow::bail!(
             "not acknowledged within {timeout} s; it stays in the outbox and is retried by the next mlsc command"
         ),
