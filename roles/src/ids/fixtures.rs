@@ -64,11 +64,7 @@ impl Member {
     /// A self-update commit of the current epoch (not merged: a commit
     /// another member might race).
     pub fn commit(&mut self) -> Vec<u8> {
-        let b = self
-            .group
-            .self_update(&self.provider, &self.signer, LeafNodeParameters::default())
-            .unwrap();
-        let bytes = b.commit().tls_serialize_detached().unwrap();
+        let bytes = self.self_update();
         self.group.clear_pending_commit(self.provider.storage()).unwrap();
         bytes
     }
@@ -76,13 +72,18 @@ impl Member {
     /// A self-update commit of the current epoch, merged: the member moves
     /// to the next epoch (a chain of commits, one per epoch).
     pub fn advance(&mut self) -> Vec<u8> {
+        let bytes = self.self_update();
+        self.group.merge_pending_commit(&self.provider).unwrap();
+        bytes
+    }
+
+    /// A self-update commit of the current epoch, left pending.
+    fn self_update(&mut self) -> Vec<u8> {
         let b = self
             .group
             .self_update(&self.provider, &self.signer, LeafNodeParameters::default())
             .unwrap();
-        let bytes = b.commit().tls_serialize_detached().unwrap();
-        self.group.merge_pending_commit(&self.provider).unwrap();
-        bytes
+        b.commit().tls_serialize_detached().unwrap()
     }
 }
 
