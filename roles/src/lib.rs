@@ -8,8 +8,8 @@
 //! it on the in-memory store with a fixed clock and fixed random bytes, and
 //! the shells (`mlsd_actors`: role hosts, group actors, the replicated store)
 //! only carry decisions out. This crate depends on no async runtime, actor
-//! system, socket library, Raft or RocksDB; CI checks that with
-//! `scripts/core-deps.sh`.
+//! system, socket library, Raft or RocksDB; `tests/layout.rs` checks that
+//! with `cargo tree` on every `make test`.
 //!
 //! # Layout
 //! - [`contract`]: what every role's logic implements ([`RoleLogic`],
@@ -22,8 +22,9 @@
 //!   signature and timestamp checks; [`budget`]: rates that may go into
 //!   debt (fan-out copies, KeyPackage fetches).
 //! - [`settings`]: per-role settings from the cluster config (data only).
-//! - [`push`]: which push endpoint URLs a mailbox may register (the ODS
-//!   checks them; the node's push client checks them again before sending).
+//! - [`push`]: where a push notification may go (URL parsing and the
+//!   operator's policy, pure); the node's push client applies it before
+//!   each POST, and the ODS bounds a sealed endpoint by [`push::MAX_URL`].
 //! - [`r#as`], [`cs`], [`ids`], [`ods`], [`sds`]: one module per service.
 #![warn(missing_docs)]
 
