@@ -6,7 +6,7 @@
 //! and then carries out the fan-out the decision names
 //! ([`Effect::FanOut`]).
 
-use mlsd_transport::protocol::IdsRequest;
+use mlsd_transport::protocol::{IdsRequest, RosterMode, SealedRoster, SendBody};
 use mlsd_transport::{Request, Response, Role, WireError};
 
 use super::group::{day_of, parse_idle_key, Accepted, GroupCore, IDLE_INDEX};
@@ -57,12 +57,11 @@ impl GroupLogic {
     /// `CreateGroup`, noting the day's activity.
     fn create(
         &mut self,
-        request: IdsRequest,
+        mode: RosterMode,
+        auth_key: [u8; 32],
+        roster: Option<SealedRoster>,
         ctx: &RoleContext<'_>,
     ) -> Result<Decision, WireError> {
-        let IdsRequest::CreateGroup { mode, auth_key, roster, .. } = request else {
-            return Err(internal("not a CreateGroup"));
-        };
         let mut writes = self.core.create(mode, auth_key, roster)?;
         self.core.touch(day_of(ctx.now), &mut writes);
         Ok(Decision::write(Response::GroupCreated, writes))
@@ -73,14 +72,16 @@ impl GroupLogic {
     /// acceptance, and the budget is charged its copies. The decision's
     /// effect is the fan-out, which answers the sender; `response` is what
     /// it answers when every copy is stored.
-    fn send(&mut self, request: IdsRequest, ctx: &RoleContext<'_>) -> Result<Decision, WireError> {
-        let IdsRequest::Send { body, mac } = request else {
-            return Err(internal("not a Send"));
-        };
+    fn send(
+        &mut self,
+        body: &SendBody,
+        mac: &[u8; 32],
+        ctx: &RoleContext<'_>,
+    ) -> Result<Decision, WireError> {
         let now = seconds(ctx.now);
         self.budget.admit(now)?;
         let Accepted { fanout, mut writes } =
-            self.core.accept_send(&body, &mac, ctx.store, ctx.now)?;
+            self.core.accept_send(body, mac, ctx.store, ctx.now)?;
         self.core.touch(day_of(ctx.now), &mut writes);
         let copies = fanout.plan.copies();
         self.budget.charge(copies, now);
@@ -133,11 +134,13 @@ impl RoleLogic for GroupLogic {
     /// (another group's request included) is a host defect.
     fn handle(&mut self, req: Request, _pre: Option<Response>, ctx: &RoleContext<'_>) -> Decision {
         match req {
-            Request::Ids(r @ IdsRequest::CreateGroup { .. }) if group_of(&r) == self.group() => {
-                self.create(r, ctx).into()
+            Request::Ids(IdsRequest::CreateGroup { group, mode, auth_key, roster })
+                if group == self.group() =>
+            {
+                self.create(mode, auth_key, roster, ctx).into()
             }
-            Request::Ids(r @ IdsRequest::Send { .. }) if group_of(&r) == self.group() => {
-                self.send(r, ctx).into()
+            Request::Ids(IdsRequest::Send { body, mac }) if body.group == self.group() => {
+                self.send(&body, &mac, ctx).into()
             }
             Request::Ping(_) => Decision::reply(pong(Role::Ids, ctx)),
             other => not_mine(Role::Ids, &other),

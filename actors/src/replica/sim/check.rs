@@ -129,7 +129,7 @@ fn check_mailboxes(sim: &Sim, l: &Ledger, view: &ShardView) -> Result<(usize, us
     if let Some(what) = l.mail.anomalies.first() {
         return Err(sim.violation(what.clone()));
     }
-    let now = epoch_zero() + sim.trace.start.elapsed();
+    let now = sim.trace.now();
     for k in 0..mailbox::MAILBOXES {
         let held: BTreeMap<u64, Vec<u8>> = mailbox::read_all(view, k, 0, now)
             .map_err(|e| sim.violation(format!("cannot read mailbox {k}: {e}")))?

@@ -47,12 +47,6 @@ pub(super) struct Clients {
     pub(super) shard: ShardId,
 }
 
-/// The wall-clock time the simulation starts at (day 20,000 since 1970);
-/// a request's time is this plus the simulated time elapsed.
-pub(super) fn epoch_zero() -> std::time::SystemTime {
-    std::time::UNIX_EPOCH + Duration::from_secs(20_000 * 24 * 3600)
-}
-
 impl Clients {
     fn stopped(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
@@ -81,7 +75,7 @@ pub(super) async fn decide(op: impl Into<Ask>, rng: &mut StdRng, w: &Clients) ->
                 } else {
                     Duration::from_micros(rng.gen_range(0..20_000))
                 };
-                let now = epoch_zero() + w.trace.start.elapsed();
+                let now = w.trace.now();
                 match &op {
                     Ask::Ids(op) => role::serve(&replica, node, &w.hosts, *op, think, now).await,
                     Ask::Ods(op) => mailbox::serve(&replica, node, &w.hosts, op, think, now).await,
@@ -200,7 +194,7 @@ pub(super) async fn mailbox_clients(
     use mailbox::MailOp;
     let mut setup = StdRng::seed_from_u64(sim.seed ^ 0x0DE5);
     for k in 0..mailbox::MAILBOXES {
-        let now = epoch_zero() + sim.trace.start.elapsed();
+        let now = sim.trace.now();
         for op in [MailOp::Open(k), MailOp::Issue(k, mailbox::counter(now, 0))] {
             if !matches!(decide(op.clone(), &mut setup, shared).await, Some(Reply::Answer(_))) {
                 return Err(sim.violation(format!("mailbox {k}: {op:?} failed")));
@@ -248,14 +242,14 @@ async fn owner(w: Clients, k: u8) {
     let (mut after, mut last) = (0u64, 0u64);
     while !w.stopped() {
         tokio::time::sleep(Duration::from_millis(rng.gen_range(50..400))).await;
-        last = mailbox::counter(epoch_zero() + w.trace.start.elapsed(), last);
+        last = mailbox::counter(w.trace.now(), last);
         let page = match decide(MailOp::Fetch(k, after, last), &mut rng, &w).await {
             Some(Reply::Answer(Response::Envelopes(page))) => page,
             _ => continue,
         };
         w.ledger.lock().unwrap_or_else(|p| p.into_inner()).mail.fetched(k, &page);
         let Some(up_to) = page.last().map(|e| e.seq) else { continue };
-        last = mailbox::counter(epoch_zero() + w.trace.start.elapsed(), last);
+        last = mailbox::counter(w.trace.now(), last);
         // Sent: from now on its copies up to there may be gone.
         {
             let mut l = w.ledger.lock().unwrap_or_else(|p| p.into_inner());

@@ -62,7 +62,7 @@ use super::recovery::{Rebuild, Recovery};
 use super::view::ShardStore;
 use super::{node_id, Member, NodeId, RaftShard, ShardId, ShardRaft};
 use crate::storage::{MemStore, Space, Store};
-use clients::{epoch_zero, group_clients, mailbox_clients, Clients};
+use clients::{group_clients, mailbox_clients, Clients};
 use net::{SimNet, SimNetwork};
 use role::{Op, Reply, WRITERS_GROUP};
 
@@ -152,6 +152,12 @@ struct Trace {
 }
 
 impl Trace {
+    /// The wall-clock time of this instant of the run: the run starts at
+    /// day 20,000 since 1970, and its clock moves with simulated time.
+    fn now(&self) -> std::time::SystemTime {
+        std::time::UNIX_EPOCH + Duration::from_secs(20_000 * 24 * 3600) + self.start.elapsed()
+    }
+
     fn note(&self, what: impl std::fmt::Display) {
         let ms = self.start.elapsed().as_millis();
         self.events.lock().unwrap_or_else(|p| p.into_inner()).push(format!("{ms:>6} {what}"));

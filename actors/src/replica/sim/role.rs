@@ -240,9 +240,8 @@ pub async fn serve(
     let request = op.request();
     let group = mlsd_roles::ids::logic::group_of(&request).to_vec();
     let load = |ctx: &RoleContext<'_>| GroupLogic::load(&group, u32::MAX, ctx);
-    let decide = |l: &mut GroupLogic, ctx: &RoleContext<'_>| {
-        l.handle(Request::Ids(request.clone()), None, ctx)
-    };
+    let decide =
+        move |l: &mut GroupLogic, ctx: &RoleContext<'_>| l.handle(Request::Ids(request), None, ctx);
     let key = (node, group.clone());
     match host(replica, &hosts.ids, key, load, decide, think, now).await {
         Err(e) => Reply::Retry(e),
