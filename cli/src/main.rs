@@ -69,7 +69,7 @@ enum Cmd {
         members: usize,
     },
     /// Run the deterministic simulation of the shard layer with the real
-    /// IDS and ODS logic over many seeds, or replay one
+    /// logic of the five roles over many seeds, or replay one
     /// (docs/reliability.md); exits non-zero on a violation.
     Sim {
         /// How many seeds to run, from `--from`.
@@ -84,6 +84,10 @@ enum Cmd {
         /// Print every event of each run (also `--verbose`).
         #[arg(long, alias = "verbose")]
         trace: bool,
+        /// Make only this run of each seed: `ids`, `ods` or `accounts` (the
+        /// AS, CS and SDS); all three when absent.
+        #[arg(long)]
+        run: Option<String>,
     },
     /// Operator requests, authenticated with a node certificate from certs_dir.
     Admin {
@@ -204,12 +208,17 @@ fn recover(
 
 /// Runs the shard simulation for each seed of `seeds`; stops at the first
 /// violation, with the events that led to it.
-fn sim(seeds: std::ops::Range<u64>, trace: bool) -> anyhow::Result<()> {
+fn sim(seeds: std::ops::Range<u64>, trace: bool, only: Option<&str>) -> anyhow::Result<()> {
     use mlsd_actors::replica::sim;
+    let kinds = match only {
+        None => sim::Run::ALL.to_vec(),
+        Some(name) => vec![sim::Run::named(name)
+            .ok_or_else(|| anyhow::anyhow!("no run named {name:?}: ids, ods or accounts"))?],
+    };
     let (mut runs, mut commits, mut writes) = (0u64, 0usize, 0usize);
     let start = std::time::Instant::now();
     for seed in seeds {
-        match sim::run(seed) {
+        match sim::run_kinds(seed, &kinds) {
             Ok(o) => {
                 if trace {
                     println!("{}", o.events.join("\n"));
@@ -299,12 +308,12 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
             let rt = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
             rt.block_on(bench::stage(&what, count, members))
         }
-        Cmd::Sim { seeds, from, seed, trace } => {
+        Cmd::Sim { seeds, from, seed, trace, run } => {
             let range = match seed {
                 Some(s) => s..s.saturating_add(1),
                 None => from..from.saturating_add(seeds),
             };
-            sim(range, trace)
+            sim(range, trace, run.as_deref())
         }
         Cmd::Demo => {
             let rt = tokio::runtime::Runtime::new().context("cannot start the runtime")?;

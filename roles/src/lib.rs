@@ -25,13 +25,15 @@
 //! - [`push`]: where a push notification may go (URL parsing and the
 //!   operator's policy, pure); the node's push client applies it before
 //!   each POST, and the ODS bounds a sealed endpoint by [`push::MAX_URL`].
-//! - [`r#as`], [`cs`], [`ids`], [`ods`], [`sds`]: one module per service.
+//! - [`r#as`], [`cs`], [`ids`], [`ods`], [`sds`]: one module per service;
+//!   [`cs_fixtures`]: real KeyPackages for the simulation of the CS.
 #![warn(missing_docs)]
 
 pub mod r#as;
 pub mod budget;
 pub mod contract;
 pub mod cs;
+pub mod cs_fixtures;
 pub mod ids;
 pub mod ods;
 mod once;

@@ -1,44 +1,51 @@
-//! What a run must show once healed: the replicas converge, and the end
-//! checks (one commit per epoch, nothing acknowledged missing, nothing
-//! refused, the same data on every replica), read from the IDS's storage as
-//! its logic reads it.
+//! What a run must show once healed: the replicas of each shard converge,
+//! and the end checks (one commit per epoch, nothing acknowledged missing,
+//! nothing refused, the same data on every replica), read from each role's
+//! storage as its logic reads it.
 
 use super::*;
 use crate::replica::ShardView;
 use mlsd_roles::ids::group::{accepted_ids, GroupCore, ACCEPTED_EPOCHS};
 
-/// Waits until every replica has applied the same last entry.
+/// Waits until every replica of each shard has applied its shard's same
+/// last entry.
 pub(super) async fn converge(sim: &Sim, healed: Instant) -> Result<(), Violation> {
-    loop {
-        let applied: Vec<(Option<u64>, Option<u64>)> = sim
-            .net
-            .replicas()
-            .iter()
-            .map(|r| {
-                let m = r.raft.metrics().borrow().clone();
-                (m.last_applied.map(|l| l.index), m.last_log_index)
-            })
-            .collect();
-        let first = applied[0].0;
-        if applied.iter().all(|a| a.0 == first && a.1 == first) {
-            sim.trace.note(format_args!("converged at {first:?}"));
-            return Ok(());
+    for &shard in &sim.shards {
+        loop {
+            let applied: Vec<(Option<u64>, Option<u64>)> = sim
+                .net
+                .replicas_of(shard)
+                .iter()
+                .map(|r| {
+                    let m = r.raft.metrics().borrow().clone();
+                    (m.last_applied.map(|l| l.index), m.last_log_index)
+                })
+                .collect();
+            let first = applied[0].0;
+            if applied.iter().all(|a| a.0 == first && a.1 == first) {
+                sim.trace.note(format_args!("{shard} converged at {first:?}"));
+                break;
+            }
+            if healed.elapsed() > SETTLE * 2 {
+                return Err(
+                    sim.violation(format!("{shard}'s replicas did not converge: {applied:?}"))
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        if healed.elapsed() > SETTLE * 2 {
-            return Err(sim.violation(format!("replicas did not converge: {applied:?}")));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    Ok(())
 }
 
 /// The end checks; returns (commits, writes) acknowledged.
 pub(super) fn check(sim: &Sim) -> Result<(usize, usize), Violation> {
-    let space = Space::Role(sim.shard.role).name().to_string();
+    let spaces: BTreeSet<String> =
+        sim.shards.iter().map(|s| Space::Role(s.role).name().to_string()).collect();
     let data = |n: &Node| {
         n.store
             .contents()
             .into_iter()
-            .filter(|((s, _), _)| *s == space)
+            .filter(|((s, _), _)| spaces.contains(s))
             .map(|((_, k), v)| (k, v))
             .collect::<BTreeMap<_, _>>()
     };
@@ -50,15 +57,30 @@ pub(super) fn check(sim: &Sim) -> Result<(usize, usize), Violation> {
             );
         }
     }
-    let l = sim.ledger.lock().unwrap_or_else(|p| p.into_inner());
+    let mut l = sim.ledger.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(why) = l.refused.first() {
         return Err(sim.violation(format!("a client request was refused: {why}")));
     }
-    // What the role holds, read as its logic reads it (the shard's view).
-    let view = ShardView { store: sim.nodes[0].store.clone(), shard: sim.shard };
-    if sim.shard.role == Role::Ods {
-        return check_mailboxes(sim, &l, &view);
+    // What the roles hold, read as their logic reads it (a shard's view).
+    let view = |shard| ShardView { store: sim.nodes[0].store.clone(), shard };
+    match sim.kind {
+        Run::Ods => check_mailboxes(sim, &l, &view(ODS_SHARD)),
+        Run::Ids => check_groups(sim, &l, &view(IDS_SHARD)),
+        Run::Accounts => {
+            use accounts::{AS_SHARD, CS_SHARD, SDS_SHARD};
+            let (a, c, s) = (view(AS_SHARD), view(CS_SHARD), view(SDS_SHARD));
+            let views = accounts::Views { auth: &a, cs: &c, sds: &s };
+            match accounts::check(&mut l.accounts, views, sim.trace.now()) {
+                Ok(n) => Ok((0, n)),
+                Err(what) => Err(sim.violation(what)),
+            }
+        }
     }
+}
+
+/// The IDS run's end checks: one commit per epoch, and every acknowledged
+/// message and creation stored.
+fn check_groups(sim: &Sim, l: &Ledger, view: &ShardView) -> Result<(usize, usize), Violation> {
     for ((g, e), ids) in &l.commits {
         if ids.len() > 1 {
             return Err(sim.violation(format!("two commits accepted for g{g}@{e}: {ids:x?}")));
@@ -66,7 +88,7 @@ pub(super) fn check(sim: &Sim) -> Result<(usize, usize), Violation> {
     }
     for g in 0..GROUPS {
         let gid = role::group_id(g);
-        let core = stored(sim, "a group", GroupCore::load(&gid, &view))?;
+        let core = stored(sim, "a group", GroupCore::load(&gid, view))?;
         let Some(epoch) = core.epoch() else {
             return Err(sim.violation(format!("g{g} is gone")));
         };
@@ -81,7 +103,7 @@ pub(super) fn check(sim: &Sim) -> Result<(usize, usize), Violation> {
         // The epochs the IDS still remembers: each holds the one commit
         // that moved the group on, and it is the acknowledged one if any.
         for e in epoch.saturating_sub(ACCEPTED_EPOCHS - 1)..epoch {
-            let ids = stored(sim, "accepted ids", accepted_ids(&gid, e, &view))?;
+            let ids = stored(sim, "accepted ids", accepted_ids(&gid, e, view))?;
             if ids.len() != 1 {
                 return Err(sim.violation(format!("g{g}@{e} holds {} commits", ids.len())));
             }
@@ -93,12 +115,12 @@ pub(super) fn check(sim: &Sim) -> Result<(usize, usize), Violation> {
                 }
             }
         }
-        if !stored(sim, "accepted ids", accepted_ids(&gid, epoch, &view))?.is_empty() {
+        if !stored(sim, "accepted ids", accepted_ids(&gid, epoch, view))?.is_empty() {
             return Err(sim.violation(format!("g{g} has a commit beyond its epoch {epoch}")));
         }
     }
     let writes =
-        stored(sim, "accepted ids", accepted_ids(&role::group_id(WRITERS_GROUP), 0, &view))?;
+        stored(sim, "accepted ids", accepted_ids(&role::group_id(WRITERS_GROUP), 0, view))?;
     let writes: BTreeSet<[u8; 32]> = writes.into_iter().collect();
     for w in &l.writes {
         if !writes.contains(&role::message_id(*w)) {
@@ -106,7 +128,7 @@ pub(super) fn check(sim: &Sim) -> Result<(usize, usize), Violation> {
         }
     }
     for g in &l.created {
-        if stored(sim, "a group", GroupCore::load(&role::group_id(*g), &view))?.epoch() != Some(0) {
+        if stored(sim, "a group", GroupCore::load(&role::group_id(*g), view))?.epoch() != Some(0) {
             return Err(sim.violation(format!("the acknowledged creation of g{g} is lost")));
         }
     }

@@ -1,7 +1,8 @@
 //! The simulation's clients: where a request goes (the leader it was told
 //! of, else a node at random), how it is retried, and the client tasks of
 //! each run: committers, writers and a creator of groups for the IDS,
-//! enqueuers and mailbox owners for the ODS.
+//! enqueuers and mailbox owners for the ODS, racing registrars, fetchers
+//! of KeyPackages, a blob uploader and a reader for the accounts run.
 
 use super::*;
 use role::Hosts;
@@ -11,11 +12,29 @@ use role::Hosts;
 pub(super) enum Ask {
     Ids(Op),
     Ods(mailbox::MailOp),
+    Accounts(accounts::AcctOp),
+}
+
+impl Ask {
+    /// The shard that serves the request.
+    fn shard(&self) -> ShardId {
+        match self {
+            Ask::Ids(_) => IDS_SHARD,
+            Ask::Ods(_) => ODS_SHARD,
+            Ask::Accounts(op) => op.shard(),
+        }
+    }
 }
 
 impl From<Op> for Ask {
     fn from(op: Op) -> Self {
         Ask::Ids(op)
+    }
+}
+
+impl From<accounts::AcctOp> for Ask {
+    fn from(op: accounts::AcctOp) -> Self {
+        Ask::Accounts(op)
     }
 }
 
@@ -43,8 +62,6 @@ pub(super) struct Clients {
     pub(super) stop: Arc<AtomicBool>,
     /// The logic each node's role hosts hold.
     pub(super) hosts: Arc<Hosts>,
-    /// The run's shard.
-    pub(super) shard: ShardId,
 }
 
 impl Clients {
@@ -61,12 +78,13 @@ impl Clients {
 /// Sends `op` until a replica decides it, or the clients stop.
 pub(super) async fn decide(op: impl Into<Ask>, rng: &mut StdRng, w: &Clients) -> Option<Reply> {
     let op = op.into();
+    let shard = op.shard();
     let (net, serials) = (&w.net, &w.serials);
     let ids: Vec<NodeId> = serials.keys().copied().collect();
     let mut hint = None;
     while !w.stopped() {
         let node = pick(rng, &mut hint, &ids);
-        let reply = match net.replica(node) {
+        let reply = match net.replica(node, shard) {
             Some(replica) => {
                 let _serial = serials[&node].lock().await;
                 // Mostly quick; now and then as slow as an election.
@@ -79,10 +97,19 @@ pub(super) async fn decide(op: impl Into<Ask>, rng: &mut StdRng, w: &Clients) ->
                 match &op {
                     Ask::Ids(op) => role::serve(&replica, node, &w.hosts, *op, think, now).await,
                     Ask::Ods(op) => mailbox::serve(&replica, node, &w.hosts, op, think, now).await,
+                    Ask::Accounts(op) => {
+                        match accounts::prerequisite(net, node, &w.hosts, op, now).await {
+                            Ok(pre) => {
+                                let (hosts, asked) = (&w.hosts, (op, pre));
+                                accounts::serve(&replica, node, hosts, asked, think, now).await
+                            }
+                            Err(e) => Reply::Retry(e),
+                        }
+                    }
                 }
             }
             None => Reply::Retry(crate::replica::CommitError::Unavailable {
-                shard: w.shard.to_string(),
+                shard: shard.to_string(),
                 why: "down".into(),
             }),
         };
@@ -261,6 +288,145 @@ async fn owner(w: Clients, k: u8) {
         {
             w.trace.note(format_args!("mailbox {k}: acked up to {up_to}"));
             after = up_to;
+        }
+    }
+}
+
+/// The accounts run's clients: two parties racing for identities, two
+/// fetchers of KeyPackages, a blob uploader and a blob reader.
+pub(super) fn account_clients(shared: &Clients) -> Vec<tokio::task::JoinHandle<()>> {
+    vec![
+        tokio::spawn(registrars(shared.clone())),
+        tokio::spawn(fetcher(shared.clone(), 400)),
+        tokio::spawn(fetcher(shared.clone(), 401)),
+        tokio::spawn(uploader(shared.clone(), 500)),
+        tokio::spawn(reader(shared.clone(), 501)),
+    ]
+}
+
+/// The ledger of `w`, locked.
+fn ledger(w: &Clients) -> std::sync::MutexGuard<'_, Ledger> {
+    w.ledger.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Identity after identity, two parties register a device of it at once;
+/// the one bound publishes its KeyPackages.
+async fn registrars(w: Clients) {
+    use accounts::AcctOp;
+    let mut rngs = [w.rng(0, 0xA5), w.rng(1, 0xA5)];
+    let mut identity = 0u32;
+    while !w.stopped() {
+        let timestamp = accounts::unix(w.trace.now());
+        let [r0, r1] = &mut rngs;
+        let (a0, a1) = tokio::join!(
+            decide(AcctOp::Register { identity, party: 0, timestamp }, r0, &w),
+            decide(AcctOp::Register { identity, party: 1, timestamp }, r1, &w),
+        );
+        let mut winner = None;
+        for (party, answer) in [(0u8, a0), (1, a1)] {
+            let Some(Reply::Answer(r)) = answer else { continue };
+            w.trace.note(format_args!("u{identity}/p{party}: {}", short(&r)));
+            if ledger(&w).accounts.registered(identity, party, &r) {
+                winner = Some(party);
+            }
+        }
+        if let Some(party) = winner {
+            let timestamp = accounts::unix(w.trace.now());
+            let op = AcctOp::Publish { identity, party, timestamp };
+            if let Some(Reply::Answer(r)) = decide(op, &mut rngs[0], &w).await {
+                w.trace.note(format_args!("u{identity}/p{party}: {}", short(&r)));
+                let mut l = ledger(&w);
+                let a = &mut l.accounts;
+                match r {
+                    Response::Published { stored } if stored as usize == accounts::ONE_TIME => {
+                        a.published.insert(identity, party);
+                    }
+                    other => a.anomalies.push(format!("u{identity}: published {other:?}")),
+                }
+            }
+        }
+        identity += 1;
+        tokio::time::sleep(Duration::from_millis(rngs[1].gen_range(20..200))).await;
+    }
+}
+
+/// An answer, short, for the trace.
+fn short(r: &Response) -> String {
+    match r {
+        Response::Binding(b) => format!("bound, serial {}", b.binding.serial),
+        Response::RegistrationPending { .. } => "pending".into(),
+        Response::KeyPackages(k) => format!("{} KeyPackages", k.len()),
+        other => format!("{other:?}").chars().take(80).collect(),
+    }
+}
+
+/// Fetches the KeyPackages of the two identities that published last (so
+/// that the fetchers contend for them), each fetch paid with an id of its
+/// own that its retries repeat.
+async fn fetcher(w: Clients, client: u64) {
+    let mut rng = w.rng(client, 0xF7);
+    let mut paid = client << 32;
+    while !w.stopped() {
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(10..100))).await;
+        let latest: Vec<u32> =
+            ledger(&w).accounts.published.keys().rev().take(2).copied().collect();
+        if latest.is_empty() {
+            continue;
+        }
+        let identity = latest[rng.gen_range(0..latest.len())];
+        paid += 1;
+        ledger(&w).accounts.asked.insert(paid, identity);
+        let op = accounts::AcctOp::Fetch { identity, paid };
+        if let Some(Reply::Answer(Response::KeyPackages(kps))) = decide(op, &mut rng, &w).await {
+            w.trace.note(format_args!("fetch {paid:x} of u{identity}: {} KeyPackages", kps.len()));
+            ledger(&w).accounts.fetched(paid, &kps);
+        }
+    }
+}
+
+/// Uploads blob after blob, chunk by chunk, each chunk sent again as it
+/// was until answered.
+async fn uploader(w: Clients, client: u64) {
+    let mut rng = w.rng(client, 0xB1);
+    let mut blob = client << 32;
+    while !w.stopped() {
+        blob += 1;
+        let mut done = true;
+        for chunk in 0..accounts::chunks(blob) {
+            let op = accounts::AcctOp::Put { blob, chunk };
+            match decide(op, &mut rng, &w).await {
+                Some(Reply::Answer(Response::BlobWritten { written }))
+                    if written == (u64::from(chunk) + 1) * 64 => {}
+                Some(Reply::Answer(other)) => {
+                    let what = format!("blob {blob:x} chunk {chunk} answered {other:?}");
+                    ledger(&w).accounts.anomalies.push(what);
+                }
+                _ => {
+                    done = false;
+                    break;
+                }
+            }
+        }
+        if done {
+            w.trace.note(format_args!("blob {blob:x} uploaded"));
+            ledger(&w).accounts.blobs.insert(blob);
+        }
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(0..100))).await;
+    }
+}
+
+/// Reads acknowledged blobs back.
+async fn reader(w: Clients, client: u64) {
+    let mut rng = w.rng(client, 0xB2);
+    while !w.stopped() {
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(50..300))).await;
+        let blobs: Vec<u64> = ledger(&w).accounts.blobs.iter().copied().collect();
+        if blobs.is_empty() {
+            continue;
+        }
+        let blob = blobs[rng.gen_range(0..blobs.len())];
+        if let Some(Reply::Answer(r)) = decide(accounts::AcctOp::Get { blob }, &mut rng, &w).await {
+            ledger(&w).accounts.read(blob, &r);
         }
     }
 }

@@ -32,10 +32,12 @@ pub(super) async fn inject(
                 // entry, which no rule can bring back.
                 let alone = sim.nodes.iter().enumerate().all(|(k, n)| {
                     k == i
-                        || !matches!(
-                            crate::replica::recovery::load(n.store.as_ref(), sim.shard),
-                            Ok(Some(_))
-                        )
+                        || sim.shards.iter().all(|s| {
+                            !matches!(
+                                crate::replica::recovery::load(n.store.as_ref(), *s),
+                                Ok(Some(_))
+                            )
+                        })
                 });
                 if alone && rng.gen_ratio(1, 2) {
                     sim.wipe(i);

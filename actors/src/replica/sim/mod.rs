@@ -2,10 +2,11 @@
 //! replication issue): the real openraft, the real shard log, state machine
 //! and [`RaftShard`], over a simulated network ([`net`]), clock (tokio's
 //! paused clock on one thread) and storage ([`MemStore`], which a crash
-//! keeps and a disk wipe replaces), with a real role's logic served as its
-//! hosts serve it: each seed runs twice, once with the IDS's logic and
-//! real MLS messages ([`role`]) on the shard, once with the ODS's
-//! ([`mailbox`]).
+//! keeps and a disk wipe replaces), with the real roles' logic served as
+//! their hosts serve it. Each seed makes three runs ([`Run`]): the IDS's
+//! logic with real MLS messages on one shard ([`role`]), the ODS's on one
+//! shard ([`mailbox`]), and the AS's, CS's and SDS's on three shards that
+//! every node replicates side by side on one store ([`accounts`]).
 //!
 //! A run draws everything from its seed: message loss, delays (so messages
 //! overtake each other), partitions, crashes, disk wipes, the clients'
@@ -22,21 +23,27 @@
 //!   mailbox, a retried copy stored once, every fetched copy the one
 //!   acknowledged under its number, every acknowledged copy its owner has
 //!   not acknowledged still in its mailbox;
-//! - the replicas converge: the same keys and values on every node;
-//! - the shard makes progress again once healed.
+//! - the AS, CS and SDS: an identity bound to one party only, no serial
+//!   given twice, no one-time KeyPackage handed to two fetches and none
+//!   lost, every acknowledged blob intact ([`accounts`]);
+//! - the replicas of each shard converge: the same keys and values on
+//!   every node;
+//! - the shards make progress again once healed.
 //!
-//! `cargo test -p mlsd-actors sim` runs a few hundred seeds; `mlsd sim
-//! --seeds N` runs more, and `mlsd sim --seed S --trace` replays one.
+//! `cargo test -p mlsd-actors sim` runs a couple of hundred seeds; `mlsd
+//! sim --seeds N` runs more, and `mlsd sim --seed S --verbose` replays one.
 //!
 //! # Layout
 //! - this file: one run: its nodes, clients, fault schedule and checks.
 //! - [`net`]: the simulated network.
 //! - [`role`]: the real IDS logic as its hosts serve it, and the clients'
-//!   requests; [`mailbox`]: the same for the ODS.
+//!   requests; [`mailbox`]: the same for the ODS; [`accounts`]: for the AS,
+//!   CS and SDS.
 //! - `clients`: the clients' tasks, and how a request is sent and retried.
 //! - `faults`: the faults injected while the clients write.
 //! - `check`: convergence and the end checks.
 
+pub mod accounts;
 mod check;
 mod clients;
 mod faults;
@@ -115,33 +122,82 @@ pub struct Violation {
     pub events: Vec<String>,
 }
 
-/// Runs the simulation of `seed` on a fresh single-thread runtime with a
-/// paused clock: one run with the IDS's logic on the shard, then one with
-/// the ODS's (each with its own nodes, faults and clients, both drawn from
-/// the seed); the outcome adds them up, the IDS run's events first.
-pub fn run(seed: u64) -> Result<Outcome, Violation> {
-    let ids = run_role(seed, IDS_SHARD)?;
-    let ods = run_role(seed, ODS_SHARD)?;
-    let mut events = ids.events;
-    events.extend(ods.events);
-    let trace = *blake3::hash(events.join("\n").as_bytes()).as_bytes();
-    let mut faults = ids.faults;
-    for (k, v) in ods.faults {
-        *faults.entry(k).or_default() += v;
-    }
-    let writes = ids.writes + ods.writes;
-    Ok(Outcome { seed, nodes: ids.nodes, events, trace, commits: ids.commits, writes, faults })
+/// What one run of a seed serves: the shards its nodes replicate and the
+/// clients that use them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Run {
+    /// One IDS shard: committers racing for epochs, writers, a creator of
+    /// groups.
+    Ids,
+    /// One ODS shard: enqueuers, and mailbox owners fetching and acking.
+    Ods,
+    /// An AS, a CS and an SDS shard on the same nodes ([`accounts`]):
+    /// parties racing for identities, KeyPackages published and fetched,
+    /// blobs uploaded and read.
+    Accounts,
 }
 
-/// One run of `seed` with the logic of `shard`'s role on the shard.
-fn run_role(seed: u64, shard: ShardId) -> Result<Outcome, Violation> {
+impl Run {
+    /// Every run a seed makes, in order.
+    pub const ALL: [Run; 3] = [Run::Ids, Run::Ods, Run::Accounts];
+
+    /// The run called `name` (`ids`, `ods` or `accounts`).
+    pub fn named(name: &str) -> Option<Run> {
+        Run::ALL.into_iter().find(|r| format!("{r:?}").eq_ignore_ascii_case(name))
+    }
+
+    /// The shards the run's nodes replicate.
+    fn shards(self) -> Vec<ShardId> {
+        match self {
+            Run::Ids => vec![IDS_SHARD],
+            Run::Ods => vec![ODS_SHARD],
+            Run::Accounts => vec![accounts::AS_SHARD, accounts::CS_SHARD, accounts::SDS_SHARD],
+        }
+    }
+}
+
+/// Runs the simulation of `seed`: each of [`Run::ALL`] on a fresh
+/// single-thread runtime with a paused clock (each with its own nodes,
+/// faults and clients, all drawn from the seed); the outcome adds them up,
+/// their events in order.
+pub fn run(seed: u64) -> Result<Outcome, Violation> {
+    run_kinds(seed, &Run::ALL)
+}
+
+/// Runs the simulation of `seed`, making only the runs `kinds` (in order).
+pub fn run_kinds(seed: u64, kinds: &[Run]) -> Result<Outcome, Violation> {
+    let mut total = Outcome {
+        seed,
+        nodes: 0,
+        events: Vec::new(),
+        trace: [0; 32],
+        commits: 0,
+        writes: 0,
+        faults: BTreeMap::new(),
+    };
+    for &kind in kinds {
+        let out = run_one(seed, kind)?;
+        total.nodes = out.nodes;
+        total.events.extend(out.events);
+        total.commits += out.commits;
+        total.writes += out.writes;
+        for (k, v) in out.faults {
+            *total.faults.entry(k).or_default() += v;
+        }
+    }
+    total.trace = *blake3::hash(total.events.join("\n").as_bytes()).as_bytes();
+    Ok(total)
+}
+
+/// One run of `seed` of kind `kind`.
+fn run_one(seed: u64, kind: Run) -> Result<Outcome, Violation> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
         .build()
         .map_err(|e| Violation { seed, what: format!("no runtime: {e}"), events: Vec::new() })?;
     super::runtime::seed_thread(seed);
-    rt.block_on(simulate(seed, shard))
+    rt.block_on(simulate(seed, kind))
 }
 
 /// The events of a run, stamped with simulated time.
@@ -180,6 +236,8 @@ struct Ledger {
     refused: Vec<String>,
     /// What the ODS's clients were told.
     mail: mailbox::MailLedger,
+    /// What the accounts run's clients were told.
+    accounts: accounts::AcctLedger,
 }
 
 /// One node: its storage (kept across a crash) and, while up, its replica.
@@ -196,8 +254,10 @@ struct Node {
 
 struct Sim {
     seed: u64,
-    /// The shard the run replicates (its role's logic is served).
-    shard: ShardId,
+    /// What the run serves.
+    kind: Run,
+    /// The shards every node replicates (their roles' logic is served).
+    shards: Vec<ShardId>,
     root: tempfile::TempDir,
     config: Arc<Config>,
     members: BTreeMap<NodeId, Member>,
@@ -228,50 +288,62 @@ impl Sim {
         Violation { seed: self.seed, what: what.into(), events: self.trace.all() }
     }
 
-    /// Starts node `i` on its storage. A node with empty storage while
-    /// others hold data catches up before it votes, as in a real node.
+    /// Starts node `i` on its storage, with a replica of every shard of
+    /// the run. A node with empty storage while others hold data catches
+    /// up before it votes, as in a real node.
     async fn start(&mut self, i: usize, first: bool) -> Result<(), Violation> {
         let n = &self.nodes[i];
         let store: Arc<dyn Store> = n.store.clone();
-        let log = ShardLog::new(store.clone(), self.shard);
-        let sm = ShardMachine::open(store.clone(), self.shard, &n.dir)
-            .await
-            .map_err(|e| self.violation(format!("{} cannot open its state: {e}", n.name)))?;
-        let network = SimNetwork { me: n.id, net: self.net.clone() };
-        let raft = ShardRaft::new(n.id, self.config.clone(), network, log, sm)
-            .await
-            .map_err(|e| self.violation(format!("{} cannot start: {e}", n.name)))?;
-        // As a node does ([`super::recovery`], `node/src/shards/rebuild.rs`):
-        // an empty store rebuilds, recorded first; a recorded rebuild goes
-        // on after a crash; a rebuilding replica starts no election.
         let stored = |e| self.violation(format!("{}: {e}", n.name));
-        let rebuild = if first {
-            let _ = raft.initialize(self.members.clone()).await;
-            None
-        } else if let Some(state) =
-            super::recovery::load(store.as_ref(), self.shard).map_err(stored)?
-        {
-            Some(state)
-        } else if n.store.contents().keys().any(|(space, _)| space == "raft") {
-            None
-        } else {
-            super::recovery::save(store.as_ref(), &[(self.shard, Rebuild::Waiting)].into())
-                .map_err(stored)?;
-            Some(Rebuild::Waiting)
-        };
-        if rebuild.is_some() {
-            raft.runtime_config().elect(false);
-            self.trace.note(format_args!("{} rebuilds: {rebuild:?}", n.name));
+        // As a node does ([`super::recovery`], `node/src/shards/rebuild.rs`):
+        // an empty store rebuilds every shard, recorded first; a recorded
+        // rebuild goes on after a crash; a rebuilding replica starts no
+        // election.
+        let empty = !first && !n.store.contents().keys().any(|(space, _)| space == "raft");
+        let mut rebuilds = BTreeMap::new();
+        for &shard in &self.shards {
+            if empty {
+                rebuilds.insert(shard, Rebuild::Waiting);
+            } else if let Some(state) =
+                super::recovery::load(store.as_ref(), shard).map_err(stored)?
+            {
+                rebuilds.insert(shard, state);
+            }
         }
-        let recovery = rebuild.map(|s| Arc::new(Recovery::new([(self.shard, s)].into())));
-        let replica = RaftShard::new(self.shard, raft, n.id, store, CALL_TIMEOUT);
-        self.net.up(n.id, Arc::new(replica), recovery);
+        if empty {
+            super::recovery::save(store.as_ref(), &rebuilds).map_err(stored)?;
+        }
+        let mut replicas = BTreeMap::new();
+        for &shard in &self.shards {
+            let log = ShardLog::new(store.clone(), shard);
+            let dir = n.dir.join(shard.to_string());
+            let sm = ShardMachine::open(store.clone(), shard, &dir)
+                .await
+                .map_err(|e| self.violation(format!("{} cannot open {shard}: {e}", n.name)))?;
+            let network = SimNetwork { me: n.id, shard, net: self.net.clone() };
+            let raft = ShardRaft::new(n.id, self.config.clone(), network, log, sm)
+                .await
+                .map_err(|e| self.violation(format!("{} cannot start {shard}: {e}", n.name)))?;
+            if first {
+                let _ = raft.initialize(self.members.clone()).await;
+            }
+            if let Some(rebuild) = rebuilds.get(&shard) {
+                raft.runtime_config().elect(false);
+                self.trace.note(format_args!("{} rebuilds {shard}: {rebuild:?}", n.name));
+            }
+            replicas.insert(
+                shard,
+                Arc::new(RaftShard::new(shard, raft, n.id, store.clone(), CALL_TIMEOUT)),
+            );
+        }
+        let recovery = (!rebuilds.is_empty()).then(|| Arc::new(Recovery::new(rebuilds)));
+        self.net.up(n.id, replicas, recovery);
         Ok(())
     }
 
     /// Stops node `i` at once: what it wrote stays, what was in flight is lost.
     async fn crash(&mut self, i: usize) {
-        if let Some(r) = self.net.down(self.nodes[i].id) {
+        for r in self.net.down(self.nodes[i].id) {
             let _ = r.raft.shutdown().await;
         }
     }
@@ -287,7 +359,8 @@ impl Sim {
             .map(|r| {
                 let m = r.raft.metrics().borrow().clone();
                 format!(
-                    "{:?}: {:?} term {} leader {:?} log {:?} applied {:?}",
+                    "{} {:?}: {:?} term {} leader {:?} log {:?} applied {:?}",
+                    r.shard,
                     name(Some(m.id)),
                     m.state,
                     m.current_term,
@@ -301,7 +374,7 @@ impl Sim {
     }
 
     fn is_up(&self, i: usize) -> bool {
-        self.net.replica(self.nodes[i].id).is_some()
+        self.net.is_up(self.nodes[i].id)
     }
 
     /// Replaces the storage of node `i` (down) with an empty one.
@@ -317,21 +390,16 @@ impl Sim {
 /// each rebuilding replica asks the replicas it can reach what they hold,
 /// moves on as the verdict says, and votes and campaigns again once it has
 /// applied up to its target.
-async fn rebuilder(
-    net: SimNet,
-    trace: Trace,
-    voters: usize,
-    stop: Arc<AtomicBool>,
-    shard: ShardId,
-) {
+async fn rebuilder(net: SimNet, trace: Trace, voters: usize, stop: Arc<AtomicBool>) {
     use super::recovery::{verdict, Verdict};
     while !stop.load(Ordering::Relaxed) {
         tokio::time::sleep(Duration::from_millis(500)).await;
         for (node, replica, recovery) in net.rebuilding() {
+            let shard = replica.shard;
             let Some(mut state) = recovery.states().get(&shard).copied() else { continue };
             let store = replica.local();
             if state == Rebuild::Waiting {
-                let peers = net.reachable(node);
+                let peers = net.reachable(node, shard);
                 // As a node answers (`ShardLine::last_log`): a replica that
                 // applied its membership holds the shard, up to its last
                 // log entry.
@@ -357,7 +425,7 @@ async fn rebuilder(
                     // start over here.
                     Verdict::NewShard => continue,
                     Verdict::CatchUp(next) => {
-                        trace.note(format_args!("replica {node:x} rebuilds: {next:?}"));
+                        trace.note(format_args!("replica {node:x} rebuilds {shard}: {next:?}"));
                         let _ = super::recovery::save(store.as_ref(), &[(shard, next)].into());
                         recovery.set(shard, next);
                         state = next;
@@ -367,7 +435,7 @@ async fn rebuilder(
             let applied = replica.raft.metrics().borrow().last_applied.map_or(0, |l| l.index);
             if let Rebuild::Strict(t, _) | Rebuild::AtLeast(t, _) = state {
                 if applied >= t.1 {
-                    trace.note(format_args!("replica {node:x} rebuilt at {applied}"));
+                    trace.note(format_args!("replica {node:x} rebuilt {shard} at {applied}"));
                     let _ = super::recovery::clear(store.as_ref(), shard);
                     recovery.finish(shard);
                     replica.raft.runtime_config().elect(true);
@@ -407,7 +475,7 @@ fn fresh_nodes(root: &tempfile::TempDir, count: usize) -> Vec<Node> {
         .collect()
 }
 
-async fn simulate(seed: u64, shard: ShardId) -> Result<Outcome, Violation> {
+async fn simulate(seed: u64, kind: Run) -> Result<Outcome, Violation> {
     let mut rng = StdRng::seed_from_u64(seed ^ 0x51_3D);
     let count = if seed % 4 == 3 { 5 } else { 3 };
     let root = tempfile::tempdir().map_err(|e| Violation {
@@ -420,7 +488,8 @@ async fn simulate(seed: u64, shard: ShardId) -> Result<Outcome, Violation> {
         nodes.iter().map(|n| (n.id, Member { name: n.name.clone() })).collect::<BTreeMap<_, _>>();
     let mut sim = Sim {
         seed,
-        shard,
+        kind,
+        shards: kind.shards(),
         root,
         config: raft_config(),
         members,
@@ -435,13 +504,7 @@ async fn simulate(seed: u64, shard: ShardId) -> Result<Outcome, Violation> {
     let stop_clients = Arc::new(AtomicBool::new(false));
     let stop_beats = Arc::new(AtomicBool::new(false));
     tokio::spawn(heartbeats(sim.net.clone(), stop_beats.clone()));
-    tokio::spawn(rebuilder(
-        sim.net.clone(),
-        sim.trace.clone(),
-        count,
-        stop_beats.clone(),
-        sim.shard,
-    ));
+    tokio::spawn(rebuilder(sim.net.clone(), sim.trace.clone(), count, stop_beats.clone()));
     let shared = Clients {
         seed,
         net: sim.net.clone(),
@@ -450,11 +513,11 @@ async fn simulate(seed: u64, shard: ShardId) -> Result<Outcome, Violation> {
         trace: sim.trace.clone(),
         stop: stop_clients.clone(),
         hosts: Arc::default(),
-        shard: sim.shard,
     };
-    let clients = match shard.role {
-        Role::Ods => mailbox_clients(&sim, &shared).await?,
-        _ => group_clients(&sim, &shared).await?,
+    let clients = match kind {
+        Run::Ods => mailbox_clients(&sim, &shared).await?,
+        Run::Ids => group_clients(&sim, &shared).await?,
+        Run::Accounts => clients::account_clients(&shared),
     };
 
     let faults = faults::inject(&mut sim, &mut rng).await?;
@@ -497,7 +560,8 @@ async fn simulate(seed: u64, shard: ShardId) -> Result<Outcome, Violation> {
 
 fn acknowledged(ledger: &Mutex<Ledger>) -> usize {
     let l = ledger.lock().unwrap_or_else(|p| p.into_inner());
-    l.commits.len() + l.writes.len() + l.mail.stored.len()
+    let a = &l.accounts;
+    l.commits.len() + l.writes.len() + l.mail.stored.len() + a.bound.len() + a.blobs.len()
 }
 
 #[cfg(test)]

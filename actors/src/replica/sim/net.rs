@@ -1,7 +1,8 @@
-//! The simulated network between a shard's replicas: every RPC and every
-//! answer may be lost or delayed (so messages overtake each other), nodes
-//! on different sides of a partition do not hear each other, and a node
-//! that is down answers nothing. All of it is drawn from the run's seed.
+//! The simulated network between the nodes of a run, each holding a
+//! replica of every shard of the run: every RPC and every answer may be
+//! lost or delayed (so messages overtake each other), nodes on different
+//! sides of a partition do not hear each other, and a node that is down
+//! answers nothing. All of it is drawn from the run's seed.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -17,7 +18,7 @@ use rand_08::rngs::StdRng;
 use rand_08::{Rng, SeedableRng};
 
 use super::super::recovery::Recovery;
-use super::super::{Member, NodeId, RaftShard, ShardConfig};
+use super::super::{Member, NodeId, RaftShard, ShardConfig, ShardId};
 
 /// What an RPC between simulated replicas fails with.
 type RpcError<E> = RPCError<NodeId, Member, RaftError<NodeId, E>>;
@@ -30,8 +31,8 @@ struct SimError(&'static str);
 /// What the network knows: who is up, who hears whom, and how lossy it is.
 struct State {
     rng: StdRng,
-    /// The running replica of each node that is up.
-    up: BTreeMap<NodeId, Arc<RaftShard>>,
+    /// The running replicas of each node that is up, by shard.
+    up: BTreeMap<NodeId, BTreeMap<ShardId, Arc<RaftShard>>>,
     /// Each node's side of the current partition (all 0 when healed).
     side: BTreeMap<NodeId, u8>,
     /// Chance, per message, that it is lost.
@@ -67,48 +68,77 @@ impl SimNet {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// `node` is up and serves with `replica`.
-    pub fn up(&self, node: NodeId, replica: Arc<RaftShard>, recovery: Option<Arc<Recovery>>) {
+    /// `node` is up and serves with `replicas`, one per shard.
+    pub fn up(
+        &self,
+        node: NodeId,
+        replicas: BTreeMap<ShardId, Arc<RaftShard>>,
+        recovery: Option<Arc<Recovery>>,
+    ) {
         let mut s = self.lock();
-        s.up.insert(node, replica);
+        s.up.insert(node, replicas);
         match recovery {
             Some(r) => s.recovery.insert(node, r),
             None => s.recovery.remove(&node),
         };
     }
 
-    /// `node` is down: it neither sends nor answers.
-    pub fn down(&self, node: NodeId) -> Option<Arc<RaftShard>> {
-        self.lock().up.remove(&node)
+    /// `node` is down: it neither sends nor answers. Returns the replicas
+    /// it ran.
+    pub fn down(&self, node: NodeId) -> Vec<Arc<RaftShard>> {
+        self.lock().up.remove(&node).map(|r| r.into_values().collect()).unwrap_or_default()
     }
 
-    /// The replica `node` serves with, if it is up.
-    pub fn replica(&self, node: NodeId) -> Option<Arc<RaftShard>> {
-        self.lock().up.get(&node).cloned()
+    /// Whether `node` is up.
+    pub fn is_up(&self, node: NodeId) -> bool {
+        self.lock().up.contains_key(&node)
     }
 
-    /// Every running replica.
+    /// `node`'s replica of `shard`, if it is up.
+    pub fn replica(&self, node: NodeId, shard: ShardId) -> Option<Arc<RaftShard>> {
+        self.lock().up.get(&node).and_then(|r| r.get(&shard)).cloned()
+    }
+
+    /// Every running replica of every shard.
     pub fn replicas(&self) -> Vec<Arc<RaftShard>> {
-        self.lock().up.values().cloned().collect()
+        self.lock().up.values().flat_map(|r| r.values().cloned()).collect()
     }
 
-    /// Every replica that is rebuilding, with its rules.
+    /// Every running replica of `shard`.
+    pub fn replicas_of(&self, shard: ShardId) -> Vec<Arc<RaftShard>> {
+        self.lock().up.values().filter_map(|r| r.get(&shard).cloned()).collect()
+    }
+
+    /// Every replica that is rebuilding, with its node's rules.
     pub fn rebuilding(&self) -> Vec<(NodeId, Arc<RaftShard>, Arc<Recovery>)> {
         let s = self.lock();
-        s.recovery
-            .iter()
-            .filter(|(_, r)| !r.is_empty())
-            .filter_map(|(n, r)| s.up.get(n).map(|x| (*n, x.clone(), r.clone())))
-            .collect()
+        let mut out = Vec::new();
+        for (n, r) in s.recovery.iter().filter(|(_, r)| !r.is_empty()) {
+            let Some(replicas) = s.up.get(n) else { continue };
+            for (shard, x) in replicas {
+                if r.contains(*shard) {
+                    out.push((*n, x.clone(), r.clone()));
+                }
+            }
+        }
+        out
     }
 
-    /// The running replicas `node` can reach now (its side of a partition).
-    pub fn reachable(&self, node: NodeId) -> Vec<Arc<RaftShard>> {
+    /// Whether `from` hears `to` now: both up, on one side of any partition.
+    pub fn linked(&self, from: NodeId, to: NodeId) -> bool {
+        let s = self.lock();
+        let side = |n: &NodeId| s.side.get(n).copied().unwrap_or(0);
+        s.up.contains_key(&from) && s.up.contains_key(&to) && side(&from) == side(&to)
+    }
+
+    /// The running replicas of `shard` that `node` can reach now (its side
+    /// of a partition).
+    pub fn reachable(&self, node: NodeId, shard: ShardId) -> Vec<Arc<RaftShard>> {
         let s = self.lock();
         let side = |n: &NodeId| s.side.get(n).copied().unwrap_or(0);
         s.up.iter()
             .filter(|(n, _)| **n != node && side(n) == side(&node))
-            .map(|(_, r)| r.clone())
+            .filter_map(|(_, r)| r.get(&shard).cloned())
             .collect()
     }
 
@@ -170,8 +200,8 @@ impl SimNet {
     /// leader missing committed entries that way).
     async fn carry<Resp, E, G, F, Fut>(
         &self,
-        from: NodeId,
-        to: NodeId,
+        (from, to): (NodeId, NodeId),
+        shard: ShardId,
         gate: G,
         call: F,
     ) -> Result<Resp, RpcError<E>>
@@ -187,14 +217,14 @@ impl SimNet {
         if !through {
             return Err(unreachable("lost or partitioned"));
         }
-        let Some(target) = self.replica(to) else { return Err(unreachable("down")) };
+        let Some(target) = self.replica(to, shard) else { return Err(unreachable("down")) };
         let answer = match gate(self, &target) {
             Some(refused) => Err(refused),
             None => call(target).await.map_err(|e| RPCError::RemoteError(RemoteError::new(to, e))),
         };
         let (back, delay) = self.roll(to, from);
         tokio::time::sleep(delay).await;
-        if !back || self.replica(to).is_none() {
+        if !back || self.replica(to, shard).is_none() {
             return Err(unreachable("answer lost"));
         }
         answer
@@ -215,10 +245,12 @@ impl SimNet {
     }
 }
 
-/// One node's RPC clients.
+/// One replica's RPC clients.
 pub struct SimNetwork {
     /// The sending node.
     pub me: NodeId,
+    /// The replica's shard.
+    pub shard: ShardId,
     /// The network.
     pub net: SimNet,
 }
@@ -227,14 +259,15 @@ impl RaftNetworkFactory<ShardConfig> for SimNetwork {
     type Network = SimLink;
 
     async fn new_client(&mut self, target: NodeId, _node: &Member) -> SimLink {
-        SimLink { from: self.me, to: target, net: self.net.clone() }
+        SimLink { from: self.me, to: target, shard: self.shard, net: self.net.clone() }
     }
 }
 
-/// RPCs from one node to another.
+/// RPCs from one replica of a shard to another.
 pub struct SimLink {
     from: NodeId,
     to: NodeId,
+    shard: ShardId,
     net: SimNet,
 }
 
@@ -264,7 +297,9 @@ impl RaftNetwork<ShardConfig> for SimLink {
             "rebuilding; no entries from this leader",
         );
         self.net
-            .carry(self.from, self.to, gate, |t| async move { t.raft.append_entries(rpc).await })
+            .carry((self.from, self.to), self.shard, gate, |t| async move {
+                t.raft.append_entries(rpc).await
+            })
             .await
     }
 
@@ -282,7 +317,9 @@ impl RaftNetwork<ShardConfig> for SimLink {
             "rebuilding; no snapshot from this leader",
         );
         self.net
-            .carry(self.from, self.to, gate, |t| async move { t.raft.install_snapshot(rpc).await })
+            .carry((self.from, self.to), self.shard, gate, |t| async move {
+                t.raft.install_snapshot(rpc).await
+            })
             .await
     }
 
@@ -299,6 +336,8 @@ impl RaftNetwork<ShardConfig> for SimLink {
                 RPCError::Network(NetworkError::new(&e))
             })
         };
-        self.net.carry(self.from, to, gate, |t| async move { t.raft.vote(rpc).await }).await
+        self.net
+            .carry((self.from, to), self.shard, gate, |t| async move { t.raft.vote(rpc).await })
+            .await
     }
 }

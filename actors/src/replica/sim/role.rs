@@ -180,13 +180,19 @@ impl<L> Default for Hosted<L> {
     }
 }
 
-/// What each node's role hosts hold, for both roles a run may serve.
+/// What each node's role hosts hold, for every role a run may serve.
 #[derive(Default)]
 pub struct Hosts {
     /// The IDS's group logic, by group.
     pub ids: Hosted<GroupLogic>,
     /// The ODS's logic.
     pub ods: Hosted<mlsd_roles::ods::OdsLogic>,
+    /// The AS's logic.
+    pub auth: Hosted<mlsd_roles::r#as::AsLogic>,
+    /// The CS's logic.
+    pub cs: Hosted<mlsd_roles::cs::CsLogic>,
+    /// The SDS's logic.
+    pub sds: Hosted<mlsd_roles::sds::SdsLogic>,
 }
 
 /// Serves one request as a role host does: decided only once
