@@ -90,8 +90,8 @@ fn role_settings(config: &ClusterConfig, me: &NodeConfig) -> Result<RoleSettings
             page_bytes: mlsd_transport::protocol::ods::page_budget(config.limits.max_frame),
         },
         sds: SdsSettings {
-            max_blob: config.sds_max_blob,
-            abandoned_upload_days: config.sds_abandoned_upload_days,
+            max_blob: config.sds.max_blob,
+            abandoned_upload_days: config.sds.abandoned_upload_days,
         },
         ids: IdsSettings {
             anonymizer_concurrency: config.ids.anonymizer_concurrency as usize,

@@ -6,33 +6,39 @@
 //! requests to the wrong owner.
 //!
 //! # Layout
-//! - this file: the whole config, its nodes, and the small tables (SDS,
-//!   tickets, storage, chaos, supervision).
+//! - this file: the whole config, and the one-key tables (storage, chaos,
+//!   supervision).
+//! - [`nodes`]: the `[[node]]` blocks.
 //! - [`limits`]: `[limits]`, sizes and timeouts.
 //! - [`replication`]: the `[cluster]` keys of sharding and Raft.
-//! - [`roles`]: `[as]`, `[cs]`, `[ods]` and `[ids]`.
+//! - [`roles`]: `[as]`, `[cs]`, `[ods]`, `[ids]` and `[sds]`.
+//! - [`tickets`]: the `[tickets]` table.
 //! - `check`: the checks every numeric setting goes through.
 //!
 //! A table is one file: its typed section, its raw keys and its `parse`.
 
 mod check;
 pub mod limits;
+pub mod nodes;
 pub mod replication;
 pub mod roles;
+pub mod tickets;
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use mlsd_transport::Role;
 use serde::Deserialize;
 
-use check::{positive, small};
 use limits::RawLimits;
 pub use limits::{Limits, DEFAULT_CALL_TIMEOUT};
+pub use nodes::NodeConfig;
+use nodes::RawNode;
 pub use replication::Replication;
-pub use roles::{AsConfig, CsConfig, IdsConfig, OdsConfig};
-use roles::{RawAs, RawCs, RawIds, RawOds};
+pub use roles::{AsConfig, CsConfig, IdsConfig, OdsConfig, SdsConfig};
+use roles::{RawAs, RawCs, RawIds, RawOds, RawSds};
+use tickets::RawTickets;
+pub use tickets::TicketsConfig;
 
 /// Why a config was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -84,38 +90,6 @@ pub enum ConfigError {
     },
 }
 
-/// One node of the cluster.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NodeConfig {
-    /// Unique name; also the name in its certificate.
-    pub name: String,
-    /// UDP address of its QUIC endpoint.
-    pub listen: SocketAddr,
-    /// Roles it hosts.
-    pub roles: Vec<Role>,
-    /// Directory of its RocksDB, absolute.
-    pub data_dir: PathBuf,
-}
-
-impl NodeConfig {
-    /// Whether this node hosts `role`.
-    pub fn hosts(&self, role: Role) -> bool {
-        self.roles.contains(&role)
-    }
-}
-
-/// `[tickets]`: anonymous quota tickets (decision D12).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TicketsConfig {
-    /// `required`: requests that create something costly (KeyPackage
-    /// fetches, mailboxes, groups, blob chunks) must pay with a ticket;
-    /// on by default. Off, a ticket is still spent when one comes.
-    pub required: bool,
-    /// `fetch_per_day`, `mailbox_per_day`, `group_per_day`,
-    /// `blob_chunks_per_day`: what one identity may take per day.
-    pub allowance: mlsd_roles::settings::TicketAllowance,
-}
-
 /// A whole cluster config, validated, with paths made absolute.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterConfig {
@@ -137,14 +111,8 @@ pub struct ClusterConfig {
     pub ods: OdsConfig,
     /// IDS settings (`[ids]`).
     pub ids: IdsConfig,
-    /// `[sds] max_blob_bytes`: largest blob, default 64 MiB.
-    pub sds_max_blob: u64,
-    /// `[sds] upload_bytes_per_minute`: blob bytes one client address may
-    /// upload per minute at each node, default 256 MiB (capped at 4 GiB).
-    pub sds_upload_bytes_per_minute: u32,
-    /// `[sds] abandoned_upload_days`: an upload unfinished this long is
-    /// collected, default 7.
-    pub sds_abandoned_upload_days: u32,
+    /// SDS settings (`[sds]`).
+    pub sds: SdsConfig,
     /// `[tickets]`: the quota tickets (decision D12).
     pub tickets: TicketsConfig,
     /// `[chaos] allow`: accept chaos requests (kill actors) from the holder
@@ -194,26 +162,8 @@ struct RawSupervision {
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct RawTickets {
-    required: Option<bool>,
-    fetch_per_day: Option<u32>,
-    mailbox_per_day: Option<u32>,
-    group_per_day: Option<u32>,
-    blob_chunks_per_day: Option<u32>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 struct RawChaos {
     allow: Option<bool>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawSds {
-    max_blob_bytes: Option<u64>,
-    upload_bytes_per_minute: Option<u64>,
-    abandoned_upload_days: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -227,15 +177,6 @@ struct RawCluster {
     election_timeout_ms: Option<u64>,
     snapshot_logs: Option<u64>,
     balance_leaders: Option<bool>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawNode {
-    name: String,
-    listen: SocketAddr,
-    roles: Vec<String>,
-    data_dir: PathBuf,
 }
 
 #[derive(Deserialize, Default)]
@@ -261,80 +202,22 @@ impl ClusterConfig {
     pub fn parse(text: &str, base: &Path) -> Result<Self, ConfigError> {
         let raw: RawConfig =
             toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
-        if raw.node.is_empty() {
-            return Err(ConfigError::NoNodes);
-        }
-        let mut names = HashSet::new();
-        let mut addrs = HashSet::new();
-        let mut nodes = Vec::new();
-        for n in raw.node {
-            if !valid_node_name(&n.name) {
-                return Err(ConfigError::InvalidNodeName(n.name));
-            }
-            if !names.insert(n.name.clone()) {
-                return Err(ConfigError::DuplicateNodeName(n.name));
-            }
-            if !addrs.insert(n.listen) {
-                return Err(ConfigError::DuplicateAddress(n.listen));
-            }
-            let mut roles = Vec::new();
-            for r in &n.roles {
-                let role = Role::from_name(r).ok_or_else(|| ConfigError::UnknownRole {
-                    node: n.name.clone(),
-                    role: r.clone(),
-                })?;
-                if !roles.contains(&role) {
-                    roles.push(role);
-                }
-            }
-            nodes.push(NodeConfig {
-                name: n.name,
-                listen: n.listen,
-                roles,
-                data_dir: base.join(n.data_dir),
-            });
-        }
-        for role in Role::ALL {
-            if !nodes.iter().any(|n| n.hosts(role)) {
-                return Err(ConfigError::RoleNotHosted(role));
-            }
-        }
+        let nodes = NodeConfig::parse_all(raw.node, base)?;
         let replication = Replication::parse(&raw.cluster)?;
         let limits = Limits::parse(&raw.limits)?;
         let r#as = AsConfig::parse(&raw.as_)?;
         let cs = CsConfig::parse(&raw.cs)?;
         let ods = OdsConfig::parse(&raw.ods, base)?;
         let ids = IdsConfig::parse(&raw.ids)?;
-        let sds_max_blob =
-            positive("sds.max_blob_bytes", raw.sds.max_blob_bytes, 64 << 20)?.min(1 << 32);
-        let sds_upload_bytes_per_minute =
-            positive("sds.upload_bytes_per_minute", raw.sds.upload_bytes_per_minute, 256 << 20)?
-                .min(u32::MAX as u64) as u32;
-        let sds_abandoned_upload_days =
-            small("sds.abandoned_upload_days", raw.sds.abandoned_upload_days, 7, 3650)?;
-        let d = mlsd_roles::settings::DEFAULT_TICKETS;
-        let per_day = |key: &'static str, v: Option<u32>, d: u32| {
-            positive(key, v.map(u64::from), u64::from(d)).map(|v| v.min(u32::MAX as u64) as u32)
-        };
-        let t = &raw.tickets;
-        let tickets = TicketsConfig {
-            required: t.required.unwrap_or(true),
-            allowance: mlsd_roles::settings::TicketAllowance {
-                fetch: per_day("tickets.fetch_per_day", t.fetch_per_day, d.fetch)?,
-                mailbox: per_day("tickets.mailbox_per_day", t.mailbox_per_day, d.mailbox)?,
-                group: per_day("tickets.group_per_day", t.group_per_day, d.group)?,
-                blob: per_day("tickets.blob_chunks_per_day", t.blob_chunks_per_day, d.blob)?,
-            },
-        };
+        let sds = SdsConfig::parse(&raw.sds)?;
+        let tickets = TicketsConfig::parse(&raw.tickets)?;
         Ok(ClusterConfig {
             tickets,
             r#as,
             cs,
             ods,
             ids,
-            sds_max_blob,
-            sds_upload_bytes_per_minute,
-            sds_abandoned_upload_days,
+            sds,
             chaos_allowed: raw.chaos.allow.unwrap_or(false),
             max_restarts: raw.supervision.max_restarts.unwrap_or(10).max(1) as usize,
             replication,
@@ -357,19 +240,6 @@ impl ClusterConfig {
                 .ok_or_else(|| ConfigError::UnknownNode(n.to_string())),
         }
     }
-}
-
-/// Names whose `NAME.pem`/`NAME.key` would be the CA's, the AS key's or the
-/// operator's files in the certs dir.
-const RESERVED_NODE_NAMES: [&str; 3] = ["ca", "as", "operator"];
-
-fn valid_node_name(n: &str) -> bool {
-    !n.is_empty()
-        && !RESERVED_NODE_NAMES.contains(&n)
-        && n.len() <= 63
-        && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        && !n.starts_with('-')
-        && !n.ends_with('-')
 }
 
 #[cfg(test)]

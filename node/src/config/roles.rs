@@ -1,4 +1,4 @@
-//! The role tables `[as]`, `[cs]`, `[ods]` and `[ids]`: each setting's
+//! The role tables `[as]`, `[cs]`, `[ods]`, `[ids]` and `[sds]`: each setting's
 //! meaning and default beside the key that sets it, and each table's checks
 //! in its own `parse`.
 
@@ -89,6 +89,40 @@ pub struct CsConfig {
     /// KeyPackages per minute from everyone, counted at its CS owner so
     /// every entry node shares the budget, default 60.
     pub fetches_per_target_per_minute: u32,
+}
+
+/// `[sds]`: blob limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SdsConfig {
+    /// `max_blob_bytes`: largest blob, default 64 MiB (capped at 4 GiB).
+    pub max_blob: u64,
+    /// `upload_bytes_per_minute`: blob bytes one client address may upload
+    /// per minute at each node, default 256 MiB (capped at 4 GiB).
+    pub upload_bytes_per_minute: u32,
+    /// `abandoned_upload_days`: an upload unfinished this long is
+    /// collected, default 7.
+    pub abandoned_upload_days: u32,
+}
+
+impl SdsConfig {
+    /// The checked `[sds]` table.
+    pub(super) fn parse(raw: &RawSds) -> Result<SdsConfig, ConfigError> {
+        Ok(SdsConfig {
+            max_blob: positive("sds.max_blob_bytes", raw.max_blob_bytes, 64 << 20)?.min(1 << 32),
+            upload_bytes_per_minute: positive(
+                "sds.upload_bytes_per_minute",
+                raw.upload_bytes_per_minute,
+                256 << 20,
+            )?
+            .min(u32::MAX as u64) as u32,
+            abandoned_upload_days: small(
+                "sds.abandoned_upload_days",
+                raw.abandoned_upload_days,
+                7,
+                3650,
+            )?,
+        })
+    }
 }
 
 impl AsConfig {
@@ -262,4 +296,12 @@ pub(super) struct RawIds {
     max_fanouts: Option<u32>,
     create_rate_per_minute: Option<u32>,
     idle_group_days: Option<u32>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSds {
+    max_blob_bytes: Option<u64>,
+    upload_bytes_per_minute: Option<u64>,
+    abandoned_upload_days: Option<u32>,
 }

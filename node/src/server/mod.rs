@@ -118,7 +118,7 @@ impl ServerCtx {
         let lookup_limiter = AddressBudgets::per_minute(config.r#as.lookup_rate_per_minute);
         let senders = AddressBudgets::per_second(config.ids.sender_copies_per_second);
         let create_limiter = AddressBudgets::per_minute(config.ids.create_rate_per_minute);
-        let uploads = AddressBudgets::per_minute(config.sds_upload_bytes_per_minute);
+        let uploads = AddressBudgets::per_minute(config.sds.upload_bytes_per_minute);
         // Each stage owns the next: mixer -> dispatch -> coalescer -> ODS actor.
         let ods_queue = me.hosts(Role::Ods).then(|| {
             // Half an entry: the rest is room for what the ODS writes
