@@ -8,8 +8,9 @@
 //! SIGKILLed and restarted every `MLSD_CHAOS_NODE_EVERY` (8) steps; and
 //! three replicas per shard with, every `MLSD_CHAOS_NODE_EVERY` (6) steps,
 //! in turn a kill of the node leading the most shards, a partition of one
-//! node (iptables, 1-3 s) and a disk wipe, each waited out until
-//! `mlsd cluster status` exits 0 again.
+//! node (iptables, 1-3 s), a disk wipe, and a pause of the node leading the
+//! most shards (SIGSTOP, 1-3 s, then SIGCONT: it wakes up believing it
+//! leads), each waited out until `mlsd cluster status` exits 0 again.
 //!
 //! Recovery is bounded by the client's patience (`retry::SHARD`, 8 s): a
 //! dead leader's shards are led again within it, and outside the node
@@ -290,8 +291,9 @@ enum Profile {
     Actors,
     /// Three replicas of every shard, every role on every node: actors
     /// killed on any node, and in turn the node leading the most shards
-    /// SIGKILLed, a node's disk wiped, and a node cut off by a partition;
-    /// clients enter through all three nodes.
+    /// SIGKILLed, a node cut off by a partition, a node's disk wiped, and
+    /// the node leading the most shards paused; clients enter through all
+    /// three nodes.
     Replicated,
 }
 
@@ -350,7 +352,7 @@ async fn node_fault(c: &mut Cluster, profile: Profile, nth: u32) -> String {
             format!("node {node}")
         }
         Profile::Replicated => {
-            let kind = match nth % 3 {
+            let kind = match nth % 4 {
                 0 => {
                     // Every shard the dead node led has a new leader within
                     // the client's patience (`retry::SHARD`): a client whose
@@ -370,7 +372,7 @@ async fn node_fault(c: &mut Cluster, profile: Profile, nth: u32) -> String {
                     drop(cut);
                     "partition"
                 }
-                _ => {
+                2 => {
                     // Only while every other replica is whole (the wait
                     // below): a wiped node relies on the others' copies.
                     let node = any();
@@ -378,6 +380,17 @@ async fn node_fault(c: &mut Cluster, profile: Profile, nth: u32) -> String {
                     std::fs::remove_dir_all(c.dir.path().join("data").join(node)).unwrap();
                     c.start(node).await;
                     "disk wipe"
+                }
+                _ => {
+                    // Longer than an election timeout: the others elect new
+                    // leaders, and the paused one wakes up with requests in
+                    // flight and a leadership it has lost.
+                    let node = busiest_leader(c);
+                    let paused = c.pause(&node);
+                    let ms = rand::rng().random_range(1000..3000);
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    drop(paused);
+                    "pause"
                 }
             };
             // One node fault at a time, as three replicas tolerate. A wiped
@@ -507,7 +520,7 @@ async fn run(profile: Profile, k: Knobs) {
     // Every kind of node fault of the replicated profile happens at least
     // once, even if the load is done before (a wipe after the sends then
     // tests that the copies not yet received survive it).
-    let must = if profile == Profile::Replicated && node_every > 0 { 3 } else { 0 };
+    let must = if profile == Profile::Replicated && node_every > 0 { 4 } else { 0 };
     // Targets in turn, in a shuffled order, so every kind is hit within one
     // round of them (a uniform draw could miss a kind in a short run).
     let mut targets = actor_targets(profile);
@@ -549,7 +562,7 @@ async fn run(profile: Profile, k: Knobs) {
     // and, in the replicated profile, each kind of node fault.
     assert!(roles_hit(&kills), "a role's actor was never killed: {kills:?}");
     if must > 0 {
-        for kind in ["leader kill", "partition", "disk wipe"] {
+        for kind in ["leader kill", "partition", "disk wipe", "pause"] {
             assert!(kills.get(kind).is_some_and(|k| *k > 0), "no {kind}: {kills:?}");
         }
     }

@@ -657,6 +657,36 @@ pub fn mailbox_ref_in(key_package: &[u8]) -> mlsd_transport::envelope::MailboxRe
     mlsd_client::leaf::mailbox_ref_of(kp.leaf_node()).expect("a mailbox reference")
 }
 
+/// A node stopped with SIGSTOP, as a long garbage-collection pause or a
+/// stalled virtual machine stops a process: it neither sends nor answers,
+/// its sockets stay open and its timers run late. Dropping the guard sends
+/// SIGCONT.
+pub struct Paused {
+    pid: u32,
+}
+
+impl Cluster {
+    /// Stops node `name` (running) until the returned guard is dropped.
+    pub fn pause(&self, name: &str) -> Paused {
+        let pid = self
+            .procs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, c)| c.id())
+            .unwrap_or_else(|| panic!("{name} is not running"));
+        let status = Command::new("kill").args(["-STOP", &pid.to_string()]).status();
+        assert!(status.is_ok_and(|s| s.success()), "cannot SIGSTOP {name} ({pid})");
+        Paused { pid }
+    }
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        // Not asserted: a panic while unwinding would abort.
+        let _ = Command::new("kill").args(["-CONT", &self.pid.to_string()]).status();
+    }
+}
+
 /// A node cut off from the other nodes of its cluster by iptables rules on
 /// the loopback interface: every UDP datagram between its port and theirs
 /// is dropped, both ways. Its clients still reach it (they use other
