@@ -24,6 +24,13 @@ use crate::{Client, ClientError};
 
 /// Home file of the unspent tickets.
 const WALLET: &str = "tickets";
+
+/// The paid request whose answer never came, with the ticket it paid
+/// with: asked again, the same request pays with the same ticket, which
+/// the entry node takes as spent for it and the role answers as the first
+/// time (a paid KeyPackage fetch hands out nothing more), so a lost answer
+/// costs neither a ticket nor the KeyPackages it carried.
+const UNANSWERED: &str = "unanswered_paid";
 /// Home file of the pinned ticket key.
 const KEY: &str = "ticket_key";
 /// Most tickets the wallet keeps (one full batch of each kind, twice).
@@ -95,11 +102,20 @@ impl Client {
     /// Sends `req`, paying with a ticket of the kind it needs, if it needs
     /// one: for requests this type does not wrap.
     pub async fn paid_request(&self, req: Request) -> Result<Response, ClientError> {
-        let ticket = match TicketKind::for_request(&req) {
-            Some(kind) => Some(self.take_ticket(kind).await?),
-            None => None,
+        let Some(kind) = TicketKind::for_request(&req) else {
+            return self.conn.request_paid(req, None).await;
         };
-        self.conn.request_paid(req, ticket).await
+        let kept: Option<Option<(Request, Ticket)>> = self.home.load(UNANSWERED)?;
+        let ticket = match kept.flatten() {
+            Some((r, t)) if r == req && good_on(&t, day_of(now_secs())) => t,
+            _ => self.take_ticket(kind).await?,
+        };
+        self.home.save(UNANSWERED, &Some((req.clone(), ticket.clone())))?;
+        let answer = self.conn.request_paid(req, Some(ticket)).await;
+        if !matches!(&answer, Err(e) if crate::retry::transient(e)) {
+            self.home.save(UNANSWERED, &None::<(Request, Ticket)>)?;
+        }
+        answer
     }
 
     /// One ticket of `kind` (see [`Client::take_tickets`]).
