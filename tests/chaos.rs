@@ -32,7 +32,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::leaders::{all_led_without, leaders};
+use common::leaders::{all_led_without, busiest as busiest_leader};
 use common::Cluster;
 use mlsd_client::group::Event;
 use mlsd_client::{Client, ClientError};
@@ -323,15 +323,6 @@ fn cluster(profile: Profile) -> Cluster {
             &format!("[limits]\ncall_timeout_ms = 3000\nconnect_timeout_ms = 1000\n{CHAOS}"),
         ),
     }
-}
-
-/// The node that leads the most shards, from `mlsd cluster status`.
-fn busiest_leader(c: &Cluster) -> String {
-    let mut led = HashMap::<String, u32>::new();
-    for n in leaders(c).into_values() {
-        *led.entry(n).or_default() += 1;
-    }
-    led.into_iter().max_by_key(|(_, k)| *k).map(|(n, _)| n).unwrap_or_else(|| "n1".into())
 }
 
 /// SIGKILLs `node` and starts it again on the same data dir.

@@ -100,3 +100,13 @@ pub async fn all_led_without(c: &Cluster, dead: &str, within: Duration) -> Durat
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The node that leads the most shards, from `mlsd cluster status` (n1
+/// when none is known).
+pub fn busiest(c: &Cluster) -> String {
+    let mut led = HashMap::<String, u32>::new();
+    for n in leaders(c).into_values() {
+        *led.entry(n).or_default() += 1;
+    }
+    led.into_iter().max_by_key(|(_, k)| *k).map(|(n, _)| n).unwrap_or_else(|| "n1".into())
+}

@@ -348,8 +348,9 @@ pub async fn serve(
 pub struct AcctLedger {
     /// Identity → the parties told they are bound.
     pub bound: BTreeMap<u32, BTreeSet<u8>>,
-    /// Binding serial → the client it named.
-    pub serials: BTreeMap<u64, String>,
+    /// (AS shard, binding serial) → the client it named: serials count
+    /// per AS shard.
+    pub serials: BTreeMap<(u32, u64), String>,
     /// Identity → the party whose publication was acknowledged.
     pub published: BTreeMap<u32, u8>,
     /// Paid fetches asked, with their identity.
@@ -365,9 +366,14 @@ pub struct AcctLedger {
 }
 
 impl AcctLedger {
-    /// Records party `party`'s answer to registering for `identity`;
-    /// whether it is bound.
-    pub fn registered(&mut self, identity: u32, party: u8, answer: &Response) -> bool {
+    /// Records party `party`'s answer to registering for `identity`, whose
+    /// AS shard is `shard`; whether it is bound.
+    pub fn registered(
+        &mut self,
+        (identity, shard): (u32, u32),
+        party: u8,
+        answer: &Response,
+    ) -> bool {
         match answer {
             Response::Binding(b) => {
                 let parties = self.bound.entry(identity).or_default();
@@ -376,7 +382,7 @@ impl AcctLedger {
                     self.anomalies.push(format!("u{identity} bound to two parties: {parties:?}"));
                 }
                 let c = &b.binding.client;
-                match self.serials.insert(b.binding.serial, c.clone()) {
+                match self.serials.insert((shard, b.binding.serial), c.clone()) {
                     Some(other) if &other != c => self
                         .anomalies
                         .push(format!("serial {} went to {other} and to {c}", b.binding.serial)),

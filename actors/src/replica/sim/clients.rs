@@ -326,7 +326,7 @@ async fn registrars(w: Clients) {
         for (party, answer) in [(0u8, a0), (1, a1)] {
             let Some(Reply::Answer(r)) = answer else { continue };
             w.trace.note(format_args!("u{identity}/p{party}: {}", short(&r)));
-            if ledger(&w).accounts.registered(identity, party, &r) {
+            if ledger(&w).accounts.registered((identity, 0), party, &r) {
                 winner = Some(party);
             }
         }
