@@ -57,7 +57,7 @@ struct History {
     start: Instant,
     lines: Mutex<Vec<String>>,
     ledger: Mutex<AcctLedger>,
-    /// Identity → the binding's key its winner was given.
+    /// Identity → its winning party and the key of the binding it got.
     winners: Mutex<BTreeMap<u32, (u8, Vec<u8>)>>,
     /// Identity → (winner's client config, most one-time KeyPackages it
     /// was told the CS holds).
@@ -133,15 +133,13 @@ macro_rules! attempt {
     };
 }
 
-/// A client with home `home` entering through `via`, once that node
-/// answers.
+/// The client of `cfg`, once the node it enters through answers.
 async fn open(cfg: &ClientConfig) -> Client {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         match Client::open(cfg).await {
             Ok(c) => return c,
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
+            Err(_) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(300)).await;
             }
             Err(e) => panic!("cannot open {}: {e}", cfg.home.display()),
@@ -161,7 +159,7 @@ async fn racers(h: Arc<History>, cfg: impl Fn(&str, &str) -> ClientConfig) {
         let (ra, rb) = tokio::join!(async { attempt!(a, a.register(&ca, None)) }, async {
             attempt!(b, b.register(&cb, None))
         });
-        for (party, who, out, c) in [(0u8, &ca, ra, &a), (1, &cb, rb, &b)] {
+        for (party, who, out) in [(0u8, &ca, ra), (1, &cb, rb)] {
             match out {
                 Outcome::Ok(binding) => {
                     h.note(
@@ -172,7 +170,6 @@ async fn racers(h: Arc<History>, cfg: impl Fn(&str, &str) -> ClientConfig) {
                     let shard = h.as_shard(&format!("r{n}"));
                     h.ledger().registered((n, shard), party, &Response::Binding(binding));
                     h.winners.lock().unwrap().insert(n, (party, key));
-                    let _ = c;
                 }
                 Outcome::Fail(ClientError::AwaitsApproval { .. }) => {
                     h.note("racers", format_args!("ok {who} pending"));
