@@ -42,7 +42,7 @@ use mlsd_transport::{Request, Response, Role};
 use super::super::view::CommitError;
 use super::super::{NodeId, RaftShard, ShardId};
 use super::net::SimNet;
-use super::role::{host, Hosts, Reply};
+use super::role::{host, reply_of, Hosts, Reply};
 
 /// The AS shard of an accounts run.
 pub const AS_SHARD: ShardId = ShardId { role: Role::As, index: 0 };
@@ -289,6 +289,10 @@ pub async fn prerequisite(
     op: &AcctOp,
     now: SystemTime,
 ) -> Result<Option<Response>, CommitError> {
+    // Only CS requests have one: the others' requests are not built twice.
+    if op.shard() != CS_SHARD {
+        return Ok(None);
+    }
     let Some(ask) = CsLogic::new(cs_settings()).prerequisite(&op.request()) else {
         return Ok(None);
     };
@@ -335,12 +339,7 @@ pub async fn serve(
             host(replica, &hosts.sds, key, sds_logic, decide, think, now).await
         }
     };
-    match answer {
-        Err(e) => Reply::Retry(e),
-        Ok(Err(why)) => Reply::Refused(why),
-        Ok(Ok(Response::Error(e))) => Reply::Refused(format!("{op:?}: {e:?}")),
-        Ok(Ok(r)) => Reply::Answer(r),
-    }
+    reply_of(op, answer)
 }
 
 /// What the accounts run's clients were told.

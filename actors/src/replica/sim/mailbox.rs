@@ -24,7 +24,7 @@ use mlsd_transport::{Request, Response};
 use serde::Serialize;
 
 use super::super::RaftShard;
-use super::role::{host, Hosts, Reply};
+use super::role::{host, reply_of, Hosts, Reply};
 use super::NodeId;
 
 /// Mailboxes of a run.
@@ -142,12 +142,8 @@ pub async fn serve(
         Some(r) => l.handle(r, None, ctx),
         None => l.enqueue(op.items(), ctx),
     };
-    match host(replica, &hosts.ods, (node, Vec::new()), load, decide, think, now).await {
-        Err(e) => Reply::Retry(e),
-        Ok(Err(why)) => Reply::Refused(why),
-        Ok(Ok(Response::Error(e))) => Reply::Refused(format!("{op:?}: {e:?}")),
-        Ok(Ok(r)) => Reply::Answer(r),
-    }
+    let answer = host(replica, &hosts.ods, (node, Vec::new()), load, decide, think, now).await;
+    reply_of(op, answer)
 }
 
 /// What the ODS's clients were told.

@@ -233,6 +233,22 @@ pub async fn host<L: RoleLogic>(
     Ok(Ok(decision.response))
 }
 
+/// What the client of `op` is told of a host's answer ([`host`]): a
+/// shard's error is tried again, a logic that cannot load or an error
+/// answer is a refusal for good (which the run reports), anything else the
+/// answer itself.
+pub fn reply_of(
+    op: &impl std::fmt::Debug,
+    answer: Result<Result<Response, String>, CommitError>,
+) -> Reply {
+    match answer {
+        Err(e) => Reply::Retry(e),
+        Ok(Err(why)) => Reply::Refused(why),
+        Ok(Ok(Response::Error(e))) => Reply::Refused(format!("{op:?}: {e:?}")),
+        Ok(Ok(r)) => Reply::Answer(r),
+    }
+}
+
 /// Serves `op` at `replica` of node `node`, as the IDS's hosts do; `now`
 /// is the request's time ([`host`]).
 pub async fn serve(
