@@ -53,7 +53,7 @@ pub const SDS_SHARD: ShardId = ShardId { role: Role::Sds, index: 0 };
 /// One-time KeyPackages a bound device publishes (and one last resort).
 pub const ONE_TIME: usize = 8;
 /// Bytes of a blob chunk.
-const CHUNK: usize = 64;
+pub const CHUNK: usize = 64;
 
 /// A request of the accounts run's clients; a retry repeats it as it was.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -123,7 +123,7 @@ pub(super) async fn decide(op: impl Into<Ask>, rng: &mut StdRng, w: &Clients) ->
             }
             Reply::Refused(why) => {
                 w.trace.note(format_args!("{op:?} refused: {why}"));
-                w.ledger.lock().unwrap_or_else(|p| p.into_inner()).refused.push(why.clone());
+                ledger(w).refused.push(why.clone());
                 return Some(Reply::Refused(why));
             }
             done => return Some(done),
@@ -145,7 +145,7 @@ async fn committer(w: Clients, client: u64, group: u32) {
                 w.trace.note(format_args!(
                     "client {client}: commit {id:x} accepted for g{group}@{epoch}"
                 ));
-                let mut l = w.ledger.lock().unwrap_or_else(|p| p.into_inner());
+                let mut l = ledger(&w);
                 l.commits.entry((group, epoch)).or_default().insert(id);
                 epoch += 1;
             }
@@ -165,7 +165,7 @@ async fn writer(w: Clients, client: u64) {
         let key = (client << 32) | n;
         if let Some(Reply::Done) = decide(Op::Write { key }, &mut rng, &w).await {
             w.trace.note(format_args!("client {client}: write {key:x} acknowledged"));
-            w.ledger.lock().unwrap_or_else(|p| p.into_inner()).writes.insert(key);
+            ledger(&w).writes.insert(key);
         }
         tokio::time::sleep(Duration::from_millis(rng.gen_range(0..60))).await;
     }
@@ -179,7 +179,7 @@ async fn creator(w: Clients, client: u64) {
     while !w.stopped() {
         if let Some(Reply::Done) = decide(Op::Create { group }, &mut rng, &w).await {
             w.trace.note(format_args!("client {client}: g{group} created"));
-            w.ledger.lock().unwrap_or_else(|p| p.into_inner()).created.insert(group);
+            ledger(&w).created.insert(group);
             group += 1;
         }
         tokio::time::sleep(Duration::from_millis(rng.gen_range(0..200))).await;
@@ -255,7 +255,7 @@ async fn enqueuer(w: Clients, client: u64) {
             decide(mailbox::MailOp::Enqueue(copies.clone()), &mut rng, &w).await
         {
             w.trace.note(format_args!("client {client}: {copies:x?} enqueued: {results:?}"));
-            w.ledger.lock().unwrap_or_else(|p| p.into_inner()).mail.enqueued(&copies, &results);
+            ledger(&w).mail.enqueued(&copies, &results);
         }
         tokio::time::sleep(Duration::from_millis(rng.gen_range(0..60))).await;
     }
@@ -274,12 +274,12 @@ async fn owner(w: Clients, k: u8) {
             Some(Reply::Answer(Response::Envelopes(page))) => page,
             _ => continue,
         };
-        w.ledger.lock().unwrap_or_else(|p| p.into_inner()).mail.fetched(k, &page);
+        ledger(&w).mail.fetched(k, &page);
         let Some(up_to) = page.last().map(|e| e.seq) else { continue };
         last = mailbox::counter(w.trace.now(), last);
         // Sent: from now on its copies up to there may be gone.
         {
-            let mut l = w.ledger.lock().unwrap_or_else(|p| p.into_inner());
+            let mut l = ledger(&w);
             let acked = l.mail.acked.entry(k).or_default();
             *acked = (*acked).max(up_to);
         }
@@ -396,7 +396,7 @@ async fn uploader(w: Clients, client: u64) {
             let op = accounts::AcctOp::Put { blob, chunk };
             match decide(op, &mut rng, &w).await {
                 Some(Reply::Answer(Response::BlobWritten { written }))
-                    if written == (u64::from(chunk) + 1) * 64 => {}
+                    if written == (u64::from(chunk) + 1) * accounts::CHUNK as u64 => {}
                 Some(Reply::Answer(other)) => {
                     let what = format!("blob {blob:x} chunk {chunk} answered {other:?}");
                     ledger(&w).accounts.anomalies.push(what);
