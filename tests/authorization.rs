@@ -38,6 +38,7 @@ use mlsd_transport::protocol::{
     ChaosTarget, NodeFrame, NodeRequest, ResponseFrame, RosterMode, ALPN_NODE,
 };
 use mlsd_transport::protocol::{CountBody, PublishBody, RegisterBody, RevokeBody};
+use mlsd_transport::protocol::{CsResponse, IdsResponse, OdsResponse};
 use mlsd_transport::{endpoint, tls, Request, Response, Role, WireError};
 
 const T: Duration = Duration::from_secs(5);
@@ -174,13 +175,13 @@ async fn world(c: &Cluster) -> World {
     });
     assert!(matches!(
         alice.connection().request(served_fetch.clone()).await,
-        Ok(Response::Envelopes(_))
+        Ok(Response::Ods(OdsResponse::Envelopes(_)))
     ));
     let served_ack =
         Request::Ods(OdsRequest::Ack { auth: keys.auth(LABEL_ACK, now_ms() + 1, &0u64), up_to: 0 });
     assert!(matches!(
         alice.connection().request(served_ack.clone()).await,
-        Ok(Response::Acked { .. })
+        Ok(Response::Ods(OdsResponse::Acked { .. }))
     ));
     // A newer request served after both: sent again, they are replays, not
     // retries of the last request (which the ODS answers again).
@@ -189,13 +190,16 @@ async fn world(c: &Cluster) -> World {
         after: 0,
         limit: 10,
     });
-    assert!(matches!(alice.connection().request(newer).await, Ok(Response::Envelopes(_))));
+    assert!(matches!(
+        alice.connection().request(newer).await,
+        Ok(Response::Ods(OdsResponse::Envelopes(_)))
+    ));
 
     let fetched = mallory
         .paid_request(Request::Cs(CsRequest::FetchKeyPackages { identity: "bob".into() }))
         .await;
     let bobs_key_package = match fetched {
-        Ok(Response::KeyPackages(v)) if !v.is_empty() => v[0].key_package.clone(),
+        Ok(Response::Cs(CsResponse::KeyPackages(v))) if !v.is_empty() => v[0].key_package.clone(),
         other => panic!("fetch of bob's KeyPackage: {other:?}"),
     };
     let mut tickets = Vec::new();
@@ -210,7 +214,7 @@ async fn world(c: &Cluster) -> World {
         roster: None,
     });
     let created = mallory.connection().request_paid(own, Some(spent.clone())).await;
-    assert!(matches!(created, Ok(Response::GroupCreated)), "{created:?}");
+    assert!(matches!(created, Ok(Response::Ids(IdsResponse::GroupCreated))), "{created:?}");
     World {
         tickets,
         spent,

@@ -10,6 +10,7 @@ mod common;
 use std::time::Duration;
 
 use common::{server_err, settled, to_roster, Cluster};
+use mlsd_transport::protocol::IdsResponse;
 use mlsd_transport::protocol::{ClusterError, RosterEntry, RosterMode};
 use mlsd_transport::{Response, Role, WireError};
 
@@ -21,7 +22,8 @@ fn roster() -> Vec<RosterEntry> {
 
 fn copies(r: &Response) -> u32 {
     match r {
-        Response::PartlySent { copies, .. } | Response::Sent { copies } => *copies,
+        Response::Ids(IdsResponse::PartlySent { copies, .. })
+        | Response::Ids(IdsResponse::Sent { copies }) => *copies,
         other => panic!("not sent: {other:?}"),
     }
 }

@@ -37,6 +37,7 @@ use common::Cluster;
 use mlsd_client::group::Event;
 use mlsd_client::{Client, ClientError};
 use mlsd_transport::protocol::{ChaosTarget, NodeRequest, RosterMode};
+use mlsd_transport::protocol::{IdsResponse, NodeResponse};
 use mlsd_transport::{Request, Response, Role, WireError};
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand::Rng;
@@ -174,7 +175,7 @@ async fn member_load(
         let mut started = Instant::now();
         loop {
             match c.send_request(req.clone()).await {
-                Ok(Response::Sent { .. }) => {
+                Ok(Response::Ids(IdsResponse::Sent { .. })) => {
                     timings.push(SendTiming {
                         text: text.clone(),
                         first_try: started,
@@ -540,7 +541,7 @@ async fn run(profile: Profile, k: Knobs) {
         }
         let (node, target) = targets[actor_steps % targets.len()];
         actor_steps += 1;
-        if let Response::Killed { count } =
+        if let Response::Node(NodeResponse::Killed { count }) =
             c.operator_call(node, NodeRequest::Chaos { target }).await
         {
             *kills.entry(format!("{target:?}")).or_default() += count;

@@ -6,7 +6,7 @@
 
 mod common;
 
-use mlsd_transport::protocol::{IdsError, IdsRequest};
+use mlsd_transport::protocol::{IdsError, IdsRequest, IdsResponse};
 use std::time::Duration;
 
 use common::Cluster;
@@ -218,7 +218,7 @@ async fn a_retry_must_be_identical_to_the_accepted_send() {
     // The real retry is still delivered again (and stored once).
     assert!(matches!(
         alice.send_request(first).await.unwrap(),
-        mlsd_transport::Response::Sent { copies: 1 }
+        mlsd_transport::Response::Ids(IdsResponse::Sent { copies: 1 })
     ));
 }
 
@@ -246,14 +246,17 @@ async fn a_send_missing_only_unknown_mailboxes_is_not_kept() {
     roster.push(RosterEntry { cap: common::unissued_cap(), key: [1; 32] });
     let send = Request::Ids(IdsRequest::Send { body, mac });
     match alice.send_request(send.clone()).await.unwrap() {
-        Response::PartlySent { copies: 2, failed: 1, undelivered } => {
+        Response::Ids(IdsResponse::PartlySent { copies: 2, failed: 1, undelivered }) => {
             assert_eq!(undelivered.len(), 1);
             assert_eq!(undelivered[0].reason, Undeliverable::NoCapability);
         }
         other => panic!("expected PartlySent, got {other:?}"),
     }
     // Within the window a retry is still recognized (and answered the same).
-    assert!(matches!(alice.send_request(send.clone()).await, Ok(Response::PartlySent { .. })));
+    assert!(matches!(
+        alice.send_request(send.clone()).await,
+        Ok(Response::Ids(IdsResponse::PartlySent { .. }))
+    ));
     for _ in 0..8 {
         alice.self_update("C").await.unwrap();
     }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::Cluster;
 use mlsd_client::group::Event;
+use mlsd_transport::protocol::IdsResponse;
 use mlsd_transport::{Response, Role};
 
 #[tokio::test(flavor = "multi_thread")]
@@ -42,7 +43,7 @@ async fn acknowledged_messages_survive_sigkill_of_ids_and_ods() {
         loop {
             // The same request (same message id) until it is acknowledged.
             match alice.send_request(req.clone()).await {
-                Ok(Response::Sent { .. }) => break,
+                Ok(Response::Ids(IdsResponse::Sent { .. })) => break,
                 other => {
                     failures += 1;
                     assert!(Instant::now() < deadline, "message {i} never acknowledged: {other:?}");

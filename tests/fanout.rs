@@ -16,6 +16,7 @@ use mlsd_actors::ids::fanout::{ENQUEUE_CHUNK, ENQUEUE_FIRST};
 use mlsd_client::mailbox::{self, Counter};
 use mlsd_client::{Client, ClientConfig, Connection};
 use mlsd_transport::envelope;
+use mlsd_transport::protocol::IdsResponse;
 use mlsd_transport::protocol::{RosterEntry, RosterMode, Undeliverable};
 use mlsd_transport::{Response, Role};
 
@@ -81,7 +82,7 @@ async fn large_fan_out(layout: &[(&str, &str)]) {
 
     let first = to_roster(sender.prepare_text("G", "to everyone").unwrap(), &roster);
     match sender.send_request(first).await {
-        Ok(Response::PartlySent { copies, failed, undelivered }) => {
+        Ok(Response::Ids(IdsResponse::PartlySent { copies, failed, undelivered })) => {
             assert_eq!((failed as usize, copies as usize), (unknown, MEMBERS));
             // Exactly the unissued capabilities are named, each once, and why.
             let mut named: Vec<[u8; 32]> = undelivered
@@ -106,7 +107,7 @@ async fn large_fan_out(layout: &[(&str, &str)]) {
     let second = to_roster(sender.prepare_text("G", "to the known").unwrap(), &known_roster);
     for _ in 0..2 {
         match sender.send_request(second.clone()).await.unwrap() {
-            Response::Sent { copies } => assert_eq!(copies as usize, known.len()),
+            Response::Ids(IdsResponse::Sent { copies }) => assert_eq!(copies as usize, known.len()),
             other => panic!("expected Sent, got {other:?}"),
         }
     }

@@ -9,6 +9,7 @@ mod common;
 use common::{mailbox_ref_in, settled, unissued_cap, Cluster};
 use mlsd_transport::envelope::MailboxRef;
 use mlsd_transport::protocol::{CsRequest, DeliveryCap, RosterEntry, RosterMode, Undeliverable};
+use mlsd_transport::protocol::{CsResponse, IdsResponse};
 use mlsd_transport::{Request, Response, Role};
 
 /// Copies in the flood.
@@ -18,7 +19,7 @@ const FLOOD: usize = 10_000;
 /// to `via`: what any stranger can get.
 async fn fetched_reference(via: &mlsd_client::Client, identity: &str) -> MailboxRef {
     let req = Request::Cs(CsRequest::FetchKeyPackages { identity: identity.into() });
-    let Ok(Response::KeyPackages(kps)) = via.paid_request(req).await else {
+    let Ok(Response::Cs(CsResponse::KeyPackages(kps))) = via.paid_request(req).await else {
         panic!("no KeyPackage of {identity}")
     };
     mailbox_ref_in(&kps[0].key_package)
@@ -50,7 +51,10 @@ async fn a_flood_from_a_stranger_stores_nothing_and_real_groups_keep_delivering(
     mallory.create_group("M", RosterMode::Client).await.unwrap();
     let one = vec![RosterEntry { cap: from_kp.clone(), key: rand::random() }];
     let spam = common::to_roster(mallory.prepare_text("M", "spam").unwrap(), &one);
-    assert_eq!(mallory.send_request(spam).await.unwrap(), Response::Sent { copies: 1 });
+    assert_eq!(
+        mallory.send_request(spam).await.unwrap(),
+        Response::Ids(IdsResponse::Sent { copies: 1 })
+    );
     // Alice sees which capability it came with and revokes that one; from
     // then on it is worth no more than a guessed one.
     let keys = alice.mailbox_keys().unwrap();
@@ -75,7 +79,7 @@ async fn a_flood_from_a_stranger_stores_nothing_and_real_groups_keep_delivering(
     let answer = mallory.send_request(flood).await.unwrap();
     eprintln!("the flood's {FLOOD} copies were refused in {:?}", started.elapsed());
     match answer {
-        Response::PartlySent { copies, failed, undelivered } => {
+        Response::Ids(IdsResponse::PartlySent { copies, failed, undelivered }) => {
             assert_eq!((copies as usize, failed as usize), (FLOOD, FLOOD));
             assert!(undelivered.iter().all(|u| u.reason == Undeliverable::NoCapability));
         }

@@ -12,6 +12,7 @@ use common::Cluster;
 use mlsd_client::mailbox::{fetch, Counter};
 use mlsd_transport::envelope::{open, unpad};
 use mlsd_transport::protocol::{ClientFrame, ResponseFrame, RosterMode};
+use mlsd_transport::protocol::{CsResponse, OdsResponse};
 use mlsd_transport::{codec, Request, Response, Role};
 
 fn put(dir: &Path, target: &str, name: &str, bytes: &[u8]) {
@@ -43,7 +44,7 @@ async fn write_fuzz_seed_corpus() {
     put(&out, "requests", "fetch-with-ticket", &codec::encode(&paid).unwrap());
     put(&out, "frame", "fetch-with-ticket", &common::frame(&codec::encode(&paid).unwrap()));
     let kp = match alice.connection().request_paid(fetch_bob, Some(ticket)).await {
-        Ok(Response::KeyPackages(v)) => v[0].key_package.clone(),
+        Ok(Response::Cs(CsResponse::KeyPackages(v))) => v[0].key_package.clone(),
         other => panic!("{other:?}"),
     };
     put(&out, "mls_framing", "keypackage", &kp);
@@ -68,7 +69,7 @@ async fn write_fuzz_seed_corpus() {
     let keys = alice.mailbox_keys().unwrap();
     let got = fetch(alice.connection(), keys, &mut Counter::default(), 0, 10).await.unwrap();
     assert_eq!(got.len(), 2, "a commit and a message");
-    let response = ResponseFrame::new(Response::Envelopes(got.clone()));
+    let response = ResponseFrame::new(Response::Ods(OdsResponse::Envelopes(got.clone())));
     put(&out, "requests", "envelopes-response", &codec::encode(&response).unwrap());
     put(&out, "requests", "sent-response", &codec::encode(&ResponseFrame::new(resp)).unwrap());
     // The message is sealed under the next epoch's key: process the commit first.

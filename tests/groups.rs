@@ -4,6 +4,7 @@
 mod common;
 
 use mlsd_transport::protocol::{IdsError, IdsRequest};
+use mlsd_transport::protocol::{IdsResponse, NodeResponse};
 use std::collections::HashMap;
 
 use common::Cluster;
@@ -201,7 +202,7 @@ async fn copies_are_unlinkable_and_the_disks_hold_no_metadata() {
     };
     assert_eq!(
         alice.send_request(req).await.unwrap(),
-        mlsd_transport::Response::Sent { copies: 20 }
+        mlsd_transport::Response::Ids(IdsResponse::Sent { copies: 20 })
     );
 
     // The copies of that one message, straight from each mailbox.
@@ -278,7 +279,7 @@ async fn retried_sends_deliver_each_copy_once() {
     for _ in 0..3 {
         assert_eq!(
             alice.send_request(req.clone()).await.unwrap(),
-            mlsd_transport::Response::Sent { copies: 2 }
+            mlsd_transport::Response::Ids(IdsResponse::Sent { copies: 2 })
         );
     }
     for cl in [&mut bob, &mut charlie] {
@@ -380,8 +381,8 @@ async fn a_mixing_window_batches_fan_outs_and_delivers_everything() {
     let r2 = bob.prepare_text("ABC", "two").unwrap();
     // Both fan-outs fall into one window and leave as one batch per ODS node.
     let (a, b) = tokio::join!(alice.send_request(r1), bob.send_request(r2));
-    assert_eq!(a.unwrap(), mlsd_transport::Response::Sent { copies: 2 });
-    assert_eq!(b.unwrap(), mlsd_transport::Response::Sent { copies: 2 });
+    assert_eq!(a.unwrap(), mlsd_transport::Response::Ids(IdsResponse::Sent { copies: 2 }));
+    assert_eq!(b.unwrap(), mlsd_transport::Response::Ids(IdsResponse::Sent { copies: 2 }));
     let got = texts(&charlie.receive().await.unwrap());
     assert_eq!(got.len(), 2, "{got:?}");
 }
@@ -411,8 +412,9 @@ async fn a_fan_out_killed_mid_way_is_completed_by_the_retry_without_duplicates()
             target: mlsd_transport::protocol::ChaosTarget::Fanout,
         };
         match c.operator_call("n2", kill).await {
-            mlsd_transport::Response::Killed { count: 1 } => break,
-            mlsd_transport::Response::Killed { count: 0 } if !first.is_finished() => {}
+            mlsd_transport::Response::Node(NodeResponse::Killed { count: 1 }) => break,
+            mlsd_transport::Response::Node(NodeResponse::Killed { count: 0 })
+                if !first.is_finished() => {}
             other => {
                 panic!("no fan-out to kill ({other:?}, first call done: {})", first.is_finished())
             }
@@ -426,13 +428,16 @@ async fn a_fan_out_killed_mid_way_is_completed_by_the_retry_without_duplicates()
     // acknowledged, by the same message id, never as a second message.
     let first = first.await.unwrap();
     assert!(
-        matches!(first, Err(_) | Ok(mlsd_transport::Response::Sent { copies: 2 })),
+        matches!(
+            first,
+            Err(_) | Ok(mlsd_transport::Response::Ids(IdsResponse::Sent { copies: 2 }))
+        ),
         "{first:?}"
     );
     // The sender retries the same request: all copies, none twice.
     assert_eq!(
         alice.send_request(req).await.unwrap(),
-        mlsd_transport::Response::Sent { copies: 2 }
+        mlsd_transport::Response::Ids(IdsResponse::Sent { copies: 2 })
     );
     for cl in [&mut bob, &mut charlie] {
         assert_eq!(
@@ -462,7 +467,7 @@ async fn a_fan_out_larger_than_one_frame_reaches_a_remote_ods() {
     }
     let send = common::to_roster(alice.prepare_text("big", &"x".repeat(1500)).unwrap(), &roster);
     let r = alice.send_request(send).await.unwrap();
-    assert_eq!(r, mlsd_transport::Response::Sent { copies: 600 });
+    assert_eq!(r, mlsd_transport::Response::Ids(IdsResponse::Sent { copies: 600 }));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -55,7 +55,7 @@ async fn bad_frames_get_errors_and_the_node_keeps_serving() {
     let _watchdog = common::init();
     let c = one_node().await;
     let conn = client_conn(&c).await;
-    assert!(matches!(ping(&conn).await, Response::Pong { .. }));
+    assert!(matches!(ping(&conn).await, Response::Pong(_)));
 
     let r = send_raw(&conn, &frame(b"\xff\xfe garbage \x00")).await;
     assert!(matches!(r, Response::Error(WireError::Frame(BadFrame::Malformed(_)))), "{r:?}");
@@ -94,9 +94,9 @@ async fn bad_frames_get_errors_and_the_node_keeps_serving() {
     assert!(matches!(r, Response::Error(WireError::Frame(BadFrame::Malformed(_)))), "{r:?}");
 
     // The same connection and a new one still work.
-    assert!(matches!(ping(&conn).await, Response::Pong { .. }));
+    assert!(matches!(ping(&conn).await, Response::Pong(_)));
     let conn2 = client_conn(&c).await;
-    assert!(matches!(ping(&conn2).await, Response::Pong { .. }));
+    assert!(matches!(ping(&conn2).await, Response::Pong(_)));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -109,7 +109,7 @@ async fn a_silent_stream_times_out_without_hurting_others() {
     send.write_all(&[0, 0]).await.unwrap(); // half a length prefix, stream left open
     let f: ResponseFrame = read_message(&mut recv, 1 << 20, T).await.unwrap();
     assert_eq!(f.response, Response::Error(WireError::Frame(BadFrame::Timeout)));
-    assert!(matches!(ping(&conn).await, Response::Pong { .. }));
+    assert!(matches!(ping(&conn).await, Response::Pong(_)));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -127,7 +127,7 @@ async fn only_cluster_nodes_may_speak_the_node_protocol() {
     let good = tls::NodeTls::load(&c.dir.path().join("certs"), "n1").unwrap();
     let conn = raw_connect(&c, tls::node_client_config(&good).unwrap(), &node_name).await;
     let r: ResponseFrame = endpoint::call(&conn, &forward, 1 << 20, T).await.unwrap();
-    assert!(matches!(r.response, Response::Pong { .. }), "{r:?}");
+    assert!(matches!(r.response, Response::Pong(_)), "{r:?}");
 
     // No certificate at all.
     let mut none = tls::client_config(&ca).unwrap();
@@ -182,10 +182,7 @@ async fn only_cluster_nodes_may_speak_the_node_protocol() {
     write_message(&mut buf, &wrong, 1 << 20).await.unwrap();
     let r = send_raw(&conn, &buf).await;
     assert!(
-        matches!(
-            r,
-            Response::Error(WireError::Frame(BadFrame::Malformed(_))) | Response::Pong { .. }
-        ),
+        matches!(r, Response::Error(WireError::Frame(BadFrame::Malformed(_))) | Response::Pong(_)),
         "{r:?}"
     );
 }
@@ -225,7 +222,7 @@ async fn a_flooding_client_is_refused_and_others_keep_sending() {
             Ok(Response::Error(WireError::Cluster(ClusterError::RateLimited { .. }))) => {
                 limited += 1
             }
-            Ok(Response::Pong { .. }) => served += 1,
+            Ok(Response::Pong(_)) => served += 1,
             // A stream the node stopped before the request was whole is a
             // refusal too; anything else (a timeout, another error) is not.
             Err(e) if e.to_string().contains("stopped") => limited += 1,
@@ -260,7 +257,7 @@ async fn connections_per_address_are_capped() {
     for _ in 0..6 {
         let conn = client_conn(&c).await;
         match endpoint::call::<_, ResponseFrame>(&conn, &f, 1 << 20, T).await {
-            Ok(r) if matches!(r.response, Response::Pong { .. }) => open.push(conn),
+            Ok(r) if matches!(r.response, Response::Pong(_)) => open.push(conn),
             other => {
                 assert_eq!(
                     closed_because(&conn).as_deref(),
@@ -278,7 +275,7 @@ async fn connections_per_address_are_capped() {
     open.pop().unwrap().close(0u32.into(), b"bye");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let again = client_conn(&c).await;
-    assert!(matches!(ping(&again).await, Response::Pong { .. }));
+    assert!(matches!(ping(&again).await, Response::Pong(_)));
 }
 
 /// The reason a node gave when it closed `conn`, if it closed it.

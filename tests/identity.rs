@@ -13,6 +13,7 @@ use mlsd_client::verify::{authenticate_key_package, Rejection};
 use mlsd_transport::protocol::cs::LABEL_PUBLISH;
 use mlsd_transport::protocol::identity::signing_bytes;
 use mlsd_transport::protocol::r#as::LABEL_REGISTER;
+use mlsd_transport::protocol::{AsResponse, CsResponse};
 use mlsd_transport::protocol::{PublishBody, RegisterBody};
 use mlsd_transport::{Request, Response, Role, WireError};
 use openmls::prelude::tls_codec::Serialize as _;
@@ -151,7 +152,9 @@ async fn bad_registrations_and_uploads_are_refused_and_store_nothing() {
         .await
         .unwrap()
     {
-        Response::Binding(b) => assert_eq!(b.binding.signature_key, new_key.public()),
+        Response::As(AsResponse::Binding(b)) => {
+            assert_eq!(b.binding.signature_key, new_key.public())
+        }
         other => panic!("{other:?}"),
     }
     let now_bound = carol.lookup("carol").await.unwrap();
@@ -166,7 +169,7 @@ async fn bad_registrations_and_uploads_are_refused_and_store_nothing() {
         .await
         .unwrap()
     {
-        Response::KeyPackages(k) => assert!(k.is_empty(), "{k:?}"),
+        Response::Cs(CsResponse::KeyPackages(k)) => assert!(k.is_empty(), "{k:?}"),
         other => panic!("{other:?}"),
     }
 
@@ -234,8 +237,11 @@ async fn bad_registrations_and_uploads_are_refused_and_store_nothing() {
     };
     let signature = alice_key.sign(&signing_bytes(LABEL_PUBLISH, &body)).unwrap();
     let req = Request::Cs(CsRequest::PublishKeyPackages { body, signature });
-    assert_eq!(conn.request(req.clone()).await.unwrap(), Response::Published { stored: 3 });
-    assert_eq!(conn.request(req).await.unwrap(), Response::Published { stored: 3 });
+    assert_eq!(
+        conn.request(req.clone()).await.unwrap(),
+        Response::Cs(CsResponse::Published { stored: 3 })
+    );
+    assert_eq!(conn.request(req).await.unwrap(), Response::Cs(CsResponse::Published { stored: 3 }));
     assert_eq!(alice.count_key_packages().await.unwrap(), (3, true));
 }
 
@@ -317,7 +323,9 @@ async fn concurrent_fetches_never_hand_out_a_key_package_twice() {
     let mut one_time = HashSet::new();
     let mut last_resort = HashSet::new();
     for r in results {
-        let Response::KeyPackages(kps) = r.unwrap() else { panic!("not key packages") };
+        let Response::Cs(CsResponse::KeyPackages(kps)) = r.unwrap() else {
+            panic!("not key packages")
+        };
         assert_eq!(kps.len(), 1);
         let kp = kps.into_iter().next().unwrap();
         if kp.last_resort {
@@ -420,7 +428,7 @@ async fn client_rejects_tampered_or_revoked_bindings() {
             .await
             .unwrap()
         {
-            Response::KeyPackages(k) => k.into_iter().next().unwrap(),
+            Response::Cs(CsResponse::KeyPackages(k)) => k.into_iter().next().unwrap(),
             other => panic!("{other:?}"),
         }
     };
@@ -430,7 +438,7 @@ async fn client_rejects_tampered_or_revoked_bindings() {
             .await
             .unwrap()
         {
-            Response::Bindings(b) => b,
+            Response::As(AsResponse::Bindings(b)) => b,
             other => panic!("{other:?}"),
         }
     };
@@ -483,7 +491,7 @@ async fn client_rejects_tampered_or_revoked_bindings() {
         .await
         .unwrap()
     {
-        Response::KeyPackages(k) => assert!(k.is_empty(), "{k:?}"),
+        Response::Cs(CsResponse::KeyPackages(k)) => assert!(k.is_empty(), "{k:?}"),
         other => panic!("{other:?}"),
     }
 }

@@ -15,6 +15,7 @@ use mlsd_client::mailbox::{self, Counter, MailboxKeys};
 use mlsd_client::Connection;
 use mlsd_transport::protocol::ods::LABEL_FETCH;
 use mlsd_transport::protocol::{DeliveryCap, EnqueueItem, EnqueueResult, NodeRequest};
+use mlsd_transport::protocol::{NodeResponse, OdsResponse};
 use mlsd_transport::{Request, Response, Role, WireError};
 
 fn split(extra: &str) -> Cluster {
@@ -61,22 +62,25 @@ async fn enqueue_fetch_ack_in_order_exactly_once() {
     let r = c.node_call("n2", "n3", NodeRequest::Enqueue(batch.clone())).await;
     assert_eq!(
         r,
-        Response::Enqueued(vec![
+        Response::Node(NodeResponse::Enqueued(vec![
             EnqueueResult::Stored { seq: 1 },
             EnqueueResult::NoCapability,
             EnqueueResult::Stored { seq: 2 },
-        ])
+        ]))
     );
     // The IDS retries the same copies: stored once, same sequence numbers.
     let r = c.node_call("n2", "n3", NodeRequest::Enqueue(batch)).await;
     assert!(
-        matches!(&r, Response::Enqueued(v) if v[0] == EnqueueResult::Stored { seq: 1 } && v[2] == EnqueueResult::Stored { seq: 2 }),
+        matches!(&r, Response::Node(NodeResponse::Enqueued(v)) if v[0] == EnqueueResult::Stored { seq: 1 } && v[2] == EnqueueResult::Stored { seq: 2 }),
         "{r:?}"
     );
     // A node that does not own the mailbox says so per item, naming its owner.
     let r = c.node_call("n2", "n1", NodeRequest::Enqueue(vec![item(&cap, 4)])).await;
     let owner = Some("n3".to_string());
-    assert_eq!(r, Response::Enqueued(vec![EnqueueResult::NotLeader { leader: owner }]));
+    assert_eq!(
+        r,
+        Response::Node(NodeResponse::Enqueued(vec![EnqueueResult::NotLeader { leader: owner }]))
+    );
 
     let mut counter = Counter::default();
     let got = mailbox::fetch(&conn, &keys, &mut counter, 0, 10).await.unwrap();
@@ -121,7 +125,10 @@ async fn wrong_key_replay_unknown_mailbox_and_bounds_are_refused() {
     let auth = keys.auth(LABEL_FETCH, counter.next_value(), &(0u64, 10u32));
     let req = Request::Ods(OdsRequest::Fetch { auth, after: 0, limit: 10 });
     let first = conn.request(req.clone()).await.unwrap();
-    assert!(matches!(&first, Response::Envelopes(v) if v.len() == 1), "{first:?}");
+    assert!(
+        matches!(&first, Response::Ods(OdsResponse::Envelopes(v)) if v.len() == 1),
+        "{first:?}"
+    );
     assert_eq!(conn.request(req.clone()).await.unwrap(), first, "a retry gets the first answer");
     mailbox::fetch(&conn, &keys, &mut counter, 0, 10).await.unwrap();
     assert_eq!(server_err(conn.request(req).await), WireError::Auth(AuthError::Replayed));
@@ -136,12 +143,12 @@ async fn wrong_key_replay_unknown_mailbox_and_bounds_are_refused() {
     let r = c.node_call("n2", "n3", NodeRequest::Enqueue(items)).await;
     assert_eq!(
         r,
-        Response::Enqueued(vec![
+        Response::Node(NodeResponse::Enqueued(vec![
             EnqueueResult::Stored { seq: 2 },
             EnqueueResult::Stored { seq: 3 },
             EnqueueResult::MailboxFull,
             EnqueueResult::TooLarge,
-        ])
+        ]))
     );
     // A client cannot enqueue: the request type does not exist on its ALPN,
     // and the node protocol needs a node certificate (tests/hostile.rs).
@@ -169,7 +176,7 @@ async fn push_notifies_once_per_new_envelope_and_the_url_is_never_stored_in_the_
     // notification went out, another.
     for n in 1..=2u8 {
         let r = c.node_call("n2", "n3", NodeRequest::Enqueue(vec![item(&cap, n)])).await;
-        assert!(matches!(r, Response::Enqueued(_)));
+        assert!(matches!(r, Response::Node(NodeResponse::Enqueued(_))));
         assert_eq!(server.wait_for(n as usize, 5).await, n as usize);
     }
     // A retried copy is not notified again; one through a revoked
@@ -180,12 +187,15 @@ async fn push_notifies_once_per_new_envelope_and_the_url_is_never_stored_in_the_
         c.node_call("n2", "n3", NodeRequest::Enqueue(vec![item(&cap, 1), item(&other, 3)])).await;
     assert_eq!(
         r,
-        Response::Enqueued(vec![EnqueueResult::Stored { seq: 1 }, EnqueueResult::NoCapability])
+        Response::Node(NodeResponse::Enqueued(vec![
+            EnqueueResult::Stored { seq: 1 },
+            EnqueueResult::NoCapability
+        ]))
     );
     // Positive evidence that the node got past those two: a fresh copy
     // afterwards is notified (pushes leave one queue in order).
     let r = c.node_call("n2", "n3", NodeRequest::Enqueue(vec![item(&cap, 4)])).await;
-    assert_eq!(r, Response::Enqueued(vec![EnqueueResult::Stored { seq: 3 }]));
+    assert_eq!(r, Response::Node(NodeResponse::Enqueued(vec![EnqueueResult::Stored { seq: 3 }])));
     assert_eq!(server.wait_for(3, 5).await, 3);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(hits.load(Ordering::SeqCst), 3, "the retry or the refused copy was notified");
@@ -225,7 +235,7 @@ async fn enqueued_envelopes_survive_a_node_kill() {
     let cap = issued(&conn, &keys).await;
     let items: Vec<_> = (1..=20).map(|n| item(&cap, n)).collect();
     let r = c.node_call("n2", "n3", NodeRequest::Enqueue(items)).await;
-    assert!(matches!(&r, Response::Enqueued(v) if v.len() == 20));
+    assert!(matches!(&r, Response::Node(NodeResponse::Enqueued(v)) if v.len() == 20));
     c.kill("n3");
     c.start("n3").await;
     let mut counter = Counter::default();

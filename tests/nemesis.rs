@@ -38,6 +38,7 @@ use mlsd_actors::replica::sim::accounts::{blob_data, AcctLedger};
 use mlsd_client::retry::transient;
 use mlsd_client::{Client, ClientConfig, ClientError};
 use mlsd_transport::protocol::FetchedKeyPackage;
+use mlsd_transport::protocol::{AsResponse, SdsResponse};
 use mlsd_transport::{Response, Role};
 use openmls::prelude::tls_codec::Serialize as _;
 use rand::Rng;
@@ -168,7 +169,11 @@ async fn racers(h: Arc<History>, cfg: impl Fn(&str, &str) -> ClientConfig) {
                     );
                     let key = binding.binding.signature_key.clone();
                     let shard = h.as_shard(&format!("r{n}"));
-                    h.ledger().registered((n, shard), party, &Response::Binding(binding));
+                    h.ledger().registered(
+                        (n, shard),
+                        party,
+                        &Response::As(AsResponse::Binding(binding)),
+                    );
                     h.winners.lock().unwrap().insert(n, (party, key));
                 }
                 Outcome::Fail(ClientError::AwaitsApproval { .. }) => {
@@ -311,7 +316,8 @@ async fn reader(h: Arc<History>, cfg: ClientConfig) {
         if let Outcome::Ok(data) = attempt!(c, mlsd_client::blob::get(c.connection(), id, 1 << 20))
         {
             h.note("reader", format_args!("ok get {blob}: {} bytes", data.len()));
-            h.ledger().read(blob, &Response::Blob { total: data.len() as u64, data });
+            h.ledger()
+                .read(blob, &Response::Sds(SdsResponse::Blob { total: data.len() as u64, data }));
         }
     }
 }

@@ -14,6 +14,7 @@ use common::Cluster;
 use mlsd_client::mailbox::{self, MailboxKeys};
 use mlsd_client::Connection;
 use mlsd_transport::protocol::tickets::TicketKind;
+use mlsd_transport::protocol::NodeResponse;
 use mlsd_transport::protocol::{EnqueueItem, NodeRequest};
 use mlsd_transport::{Response, Role};
 
@@ -48,7 +49,7 @@ async fn deliver(c: &Cluster, url: &str, n: usize) {
         })
         .collect();
     let r = c.node_call("n1", "n2", NodeRequest::Enqueue(items)).await;
-    assert!(matches!(r, Response::Enqueued(_)), "{r:?}");
+    assert!(matches!(r, Response::Node(NodeResponse::Enqueued(_))), "{r:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

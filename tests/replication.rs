@@ -13,6 +13,7 @@ use common::Cluster;
 use mlsd_client::Client;
 use mlsd_node::config::ClusterConfig;
 use mlsd_node::shards::placement;
+use mlsd_transport::protocol::IdsResponse;
 use mlsd_transport::protocol::{ClusterError, RosterMode};
 use mlsd_transport::{Response, Role, WireError};
 
@@ -222,7 +223,7 @@ async fn with_two_of_three_down_writes_are_refused_retryably_and_resume() {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         match alice.send_request(req.clone()).await {
-            Ok(Response::Sent { .. }) => break,
+            Ok(Response::Ids(IdsResponse::Sent { .. })) => break,
             other => {
                 assert!(Instant::now() < deadline, "writes did not resume: {other:?}");
                 tokio::time::sleep(Duration::from_millis(200)).await;

@@ -16,6 +16,7 @@ use mlsd_client::Connection;
 use mlsd_transport::protocol::{
     AsRequest, CsRequest, IdsRequest, MailboxId, OdsRequest, RosterMode, SdsRequest,
 };
+use mlsd_transport::protocol::{AsResponse, OdsResponse};
 use mlsd_transport::{Request, Response};
 
 /// The request's kind, as the matrix names it.
@@ -72,14 +73,14 @@ fn not_equivalent(
         // A pending device approved meanwhile: the retry completes it.
         (
             Request::As(AsRequest::Register { .. }),
-            Response::RegistrationPending { .. },
-            Response::Binding(_),
+            Response::As(AsResponse::RegistrationPending { .. }),
+            Response::As(AsResponse::Binding(_)),
         ) => true,
         // Revoked once; the tokens are gone the second time.
         (
             Request::Ods(OdsRequest::RevokeCapabilities { .. }),
-            Response::CapabilitiesRevoked { .. },
-            Response::CapabilitiesRevoked { revoked: 0 },
+            Response::Ods(OdsResponse::CapabilitiesRevoked { .. }),
+            Response::Ods(OdsResponse::CapabilitiesRevoked { revoked: 0 }),
         ) => true,
         _ => first == again,
     };

@@ -6,6 +6,7 @@ use common::Cluster;
 use mlsd_client::{blob, ClientError, Connection};
 use mlsd_transport::protocol::tickets::TicketKind;
 use mlsd_transport::protocol::RosterMode;
+use mlsd_transport::protocol::SdsResponse;
 use mlsd_transport::protocol::{SdsError, SdsRequest};
 use mlsd_transport::{Request, Response, Role, WireError};
 
@@ -83,7 +84,7 @@ async fn blobs_need_the_capability_to_change_and_only_the_id_to_read() {
             c.ticket(TicketKind::Blob).await,
         )
         .await;
-    assert_eq!(r.unwrap(), Response::BlobWritten { written: 10 });
+    assert_eq!(r.unwrap(), Response::Sds(SdsResponse::BlobWritten { written: 10 }));
     let r = conn
         .request_paid(
             Request::Sds(SdsRequest::PutBlob {

@@ -8,6 +8,7 @@ mod common;
 use common::{server_err, settled, Cluster};
 use mlsd_transport::protocol::tickets::TicketKind;
 use mlsd_transport::protocol::{AuthError, ClusterError, CsRequest, IdsRequest, RosterMode};
+use mlsd_transport::protocol::{CsResponse, IdsResponse};
 use mlsd_transport::{Request, Response, Role, WireError};
 
 /// Two nodes with every role: each is the AS owner of some identities and
@@ -65,11 +66,15 @@ async fn a_ticket_spent_through_one_node_is_spent_for_every_node() {
     let n1 = mlsd_client::Connection::connect(c.addr("n1"), &c.ca()).await.unwrap();
     let n2 = mlsd_client::Connection::connect(c.addr("n2"), &c.ca()).await.unwrap();
     let first = n1.request_paid(create(b"first"), Some(ticket.clone())).await.unwrap();
-    assert_eq!(first, Response::GroupCreated);
+    assert_eq!(first, Response::Ids(IdsResponse::GroupCreated));
     // The same request again through the other node (its answer was lost):
     // not charged twice, and answered as the first time.
     let again = n2.request_paid(create(b"first"), Some(ticket.clone())).await;
-    assert_eq!(again.unwrap(), Response::GroupCreated, "a retry is answered with the first answer");
+    assert_eq!(
+        again.unwrap(),
+        Response::Ids(IdsResponse::GroupCreated),
+        "a retry is answered with the first answer"
+    );
     // Another request with it, through either node: refused, nothing created.
     let before = (settled(&c.dir.path().join("data/n1")), settled(&c.dir.path().join("data/n2")));
     for conn in [&n2, &n1] {
@@ -96,7 +101,10 @@ async fn a_repeated_paid_fetch_gets_the_same_key_package_and_consumes_no_other()
     let n1 = mlsd_client::Connection::connect(c.addr("n1"), &c.ca()).await.unwrap();
     let n2 = mlsd_client::Connection::connect(c.addr("n2"), &c.ca()).await.unwrap();
     let first = n1.request_paid(fetch.clone(), Some(ticket.clone())).await.unwrap();
-    assert!(matches!(&first, Response::KeyPackages(k) if k.len() == 1), "{first:?}");
+    assert!(
+        matches!(&first, Response::Cs(CsResponse::KeyPackages(k)) if k.len() == 1),
+        "{first:?}"
+    );
     let again = n2.request_paid(fetch, Some(ticket)).await.unwrap();
     assert_eq!(again, first, "a repeat gets the first answer");
     assert_eq!(bob.count_key_packages().await.unwrap(), (2, true), "one consumed, not two");
@@ -144,5 +152,5 @@ async fn groups_mailboxes_and_blob_chunks_are_bounded_per_identity() {
     let mut other = c.registered("jo/phone", "n2", 1).await;
     other.create_group("J", RosterMode::Client).await.unwrap();
     let req = Request::Cs(CsRequest::FetchKeyPackages { identity: "ivy".into() });
-    assert!(matches!(other.paid_request(req).await, Ok(Response::KeyPackages(_))));
+    assert!(matches!(other.paid_request(req).await, Ok(Response::Cs(CsResponse::KeyPackages(_)))));
 }

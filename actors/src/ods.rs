@@ -8,6 +8,7 @@ use mlsd_transport::protocol::OdsRequest;
 use std::collections::HashMap;
 
 use mlsd_transport::protocol::MailboxId;
+use mlsd_transport::protocol::OdsResponse;
 use mlsd_transport::{Request, Response};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
@@ -117,7 +118,8 @@ impl Actor for OdsHost {
             RoleMsg::Deposed => return Ok(()),
         };
         let (response, effects) = h.apply(term, d).await;
-        if let (Response::Envelopes(_), Some((m, sink))) = (&response, subscriber) {
+        if let (Response::Ods(OdsResponse::Envelopes(_)), Some((m, sink))) = (&response, subscriber)
+        {
             state.subscribers.insert(m, sink);
         }
         let _ = reply.send(response);
@@ -200,9 +202,9 @@ mod tests {
         assert!(store.contents().is_empty(), "a failed batch applies nothing");
         store.fail_writes(false);
         // The same request now succeeds: nothing of the failed one remained.
-        assert_eq!(ask(&actor, open.clone()).await, Response::MailboxOpened);
+        assert_eq!(ask(&actor, open.clone()).await, Response::Ods(OdsResponse::MailboxOpened));
         // Again, it is answered as the first time; with another key, taken.
-        assert_eq!(ask(&actor, open).await, Response::MailboxOpened);
+        assert_eq!(ask(&actor, open).await, Response::Ods(OdsResponse::MailboxOpened));
         let other =
             ed25519_dalek::SigningKey::from_bytes(&[2; 32]).verifying_key().to_bytes().to_vec();
         let taken =
@@ -238,7 +240,7 @@ mod tests {
         let auth_key = key.verifying_key().to_bytes().to_vec();
         let open = Request::Ods(OdsRequest::OpenMailbox { mailbox, auth_key, push: None });
         let r = ractor::call!(actor, |reply| RoleMsg::Request { request: open, reply }).unwrap();
-        assert_eq!(r, Response::MailboxOpened);
+        assert_eq!(r, Response::Ods(OdsResponse::MailboxOpened));
         let counter =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
                 * 1000;
@@ -250,7 +252,7 @@ mod tests {
         let request = Request::Ods(OdsRequest::Subscribe { auth, after: 0 });
         let (sink, mut live) = tokio::sync::mpsc::channel(4);
         let r = ractor::call!(actor, |reply| RoleMsg::Subscribe { request, sink, reply }).unwrap();
-        assert!(matches!(r, Response::Envelopes(_)), "{r:?}");
+        assert!(matches!(r, Response::Ods(OdsResponse::Envelopes(_))), "{r:?}");
         actor.send_message(RoleMsg::Deposed).unwrap();
         let closed = tokio::time::timeout(std::time::Duration::from_secs(2), live.recv()).await;
         assert!(matches!(closed, Ok(None)), "the subscription stays open: {closed:?}");

@@ -3,6 +3,7 @@
 //! as they happen. The second thing a newcomer runs.
 
 use mlsd_transport::protocol::IdsRequest;
+use mlsd_transport::protocol::IdsResponse;
 use std::time::Instant;
 
 use anyhow::Context;
@@ -95,7 +96,7 @@ pub async fn run() -> anyhow::Result<()> {
     println!(
         "\nStep 6. The IDS maps ABC to its roster and one anonymizer per recipient seals a copy."
     );
-    if let mlsd_transport::Response::Sent { copies } = resp {
+    if let mlsd_transport::Response::Ids(IdsResponse::Sent { copies }) = resp {
         println!("  {copies} copies, each sealed under its recipient's envelope key with a fresh nonce, padded to a size bucket, enqueued in {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
     }
 

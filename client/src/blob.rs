@@ -5,6 +5,7 @@
 use mlsd_transport::limits::MAX_CHUNK;
 use mlsd_transport::protocol::tickets::Ticket;
 use mlsd_transport::protocol::SdsRequest;
+use mlsd_transport::protocol::SdsResponse;
 use mlsd_transport::{Request, Response};
 use zeroize::Zeroizing;
 
@@ -38,7 +39,7 @@ pub async fn put(
             data: chunk,
         });
         match conn.request_paid(req, tickets.next()).await? {
-            Response::BlobWritten { written } if written == end as u64 => {}
+            Response::Sds(SdsResponse::BlobWritten { written }) if written == end as u64 => {}
             other => return Err(ClientError::Unexpected(format!("{other:?}"))),
         }
         offset = end;
@@ -58,7 +59,7 @@ pub async fn get(conn: &Connection, id: [u8; 32], max: u64) -> Result<Vec<u8>, C
             max: MAX_CHUNK as u32,
         });
         match conn.request(req).await? {
-            Response::Blob { total, data } => {
+            Response::Sds(SdsResponse::Blob { total, data }) => {
                 if total > max {
                     return Err(ClientError::Unexpected(format!(
                         "blob of {total} bytes is too large"
@@ -80,7 +81,7 @@ pub async fn get(conn: &Connection, id: [u8; 32], max: u64) -> Result<Vec<u8>, C
 /// Deletes blob `id`.
 pub async fn delete(conn: &Connection, id: [u8; 32], cap: [u8; 32]) -> Result<(), ClientError> {
     match conn.request(Request::Sds(SdsRequest::DeleteBlob { id, cap })).await? {
-        Response::BlobDeleted => Ok(()),
+        Response::Sds(SdsResponse::BlobDeleted) => Ok(()),
         other => Err(ClientError::Unexpected(format!("{other:?}"))),
     }
 }

@@ -13,6 +13,7 @@ use mlsd_transport::protocol::identity::{signing_bytes, split_client_id, valid_n
 use mlsd_transport::protocol::r#as::fingerprint;
 use mlsd_transport::protocol::r#as::{LABEL_REGISTER, LABEL_REVOKE};
 use mlsd_transport::protocol::PendingDevice;
+use mlsd_transport::protocol::{AsResponse, CsResponse};
 use mlsd_transport::protocol::{
     CountBody, FetchedKeyPackage, PublishBody, RegisterBody, RevokeBody, SignedBinding,
 };
@@ -254,8 +255,10 @@ impl Client {
             .request(Request::As(AsRequest::Register { body, proof, rotation: None }))
             .await?;
         let b = match resp {
-            Response::Binding(b) => b,
-            Response::RegistrationPending { pending } => return Err(awaits_approval(&pending)),
+            Response::As(AsResponse::Binding(b)) => b,
+            Response::As(AsResponse::RegistrationPending { pending }) => {
+                return Err(awaits_approval(&pending))
+            }
             other => return Err(unexpected(other)),
         };
         verify_binding(&self.as_key, &b, now_secs())?;
@@ -287,7 +290,7 @@ impl Client {
         let body = RevokeBody { client, timestamp: now_secs() };
         let signature = self.sign(LABEL_REVOKE, &body)?;
         match self.conn.request(Request::As(AsRequest::Revoke { body, signature })).await? {
-            Response::Binding(b) => Ok(b),
+            Response::As(AsResponse::Binding(b)) => Ok(b),
             other => Err(unexpected(other)),
         }
     }
@@ -412,7 +415,7 @@ impl Client {
             .request(Request::Cs(CsRequest::PublishKeyPackages { body, signature }))
             .await?
         {
-            Response::Published { stored } => Ok(stored),
+            Response::Cs(CsResponse::Published { stored }) => Ok(stored),
             other => Err(unexpected(other)),
         }
     }
@@ -428,7 +431,9 @@ impl Client {
             .request(Request::Cs(CsRequest::CountKeyPackages { body, signature }))
             .await?
         {
-            Response::KeyPackageCount { count, last_resort } => Ok((count, last_resort)),
+            Response::Cs(CsResponse::KeyPackageCount { count, last_resort }) => {
+                Ok((count, last_resort))
+            }
             other => Err(unexpected(other)),
         }
     }
@@ -466,7 +471,7 @@ impl Client {
             let req =
                 AsRequest::LookupPage { identity: identity.to_string(), after: after.clone() };
             match self.conn.request(Request::As(req)).await? {
-                Response::BindingPage { bindings, next } => {
+                Response::As(AsResponse::BindingPage { bindings, next }) => {
                     all.extend(bindings);
                     match next {
                         Some(n) if after.as_ref().is_none_or(|a| n > *a) => after = Some(n),
@@ -495,7 +500,7 @@ impl Client {
     ) -> Result<(Vec<VerifiedKeyPackage>, Vec<Rejection>), ClientError> {
         let req = Request::Cs(CsRequest::FetchKeyPackages { identity: identity.to_string() });
         let fetched = match self.paid_request(req).await? {
-            Response::KeyPackages(k) => k,
+            Response::Cs(CsResponse::KeyPackages(k)) => k,
             other => return Err(unexpected(other)),
         };
         let bindings = self.lookup_raw(identity).await?;

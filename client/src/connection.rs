@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use mlsd_transport::limits::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_FRAME};
-use mlsd_transport::protocol::{ClientFrame, ClusterError, ResponseFrame};
+use mlsd_transport::protocol::{ClientFrame, ClusterError, Pong, ResponseFrame};
 use mlsd_transport::{endpoint, tls, Request, Response, Role, WireError};
 
 /// How long a request may take end to end, forwarding included.
@@ -75,7 +75,7 @@ pub enum ClientError {
     #[error("crypto: {0}")]
     Crypto(String),
     /// The message was accepted but not every recipient got a copy (see
-    /// [`Response::PartlySent`]); `send_reliably` retries and reports these.
+    /// [`IdsResponse::PartlySent`]); `send_reliably` retries and reports these.
     #[error("{failed} of {copies} copies not delivered")]
     Undelivered {
         /// Copies in all.
@@ -222,7 +222,7 @@ impl Connection {
     pub async fn ping(&self, role: Role, key: &[u8]) -> Result<(String, Duration), ClientError> {
         let start = Instant::now();
         match self.request(Request::Ping(Ping { role, key: key.to_vec() })).await? {
-            Response::Pong { node, .. } => Ok((node, start.elapsed())),
+            Response::Pong(Pong { node, .. }) => Ok((node, start.elapsed())),
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
         }
     }

@@ -8,6 +8,7 @@
 //! from a stranger's request for the same name.
 
 use mlsd_transport::protocol::r#as::{LABEL_APPROVE, LABEL_DEVICES, LABEL_REVOKE_DEVICE};
+use mlsd_transport::protocol::AsResponse;
 use mlsd_transport::protocol::{
     ApproveBody, AsRequest, DevicesBody, PendingDevice, RevokeDeviceBody, SignedBinding,
 };
@@ -34,7 +35,7 @@ impl Client {
         let body = DevicesBody { client, timestamp: now_secs() };
         let signature = self.sign(LABEL_DEVICES, &body)?;
         match self.conn.request(Request::As(AsRequest::Devices { body, signature })).await? {
-            Response::Devices { bindings, pending } => Ok((bindings, pending)),
+            Response::As(AsResponse::Devices { bindings, pending }) => Ok((bindings, pending)),
             other => Err(unexpected(other)),
         }
     }
@@ -55,7 +56,7 @@ impl Client {
         };
         let signature = self.sign(LABEL_APPROVE, &body)?;
         match self.conn.request(Request::As(AsRequest::Approve { body, signature })).await? {
-            Response::Binding(b) => Ok(b),
+            Response::As(AsResponse::Binding(b)) => Ok(b),
             other => Err(unexpected(other)),
         }
     }
@@ -67,8 +68,8 @@ impl Client {
         let body = RevokeDeviceBody { by, client: client.to_string(), timestamp: now_secs() };
         let signature = self.sign(LABEL_REVOKE_DEVICE, &body)?;
         match self.conn.request(Request::As(AsRequest::RevokeDevice { body, signature })).await? {
-            Response::Binding(b) => Ok(Revoked::Device(b)),
-            Response::Devices { .. } => Ok(Revoked::Declined),
+            Response::As(AsResponse::Binding(b)) => Ok(Revoked::Device(b)),
+            Response::As(AsResponse::Devices { .. }) => Ok(Revoked::Declined),
             other => Err(unexpected(other)),
         }
     }

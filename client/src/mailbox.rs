@@ -13,6 +13,7 @@ use mlsd_transport::protocol::ods::{
     LABEL_ACK, LABEL_FETCH, LABEL_ISSUE, LABEL_REVOKE, MAX_CAPS_PER_REQUEST,
 };
 use mlsd_transport::protocol::tickets::Ticket;
+use mlsd_transport::protocol::OdsResponse;
 use mlsd_transport::protocol::{shard_of, AuthError, DeliveryCap, OdsRequest};
 use mlsd_transport::protocol::{Delivered, MailboxAuth, MailboxId, SealedPush};
 use mlsd_transport::{Request, Response};
@@ -145,7 +146,7 @@ pub async fn open(
         push,
     });
     match conn.request_paid(req, ticket).await? {
-        Response::MailboxOpened => Ok(()),
+        Response::Ods(OdsResponse::MailboxOpened) => Ok(()),
         other => Err(ClientError::Unexpected(format!("{other:?}"))),
     }
 }
@@ -164,7 +165,7 @@ pub async fn fetch(
     for _ in 0..3 {
         let auth = keys.auth(LABEL_FETCH, counter.next_value(), &(after, limit));
         match conn.request(Request::Ods(OdsRequest::Fetch { auth, after, limit })).await {
-            Ok(Response::Envelopes(e)) => return Ok(e),
+            Ok(Response::Ods(OdsResponse::Envelopes(e))) => return Ok(e),
             Ok(other) => return Err(ClientError::Unexpected(format!("{other:?}"))),
             Err(ClientError::Server(mlsd_transport::WireError::Auth(AuthError::Replayed))) => {
                 continue
@@ -214,7 +215,9 @@ pub async fn issue(
         })
         .await?;
         match r {
-            Response::CapabilitiesIssued { serials: s } if s.len() == chunk.len() => {
+            Response::Ods(OdsResponse::CapabilitiesIssued { serials: s })
+                if s.len() == chunk.len() =>
+            {
                 serials.extend(s)
             }
             other => return Err(ClientError::Unexpected(format!("{other:?}"))),
@@ -239,7 +242,7 @@ pub async fn revoke(
         })
         .await?;
         match r {
-            Response::CapabilitiesRevoked { revoked: r } => revoked += r,
+            Response::Ods(OdsResponse::CapabilitiesRevoked { revoked: r }) => revoked += r,
             other => return Err(ClientError::Unexpected(format!("{other:?}"))),
         }
     }
@@ -255,7 +258,7 @@ pub async fn ack(
 ) -> Result<u32, ClientError> {
     let auth = keys.auth(LABEL_ACK, counter.next_value(), &up_to);
     match conn.request(Request::Ods(OdsRequest::Ack { auth, up_to })).await? {
-        Response::Acked { remaining } => Ok(remaining),
+        Response::Ods(OdsResponse::Acked { remaining }) => Ok(remaining),
         other => Err(ClientError::Unexpected(format!("{other:?}"))),
     }
 }
@@ -295,7 +298,9 @@ pub async fn subscribe(
     .await
     .map_err(mlsd_transport::CallError::from)?;
     match first.response {
-        Response::Envelopes(backlog) => Ok((Subscription { send, recv }, backlog)),
+        Response::Ods(OdsResponse::Envelopes(backlog)) => {
+            Ok((Subscription { send, recv }, backlog))
+        }
         Response::Error(e) => Err(ClientError::Server(e)),
         other => Err(ClientError::Unexpected(format!("{other:?}"))),
     }
@@ -314,7 +319,7 @@ impl Subscription {
         .await
         .map_err(mlsd_transport::CallError::from)?;
         match f.response {
-            Response::Envelopes(e) => Ok(e),
+            Response::Ods(OdsResponse::Envelopes(e)) => Ok(e),
             Response::Error(e) => Err(ClientError::Server(e)),
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
         }

@@ -22,6 +22,7 @@ use mlsd_transport::WireError;
 use std::collections::HashSet;
 use std::time::Duration;
 
+use mlsd_transport::protocol::IdsResponse;
 use mlsd_transport::protocol::{Undeliverable, Undelivered};
 use mlsd_transport::{Request, Response};
 use serde::{Deserialize, Serialize};
@@ -251,8 +252,10 @@ impl Client {
     /// What one answer to a send means for it.
     fn judge(&self, entry: &mut Entry, answer: Result<Response, ClientError>) -> Next {
         match answer {
-            Ok(Response::Sent { copies }) => Next::Done(Outcome::Delivered { copies }),
-            Ok(Response::PartlySent { copies, failed, undelivered }) => {
+            Ok(Response::Ids(IdsResponse::Sent { copies })) => {
+                Next::Done(Outcome::Delivered { copies })
+            }
+            Ok(Response::Ids(IdsResponse::PartlySent { copies, failed, undelivered })) => {
                 let any = |r: Undeliverable| undelivered.iter().any(|u| u.reason == r);
                 if any(Undeliverable::Unavailable) {
                     return Next::Retry;

@@ -15,6 +15,7 @@ use mlsd_transport::protocol::tickets::{
     day_of, Ticket, TicketBody, TicketKey, TicketKind, LABEL_TICKETS, LABEL_TICKET_KEY,
     MAX_TICKETS_PER_REQUEST,
 };
+use mlsd_transport::protocol::AsResponse;
 use mlsd_transport::protocol::{AsRequest, ClusterError};
 use mlsd_transport::{Request, Response, WireError};
 
@@ -102,7 +103,7 @@ impl Client {
     /// Sends `req`, paying with a ticket of the kind it needs, if it needs
     /// one: for requests this type does not wrap.
     pub async fn paid_request(&self, req: Request) -> Result<Response, ClientError> {
-        let Some(kind) = TicketKind::for_request(&req) else {
+        let Some(kind) = req.rules().ticket else {
             return self.conn.request_paid(req, None).await;
         };
         let kept: Option<Option<(Request, Ticket)>> = self.home.load(UNANSWERED)?;
@@ -154,7 +155,9 @@ impl Client {
             .request(Request::As(AsRequest::IssueTickets { body, signature }))
             .await?
         {
-            Response::TicketsIssued { evaluated, proof, key } => (evaluated, proof, key),
+            Response::As(AsResponse::TicketsIssued { evaluated, proof, key }) => {
+                (evaluated, proof, key)
+            }
             other => return Err(unexpected(other)),
         };
         let key = self.check_ticket_key(&key)?;

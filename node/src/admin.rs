@@ -12,6 +12,7 @@ use mlsd_transport::protocol::{
 };
 use std::path::Path;
 
+use mlsd_transport::protocol::{AsResponse, NodeResponse};
 use mlsd_transport::{endpoint, tls, Response, Role, WireError};
 use sha2::{Digest, Sha256};
 
@@ -57,7 +58,7 @@ pub async fn enroll(
     let token_hash = Sha256::digest(token.as_bytes()).to_vec();
     let request = NodeRequest::Enroll { identity: identity.to_string(), token_hash };
     match call_as_owner(config, certs, identity, request).await? {
-        Response::Enrolled => Ok(token),
+        Response::Node(NodeResponse::Enrolled) => Ok(token),
         other => Err(AdminError::Invalid(format!("unexpected response {other:?}"))),
     }
 }
@@ -74,7 +75,7 @@ pub async fn revoke(
         .ok_or_else(|| AdminError::Invalid(format!("invalid client id {client:?}")))?;
     let request = NodeRequest::Revoke { client: client.to_string() };
     match call_as_owner(config, certs, identity, request).await? {
-        Response::Binding(b) => Ok(b),
+        Response::As(AsResponse::Binding(b)) => Ok(b),
         other => Err(AdminError::Invalid(format!("unexpected response {other:?}"))),
     }
 }

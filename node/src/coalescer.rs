@@ -21,6 +21,7 @@ use mlsd_transport::protocol::ClusterError;
 use std::future::Future;
 
 use mlsd_transport::protocol::EnqueueItem;
+use mlsd_transport::protocol::NodeResponse;
 use mlsd_transport::{Response, WireError};
 use tokio::sync::{mpsc, oneshot};
 
@@ -89,14 +90,14 @@ impl Coalescer {
             if items.peek().is_none() || bytes + next > self.max_bytes {
                 let n = piece.len();
                 match self.submit_one(std::mem::take(&mut piece)).await {
-                    Response::Enqueued(r) if r.len() == n => results.extend(r),
-                    Response::Enqueued(_) => return count_mismatch(),
+                    Response::Node(NodeResponse::Enqueued(r)) if r.len() == n => results.extend(r),
+                    Response::Node(NodeResponse::Enqueued(_)) => return count_mismatch(),
                     other => return other,
                 }
                 bytes = 0;
             }
         }
-        Response::Enqueued(results)
+        Response::Node(NodeResponse::Enqueued(results))
     }
 
     async fn submit_one(&self, items: Vec<EnqueueItem>) -> Response {
@@ -151,14 +152,16 @@ async fn run(mut rx: mpsc::Receiver<Job>, writer: impl OdsWriter, max_bytes: usi
             items.extend(job.items);
         }
         match writer.write(items).await {
-            Response::Enqueued(results) if results.len() == total => {
+            Response::Node(NodeResponse::Enqueued(results)) if results.len() == total => {
                 let mut results = results.into_iter();
                 for (n, reply) in parts {
                     // A caller that gave up is not our concern.
-                    let _ = reply.send(Response::Enqueued(results.by_ref().take(n).collect()));
+                    let _ = reply.send(Response::Node(NodeResponse::Enqueued(
+                        results.by_ref().take(n).collect(),
+                    )));
                 }
             }
-            Response::Enqueued(_) => {
+            Response::Node(NodeResponse::Enqueued(_)) => {
                 let e = count_mismatch();
                 parts.into_iter().for_each(|(_, r)| drop(r.send(e.clone())));
             }
@@ -200,7 +203,7 @@ mod tests {
                 .iter()
                 .map(|i| EnqueueResult::Stored { seq: u64::from(i.cap.token[0]) })
                 .collect();
-            Response::Enqueued(r)
+            Response::Node(NodeResponse::Enqueued(r))
         }
     }
 
@@ -236,7 +239,9 @@ mod tests {
         }
         hold.notify_one();
         let stored = |s: &[u64]| {
-            Response::Enqueued(s.iter().map(|&seq| EnqueueResult::Stored { seq }).collect())
+            Response::Node(NodeResponse::Enqueued(
+                s.iter().map(|&seq| EnqueueResult::Stored { seq }).collect(),
+            ))
         };
         assert_eq!(first.await.unwrap(), stored(&[1]));
         for (w, b) in waiting.into_iter().zip([10u64, 20, 30]) {
@@ -275,7 +280,9 @@ mod tests {
         }
         hold.notify_one();
         let stored = |s: std::ops::Range<u64>| {
-            Response::Enqueued(s.map(|seq| EnqueueResult::Stored { seq }).collect())
+            Response::Node(NodeResponse::Enqueued(
+                s.map(|seq| EnqueueResult::Stored { seq }).collect(),
+            ))
         };
         assert_eq!(first.await.unwrap(), stored(1..2));
         let mut answers = Vec::new();

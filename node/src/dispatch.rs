@@ -6,6 +6,7 @@ use mlsd_transport::protocol::ClusterError;
 use std::sync::Arc;
 use std::time::Duration;
 
+use mlsd_transport::protocol::NodeResponse;
 use mlsd_transport::protocol::{EnqueueItem, EnqueueResult, NodeRequest};
 use mlsd_transport::{Response, WireError};
 
@@ -76,7 +77,7 @@ impl BatchSender for Dispatch {
                 self.peers.call(owner, NodeRequest::Enqueue(chunk)).await
             };
             match resp {
-                Response::Enqueued(r) if r.len() == k => out.extend(r),
+                Response::Node(NodeResponse::Enqueued(r)) if r.len() == k => out.extend(r),
                 other => {
                     tracing::warn!(node = %owner, response = ?other, "enqueue batch failed");
                     out.extend(std::iter::repeat_n(EnqueueResult::NotOwner, k));

@@ -8,6 +8,7 @@ use std::time::Duration;
 use mlsd_actors::replica::ShardId;
 use mlsd_actors::role::shard_actor_name;
 use mlsd_actors::RoleMsg;
+use mlsd_transport::protocol::NodeResponse;
 use mlsd_transport::protocol::{EnqueueItem, EnqueueResult};
 use mlsd_transport::{Response, Role, WireError};
 use ractor::ActorRef;
@@ -89,7 +90,7 @@ impl OdsWriter for LocalOds {
         let mut results = vec![EnqueueResult::NotOwner; n];
         for (positions, k, r) in crate::join::join_all(calls).await {
             match r {
-                Response::Enqueued(rs) if rs.len() == k => {
+                Response::Node(NodeResponse::Enqueued(rs)) if rs.len() == k => {
                     for (p, r) in positions.into_iter().zip(rs) {
                         results[p] = r;
                     }
@@ -105,6 +106,6 @@ impl OdsWriter for LocalOds {
                 other => tracing::warn!(response = ?other, "ODS shard refused an enqueue batch"),
             }
         }
-        Response::Enqueued(results)
+        Response::Node(NodeResponse::Enqueued(results))
     }
 }

@@ -95,7 +95,7 @@ fn role_settings(config: &ClusterConfig, me: &NodeConfig) -> Result<RoleSettings
         },
         ids: IdsSettings {
             anonymizer_concurrency: config.ids.anonymizer_concurrency as usize,
-            chaos_hooks: config.chaos_allowed,
+            chaos_hooks: config.chaos.allow,
             group_idle: config.ids.group_idle,
             group_copies_per_second: config.ids.group_copies_per_second,
             idle_group_days: config.ids.idle_group_days,
@@ -140,7 +140,8 @@ impl Node {
         }
         std::fs::create_dir_all(&me.data_dir)
             .map_err(|e| NodeError::Storage(mlsd_roles::StoreError::Db(e.to_string())))?;
-        let store: Arc<dyn Store> = Arc::new(RocksStore::open(&me.data_dir, config.sync_wal)?);
+        let store: Arc<dyn Store> =
+            Arc::new(RocksStore::open(&me.data_dir, config.storage.sync_wal)?);
         // Before any role serves: records of an older layout are converted
         // (or set aside one by one); a newer layout is refused.
         let one_shard = config.nodes.len() == 1 && config.replication.shards == 1;
@@ -215,7 +216,7 @@ impl Node {
             settings,
             services,
             router: Arc::new(NodeRouter(ctx.clone())),
-            max_restarts: ctx.config.max_restarts,
+            max_restarts: ctx.config.supervision.max_restarts,
         };
         let (supervisor, supervisor_done) =
             Actor::spawn(Some(format!("{}/supervisor", me.name)), NodeSupervisor, sup_args)

@@ -3,6 +3,7 @@
 //! every shard has a leader and every voter has applied all its leader
 //! holds.
 
+use mlsd_transport::protocol::NodeResponse;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::path::Path;
@@ -116,7 +117,7 @@ pub async fn status(config: &ClusterConfig, certs: Option<&Path>) -> Report {
     let mut report = Report::default();
     for n in &config.nodes {
         match call_node(config, certs, &n.name, NodeRequest::ShardStatus).await {
-            Ok(Response::ShardStatus(ls)) => {
+            Ok(Response::Node(NodeResponse::ShardStatus(ls))) => {
                 for l in ls {
                     lines.insert((format!("{}/{}", l.role, l.shard), l.node.clone()), l);
                 }

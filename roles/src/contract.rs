@@ -14,7 +14,7 @@
 use std::time::SystemTime;
 
 use mlsd_transport::protocol::{
-    AuthError, ClusterError, Delivered, EnqueueItem, MailboxId, NodeRequest,
+    AuthError, ClusterError, Delivered, EnqueueItem, MailboxId, NodeRequest, Pong,
 };
 use mlsd_transport::{Request, Response, Role, WireError};
 
@@ -145,7 +145,7 @@ pub enum Effect {
 /// Answers `Ping` for any role: the reply names the node and role that handled
 /// it, which is what routing tests and `mlsc ping` check.
 pub fn pong(role: Role, ctx: &RoleContext<'_>) -> Response {
-    Response::Pong { node: ctx.node.to_string(), role }
+    Response::Pong(Pong { node: ctx.node.to_string(), role })
 }
 
 /// A failure inside the node (storage, encoding) as the error a client gets:

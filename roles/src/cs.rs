@@ -26,6 +26,7 @@
 use mlsd_transport::protocol::cs::{LABEL_COUNT, LABEL_PUBLISH};
 use mlsd_transport::protocol::identity::{signing_bytes, split_client_id, valid_name};
 use mlsd_transport::protocol::{AsRequest, AuthError, CsError, CsRequest};
+use mlsd_transport::protocol::{AsResponse, CsResponse};
 use mlsd_transport::protocol::{CountBody, FetchedKeyPackage, PublishBody, SignedBinding};
 use mlsd_transport::{Request, Response, Role, WireError};
 use openmls::prelude::tls_codec::Deserialize as _;
@@ -191,7 +192,10 @@ impl CsLogic {
         if swept.is_some() {
             self.swept = swept;
         }
-        Ok(Decision::write(Response::Published { stored: (stored + new.len()) as u32 }, batch))
+        Ok(Decision::write(
+            Response::Cs(CsResponse::Published { stored: (stored + new.len()) as u32 }),
+            batch,
+        ))
     }
 
     /// Adds to `batch` the deletion of KeyPackage hashes of weeks past, and
@@ -292,7 +296,7 @@ impl CsLogic {
                 });
             }
         }
-        Ok(Decision::write(Response::KeyPackages(out), batch))
+        Ok(Decision::write(Response::Cs(CsResponse::KeyPackages(out)), batch))
     }
 
     /// A paid fetch: the first time a fetch, whose answer is kept under
@@ -339,7 +343,7 @@ impl CsLogic {
         let mut purge = Batch::new();
         let count = self.usable(&body.client, &key, ctx, &mut purge)?.len() as u32;
         let last_resort = self.last_resort(&body.client, &key, ctx)?.is_some();
-        Ok(Decision::write(Response::KeyPackageCount { count, last_resort }, purge))
+        Ok(Decision::write(Response::Cs(CsResponse::KeyPackageCount { count, last_resort }), purge))
     }
 
     fn next_seq(&self, client: &str, ctx: &RoleContext<'_>) -> Result<u64, WireError> {
@@ -435,7 +439,7 @@ impl RoleLogic for CsLogic {
 
     fn handle(&mut self, req: Request, pre: Option<Response>, ctx: &RoleContext<'_>) -> Decision {
         let bindings = match pre {
-            Some(Response::Bindings(b)) => b,
+            Some(Response::As(AsResponse::Bindings(b))) => b,
             Some(Response::Error(e)) => return Decision::reply(Response::Error(e)),
             _ => Vec::new(),
         };

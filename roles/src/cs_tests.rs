@@ -13,6 +13,7 @@ use openmls_traits::signatures::Signer;
 
 use mlsd_transport::protocol::cs::{LABEL_COUNT, LABEL_PUBLISH};
 use mlsd_transport::protocol::identity::signing_bytes;
+use mlsd_transport::protocol::{AsResponse, CsResponse};
 use mlsd_transport::protocol::{Binding, CountBody, PublishBody, SignedBinding};
 use mlsd_transport::{Request, Response, WireError};
 
@@ -71,11 +72,11 @@ impl Device {
             expires_at: now + 3600,
             serial: 1,
         };
-        Response::Bindings(vec![SignedBinding {
+        Response::As(AsResponse::Bindings(vec![SignedBinding {
             binding,
             revoked_at: revoked.then_some(now),
             signature: Vec::new(),
-        }])
+        }]))
     }
 
     fn publish(&self, kps: Vec<Vec<u8>>, last_resort: Option<Vec<u8>>) -> Request {
@@ -116,7 +117,9 @@ fn run(cs: &mut CsLogic, store: &MemStore, req: Request, pre: Response) -> Respo
 fn fetch(cs: &mut CsLogic, store: &MemStore, d: &Device) -> Vec<(Vec<u8>, bool)> {
     let req = Request::Cs(CsRequest::FetchKeyPackages { identity: "alice".into() });
     match run(cs, store, req, d.bindings(false)) {
-        Response::KeyPackages(k) => k.into_iter().map(|k| (k.key_package, k.last_resort)).collect(),
+        Response::Cs(CsResponse::KeyPackages(k)) => {
+            k.into_iter().map(|k| (k.key_package, k.last_resort)).collect()
+        }
         other => panic!("{other:?}"),
     }
 }
@@ -136,15 +139,21 @@ fn each_key_package_is_handed_out_once_and_the_last_resort_stays() {
         phone.publish(vec![kp1.clone(), kp2.clone()], Some(lr.clone())),
         phone.bindings(false),
     );
-    assert_eq!(r, Response::Published { stored: 2 });
+    assert_eq!(r, Response::Cs(CsResponse::Published { stored: 2 }));
     let counted = |cs: &mut CsLogic| run(cs, &store, phone.count(), phone.bindings(false));
-    assert_eq!(counted(&mut cs), Response::KeyPackageCount { count: 2, last_resort: true });
+    assert_eq!(
+        counted(&mut cs),
+        Response::Cs(CsResponse::KeyPackageCount { count: 2, last_resort: true })
+    );
     // Oldest first, each once; then the last resort, again and again.
     assert_eq!(fetch(&mut cs, &store, &phone), [(kp1, false)]);
     assert_eq!(fetch(&mut cs, &store, &phone), [(kp2, false)]);
     assert_eq!(fetch(&mut cs, &store, &phone), [(lr.clone(), true)]);
     assert_eq!(fetch(&mut cs, &store, &phone), [(lr, true)]);
-    assert_eq!(counted(&mut cs), Response::KeyPackageCount { count: 0, last_resort: true });
+    assert_eq!(
+        counted(&mut cs),
+        Response::Cs(CsResponse::KeyPackageCount { count: 0, last_resort: true })
+    );
 }
 
 /// A paid fetch sent again (its answer lost, or the entry node retried it
@@ -160,7 +169,7 @@ fn a_repeated_paid_fetch_hands_out_the_same_key_packages_and_consumes_none() {
     let paid =
         |n: u8| Request::Cs(CsRequest::FetchPaid { identity: "alice".into(), paid: [n; 32] });
     let keys = |r: Response| match r {
-        Response::KeyPackages(k) => {
+        Response::Cs(CsResponse::KeyPackages(k)) => {
             k.into_iter().map(|k| (k.key_package, k.last_resort)).collect::<Vec<_>>()
         }
         other => panic!("{other:?}"),
@@ -175,7 +184,7 @@ fn a_repeated_paid_fetch_hands_out_the_same_key_packages_and_consumes_none() {
         assert_eq!(store.contents(), before, "a repeat changes nothing");
     }
     let counted = run(&mut cs, &store, phone.count(), phone.bindings(false));
-    assert_eq!(counted, Response::KeyPackageCount { count: 1, last_resort: true });
+    assert_eq!(counted, Response::Cs(CsResponse::KeyPackageCount { count: 1, last_resort: true }));
     assert_eq!(keys(run(&mut cs, &store, paid(2), phone.bindings(false))), [(kp2, false)]);
 }
 
@@ -190,15 +199,15 @@ fn a_key_package_published_twice_is_stored_once() {
         phone.publish(vec![kp.clone(), kp.clone()], None),
         phone.bindings(false),
     );
-    assert_eq!(first, Response::Published { stored: 1 });
+    assert_eq!(first, Response::Cs(CsResponse::Published { stored: 1 }));
     let again = run(&mut cs, &store, phone.publish(vec![kp.clone()], None), phone.bindings(false));
-    assert_eq!(again, Response::Published { stored: 1 });
+    assert_eq!(again, Response::Cs(CsResponse::Published { stored: 1 }));
     assert_eq!(fetch(&mut cs, &store, &phone), [(kp.clone(), false)]);
     // Handed out, it cannot be published (and handed out) again either,
     // even in an upload signed anew.
     let later = phone.publish_at(vec![kp], None, unix(SystemTime::now()) + 1);
     let replay = run(&mut cs, &store, later, phone.bindings(false));
-    assert_eq!(replay, Response::Published { stored: 0 });
+    assert_eq!(replay, Response::Cs(CsResponse::Published { stored: 0 }));
     assert!(fetch(&mut cs, &store, &phone).is_empty());
 }
 
@@ -210,7 +219,7 @@ fn refusals_change_nothing() {
     let valid = || phone.publish(vec![phone.key_package()], None);
     let too_many = cs.settings.max_per_client as usize + 1;
     let cases: Vec<(Request, Response, &str)> = vec![
-        (valid(), Response::Bindings(Vec::new()), "no binding"),
+        (valid(), Response::As(AsResponse::Bindings(Vec::new())), "no binding"),
         (valid(), phone.bindings(true), "a revoked binding"),
         (
             valid(),
@@ -249,7 +258,7 @@ fn fetches_of_one_identity_are_budgeted_at_its_cs_owner() {
     let bob = Device::new("bob/phone", 2);
     let kps: Vec<_> = (0..5).map(|_| phone.key_package()).collect();
     let r = run(&mut cs, &store, phone.publish(kps, None), phone.bindings(false));
-    assert_eq!(r, Response::Published { stored: 5 });
+    assert_eq!(r, Response::Cs(CsResponse::Published { stored: 5 }));
     // Whoever asks, through whichever node: three a minute for alice.
     for _ in 0..3 {
         assert_eq!(fetch(&mut cs, &store, &phone).len(), 1);
@@ -264,7 +273,10 @@ fn fetches_of_one_identity_are_budgeted_at_its_cs_owner() {
     assert_eq!(store.contents(), before, "a refused fetch handed nothing out");
     // Another identity has its own budget.
     let req = Request::Cs(CsRequest::FetchKeyPackages { identity: "bob".into() });
-    assert_eq!(run(&mut cs, &store, req, bob.bindings(false)), Response::KeyPackages(Vec::new()));
+    assert_eq!(
+        run(&mut cs, &store, req, bob.bindings(false)),
+        Response::Cs(CsResponse::KeyPackages(Vec::new()))
+    );
     // 20 s later one more of alice's.
     let later = RoleContext {
         node: "t",
@@ -274,7 +286,7 @@ fn fetches_of_one_identity_are_budgeted_at_its_cs_owner() {
     };
     let req = Request::Cs(CsRequest::FetchKeyPackages { identity: "alice".into() });
     match cs.handle(req, Some(phone.bindings(false)), &later).applied(&store) {
-        Response::KeyPackages(k) => assert_eq!(k.len(), 1),
+        Response::Cs(CsResponse::KeyPackages(k)) => assert_eq!(k.len(), 1),
         other => panic!("{other:?}"),
     }
 }

@@ -7,6 +7,7 @@ pub mod leaders;
 pub mod push;
 
 use mlsd_transport::protocol::IdsRequest;
+use mlsd_transport::protocol::IdsResponse;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -757,7 +758,7 @@ pub async fn sent_within_patience(
     let mut failed = 0;
     loop {
         match sender.send_request(req.clone()).await {
-            Ok(mlsd_transport::Response::Sent { .. }) => return failed,
+            Ok(mlsd_transport::Response::Ids(IdsResponse::Sent { .. })) => return failed,
             other => {
                 failed += 1;
                 assert!(

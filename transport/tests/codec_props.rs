@@ -2,6 +2,7 @@
 //! round-trips, and no byte string makes the decoder panic or over-allocate.
 
 use mlsd_transport::codec::{decode, encode};
+use mlsd_transport::protocol::Pong;
 use mlsd_transport::protocol::{
     AsRequest, BadFrame, CsRequest, IdsError, OdsRequest, Ping, SdsRequest,
 };
@@ -69,7 +70,7 @@ proptest! {
     #[test]
     fn responses_round_trip(node in "[a-z0-9]{1,10}", role in role(), msg in ".{0,40}") {
         for r in [
-            Response::Pong { node: node.clone(), role },
+            Response::Pong(Pong { node: node.clone(), role }),
             Response::Error(WireError::Frame(BadFrame::Malformed(msg.clone()))),
             Response::Error(WireError::Ids(IdsError::StaleEpoch { current: msg.len() as u64 })),
         ] {

@@ -1,9 +1,10 @@
-//! The nested request and error enums keep protocol version 1's bytes.
+//! The nested request, response and error enums keep the flat bytes.
 //!
 //! `OldRequest` and `OldWireError` are the flat enums as version 1 defined
-//! them (before each role got its own enum). Every variant must encode to
-//! the same bytes as its nested counterpart and decode back into it, so
-//! peers and stored client outboxes of either shape agree.
+//! them (before each role got its own enum), `OldResponse` the flat answer
+//! enum as version 4 defined it. Every variant must encode to the same bytes
+//! as its nested counterpart and decode back into it, so peers and stored
+//! client outboxes of either shape agree.
 
 use mlsd_transport::codec::{decode, encode};
 use mlsd_transport::protocol::*;
@@ -119,6 +120,78 @@ pub enum OldWireError {
     RateLimited { retry_after_ms: u64 },
     ResponseTooLarge { len: u32, max: u32 },
     Unreadable(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OldResponse {
+    Pong {
+        node: String,
+        role: Role,
+    },
+    Error(WireError),
+    Binding(SignedBinding),
+    Bindings(Vec<SignedBinding>),
+    Published {
+        stored: u32,
+    },
+    KeyPackages(Vec<FetchedKeyPackage>),
+    GroupCreated,
+    Sent {
+        copies: u32,
+    },
+    BlobWritten {
+        written: u64,
+    },
+    Blob {
+        total: u64,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    BlobDeleted,
+    MailboxOpened,
+    Envelopes(Vec<Delivered>),
+    Acked {
+        remaining: u32,
+    },
+    Enqueued(Vec<EnqueueResult>),
+    Killed {
+        count: u32,
+    },
+    Enrolled,
+    KeyPackageCount {
+        count: u32,
+        last_resort: bool,
+    },
+    PartlySent {
+        copies: u32,
+        failed: u32,
+        undelivered: Vec<Undelivered>,
+    },
+    RegistrationPending {
+        pending: PendingDevice,
+    },
+    Devices {
+        bindings: Vec<SignedBinding>,
+        pending: Vec<PendingDevice>,
+    },
+    BindingPage {
+        bindings: Vec<SignedBinding>,
+        next: Option<String>,
+    },
+    CapabilitiesIssued {
+        serials: Vec<u64>,
+    },
+    CapabilitiesRevoked {
+        revoked: u32,
+    },
+    TicketsIssued {
+        evaluated: Vec<[u8; 32]>,
+        proof: Vec<u8>,
+        key: tickets::TicketKey,
+    },
+    Spent,
+    Raft(Vec<serde_bytes::ByteBuf>),
+    ShardStatus(Vec<ShardLine>),
 }
 
 /// Asserts that `old` and `new` are the same bytes and decode to `new`.
@@ -322,4 +395,141 @@ fn an_unknown_variant_index_is_refused() {
     // Index 19 is not a request (yet), 33 not an error.
     assert!(decode::<Request>(&[19]).is_err());
     assert!(decode::<WireError>(&[33]).is_err());
+}
+
+#[test]
+fn every_response_keeps_its_flat_bytes() {
+    let binding = SignedBinding {
+        binding: Binding {
+            client: "alice/phone".into(),
+            signature_key: vec![1; 32],
+            issued_at: 2,
+            expires_at: 3,
+            serial: 4,
+        },
+        revoked_at: Some(5),
+        signature: vec![6; 64],
+    };
+    let pending = PendingDevice {
+        client: "alice/laptop".into(),
+        signature_key: vec![7; 32],
+        requested_at: 8,
+    };
+    let kp =
+        FetchedKeyPackage { client: "bob/phone".into(), key_package: vec![9], last_resort: true };
+    let delivered = Delivered { seq: 1, via: 2, envelope: vec![3; 4] };
+    let undelivered = Undelivered {
+        cap: DeliveryCap { shard: [1; 2], token: [2; 32] },
+        reason: Undeliverable::MailboxFull,
+    };
+    let key = tickets::TicketKey { key: [4; 32], signature: vec![5; 64] };
+    let line = ShardLine {
+        role: Role::Ods,
+        shard: 3,
+        node: "n1".into(),
+        voters: vec!["n1".into(), "n2".into()],
+        leader: Some("n2".into()),
+        term: 4,
+        applied: 5,
+        applied_term: 4,
+        last_log: 6,
+        last_log_term: Some(4),
+        matched: vec![("n1".into(), Some(6)), ("n2".into(), None)],
+        rebuilding: Some("waiting".into()),
+    };
+    let pairs: Vec<(OldResponse, Response)> = vec![
+        (
+            OldResponse::Pong { node: "n1".into(), role: Role::Ids },
+            Response::Pong(Pong { node: "n1".into(), role: Role::Ids }),
+        ),
+        (
+            OldResponse::Error(IdsError::StaleEpoch { current: 3 }.into()),
+            Response::Error(IdsError::StaleEpoch { current: 3 }.into()),
+        ),
+        (OldResponse::Binding(binding.clone()), AsResponse::Binding(binding.clone()).into()),
+        (
+            OldResponse::Bindings(vec![binding.clone()]),
+            AsResponse::Bindings(vec![binding.clone()]).into(),
+        ),
+        (OldResponse::Published { stored: 7 }, CsResponse::Published { stored: 7 }.into()),
+        (OldResponse::KeyPackages(vec![kp.clone()]), CsResponse::KeyPackages(vec![kp]).into()),
+        (OldResponse::GroupCreated, IdsResponse::GroupCreated.into()),
+        (OldResponse::Sent { copies: 3 }, IdsResponse::Sent { copies: 3 }.into()),
+        (OldResponse::BlobWritten { written: 9 }, SdsResponse::BlobWritten { written: 9 }.into()),
+        (
+            OldResponse::Blob { total: 10, data: vec![1, 2] },
+            SdsResponse::Blob { total: 10, data: vec![1, 2] }.into(),
+        ),
+        (OldResponse::BlobDeleted, SdsResponse::BlobDeleted.into()),
+        (OldResponse::MailboxOpened, OdsResponse::MailboxOpened.into()),
+        (
+            OldResponse::Envelopes(vec![delivered.clone()]),
+            OdsResponse::Envelopes(vec![delivered]).into(),
+        ),
+        (OldResponse::Acked { remaining: 11 }, OdsResponse::Acked { remaining: 11 }.into()),
+        (
+            OldResponse::Enqueued(vec![EnqueueResult::Stored { seq: 12 }]),
+            NodeResponse::Enqueued(vec![EnqueueResult::Stored { seq: 12 }]).into(),
+        ),
+        (OldResponse::Killed { count: 13 }, NodeResponse::Killed { count: 13 }.into()),
+        (OldResponse::Enrolled, NodeResponse::Enrolled.into()),
+        (
+            OldResponse::KeyPackageCount { count: 14, last_resort: false },
+            CsResponse::KeyPackageCount { count: 14, last_resort: false }.into(),
+        ),
+        (
+            OldResponse::PartlySent {
+                copies: 15,
+                failed: 1,
+                undelivered: vec![undelivered.clone()],
+            },
+            IdsResponse::PartlySent { copies: 15, failed: 1, undelivered: vec![undelivered] }
+                .into(),
+        ),
+        (
+            OldResponse::RegistrationPending { pending: pending.clone() },
+            AsResponse::RegistrationPending { pending: pending.clone() }.into(),
+        ),
+        (
+            OldResponse::Devices {
+                bindings: vec![binding.clone()],
+                pending: vec![pending.clone()],
+            },
+            AsResponse::Devices { bindings: vec![binding.clone()], pending: vec![pending] }.into(),
+        ),
+        (
+            OldResponse::BindingPage { bindings: vec![binding.clone()], next: Some("x".into()) },
+            AsResponse::BindingPage { bindings: vec![binding], next: Some("x".into()) }.into(),
+        ),
+        (
+            OldResponse::CapabilitiesIssued { serials: vec![16, 17] },
+            OdsResponse::CapabilitiesIssued { serials: vec![16, 17] }.into(),
+        ),
+        (
+            OldResponse::CapabilitiesRevoked { revoked: 18 },
+            OdsResponse::CapabilitiesRevoked { revoked: 18 }.into(),
+        ),
+        (
+            OldResponse::TicketsIssued {
+                evaluated: vec![[1; 32]],
+                proof: vec![2; 64],
+                key: key.clone(),
+            },
+            AsResponse::TicketsIssued { evaluated: vec![[1; 32]], proof: vec![2; 64], key }.into(),
+        ),
+        (OldResponse::Spent, NodeResponse::Spent.into()),
+        (
+            OldResponse::Raft(vec![serde_bytes::ByteBuf::from(vec![19])]),
+            NodeResponse::Raft(vec![serde_bytes::ByteBuf::from(vec![19])]).into(),
+        ),
+        (
+            OldResponse::ShardStatus(vec![line.clone()]),
+            NodeResponse::ShardStatus(vec![line]).into(),
+        ),
+    ];
+    assert_eq!(pairs.len(), 28, "version 4 has 28 responses");
+    for (old, new) in pairs {
+        same(old, new);
+    }
+    assert!(decode::<Response>(&[28]).is_err(), "index 28 is no response");
 }

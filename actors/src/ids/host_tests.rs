@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use mlsd_roles::ids::fixtures::{send, Member, GID};
 use mlsd_transport::protocol::ids::send_mac;
+use mlsd_transport::protocol::IdsResponse;
 use mlsd_transport::protocol::{ClusterError, EnqueueItem, EnqueueResult, IdsRequest, RosterMode};
 use mlsd_transport::{Request, Response, Role, WireError};
 use ractor::Actor;
@@ -67,7 +68,7 @@ async fn a_fan_out_running_when_leadership_moves_finishes() {
         auth_key: [0; 32],
         roster: None,
     });
-    assert_eq!(ask(&host, create).await, Response::GroupCreated);
+    assert_eq!(ask(&host, create).await, Response::Ids(IdsResponse::GroupCreated));
     let mut alice = Member::new();
     let body = send(alice.message(b"half-way"), 1, None);
     let mac = send_mac(&[0; 32], &body);
@@ -94,7 +95,11 @@ async fn a_fan_out_running_when_leadership_moves_finishes() {
         .await
         .expect("the first send is answered")
         .unwrap();
-    assert_eq!(first.ok(), Some(Response::Sent { copies: 2 }), "the fan-out finished");
+    assert_eq!(
+        first.ok(),
+        Some(Response::Ids(IdsResponse::Sent { copies: 2 })),
+        "the fan-out finished"
+    );
     host.stop(None);
     handle.await.unwrap();
 }

@@ -3,6 +3,7 @@
 
 use super::*;
 use mlsd_transport::protocol::IdsRequest;
+use mlsd_transport::protocol::IdsResponse;
 
 /// Config for the benchmark's clusters: no rate limits in the way; every
 /// other setting (anonymizer concurrency included) is the default.
@@ -99,7 +100,7 @@ pub(super) async fn send_expecting(
     copies: usize,
 ) -> anyhow::Result<()> {
     match sender.send_request(req).await? {
-        Response::Sent { copies: n } if n as usize == copies => Ok(()),
+        Response::Ids(IdsResponse::Sent { copies: n }) if n as usize == copies => Ok(()),
         other => anyhow::bail!("send failed: {other:?}"),
     }
 }

@@ -3,6 +3,7 @@
 
 use super::*;
 use mlsd_transport::protocol::OdsRequest;
+use mlsd_transport::protocol::{NodeResponse, OdsResponse};
 
 /// Seals per second on one core, on the anonymizer's sealing code (its
 /// nonce source included), and the envelope length.
@@ -58,7 +59,7 @@ pub(super) fn enqueue_rate(
         let chunk: Vec<EnqueueItem> = items.by_ref().take(batch.max(1)).collect();
         // Applied as the ODS host does: one synced batch per call.
         match ods.enqueue(chunk, &ctx).apply(&store)?.0 {
-            Response::Enqueued(_) => {}
+            Response::Node(NodeResponse::Enqueued(_)) => {}
             other => anyhow::bail!("enqueue failed: {other:?}"),
         }
     }
@@ -82,7 +83,7 @@ pub(super) fn mailbox_with_cap(
     let auth = keys.auth(LABEL_ISSUE, counter, &(&tokens, &None::<[u8; 32]>));
     let issue = OdsRequest::IssueCapabilities { auth, tokens, push_key: None };
     match ods.handle(Request::Ods(issue), None, ctx).apply(store)?.0 {
-        Response::CapabilitiesIssued { .. } => Ok(cap),
+        Response::Ods(OdsResponse::CapabilitiesIssued { .. }) => Ok(cap),
         other => anyhow::bail!("issuing a capability failed: {other:?}"),
     }
 }

@@ -3,6 +3,7 @@
 
 use super::*;
 use mlsd_transport::protocol::{IdsRequest, OdsRequest};
+use mlsd_transport::protocol::{IdsResponse, OdsResponse};
 
 /// Resident set size of this process, bytes (Linux `/proc/self/statm`).
 pub(super) fn rss() -> Option<u64> {
@@ -37,7 +38,10 @@ pub(super) fn bytes_per_idle_mailbox(n: usize) -> anyhow::Result<Option<f64>> {
             auth_key: auth.clone(),
             push: None,
         });
-        if !matches!(ods.handle(req, None, &ctx).apply(&store)?.0, Response::MailboxOpened) {
+        if !matches!(
+            ods.handle(req, None, &ctx).apply(&store)?.0,
+            Response::Ods(OdsResponse::MailboxOpened)
+        ) {
             anyhow::bail!("opening a mailbox failed");
         }
     }
@@ -73,7 +77,7 @@ pub(super) async fn bytes_per_idle_group(n: usize) -> anyhow::Result<Option<(f64
     let Some(before) = rss() else { return Ok(None) };
     for _ in 0..n {
         match conn.request(create(rand32().to_vec())).await? {
-            Response::GroupCreated => {}
+            Response::Ids(IdsResponse::GroupCreated) => {}
             other => anyhow::bail!("creating a group failed: {other:?}"),
         }
     }

@@ -191,7 +191,7 @@ impl Client {
                 Err(e) => reach.again(e),
                 // Accepted, but copies to an unavailable ODS are missing: the
                 // same commit again stores only those (the IDS recognizes it).
-                Ok(Response::PartlySent { undelivered, .. }) => {
+                Ok(Response::Ids(IdsResponse::PartlySent { undelivered, .. })) => {
                     undelivered.iter().any(|u| u.reason == Undeliverable::Unavailable)
                         && copies.left()
                 }
@@ -204,7 +204,10 @@ impl Client {
             let _ = self.reconnect().await;
         };
         match result {
-            Ok(answer @ (Response::Sent { .. } | Response::PartlySent { .. })) => {
+            Ok(
+                answer @ (Response::Ids(IdsResponse::Sent { .. })
+                | Response::Ids(IdsResponse::PartlySent { .. })),
+            ) => {
                 self.merge_accepted(&mut group, &answer, &req)?;
                 self.save_groups()?;
                 // Members we added came from KeyPackages we verified; this
@@ -247,7 +250,7 @@ impl Client {
             .merge_pending_commit(&self.provider)
             .map_err(|e| ClientError::Crypto(e.to_string()))?;
         self.remember_epoch(group)?;
-        if matches!(answer, Response::PartlySent { .. }) {
+        if matches!(answer, Response::Ids(IdsResponse::PartlySent { .. })) {
             self.outbox_push(commit.clone())?;
         }
         Ok(())
@@ -269,9 +272,10 @@ impl Client {
         let Some(pos) = list.iter().position(|(g, _)| g == gid) else { return Ok(()) };
         let mut group = self.load_group(gid)?;
         match self.conn.request(list[pos].1.clone()).await {
-            Ok(answer @ (Response::Sent { .. } | Response::PartlySent { .. }))
-                if group.pending_commit().is_some() =>
-            {
+            Ok(
+                answer @ (Response::Ids(IdsResponse::Sent { .. })
+                | Response::Ids(IdsResponse::PartlySent { .. })),
+            ) if group.pending_commit().is_some() => {
                 self.merge_accepted(&mut group, &answer, &list[pos].1)?;
             }
             Err(e) if retry::transient(&e) => return Err(e),

@@ -56,7 +56,7 @@ impl Client {
         let req =
             Request::Ids(IdsRequest::CreateGroup { group: gid.clone(), mode, auth_key, roster });
         match self.paid_request(req).await? {
-            Response::GroupCreated => {}
+            Response::Ids(IdsResponse::GroupCreated) => {}
             other => return Err(ClientError::Unexpected(format!("{other:?}"))),
         }
         self.groups.insert(

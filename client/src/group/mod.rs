@@ -24,6 +24,7 @@ use mlsd_transport::protocol::ids::{
     EXPORT_ROSTER,
 };
 use mlsd_transport::protocol::IdsRequest;
+use mlsd_transport::protocol::IdsResponse;
 use mlsd_transport::protocol::{
     CommitExtras, Recipients, RosterEntry, RosterMode, SealedRoster, SendBody, Undeliverable,
     WelcomeCopy,
@@ -320,8 +321,8 @@ fn sha256(data: &[u8]) -> [u8; 32] {
 /// [`ClientError::Undelivered`] (the outbox retries and reports those).
 fn sent_copies(r: Response) -> Result<u32, ClientError> {
     match r {
-        Response::Sent { copies } => Ok(copies),
-        Response::PartlySent { copies, failed, undelivered } => {
+        Response::Ids(IdsResponse::Sent { copies }) => Ok(copies),
+        Response::Ids(IdsResponse::PartlySent { copies, failed, undelivered }) => {
             Err(ClientError::Undelivered { copies, failed, undelivered })
         }
         other => Err(ClientError::Unexpected(format!("{other:?}"))),

@@ -6,13 +6,13 @@
 //! requests to the wrong owner.
 //!
 //! # Layout
-//! - this file: the whole config, and the one-key tables (storage, chaos,
-//!   supervision).
+//! - this file: the whole config, put together from its tables.
 //! - [`nodes`]: the `[[node]]` blocks.
 //! - [`limits`]: `[limits]`, sizes and timeouts.
 //! - [`replication`]: the `[cluster]` keys of sharding and Raft.
 //! - [`roles`]: `[as]`, `[cs]`, `[ods]`, `[ids]` and `[sds]`.
 //! - [`tickets`]: the `[tickets]` table.
+//! - [`runtime`]: the one-key tables `[storage]`, `[chaos]`, `[supervision]`.
 //! - `check`: the checks every numeric setting goes through.
 //!
 //! A table is one file: its typed section, its raw keys and its `parse`.
@@ -22,6 +22,7 @@ pub mod limits;
 pub mod nodes;
 pub mod replication;
 pub mod roles;
+pub mod runtime;
 pub mod tickets;
 
 use std::net::SocketAddr;
@@ -37,6 +38,8 @@ use nodes::RawNode;
 pub use replication::Replication;
 pub use roles::{AsConfig, CsConfig, IdsConfig, OdsConfig, SdsConfig};
 use roles::{RawAs, RawCs, RawIds, RawOds, RawSds};
+pub use runtime::{ChaosConfig, StorageConfig, SupervisionConfig};
+use runtime::{RawChaos, RawStorage, RawSupervision};
 use tickets::RawTickets;
 pub use tickets::TicketsConfig;
 
@@ -101,8 +104,8 @@ pub struct ClusterConfig {
     pub nodes: Vec<NodeConfig>,
     /// Wire and routing limits.
     pub limits: Limits,
-    /// Whether writes that a reply acknowledges wait for the WAL to be synced.
-    pub sync_wal: bool,
+    /// `[storage]`: how the store writes.
+    pub storage: StorageConfig,
     /// AS settings (`[as]`).
     pub r#as: AsConfig,
     /// CS settings (`[cs]`).
@@ -115,12 +118,10 @@ pub struct ClusterConfig {
     pub sds: SdsConfig,
     /// `[tickets]`: the quota tickets (decision D12).
     pub tickets: TicketsConfig,
-    /// `[chaos] allow`: accept chaos requests (kill actors) from the holder
-    /// of the operator certificate. Off by default; only for chaos tests.
-    pub chaos_allowed: bool,
-    /// `[supervision] max_restarts`: restarts of one role actor tolerated
-    /// within 30 s before the node stops, default 10.
-    pub max_restarts: usize,
+    /// `[chaos]`: fault injection for chaos tests.
+    pub chaos: ChaosConfig,
+    /// `[supervision]`: restarts of failing role actors.
+    pub supervision: SupervisionConfig,
     /// Replication (`[cluster] replicas`, `shards`, `heartbeat_ms`,
     /// `election_timeout_ms`; decision D13).
     pub replication: Replication,
@@ -154,18 +155,6 @@ struct RawConfig {
     supervision: RawSupervision,
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawSupervision {
-    max_restarts: Option<u32>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawChaos {
-    allow: Option<bool>,
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawCluster {
@@ -177,12 +166,6 @@ struct RawCluster {
     election_timeout_ms: Option<u64>,
     snapshot_logs: Option<u64>,
     balance_leaders: Option<bool>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawStorage {
-    sync_wal: Option<bool>,
 }
 
 impl ClusterConfig {
@@ -218,14 +201,14 @@ impl ClusterConfig {
             ods,
             ids,
             sds,
-            chaos_allowed: raw.chaos.allow.unwrap_or(false),
-            max_restarts: raw.supervision.max_restarts.unwrap_or(10).max(1) as usize,
+            chaos: ChaosConfig::parse(&raw.chaos),
+            supervision: SupervisionConfig::parse(&raw.supervision)?,
             replication,
             name: raw.cluster.name,
             certs_dir: base.join(raw.cluster.certs_dir),
             nodes,
             limits,
-            sync_wal: raw.storage.sync_wal.unwrap_or(true),
+            storage: StorageConfig::parse(&raw.storage),
         })
     }
 
@@ -264,7 +247,7 @@ mod tests {
         assert_eq!(c.certs_dir, Path::new("/etc/mlsd/certs"));
         assert_eq!(c.nodes[0].data_dir, Path::new("/etc/mlsd/d/n1"));
         assert_eq!(c.limits.max_frame, mlsd_transport::limits::DEFAULT_MAX_FRAME);
-        assert!(c.sync_wal);
+        assert!(c.storage.sync_wal);
         assert_eq!(c.node(None).unwrap().name, "n1");
         assert_eq!(c.node(Some("n9")), Err(ConfigError::UnknownNode("n9".into())));
     }
@@ -276,6 +259,27 @@ mod tests {
             assert_eq!(e, ConfigError::InvalidNodeName(bad.into()));
         }
         assert!(parse(&format!("{HEAD}{}", node("operator-2", 4433, ALL))).is_ok());
+    }
+
+    #[test]
+    fn the_one_key_tables_default_parse_and_refuse_zero_restarts() {
+        let n = node("n1", 4433, ALL);
+        let c = parse(&format!("{HEAD}{n}")).unwrap();
+        assert_eq!(
+            (c.storage.sync_wal, c.chaos.allow, c.supervision.max_restarts),
+            (true, false, 10)
+        );
+        let set =
+            "[storage]\nsync_wal = false\n[chaos]\nallow = true\n[supervision]\nmax_restarts = 3\n";
+        let c = parse(&format!("{HEAD}{n}{set}")).unwrap();
+        assert_eq!(
+            (c.storage.sync_wal, c.chaos.allow, c.supervision.max_restarts),
+            (false, true, 3)
+        );
+        let zero = parse(&format!("{HEAD}{n}[supervision]\nmax_restarts = 0\n")).unwrap_err();
+        assert!(matches!(zero, ConfigError::BadSetting { key: "supervision.max_restarts", .. }));
+        let typo = parse(&format!("{HEAD}{n}[chaos]\nallowed = true\n")).unwrap_err();
+        assert!(matches!(typo, ConfigError::Syntax(_)), "{typo:?}");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! ([`crate::local`]).
 
 use mlsd_transport::protocol::ClusterError;
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -17,10 +18,7 @@ use mlsd_transport::protocol::{EnqueueItem, EnqueueResult, NodeRequest};
 use mlsd_transport::{Request, Response, Role, WireError};
 
 use super::ServerCtx;
-
-/// How long to wait before asking again when a shard has no leader yet
-/// (an election is under way).
-pub(super) const ELECTION_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+use crate::routing::{proceed, LeaderSearch, Miss, Next};
 
 /// Serves a request at the leader of `shard`: here when this node leads it
 /// (`here` builds the message for the local host), else at the node the
@@ -35,54 +33,19 @@ pub(super) async fn at_leader(
     there: impl Fn() -> NodeRequest,
 ) -> Response {
     let deadline = tokio::time::Instant::now() + ctx.config.limits.call_timeout;
-    let voters = ctx.shards.voters(shard);
-    let mut target = ctx.shards.leader_hint(shard);
-    let mut rotation = 0usize;
-    // Voters that could not be reached during this call: once all are, no
-    // leader can exist and waiting longer only delays the answer.
-    let mut unreachable = std::collections::HashSet::new();
+    let mut search = LeaderSearch::new(&*ctx.shards, shard);
     loop {
-        let resp = if target == ctx.me.name {
+        let resp = if search.target() == ctx.me.name {
             local_shard(ctx, shard, &here).await
         } else {
-            ctx.peers.call(&target, there()).await
+            ctx.peers.call(search.target(), there()).await
         };
-        let next = match &resp {
-            Response::Error(WireError::Cluster(ClusterError::NotLeader { leader, .. })) => {
-                match leader {
-                    Some(l) if *l != target => {
-                        ctx.shards.note_leader(shard, l);
-                        Some((l.clone(), false))
-                    }
-                    _ => None,
-                }
-            }
-            Response::Error(WireError::Cluster(ClusterError::Unavailable { node })) => {
-                unreachable.insert(node.clone());
-                None
-            }
-            Response::Error(WireError::Cluster(ClusterError::ShardUnavailable { .. })) => None,
-            _ => return resp,
-        };
-        if voters.iter().all(|v| unreachable.contains(v)) {
+        let Some(miss) = Miss::of(&resp) else { return resp };
+        if !proceed(search.missed(miss, &*ctx.shards), deadline).await {
             return Response::Error(WireError::Cluster(ClusterError::ShardUnavailable {
                 shard: shard.to_string(),
             }));
         }
-        let (t, pause) = next.unwrap_or_else(|| {
-            rotation += 1;
-            let v = voters.get(rotation % voters.len().max(1)).cloned();
-            (v.unwrap_or_else(|| ctx.me.name.clone()), true)
-        });
-        if tokio::time::Instant::now() + ELECTION_PAUSE >= deadline {
-            return Response::Error(WireError::Cluster(ClusterError::ShardUnavailable {
-                shard: shard.to_string(),
-            }));
-        }
-        if pause {
-            tokio::time::sleep(ELECTION_PAUSE).await;
-        }
-        target = t;
     }
 }
 
@@ -133,15 +96,13 @@ async fn enqueue(ctx: Arc<ServerCtx>, items: Vec<EnqueueItem>) -> Vec<EnqueueRes
         .enumerate()
         .map(|(i, it)| (i, ctx.shards.shard_of(Role::Ods, &it.cap.shard), it))
         .collect();
-    // Where each shard's copies go next during this call, and how far its
-    // voters have been rotated through.
-    let mut targets: std::collections::HashMap<ShardId, (String, usize)> = Default::default();
+    // The search for each shard's leader during this call.
+    let mut searches: HashMap<ShardId, LeaderSearch> = HashMap::new();
     while !pending.is_empty() {
-        let mut by_target: std::collections::HashMap<String, Vec<(usize, ShardId, EnqueueItem)>> =
-            Default::default();
+        let mut by_target: HashMap<String, Vec<(usize, ShardId, EnqueueItem)>> = HashMap::new();
         for (i, shard, it) in pending.drain(..) {
-            let (t, _) = targets.entry(shard).or_insert_with(|| (ctx.shards.leader_hint(shard), 0));
-            by_target.entry(t.clone()).or_default().push((i, shard, it));
+            let s = searches.entry(shard).or_insert_with(|| LeaderSearch::new(&*ctx.shards, shard));
+            by_target.entry(s.target().to_string()).or_default().push((i, shard, it));
         }
         let calls: Vec<_> = by_target
             .into_iter()
@@ -151,28 +112,26 @@ async fn enqueue(ctx: Arc<ServerCtx>, items: Vec<EnqueueItem>) -> Vec<EnqueueRes
                     let items: Vec<EnqueueItem> =
                         batch.iter().map(|(_, _, it)| it.clone()).collect();
                     let out = ctx.mixer.submit(&target, items).await;
-                    (target, batch, out)
+                    (batch, out)
                 }
             })
             .collect();
-        // Shards whose copies found no leader this round: one step to the next voter each.
-        let mut lost: std::collections::HashSet<ShardId> = Default::default();
-        for (target, batch, out) in crate::join::join_all(calls).await {
+        // What each shard's copies met this round: the leader named, if any
+        // copy's answer named one (all of a shard's copies went to one node).
+        let mut missed: HashMap<ShardId, Option<String>> = HashMap::new();
+        for (batch, out) in crate::join::join_all(calls).await {
             for ((p, shard, it), r) in batch.into_iter().zip(out) {
-                match r {
-                    EnqueueResult::NotLeader { leader: Some(l) } if l != target => {
-                        ctx.shards.note_leader(shard, &l);
-                        if let Some(t) = targets.get_mut(&shard) {
-                            t.0 = l;
-                        }
-                    }
-                    EnqueueResult::NotLeader { .. } | EnqueueResult::NotOwner => {
-                        lost.insert(shard);
-                    }
+                let named = match r {
+                    EnqueueResult::NotLeader { leader } => leader,
+                    EnqueueResult::NotOwner => None,
                     done => {
                         results[p] = done;
                         continue;
                     }
+                };
+                let m = missed.entry(shard).or_default();
+                if m.is_none() {
+                    *m = named;
                 }
                 pending.push((p, shard, it));
             }
@@ -180,20 +139,18 @@ async fn enqueue(ctx: Arc<ServerCtx>, items: Vec<EnqueueItem>) -> Vec<EnqueueRes
         if pending.is_empty() {
             break;
         }
-        if !lost.is_empty() {
-            if tokio::time::Instant::now() + ELECTION_PAUSE >= deadline {
-                break;
-            }
-            for shard in lost {
-                let voters = ctx.shards.voters(shard);
-                let t = targets.entry(shard).or_insert_with(|| (ctx.me.name.clone(), 0));
-                t.1 += 1;
-                if let Some(v) = voters.get(t.1 % voters.len().max(1)) {
-                    t.0 = v.clone();
+        // One step of each shard's search; one pause for the round if any
+        // shard has to wait for its next voter.
+        let mut next = Next::Now;
+        for (shard, named) in missed {
+            let miss = named.as_deref().map_or(Miss::NoLeader, |l| Miss::NotLeader(Some(l)));
+            if let Some(s) = searches.get_mut(&shard) {
+                if s.missed(miss, &*ctx.shards) == Next::AfterPause {
+                    next = Next::AfterPause;
                 }
             }
-            tokio::time::sleep(ELECTION_PAUSE).await;
-        } else if tokio::time::Instant::now() >= deadline {
+        }
+        if !proceed(next, deadline).await {
             break;
         }
     }

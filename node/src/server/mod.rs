@@ -29,12 +29,10 @@ mod tickets;
 
 pub use delivery::NodeRouter;
 
-use mlsd_transport::protocol::{
-    AsRequest, AuthError, CsRequest, IdsRequest, OdsRequest, SdsRequest,
-};
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use mlsd_transport::protocol::{Admission, AuthError, IdsResponse};
 use mlsd_transport::protocol::{ALPN_CLIENT, ALPN_NODE};
 use mlsd_transport::{tls, Request, Response, Role, WireError};
 use rustls::pki_types::CertificateDer;
@@ -156,32 +154,29 @@ impl ServerCtx {
         }
     }
 
-    /// Entry-node admission of a client request: KeyPackage fetches are rate
-    /// limited per client address here, where the address is known.
+    /// Entry-node admission of a client request: the per-address limit its
+    /// rules name ([`Admission`]) is drawn from here, where the address is
+    /// known.
     pub(super) fn admit(&self, req: &Request, from: IpAddr) -> Result<(), WireError> {
-        match req {
-            Request::Cs(CsRequest::FetchKeyPackages { .. }) => self.fetch_limiter.take(from),
-            Request::Cs(CsRequest::FetchPaid { .. }) => Err(WireError::Auth(
-                AuthError::NotAuthorized("only nodes name a paid fetch".into()),
-            )),
-            // Mailboxes need no identity, so their creation is what to bound.
-            Request::Ods(OdsRequest::OpenMailbox { .. }) => self.open_limiter.take(from),
-            Request::As(AsRequest::Lookup { .. } | AsRequest::LookupPage { .. }) => {
-                self.lookup_limiter.take(from)
-            }
-            Request::Ids(IdsRequest::Send { .. }) => self.senders.admit(from),
-            // Groups and blobs need no identity: their creation is what to bound.
-            Request::Ids(IdsRequest::CreateGroup { .. }) => self.create_limiter.take(from),
-            Request::Sds(SdsRequest::PutBlob { data, .. }) => {
-                self.uploads.spend(from, data.len() as u64)
-            }
-            _ => Ok(()),
+        match req.rules().admission {
+            Admission::Free => Ok(()),
+            Admission::Fetch => self.fetch_limiter.take(from),
+            Admission::Lookup => self.lookup_limiter.take(from),
+            Admission::OpenMailbox => self.open_limiter.take(from),
+            Admission::CreateGroup => self.create_limiter.take(from),
+            Admission::Send => self.senders.admit(from),
+            Admission::Upload(bytes) => self.uploads.spend(from, bytes),
+            Admission::NodesOnly => Err(WireError::Auth(AuthError::NotAuthorized(
+                "only nodes name a paid fetch".into(),
+            ))),
         }
     }
 
     /// Charges what an answered request cost `from`: the copies of a send.
     pub(super) fn charge(&self, response: &Response, from: IpAddr) {
-        if let Response::Sent { copies } | Response::PartlySent { copies, .. } = response {
+        if let Response::Ids(IdsResponse::Sent { copies })
+        | Response::Ids(IdsResponse::PartlySent { copies, .. }) = response
+        {
             self.senders.charge(from, u64::from(*copies));
         }
     }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use mlsd_actors::role::shard_actor_name;
 use mlsd_actors::RoleMsg;
+use mlsd_transport::protocol::NodeResponse;
 use mlsd_transport::protocol::{ChaosTarget, EnqueueResult, NodeRequest};
 use mlsd_transport::{Response, Role, WireError};
 
@@ -80,8 +81,10 @@ pub(super) async fn serve_node_request(
             let request = NodeRequest::Spend { ticket, bind };
             local_shard(ctx, shard, |reply| RoleMsg::Admin { request, reply }).await
         }
-        NodeRequest::Raft(calls) => Response::Raft(ctx.shards.serve(calls).await),
-        NodeRequest::ShardStatus => Response::ShardStatus(ctx.shards.status()),
+        NodeRequest::Raft(calls) => {
+            Response::Node(NodeResponse::Raft(ctx.shards.serve(calls).await))
+        }
+        NodeRequest::ShardStatus => Response::Node(NodeResponse::ShardStatus(ctx.shards.status())),
         NodeRequest::Enqueue(items) => {
             if items.len() > MAX_ENQUEUE_BATCH {
                 return Response::Error(WireError::Frame(BadFrame::Malformed(
@@ -106,7 +109,9 @@ pub(super) async fn serve_node_request(
             }
             if !mine.is_empty() {
                 let resp = ctx.dispatch.here(mine).await;
-                let Response::Enqueued(local_results) = resp else { return resp };
+                let Response::Node(NodeResponse::Enqueued(local_results)) = resp else {
+                    return resp;
+                };
                 if local_results.len() != positions.len() {
                     return Response::Error(WireError::Cluster(ClusterError::Internal(
                         "enqueue result count".into(),
@@ -116,7 +121,7 @@ pub(super) async fn serve_node_request(
                     results[p] = r;
                 }
             }
-            Response::Enqueued(results)
+            Response::Node(NodeResponse::Enqueued(results))
         }
     }
 }
@@ -126,7 +131,7 @@ pub(super) async fn serve_node_request(
 /// waited for, up to half a second, so chaos runs do hit them.
 async fn chaos(ctx: &ServerCtx, target: ChaosTarget) -> Response {
     use rand::seq::IndexedRandom;
-    if !ctx.config.chaos_allowed {
+    if !ctx.config.chaos.allow {
         return Response::Error(WireError::Auth(AuthError::NotAuthorized(
             "chaos requests are off".into(),
         )));
@@ -149,10 +154,10 @@ async fn chaos(ctx: &ServerCtx, target: ChaosTarget) -> Response {
         if let Some(v) = victims.choose(&mut rand::rng()) {
             tracing::warn!(?target, "chaos: killing an actor");
             v.kill();
-            return Response::Killed { count: 1 };
+            return Response::Node(NodeResponse::Killed { count: 1 });
         }
         if std::time::Instant::now() >= deadline {
-            return Response::Killed { count: 0 };
+            return Response::Node(NodeResponse::Killed { count: 0 });
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }

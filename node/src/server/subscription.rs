@@ -8,12 +8,14 @@ use std::time::Duration;
 use mlsd_actors::RoleMsg;
 use mlsd_transport::frame::read_message;
 use mlsd_transport::protocol::ods::{into_pages, page_budget};
+use mlsd_transport::protocol::OdsResponse;
 use mlsd_transport::protocol::{NodeFrame, NodeRequest, ResponseFrame};
 use mlsd_transport::{Request, Response, WireError};
 
 use super::answer::{reply, write_bounded, write_response};
-use super::delivery::{local_shard, ELECTION_PAUSE};
+use super::delivery::local_shard;
 use super::ServerCtx;
+use crate::routing::{proceed, LeaderSearch, Miss};
 
 /// Live envelopes a subscription may have queued before its stream takes
 /// them; a subscriber that falls further behind is dropped and resumes by
@@ -58,7 +60,7 @@ pub(super) async fn subscription(
         let first =
             local_shard(ctx, shard, |reply| RoleMsg::Subscribe { request: req, sink: tx, reply })
                 .await;
-        let ok = matches!(first, Response::Envelopes(_));
+        let ok = matches!(first, Response::Ods(OdsResponse::Envelopes(_)));
         if write_response(&mut send, ResponseFrame::new(first), l).await.is_err() || !ok {
             let _ = send.finish();
             return;
@@ -73,7 +75,7 @@ pub(super) async fn subscription(
                     // it needs; a subscriber that does not take them within
                     // the write timeout is dropped and resumes by fetching.
                     Some(b) => for page in into_pages(b, budget) {
-                        let frame = ResponseFrame::new(Response::Envelopes(page));
+                        let frame = ResponseFrame::new(Response::Ods(OdsResponse::Envelopes(page)));
                         if write_response(&mut send, frame, l).await.is_err() {
                             return;
                         }
@@ -119,56 +121,37 @@ pub(super) async fn subscription(
 }
 
 /// Opens the piped subscription at the shard's leader: sends `req` to
-/// `owner` and reads its first answer. An answer naming another leader is
-/// followed at once (and the hint kept); a node that cannot be reached, or
-/// names no leader, makes way for the shard's next voter after a pause, as
-/// requests are routed ([`super::delivery::at_leader`]), until the call
-/// timeout. Gives the stream and its first frame, or what to answer.
+/// `owner` and reads its first answer, following misses as every call does
+/// ([`LeaderSearch`], never back to this node, which does not lead the
+/// shard or the caller would not be here), until the call timeout. Gives
+/// the stream and its first frame, or what to answer.
 async fn upstream(
     ctx: &ServerCtx,
     shard: mlsd_actors::replica::ShardId,
-    mut owner: String,
+    owner: String,
     req: Request,
 ) -> Result<(quinn::SendStream, quinn::RecvStream, ResponseFrame), Response> {
     let l = &ctx.config.limits;
     let deadline = tokio::time::Instant::now() + l.call_timeout;
     let frame = NodeFrame::new(NodeRequest::Forward(req));
-    // Not this node: it does not lead the shard, or the caller would not be here.
-    let voters: Vec<String> =
-        ctx.shards.voters(shard).into_iter().filter(|v| *v != ctx.me.name).collect();
-    let mut rotation = 0usize;
+    let mut search = LeaderSearch::starting_at(&*ctx.shards, shard, owner).avoiding(&ctx.me.name);
     loop {
+        let target = search.target().to_string();
         let answer = async {
-            let (mut s, mut r) = ctx.peers.open_stream(&owner).await?;
+            let (mut s, mut r) = ctx.peers.open_stream(&target).await?;
             write_bounded(&mut s, &frame, l).await.ok()?;
             let f: ResponseFrame = read_message(&mut r, l.max_frame, l.call_timeout).await.ok()?;
             Some((s, r, f))
         }
         .await;
         let last = match answer {
-            Some((s, r, f)) => match &f.response {
-                Response::Error(WireError::Cluster(ClusterError::NotLeader {
-                    leader: Some(next),
-                    ..
-                })) if *next != owner && *next != ctx.me.name => {
-                    ctx.shards.note_leader(shard, next);
-                    owner = next.clone();
-                    continue;
-                }
-                Response::Error(WireError::Cluster(
-                    ClusterError::NotLeader { .. } | ClusterError::ShardUnavailable { .. },
-                )) => f.response,
-                _ => return Ok((s, r, f)),
-            },
-            None => Response::Error(WireError::Cluster(ClusterError::Unavailable {
-                node: owner.clone(),
-            })),
+            Some((s, r, f)) if Miss::of(&f.response).is_none() => return Ok((s, r, f)),
+            Some((_, _, f)) => f.response,
+            None => Response::Error(WireError::Cluster(ClusterError::Unavailable { node: target })),
         };
-        if voters.is_empty() || tokio::time::Instant::now() + ELECTION_PAUSE >= deadline {
+        let miss = Miss::of(&last).unwrap_or(Miss::NoLeader);
+        if !proceed(search.missed(miss, &*ctx.shards), deadline).await {
             return Err(last);
         }
-        rotation += 1;
-        owner = voters[rotation % voters.len()].clone();
-        tokio::time::sleep(ELECTION_PAUSE).await;
     }
 }

@@ -6,7 +6,8 @@
 //! request never sees it.
 
 use mlsd_actors::RoleMsg;
-use mlsd_transport::protocol::tickets::{bind, Ticket, TicketKind};
+use mlsd_transport::protocol::tickets::{bind, Ticket};
+use mlsd_transport::protocol::NodeResponse;
 use mlsd_transport::protocol::{AuthError, ClusterError, NodeRequest};
 use mlsd_transport::{Request, Response, Role, WireError};
 
@@ -21,7 +22,7 @@ pub(super) async fn pay(
     req: &Request,
     ticket: Option<Ticket>,
 ) -> Result<(), WireError> {
-    let Some(kind) = TicketKind::for_request(req) else { return Ok(()) };
+    let Some(kind) = req.rules().ticket else { return Ok(()) };
     let ticket = match ticket {
         Some(t) if t.kind == kind => t,
         None if !ctx.config.tickets.required => return Ok(()),
@@ -37,7 +38,7 @@ pub(super) async fn pay(
     )
     .await;
     match resp {
-        Response::Spent => Ok(()),
+        Response::Node(NodeResponse::Spent) => Ok(()),
         Response::Error(e) => Err(e),
         other => Err(WireError::Cluster(ClusterError::Internal(format!(
             "unexpected answer to a ticket spend: {other:?}"

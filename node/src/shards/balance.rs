@@ -14,6 +14,7 @@
 //! entry node or the client, as in any election. One handover at a time
 //! per node, and a shard whose handover failed is left alone for a while.
 
+use mlsd_transport::protocol::NodeResponse;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -96,7 +97,7 @@ pub(super) async fn run(shards: Arc<Shards>) {
             RaftCall { role: r.shard.role, shard: r.shard.index, rpc: RaftRpc::TimeoutNow, body };
         let accepted = matches!(
             shards.peers.call(&to, NodeRequest::Raft(vec![call])).await,
-            Response::Raft(a) if a.first().is_some_and(|b| codec::decode::<Result<(), String>>(b).is_ok_and(|r| r.is_ok()))
+            Response::Node(NodeResponse::Raft(a)) if a.first().is_some_and(|b| codec::decode::<Result<(), String>>(b).is_ok_and(|r| r.is_ok()))
         );
         if accepted {
             while r.handing_over() && r.is_leader() {

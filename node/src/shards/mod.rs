@@ -340,6 +340,20 @@ impl Shards {
     }
 }
 
+impl crate::routing::LeaderHints for Shards {
+    fn leader_hint(&self, shard: ShardId) -> String {
+        Shards::leader_hint(self, shard)
+    }
+
+    fn note_leader(&self, shard: ShardId, leader: &str) {
+        Shards::note_leader(self, shard, leader)
+    }
+
+    fn voters(&self, shard: ShardId) -> Vec<String> {
+        Shards::voters(self, shard)
+    }
+}
+
 /// An RPC's answer as it goes back: the openraft result, or why the call
 /// never reached a Raft group.
 fn answer<T: Serialize>(r: Result<T, String>) -> Vec<u8> {

@@ -8,6 +8,7 @@
 //! shard's heartbeats at once ([`super::Shards::heartbeats`]), an idle
 //! cluster sends one message per peer per heartbeat, however many shards.
 
+use mlsd_transport::protocol::NodeResponse;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -120,7 +121,7 @@ impl Links {
         let (calls, replies): (Vec<RaftCall>, Vec<_>) = batch.into_iter().unzip();
         let n = calls.len();
         match self.peers.call(peer, NodeRequest::Raft(calls)).await {
-            Response::Raft(answers) if answers.len() == n => {
+            Response::Node(NodeResponse::Raft(answers)) if answers.len() == n => {
                 for (a, r) in answers.into_iter().zip(replies) {
                     let _ = r.send(Ok(a.into_vec()));
                 }

@@ -4,6 +4,7 @@
 //! voters, initializes new shards, and lets a replica vote and campaign
 //! again once it has caught up.
 
+use mlsd_transport::protocol::NodeResponse;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,7 +39,7 @@ async fn ask(shards: &Shards) -> BTreeMap<ShardId, (Vec<Option<Position>>, u64)>
         let call = shards.peers.call(&node, NodeRequest::ShardStatus);
         let lines: Vec<ShardLine> =
             match tokio::time::timeout(shards.config.limits.connect_timeout, call).await {
-                Ok(Response::ShardStatus(lines)) => lines,
+                Ok(Response::Node(NodeResponse::ShardStatus(lines))) => lines,
                 _ => continue,
             };
         for shard in states.keys() {

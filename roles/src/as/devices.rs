@@ -11,6 +11,7 @@
 
 use mlsd_transport::protocol::identity::{signing_bytes, split_client_id};
 use mlsd_transport::protocol::r#as::{LABEL_APPROVE, LABEL_DEVICES, LABEL_REVOKE_DEVICE};
+use mlsd_transport::protocol::AsResponse;
 use mlsd_transport::protocol::{
     ApproveBody, AsError, AuthError, DevicesBody, PendingDevice, RegisterBody, RevokeDeviceBody,
 };
@@ -101,7 +102,9 @@ pub(super) fn pend(body: RegisterBody, ctx: &RoleContext<'_>) -> Result<Decision
     let (waiting, lapsed) = pending(identity, ctx)?;
     if let Some(p) = waiting.iter().find(|p| p.client == body.client) {
         if p.signature_key == body.signature_key {
-            return Ok(Decision::reply(Response::RegistrationPending { pending: p.clone() }));
+            return Ok(Decision::reply(Response::As(AsResponse::RegistrationPending {
+                pending: p.clone(),
+            })));
         }
     } else if waiting.len() >= MAX_PENDING {
         return Err(WireError::As(AsError::TooManyDevices { max: MAX_PENDING as u32 }));
@@ -119,7 +122,7 @@ pub(super) fn pend(body: RegisterBody, ctx: &RoleContext<'_>) -> Result<Decision
         requested_at: rec.requested_at,
     };
     tracing::info!("registration pending approval");
-    Ok(Decision::write(Response::RegistrationPending { pending }, b))
+    Ok(Decision::write(Response::As(AsResponse::RegistrationPending { pending }), b))
 }
 
 /// The live record of `client`, whose key signed `tbs` with `signature`
@@ -169,7 +172,7 @@ impl AsLogic {
         let existing = get_record(ctx, &binding_key(&body.client))?;
         match existing.as_ref().filter(|r| is_live(r, ctx)) {
             Some(r) if r.binding.signature_key == body.signature_key => {
-                return Ok(Decision::reply(Response::Binding(self.sign(r)?)));
+                return Ok(Decision::reply(Response::As(AsResponse::Binding(self.sign(r)?))));
             }
             // A live device rotates its own key; nobody else does it for it.
             Some(_) => return Err(WireError::As(AsError::ClientTaken(body.client))),
@@ -178,7 +181,7 @@ impl AsLogic {
         }
         let mut batch = Batch::new();
         let record = self.bind(body.client, body.signature_key, ctx, &mut batch)?;
-        Ok(Decision::write(Response::Binding(self.sign(&record)?), batch))
+        Ok(Decision::write(Response::As(AsResponse::Binding(self.sign(&record)?)), batch))
     }
 
     /// `Devices`: the identity's bindings and pending registrations, for
@@ -202,7 +205,7 @@ impl AsLogic {
             bindings.push(self.sign(&r)?);
         }
         let (pending, _) = pending(identity, ctx)?;
-        Ok(Decision::reply(Response::Devices { bindings, pending }))
+        Ok(Decision::reply(Response::As(AsResponse::Devices { bindings, pending })))
     }
 
     /// `RevokeDevice`: a live device revokes another device of its identity,
@@ -227,6 +230,6 @@ impl AsLogic {
         let mut b = Batch::new();
         b.delete(SPACE, pending_key(&body.client));
         let pending = waiting.into_iter().filter(|p| p.client != body.client).collect();
-        Ok(Decision::write(Response::Devices { bindings: Vec::new(), pending }, b))
+        Ok(Decision::write(Response::As(AsResponse::Devices { bindings: Vec::new(), pending }), b))
     }
 }

@@ -29,6 +29,7 @@ use ed25519_dalek::Signer;
 use mlsd_transport::protocol::identity::{signing_bytes, split_client_id, valid_name};
 use mlsd_transport::protocol::r#as::{LABEL_REGISTER, LABEL_REVOKE, LOOKUP_PAGE};
 use mlsd_transport::protocol::{AsError, AsRequest, AuthError, ClusterError};
+use mlsd_transport::protocol::{AsResponse, NodeResponse};
 use mlsd_transport::protocol::{Binding, NodeRequest, RegisterBody, RevokeBody, SignedBinding};
 use mlsd_transport::{Request, Response, Role, WireError};
 use serde::{Deserialize, Serialize};
@@ -115,7 +116,7 @@ impl AsLogic {
             Some(r)
                 if r.binding.signature_key == body.signature_key && !due_for_renewal(r, ctx) =>
             {
-                return Ok(Decision::reply(Response::Binding(self.sign(r)?)));
+                return Ok(Decision::reply(Response::As(AsResponse::Binding(self.sign(r)?))));
             }
             // Same key in the second half of the binding's life: renewed, a
             // fresh binding of the same key (new serial, new expiry).
@@ -143,7 +144,7 @@ impl AsLogic {
             }
         }
         let record = self.bind(body.client, body.signature_key, ctx, &mut batch)?;
-        Ok(Decision::write(Response::Binding(self.sign(&record)?), batch))
+        Ok(Decision::write(Response::As(AsResponse::Binding(self.sign(&record)?)), batch))
     }
 
     /// The storage key of `token`, when it is an unused token for `identity`.
@@ -226,7 +227,7 @@ impl AsLogic {
             r.revoked_at = Some(unix(ctx.now));
             b.put(SPACE, binding_key(&r.binding.client), record::encode(&*r)?);
         }
-        Ok(Decision::write(Response::Binding(self.sign(r)?), b))
+        Ok(Decision::write(Response::As(AsResponse::Binding(self.sign(r)?)), b))
     }
 
     /// Every unexpired binding of `identity`: at most [`MAX_DEVICES`]
@@ -360,10 +361,12 @@ impl RoleLogic for AsLogic {
             AsRequest::Revoke { body, signature } => self.revoke(body, signature, ctx),
             AsRequest::Lookup { identity } => self
                 .lookup_all(&identity, ctx)
-                .map(|bindings| Decision::reply(Response::Bindings(bindings))),
-            AsRequest::LookupPage { identity, after } => self
-                .lookup(&identity, after.as_deref(), ctx)
-                .map(|(bindings, next)| Decision::reply(Response::BindingPage { bindings, next })),
+                .map(|bindings| Decision::reply(Response::As(AsResponse::Bindings(bindings)))),
+            AsRequest::LookupPage { identity, after } => {
+                self.lookup(&identity, after.as_deref(), ctx).map(|(bindings, next)| {
+                    Decision::reply(Response::As(AsResponse::BindingPage { bindings, next }))
+                })
+            }
             AsRequest::Approve { body, signature } => self.approve(body, signature, ctx),
             AsRequest::Devices { body, signature } => self.devices(body, signature, ctx),
             AsRequest::RevokeDevice { body, signature } => self.revoke_device(body, signature, ctx),
@@ -385,7 +388,7 @@ impl RoleLogic for AsLogic {
                 }
                 let mut b = Batch::new();
                 b.put(SPACE, token_key(&token_hash), identity.into_bytes());
-                Decision::write(Response::Enrolled, b)
+                Decision::write(Response::Node(NodeResponse::Enrolled), b)
             }
             NodeRequest::Revoke { client } => self.operator_revoke(&client, ctx).into(),
             NodeRequest::Spend { ticket, bind } => {

@@ -64,7 +64,9 @@ fn run(logic: &mut AsLogic, store: &MemStore, req: Request) -> Response {
 /// The signature key of the one binding `identity` has, as a lookup shows it.
 fn bound_keys(logic: &mut AsLogic, store: &MemStore, identity: &str) -> Vec<Vec<u8>> {
     match run(logic, store, Request::As(AsRequest::Lookup { identity: identity.into() })) {
-        Response::Bindings(b) => b.into_iter().map(|b| b.binding.signature_key).collect(),
+        Response::As(AsResponse::Bindings(b)) => {
+            b.into_iter().map(|b| b.binding.signature_key).collect()
+        }
         other => panic!("{other:?}"),
     }
 }
@@ -75,13 +77,13 @@ fn a_client_id_is_first_come_and_moves_to_a_new_key_only_by_rotation() {
     let (k1, k2) = (SigningKey::from_bytes(&[1; 32]), SigningKey::from_bytes(&[2; 32]));
     assert!(matches!(
         run(&mut as_, &store, register("alice/phone", &k1, None, None)),
-        Response::Binding(_)
+        Response::As(AsResponse::Binding(_))
     ));
     // The same key again is idempotent (a lost reply) and writes nothing.
     let before = store.contents();
     assert!(matches!(
         run(&mut as_, &store, register("alice/phone", &k1, None, None)),
-        Response::Binding(_)
+        Response::As(AsResponse::Binding(_))
     ));
     assert_eq!(store.contents(), before);
     // A stranger's key for the taken id is refused, and nothing changes.
@@ -91,7 +93,7 @@ fn a_client_id_is_first_come_and_moves_to_a_new_key_only_by_rotation() {
     // With the old key's signature, the id moves to the new key.
     assert!(matches!(
         run(&mut as_, &store, register("alice/phone", &k2, Some(&k1), None)),
-        Response::Binding(_)
+        Response::As(AsResponse::Binding(_))
     ));
     assert_eq!(bound_keys(&mut as_, &store, "alice"), [k2.verifying_key().to_bytes().to_vec()]);
 }
@@ -129,14 +131,17 @@ fn an_enrollment_token_registers_one_identity_once() {
     let (store, mut as_) = (MemStore::new(), logic(Registration::Token));
     let hash = Sha256::digest(b"t0k3n").to_vec();
     let enroll = NodeRequest::Enroll { identity: "bob".into(), token_hash: hash };
-    assert_eq!(as_.admin(enroll, &at(&store, NOW)).applied(&store), Response::Enrolled);
+    assert_eq!(
+        as_.admin(enroll, &at(&store, NOW)).applied(&store),
+        Response::Node(NodeResponse::Enrolled)
+    );
     let k = SigningKey::from_bytes(&[1; 32]);
     // For another identity the token is no good.
     let r = run(&mut as_, &store, register("carol/phone", &k, None, Some("t0k3n")));
     assert_eq!(r, Response::Error(WireError::As(AsError::BadToken)));
     assert!(matches!(
         run(&mut as_, &store, register("bob/phone", &k, None, Some("t0k3n"))),
-        Response::Binding(_)
+        Response::As(AsResponse::Binding(_))
     ));
     // Used up: a second device needs a token of its own (or a live
     // device's approval).
@@ -149,7 +154,7 @@ fn a_revocation_shows_in_lookups_an_expired_binding_does_not_and_serials_grow() 
     let (store, mut as_) = (MemStore::new(), logic(Registration::Open));
     let (k1, k2) = (SigningKey::from_bytes(&[1; 32]), SigningKey::from_bytes(&[2; 32]));
     let serial = |r: Response| match r {
-        Response::Binding(b) => b.binding.serial,
+        Response::As(AsResponse::Binding(b)) => b.binding.serial,
         other => panic!("{other:?}"),
     };
     let s1 = serial(run(&mut as_, &store, register("dave/a", &k1, None, None)));
@@ -159,14 +164,14 @@ fn a_revocation_shows_in_lookups_an_expired_binding_does_not_and_serials_grow() 
     let body = RevokeBody { client: "dave/a".into(), timestamp: NOW };
     let signature = k1.sign(&signing_bytes(LABEL_REVOKE, &body)).to_bytes().to_vec();
     match run(&mut as_, &store, Request::As(AsRequest::Revoke { body, signature })) {
-        Response::Binding(b) => assert!(b.revoked_at.is_some()),
+        Response::As(AsResponse::Binding(b)) => assert!(b.revoked_at.is_some()),
         other => panic!("{other:?}"),
     }
     let looked_up = |as_: &mut AsLogic, secs| match as_
         .handle(Request::As(AsRequest::Lookup { identity: "dave".into() }), None, &at(&store, secs))
         .applied(&store)
     {
-        Response::Bindings(b) => {
+        Response::As(AsResponse::Bindings(b)) => {
             b.into_iter().map(|b| (b.binding.client, b.revoked_at.is_some())).collect::<Vec<_>>()
         }
         other => panic!("{other:?}"),
@@ -208,7 +213,7 @@ fn revoke_device(by: &str, key: &SigningKey, client: &str) -> Request {
 
 fn clients(logic: &mut AsLogic, store: &MemStore, identity: &str) -> Vec<String> {
     match run(logic, store, Request::As(AsRequest::Lookup { identity: identity.into() })) {
-        Response::Bindings(b) => b.into_iter().map(|b| b.binding.client).collect(),
+        Response::As(AsResponse::Bindings(b)) => b.into_iter().map(|b| b.binding.client).collect(),
         other => panic!("{other:?}"),
     }
 }
@@ -219,11 +224,11 @@ fn a_stranger_cannot_add_a_device_to_an_identity_that_has_one() {
     let (phone, evil) = (SigningKey::from_bytes(&[1; 32]), SigningKey::from_bytes(&[6; 32]));
     assert!(matches!(
         run(&mut as_, &store, register("alice/phone", &phone, None, None)),
-        Response::Binding(_)
+        Response::As(AsResponse::Binding(_))
     ));
     // The reproduction: open registration used to bind alice/evil at once.
     match run(&mut as_, &store, register("alice/evil", &evil, None, None)) {
-        Response::RegistrationPending { pending } => {
+        Response::As(AsResponse::RegistrationPending { pending }) => {
             assert_eq!((pending.client.as_str(), pending.signature_key), ("alice/evil", pk(&evil)))
         }
         other => panic!("{other:?}"),
@@ -233,7 +238,7 @@ fn a_stranger_cannot_add_a_device_to_an_identity_that_has_one() {
     let before = store.contents();
     assert!(matches!(
         run(&mut as_, &store, register("alice/evil", &evil, None, None)),
-        Response::RegistrationPending { .. }
+        Response::As(AsResponse::RegistrationPending { .. })
     ));
     let r = run(&mut as_, &store, approve("alice/evil", &evil, "alice/evil", &evil));
     assert!(matches!(r, Response::Error(WireError::Auth(_))), "{r:?}");
@@ -262,7 +267,7 @@ fn a_live_device_approves_lists_and_revokes_its_siblings() {
     run(&mut as_, &store, register("alice/phone", &phone, None, None));
     run(&mut as_, &store, register("alice/laptop", &laptop, None, None));
     match run(&mut as_, &store, devices("alice/phone", &phone)) {
-        Response::Devices { bindings, pending } => {
+        Response::As(AsResponse::Devices { bindings, pending }) => {
             assert_eq!(bindings.len(), 1);
             assert_eq!(pending.len(), 1);
             assert_eq!(pending[0].signature_key, pk(&laptop));
@@ -271,21 +276,21 @@ fn a_live_device_approves_lists_and_revokes_its_siblings() {
     }
     assert!(matches!(
         run(&mut as_, &store, approve("alice/phone", &phone, "alice/laptop", &laptop)),
-        Response::Binding(_)
+        Response::As(AsResponse::Binding(_))
     ));
     // The laptop's next registration gets the binding; nothing is pending.
     assert!(matches!(
         run(&mut as_, &store, register("alice/laptop", &laptop, None, None)),
-        Response::Binding(_)
+        Response::As(AsResponse::Binding(_))
     ));
     assert_eq!(clients(&mut as_, &store, "alice"), ["alice/laptop", "alice/phone"]);
     match run(&mut as_, &store, devices("alice/laptop", &laptop)) {
-        Response::Devices { pending, .. } => assert!(pending.is_empty()),
+        Response::As(AsResponse::Devices { pending, .. }) => assert!(pending.is_empty()),
         other => panic!("{other:?}"),
     }
     // The phone is lost: the laptop revokes it.
     match run(&mut as_, &store, revoke_device("alice/laptop", &laptop, "alice/phone")) {
-        Response::Binding(b) => assert!(b.revoked_at.is_some()),
+        Response::As(AsResponse::Binding(b)) => assert!(b.revoked_at.is_some()),
         other => panic!("{other:?}"),
     }
 }
@@ -318,7 +323,7 @@ fn a_revoked_device_id_stays_its_owners() {
         assert!(
             matches!(
                 run(&mut as_, &store, later(client, key)),
-                Response::RegistrationPending { .. }
+                Response::As(AsResponse::RegistrationPending { .. })
             ),
             "{client}"
         );
@@ -330,7 +335,7 @@ fn a_revoked_device_id_stays_its_owners() {
     as_.admin(enroll, &at(&store, NOW)).applied(&store);
     assert!(matches!(
         run(&mut as_, &store, register("carol/tab", &other, None, Some("release"))),
-        Response::Binding(_)
+        Response::As(AsResponse::Binding(_))
     ));
 }
 
@@ -341,7 +346,7 @@ fn pending_registrations_are_bounded_per_identity() {
     run(&mut as_, &store, register("erin/phone", &phone, None, None));
     for n in 0..devices::MAX_PENDING {
         let r = run(&mut as_, &store, register(&format!("erin/d{n}"), &phone, None, None));
-        assert!(matches!(r, Response::RegistrationPending { .. }), "{r:?}");
+        assert!(matches!(r, Response::As(AsResponse::RegistrationPending { .. })), "{r:?}");
     }
     let r = run(&mut as_, &store, register("erin/one-more", &phone, None, None));
     assert_eq!(
@@ -353,11 +358,11 @@ fn pending_registrations_are_bounded_per_identity() {
     // Declining one makes room.
     assert!(matches!(
         run(&mut as_, &store, revoke_device("erin/phone", &phone, "erin/d0")),
-        Response::Devices { .. }
+        Response::As(AsResponse::Devices { .. })
     ));
     assert!(matches!(
         run(&mut as_, &store, register("erin/one-more", &phone, None, None)),
-        Response::RegistrationPending { .. }
+        Response::As(AsResponse::RegistrationPending { .. })
     ));
 }
 
@@ -368,16 +373,16 @@ fn a_signed_request_acts_at_most_once() {
     let first = register("fred/phone", &phone, None, None);
     run(&mut as_, &store, first.clone());
     // A repeat that changes nothing is answered as before (a lost reply).
-    assert!(matches!(run(&mut as_, &store, first.clone()), Response::Binding(_)));
+    assert!(matches!(run(&mut as_, &store, first.clone()), Response::As(AsResponse::Binding(_))));
     let approval = approve("fred/phone", &phone, "fred/laptop", &laptop);
     let approved = run(&mut as_, &store, approval.clone());
-    assert!(matches!(approved, Response::Binding(_)));
+    assert!(matches!(approved, Response::As(AsResponse::Binding(_))));
     // Sent again at once (its answer lost): the same answer, nothing new.
     let before = store.contents();
     assert_eq!(run(&mut as_, &store, approval.clone()), approved);
     assert_eq!(store.contents(), before);
     match run(&mut as_, &store, revoke_device("fred/phone", &phone, "fred/laptop")) {
-        Response::Binding(b) => assert!(b.revoked_at.is_some()),
+        Response::As(AsResponse::Binding(b)) => assert!(b.revoked_at.is_some()),
         other => panic!("{other:?}"),
     }
     // Replayed within the timestamp window, the approval would bind the
@@ -393,7 +398,10 @@ fn a_signed_request_acts_at_most_once() {
     run(&mut as_, &store, Request::As(AsRequest::Revoke { body, signature }));
     let before = store.contents();
     let r = run(&mut as_, &store, first);
-    assert!(matches!(r, Response::Binding(ref b) if b.revoked_at.is_none()), "{r:?}");
+    assert!(
+        matches!(r, Response::As(AsResponse::Binding(ref b)) if b.revoked_at.is_none()),
+        "{r:?}"
+    );
     assert_eq!(store.contents(), before);
 }
 
@@ -402,7 +410,7 @@ fn a_binding_is_renewed_by_its_key_in_the_second_half_of_its_life() {
     let (store, mut as_) = (MemStore::new(), logic(Registration::Open));
     let k = SigningKey::from_bytes(&[1; 32]);
     let binding = |r: Response| match r {
-        Response::Binding(b) => b.binding,
+        Response::As(AsResponse::Binding(b)) => b.binding,
         other => panic!("{other:?}"),
     };
     let first = binding(run(&mut as_, &store, register("gail/phone", &k, None, None)));
@@ -441,7 +449,7 @@ fn an_operator_revokes_a_device_and_its_id_stays_the_identitys() {
     run(&mut as_, &store, register("hank/phone", &k, None, None));
     let revoke = |client: &str| NodeRequest::Revoke { client: client.into() };
     match as_.admin(revoke("hank/phone"), &at(&store, NOW)).applied(&store) {
-        Response::Binding(b) => assert!(b.revoked_at.is_some()),
+        Response::As(AsResponse::Binding(b)) => assert!(b.revoked_at.is_some()),
         other => panic!("{other:?}"),
     }
     let before = store.contents();
@@ -476,7 +484,7 @@ fn lapsed_pending_registrations_make_room_and_never_hide_live_ones() {
         *proof = phone.sign(&signing_bytes(LABEL_REGISTER, body)).to_bytes().to_vec();
     }
     let r = as_.handle(r, None, &at(&store, later)).applied(&store);
-    assert!(matches!(r, Response::RegistrationPending { .. }), "{r:?}");
+    assert!(matches!(r, Response::As(AsResponse::RegistrationPending { .. })), "{r:?}");
     let pending_keys = store.contents().keys().filter(|k| k.1.starts_with(b"p/")).count();
     assert_eq!(pending_keys, 1);
     let body = DevicesBody { client: "ivy/phone".into(), timestamp: later };
@@ -485,7 +493,7 @@ fn lapsed_pending_registrations_make_room_and_never_hide_live_ones() {
         .handle(Request::As(AsRequest::Devices { body, signature }), None, &at(&store, later))
         .applied(&store);
     match listed {
-        Response::Devices { pending, .. } => {
+        Response::As(AsResponse::Devices { pending, .. }) => {
             assert_eq!(pending.iter().map(|p| p.client.as_str()).collect::<Vec<_>>(), ["ivy/z"])
         }
         other => panic!("{other:?}"),
@@ -504,7 +512,7 @@ fn page(
         after: after.map(Into::into),
     });
     match run(logic, store, req) {
-        Response::BindingPage { bindings, next } => {
+        Response::As(AsResponse::BindingPage { bindings, next }) => {
             (bindings.into_iter().map(|b| b.binding.client).collect(), next)
         }
         other => panic!("{other:?}"),
@@ -560,7 +568,7 @@ fn lookups_are_paged_and_dead_records_never_hide_live_ones() {
     assert_eq!(seen, expected);
     // The whole list in one answer (what the CS checks fetches against).
     match run(&mut as_, &store, Request::As(AsRequest::Lookup { identity: "alice".into() })) {
-        Response::Bindings(b) => {
+        Response::As(AsResponse::Bindings(b)) => {
             assert_eq!(b.into_iter().map(|b| b.binding.client).collect::<Vec<_>>(), expected)
         }
         other => panic!("{other:?}"),

@@ -20,6 +20,7 @@ use mlsd_transport::protocol::tickets::{
     day_of, Ticket, TicketBody, TicketKey, DAY_SECS, LABEL_TICKETS, LABEL_TICKET_KEY,
     MAX_TICKETS_PER_REQUEST,
 };
+use mlsd_transport::protocol::{AsResponse, NodeResponse};
 use mlsd_transport::protocol::{AuthError, ClusterError};
 use mlsd_transport::ticket::TicketIssuer;
 use mlsd_transport::{Response, WireError};
@@ -110,7 +111,7 @@ impl Tickets {
             .map_err(internal)?;
         tracing::debug!(kind = %body.kind, n, "tickets issued");
         Ok(Decision::write(
-            Response::TicketsIssued { evaluated, proof, key: self.key.clone() },
+            Response::As(AsResponse::TicketsIssued { evaluated, proof, key: self.key.clone() }),
             batch,
         ))
     }
@@ -142,14 +143,14 @@ impl Tickets {
         let mut key = week_prefix(SPENT, ticket.day);
         key.extend_from_slice(&ticket.input);
         match ctx.store.get(SPACE, &key).map_err(internal)? {
-            Some(b) if b == bind => Ok(Decision::reply(Response::Spent)),
+            Some(b) if b == bind => Ok(Decision::reply(Response::Node(NodeResponse::Spent))),
             Some(_) => Err(WireError::Auth(AuthError::TicketSpent)),
             None => {
                 let mut batch = Batch::new();
                 batch.put(SPACE, key, bind.to_vec());
                 drop_weeks_before(ctx.store, SPACE, SPENT, today.saturating_sub(1), &mut batch)
                     .map_err(internal)?;
-                Ok(Decision::write(Response::Spent, batch))
+                Ok(Decision::write(Response::Node(NodeResponse::Spent), batch))
             }
         }
     }

@@ -20,7 +20,7 @@ fn ivy(store: &MemStore) -> (AsLogic, SigningKey) {
     let key = SigningKey::from_bytes(&[1; 32]);
     assert!(matches!(
         run(&mut as_, store, register("ivy/phone", &key, None, None)),
-        Response::Binding(_)
+        Response::As(AsResponse::Binding(_))
     ));
     (as_, key)
 }
@@ -51,7 +51,7 @@ fn tickets(
     let today = day_of(NOW);
     let (req, pending) = ask("ivy/phone", key, kind, today, n);
     match run(as_, store, req) {
-        Response::TicketsIssued { evaluated, proof, key: tk } => {
+        Response::As(AsResponse::TicketsIssued { evaluated, proof, key: tk }) => {
             finalize(kind, today, &pending, &evaluated, &proof, &tk.key).unwrap()
         }
         other => panic!("{other:?}"),
@@ -105,7 +105,7 @@ fn an_identity_gets_its_daily_allowance_and_no_more() {
     let req = Request::As(AsRequest::IssueTickets { body, signature });
     assert!(matches!(
         as_.handle(req, None, &at(&store, tomorrow)).applied(&store),
-        Response::TicketsIssued { evaluated, .. } if evaluated.len() == pending.len()
+        Response::As(AsResponse::TicketsIssued { evaluated, .. }) if evaluated.len() == pending.len()
     ));
 }
 
@@ -161,7 +161,7 @@ fn strangers_forgers_and_replays_get_no_tickets() {
     // tickets (no new ones) and takes nothing more of the allowance.
     let (req, _) = ask("ivy/phone", &key, TicketKind::Fetch, today, 1);
     let first = run(&mut as_, &store, req.clone());
-    assert!(matches!(first, Response::TicketsIssued { .. }));
+    assert!(matches!(first, Response::As(AsResponse::TicketsIssued { .. })));
     let before = store.contents();
     assert_eq!(run(&mut as_, &store, req), first);
     assert_eq!(store.contents(), before);
@@ -172,10 +172,10 @@ fn a_ticket_pays_for_one_request_once() {
     let store = MemStore::new();
     let (mut as_, key) = ivy(&store);
     let t = tickets(&mut as_, &store, &key, TicketKind::Mailbox, 2);
-    assert_eq!(spend(&mut as_, &store, &t[0], 1, NOW), Response::Spent);
+    assert_eq!(spend(&mut as_, &store, &t[0], 1, NOW), Response::Node(NodeResponse::Spent));
     // The same request again (its answer was lost): no second charge.
     let before = store.contents();
-    assert_eq!(spend(&mut as_, &store, &t[0], 1, NOW), Response::Spent);
+    assert_eq!(spend(&mut as_, &store, &t[0], 1, NOW), Response::Node(NodeResponse::Spent));
     assert_eq!(store.contents(), before);
     // Another request with the same ticket: refused, nothing stored.
     assert_eq!(
@@ -210,7 +210,10 @@ fn a_ticket_pays_for_one_request_once() {
         spend(&mut as_, &store, &t[1], 4, NOW + 2 * DAY_SECS),
         Response::Error(WireError::Auth(AuthError::BadTicket(_)))
     ));
-    assert_eq!(spend(&mut as_, &store, &t[1], 4, NOW + DAY_SECS), Response::Spent);
+    assert_eq!(
+        spend(&mut as_, &store, &t[1], 4, NOW + DAY_SECS),
+        Response::Node(NodeResponse::Spent)
+    );
 }
 
 #[test]
@@ -231,14 +234,14 @@ fn a_device_clock_a_little_past_midnight_still_gets_and_spends_tickets() {
     let signature = key.sign(&signing_bytes(LABEL_TICKETS, &body)).to_bytes().to_vec();
     let req = Request::As(AsRequest::IssueTickets { body, signature });
     let t = match as_.handle(req, None, &at(&store, server)).applied(&store) {
-        Response::TicketsIssued { evaluated, proof, key } => {
+        Response::As(AsResponse::TicketsIssued { evaluated, proof, key }) => {
             finalize(TicketKind::Fetch, day_of(device), &pending, &evaluated, &proof, &key.key)
                 .unwrap()
                 .remove(0)
         }
         other => panic!("{other:?}"),
     };
-    assert_eq!(spend(&mut as_, &store, &t, 1, server + 50), Response::Spent);
+    assert_eq!(spend(&mut as_, &store, &t, 1, server + 50), Response::Node(NodeResponse::Spent));
     // Two days ahead is no clock skew: refused.
     let mut ahead = t.clone();
     ahead.day += 1;
@@ -265,7 +268,7 @@ fn issuance_draws_its_randomness_from_the_context_only() {
     let (a, again, b) = (with([1; 32]), with([1; 32]), with([2; 32]));
     assert_eq!(a, again, "the same context decides the same");
     let proof = |r: &Response| match r {
-        Response::TicketsIssued { evaluated, proof, key } => {
+        Response::As(AsResponse::TicketsIssued { evaluated, proof, key }) => {
             (evaluated.clone(), proof.clone(), key.key)
         }
         other => panic!("{other:?}"),

@@ -6,6 +6,7 @@
 //! and then carries out the fan-out the decision names
 //! ([`Effect::FanOut`]).
 
+use mlsd_transport::protocol::IdsResponse;
 use mlsd_transport::protocol::{IdsRequest, RosterMode, SealedRoster, SendBody};
 use mlsd_transport::{Request, Response, Role, WireError};
 
@@ -64,7 +65,7 @@ impl GroupLogic {
     ) -> Result<Decision, WireError> {
         let mut writes = self.core.create(mode, auth_key, roster)?;
         self.core.touch(day_of(ctx.now), &mut writes);
-        Ok(Decision::write(Response::GroupCreated, writes))
+        Ok(Decision::write(Response::Ids(IdsResponse::GroupCreated), writes))
     }
 
     /// `Send`: the group's budget admits it (a refused send changes
@@ -85,7 +86,8 @@ impl GroupLogic {
         self.core.touch(day_of(ctx.now), &mut writes);
         let copies = fanout.plan.copies();
         self.budget.charge(copies, now);
-        let response = Response::Sent { copies: u32::try_from(copies).unwrap_or(u32::MAX) };
+        let response =
+            Response::Ids(IdsResponse::Sent { copies: u32::try_from(copies).unwrap_or(u32::MAX) });
         Ok(Decision { response, writes, effects: vec![Effect::FanOut(Box::new(fanout))] })
     }
 

@@ -6,6 +6,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mlsd_transport::protocol::ids::send_mac;
+use mlsd_transport::protocol::IdsResponse;
 use mlsd_transport::protocol::{ClusterError, IdsRequest, RosterMode};
 use mlsd_transport::{Request, Response, WireError};
 
@@ -57,7 +58,7 @@ fn created(copies_per_second: u32) -> (MemStore, GroupLogic) {
     let now = noon(20_000);
     let mut logic = GroupLogic::load(GID, copies_per_second, &ctx(&store, now)).unwrap();
     let (r, f) = applied(logic.handle(create(), None, &ctx(&store, now)), &store);
-    assert_eq!(r, Response::GroupCreated);
+    assert_eq!(r, Response::Ids(IdsResponse::GroupCreated));
     assert!(f.is_none(), "a creation fans nothing out");
     (store, logic)
 }
@@ -72,7 +73,11 @@ fn an_accepted_send_is_a_fan_out_effect_written_first() {
     let f = f.expect("a fan-out");
     assert_eq!(f.plan.message_id, [1; 32]);
     assert_eq!(f.plan.copies(), 2, "the roster less the sender");
-    assert_eq!(r, Response::Sent { copies: 2 }, "what the fan-out answers when complete");
+    assert_eq!(
+        r,
+        Response::Ids(IdsResponse::Sent { copies: 2 }),
+        "what the fan-out answers when complete"
+    );
     assert_ne!(store.contents(), before);
 }
 
@@ -85,7 +90,7 @@ fn a_send_beyond_the_copy_budget_waits_for_the_given_clock() {
     let mut alice = Member::new();
     let t0 = noon(20_000);
     let (r, _) = applied(logic.handle(message(&mut alice, 1), None, &ctx(&store, t0)), &store);
-    assert_eq!(r, Response::Sent { copies: 2 });
+    assert_eq!(r, Response::Ids(IdsResponse::Sent { copies: 2 }));
     let before = store.contents();
     let d = logic.handle(message(&mut alice, 2), None, &ctx(&store, t0));
     assert!(
@@ -101,7 +106,11 @@ fn a_send_beyond_the_copy_budget_waits_for_the_given_clock() {
     assert_eq!(store.contents(), before);
     let later = t0 + Duration::from_secs(1);
     let (r, _) = applied(logic.handle(message(&mut alice, 2), None, &ctx(&store, later)), &store);
-    assert_eq!(r, Response::Sent { copies: 2 }, "a second later the budget has refilled");
+    assert_eq!(
+        r,
+        Response::Ids(IdsResponse::Sent { copies: 2 }),
+        "a second later the budget has refilled"
+    );
 }
 
 /// A fan-out that left copies missing is kept for its retry; a kept send's
@@ -125,7 +134,7 @@ fn a_fan_out_with_missing_copies_is_kept_until_a_retry_completes() {
     // Within the accepted epochs its retry is served from the accepted id,
     // not the kept record, and leaves that in place.
     let (r, retry) = applied(logic.handle(req, None, &ctx(&store, now)), &store);
-    assert_eq!(r, Response::Sent { copies: 2 });
+    assert_eq!(r, Response::Ids(IdsResponse::Sent { copies: 2 }));
     let retry = retry.unwrap();
     assert!(!retry.from_kept);
     let w = logic.fanout_ended(&retry.plan.message_id, &retry.keep, false, true, &store).unwrap();

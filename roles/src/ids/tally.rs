@@ -4,6 +4,7 @@
 //! does what it decides; tests drive it directly.
 
 use mlsd_transport::protocol::ids::MAX_UNDELIVERED_LISTED;
+use mlsd_transport::protocol::IdsResponse;
 use mlsd_transport::protocol::{
     DeliveryCap, EnqueueItem, EnqueueResult, Undeliverable, Undelivered,
 };
@@ -97,13 +98,13 @@ impl Tally {
             || self.failed as usize > self.undelivered.len();
         let copies = self.stored + self.failed;
         let response = if self.failed == 0 {
-            Response::Sent { copies }
+            Response::Ids(IdsResponse::Sent { copies })
         } else {
-            Response::PartlySent {
+            Response::Ids(IdsResponse::PartlySent {
                 copies,
                 failed: self.failed,
                 undelivered: std::mem::take(&mut self.undelivered),
-            }
+            })
         };
         Some((response, retryable))
     }
@@ -155,7 +156,7 @@ mod tests {
         let chunk = t.take_chunk(true).unwrap();
         assert!(t.answer(true).is_none(), "a chunk is still in flight");
         t.enqueued(caps(&chunk), vec![EnqueueResult::Stored { seq: 1 }; 2]);
-        assert_eq!(t.answer(true), Some((Response::Sent { copies: 2 }, false)));
+        assert_eq!(t.answer(true), Some((Response::Ids(IdsResponse::Sent { copies: 2 }), false)));
     }
 
     #[test]
@@ -177,7 +178,9 @@ mod tests {
         );
         let (r, retryable) = t.answer(true).unwrap();
         assert!(retryable, "an unavailable owner may come back");
-        let Response::PartlySent { copies, failed, undelivered } = r else { panic!("{r:?}") };
+        let Response::Ids(IdsResponse::PartlySent { copies, failed, undelivered }) = r else {
+            panic!("{r:?}")
+        };
         assert_eq!((copies, failed), (4, 3));
         let reasons: Vec<_> = undelivered.iter().map(|u| (u.cap.clone(), u.reason)).collect();
         assert_eq!(
@@ -204,7 +207,9 @@ mod tests {
             t.not_stored(item(i).cap.clone(), Undeliverable::UnknownMailbox);
         }
         let (r, retryable) = t.answer(true).unwrap();
-        let Response::PartlySent { failed, undelivered, .. } = r else { panic!("{r:?}") };
+        let Response::Ids(IdsResponse::PartlySent { failed, undelivered, .. }) = r else {
+            panic!("{r:?}")
+        };
         assert_eq!(failed, n);
         assert_eq!(undelivered.len(), MAX_UNDELIVERED_LISTED);
         assert!(retryable, "unnamed copies are not known to be permanent");

@@ -41,6 +41,7 @@ use mlsd_transport::protocol::ods::{
 use mlsd_transport::protocol::{
     Delivered, EnqueueItem, EnqueueResult, MailboxAuth, MailboxId, SealedPush,
 };
+use mlsd_transport::protocol::{NodeResponse, OdsResponse};
 use mlsd_transport::{Request, Response, Role, WireError};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
@@ -150,14 +151,14 @@ impl OdsLogic {
             // the first time with nothing written. Anyone else: taken.
             let rec: MailboxRecord = record::decode(&v)?;
             if rec.auth_key == auth_key && rec.push == push {
-                return Ok(Decision::reply(Response::MailboxOpened));
+                return Ok(Decision::reply(Response::Ods(OdsResponse::MailboxOpened)));
             }
             return Err(WireError::Ods(OdsError::MailboxTaken));
         }
         let rec = MailboxRecord { auth_key, push, next_seq: 1, acked: 0, last_counter: 0 };
         let mut b = Batch::new();
         b.put(SPACE, mbox_key(&mailbox), record::encode(&rec)?);
-        Ok(Decision::write(Response::MailboxOpened, b))
+        Ok(Decision::write(Response::Ods(OdsResponse::MailboxOpened), b))
     }
 
     /// Checks a mailbox request's signature and counter; returns the record
@@ -226,7 +227,7 @@ impl OdsLogic {
         let out = self.page(&auth.mailbox, after, limit as usize, ctx)?;
         let mut b = Batch::new();
         b.put(SPACE, mbox_key(&auth.mailbox), record::encode(&rec)?);
-        Ok(Decision::write(Response::Envelopes(out), b))
+        Ok(Decision::write(Response::Ods(OdsResponse::Envelopes(out)), b))
     }
 
     /// Up to `limit` stored envelopes after sequence number `after`, and no
@@ -282,7 +283,7 @@ impl OdsLogic {
         rec.acked = rec.acked.max(up_to);
         b.put(SPACE, mbox_key(&auth.mailbox), record::encode(&rec)?);
         let remaining = rec.queued().min(u32::MAX as u64) as u32;
-        Ok(Decision::write(Response::Acked { remaining }, b))
+        Ok(Decision::write(Response::Ods(OdsResponse::Acked { remaining }), b))
     }
 
     /// Issues capabilities of the signing mailbox.
@@ -299,7 +300,7 @@ impl OdsLogic {
         let max = self.settings.max_capabilities;
         let serials = caps::issue(&auth.mailbox, &tokens, push_key, max, &mut b, ctx)?;
         b.put(SPACE, mbox_key(&auth.mailbox), record::encode(&rec)?);
-        Ok(Decision::write(Response::CapabilitiesIssued { serials }, b))
+        Ok(Decision::write(Response::Ods(OdsResponse::CapabilitiesIssued { serials }), b))
     }
 
     /// Revokes capabilities of the signing mailbox.
@@ -314,7 +315,7 @@ impl OdsLogic {
         let mut b = Batch::new();
         let revoked = caps::revoke(&auth.mailbox, &tokens, &mut b, ctx)?;
         b.put(SPACE, mbox_key(&auth.mailbox), record::encode(&rec)?);
-        Ok(Decision::write(Response::CapabilitiesRevoked { revoked }, b))
+        Ok(Decision::write(Response::Ods(OdsResponse::CapabilitiesRevoked { revoked }), b))
     }
 
     fn store_items(
@@ -403,7 +404,11 @@ impl OdsLogic {
             .into_iter()
             .map(|(mailbox, delivered, push)| Effect::Stored { mailbox, delivered, push })
             .collect();
-        Ok(Decision { response: Response::Enqueued(results), writes: batch, effects })
+        Ok(Decision {
+            response: Response::Node(NodeResponse::Enqueued(results)),
+            writes: batch,
+            effects,
+        })
     }
 }
 

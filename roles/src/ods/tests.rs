@@ -35,9 +35,12 @@ fn ods_with_mailbox(ctx: &RoleContext<'_>, store: &dyn Store) -> OdsLogic {
     });
     let auth_key = signer().verifying_key().to_bytes().to_vec();
     let open = Request::Ods(OdsRequest::OpenMailbox { mailbox: MAILBOX, auth_key, push: None });
-    assert_eq!(ods.handle(open, None, ctx).applied(store), Response::MailboxOpened);
+    assert_eq!(
+        ods.handle(open, None, ctx).applied(store),
+        Response::Ods(OdsResponse::MailboxOpened)
+    );
     let r = issue(&mut ods, vec![TOKEN], 1, ctx).applied(store);
-    assert_eq!(r, Response::CapabilitiesIssued { serials: vec![1] });
+    assert_eq!(r, Response::Ods(OdsResponse::CapabilitiesIssued { serials: vec![1] }));
     ods
 }
 
@@ -72,10 +75,10 @@ fn every_mailbox_request_repeated_gets_its_answer_again_and_changes_nothing() {
     let r = RoleLogic::enqueue(&mut ods, vec![item(1), item(2)], &ctx).applied(&store);
     assert_eq!(
         r,
-        Response::Enqueued(vec![
+        Response::Node(NodeResponse::Enqueued(vec![
             EnqueueResult::Stored { seq: 1 },
             EnqueueResult::Stored { seq: 2 }
-        ])
+        ]))
     );
     let tokens = vec![[7; 32], [8; 32]];
     let open = OdsRequest::OpenMailbox {
@@ -107,7 +110,7 @@ fn every_mailbox_request_repeated_gets_its_answer_again_and_changes_nothing() {
                 auth: auth(LABEL_REVOKE, &tokens, &ctx, 13),
                 tokens: tokens.clone(),
             },
-            Some(Response::CapabilitiesRevoked { revoked: 0 }),
+            Some(Response::Ods(OdsResponse::CapabilitiesRevoked { revoked: 0 })),
         ),
         (OdsRequest::Ack { auth: auth(LABEL_ACK, &1u64, &ctx, 14), up_to: 1 }, None),
     ];
@@ -149,20 +152,20 @@ fn a_copy_without_a_live_capability_changes_nothing() {
     // A guessed token, and the real one with another shard's hint.
     let items = vec![forged([9; 32], shard_of(&MAILBOX)), forged(TOKEN, [0, 0])];
     let r = RoleLogic::enqueue(&mut ods, items, &ctx).applied(&store);
-    assert_eq!(r, Response::Enqueued(vec![EnqueueResult::NoCapability; 2]));
+    assert_eq!(r, Response::Node(NodeResponse::Enqueued(vec![EnqueueResult::NoCapability; 2])));
     // The sweep of old delivery weeks is the only write, and it has nothing to drop.
     assert_eq!(dump(&store), before);
 
     // Revoked by the owner: refused from then on; the stored copy stays.
     let r = RoleLogic::enqueue(&mut ods, vec![item(1)], &ctx).applied(&store);
-    assert_eq!(r, Response::Enqueued(vec![EnqueueResult::Stored { seq: 1 }]));
+    assert_eq!(r, Response::Node(NodeResponse::Enqueued(vec![EnqueueResult::Stored { seq: 1 }])));
     let a = auth(LABEL_REVOKE, &vec![TOKEN, [9; 32]], &ctx, 2);
     let revoke = OdsRequest::RevokeCapabilities { auth: a, tokens: vec![TOKEN, [9; 32]] };
     let r = ods.handle(Request::Ods(revoke), None, &ctx).applied(&store);
-    assert_eq!(r, Response::CapabilitiesRevoked { revoked: 1 });
+    assert_eq!(r, Response::Ods(OdsResponse::CapabilitiesRevoked { revoked: 1 }));
     let before = dump(&store);
     let r = RoleLogic::enqueue(&mut ods, vec![item(2)], &ctx).applied(&store);
-    assert_eq!(r, Response::Enqueued(vec![EnqueueResult::NoCapability]));
+    assert_eq!(r, Response::Node(NodeResponse::Enqueued(vec![EnqueueResult::NoCapability])));
     assert_eq!(dump(&store), before);
     let page = ods.page(&MAILBOX, 0, 10, &ctx).unwrap();
     assert_eq!(page, vec![Delivered { seq: 1, via: 1, envelope: vec![1] }]);
@@ -180,7 +183,7 @@ fn capabilities_are_bounded_per_mailbox_and_reissue_is_idempotent() {
     let mut ods = ods_with_mailbox(&ctx, &store);
     // The same token again keeps its serial; new ones get the next ones.
     let r = issue(&mut ods, vec![TOKEN, [7; 32], [8; 32]], 2, &ctx).applied(&store);
-    assert_eq!(r, Response::CapabilitiesIssued { serials: vec![1, 2, 3] });
+    assert_eq!(r, Response::Ods(OdsResponse::CapabilitiesIssued { serials: vec![1, 2, 3] }));
     // A fourth would exceed max_capabilities = 3: refused, nothing written.
     let before = dump(&store);
     let r = issue(&mut ods, vec![[10; 32]], 3, &ctx).applied(&store);
@@ -205,11 +208,11 @@ fn a_copy_repeated_inside_one_batch_gets_its_first_sequence_number() {
     let r = RoleLogic::enqueue(&mut ods, vec![item(1), item(2), item(1)], &ctx).applied(&store);
     assert_eq!(
         r,
-        Response::Enqueued(vec![
+        Response::Node(NodeResponse::Enqueued(vec![
             EnqueueResult::Stored { seq: 1 },
             EnqueueResult::Stored { seq: 2 },
             EnqueueResult::Stored { seq: 1 },
-        ])
+        ]))
     );
 }
 
@@ -231,7 +234,7 @@ fn delivery_records_last_into_the_next_week_and_are_then_dropped() {
     store.write(legacy).unwrap();
     let enqueue =
         |ods: &mut OdsLogic, t| RoleLogic::enqueue(ods, vec![item(1)], &at(t)).applied(&store);
-    let stored = |seq| Response::Enqueued(vec![EnqueueResult::Stored { seq }]);
+    let stored = |seq| Response::Node(NodeResponse::Enqueued(vec![EnqueueResult::Stored { seq }]));
     assert_eq!(enqueue(&mut ods, t0), stored(1));
     assert_eq!(store.get(SPACE, b"d/legacy").unwrap(), None);
     // A retry the same week or the next is recognized: nothing stored twice.
@@ -266,7 +269,7 @@ fn pages_are_cut_by_bytes_and_every_envelope_is_read_once_in_order() {
         })
         .collect();
     let r = RoleLogic::enqueue(&mut ods, items, &ctx).applied(&store);
-    assert!(matches!(r, Response::Enqueued(_)));
+    assert!(matches!(r, Response::Node(NodeResponse::Enqueued(_))));
     let (mut after, mut seen, mut pages) = (0, Vec::new(), 0);
     loop {
         let page = ods.page(&MAILBOX, after, 256, &ctx).unwrap();

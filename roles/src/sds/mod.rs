@@ -25,6 +25,7 @@
 pub mod sweep;
 
 use mlsd_transport::limits::MAX_CHUNK;
+use mlsd_transport::protocol::SdsResponse;
 use mlsd_transport::protocol::{SdsError, SdsRequest};
 use mlsd_transport::{Request, Response, Role, WireError};
 use serde::{Deserialize, Serialize};
@@ -170,7 +171,7 @@ impl SdsLogic {
             None => BlobRecord { cap_hash, current: None, upload: None, generation: 0 },
         };
         if let Some(written) = repeated_chunk(&id, &rec, offset, total, &data, ctx)? {
-            return Ok(Decision::reply(Response::BlobWritten { written }));
+            return Ok(Decision::reply(Response::Sds(SdsResponse::BlobWritten { written })));
         }
         let mut b = Batch::new();
         if offset == 0 {
@@ -202,7 +203,7 @@ impl SdsLogic {
             rec.upload = Some(up);
         }
         b.put(SPACE, blob_key(&id), record::encode(&rec)?);
-        Ok(Decision::write(Response::BlobWritten { written }, b))
+        Ok(Decision::write(Response::Sds(SdsResponse::BlobWritten { written }), b))
     }
 
     fn get(
@@ -216,7 +217,7 @@ impl SdsLogic {
         let (generation, total) = rec.current.ok_or(WireError::Sds(SdsError::UnknownBlob))?;
         let max = (max as usize).min(MAX_CHUNK);
         if offset >= total || max == 0 {
-            return Ok(Response::Blob { total, data: Vec::new() });
+            return Ok(Response::Sds(SdsResponse::Blob { total, data: Vec::new() }));
         }
         // The first chunk ending after `offset` holds it; read on from there
         // a few chunks at a time until `max` bytes are gathered.
@@ -237,12 +238,12 @@ impl SdsLogic {
                 let take = (chunk.len() - skip).min(max - data.len());
                 data.extend_from_slice(&chunk[skip..skip + take]);
                 if data.len() >= max {
-                    return Ok(Response::Blob { total, data });
+                    return Ok(Response::Sds(SdsResponse::Blob { total, data }));
                 }
                 from = chunk_key(&id, generation, end + 1);
             }
             if got < STEP {
-                return Ok(Response::Blob { total, data });
+                return Ok(Response::Sds(SdsResponse::Blob { total, data }));
             }
         }
     }
@@ -273,7 +274,7 @@ impl SdsLogic {
                 break;
             }
         }
-        Ok(Response::Blob { total, data })
+        Ok(Response::Sds(SdsResponse::Blob { total, data }))
     }
 
     fn delete(
@@ -294,7 +295,7 @@ impl SdsLogic {
             self.delete_generation(&id, u.generation, ctx, &mut b)?;
         }
         b.delete(SPACE, blob_key(&id));
-        Ok(Decision::write(Response::BlobDeleted, b))
+        Ok(Decision::write(Response::Sds(SdsResponse::BlobDeleted), b))
     }
 }
 
@@ -427,7 +428,7 @@ mod tests {
                 &ctx,
             );
             let r = r.applied(&store);
-            assert!(matches!(r, Response::BlobWritten { .. }), "{r:?}");
+            assert!(matches!(r, Response::Sds(SdsResponse::BlobWritten { .. })), "{r:?}");
             offset += len;
             n += 1;
         }
@@ -435,7 +436,9 @@ mod tests {
             store.scanned.store(0, Ordering::Relaxed);
             let get = Request::Sds(SdsRequest::GetBlob { id: [1; 32], offset: from, max });
             let r = sds.handle(get, None, &ctx).applied(&store);
-            let Response::Blob { total: t, data: got } = r else { panic!("{r:?}") };
+            let Response::Sds(SdsResponse::Blob { total: t, data: got }) = r else {
+                panic!("{r:?}")
+            };
             let end = (from as usize + max as usize).min(data.len());
             assert_eq!(t, total);
             assert_eq!(got, &data[from as usize..end], "window {from}+{max}");
@@ -473,15 +476,17 @@ mod tests {
             let len = 100_000.min(data.len() - offset);
             let first = sds.handle(put(offset, len), None, &ctx).applied(&store);
             let written = (offset + len) as u64;
-            assert_eq!(first, Response::BlobWritten { written });
+            assert_eq!(first, Response::Sds(SdsResponse::BlobWritten { written }));
             let before = store.contents();
             let again = sds.handle(put(offset, len), None, &ctx);
             assert!(again.writes.ops.is_empty(), "a repeat writes nothing");
-            assert_eq!(again.applied(&store), Response::BlobWritten { written });
+            assert_eq!(again.applied(&store), Response::Sds(SdsResponse::BlobWritten { written }));
             assert_eq!(store.contents(), before);
         }
         let get = Request::Sds(SdsRequest::GetBlob { id: [5; 32], offset: 0, max: 1 << 20 });
-        let Response::Blob { data: got, .. } = sds.handle(get, None, &ctx).applied(&store) else {
+        let Response::Sds(SdsResponse::Blob { data: got, .. }) =
+            sds.handle(get, None, &ctx).applied(&store)
+        else {
             panic!("no blob")
         };
         // A read returns at most one chunk's worth; the first 100,000 bytes.
@@ -545,12 +550,15 @@ mod tests {
         let r = r.applied(&store);
         assert_eq!(
             r,
-            Response::Blob { total: data.len() as u64, data: data[150_000..150_100].to_vec() }
+            Response::Sds(SdsResponse::Blob {
+                total: data.len() as u64,
+                data: data[150_000..150_100].to_vec()
+            })
         );
         let r = sds
             .handle(Request::Sds(SdsRequest::DeleteBlob { id, cap: [4; 32] }), None, &ctx)
             .applied(&store);
-        assert_eq!(r, Response::BlobDeleted);
+        assert_eq!(r, Response::Sds(SdsResponse::BlobDeleted));
         assert!(store.scan_prefix(SPACE, b"d/", 10).unwrap().is_empty());
     }
 }

@@ -94,6 +94,7 @@ impl SdsLogic {
 mod tests {
     use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+    use mlsd_transport::protocol::SdsResponse;
     use mlsd_transport::protocol::{SdsError, SdsRequest};
     use mlsd_transport::{Request, Response, WireError};
 
@@ -144,20 +145,26 @@ mod tests {
         run(put(9, 0, 10, 10), day0 + 6);
         assert!(matches!(
             run(put(1, 100, 200, 50), day0 + 6),
-            Response::BlobWritten { written: 150 }
+            Response::Sds(SdsResponse::BlobWritten { written: 150 })
         ));
         assert!(sizes(&store) > before);
         // Day 14 (7 days after blob 1's last activity does not matter: it is
         // the start that counts): every day-0 upload is collected.
         let r = sds.handle(put(8, 0, 10, 10), None, &on(&store, day0 + 14)).applied(&store);
-        assert!(matches!(r, Response::BlobWritten { .. }), "{r:?}");
+        assert!(matches!(r, Response::Sds(SdsResponse::BlobWritten { .. })), "{r:?}");
         assert_eq!(
             get(&mut sds, &store, 1, day0 + 14),
             Response::Error(WireError::Sds(SdsError::UnknownBlob))
         );
-        assert!(matches!(get(&mut sds, &store, 2, day0 + 14), Response::Blob { total: 100, .. }));
+        assert!(matches!(
+            get(&mut sds, &store, 2, day0 + 14),
+            Response::Sds(SdsResponse::Blob { total: 100, .. })
+        ));
         // Blob 3 keeps its finished content; the abandoned replacement is gone.
-        assert!(matches!(get(&mut sds, &store, 3, day0 + 14), Response::Blob { total: 50, .. }));
+        assert!(matches!(
+            get(&mut sds, &store, 3, day0 + 14),
+            Response::Sds(SdsResponse::Blob { total: 50, .. })
+        ));
         let r = sds.handle(put(3, 40, 80, 40), None, &on(&store, day0 + 14)).applied(&store);
         assert!(matches!(r, Response::Error(WireError::Sds(SdsError::BadBlob(_)))), "{r:?}");
         // Blob 1's id is free again: anyone may start it anew.
@@ -170,7 +177,7 @@ mod tests {
         });
         assert!(matches!(
             sds.handle(fresh, None, &on(&store, day0 + 14)).applied(&store),
-            Response::BlobWritten { written: 1 }
+            Response::Sds(SdsResponse::BlobWritten { written: 1 })
         ));
         // Nothing of the collected chunks is left: only the notes of today.
         let notes: Vec<_> =

@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use super::flat::Tags;
 use super::identity::signing_bytes;
-use super::tickets::TicketBody;
+use super::rules::{Admission, Rules};
+use super::tickets::{TicketBody, TicketKey};
 
 /// A request the AS serves.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,18 +90,18 @@ impl AsRequest {
     /// Flat wire index of each variant (protocol version 1).
     pub(crate) const TAGS: Tags = &[1, 2, 3, 16, 17, 18, 19, 22];
 
-    /// The identity whose AS shard serves the request.
-    pub fn shard_key(&self) -> &[u8] {
+    /// The rules of each AS request ([`Rules`]); the identity picks the shard.
+    pub fn rules(&self) -> Rules<'_> {
         match self {
-            AsRequest::Register { body, .. } => identity_of(&body.client),
-            AsRequest::Revoke { body, .. } => identity_of(&body.client),
+            AsRequest::Register { body, .. } => Rules::once(identity_of(&body.client)),
+            AsRequest::Revoke { body, .. } => Rules::once(identity_of(&body.client)),
             AsRequest::Lookup { identity } | AsRequest::LookupPage { identity, .. } => {
-                identity.as_bytes()
+                Rules::repeatable(identity.as_bytes()).admit(Admission::Lookup)
             }
-            AsRequest::Approve { body, .. } => identity_of(&body.client),
-            AsRequest::Devices { body, .. } => identity_of(&body.client),
-            AsRequest::RevokeDevice { body, .. } => identity_of(&body.client),
-            AsRequest::IssueTickets { body, .. } => identity_of(&body.client),
+            AsRequest::Approve { body, .. } => Rules::once(identity_of(&body.client)),
+            AsRequest::Devices { body, .. } => Rules::repeatable(identity_of(&body.client)),
+            AsRequest::RevokeDevice { body, .. } => Rules::once(identity_of(&body.client)),
+            AsRequest::IssueTickets { body, .. } => Rules::once(identity_of(&body.client)),
         }
     }
 
@@ -118,26 +119,59 @@ impl AsRequest {
             AsRequest::Lookup { .. } | AsRequest::LookupPage { .. } => None,
         }
     }
-
-    /// See [`super::Request::repeatable`].
-    pub fn repeatable(&self) -> bool {
-        match self {
-            AsRequest::Lookup { .. } | AsRequest::LookupPage { .. } | AsRequest::Devices { .. } => {
-                true
-            }
-            AsRequest::Register { .. }
-            | AsRequest::Revoke { .. }
-            | AsRequest::Approve { .. }
-            | AsRequest::RevokeDevice { .. }
-            | AsRequest::IssueTickets { .. } => false,
-        }
-    }
 }
 
 /// The identity part of a client id (what precedes its first `/`), which
 /// picks the AS and CS shard.
 pub(crate) fn identity_of(client: &str) -> &[u8] {
     client.split('/').next().unwrap_or("").as_bytes()
+}
+
+/// What the AS answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AsResponse {
+    /// The binding after `Register`, `Approve`, `Revoke` or `RevokeDevice`.
+    Binding(SignedBinding),
+    /// Answer to `Lookup`: every unexpired binding, revoked ones marked.
+    Bindings(Vec<SignedBinding>),
+    /// Answer to `Register` of a new device of an identity that has
+    /// devices already: nothing is bound until a live device of the identity
+    /// approves it (`Approve`), or an operator's token is presented.
+    RegistrationPending {
+        /// The pending request, as the approving device will see it.
+        pending: PendingDevice,
+    },
+    /// Answer to `Devices`: every device of the identity (revoked ones
+    /// marked) and every pending registration.
+    Devices {
+        /// The bindings, signed like `Lookup`'s.
+        bindings: Vec<SignedBinding>,
+        /// Registrations awaiting approval.
+        pending: Vec<PendingDevice>,
+    },
+    /// Answer to `LookupPage`: up to `LOOKUP_PAGE` unexpired bindings in
+    /// client id order, revoked ones marked.
+    BindingPage {
+        /// The bindings, signed like `Lookup`'s.
+        bindings: Vec<SignedBinding>,
+        /// Client id to ask `after` for the next page; `None` on the last.
+        next: Option<String>,
+    },
+    /// Answer to `IssueTickets`: the evaluated elements in order, one proof
+    /// over all of them, and the signed ticket key to check it against.
+    TicketsIssued {
+        /// One evaluated element per blinded input.
+        evaluated: Vec<[u8; 32]>,
+        /// The batch proof (64 bytes).
+        proof: Vec<u8>,
+        /// The AS's ticket key.
+        key: TicketKey,
+    },
+}
+
+impl AsResponse {
+    /// Flat wire index of each variant in [`super::Response`].
+    pub(crate) const TAGS: Tags = &[2, 3, 19, 20, 21, 24];
 }
 
 /// Why the AS refused a request (besides the shared reasons of

@@ -5,6 +5,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::flat::Tags;
+use super::rules::{Admission, Rules};
+use super::tickets::TicketKind;
 
 /// A request the CS serves.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,15 +49,22 @@ impl CsRequest {
     /// Flat wire index of each variant (protocol version 1).
     pub(crate) const TAGS: Tags = &[4, 5, 15, 23];
 
-    /// The identity whose CS shard serves the request.
-    pub fn shard_key(&self) -> &[u8] {
+    /// The rules of each CS request ([`Rules`]); the identity picks the
+    /// shard. A fetch consumes KeyPackages, so only its paid form (named by
+    /// its ticket) may be repeated.
+    pub fn rules(&self) -> Rules<'_> {
         use super::r#as::identity_of;
         match self {
-            CsRequest::PublishKeyPackages { body, .. } => identity_of(&body.client),
-            CsRequest::FetchKeyPackages { identity } | CsRequest::FetchPaid { identity, .. } => {
-                identity.as_bytes()
+            CsRequest::PublishKeyPackages { body, .. } => Rules::once(identity_of(&body.client)),
+            CsRequest::FetchKeyPackages { identity } => {
+                Rules::once(identity.as_bytes()).paid(TicketKind::Fetch).admit(Admission::Fetch)
             }
-            CsRequest::CountKeyPackages { body, .. } => identity_of(&body.client),
+            CsRequest::FetchPaid { identity, .. } => {
+                Rules::repeatable(identity.as_bytes()).admit(Admission::NodesOnly)
+            }
+            CsRequest::CountKeyPackages { body, .. } => {
+                Rules::repeatable(identity_of(&body.client))
+            }
         }
     }
 
@@ -68,14 +77,30 @@ impl CsRequest {
             CsRequest::FetchKeyPackages { .. } | CsRequest::FetchPaid { .. } => None,
         }
     }
+}
 
-    /// See [`super::Request::repeatable`]; a fetch consumes KeyPackages.
-    pub fn repeatable(&self) -> bool {
-        match self {
-            CsRequest::CountKeyPackages { .. } | CsRequest::FetchPaid { .. } => true,
-            CsRequest::PublishKeyPackages { .. } | CsRequest::FetchKeyPackages { .. } => false,
-        }
-    }
+/// What the CS answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CsResponse {
+    /// Answer to `PublishKeyPackages`.
+    Published {
+        /// One-time KeyPackages now stored for the client.
+        stored: u32,
+    },
+    /// Answer to `FetchKeyPackages`: at most one per client of the identity.
+    KeyPackages(Vec<FetchedKeyPackage>),
+    /// Answer to `CountKeyPackages`.
+    KeyPackageCount {
+        /// One-time KeyPackages left.
+        count: u32,
+        /// Whether a last-resort KeyPackage is stored.
+        last_resort: bool,
+    },
+}
+
+impl CsResponse {
+    /// Flat wire index of each variant in [`super::Response`].
+    pub(crate) const TAGS: Tags = &[4, 5, 17];
 }
 
 /// Why the CS refused an upload (besides the shared reasons of

@@ -13,6 +13,8 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use super::flat::Tags;
 use super::ods::DeliveryCap;
+use super::rules::{Admission, Rules};
+use super::tickets::TicketKind;
 
 /// Exporter label of envelope keys.
 pub const EXPORT_ENVELOPE: &str = "mlsd envelope";
@@ -219,20 +221,46 @@ impl IdsRequest {
     /// Flat wire index of each variant (protocol version 1).
     pub(crate) const TAGS: Tags = &[10, 11];
 
-    /// The group id, which picks the IDS shard.
-    pub fn shard_key(&self) -> &[u8] {
+    /// The rules of each IDS request ([`Rules`]); the group id picks the
+    /// shard, and the sender retries a send itself.
+    pub fn rules(&self) -> Rules<'_> {
         match self {
-            IdsRequest::CreateGroup { group, .. } => group,
-            IdsRequest::Send { body, .. } => &body.group,
+            IdsRequest::CreateGroup { group, .. } => {
+                Rules::once(group).paid(TicketKind::Group).admit(Admission::CreateGroup)
+            }
+            IdsRequest::Send { body, .. } => Rules::once(&body.group).admit(Admission::Send),
         }
     }
+}
 
-    /// See [`super::Request::repeatable`]; the sender retries a send itself.
-    pub fn repeatable(&self) -> bool {
-        match self {
-            IdsRequest::CreateGroup { .. } | IdsRequest::Send { .. } => false,
-        }
-    }
+/// What the IDS answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IdsResponse {
+    /// Answer to `CreateGroup`.
+    GroupCreated,
+    /// Answer to `Send`: every copy is durably enqueued.
+    Sent {
+        /// Copies enqueued (recipients plus Welcomes).
+        copies: u32,
+    },
+    /// Answer to `Send` when every copy reached an outcome but some were not
+    /// stored: the message was accepted (a commit counts for its epoch) and
+    /// the stored copies stay stored. The sender retries with the same
+    /// message id while a reason is retryable; the others are final.
+    PartlySent {
+        /// Copies in all (recipients plus Welcomes).
+        copies: u32,
+        /// Copies not stored.
+        failed: u32,
+        /// The recipients not served, at most `MAX_UNDELIVERED_LISTED` of
+        /// them (`failed` counts all).
+        undelivered: Vec<Undelivered>,
+    },
+}
+
+impl IdsResponse {
+    /// Flat wire index of each variant in [`super::Response`].
+    pub(crate) const TAGS: Tags = &[6, 7, 18];
 }
 
 /// Why the IDS refused a group request.
@@ -259,7 +287,7 @@ pub enum IdsError {
     InvalidMessage(String),
     /// Some copies could not be enqueued; the send may be retried with the
     /// same message id without duplicating the copies that were. (Nodes of
-    /// this version answer `Response::PartlySent` instead, which says which
+    /// this version answer `IdsResponse::PartlySent` instead, which says which
     /// recipients and why; clients still treat this one as retryable.)
     #[error("{failed} of {total} copies not enqueued")]
     Incomplete {

@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use super::flat::Tags;
+use super::rules::{Admission, Rules};
+use super::tickets::TicketKind;
 
 /// A mailbox id: 32 random bytes chosen by the client that opens it.
 pub type MailboxId = [u8; 32];
@@ -298,34 +300,60 @@ pub enum OdsRequest {
     },
 }
 
+/// A mailbox's [`ShardHint`], as a shard key.
+fn hint(mailbox: &MailboxId) -> &[u8] {
+    &mailbox[..2]
+}
+
 impl OdsRequest {
     /// Flat wire index of each variant (protocol version 1).
     pub(crate) const TAGS: Tags = &[6, 7, 8, 9, 20, 21];
 
-    /// The mailbox's [`ShardHint`], which picks the ODS shard.
-    pub fn shard_key(&self) -> &[u8] {
-        let m = match self {
-            OdsRequest::OpenMailbox { mailbox, .. } => mailbox,
-            OdsRequest::Fetch { auth, .. }
-            | OdsRequest::Subscribe { auth, .. }
-            | OdsRequest::Ack { auth, .. }
-            | OdsRequest::IssueCapabilities { auth, .. }
-            | OdsRequest::RevokeCapabilities { auth, .. } => &auth.mailbox,
-        };
-        &m[..2]
-    }
-
-    /// See [`super::Request::repeatable`]: a second fetch or ack changes
-    /// nothing (it is refused as a replay, and the client signs anew).
-    pub fn repeatable(&self) -> bool {
+    /// The rules of each mailbox request ([`Rules`]); the mailbox's
+    /// [`ShardHint`] picks the shard. A second fetch or ack changes nothing
+    /// (it is refused as a replay, and the client signs anew).
+    pub fn rules(&self) -> Rules<'_> {
         match self {
-            OdsRequest::Fetch { .. } | OdsRequest::Ack { .. } => true,
-            OdsRequest::OpenMailbox { .. }
-            | OdsRequest::Subscribe { .. }
-            | OdsRequest::IssueCapabilities { .. }
-            | OdsRequest::RevokeCapabilities { .. } => false,
+            OdsRequest::OpenMailbox { mailbox, .. } => {
+                Rules::once(hint(mailbox)).paid(TicketKind::Mailbox).admit(Admission::OpenMailbox)
+            }
+            OdsRequest::Fetch { auth, .. } | OdsRequest::Ack { auth, .. } => {
+                Rules::repeatable(hint(&auth.mailbox))
+            }
+            OdsRequest::Subscribe { auth, .. }
+            | OdsRequest::IssueCapabilities { auth, .. }
+            | OdsRequest::RevokeCapabilities { auth, .. } => Rules::once(hint(&auth.mailbox)),
         }
     }
+}
+
+/// What the ODS answers a mailbox's holder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OdsResponse {
+    /// Answer to `OpenMailbox`.
+    MailboxOpened,
+    /// Answer to `Fetch`, in sequence order.
+    Envelopes(Vec<Delivered>),
+    /// Answer to `Ack`: envelopes still queued.
+    Acked {
+        /// Envelopes left in the mailbox.
+        remaining: u32,
+    },
+    /// Answer to `IssueCapabilities`: each token's serial, in order.
+    CapabilitiesIssued {
+        /// Serials, as [`Delivered::via`] will name them.
+        serials: Vec<u64>,
+    },
+    /// Answer to `RevokeCapabilities`.
+    CapabilitiesRevoked {
+        /// How many of the tokens were live capabilities of the mailbox.
+        revoked: u32,
+    },
+}
+
+impl OdsResponse {
+    /// Flat wire index of each variant in [`super::Response`].
+    pub(crate) const TAGS: Tags = &[11, 12, 13, 22, 23];
 }
 
 /// Why the ODS refused a mailbox request (besides the shared reasons of
@@ -373,8 +401,10 @@ mod tests {
             let budget = page_budget(crate::limits::ABSOLUTE_MAX_FRAME);
             for page in into_pages(page_of(budget / (size + DELIVERED_OVERHEAD) + 3, size), budget)
             {
-                let bytes =
-                    crate::codec::encode(&ResponseFrame::new(Response::Envelopes(page))).unwrap();
+                let bytes = crate::codec::encode(&ResponseFrame::new(Response::Ods(
+                    OdsResponse::Envelopes(page),
+                )))
+                .unwrap();
                 assert!(bytes.len() <= CLIENT_MAX_RESPONSE as usize, "{size}: {}", bytes.len());
             }
         }

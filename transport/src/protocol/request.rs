@@ -12,6 +12,7 @@ use super::flat::{self, Inner, Nested, Tags};
 use super::ids::IdsRequest;
 use super::ods::OdsRequest;
 use super::r#as::AsRequest;
+use super::rules::Rules;
 use super::sds::SdsRequest;
 use super::Role;
 
@@ -51,32 +52,40 @@ const GROUPS: &[Tags] =
     &[PING, AsRequest::TAGS, CsRequest::TAGS, IdsRequest::TAGS, OdsRequest::TAGS, SdsRequest::TAGS];
 
 impl Request {
-    /// The role that serves this request and the key that picks its owner
-    /// (identity for AS/CS, group id for IDS, mailbox id for ODS, blob id for SDS).
-    pub fn shard(&self) -> (Role, &[u8]) {
+    /// The role that serves this request.
+    pub fn role(&self) -> Role {
         match self {
-            Request::Ping(p) => (p.role, &p.key),
-            Request::As(r) => (Role::As, r.shard_key()),
-            Request::Cs(r) => (Role::Cs, r.shard_key()),
-            Request::Ids(r) => (Role::Ids, r.shard_key()),
-            Request::Ods(r) => (Role::Ods, r.shard_key()),
-            Request::Sds(r) => (Role::Sds, r.shard_key()),
+            Request::Ping(p) => p.role,
+            Request::As(_) => Role::As,
+            Request::Cs(_) => Role::Cs,
+            Request::Ids(_) => Role::Ids,
+            Request::Ods(_) => Role::Ods,
+            Request::Sds(_) => Role::Sds,
         }
     }
 
-    /// Whether serving the request twice has the effect of serving it once,
-    /// so a node may send it again when the answer was lost: reads, and a
-    /// mailbox's fetch and ack. The others are retried by their client,
-    /// which knows whether the first attempt took effect.
-    pub fn repeatable(&self) -> bool {
+    /// The request's rules, as its role states them beside it; a ping is
+    /// free and repeatable, and reaches the owner of its key.
+    pub fn rules(&self) -> Rules<'_> {
         match self {
-            Request::Ping(_) => true,
-            Request::As(r) => r.repeatable(),
-            Request::Cs(r) => r.repeatable(),
-            Request::Ids(r) => r.repeatable(),
-            Request::Ods(r) => r.repeatable(),
-            Request::Sds(r) => r.repeatable(),
+            Request::Ping(p) => Rules::repeatable(&p.key),
+            Request::As(r) => r.rules(),
+            Request::Cs(r) => r.rules(),
+            Request::Ids(r) => r.rules(),
+            Request::Ods(r) => r.rules(),
+            Request::Sds(r) => r.rules(),
         }
+    }
+
+    /// The role that serves this request and the key that picks its shard
+    /// ([`Rules::shard_key`]).
+    pub fn shard(&self) -> (Role, &[u8]) {
+        (self.role(), self.rules().shard_key)
+    }
+
+    /// See [`Rules::repeatable`].
+    pub fn repeatable(&self) -> bool {
+        self.rules().repeatable
     }
 }
 
@@ -132,5 +141,61 @@ mod tests {
         let mut tags: Vec<u32> = GROUPS.iter().flat_map(|g| g.iter().copied()).collect();
         tags.sort_unstable();
         assert_eq!(tags, (0..24).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn what_creates_something_costly_pays_a_ticket_and_is_limited_per_address() {
+        use super::super::rules::Admission;
+        use super::super::tickets::TicketKind;
+        use super::super::{MailboxAuth, RosterMode};
+        let costly = [
+            (
+                Request::Cs(CsRequest::FetchKeyPackages { identity: "bob".into() }),
+                TicketKind::Fetch,
+            ),
+            (
+                Request::Ods(OdsRequest::OpenMailbox {
+                    mailbox: [1; 32],
+                    auth_key: vec![],
+                    push: None,
+                }),
+                TicketKind::Mailbox,
+            ),
+            (
+                Request::Ids(IdsRequest::CreateGroup {
+                    group: vec![1],
+                    mode: RosterMode::Stored,
+                    auth_key: [0; 32],
+                    roster: None,
+                }),
+                TicketKind::Group,
+            ),
+            (
+                Request::Sds(SdsRequest::PutBlob {
+                    id: [1; 32],
+                    cap: [2; 32],
+                    offset: 0,
+                    total: 3,
+                    data: vec![1, 2, 3],
+                }),
+                TicketKind::Blob,
+            ),
+        ];
+        for (r, kind) in costly {
+            let rules = r.rules();
+            assert_eq!(rules.ticket, Some(kind), "{r:?}");
+            assert!(!rules.repeatable, "{r:?}");
+            assert_ne!(rules.admission, Admission::Free, "{r:?}");
+        }
+        let auth = MailboxAuth { mailbox: [7; 32], counter: 1, signature: vec![] };
+        let fetch = Request::Ods(OdsRequest::Fetch { auth, after: 0, limit: 1 });
+        assert_eq!(fetch.rules().ticket, None);
+        assert_eq!(fetch.shard(), (Role::Ods, &[7u8, 7][..]));
+        let paid = Request::Cs(CsRequest::FetchPaid { identity: "bob".into(), paid: [0; 32] });
+        assert_eq!(
+            paid.rules().admission,
+            Admission::NodesOnly,
+            "clients cannot name a paid fetch"
+        );
     }
 }

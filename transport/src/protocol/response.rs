@@ -1,145 +1,124 @@
-//! What a node answers: one enum for every role, because clients and nodes
-//! read answers without knowing which role produced them.
+//! What a node answers: one enum per role beside that role's requests, the
+//! node-to-node answers apart, and [`Response`] gathering them.
+//!
+//! On the wire, [`Response`] is the flat enum protocol version 1 has always
+//! sent (see [`super::flat`]): clients and nodes read an answer without
+//! knowing which role produced it.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::tickets::TicketKey;
-use super::{
-    Delivered, EnqueueResult, FetchedKeyPackage, PendingDevice, Role, SignedBinding, Undelivered,
-    WireError,
-};
+use super::cs::CsResponse;
+use super::flat::{self, Inner, Nested, Tags};
+use super::ids::IdsResponse;
+use super::node::NodeResponse;
+use super::ods::OdsResponse;
+use super::r#as::AsResponse;
+use super::sds::SdsResponse;
+use super::{Role, WireError};
 
-/// What a node answers to a [`Request`].
+/// Answer to [`super::Ping`]: who answered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pong {
+    /// Name of the node whose role actor answered.
+    pub node: String,
+    /// The role that answered.
+    pub role: Role,
+}
+
+/// What a node answers to a [`super::Request`] or a [`super::NodeRequest`].
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Response {
-    /// Answer to [`Request::Ping`].
-    Pong {
-        /// Name of the node whose role actor answered.
-        node: String,
-        /// The role that answered.
-        role: Role,
-    },
+    /// Answer to [`super::Request::Ping`].
+    Pong(Pong),
     /// The request was refused or failed; nothing was changed.
     Error(WireError),
-    /// The AS's binding after `Register` or `Revoke`.
-    Binding(SignedBinding),
-    /// Answer to `Lookup`: every unexpired binding, revoked ones marked.
-    Bindings(Vec<SignedBinding>),
-    /// Answer to `PublishKeyPackages`.
-    Published {
-        /// One-time KeyPackages now stored for the client.
-        stored: u32,
-    },
-    /// Answer to `FetchKeyPackages`: at most one per client of the identity.
-    KeyPackages(Vec<FetchedKeyPackage>),
-    /// Answer to `CreateGroup`.
-    GroupCreated,
-    /// Answer to `Send`: every copy is durably enqueued.
-    Sent {
-        /// Copies enqueued (recipients plus Welcomes).
-        copies: u32,
-    },
-    /// Answer to `PutBlob`: bytes received so far (`total` when complete).
-    BlobWritten {
-        /// Bytes written of the current upload.
-        written: u64,
-    },
-    /// Answer to `GetBlob`.
-    Blob {
-        /// Size of the whole blob.
-        total: u64,
-        /// The requested bytes.
-        #[serde(with = "serde_bytes")]
-        data: Vec<u8>,
-    },
-    /// Answer to `DeleteBlob`.
-    BlobDeleted,
-    /// Answer to `OpenMailbox`.
-    MailboxOpened,
-    /// Answer to `Fetch`, in sequence order.
-    Envelopes(Vec<Delivered>),
-    /// Answer to `Ack`: envelopes still queued.
-    Acked {
-        /// Envelopes left in the mailbox.
-        remaining: u32,
-    },
-    /// Answer to a node's `Enqueue`, one result per item in order.
-    Enqueued(Vec<EnqueueResult>),
-    /// Answer to `Chaos`: how many actors were killed (0 when none was alive).
-    Killed {
-        /// Actors killed.
-        count: u32,
-    },
-    /// Answer to an operator's `Enroll`: the token hash is stored.
-    Enrolled,
-    /// Answer to `CountKeyPackages`.
-    KeyPackageCount {
-        /// One-time KeyPackages left.
-        count: u32,
-        /// Whether a last-resort KeyPackage is stored.
-        last_resort: bool,
-    },
-    /// Answer to `Send` when every copy reached an outcome but some were not
-    /// stored: the message was accepted (a commit counts for its epoch) and
-    /// the stored copies stay stored. The sender retries with the same
-    /// message id while a reason is retryable; the others are final.
-    PartlySent {
-        /// Copies in all (recipients plus Welcomes).
-        copies: u32,
-        /// Copies not stored.
-        failed: u32,
-        /// The recipients not served, at most `MAX_UNDELIVERED_LISTED` of
-        /// them (`failed` counts all).
-        undelivered: Vec<Undelivered>,
-    },
-    /// Answer to `Register` of a new device of an identity that has
-    /// devices already: nothing is bound until a live device of the identity
-    /// approves it (`Approve`), or an operator's token is presented.
-    RegistrationPending {
-        /// The pending request, as the approving device will see it.
-        pending: PendingDevice,
-    },
-    /// Answer to `Devices`: every device of the identity (revoked ones
-    /// marked) and every pending registration.
-    Devices {
-        /// The bindings, signed like `Lookup`'s.
-        bindings: Vec<SignedBinding>,
-        /// Registrations awaiting approval.
-        pending: Vec<PendingDevice>,
-    },
-    /// Answer to `LookupPage`: up to `LOOKUP_PAGE` unexpired bindings in
-    /// client id order, revoked ones marked.
-    BindingPage {
-        /// The bindings, signed like `Lookup`'s.
-        bindings: Vec<SignedBinding>,
-        /// Client id to ask `after` for the next page; `None` on the last.
-        next: Option<String>,
-    },
-    /// Answer to `IssueCapabilities`: each token's serial, in order.
-    CapabilitiesIssued {
-        /// Serials, as [`Delivered::via`] will name them.
-        serials: Vec<u64>,
-    },
-    /// Answer to `RevokeCapabilities`.
-    CapabilitiesRevoked {
-        /// How many of the tokens were live capabilities of the mailbox.
-        revoked: u32,
-    },
-    /// Tickets issued blindly: the evaluated elements in order, one proof
-    /// over all of them, and the signed ticket key to check it against.
-    TicketsIssued {
-        /// One evaluated element per blinded input.
-        evaluated: Vec<[u8; 32]>,
-        /// The batch proof (64 bytes).
-        proof: Vec<u8>,
-        /// The AS's ticket key.
-        key: TicketKey,
-    },
-    /// A ticket was spent (or had been spent for this same request).
-    Spent,
-    /// Answers to a `Raft` node request, one per call, each opaque
-    /// (an encoded openraft result).
-    Raft(Vec<serde_bytes::ByteBuf>),
-    /// Answer to `ShardStatus`.
-    ShardStatus(Vec<super::ShardLine>),
+    /// The AS's answers.
+    As(AsResponse),
+    /// The CS's answers.
+    Cs(CsResponse),
+    /// The IDS's answers.
+    Ids(IdsResponse),
+    /// The ODS's answers to a mailbox's holder.
+    Ods(OdsResponse),
+    /// The SDS's answers.
+    Sds(SdsResponse),
+    /// Answers to node-to-node requests, never sent to a client.
+    Node(NodeResponse),
+}
+
+/// Flat wire index of [`Pong`].
+const PONG: Tags = &[0];
+/// Flat wire index of [`Response::Error`].
+const ERROR: Tags = &[1];
+
+/// The groups of the flat enum, in the order `Nested::build` numbers them.
+const GROUPS: &[Tags] = &[
+    PONG,
+    ERROR,
+    AsResponse::TAGS,
+    CsResponse::TAGS,
+    IdsResponse::TAGS,
+    OdsResponse::TAGS,
+    SdsResponse::TAGS,
+    NodeResponse::TAGS,
+];
+
+impl Serialize for Response {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        const NAME: &str = "Response";
+        match self {
+            Response::Pong(p) => s.serialize_newtype_variant(NAME, PONG[0], "Pong", p),
+            Response::Error(e) => s.serialize_newtype_variant(NAME, ERROR[0], "Error", e),
+            Response::As(r) => flat::serialize(r, NAME, AsResponse::TAGS, s),
+            Response::Cs(r) => flat::serialize(r, NAME, CsResponse::TAGS, s),
+            Response::Ids(r) => flat::serialize(r, NAME, IdsResponse::TAGS, s),
+            Response::Ods(r) => flat::serialize(r, NAME, OdsResponse::TAGS, s),
+            Response::Sds(r) => flat::serialize(r, NAME, SdsResponse::TAGS, s),
+            Response::Node(r) => flat::serialize(r, NAME, NodeResponse::TAGS, s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Response {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        flat::deserialize(d, "Response", GROUPS, Build)
+    }
+}
+
+/// Builds a [`Response`] from its group of [`GROUPS`].
+struct Build;
+
+impl<'de> Nested<'de, Response> for Build {
+    fn build<V: serde::de::VariantAccess<'de>>(
+        self,
+        group: usize,
+        inner: Inner<V>,
+    ) -> Result<Response, V::Error> {
+        Ok(match group {
+            0 => Response::Pong(inner.into_variant().newtype_variant()?),
+            1 => Response::Error(inner.into_variant().newtype_variant()?),
+            2 => Response::As(AsResponse::deserialize(inner)?),
+            3 => Response::Cs(CsResponse::deserialize(inner)?),
+            4 => Response::Ids(IdsResponse::deserialize(inner)?),
+            5 => Response::Ods(OdsResponse::deserialize(inner)?),
+            6 => Response::Sds(SdsResponse::deserialize(inner)?),
+            _ => Response::Node(NodeResponse::deserialize(inner)?),
+        })
+    }
+}
+
+flat::nested_from!(Response: Pong => Pong, WireError => Error, AsResponse => As,
+    CsResponse => Cs, IdsResponse => Ids, OdsResponse => Ods, SdsResponse => Sds,
+    NodeResponse => Node);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_groups_number_every_response_once() {
+        let mut tags: Vec<u32> = GROUPS.iter().flat_map(|g| g.iter().copied()).collect();
+        tags.sort_unstable();
+        assert_eq!(tags, (0..28).collect::<Vec<_>>());
+    }
 }

@@ -5,6 +5,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::flat::Tags;
+use super::rules::{Admission, Rules};
+use super::tickets::TicketKind;
 
 /// A request the SDS serves.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,22 +50,41 @@ impl SdsRequest {
     /// Flat wire index of each variant (protocol version 1).
     pub(crate) const TAGS: Tags = &[12, 13, 14];
 
-    /// The blob id, which picks the SDS shard.
-    pub fn shard_key(&self) -> &[u8] {
+    /// The rules of each SDS request ([`Rules`]); the blob id picks the shard.
+    pub fn rules(&self) -> Rules<'_> {
         match self {
-            SdsRequest::PutBlob { id, .. }
-            | SdsRequest::GetBlob { id, .. }
-            | SdsRequest::DeleteBlob { id, .. } => id,
+            SdsRequest::PutBlob { id, data, .. } => {
+                Rules::once(id).paid(TicketKind::Blob).admit(Admission::Upload(data.len() as u64))
+            }
+            SdsRequest::GetBlob { id, .. } => Rules::repeatable(id),
+            SdsRequest::DeleteBlob { id, .. } => Rules::once(id),
         }
     }
+}
 
-    /// See [`super::Request::repeatable`].
-    pub fn repeatable(&self) -> bool {
-        match self {
-            SdsRequest::GetBlob { .. } => true,
-            SdsRequest::PutBlob { .. } | SdsRequest::DeleteBlob { .. } => false,
-        }
-    }
+/// What the SDS answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SdsResponse {
+    /// Answer to `PutBlob`: bytes received so far (`total` when complete).
+    BlobWritten {
+        /// Bytes written of the current upload.
+        written: u64,
+    },
+    /// Answer to `GetBlob`.
+    Blob {
+        /// Size of the whole blob.
+        total: u64,
+        /// The requested bytes.
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    /// Answer to `DeleteBlob`.
+    BlobDeleted,
+}
+
+impl SdsResponse {
+    /// Flat wire index of each variant in [`super::Response`].
+    pub(crate) const TAGS: Tags = &[8, 9, 10];
 }
 
 /// Why the SDS refused a request.

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{CsRequest, IdsRequest, OdsRequest, Request, SdsRequest};
+use super::Request;
 
 /// Bytes of a ticket's PRF output (SHA-512).
 pub const OUTPUT_LEN: usize = 64;
@@ -44,17 +44,6 @@ impl TicketKind {
             TicketKind::Mailbox => "mailbox",
             TicketKind::Group => "group",
             TicketKind::Blob => "blob",
-        }
-    }
-
-    /// The kind of ticket `req` needs, if any.
-    pub fn for_request(req: &Request) -> Option<TicketKind> {
-        match req {
-            Request::Cs(CsRequest::FetchKeyPackages { .. }) => Some(TicketKind::Fetch),
-            Request::Ods(OdsRequest::OpenMailbox { .. }) => Some(TicketKind::Mailbox),
-            Request::Ids(IdsRequest::CreateGroup { .. }) => Some(TicketKind::Group),
-            Request::Sds(SdsRequest::PutBlob { .. }) => Some(TicketKind::Blob),
-            _ => None,
         }
     }
 }

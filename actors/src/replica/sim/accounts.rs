@@ -37,6 +37,7 @@ use mlsd_transport::protocol::r#as::LABEL_REGISTER;
 use mlsd_transport::protocol::{
     AsRequest, CountBody, CsRequest, FetchedKeyPackage, PublishBody, RegisterBody, SdsRequest,
 };
+use mlsd_transport::protocol::{AsResponse, CsResponse, SdsResponse};
 use mlsd_transport::{Request, Response, Role};
 
 use super::super::view::CommitError;
@@ -374,7 +375,7 @@ impl AcctLedger {
         answer: &Response,
     ) -> bool {
         match answer {
-            Response::Binding(b) => {
+            Response::As(AsResponse::Binding(b)) => {
                 let parties = self.bound.entry(identity).or_default();
                 parties.insert(party);
                 if parties.len() > 1 {
@@ -389,7 +390,7 @@ impl AcctLedger {
                 }
                 true
             }
-            Response::RegistrationPending { .. } => false,
+            Response::As(AsResponse::RegistrationPending { .. }) => false,
             other => {
                 self.anomalies
                     .push(format!("{}: registration answered {other:?}", client(identity, party)));
@@ -432,7 +433,7 @@ impl AcctLedger {
     /// Checks a read of blob `blob`.
     pub fn read(&mut self, blob: u64, answer: &Response) {
         match answer {
-            Response::Blob { data, .. } if *data == blob_data(blob) => {}
+            Response::Sds(SdsResponse::Blob { data, .. }) if *data == blob_data(blob) => {}
             other => self.anomalies.push(format!("blob {blob:x} read as {other:?}")),
         }
     }
@@ -463,7 +464,7 @@ pub fn check(l: &mut AcctLedger, views: Views<'_>, now: SystemTime) -> Result<us
     };
     for (identity, parties) in &l.bound {
         let Some(&party) = parties.iter().next() else { continue };
-        let Response::Bindings(all) = lookup(&mut auth, *identity) else {
+        let Response::As(AsResponse::Bindings(all)) = lookup(&mut auth, *identity) else {
             return Err(format!("u{identity}: no bindings to read"));
         };
         let key = signing_key(*identity, party).verifying_key().to_bytes().to_vec();
@@ -482,7 +483,9 @@ pub fn check(l: &mut AcctLedger, views: Views<'_>, now: SystemTime) -> Result<us
     for (paid, identity) in unanswered {
         let pre = lookup(&mut auth, identity);
         let d = cs.handle(AcctOp::Fetch { identity, paid }.request(), Some(pre), &cctx);
-        if let (Response::KeyPackages(kps), true) = (&d.response, d.writes.ops.is_empty()) {
+        if let (Response::Cs(CsResponse::KeyPackages(kps)), true) =
+            (&d.response, d.writes.ops.is_empty())
+        {
             l.fetched(paid, kps);
         }
     }
@@ -493,7 +496,7 @@ pub fn check(l: &mut AcctLedger, views: Views<'_>, now: SystemTime) -> Result<us
         let pre = lookup(&mut auth, identity);
         let ask = AcctOp::Count { identity, party, timestamp: unix(now) }.request();
         let left = match cs.handle(ask, Some(pre), &cctx).response {
-            Response::KeyPackageCount { count, .. } => count as usize,
+            Response::Cs(CsResponse::KeyPackageCount { count, .. }) => count as usize,
             other => return Err(format!("u{identity}: cannot count: {other:?}")),
         };
         let handed = l.handed_of(&client(identity, party));
@@ -507,7 +510,8 @@ pub fn check(l: &mut AcctLedger, views: Views<'_>, now: SystemTime) -> Result<us
     let mut sds = SdsLogic::new(sds_settings());
     for &blob in &l.blobs {
         let r = sds.handle(AcctOp::Get { blob }.request(), None, &sctx).response;
-        if !matches!(&r, Response::Blob { data, .. } if *data == blob_data(blob)) {
+        if !matches!(&r, Response::Sds(SdsResponse::Blob { data, .. }) if *data == blob_data(blob))
+        {
             return Err(format!("acknowledged blob {blob:x} reads as {r:?}"));
         }
     }

@@ -5,6 +5,7 @@
 //! of KeyPackages, a blob uploader and a reader for the accounts run.
 
 use super::*;
+use mlsd_transport::protocol::{AsResponse, CsResponse, NodeResponse, OdsResponse, SdsResponse};
 use role::Hosts;
 
 /// A request of the simulation's clients, to the run's role.
@@ -251,7 +252,7 @@ async fn enqueuer(w: Clients, client: u64) {
                 (rng.gen_range(0..mailbox::MAILBOXES), (client << 32) | n)
             })
             .collect();
-        if let Some(Reply::Answer(Response::Enqueued(results))) =
+        if let Some(Reply::Answer(Response::Node(NodeResponse::Enqueued(results)))) =
             decide(mailbox::MailOp::Enqueue(copies.clone()), &mut rng, &w).await
         {
             w.trace.note(format_args!("client {client}: {copies:x?} enqueued: {results:?}"));
@@ -271,7 +272,7 @@ async fn owner(w: Clients, k: u8) {
         tokio::time::sleep(Duration::from_millis(rng.gen_range(50..400))).await;
         last = mailbox::counter(w.trace.now(), last);
         let page = match decide(MailOp::Fetch(k, after, last), &mut rng, &w).await {
-            Some(Reply::Answer(Response::Envelopes(page))) => page,
+            Some(Reply::Answer(Response::Ods(OdsResponse::Envelopes(page)))) => page,
             _ => continue,
         };
         ledger(&w).mail.fetched(k, &page);
@@ -283,7 +284,7 @@ async fn owner(w: Clients, k: u8) {
             let acked = l.mail.acked.entry(k).or_default();
             *acked = (*acked).max(up_to);
         }
-        if let Some(Reply::Answer(Response::Acked { .. })) =
+        if let Some(Reply::Answer(Response::Ods(OdsResponse::Acked { .. }))) =
             decide(MailOp::Ack(k, up_to, last), &mut rng, &w).await
         {
             w.trace.note(format_args!("mailbox {k}: acked up to {up_to}"));
@@ -338,7 +339,9 @@ async fn registrars(w: Clients) {
                 let mut l = ledger(&w);
                 let a = &mut l.accounts;
                 match r {
-                    Response::Published { stored } if stored as usize == accounts::ONE_TIME => {
+                    Response::Cs(CsResponse::Published { stored })
+                        if stored as usize == accounts::ONE_TIME =>
+                    {
                         a.published.insert(identity, party);
                     }
                     other => a.anomalies.push(format!("u{identity}: published {other:?}")),
@@ -353,9 +356,10 @@ async fn registrars(w: Clients) {
 /// An answer, short, for the trace.
 fn short(r: &Response) -> String {
     match r {
-        Response::Binding(b) => format!("bound, serial {}", b.binding.serial),
-        Response::RegistrationPending { .. } => "pending".into(),
-        Response::KeyPackages(k) => format!("{} KeyPackages", k.len()),
+        Response::As(AsResponse::Binding(b)) => format!("bound, serial {}", b.binding.serial),
+        Response::As(AsResponse::RegistrationPending { .. }) => "pending".into(),
+        Response::Cs(CsResponse::KeyPackages(k)) => format!("{} KeyPackages", k.len()),
+        Response::Cs(CsResponse::Published { stored }) => format!("Published {stored}"),
         other => format!("{other:?}").chars().take(80).collect(),
     }
 }
@@ -377,7 +381,9 @@ async fn fetcher(w: Clients, client: u64) {
         paid += 1;
         ledger(&w).accounts.asked.insert(paid, identity);
         let op = accounts::AcctOp::Fetch { identity, paid };
-        if let Some(Reply::Answer(Response::KeyPackages(kps))) = decide(op, &mut rng, &w).await {
+        if let Some(Reply::Answer(Response::Cs(CsResponse::KeyPackages(kps)))) =
+            decide(op, &mut rng, &w).await
+        {
             w.trace.note(format_args!("fetch {paid:x} of u{identity}: {} KeyPackages", kps.len()));
             ledger(&w).accounts.fetched(paid, &kps);
         }
@@ -395,7 +401,7 @@ async fn uploader(w: Clients, client: u64) {
         for chunk in 0..accounts::chunks(blob) {
             let op = accounts::AcctOp::Put { blob, chunk };
             match decide(op, &mut rng, &w).await {
-                Some(Reply::Answer(Response::BlobWritten { written }))
+                Some(Reply::Answer(Response::Sds(SdsResponse::BlobWritten { written })))
                     if written == (u64::from(chunk) + 1) * accounts::CHUNK as u64 => {}
                 Some(Reply::Answer(other)) => {
                     let what = format!("blob {blob:x} chunk {chunk} answered {other:?}");

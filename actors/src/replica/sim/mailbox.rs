@@ -17,6 +17,7 @@ use mlsd_roles::settings::OdsSettings;
 use mlsd_roles::{RoleContext, RoleLogic};
 use mlsd_transport::protocol::identity::signing_bytes;
 use mlsd_transport::protocol::ods::{LABEL_ACK, LABEL_FETCH, LABEL_ISSUE};
+use mlsd_transport::protocol::OdsResponse;
 use mlsd_transport::protocol::{
     shard_of, DeliveryCap, EnqueueItem, EnqueueResult, MailboxAuth, MailboxId, OdsRequest,
 };
@@ -228,8 +229,8 @@ pub fn read_all(
         last += 1;
         let Some(request) = MailOp::Fetch(k, after, last).request() else { break };
         match logic.handle(request, None, &ctx).response {
-            Response::Envelopes(page) if page.is_empty() => break,
-            Response::Envelopes(page) => {
+            Response::Ods(OdsResponse::Envelopes(page)) if page.is_empty() => break,
+            Response::Ods(OdsResponse::Envelopes(page)) => {
                 after = page.last().map_or(after, |e| e.seq);
                 all.extend(page);
             }

@@ -20,6 +20,7 @@ use mlsd_roles::ids::fixtures::{roster, Member};
 use mlsd_roles::ids::logic::GroupLogic;
 use mlsd_roles::{RoleContext, RoleLogic};
 use mlsd_transport::protocol::ids::send_mac;
+use mlsd_transport::protocol::IdsResponse;
 use mlsd_transport::protocol::{
     CommitExtras, DeliveryCap, IdsError, IdsRequest, Recipients, RosterMode, SendBody,
 };
@@ -268,7 +269,9 @@ pub async fn serve(
     match host(replica, &hosts.ids, key, load, decide, think, now).await {
         Err(e) => Reply::Retry(e),
         Ok(Err(why)) => Reply::Refused(why),
-        Ok(Ok(Response::Sent { .. } | Response::GroupCreated)) => Reply::Done,
+        Ok(Ok(
+            Response::Ids(IdsResponse::Sent { .. }) | Response::Ids(IdsResponse::GroupCreated),
+        )) => Reply::Done,
         Ok(Ok(Response::Error(WireError::Ids(IdsError::StaleEpoch { current })))) => {
             Reply::Stale { epoch: current }
         }
