@@ -15,6 +15,7 @@ use mlsd_transport::protocol::{
     AsError, AsRequest, AuthError, BadFrame, CsError, CsRequest, IdsError, IdsRequest, OdsError,
     OdsRequest, SdsError, SdsRequest,
 };
+use mlsd_transport::protocol::{OperatorRequest, Spend};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{settled, Cluster};
@@ -564,13 +565,14 @@ async fn every_unentitled_request_is_refused_and_changes_no_stored_byte() {
         node_frame_on_client_conn(m, revoke_alice()).await,
         |e| matches!(e, WireError::Frame(BadFrame::Malformed(_))),
     ));
-    let spend = NodeRequest::Spend { ticket: w.tickets[2].clone(), bind: [0; 32] };
+    let spend = NodeRequest::Spend(Spend { ticket: w.tickets[2].clone(), bind: [0; 32] });
     rows.push((
         "spend ticket: from a client connection",
         node_frame_on_client_conn(m, spend.clone()).await,
         |e| matches!(e, WireError::Frame(BadFrame::Malformed(_))),
     ));
-    let chaos = NodeRequest::Chaos { target: ChaosTarget::Role(Role::Ods) };
+    let chaos =
+        NodeRequest::Operator(OperatorRequest::Chaos { target: ChaosTarget::Role(Role::Ods) });
     rows.push((
         "chaos: from the operator when the cluster does not allow it",
         node_refusal(&c, "operator", chaos.clone()).await,
@@ -642,11 +644,14 @@ fn without_spent_tickets(contents: Contents) -> (Contents, Vec<Vec<u8>>) {
 }
 
 fn enroll_mallory() -> NodeRequest {
-    NodeRequest::Enroll { identity: "mallory".into(), token_hash: vec![0; 32] }
+    NodeRequest::Operator(OperatorRequest::Enroll {
+        identity: "mallory".into(),
+        token_hash: vec![0; 32],
+    })
 }
 
 fn revoke_alice() -> NodeRequest {
-    NodeRequest::Revoke { client: "alice/phone".into() }
+    NodeRequest::Operator(OperatorRequest::Revoke { client: "alice/phone".into() })
 }
 
 /// `req` sent on a node connection with the certificate `cert` (a node's

@@ -27,6 +27,7 @@ mod common;
 
 use mlsd_roles::ids::group::ACCEPTED_EPOCHS;
 use mlsd_transport::protocol::IdsError;
+use mlsd_transport::protocol::OperatorRequest;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -542,7 +543,7 @@ async fn run(profile: Profile, k: Knobs) {
         let (node, target) = targets[actor_steps % targets.len()];
         actor_steps += 1;
         if let Response::Node(NodeResponse::Killed { count }) =
-            c.operator_call(node, NodeRequest::Chaos { target }).await
+            c.operator_call(node, NodeRequest::Operator(OperatorRequest::Chaos { target })).await
         {
             *kills.entry(format!("{target:?}")).or_default() += count;
         }

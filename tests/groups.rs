@@ -3,6 +3,7 @@
 
 mod common;
 
+use mlsd_transport::protocol::OperatorRequest;
 use mlsd_transport::protocol::{IdsError, IdsRequest};
 use mlsd_transport::protocol::{IdsResponse, NodeResponse};
 use std::collections::HashMap;
@@ -408,9 +409,9 @@ async fn a_fan_out_killed_mid_way_is_completed_by_the_retry_without_duplicates()
     // sleep): it then waits out the window with its copies in hand.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
-        let kill = mlsd_transport::protocol::NodeRequest::Chaos {
+        let kill = mlsd_transport::protocol::NodeRequest::Operator(OperatorRequest::Chaos {
             target: mlsd_transport::protocol::ChaosTarget::Fanout,
-        };
+        });
         match c.operator_call("n2", kill).await {
             mlsd_transport::Response::Node(NodeResponse::Killed { count: 1 }) => break,
             mlsd_transport::Response::Node(NodeResponse::Killed { count: 0 })

@@ -7,6 +7,7 @@
 //! requests from a node certificate. It computes the owner of the request
 //! itself and dials it directly.
 
+use mlsd_transport::protocol::OperatorRequest;
 use mlsd_transport::protocol::{
     ClusterError, NodeFrame, NodeRequest, ResponseFrame, SignedBinding,
 };
@@ -56,7 +57,10 @@ pub async fn enroll(
         .map_err(|e| AdminError::Invalid(format!("no randomness: {e}")))?;
     let token = hex::encode(raw);
     let token_hash = Sha256::digest(token.as_bytes()).to_vec();
-    let request = NodeRequest::Enroll { identity: identity.to_string(), token_hash };
+    let request = NodeRequest::Operator(OperatorRequest::Enroll {
+        identity: identity.to_string(),
+        token_hash,
+    });
     match call_as_owner(config, certs, identity, request).await? {
         Response::Node(NodeResponse::Enrolled) => Ok(token),
         other => Err(AdminError::Invalid(format!("unexpected response {other:?}"))),
@@ -73,7 +77,7 @@ pub async fn revoke(
 ) -> Result<SignedBinding, AdminError> {
     let (identity, _) = mlsd_transport::protocol::identity::split_client_id(client)
         .ok_or_else(|| AdminError::Invalid(format!("invalid client id {client:?}")))?;
-    let request = NodeRequest::Revoke { client: client.to_string() };
+    let request = NodeRequest::Operator(OperatorRequest::Revoke { client: client.to_string() });
     match call_as_owner(config, certs, identity, request).await? {
         Response::As(AsResponse::Binding(b)) => Ok(b),
         other => Err(AdminError::Invalid(format!("unexpected response {other:?}"))),

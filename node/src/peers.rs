@@ -80,11 +80,11 @@ impl Peers {
     /// A call that fails on a pooled connection is tried once more on a fresh
     /// one, since the peer may have restarted since the connection was made;
     /// but only if the request never left (no stream could be opened) or
-    /// running it twice changes nothing ([`may_repeat`]): a KeyPackage fetch,
+    /// running it twice changes nothing ([`NodeRequest::repeatable`]): a KeyPackage fetch,
     /// a mailbox opening or a blob chunk that the peer served before the
     /// connection broke must not run again.
     pub async fn call(&self, node: &str, request: NodeRequest) -> Response {
-        let repeatable = may_repeat(&request);
+        let repeatable = request.repeatable();
         let unavailable = || {
             Response::Error(WireError::Cluster(ClusterError::Unavailable {
                 node: node.to_string(),
@@ -212,23 +212,6 @@ async fn dial(
     }
 }
 
-/// Whether a call whose answer was lost may be sent again: the ODS enqueue
-/// (idempotent per delivery id), a ticket spend (idempotent per request it
-/// pays for), Raft messages (Raft tolerates duplicates), status and the
-/// client requests that are ([`mlsd_transport::Request::repeatable`]).
-fn may_repeat(request: &NodeRequest) -> bool {
-    match request {
-        NodeRequest::Enqueue(_)
-        | NodeRequest::Spend { .. }
-        | NodeRequest::Raft(_)
-        | NodeRequest::ShardStatus => true,
-        NodeRequest::Forward(r) => r.repeatable(),
-        NodeRequest::Enroll { .. } | NodeRequest::Chaos { .. } | NodeRequest::Revoke { .. } => {
-            false
-        }
-    }
-}
-
 fn mark_failed(st: &mut PeerState) {
     st.failures = st.failures.saturating_add(1);
     let backoff = BACKOFF_MIN.saturating_mul(1 << st.failures.min(8).saturating_sub(1));
@@ -269,7 +252,7 @@ mod tests {
             }),
         ];
         for r in consuming {
-            assert!(!may_repeat(&NodeRequest::Forward(r.clone())), "{r:?}");
+            assert!(!NodeRequest::Forward(r.clone()).repeatable(), "{r:?}");
         }
         let reads = [
             Request::As(AsRequest::Lookup { identity: "bob".into() }),
@@ -278,8 +261,8 @@ mod tests {
             Request::Ods(OdsRequest::Fetch { auth, after: 0, limit: 1 }),
         ];
         for r in reads {
-            assert!(may_repeat(&NodeRequest::Forward(r.clone())), "{r:?}");
+            assert!(NodeRequest::Forward(r.clone()).repeatable(), "{r:?}");
         }
-        assert!(may_repeat(&NodeRequest::Enqueue(Vec::new())));
+        assert!(NodeRequest::Enqueue(Vec::new()).repeatable());
     }
 }

@@ -4,6 +4,7 @@
 //! holds.
 
 use mlsd_transport::protocol::NodeResponse;
+use mlsd_transport::protocol::ReplicationRequest;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::path::Path;
@@ -116,7 +117,14 @@ pub async fn status(config: &ClusterConfig, certs: Option<&Path>) -> Report {
     let mut lines: BTreeMap<(String, String), ShardLine> = BTreeMap::new();
     let mut report = Report::default();
     for n in &config.nodes {
-        match call_node(config, certs, &n.name, NodeRequest::ShardStatus).await {
+        match call_node(
+            config,
+            certs,
+            &n.name,
+            NodeRequest::Replication(ReplicationRequest::ShardStatus),
+        )
+        .await
+        {
             Ok(Response::Node(NodeResponse::ShardStatus(ls))) => {
                 for l in ls {
                     lines.insert((format!("{}/{}", l.role, l.shard), l.node.clone()), l);

@@ -2,7 +2,8 @@
 //!
 //! `OldRequest` and `OldWireError` are the flat enums as version 1 defined
 //! them (before each role got its own enum), `OldResponse` the flat answer
-//! enum as version 4 defined it. Every variant must encode to the same bytes
+//! enum as version 4 defined it, `OldNodeRequest` the flat node-to-node
+//! request enum of version 4. Every variant must encode to the same bytes
 //! as its nested counterpart and decode back into it, so peers and stored
 //! client outboxes of either shape agree.
 
@@ -192,6 +193,18 @@ pub enum OldResponse {
     Spent,
     Raft(Vec<serde_bytes::ByteBuf>),
     ShardStatus(Vec<ShardLine>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OldNodeRequest {
+    Forward(Request),
+    Enroll { identity: String, token_hash: Vec<u8> },
+    Chaos { target: ChaosTarget },
+    Enqueue(Vec<EnqueueItem>),
+    Revoke { client: String },
+    Spend { ticket: tickets::Ticket, bind: [u8; 32] },
+    Raft(Vec<RaftCall>),
+    ShardStatus,
 }
 
 /// Asserts that `old` and `new` are the same bytes and decode to `new`.
@@ -532,4 +545,48 @@ fn every_response_keeps_its_flat_bytes() {
         same(old, new);
     }
     assert!(decode::<Response>(&[28]).is_err(), "index 28 is no response");
+}
+
+#[test]
+fn every_node_request_keeps_its_flat_bytes() {
+    let ticket = tickets::Ticket {
+        kind: tickets::TicketKind::Group,
+        day: 3,
+        input: [4; 32],
+        output: vec![5; 32],
+    };
+    let item = EnqueueItem {
+        cap: DeliveryCap { shard: [1; 2], token: [2; 32] },
+        delivery_id: [3; 32],
+        envelope: vec![4; 5],
+    };
+    let call = RaftCall { role: Role::Cs, shard: 2, rpc: RaftRpc::Vote, body: vec![6] };
+    let lookup = Request::As(AsRequest::Lookup { identity: "bob".into() });
+    let pairs: Vec<(OldNodeRequest, NodeRequest)> = vec![
+        (OldNodeRequest::Forward(lookup.clone()), NodeRequest::Forward(lookup)),
+        (
+            OldNodeRequest::Enroll { identity: "carol".into(), token_hash: vec![7; 32] },
+            OperatorRequest::Enroll { identity: "carol".into(), token_hash: vec![7; 32] }.into(),
+        ),
+        (
+            OldNodeRequest::Chaos { target: ChaosTarget::Role(Role::Ids) },
+            OperatorRequest::Chaos { target: ChaosTarget::Role(Role::Ids) }.into(),
+        ),
+        (OldNodeRequest::Enqueue(vec![item.clone()]), NodeRequest::Enqueue(vec![item])),
+        (
+            OldNodeRequest::Revoke { client: "carol/phone".into() },
+            OperatorRequest::Revoke { client: "carol/phone".into() }.into(),
+        ),
+        (
+            OldNodeRequest::Spend { ticket: ticket.clone(), bind: [8; 32] },
+            Spend { ticket, bind: [8; 32] }.into(),
+        ),
+        (OldNodeRequest::Raft(vec![call.clone()]), ReplicationRequest::Raft(vec![call]).into()),
+        (OldNodeRequest::ShardStatus, ReplicationRequest::ShardStatus.into()),
+    ];
+    assert_eq!(pairs.len(), 8, "version 4 has 8 node requests");
+    for (old, new) in pairs {
+        same(old, new);
+    }
+    assert!(decode::<NodeRequest>(&[8]).is_err(), "index 8 is no node request");
 }

@@ -5,39 +5,29 @@
 //! actors (a node's key, on a host an attacker took, grants none of them).
 
 use mlsd_transport::protocol::{AuthError, BadFrame, ClusterError};
+use mlsd_transport::protocol::{OperatorRequest, ReplicationRequest};
 use std::time::Duration;
 
 use mlsd_actors::role::shard_actor_name;
 use mlsd_actors::RoleMsg;
 use mlsd_transport::protocol::NodeResponse;
-use mlsd_transport::protocol::{ChaosTarget, EnqueueResult, NodeRequest};
+use mlsd_transport::protocol::{ChaosTarget, EnqueueResult, NodeRequest, Sender};
 use mlsd_transport::{Response, Role, WireError};
 
 use super::delivery::local_shard;
 use super::{NodePeer, ServerCtx};
 use crate::dispatch::MAX_ENQUEUE_BATCH;
 
-/// Whether `peer` may send `req`: node traffic from nodes, operator actions
-/// from the operator, nothing else.
+/// Whether `peer` may send `req`, as the request's rules say
+/// ([`NodeRequest::sender`]).
 fn entitled(req: &NodeRequest, peer: NodePeer) -> Result<(), WireError> {
-    let needs = match req {
-        NodeRequest::Forward(_)
-        | NodeRequest::Enqueue(_)
-        | NodeRequest::Spend { .. }
-        | NodeRequest::Raft(_) => NodePeer::Node,
-        // What the cluster looks like: the operator's to ask, and a node's
-        // that starts empty (it asks its peers how far their shards are).
-        NodeRequest::ShardStatus => return Ok(()),
-        NodeRequest::Enroll { .. } | NodeRequest::Revoke { .. } | NodeRequest::Chaos { .. } => {
-            NodePeer::Operator
-        }
-    };
-    match (needs, peer) {
-        (a, b) if a == b => Ok(()),
-        (NodePeer::Operator, _) => {
+    match (req.sender(), peer) {
+        (Sender::Either, _) | (Sender::Nodes, NodePeer::Node) => Ok(()),
+        (Sender::Operator, NodePeer::Operator) => Ok(()),
+        (Sender::Operator, _) => {
             Err(WireError::Auth(AuthError::NotAuthorized("operator certificate required".into())))
         }
-        (NodePeer::Node, _) => {
+        (Sender::Nodes, _) => {
             Err(WireError::Auth(AuthError::NotAuthorized("node certificate required".into())))
         }
     }
@@ -54,37 +44,29 @@ pub(super) async fn serve_node_request(
     if let Err(e) = entitled(&req, peer) {
         return Response::Error(e);
     }
-    let as_shard = |key: &[u8]| ctx.shards.shard_of(Role::As, key);
     match req {
         NodeRequest::Forward(request) => {
             let (role, key) = request.shard();
             let shard = ctx.shards.shard_of(role, key);
             local_shard(ctx, shard, |reply| RoleMsg::Request { request, reply }).await
         }
-        NodeRequest::Enroll { identity, token_hash } => {
-            let shard = as_shard(identity.as_bytes());
-            let request = NodeRequest::Enroll { identity, token_hash };
+        NodeRequest::Operator(OperatorRequest::Chaos { target }) => chaos(ctx, target).await,
+        // Enrollments, revocations and ticket spends: the AS shard's.
+        request @ (NodeRequest::Operator(_) | NodeRequest::Spend(_)) => {
+            let Some(key) = request.as_shard_key() else {
+                return Response::Error(WireError::Cluster(ClusterError::Internal(
+                    "no AS shard for this request".into(),
+                )));
+            };
+            let shard = ctx.shards.shard_of(Role::As, key);
             local_shard(ctx, shard, |reply| RoleMsg::Admin { request, reply }).await
         }
-        NodeRequest::Revoke { client } => {
-            let identity = client.split('/').next().unwrap_or("").to_string();
-            let request = NodeRequest::Revoke { client };
-            local_shard(ctx, as_shard(identity.as_bytes()), |reply| RoleMsg::Admin {
-                request,
-                reply,
-            })
-            .await
-        }
-        NodeRequest::Chaos { target } => chaos(ctx, target).await,
-        NodeRequest::Spend { ticket, bind } => {
-            let shard = as_shard(&ticket.input);
-            let request = NodeRequest::Spend { ticket, bind };
-            local_shard(ctx, shard, |reply| RoleMsg::Admin { request, reply }).await
-        }
-        NodeRequest::Raft(calls) => {
+        NodeRequest::Replication(ReplicationRequest::Raft(calls)) => {
             Response::Node(NodeResponse::Raft(ctx.shards.serve(calls).await))
         }
-        NodeRequest::ShardStatus => Response::Node(NodeResponse::ShardStatus(ctx.shards.status())),
+        NodeRequest::Replication(ReplicationRequest::ShardStatus) => {
+            Response::Node(NodeResponse::ShardStatus(ctx.shards.status()))
+        }
         NodeRequest::Enqueue(items) => {
             if items.len() > MAX_ENQUEUE_BATCH {
                 return Response::Error(WireError::Frame(BadFrame::Malformed(

@@ -8,6 +8,7 @@
 use mlsd_actors::RoleMsg;
 use mlsd_transport::protocol::tickets::{bind, Ticket};
 use mlsd_transport::protocol::NodeResponse;
+use mlsd_transport::protocol::Spend;
 use mlsd_transport::protocol::{AuthError, ClusterError, NodeRequest};
 use mlsd_transport::{Request, Response, Role, WireError};
 
@@ -29,7 +30,7 @@ pub(super) async fn pay(
         _ => return Err(WireError::Auth(AuthError::TicketRequired { kind })),
     };
     let shard = ctx.shards.shard_of(Role::As, &ticket.input);
-    let spend = NodeRequest::Spend { bind: bind(req), ticket };
+    let spend = NodeRequest::Spend(Spend { bind: bind(req), ticket });
     let resp = at_leader(
         ctx,
         shard,

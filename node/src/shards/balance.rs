@@ -15,6 +15,7 @@
 //! per node, and a shard whose handover failed is left alone for a while.
 
 use mlsd_transport::protocol::NodeResponse;
+use mlsd_transport::protocol::ReplicationRequest;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -96,7 +97,7 @@ pub(super) async fn run(shards: Arc<Shards>) {
         let call =
             RaftCall { role: r.shard.role, shard: r.shard.index, rpc: RaftRpc::TimeoutNow, body };
         let accepted = matches!(
-            shards.peers.call(&to, NodeRequest::Raft(vec![call])).await,
+            shards.peers.call(&to, NodeRequest::Replication(ReplicationRequest::Raft(vec![call]))).await,
             Response::Node(NodeResponse::Raft(a)) if a.first().is_some_and(|b| codec::decode::<Result<(), String>>(b).is_ok_and(|r| r.is_ok()))
         );
         if accepted {

@@ -4,11 +4,12 @@
 //!
 //! Each peer has one queue ([`Links`]); a sender task takes whatever is
 //! queued when it wakes (after letting the other shards' tasks run once)
-//! and sends it as one `NodeRequest::Raft`. Since one timer triggers every
+//! and sends it as one `ReplicationRequest::Raft`. Since one timer triggers every
 //! shard's heartbeats at once ([`super::Shards::heartbeats`]), an idle
 //! cluster sends one message per peer per heartbeat, however many shards.
 
 use mlsd_transport::protocol::NodeResponse;
+use mlsd_transport::protocol::ReplicationRequest;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -120,7 +121,8 @@ impl Links {
     async fn send(&self, peer: &str, batch: Vec<Queued>) {
         let (calls, replies): (Vec<RaftCall>, Vec<_>) = batch.into_iter().unzip();
         let n = calls.len();
-        match self.peers.call(peer, NodeRequest::Raft(calls)).await {
+        match self.peers.call(peer, NodeRequest::Replication(ReplicationRequest::Raft(calls))).await
+        {
             Response::Node(NodeResponse::Raft(answers)) if answers.len() == n => {
                 for (a, r) in answers.into_iter().zip(replies) {
                     let _ = r.send(Ok(a.into_vec()));

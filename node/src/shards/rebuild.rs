@@ -5,6 +5,7 @@
 //! again once it has caught up.
 
 use mlsd_transport::protocol::NodeResponse;
+use mlsd_transport::protocol::ReplicationRequest;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,7 +37,8 @@ async fn ask(shards: &Shards) -> BTreeMap<ShardId, (Vec<Option<Position>>, u64)>
     nodes.sort();
     nodes.dedup();
     for node in nodes {
-        let call = shards.peers.call(&node, NodeRequest::ShardStatus);
+        let call =
+            shards.peers.call(&node, NodeRequest::Replication(ReplicationRequest::ShardStatus));
         let lines: Vec<ShardLine> =
             match tokio::time::timeout(shards.config.limits.connect_timeout, call).await {
                 Ok(Response::Node(NodeResponse::ShardStatus(lines))) => lines,

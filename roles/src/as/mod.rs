@@ -31,6 +31,7 @@ use mlsd_transport::protocol::r#as::{LABEL_REGISTER, LABEL_REVOKE, LOOKUP_PAGE};
 use mlsd_transport::protocol::{AsError, AsRequest, AuthError, ClusterError};
 use mlsd_transport::protocol::{AsResponse, NodeResponse};
 use mlsd_transport::protocol::{Binding, NodeRequest, RegisterBody, RevokeBody, SignedBinding};
+use mlsd_transport::protocol::{OperatorRequest, Spend};
 use mlsd_transport::{Request, Response, Role, WireError};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -380,7 +381,7 @@ impl RoleLogic for AsLogic {
 
     fn admin(&mut self, req: NodeRequest, ctx: &RoleContext<'_>) -> Decision {
         match req {
-            NodeRequest::Enroll { identity, token_hash } => {
+            NodeRequest::Operator(OperatorRequest::Enroll { identity, token_hash }) => {
                 if !valid_name(&identity) || token_hash.len() != 32 {
                     return Decision::reply(Response::Error(WireError::Auth(
                         AuthError::InvalidClientId(identity),
@@ -390,8 +391,10 @@ impl RoleLogic for AsLogic {
                 b.put(SPACE, token_key(&token_hash), identity.into_bytes());
                 Decision::write(Response::Node(NodeResponse::Enrolled), b)
             }
-            NodeRequest::Revoke { client } => self.operator_revoke(&client, ctx).into(),
-            NodeRequest::Spend { ticket, bind } => {
+            NodeRequest::Operator(OperatorRequest::Revoke { client }) => {
+                self.operator_revoke(&client, ctx).into()
+            }
+            NodeRequest::Spend(Spend { ticket, bind }) => {
                 self.tickets().and_then(|t| t.spend(ticket, bind, ctx)).into()
             }
             _ => Decision::reply(Response::Error(WireError::Auth(AuthError::NotAuthorized(

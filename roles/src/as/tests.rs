@@ -130,7 +130,8 @@ fn refusals_change_nothing() {
 fn an_enrollment_token_registers_one_identity_once() {
     let (store, mut as_) = (MemStore::new(), logic(Registration::Token));
     let hash = Sha256::digest(b"t0k3n").to_vec();
-    let enroll = NodeRequest::Enroll { identity: "bob".into(), token_hash: hash };
+    let enroll =
+        NodeRequest::Operator(OperatorRequest::Enroll { identity: "bob".into(), token_hash: hash });
     assert_eq!(
         as_.admin(enroll, &at(&store, NOW)).applied(&store),
         Response::Node(NodeResponse::Enrolled)
@@ -331,7 +332,10 @@ fn a_revoked_device_id_stays_its_owners() {
     assert!(clients(&mut as_, &store, "carol").iter().all(|c| c == "carol/phone"));
     // An operator's token releases the identity to its holder.
     let hash = Sha256::digest(b"release").to_vec();
-    let enroll = NodeRequest::Enroll { identity: "carol".into(), token_hash: hash };
+    let enroll = NodeRequest::Operator(OperatorRequest::Enroll {
+        identity: "carol".into(),
+        token_hash: hash,
+    });
     as_.admin(enroll, &at(&store, NOW)).applied(&store);
     assert!(matches!(
         run(&mut as_, &store, register("carol/tab", &other, None, Some("release"))),
@@ -447,7 +451,8 @@ fn an_operator_revokes_a_device_and_its_id_stays_the_identitys() {
     let (store, mut as_) = (MemStore::new(), logic(Registration::Open));
     let k = SigningKey::from_bytes(&[1; 32]);
     run(&mut as_, &store, register("hank/phone", &k, None, None));
-    let revoke = |client: &str| NodeRequest::Revoke { client: client.into() };
+    let revoke =
+        |client: &str| NodeRequest::Operator(OperatorRequest::Revoke { client: client.into() });
     match as_.admin(revoke("hank/phone"), &at(&store, NOW)).applied(&store) {
         Response::As(AsResponse::Binding(b)) => assert!(b.revoked_at.is_some()),
         other => panic!("{other:?}"),

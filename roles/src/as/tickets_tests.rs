@@ -59,7 +59,7 @@ fn tickets(
 }
 
 fn spend(as_: &mut AsLogic, store: &MemStore, t: &Ticket, bind: u8, secs: u64) -> Response {
-    let req = NodeRequest::Spend { ticket: t.clone(), bind: [bind; 32] };
+    let req = NodeRequest::Spend(Spend { ticket: t.clone(), bind: [bind; 32] });
     as_.admin(req, &at(store, secs)).applied(store)
 }
 

@@ -34,7 +34,10 @@ pub use ids::{
     CommitExtras, IdsError, IdsRequest, IdsResponse, Recipients, RosterEntry, RosterMode,
     SealedRoster, SendBody, Undeliverable, Undelivered, WelcomeCopy,
 };
-pub use node::{ChaosTarget, NodeFrame, NodeRequest, NodeResponse, RaftCall, RaftRpc, ShardLine};
+pub use node::{
+    ChaosTarget, NodeFrame, NodeRequest, NodeResponse, OperatorRequest, RaftCall, RaftRpc,
+    ReplicationRequest, Sender, ShardLine, Spend,
+};
 pub use ods::{
     shard_of, Delivered, DeliveryCap, EnqueueItem, EnqueueResult, MailboxAuth, MailboxId, OdsError,
     OdsRequest, OdsResponse, SealedPush, ShardHint,

@@ -1,65 +1,206 @@
 //! What nodes ask each other over `mlsd-node/1`, and what they answer.
 //!
-//! A node's requests mix four jobs: forwarding a client's request to its
-//! shard's owner, delivery (the IDS's enqueues at the ODS), replication (Raft
-//! messages) and operator commands; [`NodeResponse`] holds their answers,
-//! apart from the answers a client may see.
+//! [`NodeRequest`] groups a node's requests by job: forwarding a client's
+//! request to its shard's leader, delivery (the IDS's enqueues at the ODS),
+//! ticket spending, replication (Raft messages, shard status) and operator
+//! commands; [`NodeResponse`] holds their answers, apart from the answers a
+//! client may see. On the wire both are flat enums (see [`super::flat`]).
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::flat::Tags;
+use super::flat::{self, Inner, Nested, Tags};
 use super::tickets;
 use super::{EnqueueItem, EnqueueResult, Request, Role, NODE_MAGIC, PROTOCOL_VERSION};
 
-/// A node's request frame to another node over `mlsd-node/1`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A node's request to another node over `mlsd-node/1`, grouped by job:
+/// each group names who may send it (nodes, the operator, or either).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NodeRequest {
-    /// A client request that the receiving node owns; it is served locally,
-    /// never forwarded again, so a config disagreement cannot loop.
+    /// Node → node: a client request that the receiving node owns; it is
+    /// served locally, never forwarded again, so a config disagreement
+    /// cannot loop.
     Forward(Request),
-    /// Operator request (`mlsd admin enroll`): store the hash of a one-time
-    /// enrollment token for `identity` at the AS that owns it. Only holders of
-    /// a node certificate can send it.
+    /// Node → node, IDS → ODS: store envelopes in mailboxes this node owns.
+    /// A batch may mix fan-outs and carries nothing that names a group,
+    /// epoch or sender.
+    Enqueue(Vec<EnqueueItem>),
+    /// Node → node, entry node → the AS node owning the ticket's input:
+    /// spend a quota ticket (decision D12).
+    Spend(Spend),
+    /// Replication and the cluster's state (decision D13).
+    Replication(ReplicationRequest),
+    /// Commands only the operator's certificate may give.
+    Operator(OperatorRequest),
+}
+
+/// Who may send a [`NodeRequest`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sender {
+    /// Nodes of the cluster (a node certificate).
+    Nodes,
+    /// The operator (the operator certificate).
+    Operator,
+    /// Either.
+    Either,
+}
+
+impl NodeRequest {
+    /// Who may send the request: node traffic only from nodes, operator
+    /// commands only from the operator, and the shards' status to both
+    /// (the operator's to ask, and a node's that starts empty).
+    pub fn sender(&self) -> Sender {
+        match self {
+            NodeRequest::Forward(_)
+            | NodeRequest::Enqueue(_)
+            | NodeRequest::Spend(_)
+            | NodeRequest::Replication(ReplicationRequest::Raft(_)) => Sender::Nodes,
+            NodeRequest::Replication(ReplicationRequest::ShardStatus) => Sender::Either,
+            NodeRequest::Operator(_) => Sender::Operator,
+        }
+    }
+
+    /// Whether a node may send the request again when the answer was lost:
+    /// an enqueue (idempotent per delivery id), a ticket spend (idempotent
+    /// per request it pays for), Raft messages (Raft tolerates duplicates),
+    /// status, and the client requests that are ([`Request::repeatable`]).
+    /// Operator commands are the operator's to repeat.
+    pub fn repeatable(&self) -> bool {
+        match self {
+            NodeRequest::Forward(r) => r.repeatable(),
+            NodeRequest::Enqueue(_) | NodeRequest::Spend(_) | NodeRequest::Replication(_) => true,
+            NodeRequest::Operator(_) => false,
+        }
+    }
+
+    /// The key of the AS shard that serves the request, for the ones the
+    /// AS serves: an enrollment or revocation (the identity), a ticket
+    /// spend (the ticket's input).
+    pub fn as_shard_key(&self) -> Option<&[u8]> {
+        match self {
+            NodeRequest::Operator(OperatorRequest::Enroll { identity, .. }) => {
+                Some(identity.as_bytes())
+            }
+            NodeRequest::Operator(OperatorRequest::Revoke { client }) => {
+                Some(super::r#as::identity_of(client))
+            }
+            NodeRequest::Spend(s) => Some(&s.ticket.input),
+            _ => None,
+        }
+    }
+}
+
+/// Entry node → AS: spend `ticket` for the request whose
+/// [`tickets::bind`] is `bind`. Answered `Spent`, or why the ticket is no
+/// good.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Spend {
+    /// The ticket.
+    pub ticket: tickets::Ticket,
+    /// What it pays for.
+    pub bind: [u8; 32],
+}
+
+/// What replicas and operators ask about the replicated shards.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReplicationRequest {
+    /// Node → node: Raft messages of several shards for the receiving
+    /// node's replicas: every shard's heartbeats to one peer share one of
+    /// these. Answered `Raft`, one answer per call, in order.
+    Raft(Vec<RaftCall>),
+    /// Operator or node (`mlsd cluster status`, a node that restarts empty):
+    /// the receiving node's view of each shard it replicates. Answered
+    /// `ShardStatus`.
+    ShardStatus,
+}
+
+impl ReplicationRequest {
+    /// Flat wire index of each variant in [`NodeRequest`].
+    pub(crate) const TAGS: Tags = &[6, 7];
+}
+
+/// Commands only the holder of the operator certificate may give (a node's
+/// key, on a host an attacker took, grants none of them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OperatorRequest {
+    /// `mlsd admin enroll`: store the hash of a one-time enrollment token
+    /// for `identity` at the AS that owns it.
     Enroll {
         /// The identity the token is for.
         identity: String,
         /// SHA-256 of the token; the token itself never reaches a node.
         token_hash: Vec<u8>,
     },
-    /// Chaos testing: kill one random live actor of `target` on the receiving
-    /// node through the actor runtime. Refused unless the cluster config sets
-    /// `[chaos] allow = true`.
+    /// Chaos testing: kill one random live actor of `target` on the
+    /// receiving node through the actor runtime. Refused unless the cluster
+    /// config sets `[chaos] allow = true`.
     Chaos {
         /// What to kill.
         target: ChaosTarget,
     },
-    /// IDS → ODS: store envelopes in mailboxes this node owns. A batch may mix
-    /// fan-outs and carries nothing that names a group, epoch or sender.
-    Enqueue(Vec<EnqueueItem>),
-    /// Operator request (`mlsd admin revoke`): revoke `client`'s binding at
-    /// the AS that owns it, e.g. a device whose owner lost every other one.
-    /// The record stays (the id remains the identity's).
+    /// `mlsd admin revoke`: revoke `client`'s binding at the AS that owns
+    /// it, e.g. a device whose owner lost every other one. The record stays
+    /// (the id remains the identity's).
     Revoke {
         /// The client id, `identity/device`.
         client: String,
     },
-    /// Entry node → the AS node owning `ticket.input`: spend a quota ticket
-    /// for the request whose [`tickets::bind`] is `bind` (decision D12).
-    /// Answered `Spent`, or why the ticket is no good.
-    Spend {
-        /// The ticket.
-        ticket: tickets::Ticket,
-        /// What it pays for.
-        bind: [u8; 32],
-    },
-    /// Raft messages of several shards for the receiving node's replicas
-    /// (decision D13): every shard's heartbeats to one peer share one of
-    /// these. Answered `Raft`, one answer per call, in order.
-    Raft(Vec<RaftCall>),
-    /// `mlsd cluster status`: the receiving node's view of each shard it
-    /// replicates. Answered `ShardStatus`.
-    ShardStatus,
 }
+
+impl OperatorRequest {
+    /// Flat wire index of each variant in [`NodeRequest`].
+    pub(crate) const TAGS: Tags = &[1, 2, 4];
+}
+
+/// Flat wire index of [`NodeRequest::Forward`].
+const FORWARD: Tags = &[0];
+/// Flat wire index of [`NodeRequest::Enqueue`].
+const ENQUEUE: Tags = &[3];
+/// Flat wire index of [`NodeRequest::Spend`].
+const SPEND: Tags = &[5];
+
+/// The groups of the flat enum, in the order `Nested::build` numbers them.
+const GROUPS: &[Tags] = &[FORWARD, ENQUEUE, SPEND, ReplicationRequest::TAGS, OperatorRequest::TAGS];
+
+impl Serialize for NodeRequest {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        const NAME: &str = "NodeRequest";
+        match self {
+            NodeRequest::Forward(r) => s.serialize_newtype_variant(NAME, FORWARD[0], "Forward", r),
+            NodeRequest::Enqueue(i) => s.serialize_newtype_variant(NAME, ENQUEUE[0], "Enqueue", i),
+            NodeRequest::Spend(b) => s.serialize_newtype_variant(NAME, SPEND[0], "Spend", b),
+            NodeRequest::Replication(r) => flat::serialize(r, NAME, ReplicationRequest::TAGS, s),
+            NodeRequest::Operator(r) => flat::serialize(r, NAME, OperatorRequest::TAGS, s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for NodeRequest {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        flat::deserialize(d, "NodeRequest", GROUPS, Build)
+    }
+}
+
+/// Builds a [`NodeRequest`] from its group of [`GROUPS`].
+struct Build;
+
+impl<'de> Nested<'de, NodeRequest> for Build {
+    fn build<V: serde::de::VariantAccess<'de>>(
+        self,
+        group: usize,
+        inner: Inner<V>,
+    ) -> Result<NodeRequest, V::Error> {
+        Ok(match group {
+            0 => NodeRequest::Forward(inner.into_variant().newtype_variant()?),
+            1 => NodeRequest::Enqueue(inner.into_variant().newtype_variant()?),
+            2 => NodeRequest::Spend(inner.into_variant().newtype_variant()?),
+            3 => NodeRequest::Replication(ReplicationRequest::deserialize(inner)?),
+            _ => NodeRequest::Operator(OperatorRequest::deserialize(inner)?),
+        })
+    }
+}
+
+flat::nested_from!(NodeRequest: Request => Forward, Spend => Spend,
+    ReplicationRequest => Replication, OperatorRequest => Operator);
 
 /// Which Raft RPC a [`RaftCall`] carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -184,4 +325,16 @@ pub enum NodeResponse {
 impl NodeResponse {
     /// Flat wire index of each variant in [`super::Response`].
     pub(crate) const TAGS: Tags = &[14, 15, 16, 25, 26, 27];
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_groups_number_every_node_request_once() {
+        let mut tags: Vec<u32> = GROUPS.iter().flat_map(|g| g.iter().copied()).collect();
+        tags.sort_unstable();
+        assert_eq!(tags, (0..8).collect::<Vec<_>>());
+    }
 }
