@@ -13,6 +13,8 @@
 //! - [`coalescer`]: the ODS's group commit of enqueue batches that wait at once.
 //! - [`dispatch`]: frame-sized enqueue batches to each ODS owner, peer or local.
 //! - [`local`]: calls to this node's own role actors.
+//! - [`parcels`]: a fan-out's copies with the slots their outcomes go to,
+//!   the one batch type from the router to the ODS commit.
 //! - [`routing`]: the shard of a key and its voters, where a request goes
 //!   first.
 //! - [`shards`]: the replicated shards (openraft groups) this node holds.
@@ -37,6 +39,7 @@ pub mod local;
 pub mod logging;
 pub mod mixer;
 pub mod node;
+pub mod parcels;
 pub mod peers;
 pub mod routing;
 pub mod server;

@@ -3,17 +3,19 @@
 //! ODS's coalescer.
 
 use mlsd_transport::protocol::ClusterError;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use mlsd_actors::replica::ShardId;
 use mlsd_actors::role::shard_actor_name;
 use mlsd_actors::RoleMsg;
+use mlsd_transport::protocol::EnqueueResult;
 use mlsd_transport::protocol::NodeResponse;
-use mlsd_transport::protocol::{EnqueueItem, EnqueueResult};
 use mlsd_transport::{Response, Role, WireError};
 use ractor::ActorRef;
 
 use crate::coalescer::OdsWriter;
+use crate::parcels::{finish_all, unzip, Parcel};
 
 /// How long a request waits for a role actor that is being restarted.
 const ACTOR_WAIT: Duration = Duration::from_secs(2);
@@ -65,47 +67,33 @@ pub struct LocalOds {
 }
 
 impl OdsWriter for LocalOds {
-    async fn write(&self, items: Vec<EnqueueItem>) -> Response {
-        let n = items.len();
-        let mut by_shard: std::collections::BTreeMap<u16, Vec<(usize, EnqueueItem)>> =
-            Default::default();
-        for (i, it) in items.into_iter().enumerate() {
-            let s = ShardId::of(Role::Ods, &it.cap.shard, self.shards);
-            by_shard.entry(s.index).or_default().push((i, it));
+    async fn write(&self, parcels: Vec<Parcel>) {
+        let mut by_shard: BTreeMap<u16, Vec<Parcel>> = BTreeMap::new();
+        for p in parcels {
+            let s = ShardId::of(Role::Ods, &p.item.cap.shard, self.shards);
+            by_shard.entry(s.index).or_default().push(p);
         }
-        let calls: Vec<_> = by_shard
-            .into_iter()
-            .map(|(index, batch)| async move {
-                let (positions, items): (Vec<usize>, Vec<EnqueueItem>) = batch.into_iter().unzip();
-                let shard = ShardId { role: Role::Ods, index };
-                let k = items.len();
-                let r = call_shard(&self.node, self.timeout, shard, |reply| RoleMsg::Enqueue {
-                    items,
-                    reply,
-                })
-                .await;
-                (positions, k, r)
+        let calls = by_shard.into_iter().map(|(index, batch)| async move {
+            let (items, slots) = unzip(batch);
+            let shard = ShardId { role: Role::Ods, index };
+            let r = call_shard(&self.node, self.timeout, shard, |reply| RoleMsg::Enqueue {
+                items,
+                reply,
             })
-            .collect();
-        let mut results = vec![EnqueueResult::NotOwner; n];
-        for (positions, k, r) in crate::join::join_all(calls).await {
+            .await;
             match r {
-                Response::Node(NodeResponse::Enqueued(rs)) if rs.len() == k => {
-                    for (p, r) in positions.into_iter().zip(rs) {
-                        results[p] = r;
-                    }
+                Response::Node(NodeResponse::Enqueued(rs)) if rs.len() == slots.len() => {
+                    finish_all(slots, rs)
                 }
-                // Not the leader any more: the entry node goes where it says.
                 Response::Error(WireError::Cluster(ClusterError::NotLeader { leader, .. })) => {
-                    for p in positions {
-                        results[p] = EnqueueResult::NotLeader { leader: leader.clone() };
+                    for slot in slots {
+                        slot.finish(EnqueueResult::NotLeader { leader: leader.clone() });
                     }
                 }
-                // Storage failed or timed out: these copies are not stored,
-                // and the entry node (then the sender) tries again.
+                // The slots dropped: not stored, retried by the router.
                 other => tracing::warn!(response = ?other, "ODS shard refused an enqueue batch"),
             }
-        }
-        Response::Node(NodeResponse::Enqueued(results))
+        });
+        crate::join::join_all(calls.collect()).await;
     }
 }

@@ -2,65 +2,55 @@
 //! to a configured time and sent as one shuffled batch, so the order and timing
 //! of a batch do not tell which copies belong to one message.
 //!
-//! With a window of zero (the default) each fan-out's items for a node go out
-//! at once, still shuffled. With a window, a per-node task collects the items
-//! of every fan-out that arrive within it and sends them together.
+//! With a window of zero (the default) each fan-out's parcels for a node go
+//! out at once, still shuffled. With a window, a per-node task collects the
+//! parcels of every fan-out that arrive within it and sends them together.
+//! Outcomes travel with the parcels ([`crate::parcels`]), so mixing needs no
+//! record of whose copy went where.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mlsd_transport::protocol::{EnqueueItem, EnqueueResult};
 use rand::seq::SliceRandom;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
-/// Most items the mixer puts in one batch.
+use crate::parcels::Parcel;
+
+/// Most copies the mixer puts in one batch.
 pub const MAX_MIX_BATCH: usize = 4096;
 
-struct Job {
-    items: Vec<EnqueueItem>,
-    reply: oneshot::Sender<Vec<EnqueueResult>>,
-}
+/// Mixing queue depth per node, in submissions.
+const QUEUE: usize = 1024;
 
-/// The stage after the mixer: sends one batch to one ODS node and answers
-/// one result per item (`dispatch::Dispatch` in the node).
+/// The stage after the mixer: sends one batch to one ODS node and records
+/// each copy's outcome in its slot (`dispatch::Dispatch` in the node).
 pub trait BatchSender: Send + Sync + 'static {
-    /// Sends `items`, all for `node`.
-    fn send(
-        &self,
-        node: &str,
-        items: Vec<EnqueueItem>,
-    ) -> impl Future<Output = Vec<EnqueueResult>> + Send;
+    /// Sends `parcels`, all for `node`; returns once each has its outcome.
+    fn send(&self, node: &str, parcels: Vec<Parcel>) -> impl Future<Output = ()> + Send;
 }
 
 /// Per-node mixing queues in front of `S`.
 pub struct Mixer<S> {
     window: Duration,
     sender: Arc<S>,
-    queues: Mutex<HashMap<String, mpsc::Sender<Job>>>,
+    queues: Mutex<HashMap<String, mpsc::Sender<Vec<Parcel>>>>,
 }
 
 impl<S: BatchSender> Mixer<S> {
-    /// A mixer holding items for `window`, then handing them to `sender`.
+    /// A mixer holding parcels for `window`, then handing them to `sender`.
     pub fn new(window: Duration, sender: Arc<S>) -> Self {
         Mixer { window, sender, queues: Mutex::new(HashMap::new()) }
     }
 
-    /// Enqueues `items` (all for `node`) through the node's mixing queue.
-    pub async fn submit(&self, node: &str, mut items: Vec<EnqueueItem>) -> Vec<EnqueueResult> {
+    /// Sends `parcels` (all for `node`) through the node's mixing queue. With
+    /// no window it returns once they are sent; with one, once they are
+    /// queued (their outcomes arrive in their slots either way).
+    pub async fn submit(&self, node: &str, mut parcels: Vec<Parcel>) {
         if self.window.is_zero() {
-            let n = items.len();
-            let mut order: Vec<usize> = (0..n).collect();
-            order.shuffle(&mut rand::rng());
-            let shuffled: Vec<EnqueueItem> =
-                order.iter().map(|&i| std::mem::replace(&mut items[i], placeholder())).collect();
-            let results = self.sender.send(node, shuffled).await;
-            let mut out = vec![EnqueueResult::NotOwner; n];
-            for (pos, r) in order.into_iter().zip(results) {
-                out[pos] = r;
-            }
-            return out;
+            parcels.shuffle(&mut rand::rng());
+            return self.sender.send(node, parcels).await;
         }
         let tx = {
             let mut q = self.queues.lock().unwrap_or_else(|p| p.into_inner());
@@ -68,61 +58,31 @@ impl<S: BatchSender> Mixer<S> {
                 .or_insert_with(|| spawn_queue(node.to_string(), self.window, self.sender.clone()))
                 .clone()
         };
-        let n = items.len();
-        let (reply, rx) = oneshot::channel();
-        if tx.send(Job { items, reply }).await.is_err() {
-            return vec![EnqueueResult::NotOwner; n];
-        }
-        rx.await.unwrap_or_else(|_| vec![EnqueueResult::NotOwner; n])
+        // A queue that is gone drops the parcels: not stored, retried.
+        let _ = tx.send(parcels).await;
     }
 }
 
-fn placeholder() -> EnqueueItem {
-    let cap = mlsd_transport::protocol::DeliveryCap { shard: [0; 2], token: [0; 32] };
-    EnqueueItem { cap, delivery_id: [0; 32], envelope: Vec::new() }
-}
-
+/// The task of one node's mixing queue: collects what arrives within the
+/// window after the first submission (up to [`MAX_MIX_BATCH`] copies),
+/// shuffles it and sends it as one batch.
 fn spawn_queue<S: BatchSender>(
     node: String,
     window: Duration,
     sender: Arc<S>,
-) -> mpsc::Sender<Job> {
-    let (tx, mut rx) = mpsc::channel::<Job>(1024);
+) -> mpsc::Sender<Vec<Parcel>> {
+    let (tx, mut rx) = mpsc::channel::<Vec<Parcel>>(QUEUE);
     tokio::spawn(async move {
-        while let Some(first) = rx.recv().await {
-            let mut jobs = vec![first];
+        while let Some(mut batch) = rx.recv().await {
             let deadline = tokio::time::Instant::now() + window;
-            let mut count = jobs[0].items.len();
-            while count < MAX_MIX_BATCH {
+            while batch.len() < MAX_MIX_BATCH {
                 match tokio::time::timeout_at(deadline, rx.recv()).await {
-                    Ok(Some(j)) => {
-                        count += j.items.len();
-                        jobs.push(j);
-                    }
+                    Ok(Some(more)) => batch.extend(more),
                     _ => break,
                 }
             }
-            // (job, item) positions, shuffled together across fan-outs.
-            let mut all: Vec<(usize, usize, EnqueueItem)> = Vec::with_capacity(count);
-            let mut replies = Vec::new();
-            let mut sizes = Vec::new();
-            for (j, job) in jobs.into_iter().enumerate() {
-                sizes.push(job.items.len());
-                replies.push(job.reply);
-                all.extend(job.items.into_iter().enumerate().map(|(i, it)| (j, i, it)));
-            }
-            all.shuffle(&mut rand::rng());
-            let (pos, items): (Vec<(usize, usize)>, Vec<EnqueueItem>) =
-                all.into_iter().map(|(j, i, it)| ((j, i), it)).unzip();
-            let results = sender.send(&node, items).await;
-            let mut out: Vec<Vec<EnqueueResult>> =
-                sizes.iter().map(|&n| vec![EnqueueResult::NotOwner; n]).collect();
-            for ((j, i), r) in pos.into_iter().zip(results) {
-                out[j][i] = r;
-            }
-            for (reply, r) in replies.into_iter().zip(out) {
-                let _ = reply.send(r);
-            }
+            batch.shuffle(&mut rand::rng());
+            sender.send(&node, batch).await;
         }
     });
     tx

@@ -4,7 +4,9 @@
 //! by ODS owner here, then the mixer (shuffled batches per owner), then
 //! [`crate::dispatch`] (frame-sized chunks to a peer, or to this node's
 //! coalescer), then the coalescer (group commits), then this node's ODS actor
-//! ([`crate::local`]).
+//! ([`crate::local`]). The copies travel as [`crate::parcels`], each with the
+//! slot its outcome goes to; this is the one place that keeps a copy's
+//! position, to retry what was not stored.
 
 use mlsd_transport::protocol::ClusterError;
 use std::collections::HashMap;
@@ -18,6 +20,7 @@ use mlsd_transport::protocol::{EnqueueItem, EnqueueResult, NodeRequest};
 use mlsd_transport::{Request, Response, Role, WireError};
 
 use super::ServerCtx;
+use crate::parcels::Parcel;
 use crate::routing::{proceed, LeaderSearch, Miss, Next};
 
 /// Serves a request at the leader of `shard`: here when this node leads it
@@ -109,10 +112,11 @@ async fn enqueue(ctx: Arc<ServerCtx>, items: Vec<EnqueueItem>) -> Vec<EnqueueRes
             .map(|(target, batch)| {
                 let ctx = ctx.clone();
                 async move {
-                    let items: Vec<EnqueueItem> =
-                        batch.iter().map(|(_, _, it)| it.clone()).collect();
-                    let out = ctx.mixer.submit(&target, items).await;
-                    (batch, out)
+                    // The copies travel as parcels; these stay for a retry.
+                    let copies = batch.iter().map(|(_, _, it)| it.clone()).collect();
+                    let (parcels, pending) = Parcel::wrap(copies);
+                    ctx.mixer.submit(&target, parcels).await;
+                    (batch, pending.results().await)
                 }
             })
             .collect();

@@ -17,6 +17,7 @@ use mlsd_transport::{Response, Role, WireError};
 use super::delivery::local_shard;
 use super::{NodePeer, ServerCtx};
 use crate::dispatch::MAX_ENQUEUE_BATCH;
+use crate::parcels::Parcel;
 
 /// Whether `peer` may send `req`, as the request's rules say
 /// ([`NodeRequest::sender`]).
@@ -73,37 +74,27 @@ pub(super) async fn serve_node_request(
                     "enqueue batch too large".into(),
                 )));
             }
-            // Items of shards this node does not lead are answered with the
-            // leader it knows of, so the sender goes there next; the rest proceed.
-            let mut results = Vec::with_capacity(items.len());
-            let mut positions = Vec::new();
-            let mut mine = Vec::new();
-            for (i, it) in items.into_iter().enumerate() {
-                let shard = ctx.shards.shard_of(Role::Ods, &it.cap.shard);
+            // Copies of shards this node does not lead are answered with the
+            // leader it knows of, so the sender goes there next; the rest are
+            // stored here, within the call timeout.
+            let (parcels, pending) = Parcel::wrap(items);
+            let mut mine = Vec::with_capacity(parcels.len());
+            for p in parcels {
+                let shard = ctx.shards.shard_of(Role::Ods, &p.item.cap.shard);
                 if ctx.shards.replica(shard).is_some_and(|r| r.leading()) {
-                    positions.push(i);
-                    mine.push(it);
-                    results.push(EnqueueResult::NotOwner);
+                    mine.push(p);
                 } else {
                     let leader = Some(ctx.shards.leader_hint(shard)).filter(|l| *l != ctx.me.name);
-                    results.push(EnqueueResult::NotLeader { leader });
+                    p.slot.finish(EnqueueResult::NotLeader { leader });
                 }
             }
-            if !mine.is_empty() {
-                let resp = ctx.dispatch.here(mine).await;
-                let Response::Node(NodeResponse::Enqueued(local_results)) = resp else {
-                    return resp;
-                };
-                if local_results.len() != positions.len() {
-                    return Response::Error(WireError::Cluster(ClusterError::Internal(
-                        "enqueue result count".into(),
-                    )));
-                }
-                for (p, r) in positions.into_iter().zip(local_results) {
-                    results[p] = r;
-                }
+            ctx.dispatch.here(mine).await;
+            match tokio::time::timeout(ctx.config.limits.call_timeout, pending.results()).await {
+                Ok(results) => Response::Node(NodeResponse::Enqueued(results)),
+                Err(_) => Response::Error(WireError::Cluster(ClusterError::Unavailable {
+                    node: ctx.me.name.clone(),
+                })),
             }
-            Response::Node(NodeResponse::Enqueued(results))
         }
     }
 }
