@@ -6,10 +6,10 @@
 //! wire, [`WireError`] is the flat enum protocol version 1 has always sent
 //! (see [`super::flat`]).
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 use super::cs::CsError;
-use super::flat::{self, Inner, Nested, Tags};
+use super::flat::{self, Tags};
 use super::ids::IdsError;
 use super::ods::OdsError;
 use super::r#as::AsError;
@@ -204,61 +204,16 @@ impl AuthError {
     const TAGS: Tags = &[7, 9, 10, 11, 13, 28, 35, 36, 37];
 }
 
-/// The groups of the flat enum, in the order `Nested::build` numbers them.
-const GROUPS: &[Tags] = &[
-    BadFrame::TAGS,
-    ClusterError::TAGS,
-    AuthError::TAGS,
-    AsError::TAGS,
-    CsError::TAGS,
-    IdsError::TAGS,
-    OdsError::TAGS,
-    SdsError::TAGS,
-];
-
-impl Serialize for WireError {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        const NAME: &str = "WireError";
-        match self {
-            WireError::Frame(e) => flat::serialize(e, NAME, BadFrame::TAGS, s),
-            WireError::Cluster(e) => flat::serialize(e, NAME, ClusterError::TAGS, s),
-            WireError::Auth(e) => flat::serialize(e, NAME, AuthError::TAGS, s),
-            WireError::As(e) => flat::serialize(e, NAME, AsError::TAGS, s),
-            WireError::Cs(e) => flat::serialize(e, NAME, CsError::TAGS, s),
-            WireError::Ids(e) => flat::serialize(e, NAME, IdsError::TAGS, s),
-            WireError::Ods(e) => flat::serialize(e, NAME, OdsError::TAGS, s),
-            WireError::Sds(e) => flat::serialize(e, NAME, SdsError::TAGS, s),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for WireError {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        flat::deserialize(d, "WireError", GROUPS, Build)
-    }
-}
-
-/// Builds a [`WireError`] from its group of [`GROUPS`].
-struct Build;
-
-impl<'de> Nested<'de, WireError> for Build {
-    fn build<V: serde::de::VariantAccess<'de>>(
-        self,
-        group: usize,
-        inner: Inner<V>,
-    ) -> Result<WireError, V::Error> {
-        Ok(match group {
-            0 => WireError::Frame(BadFrame::deserialize(inner)?),
-            1 => WireError::Cluster(ClusterError::deserialize(inner)?),
-            2 => WireError::Auth(AuthError::deserialize(inner)?),
-            3 => WireError::As(AsError::deserialize(inner)?),
-            4 => WireError::Cs(CsError::deserialize(inner)?),
-            5 => WireError::Ids(IdsError::deserialize(inner)?),
-            6 => WireError::Ods(OdsError::deserialize(inner)?),
-            _ => WireError::Sds(SdsError::deserialize(inner)?),
-        })
-    }
-}
+flat::flat_enum!(WireError as "WireError" {
+    Frame(BadFrame),
+    Cluster(ClusterError),
+    Auth(AuthError),
+    As(AsError),
+    Cs(CsError),
+    Ids(IdsError),
+    Ods(OdsError),
+    Sds(SdsError),
+});
 
 #[cfg(test)]
 mod tests {
@@ -266,7 +221,7 @@ mod tests {
 
     #[test]
     fn the_groups_number_every_error_once() {
-        let mut tags: Vec<u32> = GROUPS.iter().flat_map(|g| g.iter().copied()).collect();
+        let mut tags: Vec<u32> = WireError::GROUPS.iter().flat_map(|g| g.iter().copied()).collect();
         tags.sort_unstable();
         assert_eq!(tags, (0..41).collect::<Vec<_>>());
     }

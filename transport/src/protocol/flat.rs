@@ -1,12 +1,14 @@
 //! Nested enums on the wire as one flat enum.
 //!
-//! [`super::Request`] and [`super::WireError`] are enums of per-role enums
+//! [`super::Request`], [`super::Response`], [`super::NodeRequest`] and
+//! [`super::WireError`] are enums of per-role (or per-job) enums
 //! (`Request::Ods(OdsRequest::Fetch { .. })`), so each role's logic matches
-//! exactly its own variants. On the wire they stay what protocol version 1
-//! has always sent: one variant index, then the fields. Each nested enum
-//! keeps a table of the flat index of each of its variants ([`Tags`]); the
-//! outer enum's serde impls write the flat index in place of the inner one,
-//! and read it back into the right nested enum.
+//! exactly its own variants. On the wire they stay what the protocol has
+//! always sent: one variant index, then the fields. Each nested enum keeps a
+//! table of the flat index of each of its variants ([`Tags`]); the outer
+//! enum's serde impls, which [`flat_enum`] writes from the list of its
+//! groups, write the flat index in place of the inner one, and read it back
+//! into the right nested enum.
 //!
 //! A new variant gets the next unused flat index in its role's table; the
 //! round-trip tests of the protocol fail if one is missing.
@@ -29,6 +31,70 @@ macro_rules! nested_from {
     )*};
 }
 pub(crate) use nested_from;
+
+/// The serde impls of a flat wire enum whose variants each hold one group:
+/// a nested enum (`Variant(Inner)`, its flat indices in `Inner::TAGS`) or a
+/// single value at one flat index (`Variant(Inner) = INDEX`). Also defines
+/// `GROUPS`, the outer enum's table of flat indices, for its tests.
+macro_rules! flat_enum {
+    ($outer:ident as $name:literal { $($variant:ident($ty:ty) $(= $tag:literal)?),* $(,)? }) => {
+        impl $outer {
+            /// The flat indices of each group, in declaration order.
+            pub(crate) const GROUPS: &'static [$crate::protocol::flat::Tags] =
+                &[$($crate::protocol::flat::flat_enum!(@tags $ty $(, $tag)?)),*];
+        }
+
+        impl serde::Serialize for $outer {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                match self {
+                    $($outer::$variant(v) => {
+                        $crate::protocol::flat::flat_enum!(@ser s, $name, $variant, v, $ty $(, $tag)?)
+                    })*
+                }
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $outer {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                /// Builds the outer value from its group.
+                struct Build;
+
+                impl<'de> $crate::protocol::flat::Nested<'de, $outer> for Build {
+                    fn build<V: serde::de::VariantAccess<'de>>(
+                        self,
+                        group: usize,
+                        inner: $crate::protocol::flat::Inner<V>,
+                    ) -> Result<$outer, V::Error> {
+                        let mut g = 0usize;
+                        $(
+                            if group == g {
+                                return Ok($outer::$variant(
+                                    $crate::protocol::flat::flat_enum!(@de inner, $ty $(, $tag)?)
+                                ));
+                            }
+                            g += 1;
+                        )*
+                        let _ = (g, inner);
+                        Err(serde::de::Error::custom("no such group"))
+                    }
+                }
+
+                $crate::protocol::flat::deserialize(d, $name, $outer::GROUPS, Build)
+            }
+        }
+    };
+    (@tags $ty:ty) => { <$ty>::TAGS };
+    (@tags $ty:ty, $tag:literal) => { &[$tag] };
+    (@ser $s:ident, $name:literal, $variant:ident, $v:ident, $ty:ty) => {
+        $crate::protocol::flat::serialize($v, $name, <$ty>::TAGS, $s)
+    };
+    (@ser $s:ident, $name:literal, $variant:ident, $v:ident, $ty:ty, $tag:literal) => {
+        $s.serialize_newtype_variant($name, $tag, stringify!($variant), $v)
+    };
+    (@de $inner:ident, $ty:ty) => { <$ty as serde::Deserialize>::deserialize($inner)? };
+    (@de $inner:ident, $ty:ty, $tag:literal) => { $inner.into_variant().newtype_variant()? };
+}
+pub(crate) use flat_enum;
 
 /// Flat wire index of each variant of one nested enum, in declaration order.
 pub(crate) type Tags = &'static [u32];

@@ -6,9 +6,9 @@
 //! commands; [`NodeResponse`] holds their answers, apart from the answers a
 //! client may see. On the wire both are flat enums (see [`super::flat`]).
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
-use super::flat::{self, Inner, Nested, Tags};
+use super::flat::{self, Tags};
 use super::tickets;
 use super::{EnqueueItem, EnqueueResult, Request, Role, NODE_MAGIC, PROTOCOL_VERSION};
 
@@ -151,53 +151,13 @@ impl OperatorRequest {
     pub(crate) const TAGS: Tags = &[1, 2, 4];
 }
 
-/// Flat wire index of [`NodeRequest::Forward`].
-const FORWARD: Tags = &[0];
-/// Flat wire index of [`NodeRequest::Enqueue`].
-const ENQUEUE: Tags = &[3];
-/// Flat wire index of [`NodeRequest::Spend`].
-const SPEND: Tags = &[5];
-
-/// The groups of the flat enum, in the order `Nested::build` numbers them.
-const GROUPS: &[Tags] = &[FORWARD, ENQUEUE, SPEND, ReplicationRequest::TAGS, OperatorRequest::TAGS];
-
-impl Serialize for NodeRequest {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        const NAME: &str = "NodeRequest";
-        match self {
-            NodeRequest::Forward(r) => s.serialize_newtype_variant(NAME, FORWARD[0], "Forward", r),
-            NodeRequest::Enqueue(i) => s.serialize_newtype_variant(NAME, ENQUEUE[0], "Enqueue", i),
-            NodeRequest::Spend(b) => s.serialize_newtype_variant(NAME, SPEND[0], "Spend", b),
-            NodeRequest::Replication(r) => flat::serialize(r, NAME, ReplicationRequest::TAGS, s),
-            NodeRequest::Operator(r) => flat::serialize(r, NAME, OperatorRequest::TAGS, s),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for NodeRequest {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        flat::deserialize(d, "NodeRequest", GROUPS, Build)
-    }
-}
-
-/// Builds a [`NodeRequest`] from its group of [`GROUPS`].
-struct Build;
-
-impl<'de> Nested<'de, NodeRequest> for Build {
-    fn build<V: serde::de::VariantAccess<'de>>(
-        self,
-        group: usize,
-        inner: Inner<V>,
-    ) -> Result<NodeRequest, V::Error> {
-        Ok(match group {
-            0 => NodeRequest::Forward(inner.into_variant().newtype_variant()?),
-            1 => NodeRequest::Enqueue(inner.into_variant().newtype_variant()?),
-            2 => NodeRequest::Spend(inner.into_variant().newtype_variant()?),
-            3 => NodeRequest::Replication(ReplicationRequest::deserialize(inner)?),
-            _ => NodeRequest::Operator(OperatorRequest::deserialize(inner)?),
-        })
-    }
-}
+flat::flat_enum!(NodeRequest as "NodeRequest" {
+    Forward(Request) = 0,
+    Enqueue(Vec<EnqueueItem>) = 3,
+    Spend(Spend) = 5,
+    Replication(ReplicationRequest),
+    Operator(OperatorRequest),
+});
 
 flat::nested_from!(NodeRequest: Request => Forward, Spend => Spend,
     ReplicationRequest => Replication, OperatorRequest => Operator);
@@ -333,7 +293,8 @@ mod tests {
 
     #[test]
     fn the_groups_number_every_node_request_once() {
-        let mut tags: Vec<u32> = GROUPS.iter().flat_map(|g| g.iter().copied()).collect();
+        let mut tags: Vec<u32> =
+            NodeRequest::GROUPS.iter().flat_map(|g| g.iter().copied()).collect();
         tags.sort_unstable();
         assert_eq!(tags, (0..8).collect::<Vec<_>>());
     }

@@ -5,10 +5,10 @@
 //! a new request needs). On the wire, [`Request`] is the flat enum protocol
 //! version 1 has always sent (see [`super::flat`]).
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 use super::cs::CsRequest;
-use super::flat::{self, Inner, Nested, Tags};
+use super::flat;
 use super::ids::IdsRequest;
 use super::ods::OdsRequest;
 use super::r#as::AsRequest;
@@ -43,13 +43,6 @@ pub enum Request {
     /// Blobs.
     Sds(SdsRequest),
 }
-
-/// Flat wire index of [`Ping`].
-const PING: Tags = &[0];
-
-/// The groups of the flat enum, in the order `Nested::build` numbers them.
-const GROUPS: &[Tags] =
-    &[PING, AsRequest::TAGS, CsRequest::TAGS, IdsRequest::TAGS, OdsRequest::TAGS, SdsRequest::TAGS];
 
 impl Request {
     /// The role that serves this request.
@@ -89,45 +82,14 @@ impl Request {
     }
 }
 
-impl Serialize for Request {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        const NAME: &str = "Request";
-        match self {
-            Request::Ping(p) => s.serialize_newtype_variant(NAME, PING[0], "Ping", p),
-            Request::As(r) => flat::serialize(r, NAME, AsRequest::TAGS, s),
-            Request::Cs(r) => flat::serialize(r, NAME, CsRequest::TAGS, s),
-            Request::Ids(r) => flat::serialize(r, NAME, IdsRequest::TAGS, s),
-            Request::Ods(r) => flat::serialize(r, NAME, OdsRequest::TAGS, s),
-            Request::Sds(r) => flat::serialize(r, NAME, SdsRequest::TAGS, s),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for Request {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        flat::deserialize(d, "Request", GROUPS, Build)
-    }
-}
-
-/// Builds a [`Request`] from its group of [`GROUPS`].
-struct Build;
-
-impl<'de> Nested<'de, Request> for Build {
-    fn build<V: serde::de::VariantAccess<'de>>(
-        self,
-        group: usize,
-        inner: Inner<V>,
-    ) -> Result<Request, V::Error> {
-        Ok(match group {
-            0 => Request::Ping(inner.into_variant().newtype_variant()?),
-            1 => Request::As(AsRequest::deserialize(inner)?),
-            2 => Request::Cs(CsRequest::deserialize(inner)?),
-            3 => Request::Ids(IdsRequest::deserialize(inner)?),
-            4 => Request::Ods(OdsRequest::deserialize(inner)?),
-            _ => Request::Sds(SdsRequest::deserialize(inner)?),
-        })
-    }
-}
+flat::flat_enum!(Request as "Request" {
+    Ping(Ping) = 0,
+    As(AsRequest),
+    Cs(CsRequest),
+    Ids(IdsRequest),
+    Ods(OdsRequest),
+    Sds(SdsRequest),
+});
 
 flat::nested_from!(Request: Ping => Ping, AsRequest => As, CsRequest => Cs, IdsRequest => Ids,
     OdsRequest => Ods, SdsRequest => Sds);
@@ -138,7 +100,7 @@ mod tests {
 
     #[test]
     fn the_groups_number_every_request_once() {
-        let mut tags: Vec<u32> = GROUPS.iter().flat_map(|g| g.iter().copied()).collect();
+        let mut tags: Vec<u32> = Request::GROUPS.iter().flat_map(|g| g.iter().copied()).collect();
         tags.sort_unstable();
         assert_eq!(tags, (0..24).collect::<Vec<_>>());
     }
