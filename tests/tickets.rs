@@ -154,3 +154,43 @@ async fn groups_mailboxes_and_blob_chunks_are_bounded_per_identity() {
     let req = Request::Cs(CsRequest::FetchKeyPackages { identity: "ivy".into() });
     assert!(matches!(other.paid_request(req).await, Ok(Response::Cs(CsResponse::KeyPackages(_)))));
 }
+
+/// The wallet's count of tickets of `kind`.
+fn tickets(client: &mlsd_client::Client, kind: TicketKind) -> usize {
+    client.ticket_counts().unwrap().into_iter().find(|(k, _)| *k == kind).map_or(0, |(_, n)| n)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_paid_request_that_never_arrived_costs_no_ticket() {
+    let _watchdog = common::init();
+    let mut c = Cluster::with_extra(
+        &[("n1", &Role::ALL)],
+        "[limits]\ncall_timeout_ms = 1500\nconnect_timeout_ms = 1000\n",
+    );
+    c.start_all().await;
+    let mut alice = c.registered("alice/phone", "n1", 2).await;
+    alice.create_group("A", RosterMode::Client).await.unwrap();
+    alice.fetch_key_packages("alice").await.unwrap();
+    let (groups, fetches) =
+        (tickets(&alice, TicketKind::Group), tickets(&alice, TicketKind::Fetch));
+    assert!(groups > 0 && fetches > 0, "the wallet holds a batch of each");
+    // The node is down: the creation takes a ticket and keeps it for itself.
+    c.kill("n1");
+    assert!(alice.create_group("B", RosterMode::Client).await.is_err());
+    assert_eq!(tickets(&alice, TicketKind::Group), groups - 1);
+    c.start("n1").await;
+    alice.reconnect().await.unwrap();
+    // Given up for another creation, which pays with the kept ticket: the
+    // first never reached the AS, so it is good.
+    alice.create_group("C", RosterMode::Client).await.unwrap();
+    assert_eq!(tickets(&alice, TicketKind::Group), groups - 1, "a second ticket was taken");
+    // A kept ticket of another kind goes back to the wallet.
+    c.kill("n1");
+    assert!(alice.fetch_key_packages("alice").await.is_err());
+    assert_eq!(tickets(&alice, TicketKind::Fetch), fetches - 1);
+    c.start("n1").await;
+    alice.reconnect().await.unwrap();
+    alice.create_group("D", RosterMode::Client).await.unwrap();
+    assert_eq!(tickets(&alice, TicketKind::Fetch), fetches, "the fetch ticket is back");
+    assert_eq!(tickets(&alice, TicketKind::Group), groups - 2);
+}

@@ -16,7 +16,7 @@ use mlsd_transport::protocol::tickets::{
     MAX_TICKETS_PER_REQUEST,
 };
 use mlsd_transport::protocol::AsResponse;
-use mlsd_transport::protocol::{AsRequest, ClusterError};
+use mlsd_transport::protocol::{AsRequest, AuthError, ClusterError};
 use mlsd_transport::{Request, Response, WireError};
 
 use crate::client::unexpected;
@@ -30,7 +30,8 @@ const WALLET: &str = "tickets";
 /// with: asked again, the same request pays with the same ticket, which
 /// the entry node takes as spent for it and the role answers as the first
 /// time (a paid KeyPackage fetch hands out nothing more), so a lost answer
-/// costs neither a ticket nor the KeyPackages it carried.
+/// costs neither a ticket nor the KeyPackages it carried. Another request
+/// of the kind tries the ticket too ([`Client::paid_request`]).
 const UNANSWERED: &str = "unanswered_paid";
 /// Home file of the pinned ticket key.
 const KEY: &str = "ticket_key";
@@ -102,21 +103,55 @@ impl Client {
 
     /// Sends `req`, paying with a ticket of the kind it needs, if it needs
     /// one: for requests this type does not wrap.
+    ///
+    /// A ticket kept for a request whose answer never came pays for this
+    /// one if it is of the same kind, even when the request differs (the
+    /// earlier one was given up): if that request had reached the AS after
+    /// all, the ticket is refused as spent for it, and this request pays
+    /// again with a fresh one. A kept ticket of another kind goes back to
+    /// the wallet. So a request that never arrived costs no ticket.
     pub async fn paid_request(&self, req: Request) -> Result<Response, ClientError> {
         let Some(kind) = req.rules().ticket else {
             return self.conn.request_paid(req, None).await;
         };
         let kept: Option<Option<(Request, Ticket)>> = self.home.load(UNANSWERED)?;
-        let ticket = match kept.flatten() {
-            Some((r, t)) if r == req && good_on(&t, day_of(now_secs())) => t,
-            _ => self.take_ticket(kind).await?,
+        let today = day_of(now_secs());
+        let (ticket, reused) = match kept.flatten() {
+            Some((r, t)) if t.kind == kind && good_on(&t, today) => (t, r != req),
+            Some((_, t)) => {
+                self.return_ticket(t)?;
+                (self.take_ticket(kind).await?, false)
+            }
+            None => (self.take_ticket(kind).await?, false),
         };
+        let mut answer = self.pay_with(&req, ticket).await;
+        if reused
+            && matches!(&answer, Err(ClientError::Server(WireError::Auth(AuthError::TicketSpent))))
+        {
+            answer = self.pay_with(&req, self.take_ticket(kind).await?).await;
+        }
+        answer
+    }
+
+    /// Sends `req` with `ticket`, kept in the home until it is answered.
+    async fn pay_with(&self, req: &Request, ticket: Ticket) -> Result<Response, ClientError> {
         self.home.save(UNANSWERED, &Some((req.clone(), ticket.clone())))?;
-        let answer = self.conn.request_paid(req, Some(ticket)).await;
+        let answer = self.conn.request_paid(req.clone(), Some(ticket)).await;
         if !matches!(&answer, Err(e) if crate::retry::transient(e)) {
             self.home.save(UNANSWERED, &None::<(Request, Ticket)>)?;
         }
         answer
+    }
+
+    /// Puts back a ticket taken but perhaps not spent (if it was, its next
+    /// use is refused as spent, and that request pays anew).
+    fn return_ticket(&self, ticket: Ticket) -> Result<(), ClientError> {
+        let mut wallet: Vec<Ticket> = self.home.load(WALLET)?.unwrap_or_default();
+        if good_on(&ticket, day_of(now_secs())) && wallet.len() < MAX_WALLET {
+            wallet.push(ticket);
+            self.home.save(WALLET, &wallet)?;
+        }
+        self.home.save(UNANSWERED, &None::<(Request, Ticket)>)
     }
 
     /// One ticket of `kind` (see [`Client::take_tickets`]).
