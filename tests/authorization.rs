@@ -12,10 +12,11 @@
 mod common;
 
 use mlsd_transport::protocol::{
-    AsError, AsRequest, AuthError, BadFrame, CsError, CsRequest, IdsError, IdsRequest, OdsError,
-    OdsRequest, SdsError, SdsRequest,
+    ApproveBody, AsError, AsRequest, AuthError, BadFrame, ChaosTarget, CountBody, CsError,
+    CsRequest, CsResponse, DevicesBody, IdsError, IdsRequest, IdsResponse, NodeFrame, NodeRequest,
+    OdsError, OdsRequest, OdsResponse, OperatorRequest, PublishBody, RegisterBody, ResponseFrame,
+    RevokeBody, RevokeDeviceBody, RosterMode, SdsError, SdsRequest, Spend, ALPN_NODE,
 };
-use mlsd_transport::protocol::{OperatorRequest, Spend};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{settled, Cluster};
@@ -34,12 +35,6 @@ use mlsd_transport::protocol::r#as::{
     LABEL_APPROVE, LABEL_DEVICES, LABEL_REGISTER, LABEL_REVOKE, LABEL_REVOKE_DEVICE,
 };
 use mlsd_transport::protocol::tickets::{Ticket, TicketBody, TicketKind, LABEL_TICKETS};
-use mlsd_transport::protocol::{ApproveBody, DevicesBody, RevokeDeviceBody};
-use mlsd_transport::protocol::{
-    ChaosTarget, NodeFrame, NodeRequest, ResponseFrame, RosterMode, ALPN_NODE,
-};
-use mlsd_transport::protocol::{CountBody, PublishBody, RegisterBody, RevokeBody};
-use mlsd_transport::protocol::{CsResponse, IdsResponse, OdsResponse};
 use mlsd_transport::{endpoint, tls, Request, Response, Role, WireError};
 
 const T: Duration = Duration::from_secs(5);

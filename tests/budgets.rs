@@ -10,8 +10,7 @@ mod common;
 use std::time::Duration;
 
 use common::{server_err, settled, to_roster, Cluster};
-use mlsd_transport::protocol::IdsResponse;
-use mlsd_transport::protocol::{ClusterError, RosterEntry, RosterMode};
+use mlsd_transport::protocol::{ClusterError, IdsResponse, RosterEntry, RosterMode};
 use mlsd_transport::{Response, Role, WireError};
 
 /// 15 recipients whose mailboxes the ODS does not know: each copy is made

@@ -26,8 +26,9 @@
 mod common;
 
 use mlsd_roles::ids::group::ACCEPTED_EPOCHS;
-use mlsd_transport::protocol::IdsError;
-use mlsd_transport::protocol::OperatorRequest;
+use mlsd_transport::protocol::{
+    ChaosTarget, IdsError, IdsResponse, NodeRequest, NodeResponse, OperatorRequest, RosterMode,
+};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -37,8 +38,6 @@ use common::leaders::{all_led_without, busiest as busiest_leader};
 use common::Cluster;
 use mlsd_client::group::Event;
 use mlsd_client::{Client, ClientError};
-use mlsd_transport::protocol::{ChaosTarget, NodeRequest, RosterMode};
-use mlsd_transport::protocol::{IdsResponse, NodeResponse};
 use mlsd_transport::{Request, Response, Role, WireError};
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand::Rng;

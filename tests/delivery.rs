@@ -6,14 +6,13 @@
 
 mod common;
 
-use mlsd_transport::protocol::{IdsError, IdsRequest, IdsResponse};
+use mlsd_transport::protocol::{IdsError, IdsRequest, IdsResponse, RosterMode};
 use std::time::Duration;
 
 use common::Cluster;
 use mlsd_client::group::Event;
 use mlsd_client::outbox::Outcome;
 use mlsd_client::Client;
-use mlsd_transport::protocol::RosterMode;
 use mlsd_transport::{Request, Role};
 
 fn stderr(o: &std::process::Output) -> String {

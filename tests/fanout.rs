@@ -16,8 +16,7 @@ use mlsd_actors::ids::fanout::{ENQUEUE_CHUNK, ENQUEUE_FIRST};
 use mlsd_client::mailbox::{self, Counter};
 use mlsd_client::{Client, ClientConfig, Connection};
 use mlsd_transport::envelope;
-use mlsd_transport::protocol::IdsResponse;
-use mlsd_transport::protocol::{RosterEntry, RosterMode, Undeliverable};
+use mlsd_transport::protocol::{IdsResponse, RosterEntry, RosterMode, Undeliverable};
 use mlsd_transport::{Response, Role};
 
 /// Recipients of the test send: several full chunks and a partial one.

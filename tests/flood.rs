@@ -8,8 +8,9 @@ mod common;
 
 use common::{mailbox_ref_in, settled, unissued_cap, Cluster};
 use mlsd_transport::envelope::MailboxRef;
-use mlsd_transport::protocol::{CsRequest, DeliveryCap, RosterEntry, RosterMode, Undeliverable};
-use mlsd_transport::protocol::{CsResponse, IdsResponse};
+use mlsd_transport::protocol::{
+    CsRequest, CsResponse, DeliveryCap, IdsResponse, RosterEntry, RosterMode, Undeliverable,
+};
 use mlsd_transport::{Request, Response, Role};
 
 /// Copies in the flood.

@@ -5,14 +5,15 @@
 
 mod common;
 
-use mlsd_transport::protocol::{AsRequest, CsRequest, Ping, SdsRequest};
+use mlsd_transport::protocol::{
+    AsRequest, ClientFrame, CsRequest, CsResponse, OdsResponse, Ping, ResponseFrame, RosterMode,
+    SdsRequest,
+};
 use std::path::{Path, PathBuf};
 
 use common::Cluster;
 use mlsd_client::mailbox::{fetch, Counter};
 use mlsd_transport::envelope::{open, unpad};
-use mlsd_transport::protocol::{ClientFrame, ResponseFrame, RosterMode};
-use mlsd_transport::protocol::{CsResponse, OdsResponse};
 use mlsd_transport::{codec, Request, Response, Role};
 
 fn put(dir: &Path, target: &str, name: &str, bytes: &[u8]) {

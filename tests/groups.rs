@@ -3,15 +3,14 @@
 
 mod common;
 
-use mlsd_transport::protocol::OperatorRequest;
-use mlsd_transport::protocol::{IdsError, IdsRequest};
-use mlsd_transport::protocol::{IdsResponse, NodeResponse};
+use mlsd_transport::protocol::{
+    IdsError, IdsRequest, IdsResponse, NodeResponse, OperatorRequest, RosterMode,
+};
 use std::collections::HashMap;
 
 use common::Cluster;
 use mlsd_client::group::Event;
 use mlsd_client::{Client, ClientError};
-use mlsd_transport::protocol::RosterMode;
 use mlsd_transport::{Role, WireError};
 
 fn split() -> Cluster {

@@ -4,14 +4,14 @@
 
 mod common;
 
-use mlsd_transport::protocol::{BadFrame, ClusterError, Ping};
+use mlsd_transport::protocol::{
+    BadFrame, ClientFrame, ClusterError, NodeFrame, NodeRequest, Ping, ResponseFrame, ALPN_NODE,
+    CLIENT_MAGIC,
+};
 use std::time::Duration;
 
 use common::{frame, Cluster};
 use mlsd_transport::frame::{read_message, write_message};
-use mlsd_transport::protocol::{
-    ClientFrame, NodeFrame, NodeRequest, ResponseFrame, ALPN_NODE, CLIENT_MAGIC,
-};
 use mlsd_transport::{endpoint, tls, Request, Response, Role, WireError};
 
 const T: Duration = Duration::from_secs(5);

@@ -5,7 +5,10 @@
 mod common;
 
 use mlsd_transport::protocol::tickets::TicketKind;
-use mlsd_transport::protocol::{AsError, AsRequest, AuthError, ClusterError, CsError, CsRequest};
+use mlsd_transport::protocol::{
+    AsError, AsRequest, AsResponse, AuthError, ClusterError, CsError, CsRequest, CsResponse,
+    PublishBody, RegisterBody,
+};
 use std::collections::HashSet;
 
 use common::{server_err, Cluster};
@@ -13,8 +16,6 @@ use mlsd_client::verify::{authenticate_key_package, Rejection};
 use mlsd_transport::protocol::cs::LABEL_PUBLISH;
 use mlsd_transport::protocol::identity::signing_bytes;
 use mlsd_transport::protocol::r#as::LABEL_REGISTER;
-use mlsd_transport::protocol::{AsResponse, CsResponse};
-use mlsd_transport::protocol::{PublishBody, RegisterBody};
 use mlsd_transport::{Request, Response, Role, WireError};
 use openmls::prelude::tls_codec::Serialize as _;
 use openmls::prelude::{BasicCredential, CredentialWithKey, KeyPackage, Lifetime};

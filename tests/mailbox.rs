@@ -5,7 +5,10 @@
 mod common;
 
 use mlsd_transport::protocol::tickets::TicketKind;
-use mlsd_transport::protocol::{AuthError, OdsError, OdsRequest};
+use mlsd_transport::protocol::{
+    AuthError, DeliveryCap, EnqueueItem, EnqueueResult, NodeRequest, NodeResponse, OdsError,
+    OdsRequest, OdsResponse,
+};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -14,8 +17,6 @@ use common::{server_err, Cluster};
 use mlsd_client::mailbox::{self, Counter, MailboxKeys};
 use mlsd_client::Connection;
 use mlsd_transport::protocol::ods::LABEL_FETCH;
-use mlsd_transport::protocol::{DeliveryCap, EnqueueItem, EnqueueResult, NodeRequest};
-use mlsd_transport::protocol::{NodeResponse, OdsResponse};
 use mlsd_transport::{Request, Response, Role, WireError};
 
 fn split(extra: &str) -> Cluster {

@@ -14,8 +14,7 @@ use common::Cluster;
 use mlsd_client::mailbox::{self, MailboxKeys};
 use mlsd_client::Connection;
 use mlsd_transport::protocol::tickets::TicketKind;
-use mlsd_transport::protocol::NodeResponse;
-use mlsd_transport::protocol::{EnqueueItem, NodeRequest};
+use mlsd_transport::protocol::{EnqueueItem, NodeRequest, NodeResponse};
 use mlsd_transport::{Response, Role};
 
 /// An ODS node and a node to enqueue from, with `ods` as the `[ods]` section.

@@ -13,8 +13,7 @@ use common::Cluster;
 use mlsd_client::Client;
 use mlsd_node::config::ClusterConfig;
 use mlsd_node::shards::placement;
-use mlsd_transport::protocol::IdsResponse;
-use mlsd_transport::protocol::{ClusterError, RosterMode};
+use mlsd_transport::protocol::{ClusterError, IdsResponse, RosterMode};
 use mlsd_transport::{Response, Role, WireError};
 
 /// Sends `text` in G until the cluster acknowledges it, within the

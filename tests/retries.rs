@@ -14,9 +14,9 @@ use common::leaders::all_led_without;
 use mlsd_client::connection::{outcome, Repeated};
 use mlsd_client::Connection;
 use mlsd_transport::protocol::{
-    AsRequest, CsRequest, IdsRequest, MailboxId, OdsRequest, RosterMode, SdsRequest,
+    AsRequest, AsResponse, CsRequest, IdsRequest, MailboxId, OdsRequest, OdsResponse, RosterMode,
+    SdsRequest,
 };
-use mlsd_transport::protocol::{AsResponse, OdsResponse};
 use mlsd_transport::{Request, Response};
 
 /// The request's kind, as the matrix names it.

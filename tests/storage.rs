@@ -5,9 +5,7 @@ mod common;
 use common::Cluster;
 use mlsd_client::{blob, ClientError, Connection};
 use mlsd_transport::protocol::tickets::TicketKind;
-use mlsd_transport::protocol::RosterMode;
-use mlsd_transport::protocol::SdsResponse;
-use mlsd_transport::protocol::{SdsError, SdsRequest};
+use mlsd_transport::protocol::{RosterMode, SdsError, SdsRequest, SdsResponse};
 use mlsd_transport::{Request, Response, Role, WireError};
 
 fn split(extra: &str) -> Cluster {

@@ -7,8 +7,9 @@ mod common;
 
 use common::{server_err, settled, Cluster};
 use mlsd_transport::protocol::tickets::TicketKind;
-use mlsd_transport::protocol::{AuthError, ClusterError, CsRequest, IdsRequest, RosterMode};
-use mlsd_transport::protocol::{CsResponse, IdsResponse};
+use mlsd_transport::protocol::{
+    AuthError, ClusterError, CsRequest, CsResponse, IdsRequest, IdsResponse, RosterMode,
+};
 use mlsd_transport::{Request, Response, Role, WireError};
 
 /// Two nodes with every role: each is the AS owner of some identities and

@@ -4,11 +4,9 @@
 //! without one (or whose subscriber stopped reading) gets a content-free
 //! push notification instead, when it registered an endpoint.
 
-use mlsd_transport::protocol::OdsRequest;
+use mlsd_transport::protocol::{MailboxId, OdsRequest, OdsResponse};
 use std::collections::HashMap;
 
-use mlsd_transport::protocol::MailboxId;
-use mlsd_transport::protocol::OdsResponse;
 use mlsd_transport::{Request, Response};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 

@@ -16,11 +16,10 @@
 //! meanwhile, and then feeds both to the logic. Everything a role decides
 //! lives in its logic type, which tests drive without an actor runtime.
 
-use mlsd_transport::protocol::AuthError;
+use mlsd_transport::protocol::{AuthError, EnqueueItem, NodeRequest};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use mlsd_transport::protocol::{EnqueueItem, NodeRequest};
 use mlsd_transport::{Request, Response, Role, WireError};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};

@@ -2,14 +2,12 @@
 //! this process (real QUIC, real RocksDB, in a temporary directory), printed
 //! as they happen. The second thing a newcomer runs.
 
-use mlsd_transport::protocol::IdsRequest;
-use mlsd_transport::protocol::IdsResponse;
+use mlsd_transport::protocol::{IdsRequest, IdsResponse, RosterMode};
 use std::time::Instant;
 
 use anyhow::Context;
 use mlsd_client::group::Event;
 use mlsd_client::Client;
-use mlsd_transport::protocol::RosterMode;
 use mlsd_transport::Role;
 
 use crate::inproc::InprocCluster;

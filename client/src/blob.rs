@@ -4,8 +4,7 @@
 
 use mlsd_transport::limits::MAX_CHUNK;
 use mlsd_transport::protocol::tickets::Ticket;
-use mlsd_transport::protocol::SdsRequest;
-use mlsd_transport::protocol::SdsResponse;
+use mlsd_transport::protocol::{SdsRequest, SdsResponse};
 use mlsd_transport::{Request, Response};
 use zeroize::Zeroizing;
 

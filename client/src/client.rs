@@ -3,7 +3,11 @@
 //! at the CS, fetch and authenticate other clients' KeyPackages.
 
 use mlsd_transport::protocol::tickets::TicketKind;
-use mlsd_transport::protocol::{AsRequest, AuthError, CsRequest, DeliveryCap, OdsError};
+use mlsd_transport::protocol::{
+    AsRequest, AsResponse, AuthError, CountBody, CsRequest, CsResponse, DeliveryCap,
+    FetchedKeyPackage, OdsError, PendingDevice, PublishBody, RegisterBody, RevokeBody,
+    SignedBinding,
+};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -12,11 +16,6 @@ use mlsd_transport::protocol::cs::{LABEL_COUNT, LABEL_PUBLISH};
 use mlsd_transport::protocol::identity::{signing_bytes, split_client_id, valid_name};
 use mlsd_transport::protocol::r#as::fingerprint;
 use mlsd_transport::protocol::r#as::{LABEL_REGISTER, LABEL_REVOKE};
-use mlsd_transport::protocol::PendingDevice;
-use mlsd_transport::protocol::{AsResponse, CsResponse};
-use mlsd_transport::protocol::{
-    CountBody, FetchedKeyPackage, PublishBody, RegisterBody, RevokeBody, SignedBinding,
-};
 use mlsd_transport::{Request, Response, WireError};
 use openmls::prelude::tls_codec::Serialize as _;
 use openmls::prelude::{BasicCredential, CredentialWithKey, KeyPackage, Lifetime};

@@ -4,13 +4,12 @@
 //! Any node will do: it routes each request to the node that owns it.
 
 use mlsd_transport::protocol::tickets::Ticket;
-use mlsd_transport::protocol::Ping;
+use mlsd_transport::protocol::{ClientFrame, ClusterError, Ping, Pong, ResponseFrame};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use mlsd_transport::limits::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_FRAME};
-use mlsd_transport::protocol::{ClientFrame, ClusterError, Pong, ResponseFrame};
 use mlsd_transport::{endpoint, tls, Request, Response, Role, WireError};
 
 /// How long a request may take end to end, forwarding included.

@@ -8,9 +8,8 @@
 //! from a stranger's request for the same name.
 
 use mlsd_transport::protocol::r#as::{LABEL_APPROVE, LABEL_DEVICES, LABEL_REVOKE_DEVICE};
-use mlsd_transport::protocol::AsResponse;
 use mlsd_transport::protocol::{
-    ApproveBody, AsRequest, DevicesBody, PendingDevice, RevokeDeviceBody, SignedBinding,
+    ApproveBody, AsRequest, AsResponse, DevicesBody, PendingDevice, RevokeDeviceBody, SignedBinding,
 };
 use mlsd_transport::{Request, Response};
 

@@ -13,9 +13,10 @@ use mlsd_transport::protocol::ods::{
     LABEL_ACK, LABEL_FETCH, LABEL_ISSUE, LABEL_REVOKE, MAX_CAPS_PER_REQUEST,
 };
 use mlsd_transport::protocol::tickets::Ticket;
-use mlsd_transport::protocol::OdsResponse;
-use mlsd_transport::protocol::{shard_of, AuthError, DeliveryCap, OdsRequest};
-use mlsd_transport::protocol::{Delivered, MailboxAuth, MailboxId, SealedPush};
+use mlsd_transport::protocol::{
+    shard_of, AuthError, Delivered, DeliveryCap, MailboxAuth, MailboxId, OdsRequest, OdsResponse,
+    SealedPush,
+};
 use mlsd_transport::{Request, Response};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;

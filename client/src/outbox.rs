@@ -16,14 +16,13 @@
 //! waits here for that member's copy, and until it is sent that member cannot
 //! follow the group.
 
-use mlsd_transport::protocol::BadFrame;
-use mlsd_transport::protocol::{ClusterError, IdsError, IdsRequest};
+use mlsd_transport::protocol::{
+    BadFrame, ClusterError, IdsError, IdsRequest, IdsResponse, Undeliverable, Undelivered,
+};
 use mlsd_transport::WireError;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use mlsd_transport::protocol::IdsResponse;
-use mlsd_transport::protocol::{Undeliverable, Undelivered};
 use mlsd_transport::{Request, Response};
 use serde::{Deserialize, Serialize};
 

@@ -15,8 +15,7 @@ use mlsd_transport::protocol::tickets::{
     day_of, Ticket, TicketBody, TicketKey, TicketKind, LABEL_TICKETS, LABEL_TICKET_KEY,
     MAX_TICKETS_PER_REQUEST,
 };
-use mlsd_transport::protocol::AsResponse;
-use mlsd_transport::protocol::{AsRequest, AuthError, ClusterError};
+use mlsd_transport::protocol::{AsRequest, AsResponse, AuthError, ClusterError};
 use mlsd_transport::{Request, Response, WireError};
 
 use crate::client::unexpected;

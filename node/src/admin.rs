@@ -7,13 +7,12 @@
 //! requests from a node certificate. It computes the owner of the request
 //! itself and dials it directly.
 
-use mlsd_transport::protocol::OperatorRequest;
 use mlsd_transport::protocol::{
-    ClusterError, NodeFrame, NodeRequest, ResponseFrame, SignedBinding,
+    AsResponse, ClusterError, NodeFrame, NodeRequest, NodeResponse, OperatorRequest, ResponseFrame,
+    SignedBinding,
 };
 use std::path::Path;
 
-use mlsd_transport::protocol::{AsResponse, NodeResponse};
 use mlsd_transport::{endpoint, tls, Response, Role, WireError};
 use sha2::{Digest, Sha256};
 

@@ -2,15 +2,13 @@
 //! the last stage of every request served here, and the writer behind the
 //! ODS's coalescer.
 
-use mlsd_transport::protocol::ClusterError;
+use mlsd_transport::protocol::{ClusterError, EnqueueResult, NodeResponse};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use mlsd_actors::replica::ShardId;
 use mlsd_actors::role::shard_actor_name;
 use mlsd_actors::RoleMsg;
-use mlsd_transport::protocol::EnqueueResult;
-use mlsd_transport::protocol::NodeResponse;
 use mlsd_transport::{Response, Role, WireError};
 use ractor::ActorRef;
 

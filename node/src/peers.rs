@@ -14,13 +14,12 @@
 //! to a dead peer and a restarted peer is picked up without restarting
 //! anyone else.
 
-use mlsd_transport::protocol::{BadFrame, ClusterError};
+use mlsd_transport::protocol::{BadFrame, ClusterError, NodeFrame, NodeRequest, ResponseFrame};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mlsd_transport::protocol::{NodeFrame, NodeRequest, ResponseFrame};
 use mlsd_transport::{endpoint, tls, Response, WireError, PROTOCOL_VERSION};
 use tokio::sync::Mutex;
 use tokio::time::Instant;

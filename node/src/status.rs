@@ -3,13 +3,11 @@
 //! every shard has a leader and every voter has applied all its leader
 //! holds.
 
-use mlsd_transport::protocol::NodeResponse;
-use mlsd_transport::protocol::ReplicationRequest;
+use mlsd_transport::protocol::{NodeRequest, NodeResponse, ReplicationRequest, ShardLine};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::path::Path;
 
-use mlsd_transport::protocol::{NodeRequest, ShardLine};
 use mlsd_transport::Response;
 
 use crate::admin::call_node;

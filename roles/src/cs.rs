@@ -25,9 +25,10 @@
 
 use mlsd_transport::protocol::cs::{LABEL_COUNT, LABEL_PUBLISH};
 use mlsd_transport::protocol::identity::{signing_bytes, split_client_id, valid_name};
-use mlsd_transport::protocol::{AsRequest, AuthError, CsError, CsRequest};
-use mlsd_transport::protocol::{AsResponse, CsResponse};
-use mlsd_transport::protocol::{CountBody, FetchedKeyPackage, PublishBody, SignedBinding};
+use mlsd_transport::protocol::{
+    AsRequest, AsResponse, AuthError, CountBody, CsError, CsRequest, CsResponse, FetchedKeyPackage,
+    PublishBody, SignedBinding,
+};
 use mlsd_transport::{Request, Response, Role, WireError};
 use openmls::prelude::tls_codec::Deserialize as _;
 use openmls::prelude::{BasicCredential, Ciphersuite, KeyPackageIn, ProtocolVersion};

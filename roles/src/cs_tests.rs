@@ -2,7 +2,9 @@
 //! each one-time KeyPackage is handed out once, the last resort stays, and
 //! every refusal leaves storage as it was.
 
-use mlsd_transport::protocol::{ClusterError, CsRequest};
+use mlsd_transport::protocol::{
+    AsResponse, Binding, ClusterError, CountBody, CsRequest, CsResponse, PublishBody, SignedBinding,
+};
 use std::time::SystemTime;
 
 use openmls::prelude::tls_codec::Serialize as _;
@@ -13,8 +15,6 @@ use openmls_traits::signatures::Signer;
 
 use mlsd_transport::protocol::cs::{LABEL_COUNT, LABEL_PUBLISH};
 use mlsd_transport::protocol::identity::signing_bytes;
-use mlsd_transport::protocol::{AsResponse, CsResponse};
-use mlsd_transport::protocol::{Binding, CountBody, PublishBody, SignedBinding};
 use mlsd_transport::{Request, Response, WireError};
 
 use super::{CsLogic, CIPHERSUITE};

@@ -6,8 +6,7 @@
 pub mod leaders;
 pub mod push;
 
-use mlsd_transport::protocol::IdsRequest;
-use mlsd_transport::protocol::IdsResponse;
+use mlsd_transport::protocol::{IdsRequest, IdsResponse};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -2,12 +2,9 @@
 //! round-trips, and no byte string makes the decoder panic or over-allocate.
 
 use mlsd_transport::codec::{decode, encode};
-use mlsd_transport::protocol::Pong;
 use mlsd_transport::protocol::{
-    AsRequest, BadFrame, CsRequest, IdsError, OdsRequest, Ping, SdsRequest,
-};
-use mlsd_transport::protocol::{
-    ClientFrame, MailboxAuth, NodeFrame, Request, Response, ResponseFrame, WireError,
+    AsRequest, BadFrame, ClientFrame, CsRequest, IdsError, MailboxAuth, NodeFrame, OdsRequest,
+    Ping, Pong, Request, Response, ResponseFrame, SdsRequest, WireError,
 };
 use mlsd_transport::Role;
 use proptest::prelude::*;

@@ -4,8 +4,9 @@ use std::sync::Arc;
 
 use mlsd_roles::ids::fixtures::{send, Member, GID};
 use mlsd_transport::protocol::ids::send_mac;
-use mlsd_transport::protocol::IdsResponse;
-use mlsd_transport::protocol::{ClusterError, EnqueueItem, EnqueueResult, IdsRequest, RosterMode};
+use mlsd_transport::protocol::{
+    ClusterError, EnqueueItem, EnqueueResult, IdsRequest, IdsResponse, RosterMode,
+};
 use mlsd_transport::{Request, Response, Role, WireError};
 use ractor::Actor;
 

@@ -2,8 +2,7 @@
 //! send-to-receive latency on real QUIC and RocksDB.
 
 use super::*;
-use mlsd_transport::protocol::IdsRequest;
-use mlsd_transport::protocol::IdsResponse;
+use mlsd_transport::protocol::{IdsRequest, IdsResponse};
 
 /// Config for the benchmark's clusters: no rate limits in the way; every
 /// other setting (anonymizer concurrency included) is the default.

@@ -2,8 +2,7 @@
 //! synced enqueues, and bytes over one node-to-node QUIC stream.
 
 use super::*;
-use mlsd_transport::protocol::OdsRequest;
-use mlsd_transport::protocol::{NodeResponse, OdsResponse};
+use mlsd_transport::protocol::{NodeResponse, OdsRequest, OdsResponse};
 
 /// Seals per second on one core, on the anonymizer's sealing code (its
 /// nonce source included), and the envelope length.

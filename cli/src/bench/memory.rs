@@ -2,8 +2,7 @@
 //! in a fresh child process.
 
 use super::*;
-use mlsd_transport::protocol::{IdsRequest, OdsRequest};
-use mlsd_transport::protocol::{IdsResponse, OdsResponse};
+use mlsd_transport::protocol::{IdsRequest, IdsResponse, OdsRequest, OdsResponse};
 
 /// Resident set size of this process, bytes (Linux `/proc/self/statm`).
 pub(super) fn rss() -> Option<u64> {

@@ -23,11 +23,9 @@ use mlsd_transport::protocol::ids::{
     send_mac, EXPORT_AUTH, EXPORT_DATA_CAP, EXPORT_DATA_ID, EXPORT_DATA_KEY, EXPORT_ENVELOPE,
     EXPORT_ROSTER,
 };
-use mlsd_transport::protocol::IdsRequest;
-use mlsd_transport::protocol::IdsResponse;
 use mlsd_transport::protocol::{
-    CommitExtras, Recipients, RosterEntry, RosterMode, SealedRoster, SendBody, Undeliverable,
-    WelcomeCopy,
+    CommitExtras, IdsRequest, IdsResponse, Recipients, RosterEntry, RosterMode, SealedRoster,
+    SendBody, Undeliverable, WelcomeCopy,
 };
 use mlsd_transport::{codec, Request, Response, WireError};
 use openmls::prelude::tls_codec::{Deserialize as _, Serialize as _};

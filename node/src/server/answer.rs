@@ -2,8 +2,7 @@
 //! time, and an answer too large for a frame becomes an error the client sees.
 
 use mlsd_transport::frame::{write_message, FrameError};
-use mlsd_transport::protocol::BadFrame;
-use mlsd_transport::protocol::ResponseFrame;
+use mlsd_transport::protocol::{BadFrame, ResponseFrame};
 use mlsd_transport::{Response, WireError};
 
 use crate::config::Limits;

@@ -8,7 +8,7 @@
 //! slot its outcome goes to; this is the one place that keeps a copy's
 //! position, to retry what was not stored.
 
-use mlsd_transport::protocol::ClusterError;
+use mlsd_transport::protocol::{ClusterError, EnqueueItem, EnqueueResult, NodeRequest};
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -16,7 +16,6 @@ use std::sync::Arc;
 
 use mlsd_actors::replica::ShardId;
 use mlsd_actors::{RoleMsg, Router};
-use mlsd_transport::protocol::{EnqueueItem, EnqueueResult, NodeRequest};
 use mlsd_transport::{Request, Response, Role, WireError};
 
 use super::ServerCtx;

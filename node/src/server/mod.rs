@@ -32,8 +32,7 @@ pub use delivery::NodeRouter;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use mlsd_transport::protocol::{Admission, AuthError, IdsResponse};
-use mlsd_transport::protocol::{ALPN_CLIENT, ALPN_NODE};
+use mlsd_transport::protocol::{Admission, AuthError, IdsResponse, ALPN_CLIENT, ALPN_NODE};
 use mlsd_transport::{tls, Request, Response, Role, WireError};
 use rustls::pki_types::CertificateDer;
 

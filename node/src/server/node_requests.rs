@@ -4,14 +4,14 @@
 //! and enqueue; only the operator's certificate may enroll, revoke and kill
 //! actors (a node's key, on a host an attacker took, grants none of them).
 
-use mlsd_transport::protocol::{AuthError, BadFrame, ClusterError};
-use mlsd_transport::protocol::{OperatorRequest, ReplicationRequest};
+use mlsd_transport::protocol::{
+    AuthError, BadFrame, ChaosTarget, ClusterError, EnqueueResult, NodeRequest, NodeResponse,
+    OperatorRequest, ReplicationRequest, Sender,
+};
 use std::time::Duration;
 
 use mlsd_actors::role::shard_actor_name;
 use mlsd_actors::RoleMsg;
-use mlsd_transport::protocol::NodeResponse;
-use mlsd_transport::protocol::{ChaosTarget, EnqueueResult, NodeRequest, Sender};
 use mlsd_transport::{Response, Role, WireError};
 
 use super::delivery::local_shard;

@@ -2,12 +2,13 @@
 //! frame, and answering it.
 
 use mlsd_transport::protocol::tickets::Ticket;
-use mlsd_transport::protocol::{BadFrame, CsRequest, OdsRequest};
+use mlsd_transport::protocol::{
+    BadFrame, ClientFrame, CsRequest, NodeFrame, NodeRequest, OdsRequest, CLIENT_MAGIC, NODE_MAGIC,
+};
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use mlsd_transport::frame::read_message;
-use mlsd_transport::protocol::{ClientFrame, NodeFrame, NodeRequest, CLIENT_MAGIC, NODE_MAGIC};
 use mlsd_transport::{Request, Response, WireError, PROTOCOL_VERSION};
 
 use super::answer::reply;

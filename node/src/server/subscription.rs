@@ -2,14 +2,12 @@
 //! registered with the ODS actor and fed every new envelope; elsewhere it is
 //! piped to the owner over a node stream.
 
-use mlsd_transport::protocol::ClusterError;
+use mlsd_transport::protocol::{ClusterError, NodeFrame, NodeRequest, OdsResponse, ResponseFrame};
 use std::time::Duration;
 
 use mlsd_actors::RoleMsg;
 use mlsd_transport::frame::read_message;
 use mlsd_transport::protocol::ods::{into_pages, page_budget};
-use mlsd_transport::protocol::OdsResponse;
-use mlsd_transport::protocol::{NodeFrame, NodeRequest, ResponseFrame};
 use mlsd_transport::{Request, Response, WireError};
 
 use super::answer::{reply, write_bounded, write_response};

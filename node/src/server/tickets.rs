@@ -7,9 +7,7 @@
 
 use mlsd_actors::RoleMsg;
 use mlsd_transport::protocol::tickets::{bind, Ticket};
-use mlsd_transport::protocol::NodeResponse;
-use mlsd_transport::protocol::Spend;
-use mlsd_transport::protocol::{AuthError, ClusterError, NodeRequest};
+use mlsd_transport::protocol::{AuthError, ClusterError, NodeRequest, NodeResponse, Spend};
 use mlsd_transport::{Request, Response, Role, WireError};
 
 use super::delivery::at_leader;

@@ -14,15 +14,13 @@
 //! entry node or the client, as in any election. One handover at a time
 //! per node, and a shard whose handover failed is left alone for a while.
 
-use mlsd_transport::protocol::NodeResponse;
-use mlsd_transport::protocol::ReplicationRequest;
+use mlsd_transport::protocol::{NodeRequest, NodeResponse, RaftCall, RaftRpc, ReplicationRequest};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use mlsd_actors::replica::{NodeId, RaftShard, ShardId};
 use mlsd_transport::codec;
-use mlsd_transport::protocol::{NodeRequest, RaftCall, RaftRpc};
 use mlsd_transport::Response;
 use tokio::time::Instant;
 

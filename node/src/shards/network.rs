@@ -8,14 +8,12 @@
 //! shard's heartbeats at once ([`super::Shards::heartbeats`]), an idle
 //! cluster sends one message per peer per heartbeat, however many shards.
 
-use mlsd_transport::protocol::NodeResponse;
-use mlsd_transport::protocol::ReplicationRequest;
+use mlsd_transport::protocol::{NodeRequest, NodeResponse, RaftCall, RaftRpc, ReplicationRequest};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use mlsd_actors::replica::{batch_size, Member, NodeId, ShardConfig, ShardId};
 use mlsd_transport::codec;
-use mlsd_transport::protocol::{NodeRequest, RaftCall, RaftRpc};
 use mlsd_transport::Response;
 use openraft::error::{
     InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,

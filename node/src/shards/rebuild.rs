@@ -4,8 +4,7 @@
 //! voters, initializes new shards, and lets a replica vote and campaign
 //! again once it has caught up.
 
-use mlsd_transport::protocol::NodeResponse;
-use mlsd_transport::protocol::ReplicationRequest;
+use mlsd_transport::protocol::{NodeRequest, NodeResponse, ReplicationRequest, ShardLine};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +12,6 @@ use std::time::Duration;
 pub use mlsd_actors::replica::recovery::{clear, load, save};
 use mlsd_actors::replica::recovery::{verdict, Position, Rebuild, Verdict};
 use mlsd_actors::replica::{node_id, Member, NodeId, ShardId};
-use mlsd_transport::protocol::{NodeRequest, ShardLine};
 use mlsd_transport::Response;
 use openraft::error::{InitializeError, RaftError};
 

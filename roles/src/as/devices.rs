@@ -11,9 +11,9 @@
 
 use mlsd_transport::protocol::identity::{signing_bytes, split_client_id};
 use mlsd_transport::protocol::r#as::{LABEL_APPROVE, LABEL_DEVICES, LABEL_REVOKE_DEVICE};
-use mlsd_transport::protocol::AsResponse;
 use mlsd_transport::protocol::{
-    ApproveBody, AsError, AuthError, DevicesBody, PendingDevice, RegisterBody, RevokeDeviceBody,
+    ApproveBody, AsError, AsResponse, AuthError, DevicesBody, PendingDevice, RegisterBody,
+    RevokeDeviceBody,
 };
 use mlsd_transport::{Response, WireError};
 use serde::{Deserialize, Serialize};

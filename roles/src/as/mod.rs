@@ -28,10 +28,10 @@ mod tickets;
 use ed25519_dalek::Signer;
 use mlsd_transport::protocol::identity::{signing_bytes, split_client_id, valid_name};
 use mlsd_transport::protocol::r#as::{LABEL_REGISTER, LABEL_REVOKE, LOOKUP_PAGE};
-use mlsd_transport::protocol::{AsError, AsRequest, AuthError, ClusterError};
-use mlsd_transport::protocol::{AsResponse, NodeResponse};
-use mlsd_transport::protocol::{Binding, NodeRequest, RegisterBody, RevokeBody, SignedBinding};
-use mlsd_transport::protocol::{OperatorRequest, Spend};
+use mlsd_transport::protocol::{
+    AsError, AsRequest, AsResponse, AuthError, Binding, ClusterError, NodeRequest, NodeResponse,
+    OperatorRequest, RegisterBody, RevokeBody, SignedBinding, Spend,
+};
 use mlsd_transport::{Request, Response, Role, WireError};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};

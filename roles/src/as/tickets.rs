@@ -20,8 +20,7 @@ use mlsd_transport::protocol::tickets::{
     day_of, Ticket, TicketBody, TicketKey, DAY_SECS, LABEL_TICKETS, LABEL_TICKET_KEY,
     MAX_TICKETS_PER_REQUEST,
 };
-use mlsd_transport::protocol::{AsResponse, NodeResponse};
-use mlsd_transport::protocol::{AuthError, ClusterError};
+use mlsd_transport::protocol::{AsResponse, AuthError, ClusterError, NodeResponse};
 use mlsd_transport::ticket::TicketIssuer;
 use mlsd_transport::{Response, WireError};
 use zeroize::Zeroizing;

@@ -14,9 +14,9 @@
 //!   ([`super::kept`]).
 
 use mlsd_transport::protocol::ids::{send_mac, MAX_ROSTER};
-use mlsd_transport::protocol::{AuthError, BadFrame, ClusterError, IdsError};
 use mlsd_transport::protocol::{
-    DeliveryCap, Recipients, RosterEntry, RosterMode, SealedRoster, SendBody,
+    AuthError, BadFrame, ClusterError, DeliveryCap, IdsError, Recipients, RosterEntry, RosterMode,
+    SealedRoster, SendBody,
 };
 use mlsd_transport::{codec, Role, WireError};
 use openmls::prelude::tls_codec::Deserialize as _;

@@ -2,10 +2,9 @@
 //! with real MLS messages: one commit per epoch, retries recognized, and
 //! every refusal leaving storage as it was.
 
-use mlsd_transport::protocol::{BadFrame, IdsError};
+use mlsd_transport::protocol::{BadFrame, IdsError, RosterMode, SendBody};
 
 use mlsd_transport::protocol::ids::send_mac;
-use mlsd_transport::protocol::{RosterMode, SendBody};
 use mlsd_transport::WireError;
 
 use super::group::{parse_idle_key, Accepted, GroupCore, IDLE_INDEX};

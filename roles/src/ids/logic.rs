@@ -6,8 +6,7 @@
 //! and then carries out the fan-out the decision names
 //! ([`Effect::FanOut`]).
 
-use mlsd_transport::protocol::IdsResponse;
-use mlsd_transport::protocol::{IdsRequest, RosterMode, SealedRoster, SendBody};
+use mlsd_transport::protocol::{IdsRequest, IdsResponse, RosterMode, SealedRoster, SendBody};
 use mlsd_transport::{Request, Response, Role, WireError};
 
 use super::group::{day_of, parse_idle_key, Accepted, GroupCore, IDLE_INDEX};

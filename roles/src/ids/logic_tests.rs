@@ -6,8 +6,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mlsd_transport::protocol::ids::send_mac;
-use mlsd_transport::protocol::IdsResponse;
-use mlsd_transport::protocol::{ClusterError, IdsRequest, RosterMode};
+use mlsd_transport::protocol::{ClusterError, IdsRequest, IdsResponse, RosterMode};
 use mlsd_transport::{Request, Response, WireError};
 
 use super::fixtures::{send, Member, GID};

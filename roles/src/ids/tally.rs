@@ -4,9 +4,8 @@
 //! does what it decides; tests drive it directly.
 
 use mlsd_transport::protocol::ids::MAX_UNDELIVERED_LISTED;
-use mlsd_transport::protocol::IdsResponse;
 use mlsd_transport::protocol::{
-    DeliveryCap, EnqueueItem, EnqueueResult, Undeliverable, Undelivered,
+    DeliveryCap, EnqueueItem, EnqueueResult, IdsResponse, Undeliverable, Undelivered,
 };
 use mlsd_transport::Response;
 

@@ -30,7 +30,10 @@
 
 pub mod caps;
 
-use mlsd_transport::protocol::{AuthError, BadFrame, OdsError, OdsRequest};
+use mlsd_transport::protocol::{
+    AuthError, BadFrame, Delivered, EnqueueItem, EnqueueResult, MailboxAuth, MailboxId,
+    NodeResponse, OdsError, OdsRequest, OdsResponse, SealedPush,
+};
 use std::collections::HashMap;
 
 use mlsd_transport::protocol::identity::signing_bytes;
@@ -38,10 +41,6 @@ use mlsd_transport::protocol::ods::{
     PageRoom, LABEL_ACK, LABEL_FETCH, LABEL_ISSUE, LABEL_REVOKE, LABEL_SUBSCRIBE,
     MAX_CAPS_PER_REQUEST, MAX_ENVELOPE,
 };
-use mlsd_transport::protocol::{
-    Delivered, EnqueueItem, EnqueueResult, MailboxAuth, MailboxId, SealedPush,
-};
-use mlsd_transport::protocol::{NodeResponse, OdsResponse};
 use mlsd_transport::{Request, Response, Role, WireError};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;

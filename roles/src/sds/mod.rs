@@ -25,8 +25,7 @@
 pub mod sweep;
 
 use mlsd_transport::limits::MAX_CHUNK;
-use mlsd_transport::protocol::SdsResponse;
-use mlsd_transport::protocol::{SdsError, SdsRequest};
+use mlsd_transport::protocol::{SdsError, SdsRequest, SdsResponse};
 use mlsd_transport::{Request, Response, Role, WireError};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};

@@ -35,9 +35,9 @@ use mlsd_transport::protocol::cs::{LABEL_COUNT, LABEL_PUBLISH};
 use mlsd_transport::protocol::identity::signing_bytes;
 use mlsd_transport::protocol::r#as::LABEL_REGISTER;
 use mlsd_transport::protocol::{
-    AsRequest, CountBody, CsRequest, FetchedKeyPackage, PublishBody, RegisterBody, SdsRequest,
+    AsRequest, AsResponse, CountBody, CsRequest, CsResponse, FetchedKeyPackage, PublishBody,
+    RegisterBody, SdsRequest, SdsResponse,
 };
-use mlsd_transport::protocol::{AsResponse, CsResponse, SdsResponse};
 use mlsd_transport::{Request, Response, Role};
 
 use super::super::view::CommitError;

@@ -17,9 +17,9 @@ use mlsd_roles::settings::OdsSettings;
 use mlsd_roles::{RoleContext, RoleLogic};
 use mlsd_transport::protocol::identity::signing_bytes;
 use mlsd_transport::protocol::ods::{LABEL_ACK, LABEL_FETCH, LABEL_ISSUE};
-use mlsd_transport::protocol::OdsResponse;
 use mlsd_transport::protocol::{
     shard_of, DeliveryCap, EnqueueItem, EnqueueResult, MailboxAuth, MailboxId, OdsRequest,
+    OdsResponse,
 };
 use mlsd_transport::{Request, Response};
 use serde::Serialize;

@@ -20,9 +20,8 @@ use mlsd_roles::ids::fixtures::{roster, Member};
 use mlsd_roles::ids::logic::GroupLogic;
 use mlsd_roles::{RoleContext, RoleLogic};
 use mlsd_transport::protocol::ids::send_mac;
-use mlsd_transport::protocol::IdsResponse;
 use mlsd_transport::protocol::{
-    CommitExtras, DeliveryCap, IdsError, IdsRequest, Recipients, RosterMode, SendBody,
+    CommitExtras, DeliveryCap, IdsError, IdsRequest, IdsResponse, Recipients, RosterMode, SendBody,
 };
 use mlsd_transport::{Request, Response, WireError};
 
