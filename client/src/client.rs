@@ -498,11 +498,23 @@ impl Client {
         identity: &str,
     ) -> Result<(Vec<VerifiedKeyPackage>, Vec<Rejection>), ClientError> {
         let req = Request::Cs(CsRequest::FetchKeyPackages { identity: identity.to_string() });
-        let fetched = match self.paid_request(req).await? {
+        let (answer, ticket) = self.paid(req.clone()).await?;
+        let fetched = match answer {
             Response::Cs(CsResponse::KeyPackages(k)) => k,
             other => return Err(unexpected(other)),
         };
-        let bindings = self.lookup_raw(identity).await?;
+        let bindings = match self.lookup_raw(identity).await {
+            Ok(b) => b,
+            Err(e) => {
+                // The KeyPackages are this fetch's, but cannot be checked
+                // yet: asked again, the fetch pays with the same ticket and
+                // the CS hands out the same ones, instead of taking more.
+                if let (true, Some(t)) = (crate::retry::transient(&e), ticket) {
+                    self.keep_unanswered(&req, t)?;
+                }
+                return Err(e);
+            }
+        };
         Ok(self.authenticate(&bindings, fetched))
     }
 

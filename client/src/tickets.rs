@@ -110,8 +110,19 @@ impl Client {
     /// again with a fresh one. A kept ticket of another kind goes back to
     /// the wallet. So a request that never arrived costs no ticket.
     pub async fn paid_request(&self, req: Request) -> Result<Response, ClientError> {
+        self.paid(req).await.map(|(answer, _)| answer)
+    }
+
+    /// [`Client::paid_request`], with the ticket the answer was paid with:
+    /// a caller whose next step fails before it can use the answer keeps
+    /// the ticket for the retry ([`Client::keep_unanswered`]), which the
+    /// role then answers as the first time.
+    pub(crate) async fn paid(
+        &self,
+        req: Request,
+    ) -> Result<(Response, Option<Ticket>), ClientError> {
         let Some(kind) = req.rules().ticket else {
-            return self.conn.request_paid(req, None).await;
+            return Ok((self.conn.request_paid(req, None).await?, None));
         };
         let kept: Option<Option<(Request, Ticket)>> = self.home.load(UNANSWERED)?;
         let today = day_of(now_secs());
@@ -123,13 +134,22 @@ impl Client {
             }
             None => (self.take_ticket(kind).await?, false),
         };
-        let mut answer = self.pay_with(&req, ticket).await;
-        if reused
-            && matches!(&answer, Err(ClientError::Server(WireError::Auth(AuthError::TicketSpent))))
-        {
-            answer = self.pay_with(&req, self.take_ticket(kind).await?).await;
+        let spent = |a: &Result<Response, ClientError>| {
+            matches!(a, Err(ClientError::Server(WireError::Auth(AuthError::TicketSpent))))
+        };
+        let answer = self.pay_with(&req, ticket.clone()).await;
+        if reused && spent(&answer) {
+            let fresh = self.take_ticket(kind).await?;
+            return Ok((self.pay_with(&req, fresh.clone()).await?, Some(fresh)));
         }
-        answer
+        Ok((answer?, Some(ticket)))
+    }
+
+    /// Keeps `ticket` for `req` as if its answer had been lost: the next
+    /// time `req` is asked, it pays with `ticket` and gets the first answer
+    /// again.
+    pub(crate) fn keep_unanswered(&self, req: &Request, ticket: Ticket) -> Result<(), ClientError> {
+        self.home.save(UNANSWERED, &Some((req.clone(), ticket)))
     }
 
     /// Sends `req` with `ticket`, kept in the home until it is answered.
