@@ -95,7 +95,9 @@ pub enum Next {
 #[derive(Debug, Clone)]
 pub struct LeaderSearch {
     shard: ShardId,
-    voters: Vec<String>,
+    /// The shard's voters (less the avoided node), read at the first miss:
+    /// most calls find the leader at once and never need them.
+    voters: Option<Vec<String>>,
     target: String,
     rotation: usize,
     unreachable: HashSet<String>,
@@ -105,14 +107,14 @@ pub struct LeaderSearch {
 impl LeaderSearch {
     /// A search that starts at the leader `hints` know of.
     pub fn new(hints: &impl LeaderHints, shard: ShardId) -> Self {
-        LeaderSearch::starting_at(hints, shard, hints.leader_hint(shard))
+        LeaderSearch::starting_at(shard, hints.leader_hint(shard))
     }
 
     /// A search that starts at `first`.
-    pub fn starting_at(hints: &impl LeaderHints, shard: ShardId, first: String) -> Self {
+    pub fn starting_at(shard: ShardId, first: String) -> Self {
         LeaderSearch {
             shard,
-            voters: hints.voters(shard),
+            voters: None,
             target: first,
             rotation: 0,
             unreachable: HashSet::new(),
@@ -123,7 +125,6 @@ impl LeaderSearch {
     /// The same search, never sent to `node`: a node that would have served
     /// the call itself if it led the shard, so a refusal naming it is stale.
     pub fn avoiding(mut self, node: &str) -> Self {
-        self.voters.retain(|v| v != node);
         self.avoid = Some(node.to_string());
         self
     }
@@ -146,11 +147,17 @@ impl LeaderSearch {
             }
             Miss::NotLeader(_) | Miss::NoLeader => {}
         }
-        if self.voters.iter().all(|v| self.unreachable.contains(v)) {
+        let avoid = self.avoid.as_deref();
+        let voters = self.voters.get_or_insert_with(|| {
+            let mut v = hints.voters(self.shard);
+            v.retain(|n| Some(n.as_str()) != avoid);
+            v
+        });
+        if voters.iter().all(|v| self.unreachable.contains(v)) {
             return Next::GiveUp;
         }
         self.rotation += 1;
-        self.target = self.voters[self.rotation % self.voters.len()].clone();
+        self.target = voters[self.rotation % voters.len()].clone();
         Next::AfterPause
     }
 }
@@ -233,7 +240,7 @@ mod tests {
     #[test]
     fn an_avoided_node_is_never_a_target_even_when_named() {
         let hints = Map::default();
-        let mut s = LeaderSearch::starting_at(&hints, shard(), "n2".into()).avoiding("n1");
+        let mut s = LeaderSearch::starting_at(shard(), "n2".into()).avoiding("n1");
         assert_eq!(s.missed(Miss::NotLeader(Some("n1")), &hints), Next::AfterPause);
         assert_eq!(s.target(), "n3");
         assert_eq!(s.missed(Miss::Unreachable, &hints), Next::AfterPause);

@@ -132,7 +132,7 @@ async fn upstream(
     let l = &ctx.config.limits;
     let deadline = tokio::time::Instant::now() + l.call_timeout;
     let frame = NodeFrame::new(NodeRequest::Forward(req));
-    let mut search = LeaderSearch::starting_at(&*ctx.shards, shard, owner).avoiding(&ctx.me.name);
+    let mut search = LeaderSearch::starting_at(shard, owner).avoiding(&ctx.me.name);
     loop {
         let target = search.target().to_string();
         let answer = async {
