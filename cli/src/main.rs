@@ -84,8 +84,9 @@ enum Cmd {
         /// Print every event of each run (also `--verbose`).
         #[arg(long, alias = "verbose")]
         trace: bool,
-        /// Make only this run of each seed: `ids`, `ods` or `accounts` (the
-        /// AS, CS and SDS); all three when absent.
+        /// Make only this run of each seed: `ids`, `ods`, `accounts` (the
+        /// AS, CS and SDS) or `delivery` (a send's path from the IDS to the
+        /// mailboxes); all four when absent.
         #[arg(long)]
         run: Option<String>,
     },
@@ -212,8 +213,9 @@ fn sim(seeds: std::ops::Range<u64>, trace: bool, only: Option<&str>) -> anyhow::
     use mlsd_actors::replica::sim;
     let kinds = match only {
         None => sim::Run::ALL.to_vec(),
-        Some(name) => vec![sim::Run::named(name)
-            .ok_or_else(|| anyhow::anyhow!("no run named {name:?}: ids, ods or accounts"))?],
+        Some(name) => vec![sim::Run::named(name).ok_or_else(|| {
+            anyhow::anyhow!("no run named {name:?}: ids, ods, accounts or delivery")
+        })?],
     };
     let (mut runs, mut commits, mut writes) = (0u64, 0usize, 0usize);
     let start = std::time::Instant::now();

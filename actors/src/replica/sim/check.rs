@@ -66,6 +66,7 @@ pub(super) fn check(sim: &Sim) -> Result<(usize, usize), Violation> {
     match sim.kind {
         Run::Ods => check_mailboxes(sim, &l, &view(ODS_SHARD)),
         Run::Ids => check_groups(sim, &l, &view(IDS_SHARD)),
+        Run::Delivery => check_delivery(sim, &mut l, &view(IDS_SHARD), &view(ODS_SHARD)),
         Run::Accounts => {
             use accounts::{AS_SHARD, CS_SHARD, SDS_SHARD};
             let (a, c, s) = (view(AS_SHARD), view(CS_SHARD), view(SDS_SHARD));
@@ -168,4 +169,28 @@ fn check_mailboxes(sim: &Sim, l: &Ledger, view: &ShardView) -> Result<(usize, us
         }
     }
     Ok((0, l.mail.stored.len()))
+}
+
+/// The delivery run's end checks: each mailbox's remaining copies read
+/// through the ODS's own fetch join what its owner read, and every send
+/// answered `Sent` is among them, once, in every mailbox
+/// ([`delivery::DeliveryLedger::check`]).
+fn check_delivery(
+    sim: &Sim,
+    l: &mut Ledger,
+    ids: &ShardView,
+    ods: &ShardView,
+) -> Result<(usize, usize), Violation> {
+    let now = sim.trace.now();
+    for k in 0..mailbox::MAILBOXES {
+        let held = mailbox::read_all(ods, k, 0, now)
+            .map_err(|e| sim.violation(format!("cannot read mailbox {k}: {e}")))?;
+        l.delivery.received(k, &held);
+    }
+    let gid = role::group_id(delivery::DELIVERY_GROUP);
+    let accepted = stored(sim, "accepted ids", accepted_ids(&gid, 0, ids))?;
+    match l.delivery.check(&accepted.into_iter().collect()) {
+        Ok(n) => Ok((0, n)),
+        Err(what) => Err(sim.violation(what)),
+    }
 }

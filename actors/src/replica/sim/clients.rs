@@ -2,10 +2,13 @@
 //! of, else a node at random), how it is retried, and the client tasks of
 //! each run: committers, writers and a creator of groups for the IDS,
 //! enqueuers and mailbox owners for the ODS, racing registrars, fetchers
-//! of KeyPackages, a blob uploader and a reader for the accounts run.
+//! of KeyPackages, a blob uploader and a reader for the accounts run, and
+//! senders whose sends fan out to mailboxes for the delivery run.
 
 use super::*;
-use mlsd_transport::protocol::{AsResponse, CsResponse, NodeResponse, OdsResponse, SdsResponse};
+use mlsd_transport::protocol::{
+    AsResponse, CsResponse, IdsResponse, NodeResponse, OdsResponse, SdsResponse,
+};
 use role::Hosts;
 
 /// A request of the simulation's clients, to the run's role.
@@ -14,13 +17,15 @@ pub(super) enum Ask {
     Ids(Op),
     Ods(mailbox::MailOp),
     Accounts(accounts::AcctOp),
+    /// A send to the delivery group.
+    Post(delivery::Post),
 }
 
 impl Ask {
     /// The shard that serves the request.
     fn shard(&self) -> ShardId {
         match self {
-            Ask::Ids(_) => IDS_SHARD,
+            Ask::Ids(_) | Ask::Post(_) => IDS_SHARD,
             Ask::Ods(_) => ODS_SHARD,
             Ask::Accounts(op) => op.shard(),
         }
@@ -78,12 +83,23 @@ impl Clients {
 
 /// Sends `op` until a replica decides it, or the clients stop.
 pub(super) async fn decide(op: impl Into<Ask>, rng: &mut StdRng, w: &Clients) -> Option<Reply> {
-    let op = op.into();
+    decide_within(op.into(), rng, w, None).await
+}
+
+/// Sends `op` until a replica decides it, the clients stop, or `patience`
+/// runs out.
+async fn decide_within(
+    op: Ask,
+    rng: &mut StdRng,
+    w: &Clients,
+    patience: Option<Duration>,
+) -> Option<Reply> {
+    let deadline = patience.map(|p| Instant::now() + p);
     let shard = op.shard();
     let (net, serials) = (&w.net, &w.serials);
     let ids: Vec<NodeId> = serials.keys().copied().collect();
     let mut hint = None;
-    while !w.stopped() {
+    while !w.stopped() && deadline.is_none_or(|d| Instant::now() < d) {
         let node = pick(rng, &mut hint, &ids);
         let reply = match net.replica(node, shard) {
             Some(replica) => {
@@ -98,6 +114,7 @@ pub(super) async fn decide(op: impl Into<Ask>, rng: &mut StdRng, w: &Clients) ->
                 match &op {
                     Ask::Ids(op) => role::serve(&replica, node, &w.hosts, *op, think, now).await,
                     Ask::Ods(op) => mailbox::serve(&replica, node, &w.hosts, op, think, now).await,
+                    Ask::Post(p) => delivery::serve(&replica, node, &w.hosts, p, think, now).await,
                     Ask::Accounts(op) => {
                         match accounts::prerequisite(net, node, &w.hosts, op, now).await {
                             Ok(pre) => {
@@ -219,6 +236,19 @@ pub(super) async fn mailbox_clients(
     sim: &Sim,
     shared: &Clients,
 ) -> Result<Vec<tokio::task::JoinHandle<()>>, Violation> {
+    open_mailboxes(sim, shared).await?;
+    let mut clients = Vec::new();
+    for e in 0..WRITERS {
+        clients.push(tokio::spawn(enqueuer(shared.clone(), 300 + e)));
+    }
+    for k in 0..mailbox::MAILBOXES {
+        clients.push(tokio::spawn(owner(shared.clone(), k, false)));
+    }
+    Ok(clients)
+}
+
+/// Opens the run's mailboxes, each with its capability.
+async fn open_mailboxes(sim: &Sim, shared: &Clients) -> Result<(), Violation> {
     use mailbox::MailOp;
     let mut setup = StdRng::seed_from_u64(sim.seed ^ 0x0DE5);
     for k in 0..mailbox::MAILBOXES {
@@ -230,14 +260,92 @@ pub(super) async fn mailbox_clients(
         }
     }
     sim.trace.note("mailboxes open");
+    Ok(())
+}
+
+/// The delivery run's clients, once the mailboxes are open and the group
+/// exists: two senders, and each mailbox's owner.
+pub(super) async fn delivery_clients(
+    sim: &Sim,
+    shared: &Clients,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, Violation> {
+    open_mailboxes(sim, shared).await?;
+    let group = delivery::DELIVERY_GROUP;
+    let mut setup = StdRng::seed_from_u64(sim.seed ^ 0xDE11);
+    match decide(Op::Create { group }, &mut setup, shared).await {
+        Some(Reply::Done) => sim.trace.note(format_args!("g{group} created")),
+        other => return Err(sim.violation(format!("g{group} not created: {other:?}"))),
+    }
     let mut clients = Vec::new();
-    for e in 0..WRITERS {
-        clients.push(tokio::spawn(enqueuer(shared.clone(), 300 + e)));
+    for s in 0..WRITERS {
+        clients.push(tokio::spawn(sender(shared.clone(), 600 + s)));
     }
     for k in 0..mailbox::MAILBOXES {
-        clients.push(tokio::spawn(owner(shared.clone(), k)));
+        clients.push(tokio::spawn(owner(shared.clone(), k, true)));
     }
     Ok(clients)
+}
+
+/// A member posting one message after another to the delivery group, each
+/// sent again as it was until answered `Sent`: after a partial answer, and
+/// after no answer (the accepting node crashed during the fan-out).
+async fn sender(w: Clients, client: u64) {
+    let mut rng = w.rng(client, 0x5E);
+    let mut n = 0u64;
+    while !w.stopped() {
+        n += 1;
+        let post = delivery::Post::new((client << 32) | n);
+        ledger(&w).delivery.posting(&post);
+        while !w.stopped() {
+            match decide(Ask::Post(post.clone()), &mut rng, &w).await {
+                Some(Reply::FanOut(accepted)) => match fan_out(&w, *accepted, &mut rng).await {
+                    Some(Response::Ids(IdsResponse::Sent { copies }))
+                        if copies == u32::from(mailbox::MAILBOXES) =>
+                    {
+                        w.trace.note(format_args!("{post:?} sent"));
+                        ledger(&w).delivery.delivered.insert(post.key);
+                        break;
+                    }
+                    Some(Response::Ids(IdsResponse::PartlySent { failed, .. })) => {
+                        w.trace.note(format_args!("{post:?}: {failed} copies missing"));
+                    }
+                    Some(other) => {
+                        let what = format!("{post:?} answered {other:?}");
+                        ledger(&w).delivery.anomalies.push(what);
+                        break;
+                    }
+                    None => w.trace.note(format_args!("{post:?}: no answer")),
+                },
+                _ => break,
+            }
+            tokio::time::sleep(Duration::from_millis(rng.gen_range(50..300))).await;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(0..60))).await;
+    }
+}
+
+/// Carries out the fan-out of an accepted send as the node that accepted
+/// it does: seals the copies, enqueues them at the ODS shard's leader
+/// within the fan-out's patience, records the end with the group, and
+/// answers. `None` when the node crashed meanwhile (its fan-out died and
+/// recorded nothing).
+async fn fan_out(w: &Clients, accepted: role::Accepted, rng: &mut StdRng) -> Option<Response> {
+    let items = delivery::seal(&accepted);
+    let op = Ask::Ods(mailbox::MailOp::Copies(items.clone()));
+    let results = match decide_within(op, rng, w, Some(delivery::PATIENCE)).await {
+        Some(Reply::Answer(Response::Node(NodeResponse::Enqueued(results)))) => Some(results),
+        _ => None,
+    };
+    let (response, retryable) = delivery::answer(items, results);
+    let alive =
+        w.net.replica(accepted.node, IDS_SHARD).is_some_and(|r| Arc::ptr_eq(&r, &accepted.replica));
+    if !alive {
+        return None;
+    }
+    // The group actor serializes the end with the group's requests.
+    let _serial = w.serials[&accepted.node].lock().await;
+    delivery::ended(&accepted, !retryable, w.trace.now()).await;
+    Some(response)
 }
 
 /// A fan-out's side: batches of one to three copies to random mailboxes,
@@ -262,9 +370,9 @@ async fn enqueuer(w: Clients, client: u64) {
     }
 }
 
-/// Mailbox `k`'s owner: fetches after its last ack, checks what it got,
-/// and acks it.
-async fn owner(w: Clients, k: u8) {
+/// Mailbox `k`'s owner: fetches after its last ack, checks what it got
+/// (`sealed`: copies of the delivery group's messages), and acks it.
+async fn owner(w: Clients, k: u8, sealed: bool) {
     use mailbox::MailOp;
     let mut rng = w.rng(u64::from(k), 0x0A);
     let (mut after, mut last) = (0u64, 0u64);
@@ -275,7 +383,11 @@ async fn owner(w: Clients, k: u8) {
             Some(Reply::Answer(Response::Ods(OdsResponse::Envelopes(page)))) => page,
             _ => continue,
         };
-        ledger(&w).mail.fetched(k, &page);
+        if sealed {
+            ledger(&w).delivery.received(k, &page);
+        } else {
+            ledger(&w).mail.fetched(k, &page);
+        }
         let Some(up_to) = page.last().map(|e| e.seq) else { continue };
         last = mailbox::counter(w.trace.now(), last);
         // Sent: from now on its copies up to there may be gone.

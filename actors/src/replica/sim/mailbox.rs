@@ -75,6 +75,8 @@ pub enum MailOp {
     Issue(u8, u64),
     /// Store copies: (mailbox, delivery id), the envelope being the id.
     Enqueue(Vec<(u8, u64)>),
+    /// Store sealed copies as a fan-out made them ([`super::delivery`]).
+    Copies(Vec<EnqueueItem>),
     /// Fetch mailbox `k` after a sequence number, under a counter.
     Fetch(u8, u64, u64),
     /// Acknowledge mailbox `k` up to a sequence number, under a counter.
@@ -112,11 +114,14 @@ impl MailOp {
             MailOp::Ack(k, up_to, c) => {
                 OdsRequest::Ack { auth: auth(k, LABEL_ACK, c, &up_to), up_to }
             }
-            MailOp::Enqueue(_) => return None,
+            MailOp::Enqueue(_) | MailOp::Copies(_) => return None,
         }))
     }
 
     fn items(&self) -> Vec<EnqueueItem> {
+        if let MailOp::Copies(items) = self {
+            return items.clone();
+        }
         let MailOp::Enqueue(copies) = self else { return Vec::new() };
         copies
             .iter()

@@ -3,10 +3,13 @@
 //! and [`RaftShard`], over a simulated network ([`net`]), clock (tokio's
 //! paused clock on one thread) and storage ([`MemStore`], which a crash
 //! keeps and a disk wipe replaces), with the real roles' logic served as
-//! their hosts serve it. Each seed makes three runs ([`Run`]): the IDS's
+//! their hosts serve it. Each seed makes four runs ([`Run`]): the IDS's
 //! logic with real MLS messages on one shard ([`role`]), the ODS's on one
-//! shard ([`mailbox`]), and the AS's, CS's and SDS's on three shards that
-//! every node replicates side by side on one store ([`accounts`]).
+//! shard ([`mailbox`]), the AS's, CS's and SDS's on three shards that
+//! every node replicates side by side on one store ([`accounts`]), and a
+//! message's whole path, from the IDS's commit through its fan-out to the
+//! ODS's commit and the recipients' fetches, on an IDS and an ODS shard
+//! side by side ([`delivery`]).
 //!
 //! A run draws everything from its seed: message loss, delays (so messages
 //! overtake each other), partitions, crashes, disk wipes, the clients'
@@ -26,6 +29,9 @@
 //! - the AS, CS and SDS: an identity bound to one party only, no serial
 //!   given twice, no one-time KeyPackage handed to two fetches and none
 //!   lost, every acknowledged blob intact ([`accounts`]);
+//! - a message's path: every send answered `Sent` is in every recipient's
+//!   mailbox (or was read by it), none twice, and every copy opens to a
+//!   message a sender posted ([`delivery`]);
 //! - the replicas of each shard converge: the same keys and values on
 //!   every node;
 //! - the shards make progress again once healed.
@@ -38,7 +44,7 @@
 //! - [`net`]: the simulated network.
 //! - [`role`]: the real IDS logic as its hosts serve it, and the clients'
 //!   requests; [`mailbox`]: the same for the ODS; [`accounts`]: for the AS,
-//!   CS and SDS.
+//!   CS and SDS; [`delivery`]: the fan-out between the IDS and the ODS.
 //! - `clients`: the clients' tasks, and how a request is sent and retried.
 //! - `faults`: the faults injected while the clients write.
 //! - `check`: convergence and the end checks.
@@ -46,6 +52,7 @@
 pub mod accounts;
 mod check;
 mod clients;
+pub mod delivery;
 mod faults;
 pub mod mailbox;
 pub mod net;
@@ -135,13 +142,16 @@ pub enum Run {
     /// parties racing for identities, KeyPackages published and fetched,
     /// blobs uploaded and read.
     Accounts,
+    /// An IDS and an ODS shard on the same nodes ([`delivery`]): senders
+    /// whose sends fan out to mailboxes, and the mailboxes' owners.
+    Delivery,
 }
 
 impl Run {
     /// Every run a seed makes, in order.
-    pub const ALL: [Run; 3] = [Run::Ids, Run::Ods, Run::Accounts];
+    pub const ALL: [Run; 4] = [Run::Ids, Run::Ods, Run::Accounts, Run::Delivery];
 
-    /// The run called `name` (`ids`, `ods` or `accounts`).
+    /// The run called `name` (`ids`, `ods`, `accounts` or `delivery`).
     pub fn named(name: &str) -> Option<Run> {
         Run::ALL.into_iter().find(|r| format!("{r:?}").eq_ignore_ascii_case(name))
     }
@@ -152,6 +162,7 @@ impl Run {
             Run::Ids => vec![IDS_SHARD],
             Run::Ods => vec![ODS_SHARD],
             Run::Accounts => vec![accounts::AS_SHARD, accounts::CS_SHARD, accounts::SDS_SHARD],
+            Run::Delivery => vec![IDS_SHARD, ODS_SHARD],
         }
     }
 }
@@ -238,6 +249,8 @@ struct Ledger {
     mail: mailbox::MailLedger,
     /// What the accounts run's clients were told.
     accounts: accounts::AcctLedger,
+    /// What the delivery run's clients were told and read.
+    delivery: delivery::DeliveryLedger,
 }
 
 /// One node: its storage (kept across a crash) and, while up, its replica.
@@ -518,6 +531,7 @@ async fn simulate(seed: u64, kind: Run) -> Result<Outcome, Violation> {
         Run::Ods => mailbox_clients(&sim, &shared).await?,
         Run::Ids => group_clients(&sim, &shared).await?,
         Run::Accounts => clients::account_clients(&shared),
+        Run::Delivery => clients::delivery_clients(&sim, &shared).await?,
     };
 
     let faults = faults::inject(&mut sim, &mut rng).await?;
@@ -561,7 +575,8 @@ async fn simulate(seed: u64, kind: Run) -> Result<Outcome, Violation> {
 fn acknowledged(ledger: &Mutex<Ledger>) -> usize {
     let l = ledger.lock().unwrap_or_else(|p| p.into_inner());
     let a = &l.accounts;
-    l.commits.len() + l.writes.len() + l.mail.stored.len() + a.bound.len() + a.blobs.len()
+    let d = l.delivery.delivered.len();
+    l.commits.len() + l.writes.len() + l.mail.stored.len() + a.bound.len() + a.blobs.len() + d
 }
 
 #[cfg(test)]

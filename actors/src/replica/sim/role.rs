@@ -58,7 +58,7 @@ pub enum Op {
 }
 
 /// What a replica answered.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Reply {
     /// Done: the send or creation is committed and applied.
     Done,
@@ -74,6 +74,33 @@ pub enum Reply {
     Refused(String),
     /// The logic's answer, for the client to read (the ODS's requests).
     Answer(Response),
+    /// An accepted send whose fan-out the sender's task now carries out
+    /// ([`super::delivery`]).
+    FanOut(Box<Accepted>),
+}
+
+/// A send the IDS accepted, its writes committed: the fan-out its decision
+/// named, to be carried out as a group actor's fan-out does
+/// ([`super::delivery`]), and what that needs to record its end.
+pub struct Accepted {
+    /// The node whose group actor accepted it.
+    pub node: NodeId,
+    /// The replica it was accepted at: a crash of the node replaces it,
+    /// and the fan-out dies with it.
+    pub replica: Arc<RaftShard>,
+    /// The term its writes were proposed in; the end's writes are too.
+    pub term: u64,
+    /// The group.
+    pub group: Vec<u8>,
+    /// The copies to make, and what to keep if some go missing.
+    pub fanout: mlsd_roles::ids::plan::FanOut,
+}
+
+impl std::fmt::Debug for Accepted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let id = u64::from_be_bytes(self.fanout.plan.message_id[..8].try_into().unwrap_or([0; 8]));
+        write!(f, "accepted {id:x} at {:x} in term {}", self.node, self.term)
+    }
 }
 
 /// The MLS group id of simulation group `group`.
@@ -114,14 +141,24 @@ fn chains() -> &'static Mutex<HashMap<u32, Chain>> {
     CHAINS.get_or_init(Mutex::default)
 }
 
+/// A new application message of `group`'s epoch 0, unlike any made before
+/// (the delivery run tells its copies apart by their bytes).
+pub fn fresh_message(group: u32) -> Arc<Vec<u8>> {
+    let mut all = chains().lock().unwrap_or_else(|p| p.into_inner());
+    let chain = all.entry(group).or_insert_with(|| new_chain(group));
+    Arc::new(chain.member.message(b"delivered"))
+}
+
+fn new_chain(group: u32) -> Chain {
+    let mut member = Member::of(&group_id(group));
+    let message = Arc::new(member.message(b"simulated"));
+    Chain { member, commits: Vec::new(), message }
+}
+
 /// The commit of `group` for `epoch`, or its epoch-0 application message.
 fn mls_message(group: u32, epoch: Option<u64>) -> Arc<Vec<u8>> {
     let mut all = chains().lock().unwrap_or_else(|p| p.into_inner());
-    let chain = all.entry(group).or_insert_with(|| {
-        let mut member = Member::of(&group_id(group));
-        let message = Arc::new(member.message(b"simulated"));
-        Chain { member, commits: Vec::new(), message }
-    });
+    let chain = all.entry(group).or_insert_with(|| new_chain(group));
     let Some(epoch) = epoch else { return chain.message.clone() };
     while chain.commits.len() as u64 <= epoch {
         let next = chain.member.advance();
@@ -195,6 +232,17 @@ pub struct Hosts {
     pub sds: Hosted<mlsd_roles::sds::SdsLogic>,
 }
 
+/// What a host's decision came to once its writes landed: the answer, the
+/// effects for the shell to carry out, and the term it was decided in.
+pub struct Served {
+    /// The logic's answer.
+    pub response: Response,
+    /// What the shell carries out next (a send's fan-out).
+    pub effects: Vec<mlsd_roles::Effect>,
+    /// The leadership term the writes were proposed in.
+    pub term: u64,
+}
+
 /// Serves one request as a role host does: decided only once
 /// [`ShardStore::ready`] confirmed the state, by the logic under `key`
 /// loaded in the current term (else `load`ed from the replica's state, as
@@ -212,6 +260,21 @@ pub async fn host<L: RoleLogic>(
     think: std::time::Duration,
     now: SystemTime,
 ) -> Result<Result<Response, String>, CommitError> {
+    let served = host_effects(replica, hosted, key, load, decide, think, now).await?;
+    Ok(served.map(|s| s.response))
+}
+
+/// [`host`], with the decision's effects and term.
+#[allow(clippy::too_many_arguments)]
+pub async fn host_effects<L: RoleLogic>(
+    replica: &RaftShard,
+    hosted: &Hosted<L>,
+    key: (NodeId, Vec<u8>),
+    load: impl FnOnce(&RoleContext<'_>) -> Result<L, WireError>,
+    decide: impl FnOnce(&mut L, &RoleContext<'_>) -> mlsd_roles::Decision,
+    think: std::time::Duration,
+    now: SystemTime,
+) -> Result<Result<Served, String>, CommitError> {
     let term = replica.ready().await?;
     let ctx = RoleContext { node: "sim", store: replica, now, random: Default::default() };
     let cached = hosted.lock().remove(&key);
@@ -230,7 +293,7 @@ pub async fn host<L: RoleLogic>(
         replica.commit(term, decision.writes).await?;
     }
     hosted.lock().insert(key, (term, logic));
-    Ok(Ok(decision.response))
+    Ok(Ok(Served { response: decision.response, effects: decision.effects, term }))
 }
 
 /// What the client of `op` is told of a host's answer ([`host`]): a
