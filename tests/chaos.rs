@@ -25,9 +25,8 @@
 
 mod common;
 
-use mlsd_roles::ids::group::ACCEPTED_EPOCHS;
 use mlsd_transport::protocol::{
-    ChaosTarget, IdsError, IdsResponse, NodeRequest, NodeResponse, OperatorRequest, RosterMode,
+    ChaosTarget, NodeRequest, NodeResponse, OperatorRequest, RosterMode,
 };
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,10 +34,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::leaders::{all_led_without, busiest as busiest_leader};
+use common::sending::{commit_until, send_through_faults, Change, Sending};
 use common::Cluster;
 use mlsd_client::group::Event;
-use mlsd_client::{Client, ClientError};
-use mlsd_transport::{Request, Response, Role, WireError};
+use mlsd_client::Client;
+use mlsd_transport::{Response, Role};
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand::Rng;
 
@@ -78,63 +78,6 @@ struct GuestPlan {
     add_at: usize,
 }
 
-/// A commit the load makes.
-#[derive(Clone, Copy, Debug)]
-enum Change {
-    Update,
-    Remove(&'static str),
-    Add(&'static str),
-}
-
-/// Retries `change` until it lands, or until the client's view shows it has
-/// (a commit whose answer was lost may have been accepted).
-async fn commit_until(c: &mut Client, group: &str, me: &str, change: Change) {
-    let has = |c: &Client, who: &str| {
-        c.group_members(group).unwrap().iter().any(|m| m.starts_with(&format!("{who}/")))
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let r = match change {
-            Change::Update => c.self_update(group).await,
-            Change::Remove(g) => c.remove_members(group, &[g]).await,
-            Change::Add(g) => c.add_members(group, &[g]).await,
-        };
-        let Err(e) = r else { return };
-        eprintln!("{me}: {change:?}: {e}");
-        assert!(Instant::now() < deadline, "{me}: {change:?} never landed: {e}");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let _ = c.reconnect().await;
-        let _ = c.flush_outbox().await;
-        let landed = match change {
-            Change::Update => false,
-            Change::Remove(g) => !has(c, g),
-            Change::Add(g) => has(c, g),
-        };
-        if landed {
-            return;
-        }
-    }
-}
-
-/// The `Send` of `text`. Members learned while the AS was down are not
-/// checked yet, and a send is refused until they are: check again (as mlsc
-/// does before every send) until the AS answers.
-async fn prepare(c: &mut Client, group: &str, text: &str) -> Request {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        match c.prepare_text(group, text) {
-            Ok(req) => return req,
-            Err(e @ ClientError::UnverifiedMembers { .. }) => {
-                assert!(Instant::now() < deadline, "{group}: members never verified: {e}");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                let _ = c.reconnect().await;
-                let _ = c.check_members(group).await;
-            }
-            Err(e) => panic!("{group}: {e}"),
-        }
-    }
-}
-
 /// One member's load: `rounds` messages, a self-update every fourth round,
 /// and for the creator the guest's removal and re-addition. Returns what it
 /// got acknowledged, the events it received meanwhile and, for the creator,
@@ -168,71 +111,19 @@ async fn member_load(
             rejoined = Some(c.group_epoch(group).unwrap());
         }
         let text = format!("{me} #{r}");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let mut epoch = c.group_epoch(group).unwrap();
-        let mut req = prepare(&mut c, group, &text).await;
-        let mut failures = Vec::new();
-        let mut started = Instant::now();
-        loop {
-            match c.send_request(req.clone()).await {
-                Ok(Response::Ids(IdsResponse::Sent { .. })) => {
-                    timings.push(SendTiming {
-                        text: text.clone(),
-                        first_try: started,
-                        acked: Instant::now(),
-                        failed: failures.len() as u32,
-                    });
-                    // A slow send: its copies may reach members many epochs late.
-                    if started.elapsed() > Duration::from_secs(5) {
-                        eprintln!(
-                            "chaos: {me}: {text:?} of epoch {epoch} acknowledged after {:?} and {failures:?}",
-                            started.elapsed()
-                        );
-                    }
-                    break;
-                }
-                // The group moved so far past the send's epoch that the IDS
-                // no longer remembers what it accepted then
-                // (`ACCEPTED_EPOCHS`), and an earlier try's outcome is
-                // unknown (its answer never came): the send may have been
-                // delivered. Sending anew could duplicate it, so, as a
-                // careful client would, this one gives up and reports it;
-                // the checker requires such a message at most once.
-                Err(ClientError::Server(WireError::Ids(IdsError::StaleEpoch { current })))
-                    if !failures.is_empty() && current >= epoch + ACCEPTED_EPOCHS =>
-                {
-                    eprintln!(
-                        "chaos: {me}: {text:?} of epoch {epoch}: outcome unknown, refused StaleEpoch (now {current}) after {failures:?}; not sent anew"
-                    );
-                    unknown.push(text.clone());
-                    break;
-                }
-                // Refused as a whole (the group moved on): nothing was
-                // delivered, so catching up and sending anew is no duplicate.
-                Err(ClientError::Server(WireError::Ids(IdsError::StaleEpoch { current }))) => {
-                    // What came before, should this send be duplicated.
-                    eprintln!(
-                        "chaos: {me}: {text:?} of epoch {epoch} refused StaleEpoch (now {current}) after {failures:?}; sent anew"
-                    );
-                    events.extend(c.receive().await.unwrap_or_default());
-                    epoch = c.group_epoch(group).unwrap();
-                    req = prepare(&mut c, group, &text).await;
-                    // A new request: its own tries are what the bound is about.
-                    (started, failures) = (Instant::now(), Vec::new());
-                }
-                other => {
-                    assert!(
-                        Instant::now() < deadline,
-                        "{me}: {text} never acknowledged: {other:?}"
-                    );
-                    failures.push(format!("{other:?}").chars().take(160).collect::<String>());
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    let _ = c.reconnect().await;
-                }
+        let patience = Duration::from_secs(60);
+        match send_through_faults(&mut c, &me, group, &text, &mut events, patience).await {
+            Sending::Acked { epoch, first_try, failed } => {
+                timings.push(SendTiming {
+                    text: text.clone(),
+                    first_try,
+                    acked: Instant::now(),
+                    failed,
+                });
+                acked.push((text, epoch));
             }
-        }
-        if unknown.last() != Some(&text) {
-            acked.push((text, epoch));
+            Sending::Unknown => unknown.push(text),
+            Sending::GaveUp(why) => panic!("{me}: {text} never acknowledged: {why}"),
         }
         if (r + 1) % 10 == 0 {
             eprintln!("{me}: {} of {rounds} rounds acknowledged", r + 1);

@@ -10,7 +10,9 @@
 //! The clients: two parties race to register a device of each new identity,
 //! entering through different nodes; the one bound publishes KeyPackages;
 //! two fetchers fetch the KeyPackages of the identities published last;
-//! a writer uploads blobs and a reader reads them back. Every operation
+//! a writer uploads blobs and a reader reads them back; three members of a
+//! group send messages, commit self-updates and read their mailboxes
+//! ([`groups`]). Every operation
 //! goes into a history (`invoke`, then `ok`, `fail`, or `info` when its
 //! outcome is unknown), printed when a check fails. The checker is the
 //! simulation's ([`AcctLedger`], `actors/src/replica/sim/accounts.rs`): no
@@ -19,13 +21,17 @@
 //! end state, read back through clients: each identity's bindings are the
 //! winner's alone, each winner's one-time KeyPackages not handed out are
 //! still there (at most one more gone per fetch of unknown outcome), every
-//! acknowledged blob reads back intact.
+//! acknowledged blob reads back intact; every message acknowledged to its
+//! sender read by each other member exactly once, none read twice, and the
+//! members agree on the group ([`groups::GroupLedger`]).
 //!
 //! `MLSD_NEMESIS_SECS` (30) seconds of faults is the short profile CI runs;
 //! `MLSD_NEMESIS_SECS=600 cargo test --test nemesis -- --nocapture` is a
 //! long one (docs/reliability.md).
 
 mod common;
+#[path = "nemesis/groups.rs"]
+mod groups;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -64,6 +70,8 @@ struct History {
     published: Mutex<BTreeMap<u32, (ClientConfig, u32)>>,
     /// Identity → fetches of unknown outcome.
     unknown_fetches: Mutex<BTreeMap<u32, usize>>,
+    /// What the group's members were told and read.
+    groups: Mutex<groups::GroupLedger>,
     stop: AtomicBool,
     /// The cluster's config, for where an identity's AS shard is.
     config: mlsd_node::config::ClusterConfig,
@@ -84,6 +92,10 @@ impl History {
 
     fn ledger(&self) -> std::sync::MutexGuard<'_, AcctLedger> {
         self.ledger.lock().unwrap()
+    }
+
+    fn groups(&self) -> std::sync::MutexGuard<'_, groups::GroupLedger> {
+        self.groups.lock().unwrap()
     }
 
     fn dump(&self) -> String {
@@ -387,6 +399,7 @@ async fn the_account_steps_keep_their_promises_under_a_nemesis() {
         winners: Mutex::default(),
         published: Mutex::default(),
         unknown_fetches: Mutex::default(),
+        groups: Mutex::default(),
         stop: AtomicBool::new(false),
         config: mlsd_node::config::ClusterConfig::load(&c.dir.path().join("cluster.toml")).unwrap(),
     });
@@ -412,6 +425,11 @@ async fn the_account_steps_keep_their_promises_under_a_nemesis() {
         tokio::spawn(uploader(h.clone(), cfgs[2].clone())),
         tokio::spawn(reader(h.clone(), cfgs[3].clone())),
     ];
+    let member_tasks: Vec<_> = groups::join(&c)
+        .await
+        .into_iter()
+        .map(|(me, client)| tokio::spawn(groups::member(h.clone(), me, client)))
+        .collect();
     // The nemesis.
     let start = Instant::now();
     let mut faults: BTreeMap<&str, u32> = BTreeMap::new();
@@ -430,11 +448,17 @@ async fn the_account_steps_keep_their_promises_under_a_nemesis() {
     for t in tasks {
         t.await.unwrap();
     }
+    let mut members: Vec<(String, Client)> = Vec::new();
+    for t in member_tasks {
+        members.push(t.await.unwrap());
+    }
     c.wait_healthy(Duration::from_secs(60)).await;
     let fail = |what: String| -> ! { panic!("{what}\nhistory:\n{}", h.dump()) };
     if let Some(a) = h.ledger().anomalies.first() {
         fail(a.clone());
     }
+    let (sent, unknown_sends, commits) =
+        groups::settle(&h, &mut members).await.unwrap_or_else(|e| fail(e));
     // The end state, read back through a client.
     let mut reader = open(&c.client_config("checker", "n3")).await;
     let winners = h.winners.lock().unwrap().clone();
@@ -484,7 +508,7 @@ async fn the_account_steps_keep_their_promises_under_a_nemesis() {
     }
     let fetches = h.ledger().fetched.len();
     eprintln!(
-        "nemesis: {nth} faults {faults:?} in {:?}; {} identities raced, {} bound, {} published, {fetches} fetches answered ({} unknown), {} blobs; 0 anomalies",
+        "nemesis: {nth} faults {faults:?} in {:?}; {} identities raced, {} bound, {} published, {fetches} fetches answered ({} unknown), {} blobs; group: {sent} messages acknowledged ({unknown_sends} of unknown outcome), {commits} commits; 0 anomalies",
         start.elapsed(),
         h.lines.lock().unwrap().iter().filter(|l| l.contains("invoke register")).count(),
         winners.len(),
@@ -493,4 +517,5 @@ async fn the_account_steps_keep_their_promises_under_a_nemesis() {
         blobs.len(),
     );
     assert!(winners.len() >= 3 && fetches >= 3 && blobs.len() >= 3, "too little got done");
+    assert!(sent >= 3 && commits >= 1, "too little got done in the group");
 }

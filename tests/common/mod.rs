@@ -5,6 +5,7 @@
 
 pub mod leaders;
 pub mod push;
+pub mod sending;
 
 use mlsd_transport::protocol::{IdsRequest, IdsResponse};
 use std::net::{SocketAddr, UdpSocket};
