@@ -12,7 +12,9 @@
 //! two fetchers fetch the KeyPackages of the identities published last;
 //! a writer uploads blobs and a reader reads them back; three members of a
 //! group send messages, commit self-updates and read their mailboxes
-//! ([`groups`]). Every operation
+//! ([`groups`]); pair after pair of newcomers go through all eight steps,
+//! from registration to a message each way in a group one created and
+//! added the other to ([`newcomers`]). Every operation
 //! goes into a history (`invoke`, then `ok`, `fail`, or `info` when its
 //! outcome is unknown), printed when a check fails. The checker is the
 //! simulation's ([`AcctLedger`], `actors/src/replica/sim/accounts.rs`): no
@@ -144,6 +146,9 @@ macro_rules! attempt {
         attempt_counted!($client, $op).0
     };
 }
+
+#[path = "nemesis/newcomers.rs"]
+mod newcomers;
 
 /// The client of `cfg`, once the node it enters through answers.
 async fn open(cfg: &ClientConfig) -> Client {
@@ -408,18 +413,16 @@ async fn the_account_steps_keep_their_promises_under_a_nemesis() {
         .zip(["n1", "n2", "n3", "n1"])
         .map(|(home, via)| c.client_config(home, via))
         .collect();
-    let racer_cfg = {
-        let c = &c;
-        let by_node: BTreeMap<&str, ClientConfig> =
-            ["n1", "n2"].into_iter().map(|n| (n, c.client_config("x", n))).collect();
-        move |home: &str, via: &str| {
-            let mut cfg = by_node[via].clone();
-            cfg.home = cfg.home.with_file_name(home);
-            cfg
-        }
+    // A client config for `home`, entering through `via`.
+    let by_node: BTreeMap<&str, ClientConfig> =
+        ["n1", "n2", "n3"].into_iter().map(|n| (n, c.client_config("x", n))).collect();
+    let config_via = move |home: &str, via: &str| {
+        let mut cfg = by_node[via].clone();
+        cfg.home = cfg.home.with_file_name(home);
+        cfg
     };
     let tasks = vec![
-        tokio::spawn(racers(h.clone(), racer_cfg)),
+        tokio::spawn(racers(h.clone(), config_via.clone())),
         tokio::spawn(fetcher(h.clone(), cfgs[0].clone(), "fetcher1".into())),
         tokio::spawn(fetcher(h.clone(), cfgs[1].clone(), "fetcher2".into())),
         tokio::spawn(uploader(h.clone(), cfgs[2].clone())),
@@ -430,6 +433,7 @@ async fn the_account_steps_keep_their_promises_under_a_nemesis() {
         .into_iter()
         .map(|(me, client)| tokio::spawn(groups::member(h.clone(), me, client)))
         .collect();
+    let pairs = tokio::spawn(newcomers::pairs(h.clone(), config_via));
     // The nemesis.
     let start = Instant::now();
     let mut faults: BTreeMap<&str, u32> = BTreeMap::new();
@@ -457,8 +461,9 @@ async fn the_account_steps_keep_their_promises_under_a_nemesis() {
     if let Some(a) = h.ledger().anomalies.first() {
         fail(a.clone());
     }
-    let (sent, unknown_sends, commits) =
-        groups::settle(&h, &mut members).await.unwrap_or_else(|e| fail(e));
+    let pairs = pairs.await.unwrap();
+    groups::settle(&h, &mut members).await.unwrap_or_else(|e| fail(e));
+    let (sent, unknown_sends, commits) = h.groups().check().unwrap_or_else(|e| fail(e));
     // The end state, read back through a client.
     let mut reader = open(&c.client_config("checker", "n3")).await;
     let winners = h.winners.lock().unwrap().clone();
@@ -508,7 +513,7 @@ async fn the_account_steps_keep_their_promises_under_a_nemesis() {
     }
     let fetches = h.ledger().fetched.len();
     eprintln!(
-        "nemesis: {nth} faults {faults:?} in {:?}; {} identities raced, {} bound, {} published, {fetches} fetches answered ({} unknown), {} blobs; group: {sent} messages acknowledged ({unknown_sends} of unknown outcome), {commits} commits; 0 anomalies",
+        "nemesis: {nth} faults {faults:?} in {:?}; {} identities raced, {} bound, {} published, {fetches} fetches answered ({} unknown), {} blobs; groups: {sent} messages acknowledged ({unknown_sends} of unknown outcome), {commits} commits, {pairs} newcomer pairs through all eight steps; 0 anomalies",
         start.elapsed(),
         h.lines.lock().unwrap().iter().filter(|l| l.contains("invoke register")).count(),
         winners.len(),
@@ -517,5 +522,5 @@ async fn the_account_steps_keep_their_promises_under_a_nemesis() {
         blobs.len(),
     );
     assert!(winners.len() >= 3 && fetches >= 3 && blobs.len() >= 3, "too little got done");
-    assert!(sent >= 3 && commits >= 1, "too little got done in the group");
+    assert!(sent >= 3 && commits >= 1 && pairs >= 1, "too little got done in the groups");
 }

@@ -1,7 +1,9 @@
 //! `mlsd cluster status`: every node's view of the shards it replicates,
 //! put together into one line per shard, and whether the cluster is whole:
 //! every shard has a leader and every voter has applied all its leader
-//! holds.
+//! held when first asked (a voter behind is asked again for about a
+//! second, since under steady writes a follower is always a few entries
+//! behind the leader's log of the moment).
 
 use mlsd_transport::protocol::{NodeRequest, NodeResponse, ReplicationRequest, ShardLine};
 use std::collections::BTreeMap;
@@ -110,10 +112,22 @@ impl Report {
     }
 }
 
-/// Asks every node of `config` for its shards and puts the answers together.
-pub async fn status(config: &ClusterConfig, certs: Option<&Path>) -> Report {
+/// How many times the status asks again after voters were found behind,
+/// and how long it waits before each: under steady writes a follower is
+/// always a few entries behind the leader's log as it was when asked, so a
+/// lagging voter counts as caught up once it has applied all the leader
+/// held at the first ask. One that does not get there in this time lags.
+const SECOND_LOOKS: usize = 5;
+const SECOND_LOOK_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Every node's shard lines, by (shard, node), and the nodes that could not
+/// be asked, with why.
+type Lines = (BTreeMap<(String, String), ShardLine>, Vec<(String, String)>);
+
+/// Asks every node of `config` for the shards it replicates.
+async fn ask_all(config: &ClusterConfig, certs: Option<&Path>) -> Lines {
     let mut lines: BTreeMap<(String, String), ShardLine> = BTreeMap::new();
-    let mut report = Report::default();
+    let mut unreachable = Vec::new();
     for n in &config.nodes {
         match call_node(
             config,
@@ -128,10 +142,49 @@ pub async fn status(config: &ClusterConfig, certs: Option<&Path>) -> Report {
                     lines.insert((format!("{}/{}", l.role, l.shard), l.node.clone()), l);
                 }
             }
-            Ok(other) => report.unreachable.push((n.name.clone(), format!("{other:?}"))),
-            Err(e) => report.unreachable.push((n.name.clone(), e.to_string())),
+            Ok(other) => unreachable.push((n.name.clone(), format!("{other:?}"))),
+            Err(e) => unreachable.push((n.name.clone(), e.to_string())),
         }
     }
+    (lines, unreachable)
+}
+
+/// Asks every node of `config` for its shards and puts the answers
+/// together; voters behind their leader's log are asked again, a few
+/// times, until they have applied what the leader held when first asked
+/// ([`SECOND_LOOKS`]).
+pub async fn status(config: &ClusterConfig, certs: Option<&Path>) -> Report {
+    let (lines, unreachable) = ask_all(config, certs).await;
+    let mut report = put_together(config, &lines, &BTreeMap::new());
+    report.unreachable = unreachable;
+    // The highest applied index each (shard, voter) reached in a second look.
+    let mut later: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for _ in 0..SECOND_LOOKS {
+        let lagging = report.shards.iter().any(|s| s.leader.is_some() && !s.lagging.is_empty());
+        if !lagging {
+            break;
+        }
+        tokio::time::sleep(SECOND_LOOK_PAUSE).await;
+        let (again, _) = ask_all(config, certs).await;
+        for (key, l) in again {
+            let best = later.entry(key).or_default();
+            *best = (*best).max(l.applied);
+        }
+        let unreachable = std::mem::take(&mut report.unreachable);
+        report = put_together(config, &lines, &later);
+        report.unreachable = unreachable;
+    }
+    report
+}
+
+/// The report of `lines` (the first look), each voter's applied index
+/// raised to what `later` looks saw.
+fn put_together(
+    config: &ClusterConfig,
+    lines: &BTreeMap<(String, String), ShardLine>,
+    later: &BTreeMap<(String, String), u64>,
+) -> Report {
+    let mut report = Report::default();
     for shard in placement::all(config) {
         let id = shard.to_string();
         let placed: Vec<String> =
@@ -149,7 +202,11 @@ pub async fn status(config: &ClusterConfig, certs: Option<&Path>) -> Report {
             None => placed.clone(),
         };
         let dropped = placed.iter().filter(|v| !voters.contains(v)).cloned().collect();
-        let applied_of = |v: &String| lines.get(&(id.clone(), v.clone())).map(|x| x.applied);
+        let applied_of = |v: &String| {
+            let key = (id.clone(), v.clone());
+            let first = lines.get(&key).map(|x| x.applied)?;
+            Some(later.get(&key).map_or(first, |l| first.max(*l)))
+        };
         let (leader, applied, behind, lagging) = match leader_line {
             Some(l) => {
                 let behind = voters
@@ -184,4 +241,65 @@ pub async fn status(config: &ClusterConfig, certs: Option<&Path>) -> Report {
         });
     }
     report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mlsd_transport::Role;
+
+    /// Three nodes serving every role, three replicas of one shard each.
+    fn config() -> ClusterConfig {
+        let mut text =
+            "[cluster]\nname = \"t\"\ncerts_dir = \"c\"\nreplicas = 3\nshards = 1\n".to_string();
+        for (i, n) in ["n1", "n2", "n3"].iter().enumerate() {
+            text += &format!(
+                "[[node]]\nname = \"{n}\"\nlisten = \"127.0.0.1:{}\"\nroles = [\"as\", \"cs\", \"ids\", \"ods\", \"sds\"]\ndata_dir = \"d/{n}\"\n",
+                4433 + i
+            );
+        }
+        ClusterConfig::parse(&text, Path::new("/tmp")).unwrap()
+    }
+
+    /// What `node` says of shard as/0: n1 leads, its log ends at `last`.
+    fn line(node: &str, applied: u64, last: u64) -> ((String, String), ShardLine) {
+        let line = ShardLine {
+            role: Role::As,
+            shard: 0,
+            node: node.into(),
+            voters: vec!["n1".into(), "n2".into(), "n3".into()],
+            leader: Some("n1".into()),
+            term: 2,
+            applied,
+            applied_term: 2,
+            last_log: last,
+            last_log_term: Some(2),
+            matched: Vec::new(),
+            rebuilding: None,
+        };
+        (("as/0".to_string(), node.to_string()), line)
+    }
+
+    #[test]
+    fn a_voter_behind_is_caught_up_once_it_applied_what_the_leader_held_at_the_first_ask() {
+        let c = config();
+        let first: BTreeMap<_, _> =
+            [line("n1", 100, 100), line("n2", 100, 100), line("n3", 97, 97)].into_iter().collect();
+        let as0 = |later: &BTreeMap<(String, String), u64>| {
+            let r = put_together(&c, &first, later);
+            r.shards.into_iter().find(|s| s.shard == "as/0").unwrap()
+        };
+        let r = as0(&BTreeMap::new());
+        assert_eq!(r.behind, Some(3));
+        assert_eq!(r.lagging, vec![("n3".to_string(), Some(97))]);
+        assert!(!r.healthy());
+        // Asked again: n3 applied 99 (short of the first look's 100), then
+        // 104 (the leader moved on meanwhile: not held against it).
+        let r = as0(&[(("as/0".to_string(), "n3".to_string()), 99)].into());
+        assert_eq!(r.behind, Some(1), "still short of 100");
+        assert!(!r.healthy());
+        let r = as0(&[(("as/0".to_string(), "n3".to_string()), 104)].into());
+        assert_eq!((r.behind, r.lagging.len()), (Some(0), 0));
+        assert!(r.healthy());
+    }
 }

@@ -27,13 +27,13 @@ const GROUP: &str = "NG";
 /// The members' identities, each with the node it enters through.
 const MEMBERS: [(&str, &str); 3] = [("gm1", "n1"), ("gm2", "n2"), ("gm3", "n3")];
 
-/// What the group's members were told and read.
+/// What the members of the nemesis's groups were told and read.
 #[derive(Default)]
 pub struct GroupLedger {
     /// Every message a member tried to send.
     invoked: BTreeSet<String>,
-    /// Message → its sender, for those acknowledged.
-    acked: BTreeMap<String, String>,
+    /// Message → the members who must read it, for those acknowledged.
+    acked: BTreeMap<String, Vec<String>>,
     /// Messages whose outcome their sender could not learn.
     unknown: BTreeSet<String>,
     /// Member → message → times read.
@@ -45,8 +45,35 @@ pub struct GroupLedger {
 }
 
 impl GroupLedger {
+    /// Notes a message about to be sent (for the first time).
+    pub fn invoked(&mut self, text: &str) {
+        self.invoked.insert(text.to_string());
+    }
+
+    /// Notes what sending `text` came to: acknowledged, it must be read by
+    /// each of `readers`.
+    pub fn sent(&mut self, text: &str, outcome: &Sending, readers: Vec<String>) {
+        match outcome {
+            Sending::Acked { .. } => drop(self.acked.insert(text.to_string(), readers)),
+            Sending::Unknown => drop(self.unknown.insert(text.to_string())),
+            Sending::GaveUp(why) => {
+                self.anomalies.push(format!("{text:?} never acknowledged: {why}"))
+            }
+        }
+    }
+
+    /// Whether `me` has read `text`.
+    pub fn has_read(&self, me: &str, text: &str) -> bool {
+        self.read.get(me).is_some_and(|r| r.contains_key(text))
+    }
+
+    /// Notes an acknowledged commit.
+    pub fn committed(&mut self) {
+        self.commits += 1;
+    }
+
     /// Notes what `me` read: each message once, and one somebody sent.
-    fn read(&mut self, me: &str, events: &[Event]) {
+    pub fn read(&mut self, me: &str, events: &[Event]) {
         for e in events {
             let Event::Message { text, .. } = e else { continue };
             if !self.invoked.contains(text) {
@@ -60,20 +87,17 @@ impl GroupLedger {
         }
     }
 
-    /// The end check: every acknowledged message read by every other
-    /// member. Returns (messages acknowledged, of unknown outcome, commits).
-    fn check(&self) -> Result<(usize, usize, u32), String> {
+    /// The end check: every acknowledged message read by each member who
+    /// must read it. Returns (messages acknowledged, of unknown outcome,
+    /// commits).
+    pub fn check(&self) -> Result<(usize, usize, u32), String> {
         if let Some(a) = self.anomalies.first() {
             return Err(a.clone());
         }
-        for (text, sender) in &self.acked {
-            for (member, _) in MEMBERS {
-                let me = format!("{member}/phone");
-                if me == *sender {
-                    continue;
-                }
-                if !self.read.get(&me).is_some_and(|r| r.contains_key(text)) {
-                    return Err(format!("{me} never read {text:?}, acknowledged to {sender}"));
+        for (text, readers) in &self.acked {
+            for me in readers {
+                if !self.has_read(me, text) {
+                    return Err(format!("{me} never read {text:?}, which was acknowledged"));
                 }
             }
         }
@@ -111,30 +135,12 @@ pub async fn member(h: Arc<History>, me: String, mut c: Client) -> (String, Clie
             h.note(&me, "invoke update");
             commit_until(&mut c, GROUP, &me, Change::Update).await;
             h.note(&me, format_args!("ok update: epoch {}", c.group_epoch(GROUP).unwrap_or(0)));
-            h.groups().commits += 1;
+            h.groups().committed();
         }
         let text = format!("{me} #{round}");
-        h.groups().invoked.insert(text.clone());
-        h.note(&me, format_args!("invoke send {text:?}"));
+        let others = MEMBERS.iter().map(|(m, _)| format!("{m}/phone")).filter(|m| *m != me);
         let mut events = Vec::new();
-        let patience = Duration::from_secs(60);
-        match send_through_faults(&mut c, &me, GROUP, &text, &mut events, patience).await {
-            Sending::Acked { epoch, failed, .. } => {
-                h.note(
-                    &me,
-                    format_args!("ok send {text:?} in epoch {epoch}, {failed} failed tries"),
-                );
-                h.groups().acked.insert(text, me.clone());
-            }
-            Sending::Unknown => {
-                h.note(&me, format_args!("info send {text:?}: outcome unknown"));
-                h.groups().unknown.insert(text);
-            }
-            Sending::GaveUp(why) => {
-                h.note(&me, format_args!("fail send {text:?}: {why}"));
-                h.groups().anomalies.push(format!("{me}: {text:?} never acknowledged: {why}"));
-            }
-        }
+        send(&h, &mut c, &me, GROUP, &text, others.collect(), &mut events).await;
         match c.receive().await {
             Ok(ev) => events.extend(ev),
             Err(_) => drop(c.reconnect().await),
@@ -146,8 +152,36 @@ pub async fn member(h: Arc<History>, me: String, mut c: Client) -> (String, Clie
     (me, c)
 }
 
+/// Sends `text` to `group` through the faults ([`send_through_faults`]),
+/// with the history and the ledger told: acknowledged, it must be read by
+/// `readers`. What `me` reads meanwhile goes to `events`. True when
+/// acknowledged.
+pub async fn send(
+    h: &History,
+    c: &mut Client,
+    me: &str,
+    group: &str,
+    text: &str,
+    readers: Vec<String>,
+    events: &mut Vec<Event>,
+) -> bool {
+    h.groups().invoked(text);
+    h.note(me, format_args!("invoke send {text:?}"));
+    let patience = Duration::from_secs(60);
+    let outcome = send_through_faults(c, me, group, text, events, patience).await;
+    match &outcome {
+        Sending::Acked { epoch, failed, .. } => {
+            h.note(me, format_args!("ok send {text:?} in epoch {epoch}, {failed} failed tries"))
+        }
+        Sending::Unknown => h.note(me, format_args!("info send {text:?}: outcome unknown")),
+        Sending::GaveUp(why) => h.note(me, format_args!("fail send {text:?}: {why}")),
+    }
+    h.groups().sent(text, &outcome, readers);
+    matches!(outcome, Sending::Acked { .. })
+}
+
 /// Records what `me` read, in the history and the ledger.
-fn note_read(h: &History, me: &str, events: &[Event]) {
+pub fn note_read(h: &History, me: &str, events: &[Event]) {
     let texts: Vec<&str> = events
         .iter()
         .filter_map(|e| match e {
@@ -162,13 +196,10 @@ fn note_read(h: &History, me: &str, events: &[Event]) {
 }
 
 /// Once the faults are over: every commit still in an outbox goes out,
-/// each member reads its mailbox to the end, and the checker runs; then
-/// the members must agree on the group. Returns (messages acknowledged, of
-/// unknown outcome, commits), or what is wrong.
-pub async fn settle(
-    h: &History,
-    members: &mut [(String, Client)],
-) -> Result<(usize, usize, u32), String> {
+/// each member reads its mailbox to the end ([`read_to_end`]), and the
+/// members must agree on the group. The ledger's check comes once every
+/// group of the run has settled.
+pub async fn settle(h: &History, members: &mut [(String, Client)]) -> Result<(), String> {
     for (me, c) in members.iter_mut() {
         let deadline = Instant::now() + Duration::from_secs(30);
         while c.outbox_len().unwrap_or(0) > 0 {
@@ -180,26 +211,8 @@ pub async fn settle(
         }
     }
     for (me, c) in members.iter_mut() {
-        // Three successful reads; a client whose entry node was just
-        // wiped reconnects first.
-        let (mut reads, deadline) = (0, Instant::now() + Duration::from_secs(30));
-        while reads < 3 {
-            match c.receive().await {
-                Ok(ev) => {
-                    note_read(h, me, &ev);
-                    reads += 1;
-                }
-                Err(e) if Instant::now() > deadline => {
-                    return Err(format!("{me}: cannot read: {e}"))
-                }
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    let _ = c.reconnect().await;
-                }
-            }
-        }
+        read_to_end(h, me, c).await?;
     }
-    let summary = h.groups().check()?;
     let views: Vec<(u64, Vec<String>)> = members
         .iter()
         .map(|(_, c)| {
@@ -211,5 +224,25 @@ pub async fn settle(
     if views.windows(2).any(|w| w[0] != w[1]) {
         return Err(format!("the members disagree on the group: {views:?}"));
     }
-    Ok(summary)
+    Ok(())
+}
+
+/// Three successful reads of `me`'s mailbox, noted; a client whose entry
+/// node was just wiped reconnects first.
+pub async fn read_to_end(h: &History, me: &str, c: &mut Client) -> Result<(), String> {
+    let (mut reads, deadline) = (0, Instant::now() + Duration::from_secs(30));
+    while reads < 3 {
+        match c.receive().await {
+            Ok(ev) => {
+                note_read(h, me, &ev);
+                reads += 1;
+            }
+            Err(e) if Instant::now() > deadline => return Err(format!("{me}: cannot read: {e}")),
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let _ = c.reconnect().await;
+            }
+        }
+    }
+    Ok(())
 }
