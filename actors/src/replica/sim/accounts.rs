@@ -309,7 +309,7 @@ pub async fn prerequisite(
     match host(&at, &hosts.auth, (leader, Vec::new()), as_logic, decide, Duration::ZERO, now)
         .await?
     {
-        Ok(r) => Ok(Some(r)),
+        Ok(served) => Ok(Some(served.response)),
         Err(why) => Err(unavailable(&why)),
     }
 }

@@ -40,7 +40,7 @@ use mlsd_transport::{Request, Response};
 use super::super::view::ShardStore;
 use super::super::RaftShard;
 use super::mailbox::{self, MAILBOXES};
-use super::role::{self, host_effects, Accepted, Hosts, Reply, Served};
+use super::role::{self, host, Accepted, Hosts, Reply, Served};
 use super::NodeId;
 use crate::ids::anonymizer::delivery_id;
 
@@ -116,7 +116,7 @@ pub async fn serve(
     let request = Request::Ids(post.request());
     let decide = move |l: &mut GroupLogic, ctx: &RoleContext<'_>| l.handle(request, None, ctx);
     let key = (node, group.clone());
-    match host_effects(replica, &hosts.ids, key, load, decide, think, now).await {
+    match host(replica, &hosts.ids, key, load, decide, think, now).await {
         Err(e) => Reply::Retry(e),
         Ok(Err(why)) => Reply::Refused(why),
         Ok(Ok(Served { mut effects, term, response })) => match effects.pop() {

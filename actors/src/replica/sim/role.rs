@@ -249,24 +249,10 @@ pub struct Served {
 /// after a new term or a failed write), which takes `think` between
 /// deciding and proposing (a real host checks signatures and opens
 /// rosters there), time in which leadership can move. The logic is kept
-/// only if its writes land. `Ok(Err(_))` when the logic cannot be loaded.
+/// only if its writes land: the answer with the decision's effects and
+/// term. `Ok(Err(_))` when the logic cannot be loaded.
 #[allow(clippy::too_many_arguments)]
 pub async fn host<L: RoleLogic>(
-    replica: &RaftShard,
-    hosted: &Hosted<L>,
-    key: (NodeId, Vec<u8>),
-    load: impl FnOnce(&RoleContext<'_>) -> Result<L, WireError>,
-    decide: impl FnOnce(&mut L, &RoleContext<'_>) -> mlsd_roles::Decision,
-    think: std::time::Duration,
-    now: SystemTime,
-) -> Result<Result<Response, String>, CommitError> {
-    let served = host_effects(replica, hosted, key, load, decide, think, now).await?;
-    Ok(served.map(|s| s.response))
-}
-
-/// [`host`], with the decision's effects and term.
-#[allow(clippy::too_many_arguments)]
-pub async fn host_effects<L: RoleLogic>(
     replica: &RaftShard,
     hosted: &Hosted<L>,
     key: (NodeId, Vec<u8>),
@@ -302,9 +288,9 @@ pub async fn host_effects<L: RoleLogic>(
 /// answer itself.
 pub fn reply_of(
     op: &impl std::fmt::Debug,
-    answer: Result<Result<Response, String>, CommitError>,
+    answer: Result<Result<Served, String>, CommitError>,
 ) -> Reply {
-    match answer {
+    match answer.map(|a| a.map(|s| s.response)) {
         Err(e) => Reply::Retry(e),
         Ok(Err(why)) => Reply::Refused(why),
         Ok(Ok(Response::Error(e))) => Reply::Refused(format!("{op:?}: {e:?}")),
@@ -328,7 +314,10 @@ pub async fn serve(
     let decide =
         move |l: &mut GroupLogic, ctx: &RoleContext<'_>| l.handle(Request::Ids(request), None, ctx);
     let key = (node, group.clone());
-    match host(replica, &hosts.ids, key, load, decide, think, now).await {
+    match host(replica, &hosts.ids, key, load, decide, think, now)
+        .await
+        .map(|a| a.map(|s| s.response))
+    {
         Err(e) => Reply::Retry(e),
         Ok(Err(why)) => Reply::Refused(why),
         Ok(Ok(
