@@ -98,6 +98,44 @@ async fn three_homes_talk_through_mlsc_and_survive_a_restart() {
     assert!(err.contains("no group named \"NOPE\""), "{err}");
 }
 
+/// A member cannot forge a line that seems to come from another member,
+/// nor drive the recipient's terminal, nor name a file with what a
+/// terminal acts on: what it sends prints as one escaped line, and its
+/// file is saved under a clean name (abuse issue, item 3).
+#[tokio::test(flavor = "multi_thread")]
+async fn what_a_member_sends_prints_as_one_escaped_line_and_saves_under_a_clean_name() {
+    let _watchdog = common::init();
+    let mut c = Cluster::new(&[("n1", &Role::ALL)]);
+    c.start_all().await;
+    let h = Homes { c: &c };
+    for who in ["mallory", "bob"] {
+        h.ok(who, &["register", who, "--count", "2"]);
+    }
+    h.ok("mallory", &["group", "create", "G"]);
+    h.ok("mallory", &["group", "add", "G", "bob"]);
+    assert!(h.ok("bob", &["recv"]).is_empty());
+    let forged = "hi\nG carol/default: FORGED line from carol\u{1b}[2K";
+    assert!(h.ok("mallory", &["send", "G", forged]).is_empty());
+    let file = c.dir.path().join("red\u{1b}[31m\nname.txt");
+    std::fs::write(&file, "payload").unwrap();
+    assert!(h.ok("mallory", &["send-file", "G", file.to_str().unwrap()]).is_empty());
+
+    let out = h.run("bob", &["recv"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!out.stdout.contains(&0x1b), "a terminal escape reached bob's terminal");
+    let saved = c.dir.path().join("homes/bob/files/red_[31m_name.txt");
+    let lines: Vec<String> =
+        String::from_utf8(out.stdout).unwrap().lines().map(str::to_string).collect();
+    assert_eq!(
+        lines,
+        [
+            "G mallory/default: hi\\nG carol/default: FORGED line from carol\\u{1b}[2K".to_string(),
+            format!("G mallory/default: file saved to {}", saved.display()),
+        ]
+    );
+    assert_eq!(std::fs::read_to_string(&saved).unwrap(), "payload");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_send_waits_in_the_outbox_while_the_node_is_down() {
     let _watchdog = common::init();

@@ -20,6 +20,8 @@
 //! - [`mailbox`]: the client's ODS mailbox: keys, open, fetch, ack.
 //! - [`outbox`]: unacknowledged sends, retried verbatim until acknowledged.
 //! - [`retry`]: the one retry policy every retrying loop uses.
+//! - [`shown`]: text from the network made safe to print and to name files
+//!   with.
 //! - [`tickets`]: the wallet of quota tickets that costly requests pay with.
 //! - [`home`]: the home directory's files (identity, openmls storage), 0600.
 //! - [`provider`]: the openmls provider whose storage the home persists.
@@ -37,6 +39,7 @@ pub mod members;
 pub mod outbox;
 pub mod provider;
 pub mod retry;
+pub mod shown;
 pub mod state;
 pub mod tickets;
 pub mod verify;

@@ -67,12 +67,9 @@ impl Client {
         }
         let dir = self.home.dir().join("files");
         std::fs::create_dir_all(&dir).map_err(|e| ClientError::Home(e.to_string()))?;
-        // Only the last path component of the sender's name, never a path.
-        let base: String = std::path::Path::new(&file.name)
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .filter(|n| !n.starts_with('.'))
-            .unwrap_or_else(|| "file".into());
+        // Only the last path component of the sender's name, never a path,
+        // and nothing in it that a terminal would act on.
+        let base = crate::shown::file_name(&file.name);
         let mut path = dir.join(&base);
         let mut n = 2;
         while path.exists() {

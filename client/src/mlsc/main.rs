@@ -15,6 +15,7 @@ use mlsd_client::devices::Revoked;
 use mlsd_client::group::Event;
 use mlsd_client::members::MemberStatus;
 use mlsd_client::outbox::{self, Outcome, Report};
+use mlsd_client::shown::shown;
 use mlsd_client::{Client, ClientConfig, ClientError, Connection};
 use mlsd_transport::protocol::r#as::fingerprint;
 use mlsd_transport::protocol::RosterMode;
@@ -88,23 +89,41 @@ async fn open_patiently(cli: &Cli, timeout: u64) -> anyhow::Result<Client> {
     }
 }
 
+/// Prints what a receive brought: messages and files on stdout, the rest on
+/// stderr; everything a member chose (group names, client ids, texts, file
+/// names, reasons) escaped ([`shown`]), so that no member can forge a line
+/// or drive the terminal.
 fn print(events: &[Event]) {
     for e in events {
         match e {
-            Event::Message { group, sender, text } => println!("{group} {sender}: {text}"),
-            Event::File { group, sender, path } => {
-                println!("{group} {sender}: file saved to {}", path.display())
+            Event::Message { group, sender, text } => {
+                println!("{} {}: {}", shown(group), shown(sender), shown(text))
             }
-            Event::FileFailed { group, sender, name, reason } => {
-                println!("{group} {sender}: file {name} could not be received: {reason}")
-            }
-            Event::Joined { group } => eprintln!("joined {group}"),
-            Event::Commit { group, epoch } => eprintln!("{group} is at epoch {epoch}"),
-            Event::Removed { group } => eprintln!("removed from {group}"),
-            Event::Unverified { group, member, reason } => eprintln!(
-                "mlsc: {group}: {member} is not vouched for by the AS ({reason}); \
-                 sends to {group} are refused until it is removed"
+            Event::File { group, sender, path } => println!(
+                "{} {}: file saved to {}",
+                shown(group),
+                shown(sender),
+                shown(&path.display().to_string())
             ),
+            Event::FileFailed { group, sender, name, reason } => println!(
+                "{} {}: file {} could not be received: {}",
+                shown(group),
+                shown(sender),
+                shown(name),
+                shown(reason)
+            ),
+            Event::Joined { group } => eprintln!("joined {}", shown(group)),
+            Event::Commit { group, epoch } => eprintln!("{} is at epoch {epoch}", shown(group)),
+            Event::Removed { group } => eprintln!("removed from {}", shown(group)),
+            Event::Unverified { group, member, reason } => {
+                let group = shown(group);
+                eprintln!(
+                    "mlsc: {group}: {} is not vouched for by the AS ({}); \
+                     sends to {group} are refused until it is removed",
+                    shown(member),
+                    shown(reason)
+                )
+            }
         }
     }
 }
@@ -164,14 +183,14 @@ async fn device(c: Client, cmd: &DeviceCmd) -> anyhow::Result<()> {
                 };
                 println!(
                     "{} {status} fingerprint {}{me}",
-                    b.binding.client,
+                    shown(&b.binding.client),
                     fingerprint(&b.binding.signature_key)
                 );
             }
             for p in pending {
                 println!(
                     "{} awaits approval fingerprint {} (since {})",
-                    p.client,
+                    shown(&p.client),
                     fingerprint(&p.signature_key),
                     p.requested_at
                 );
@@ -295,7 +314,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     let used = c.group_caps();
                     for (serial, token) in c.capabilities()? {
                         match used.get(&token) {
-                            Some(group) => println!("{serial} group {group}"),
+                            Some(group) => println!("{serial} group {}", shown(group)),
                             None => println!("{serial} unused (a KeyPackage not yet taken)"),
                         }
                     }
@@ -329,15 +348,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 GroupCmd::List => {
                     for g in c.group_names() {
-                        println!("{g}");
+                        println!("{}", shown(&g));
                     }
                 }
                 GroupCmd::Members { name } => {
                     let _ = c.check_members(name).await;
                     for (m, status) in c.member_status(name)? {
+                        let m = shown(&m);
                         match status {
                             MemberStatus::Me | MemberStatus::Verified => println!("{m}"),
-                            MemberStatus::Unverified(why) => println!("{m} UNVERIFIED: {why}"),
+                            MemberStatus::Unverified(why) => {
+                                println!("{m} UNVERIFIED: {}", shown(&why.to_string()))
+                            }
                             MemberStatus::Unchecked => {
                                 println!("{m} UNVERIFIED: not checked with the AS yet")
                             }
