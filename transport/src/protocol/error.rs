@@ -15,33 +15,35 @@ use super::ods::OdsError;
 use super::r#as::AsError;
 use super::sds::SdsError;
 
-/// Why a request failed, precise enough for the caller to decide what to do.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum WireError {
-    /// The frame itself: fix the sender, or speak the node's version.
-    #[error(transparent)]
-    Frame(#[from] BadFrame),
-    /// Reaching the owner, or the node's own trouble.
-    #[error(transparent)]
-    Cluster(#[from] ClusterError),
-    /// Who asks: names, signatures, freshness, permission.
-    #[error(transparent)]
-    Auth(#[from] AuthError),
-    /// The AS's own reasons.
-    #[error(transparent)]
-    As(#[from] AsError),
-    /// The CS's own reasons.
-    #[error(transparent)]
-    Cs(#[from] CsError),
-    /// The IDS's own reasons.
-    #[error(transparent)]
-    Ids(#[from] IdsError),
-    /// The ODS's own reasons.
-    #[error(transparent)]
-    Ods(#[from] OdsError),
-    /// The SDS's own reasons.
-    #[error(transparent)]
-    Sds(#[from] SdsError),
+flat::flat_enum! {
+    /// Why a request failed, precise enough for the caller to decide what to do.
+    #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+    pub enum WireError as "WireError" {
+        /// The frame itself: fix the sender, or speak the node's version.
+        #[error(transparent)]
+        Frame(#[from] BadFrame),
+        /// Reaching the owner, or the node's own trouble.
+        #[error(transparent)]
+        Cluster(#[from] ClusterError),
+        /// Who asks: names, signatures, freshness, permission.
+        #[error(transparent)]
+        Auth(#[from] AuthError),
+        /// The AS's own reasons.
+        #[error(transparent)]
+        As(#[from] AsError),
+        /// The CS's own reasons.
+        #[error(transparent)]
+        Cs(#[from] CsError),
+        /// The IDS's own reasons.
+        #[error(transparent)]
+        Ids(#[from] IdsError),
+        /// The ODS's own reasons.
+        #[error(transparent)]
+        Ods(#[from] OdsError),
+        /// The SDS's own reasons.
+        #[error(transparent)]
+        Sds(#[from] SdsError),
+    }
 }
 
 /// The frame could not be taken as a request or answer.
@@ -203,17 +205,6 @@ impl AuthError {
     /// Flat wire index of each variant.
     const TAGS: Tags = &[7, 9, 10, 11, 13, 28, 35, 36, 37];
 }
-
-flat::flat_enum!(WireError as "WireError" {
-    Frame(BadFrame),
-    Cluster(ClusterError),
-    Auth(AuthError),
-    As(AsError),
-    Cs(CsError),
-    Ids(IdsError),
-    Ods(OdsError),
-    Sds(SdsError),
-});
 
 #[cfg(test)]
 mod tests {

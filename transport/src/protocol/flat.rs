@@ -6,9 +6,9 @@
 //! exactly its own variants. On the wire they stay what the protocol has
 //! always sent: one variant index, then the fields. Each nested enum keeps a
 //! table of the flat index of each of its variants ([`Tags`]); the outer
-//! enum's serde impls, which [`flat_enum`] writes from the list of its
-//! groups, write the flat index in place of the inner one, and read it back
-//! into the right nested enum.
+//! enum's serde impls, which [`flat_enum`] writes with the enum itself from
+//! the one list of its groups, write the flat index in place of the inner
+//! one, and read it back into the right nested enum.
 //!
 //! A new variant gets the next unused flat index in its role's table; the
 //! round-trip tests of the protocol fail if one is missing.
@@ -20,24 +20,31 @@ use serde::de::value::U32Deserializer;
 use serde::de::{self, DeserializeSeed, EnumAccess, VariantAccess, Visitor};
 use serde::ser::{self, Impossible, Serialize, Serializer};
 
-/// `From` each nested enum (or struct) into the outer enum's variant.
-macro_rules! nested_from {
-    ($outer:ident: $($inner:ty => $variant:ident),* $(,)?) => {$(
-        impl From<$inner> for $outer {
-            fn from(v: $inner) -> Self {
+/// A flat wire enum whose variants each hold one group, written once: the
+/// enum itself (its attributes and each variant's pass through), its serde
+/// impls and `GROUPS`, the outer enum's table of flat indices, for its
+/// tests. A variant holds a nested enum (`Variant(Inner)`, its flat indices
+/// in `Inner::TAGS`) or a single value at one flat index
+/// (`Variant(Inner) = INDEX`). With `+ From` after the wire name, each
+/// group also converts into the outer enum.
+macro_rules! flat_enum {
+    (@from $outer:ident {
+        $($(#[$vmeta:meta])* $variant:ident($(#[$fmeta:meta])* $ty:ty) $(= $tag:literal)?),* $(,)?
+    }) => {$(
+        impl From<$ty> for $outer {
+            fn from(v: $ty) -> Self {
                 $outer::$variant(v)
             }
         }
     )*};
-}
-pub(crate) use nested_from;
+    (@define $(#[$meta:meta])* $vis:vis enum $outer:ident as $name:literal {
+        $($(#[$vmeta:meta])* $variant:ident($(#[$fmeta:meta])* $ty:ty) $(= $tag:literal)?),* $(,)?
+    }) => {
+        $(#[$meta])*
+        $vis enum $outer {
+            $($(#[$vmeta])* $variant($(#[$fmeta])* $ty),)*
+        }
 
-/// The serde impls of a flat wire enum whose variants each hold one group:
-/// a nested enum (`Variant(Inner)`, its flat indices in `Inner::TAGS`) or a
-/// single value at one flat index (`Variant(Inner) = INDEX`). Also defines
-/// `GROUPS`, the outer enum's table of flat indices, for its tests.
-macro_rules! flat_enum {
-    ($outer:ident as $name:literal { $($variant:ident($ty:ty) $(= $tag:literal)?),* $(,)? }) => {
         impl $outer {
             /// The flat indices of each group, in declaration order.
             pub(crate) const GROUPS: &'static [$crate::protocol::flat::Tags] =
@@ -93,6 +100,13 @@ macro_rules! flat_enum {
     };
     (@de $inner:ident, $ty:ty) => { <$ty as serde::Deserialize>::deserialize($inner)? };
     (@de $inner:ident, $ty:ty, $tag:literal) => { $inner.into_variant().newtype_variant()? };
+    ($(#[$meta:meta])* $vis:vis enum $outer:ident as $name:literal + From { $($body:tt)* }) => {
+        $crate::protocol::flat::flat_enum!(@define $(#[$meta])* $vis enum $outer as $name { $($body)* });
+        $crate::protocol::flat::flat_enum!(@from $outer { $($body)* });
+    };
+    ($(#[$meta:meta])* $vis:vis enum $outer:ident as $name:literal { $($body:tt)* }) => {
+        $crate::protocol::flat::flat_enum!(@define $(#[$meta])* $vis enum $outer as $name { $($body)* });
+    };
 }
 pub(crate) use flat_enum;
 

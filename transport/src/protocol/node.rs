@@ -12,25 +12,27 @@ use super::flat::{self, Tags};
 use super::tickets;
 use super::{EnqueueItem, EnqueueResult, Request, Role, NODE_MAGIC, PROTOCOL_VERSION};
 
-/// A node's request to another node over `mlsd-node/1`, grouped by job:
-/// each group names who may send it (nodes, the operator, or either).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NodeRequest {
-    /// Node → node: a client request that the receiving node owns; it is
-    /// served locally, never forwarded again, so a config disagreement
-    /// cannot loop.
-    Forward(Request),
-    /// Node → node, IDS → ODS: store envelopes in mailboxes this node owns.
-    /// A batch may mix fan-outs and carries nothing that names a group,
-    /// epoch or sender.
-    Enqueue(Vec<EnqueueItem>),
-    /// Node → node, entry node → the AS node owning the ticket's input:
-    /// spend a quota ticket (decision D12).
-    Spend(Spend),
-    /// Replication and the cluster's state (decision D13).
-    Replication(ReplicationRequest),
-    /// Commands only the operator's certificate may give.
-    Operator(OperatorRequest),
+flat::flat_enum! {
+    /// A node's request to another node over `mlsd-node/1`, grouped by job:
+    /// each group names who may send it (nodes, the operator, or either).
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub enum NodeRequest as "NodeRequest" + From {
+        /// Node → node: a client request that the receiving node owns; it is
+        /// served locally, never forwarded again, so a config disagreement
+        /// cannot loop.
+        Forward(Request) = 0,
+        /// Node → node, IDS → ODS: store envelopes in mailboxes this node owns.
+        /// A batch may mix fan-outs and carries nothing that names a group,
+        /// epoch or sender.
+        Enqueue(Vec<EnqueueItem>) = 3,
+        /// Node → node, entry node → the AS node owning the ticket's input:
+        /// spend a quota ticket (decision D12).
+        Spend(Spend) = 5,
+        /// Replication and the cluster's state (decision D13).
+        Replication(ReplicationRequest),
+        /// Commands only the operator's certificate may give.
+        Operator(OperatorRequest),
+    }
 }
 
 /// Who may send a [`NodeRequest`].
@@ -150,17 +152,6 @@ impl OperatorRequest {
     /// Flat wire index of each variant in [`NodeRequest`].
     pub(crate) const TAGS: Tags = &[1, 2, 4];
 }
-
-flat::flat_enum!(NodeRequest as "NodeRequest" {
-    Forward(Request) = 0,
-    Enqueue(Vec<EnqueueItem>) = 3,
-    Spend(Spend) = 5,
-    Replication(ReplicationRequest),
-    Operator(OperatorRequest),
-});
-
-flat::nested_from!(NodeRequest: Request => Forward, Spend => Spend,
-    ReplicationRequest => Replication, OperatorRequest => Operator);
 
 /// Which Raft RPC a [`RaftCall`] carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

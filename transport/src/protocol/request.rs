@@ -26,22 +26,24 @@ pub struct Ping {
     pub key: Vec<u8>,
 }
 
-/// A request a client may send; every node accepts every variant and routes
-/// it to the node that owns its shard key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Request {
-    /// Liveness and routing probe.
-    Ping(Ping),
-    /// Identities and their signature keys.
-    As(AsRequest),
-    /// The KeyPackage directory.
-    Cs(CsRequest),
-    /// Groups and sends.
-    Ids(IdsRequest),
-    /// Mailboxes.
-    Ods(OdsRequest),
-    /// Blobs.
-    Sds(SdsRequest),
+flat::flat_enum! {
+    /// A request a client may send; every node accepts every variant and routes
+    /// it to the node that owns its shard key.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub enum Request as "Request" + From {
+        /// Liveness and routing probe.
+        Ping(Ping) = 0,
+        /// Identities and their signature keys.
+        As(AsRequest),
+        /// The KeyPackage directory.
+        Cs(CsRequest),
+        /// Groups and sends.
+        Ids(IdsRequest),
+        /// Mailboxes.
+        Ods(OdsRequest),
+        /// Blobs.
+        Sds(SdsRequest),
+    }
 }
 
 impl Request {
@@ -81,18 +83,6 @@ impl Request {
         self.rules().repeatable
     }
 }
-
-flat::flat_enum!(Request as "Request" {
-    Ping(Ping) = 0,
-    As(AsRequest),
-    Cs(CsRequest),
-    Ids(IdsRequest),
-    Ods(OdsRequest),
-    Sds(SdsRequest),
-});
-
-flat::nested_from!(Request: Ping => Ping, AsRequest => As, CsRequest => Cs, IdsRequest => Ids,
-    OdsRequest => Ods, SdsRequest => Sds);
 
 #[cfg(test)]
 mod tests {

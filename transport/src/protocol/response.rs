@@ -25,41 +25,28 @@ pub struct Pong {
     pub role: Role,
 }
 
-/// What a node answers to a [`super::Request`] or a [`super::NodeRequest`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Response {
-    /// Answer to [`super::Request::Ping`].
-    Pong(Pong),
-    /// The request was refused or failed; nothing was changed.
-    Error(WireError),
-    /// The AS's answers.
-    As(AsResponse),
-    /// The CS's answers.
-    Cs(CsResponse),
-    /// The IDS's answers.
-    Ids(IdsResponse),
-    /// The ODS's answers to a mailbox's holder.
-    Ods(OdsResponse),
-    /// The SDS's answers.
-    Sds(SdsResponse),
-    /// Answers to node-to-node requests, never sent to a client.
-    Node(NodeResponse),
+flat::flat_enum! {
+    /// What a node answers to a [`super::Request`] or a [`super::NodeRequest`].
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub enum Response as "Response" + From {
+        /// Answer to [`super::Request::Ping`].
+        Pong(Pong) = 0,
+        /// The request was refused or failed; nothing was changed.
+        Error(WireError) = 1,
+        /// The AS's answers.
+        As(AsResponse),
+        /// The CS's answers.
+        Cs(CsResponse),
+        /// The IDS's answers.
+        Ids(IdsResponse),
+        /// The ODS's answers to a mailbox's holder.
+        Ods(OdsResponse),
+        /// The SDS's answers.
+        Sds(SdsResponse),
+        /// Answers to node-to-node requests, never sent to a client.
+        Node(NodeResponse),
+    }
 }
-
-flat::flat_enum!(Response as "Response" {
-    Pong(Pong) = 0,
-    Error(WireError) = 1,
-    As(AsResponse),
-    Cs(CsResponse),
-    Ids(IdsResponse),
-    Ods(OdsResponse),
-    Sds(SdsResponse),
-    Node(NodeResponse),
-});
-
-flat::nested_from!(Response: Pong => Pong, WireError => Error, AsResponse => As,
-    CsResponse => Cs, IdsResponse => Ids, OdsResponse => Ods, SdsResponse => Sds,
-    NodeResponse => Node);
 
 #[cfg(test)]
 mod tests {
