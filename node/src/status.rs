@@ -155,10 +155,9 @@ async fn ask_all(config: &ClusterConfig, certs: Option<&Path>) -> Lines {
 /// ([`SECOND_LOOKS`]).
 pub async fn status(config: &ClusterConfig, certs: Option<&Path>) -> Report {
     let (lines, unreachable) = ask_all(config, certs).await;
-    let mut report = put_together(config, &lines, &BTreeMap::new());
-    report.unreachable = unreachable;
     // The highest applied index each (shard, voter) reached in a second look.
     let mut later: BTreeMap<(String, String), u64> = BTreeMap::new();
+    let mut report = put_together(config, &lines, &later);
     for _ in 0..SECOND_LOOKS {
         let lagging = report.shards.iter().any(|s| s.leader.is_some() && !s.lagging.is_empty());
         if !lagging {
@@ -170,10 +169,9 @@ pub async fn status(config: &ClusterConfig, certs: Option<&Path>) -> Report {
             let best = later.entry(key).or_default();
             *best = (*best).max(l.applied);
         }
-        let unreachable = std::mem::take(&mut report.unreachable);
         report = put_together(config, &lines, &later);
-        report.unreachable = unreachable;
     }
+    report.unreachable = unreachable;
     report
 }
 
