@@ -34,7 +34,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::leaders::{all_led_without, busiest as busiest_leader};
-use common::sending::{commit_until, send_through_faults, Change, Sending};
+use common::sending::{
+    commit_until, empty_outbox, read_to_end, send_through_faults, Change, Sending,
+};
 use common::Cluster;
 use mlsd_client::group::Event;
 use mlsd_client::Client;
@@ -100,13 +102,19 @@ async fn member_load(
         // its copy (without this, that member could never follow the group).
         let _ = c.flush_outbox().await;
         if r % 4 == 3 {
-            commit_until(&mut c, group, &me, Change::Update).await;
+            commit_until(&mut c, group, &me, Change::Update)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
         }
         if let Some(p) = plan.as_ref().filter(|p| p.remove_at == r) {
-            commit_until(&mut c, group, &me, Change::Remove(p.guest)).await;
+            commit_until(&mut c, group, &me, Change::Remove(p.guest))
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
         }
         if let Some(p) = plan.as_ref().filter(|p| p.add_at == r) {
-            commit_until(&mut c, group, &me, Change::Add(p.guest)).await;
+            commit_until(&mut c, group, &me, Change::Add(p.guest))
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
             // The guest's Welcome is for the epoch this commit created.
             rejoined = Some(c.group_epoch(group).unwrap());
         }
@@ -494,31 +502,11 @@ async fn run(profile: Profile, k: Knobs) {
     // First every commit still waiting in an outbox (the chaos has stopped,
     // so each gets through).
     for (_, me, cl, _) in finals.iter_mut() {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while cl.outbox_len().unwrap() > 0 {
-            assert!(Instant::now() < deadline, "{me}: the outbox never emptied");
-            let _ = cl.flush_outbox().await;
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        empty_outbox(cl, me).await.unwrap_or_else(|e| panic!("{e}"));
     }
     let (mut acknowledged, mut lost, mut duplicated) = (0, 0, 0);
     for (g, me, cl, events) in finals.iter_mut() {
-        // Three successful fetches; a client whose entry node was just
-        // killed or wiped reconnects first.
-        let (mut fetched, deadline) = (0, Instant::now() + Duration::from_secs(30));
-        while fetched < 3 {
-            match cl.receive().await {
-                Ok(ev) => {
-                    events.extend(ev);
-                    fetched += 1;
-                }
-                Err(e) => {
-                    assert!(Instant::now() < deadline, "{me}: cannot fetch: {e}");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    let _ = cl.reconnect().await;
-                }
-            }
-        }
+        events.extend(read_to_end(cl, me).await.unwrap_or_else(|e| panic!("{e}")));
         let mut got: HashMap<String, u32> = HashMap::new();
         for e in events.iter() {
             if let Event::Message { text, .. } = e {

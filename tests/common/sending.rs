@@ -122,19 +122,28 @@ pub async fn send_through_faults(
     }
 }
 
-/// A commit the load makes.
+/// A commit the load makes: of whom, for an add or a removal (an identity).
 #[derive(Clone, Copy, Debug)]
-pub enum Change {
+pub enum Change<'a> {
+    /// A self-update.
     Update,
-    Remove(&'static str),
-    Add(&'static str),
+    /// Remove every device of the identity.
+    Remove(&'a str),
+    /// Add every device of the identity.
+    Add(&'a str),
 }
 
 /// Retries `change` until it lands, or until the client's view shows it has
-/// (a commit whose answer was lost may have been accepted).
-pub async fn commit_until(c: &mut Client, group: &str, me: &str, change: Change) {
+/// (a commit whose answer was lost may have been accepted); an error when
+/// neither happened within a minute.
+pub async fn commit_until(
+    c: &mut Client,
+    group: &str,
+    me: &str,
+    change: Change<'_>,
+) -> Result<(), String> {
     let has = |c: &Client, who: &str| {
-        c.group_members(group).unwrap().iter().any(|m| m.starts_with(&format!("{who}/")))
+        c.group_members(group).unwrap_or_default().iter().any(|m| m.starts_with(&format!("{who}/")))
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -143,9 +152,11 @@ pub async fn commit_until(c: &mut Client, group: &str, me: &str, change: Change)
             Change::Remove(g) => c.remove_members(group, &[g]).await,
             Change::Add(g) => c.add_members(group, &[g]).await,
         };
-        let Err(e) = r else { return };
+        let Err(e) = r else { return Ok(()) };
         eprintln!("{me}: {change:?}: {e}");
-        assert!(Instant::now() < deadline, "{me}: {change:?} never landed: {e}");
+        if Instant::now() >= deadline {
+            return Err(format!("{me}: {change:?} never landed: {e}"));
+        }
         tokio::time::sleep(Duration::from_millis(300)).await;
         let _ = c.reconnect().await;
         let _ = c.flush_outbox().await;
@@ -155,7 +166,43 @@ pub async fn commit_until(c: &mut Client, group: &str, me: &str, change: Change)
             Change::Add(g) => has(c, g),
         };
         if landed {
-            return;
+            return Ok(());
         }
     }
+}
+
+/// Once the faults are over: sends every commit still in `me`'s outbox,
+/// for at most 30 s.
+pub async fn empty_outbox(c: &mut Client, me: &str) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c.outbox_len().map_err(|e| format!("{me}: outbox: {e}"))? > 0 {
+        if Instant::now() > deadline {
+            return Err(format!("{me}: the outbox never emptied"));
+        }
+        let _ = c.flush_outbox().await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
+
+/// Three successful reads of `me`'s mailbox, for at most 30 s, and what
+/// they brought; a client whose entry node was just killed or wiped
+/// reconnects first.
+pub async fn read_to_end(c: &mut Client, me: &str) -> Result<Vec<Event>, String> {
+    let (mut events, mut reads) = (Vec::new(), 0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while reads < 3 {
+        match c.receive().await {
+            Ok(ev) => {
+                events.extend(ev);
+                reads += 1;
+            }
+            Err(e) if Instant::now() > deadline => return Err(format!("{me}: cannot read: {e}")),
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let _ = c.reconnect().await;
+            }
+        }
+    }
+    Ok(events)
 }

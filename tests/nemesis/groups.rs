@@ -11,13 +11,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mlsd_client::group::Event;
 use mlsd_client::Client;
 use mlsd_transport::protocol::RosterMode;
 
-use super::common::sending::{commit_until, send_through_faults, Change, Sending};
+use super::common::sending::{
+    commit_until, empty_outbox, read_to_end, send_through_faults, Change, Sending,
+};
 use super::common::Cluster;
 use super::{ms, History};
 
@@ -133,9 +135,17 @@ pub async fn member(h: Arc<History>, me: String, mut c: Client) -> (String, Clie
         let _ = c.flush_outbox().await;
         if round % 5 == 4 {
             h.note(&me, "invoke update");
-            commit_until(&mut c, GROUP, &me, Change::Update).await;
-            h.note(&me, format_args!("ok update: epoch {}", c.group_epoch(GROUP).unwrap_or(0)));
-            h.groups().committed();
+            match commit_until(&mut c, GROUP, &me, Change::Update).await {
+                Ok(()) => {
+                    let epoch = c.group_epoch(GROUP).unwrap_or(0);
+                    h.note(&me, format_args!("ok update: epoch {epoch}"));
+                    h.groups().committed();
+                }
+                Err(e) => {
+                    h.note(&me, format_args!("fail update: {e}"));
+                    h.groups().anomalies.push(e);
+                }
+            }
         }
         let text = format!("{me} #{round}");
         let others = MEMBERS.iter().map(|(m, _)| format!("{m}/phone")).filter(|m| *m != me);
@@ -196,22 +206,16 @@ pub fn note_read(h: &History, me: &str, events: &[Event]) {
 }
 
 /// Once the faults are over: every commit still in an outbox goes out,
-/// each member reads its mailbox to the end ([`read_to_end`]), and the
+/// each member reads its mailbox to the end (both noted), and the
 /// members must agree on the group. The ledger's check comes once every
 /// group of the run has settled.
 pub async fn settle(h: &History, members: &mut [(String, Client)]) -> Result<(), String> {
     for (me, c) in members.iter_mut() {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while c.outbox_len().unwrap_or(0) > 0 {
-            if Instant::now() > deadline {
-                return Err(format!("{me}: the outbox never emptied"));
-            }
-            let _ = c.flush_outbox().await;
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        empty_outbox(c, me).await?;
     }
     for (me, c) in members.iter_mut() {
-        read_to_end(h, me, c).await?;
+        let events = read_to_end(c, me).await?;
+        note_read(h, me, &events);
     }
     let views: Vec<(u64, Vec<String>)> = members
         .iter()
@@ -223,26 +227,6 @@ pub async fn settle(h: &History, members: &mut [(String, Client)]) -> Result<(),
         .collect();
     if views.windows(2).any(|w| w[0] != w[1]) {
         return Err(format!("the members disagree on the group: {views:?}"));
-    }
-    Ok(())
-}
-
-/// Three successful reads of `me`'s mailbox, noted; a client whose entry
-/// node was just wiped reconnects first.
-pub async fn read_to_end(h: &History, me: &str, c: &mut Client) -> Result<(), String> {
-    let (mut reads, deadline) = (0, Instant::now() + Duration::from_secs(30));
-    while reads < 3 {
-        match c.receive().await {
-            Ok(ev) => {
-                note_read(h, me, &ev);
-                reads += 1;
-            }
-            Err(e) if Instant::now() > deadline => return Err(format!("{me}: cannot read: {e}")),
-            Err(_) => {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                let _ = c.reconnect().await;
-            }
-        }
     }
     Ok(())
 }

@@ -22,6 +22,7 @@ use mlsd_client::retry::transient;
 use mlsd_client::{Client, ClientConfig};
 use mlsd_transport::protocol::RosterMode;
 
+use super::common::sending::{commit_until, Change};
 use super::groups::{note_read, send};
 use super::{ms, open, History, Outcome};
 
@@ -119,24 +120,10 @@ async fn create(h: &History, c: &mut Client, me: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// `me` adds identity `who` to [`GROUP`], until the commit lands or the
-/// client's view shows it did (its answer was lost).
+/// `me` adds identity `who` to [`GROUP`] ([`commit_until`]).
 async fn add(h: &History, c: &mut Client, me: &str, who: &str) -> Result<(), String> {
     h.note(me, format_args!("invoke add {who}"));
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let Err(e) = c.add_members(GROUP, &[who]).await else { break };
-        if Instant::now() > deadline {
-            return Err(format!("{me}: adding {who} never landed: {e}"));
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let _ = c.reconnect().await;
-        let _ = c.flush_outbox().await;
-        let members = c.group_members(GROUP).unwrap_or_default();
-        if members.iter().any(|m| m.starts_with(&format!("{who}/"))) {
-            break;
-        }
-    }
+    commit_until(c, GROUP, me, Change::Add(who)).await?;
     h.note(me, format_args!("ok add {who}: epoch {}", c.group_epoch(GROUP).unwrap_or(0)));
     h.groups().committed();
     Ok(())
