@@ -4,6 +4,8 @@
 //! knows of every shard: its voters ([`placement`]) and a leader hint.
 //!
 //! # Layout
+//! - [`map`]: the cluster map (members, replicas per shard) and the moves
+//!   that rebalance it.
 //! - [`placement`]: which nodes replicate a shard, from cluster.toml.
 //! - [`network`]: Raft RPCs over the peer connections, batched per peer.
 //! - [`rebuild`]: replicas of a node that lost its data, until caught up.
@@ -14,6 +16,7 @@
 //!   peers' RPCs, leader hints and status.
 
 pub mod balance;
+pub mod map;
 pub mod network;
 pub mod placement;
 pub mod rebuild;

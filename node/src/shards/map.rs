@@ -1,0 +1,349 @@
+//! The cluster map: which nodes are members, what each hosts, and which
+//! nodes replicate each shard. It is cluster state, not a function of each
+//! host's cluster.toml: the file only seeds the first map
+//! ([`ClusterMap::bootstrap`], the same placement every node computed from
+//! the file before), so a node added to or dropped from a file later moves
+//! no data and no ownership by itself. Replicas move one planned step at a
+//! time ([`ClusterMap::plan`]), each a learner added, caught up and made a
+//! voter before an old voter leaves.
+//!
+//! Everything here is pure: maps in, moves out.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+
+use mlsd_actors::replica::ShardId;
+use mlsd_transport::Role;
+use serde::{Deserialize, Serialize};
+
+use super::placement;
+use crate::config::ClusterConfig;
+
+/// Most members a cluster map may list (bounds the map's size on the wire
+/// and in a log entry).
+pub const MAX_MEMBERS: usize = 256;
+
+/// What the cluster knows of one member node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberRecord {
+    /// Where its QUIC endpoint listens.
+    pub listen: SocketAddr,
+    /// The roles it hosts: replicas of a role's shards are placed only on
+    /// members hosting it.
+    pub roles: Vec<Role>,
+    /// Being drained: its replicas move elsewhere, and no new one is
+    /// placed on it.
+    pub leaving: bool,
+}
+
+impl MemberRecord {
+    /// Whether new replicas of `role` may be placed here.
+    pub fn takes(&self, role: Role) -> bool {
+        !self.leaving && self.roles.contains(&role)
+    }
+}
+
+/// The cluster's members and where each shard lives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterMap {
+    /// Every member, by name.
+    pub members: BTreeMap<String, MemberRecord>,
+    /// Each shard's voters, its preferred leader first.
+    pub shards: BTreeMap<ShardId, Vec<String>>,
+    /// Voters per shard wanted (`replicas`, or every host of a role when
+    /// fewer host it).
+    pub replicas: u32,
+}
+
+/// One step of a rebalance: `add` joins `shard` (as a learner first, a
+/// voter once caught up), then `remove` leaves it. A step with only `add`
+/// restores a missing replica, one with only `remove` drops a surplus one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Move {
+    /// The shard whose replicas change.
+    pub shard: ShardId,
+    /// The node that gains a replica.
+    pub add: Option<String>,
+    /// The node that loses one.
+    pub remove: Option<String>,
+}
+
+impl ClusterMap {
+    /// The first map of a cluster: its members and the placement every
+    /// node computed from cluster.toml before the map existed (so a running
+    /// cluster keeps each shard where it is).
+    pub fn bootstrap(config: &ClusterConfig) -> ClusterMap {
+        let members = config
+            .nodes
+            .iter()
+            .map(|n| {
+                let record =
+                    MemberRecord { listen: n.listen, roles: n.roles.clone(), leaving: false };
+                (n.name.clone(), record)
+            })
+            .collect();
+        let shards = placement::all(config)
+            .map(|s| {
+                (s, placement::voters(config, s).into_iter().map(|n| n.name.clone()).collect())
+            })
+            .collect();
+        ClusterMap { members, shards, replicas: config.replication.replicas }
+    }
+
+    /// The voters of `shard`, preferred first (none for a shard the map
+    /// does not know).
+    pub fn voters(&self, shard: ShardId) -> &[String] {
+        self.shards.get(&shard).map_or(&[], |v| v.as_slice())
+    }
+
+    /// The shards `node` replicates.
+    pub fn replicated_by<'a>(&'a self, node: &'a str) -> impl Iterator<Item = ShardId> + 'a {
+        self.shards.iter().filter(move |(_, v)| v.iter().any(|n| n == node)).map(|(s, _)| *s)
+    }
+
+    /// How many replicas of each role `node` holds.
+    pub fn load(&self, node: &str) -> BTreeMap<Role, usize> {
+        let mut out = BTreeMap::new();
+        for s in self.replicated_by(node) {
+            *out.entry(s.role).or_default() += 1;
+        }
+        out
+    }
+
+    /// The map after `m` is done.
+    pub fn apply(&mut self, m: &Move) {
+        let voters = self.shards.entry(m.shard).or_default();
+        if let Some(r) = &m.remove {
+            voters.retain(|v| v != r);
+        }
+        if let Some(a) = &m.add {
+            if !voters.contains(a) {
+                voters.push(a.clone());
+            }
+        }
+    }
+
+    /// The next moves towards the map's goal, at most `max` of them and at
+    /// most one per shard: every shard has `replicas` voters (or every
+    /// member taking its role, when fewer do), none on a member that is
+    /// leaving or no longer hosts the role, and each member taking a role
+    /// holds as many of its replicas as any other, give or take one. Empty
+    /// when the map is there. Deterministic: every node plans the same
+    /// moves from the same map.
+    pub fn plan(&self, max: usize) -> Vec<Move> {
+        let mut out = Vec::new();
+        let mut map = self.clone();
+        let mut moved: BTreeSet<ShardId> = BTreeSet::new();
+        for role in Role::ALL {
+            while out.len() < max {
+                let Some(m) = map.next_move(role, &moved) else { break };
+                moved.insert(m.shard);
+                map.apply(&m);
+                out.push(m);
+            }
+        }
+        out
+    }
+
+    /// One move for `role`'s shards not in `skip`, most urgent first: a
+    /// replica on a member that may not hold it, then a missing one, then
+    /// a surplus one, then one from the most loaded member to the least.
+    fn next_move(&self, role: Role, skip: &BTreeSet<ShardId>) -> Option<Move> {
+        let hosts: Vec<&String> =
+            self.members.iter().filter(|(_, m)| m.takes(role)).map(|(n, _)| n).collect();
+        if hosts.is_empty() {
+            return None;
+        }
+        let want = (self.replicas as usize).min(hosts.len());
+        let mut count: BTreeMap<&String, usize> = hosts.iter().map(|h| (*h, 0)).collect();
+        for (s, voters) in &self.shards {
+            if s.role == role {
+                for v in voters {
+                    if let Some(c) = count.get_mut(v) {
+                        *c += 1;
+                    }
+                }
+            }
+        }
+        // The least loaded host not already a voter of the shard.
+        let least = |voters: &[String]| {
+            hosts
+                .iter()
+                .filter(|h| !voters.contains(h))
+                .min_by_key(|h| (count[*h], **h))
+                .map(|h| (*h).clone())
+        };
+        let shards = || self.shards.iter().filter(|(s, _)| s.role == role && !skip.contains(s));
+        for (s, voters) in shards() {
+            if let Some(bad) = voters.iter().find(|v| !hosts.contains(v)) {
+                // Never below a majority of what is there: the newcomer is
+                // added before the replica that must go is removed.
+                let add = if voters.len() <= want { least(voters) } else { None };
+                return Some(Move { shard: *s, add, remove: Some(bad.clone()) });
+            }
+        }
+        for (s, voters) in shards() {
+            if voters.len() < want {
+                return least(voters).map(|a| Move { shard: *s, add: Some(a), remove: None });
+            }
+        }
+        for (s, voters) in shards() {
+            if voters.len() > want {
+                let most = voters.iter().max_by_key(|v| (count[v], (*v).clone()))?;
+                return Some(Move { shard: *s, add: None, remove: Some(most.clone()) });
+            }
+        }
+        let (most, &high) = count.iter().max_by_key(|(h, c)| (**c, std::cmp::Reverse(**h)))?;
+        let (fewest, &low) = count.iter().min_by_key(|(h, c)| (**c, **h))?;
+        if high <= low + 1 {
+            return None;
+        }
+        let (s, _) = shards().find(|(_, v)| v.contains(most) && !v.contains(fewest))?;
+        Some(Move { shard: *s, add: Some((*fewest).clone()), remove: Some((*most).clone()) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: &str = "\"as\", \"cs\", \"ids\", \"ods\", \"sds\"";
+
+    fn config(nodes: &[(&str, &str)], keys: &str) -> ClusterConfig {
+        let mut text = format!("[cluster]\nname = \"t\"\ncerts_dir = \"c\"\n{keys}\n");
+        for (i, (name, roles)) in nodes.iter().enumerate() {
+            text.push_str(&format!(
+                "[[node]]\nname = \"{name}\"\nlisten = \"127.0.0.1:{}\"\nroles = [{roles}]\ndata_dir = \"d{i}\"\n",
+                4000 + i
+            ));
+        }
+        ClusterConfig::parse(&text, std::path::Path::new("/tmp")).unwrap()
+    }
+
+    fn member(port: u16, roles: &[Role]) -> MemberRecord {
+        MemberRecord {
+            listen: format!("127.0.0.1:{port}").parse().unwrap(),
+            roles: roles.to_vec(),
+            leaving: false,
+        }
+    }
+
+    /// Plans and applies moves `max` at a time until none is left; the
+    /// number of moves made.
+    fn settle(map: &mut ClusterMap, max: usize) -> usize {
+        let mut made = 0;
+        for _ in 0..1000 {
+            let plan = map.plan(max);
+            assert!(plan.len() <= max);
+            let shards: BTreeSet<_> = plan.iter().map(|m| m.shard).collect();
+            assert_eq!(shards.len(), plan.len(), "one move per shard at a time: {plan:?}");
+            if plan.is_empty() {
+                return made;
+            }
+            for m in &plan {
+                let before = map.voters(m.shard).len();
+                map.apply(m);
+                let want = (map.replicas as usize).min(before.max(1));
+                assert!(map.voters(m.shard).len() + 1 >= want, "a move never drops two: {m:?}");
+            }
+            made += plan.len();
+        }
+        panic!("the plan never settled: {map:?}");
+    }
+
+    /// Each role's replicas spread within one over the members taking it,
+    /// every shard with its full count, none on a member that may not hold it.
+    fn assert_settled(map: &ClusterMap) {
+        for role in Role::ALL {
+            let hosts: Vec<&String> =
+                map.members.iter().filter(|(_, m)| m.takes(role)).map(|(n, _)| n).collect();
+            let want = (map.replicas as usize).min(hosts.len());
+            for (s, v) in map.shards.iter().filter(|(s, _)| s.role == role) {
+                assert_eq!(v.len(), want, "{s}: {v:?}");
+                assert!(v.iter().all(|n| hosts.contains(&n)), "{s}: {v:?}");
+            }
+            let loads: Vec<usize> =
+                hosts.iter().map(|h| map.load(h).get(&role).copied().unwrap_or(0)).collect();
+            let (lo, hi) = (loads.iter().min().unwrap(), loads.iter().max().unwrap());
+            assert!(hi - lo <= 1, "{role}: {loads:?}");
+        }
+    }
+
+    #[test]
+    fn the_first_map_is_the_placement_the_file_gave() {
+        let c = config(&[("n1", ALL), ("n2", ALL), ("n3", "\"ods\"")], "shards = 8");
+        let map = ClusterMap::bootstrap(&c);
+        for s in placement::all(&c) {
+            let file: Vec<String> =
+                placement::voters(&c, s).into_iter().map(|n| n.name.clone()).collect();
+            assert_eq!(map.voters(s), file.as_slice());
+        }
+        assert!(map.plan(4).is_empty(), "a bootstrapped map is already where it should be");
+    }
+
+    #[test]
+    fn a_new_member_takes_an_even_share_in_few_moves() {
+        let c = config(&[("n1", ALL), ("n2", ALL), ("n3", ALL)], "shards = 8");
+        let mut map = ClusterMap::bootstrap(&c);
+        map.members.insert("n4".into(), member(4100, &Role::ALL));
+        let made = settle(&mut map, 2);
+        assert_settled(&map);
+        // 8 shards x 3 replicas over 4 nodes: n4 takes 6 of each role,
+        // one move each, and nothing else moves.
+        assert_eq!(made, 6 * Role::ALL.len());
+        for role in Role::ALL {
+            assert_eq!(map.load("n4")[&role], 6);
+        }
+    }
+
+    #[test]
+    fn a_leaving_member_is_emptied_and_its_replicas_restored_elsewhere() {
+        let c = config(&[("n1", ALL), ("n2", ALL), ("n3", ALL), ("n4", ALL)], "shards = 8");
+        let mut map = ClusterMap::bootstrap(&c);
+        map.members.get_mut("n2").unwrap().leaving = true;
+        let plan = map.plan(100);
+        assert!(plan.iter().all(|m| m.remove.as_deref() == Some("n2") && m.add.is_some()));
+        settle(&mut map, 3);
+        assert_settled(&map);
+        assert!(map.load("n2").is_empty());
+        // Only three members left: every one of them holds every shard.
+        for role in Role::ALL {
+            assert_eq!(map.load("n1")[&role], 8);
+        }
+    }
+
+    #[test]
+    fn a_member_that_stops_hosting_a_role_hands_its_replicas_over() {
+        let c = config(&[("n1", ALL), ("n2", ALL), ("n3", ALL), ("n4", ALL)], "shards = 4");
+        let mut map = ClusterMap::bootstrap(&c);
+        map.members.get_mut("n1").unwrap().roles.retain(|r| *r != Role::Sds);
+        settle(&mut map, 1);
+        assert_settled(&map);
+        assert_eq!(map.load("n1").get(&Role::Sds), None);
+        assert_eq!(map.load("n1")[&Role::As], 3);
+    }
+
+    #[test]
+    fn a_dead_member_removed_is_replaced_from_the_survivors() {
+        let c = config(&[("n1", ALL), ("n2", ALL), ("n3", ALL), ("n4", ALL)], "shards = 4");
+        let mut map = ClusterMap::bootstrap(&c);
+        map.members.remove("n3");
+        let plan = map.plan(100);
+        assert!(plan.iter().all(|m| m.remove.as_deref() == Some("n3")));
+        settle(&mut map, 2);
+        assert_settled(&map);
+    }
+
+    #[test]
+    fn fewer_hosts_than_replicas_keep_every_host_and_more_replicas_grow_them() {
+        let c = config(&[("n1", ALL), ("n2", ALL)], "shards = 2");
+        let mut map = ClusterMap::bootstrap(&c);
+        assert!(map.plan(10).is_empty(), "two of three replicas is all two nodes can hold");
+        map.members.insert("n3".into(), member(4100, &[Role::Ods]));
+        let plan = map.plan(10);
+        assert_eq!(plan.len(), 2, "each ODS shard gains its third replica: {plan:?}");
+        assert!(plan.iter().all(|m| m.add.as_deref() == Some("n3") && m.remove.is_none()));
+        settle(&mut map, 10);
+        assert_settled(&map);
+    }
+}
