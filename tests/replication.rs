@@ -351,13 +351,16 @@ async fn two_wiped_nodes_alone_serve_nothing_and_the_third_brings_everything_bac
     assert!(!healthy, "two empty replicas must not form shards:\n{status}");
     let since = c.log("n1")[before..].to_string();
     assert!(since.contains("rebuilding replicas"), "{since}");
-    // The status says why: every shard of both, waiting for its voters.
+    // The status says why: the cluster map's group waits for its voters
+    // on both, and a node that started empty opens no other replica before
+    // it has the cluster's map.
     let waiting = "rebuilding: waiting for a majority of the other voters";
     for n in ["n1", "n2"] {
         let lines =
             status.lines().filter(|l| l.trim_start().starts_with(&format!("{n} {waiting}")));
-        assert_eq!(lines.count(), 20, "{n}'s 20 shards wait:\n{status}");
+        assert_eq!(lines.count(), 1, "{n}'s cluster group waits:\n{status}");
     }
+    assert!(status.contains("no node has a cluster map yet"), "{status}");
 
     c.start("n3").await;
     let status = c.wait_healthy(Duration::from_secs(60)).await;
@@ -408,7 +411,7 @@ async fn unsafe_recovery_lets_the_surviving_replica_serve_alone() {
     let out = recover(&c, "n1", &["--shard", "all"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
-    assert!(err.contains("UNSAFE RECOVERY of 20 shard(s) on n1"), "{err}");
+    assert!(err.contains("UNSAFE RECOVERY of 21 shard(s) on n1"), "{err}");
     assert!(err.contains("refused: nothing changed; pass --accept-data-loss"), "{err}");
     let out = recover(&c, "n1", &["--shard", "ods/9", "--accept-data-loss"]);
     assert!(!out.status.success());
@@ -422,17 +425,21 @@ async fn unsafe_recovery_lets_the_surviving_replica_serve_alone() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
     let recovered: Vec<&str> = text.lines().filter(|l| l.starts_with("recovered ")).collect();
-    assert_eq!(recovered.len(), 20, "{text}");
+    // Every shard, and the cluster map's own group.
+    assert_eq!(recovered.len(), 21, "{text}");
     assert!(recovered.iter().all(|l| l.contains(": voters n1 from term ")), "{text}");
 
     c.start("n1").await;
     let status = c.wait_healthy(Duration::from_secs(30)).await;
     let shards: Vec<&str> = status.lines().filter(|l| l.contains("voters=")).collect();
-    assert_eq!(shards.len(), 20, "{status}");
+    assert_eq!(shards.len(), 21, "{status}");
     assert!(shards.iter().all(|l| l.contains("voters=n1 ") && l.contains("leader=n1")), "{status}");
     let dropped = status.lines().filter(|l| l.contains("dropped by an unsafe recovery:")).count();
-    assert_eq!(dropped, 40, "n2 and n3 of every shard:\n{status}");
-    assert!(status.contains("20 with voters dropped by an unsafe recovery; healthy"), "{status}");
+    assert_eq!(dropped, 42, "n2 and n3 of every shard:\n{status}");
+    assert!(
+        status.contains("21 with voters dropped by an unsafe recovery; 0 moves pending; healthy"),
+        "{status}"
+    );
 
     let mut stranger = c.client("stranger", "n1").await;
     assert_eq!(

@@ -125,8 +125,9 @@ enum ClusterCmd {
         /// The stopped node whose replicas survived.
         #[arg(long)]
         node: String,
-        /// A shard to recover, ROLE/INDEX (e.g. ods/3), repeated; or `all`
-        /// for every shard the node replicates.
+        /// A shard to recover, ROLE/INDEX (e.g. ods/3), repeated; `cluster`
+        /// for the cluster map's own group; or `all` for every shard the
+        /// node replicates, the cluster group among them.
         #[arg(long = "shard", required = true)]
         shards: Vec<String>,
         /// The surviving voters, comma-separated (default: this node alone);

@@ -143,18 +143,26 @@ pub async fn call_node(
         .iter()
         .find(|n| n.name == name)
         .ok_or_else(|| AdminError::Invalid(format!("no node {name} in the config")))?;
+    call_at(config, certs, name, node.listen, request).await
+}
+
+/// [`call_node`] to node `name` listening at `listen` (a member the cluster
+/// map lists, which the operator's file need not).
+pub async fn call_at(
+    config: &ClusterConfig,
+    certs: Option<&Path>,
+    name: &str,
+    listen: std::net::SocketAddr,
+    request: NodeRequest,
+) -> Result<Response, AdminError> {
     let operator = tls::NodeTls::operator(certs.unwrap_or(&config.certs_dir))?;
     let cfg = endpoint::quinn_client_config(tls::node_client_config(&operator)?)?;
-    let unreachable = |e: String| AdminError::Unreachable { node: node.name.clone(), reason: e };
-    let ep = endpoint::client_endpoint(node.listen, cfg).map_err(|e| unreachable(e.to_string()))?;
-    let conn = endpoint::connect(
-        &ep,
-        node.listen,
-        &tls::node_dns_name(&node.name),
-        config.limits.connect_timeout,
-    )
-    .await
-    .map_err(|e| unreachable(e.to_string()))?;
+    let unreachable = |e: String| AdminError::Unreachable { node: name.to_string(), reason: e };
+    let ep = endpoint::client_endpoint(listen, cfg).map_err(|e| unreachable(e.to_string()))?;
+    let conn =
+        endpoint::connect(&ep, listen, &tls::node_dns_name(name), config.limits.connect_timeout)
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
     let frame = NodeFrame::new(request);
     let resp: ResponseFrame =
         endpoint::call(&conn, &frame, config.limits.max_frame, config.limits.call_timeout)

@@ -196,7 +196,7 @@ impl Node {
         });
         let peers =
             config.nodes.iter().filter(|n| n.name != me.name).map(|n| (n.name.clone(), n.listen));
-        let peers = Arc::new(Peers::new(ep.clone(), peers, config.limits.clone()));
+        let peers = Arc::new(Peers::new(ep.clone(), &me.name, peers, config.limits.clone()));
         let name = me.name.clone();
         let roles: Vec<_> = me.roles.iter().map(|r| r.name()).collect();
         let config = Arc::new(config);
@@ -204,8 +204,11 @@ impl Node {
             .await
             .map_err(|e| NodeError::Actors(e.to_string()))?;
         let ctx = Arc::new(ServerCtx::new(config, me.clone(), peers, shards.clone()));
+        // The cluster group has no role to host: the shards do its work.
         let hosted = shards
             .replicas()
+            .into_iter()
+            .filter(|r| !r.shard.is_cluster())
             .map(|r| (r.shard, r.clone() as Arc<dyn mlsd_actors::replica::ShardStore>))
             .collect();
 
@@ -223,7 +226,7 @@ impl Node {
                 .await
                 .map_err(|e| NodeError::Actors(e.to_string()))?;
         let server = tokio::spawn(server::serve(ep.clone(), ctx));
-        tracing::info!(node = %name, %addr, ?roles, replicas = shards.replicas().count(), "node started");
+        tracing::info!(node = %name, %addr, ?roles, replicas = shards.replicas().len(), "node started");
         Ok(Node { name, addr, endpoint: ep, supervisor, supervisor_done, server, shards })
     }
 

@@ -50,7 +50,10 @@ struct Peer {
 /// Connections to every other node of the cluster.
 pub struct Peers {
     endpoint: quinn::Endpoint,
-    peers: HashMap<String, Peer>,
+    /// This node's name: never a peer of its own.
+    me: String,
+    /// Every other member, by name; more are learned from the cluster map.
+    peers: std::sync::RwLock<HashMap<String, Arc<Peer>>>,
     limits: Limits,
 }
 
@@ -59,14 +62,30 @@ impl Peers {
     /// as its default) to the given `(name, address)` peers.
     pub fn new(
         endpoint: quinn::Endpoint,
+        me: &str,
         peers: impl IntoIterator<Item = (String, SocketAddr)>,
         limits: Limits,
     ) -> Self {
-        let peers = peers
-            .into_iter()
-            .map(|(n, addr)| (n, Peer { addr, state: Arc::new(Mutex::new(PeerState::default())) }))
-            .collect();
-        Peers { endpoint, peers, limits }
+        let p = Peers { endpoint, me: me.to_string(), peers: Default::default(), limits };
+        p.learn(peers);
+        p
+    }
+
+    /// Learns where nodes listen (the cluster map's members): a new name
+    /// is added, a changed address replaces the old one and its connection.
+    pub fn learn(&self, nodes: impl IntoIterator<Item = (String, SocketAddr)>) {
+        let mut peers = self.peers.write().unwrap_or_else(|p| p.into_inner());
+        for (name, addr) in nodes {
+            if name == self.me || peers.get(&name).is_some_and(|p| p.addr == addr) {
+                continue;
+            }
+            let state = Arc::new(Mutex::new(PeerState::default()));
+            peers.insert(name, Arc::new(Peer { addr, state }));
+        }
+    }
+
+    fn peer(&self, node: &str) -> Option<Arc<Peer>> {
+        self.peers.read().unwrap_or_else(|p| p.into_inner()).get(node).cloned()
     }
 
     /// Forwards `request` to `node` and returns its response, or `Unavailable`
@@ -89,14 +108,14 @@ impl Peers {
                 node: node.to_string(),
             }))
         };
-        let Some(peer) = self.peers.get(node) else {
+        let Some(peer) = self.peer(node) else {
             return Response::Error(WireError::Cluster(ClusterError::Internal(format!(
                 "unknown peer {node}"
             ))));
         };
         let frame = NodeFrame::new(request);
         for attempt in 0..2 {
-            let Some((conn, fresh)) = self.connection(node, peer).await else {
+            let Some((conn, fresh)) = self.connection(node, &peer).await else {
                 return unavailable();
             };
             let res: Result<ResponseFrame, _> =
@@ -137,8 +156,8 @@ impl Peers {
     /// A new bidirectional stream to `node` (for long-lived subscriptions that
     /// are piped rather than answered once).
     pub async fn open_stream(&self, node: &str) -> Option<(quinn::SendStream, quinn::RecvStream)> {
-        let peer = self.peers.get(node)?;
-        let (conn, _) = self.connection(node, peer).await?;
+        let peer = self.peer(node)?;
+        let (conn, _) = self.connection(node, &peer).await?;
         conn.open_bi().await.ok()
     }
 

@@ -12,9 +12,13 @@ use std::path::Path;
 
 use mlsd_transport::Response;
 
-use crate::admin::call_node;
+use mlsd_actors::replica::ShardId;
+use mlsd_roles::record;
+use mlsd_transport::Role;
+
+use crate::admin::{call_at, call_node};
 use crate::config::ClusterConfig;
-use crate::shards::placement;
+use crate::shards::map::{ClusterMap, Move};
 
 /// One shard, as the status report prints it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,24 +51,63 @@ impl ShardReport {
     }
 }
 
-/// The whole report: shards, and the nodes that did not answer.
+/// One member of the cluster, as the status report prints it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberReport {
+    /// Its name.
+    pub name: String,
+    /// The roles it hosts.
+    pub roles: Vec<Role>,
+    /// Whether it is being drained.
+    pub leaving: bool,
+    /// How many replicas of each role the map places on it.
+    pub replicas: BTreeMap<Role, usize>,
+}
+
+/// The whole report: members, shards, moves, and the nodes that did not
+/// answer.
 #[derive(Debug, Clone, Default)]
 pub struct Report {
-    /// One per shard of every role.
+    /// Every member of the cluster map.
+    pub members: Vec<MemberReport>,
+    /// The cluster group, then one per shard of every role.
     pub shards: Vec<ShardReport>,
+    /// Replica moves the map still needs for an even spread (none while
+    /// it is balanced).
+    pub pending_moves: Vec<Move>,
+    /// Whether the map came from the cluster (false: no node had one, and
+    /// this is the file's first map).
+    pub from_cluster: bool,
     /// Nodes that could not be asked, with why.
     pub unreachable: Vec<(String, String)>,
 }
 
 impl Report {
-    /// Whether every shard is whole.
+    /// Whether every shard is whole and no move is pending.
     pub fn healthy(&self) -> bool {
-        self.shards.iter().all(ShardReport::healthy)
+        self.shards.iter().all(ShardReport::healthy) && self.pending_moves.is_empty()
     }
 
-    /// The report as printed: one line per shard, then a summary.
+    /// The report as printed: one line per member, one per shard, then a
+    /// summary.
     pub fn render(&self) -> String {
         let mut out = String::new();
+        if !self.from_cluster {
+            let _ = writeln!(out, "no node has a cluster map yet: placement from the file");
+        }
+        for m in &self.members {
+            let roles: Vec<&str> = m.roles.iter().map(|r| r.name()).collect();
+            let replicas: Vec<String> =
+                m.replicas.iter().map(|(r, n)| format!("{}={n}", r.name())).collect();
+            let _ = writeln!(
+                out,
+                "node {:<8} roles={:<20} replicas {}{}",
+                m.name,
+                roles.join(","),
+                if replicas.is_empty() { "none".to_string() } else { replicas.join(" ") },
+                if m.leaving { " (leaving)" } else { "" }
+            );
+        }
         for s in &self.shards {
             let _ = writeln!(
                 out,
@@ -102,10 +145,20 @@ impl Report {
             0 => String::new(),
             n => format!(", {n} with voters dropped by an unsafe recovery"),
         };
+        for m in &self.pending_moves {
+            let _ = writeln!(
+                out,
+                "move pending: {} {}{}",
+                m.shard,
+                m.add.as_deref().map_or_else(String::new, |a| format!("+{a} ")),
+                m.remove.as_deref().map_or_else(String::new, |r| format!("-{r}")),
+            );
+        }
         let _ = writeln!(
             out,
-            "{} shards: {led} with a leader, {whole} with every voter caught up{reduced}; {}",
+            "{} shards: {led} with a leader, {whole} with every voter caught up{reduced}; {} moves pending; {}",
             self.shards.len(),
+            self.pending_moves.len(),
             if self.healthy() { "healthy" } else { "NOT healthy" }
         );
         out
@@ -124,69 +177,99 @@ const SECOND_LOOK_PAUSE: std::time::Duration = std::time::Duration::from_millis(
 /// be asked, with why.
 type Lines = (BTreeMap<(String, String), ShardLine>, Vec<(String, String)>);
 
-/// Asks every node of `config` for the shards it replicates.
-async fn ask_all(config: &ClusterConfig, certs: Option<&Path>) -> Lines {
-    let mut lines: BTreeMap<(String, String), ShardLine> = BTreeMap::new();
-    let mut unreachable = Vec::new();
+/// The newest cluster map the nodes of `config` hold, if any has one.
+pub async fn cluster_map(config: &ClusterConfig, certs: Option<&Path>) -> Option<ClusterMap> {
+    let mut best: Option<ClusterMap> = None;
     for n in &config.nodes {
-        match call_node(
-            config,
-            certs,
-            &n.name,
-            NodeRequest::Replication(ReplicationRequest::ShardStatus),
-        )
-        .await
+        let req = NodeRequest::Replication(ReplicationRequest::ClusterMap);
+        if let Ok(Response::Node(NodeResponse::ClusterMap(Some(b)))) =
+            call_node(config, certs, &n.name, req).await
         {
-            Ok(Response::Node(NodeResponse::ShardStatus(ls))) => {
-                for l in ls {
-                    lines.insert((format!("{}/{}", l.role, l.shard), l.node.clone()), l);
+            if let Ok(m) = record::decode::<ClusterMap>(&b) {
+                if best.as_ref().is_none_or(|b| m.version > b.version) {
+                    best = Some(m);
                 }
             }
-            Ok(other) => unreachable.push((n.name.clone(), format!("{other:?}"))),
-            Err(e) => unreachable.push((n.name.clone(), e.to_string())),
+        }
+    }
+    best
+}
+
+/// Asks every member of `map` for the shards it replicates.
+async fn ask_all(config: &ClusterConfig, map: &ClusterMap, certs: Option<&Path>) -> Lines {
+    let mut lines: BTreeMap<(String, String), ShardLine> = BTreeMap::new();
+    let mut unreachable = Vec::new();
+    for (name, m) in &map.members {
+        let req = NodeRequest::Replication(ReplicationRequest::ShardStatus);
+        match call_at(config, certs, name, m.listen, req).await {
+            Ok(Response::Node(NodeResponse::ShardStatus(ls))) => {
+                for l in ls {
+                    let shard = ShardId { role: l.role, index: l.shard };
+                    lines.insert((shard.to_string(), l.node.clone()), l);
+                }
+            }
+            Ok(other) => unreachable.push((name.clone(), format!("{other:?}"))),
+            Err(e) => unreachable.push((name.clone(), e.to_string())),
         }
     }
     (lines, unreachable)
 }
 
-/// Asks every node of `config` for its shards and puts the answers
-/// together; voters behind their leader's log are asked again, a few
-/// times, until they have applied what the leader held when first asked
-/// ([`SECOND_LOOKS`]).
+/// Asks the nodes for the cluster map and every member for its shards, and
+/// puts the answers together; voters behind their leader's log are asked
+/// again, a few times, until they have applied what the leader held when
+/// first asked ([`SECOND_LOOKS`]).
 pub async fn status(config: &ClusterConfig, certs: Option<&Path>) -> Report {
-    let (lines, unreachable) = ask_all(config, certs).await;
+    let told = cluster_map(config, certs).await;
+    let from_cluster = told.is_some();
+    let map = told.unwrap_or_else(|| ClusterMap::bootstrap(config));
+    let (lines, unreachable) = ask_all(config, &map, certs).await;
     // The highest applied index each (shard, voter) reached in a second look.
     let mut later: BTreeMap<(String, String), u64> = BTreeMap::new();
-    let mut report = put_together(config, &lines, &later);
+    let mut report = put_together(&map, &lines, &later);
     for _ in 0..SECOND_LOOKS {
         let lagging = report.shards.iter().any(|s| s.leader.is_some() && !s.lagging.is_empty());
         if !lagging {
             break;
         }
         tokio::time::sleep(SECOND_LOOK_PAUSE).await;
-        let (again, _) = ask_all(config, certs).await;
+        let (again, _) = ask_all(config, &map, certs).await;
         for (key, l) in again {
             let best = later.entry(key).or_default();
             *best = (*best).max(l.applied);
         }
-        report = put_together(config, &lines, &later);
+        report = put_together(&map, &lines, &later);
     }
     report.unreachable = unreachable;
+    report.from_cluster = from_cluster;
     report
 }
 
 /// The report of `lines` (the first look), each voter's applied index
 /// raised to what `later` looks saw.
 fn put_together(
-    config: &ClusterConfig,
+    map: &ClusterMap,
     lines: &BTreeMap<(String, String), ShardLine>,
     later: &BTreeMap<(String, String), u64>,
 ) -> Report {
-    let mut report = Report::default();
-    for shard in placement::all(config) {
+    let mut report = Report {
+        members: map
+            .members
+            .iter()
+            .map(|(name, m)| MemberReport {
+                name: name.clone(),
+                roles: m.roles.clone(),
+                leaving: m.leaving,
+                replicas: map.load(name),
+            })
+            .collect(),
+        pending_moves: map.plan(usize::MAX),
+        ..Report::default()
+    };
+    let shards = std::iter::once(ShardId::CLUSTER).chain(map.shards.keys().copied());
+    for shard in shards {
         let id = shard.to_string();
-        let placed: Vec<String> =
-            placement::voters(config, shard).into_iter().map(|n| n.name.clone()).collect();
+        let placed: Vec<String> = map.voters(shard).to_vec();
         // The leader is the voter that says it leads, in the highest term.
         let leader_line = placed
             .iter()
@@ -244,7 +327,6 @@ fn put_together(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mlsd_transport::Role;
 
     /// Three nodes serving every role, three replicas of one shard each.
     fn config() -> ClusterConfig {
@@ -284,7 +366,7 @@ mod tests {
         let first: BTreeMap<_, _> =
             [line("n1", 100, 100), line("n2", 100, 100), line("n3", 97, 97)].into_iter().collect();
         let as0 = |later: &BTreeMap<(String, String), u64>| {
-            let r = put_together(&c, &first, later);
+            let r = put_together(&ClusterMap::bootstrap(&c), &first, later);
             r.shards.into_iter().find(|s| s.shard == "as/0").unwrap()
         };
         let r = as0(&BTreeMap::new());

@@ -32,6 +32,9 @@ pub const RESTART_BACKOFF: Duration = Duration::from_millis(20);
 pub enum SupervisorMsg {
     /// Spawn the host of this shard (after a backoff).
     Restart(ShardId),
+    /// A replica this node took on while running (the cluster map placed
+    /// a shard here): host it too.
+    Host(ShardId, Arc<dyn ShardStore>),
     /// Stop every role actor, then the supervisor itself.
     Shutdown(ractor::RpcReplyPort<()>),
 }
@@ -145,6 +148,15 @@ impl Actor for NodeSupervisor {
                 }
             }
             SupervisorMsg::Restart(_) => {}
+            SupervisorMsg::Host(shard, store) if !st.shutting_down => {
+                if st.shards.insert(shard, store).is_none() {
+                    if let Err(e) = st.spawn_role(&myself, shard).await {
+                        tracing::warn!(%shard, error = %e, "cannot host a new replica; retrying");
+                        myself.send_after(RESTART_BACKOFF, move || SupervisorMsg::Restart(shard));
+                    }
+                }
+            }
+            SupervisorMsg::Host(..) => {}
             SupervisorMsg::Shutdown(reply) => {
                 st.shutting_down = true;
                 myself.stop_children_and_wait(None, Some(Duration::from_secs(5))).await;

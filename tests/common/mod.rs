@@ -180,6 +180,24 @@ impl Cluster {
         Cluster { dir, config, specs, procs: Vec::new() }
     }
 
+    /// Adds node `name` with `roles` to the cluster's file (a free port,
+    /// its data dir beside the others'), as an operator adding a node does.
+    pub fn add_to_file(&mut self, name: &'static str, roles: &[Role]) {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let roles_s: Vec<String> = roles.iter().map(|r| format!("\"{r}\"")).collect();
+        let block = format!(
+            "\n[[node]]\nname = \"{name}\"\nlisten = \"{addr}\"\nroles = [{}]\ndata_dir = \"data/{name}\"\n",
+            roles_s.join(", ")
+        );
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        // Before `[limits]` and the other tables: `[[node]]` blocks end at
+        // the next table.
+        let at = text.find("\n[limits]").map_or(text.len(), |i| i + 1);
+        let text = format!("{}{}\n{}", &text[..at], block.trim_start(), &text[at..]);
+        std::fs::write(&self.config, text).unwrap();
+        self.specs.push(Spec { name, roles: roles.to_vec(), addr });
+    }
+
     /// Creates the certificates once, before any node starts.
     pub fn certs(&self) {
         let out = Command::new(bin("mlsd"))

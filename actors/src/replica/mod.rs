@@ -144,6 +144,18 @@ pub struct ShardId {
 }
 
 impl ShardId {
+    /// The cluster's own Raft group, which holds the cluster map (members
+    /// and each shard's voters, `mlsd_node::shards::map`). An index no
+    /// role's shard has ([`MAX_SHARDS`] bounds them), so its keys (in the
+    /// AS keyspace, under a prefix no AS shard uses) and its log share the
+    /// shards' storage, snapshots, network and rebuild rules unchanged.
+    pub const CLUSTER: ShardId = ShardId { role: Role::As, index: u16::MAX };
+
+    /// Whether this is the cluster's own group rather than a role's shard.
+    pub fn is_cluster(self) -> bool {
+        self == ShardId::CLUSTER
+    }
+
     /// The shard of `key` (a request's shard key) among `shards` of `role`.
     pub fn of(role: Role, key: &[u8], shards: u32) -> ShardId {
         let h = blake3::derive_key("mlsd/shard/v1", key);
@@ -170,6 +182,9 @@ impl ShardId {
 
 impl fmt::Display for ShardId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_cluster() {
+            return f.write_str("cluster");
+        }
         write!(f, "{}/{}", self.role, self.index)
     }
 }

@@ -53,12 +53,43 @@ const REFUSED: u32 = 0x10;
 /// Who is at the other end of an `mlsd-node/1` connection, by its
 /// certificate: what it may ask depends on it
 /// ([`node_requests::serve_node_request`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum NodePeer {
-    /// A configured node: forwards client requests and hands envelopes to ODS owners.
-    Node,
+    /// A member node, by the name its certificate gives: forwards client
+    /// requests and hands envelopes to ODS owners.
+    Node(String),
     /// The operator (`operator.pem`): enrollment, revocation, chaos.
     Operator,
+    /// A node whose certificate the cluster's CA signed but that is not a
+    /// member (yet): it may ask for the cluster map and to join, with its
+    /// certificate chain kept to check the name it joins under.
+    Newcomer(Arc<Vec<CertificateDer<'static>>>),
+}
+
+impl NodePeer {
+    /// What the peer is now: a newcomer that has joined since its
+    /// connection was made counts as the member it is.
+    pub(crate) fn now(self, ctx: &ServerCtx) -> NodePeer {
+        match self {
+            NodePeer::Newcomer(chain) => match member_name(&chain, ctx) {
+                Some(name) => NodePeer::Node(name),
+                None => NodePeer::Newcomer(chain),
+            },
+            other => other,
+        }
+    }
+}
+
+/// The member (of the cluster map, or of this node's file) that `chain`
+/// names, if any.
+fn member_name(chain: &[CertificateDer<'static>], ctx: &ServerCtx) -> Option<String> {
+    let map = ctx.shards.map();
+    let names = map
+        .members
+        .keys()
+        .map(|n| n.as_str())
+        .chain(ctx.config.nodes.iter().map(|n| n.name.as_str()));
+    tls::peer_node_name(chain, names)
 }
 
 /// Everything a connection handler needs; shared by all of them.
@@ -226,16 +257,21 @@ async fn serve_connection(conn: quinn::Connection, ctx: Arc<ServerCtx>) {
             None
         }
         Some(p) if p == ALPN_NODE => {
-            let names = ctx.config.nodes.iter().map(|n| n.name.as_str());
             let chain = peer_chain(&conn);
-            match tls::peer_node_name(&chain, names) {
+            match member_name(&chain, &ctx) {
                 Some(peer) => {
                     tracing::debug!(%peer, %remote, "node connection");
-                    Some(NodePeer::Node)
+                    Some(NodePeer::Node(peer))
                 }
                 None if tls::peer_is_operator(&chain) => {
                     tracing::info!(%remote, "operator connection");
                     Some(NodePeer::Operator)
+                }
+                // The handshake checked the chain against the cluster's CA,
+                // which signs node and operator certificates only.
+                None if !chain.is_empty() => {
+                    tracing::info!(%remote, "connection of a node that is not a member");
+                    Some(NodePeer::Newcomer(Arc::new(chain)))
                 }
                 None => {
                     tracing::warn!(%remote, "refused node connection without a node certificate");
@@ -270,6 +306,7 @@ async fn serve_connection(conn: quinn::Connection, ctx: Arc<ServerCtx>) {
                 continue;
             }
         }
+        let node_peer = node_peer.clone();
         tokio::spawn(async move {
             match node_peer {
                 Some(peer) => serve_node_stream(send, recv, ctx, peer).await,

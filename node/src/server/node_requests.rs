@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use mlsd_actors::role::shard_actor_name;
 use mlsd_actors::RoleMsg;
-use mlsd_transport::{Response, Role, WireError};
+use mlsd_transport::{tls, Response, Role, WireError};
+use serde_bytes::ByteBuf;
 
 use super::delivery::local_shard;
 use super::{NodePeer, ServerCtx};
@@ -21,15 +22,17 @@ use crate::parcels::Parcel;
 
 /// Whether `peer` may send `req`, as the request's rules say
 /// ([`NodeRequest::sender`]).
-fn entitled(req: &NodeRequest, peer: NodePeer) -> Result<(), WireError> {
+fn entitled(req: &NodeRequest, peer: &NodePeer) -> Result<(), WireError> {
     match (req.sender(), peer) {
-        (Sender::Either, _) | (Sender::Nodes, NodePeer::Node) => Ok(()),
+        (Sender::Anyone, _) => Ok(()),
+        (Sender::Either, NodePeer::Node(_) | NodePeer::Operator) => Ok(()),
+        (Sender::Nodes, NodePeer::Node(_)) => Ok(()),
         (Sender::Operator, NodePeer::Operator) => Ok(()),
         (Sender::Operator, _) => {
             Err(WireError::Auth(AuthError::NotAuthorized("operator certificate required".into())))
         }
-        (Sender::Nodes, _) => {
-            Err(WireError::Auth(AuthError::NotAuthorized("node certificate required".into())))
+        (Sender::Nodes | Sender::Either, _) => {
+            Err(WireError::Auth(AuthError::NotAuthorized("a member's certificate required".into())))
         }
     }
 }
@@ -42,7 +45,8 @@ pub(super) async fn serve_node_request(
     req: NodeRequest,
     peer: NodePeer,
 ) -> Response {
-    if let Err(e) = entitled(&req, peer) {
+    let peer = peer.now(ctx);
+    if let Err(e) = entitled(&req, &peer) {
         return Response::Error(e);
     }
     match req {
@@ -67,6 +71,30 @@ pub(super) async fn serve_node_request(
         }
         NodeRequest::Replication(ReplicationRequest::ShardStatus) => {
             Response::Node(NodeResponse::ShardStatus(ctx.shards.status()))
+        }
+        NodeRequest::Replication(ReplicationRequest::ClusterMap) => {
+            Response::Node(NodeResponse::ClusterMap(ctx.shards.map_record().map(ByteBuf::from)))
+        }
+        NodeRequest::Replication(ReplicationRequest::Join(join)) => {
+            // Only the node itself asks to join under its name: its
+            // certificate must name it.
+            let named = match &peer {
+                NodePeer::Newcomer(chain) => {
+                    tls::peer_node_name(chain, [join.node.as_str()]).is_some()
+                }
+                NodePeer::Node(name) => *name == join.node,
+                NodePeer::Operator => false,
+            };
+            if !named {
+                return Response::Error(WireError::Auth(AuthError::NotAuthorized(format!(
+                    "only {} itself may ask to join as {}",
+                    join.node, join.node
+                ))));
+            }
+            match ctx.shards.admit(&join).await {
+                Ok(map) => Response::Node(NodeResponse::ClusterMap(map.map(ByteBuf::from))),
+                Err(e) => Response::Error(e),
+            }
         }
         NodeRequest::Enqueue(items) => {
             if items.len() > MAX_ENQUEUE_BATCH {
@@ -115,6 +143,7 @@ async fn chaos(ctx: &ServerCtx, target: ChaosTarget) -> Response {
             ChaosTarget::Role(r) => ctx
                 .shards
                 .replicas()
+                .into_iter()
                 .filter(|s| s.shard.role == r)
                 .filter_map(|s| {
                     ractor::registry::where_is(shard_actor_name(&ctx.me.name, r, s.shard.index))

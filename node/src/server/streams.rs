@@ -91,7 +91,7 @@ pub(super) async fn serve_node_stream(
                 // Served here or refused: a forwarded subscription is never
                 // forwarded a second time (configs that disagree cannot loop).
                 NodeRequest::Forward(req @ Request::Ods(OdsRequest::Subscribe { .. }))
-                    if peer == NodePeer::Node =>
+                    if matches!(peer.clone().now(&ctx), NodePeer::Node(_)) =>
                 {
                     return subscription(&ctx, send, req, false).await;
                 }

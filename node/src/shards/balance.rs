@@ -76,7 +76,8 @@ pub(super) async fn run(shards: Arc<Shards>) {
     loop {
         tick.tick().await;
         let now = Instant::now();
-        let next = shards.local.values().find_map(|r| {
+        let replicas = shards.replicas();
+        let next = replicas.iter().find_map(|r| {
             if !r.leading() || left_alone.get(&r.shard).is_some_and(|t| now < *t) {
                 return None;
             }

@@ -13,6 +13,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
 use mlsd_actors::replica::ShardId;
+use mlsd_roles::record::{self, Stored};
+use mlsd_roles::{Batch, Space, View};
 use mlsd_transport::Role;
 use serde::{Deserialize, Serialize};
 
@@ -43,17 +45,36 @@ impl MemberRecord {
     }
 }
 
+/// Most voters of the cluster's own group: the first members of the
+/// bootstrap file; any other member follows it as a learner.
+pub const MAX_CLUSTER_VOTERS: usize = 5;
+
 /// The cluster's members and where each shard lives.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterMap {
+    /// Bumped by every change, so a node tells a newer map from an older.
+    pub version: u64,
     /// Every member, by name.
     pub members: BTreeMap<String, MemberRecord>,
+    /// Voters of the cluster's own group ([`ShardId::CLUSTER`]).
+    pub cluster: Vec<String>,
+    /// Shards per role: the keyspace's split, fixed for the cluster's life
+    /// (a key's shard is its hash modulo this).
+    pub per_role: u32,
     /// Each shard's voters, its preferred leader first.
     pub shards: BTreeMap<ShardId, Vec<String>>,
     /// Voters per shard wanted (`replicas`, or every host of a role when
     /// fewer host it).
     pub replicas: u32,
 }
+
+impl Stored for ClusterMap {
+    const KIND: &'static str = "cluster map";
+    const VERSION: u8 = 1;
+}
+
+/// Where the map is kept in the cluster group's keyspace.
+const MAP_KEY: &[u8] = b"map";
 
 /// One step of a rebalance: `add` joins `shard` (as a learner first, a
 /// voter once caught up), then `remove` leaves it. A step with only `add`
@@ -87,13 +108,54 @@ impl ClusterMap {
                 (s, placement::voters(config, s).into_iter().map(|n| n.name.clone()).collect())
             })
             .collect();
-        ClusterMap { members, shards, replicas: config.replication.replicas }
+        let cluster =
+            config.nodes.iter().take(MAX_CLUSTER_VOTERS).map(|n| n.name.clone()).collect();
+        ClusterMap {
+            version: 1,
+            members,
+            cluster,
+            per_role: config.replication.shards,
+            shards,
+            replicas: config.replication.replicas,
+        }
+    }
+
+    /// The map the cluster group has applied in `view` (its keyspace), if
+    /// any; an unreadable one is an error, never taken for none.
+    pub fn read(view: &dyn View) -> Result<Option<ClusterMap>, String> {
+        match view.get(Space::Role(ShardId::CLUSTER.role), MAP_KEY) {
+            Ok(None) => Ok(None),
+            Ok(Some(v)) => record::decode(&v).map(Some).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// The write that makes this the map.
+    pub fn write(&self) -> Result<Batch, String> {
+        let mut b = Batch::new();
+        let v = record::encode(self).map_err(|e| e.to_string())?;
+        b.put(Space::Role(ShardId::CLUSTER.role), MAP_KEY.to_vec(), v);
+        Ok(b)
+    }
+
+    /// The shard of `key` for `role`.
+    pub fn shard_of(&self, role: Role, key: &[u8]) -> ShardId {
+        ShardId::of(role, key, self.per_role)
     }
 
     /// The voters of `shard`, preferred first (none for a shard the map
     /// does not know).
     pub fn voters(&self, shard: ShardId) -> &[String] {
+        if shard.is_cluster() {
+            return &self.cluster;
+        }
         self.shards.get(&shard).map_or(&[], |v| v.as_slice())
+    }
+
+    /// Whether `node` holds a replica of the cluster group: every member
+    /// does, as a voter or a learner.
+    pub fn is_member(&self, node: &str) -> bool {
+        self.members.contains_key(node)
     }
 
     /// The shards `node` replicates.
@@ -267,6 +329,22 @@ mod tests {
             let (lo, hi) = (loads.iter().min().unwrap(), loads.iter().max().unwrap());
             assert!(hi - lo <= 1, "{role}: {loads:?}");
         }
+    }
+
+    #[test]
+    fn the_map_reads_back_as_written_and_an_unreadable_one_is_an_error() {
+        use mlsd_actors::replica::{view::prefixed, ShardView};
+        use mlsd_roles::{MemStore, Store};
+        let store: std::sync::Arc<dyn Store> = std::sync::Arc::new(MemStore::new());
+        let view = ShardView { store: store.clone(), shard: ShardId::CLUSTER };
+        assert_eq!(ClusterMap::read(&view).unwrap(), None);
+        let map = ClusterMap::bootstrap(&config(&[("n1", ALL), ("n2", ALL)], ""));
+        store.write(prefixed(ShardId::CLUSTER, map.write().unwrap())).unwrap();
+        assert_eq!(ClusterMap::read(&view).unwrap(), Some(map));
+        let mut torn = Batch::new();
+        torn.put(Space::Role(Role::As), MAP_KEY.to_vec(), vec![1, 0xff]);
+        store.write(prefixed(ShardId::CLUSTER, torn)).unwrap();
+        assert!(ClusterMap::read(&view).is_err());
     }
 
     #[test]

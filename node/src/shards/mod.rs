@@ -10,26 +10,37 @@
 //! - [`network`]: Raft RPCs over the peer connections, batched per peer.
 //! - [`rebuild`]: replicas of a node that lost its data, until caught up.
 //! - [`balance`]: leaderships moved to their preferred voters.
+//! - `following`: the cluster map as this node follows it, and the
+//!   replicas it opens as the map places them.
+//! - [`joining`]: a node that is not a member (yet) asks to become one.
+//! - [`steward`]: the cluster group leader's duties: the first map, members
+//!   followed as learners.
 //! - [`unsafe_recovery`]: `mlsd cluster recover`, for shards that lost a
 //!   majority of their voters for good.
 //! - this file: starting the groups, the one heartbeat timer, serving
 //!   peers' RPCs, leader hints and status.
 
 pub mod balance;
+mod following;
+pub mod joining;
 pub mod map;
 pub mod network;
 pub mod placement;
 pub mod rebuild;
+pub mod steward;
 pub mod unsafe_recovery;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use mlsd_actors::replica::log::ShardLog;
 use mlsd_actors::replica::machine::ShardMachine;
 use mlsd_actors::replica::recovery::{Rebuild, Recovery};
-use mlsd_actors::replica::{node_id, Member, NodeId, RaftShard, ShardConfig, ShardId, ShardRaft};
+use mlsd_actors::replica::{
+    node_id, Member, NodeId, RaftShard, ShardConfig, ShardId, ShardRaft, ShardView,
+};
 use mlsd_actors::role::shard_actor_name;
 use mlsd_actors::RoleMsg;
 use mlsd_roles::Store;
@@ -43,6 +54,7 @@ use serde_bytes::ByteBuf;
 
 use crate::config::{ClusterConfig, NodeConfig};
 use crate::peers::Peers;
+use map::ClusterMap;
 use network::{Links, ShardNetwork};
 
 /// Why the shards could not start.
@@ -62,7 +74,11 @@ pub enum ShardsError {
 pub struct Shards {
     config: Arc<ClusterConfig>,
     me: String,
-    local: HashMap<ShardId, Arc<RaftShard>>,
+    /// This node's own `[[node]]` block: what it joins the cluster with.
+    me_node: NodeConfig,
+    /// The replicas this node holds; more are opened while it runs, as the
+    /// cluster map places shards here ([`Shards::reconcile`]).
+    local: RwLock<HashMap<ShardId, Arc<RaftShard>>>,
     /// Leaders other nodes told us of, for shards not replicated here.
     hints: Mutex<HashMap<ShardId, String>>,
     /// Replicas rebuilding after this node lost its data ([`rebuild`]):
@@ -70,19 +86,55 @@ pub struct Shards {
     recovering: Recovery,
     store: Arc<dyn Store>,
     peers: Arc<Peers>,
+    /// What each replica is opened with.
+    opener: Opener,
+    /// Whether the store was empty when the node started (a new node, or
+    /// one that lost its disk): every replica it opens is rebuilt first,
+    /// and none but the cluster group's before the cluster map is known.
+    started_empty: bool,
+    /// The cluster map as this node last saw it.
+    map: RwLock<Arc<ClusterMap>>,
+    /// Whether `map` came from the cluster group; false while it is the
+    /// file's first map, or one a member told of, before the group's has
+    /// applied here. No replica takes a shard for new before then
+    /// ([`rebuild`]).
+    settled: AtomicBool,
+    /// Whether the unsettled `map` is one another node told of.
+    told: AtomicBool,
+    /// The cluster replica's applied index when `map` was read.
+    map_applied: AtomicU64,
+    /// Held by the cluster group's leader from reading the map to
+    /// committing its change, so two changes never build on one version.
+    map_writes: tokio::sync::Mutex<()>,
+}
+
+/// What every replica of this node is opened with.
+struct Opener {
+    links: Arc<Links>,
+    raft: Arc<Config>,
+    snapshots: std::path::PathBuf,
 }
 
 impl Shards {
-    /// Starts a Raft group for every shard `me` replicates; a group never
-    /// started before is initialized with its voters (each voter does so
-    /// with the same voters, which openraft allows).
+    /// Opens every replica `me` holds and starts the node's replication
+    /// tasks. A group never started before is initialized with its voters
+    /// (each voter does so with the same voters, which openraft allows).
+    /// A node that starts empty opens only its replica of the cluster
+    /// group: its other replicas wait for the cluster's map.
     pub async fn start(
         config: Arc<ClusterConfig>,
         me: &NodeConfig,
         store: Arc<dyn Store>,
         peers: Arc<Peers>,
     ) -> Result<Arc<Shards>, ShardsError> {
-        let mine: Vec<ShardId> = placement::replicated_by(&config, &me.name).collect();
+        // The map the cluster group applied here, else the file's first map
+        // until the group's arrives: identical on a new cluster, and what
+        // every node placed shards by before the map existed.
+        let cluster_view = ShardView { store: store.clone(), shard: ShardId::CLUSTER };
+        let stored = ClusterMap::read(&cluster_view)
+            .map_err(|why| ShardsError::Start { shard: ShardId::CLUSTER, why })?;
+        let settled = stored.is_some();
+        let map = stored.unwrap_or_else(|| ClusterMap::bootstrap(&config));
         let start_err = |shard: ShardId| {
             move |e: mlsd_roles::StoreError| ShardsError::Start { shard, why: e.to_string() }
         };
@@ -93,6 +145,13 @@ impl Shards {
             .scan_from(mlsd_roles::Space::Raft, &[], &[], 1)
             .map(|r| r.is_empty())
             .unwrap_or(false);
+        let mut mine: Vec<ShardId> = Vec::new();
+        if map.is_member(&me.name) {
+            mine.push(ShardId::CLUSTER);
+        }
+        if !empty {
+            mine.extend(map.replicated_by(&me.name));
+        }
         let mut recovering = BTreeMap::new();
         for shard in &mine {
             if empty {
@@ -113,73 +172,102 @@ impl Shards {
             );
         }
         let links = Links::new(peers.clone(), config.limits.max_frame);
-        let rc = raft_config(&config, links.budget());
-        let snapshots = me.data_dir.join("snapshots");
-        let mut local = HashMap::new();
-        for shard in mine {
-            let err = |why: String| ShardsError::Start { shard, why };
-            let log = ShardLog::new(store.clone(), shard);
-            let sm = ShardMachine::open(store.clone(), shard, &snapshots)
-                .await
-                .map_err(|e| err(e.to_string()))?;
-            let net = ShardNetwork { shard, links: links.clone() };
-            let raft = ShardRaft::new(node_id(&me.name), rc.clone(), net, log, sm)
-                .await
-                .map_err(|e| err(e.to_string()))?;
-            let members: BTreeMap<NodeId, Member> = placement::voters(&config, shard)
-                .into_iter()
-                .map(|n| (node_id(&n.name), Member { name: n.name.clone() }))
-                .collect();
-            // A rebuilding replica is initialized only once its peers say the
-            // shard is new ([`rebuild`]); until it has caught up it starts no
-            // election (an empty log campaigning would disturb the others'
-            // elections, and could win with another empty replica's vote).
-            if recovering.contains_key(&shard) {
-                raft.runtime_config().elect(false);
-            } else if !raft.is_initialized().await.map_err(|e| err(e.to_string()))? {
-                match raft.initialize(members).await {
-                    Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
-                    Err(e) => return Err(err(e.to_string())),
-                }
-            }
-            let timeout = config.limits.call_timeout;
-            let s = RaftShard::new(shard, raft, node_id(&me.name), store.clone(), timeout)
-                .with_max_frame(config.limits.max_frame);
-            local.insert(shard, Arc::new(s));
-        }
+        let opener = Opener {
+            raft: raft_config(&config, links.budget()),
+            links,
+            snapshots: me.data_dir.join("snapshots"),
+        };
         let shards = Arc::new(Shards {
-            config,
             me: me.name.clone(),
-            local,
+            me_node: me.clone(),
+            local: RwLock::default(),
             hints: Mutex::default(),
             recovering: Recovery::new(recovering),
             store,
             peers,
+            opener,
+            started_empty: empty,
+            map: RwLock::new(Arc::new(map.clone())),
+            settled: AtomicBool::new(settled),
+            told: AtomicBool::new(false),
+            map_applied: AtomicU64::new(0),
+            map_writes: tokio::sync::Mutex::new(()),
+            config,
         });
+        shards.peers.learn(map.members.iter().map(|(n, m)| (n.clone(), m.listen)));
+        for shard in mine {
+            let r = shards.open(shard, map.voters(shard), true).await?;
+            shards.local.write().unwrap_or_else(|p| p.into_inner()).insert(shard, r);
+        }
         tokio::spawn(shards.clone().heartbeats());
+        tokio::spawn(steward::run(shards.clone()));
+        tokio::spawn(joining::run(shards.clone()));
         if shards.config.replication.balance_leaders {
             tokio::spawn(balance::run(shards.clone()));
         }
-        if !shards.recovering.is_empty() {
-            tokio::spawn(rebuild::run(shards.clone()));
-        }
+        tokio::spawn(rebuild::run(shards.clone()));
         Ok(shards)
     }
 
+    /// Opens this node's replica of `shard`, whose voters are `voters`. At
+    /// start (`starting`) a voter's group never started before is
+    /// initialized; one opened later never is: a shard placed here while
+    /// the node runs is new to the cluster only on a node that started
+    /// empty ([`rebuild`] decides), and otherwise its leader adds it.
+    async fn open(
+        &self,
+        shard: ShardId,
+        voters: &[String],
+        starting: bool,
+    ) -> Result<Arc<RaftShard>, ShardsError> {
+        let err = |why: String| ShardsError::Start { shard, why };
+        let log = ShardLog::new(self.store.clone(), shard);
+        let sm = ShardMachine::open(self.store.clone(), shard, &self.opener.snapshots)
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        let net = ShardNetwork { shard, links: self.opener.links.clone() };
+        let raft = ShardRaft::new(node_id(&self.me), self.opener.raft.clone(), net, log, sm)
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        let members: BTreeMap<NodeId, Member> =
+            voters.iter().map(|n| (node_id(n), Member { name: n.clone() })).collect();
+        // A rebuilding replica is initialized only once its peers say the
+        // shard is new ([`rebuild`]); until it has caught up it starts no
+        // election (an empty log campaigning would disturb the others'
+        // elections, and could win with another empty replica's vote).
+        // A learner of the cluster group never initializes it: its leader
+        // adds it ([`steward`]).
+        if self.recovering.contains(shard) {
+            raft.runtime_config().elect(false);
+        } else if starting
+            && voters.contains(&self.me)
+            && !raft.is_initialized().await.map_err(|e| err(e.to_string()))?
+        {
+            match raft.initialize(members).await {
+                Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+                Err(e) => return Err(err(e.to_string())),
+            }
+        }
+        let timeout = self.config.limits.call_timeout;
+        let s = RaftShard::new(shard, raft, node_id(&self.me), self.store.clone(), timeout)
+            .with_max_frame(self.config.limits.max_frame);
+        Ok(Arc::new(s))
+    }
+
     /// The replica of `shard` on this node, if it is one.
-    pub fn replica(&self, shard: ShardId) -> Option<&Arc<RaftShard>> {
-        self.local.get(&shard)
+    pub fn replica(&self, shard: ShardId) -> Option<Arc<RaftShard>> {
+        self.local.read().unwrap_or_else(|p| p.into_inner()).get(&shard).cloned()
     }
 
     /// Every replica on this node.
-    pub fn replicas(&self) -> impl Iterator<Item = &Arc<RaftShard>> {
-        self.local.values()
+    pub fn replicas(&self) -> Vec<Arc<RaftShard>> {
+        self.local.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
     }
 
     /// Where to send a request of `shard` first: its leader as this node
     /// knows it, else its best-placed voter.
     pub fn leader_hint(&self, shard: ShardId) -> String {
-        if let Some(l) = self.local.get(&shard).and_then(|r| r.leader()) {
+        if let Some(l) = self.replica(shard).and_then(|r| r.leader()) {
             return l;
         }
         if let Some(l) = self.hints.lock().unwrap_or_else(|p| p.into_inner()).get(&shard) {
@@ -194,14 +282,14 @@ impl Shards {
         h.insert(shard, leader.to_string());
     }
 
-    /// The voters of `shard`, by name.
+    /// The voters of `shard`, by name, as the cluster map places them.
     pub fn voters(&self, shard: ShardId) -> Vec<String> {
-        placement::voters(&self.config, shard).into_iter().map(|n| n.name.clone()).collect()
+        self.map().voters(shard).to_vec()
     }
 
     /// The shard of `key` for `role`.
     pub fn shard_of(&self, role: mlsd_transport::Role, key: &[u8]) -> ShardId {
-        placement::shard_of(&self.config, role, key)
+        self.map().shard_of(role, key)
     }
 
     /// One timer for every shard's heartbeats, so that those to one peer
@@ -214,7 +302,8 @@ impl Shards {
         let mut led: HashMap<ShardId, bool> = HashMap::new();
         loop {
             tick.tick().await;
-            for (shard, r) in &self.local {
+            for r in self.replicas() {
+                let shard = &r.shard;
                 if r.is_leader() && !r.handing_over() {
                     let _ = r.raft.trigger().heartbeat().await;
                 }
@@ -228,6 +317,8 @@ impl Shards {
                     }
                 }
             }
+            self.refresh_map();
+            self.reconcile().await;
         }
     }
 
@@ -240,7 +331,7 @@ impl Shards {
 
     async fn serve_one(&self, call: RaftCall) -> Vec<u8> {
         let shard = ShardId { role: call.role, index: call.shard };
-        let Some(r) = self.local.get(&shard) else {
+        let Some(r) = self.replica(shard) else {
             return answer::<()>(Err(format!("{} does not replicate shard {shard}", self.me)));
         };
         let raft = &r.raft;
@@ -255,7 +346,7 @@ impl Shards {
                 Err(e) => bad(e),
             },
             RaftRpc::Vote => match codec::decode::<VoteRequest<NodeId>>(&call.body) {
-                Ok(req) if !self.may_vote(r, &req) => answer::<()>(Err(format!(
+                Ok(req) if !self.may_vote(&r, &req) => answer::<()>(Err(format!(
                     "{} is catching up shard {shard}; no vote for a candidate behind it",
                     self.me
                 ))),
@@ -272,7 +363,7 @@ impl Shards {
                 }
             }
             RaftRpc::TimeoutNow => match codec::decode::<u64>(&call.body) {
-                Ok(term) => answer(balance::campaign(self, r, term)),
+                Ok(term) => answer(balance::campaign(self, &r, term)),
                 Err(e) => bad(e),
             },
         }
@@ -294,8 +385,8 @@ impl Shards {
     pub fn status(&self) -> Vec<ShardLine> {
         let rebuilding = self.recovering.states();
         let mut out: Vec<ShardLine> = self
-            .local
-            .values()
+            .replicas()
+            .iter()
             .map(|r| {
                 let m = r.raft.metrics().borrow().clone();
                 let name = |id: &NodeId| {
@@ -337,7 +428,7 @@ impl Shards {
 
     /// Stops every group (the node is shutting down).
     pub async fn shutdown(&self) {
-        for r in self.local.values() {
+        for r in self.replicas() {
             let _ = r.raft.shutdown().await;
         }
     }

@@ -15,7 +15,7 @@ use mlsd_actors::replica::{node_id, Member, NodeId, ShardId};
 use mlsd_transport::Response;
 use openraft::error::{InitializeError, RaftError};
 
-use super::{placement, Shards};
+use super::Shards;
 
 /// How often a waiting replica asks its peers again.
 const ASK_EVERY: Duration = Duration::from_millis(500);
@@ -26,12 +26,8 @@ const ASK_EVERY: Duration = Duration::from_millis(500);
 async fn ask(shards: &Shards) -> BTreeMap<ShardId, (Vec<Option<Position>>, u64)> {
     let mut out: BTreeMap<ShardId, (Vec<Option<Position>>, u64)> = BTreeMap::new();
     let states = shards.recovering.states();
-    let mut nodes: Vec<String> = states
-        .keys()
-        .flat_map(|s| placement::voters(&shards.config, *s))
-        .map(|n| n.name.clone())
-        .filter(|n| *n != shards.me)
-        .collect();
+    let mut nodes: Vec<String> =
+        states.keys().flat_map(|s| shards.voters(*s)).filter(|n| *n != shards.me).collect();
     nodes.sort();
     nodes.dedup();
     for node in nodes {
@@ -43,7 +39,7 @@ async fn ask(shards: &Shards) -> BTreeMap<ShardId, (Vec<Option<Position>>, u64)>
                 _ => continue,
             };
         for shard in states.keys() {
-            if !placement::voters(&shards.config, *shard).iter().any(|v| v.name == node) {
+            if !shards.voters(*shard).contains(&node) {
                 continue;
             }
             let line = lines.iter().find(|l| l.role == shard.role && l.shard == shard.index);
@@ -65,12 +61,15 @@ async fn ask(shards: &Shards) -> BTreeMap<ShardId, (Vec<Option<Position>>, u64)>
     out
 }
 
-/// Asks, decides and catches up until every shard of this node is rebuilt.
+/// Asks, decides and catches up whenever a replica of this node is
+/// rebuilding (at start, or opened later on a node that started empty),
+/// for as long as the node runs.
 pub async fn run(shards: Arc<Shards>) {
     loop {
         let states = shards.recovering.states();
         if states.is_empty() {
-            return;
+            tokio::time::sleep(ASK_EVERY).await;
+            continue;
         }
         let answers = if states.values().any(|s| *s == Rebuild::Waiting) {
             ask(&shards).await
@@ -78,18 +77,25 @@ pub async fn run(shards: Arc<Shards>) {
             BTreeMap::new()
         };
         for (shard, state) in states {
-            let Some(r) = shards.local.get(&shard) else { continue };
+            let Some(r) = shards.replica(shard) else { continue };
             let state = match state {
                 Rebuild::Waiting => {
-                    let voters = placement::voters(&shards.config, shard);
+                    let voters = shards.voters(shard);
                     let (got, term) =
                         answers.get(&shard).map_or((&[][..], 0), |(a, t)| (a.as_slice(), *t));
                     match verdict(voters.len(), got, term) {
                         Verdict::Wait => continue,
+                        // A role's shard is new only by the cluster group's
+                        // map: by a file's alone, a node added to the file
+                        // of a running cluster would take shards it was
+                        // never given for new, and serve them empty.
+                        Verdict::NewShard if !shard.is_cluster() && !shards.settled() => continue,
+                        // Only a voter starts a shard; a learner is added.
+                        Verdict::NewShard if !voters.contains(&shards.me) => continue,
                         Verdict::NewShard => {
                             let members: BTreeMap<NodeId, Member> = voters
                                 .iter()
-                                .map(|n| (node_id(&n.name), Member { name: n.name.clone() }))
+                                .map(|n| (node_id(n), Member { name: n.clone() }))
                                 .collect();
                             match r.raft.initialize(members).await {
                                 Ok(())
@@ -99,7 +105,7 @@ pub async fn run(shards: Arc<Shards>) {
                                     continue;
                                 }
                             }
-                            finish(&shards, shard, r);
+                            finish(&shards, shard, &r);
                             continue;
                         }
                         Verdict::CatchUp(next) => {
@@ -117,7 +123,7 @@ pub async fn run(shards: Arc<Shards>) {
             let applied = r.raft.metrics().borrow().last_applied.map_or(0, |l| l.index);
             if let Rebuild::Strict(t, _) | Rebuild::AtLeast(t, _) = state {
                 if applied >= t.1 {
-                    finish(&shards, shard, r);
+                    finish(&shards, shard, &r);
                 }
             }
         }

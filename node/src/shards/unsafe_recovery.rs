@@ -10,12 +10,12 @@ use std::sync::Arc;
 
 use mlsd_actors::replica::log::ShardLog;
 use mlsd_actors::replica::unsafe_recovery::{keep_only, Recovered, UnsafeRecoveryError};
-use mlsd_actors::replica::{recovery, ShardId};
+use mlsd_actors::replica::{recovery, ShardId, ShardView};
 use mlsd_actors::storage::RocksStore;
 use mlsd_roles::Store;
 use mlsd_transport::Role;
 
-use super::placement;
+use super::map::ClusterMap;
 use crate::config::ClusterConfig;
 
 /// Why nothing was recovered.
@@ -60,27 +60,56 @@ pub enum RecoverError {
     },
 }
 
-/// The shards `names` stand for on node `me` (`all`: every shard it replicates).
+/// The cluster map node `me` holds (its stopped store's), else the file's
+/// first map when it holds none.
+fn node_map(config: &ClusterConfig, me: &str) -> Result<ClusterMap, RecoverError> {
+    let node = config
+        .node(Some(me))
+        .map_err(|e| RecoverError::Store { node: me.to_string(), why: e.to_string() })?;
+    if !node.data_dir.is_dir() {
+        return Ok(ClusterMap::bootstrap(config));
+    }
+    let store_err = |why: String| RecoverError::Store { node: me.to_string(), why };
+    let store: Arc<dyn Store> =
+        Arc::new(RocksStore::open(&node.data_dir, true).map_err(|e| store_err(e.to_string()))?);
+    let view = ShardView { store, shard: ShardId::CLUSTER };
+    Ok(ClusterMap::read(&view).map_err(store_err)?.unwrap_or_else(|| ClusterMap::bootstrap(config)))
+}
+
+/// The shards `names` stand for on node `me` (`all`: every shard it
+/// replicates, the cluster group among them; `cluster`: that group).
 pub fn shards(
     config: &ClusterConfig,
     me: &str,
     names: &[String],
 ) -> Result<Vec<ShardId>, RecoverError> {
+    let map = node_map(config, me)?;
     let mut out = Vec::new();
     for name in names {
         if name == "all" {
-            out.extend(placement::replicated_by(config, me));
+            out.extend(map.replicated_by(me));
+            if map.voters(ShardId::CLUSTER).iter().any(|v| v == me) {
+                out.push(ShardId::CLUSTER);
+            }
+            continue;
+        }
+        if name == "cluster" {
+            if !map.voters(ShardId::CLUSTER).iter().any(|v| v == me) {
+                let shard = ShardId::CLUSTER;
+                return Err(RecoverError::NotReplicated { node: me.to_string(), shard });
+            }
+            out.push(ShardId::CLUSTER);
             continue;
         }
         let unknown = || RecoverError::UnknownShard(name.clone());
         let (role, index) = name.split_once('/').ok_or_else(unknown)?;
         let role = Role::ALL.into_iter().find(|r| r.name() == role).ok_or_else(unknown)?;
         let index: u16 = index.parse().map_err(|_| unknown())?;
-        if u32::from(index) >= config.replication.shards {
+        if u32::from(index) >= map.per_role {
             return Err(unknown());
         }
         let shard = ShardId { role, index };
-        if !placement::voters(config, shard).iter().any(|n| n.name == me) {
+        if !map.voters(shard).iter().any(|n| n == me) {
             return Err(RecoverError::NotReplicated { node: me.to_string(), shard });
         }
         out.push(shard);
@@ -101,9 +130,9 @@ pub async fn recover(
     let node = config
         .node(Some(me))
         .map_err(|e| RecoverError::Store { node: me.to_string(), why: e.to_string() })?;
+    let map = node_map(config, me)?;
     for shard in shards {
-        let voters: Vec<String> =
-            placement::voters(config, *shard).iter().map(|n| n.name.clone()).collect();
+        let voters: Vec<String> = map.voters(*shard).to_vec();
         if let Some(k) = keep.iter().find(|k| !voters.contains(k)) {
             return Err(RecoverError::NotAVoter {
                 node: k.clone(),

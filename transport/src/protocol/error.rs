@@ -151,11 +151,17 @@ pub enum ClusterError {
         /// The most one entry may carry.
         max: u64,
     },
+    /// A change of the cluster's members (a node joining, or one to be
+    /// removed) is refused for a reason of its own: the address is another
+    /// member's, it names no role, the cluster has its maximum of members.
+    /// Nothing was changed; the same request fails the same way.
+    #[error("membership change refused: {0}")]
+    MembershipRefused(String),
 }
 
 impl ClusterError {
     /// Flat wire index of each variant.
-    const TAGS: Tags = &[5, 6, 8, 29, 31, 38, 39, 40];
+    const TAGS: Tags = &[5, 6, 8, 29, 31, 38, 39, 40, 41];
 }
 
 /// The requester is not who, or not allowed to do what, the request says.
@@ -214,6 +220,6 @@ mod tests {
     fn the_groups_number_every_error_once() {
         let mut tags: Vec<u32> = WireError::GROUPS.iter().flat_map(|g| g.iter().copied()).collect();
         tags.sort_unstable();
-        assert_eq!(tags, (0..41).collect::<Vec<_>>());
+        assert_eq!(tags, (0..42).collect::<Vec<_>>());
     }
 }

@@ -35,7 +35,7 @@ pub use ids::{
     SealedRoster, SendBody, Undeliverable, Undelivered, WelcomeCopy,
 };
 pub use node::{
-    ChaosTarget, NodeFrame, NodeRequest, NodeResponse, OperatorRequest, RaftCall, RaftRpc,
+    ChaosTarget, Join, NodeFrame, NodeRequest, NodeResponse, OperatorRequest, RaftCall, RaftRpc,
     ReplicationRequest, Sender, ShardLine, Spend,
 };
 pub use ods::{

@@ -44,6 +44,9 @@ pub enum Sender {
     Operator,
     /// Either.
     Either,
+    /// Any holder of a certificate of the cluster's CA: a member, the
+    /// operator, or a node that is not a member yet (joining).
+    Anyone,
 }
 
 impl NodeRequest {
@@ -57,6 +60,9 @@ impl NodeRequest {
             | NodeRequest::Spend(_)
             | NodeRequest::Replication(ReplicationRequest::Raft(_)) => Sender::Nodes,
             NodeRequest::Replication(ReplicationRequest::ShardStatus) => Sender::Either,
+            NodeRequest::Replication(
+                ReplicationRequest::ClusterMap | ReplicationRequest::Join(_),
+            ) => Sender::Anyone,
             NodeRequest::Operator(_) => Sender::Operator,
         }
     }
@@ -113,11 +119,33 @@ pub enum ReplicationRequest {
     /// the receiving node's view of each shard it replicates. Answered
     /// `ShardStatus`.
     ShardStatus,
+    /// Operator, member or a node not yet a member (decision D15): the
+    /// cluster map as the receiving node's cluster replica applied it.
+    /// Answered `ClusterMap`.
+    ClusterMap,
+    /// A node not yet a member asks to become one (or a member to have its
+    /// address or roles updated). From the node itself, its certificate
+    /// must name `node`; a member that checked that relays it to the
+    /// cluster group's leader. Answered `ClusterMap` with a map listing
+    /// it, `NotLeader` by a member that does not lead the cluster group.
+    Join(Join),
 }
 
 impl ReplicationRequest {
     /// Flat wire index of each variant in [`NodeRequest`].
-    pub(crate) const TAGS: Tags = &[6, 7];
+    pub(crate) const TAGS: Tags = &[6, 7, 8, 9];
+}
+
+/// What a node joining the cluster says of itself: what its `[[node]]`
+/// block says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Join {
+    /// Its name (the name in its certificate).
+    pub node: String,
+    /// Where its QUIC endpoint listens.
+    pub listen: std::net::SocketAddr,
+    /// The roles it hosts.
+    pub roles: Vec<Role>,
 }
 
 /// Commands only the holder of the operator certificate may give (a node's
@@ -271,11 +299,14 @@ pub enum NodeResponse {
     Raft(Vec<serde_bytes::ByteBuf>),
     /// Answer to `ShardStatus`.
     ShardStatus(Vec<ShardLine>),
+    /// Answer to `ClusterMap` and `Join`: the cluster map in its stored
+    /// form (a versioned record), none before the cluster group applied one.
+    ClusterMap(Option<serde_bytes::ByteBuf>),
 }
 
 impl NodeResponse {
     /// Flat wire index of each variant in [`super::Response`].
-    pub(crate) const TAGS: Tags = &[14, 15, 16, 25, 26, 27];
+    pub(crate) const TAGS: Tags = &[14, 15, 16, 25, 26, 27, 28];
 }
 
 #[cfg(test)]
@@ -287,6 +318,6 @@ mod tests {
         let mut tags: Vec<u32> =
             NodeRequest::GROUPS.iter().flat_map(|g| g.iter().copied()).collect();
         tags.sort_unstable();
-        assert_eq!(tags, (0..8).collect::<Vec<_>>());
+        assert_eq!(tags, (0..10).collect::<Vec<_>>());
     }
 }

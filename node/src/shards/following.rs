@@ -1,0 +1,141 @@
+//! How this node follows the cluster map (decision D15): it reads the map
+//! as its cluster replica applies it, routes by one a member told it of
+//! until then, answers other nodes' questions about it, and opens the
+//! replicas the map places here.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use mlsd_actors::replica::recovery::Rebuild;
+use mlsd_actors::replica::ShardId;
+
+use super::map::ClusterMap;
+use super::{rebuild, steward, Shards};
+
+impl Shards {
+    /// Opens the replicas the settled cluster map places here that this
+    /// node does not hold yet, and has the supervisor host them. On a node
+    /// that started empty each is rebuilt first.
+    pub(super) async fn reconcile(&self) {
+        if !self.settled() {
+            return;
+        }
+        // Once the supervisor runs, every replica opened is handed to it;
+        // before, the node is still starting and hosts what it opened.
+        let Some(supervisor) = ractor::registry::where_is(format!("{}/supervisor", self.me)) else {
+            return;
+        };
+        let map = self.map();
+        let held: Vec<ShardId> =
+            self.local.read().unwrap_or_else(|p| p.into_inner()).keys().copied().collect();
+        let mut wanted: Vec<ShardId> = map.replicated_by(&self.me).collect();
+        if map.is_member(&self.me) {
+            wanted.push(ShardId::CLUSTER);
+        }
+        for shard in wanted.into_iter().filter(|s| !held.contains(s)) {
+            if self.started_empty {
+                let waiting = BTreeMap::from([(shard, Rebuild::Waiting)]);
+                if let Err(e) = rebuild::save(self.store.as_ref(), &waiting) {
+                    tracing::warn!(%shard, error = %e, "cannot record a new replica's rebuild");
+                    continue;
+                }
+                self.recovering.set(shard, Rebuild::Waiting);
+            }
+            let r = match self.open(shard, map.voters(shard), false).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(%shard, error = %e, "cannot open a replica the map placed here");
+                    continue;
+                }
+            };
+            tracing::info!(%shard, "opened a replica the cluster map places here");
+            self.local.write().unwrap_or_else(|p| p.into_inner()).insert(shard, r.clone());
+            if !shard.is_cluster() {
+                let store = r as Arc<dyn mlsd_actors::replica::ShardStore>;
+                let _ =
+                    ractor::ActorRef::<crate::supervisor::SupervisorMsg>::from(supervisor.clone())
+                        .send_message(crate::supervisor::SupervisorMsg::Host(shard, store));
+            }
+        }
+    }
+
+    /// The cluster map as this node knows it.
+    pub fn map(&self) -> Arc<ClusterMap> {
+        self.map.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Whether this node's map is the cluster group's (not the file's
+    /// first map, which it holds until the group's applies here).
+    pub fn settled(&self) -> bool {
+        self.settled.load(Ordering::Acquire)
+    }
+
+    /// Whether this node's unsettled map came from another node (rather
+    /// than its file).
+    pub(super) fn told(&self) -> bool {
+        self.told.load(Ordering::Acquire)
+    }
+
+    /// Routes by `map`, a member's, until this node's own cluster replica
+    /// has applied one: unless settled, the newest map wins over the
+    /// file's and over older ones.
+    pub(super) fn adopt(&self, map: ClusterMap) {
+        if self.settled() {
+            return;
+        }
+        let mut cur = self.map.write().unwrap_or_else(|p| p.into_inner());
+        if self.told() && map.version <= cur.version {
+            return;
+        }
+        tracing::info!(
+            version = map.version,
+            members = map.members.len(),
+            "routing by the cluster's map"
+        );
+        self.peers.learn(map.members.iter().map(|(n, r)| (n.clone(), r.listen)));
+        *cur = Arc::new(map);
+        self.told.store(true, Ordering::Release);
+    }
+
+    /// The map in its stored form, as `ClusterMap` answers carry it:
+    /// none until this node's cluster replica has applied one.
+    pub fn map_record(&self) -> Option<Vec<u8>> {
+        if !self.settled() {
+            return None;
+        }
+        mlsd_roles::record::encode(self.map().as_ref()).ok()
+    }
+
+    /// Serves a node's `Join` ([`steward::admit`]).
+    pub async fn admit(
+        &self,
+        join: &mlsd_transport::protocol::Join,
+    ) -> Result<Option<Vec<u8>>, mlsd_transport::WireError> {
+        let map = steward::admit(self, join).await?;
+        Ok(mlsd_roles::record::encode(&map).ok())
+    }
+
+    /// Reads the map again when the cluster replica here applied entries
+    /// since it was last read.
+    pub(super) fn refresh_map(&self) {
+        let Some(r) = self.replica(ShardId::CLUSTER) else { return };
+        let applied = r.raft.metrics().borrow().last_applied.map_or(0, |l| l.index);
+        if self.map_applied.swap(applied, Ordering::AcqRel) == applied {
+            return;
+        }
+        match ClusterMap::read(r.as_ref()) {
+            Ok(Some(m)) => {
+                let mut cur = self.map.write().unwrap_or_else(|p| p.into_inner());
+                if !self.settled() || m.version != cur.version {
+                    tracing::info!(version = m.version, members = m.members.len(), "cluster map");
+                    self.peers.learn(m.members.iter().map(|(n, r)| (n.clone(), r.listen)));
+                    *cur = Arc::new(m);
+                    self.settled.store(true, Ordering::Release);
+                }
+            }
+            Ok(None) => {}
+            Err(why) => tracing::warn!(%why, "the cluster map cannot be read"),
+        }
+    }
+}
