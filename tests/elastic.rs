@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{server_err, Cluster};
@@ -80,17 +82,21 @@ async fn join_at_leader(c: &Cluster, as_node: &str, join: Join) -> Response {
 
 /// Adding a node to a running cluster: only its own host starts it
 /// (`mlsd certs` makes its certificate from the cluster CA); it asks a
-/// member to join, becomes a member of the map every node holds, and
-/// serves every identity through the map. Nobody else is restarted. A
+/// member to join and becomes a member of the map every node holds; the
+/// shards' leaders then move replicas to it, a few at a time, until each
+/// node holds as many as any other. Nobody else is restarted. Meanwhile
+/// every lookup succeeds and every message sent is acknowledged; after,
+/// each is read exactly once, and no existing identity can be taken. A
 /// node may join only under the name its certificate gives, and not at
 /// another member's address.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_node_joins_a_running_cluster_and_serves_by_the_cluster_s_map() {
+async fn a_node_joins_a_running_cluster_and_takes_its_share_of_the_shards() {
     let _watchdog = common::init();
     let mut c = common::three_replicated().await;
     for i in 0..USERS {
         c.registered(&format!("{}/phone", user(i)), ["n1", "n2", "n3"][i % 3], 1).await;
     }
+    let (mut alice, mut bob) = c.alice_and_bob_in_g("n2", 3).await;
     c.add_to_file("n4", &Role::ALL);
     c.certs();
 
@@ -121,19 +127,158 @@ async fn a_node_joins_a_running_cluster_and_serves_by_the_cluster_s_map() {
     let (_, before) = c.status();
     assert!(!before.contains("node n4"), "nothing refused changed the map:\n{before}");
 
-    c.start("n4").await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (_, out) = c.status();
-        if out.contains("node n4 ") {
-            // A member now, holding no replica until shards move to it.
-            assert!(out.contains("replicas none"), "{out}");
-            break;
+    // Lookups through n1 all along, and messages sent through n2.
+    let stop = Arc::new(AtomicBool::new(false));
+    let looker = c.client("looker", "n1").await;
+    let lookups = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let (mut done, mut failed) = (0usize, Vec::new());
+            while !stop.load(Ordering::Relaxed) {
+                let who = user(done % USERS);
+                match looker.lookup(&who).await {
+                    Ok(found) if found.len() == 1 && found[0].1.is_ok() => {}
+                    other => failed.push(format!("{who}: {other:?}")),
+                }
+                done += 1;
+                // Within the per-connection request rate.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            (done, failed)
         }
-        assert!(Instant::now() < deadline, "n4 never became a member:\n{out}\n{}", c.log("n4"));
+    });
+    let mut sent = 0;
+    c.start("n4").await;
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let status = loop {
+        common::sent_within_patience(&mut alice, "G", &format!("message {sent}")).await;
+        sent += 1;
+        let (healthy, out) = c.status();
+        if healthy && out.contains("node n4 ") {
+            break out;
+        }
+        assert!(Instant::now() < deadline, "no even spread within 180 s:\n{out}\n{}", c.log("n4"));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    stop.store(true, Ordering::Relaxed);
+    let (looked, failed) = lookups.await.unwrap();
+    assert!(failed.is_empty(), "{} of {looked} lookups failed: {failed:?}", failed.len());
+    assert!(looked > 0);
+    // 4 shards x 3 replicas of each role over 4 nodes: 3 each.
+    spread_as(&status, &["n1", "n2", "n3", "n4"], "replicas as=3 cs=3 ids=3 ods=3 sds=3");
+    assert!(c.log("n4").contains("the cluster admitted this node"), "{}", c.log("n4"));
+
+    let want: Vec<String> = (0..sent).map(|i| format!("message {i}")).collect();
+    assert_eq!(read_all(&mut bob, &want).await, want, "every acknowledged message, once, in order");
+    for via in ["n4", "n1", "n2", "n3"] {
+        owned_through(&c, via).await;
+    }
+}
+
+/// Reads `c`'s messages until `want` arrived (or 30 s passed).
+async fn read_all(c: &mut mlsd_client::Client, want: &[String]) -> Vec<String> {
+    let mut got = Vec::new();
+    let read_by = Instant::now() + Duration::from_secs(30);
+    while got.len() < want.len() && Instant::now() < read_by {
+        match c.receive().await {
+            Ok(events) => got.extend(common::texts(&events)),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    got
+}
+
+/// Sends messages through `alice` while `op` (an operator command) runs
+/// on a thread of its own; the command's output and what was sent.
+async fn sending_while(
+    alice: &mut mlsd_client::Client,
+    from: usize,
+    op: impl FnOnce() -> std::process::Output + Send + 'static,
+) -> (std::process::Output, Vec<String>) {
+    let running = std::thread::spawn(op);
+    let mut sent = Vec::new();
+    while !running.is_finished() {
+        let text = format!("message {}", from + sent.len());
+        common::sent_within_patience(alice, "G", &text).await;
+        sent.push(text);
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    owned_through(&c, "n4").await;
-    owned_through(&c, "n1").await;
-    assert!(c.log("n4").contains("the cluster admitted this node"), "{}", c.log("n4"));
+    (running.join().unwrap(), sent)
+}
+
+/// Each listed node's status line holds `replicas` of every role.
+fn spread_as(status: &str, nodes: &[&str], replicas: &str) {
+    for n in nodes {
+        let line = status.lines().find(|l| l.starts_with(&format!("node {n} "))).unwrap();
+        assert!(line.contains(replicas), "{n}: {replicas}\n{status}");
+    }
+}
+
+/// Taking nodes out: `mlsd cluster remove n1` drains a live node (its
+/// replicas move to the others first, then it leaves the map and its
+/// process exits by itself); `mlsd cluster remove n2 --dead`, after n2
+/// was SIGKILLed for good, rebuilds its replicas on the survivors. Messages
+/// are sent all along and read exactly once; every identity stays found
+/// and cannot be taken.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_drained_node_leaves_and_a_dead_one_is_replaced_from_the_survivors() {
+    let _watchdog = common::init();
+    let all: &[Role] = &Role::ALL;
+    let mut c = Cluster::configured(
+        &[("n1", all), ("n2", all), ("n3", all), ("n4", all)],
+        common::REPLICATED,
+        "[limits]\ncall_timeout_ms = 3000\nconnect_timeout_ms = 1000\n",
+    );
+    c.start_all().await;
+    c.wait_healthy(Duration::from_secs(60)).await;
+    for i in 0..USERS {
+        c.registered(&format!("{}/phone", user(i)), ["n3", "n4"][i % 2], 1).await;
+    }
+    let (mut alice, mut bob) = c.alice_and_bob_in_g("n3", 3).await;
+
+    let refused = c.remove("n9", &[]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("n9 is not a member"));
+
+    let config = c.config.clone();
+    let (out, mut sent) = sending_while(&mut alice, 0, move || {
+        std::process::Command::new(common::bin("mlsd"))
+            .args(["cluster", "remove", "n1", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap()
+    })
+    .await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("n1 removed"));
+    let exit = c.wait_exit("n1", Duration::from_secs(30)).await;
+    assert!(exit.success(), "n1 exits by itself, cleanly: {exit:?}");
+    let status = c.wait_healthy(Duration::from_secs(60)).await;
+    assert!(!status.contains("node n1 "), "{status}");
+    // 4 shards x 3 replicas of each role over 3 nodes: 4 each.
+    spread_as(&status, &["n2", "n3", "n4"], "replicas as=4 cs=4 ids=4 ods=4 sds=4");
+    for via in ["n2", "n3", "n4"] {
+        owned_through(&c, via).await;
+    }
+
+    c.kill("n2");
+    let config = c.config.clone();
+    let (out, more) = sending_while(&mut alice, sent.len(), move || {
+        std::process::Command::new(common::bin("mlsd"))
+            .args(["cluster", "remove", "n2", "--dead", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap()
+    })
+    .await;
+    sent.extend(more);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let status = c.wait_healthy(Duration::from_secs(60)).await;
+    assert!(!status.contains("node n2 "), "{status}");
+    // Two nodes left: each holds every shard.
+    spread_as(&status, &["n3", "n4"], "replicas as=4 cs=4 ids=4 ods=4 sds=4");
+    for via in ["n3", "n4"] {
+        owned_through(&c, via).await;
+    }
+    assert_eq!(read_all(&mut bob, &sent).await, sent, "every message, once, in order");
 }

@@ -114,6 +114,26 @@ enum ClusterCmd {
         #[arg(long)]
         certs: Option<PathBuf>,
     },
+    /// Take a member out of the cluster: drained first (its replicas move
+    /// to the others, then it leaves and its process exits), or with
+    /// `--dead` removed at once, its replicas rebuilt from the survivors.
+    /// Waits until the cluster's map no longer lists it.
+    Remove {
+        /// The member to remove.
+        node: String,
+        /// Path of the cluster config.
+        #[arg(long, default_value = "cluster.toml")]
+        config: PathBuf,
+        /// The node is gone for good: do not move its replicas from it.
+        #[arg(long)]
+        dead: bool,
+        /// Directory with ca.pem, operator.pem and operator.key (default: the config's certs_dir).
+        #[arg(long)]
+        certs: Option<PathBuf>,
+        /// Longest wait, in seconds, for the node to leave.
+        #[arg(long, default_value_t = 3600)]
+        wait_secs: u64,
+    },
     /// Unsafe recovery, on a stopped node: make the surviving voters the only
     /// voters of shards that lost a majority of their voters for good. It
     /// can lose acknowledged writes, and the lost nodes must never start
@@ -296,6 +316,22 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Cmd::Cluster { cmd: ClusterCmd::Remove { node, config, dead, certs, wait_secs } } => {
+            let cfg = ClusterConfig::load(&config)?;
+            let rt = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+            let within = std::time::Duration::from_secs(wait_secs);
+            let progress = |p: &str| eprintln!("{p}");
+            let map = rt.block_on(mlsd_node::removal::remove(
+                &cfg,
+                certs.as_deref(),
+                &node,
+                dead,
+                within,
+                progress,
+            ))?;
+            println!("{node} removed; the cluster has {} member(s)", map.members.len());
+            Ok(())
+        }
         Cmd::Cluster {
             cmd: ClusterCmd::Recover { config, node, shards, keep, accept_data_loss },
         } => recover(&config, &node, &shards, keep, accept_data_loss),
@@ -327,8 +363,13 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
             let rt = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
             rt.block_on(async move {
                 let mut node = Node::start(cfg, node.as_deref()).await?;
+                let removed = node.removed();
                 let stopped_itself = tokio::select! {
                     _ = shutdown_signal() => false,
+                    _ = removed => {
+                        tracing::warn!("removed from the cluster: shutting down");
+                        false
+                    }
                     _ = node.supervisor_stopped() => true,
                 };
                 node.shutdown().await;

@@ -19,6 +19,7 @@
 //!   first.
 //! - [`shards`]: the replicated shards (openraft groups) this node holds.
 //! - [`status`]: `mlsd cluster status`, every node's view put together.
+//! - [`removal`]: `mlsd cluster remove`, a member drained or taken for dead.
 //! - [`supervisor`]: the node supervisor that restarts role actors.
 //! - [`peers`]: pooled node-to-node connections for forwarding.
 //! - [`join`]: waiting on many calls at once from one task.
@@ -41,6 +42,7 @@ pub mod mixer;
 pub mod node;
 pub mod parcels;
 pub mod peers;
+pub mod removal;
 pub mod routing;
 pub mod server;
 pub mod shards;

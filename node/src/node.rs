@@ -247,6 +247,13 @@ impl Node {
         self.addr
     }
 
+    /// Resolves once the cluster has removed this node (`mlsd cluster
+    /// remove`): the binary then shuts it down and exits.
+    pub fn removed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let shards = self.shards.clone();
+        async move { shards.removed().await }
+    }
+
     /// Resolves when the supervisor has stopped on its own (restart intensity
     /// exceeded); the binary then exits with an error.
     pub async fn supervisor_stopped(&mut self) {

@@ -35,6 +35,9 @@ pub enum SupervisorMsg {
     /// A replica this node took on while running (the cluster map placed
     /// a shard here): host it too.
     Host(ShardId, Arc<dyn ShardStore>),
+    /// A replica this node closed (the shard moved away): stop its host
+    /// for good.
+    Unhost(ShardId),
     /// Stop every role actor, then the supervisor itself.
     Shutdown(ractor::RpcReplyPort<()>),
 }
@@ -138,7 +141,9 @@ impl Actor for NodeSupervisor {
         st: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            SupervisorMsg::Restart(shard) if !st.shutting_down => {
+            SupervisorMsg::Restart(shard)
+                if !st.shutting_down && st.shards.contains_key(&shard) =>
+            {
                 if let Err(e) = st.spawn_role(&myself, shard).await {
                     // The old name may still be registered for a moment; try again.
                     tracing::warn!(%shard, error = %e, "restart failed; retrying");
@@ -157,6 +162,18 @@ impl Actor for NodeSupervisor {
                 }
             }
             SupervisorMsg::Host(..) => {}
+            SupervisorMsg::Unhost(shard) => {
+                st.shards.remove(&shard);
+                st.restarts.remove(&shard);
+                let child = st.children.iter().find(|(_, s)| **s == shard).map(|(id, _)| *id);
+                if let Some(id) = child {
+                    st.children.remove(&id);
+                    let name = shard_actor_name(&st.node, shard.role, shard.index);
+                    if let Some(host) = ractor::registry::where_is(name) {
+                        host.stop(Some("the shard moved to other nodes".into()));
+                    }
+                }
+            }
             SupervisorMsg::Shutdown(reply) => {
                 st.shutting_down = true;
                 myself.stop_children_and_wait(None, Some(Duration::from_secs(5))).await;

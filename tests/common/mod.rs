@@ -321,6 +321,32 @@ impl Cluster {
         }
     }
 
+    /// Waits, at most `within`, until node `name`'s process exits by
+    /// itself; its exit status.
+    pub async fn wait_exit(&mut self, name: &str, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            let i = self.procs.iter().position(|(n, _)| n == name).expect("started");
+            if let Some(status) = self.procs[i].1.try_wait().unwrap() {
+                self.procs.remove(i);
+                return status;
+            }
+            assert!(Instant::now() < deadline, "{name} still runs:\n{}", self.log(name));
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Runs `mlsd cluster remove NODE` (with `args`) against this
+    /// cluster's file.
+    pub fn remove(&self, node: &str, args: &[&str]) -> Output {
+        Command::new(bin("mlsd"))
+            .args(["cluster", "remove", node, "--config"])
+            .arg(&self.config)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
     /// The node's log so far (for assertion messages).
     pub fn log(&self, name: &str) -> String {
         std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default()

@@ -166,6 +166,7 @@ struct RawCluster {
     election_timeout_ms: Option<u64>,
     snapshot_logs: Option<u64>,
     balance_leaders: Option<bool>,
+    max_moves: Option<u32>,
 }
 
 impl ClusterConfig {

@@ -30,6 +30,11 @@ pub struct Replication {
     /// leadership (and one node's death) is spread over the nodes. Default
     /// true; off, leadership stays wherever elections put it.
     pub balance_leaders: bool,
+    /// `max_moves`: replica moves under way at once in the whole cluster
+    /// while it rebalances (a node joined, or leaves), default 2, 1 to 64:
+    /// each copies a shard to its new node, so more at once finish sooner
+    /// and take more from the clients' share of disk and network.
+    pub max_moves: u32,
 }
 
 impl Default for Replication {
@@ -41,6 +46,7 @@ impl Default for Replication {
             election_timeout: Duration::from_millis(1500),
             snapshot_logs: 10_000,
             balance_leaders: true,
+            max_moves: 2,
         }
     }
 }
@@ -72,6 +78,10 @@ impl Replication {
             return Err(bad("cluster.snapshot_logs", "must be positive"));
         }
         let balance_leaders = c.balance_leaders.unwrap_or(d.balance_leaders);
+        let max_moves = c.max_moves.unwrap_or(d.max_moves);
+        if !(1..=64).contains(&max_moves) {
+            return Err(bad("cluster.max_moves", "must be between 1 and 64"));
+        }
         Ok(Replication {
             replicas,
             shards,
@@ -79,6 +89,7 @@ impl Replication {
             election_timeout,
             snapshot_logs,
             balance_leaders,
+            max_moves,
         })
     }
 }

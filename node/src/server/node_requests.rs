@@ -31,9 +31,9 @@ fn entitled(req: &NodeRequest, peer: &NodePeer) -> Result<(), WireError> {
         (Sender::Operator, _) => {
             Err(WireError::Auth(AuthError::NotAuthorized("operator certificate required".into())))
         }
-        (Sender::Nodes | Sender::Either, _) => {
-            Err(WireError::Auth(AuthError::NotAuthorized("a member's certificate required".into())))
-        }
+        (Sender::Nodes | Sender::Either, _) => Err(WireError::Auth(AuthError::NotAuthorized(
+            "a member node's certificate required".into(),
+        ))),
     }
 }
 
@@ -56,6 +56,12 @@ pub(super) async fn serve_node_request(
             local_shard(ctx, shard, |reply| RoleMsg::Request { request, reply }).await
         }
         NodeRequest::Operator(OperatorRequest::Chaos { target }) => chaos(ctx, target).await,
+        NodeRequest::Operator(OperatorRequest::RemoveNode { node, dead }) => {
+            match ctx.shards.remove_member(&node, dead).await {
+                Ok(map) => Response::Node(NodeResponse::ClusterMap(map.map(ByteBuf::from))),
+                Err(e) => Response::Error(e),
+            }
+        }
         // Enrollments, revocations and ticket spends: the AS shard's.
         request @ (NodeRequest::Operator(_) | NodeRequest::Spend(_)) => {
             let Some(key) = request.as_shard_key() else {
@@ -92,6 +98,12 @@ pub(super) async fn serve_node_request(
                 ))));
             }
             match ctx.shards.admit(&join).await {
+                Ok(map) => Response::Node(NodeResponse::ClusterMap(map.map(ByteBuf::from))),
+                Err(e) => Response::Error(e),
+            }
+        }
+        NodeRequest::Replication(ReplicationRequest::Move(mv)) => {
+            match ctx.shards.record_move(&mv).await {
                 Ok(map) => Response::Node(NodeResponse::ClusterMap(map.map(ByteBuf::from))),
                 Err(e) => Response::Error(e),
             }

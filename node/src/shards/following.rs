@@ -30,8 +30,12 @@ impl Shards {
         let held: Vec<ShardId> =
             self.local.read().unwrap_or_else(|p| p.into_inner()).keys().copied().collect();
         let mut wanted: Vec<ShardId> = map.replicated_by(&self.me).collect();
+        wanted.extend(map.incoming(&self.me));
         if map.is_member(&self.me) {
             wanted.push(ShardId::CLUSTER);
+        }
+        for shard in held.iter().filter(|s| !wanted.contains(s)) {
+            self.close(*shard, &supervisor).await;
         }
         for shard in wanted.into_iter().filter(|s| !held.contains(s)) {
             if self.started_empty {
@@ -57,6 +61,27 @@ impl Shards {
                     ractor::ActorRef::<crate::supervisor::SupervisorMsg>::from(supervisor.clone())
                         .send_message(crate::supervisor::SupervisorMsg::Host(shard, store));
             }
+        }
+    }
+
+    /// Closes this node's replica of `shard`, which the settled map no
+    /// longer places here (a move that took it away is done: the group's
+    /// membership without this node committed), stops its host and
+    /// deletes its keys, log and rebuild record.
+    async fn close(&self, shard: ShardId, supervisor: &ractor::ActorCell) {
+        let Some(r) = self.local.write().unwrap_or_else(|p| p.into_inner()).remove(&shard) else {
+            return;
+        };
+        let _ = ractor::ActorRef::<crate::supervisor::SupervisorMsg>::from(supervisor.clone())
+            .send_message(crate::supervisor::SupervisorMsg::Unhost(shard));
+        let _ = r.raft.shutdown().await;
+        self.recovering.finish(shard);
+        let mut b = mlsd_roles::Batch::new();
+        b.delete_prefix(mlsd_roles::Space::Role(shard.role), shard.data_prefix().to_vec());
+        b.delete_prefix(mlsd_roles::Space::Raft, shard.raft_prefix().to_vec());
+        match self.store.write_synced(b) {
+            Ok(()) => tracing::info!(%shard, "closed a replica the cluster map moved away"),
+            Err(e) => tracing::warn!(%shard, error = %e, "cannot delete a replica moved away"),
         }
     }
 
@@ -107,6 +132,37 @@ impl Shards {
         mlsd_roles::record::encode(self.map().as_ref()).ok()
     }
 
+    /// Serves a shard leader's report of a move ([`steward::record_move`]).
+    pub async fn record_move(
+        &self,
+        mv: &mlsd_transport::protocol::ShardMove,
+    ) -> Result<Option<Vec<u8>>, mlsd_transport::WireError> {
+        let map = steward::record_move(self, mv).await?;
+        Ok(mlsd_roles::record::encode(&map).ok())
+    }
+
+    /// Serves the operator's `RemoveNode` ([`steward::remove`]).
+    pub async fn remove_member(
+        &self,
+        node: &str,
+        dead: bool,
+    ) -> Result<Option<Vec<u8>>, mlsd_transport::WireError> {
+        let map = steward::remove(self, node, dead).await?;
+        Ok(mlsd_roles::record::encode(&map).ok())
+    }
+
+    /// Resolves once the cluster has removed this node (drained, or taken
+    /// for dead): the node then stops.
+    pub async fn removed(&self) {
+        loop {
+            let notified = self.removed.notified();
+            if self.removed_flag.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
     /// Serves a node's `Join` ([`steward::admit`]).
     pub async fn admit(
         &self,
@@ -129,6 +185,11 @@ impl Shards {
                 let mut cur = self.map.write().unwrap_or_else(|p| p.into_inner());
                 if !self.settled() || m.version != cur.version {
                     tracing::info!(version = m.version, members = m.members.len(), "cluster map");
+                    if self.settled() && cur.is_member(&self.me) && !m.is_member(&self.me) {
+                        tracing::warn!("this node was removed from the cluster; it stops");
+                        self.removed_flag.store(true, Ordering::Release);
+                        self.removed.notify_waiters();
+                    }
                     self.peers.learn(m.members.iter().map(|(n, r)| (n.clone(), r.listen)));
                     *cur = Arc::new(m);
                     self.settled.store(true, Ordering::Release);

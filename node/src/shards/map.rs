@@ -66,6 +66,9 @@ pub struct ClusterMap {
     /// Voters per shard wanted (`replicas`, or every host of a role when
     /// fewer host it).
     pub replicas: u32,
+    /// Moves under way, by shard: the node a move adds holds a replica
+    /// (a learner, then a voter) before the move is done.
+    pub moving: BTreeMap<ShardId, Move>,
 }
 
 impl Stored for ClusterMap {
@@ -87,6 +90,19 @@ pub struct Move {
     pub add: Option<String>,
     /// The node that loses one.
     pub remove: Option<String>,
+}
+
+impl std::fmt::Display for Move {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.shard)?;
+        if let Some(a) = &self.add {
+            write!(f, " +{a}")?;
+        }
+        if let Some(r) = &self.remove {
+            write!(f, " -{r}")?;
+        }
+        Ok(())
+    }
 }
 
 impl ClusterMap {
@@ -117,6 +133,7 @@ impl ClusterMap {
             per_role: config.replication.shards,
             shards,
             replicas: config.replication.replicas,
+            moving: BTreeMap::new(),
         }
     }
 
@@ -163,6 +180,37 @@ impl ClusterMap {
         self.shards.iter().filter(move |(_, v)| v.iter().any(|n| n == node)).map(|(s, _)| *s)
     }
 
+    /// The shards a move under way adds `node` to.
+    pub fn incoming<'a>(&'a self, node: &'a str) -> impl Iterator<Item = ShardId> + 'a {
+        self.moving.values().filter(move |m| m.add.as_deref() == Some(node)).map(|m| m.shard)
+    }
+
+    /// Records that `m` is under way, when it is one of the next `max`
+    /// moves the map plans (or already under way).
+    pub fn begin(&mut self, m: &Move, max: usize) -> Result<(), String> {
+        if self.moving.get(&m.shard) == Some(m) {
+            return Ok(());
+        }
+        if !self.plan(max).contains(m) {
+            return Err(format!("{m} is not a move the map plans now"));
+        }
+        self.moving.insert(m.shard, m.clone());
+        self.version += 1;
+        Ok(())
+    }
+
+    /// Records that `m`, under way, is done: the shard's voters are the new
+    /// ones.
+    pub fn finish(&mut self, m: &Move) -> Result<(), String> {
+        if self.moving.get(&m.shard) != Some(m) {
+            return Err(format!("{m} is not under way"));
+        }
+        self.moving.remove(&m.shard);
+        self.apply(m);
+        self.version += 1;
+        Ok(())
+    }
+
     /// How many replicas of each role `node` holds.
     pub fn load(&self, node: &str) -> BTreeMap<Role, usize> {
         let mut out = BTreeMap::new();
@@ -172,15 +220,25 @@ impl ClusterMap {
         out
     }
 
-    /// The map after `m` is done.
+    /// The map after `m` is done. A node that replaces another takes its
+    /// place in the voters' order (which says who should lead).
     pub fn apply(&mut self, m: &Move) {
         let voters = self.shards.entry(m.shard).or_default();
-        if let Some(r) = &m.remove {
-            voters.retain(|v| v != r);
-        }
-        if let Some(a) = &m.add {
-            if !voters.contains(a) {
-                voters.push(a.clone());
+        match (&m.add, &m.remove) {
+            (Some(a), Some(r)) if !voters.contains(a) && voters.contains(r) => {
+                for v in voters.iter_mut().filter(|v| *v == r) {
+                    *v = a.clone();
+                }
+            }
+            _ => {
+                if let Some(r) = &m.remove {
+                    voters.retain(|v| v != r);
+                }
+                if let Some(a) = &m.add {
+                    if !voters.contains(a) {
+                        voters.push(a.clone());
+                    }
+                }
             }
         }
     }
@@ -194,8 +252,13 @@ impl ClusterMap {
     /// moves from the same map.
     pub fn plan(&self, max: usize) -> Vec<Move> {
         let mut out = Vec::new();
+        // Moves under way count as done, and against `max`.
         let mut map = self.clone();
-        let mut moved: BTreeSet<ShardId> = BTreeSet::new();
+        for m in self.moving.values() {
+            map.apply(m);
+        }
+        let mut moved: BTreeSet<ShardId> = self.moving.keys().copied().collect();
+        let max = max.saturating_sub(self.moving.len());
         for role in Role::ALL {
             while out.len() < max {
                 let Some(m) = map.next_move(role, &moved) else { break };
@@ -345,6 +408,32 @@ mod tests {
         torn.put(Space::Role(Role::As), MAP_KEY.to_vec(), vec![1, 0xff]);
         store.write(prefixed(ShardId::CLUSTER, torn)).unwrap();
         assert!(ClusterMap::read(&view).is_err());
+    }
+
+    #[test]
+    fn a_move_under_way_counts_as_done_and_only_planned_moves_begin() {
+        let c = config(&[("n1", ALL), ("n2", ALL), ("n3", ALL)], "shards = 4");
+        let mut map = ClusterMap::bootstrap(&c);
+        map.members.insert("n4".into(), member(4100, &Role::ALL));
+        let plan = map.plan(2);
+        assert_eq!(plan.len(), 2);
+        let stray = Move { shard: plan[0].shard, add: Some("n9".into()), remove: None };
+        assert!(map.begin(&stray, 2).is_err(), "not a planned move");
+        assert!(map.finish(&plan[0]).is_err(), "not under way");
+        let v = map.version;
+        map.begin(&plan[0], 2).unwrap();
+        map.begin(&plan[0], 2).unwrap();
+        assert_eq!(map.version, v + 1, "beginning twice is once");
+        assert_eq!(map.incoming("n4").collect::<Vec<_>>(), vec![plan[0].shard]);
+        assert_eq!(map.plan(2), vec![plan[1].clone()], "the one under way is not planned again");
+        assert_eq!(map.plan(1), vec![], "and counts against the most at once");
+        let before = map.voters(plan[0].shard).to_vec();
+        map.finish(&plan[0]).unwrap();
+        let after = map.voters(plan[0].shard);
+        let removed = plan[0].remove.as_ref().unwrap();
+        let at = before.iter().position(|v| v == removed).unwrap();
+        assert_eq!(after[at], "n4", "n4 takes the place of the voter it replaces: {after:?}");
+        assert!(map.moving.is_empty() && map.incoming("n4").next().is_none());
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! - `following`: the cluster map as this node follows it, and the
 //!   replicas it opens as the map places them.
 //! - [`joining`]: a node that is not a member (yet) asks to become one.
+//! - [`mover`]: the moves the map plans, carried out by each shard's leader.
 //! - [`steward`]: the cluster group leader's duties: the first map, members
 //!   followed as learners.
 //! - [`unsafe_recovery`]: `mlsd cluster recover`, for shards that lost a
@@ -24,6 +25,7 @@ pub mod balance;
 mod following;
 pub mod joining;
 pub mod map;
+pub mod mover;
 pub mod network;
 pub mod placement;
 pub mod rebuild;
@@ -106,6 +108,10 @@ pub struct Shards {
     /// Held by the cluster group's leader from reading the map to
     /// committing its change, so two changes never build on one version.
     map_writes: tokio::sync::Mutex<()>,
+    /// Set once a settled map no longer lists this node: it was removed.
+    removed_flag: AtomicBool,
+    /// Wakes [`Shards::removed`].
+    removed: tokio::sync::Notify,
 }
 
 /// What every replica of this node is opened with.
@@ -192,6 +198,8 @@ impl Shards {
             told: AtomicBool::new(false),
             map_applied: AtomicU64::new(0),
             map_writes: tokio::sync::Mutex::new(()),
+            removed_flag: AtomicBool::new(false),
+            removed: tokio::sync::Notify::new(),
             config,
         });
         shards.peers.learn(map.members.iter().map(|(n, m)| (n.clone(), m.listen)));
@@ -202,6 +210,7 @@ impl Shards {
         tokio::spawn(shards.clone().heartbeats());
         tokio::spawn(steward::run(shards.clone()));
         tokio::spawn(joining::run(shards.clone()));
+        tokio::spawn(mover::run(shards.clone()));
         if shards.config.replication.balance_leaders {
             tokio::spawn(balance::run(shards.clone()));
         }

@@ -3,15 +3,20 @@
 //! placement, [`ClusterMap::bootstrap`]) when none was ever written, and
 //! adds every member that does not follow the group yet as a learner, so
 //! each member holds the map and routes by it; and it admits nodes that
-//! ask to join ([`admit`]).
+//! ask to join ([`admit`]), the moves shards' leaders begin and finish
+//! ([`record_move`]) and members the operator removes ([`remove`]): a
+//! drained one leaves the map once it holds no replica, and the group's
+//! membership follows the map's members and voters.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use mlsd_actors::replica::{node_id, Member, ShardId, ShardStore};
-use mlsd_transport::protocol::{ClusterError, Join};
+use mlsd_actors::replica::{node_id, Member, NodeId, ShardId, ShardStore};
+use mlsd_transport::protocol::{ClusterError, Join, ShardMove};
 use mlsd_transport::WireError;
+use openraft::ChangeMembers;
 
-use super::map::{ClusterMap, MemberRecord, MAX_MEMBERS};
+use super::map::{ClusterMap, MemberRecord, Move, MAX_MEMBERS};
 use super::Shards;
 
 /// Does the leader's duties whenever this node leads the cluster group,
@@ -33,7 +38,7 @@ pub(super) async fn run(shards: Arc<Shards>) {
 async fn duties(shards: &Shards, r: &mlsd_actors::replica::RaftShard) -> Result<(), String> {
     let writing = shards.map_writes.lock().await;
     let term = r.ready().await.map_err(|e| e.to_string())?;
-    let map = match ClusterMap::read(r)? {
+    let mut map = match ClusterMap::read(r)? {
         Some(m) => m,
         None => {
             let first = ClusterMap::bootstrap(&shards.config);
@@ -42,16 +47,83 @@ async fn duties(shards: &Shards, r: &mlsd_actors::replica::RaftShard) -> Result<
             first
         }
     };
+    // A drained member that holds nothing any more leaves the map.
+    let drained: Vec<String> = map
+        .members
+        .iter()
+        .filter(|(n, m)| m.leaving && map.load(n).is_empty())
+        .filter(|(n, _)| {
+            !map.moving
+                .values()
+                .any(|mv| mv.add.as_ref() == Some(n) || mv.remove.as_ref() == Some(n))
+        })
+        .map(|(n, _)| n.clone())
+        .collect();
+    if !drained.is_empty() {
+        for n in &drained {
+            forget(&mut map, n);
+        }
+        r.commit(term, map.write()?).await.map_err(|e| e.to_string())?;
+        tracing::warn!(nodes = ?drained, version = map.version, "drained members left the cluster");
+    }
     drop(writing);
-    let membership = r.raft.metrics().borrow().membership_config.clone();
-    let followed: Vec<String> =
-        membership.membership().nodes().map(|(_, n)| n.name.clone()).collect();
+    follow_map(r, &map).await
+}
+
+/// Makes the cluster group's membership what `map` says: every member
+/// follows it (a learner), its voters are the map's, and no one else.
+async fn follow_map(r: &mlsd_actors::replica::RaftShard, map: &ClusterMap) -> Result<(), String> {
+    let membership = r.raft.metrics().borrow().membership_config.membership().clone();
+    let followed: Vec<String> = membership.nodes().map(|(_, n)| n.name.clone()).collect();
     for name in map.members.keys().filter(|n| !followed.contains(n)) {
         let member = Member { name: name.clone() };
-        match r.raft.add_learner(node_id(name), member, false).await {
-            Ok(_) => tracing::info!(node = %name, "the cluster group is followed by a new member"),
-            Err(e) => return Err(format!("adding {name} as a learner: {e}")),
-        }
+        r.raft
+            .add_learner(node_id(name), member, false)
+            .await
+            .map_err(|e| format!("adding {name} as a learner: {e}"))?;
+        tracing::info!(node = %name, "the cluster group is followed by a new member");
+    }
+    if membership.get_joint_config().len() > 1 {
+        return Ok(());
+    }
+    // The map's voters that vote already, and those that follow close
+    // enough to vote: a voter is never added before it caught up (so a
+    // group an unsafe recovery left with its survivors keeps them alone
+    // until the others are back and caught up).
+    let metrics = r.raft.metrics().borrow().clone();
+    let last = metrics.last_log_index.unwrap_or(0);
+    let caught_up = |id: &NodeId| {
+        metrics
+            .replication
+            .as_ref()
+            .and_then(|rep| rep.get(id).cloned().flatten())
+            .is_some_and(|l| l.index + super::mover::CAUGHT_UP >= last)
+    };
+    let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+    let want: BTreeSet<NodeId> = map
+        .cluster
+        .iter()
+        .map(|n| node_id(n))
+        .filter(|id| voters.contains(id) || caught_up(id))
+        .collect();
+    if !want.is_empty() && voters != want {
+        r.raft
+            .change_membership(ChangeMembers::ReplaceAllVoters(want), false)
+            .await
+            .map_err(|e| format!("changing the cluster group's voters: {e}"))?;
+        tracing::info!(voters = ?map.cluster, "the cluster group's voters changed");
+        return Ok(());
+    }
+    let strangers: BTreeSet<NodeId> = membership
+        .nodes()
+        .filter(|(id, n)| !map.is_member(&n.name) && !voters.contains(id))
+        .map(|(id, _)| *id)
+        .collect();
+    if !strangers.is_empty() {
+        r.raft
+            .change_membership(ChangeMembers::RemoveNodes(strangers), false)
+            .await
+            .map_err(|e| format!("removing former members from the cluster group: {e}"))?;
     }
     Ok(())
 }
@@ -104,4 +176,107 @@ pub async fn admit(shards: &Shards, join: &Join) -> Result<ClusterMap, WireError
         tracing::info!(node = %join.node, version = map.version, "a member's address or roles changed");
     }
     Ok(map)
+}
+
+/// Records, as the cluster group's leader, that `mv` begins (when it is a
+/// move the map plans now, at most `[cluster] max_moves` at once) or is
+/// done (when it was under way): the map that says so, committed.
+pub async fn record_move(shards: &Shards, mv: &ShardMove) -> Result<ClusterMap, WireError> {
+    let r = shards.replica(ShardId::CLUSTER).ok_or_else(|| {
+        let leader = Some(shards.leader_hint(ShardId::CLUSTER)).filter(|l| *l != shards.me);
+        WireError::Cluster(ClusterError::NotLeader { shard: ShardId::CLUSTER.to_string(), leader })
+    })?;
+    let _writing = shards.map_writes.lock().await;
+    let term = r.ready().await?;
+    let mut map = ClusterMap::read(r.as_ref())
+        .map_err(|why| WireError::Cluster(ClusterError::Unreadable(why)))?
+        .ok_or_else(|| {
+            WireError::Cluster(ClusterError::ShardUnavailable {
+                shard: ShardId::CLUSTER.to_string(),
+            })
+        })?;
+    let m = Move {
+        shard: ShardId { role: mv.role, index: mv.shard },
+        add: mv.add.clone(),
+        remove: mv.remove.clone(),
+    };
+    let before = map.version;
+    let recorded = if mv.done {
+        map.finish(&m)
+    } else {
+        map.begin(&m, shards.config.replication.max_moves as usize)
+    };
+    recorded.map_err(|why| WireError::Cluster(ClusterError::MembershipRefused(why)))?;
+    if map.version != before {
+        r.commit(term, map.write().map_err(|e| WireError::Cluster(ClusterError::Internal(e)))?)
+            .await?;
+        let what = if mv.done { "done" } else { "begins" };
+        tracing::info!(shard = %m, version = map.version, "replica move {what}");
+    }
+    Ok(map)
+}
+
+/// Takes `node` out of the cluster, as the cluster group's leader: a live
+/// one is marked leaving (its replicas then move away and [`duties`]
+/// removes it once it holds none), a dead one is removed at once (its
+/// replicas are then replaced from the survivors). Refused when no other
+/// member would host one of its roles.
+pub async fn remove(shards: &Shards, node: &str, dead: bool) -> Result<ClusterMap, WireError> {
+    let r = shards.replica(ShardId::CLUSTER).ok_or_else(|| {
+        let leader = Some(shards.leader_hint(ShardId::CLUSTER)).filter(|l| *l != shards.me);
+        WireError::Cluster(ClusterError::NotLeader { shard: ShardId::CLUSTER.to_string(), leader })
+    })?;
+    let _writing = shards.map_writes.lock().await;
+    let term = r.ready().await?;
+    let mut map = ClusterMap::read(r.as_ref())
+        .map_err(|why| WireError::Cluster(ClusterError::Unreadable(why)))?
+        .ok_or_else(|| {
+            WireError::Cluster(ClusterError::ShardUnavailable {
+                shard: ShardId::CLUSTER.to_string(),
+            })
+        })?;
+    let refused = |why: String| WireError::Cluster(ClusterError::MembershipRefused(why));
+    let Some(record) = map.members.get(node).cloned() else {
+        return Err(refused(format!("{node} is not a member")));
+    };
+    for role in &record.roles {
+        if !map.members.iter().any(|(n, m)| n != node && m.takes(*role)) {
+            return Err(refused(format!("no other member would host {role}")));
+        }
+    }
+    let before = map.version;
+    if dead {
+        forget(&mut map, node);
+    } else if !record.leaving {
+        map.members.insert(node.to_string(), MemberRecord { leaving: true, ..record });
+        map.version += 1;
+    }
+    if map.version != before {
+        r.commit(term, map.write().map_err(|e| WireError::Cluster(ClusterError::Internal(e)))?)
+            .await?;
+        let how = if dead { "removed (dead)" } else { "leaving (drained first)" };
+        tracing::warn!(%node, version = map.version, "a member is {how}");
+    }
+    Ok(map)
+}
+
+/// `map` without member `node`: moves that add it are dropped, and the
+/// cluster group's voters are made up again from the other members.
+fn forget(map: &mut ClusterMap, node: &str) {
+    map.members.remove(node);
+    map.moving.retain(|_, m| m.add.as_deref() != Some(node));
+    map.cluster.retain(|v| v != node);
+    let spare: Vec<String> = map
+        .members
+        .iter()
+        .filter(|(n, m)| !m.leaving && !map.cluster.contains(n))
+        .map(|(n, _)| n.clone())
+        .collect();
+    for n in spare {
+        if map.cluster.len() >= super::map::MAX_CLUSTER_VOTERS {
+            break;
+        }
+        map.cluster.push(n);
+    }
+    map.version += 1;
 }

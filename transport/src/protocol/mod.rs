@@ -36,7 +36,7 @@ pub use ids::{
 };
 pub use node::{
     ChaosTarget, Join, NodeFrame, NodeRequest, NodeResponse, OperatorRequest, RaftCall, RaftRpc,
-    ReplicationRequest, Sender, ShardLine, Spend,
+    ReplicationRequest, Sender, ShardLine, ShardMove, Spend,
 };
 pub use ods::{
     shard_of, Delivered, DeliveryCap, EnqueueItem, EnqueueResult, MailboxAuth, MailboxId, OdsError,

@@ -58,7 +58,9 @@ impl NodeRequest {
             NodeRequest::Forward(_)
             | NodeRequest::Enqueue(_)
             | NodeRequest::Spend(_)
-            | NodeRequest::Replication(ReplicationRequest::Raft(_)) => Sender::Nodes,
+            | NodeRequest::Replication(ReplicationRequest::Raft(_) | ReplicationRequest::Move(_)) => {
+                Sender::Nodes
+            }
             NodeRequest::Replication(ReplicationRequest::ShardStatus) => Sender::Either,
             NodeRequest::Replication(
                 ReplicationRequest::ClusterMap | ReplicationRequest::Join(_),
@@ -129,11 +131,31 @@ pub enum ReplicationRequest {
     /// cluster group's leader. Answered `ClusterMap` with a map listing
     /// it, `NotLeader` by a member that does not lead the cluster group.
     Join(Join),
+    /// Node → the cluster group's leader: a shard's leader begins a move
+    /// of the shard's replicas the cluster map plans, or reports it done
+    /// (its membership change committed). Answered `ClusterMap` with the
+    /// map that records it.
+    Move(ShardMove),
 }
 
 impl ReplicationRequest {
     /// Flat wire index of each variant in [`NodeRequest`].
-    pub(crate) const TAGS: Tags = &[6, 7, 8, 9];
+    pub(crate) const TAGS: Tags = &[6, 7, 8, 9, 10];
+}
+
+/// One step of a rebalance of a shard's replicas (decision D15).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardMove {
+    /// The shard's role.
+    pub role: Role,
+    /// The shard's index.
+    pub shard: u16,
+    /// The node that gains a replica.
+    pub add: Option<String>,
+    /// The node that loses one.
+    pub remove: Option<String>,
+    /// False: the move begins; true: it is done.
+    pub done: bool,
 }
 
 /// What a node joining the cluster says of itself: what its `[[node]]`
@@ -174,11 +196,23 @@ pub enum OperatorRequest {
         /// The client id, `identity/device`.
         client: String,
     },
+    /// `mlsd cluster remove`: take `node` out of the cluster (decision
+    /// D15). Live (`dead` false), it is drained: marked leaving, its
+    /// replicas move to the other members, then it is removed and its
+    /// process exits. Dead, it is removed at once and its replicas are
+    /// rebuilt from the survivors. Served by the cluster group's leader
+    /// (others answer `NotLeader`); answered `ClusterMap`.
+    RemoveNode {
+        /// The member to remove.
+        node: String,
+        /// Whether it is gone for good (its replicas are not moved from it).
+        dead: bool,
+    },
 }
 
 impl OperatorRequest {
     /// Flat wire index of each variant in [`NodeRequest`].
-    pub(crate) const TAGS: Tags = &[1, 2, 4];
+    pub(crate) const TAGS: Tags = &[1, 2, 4, 11];
 }
 
 /// Which Raft RPC a [`RaftCall`] carries.
@@ -318,6 +352,6 @@ mod tests {
         let mut tags: Vec<u32> =
             NodeRequest::GROUPS.iter().flat_map(|g| g.iter().copied()).collect();
         tags.sort_unstable();
-        assert_eq!(tags, (0..10).collect::<Vec<_>>());
+        assert_eq!(tags, (0..12).collect::<Vec<_>>());
     }
 }

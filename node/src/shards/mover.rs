@@ -1,0 +1,140 @@
+//! Carrying out the moves the cluster map plans (decision D15), on the
+//! node that leads each shard: the move is recorded as under way in the
+//! map (so the node it adds opens a replica), the new node is added to
+//! the shard's group as a learner and catches up (by snapshot when the
+//! log before was dropped), then one membership change (joint consensus)
+//! makes it a voter and drops the replica it replaces, and the move is
+//! recorded as done (the old node then closes its replica).
+//!
+//! Every step is safe to interrupt: until the membership change commits,
+//! the shard's voters are the old ones, with a majority among them; after,
+//! the new ones. A leader that takes over a shard with a move under way
+//! resumes it from what the group's membership says. Each step waits for
+//! the one before, one move per shard at a time, at most `[cluster]
+//! max_moves` in the whole cluster.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use mlsd_actors::replica::{node_id, Member, NodeId, RaftShard, ShardId};
+use mlsd_transport::protocol::{ClusterError, NodeRequest, ReplicationRequest, ShardMove};
+use mlsd_transport::{Response, WireError};
+use openraft::ChangeMembers;
+
+use super::map::Move;
+use super::Shards;
+
+/// Entries a learner may lack of the leader's log and still be made a
+/// voter: it is then as far behind as any follower under load.
+pub(super) const CAUGHT_UP: u64 = 64;
+/// Redirects a report to the cluster group follows to find its leader.
+const MAX_REDIRECTS: usize = 4;
+
+/// Moves the shards this node leads towards the map's plan, for as long as
+/// the node runs.
+pub(super) async fn run(shards: Arc<Shards>) {
+    let mut tick = tokio::time::interval(shards.config.replication.election_timeout);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if !shards.settled() {
+            continue;
+        }
+        let map = shards.map();
+        let max = shards.config.replication.max_moves as usize;
+        let planned = map.plan(max);
+        for r in shards.replicas().into_iter().filter(|r| !r.shard.is_cluster() && r.leading()) {
+            let result = match map.moving.get(&r.shard) {
+                Some(m) => step(&shards, &r, m).await,
+                None => match planned.iter().find(|m| m.shard == r.shard) {
+                    Some(m) => report(&shards, m, false).await,
+                    None => continue,
+                },
+            };
+            if let Err(why) = result {
+                tracing::info!(shard = %r.shard, %why, "replica move waits");
+            }
+        }
+    }
+}
+
+/// The next step of `m`, under way, as the membership of `r` (which this
+/// node leads) says.
+async fn step(shards: &Shards, r: &RaftShard, m: &Move) -> Result<(), String> {
+    let metrics = r.raft.metrics().borrow().clone();
+    let membership = metrics.membership_config.membership().clone();
+    let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+    let mut want = voters.clone();
+    if let Some(a) = &m.add {
+        want.insert(node_id(a));
+    }
+    if let Some(old) = &m.remove {
+        want.remove(&node_id(old));
+    }
+    let joint = membership.get_joint_config().len() > 1;
+    if voters == want && !joint {
+        return report(shards, m, true).await;
+    }
+    let timeout = shards.config.limits.call_timeout * 4;
+    if let Some(a) = &m.add {
+        let id = node_id(a);
+        if membership.get_node(&id).is_none() {
+            let add = r.raft.add_learner(id, Member { name: a.clone() }, false);
+            tokio::time::timeout(timeout, add)
+                .await
+                .map_err(|_| format!("adding {a} as a learner timed out"))?
+                .map_err(|e| format!("adding {a} as a learner: {e}"))?;
+            tracing::info!(shard = %r.shard, node = %a, "a new replica catches up as a learner");
+            return Ok(());
+        }
+        let matched = metrics
+            .replication
+            .as_ref()
+            .and_then(|rep| rep.get(&id).cloned().flatten())
+            .map_or(0, |l| l.index);
+        let last = metrics.last_log_index.unwrap_or(0);
+        if matched + CAUGHT_UP < last {
+            return Err(format!("{a} has {matched} of {last} entries"));
+        }
+    }
+    let change = r.raft.change_membership(ChangeMembers::ReplaceAllVoters(want), false);
+    tokio::time::timeout(timeout, change)
+        .await
+        .map_err(|_| "the membership change timed out".to_string())?
+        .map_err(|e| format!("membership change: {e}"))?;
+    tracing::info!(shard = %r.shard, mv = %m, "the shard's voters changed");
+    report(shards, m, true).await
+}
+
+/// Tells the cluster group's leader that `m` begins (`done` false) or is
+/// done.
+async fn report(shards: &Shards, m: &Move, done: bool) -> Result<(), String> {
+    let mv = ShardMove {
+        role: m.shard.role,
+        shard: m.shard.index,
+        add: m.add.clone(),
+        remove: m.remove.clone(),
+        done,
+    };
+    let mut to = shards.leader_hint(ShardId::CLUSTER);
+    for _ in 0..MAX_REDIRECTS {
+        let resp = if to == shards.me {
+            match super::steward::record_move(shards, &mv).await {
+                Ok(_) => return Ok(()),
+                Err(e) => Response::Error(e),
+            }
+        } else {
+            let req = NodeRequest::Replication(ReplicationRequest::Move(mv.clone()));
+            shards.peers.call(&to, req).await
+        };
+        match resp {
+            Response::Error(WireError::Cluster(ClusterError::NotLeader {
+                leader: Some(l),
+                ..
+            })) if l != to => to = l,
+            Response::Error(e) => return Err(e.to_string()),
+            _ => return Ok(()),
+        }
+    }
+    Err("the cluster group's leader was not found".into())
+}
