@@ -59,6 +59,11 @@ use crate::peers::Peers;
 use map::ClusterMap;
 use network::{Links, ShardNetwork};
 
+/// Entries a learner may lack of its leader's log and still be made a
+/// voter (of a shard, [`mover`], or of the cluster group, [`steward`]): it
+/// is then as far behind as any follower under load.
+const CAUGHT_UP: u64 = 64;
+
 /// Why the shards could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ShardsError {

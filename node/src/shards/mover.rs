@@ -22,11 +22,8 @@ use mlsd_transport::{Response, WireError};
 use openraft::ChangeMembers;
 
 use super::map::Move;
-use super::Shards;
+use super::{Shards, CAUGHT_UP};
 
-/// Entries a learner may lack of the leader's log and still be made a
-/// voter: it is then as far behind as any follower under load.
-pub(super) const CAUGHT_UP: u64 = 64;
 /// Redirects a report to the cluster group follows to find its leader.
 const MAX_REDIRECTS: usize = 4;
 

@@ -97,7 +97,7 @@ async fn follow_map(r: &mlsd_actors::replica::RaftShard, map: &ClusterMap) -> Re
             .replication
             .as_ref()
             .and_then(|rep| rep.get(id).cloned().flatten())
-            .is_some_and(|l| l.index + super::mover::CAUGHT_UP >= last)
+            .is_some_and(|l| l.index + super::CAUGHT_UP >= last)
     };
     let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
     let want: BTreeSet<NodeId> = map
