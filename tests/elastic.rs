@@ -9,8 +9,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{server_err, Cluster};
+use mlsd_node::shards::map::ClusterMap;
+use mlsd_roles::record;
 use mlsd_transport::protocol::{
-    AsError, AuthError, ClusterError, Join, NodeRequest, ReplicationRequest,
+    AsError, AuthError, ClusterError, Join, NodeRequest, NodeResponse, ReplicationRequest,
 };
 use mlsd_transport::{Response, Role, WireError};
 
@@ -281,4 +283,90 @@ async fn a_drained_node_leaves_and_a_dead_one_is_replaced_from_the_survivors() {
         owned_through(&c, via).await;
     }
     assert_eq!(read_all(&mut bob, &sent).await, sent, "every message, once, in order");
+}
+
+/// The cluster's map as `via` holds it (asked with the operator's
+/// certificate).
+async fn map_at(c: &Cluster, via: &str) -> Option<ClusterMap> {
+    let req = NodeRequest::Replication(ReplicationRequest::ClusterMap);
+    match c.operator_call(via, req).await {
+        Response::Node(NodeResponse::ClusterMap(Some(b))) => record::decode(&b).ok(),
+        _ => None,
+    }
+}
+
+/// A move interrupted twice: the node receiving a shard is SIGKILLed while
+/// the move is under way (catching up by snapshot), then, once it is back,
+/// the node that leads a shard being moved (the one sending it). Each comes
+/// back; the moves complete, every acknowledged message is read once and
+/// every identity is still found and cannot be taken.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_move_survives_the_death_of_the_node_receiving_and_of_the_node_sending() {
+    let _watchdog = common::init();
+    let mut c = common::three_replicated().await;
+    for i in 0..USERS {
+        c.registered(&format!("{}/phone", user(i)), ["n1", "n2", "n3"][i % 3], 1).await;
+    }
+    let (mut alice, mut bob) = c.alice_and_bob_in_g("n2", 3).await;
+    let mut sent = Vec::new();
+    for i in 0..30 {
+        let text = format!("message {i}");
+        common::sent_within_patience(&mut alice, "G", &text).await;
+        sent.push(text);
+    }
+    c.add_to_file("n4", &Role::ALL);
+    c.certs();
+    c.start("n4").await;
+
+    // The first move under way: kill the node it adds.
+    let under_way = |m: &ClusterMap| m.moving.values().next().cloned();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let first = loop {
+        if let Some(m) = map_at(&c, "n1").await.as_ref().and_then(under_way) {
+            break m;
+        }
+        assert!(Instant::now() < deadline, "no move began:\n{}", c.log("n4"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(first.add.as_deref(), Some("n4"), "{first}");
+    c.kill("n4");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    c.start("n4").await;
+
+    // The next move under way: kill the leader of its shard.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (shard, sender) = loop {
+        let moving = map_at(&c, "n1").await.and_then(|m| under_way(&m));
+        let leaders = common::leaders::leaders(&c);
+        if let Some((m, l)) = moving.and_then(|m| {
+            let l = leaders.get(&m.shard.to_string())?.clone();
+            Some((m, l))
+        }) {
+            if l != "n4" {
+                break (m.shard, l);
+            }
+        }
+        assert!(Instant::now() < deadline, "no second move began:\n{}", c.status().1);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    eprintln!("killing {sender}, which leads {shard} as it moves");
+    c.kill(&sender);
+    for i in 30..35 {
+        let text = format!("message {i}");
+        common::sent_within_patience(&mut alice, "G", &text).await;
+        sent.push(text);
+    }
+    c.start(&sender).await;
+
+    let status = c.wait_healthy(Duration::from_secs(180)).await;
+    spread_as(&status, &["n1", "n2", "n3", "n4"], "replicas as=3 cs=3 ids=3 ods=3 sds=3");
+    for i in 35..40 {
+        let text = format!("message {i}");
+        common::sent_within_patience(&mut alice, "G", &text).await;
+        sent.push(text);
+    }
+    assert_eq!(read_all(&mut bob, &sent).await, sent, "every message, once, in order");
+    for via in ["n4", "n1", "n2", "n3"] {
+        owned_through(&c, via).await;
+    }
 }

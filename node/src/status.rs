@@ -177,14 +177,21 @@ const SECOND_LOOK_PAUSE: std::time::Duration = std::time::Duration::from_millis(
 /// be asked, with why.
 type Lines = (BTreeMap<(String, String), ShardLine>, Vec<(String, String)>);
 
-/// The newest cluster map the nodes of `config` hold, if any has one.
+/// The newest cluster map the nodes of `config` hold, if any has one
+/// (all asked at once: a dead node costs one connect timeout, not one
+/// each).
 pub async fn cluster_map(config: &ClusterConfig, certs: Option<&Path>) -> Option<ClusterMap> {
+    let asks: Vec<_> = config
+        .nodes
+        .iter()
+        .map(|n| {
+            let req = NodeRequest::Replication(ReplicationRequest::ClusterMap);
+            call_node(config, certs, &n.name, req)
+        })
+        .collect();
     let mut best: Option<ClusterMap> = None;
-    for n in &config.nodes {
-        let req = NodeRequest::Replication(ReplicationRequest::ClusterMap);
-        if let Ok(Response::Node(NodeResponse::ClusterMap(Some(b)))) =
-            call_node(config, certs, &n.name, req).await
-        {
+    for answer in crate::join::join_all(asks).await {
+        if let Ok(Response::Node(NodeResponse::ClusterMap(Some(b)))) = answer {
             if let Ok(m) = record::decode::<ClusterMap>(&b) {
                 if best.as_ref().is_none_or(|b| m.version > b.version) {
                     best = Some(m);
@@ -195,21 +202,40 @@ pub async fn cluster_map(config: &ClusterConfig, certs: Option<&Path>) -> Option
     best
 }
 
-/// Asks every member of `map` for the shards it replicates.
-async fn ask_all(config: &ClusterConfig, map: &ClusterMap, certs: Option<&Path>) -> Lines {
+/// Asks every member of `map` but those in `skip` (found unreachable
+/// before) for the shards it replicates, all at once.
+async fn ask_all(
+    config: &ClusterConfig,
+    map: &ClusterMap,
+    certs: Option<&Path>,
+    skip: &[(String, String)],
+) -> Lines {
     let mut lines: BTreeMap<(String, String), ShardLine> = BTreeMap::new();
     let mut unreachable = Vec::new();
-    for (name, m) in &map.members {
-        let req = NodeRequest::Replication(ReplicationRequest::ShardStatus);
-        match call_at(config, certs, name, m.listen, req).await {
+    let members: Vec<(&String, std::net::SocketAddr)> = map
+        .members
+        .iter()
+        .filter(|(n, _)| !skip.iter().any(|(s, _)| s == *n))
+        .map(|(n, m)| (n, m.listen))
+        .collect();
+    let asks: Vec<_> = members
+        .iter()
+        .map(|(name, listen)| {
+            let req = NodeRequest::Replication(ReplicationRequest::ShardStatus);
+            call_at(config, certs, name, *listen, req)
+        })
+        .collect();
+    for ((name, _), answer) in members.iter().zip(crate::join::join_all(asks).await) {
+        let name = (*name).clone();
+        match answer {
             Ok(Response::Node(NodeResponse::ShardStatus(ls))) => {
                 for l in ls {
                     let shard = ShardId { role: l.role, index: l.shard };
                     lines.insert((shard.to_string(), l.node.clone()), l);
                 }
             }
-            Ok(other) => unreachable.push((name.clone(), format!("{other:?}"))),
-            Err(e) => unreachable.push((name.clone(), e.to_string())),
+            Ok(other) => unreachable.push((name, format!("{other:?}"))),
+            Err(e) => unreachable.push((name, e.to_string())),
         }
     }
     (lines, unreachable)
@@ -223,7 +249,7 @@ pub async fn status(config: &ClusterConfig, certs: Option<&Path>) -> Report {
     let told = cluster_map(config, certs).await;
     let from_cluster = told.is_some();
     let map = told.unwrap_or_else(|| ClusterMap::bootstrap(config));
-    let (lines, unreachable) = ask_all(config, &map, certs).await;
+    let (lines, unreachable) = ask_all(config, &map, certs, &[]).await;
     // The highest applied index each (shard, voter) reached in a second look.
     let mut later: BTreeMap<(String, String), u64> = BTreeMap::new();
     let mut report = put_together(&map, &lines, &later);
@@ -233,7 +259,10 @@ pub async fn status(config: &ClusterConfig, certs: Option<&Path>) -> Report {
             break;
         }
         tokio::time::sleep(SECOND_LOOK_PAUSE).await;
-        let (again, _) = ask_all(config, &map, certs).await;
+        // A node that did not answer the first look is not asked again:
+        // it cannot have caught up, and each ask would wait out its
+        // connect timeout.
+        let (again, _) = ask_all(config, &map, certs, &unreachable).await;
         for (key, l) in again {
             let best = later.entry(key).or_default();
             *best = (*best).max(l.applied);
@@ -263,7 +292,9 @@ fn put_together(
                 replicas: map.load(name),
             })
             .collect(),
-        pending_moves: map.plan(usize::MAX),
+        // Moves under way, then the ones the map still plans (which
+        // count those under way as done).
+        pending_moves: map.moving.values().cloned().chain(map.plan(usize::MAX)).collect(),
         ..Report::default()
     };
     let shards = std::iter::once(ShardId::CLUSTER).chain(map.shards.keys().copied());
@@ -381,5 +412,21 @@ mod tests {
         let r = as0(&[(("as/0".to_string(), "n3".to_string()), 104)].into());
         assert_eq!((r.behind, r.lagging.len()), (Some(0), 0));
         assert!(r.healthy());
+    }
+
+    #[test]
+    fn a_move_under_way_is_pending_even_when_the_plan_counts_it_done() {
+        let c = config();
+        let mut map = ClusterMap::bootstrap(&c);
+        assert!(put_together(&map, &BTreeMap::new(), &BTreeMap::new()).pending_moves.is_empty());
+        let m = Move {
+            shard: ShardId { role: Role::As, index: 0 },
+            add: None,
+            remove: Some("n3".into()),
+        };
+        map.moving.insert(m.shard, m.clone());
+        let r = put_together(&map, &BTreeMap::new(), &BTreeMap::new());
+        assert_eq!(r.pending_moves, vec![m]);
+        assert!(!r.healthy());
     }
 }

@@ -92,11 +92,23 @@ pub async fn all_led_without(c: &Cluster, dead: &str, within: Duration) -> Durat
         if shards > 0 && led == shards {
             return start.elapsed();
         }
-        assert!(
-            start.elapsed() < within,
-            "{led} of {shards} shards led by a live node {:?} after {dead} died:\n{text}",
-            start.elapsed()
-        );
+        if start.elapsed() >= within {
+            let logs: String = c
+                .specs
+                .iter()
+                .filter(|s| s.name != dead)
+                .map(|s| {
+                    let log = c.log(s.name);
+                    let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                    let tail: Vec<&str> = tail.into_iter().rev().collect();
+                    format!("--- {} (last lines)\n{}\n", s.name, tail.join("\n"))
+                })
+                .collect();
+            panic!(
+                "{led} of {shards} shards led by a live node {:?} after {dead} died:\n{text}\n{logs}",
+                start.elapsed()
+            );
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

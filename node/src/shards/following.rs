@@ -38,13 +38,22 @@ impl Shards {
             self.close(*shard, &supervisor).await;
         }
         for shard in wanted.into_iter().filter(|s| !held.contains(s)) {
-            if self.started_empty {
-                let waiting = BTreeMap::from([(shard, Rebuild::Waiting)]);
-                if let Err(e) = rebuild::save(self.store.as_ref(), &waiting) {
-                    tracing::warn!(%shard, error = %e, "cannot record a new replica's rebuild");
+            // A rebuild recorded before a restart goes on.
+            match rebuild::load(self.store.as_ref(), shard) {
+                Ok(Some(state)) => self.recovering.set(shard, state),
+                Ok(None) if self.started_empty => {
+                    let waiting = BTreeMap::from([(shard, Rebuild::Waiting)]);
+                    if let Err(e) = rebuild::save(self.store.as_ref(), &waiting) {
+                        tracing::warn!(%shard, error = %e, "cannot record a new replica's rebuild");
+                        continue;
+                    }
+                    self.recovering.set(shard, Rebuild::Waiting);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(%shard, error = %e, "cannot read a replica's rebuild record");
                     continue;
                 }
-                self.recovering.set(shard, Rebuild::Waiting);
             }
             let r = match self.open(shard, map.voters(shard), false).await {
                 Ok(r) => r,

@@ -332,18 +332,9 @@ impl ClusterMap {
 mod tests {
     use super::*;
 
-    const ALL: &str = "\"as\", \"cs\", \"ids\", \"ods\", \"sds\"";
+    use super::super::placement::test_config as config;
 
-    fn config(nodes: &[(&str, &str)], keys: &str) -> ClusterConfig {
-        let mut text = format!("[cluster]\nname = \"t\"\ncerts_dir = \"c\"\n{keys}\n");
-        for (i, (name, roles)) in nodes.iter().enumerate() {
-            text.push_str(&format!(
-                "[[node]]\nname = \"{name}\"\nlisten = \"127.0.0.1:{}\"\nroles = [{roles}]\ndata_dir = \"d{i}\"\n",
-                4000 + i
-            ));
-        }
-        ClusterConfig::parse(&text, std::path::Path::new("/tmp")).unwrap()
-    }
+    const ALL: &str = "\"as\", \"cs\", \"ids\", \"ods\", \"sds\"";
 
     fn member(port: u16, roles: &[Role]) -> MemberRecord {
         MemberRecord {

@@ -50,20 +50,25 @@ pub fn replicated_by<'a>(
     all(config).filter(move |s| voters(config, *s).iter().any(|n| n.name == node))
 }
 
+/// A config of `nodes` (name, roles as TOML list items) with `keys` in
+/// `[cluster]`, for the placement and map tests.
+#[cfg(test)]
+pub(super) fn test_config(nodes: &[(&str, &str)], keys: &str) -> ClusterConfig {
+    let mut text = format!("[cluster]\nname = \"t\"\ncerts_dir = \"c\"\n{keys}\n");
+    for (i, (name, roles)) in nodes.iter().enumerate() {
+        text.push_str(&format!(
+            "[[node]]\nname = \"{name}\"\nlisten = \"127.0.0.1:{}\"\nroles = [{roles}]\ndata_dir = \"d{i}\"\n",
+            4000 + i
+        ));
+    }
+    ClusterConfig::parse(&text, std::path::Path::new("/tmp")).unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn config(nodes: &[(&str, &str)], keys: &str) -> ClusterConfig {
-        let mut text = format!("[cluster]\nname = \"t\"\ncerts_dir = \"c\"\n{keys}\n");
-        for (i, (name, roles)) in nodes.iter().enumerate() {
-            text.push_str(&format!(
-                "[[node]]\nname = \"{name}\"\nlisten = \"127.0.0.1:{}\"\nroles = [{roles}]\ndata_dir = \"d{i}\"\n",
-                4000 + i
-            ));
-        }
-        ClusterConfig::parse(&text, std::path::Path::new("/tmp")).unwrap()
-    }
+    use super::test_config as config;
 
     #[test]
     fn shards_spread_evenly_over_the_nodes_of_their_role() {

@@ -128,60 +128,14 @@ async fn follow_map(r: &mlsd_actors::replica::RaftShard, map: &ClusterMap) -> Re
     Ok(())
 }
 
-/// Makes `join` a member (or updates its address and roles), as the
-/// cluster group's leader: the map with it, committed. A member whose
-/// record is already `join`'s gets the map as it is. Refused with
-/// `NotLeader` by a node that does not lead the cluster group.
-pub async fn admit(shards: &Shards, join: &Join) -> Result<ClusterMap, WireError> {
-    let r = shards.replica(ShardId::CLUSTER).ok_or_else(|| {
-        let leader = Some(shards.leader_hint(ShardId::CLUSTER)).filter(|l| *l != shards.me);
-        WireError::Cluster(ClusterError::NotLeader { shard: ShardId::CLUSTER.to_string(), leader })
-    })?;
-    let _writing = shards.map_writes.lock().await;
-    let term = r.ready().await?;
-    let unavailable = || {
-        WireError::Cluster(ClusterError::ShardUnavailable { shard: ShardId::CLUSTER.to_string() })
-    };
-    let mut map = ClusterMap::read(r.as_ref())
-        .map_err(|why| WireError::Cluster(ClusterError::Unreadable(why)))?
-        .ok_or_else(unavailable)?;
-    let refused = |why: String| WireError::Cluster(ClusterError::MembershipRefused(why));
-    if join.roles.is_empty() {
-        return Err(refused(format!("{} names no role", join.node)));
-    }
-    if let Some((other, _)) =
-        map.members.iter().find(|(n, m)| **n != join.node && m.listen == join.listen)
-    {
-        return Err(refused(format!("{} is where {other} listens", join.listen)));
-    }
-    let known = map.members.get(&join.node);
-    if known.is_none() && map.members.len() >= MAX_MEMBERS {
-        return Err(refused(format!("the cluster has its maximum of {MAX_MEMBERS} members")));
-    }
-    let record = MemberRecord {
-        listen: join.listen,
-        roles: join.roles.clone(),
-        leaving: known.is_some_and(|m| m.leaving),
-    };
-    if known == Some(&record) {
-        return Ok(map);
-    }
-    let new = known.is_none();
-    map.members.insert(join.node.clone(), record);
-    map.version += 1;
-    r.commit(term, map.write().map_err(|e| WireError::Cluster(ClusterError::Internal(e)))?).await?;
-    if new {
-        tracing::info!(node = %join.node, version = map.version, "a node joined the cluster");
-    } else {
-        tracing::info!(node = %join.node, version = map.version, "a member's address or roles changed");
-    }
-    Ok(map)
-}
-
-/// Records, as the cluster group's leader, that `mv` begins (when it is a
-/// move the map plans now, at most `[cluster] max_moves` at once) or is
-/// done (when it was under way): the map that says so, committed.
-pub async fn record_move(shards: &Shards, mv: &ShardMove) -> Result<ClusterMap, WireError> {
+/// Changes the map as the cluster group's leader, serialized with every
+/// other change: `change` gets the map as committed and refuses, leaves it
+/// or edits it (bumping its version); an edited map is committed before
+/// the answer. The map, and whether it changed.
+async fn change_map(
+    shards: &Shards,
+    change: impl FnOnce(&mut ClusterMap) -> Result<(), WireError>,
+) -> Result<(ClusterMap, bool), WireError> {
     let r = shards.replica(ShardId::CLUSTER).ok_or_else(|| {
         let leader = Some(shards.leader_hint(ShardId::CLUSTER)).filter(|l| *l != shards.me);
         WireError::Cluster(ClusterError::NotLeader { shard: ShardId::CLUSTER.to_string(), leader })
@@ -195,21 +149,76 @@ pub async fn record_move(shards: &Shards, mv: &ShardMove) -> Result<ClusterMap, 
                 shard: ShardId::CLUSTER.to_string(),
             })
         })?;
+    let before = map.version;
+    change(&mut map)?;
+    let changed = map.version != before;
+    if changed {
+        let write = map.write().map_err(|e| WireError::Cluster(ClusterError::Internal(e)))?;
+        r.commit(term, write).await?;
+    }
+    Ok((map, changed))
+}
+
+fn refused(why: String) -> WireError {
+    WireError::Cluster(ClusterError::MembershipRefused(why))
+}
+
+/// Makes `join` a member (or updates its address and roles), as the
+/// cluster group's leader: the map with it, committed. A member whose
+/// record is already `join`'s gets the map as it is. Refused with
+/// `NotLeader` by a node that does not lead the cluster group.
+pub async fn admit(shards: &Shards, join: &Join) -> Result<ClusterMap, WireError> {
+    let mut new = false;
+    let (map, changed) = change_map(shards, |map| {
+        if join.roles.is_empty() {
+            return Err(refused(format!("{} names no role", join.node)));
+        }
+        if let Some((other, _)) =
+            map.members.iter().find(|(n, m)| **n != join.node && m.listen == join.listen)
+        {
+            return Err(refused(format!("{} is where {other} listens", join.listen)));
+        }
+        let known = map.members.get(&join.node);
+        if known.is_none() && map.members.len() >= MAX_MEMBERS {
+            return Err(refused(format!("the cluster has its maximum of {MAX_MEMBERS} members")));
+        }
+        let record = MemberRecord {
+            listen: join.listen,
+            roles: join.roles.clone(),
+            leaving: known.is_some_and(|m| m.leaving),
+        };
+        if known == Some(&record) {
+            return Ok(());
+        }
+        new = known.is_none();
+        map.members.insert(join.node.clone(), record);
+        map.version += 1;
+        Ok(())
+    })
+    .await?;
+    if changed && new {
+        tracing::info!(node = %join.node, version = map.version, "a node joined the cluster");
+    } else if changed {
+        tracing::info!(node = %join.node, version = map.version, "a member's address or roles changed");
+    }
+    Ok(map)
+}
+
+/// Records, as the cluster group's leader, that `mv` begins (when it is a
+/// move the map plans now, at most `[cluster] max_moves` at once) or is
+/// done (when it was under way): the map that says so, committed.
+pub async fn record_move(shards: &Shards, mv: &ShardMove) -> Result<ClusterMap, WireError> {
     let m = Move {
         shard: ShardId { role: mv.role, index: mv.shard },
         add: mv.add.clone(),
         remove: mv.remove.clone(),
     };
-    let before = map.version;
-    let recorded = if mv.done {
-        map.finish(&m)
-    } else {
-        map.begin(&m, shards.config.replication.max_moves as usize)
-    };
-    recorded.map_err(|why| WireError::Cluster(ClusterError::MembershipRefused(why)))?;
-    if map.version != before {
-        r.commit(term, map.write().map_err(|e| WireError::Cluster(ClusterError::Internal(e)))?)
-            .await?;
+    let max = shards.config.replication.max_moves as usize;
+    let (map, changed) = change_map(shards, |map| {
+        if mv.done { map.finish(&m) } else { map.begin(&m, max) }.map_err(refused)
+    })
+    .await?;
+    if changed {
         let what = if mv.done { "done" } else { "begins" };
         tracing::info!(shard = %m, version = map.version, "replica move {what}");
     }
@@ -222,38 +231,25 @@ pub async fn record_move(shards: &Shards, mv: &ShardMove) -> Result<ClusterMap, 
 /// replicas are then replaced from the survivors). Refused when no other
 /// member would host one of its roles.
 pub async fn remove(shards: &Shards, node: &str, dead: bool) -> Result<ClusterMap, WireError> {
-    let r = shards.replica(ShardId::CLUSTER).ok_or_else(|| {
-        let leader = Some(shards.leader_hint(ShardId::CLUSTER)).filter(|l| *l != shards.me);
-        WireError::Cluster(ClusterError::NotLeader { shard: ShardId::CLUSTER.to_string(), leader })
-    })?;
-    let _writing = shards.map_writes.lock().await;
-    let term = r.ready().await?;
-    let mut map = ClusterMap::read(r.as_ref())
-        .map_err(|why| WireError::Cluster(ClusterError::Unreadable(why)))?
-        .ok_or_else(|| {
-            WireError::Cluster(ClusterError::ShardUnavailable {
-                shard: ShardId::CLUSTER.to_string(),
-            })
-        })?;
-    let refused = |why: String| WireError::Cluster(ClusterError::MembershipRefused(why));
-    let Some(record) = map.members.get(node).cloned() else {
-        return Err(refused(format!("{node} is not a member")));
-    };
-    for role in &record.roles {
-        if !map.members.iter().any(|(n, m)| n != node && m.takes(*role)) {
-            return Err(refused(format!("no other member would host {role}")));
+    let (map, changed) = change_map(shards, |map| {
+        let Some(record) = map.members.get(node).cloned() else {
+            return Err(refused(format!("{node} is not a member")));
+        };
+        for role in &record.roles {
+            if !map.members.iter().any(|(n, m)| n != node && m.takes(*role)) {
+                return Err(refused(format!("no other member would host {role}")));
+            }
         }
-    }
-    let before = map.version;
-    if dead {
-        forget(&mut map, node);
-    } else if !record.leaving {
-        map.members.insert(node.to_string(), MemberRecord { leaving: true, ..record });
-        map.version += 1;
-    }
-    if map.version != before {
-        r.commit(term, map.write().map_err(|e| WireError::Cluster(ClusterError::Internal(e)))?)
-            .await?;
+        if dead {
+            forget(map, node);
+        } else if !record.leaving {
+            map.members.insert(node.to_string(), MemberRecord { leaving: true, ..record });
+            map.version += 1;
+        }
+        Ok(())
+    })
+    .await?;
+    if changed {
         let how = if dead { "removed (dead)" } else { "leaving (drained first)" };
         tracing::warn!(%node, version = map.version, "a member is {how}");
     }
