@@ -36,43 +36,21 @@ pub async fn remove(
     if !map.is_member(node) {
         return Err(AdminError::Invalid(format!("{node} is not a member of the cluster")));
     }
-    let mut asked = Vec::new();
-    let mut order: Vec<String> = map.cluster.clone();
-    order.extend(map.members.keys().filter(|n| !map.cluster.contains(n)).cloned());
-    let mut last_err = None;
-    while let Some(name) = order.first().cloned() {
-        order.remove(0);
-        if asked.contains(&name) || (dead && name == node) {
-            continue;
-        }
-        asked.push(name.clone());
-        let Some(member) = map.members.get(&name) else { continue };
-        let req = NodeRequest::Operator(OperatorRequest::RemoveNode { node: node.into(), dead });
-        match call_at(config, certs, &name, member.listen, req).await {
-            Ok(Response::Node(NodeResponse::ClusterMap(_))) => {
-                last_err = None;
-                break;
-            }
-            Err(AdminError::Refused(WireError::Cluster(ClusterError::NotLeader {
-                leader,
-                ..
-            }))) => {
-                if let Some(l) = leader {
-                    order.insert(0, l);
-                }
-            }
+    // The cluster group may be electing (its leader may be the dead node):
+    // every member is asked again, once a second, for up to a minute.
+    let asking_until = tokio::time::Instant::now() + within.min(Duration::from_secs(60));
+    loop {
+        match ask_leader(config, certs, &map, node, dead).await {
+            Ok(()) => break,
             Err(
                 e @ AdminError::Refused(WireError::Cluster(ClusterError::MembershipRefused(_))),
             ) => return Err(e),
-            Err(e) => last_err = Some(e),
-            Ok(other) => last_err = Some(AdminError::Invalid(format!("{name} answered {other:?}"))),
+            Err(e) if tokio::time::Instant::now() >= asking_until => return Err(e),
+            Err(e) => {
+                progress(&format!("asking again: {e}"));
+                tokio::time::sleep(POLL).await;
+            }
         }
-        if order.is_empty() && last_err.is_none() {
-            last_err = Some(AdminError::Invalid("no member leads the cluster group".into()));
-        }
-    }
-    if let Some(e) = last_err {
-        return Err(e);
     }
     let deadline = tokio::time::Instant::now() + within;
     loop {
@@ -93,6 +71,44 @@ pub async fn remove(
         }
         tokio::time::sleep(POLL).await;
     }
+}
+
+/// Sends the removal to the members of `map` (the cluster group's voters
+/// first), following `NotLeader` answers, until one takes it; the dead
+/// node itself is not asked. An error when none did.
+async fn ask_leader(
+    config: &ClusterConfig,
+    certs: Option<&Path>,
+    map: &ClusterMap,
+    node: &str,
+    dead: bool,
+) -> Result<(), AdminError> {
+    let mut order: Vec<String> = map.cluster.clone();
+    order.extend(map.members.keys().filter(|n| !map.cluster.contains(n)).cloned());
+    let mut asked = Vec::new();
+    let mut last_err = AdminError::Invalid("no member leads the cluster group".into());
+    while let Some(name) = order.first().cloned() {
+        order.remove(0);
+        if asked.contains(&name) || (dead && name == node) {
+            continue;
+        }
+        asked.push(name.clone());
+        let Some(member) = map.members.get(&name) else { continue };
+        let req = NodeRequest::Operator(OperatorRequest::RemoveNode { node: node.into(), dead });
+        match call_at(config, certs, &name, member.listen, req).await {
+            Ok(Response::Node(NodeResponse::ClusterMap(_))) => return Ok(()),
+            Err(AdminError::Refused(WireError::Cluster(ClusterError::NotLeader {
+                leader: Some(l),
+                ..
+            }))) => order.insert(0, l),
+            Err(
+                e @ AdminError::Refused(WireError::Cluster(ClusterError::MembershipRefused(_))),
+            ) => return Err(e),
+            Err(e) => last_err = e,
+            Ok(other) => last_err = AdminError::Invalid(format!("{name} answered {other:?}")),
+        }
+    }
+    Err(last_err)
 }
 
 /// The newest map any member of `map` answers with.
