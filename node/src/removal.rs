@@ -7,14 +7,13 @@
 use std::path::Path;
 use std::time::Duration;
 
-use mlsd_roles::record;
 use mlsd_transport::protocol::{ClusterError, NodeRequest, NodeResponse, OperatorRequest};
 use mlsd_transport::{Response, WireError};
 
 use crate::admin::{call_at, AdminError};
 use crate::config::ClusterConfig;
 use crate::shards::map::ClusterMap;
-use crate::status::cluster_map;
+use crate::status::{cluster_map, cluster_map_at};
 
 /// How often the map is read again while waiting.
 const POLL: Duration = Duration::from_secs(1);
@@ -54,7 +53,8 @@ pub async fn remove(
     }
     let deadline = tokio::time::Instant::now() + within;
     loop {
-        if let Some(m) = cluster_map_of_members(config, certs, &map).await {
+        let members: Vec<_> = map.members.iter().map(|(n, m)| (n.clone(), m.listen)).collect();
+        if let Some(m) = cluster_map_at(config, certs, &members).await {
             if !m.is_member(node) {
                 return Ok(m);
             }
@@ -109,27 +109,4 @@ async fn ask_leader(
         }
     }
     Err(last_err)
-}
-
-/// The newest map any member of `map` answers with.
-async fn cluster_map_of_members(
-    config: &ClusterConfig,
-    certs: Option<&Path>,
-    map: &ClusterMap,
-) -> Option<ClusterMap> {
-    let mut best: Option<ClusterMap> = None;
-    for (name, m) in &map.members {
-        let req =
-            NodeRequest::Replication(mlsd_transport::protocol::ReplicationRequest::ClusterMap);
-        if let Ok(Response::Node(NodeResponse::ClusterMap(Some(b)))) =
-            call_at(config, certs, name, m.listen, req).await
-        {
-            if let Ok(m) = record::decode::<ClusterMap>(&b) {
-                if best.as_ref().is_none_or(|b| m.version > b.version) {
-                    best = Some(m);
-                }
-            }
-        }
-    }
-    best
 }

@@ -13,10 +13,9 @@ use std::path::Path;
 use mlsd_transport::Response;
 
 use mlsd_actors::replica::ShardId;
-use mlsd_roles::record;
 use mlsd_transport::Role;
 
-use crate::admin::{call_at, call_node};
+use crate::admin::call_at;
 use crate::config::ClusterConfig;
 use crate::shards::map::{ClusterMap, Move};
 
@@ -177,29 +176,29 @@ const SECOND_LOOK_PAUSE: std::time::Duration = std::time::Duration::from_millis(
 /// be asked, with why.
 type Lines = (BTreeMap<(String, String), ShardLine>, Vec<(String, String)>);
 
-/// The newest cluster map the nodes of `config` hold, if any has one
+/// The newest cluster map the nodes of `config` hold, if any has one.
+pub async fn cluster_map(config: &ClusterConfig, certs: Option<&Path>) -> Option<ClusterMap> {
+    let nodes: Vec<_> = config.nodes.iter().map(|n| (n.name.clone(), n.listen)).collect();
+    cluster_map_at(config, certs, &nodes).await
+}
+
+/// The newest cluster map `nodes` (name, address) hold, if any has one
 /// (all asked at once: a dead node costs one connect timeout, not one
 /// each).
-pub async fn cluster_map(config: &ClusterConfig, certs: Option<&Path>) -> Option<ClusterMap> {
-    let asks: Vec<_> = config
-        .nodes
+pub async fn cluster_map_at(
+    config: &ClusterConfig,
+    certs: Option<&Path>,
+    nodes: &[(String, std::net::SocketAddr)],
+) -> Option<ClusterMap> {
+    let asks: Vec<_> = nodes
         .iter()
-        .map(|n| {
+        .map(|(name, listen)| {
             let req = NodeRequest::Replication(ReplicationRequest::ClusterMap);
-            call_node(config, certs, &n.name, req)
+            call_at(config, certs, name, *listen, req)
         })
         .collect();
-    let mut best: Option<ClusterMap> = None;
-    for answer in crate::join::join_all(asks).await {
-        if let Ok(Response::Node(NodeResponse::ClusterMap(Some(b)))) = answer {
-            if let Ok(m) = record::decode::<ClusterMap>(&b) {
-                if best.as_ref().is_none_or(|b| m.version > b.version) {
-                    best = Some(m);
-                }
-            }
-        }
-    }
-    best
+    let answers = crate::join::join_all(asks).await;
+    ClusterMap::newest(answers.iter().flatten().filter_map(ClusterMap::from_answer))
 }
 
 /// Asks every member of `map` but those in `skip` (found unreachable

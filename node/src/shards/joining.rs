@@ -15,8 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mlsd_actors::replica::ShardId;
-use mlsd_roles::record;
-use mlsd_transport::protocol::{ClusterError, Join, NodeRequest, NodeResponse, ReplicationRequest};
+use mlsd_transport::protocol::{ClusterError, Join, NodeRequest, ReplicationRequest};
 use mlsd_transport::{Response, WireError};
 
 use super::map::ClusterMap;
@@ -75,21 +74,15 @@ async fn newest_map(shards: &Shards) -> Option<ClusterMap> {
     names.extend(shards.config.nodes.iter().map(|n| n.name.clone()));
     names.sort();
     names.dedup();
-    let mut best: Option<ClusterMap> = None;
+    let mut told = Vec::new();
     for name in names.iter().filter(|n| **n != shards.me) {
         let call =
             shards.peers.call(name, NodeRequest::Replication(ReplicationRequest::ClusterMap));
-        let Ok(resp) = tokio::time::timeout(shards.config.limits.connect_timeout, call).await
-        else {
-            continue;
-        };
-        if let Some(map) = map_of(resp) {
-            if best.as_ref().is_none_or(|b| map.version > b.version) {
-                best = Some(map);
-            }
+        if let Ok(resp) = tokio::time::timeout(shards.config.limits.connect_timeout, call).await {
+            told.extend(ClusterMap::from_answer(&resp));
         }
     }
-    best
+    ClusterMap::newest(told)
 }
 
 /// Sends `join` to the cluster group's leader, following redirects.
@@ -104,20 +97,11 @@ async fn ask_to_join(shards: &Shards, join: &Join) -> Result<ClusterMap, WireErr
             })) if l != to && l != shards.me => to = l,
             Response::Error(e) => return Err(e),
             other => {
-                return map_of(other).ok_or_else(|| {
+                return ClusterMap::from_answer(&other).ok_or_else(|| {
                     WireError::Cluster(ClusterError::Internal(format!("{to} answered no map")))
                 })
             }
         }
     }
     Err(WireError::Cluster(ClusterError::ShardUnavailable { shard: ShardId::CLUSTER.to_string() }))
-}
-
-/// The map in a `ClusterMap` answer; none for any other answer, or one
-/// that does not decode.
-fn map_of(resp: Response) -> Option<ClusterMap> {
-    match resp {
-        Response::Node(NodeResponse::ClusterMap(Some(bytes))) => record::decode(&bytes).ok(),
-        _ => None,
-    }
 }

@@ -147,6 +147,23 @@ impl ClusterMap {
         }
     }
 
+    /// The map a `ClusterMap` answer carries; none for any other answer,
+    /// or one that does not decode.
+    pub fn from_answer(resp: &mlsd_transport::Response) -> Option<ClusterMap> {
+        use mlsd_transport::protocol::NodeResponse;
+        match resp {
+            mlsd_transport::Response::Node(NodeResponse::ClusterMap(Some(b))) => {
+                record::decode(b).ok()
+            }
+            _ => None,
+        }
+    }
+
+    /// The newest of `maps` (the highest version), if any.
+    pub fn newest(maps: impl IntoIterator<Item = ClusterMap>) -> Option<ClusterMap> {
+        maps.into_iter().max_by_key(|m| m.version)
+    }
+
     /// The write that makes this the map.
     pub fn write(&self) -> Result<Batch, String> {
         let mut b = Batch::new();
