@@ -41,12 +41,19 @@ pub struct ShardReport {
     /// Nodes placement makes voters that the shard's membership no longer
     /// has (an unsafe recovery dropped them).
     pub dropped: Vec<String>,
+    /// Voters of the shard's membership that the map no longer places (a
+    /// drained or dead member the group still counts a vote for): until
+    /// they are gone, losing one more voter can cost the majority.
+    pub unplaced: Vec<String>,
 }
 
 impl ShardReport {
     /// Whether the shard is whole: a leader, every voter caught up.
     pub fn healthy(&self) -> bool {
-        self.leader.is_some() && self.behind == Some(0) && self.rebuilding.is_empty()
+        self.leader.is_some()
+            && self.behind == Some(0)
+            && self.rebuilding.is_empty()
+            && self.unplaced.is_empty()
     }
 }
 
@@ -132,6 +139,9 @@ impl Report {
                     out,
                     "       {n} dropped by an unsafe recovery: no longer a voter (delete its data dir before it starts again)"
                 );
+            }
+            for n in &s.unplaced {
+                let _ = writeln!(out, "       {n} still votes, but the map no longer places it");
             }
         }
         for (n, why) in &self.unreachable {
@@ -313,6 +323,9 @@ fn put_together(
             None => placed.clone(),
         };
         let dropped = placed.iter().filter(|v| !voters.contains(v)).cloned().collect();
+        let unplaced = leader_line
+            .map(|l| l.voters.iter().filter(|v| !placed.contains(v)).cloned().collect())
+            .unwrap_or_default();
         let applied_of = |v: &String| {
             let key = (id.clone(), v.clone());
             let first = lines.get(&key).map(|x| x.applied)?;
@@ -349,6 +362,7 @@ fn put_together(
             lagging,
             rebuilding,
             dropped,
+            unplaced,
         });
     }
     report
@@ -427,5 +441,31 @@ mod tests {
         let r = put_together(&map, &BTreeMap::new(), &BTreeMap::new());
         assert_eq!(r.pending_moves, vec![m]);
         assert!(!r.healthy());
+    }
+
+    #[test]
+    fn a_voter_the_map_no_longer_places_keeps_the_shard_from_being_whole() {
+        // The drain-then-dead failure: the cluster group still counted a
+        // vote for a drained node that had exited, status said healthy,
+        // and losing one more node left the group without a majority.
+        let c = config();
+        let lines = |voters: Vec<&str>| -> BTreeMap<_, _> {
+            ["n1", "n2", "n3"]
+                .iter()
+                .map(|n| {
+                    let (key, mut l) = line(n, 100, 100);
+                    l.voters = voters.iter().map(|v| v.to_string()).collect();
+                    (key, l)
+                })
+                .collect()
+        };
+        let as0 = |lines: &BTreeMap<_, _>| {
+            let r = put_together(&ClusterMap::bootstrap(&c), lines, &BTreeMap::new());
+            r.shards.into_iter().find(|s| s.shard == "as/0").unwrap()
+        };
+        let r = as0(&lines(vec!["n1", "n2", "n3", "n4"]));
+        assert_eq!(r.unplaced, vec!["n4".to_string()]);
+        assert!(!r.healthy());
+        assert!(as0(&lines(vec!["n1", "n2", "n3"])).healthy());
     }
 }

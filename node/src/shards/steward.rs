@@ -16,7 +16,7 @@ use mlsd_transport::protocol::{ClusterError, Join, ShardMove};
 use mlsd_transport::WireError;
 use openraft::ChangeMembers;
 
-use super::map::{ClusterMap, MemberRecord, Move, MAX_MEMBERS};
+use super::map::{ClusterMap, MemberRecord, Move, MAX_CLUSTER_VOTERS, MAX_MEMBERS};
 use super::Shards;
 
 /// Does the leader's duties whenever this node leads the cluster group,
@@ -47,11 +47,17 @@ async fn duties(shards: &Shards, r: &mlsd_actors::replica::RaftShard) -> Result<
             first
         }
     };
-    // A drained member that holds nothing any more leaves the map.
+    // A drained member that holds nothing any more, and no longer votes in
+    // the cluster group, leaves the map (and then its process exits: were
+    // it still a voter, the group would count a vote that will never come,
+    // and the next member lost would leave it without a majority).
+    let cluster_voters: BTreeSet<NodeId> =
+        r.raft.metrics().borrow().membership_config.membership().voter_ids().collect();
     let drained: Vec<String> = map
         .members
         .iter()
         .filter(|(n, m)| m.leaving && map.load(n).is_empty())
+        .filter(|(n, _)| !cluster_voters.contains(&node_id(n)))
         .filter(|(n, _)| {
             !map.moving
                 .values()
@@ -244,6 +250,7 @@ pub async fn remove(shards: &Shards, node: &str, dead: bool) -> Result<ClusterMa
             forget(map, node);
         } else if !record.leaving {
             map.members.insert(node.to_string(), MemberRecord { leaving: true, ..record });
+            seat_cluster_voters(map);
             map.version += 1;
         }
         Ok(())
@@ -261,18 +268,59 @@ pub async fn remove(shards: &Shards, node: &str, dead: bool) -> Result<ClusterMa
 fn forget(map: &mut ClusterMap, node: &str) {
     map.members.remove(node);
     map.moving.retain(|_, m| m.add.as_deref() != Some(node));
-    map.cluster.retain(|v| v != node);
+    seat_cluster_voters(map);
+    map.version += 1;
+}
+
+/// The cluster group's voters without members gone or leaving, filled up
+/// from the other members (in name order) to [`MAX_CLUSTER_VOTERS`]: a
+/// member being drained stops voting at once, long before it exits.
+fn seat_cluster_voters(map: &mut ClusterMap) {
+    let staying = |map: &ClusterMap, n: &String| map.members.get(n).is_some_and(|m| !m.leaving);
+    let kept: Vec<String> = map.cluster.iter().filter(|v| staying(map, v)).cloned().collect();
+    map.cluster = kept;
     let spare: Vec<String> = map
         .members
-        .iter()
-        .filter(|(n, m)| !m.leaving && !map.cluster.contains(n))
-        .map(|(n, _)| n.clone())
+        .keys()
+        .filter(|n| staying(map, n) && !map.cluster.contains(n))
+        .cloned()
         .collect();
     for n in spare {
-        if map.cluster.len() >= super::map::MAX_CLUSTER_VOTERS {
+        if map.cluster.len() >= MAX_CLUSTER_VOTERS {
             break;
         }
         map.cluster.push(n);
     }
-    map.version += 1;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(nodes: usize) -> ClusterMap {
+        let names: Vec<String> = (1..=nodes).map(|i| format!("n{i}")).collect();
+        let every = r#""as", "cs", "ids", "ods", "sds""#;
+        let nodes: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), every)).collect();
+        ClusterMap::bootstrap(&super::super::placement::test_config(&nodes, "replicas = 3"))
+    }
+
+    #[test]
+    fn a_member_being_drained_stops_voting_in_the_cluster_group_at_once() {
+        let mut m = map(4);
+        assert_eq!(m.cluster, ["n1", "n2", "n3", "n4"]);
+        m.members.get_mut("n1").unwrap().leaving = true;
+        seat_cluster_voters(&mut m);
+        assert_eq!(m.cluster, ["n2", "n3", "n4"], "n1 may exit without costing a vote");
+        forget(&mut m, "n2");
+        assert_eq!(m.cluster, ["n3", "n4"]);
+    }
+
+    #[test]
+    fn a_member_lost_is_replaced_among_the_cluster_voters_by_one_that_stays() {
+        let mut m = map(7);
+        assert_eq!(m.cluster.len(), MAX_CLUSTER_VOTERS);
+        m.members.get_mut("n6").unwrap().leaving = true;
+        forget(&mut m, "n1");
+        assert_eq!(m.cluster, ["n2", "n3", "n4", "n5", "n7"]);
+    }
 }
