@@ -9,8 +9,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{server_err, Cluster};
+use mlsd_client::blob;
 use mlsd_node::shards::map::ClusterMap;
 use mlsd_roles::record;
+use mlsd_transport::protocol::tickets::TicketKind;
 use mlsd_transport::protocol::{
     AsError, AuthError, ClusterError, Join, NodeRequest, NodeResponse, ReplicationRequest,
 };
@@ -368,5 +370,100 @@ async fn a_move_survives_the_death_of_the_node_receiving_and_of_the_node_sending
     assert_eq!(read_all(&mut bob, &sent).await, sent, "every message, once, in order");
     for via in ["n4", "n1", "n2", "n3"] {
         owned_through(&c, via).await;
+    }
+}
+
+/// A node that dies for good while a move to it is under way: the move
+/// waits for it; `mlsd cluster remove n4 --dead` then gives the move up
+/// (the shard keeps its voters, the learner is dropped) and the cluster is
+/// whole again on the three nodes it had, nothing lost.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_move_to_a_node_that_dies_for_good_is_given_up_when_the_node_is_removed() {
+    let _watchdog = common::init();
+    let mut c = common::three_replicated().await;
+    for i in 0..USERS {
+        c.registered(&format!("{}/phone", user(i)), ["n1", "n2", "n3"][i % 3], 1).await;
+    }
+    let (mut alice, mut bob) = c.alice_and_bob_in_g("n2", 3).await;
+    c.add_to_file("n4", &Role::ALL);
+    c.certs();
+    c.start("n4").await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let map = map_at(&c, "n1").await;
+        if map.is_some_and(|m| m.moving.values().any(|m| m.add.as_deref() == Some("n4"))) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no move to n4 began:\n{}", c.log("n4"));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    c.kill("n4");
+    let config = c.config.clone();
+    let (out, sent) = sending_while(&mut alice, 0, move || {
+        std::process::Command::new(common::bin("mlsd"))
+            .args(["cluster", "remove", "n4", "--dead", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap()
+    })
+    .await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let status = c.wait_healthy(Duration::from_secs(60)).await;
+    assert!(!status.contains("node n4 "), "{status}");
+    spread_as(&status, &["n1", "n2", "n3"], "replicas as=4 cs=4 ids=4 ods=4 sds=4");
+    let logs: String = ["n1", "n2", "n3"].iter().map(|n| c.log(n)).collect();
+    assert!(logs.contains("replica move given up"), "the learner was dropped, not left behind");
+    assert_eq!(read_all(&mut bob, &sent).await, sent, "every message, once, in order");
+    for via in ["n1", "n2", "n3"] {
+        owned_through(&c, via).await;
+    }
+}
+
+/// A node that stops hosting a role (its `roles` line changed, then
+/// restarted) hands that role's replicas over to the members that host
+/// it; its other roles stay. Blobs stored before are all still read.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_that_drops_a_role_hands_that_roles_replicas_over() {
+    let _watchdog = common::init();
+    let mut c = Cluster::configured(
+        &[("n1", &Role::ALL), ("n2", &Role::ALL), ("n3", &Role::ALL), ("n4", &Role::ALL)],
+        common::REPLICATED,
+        "",
+    );
+    c.start_all().await;
+    c.wait_healthy(Duration::from_secs(60)).await;
+    let conn = mlsd_client::Connection::connect(c.addr("n1"), &c.ca()).await.unwrap();
+    let blobs: Vec<([u8; 32], Vec<u8>)> =
+        (0..8u8).map(|i| ([i; 32], vec![i; 1000 + i as usize])).collect();
+    let tickets = c.tickets(TicketKind::Blob, blobs.len()).await;
+    for ((id, data), t) in blobs.iter().zip(tickets) {
+        blob::put(&conn, *id, [9; 32], data, vec![t]).await.unwrap();
+    }
+
+    let without_sds: Vec<Role> = Role::ALL.into_iter().filter(|r| *r != Role::Sds).collect();
+    c.set_roles("n4", &without_sds);
+    c.kill("n4");
+    c.start("n4").await;
+    // Healthy once the cluster took n4's new roles and moved its SDS
+    // replicas away (a status taken before n4 said so is healthy too).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        let (healthy, out) = c.status();
+        if healthy && out.contains("roles=as,cs,ids,ods ") {
+            break out;
+        }
+        assert!(Instant::now() < deadline, "SDS not handed over:\n{out}\n{}", c.log("n4"));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let n4 = status.lines().find(|l| l.starts_with("node n4 ")).unwrap();
+    assert!(!n4.contains("sds="), "n4 holds no SDS replica:\n{status}");
+    // 4 SDS shards x 3 replicas over n1..n3: 4 each; the rest 3 each.
+    spread_as(&status, &["n1", "n2", "n3"], "sds=4");
+    spread_as(&status, &["n1", "n2", "n3", "n4"], "as=3 cs=3 ids=3 ods=3");
+    for via in ["n4", "n1"] {
+        let conn = mlsd_client::Connection::connect(c.addr(via), &c.ca()).await.unwrap();
+        for (id, data) in &blobs {
+            assert_eq!(&blob::get(&conn, *id, 10_000).await.unwrap(), data, "through {via}");
+        }
     }
 }

@@ -198,6 +198,30 @@ impl Cluster {
         self.specs.push(Spec { name, roles: roles.to_vec(), addr });
     }
 
+    /// Gives node `name` `roles` in the cluster's file (its `roles` line),
+    /// as an operator changing what a node hosts does before restarting it.
+    pub fn set_roles(&mut self, name: &str, roles: &[Role]) {
+        let roles_s: Vec<String> = roles.iter().map(|r| format!("\"{r}\"")).collect();
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        let mine = format!("name = \"{name}\"");
+        let mut in_block = false;
+        let text: String = text
+            .lines()
+            .map(|l| {
+                if l.starts_with("name = ") {
+                    in_block = l == mine;
+                }
+                if in_block && l.starts_with("roles = ") {
+                    format!("roles = [{}]\n", roles_s.join(", "))
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect();
+        std::fs::write(&self.config, text).unwrap();
+        self.specs.iter_mut().find(|s| s.name == name).unwrap().roles = roles.to_vec();
+    }
+
     /// Creates the certificates once, before any node starts.
     pub fn certs(&self) {
         let out = Command::new(bin("mlsd"))

@@ -593,3 +593,36 @@ fn every_node_request_keeps_its_flat_bytes() {
     // ClusterMap, Join, Move, RemoveNode; old ones keep their bytes.
     assert!(decode::<NodeRequest>(&[12]).is_err(), "index 12 is no node request");
 }
+
+/// A replica move's report as the first elastic-cluster nodes sent it,
+/// with `done: bool` where [`MoveStep`] is now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct OldShardMove {
+    role: Role,
+    shard: u16,
+    add: Option<String>,
+    remove: Option<String>,
+    done: bool,
+}
+
+#[test]
+fn a_move_report_keeps_the_bytes_of_done_as_a_flag() {
+    for (done, step) in [(false, MoveStep::Begin), (true, MoveStep::Done)] {
+        let old = OldShardMove {
+            role: Role::Ods,
+            shard: 3,
+            add: Some("n4".into()),
+            remove: Some("n1".into()),
+            done,
+        };
+        let new = ShardMove {
+            role: Role::Ods,
+            shard: 3,
+            add: Some("n4".into()),
+            remove: Some("n1".into()),
+            step,
+        };
+        assert_eq!(encode(&old).unwrap(), encode(&new).unwrap());
+        assert_eq!(decode::<ShardMove>(&encode(&old).unwrap()).unwrap(), new);
+    }
+}

@@ -228,6 +228,21 @@ impl ClusterMap {
         Ok(())
     }
 
+    /// Drops `m`, under way, without applying it: the node it adds was
+    /// removed before it became a voter, so the shard's voters are still
+    /// the old ones.
+    pub fn abandon(&mut self, m: &Move) -> Result<(), String> {
+        if self.moving.get(&m.shard) != Some(m) {
+            return Err(format!("{m} is not under way"));
+        }
+        if m.add.as_ref().is_none_or(|a| self.is_member(a)) {
+            return Err(format!("{m} adds a member: it is not given up"));
+        }
+        self.moving.remove(&m.shard);
+        self.version += 1;
+        Ok(())
+    }
+
     /// How many replicas of each role `node` holds.
     pub fn load(&self, node: &str) -> BTreeMap<Role, usize> {
         let mut out = BTreeMap::new();
@@ -520,5 +535,23 @@ mod tests {
         assert!(plan.iter().all(|m| m.add.as_deref() == Some("n3") && m.remove.is_none()));
         settle(&mut map, 10);
         assert_settled(&map);
+    }
+
+    #[test]
+    fn a_move_to_a_node_removed_before_it_voted_is_given_up_and_planned_elsewhere() {
+        let c = config(&[("n1", ALL), ("n2", ALL), ("n3", ALL)], "shards = 2");
+        let mut map = ClusterMap::bootstrap(&c);
+        map.members.insert("n4".into(), member(4100, &Role::ALL));
+        let m = map.plan(1).remove(0);
+        assert_eq!(m.add.as_deref(), Some("n4"));
+        map.begin(&m, 1).unwrap();
+        let voters = map.voters(m.shard).to_vec();
+        assert!(map.abandon(&m).is_err(), "n4 is still a member: the move goes on");
+        map.members.remove("n4");
+        map.abandon(&m).unwrap();
+        assert!(map.moving.is_empty());
+        assert_eq!(map.voters(m.shard), voters, "the shard's voters are the old ones");
+        assert!(map.abandon(&m).is_err(), "no longer under way");
+        assert!(map.plan(10).is_empty(), "three nodes, three replicas: nothing left to move");
     }
 }

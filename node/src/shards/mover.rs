@@ -12,12 +12,21 @@
 //! resumes it from what the group's membership says. Each step waits for
 //! the one before, one move per shard at a time, at most `[cluster]
 //! max_moves` in the whole cluster.
+//!
+//! A move waits for the node it adds: one that dies comes back and the move
+//! resumes. When the operator removes it instead (`mlsd cluster remove
+//! --dead`), a move it had not become a voter by is given up (its learner
+//! dropped, the voters untouched) and the planner picks another node; one
+//! it had is finished, and its replica then replaced like any other on a
+//! node gone.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use mlsd_actors::replica::{node_id, Member, NodeId, RaftShard, ShardId};
-use mlsd_transport::protocol::{ClusterError, NodeRequest, ReplicationRequest, ShardMove};
+use mlsd_transport::protocol::{
+    ClusterError, MoveStep, NodeRequest, ReplicationRequest, ShardMove,
+};
 use mlsd_transport::{Response, WireError};
 use openraft::ChangeMembers;
 
@@ -44,7 +53,7 @@ pub(super) async fn run(shards: Arc<Shards>) {
             let result = match map.moving.get(&r.shard) {
                 Some(m) => step(&shards, &r, m).await,
                 None => match planned.iter().find(|m| m.shard == r.shard) {
-                    Some(m) => report(&shards, m, false).await,
+                    Some(m) => report(&shards, m, MoveStep::Begin).await,
                     None => continue,
                 },
             };
@@ -70,9 +79,29 @@ async fn step(shards: &Shards, r: &RaftShard, m: &Move) -> Result<(), String> {
     }
     let joint = membership.get_joint_config().len() > 1;
     if voters == want && !joint {
-        return report(shards, m, true).await;
+        return report(shards, m, MoveStep::Done).await;
     }
     let timeout = shards.config.limits.call_timeout * 4;
+    if let Some(a) = m.add.as_ref().filter(|a| !shards.map().is_member(a)) {
+        // The node it adds was removed from the cluster (`--dead`) before
+        // it became a voter: the learner goes and the move is given up;
+        // the planner then picks another node. One that became a voter
+        // already is finished below, then replaced like any replica on a
+        // node gone.
+        let id = node_id(a);
+        if !voters.contains(&id) {
+            if membership.get_node(&id).is_some() {
+                let remove =
+                    r.raft.change_membership(ChangeMembers::RemoveNodes([id].into()), false);
+                tokio::time::timeout(timeout, remove)
+                    .await
+                    .map_err(|_| format!("removing learner {a} timed out"))?
+                    .map_err(|e| format!("removing learner {a}: {e}"))?;
+            }
+            tracing::warn!(shard = %r.shard, mv = %m, "replica move given up: its node was removed");
+            return report(shards, m, MoveStep::Abandoned).await;
+        }
+    }
     if let Some(a) = &m.add {
         let id = node_id(a);
         if membership.get_node(&id).is_none() {
@@ -90,7 +119,9 @@ async fn step(shards: &Shards, r: &RaftShard, m: &Move) -> Result<(), String> {
             .and_then(|rep| rep.get(&id).cloned().flatten())
             .map_or(0, |l| l.index);
         let last = metrics.last_log_index.unwrap_or(0);
-        if matched + CAUGHT_UP < last {
+        // A voter already (the change was cut short): catching up no
+        // longer matters to finish it.
+        if !voters.contains(&id) && matched + CAUGHT_UP < last {
             return Err(format!("{a} has {matched} of {last} entries"));
         }
     }
@@ -100,18 +131,17 @@ async fn step(shards: &Shards, r: &RaftShard, m: &Move) -> Result<(), String> {
         .map_err(|_| "the membership change timed out".to_string())?
         .map_err(|e| format!("membership change: {e}"))?;
     tracing::info!(shard = %r.shard, mv = %m, "the shard's voters changed");
-    report(shards, m, true).await
+    report(shards, m, MoveStep::Done).await
 }
 
-/// Tells the cluster group's leader that `m` begins (`done` false) or is
-/// done.
-async fn report(shards: &Shards, m: &Move, done: bool) -> Result<(), String> {
+/// Tells the cluster group's leader where `m` stands.
+async fn report(shards: &Shards, m: &Move, step: MoveStep) -> Result<(), String> {
     let mv = ShardMove {
         role: m.shard.role,
         shard: m.shard.index,
         add: m.add.clone(),
         remove: m.remove.clone(),
-        done,
+        step,
     };
     let mut to = shards.leader_hint(ShardId::CLUSTER);
     for _ in 0..MAX_REDIRECTS {

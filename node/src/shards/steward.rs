@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use mlsd_actors::replica::{node_id, Member, NodeId, ShardId, ShardStore};
-use mlsd_transport::protocol::{ClusterError, Join, ShardMove};
+use mlsd_transport::protocol::{ClusterError, Join, MoveStep, ShardMove};
 use mlsd_transport::WireError;
 use openraft::ChangeMembers;
 
@@ -211,8 +211,9 @@ pub async fn admit(shards: &Shards, join: &Join) -> Result<ClusterMap, WireError
 }
 
 /// Records, as the cluster group's leader, that `mv` begins (when it is a
-/// move the map plans now, at most `[cluster] max_moves` at once) or is
-/// done (when it was under way): the map that says so, committed.
+/// move the map plans now, at most `[cluster] max_moves` at once), is done
+/// or is given up (when it was under way): the map that says so,
+/// committed.
 pub async fn record_move(shards: &Shards, mv: &ShardMove) -> Result<ClusterMap, WireError> {
     let m = Move {
         shard: ShardId { role: mv.role, index: mv.shard },
@@ -221,11 +222,20 @@ pub async fn record_move(shards: &Shards, mv: &ShardMove) -> Result<ClusterMap, 
     };
     let max = shards.config.replication.max_moves as usize;
     let (map, changed) = change_map(shards, |map| {
-        if mv.done { map.finish(&m) } else { map.begin(&m, max) }.map_err(refused)
+        match mv.step {
+            MoveStep::Begin => map.begin(&m, max),
+            MoveStep::Done => map.finish(&m),
+            MoveStep::Abandoned => map.abandon(&m),
+        }
+        .map_err(refused)
     })
     .await?;
     if changed {
-        let what = if mv.done { "done" } else { "begins" };
+        let what = match mv.step {
+            MoveStep::Begin => "begins",
+            MoveStep::Done => "done",
+            MoveStep::Abandoned => "given up (the node it added was removed)",
+        };
         tracing::info!(shard = %m, version = map.version, "replica move {what}");
     }
     Ok(map)
@@ -263,11 +273,13 @@ pub async fn remove(shards: &Shards, node: &str, dead: bool) -> Result<ClusterMa
     Ok(map)
 }
 
-/// `map` without member `node`: moves that add it are dropped, and the
-/// cluster group's voters are made up again from the other members.
+/// `map` without member `node`; the cluster group's voters are made up
+/// again from the other members. Moves that add it stay under way: only
+/// the shard's leader knows whether it became a voter already (the move is
+/// then finished, and the planner replaces it like any replica on a node
+/// gone) or not (the move is given up, [`ClusterMap::abandon`]).
 fn forget(map: &mut ClusterMap, node: &str) {
     map.members.remove(node);
-    map.moving.retain(|_, m| m.add.as_deref() != Some(node));
     seat_cluster_voters(map);
     map.version += 1;
 }

@@ -35,8 +35,8 @@ pub use ids::{
     SealedRoster, SendBody, Undeliverable, Undelivered, WelcomeCopy,
 };
 pub use node::{
-    ChaosTarget, Join, NodeFrame, NodeRequest, NodeResponse, OperatorRequest, RaftCall, RaftRpc,
-    ReplicationRequest, Sender, ShardLine, ShardMove, Spend,
+    ChaosTarget, Join, MoveStep, NodeFrame, NodeRequest, NodeResponse, OperatorRequest, RaftCall,
+    RaftRpc, ReplicationRequest, Sender, ShardLine, ShardMove, Spend,
 };
 pub use ods::{
     shard_of, Delivered, DeliveryCap, EnqueueItem, EnqueueResult, MailboxAuth, MailboxId, OdsError,

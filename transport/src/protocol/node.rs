@@ -154,8 +154,22 @@ pub struct ShardMove {
     pub add: Option<String>,
     /// The node that loses one.
     pub remove: Option<String>,
-    /// False: the move begins; true: it is done.
-    pub done: bool,
+    /// Whether it begins, is done or is given up.
+    pub step: MoveStep,
+}
+
+/// Where a [`ShardMove`] stands. Encoded as `done: bool` was before
+/// (`Begin` 0, `Done` 1), so older nodes' reports still read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MoveStep {
+    /// The move begins: the node it adds opens a replica.
+    Begin,
+    /// The shard's voters are the new ones.
+    Done,
+    /// The node it adds was removed from the cluster before it became a
+    /// voter: the shard's voters are still the old ones, and the move is
+    /// dropped (the planner then picks another node).
+    Abandoned,
 }
 
 /// What a node joining the cluster says of itself: what its `[[node]]`
