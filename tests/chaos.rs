@@ -10,7 +10,13 @@
 //! in turn a kill of the node leading the most shards, a partition of one
 //! node (iptables, 1-3 s), a disk wipe, and a pause of the node leading the
 //! most shards (SIGSTOP, 1-3 s, then SIGCONT: it wakes up believing it
-//! leads), each waited out until `mlsd cluster status` exits 0 again.
+//! leads), each waited out until `mlsd cluster status` exits 0 again. In
+//! runs longer than CI's (or with `MLSD_CHAOS_MEMBERSHIP=1`) every fifth
+//! node fault of the replicated profile is a membership change instead, in
+//! turn a node joining, that node drained, another joining, and that one
+//! SIGKILLed and removed as dead ([`common::membership`]); sends during a
+//! join or a drain get no allowance: they are acknowledged within the
+//! client's patience like any outside a fault.
 //!
 //! Recovery is bounded by the client's patience (`retry::SHARD`, 8 s): a
 //! dead leader's shards are led again within it, and outside the node
@@ -34,28 +40,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::leaders::{all_led_without, busiest as busiest_leader};
-use common::sending::{
-    commit_until, empty_outbox, read_to_end, send_through_faults, Change, Sending,
-};
+use common::load::{guest_load, member_load, Acked, GuestPlan};
+use common::membership::{Change as MemberChange, Membership};
+use common::sending::{empty_outbox, read_to_end};
 use common::Cluster;
 use mlsd_client::group::Event;
 use mlsd_client::Client;
 use mlsd_transport::{Response, Role};
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand::Rng;
-
-/// A message a sender got acknowledged, with the epoch it was sent in.
-type Acked = (String, u64);
-
-/// One acknowledged send as its client saw it: when its first try went out
-/// (of the request that was acknowledged), when the acknowledgement came,
-/// and how many tries failed in between.
-struct SendTiming {
-    text: String,
-    first_try: Instant,
-    acked: Instant,
-    failed: u32,
-}
 
 /// A node fault's window: from the moment it began until the cluster was
 /// healthy again (every shard led and every replica caught up).
@@ -72,93 +65,6 @@ fn time_in_faults(from: Instant, to: Instant, faults: &[FaultWindow]) -> Duratio
         .sum()
 }
 
-/// Membership changes the group's creator makes during its load: the guest
-/// is removed a third of the way through and added back at two thirds.
-struct GuestPlan {
-    guest: &'static str,
-    remove_at: usize,
-    add_at: usize,
-}
-
-/// One member's load: `rounds` messages, a self-update every fourth round,
-/// and for the creator the guest's removal and re-addition. Returns what it
-/// got acknowledged, the events it received meanwhile and, for the creator,
-/// the epoch in which the guest rejoined.
-async fn member_load(
-    mut c: Client,
-    group: &'static str,
-    me: String,
-    rounds: usize,
-    plan: Option<GuestPlan>,
-) -> (Client, Vec<Acked>, Vec<Event>, Option<u64>, Vec<SendTiming>, Vec<String>) {
-    let mut acked = Vec::new();
-    let mut timings = Vec::new();
-    let mut unknown = Vec::new();
-    let mut events = Vec::new();
-    let mut rejoined = None;
-    for r in 0..rounds {
-        // As mlsc does before every command: a commit accepted while some
-        // member's ODS was down waits in the outbox until every member has
-        // its copy (without this, that member could never follow the group).
-        let _ = c.flush_outbox().await;
-        if r % 4 == 3 {
-            commit_until(&mut c, group, &me, Change::Update)
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
-        }
-        if let Some(p) = plan.as_ref().filter(|p| p.remove_at == r) {
-            commit_until(&mut c, group, &me, Change::Remove(p.guest))
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
-        }
-        if let Some(p) = plan.as_ref().filter(|p| p.add_at == r) {
-            commit_until(&mut c, group, &me, Change::Add(p.guest))
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
-            // The guest's Welcome is for the epoch this commit created.
-            rejoined = Some(c.group_epoch(group).unwrap());
-        }
-        let text = format!("{me} #{r}");
-        let patience = Duration::from_secs(60);
-        match send_through_faults(&mut c, &me, group, &text, &mut events, patience).await {
-            Sending::Acked { epoch, first_try, failed } => {
-                timings.push(SendTiming {
-                    text: text.clone(),
-                    first_try,
-                    acked: Instant::now(),
-                    failed,
-                });
-                acked.push((text, epoch));
-            }
-            Sending::Unknown => unknown.push(text),
-            Sending::GaveUp(why) => panic!("{me}: {text} never acknowledged: {why}"),
-        }
-        if (r + 1) % 10 == 0 {
-            eprintln!("{me}: {} of {rounds} rounds acknowledged", r + 1);
-        }
-        if r % 2 == 1 {
-            if let Ok(ev) = c.receive().await {
-                events.extend(ev);
-            }
-        }
-    }
-    (c, acked, events, rejoined, timings, unknown)
-}
-
-/// The guest only receives, until told the load is over.
-async fn guest_load(mut c: Client, stop: Arc<AtomicBool>) -> (Client, Vec<Event>) {
-    let mut events = Vec::new();
-    while !stop.load(Ordering::Relaxed) {
-        if let Ok(ev) = c.receive().await {
-            events.extend(ev);
-        } else {
-            let _ = c.reconnect().await;
-        }
-        tokio::time::sleep(Duration::from_millis(150)).await;
-    }
-    (c, events)
-}
-
 /// The knobs of a run, from the environment (defaults: the CI profile).
 struct Knobs {
     rounds: usize,
@@ -168,6 +74,10 @@ struct Knobs {
     n_senders: u32,
     /// Mean pause between chaos steps.
     interval_ms: u64,
+    /// Membership changes among the replicated profile's node faults: a
+    /// join, a drain, a dead node's replacement (`MLSD_CHAOS_MEMBERSHIP`;
+    /// on in runs longer than CI's).
+    membership: bool,
 }
 
 impl Knobs {
@@ -179,6 +89,8 @@ impl Knobs {
             n_groups: env("MLSD_CHAOS_GROUPS", 2).max(1),
             n_senders: env("MLSD_CHAOS_SENDERS", 3).max(1),
             interval_ms: u64::from(env("MLSD_CHAOS_INTERVAL_MS", 125).max(2)),
+            membership: env("MLSD_CHAOS_MEMBERSHIP", u32::from(env("MLSD_CHAOS_ROUNDS", 12) > 12))
+                > 0,
         }
     }
 }
@@ -233,14 +145,25 @@ async fn kill_and_restart(c: &mut Cluster, node: &str) {
 }
 
 /// The `nth` node-level fault of `profile`, over by the time it returns;
-/// the kind's name for the tally.
-async fn node_fault(c: &mut Cluster, profile: Profile, nth: u32) -> String {
+/// the kind's name for the tally, and whether it is a fault whose window
+/// excuses slow sends (a join and a drain are not: clients are served all
+/// along). With `membership`, every fifth is a membership change.
+async fn node_fault(
+    c: &mut Cluster,
+    profile: Profile,
+    nth: u32,
+    membership: Option<&mut Membership>,
+) -> (String, bool) {
     let any = || *["n1", "n2", "n3"].choose(&mut rand::rng()).unwrap();
+    if let Some(m) = membership.filter(|_| nth % 5 == 4) {
+        let change = m.next(c).await;
+        return (change.kind().to_string(), matches!(change, MemberChange::Dead(_)));
+    }
     match profile {
         Profile::Actors => {
             let node = *["n2", "n3"].choose(&mut rand::rng()).unwrap();
             kill_and_restart(c, node).await;
-            format!("node {node}")
+            (format!("node {node}"), true)
         }
         Profile::Replicated => {
             let kind = match nth % 4 {
@@ -287,7 +210,7 @@ async fn node_fault(c: &mut Cluster, profile: Profile, nth: u32) -> String {
             // One node fault at a time, as three replicas tolerate. A wiped
             // node's rebuild takes as long as copying its data does.
             c.wait_healthy(Duration::from_secs(60)).await;
-            kind.to_string()
+            (kind.to_string(), true)
         }
     }
 }
@@ -338,7 +261,8 @@ async fn nothing_acknowledged_is_lost_with_leader_kills_disk_wipes_and_partition
 
 async fn run(profile: Profile, k: Knobs) {
     let _watchdog = common::init();
-    let Knobs { rounds, node_every, n_groups, n_senders, interval_ms } = k;
+    let Knobs { rounds, node_every, n_groups, n_senders, interval_ms, membership } = k;
+    let mut membership = (membership && profile == Profile::Replicated).then(Membership::default);
     let mut c = cluster(profile);
     c.start_all().await;
     if profile == Profile::Replicated {
@@ -411,7 +335,12 @@ async fn run(profile: Profile, k: Knobs) {
     // Every kind of node fault of the replicated profile happens at least
     // once, even if the load is done before (a wipe after the sends then
     // tests that the copies not yet received survive it).
-    let must = if profile == Profile::Replicated && node_every > 0 { 4 } else { 0 };
+    let must = match (profile, node_every > 0, membership.is_some()) {
+        (Profile::Replicated, true, false) => 4,
+        // Every fifth fault a membership change: join, drain, join, dead.
+        (Profile::Replicated, true, true) => 20,
+        _ => 0,
+    };
     // Targets in turn, in a shuffled order, so every kind is hit within one
     // round of them (a uniform draw could miss a kind in a short run).
     let mut targets = actor_targets(profile);
@@ -422,7 +351,9 @@ async fn run(profile: Profile, k: Knobs) {
             .filter(|r| **r != Role::Sds)
             .all(|r| kills.get(&format!("{:?}", ChaosTarget::Role(*r))).is_some_and(|k| *k > 0))
     };
-    let limit = Duration::from_secs((rounds as u64 * 14).max(170));
+    // Each membership change may take a whole rebalance.
+    let rebalances = if membership.is_some() { 4 * 180 } else { 0 };
+    let limit = Duration::from_secs((rounds as u64 * 14).max(170) + rebalances);
     while tasks.iter().any(|(_, _, t)| !t.is_finished()) || node_faults < must || !roles_hit(&kills)
     {
         assert!(start.elapsed() < limit, "load did not finish in {limit:?}");
@@ -431,9 +362,12 @@ async fn run(profile: Profile, k: Knobs) {
         step += 1;
         if node_every > 0 && step.is_multiple_of(node_every) {
             let began = Instant::now();
-            let kind = node_fault(&mut c, profile, node_faults).await;
+            let (kind, excused) =
+                node_fault(&mut c, profile, node_faults, membership.as_mut()).await;
             eprintln!("chaos: {kind} over after {:?}", began.elapsed());
-            faults.push((began, Instant::now()));
+            if excused {
+                faults.push((began, Instant::now()));
+            }
             node_faults += 1;
             *kills.entry(kind).or_default() += 1;
             continue;
@@ -455,6 +389,11 @@ async fn run(profile: Profile, k: Knobs) {
     if must > 0 {
         for kind in ["leader kill", "partition", "disk wipe", "pause"] {
             assert!(kills.get(kind).is_some_and(|k| *k > 0), "no {kind}: {kills:?}");
+        }
+        if membership.is_some() {
+            for kind in ["join", "drain", "dead replacement"] {
+                assert!(kills.get(kind).is_some_and(|k| *k > 0), "no {kind}: {kills:?}");
+            }
         }
     }
 

@@ -4,6 +4,8 @@
 #![allow(dead_code)]
 
 pub mod leaders;
+pub mod load;
+pub mod membership;
 pub mod push;
 pub mod sending;
 
