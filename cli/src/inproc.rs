@@ -57,6 +57,24 @@ impl InprocCluster {
         Ok(InprocCluster { nodes, config, dir })
     }
 
+    /// Adds node `name` hosting `roles` (a TOML role list) to the running
+    /// cluster as an operator does: its `[[node]]` block appended to the
+    /// file, its certificate made from the cluster CA, the node started
+    /// (it asks a member to join; nobody else is restarted).
+    pub async fn join(&mut self, name: &str, roles: &str) -> anyhow::Result<()> {
+        let path = self.dir.path().join("cluster.toml");
+        let mut text = std::fs::read_to_string(&path)?;
+        text.push_str(&format!(
+            "[[node]]\nname = \"{name}\"\nlisten = \"{}\"\nroles = [{roles}]\ndata_dir = \"data/{name}\"\n",
+            free_addr()?
+        ));
+        std::fs::write(&path, &text)?;
+        self.config = ClusterConfig::parse(&text, self.dir.path())?;
+        mlsd_node::certs::ensure_certs(&self.config)?;
+        self.nodes.push(Node::start(self.config.clone(), Some(name)).await?);
+        Ok(())
+    }
+
     /// The cluster's directory.
     pub fn dir(&self) -> PathBuf {
         self.dir.path().to_path_buf()

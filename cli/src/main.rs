@@ -60,11 +60,12 @@ enum Cmd {
     #[command(hide = true)]
     BenchStage {
         /// `enqueue-N`, `fanout`, `fanout3`, `fanout3x1`, `fanout3x3`,
-        /// `anonymizer-N` or `idle` (see `bench::stage`).
+        /// `anonymizer-N`, `idle` or `rebalance` (see `bench::stage`).
         what: String,
-        /// Copies, messages, anonymizers or seconds.
+        /// Copies, messages, anonymizers, seconds or (rebalance) megabytes.
         count: usize,
-        /// Group size of the `fanout` stages.
+        /// Group size of the `fanout` stages; prepared sends per lane of
+        /// `rebalance`.
         #[arg(long, default_value_t = 1000)]
         members: usize,
     },

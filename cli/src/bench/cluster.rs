@@ -157,7 +157,7 @@ pub(super) async fn fanout(
 }
 
 /// A new mailbox opened over `conn`, with one capability issued.
-async fn mailbox_with_cap(
+pub(super) async fn mailbox_with_cap(
     conn: &Connection,
 ) -> anyhow::Result<(mlsd_client::mailbox::MailboxKeys, mlsd_transport::protocol::DeliveryCap)> {
     use mlsd_client::mailbox::{self, Counter, MailboxKeys};

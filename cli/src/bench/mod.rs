@@ -38,6 +38,7 @@ mod cluster;
 mod idle;
 mod limits;
 mod memory;
+mod rebalance;
 
 use anonymizer::*;
 use cluster::*;
@@ -45,6 +46,7 @@ use idle::*;
 use limits::*;
 pub use memory::memory_child;
 use memory::*;
+use rebalance::*;
 
 /// Options of `mlsd bench`.
 pub struct BenchOpts {
@@ -259,6 +261,9 @@ pub async fn run(opts: BenchOpts) -> anyhow::Result<()> {
         ),
         None => println!("idle 3-node cluster: CPU time not available on this system"),
     }
+    let (rebalance_mb, rebalance_sends) = if opts.quick { (64, 1_500) } else { (512, 6_000) };
+    let moved = rebalance(rebalance_mb, rebalance_sends).await?;
+    println!("rebalance: {}", describe_rebalance(&moved));
     let (p50, p99) = latency.first().map(|l| (l.2, l.3)).unwrap_or((0.0, 0.0));
     let seal_1000_ms = 1000.0 / seal_per_core * 1e3;
     println!("latency, send to all 100 copies enqueued: p50 {e50:.1} ms, p99 {e99:.1} ms");
@@ -277,7 +282,7 @@ pub async fn run(opts: BenchOpts) -> anyhow::Result<()> {
             .map(|(si, m, r, ratio)| format!("{{\"shape\": \"{}\", \"nodes\": {}, \"members\": {m}, \"copies_per_s\": {r:.1}, \"ratio\": {ratio:.3}}}", SHAPES[*si].label, SHAPES[*si].layout.len()))
             .collect();
         let json = format!(
-            "{{\n  \"machine\": {{\"cores\": {cores}, \"cpu\": \"{cpu}\", \"arch\": \"{}\", \"os\": \"{}\", \"profile\": \"{}\"}},\n  \"git_revision\": \"{rev}\",\n  \"seal_per_core_per_s\": {seal_per_core:.1},\n  \"enqueue_per_s\": {enqueue:.1},\n  \"quic_bytes_per_s\": {quic:.1},\n  \"ceiling_copies_per_s\": {ceiling:.1},\n  \"fanout\": [{}],\n  \"latency_ms\": {{\"p50\": {p50:.2}, \"p99\": {p99:.2}}},\n  \"latency_by_shape\": [{}],\n  \"enqueue_latency_ms\": {{\"p50\": {e50:.2}, \"p99\": {e99:.2}}},\n  \"bytes_per_idle_group\": {},\n  \"seal_1000_ms\": {seal_1000_ms:.2},\n  \"anonymizer_us\": {anon_us:.2},\n  \"anonymizer_chaos_hooks_us\": {anon_chaos_us:.2},\n  \"anonymizer_cpu_us\": {},\n  \"anonymizer_actor_cpu_us\": {},\n  \"job_us\": {job_us:.2},\n  \"seal_cpu_us\": {seal_cpu_us:.2},\n  \"seal_us\": {seal_us:.2},\n  \"enqueue_1000_ms\": {:.2},\n  \"bytes_per_idle_mailbox\": {},\n  \"replicated_throughput_ratio\": {throughput_ratio:.3},\n  \"replicated_p99_ratio\": {p99_ratio:.3},\n  \"idle_cpu_percent_per_node\": {}\n}}\n",
+            "{{\n  \"machine\": {{\"cores\": {cores}, \"cpu\": \"{cpu}\", \"arch\": \"{}\", \"os\": \"{}\", \"profile\": \"{}\"}},\n  \"git_revision\": \"{rev}\",\n  \"seal_per_core_per_s\": {seal_per_core:.1},\n  \"enqueue_per_s\": {enqueue:.1},\n  \"quic_bytes_per_s\": {quic:.1},\n  \"ceiling_copies_per_s\": {ceiling:.1},\n  \"fanout\": [{}],\n  \"latency_ms\": {{\"p50\": {p50:.2}, \"p99\": {p99:.2}}},\n  \"latency_by_shape\": [{}],\n  \"enqueue_latency_ms\": {{\"p50\": {e50:.2}, \"p99\": {e99:.2}}},\n  \"bytes_per_idle_group\": {},\n  \"seal_1000_ms\": {seal_1000_ms:.2},\n  \"anonymizer_us\": {anon_us:.2},\n  \"anonymizer_chaos_hooks_us\": {anon_chaos_us:.2},\n  \"anonymizer_cpu_us\": {},\n  \"anonymizer_actor_cpu_us\": {},\n  \"job_us\": {job_us:.2},\n  \"seal_cpu_us\": {seal_cpu_us:.2},\n  \"seal_us\": {seal_us:.2},\n  \"enqueue_1000_ms\": {:.2},\n  \"bytes_per_idle_mailbox\": {},\n  \"replicated_throughput_ratio\": {throughput_ratio:.3},\n  \"replicated_p99_ratio\": {p99_ratio:.3},\n  \"idle_cpu_percent_per_node\": {},\n  \"rebalance\": {{\"loaded_bytes\": {}, \"received_bytes\": {}, \"shard_bytes\": {}, \"replicas\": {}, \"secs\": {:.2}, \"secs_per_gb\": {:.1}, \"copies_per_s_before\": {:.1}, \"copies_per_s_during\": {:.1}, \"during_secs\": {:.1}}}\n}}\n",
             std::env::consts::ARCH,
             std::env::consts::OS,
             if cfg!(debug_assertions) { "debug" } else { "release" },
@@ -295,6 +300,15 @@ pub async fn run(opts: BenchOpts) -> anyhow::Result<()> {
             idle.as_ref()
                 .map(|(p, _)| format!("[{}]", p.iter().map(|x| format!("{x:.3}")).collect::<Vec<_>>().join(", ")))
                 .unwrap_or_else(|| "null".into()),
+            moved.loaded,
+            moved.received,
+            moved.shard_bytes,
+            moved.replicas,
+            moved.secs,
+            moved.secs_per_gb(),
+            moved.before,
+            moved.during,
+            moved.during_secs,
         );
         std::fs::write(&path, json).with_context(|| format!("writing {}", path.display()))?;
         println!("figures written to {}", path.display());
@@ -330,7 +344,9 @@ fn percentiles(v: &mut [f64]) -> (f64, f64) {
 /// `fanout` sends `count` messages to `members` members on a fresh one-node
 /// cluster (`fanout3`: IDS | ODS ODS; `fanout3x1`, `fanout3x3`: every role on
 /// three nodes, one or three replicas); `idle` measures an idle
-/// three-node cluster's CPU per node over `count` seconds; `anonymizer-N` runs `count` anonymizers, N in flight.
+/// three-node cluster's CPU per node over `count` seconds; `anonymizer-N` runs `count` anonymizers, N in flight;
+/// `rebalance` loads `count` MiB of blobs and joins a fourth node
+/// (`members`: prepared sends per lane).
 pub async fn stage(what: &str, count: usize, members: usize) -> anyhow::Result<()> {
     let env_len = seal_rate(1).1;
     if let Some(batch) = what.strip_prefix("enqueue-") {
@@ -343,6 +359,10 @@ pub async fn stage(what: &str, count: usize, members: usize) -> anyhow::Result<(
         let (rate, _) = fanout(&b.cluster, &mut b.sender, "bench", members, count).await?;
         b.cluster.shutdown().await;
         println!("{what}, {members} members: {rate:.0} copies/s");
+    } else if what == "rebalance" {
+        // `count` megabytes of blobs; `members` prepared sends per lane.
+        let r = rebalance(count, members).await?;
+        println!("{what}: {}", describe_rebalance(&r));
     } else if what == "idle" {
         match idle_cpu(count as u64).await? {
             Some((per_node, shards)) => println!(
@@ -362,4 +382,21 @@ pub async fn stage(what: &str, count: usize, members: usize) -> anyhow::Result<(
         anyhow::bail!("unknown stage {what}");
     }
     Ok(())
+}
+
+/// One line for the rebalance stage's figures.
+fn describe_rebalance(r: &Rebalance) -> String {
+    format!(
+        "{} MiB of blobs loaded; a fourth node joined and took {} replicas holding {} MiB of blobs ({:.0} MiB in its data dir) in {:.1} s ({:.0} s per GB); 10-member sends {:.0} copies/s before, {:.0} during ({:.2} of before, over {:.0} s)",
+        r.loaded >> 20,
+        r.replicas,
+        r.shard_bytes >> 20,
+        r.received as f64 / (1u64 << 20) as f64,
+        r.secs,
+        r.secs_per_gb(),
+        r.before,
+        r.during,
+        r.during / r.before,
+        r.during_secs
+    )
 }

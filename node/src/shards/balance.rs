@@ -1,5 +1,6 @@
 //! Leaders spread over the nodes: each shard is led by the first of its
-//! voters in placement order that is up and caught up, and placement puts
+//! voters in placement order that is up and caught up (and not being
+//! drained), and placement puts
 //! each node first in as many shards as any other. So one node's death
 //! costs only the shards it led an election, and no node does every
 //! leader's work after elections left the leaders in one place.
@@ -48,7 +49,7 @@ pub fn preferred(
 }
 
 /// Each voter's replicated log index as the leader `r` knows it, by name.
-fn matched(r: &RaftShard) -> (u64, HashMap<String, Option<u64>>) {
+pub(super) fn matched(r: &RaftShard) -> (u64, HashMap<String, Option<u64>>) {
     let m = r.raft.metrics().borrow().clone();
     let name = |id: &NodeId| m.membership_config.membership().get_node(id).map(|n| n.name.clone());
     let matched = m
@@ -64,10 +65,6 @@ fn matched(r: &RaftShard) -> (u64, HashMap<String, Option<u64>>) {
 /// long as the node runs.
 pub(super) async fn run(shards: Arc<Shards>) {
     let timeout = shards.config.replication.election_timeout;
-    let heartbeat = shards.config.replication.heartbeat;
-    // Long enough for the followers' leases (4/3 of the timeout) to run out
-    // and the preferred voter's campaign to finish.
-    let handover = timeout * 4;
     let mut left_alone: HashMap<ShardId, Instant> = HashMap::new();
     // Elections settle first after a start.
     tokio::time::sleep(timeout * 4).await;
@@ -77,38 +74,60 @@ pub(super) async fn run(shards: Arc<Shards>) {
         tick.tick().await;
         let now = Instant::now();
         let replicas = shards.replicas();
+        let map = shards.map();
         let next = replicas.iter().find_map(|r| {
             if !r.leading() || left_alone.get(&r.shard).is_some_and(|t| now < *t) {
                 return None;
             }
+            // A shard being moved is the mover's: it may have just handed
+            // the shard over away from a voter that is leaving it.
+            if map.moving.contains_key(&r.shard) {
+                return None;
+            }
             let (last_log, matched) = matched(r);
-            preferred(&shards.voters(r.shard), &shards.me, last_log, &matched).map(|p| (r, p))
+            // A member being drained leads nothing it need not.
+            let order: Vec<String> = shards
+                .voters(r.shard)
+                .into_iter()
+                .filter(|v| !map.members.get(v).is_some_and(|m| m.leaving))
+                .collect();
+            preferred(&order, &shards.me, last_log, &matched).map(|p| (r, p))
         });
         let Some((r, to)) = next else { continue };
         left_alone.insert(r.shard, now + timeout * 20);
-        let term = r.raft.metrics().borrow().current_term;
-        let body = match codec::encode(&term) {
-            Ok(b) => b,
-            Err(_) => continue,
-        };
-        tracing::info!(shard = %r.shard, to = %to, term, "handing the leadership over to its preferred voter");
-        r.hand_over(handover);
-        let call =
-            RaftCall { role: r.shard.role, shard: r.shard.index, rpc: RaftRpc::TimeoutNow, body };
-        let accepted = matches!(
-            shards.peers.call(&to, NodeRequest::Replication(ReplicationRequest::Raft(vec![call]))).await,
-            Response::Node(NodeResponse::Raft(a)) if a.first().is_some_and(|b| codec::decode::<Result<(), String>>(b).is_ok_and(|r| r.is_ok()))
-        );
-        if accepted {
-            while r.handing_over() && r.is_leader() {
-                tokio::time::sleep(heartbeat).await;
-            }
-        }
-        r.resume();
-        if r.is_leader() {
-            tracing::warn!(shard = %r.shard, to = %to, "the handover did not happen; leading on");
+        tracing::info!(shard = %r.shard, to = %to, "handing the leadership over to its preferred voter");
+        hand_over(&shards, r, &to).await;
+    }
+}
+
+/// Hands the leadership of `r`, which this node leads, over to voter `to`
+/// (caught up): stops proposing, tells `to` to campaign, and waits until
+/// it did or the handover lapsed. Whether this node no longer leads.
+pub(super) async fn hand_over(shards: &Shards, r: &RaftShard, to: &str) -> bool {
+    let timeout = shards.config.replication.election_timeout;
+    let heartbeat = shards.config.replication.heartbeat;
+    // Long enough for the followers' leases (4/3 of the timeout) to run out
+    // and the preferred voter's campaign to finish.
+    let handover = timeout * 4;
+    let term = r.raft.metrics().borrow().current_term;
+    let Ok(body) = codec::encode(&term) else { return false };
+    r.hand_over(handover);
+    let call =
+        RaftCall { role: r.shard.role, shard: r.shard.index, rpc: RaftRpc::TimeoutNow, body };
+    let accepted = matches!(
+        shards.peers.call(to, NodeRequest::Replication(ReplicationRequest::Raft(vec![call]))).await,
+        Response::Node(NodeResponse::Raft(a)) if a.first().is_some_and(|b| codec::decode::<Result<(), String>>(b).is_ok_and(|r| r.is_ok()))
+    );
+    if accepted {
+        while r.handing_over() && r.is_leader() {
+            tokio::time::sleep(heartbeat).await;
         }
     }
+    r.resume();
+    if r.is_leader() {
+        tracing::warn!(shard = %r.shard, to = %to, "the handover did not happen; leading on");
+    }
+    !r.is_leader()
 }
 
 /// Serves a leader's `TimeoutNow` for the replica `r`: campaigns once the

@@ -11,7 +11,9 @@
 //! the new ones. A leader that takes over a shard with a move under way
 //! resumes it from what the group's membership says. Each step waits for
 //! the one before, one move per shard at a time, at most `[cluster]
-//! max_moves` in the whole cluster.
+//! max_moves` in the whole cluster. A leader whose own replica goes hands
+//! the shard to a voter that stays first (as leader balancing does), which
+//! then finishes the move.
 //!
 //! A move waits for the node it adds: one that dies comes back and the move
 //! resumes. When the operator removes it instead (`mlsd cluster remove
@@ -123,6 +125,24 @@ async fn step(shards: &Shards, r: &RaftShard, m: &Move) -> Result<(), String> {
         // longer matters to finish it.
         if !voters.contains(&id) && matched + CAUGHT_UP < last {
             return Err(format!("{a} has {matched} of {last} entries"));
+        }
+    }
+    if m.remove.as_deref() == Some(shards.me.as_str()) {
+        // This node's own replica goes: the shard is handed to a voter
+        // that stays (caught up), which finishes the move, instead of
+        // stepping down after the change and leaving the shard to wait
+        // for an election timeout. With none caught up it does it itself.
+        let (last_log, matched) = super::balance::matched(r);
+        let to = shards.voters(r.shard).into_iter().find(|v| {
+            *v != shards.me
+                && m.add.as_ref() != Some(v)
+                && matched.get(v).copied().flatten() == Some(last_log)
+        });
+        if let Some(to) = to {
+            tracing::info!(shard = %r.shard, %to, "handing the shard over before moving its replica away");
+            if super::balance::hand_over(shards, r, &to).await {
+                return Ok(());
+            }
         }
     }
     let change = r.raft.change_membership(ChangeMembers::ReplaceAllVoters(want), false);

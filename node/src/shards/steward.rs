@@ -8,7 +8,7 @@
 //! drained one leaves the map once it holds no replica, and the group's
 //! membership follows the map's members and voters.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use mlsd_actors::replica::{node_id, Member, NodeId, ShardId, ShardStore};
@@ -24,18 +24,23 @@ use super::Shards;
 pub(super) async fn run(shards: Arc<Shards>) {
     let mut tick = tokio::time::interval(shards.config.replication.election_timeout);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut lingering = HashMap::new();
     loop {
         tick.tick().await;
         let Some(r) = shards.replica(ShardId::CLUSTER).filter(|r| r.leading()) else {
             continue;
         };
-        if let Err(why) = duties(&shards, &r).await {
+        if let Err(why) = duties(&shards, &r, &mut lingering).await {
             tracing::debug!(%why, "cluster group duties put off");
         }
     }
 }
 
-async fn duties(shards: &Shards, r: &mlsd_actors::replica::RaftShard) -> Result<(), String> {
+async fn duties(
+    shards: &Shards,
+    r: &mlsd_actors::replica::RaftShard,
+    lingering: &mut HashMap<NodeId, tokio::time::Instant>,
+) -> Result<(), String> {
     let writing = shards.map_writes.lock().await;
     let term = r.ready().await.map_err(|e| e.to_string())?;
     let mut map = match ClusterMap::read(r)? {
@@ -73,12 +78,23 @@ async fn duties(shards: &Shards, r: &mlsd_actors::replica::RaftShard) -> Result<
         tracing::warn!(nodes = ?drained, version = map.version, "drained members left the cluster");
     }
     drop(writing);
-    follow_map(r, &map).await
+    follow_map(shards, r, &map, lingering).await
 }
 
+/// How long a former member that does not catch up (dead) is still
+/// followed by the cluster group.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Makes the cluster group's membership what `map` says: every member
-/// follows it (a learner), its voters are the map's, and no one else.
-async fn follow_map(r: &mlsd_actors::replica::RaftShard, map: &ClusterMap) -> Result<(), String> {
+/// follows it (a learner), its voters are the map's, and no one else once
+/// it holds the map without it. `lingering`: since when each former member
+/// has been waited for.
+async fn follow_map(
+    shards: &Shards,
+    r: &mlsd_actors::replica::RaftShard,
+    map: &ClusterMap,
+    lingering: &mut HashMap<NodeId, tokio::time::Instant>,
+) -> Result<(), String> {
     let membership = r.raft.metrics().borrow().membership_config.membership().clone();
     let followed: Vec<String> = membership.nodes().map(|(_, n)| n.name.clone()).collect();
     for name in map.members.keys().filter(|n| !followed.contains(n)) {
@@ -98,13 +114,14 @@ async fn follow_map(r: &mlsd_actors::replica::RaftShard, map: &ClusterMap) -> Re
     // until the others are back and caught up).
     let metrics = r.raft.metrics().borrow().clone();
     let last = metrics.last_log_index.unwrap_or(0);
-    let caught_up = |id: &NodeId| {
+    let caught_up_to = |id: &NodeId, index: u64| {
         metrics
             .replication
             .as_ref()
             .and_then(|rep| rep.get(id).cloned().flatten())
-            .is_some_and(|l| l.index + super::CAUGHT_UP >= last)
+            .is_some_and(|l| l.index >= index)
     };
+    let caught_up = |id: &NodeId| caught_up_to(id, last.saturating_sub(super::CAUGHT_UP));
     let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
     let want: BTreeSet<NodeId> = map
         .cluster
@@ -113,6 +130,22 @@ async fn follow_map(r: &mlsd_actors::replica::RaftShard, map: &ClusterMap) -> Re
         .filter(|id| voters.contains(id) || caught_up(id))
         .collect();
     if !want.is_empty() && voters != want {
+        let me = node_id(&shards.me);
+        if voters.contains(&me) && !want.contains(&me) {
+            // This leader no longer votes (it is being drained): the group
+            // is handed to a new voter caught up, which makes the change,
+            // instead of this one stepping down after it.
+            let to = map
+                .cluster
+                .iter()
+                .find(|n| want.contains(&node_id(n)) && caught_up_to(&node_id(n), last));
+            if let Some(to) = to {
+                tracing::info!(%to, "handing the cluster group over: this node no longer votes");
+                if super::balance::hand_over(shards, r, to).await {
+                    return Ok(());
+                }
+            }
+        }
         r.raft
             .change_membership(ChangeMembers::ReplaceAllVoters(want), false)
             .await
@@ -120,10 +153,19 @@ async fn follow_map(r: &mlsd_actors::replica::RaftShard, map: &ClusterMap) -> Re
         tracing::info!(voters = ?map.cluster, "the cluster group's voters changed");
         return Ok(());
     }
+    // A former member is followed until it holds the map that removed it
+    // (it learns so from its own replica, and stops), or for
+    // [`LINGER`] when it does not catch up (it is dead).
+    let now = tokio::time::Instant::now();
+    lingering.retain(|id, _| membership.get_node(id).is_some());
     let strangers: BTreeSet<NodeId> = membership
         .nodes()
         .filter(|(id, n)| !map.is_member(&n.name) && !voters.contains(id))
         .map(|(id, _)| *id)
+        .filter(|id| {
+            let since = *lingering.entry(*id).or_insert(now);
+            caught_up_to(id, last) || now.duration_since(since) >= LINGER
+        })
         .collect();
     if !strangers.is_empty() {
         r.raft
