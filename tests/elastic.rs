@@ -84,8 +84,9 @@ async fn join_at_leader(c: &Cluster, as_node: &str, join: Join) -> Response {
     panic!("no node led the cluster group");
 }
 
-/// Adding a node to a running cluster: only its own host starts it
-/// (`mlsd certs` makes its certificate from the cluster CA); it asks a
+/// Adding a node to a running cluster: only its own host starts it, from
+/// a file with its own block and one member's to contact (`mlsd certs`
+/// makes its certificate from the cluster CA); it asks a
 /// member to join and becomes a member of the map every node holds; the
 /// shards' leaders then move replicas to it, a few at a time, until each
 /// node holds as many as any other. Nobody else is restarted. Meanwhile
@@ -152,7 +153,11 @@ async fn a_node_joins_a_running_cluster_and_takes_its_share_of_the_shards() {
         }
     });
     let mut sent = 0;
-    c.start("n4").await;
+    // n4's host has a file of its own: its block and n1's to contact.
+    let own = c.own_file("n4", &["n1"]);
+    let text = std::fs::read_to_string(&own).unwrap();
+    assert!(text.contains("name = \"n1\"") && !text.contains("name = \"n2\""), "{text}");
+    c.start_from("n4", &own).await;
     let deadline = Instant::now() + Duration::from_secs(180);
     let status = loop {
         common::sent_within_patience(&mut alice, "G", &format!("message {sent}")).await;

@@ -242,8 +242,43 @@ impl Cluster {
         self.specs.iter().find(|s| s.name == node).unwrap().addr
     }
 
+    /// A file of node `name`'s own, beside the cluster's: every table of
+    /// the cluster's file, but of the `[[node]]` blocks only `name`'s and
+    /// those of `contacts` (what a joining node's host needs).
+    pub fn own_file(&self, name: &str, contacts: &[&str]) -> PathBuf {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        // The file as tables, each from its header line to the next.
+        let mut tables: Vec<Vec<&str>> = vec![Vec::new()];
+        for line in text.lines() {
+            if line.starts_with('[') {
+                tables.push(Vec::new());
+            }
+            tables.last_mut().unwrap().push(line);
+        }
+        let wanted = |t: &Vec<&str>| {
+            t.first() != Some(&"[[node]]")
+                || t.iter().any(|l| {
+                    l.strip_prefix("name = \"")
+                        .and_then(|l| l.strip_suffix('"'))
+                        .is_some_and(|n| n == name || contacts.contains(&n))
+                })
+        };
+        let out: String =
+            tables.iter().filter(|t| wanted(t)).flatten().map(|l| format!("{l}\n")).collect();
+        let path = self.dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, out).unwrap();
+        path
+    }
+
     /// Starts node `name` as a process and waits until it answers.
     pub async fn start(&mut self, name: &str) {
+        let config = self.config.clone();
+        self.start_from(name, &config).await
+    }
+
+    /// Starts node `name` from the file at `config` and waits until it
+    /// answers.
+    pub async fn start_from(&mut self, name: &str, config: &Path) {
         // Appended to, so a node restarted (after a kill or a wipe) keeps
         // what it logged before in the same file.
         let log = std::fs::OpenOptions::new()
@@ -253,7 +288,7 @@ impl Cluster {
             .unwrap();
         let child = Command::new(bin("mlsd"))
             .args(["run", "--node", name, "--config"])
-            .arg(&self.config)
+            .arg(config)
             .env("RUST_LOG", "info,openraft=warn")
             .stdout(Stdio::null())
             .stderr(log)
