@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::traffic::Traffic;
 use common::{server_err, Cluster};
 use mlsd_client::blob;
 use mlsd_node::shards::map::ClusterMap;
@@ -19,6 +20,8 @@ use mlsd_transport::protocol::{
 use mlsd_transport::{Response, Role, WireError};
 
 const USERS: usize = 10;
+/// Identities of the join test, as the first test has them.
+const SCALE_USERS: usize = 50;
 
 fn user(i: usize) -> String {
     format!("user{i}")
@@ -27,8 +30,13 @@ fn user(i: usize) -> String {
 /// Every one of the users is found with one valid binding through `via`,
 /// and a stranger's registration of any of their client ids is refused.
 async fn owned_through(c: &Cluster, via: &str) {
+    owned_of(c, via, USERS).await
+}
+
+/// [`owned_through`] for the first `users` users.
+async fn owned_of(c: &Cluster, via: &str, users: usize) {
     let looker = c.client("looker", via).await;
-    for i in 0..USERS {
+    for i in 0..users {
         let found = looker.lookup(&user(i)).await.unwrap();
         assert_eq!(found.len(), 1, "{} through {via}: {found:?}", user(i));
         assert!(found[0].1.is_ok(), "{} through {via}: {found:?}", user(i));
@@ -90,18 +98,26 @@ async fn join_at_leader(c: &Cluster, as_node: &str, join: Join) -> Response {
 /// member to join and becomes a member of the map every node holds; the
 /// shards' leaders then move replicas to it, a few at a time, until each
 /// node holds as many as any other. Nobody else is restarted. Meanwhile
-/// every lookup succeeds and every message sent is acknowledged; after,
-/// each is read exactly once, and no existing identity can be taken. A
+/// (50 identities, groups of 3, 5 and 10 members sending in turn) every
+/// lookup succeeds and every message sent is acknowledged; after, each
+/// member read each message of its group exactly once, in order, and no
+/// existing identity can be taken. A
 /// node may join only under the name its certificate gives, and not at
 /// another member's address.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_node_joins_a_running_cluster_and_takes_its_share_of_the_shards() {
     let _watchdog = common::init();
     let mut c = common::three_replicated().await;
-    for i in 0..USERS {
-        c.registered(&format!("{}/phone", user(i)), ["n1", "n2", "n3"][i % 3], 1).await;
+    // 50 identities; the first 18 in groups of 3, 5 and 10 sending all along.
+    let mut members = Vec::new();
+    for i in 0..SCALE_USERS {
+        let client =
+            c.registered(&format!("{}/phone", user(i)), ["n1", "n2", "n3"][i % 3], 1).await;
+        if i < 18 {
+            members.push((user(i), client));
+        }
     }
-    let (mut alice, mut bob) = c.alice_and_bob_in_g("n2", 3).await;
+    let mut traffic = Traffic::new(&[3, 5, 10], members).await;
     c.add_to_file("n4", &Role::ALL);
     c.certs();
 
@@ -132,27 +148,8 @@ async fn a_node_joins_a_running_cluster_and_takes_its_share_of_the_shards() {
     let (_, before) = c.status();
     assert!(!before.contains("node n4"), "nothing refused changed the map:\n{before}");
 
-    // Lookups through n1 all along, and messages sent through n2.
-    let stop = Arc::new(AtomicBool::new(false));
-    let looker = c.client("looker", "n1").await;
-    let lookups = tokio::spawn({
-        let stop = stop.clone();
-        async move {
-            let (mut done, mut failed) = (0usize, Vec::new());
-            while !stop.load(Ordering::Relaxed) {
-                let who = user(done % USERS);
-                match looker.lookup(&who).await {
-                    Ok(found) if found.len() == 1 && found[0].1.is_ok() => {}
-                    other => failed.push(format!("{who}: {other:?}")),
-                }
-                done += 1;
-                // Within the per-connection request rate.
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            (done, failed)
-        }
-    });
-    let mut sent = 0;
+    // Lookups through n1 all along, and the groups sending.
+    let lookups = Lookups::start(&c, "n1", SCALE_USERS).await;
     // n4's host has a file of its own: its block and n1's to contact.
     let own = c.own_file("n4", &["n1"]);
     let text = std::fs::read_to_string(&own).unwrap();
@@ -160,8 +157,7 @@ async fn a_node_joins_a_running_cluster_and_takes_its_share_of_the_shards() {
     c.start_from("n4", &own).await;
     let deadline = Instant::now() + Duration::from_secs(180);
     let status = loop {
-        common::sent_within_patience(&mut alice, "G", &format!("message {sent}")).await;
-        sent += 1;
+        traffic.round().await;
         let (healthy, out) = c.status();
         if healthy && out.contains("node n4 ") {
             break out;
@@ -169,18 +165,54 @@ async fn a_node_joins_a_running_cluster_and_takes_its_share_of_the_shards() {
         assert!(Instant::now() < deadline, "no even spread within 180 s:\n{out}\n{}", c.log("n4"));
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    stop.store(true, Ordering::Relaxed);
-    let (looked, failed) = lookups.await.unwrap();
-    assert!(failed.is_empty(), "{} of {looked} lookups failed: {failed:?}", failed.len());
-    assert!(looked > 0);
+    lookups.all_found().await;
     // 4 shards x 3 replicas of each role over 4 nodes: 3 each.
     spread_as(&status, &["n1", "n2", "n3", "n4"], "replicas as=3 cs=3 ids=3 ods=3 sds=3");
     assert!(c.log("n4").contains("the cluster admitted this node"), "{}", c.log("n4"));
 
-    let want: Vec<String> = (0..sent).map(|i| format!("message {i}")).collect();
-    assert_eq!(read_all(&mut bob, &want).await, want, "every acknowledged message, once, in order");
+    assert!(traffic.sent() > 0);
+    traffic.all_read_once().await;
     for via in ["n4", "n1", "n2", "n3"] {
-        owned_through(&c, via).await;
+        owned_of(&c, via, SCALE_USERS).await;
+    }
+}
+
+/// Lookups of the first `users` identities through one node, one every
+/// 100 ms (within the per-connection request rate), until stopped.
+struct Lookups {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<(usize, Vec<String>)>,
+}
+
+impl Lookups {
+    async fn start(c: &Cluster, via: &str, users: usize) -> Lookups {
+        let stop = Arc::new(AtomicBool::new(false));
+        let looker = c.client(&format!("looker-{via}"), via).await;
+        let task = tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                let (mut done, mut failed) = (0usize, Vec::new());
+                while !stop.load(Ordering::Relaxed) {
+                    let who = user(done % users);
+                    match looker.lookup(&who).await {
+                        Ok(found) if found.len() == 1 && found[0].1.is_ok() => {}
+                        other => failed.push(format!("{who}: {other:?}")),
+                    }
+                    done += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                (done, failed)
+            }
+        });
+        Lookups { stop, task }
+    }
+
+    /// Stops them; every one found its identity with one valid binding.
+    async fn all_found(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let (looked, failed) = self.task.await.unwrap();
+        assert!(failed.is_empty(), "{} of {looked} lookups failed: {failed:?}", failed.len());
+        assert!(looked > 0);
     }
 }
 
@@ -249,6 +281,8 @@ async fn a_drained_node_leaves_and_a_dead_one_is_replaced_from_the_survivors() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("n9 is not a member"));
 
+    // Lookups through n3 (which stays) during the drain and the removal.
+    let lookups = Lookups::start(&c, "n3", USERS).await;
     let led_by_n1 = common::leaders::leaders(&c).values().filter(|l| *l == "n1").count();
     let log_before = c.log("n1").len();
     let config = c.config.clone();
@@ -293,6 +327,7 @@ async fn a_drained_node_leaves_and_a_dead_one_is_replaced_from_the_survivors() {
     .await;
     sent.extend(more);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    lookups.all_found().await;
     let status = c.wait_healthy(Duration::from_secs(60)).await;
     assert!(!status.contains("node n2 "), "{status}");
     // Two nodes left: each holds every shard.

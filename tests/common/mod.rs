@@ -8,6 +8,7 @@ pub mod load;
 pub mod membership;
 pub mod push;
 pub mod sending;
+pub mod traffic;
 
 use mlsd_transport::protocol::{IdsRequest, IdsResponse};
 use std::net::{SocketAddr, UdpSocket};

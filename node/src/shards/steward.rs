@@ -133,12 +133,14 @@ async fn follow_map(
         let me = node_id(&shards.me);
         if voters.contains(&me) && !want.contains(&me) {
             // This leader no longer votes (it is being drained): the group
-            // is handed to a new voter caught up, which makes the change,
-            // instead of this one stepping down after it.
+            // is handed to a voter that stays, caught up, which makes the
+            // change, instead of this one stepping down after it.
             let to = map
                 .cluster
                 .iter()
-                .find(|n| want.contains(&node_id(n)) && caught_up_to(&node_id(n), last));
+                .map(|n| (n, node_id(n)))
+                .find(|(_, id)| voters.contains(id) && want.contains(id) && caught_up_to(id, last))
+                .map(|(n, _)| n);
             if let Some(to) = to {
                 tracing::info!(%to, "handing the cluster group over: this node no longer votes");
                 if super::balance::hand_over(shards, r, to).await {
