@@ -84,3 +84,51 @@ fn unknown_node_and_bad_syntax_and_no_nodes() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no node named \"n7\""));
 }
+
+/// Every duration has an upper bound, and a value past it is refused with
+/// its key and bound (abuse round two, item 5: `binding_lifetime_days =
+/// 2^64-1` made bindings never expire, `mixing_window_ms = u64::MAX` was
+/// accepted).
+#[test]
+fn durations_past_their_bound() {
+    let n1 = node("n1", 4433, ALL);
+    let max = u64::MAX;
+    for (table, line, expect) in [
+        (
+            "[as]",
+            format!("binding_lifetime_days = {max}"),
+            "as.binding_lifetime_days: must be at most 3650",
+        ),
+        (
+            "[cs]",
+            "max_key_package_lifetime_days = 3651".into(),
+            "cs.max_key_package_lifetime_days: must be at most 3650",
+        ),
+        (
+            "[ids]",
+            format!("mixing_window_ms = {max}"),
+            "ids.mixing_window_ms: must be at most 10000",
+        ),
+        ("[ids]", "group_idle_secs = 86401".into(), "ids.group_idle_secs: must be at most 86400"),
+        ("[ids]", "idle_group_days = 36501".into(), "ids.idle_group_days: must be at most 36500"),
+        (
+            "[sds]",
+            "abandoned_upload_days = 3651".into(),
+            "sds.abandoned_upload_days: must be at most 3650",
+        ),
+        (
+            "[limits]",
+            "call_timeout_ms = 600001".into(),
+            "limits.call_timeout_ms: must be at most 600000",
+        ),
+        (
+            "[limits]",
+            format!("read_timeout_ms = {max}"),
+            "limits.read_timeout_ms: must be at most 600000",
+        ),
+    ] {
+        refused(&format!("{HEAD}{n1}{table}\n{line}\n"), expect);
+    }
+    let long = format!("{HEAD}election_timeout_ms = 60001\nheartbeat_ms = 1000\n{n1}");
+    refused(&long, "cluster.election_timeout_ms: must be at most 60000");
+}

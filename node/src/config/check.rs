@@ -17,6 +17,33 @@ pub(super) fn positive(key: &'static str, v: Option<u64>, d: u64) -> Result<u64,
     }
 }
 
+/// [`positive`], and at most `max`: a duration or count past it is a
+/// mistake (`2^64-1` days would make bindings never expire), refused with
+/// the bound named.
+pub(super) fn bounded(
+    key: &'static str,
+    v: Option<u64>,
+    d: u64,
+    max: u64,
+) -> Result<u64, ConfigError> {
+    match positive(key, v, d)? {
+        v if v > max => {
+            Err(ConfigError::BadSetting { key, reason: format!("must be at most {max}") })
+        }
+        v => Ok(v),
+    }
+}
+
+/// `_days` settings: [`bounded`], as a duration.
+pub(super) fn days(
+    key: &'static str,
+    v: Option<u64>,
+    d: u64,
+    max: u64,
+) -> Result<Duration, ConfigError> {
+    bounded(key, v, d, max).map(|v| Duration::from_secs(v * DAY))
+}
+
 /// [`positive`], capped at `max`.
 pub(super) fn small(
     key: &'static str,
@@ -27,14 +54,19 @@ pub(super) fn small(
     positive(key, v.map(u64::from), d).map(|v| v.min(max) as u32)
 }
 
-/// A positive number of milliseconds, or `d` when absent.
+/// A positive number of milliseconds, at most `max`, or `d` when absent.
 pub(super) fn millis(
     key: &'static str,
     v: Option<u64>,
     d: Duration,
+    max: Duration,
 ) -> Result<Duration, ConfigError> {
     match v {
         None => Ok(d),
-        v => positive(key, v, 0).map(Duration::from_millis),
+        v => bounded(key, v, 0, max.as_millis() as u64).map(Duration::from_millis),
     }
 }
+
+/// The longest any timeout may be set to (ten minutes): longer, a peer or
+/// client that went away holds its resources for good.
+pub(super) const MAX_TIMEOUT: Duration = Duration::from_secs(600);

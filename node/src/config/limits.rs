@@ -5,7 +5,7 @@ use std::time::Duration;
 use mlsd_transport::limits;
 use serde::Deserialize;
 
-use super::check::{millis, small};
+use super::check::{millis, small, MAX_TIMEOUT};
 use super::ConfigError;
 
 /// Wire and routing limits, from the optional `[limits]` table.
@@ -54,16 +54,19 @@ impl Limits {
                 "limits.read_timeout_ms",
                 l.read_timeout_ms,
                 limits::DEFAULT_READ_TIMEOUT,
+                MAX_TIMEOUT,
             )?,
             call_timeout: millis(
                 "limits.call_timeout_ms",
                 l.call_timeout_ms,
                 DEFAULT_CALL_TIMEOUT,
+                MAX_TIMEOUT,
             )?,
             connect_timeout: millis(
                 "limits.connect_timeout_ms",
                 l.connect_timeout_ms,
                 limits::DEFAULT_CONNECT_TIMEOUT,
+                MAX_TIMEOUT,
             )?,
             max_connections_per_address: small(
                 "limits.max_connections_per_address",

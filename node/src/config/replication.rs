@@ -65,6 +65,7 @@ impl Replication {
             return Err(bad("cluster.shards", "must be a power of two, at most 4096"));
         }
         let heartbeat = c.heartbeat_ms.map_or(d.heartbeat, Duration::from_millis);
+        const MAX_ELECTION_TIMEOUT: Duration = Duration::from_secs(60);
         let election_timeout =
             c.election_timeout_ms.map_or(d.election_timeout, Duration::from_millis);
         if heartbeat.is_zero() || election_timeout < heartbeat * 3 {
@@ -72,6 +73,10 @@ impl Replication {
                 "cluster.election_timeout_ms",
                 "must be at least three heartbeats (cluster.heartbeat_ms, positive)",
             ));
+        }
+        // Longer, a dead leader's shards wait that long for a new one.
+        if election_timeout > MAX_ELECTION_TIMEOUT {
+            return Err(bad("cluster.election_timeout_ms", "must be at most 60000"));
         }
         let snapshot_logs = c.snapshot_logs.unwrap_or(d.snapshot_logs);
         if snapshot_logs == 0 {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::check::{positive, small, DAY};
+use super::check::{bounded, days, positive, small};
 use super::ConfigError;
 
 /// `[as]`: registration policy and binding lifetime.
@@ -115,12 +115,12 @@ impl SdsConfig {
                 256 << 20,
             )?
             .min(u32::MAX as u64) as u32,
-            abandoned_upload_days: small(
+            abandoned_upload_days: bounded(
                 "sds.abandoned_upload_days",
-                raw.abandoned_upload_days,
+                raw.abandoned_upload_days.map(u64::from),
                 7,
                 3650,
-            )?,
+            )? as u32,
         })
     }
 }
@@ -140,9 +140,12 @@ impl AsConfig {
         };
         Ok(AsConfig {
             token_required,
-            binding_lifetime: Duration::from_secs(
-                positive("as.binding_lifetime_days", raw.binding_lifetime_days, 365)? * DAY,
-            ),
+            binding_lifetime: days(
+                "as.binding_lifetime_days",
+                raw.binding_lifetime_days,
+                365,
+                3650,
+            )?,
             lookup_rate_per_minute: small(
                 "as.lookup_rate_per_minute",
                 raw.lookup_rate_per_minute,
@@ -163,13 +166,12 @@ impl CsConfig {
                 100,
                 10_000,
             )?,
-            max_lifetime: Duration::from_secs(
-                positive(
-                    "cs.max_key_package_lifetime_days",
-                    raw.max_key_package_lifetime_days,
-                    90,
-                )? * DAY,
-            ),
+            max_lifetime: days(
+                "cs.max_key_package_lifetime_days",
+                raw.max_key_package_lifetime_days,
+                90,
+                3650,
+            )?,
             fetch_rate_per_minute: small(
                 "cs.fetch_rate_per_minute",
                 raw.fetch_rate_per_minute,
@@ -221,12 +223,17 @@ impl IdsConfig {
                 mlsd_roles::settings::default_anonymizer_concurrency() as u64,
                 4096,
             )?,
-            group_idle: Duration::from_secs(positive(
+            group_idle: Duration::from_secs(bounded(
                 "ids.group_idle_secs",
                 raw.group_idle_secs,
                 60,
+                86_400,
             )?),
-            mixing_window: Duration::from_millis(raw.mixing_window_ms.unwrap_or(0).min(10_000)),
+            mixing_window: match raw.mixing_window_ms {
+                // Zero (the default): no mixing.
+                None | Some(0) => Duration::ZERO,
+                v => Duration::from_millis(bounded("ids.mixing_window_ms", v, 0, 10_000)?),
+            },
             group_copies_per_second: small(
                 "ids.group_copies_per_second",
                 raw.group_copies_per_second,
@@ -246,12 +253,12 @@ impl IdsConfig {
                 30,
                 u32::MAX as u64,
             )?,
-            idle_group_days: small(
+            idle_group_days: bounded(
                 "ids.idle_group_days",
-                raw.idle_group_days,
+                raw.idle_group_days.map(u64::from),
                 mlsd_roles::settings::DEFAULT_IDLE_GROUP_DAYS as u64,
                 36_500,
-            )?,
+            )? as u32,
         })
     }
 }
