@@ -161,3 +161,38 @@ async fn a_device_registered_with_a_push_endpoint_is_notified() {
     alice.add_members("G", &["dave"]).await.unwrap();
     assert_eq!(server.wait_for(1, 10).await, 1, "{}", c.log("n2"));
 }
+
+/// A push endpoint no node would notify (`file://`, `gopher://`, no host)
+/// is refused by `mlsc register --push` before anything is registered
+/// (abuse round two, item 5: it was accepted, sealed and refused only at
+/// push time, with one warning per envelope). The ODS cannot check it:
+/// it never reads the endpoint until a notification is due.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_push_endpoint_no_node_would_notify_is_refused_at_registration() {
+    let _watchdog = common::init();
+    let mut c = cluster("");
+    c.start_all().await;
+    for (i, url) in
+        ["file:///etc/passwd", "gopher://example.org/", "https:///no-host"].iter().enumerate()
+    {
+        let out = c.mlsc(
+            "n1",
+            &[
+                "--home",
+                c.dir.path().join(format!("homes/erin{i}")).to_str().unwrap(),
+                "--as-key",
+                c.dir.path().join("certs/as.pub").to_str().unwrap(),
+                "register",
+                &format!("erin{i}/phone"),
+                "--push",
+                url,
+            ],
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{url} accepted: {out:?}");
+        assert!(err.contains("is not an https:// (or http://) URL"), "{url}: {err}");
+        let looker = c.client(&format!("looker{i}"), "n1").await;
+        let found = looker.lookup(&format!("erin{i}")).await.unwrap();
+        assert!(found.is_empty(), "{url}: erin{i} was registered anyway: {found:?}");
+    }
+}

@@ -142,6 +142,7 @@ impl Client {
     /// approved it, in a later run): the mailbox is opened with a ticket,
     /// which only a registered device gets.
     pub fn set_push_url(&self, url: &str) -> Result<(), ClientError> {
+        crate::connection::check_push_url(url)?;
         self.home.save(PUSH_URL, &url.to_string())
     }
 
@@ -153,8 +154,9 @@ impl Client {
     }
 
     /// Opens this device's mailbox at the ODS if it has none yet, with an
-    /// optional UnifiedPush endpoint (`http://` URL; without one, the one
-    /// [`Client::set_push_url`] kept, if any).
+    /// optional UnifiedPush endpoint (an `https://` URL, or `http://` where
+    /// the operator allows it; without one, the one [`Client::set_push_url`]
+    /// kept, if any).
     pub async fn open_mailbox(&mut self, push_url: Option<&str>) -> Result<(), ClientError> {
         if self.mailbox.is_some() {
             return Ok(());

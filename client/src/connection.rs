@@ -87,6 +87,22 @@ pub enum ClientError {
     /// A binding or KeyPackage did not authenticate.
     #[error(transparent)]
     Rejected(#[from] crate::verify::Rejection),
+    /// A push endpoint that no node would notify: not an `https://` (or
+    /// `http://`) URL of a host name or address, or longer than
+    /// [`mlsd_transport::push::MAX_URL`]. Checked before it is sealed,
+    /// since the ODS never reads it until a notification is due.
+    #[error("push endpoint {0:?} is not an https:// (or http://) URL the ODS can notify")]
+    BadPushUrl(String),
+}
+
+/// Checks `url` as the nodes will before notifying it (the operator may
+/// still refuse `http://` or private addresses, which a client cannot know).
+pub fn check_push_url(url: &str) -> Result<(), ClientError> {
+    let policy = mlsd_transport::push::Policy { allow_http: true, allow_private: true };
+    match mlsd_transport::push::parse(url, policy) {
+        Ok(_) => Ok(()),
+        Err(_) => Err(ClientError::BadPushUrl(url.chars().take(100).collect())),
+    }
 }
 
 impl From<WireError> for ClientError {

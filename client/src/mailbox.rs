@@ -140,6 +140,9 @@ pub async fn open(
     push_url: Option<&str>,
     ticket: Option<Ticket>,
 ) -> Result<(), ClientError> {
+    if let Some(u) = push_url {
+        crate::connection::check_push_url(u)?;
+    }
     let push = push_url.map(|u| keys.seal_push(u)).transpose()?;
     let req = Request::Ods(OdsRequest::OpenMailbox {
         mailbox: keys.id,

@@ -18,6 +18,9 @@
 //! - [`sealed`]: the one AEAD of every sealed format, and both halves of the
 //!   formats one side seals and another opens (rosters, push endpoints, blobs).
 //! - [`ticket`]: both halves of the anonymous quota tickets' PRF.
+//! - [`push`]: what a push endpoint URL may be (parsing and the operator's
+//!   policy, pure): clients check one before they seal it, the node's push
+//!   client before each POST.
 //! - [`endpoint`]: quinn endpoint construction and request/response calls.
 #![warn(missing_docs)]
 
@@ -29,6 +32,7 @@ pub mod envelope;
 pub mod frame;
 pub mod limits;
 pub mod protocol;
+pub mod push;
 pub mod sealed;
 pub mod ticket;
 #[cfg(feature = "quic")]

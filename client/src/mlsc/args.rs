@@ -131,7 +131,9 @@ pub(crate) enum Cmd {
         /// One-time KeyPackages to publish (plus one last-resort KeyPackage).
         #[arg(long, default_value_t = DEFAULT_KEY_PACKAGES)]
         count: u32,
-        /// UnifiedPush endpoint (http:// URL) to notify when this device is offline.
+        /// UnifiedPush endpoint to notify when this device is offline: an
+        /// https:// URL (http:// only where the operator allows it).
+        /// Checked before anything is registered.
         #[arg(long)]
         push: Option<String>,
     },
