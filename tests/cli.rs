@@ -216,3 +216,52 @@ fn mlsd_sim_runs_seeds_and_replays_one_with_its_events() {
     let again = run(&["sim", "--seed", "501", "--trace"]);
     assert_eq!(events(&one), events(&again), "a replay prints the same events");
 }
+
+/// An operator certificate from another CA is refused at once, on both
+/// sides, with a certificate error (abuse round two, item 5: `mlsd admin
+/// enroll` waited 50 s, retrying, and failed with `connection lost`, and
+/// the node logged nothing).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_operator_certificate_from_another_ca_is_refused_at_once() {
+    let _watchdog = common::init();
+    let mut c = Cluster::new(&[("n1", &Role::ALL)]);
+    c.start_all().await;
+    // Another cluster's CA and operator certificate, beside this one's CA
+    // (so this side trusts the node, and only the node can refuse).
+    let other = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(&c.config).unwrap();
+    std::fs::write(other.path().join("cluster.toml"), text).unwrap();
+    let out = Command::new(common::bin("mlsd"))
+        .args(["certs", "--config"])
+        .arg(other.path().join("cluster.toml"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let mixed = other.path().join("mixed");
+    std::fs::create_dir(&mixed).unwrap();
+    std::fs::copy(c.ca(), mixed.join("ca.pem")).unwrap();
+    // The test clusters' files say `certs_dir = "certs"`.
+    let their_certs = other.path().join("certs");
+    for f in ["operator.pem", "operator.key"] {
+        std::fs::copy(their_certs.join(f), mixed.join(f)).unwrap();
+    }
+
+    let started = std::time::Instant::now();
+    let out = Command::new(common::bin("mlsd"))
+        .args(["admin", "enroll", "alice", "--config"])
+        .arg(&c.config)
+        .arg("--certs")
+        .arg(&mixed)
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(err.contains("refused this connection's certificate"), "{err}");
+    assert!(took < std::time::Duration::from_secs(10), "took {took:?}: {err}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !c.log("n1").contains("refused a connection's certificate") {
+        assert!(std::time::Instant::now() < deadline, "the node said nothing:\n{}", c.log("n1"));
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

@@ -39,6 +39,15 @@ pub enum AdminError {
     /// The node refused.
     #[error("node refused: {0}")]
     Refused(WireError),
+    /// The node refused the operator certificate itself (another CA's):
+    /// not retried, since asking again changes nothing.
+    #[error("node {node} {reason}")]
+    CertificateRefused {
+        /// The node.
+        node: String,
+        /// What its TLS said.
+        reason: String,
+    },
 }
 
 /// Creates a one-time enrollment token for `identity`, stores its hash at the
@@ -157,17 +166,23 @@ pub async fn call_at(
 ) -> Result<Response, AdminError> {
     let operator = tls::NodeTls::operator(certs.unwrap_or(&config.certs_dir))?;
     let cfg = endpoint::quinn_client_config(tls::node_client_config(&operator)?)?;
-    let unreachable = |e: String| AdminError::Unreachable { node: name.to_string(), reason: e };
-    let ep = endpoint::client_endpoint(listen, cfg).map_err(|e| unreachable(e.to_string()))?;
+    let failed = |e: endpoint::CallError| match e {
+        endpoint::CallError::TlsRefused(_) => {
+            AdminError::CertificateRefused { node: name.to_string(), reason: e.to_string() }
+        }
+        e => AdminError::Unreachable { node: name.to_string(), reason: e.to_string() },
+    };
+    let ep = endpoint::client_endpoint(listen, cfg)
+        .map_err(|e| AdminError::Unreachable { node: name.to_string(), reason: e.to_string() })?;
     let conn =
         endpoint::connect(&ep, listen, &tls::node_dns_name(name), config.limits.connect_timeout)
             .await
-            .map_err(|e| unreachable(e.to_string()))?;
+            .map_err(failed)?;
     let frame = NodeFrame::new(request);
     let resp: ResponseFrame =
         endpoint::call(&conn, &frame, config.limits.max_frame, config.limits.call_timeout)
             .await
-            .map_err(|e| unreachable(e.to_string()))?;
+            .map_err(failed)?;
     conn.close(0u32.into(), b"done");
     match resp.response {
         Response::Error(e) => Err(AdminError::Refused(e)),

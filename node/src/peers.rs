@@ -134,7 +134,10 @@ impl Peers {
                 }
                 Err(e) => {
                     tracing::warn!(peer = node, error = %e, attempt, "forwarded call failed");
-                    let unsent = matches!(e, endpoint::CallError::Connection(_));
+                    let unsent = matches!(
+                        e,
+                        endpoint::CallError::Connection(_) | endpoint::CallError::TlsRefused(_)
+                    );
                     // The peer stopped answering (not a reset by a restarted
                     // peer): dialing it again now would only wait too.
                     let silent =

@@ -23,6 +23,28 @@ pub enum CallError {
     /// No response within the call timeout.
     #[error("call timed out")]
     Timeout,
+    /// The peer ended the TLS handshake: it does not accept this side's
+    /// certificate (another CA's, or none where one is needed). Asking
+    /// again changes nothing, so callers do not retry it.
+    #[error(
+        "the peer refused this connection's certificate ({0}); is it signed by the cluster's CA?"
+    )]
+    TlsRefused(String),
+}
+
+/// Why a connection failed, as a [`CallError`]: a TLS alert from the peer
+/// (a QUIC crypto error, codes 0x100-0x1ff) is [`CallError::TlsRefused`].
+fn connection_error(e: &quinn::ConnectionError) -> CallError {
+    let crypto = |code: quinn::TransportErrorCode| (0x100..0x200).contains(&u64::from(code));
+    match e {
+        quinn::ConnectionError::ConnectionClosed(c) if crypto(c.error_code) => {
+            CallError::TlsRefused(e.to_string())
+        }
+        quinn::ConnectionError::TransportError(t) if crypto(t.code) => {
+            CallError::TlsRefused(e.to_string())
+        }
+        _ => CallError::Connection(e.to_string()),
+    }
 }
 
 fn transport_config(idle: Duration) -> Arc<quinn::TransportConfig> {
@@ -87,7 +109,7 @@ pub async fn connect(
         ep.connect(server, server_name).map_err(|e| CallError::Connection(e.to_string()))?;
     match tokio::time::timeout(timeout, connecting).await {
         Ok(Ok(c)) => Ok(c),
-        Ok(Err(e)) => Err(CallError::Connection(e.to_string())),
+        Ok(Err(e)) => Err(connection_error(&e)),
         Err(_) => Err(CallError::Timeout),
     }
 }
@@ -101,11 +123,18 @@ pub async fn call<Q: Serialize, A: DeserializeOwned>(
     timeout: Duration,
 ) -> Result<A, CallError> {
     let fut = async {
-        let (mut send, mut recv) =
-            conn.open_bi().await.map_err(|e| CallError::Connection(e.to_string()))?;
+        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| connection_error(&e))?;
         frame::write_message(&mut send, req, max_frame).await?;
         let _ = send.finish();
         Ok(frame::read_message(&mut recv, max_frame, timeout).await?)
     };
-    tokio::time::timeout(timeout, fut).await.map_err(|_| CallError::Timeout)?
+    let result = tokio::time::timeout(timeout, fut).await.map_err(|_| CallError::Timeout)?;
+    // With TLS 1.3 the client's certificate is checked after this side
+    // considers the handshake done, so a refusal shows as a lost stream.
+    match (result, conn.close_reason()) {
+        (Err(_), Some(reason)) if matches!(connection_error(&reason), CallError::TlsRefused(_)) => {
+            Err(connection_error(&reason))
+        }
+        (result, _) => result,
+    }
 }

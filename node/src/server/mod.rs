@@ -219,9 +219,38 @@ pub async fn serve(endpoint: quinn::Endpoint, ctx: Arc<ServerCtx>) {
         tokio::spawn(async move {
             match incoming.await {
                 Ok(conn) => serve_connection(conn, ctx).await,
-                Err(e) => tracing::debug!(error = %e, "handshake failed"),
+                Err(e) => handshake_failed(&e),
             }
         });
+    }
+}
+
+/// Logs a failed handshake: one whose certificate this node refused (a
+/// client or operator certificate from another CA) at warn, at most once
+/// every 10 s with the count since (a stranger's flood of them cannot flood
+/// the log); any other at debug.
+fn handshake_failed(e: &quinn::ConnectionError) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    static SINCE: AtomicU64 = AtomicU64::new(0);
+    let refused = match e {
+        quinn::ConnectionError::TransportError(t) => (0x100..0x200).contains(&u64::from(t.code)),
+        _ => false,
+    };
+    if !refused {
+        tracing::debug!(error = %e, "handshake failed");
+        return;
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let count = SINCE.fetch_add(1, Ordering::Relaxed) + 1;
+    let last = LAST.load(Ordering::Relaxed);
+    if now >= last + 10
+        && LAST.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+    {
+        SINCE.store(0, Ordering::Relaxed);
+        tracing::warn!(error = %e, refused = count, "refused a connection's certificate (not signed by this cluster's CA?)");
     }
 }
 
