@@ -216,6 +216,17 @@ impl Lookups {
     }
 }
 
+/// [`common::three_replicated`] with the users registered (spread over the
+/// three nodes) and alice and bob, entering through n2, in group G.
+async fn three_with_users() -> (Cluster, mlsd_client::Client, mlsd_client::Client) {
+    let c = common::three_replicated().await;
+    for i in 0..USERS {
+        c.registered(&format!("{}/phone", user(i)), ["n1", "n2", "n3"][i % 3], 1).await;
+    }
+    let (alice, bob) = c.alice_and_bob_in_g("n2", 3).await;
+    (c, alice, bob)
+}
+
 /// Reads `c`'s messages until `want` arrived (or 30 s passed).
 async fn read_all(c: &mut mlsd_client::Client, want: &[String]) -> Vec<String> {
     let mut got = Vec::new();
@@ -356,11 +367,7 @@ async fn map_at(c: &Cluster, via: &str) -> Option<ClusterMap> {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_move_survives_the_death_of_the_node_receiving_and_of_the_node_sending() {
     let _watchdog = common::init();
-    let mut c = common::three_replicated().await;
-    for i in 0..USERS {
-        c.registered(&format!("{}/phone", user(i)), ["n1", "n2", "n3"][i % 3], 1).await;
-    }
-    let (mut alice, mut bob) = c.alice_and_bob_in_g("n2", 3).await;
+    let (mut c, mut alice, mut bob) = three_with_users().await;
     let mut sent = Vec::new();
     for i in 0..30 {
         let text = format!("message {i}");
@@ -432,11 +439,7 @@ async fn a_move_survives_the_death_of_the_node_receiving_and_of_the_node_sending
 #[tokio::test(flavor = "multi_thread")]
 async fn a_move_to_a_node_that_dies_for_good_is_given_up_when_the_node_is_removed() {
     let _watchdog = common::init();
-    let mut c = common::three_replicated().await;
-    for i in 0..USERS {
-        c.registered(&format!("{}/phone", user(i)), ["n1", "n2", "n3"][i % 3], 1).await;
-    }
-    let (mut alice, mut bob) = c.alice_and_bob_in_g("n2", 3).await;
+    let (mut c, mut alice, mut bob) = three_with_users().await;
     c.add_to_file("n4", &Role::ALL);
     c.certs();
     c.start("n4").await;
