@@ -12,10 +12,11 @@
 mod common;
 
 use mlsd_transport::protocol::{
-    ApproveBody, AsError, AsRequest, AuthError, BadFrame, ChaosTarget, CountBody, CsError,
-    CsRequest, CsResponse, DevicesBody, IdsError, IdsRequest, IdsResponse, NodeFrame, NodeRequest,
-    OdsError, OdsRequest, OdsResponse, OperatorRequest, PublishBody, RegisterBody, ResponseFrame,
-    RevokeBody, RevokeDeviceBody, RosterMode, SdsError, SdsRequest, Spend, ALPN_NODE,
+    AdmitBody, ApproveBody, AsError, AsRequest, AuthError, BadFrame, ChaosTarget, CountBody,
+    CsError, CsRequest, CsResponse, DevicesBody, IdsError, IdsRequest, IdsResponse, NodeFrame,
+    NodeRequest, OdsError, OdsRequest, OdsResponse, OperatorRequest, PublishBody, RegisterBody,
+    ResponseFrame, RevokeBody, RevokeDeviceBody, RosterMode, SdsError, SdsRequest, Spend,
+    ALPN_NODE,
 };
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -32,7 +33,8 @@ use mlsd_transport::protocol::ods::{
     LABEL_SUBSCRIBE,
 };
 use mlsd_transport::protocol::r#as::{
-    LABEL_APPROVE, LABEL_DEVICES, LABEL_REGISTER, LABEL_REVOKE, LABEL_REVOKE_DEVICE,
+    admission_hash, LABEL_ADMIT, LABEL_APPROVE, LABEL_DEVICES, LABEL_REGISTER, LABEL_REVOKE,
+    LABEL_REVOKE_DEVICE,
 };
 use mlsd_transport::protocol::tickets::{Ticket, TicketBody, TicketKind, LABEL_TICKETS};
 use mlsd_transport::{endpoint, tls, Request, Response, Role, WireError};
@@ -324,6 +326,21 @@ async fn every_unentitled_request_is_refused_and_changes_no_stored_byte() {
     rows.push(("approve: forged as alice's phone", refusal(m, req).await, |e| {
         matches!(e, WireError::Auth(AuthError::BadSignature(_)))
     }));
+    rows.push((
+        "admit: a stranger's device leaves a code for a device of alice",
+        server_refusal(w.mallory.admit("alice/evil").await.map(|_| ())),
+        |e| matches!(e, WireError::Auth(AuthError::NotAuthorized(_))),
+    ));
+    let body = AdmitBody {
+        approver: "alice/phone".into(),
+        client: "alice/evil".into(),
+        code_hash: admission_hash("alice/evil", "0000"),
+        timestamp: now_secs(),
+    };
+    let req = Request::As(AsRequest::Admit { signature: sign(&mk, LABEL_ADMIT, &body), body });
+    rows.push(("admit: forged as alice's phone", refusal(m, req).await, |e| {
+        matches!(e, WireError::Auth(AuthError::BadSignature(_)))
+    }));
     let body = DevicesBody { client: "alice/phone".into(), timestamp: now_secs() };
     let req = Request::As(AsRequest::Devices { signature: sign(&mk, LABEL_DEVICES, &body), body });
     rows.push(("devices: alice's list, forged as her phone", refusal(m, req).await, |e| {
@@ -578,6 +595,10 @@ async fn every_unentitled_request_is_refused_and_changes_no_stored_byte() {
         ("enroll: with a node certificate", enroll_mallory()),
         ("operator revoke: with a node certificate", revoke_alice()),
         ("chaos: with a node certificate", chaos),
+        (
+            "remove a node: with a node certificate",
+            NodeRequest::Operator(OperatorRequest::RemoveNode { node: "n1".into(), dead: true }),
+        ),
     ];
     for (name, req) in operator_only {
         rows.push((

@@ -7,7 +7,10 @@
 //!   key fingerprint the laptop printed), and the laptop's next command
 //!   completes its registration;
 //! - the laptop revokes the lost phone, and nobody can claim the revoked
-//!   device id afresh.
+//!   device id afresh;
+//! - strangers' pending requests are bounded per address, and a live
+//!   device's approval code admits a new device past them (and in token
+//!   mode, which keeps no pending request at all).
 
 mod common;
 
@@ -127,4 +130,81 @@ async fn an_operator_revokes_a_lost_device_and_releases_the_identity() {
     assert!(out[0].starts_with("registered alice/new "), "{out:?}");
     let lookup = h.ok("other", &["lookup", "alice"]);
     assert_eq!(lookup.iter().filter(|l| l.ends_with(" verified")).count(), 1, "{lookup:?}");
+}
+
+/// The code in `mlsc device admit`'s line.
+fn code_in(line: &str) -> String {
+    let (_, rest) = line.split_once(": ").unwrap_or_else(|| panic!("{line}"));
+    rest.split_whitespace().next().unwrap().to_string()
+}
+
+/// The reproduction of the second abuse issue's first item: strangers'
+/// registrations of alice's device names were stored as pending without
+/// any bound per requester until her identity could take no new device.
+/// Now one address leaves at most `[as] pending_rate_per_hour` pending
+/// registrations (a refusal stores nothing), and alice's phone admits her
+/// laptop by an approval code, which no pending queue stands in front of.
+#[tokio::test(flavor = "multi_thread")]
+async fn strangers_pending_requests_are_bounded_per_address_and_a_code_admits_past_them() {
+    let _watchdog = common::init();
+    let mut c = Cluster::with_extra(&[("n1", &Role::ALL)], "[as]\npending_rate_per_hour = 3\n");
+    c.start_all().await;
+    let h = Homes { c: &c };
+    h.ok("phone", &["register", "alice/phone", "--count", "1"]);
+    for n in 0..3 {
+        let out = h.ok(&format!("s{n}"), &["register", &format!("alice/d{n}"), "--count", "0"]);
+        assert!(out[0].starts_with(&format!("alice/d{n} awaits approval")), "{out:?}");
+    }
+    let out = h.run("s3", &["register", "alice/d3", "--count", "0"]);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("rate limited"), "{out:?}");
+    let list = h.ok("phone", &["device", "list"]);
+    assert_eq!(list.iter().filter(|l| l.contains(" awaits approval ")).count(), 3, "{list:?}");
+    assert!(!list.iter().any(|l| l.starts_with("alice/d3 ")), "{list:?}");
+
+    // Alice's laptop, from the same (loopback) address, gets in by a code.
+    let admit = h.ok("phone", &["device", "admit", "alice/laptop"]);
+    assert!(admit[0].starts_with("approval code for alice/laptop: "), "{admit:?}");
+    let code = code_in(&admit[0]);
+    assert_eq!(code.len(), 14, "{code}");
+    let wrong = "0000-0000-0000";
+    let out = h.run("laptop", &["register", "alice/laptop", "--code", wrong, "--count", "1"]);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("approval code"), "{out:?}");
+    // Typed in lower case without dashes, as a person might.
+    let typed = code.replace('-', "").to_lowercase();
+    let out = h.ok("laptop", &["register", "alice/laptop", "--code", &typed, "--count", "1"]);
+    assert!(out[0].starts_with("registered alice/laptop "), "{out:?}");
+    let lookup = h.ok("phone", &["lookup", "alice"]);
+    assert_eq!(lookup.iter().filter(|l| l.ends_with(" verified")).count(), 2, "{lookup:?}");
+    // Spent: the code admits nobody else.
+    let out = h.run("s4", &["register", "alice/laptop", "--code", &code, "--count", "0"]);
+    assert!(!out.status.success(), "{out:?}");
+}
+
+/// In token mode a registration without a token stored a pending entry
+/// for whoever asked; now it is refused and nothing is kept, and a live
+/// device's code admits a new device without the operator.
+#[tokio::test(flavor = "multi_thread")]
+async fn token_mode_keeps_no_pending_request_and_takes_a_live_devices_code() {
+    let _watchdog = common::init();
+    let mut c = Cluster::with_extra(&[("n1", &Role::ALL)], "[as]\nregistration = \"token\"\n");
+    c.start_all().await;
+    let h = Homes { c: &c };
+    let out = std::process::Command::new(common::bin("mlsd"))
+        .args(["admin", "enroll", "alice", "--config"])
+        .arg(&c.config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    h.ok("phone", &["register", "alice/phone", "--token", &token, "--count", "1"]);
+    let out = h.run("evil", &["register", "alice/evil", "--count", "0"]);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("token"), "{out:?}");
+    let list = h.ok("phone", &["device", "list"]);
+    assert!(!list.iter().any(|l| l.contains("awaits approval")), "{list:?}");
+    let code = code_in(&h.ok("phone", &["device", "admit", "alice/laptop"])[0]);
+    let out = h.ok("laptop", &["register", "alice/laptop", "--code", &code, "--count", "1"]);
+    assert!(out[0].starts_with("registered alice/laptop "), "{out:?}");
 }

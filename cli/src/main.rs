@@ -91,12 +91,16 @@ enum Cmd {
         #[arg(long)]
         run: Option<String>,
     },
-    /// Operator requests, authenticated with a node certificate from certs_dir.
+    /// Operator requests, authenticated with the operator certificate
+    /// (operator.pem and operator.key in certs_dir; a node's certificate is
+    /// refused).
     Admin {
         #[command(subcommand)]
         cmd: AdminCmd,
     },
-    /// The replicated shards (authenticated with the operator certificate).
+    /// The replicated shards and members. `remove` takes the operator
+    /// certificate; `status` reads only what the nodes tell each other, so
+    /// a node's certificate may read it too.
     Cluster {
         #[command(subcommand)]
         cmd: ClusterCmd,
@@ -107,6 +111,8 @@ enum Cmd {
 enum ClusterCmd {
     /// One line per shard (voters, leader, applied index, behind-by) and a
     /// summary; exits 0 only when every shard has a leader and every voter is caught up.
+    /// Read with the operator certificate, or a node's (nodes ask each
+    /// other the same): it names no identity, group or mailbox.
     Status {
         /// Path of the cluster config.
         #[arg(long, default_value = "cluster.toml")]

@@ -46,9 +46,10 @@ pub enum ClientError {
     #[error("not registered: run `mlsc register IDENTITY/DEVICE` first")]
     NotRegistered,
     /// The identity has devices already, so this new device's registration
-    /// waits until one of them approves it (`mlsc device approve CLIENT`).
+    /// waits until one of them approves it (`mlsc device approve CLIENT`),
+    /// or the device registers again with an approval code.
     #[error(
-        "{client} awaits approval: on another device of {identity}, run `mlsc device approve {client}` (key fingerprint {fingerprint})"
+        "{client} awaits approval: on another device of {identity}, run `mlsc device approve {client}`, or `mlsc device admit {client}` and register again with --code (key fingerprint {fingerprint})"
     )]
     AwaitsApproval {
         /// This device's client id.

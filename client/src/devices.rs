@@ -6,12 +6,22 @@
 //! [`ClientError::AwaitsApproval`] with the key's fingerprint, which the
 //! approving device shows too, so a person can tell their own new device
 //! from a stranger's request for the same name.
+//!
+//! Strangers can fill that queue with requests for the same names, so a
+//! live device can also admit a new one by an approval code ([`Client::admit`]):
+//! it shows the code, the person types it into the new device, whose
+//! `register` carries it as its token and is bound at once (also where the
+//! AS requires enrollment tokens, which keeps no pending requests at all).
 
-use mlsd_transport::protocol::r#as::{LABEL_APPROVE, LABEL_DEVICES, LABEL_REVOKE_DEVICE};
+use mlsd_transport::protocol::r#as::{
+    admission_hash, LABEL_ADMIT, LABEL_APPROVE, LABEL_DEVICES, LABEL_REVOKE_DEVICE,
+};
 use mlsd_transport::protocol::{
-    ApproveBody, AsRequest, AsResponse, DevicesBody, PendingDevice, RevokeDeviceBody, SignedBinding,
+    AdmitBody, ApproveBody, AsRequest, AsResponse, DevicesBody, PendingDevice, RevokeDeviceBody,
+    SignedBinding,
 };
 use mlsd_transport::{Request, Response};
+use zeroize::Zeroizing;
 
 use crate::client::{unexpected, Client};
 use crate::connection::ClientError;
@@ -26,7 +36,63 @@ pub enum Revoked {
     Declined,
 }
 
+/// Symbols of an approval code: Crockford's base32 (no I, L, O or U, so
+/// nothing reads as something else).
+const CODE_SYMBOLS: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+/// Symbols in an approval code: 60 random bits, which nobody guesses in the
+/// hour it is good for, typed as three groups of four.
+const CODE_LEN: usize = 12;
+
+/// A fresh approval code, `XXXX-XXXX-XXXX`.
+fn approval_code() -> Result<Zeroizing<String>, ClientError> {
+    let mut random = Zeroizing::new([0u8; CODE_LEN]);
+    rand::TryRngCore::try_fill_bytes(&mut rand::rngs::OsRng, random.as_mut())
+        .map_err(|e| ClientError::Crypto(format!("no randomness: {e}")))?;
+    let mut code = Zeroizing::new(String::with_capacity(CODE_LEN + 2));
+    for (i, b) in random.iter().enumerate() {
+        if i > 0 && i % 4 == 0 {
+            code.push('-');
+        }
+        code.push(char::from(CODE_SYMBOLS[usize::from(b & 31)]));
+    }
+    Ok(code)
+}
+
+/// An approval code as typed, in the one form its hash is taken of:
+/// upper case, without dashes or spaces, O read as 0 and I or L as 1.
+pub fn normalize_code(typed: &str) -> Zeroizing<String> {
+    let mut code = Zeroizing::new(String::with_capacity(typed.len()));
+    for c in typed.chars().filter(|c| *c != '-' && !c.is_whitespace()) {
+        code.push(match c.to_ascii_uppercase() {
+            'O' => '0',
+            'I' | 'L' => '1',
+            c => c,
+        });
+    }
+    code
+}
+
 impl Client {
+    /// Admits `client`, a new device of this identity, by a fresh approval
+    /// code (returned, with the Unix time it lapses): the new device's
+    /// `register` with that code as its token is bound at once, without a
+    /// pending request. The AS keeps only the code's hash until then.
+    pub async fn admit(&self, client: &str) -> Result<(Zeroizing<String>, u64), ClientError> {
+        let approver = self.client_id().ok_or(ClientError::NotRegistered)?.to_string();
+        let code = approval_code()?;
+        let body = AdmitBody {
+            approver,
+            client: client.to_string(),
+            code_hash: admission_hash(client, &normalize_code(&code)),
+            timestamp: now_secs(),
+        };
+        let signature = self.sign(LABEL_ADMIT, &body)?;
+        match self.conn.request(Request::As(AsRequest::Admit { body, signature })).await? {
+            Response::As(AsResponse::Admitted { expires_at, .. }) => Ok((code, expires_at)),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// This identity's devices (revoked ones marked) and pending
     /// registrations, as the AS tells one of its live devices.
     pub async fn devices(&self) -> Result<(Vec<SignedBinding>, Vec<PendingDevice>), ClientError> {

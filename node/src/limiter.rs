@@ -32,6 +32,11 @@ impl AddressBudgets {
         Self::new(Budgets::per_minute(rate))
     }
 
+    /// `rate` per hour per address, one hour of burst.
+    pub fn per_hour(rate: u32) -> Self {
+        Self::new(Budgets::per_hour(rate))
+    }
+
     fn new(budgets: Budgets<IpAddr>) -> Self {
         AddressBudgets { start: Instant::now(), budgets: Mutex::new(budgets) }
     }

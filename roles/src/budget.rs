@@ -42,6 +42,12 @@ impl Budget {
         Budget { rate: burst / 60.0, burst, tokens: burst, at: now }
     }
 
+    /// A full budget of `per_hour` per hour (at least 1), one hour of burst.
+    pub fn per_hour(per_hour: u32, now: f64) -> Self {
+        let burst = f64::from(per_hour.max(1));
+        Budget { rate: burst / 3600.0, burst, tokens: burst, at: now }
+    }
+
     fn refill(&mut self, now: f64) {
         if now > self.at {
             self.tokens = (self.tokens + (now - self.at) * self.rate).min(self.burst);
@@ -102,6 +108,11 @@ impl<K: Hash + Eq> Budgets<K> {
     /// `rate` per minute per key, one minute of burst.
     pub fn per_minute(rate: u32) -> Self {
         Budgets { rate, make: Budget::per_minute, map: HashMap::new() }
+    }
+
+    /// `rate` per hour per key, one hour of burst.
+    pub fn per_hour(rate: u32) -> Self {
+        Budgets { rate, make: Budget::per_hour, map: HashMap::new() }
     }
 
     fn entry(&mut self, key: K, now: f64) -> &mut Budget {

@@ -55,6 +55,13 @@ pub(crate) enum DeviceCmd {
         /// e.g. alice/phone
         client: String,
     },
+    /// Admit CLIENT, a new device of this identity, by an approval code to
+    /// type into it (`mlsc register CLIENT --code CODE`): good once, for an
+    /// hour, past any pending requests strangers made for this identity.
+    Admit {
+        /// e.g. alice/laptop
+        client: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -126,8 +133,12 @@ pub(crate) enum Cmd {
         /// `alice` or `alice/phone` (device defaults to "default"); lowercase letters, digits, . _ -
         client: String,
         /// Enrollment token from `mlsd admin enroll`, when the AS requires one.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "code")]
         token: Option<String>,
+        /// Approval code from `mlsc device admit` on a live device of this
+        /// identity: binds this new device at once.
+        #[arg(long)]
+        code: Option<String>,
         /// One-time KeyPackages to publish (plus one last-resort KeyPackage).
         #[arg(long, default_value_t = DEFAULT_KEY_PACKAGES)]
         count: u32,

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use mlsd_client::devices::Revoked;
+use mlsd_client::devices::{normalize_code, Revoked};
 use mlsd_client::group::Event;
 use mlsd_client::members::MemberStatus;
 use mlsd_client::outbox::{self, Outcome, Report};
@@ -214,6 +214,15 @@ async fn device(c: Client, cmd: &DeviceCmd) -> anyhow::Result<()> {
             Revoked::Device(b) => println!("revoked {}", b.binding.client),
             Revoked::Declined => println!("declined the registration of {client}"),
         },
+        DeviceCmd::Admit { client } => {
+            let (code, expires_at) = c.admit(client).await?;
+            println!(
+                "approval code for {client}: {} (good once, until {expires_at}); on the new \
+                 device: mlsc register {client} --code {}",
+                code.as_str(),
+                code.as_str()
+            );
+        }
     }
     Ok(())
 }
@@ -225,14 +234,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let (node, rtt) = conn.ping(*role, key.as_bytes()).await?;
             println!("{node} {:.3} ms", rtt.as_secs_f64() * 1000.0);
         }
-        Cmd::Register { client, token, count, push } => {
+        Cmd::Register { client, token, code, count, push } => {
             let client =
                 if client.contains('/') { client.clone() } else { format!("{client}/default") };
             let mut c = Client::open(&config(&cli)?).await?;
             if let Some(url) = push {
                 c.set_push_url(url)?;
             }
-            let b = match c.register(&client, token.clone()).await {
+            let token = match code {
+                Some(code) => Some(normalize_code(code).to_string()),
+                None => token.clone(),
+            };
+            let b = match c.register(&client, token).await {
                 Err(e @ ClientError::AwaitsApproval { .. }) => {
                     // Not a failure: the next mlsc command completes it.
                     println!("{e}");

@@ -22,6 +22,11 @@ pub struct AsConfig {
     /// what there is to count; they show which devices an identity has),
     /// default 240.
     pub lookup_rate_per_minute: u32,
+    /// `pending_rate_per_hour`: registrations one client address may leave
+    /// pending approval per hour at each node (each shows in the devices of
+    /// an identity that is not the requester's; a person's own new device
+    /// needs none with an approval code), default 4.
+    pub pending_rate_per_hour: u32,
 }
 
 /// `[ods]`: mailbox limits.
@@ -152,6 +157,12 @@ impl AsConfig {
                 240,
                 u32::MAX as u64,
             )?,
+            pending_rate_per_hour: small(
+                "as.pending_rate_per_hour",
+                raw.pending_rate_per_hour,
+                4,
+                u32::MAX as u64,
+            )?,
         })
     }
 }
@@ -269,6 +280,7 @@ pub(super) struct RawAs {
     registration: Option<String>,
     binding_lifetime_days: Option<u64>,
     lookup_rate_per_minute: Option<u32>,
+    pending_rate_per_hour: Option<u32>,
 }
 
 #[derive(Deserialize, Default)]

@@ -32,7 +32,9 @@ pub use delivery::NodeRouter;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use mlsd_transport::protocol::{Admission, AuthError, IdsResponse, ALPN_CLIENT, ALPN_NODE};
+use mlsd_transport::protocol::{
+    Admission, AsResponse, AuthError, IdsResponse, ALPN_CLIENT, ALPN_NODE,
+};
 use mlsd_transport::{tls, Request, Response, Role, WireError};
 use rustls::pki_types::CertificateDer;
 
@@ -105,6 +107,8 @@ pub struct ServerCtx {
     fetch_limiter: AddressBudgets,
     open_limiter: AddressBudgets,
     lookup_limiter: AddressBudgets,
+    /// Registrations left pending, per address ([`Admission::Register`]).
+    pending_limiter: AddressBudgets,
     senders: AddressBudgets,
     create_limiter: AddressBudgets,
     uploads: AddressBudgets,
@@ -144,6 +148,7 @@ impl ServerCtx {
         let fetch_limiter = AddressBudgets::per_minute(config.cs.fetch_rate_per_minute);
         let open_limiter = AddressBudgets::per_minute(config.ods.open_rate_per_minute);
         let lookup_limiter = AddressBudgets::per_minute(config.r#as.lookup_rate_per_minute);
+        let pending_limiter = AddressBudgets::per_hour(config.r#as.pending_rate_per_hour);
         let senders = AddressBudgets::per_second(config.ids.sender_copies_per_second);
         let create_limiter = AddressBudgets::per_minute(config.ids.create_rate_per_minute);
         let uploads = AddressBudgets::per_minute(config.sds.upload_bytes_per_minute);
@@ -175,6 +180,7 @@ impl ServerCtx {
             fetch_limiter,
             open_limiter,
             lookup_limiter,
+            pending_limiter,
             senders,
             create_limiter,
             uploads,
@@ -192,6 +198,7 @@ impl ServerCtx {
             Admission::Free => Ok(()),
             Admission::Fetch => self.fetch_limiter.take(from),
             Admission::Lookup => self.lookup_limiter.take(from),
+            Admission::Register => self.pending_limiter.admit(from),
             Admission::OpenMailbox => self.open_limiter.take(from),
             Admission::CreateGroup => self.create_limiter.take(from),
             Admission::Send => self.senders.admit(from),
@@ -202,8 +209,12 @@ impl ServerCtx {
         }
     }
 
-    /// Charges what an answered request cost `from`: the copies of a send.
+    /// Charges what an answered request cost `from`: the copies of a send,
+    /// a registration left pending.
     pub(super) fn charge(&self, response: &Response, from: IpAddr) {
+        if let Response::As(AsResponse::RegistrationPending { .. }) = response {
+            self.pending_limiter.charge(from, 1);
+        }
         if let Response::Ids(IdsResponse::Sent { copies })
         | Response::Ids(IdsResponse::PartlySent { copies, .. }) = response
         {

@@ -145,7 +145,7 @@ pub(super) fn signer(
 
 /// Refuses unless `actor` and `client` are distinct, valid client ids of
 /// one identity; returns that identity.
-fn siblings<'a>(actor: &'a str, client: &str) -> Result<&'a str, WireError> {
+pub(super) fn siblings<'a>(actor: &'a str, client: &str) -> Result<&'a str, WireError> {
     let invalid = |c: &str| WireError::Auth(AuthError::InvalidClientId(c.to_string()));
     let (identity, _) = split_client_id(actor).ok_or_else(|| invalid(actor))?;
     let (other, _) = split_client_id(client).ok_or_else(|| invalid(client))?;

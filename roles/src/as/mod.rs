@@ -7,6 +7,8 @@
 //!   tombstones, so nobody else can claim a device id or the identity.
 //! - `p/IDENTITY/DEVICE` → [`devices::PendingRecord`]: a new device's
 //!   registration waiting for a live device's approval.
+//! - `c/IDENTITY/DEVICE` → [`admission::AdmissionRecord`]: a live device's
+//!   approval code for a new device ([`admission`]).
 //! - `t/SHA256(token)` → identity: unused enrollment tokens.
 //! - `serial` → last serial issued by this shard.
 //! - `u/WEEK/SHA256(signature)`: signed requests served (`crate::once`).
@@ -16,12 +18,15 @@
 //! key again, or a rotation signed by it); for an identity nobody holds yet,
 //! the first to ask (open registration) or the holder of an operator's token
 //! (token mode); for a device of an identity that has devices (live or not),
-//! a live device of that identity (`Approve`) or an operator's token. Until
-//! then the registration is pending ([`devices`]).
+//! a live device of that identity (`Approve`, or its approval code:
+//! [`admission`]) or an operator's token. Until then the registration is
+//! pending ([`devices`]), in open mode only: in token mode a registration
+//! without a token or code is refused and nothing is kept.
 //!
 //! Bindings are signed when they are handed out, with the status they have
 //! then, so a revocation is visible in every later lookup.
 
+mod admission;
 mod devices;
 mod tickets;
 
@@ -131,12 +136,17 @@ impl AsLogic {
             None => {
                 let claimed = devices::claimed(identity, ctx)?;
                 match body.token.as_deref() {
-                    // An operator's token speaks for the identity in either mode.
-                    Some(token) => batch.delete(SPACE, self.token(identity, token, ctx)?),
-                    None if claimed => return devices::pend(body, ctx),
+                    // An operator's token, or a live device's approval code,
+                    // speaks for the identity in either mode.
+                    Some(token) => {
+                        batch.delete(SPACE, self.token_or_code(identity, &body.client, token, ctx)?)
+                    }
+                    // Token mode keeps nothing for a stranger: no pending
+                    // entry without a token.
                     None if self.settings.registration == Registration::Token => {
                         return Err(WireError::As(AsError::BadToken))
                     }
+                    None if claimed => return devices::pend(body, ctx),
                     None => {}
                 }
                 if existing.is_none() {
@@ -146,6 +156,21 @@ impl AsLogic {
         }
         let record = self.bind(body.client, body.signature_key, ctx, &mut batch)?;
         Ok(Decision::write(Response::As(AsResponse::Binding(self.sign(&record)?)), batch))
+    }
+
+    /// The storage key to delete when `token` is a live approval code for
+    /// `client` or an unused operator's token for `identity`.
+    fn token_or_code(
+        &self,
+        identity: &str,
+        client: &str,
+        token: &str,
+        ctx: &RoleContext<'_>,
+    ) -> Result<Vec<u8>, WireError> {
+        match admission::admitted(client, token, ctx)? {
+            Some(key) => Ok(key),
+            None => self.token(identity, token, ctx),
+        }
     }
 
     /// The storage key of `token`, when it is an unused token for `identity`.
@@ -374,6 +399,7 @@ impl RoleLogic for AsLogic {
             AsRequest::IssueTickets { body, signature } => {
                 self.tickets().and_then(|t| t.issue(body, signature, ctx))
             }
+            AsRequest::Admit { body, signature } => self.admit(body, signature, ctx),
         }
         .into();
         at_most_once(SPACE, signature.as_deref(), decision, ctx)
@@ -404,5 +430,7 @@ impl RoleLogic for AsLogic {
     }
 }
 
+#[cfg(test)]
+mod admission_tests;
 #[cfg(test)]
 mod tests;

@@ -11,9 +11,9 @@ use mlsd_transport::protocol::{ApproveBody, DevicesBody, RevokeDeviceBody};
 use super::*;
 use crate::storage::MemStore;
 
-const NOW: u64 = 1_800_000_000;
+pub(super) const NOW: u64 = 1_800_000_000;
 
-fn logic(registration: Registration) -> AsLogic {
+pub(super) fn logic(registration: Registration) -> AsLogic {
     AsLogic::new(AsSettings {
         signing_key: Some(std::sync::Arc::new(SigningKey::from_bytes(&[9; 32]))),
         registration,
@@ -26,7 +26,7 @@ fn logic(registration: Registration) -> AsLogic {
 const TICKETS: crate::settings::TicketAllowance =
     crate::settings::TicketAllowance { fetch: 5, mailbox: 2, group: 3, blob: 4 };
 
-fn at(store: &MemStore, secs: u64) -> RoleContext<'_> {
+pub(super) fn at(store: &MemStore, secs: u64) -> RoleContext<'_> {
     RoleContext {
         node: "t",
         store,
@@ -37,7 +37,7 @@ fn at(store: &MemStore, secs: u64) -> RoleContext<'_> {
 
 /// `client`'s registration of `key`'s public half, with a rotation
 /// signature by `old` when given.
-fn register(
+pub(super) fn register(
     client: &str,
     key: &SigningKey,
     old: Option<&SigningKey>,
@@ -57,7 +57,7 @@ fn register(
     })
 }
 
-fn run(logic: &mut AsLogic, store: &MemStore, req: Request) -> Response {
+pub(super) fn run(logic: &mut AsLogic, store: &MemStore, req: Request) -> Response {
     logic.handle(req, None, &at(store, NOW)).applied(store)
 }
 
@@ -185,7 +185,7 @@ fn a_revocation_shows_in_lookups_an_expired_binding_does_not_and_serials_grow() 
     assert!(looked_up(&mut as_, NOW + 3600).is_empty());
 }
 
-fn pk(key: &SigningKey) -> Vec<u8> {
+pub(super) fn pk(key: &SigningKey) -> Vec<u8> {
     key.verifying_key().to_bytes().to_vec()
 }
 
@@ -200,7 +200,7 @@ fn approve(approver: &str, by: &SigningKey, client: &str, key: &SigningKey) -> R
     Request::As(AsRequest::Approve { body, signature })
 }
 
-fn devices(client: &str, key: &SigningKey) -> Request {
+pub(super) fn devices(client: &str, key: &SigningKey) -> Request {
     let body = DevicesBody { client: client.into(), timestamp: NOW };
     let signature = key.sign(&signing_bytes(LABEL_DEVICES, &body)).to_bytes().to_vec();
     Request::As(AsRequest::Devices { body, signature })
@@ -212,7 +212,7 @@ fn revoke_device(by: &str, key: &SigningKey, client: &str) -> Request {
     Request::As(AsRequest::RevokeDevice { body, signature })
 }
 
-fn clients(logic: &mut AsLogic, store: &MemStore, identity: &str) -> Vec<String> {
+pub(super) fn clients(logic: &mut AsLogic, store: &MemStore, identity: &str) -> Vec<String> {
     match run(logic, store, Request::As(AsRequest::Lookup { identity: identity.into() })) {
         Response::As(AsResponse::Bindings(b)) => b.into_iter().map(|b| b.binding.client).collect(),
         other => panic!("{other:?}"),

@@ -81,6 +81,16 @@ pub enum AsRequest {
         /// Signature by the bound key of `body.client`.
         signature: Vec<u8>,
     },
+    /// A live device lets one new device of its identity in by an approval
+    /// code it shows its person, without the public pending queue (which
+    /// strangers can fill): the new device's `Register` carrying the code as
+    /// its `token` is bound at once, for [`ADMISSION_LIFETIME_SECS`], once.
+    Admit {
+        /// Who admits which device with what code.
+        body: AdmitBody,
+        /// Signature by the bound key of `body.approver`.
+        signature: Vec<u8>,
+    },
 }
 
 /// Most bindings in one lookup answer.
@@ -88,12 +98,19 @@ pub const LOOKUP_PAGE: usize = 16;
 
 impl AsRequest {
     /// Flat wire index of each variant (protocol version 1).
-    pub(crate) const TAGS: Tags = &[1, 2, 3, 16, 17, 18, 19, 22];
+    pub(crate) const TAGS: Tags = &[1, 2, 3, 16, 17, 18, 19, 22, 24];
 
     /// The rules of each AS request ([`Rules`]); the identity picks the shard.
     pub fn rules(&self) -> Rules<'_> {
         match self {
-            AsRequest::Register { body, .. } => Rules::once(identity_of(&body.client)),
+            // With a token or an approval code it binds or is refused: it
+            // never leaves a request pending.
+            AsRequest::Register { body, .. } if body.token.is_some() => {
+                Rules::once(identity_of(&body.client))
+            }
+            AsRequest::Register { body, .. } => {
+                Rules::once(identity_of(&body.client)).admit(Admission::Register)
+            }
             AsRequest::Revoke { body, .. } => Rules::once(identity_of(&body.client)),
             AsRequest::Lookup { identity } | AsRequest::LookupPage { identity, .. } => {
                 Rules::repeatable(identity.as_bytes()).admit(Admission::Lookup)
@@ -102,6 +119,7 @@ impl AsRequest {
             AsRequest::Devices { body, .. } => Rules::repeatable(identity_of(&body.client)),
             AsRequest::RevokeDevice { body, .. } => Rules::once(identity_of(&body.client)),
             AsRequest::IssueTickets { body, .. } => Rules::once(identity_of(&body.client)),
+            AsRequest::Admit { body, .. } => Rules::once(identity_of(&body.client)),
         }
     }
 
@@ -115,7 +133,8 @@ impl AsRequest {
             | AsRequest::Approve { signature, .. }
             | AsRequest::Devices { signature, .. }
             | AsRequest::RevokeDevice { signature, .. }
-            | AsRequest::IssueTickets { signature, .. } => Some(signature),
+            | AsRequest::IssueTickets { signature, .. }
+            | AsRequest::Admit { signature, .. } => Some(signature),
             AsRequest::Lookup { .. } | AsRequest::LookupPage { .. } => None,
         }
     }
@@ -167,11 +186,18 @@ pub enum AsResponse {
         /// The AS's ticket key.
         key: TicketKey,
     },
+    /// Answer to `Admit`: the code is good for `client` until `expires_at`.
+    Admitted {
+        /// The new device the code admits.
+        client: String,
+        /// Unix seconds after which the code binds nothing.
+        expires_at: u64,
+    },
 }
 
 impl AsResponse {
     /// Flat wire index of each variant in [`super::Response`].
-    pub(crate) const TAGS: Tags = &[2, 3, 19, 20, 21, 24];
+    pub(crate) const TAGS: Tags = &[2, 3, 19, 20, 21, 24, 29];
 }
 
 /// Why the AS refused a request (besides the shared reasons of
@@ -181,8 +207,9 @@ pub enum AsError {
     /// The client id is bound to another key; a rotation must be signed by it.
     #[error("client id {0} is bound to another key")]
     ClientTaken(String),
-    /// The AS requires a valid, unused enrollment token for this identity.
-    #[error("enrollment token missing, wrong or already used")]
+    /// The AS requires a valid, unused enrollment token (or a live device's
+    /// approval code) for this identity.
+    #[error("enrollment token or approval code missing, wrong, expired or already used")]
     BadToken,
     /// The identity holds its maximum of devices and pending registrations
     /// (revoked devices count: their ids stay their owner's); a live device
@@ -205,6 +232,12 @@ pub const LABEL_REGISTER: &str = "mlsd/as/register/v1";
 pub const LABEL_REVOKE: &str = "mlsd/as/revoke/v1";
 /// Label of [`ApproveBody`] signatures.
 pub const LABEL_APPROVE: &str = "mlsd/as/approve/v1";
+/// Label of [`AdmitBody`] signatures.
+pub const LABEL_ADMIT: &str = "mlsd/as/admit/v1";
+/// How long an approval code ([`AsRequest::Admit`]) binds its device: an
+/// hour, long enough to walk to the new device and short enough that a code
+/// seen over a shoulder soon binds nothing.
+pub const ADMISSION_LIFETIME_SECS: u64 = 3600;
 /// Label of [`DevicesBody`] signatures.
 pub const LABEL_DEVICES: &str = "mlsd/as/devices/v1";
 /// Label of [`RevokeDeviceBody`] signatures.
@@ -280,6 +313,30 @@ pub struct ApproveBody {
     pub signature_key: Vec<u8>,
     /// Unix seconds.
     pub timestamp: u64,
+}
+
+/// A live device's approval code for a new device of the same identity.
+/// The AS sees only the code's hash until the new device registers with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdmitBody {
+    /// The admitting device, `identity/device`, with a live binding.
+    pub approver: String,
+    /// The new device, of the same identity.
+    pub client: String,
+    /// [`admission_hash`] of the code.
+    pub code_hash: [u8; 32],
+    /// Unix seconds.
+    pub timestamp: u64,
+}
+
+/// The hash under which the AS keeps an approval code for `client`, and
+/// checks the `token` of `client`'s registration against.
+pub fn admission_hash(client: &str, code: &str) -> [u8; 32] {
+    let mut h = blake3::Hasher::new_derive_key("mlsd/as/admission-code/v1");
+    h.update(client.as_bytes());
+    h.update(&[0]);
+    h.update(code.as_bytes());
+    h.finalize().into()
 }
 
 /// A device's request for its identity's devices.

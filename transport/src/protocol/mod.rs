@@ -43,8 +43,8 @@ pub use ods::{
     OdsRequest, OdsResponse, SealedPush, ShardHint,
 };
 pub use r#as::{
-    ApproveBody, AsError, AsRequest, AsResponse, Binding, DevicesBody, PendingDevice, RegisterBody,
-    RevokeBody, RevokeDeviceBody, SignedBinding,
+    AdmitBody, ApproveBody, AsError, AsRequest, AsResponse, Binding, DevicesBody, PendingDevice,
+    RegisterBody, RevokeBody, RevokeDeviceBody, SignedBinding,
 };
 pub use request::{Ping, Request};
 pub use response::{Pong, Response};

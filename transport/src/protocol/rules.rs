@@ -57,6 +57,11 @@ pub enum Admission {
     Fetch,
     /// Directory lookups, against scraping the AS.
     Lookup,
+    /// A registration without a token or approval code, charged once
+    /// answered when it was left pending approval (it shows in the devices
+    /// of an identity that may not be the requester's): a stranger cannot
+    /// flood an identity's pending queue from one address.
+    Register,
     /// Mailbox creation: a mailbox needs no identity.
     OpenMailbox,
     /// Group creation: a group needs no identity.
