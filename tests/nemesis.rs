@@ -55,7 +55,7 @@ use rand::Rng;
 const EXTRA: &str = "[limits]\ncall_timeout_ms = 3000\nconnect_timeout_ms = 1000\n\
 requests_per_second = 100000\n[ods]\nopen_rate_per_minute = 100000\n\
 [cs]\nfetch_rate_per_minute = 100000\nfetch_rate_per_target_per_minute = 100000\n\
-[as]\nlookup_rate_per_minute = 100000\n[tickets]\nrequired = false\nfetch_per_day = 100000\n";
+[as]\nlookup_rate_per_minute = 100000\npending_rate_per_hour = 100000\n[tickets]\nrequired = false\nfetch_per_day = 100000\n";
 
 /// One-time KeyPackages a winner publishes.
 const PUBLISHED: u32 = 4;
