@@ -303,3 +303,68 @@ async fn a_welcome_that_overtakes_our_removal_is_kept_until_the_removal_lands() 
     let got = carol.receive().await.unwrap();
     assert!(format!("{got:?}").contains("welcome back"), "{got:?}");
 }
+
+fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Runs `mlsc` for `who`; it must succeed.
+fn mlsc_ok(c: &Cluster, who: &str, args: &[&str]) -> std::process::Output {
+    let out = mlsc(c, who, args);
+    assert!(out.status.success(), "{who} {args:?}: {}", stderr(&out));
+    out
+}
+
+/// The reproduction of the second abuse issue's second item: mallory
+/// fills bob's mailbox through a group they share, then alice adds bob to
+/// a new group. The Welcome was refused, `group add` said nothing, and once
+/// bob made room nothing sent it again: bob was listed as a member and
+/// never joined. Now alice is told bob has not joined, her member list
+/// says so, her sends go on, and her first command after bob makes room
+/// delivers the Welcome.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_welcome_refused_by_a_full_mailbox_stays_owed_until_it_is_stored() {
+    let _watchdog = common::init();
+    let mut c = Cluster::with_extra(
+        &[("n1", &Role::ALL)],
+        "[limits]\ncall_timeout_ms = 1500\nconnect_timeout_ms = 1000\n[ods]\nmax_queue = 5\n",
+    );
+    c.start_all().await;
+    for who in ["alice", "bob", "mallory"] {
+        mlsc_ok(&c, who, &["register", &format!("{who}/phone"), "--count", "3"]);
+    }
+    // Bob's mailbox: mallory's Welcome and four messages.
+    mlsc_ok(&c, "mallory", &["group", "create", "gm"]);
+    mlsc_ok(&c, "mallory", &["group", "add", "gm", "bob"]);
+    for i in 0..4 {
+        mlsc_ok(&c, "mallory", &["send", "gm", &format!("spam {i}"), "--timeout", "10"]);
+    }
+
+    mlsc_ok(&c, "alice", &["group", "create", "ga"]);
+    let out = mlsc_ok(&c, "alice", &["group", "add", "ga", "bob"]);
+    assert_eq!(stdout(&out), "added bob to ga (epoch 1)\n");
+    assert!(
+        stderr(&out).contains("bob/phone has not joined yet: its mailbox is full"),
+        "{}",
+        stderr(&out)
+    );
+    let out = mlsc_ok(&c, "alice", &["group", "members", "ga"]);
+    assert_eq!(
+        stdout(&out),
+        "alice/phone\nbob/phone NOT JOINED: its Welcome waits for room in its mailbox\n"
+    );
+    // Alice's sends are not held behind the owed Welcome.
+    let out = mlsc_ok(&c, "alice", &["send", "ga", "before room", "--timeout", "20"]);
+    assert!(stderr(&out).contains("bob/phone: mailbox full"), "{}", stderr(&out));
+
+    // Bob reads mallory's messages, which makes room.
+    let out = mlsc_ok(&c, "bob", &["recv"]);
+    assert!(stdout(&out).contains("gm mallory/phone: spam 3"), "{}", stdout(&out));
+    // Alice's next command sends the Welcome again; now it is stored.
+    mlsc_ok(&c, "alice", &["send", "ga", "after room", "--timeout", "20"]);
+    let out = mlsc_ok(&c, "alice", &["group", "members", "ga"]);
+    assert_eq!(stdout(&out), "alice/phone\nbob/phone\n");
+    let out = mlsc_ok(&c, "bob", &["recv"]);
+    assert!(stderr(&out).contains("joined ga"), "{}", stderr(&out));
+    assert!(stdout(&out).contains("ga alice/phone: after room"), "{}", stdout(&out));
+}

@@ -37,6 +37,7 @@ pub mod leaf;
 pub mod mailbox;
 pub mod members;
 pub mod outbox;
+pub mod owed;
 pub mod provider;
 pub mod retry;
 pub mod shown;

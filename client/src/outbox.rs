@@ -14,7 +14,9 @@
 //! calls [`Client::flush_outbox`] before its other work (mlsc does so at the
 //! start of every command). A commit accepted while a member's ODS was down
 //! waits here for that member's copy, and until it is sent that member cannot
-//! follow the group.
+//! follow the group. A commit that members' full mailboxes keep refusing is
+//! owed to them ([`crate::owed`]): it stays here, sent again at every flush,
+//! without holding the group's later sends.
 
 use mlsd_transport::protocol::{
     BadFrame, ClusterError, IdsError, IdsRequest, IdsResponse, Undeliverable, Undelivered,
@@ -26,6 +28,7 @@ use std::time::Duration;
 use mlsd_transport::{Request, Response};
 use serde::{Deserialize, Serialize};
 
+use crate::owed::is_commit;
 use crate::retry::transient;
 use crate::retry::Patience;
 use crate::{Client, ClientError};
@@ -91,6 +94,19 @@ pub enum Outcome {
     /// delivered, or not. It is not sent again (which could deliver it
     /// twice).
     Unknown(String),
+    /// A commit of ours that some members' full mailboxes kept refusing
+    /// (their Welcome, or the commit): it stays in the outbox and is sent
+    /// again at every flush, without holding the group's later sends,
+    /// until every copy is stored or those members left the group
+    /// ([`crate::owed`]). Reported once.
+    Owed {
+        /// Copies in all.
+        copies: u32,
+        /// Copies not stored.
+        failed: u32,
+        /// Who is owed (client id, or what is known of them) and why.
+        undelivered: Vec<(String, Undeliverable)>,
+    },
 }
 
 /// The outcome of one send, for the user.
@@ -138,6 +154,18 @@ impl std::fmt::Display for Outcome {
                     write!(f, "; {unnamed} more")?;
                 }
                 Ok(())
+            }
+            Outcome::Owed { copies, failed, undelivered } => {
+                let partly = Outcome::Partly {
+                    copies: *copies,
+                    failed: *failed,
+                    undelivered: undelivered.clone(),
+                };
+                write!(
+                    f,
+                    "{partly}; owed: sent again by every later command until stored, or until \
+                     they leave the group"
+                )
             }
             Outcome::Dropped(reason) => write!(f, "not sent: {reason}"),
             Outcome::Unknown(reason) => write!(f, "outcome unknown: {reason}"),
@@ -225,6 +253,9 @@ enum Next {
     Retry,
     /// Done: report and remove.
     Done(Outcome),
+    /// Keep, owed to members whose mailboxes are full, without holding the
+    /// group back; report the first time.
+    Owe(Option<Outcome>),
 }
 
 impl Client {
@@ -259,11 +290,24 @@ impl Client {
                 if any(Undeliverable::Unavailable) {
                     return Next::Retry;
                 }
-                if any(Undeliverable::MailboxFull) && entry.full_tries + 1 < MAX_FULL_TRIES {
-                    entry.full_tries += 1;
-                    return Next::Retry;
-                }
                 let gid = group_of(&entry.request);
+                if any(Undeliverable::MailboxFull) {
+                    entry.full_tries = entry.full_tries.saturating_add(1);
+                    if entry.full_tries < MAX_FULL_TRIES {
+                        return Next::Retry;
+                    }
+                    // A commit stays owed to members still in the group.
+                    let id = message_id(&entry.request).unwrap_or_default();
+                    if is_commit(&entry.request) && self.still_owes(&gid, &id) {
+                        let first = entry.full_tries == MAX_FULL_TRIES;
+                        let undelivered = self.name_recipients(&gid, &undelivered);
+                        return Next::Owe(first.then_some(Outcome::Owed {
+                            copies,
+                            failed,
+                            undelivered,
+                        }));
+                    }
+                }
                 let undelivered = self.name_recipients(&gid, &undelivered);
                 Next::Done(Outcome::Partly { copies, failed, undelivered })
             }
@@ -302,7 +346,22 @@ impl Client {
                 i += 1;
                 continue;
             }
+            // An owed commit whose members all left the group is not sent
+            // again (it would hand a Welcome to someone removed since).
+            let id = message_id(&list[i].request).unwrap_or_default();
+            if list[i].full_tries >= MAX_FULL_TRIES
+                && is_commit(&list[i].request)
+                && !self.still_owes(&gid, &id)
+            {
+                list.remove(i);
+                self.forget_owed(&id)?;
+                self.save_outbox(&list)?;
+                continue;
+            }
             let answer = self.connection().request(list[i].request.clone()).await;
+            if let Ok(Response::Ids(IdsResponse::PartlySent { undelivered, .. })) = &answer {
+                self.note_owed(&list[i].request, undelivered)?;
+            }
             let stop = matches!(&answer, Err(e) if unreachable(e));
             let before = (list[i].full_tries, list[i].unanswered);
             let changed = match self.judge(&mut list[i], answer) {
@@ -311,8 +370,20 @@ impl Client {
                     i += 1;
                     (list[i - 1].full_tries, list[i - 1].unanswered) != before
                 }
+                Next::Owe(report) => {
+                    if let Some(outcome) = report {
+                        out.reports.push(Report {
+                            group: self.group_name(&gid),
+                            message_id: message_id(&list[i].request).unwrap_or_default(),
+                            outcome,
+                        });
+                    }
+                    i += 1;
+                    (list[i - 1].full_tries, list[i - 1].unanswered) != before
+                }
                 Next::Done(outcome) => {
                     let entry = list.remove(i);
+                    self.forget_owed(&message_id(&entry.request).unwrap_or_default())?;
                     out.reports.push(Report {
                         group: self.group_name(&gid),
                         message_id: message_id(&entry.request).unwrap_or_default(),

@@ -250,7 +250,8 @@ impl Client {
             .merge_pending_commit(&self.provider)
             .map_err(|e| ClientError::Crypto(e.to_string()))?;
         self.remember_epoch(group)?;
-        if matches!(answer, Response::Ids(IdsResponse::PartlySent { .. })) {
+        if let Response::Ids(IdsResponse::PartlySent { undelivered, .. }) = answer {
+            self.note_owed(commit, undelivered)?;
             self.outbox_push(commit.clone())?;
         }
         Ok(())

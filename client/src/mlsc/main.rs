@@ -15,6 +15,7 @@ use mlsd_client::devices::{normalize_code, Revoked};
 use mlsd_client::group::Event;
 use mlsd_client::members::MemberStatus;
 use mlsd_client::outbox::{self, Outcome, Report};
+use mlsd_client::owed::Owes;
 use mlsd_client::shown::shown;
 use mlsd_client::{Client, ClientConfig, ClientError, Connection};
 use mlsd_transport::protocol::r#as::fingerprint;
@@ -132,6 +133,22 @@ fn is_message(e: &Event) -> bool {
     matches!(e, Event::Message { .. } | Event::File { .. })
 }
 
+/// Says on stderr which members of group `name` our commits still owe a
+/// copy to (their mailboxes are full): they have not joined, or are behind.
+fn tell_owed(c: &Client, name: &str) -> anyhow::Result<()> {
+    for (who, owes) in c.owed_in(name)? {
+        let what = match owes {
+            Owes::Welcome => "has not joined yet: its mailbox is full; its Welcome",
+            Owes::Commit => "is behind: its mailbox is full; the commit",
+        };
+        eprintln!(
+            "mlsc: {} {what} is sent again by every later mlsc command until it is stored",
+            shown(&who)
+        );
+    }
+    Ok(())
+}
+
 /// Tells the user what became of sends of earlier commands (not `this`).
 fn report_earlier(reports: &[Report], this: Option<[u8; 32]>) {
     for r in reports.iter().filter(|r| Some(r.message_id) != this) {
@@ -149,7 +166,7 @@ async fn send(c: &mut Client, req: mlsd_transport::Request, timeout: u64) -> any
     report_earlier(&reports, id);
     match reports.into_iter().find(|r| Some(r.message_id) == id).map(|r| r.outcome) {
         Some(Outcome::Delivered { .. }) => Ok(()),
-        Some(partly @ Outcome::Partly { .. }) => {
+        Some(partly @ (Outcome::Partly { .. } | Outcome::Owed { .. })) => {
             eprintln!("mlsc: {partly}");
             Ok(())
         }
@@ -353,11 +370,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     let ids: Vec<&str> = identities.iter().map(String::as_str).collect();
                     let epoch = c.add_members(name, &ids).await?;
                     println!("added {} to {name} (epoch {epoch})", identities.join(", "));
+                    tell_owed(&c, name)?;
                 }
                 GroupCmd::Remove { name, identities } => {
                     let ids: Vec<&str> = identities.iter().map(String::as_str).collect();
                     let epoch = c.remove_members(name, &ids).await?;
                     println!("removed {} from {name} (epoch {epoch})", identities.join(", "));
+                    tell_owed(&c, name)?;
                 }
                 GroupCmd::List => {
                     for g in c.group_names() {
@@ -366,8 +385,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 GroupCmd::Members { name } => {
                     let _ = c.check_members(name).await;
+                    let owed = c.owed_in(name)?;
                     for (m, status) in c.member_status(name)? {
+                        let owes = owed.iter().find(|(w, _)| *w == m).map(|(_, o)| *o);
                         let m = shown(&m);
+                        match owes {
+                            Some(Owes::Welcome) => {
+                                println!(
+                                    "{m} NOT JOINED: its Welcome waits for room in its mailbox"
+                                );
+                                continue;
+                            }
+                            Some(Owes::Commit) => {
+                                println!("{m} BEHIND: a commit waits for room in its mailbox");
+                                continue;
+                            }
+                            None => {}
+                        }
                         match status {
                             MemberStatus::Me | MemberStatus::Verified => println!("{m}"),
                             MemberStatus::Unverified(why) => {
@@ -382,6 +416,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 GroupCmd::Update { name } => {
                     let epoch = c.self_update(name).await?;
                     println!("updated {name} (epoch {epoch})");
+                    tell_owed(&c, name)?;
                 }
             }
         }
